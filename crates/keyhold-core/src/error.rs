@@ -1,0 +1,42 @@
+//! The error type of the key service. Front-ends map each variant to their
+//! own wire errors (for XKS: an error name and HTTP status).
+
+/// What went wrong in the key service, in terms a front-end can map.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid {what}: {why}")]
+    Invalid { what: &'static str, why: String },
+    #[error("key store {0} not found")]
+    StoreNotFound(String),
+    #[error("key store {0} already exists")]
+    StoreExists(String),
+    #[error("key {key} not found in key store {store}")]
+    KeyNotFound { store: String, key: String },
+    #[error("key {key} already exists in key store {store}")]
+    KeyExists { store: String, key: String },
+    #[error("credential {0} not found")]
+    CredentialNotFound(String),
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    KeyUsage(String),
+    #[error("the ciphertext, IV, tag, AAD or metadata is invalid")]
+    InvalidCiphertext,
+    #[error("root of trust: {0}")]
+    RootOfTrust(String),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn invalid(what: &'static str, why: impl Into<String>) -> Self {
+        Error::Invalid {
+            what,
+            why: why.into(),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The key model shared by every layer of Keyhold.
+//!
+//! A *key store* is one tenant: in XKS terms, one path prefix with its own
+//! SigV4 credentials and its own set of keys. A *key* has an external id, a
+//! status, a usage set and one or more *versions* of AES-256 key material.
+//!
+//! This crate holds names, rules and records only. It never holds key
+//! material: versions appear here only in wrapped form.
+
+pub mod error;
+pub mod model;
+pub mod names;
+
+pub use error::{Error, Result};
+pub use model::*;
+pub use names::*;

@@ -1,0 +1,81 @@
+//! Generation-checked caches: a fill computed before an invalidation is
+//! never inserted after it.
+
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A bounded map cleared as a whole on invalidation.
+pub(crate) struct Cache<K, V> {
+    map: RwLock<HashMap<K, V>>,
+    generation: AtomicU64,
+    capacity: usize,
+}
+
+impl<K: Eq + Hash, V: Clone> Cache<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+            capacity,
+        }
+    }
+
+    pub fn get<Q>(&self, k: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        self.map.read().get(k).cloned()
+    }
+
+    /// The generation to pass to [`Self::insert`]; read it *before* reading
+    /// the value from storage.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn insert(&self, generation: u64, k: K, v: V) {
+        let mut m = self.map.write();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if m.len() >= self.capacity {
+            // Crude but bounded: start over rather than grow without limit.
+            m.clear();
+        }
+        m.insert(k, v);
+    }
+
+    pub fn clear(&self) {
+        let mut m = self.map.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        m.clear();
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.read().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_fill_is_dropped() {
+        let c: Cache<String, u32> = Cache::new(2);
+        let g = c.generation();
+        c.clear();
+        c.insert(g, "a".into(), 1);
+        assert_eq!(c.get("a"), None);
+        let g = c.generation();
+        c.insert(g, "a".into(), 1);
+        c.insert(g, "b".into(), 2);
+        c.insert(g, "c".into(), 3);
+        assert!(c.len() <= 2);
+        assert_eq!(c.get("c"), Some(3));
+    }
+}

@@ -1,0 +1,22 @@
+//! The key service: the one core every front-end (XKS, later KMIP and the
+//! admin API) calls.
+//!
+//! It owns the lifecycle rules (which key may be used for what, in which
+//! state), the credential store of each key store, and the in-memory caches
+//! that keep the request path off the database. Key material only ever
+//! enters it through the [`Barrier`]; caches hold it in zeroizing types.
+//!
+//! Caches are invalidated as a whole whenever storage reports a change
+//! (this process's own writes, or the admin CLI's writes to the same data
+//! directory), so a disable takes effect within one refresh interval.
+
+mod cache;
+mod health;
+mod service;
+
+pub use health::{HealthReport, HealthStatus};
+pub use service::{
+    CredentialEntry, CredentialInfo, KeyHandle, KeyService, NewCredential, Operation,
+};
+
+pub use keyhold_keystore::Barrier;

@@ -1,0 +1,639 @@
+//! [`KeyService`]: lifecycle, usage rules, credentials and the request-path caches.
+
+use crate::cache::Cache;
+use crate::health::{HealthReport, HealthStatus};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use keyhold_core::{
+    now, validate_access_key_id, validate_secret_access_key, Error, Key, KeyId, KeyStore, Result,
+    Status, StorePrefix, StoredCredential, Timestamp, Usage, WrappedKeyVersion,
+    ACCESS_KEY_ID_ALPHABET,
+};
+use keyhold_crypto::{random_secret, Aes256Key, HmacKey, SecretBytes, AES256_KEY_LEN};
+use keyhold_keystore::{Barrier, RootOfTrust};
+use keyhold_storage::Storage;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const HEALTH_KEY_META: &str = "health_key";
+const HEALTH_KEY_CONTEXT: &[u8] = b"keyhold/health-key/v1";
+/// How long a deep health result may be reused (the XKS spec allows up to a minute).
+const HEALTH_CACHE_TTL: Duration = Duration::from_secs(2);
+/// Length of generated access key ids.
+const ACCESS_KEY_ID_LEN: usize = 24;
+
+/// Bounds on the request-path caches. Key entries are small (metadata plus
+/// an expanded AES key); 100k keys in the store do not mean 100k in memory.
+const KEY_CACHE_CAPACITY: usize = 20_000;
+const CRED_CACHE_CAPACITY: usize = 4_096;
+const STORE_CACHE_CAPACITY: usize = 4_096;
+
+/// The operation a front-end wants to perform with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Metadata,
+    Encrypt,
+    Decrypt,
+}
+
+/// A SigV4 credential resolved for the request path.
+pub struct CredentialEntry {
+    pub store: StorePrefix,
+    /// The secret access key, for SigV4 verification.
+    pub secret: SecretBytes,
+    /// Signing keys derived for (date, region), cached: the derivation is four
+    /// HMACs and the date changes once a day.
+    pub signing_keys: Mutex<Vec<(String, Arc<HmacKey>)>>,
+}
+
+impl std::fmt::Debug for CredentialEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialEntry")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `credential add` returns, once: the secret is not retrievable later.
+pub struct NewCredential {
+    pub store: StorePrefix,
+    pub access_key_id: String,
+    pub secret_access_key: SecretBytes,
+}
+
+/// A credential as listed to operators: never the secret.
+#[derive(Debug, Clone)]
+pub struct CredentialInfo {
+    pub access_key_id: String,
+    pub store: StorePrefix,
+    pub created_at: Timestamp,
+}
+
+/// A key resolved for use on the request path.
+pub struct KeyHandle {
+    pub key: Key,
+    store_status: Status,
+    current: Arc<Aes256Key>,
+    versions: Mutex<Vec<(u32, Arc<Aes256Key>)>>,
+}
+
+impl std::fmt::Debug for KeyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyHandle")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyHandle {
+    /// The newest version and its key: encrypt always uses it.
+    pub fn current(&self) -> (u32, &Aes256Key) {
+        (self.key.current_version, &self.current)
+    }
+
+    /// Checks that the key (and its store) may perform `op`.
+    pub fn check(&self, op: Operation) -> Result<()> {
+        if self.store_status != Status::Enabled {
+            return Err(Error::InvalidState(format!(
+                "key store {} is disabled",
+                self.key.store
+            )));
+        }
+        if op == Operation::Metadata {
+            return Ok(());
+        }
+        if self.key.status != Status::Enabled {
+            return Err(Error::InvalidState(format!(
+                "key {} is disabled",
+                self.key.id
+            )));
+        }
+        let allowed = match op {
+            Operation::Encrypt => self.key.usage.encrypt,
+            Operation::Decrypt => self.key.usage.decrypt,
+            Operation::Metadata => true,
+        };
+        if !allowed {
+            return Err(Error::KeyUsage(format!(
+                "key {} does not allow {} (usage: {})",
+                self.key.id,
+                match op {
+                    Operation::Encrypt => "ENCRYPT",
+                    _ => "DECRYPT",
+                },
+                self.key.usage
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The key service. Cheap to share (`Arc`); all methods take `&self`.
+pub struct KeyService {
+    storage: Arc<dyn Storage>,
+    barrier: Barrier,
+    keys: Cache<(String, String), Arc<KeyHandle>>,
+    creds: Cache<String, Option<Arc<CredentialEntry>>>,
+    stores: Cache<String, Option<KeyStore>>,
+    last_token: Mutex<u64>,
+    health: Mutex<Option<(Instant, HealthReport)>>,
+}
+
+impl KeyService {
+    /// Opens the service over `storage` with `root`, checking that the root is
+    /// the one the database was created with.
+    pub fn open(storage: Arc<dyn Storage>, root: Arc<dyn RootOfTrust>) -> Result<Self> {
+        let barrier = Barrier::new(root);
+        barrier.verify_root(
+            |n| storage.get_meta(n),
+            |n, v| storage.put_meta_if_absent(n, v),
+        )?;
+        if storage.get_meta(HEALTH_KEY_META)?.is_none() {
+            let m = random_secret(AES256_KEY_LEN).map_err(|e| Error::Internal(e.to_string()))?;
+            let w = barrier.root().wrap(HEALTH_KEY_CONTEXT, m.expose())?;
+            storage.put_meta_if_absent(HEALTH_KEY_META, &w)?;
+        }
+        let token = storage.change_token()?;
+        Ok(Self {
+            storage,
+            barrier,
+            keys: Cache::new(KEY_CACHE_CAPACITY),
+            creds: Cache::new(CRED_CACHE_CAPACITY),
+            stores: Cache::new(STORE_CACHE_CAPACITY),
+            last_token: Mutex::new(token),
+            health: Mutex::new(None),
+        })
+    }
+
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Drops every cached entry if storage changed since the last call.
+    /// Call periodically (the server does, every 100 ms) and after writes.
+    pub fn refresh(&self) -> Result<bool> {
+        let token = self.storage.change_token()?;
+        let mut last = self.last_token.lock();
+        if *last == token {
+            return Ok(false);
+        }
+        *last = token;
+        self.invalidate();
+        Ok(true)
+    }
+
+    /// Drops every cached entry.
+    pub fn invalidate(&self) {
+        self.keys.clear();
+        self.creds.clear();
+        self.stores.clear();
+    }
+
+    fn after_write(&self) {
+        self.invalidate();
+        if let Ok(t) = self.storage.change_token() {
+            *self.last_token.lock() = t;
+        }
+    }
+
+    // ----- request path -------------------------------------------------
+
+    /// Looks up a key store by its URI prefix (cached).
+    pub fn store_by_prefix(&self, prefix: &str) -> Result<Option<KeyStore>> {
+        if let Some(s) = self.stores.get(prefix) {
+            return Ok(s);
+        }
+        let g = self.stores.generation();
+        let found = match StorePrefix::parse(prefix) {
+            Ok(p) if p.as_str() == prefix => self.storage.get_store(&p)?,
+            _ => None,
+        };
+        self.stores.insert(g, prefix.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// Resolves an access key id to its store and secret (cached).
+    pub fn credential(&self, access_key_id: &str) -> Result<Option<Arc<CredentialEntry>>> {
+        if let Some(c) = self.creds.get(access_key_id) {
+            return Ok(c);
+        }
+        if validate_access_key_id(access_key_id).is_err() {
+            return Ok(None);
+        }
+        let g = self.creds.generation();
+        let entry = match self.storage.get_credential(access_key_id)? {
+            None => None,
+            Some(c) => {
+                let secret =
+                    self.barrier
+                        .unwrap_secret(&c.store, &c.access_key_id, &c.wrapped_secret)?;
+                Some(Arc::new(CredentialEntry {
+                    store: c.store,
+                    secret,
+                    signing_keys: Mutex::new(Vec::new()),
+                }))
+            }
+        };
+        self.creds.insert(g, access_key_id.to_owned(), entry.clone());
+        Ok(entry)
+    }
+
+    /// Resolves a key of a store for use (cached). Unknown → `KeyNotFound`.
+    pub fn key_handle(&self, store: &StorePrefix, id: &str) -> Result<Arc<KeyHandle>> {
+        let ck = (store.as_str().to_owned(), id.to_owned());
+        if let Some(h) = self.keys.get(&ck) {
+            return Ok(h);
+        }
+        let not_found = || Error::KeyNotFound {
+            store: store.display().to_owned(),
+            key: id.to_owned(),
+        };
+        let key_id = KeyId::parse(id).map_err(|_| not_found())?;
+        let g = self.keys.generation();
+        let store_rec = self
+            .storage
+            .get_store(store)?
+            .ok_or_else(|| Error::StoreNotFound(store.display().to_owned()))?;
+        let key = self.storage.get_key(store, &key_id)?.ok_or_else(not_found)?;
+        let current = Arc::new(self.load_version(&key, key.current_version)?);
+        let h = Arc::new(KeyHandle {
+            store_status: store_rec.status,
+            current,
+            versions: Mutex::new(Vec::new()),
+            key,
+        });
+        self.keys.insert(g, ck, h.clone());
+        Ok(h)
+    }
+
+    fn load_version(&self, key: &Key, version: u32) -> Result<Aes256Key> {
+        let wv = self
+            .storage
+            .get_key_version(&key.store, &key.id, version)?
+            .ok_or(Error::InvalidCiphertext)?;
+        self.barrier
+            .unwrap_key(&key.store, &key.id, wv.version, &wv.wrapped)
+    }
+
+    /// The key material of `version` of a resolved key; an unknown version is
+    /// an invalid ciphertext.
+    pub fn key_version(&self, h: &KeyHandle, version: u32) -> Result<Arc<Aes256Key>> {
+        if version == h.key.current_version {
+            return Ok(h.current.clone());
+        }
+        if version == 0 || version > h.key.current_version {
+            return Err(Error::InvalidCiphertext);
+        }
+        if let Some((_, k)) = h.versions.lock().iter().find(|(v, _)| *v == version) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(self.load_version(&h.key, version)?);
+        let mut vs = h.versions.lock();
+        if vs.len() >= 64 {
+            vs.clear();
+        }
+        vs.push((version, k.clone()));
+        Ok(k)
+    }
+
+    /// Deep health check (cached for a short time).
+    pub fn health(&self) -> HealthReport {
+        if let Some((at, r)) = self.health.lock().as_ref() {
+            if at.elapsed() < HEALTH_CACHE_TTL {
+                return r.clone();
+            }
+        }
+        let info = self.barrier.root().info();
+        let (status, detail) = match self.deep_check() {
+            Ok(()) => (HealthStatus::Active, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "deep health check failed");
+                (HealthStatus::Unavailable, Some(e.to_string()))
+            }
+        };
+        let r = HealthReport {
+            root_id: info.id,
+            root_model: info.model,
+            status,
+            detail,
+        };
+        *self.health.lock() = Some((Instant::now(), r.clone()));
+        r
+    }
+
+    fn deep_check(&self) -> Result<()> {
+        self.storage.ping()?;
+        let w = self
+            .storage
+            .get_meta(HEALTH_KEY_META)?
+            .ok_or_else(|| Error::Internal("health test key missing".into()))?;
+        let m = self.barrier.root().unwrap(HEALTH_KEY_CONTEXT, &w)?;
+        let k = Aes256Key::from_bytes(m.expose()).map_err(|e| Error::Internal(e.to_string()))?;
+        let probe = random_secret(32).map_err(|e| Error::Internal(e.to_string()))?;
+        let mut buf = probe.expose().to_vec();
+        let (iv, tag) = k
+            .seal_in_place(b"keyhold health", &mut buf)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let back = k
+            .open(&iv, b"keyhold health", &buf, &tag)
+            .map_err(|_| Error::Internal("health round trip failed".into()))?;
+        if back.expose() != probe.expose() {
+            return Err(Error::Internal("health round trip mismatch".into()));
+        }
+        Ok(())
+    }
+
+    // ----- administration ------------------------------------------------
+
+    pub fn create_store(&self, prefix: &StorePrefix, description: &str) -> Result<KeyStore> {
+        let s = KeyStore {
+            prefix: prefix.clone(),
+            status: Status::Enabled,
+            description: description.to_owned(),
+            created_at: now(),
+        };
+        self.storage.create_store(&s)?;
+        self.after_write();
+        Ok(s)
+    }
+
+    pub fn get_store(&self, prefix: &StorePrefix) -> Result<KeyStore> {
+        self.storage
+            .get_store(prefix)?
+            .ok_or_else(|| Error::StoreNotFound(prefix.display().to_owned()))
+    }
+
+    pub fn list_stores(&self) -> Result<Vec<KeyStore>> {
+        self.storage.list_stores()
+    }
+
+    pub fn set_store_status(&self, prefix: &StorePrefix, status: Status) -> Result<()> {
+        self.storage.set_store_status(prefix, status)?;
+        self.after_write();
+        Ok(())
+    }
+
+    /// Generates a new credential for a store. The secret is returned once.
+    pub fn add_credential(&self, prefix: &StorePrefix) -> Result<NewCredential> {
+        let raw = random_secret(ACCESS_KEY_ID_LEN).map_err(|e| Error::Internal(e.to_string()))?;
+        // 256 is a multiple of 32: reducing mod 32 gives no bias.
+        let akid: String = raw
+            .expose()
+            .iter()
+            .map(|b| ACCESS_KEY_ID_ALPHABET[(*b % 32) as usize] as char)
+            .collect();
+        let secret = random_secret(32).map_err(|e| Error::Internal(e.to_string()))?;
+        let secret_text = SecretBytes::new(B64.encode(secret.expose()).into_bytes());
+        self.import_credential(prefix, &akid, &secret_text)?;
+        Ok(NewCredential {
+            store: prefix.clone(),
+            access_key_id: akid,
+            secret_access_key: secret_text,
+        })
+    }
+
+    /// Adds a credential chosen by the operator, after checking the spec's rules.
+    pub fn import_credential(
+        &self,
+        prefix: &StorePrefix,
+        access_key_id: &str,
+        secret: &SecretBytes,
+    ) -> Result<()> {
+        validate_access_key_id(access_key_id)?;
+        let s = std::str::from_utf8(secret.expose())
+            .map_err(|_| Error::invalid("secret access key", "must be ASCII"))?;
+        validate_secret_access_key(s)?;
+        if self.storage.get_credential(access_key_id)?.is_some() {
+            return Err(Error::invalid("access key id", "already in use"));
+        }
+        let wrapped = self
+            .barrier
+            .wrap_secret(prefix, access_key_id, secret.expose())?;
+        self.storage.add_credential(&StoredCredential {
+            access_key_id: access_key_id.to_owned(),
+            store: prefix.clone(),
+            wrapped_secret: wrapped,
+            created_at: now(),
+        })?;
+        self.after_write();
+        Ok(())
+    }
+
+    pub fn remove_credential(&self, prefix: &StorePrefix, access_key_id: &str) -> Result<()> {
+        self.storage.remove_credential(prefix, access_key_id)?;
+        self.after_write();
+        Ok(())
+    }
+
+    pub fn list_credentials(&self, prefix: &StorePrefix) -> Result<Vec<CredentialInfo>> {
+        Ok(self
+            .storage
+            .list_credentials(prefix)?
+            .into_iter()
+            .map(|c| CredentialInfo {
+                access_key_id: c.access_key_id,
+                store: c.store,
+                created_at: c.created_at,
+            })
+            .collect())
+    }
+
+    /// Creates a key with fresh AES-256 material as version 1.
+    pub fn create_key(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<Key> {
+        let t = now();
+        let key = Key {
+            store: prefix.clone(),
+            id: id.clone(),
+            status: Status::Enabled,
+            usage,
+            current_version: 1,
+            created_at: t,
+            updated_at: t,
+        };
+        let first = self.new_version(&key, 1)?;
+        self.storage.create_key(&key, &first)?;
+        self.after_write();
+        Ok(key)
+    }
+
+    fn new_version(&self, key: &Key, version: u32) -> Result<WrappedKeyVersion> {
+        let material =
+            random_secret(AES256_KEY_LEN).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(WrappedKeyVersion {
+            version,
+            wrapped: self
+                .barrier
+                .wrap_key(&key.store, &key.id, version, &material)?,
+            created_at: now(),
+        })
+    }
+
+    pub fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Key> {
+        self.storage
+            .get_key(prefix, id)?
+            .ok_or_else(|| Error::KeyNotFound {
+                store: prefix.display().to_owned(),
+                key: id.to_string(),
+            })
+    }
+
+    pub fn list_keys(
+        &self,
+        prefix: &StorePrefix,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        self.storage.list_keys(prefix, after, limit)
+    }
+
+    pub fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
+        self.storage.count_keys(prefix)
+    }
+
+    pub fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()> {
+        self.storage.set_key_status(prefix, id, status)?;
+        self.after_write();
+        Ok(())
+    }
+
+    pub fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()> {
+        self.storage.set_key_usage(prefix, id, usage)?;
+        self.after_write();
+        Ok(())
+    }
+
+    /// Adds a new version of fresh material and makes it current. Older
+    /// versions stay available for decrypt.
+    pub fn rotate_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Key> {
+        let key = self.get_key(prefix, id)?;
+        let next = key
+            .current_version
+            .checked_add(1)
+            .ok_or_else(|| Error::InvalidState("key has too many versions".into()))?;
+        let v = self.new_version(&key, next)?;
+        self.storage.add_key_version(prefix, id, &v)?;
+        self.after_write();
+        self.get_key(prefix, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_keystore::SoftwareRoot;
+    use keyhold_storage::SqliteStorage;
+
+    fn service() -> (tempfile::TempDir, KeyService) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap();
+        let st = SqliteStorage::open(&dir.path().join("k.db")).unwrap();
+        let s = KeyService::open(Arc::new(st), Arc::new(root)).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn lifecycle_and_usage() {
+        let (_d, s) = service();
+        let p = StorePrefix::parse("/t").unwrap();
+        s.create_store(&p, "").unwrap();
+        let id = KeyId::parse("k1").unwrap();
+        s.create_key(&p, &id, Usage::BOTH).unwrap();
+        let h = s.key_handle(&p, "k1").unwrap();
+        h.check(Operation::Encrypt).unwrap();
+        let (v, k) = h.current();
+        assert_eq!(v, 1);
+        let mut buf = b"data".to_vec();
+        let (iv, tag) = k.seal_in_place(b"", &mut buf).unwrap();
+
+        s.rotate_key(&p, &id).unwrap();
+        let h2 = s.key_handle(&p, "k1").unwrap();
+        assert_eq!(h2.current().0, 2);
+        let old = s.key_version(&h2, 1).unwrap();
+        assert_eq!(old.open(&iv, b"", &buf, &tag).unwrap().expose(), b"data");
+        assert!(matches!(s.key_version(&h2, 3), Err(Error::InvalidCiphertext)));
+        assert!(matches!(s.key_version(&h2, 0), Err(Error::InvalidCiphertext)));
+
+        s.set_key_status(&p, &id, Status::Disabled).unwrap();
+        let h3 = s.key_handle(&p, "k1").unwrap();
+        assert!(matches!(h3.check(Operation::Encrypt), Err(Error::InvalidState(_))));
+        h3.check(Operation::Metadata).unwrap();
+
+        s.set_key_status(&p, &id, Status::Enabled).unwrap();
+        s.set_key_usage(&p, &id, Usage::parse("DECRYPT").unwrap()).unwrap();
+        let h4 = s.key_handle(&p, "k1").unwrap();
+        assert!(matches!(h4.check(Operation::Encrypt), Err(Error::KeyUsage(_))));
+        h4.check(Operation::Decrypt).unwrap();
+
+        s.set_store_status(&p, Status::Disabled).unwrap();
+        let h5 = s.key_handle(&p, "k1").unwrap();
+        assert!(matches!(h5.check(Operation::Decrypt), Err(Error::InvalidState(_))));
+        assert!(matches!(s.key_handle(&p, "nope"), Err(Error::KeyNotFound { .. })));
+        assert!(matches!(s.key_handle(&p, "bad/id"), Err(Error::KeyNotFound { .. })));
+    }
+
+    #[test]
+    fn credentials() {
+        let (_d, s) = service();
+        let p = StorePrefix::parse("/t").unwrap();
+        s.create_store(&p, "").unwrap();
+        let c1 = s.add_credential(&p).unwrap();
+        let c2 = s.add_credential(&p).unwrap();
+        validate_access_key_id(&c1.access_key_id).unwrap();
+        validate_secret_access_key(std::str::from_utf8(c1.secret_access_key.expose()).unwrap())
+            .unwrap();
+        assert_eq!(s.list_credentials(&p).unwrap().len(), 2);
+        let e = s.credential(&c2.access_key_id).unwrap().unwrap();
+        assert_eq!(e.secret.expose(), c2.secret_access_key.expose());
+        s.remove_credential(&p, &c1.access_key_id).unwrap();
+        assert!(s.credential(&c1.access_key_id).unwrap().is_none());
+        assert!(s.credential("not-an-akid").unwrap().is_none());
+        assert!(s
+            .import_credential(&p, "SHORT", &SecretBytes::new(vec![b'a'; 44]))
+            .is_err());
+    }
+
+    #[test]
+    fn changes_by_another_process_invalidate() {
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = dir.path().join("root.key");
+        let db = dir.path().join("k.db");
+        SoftwareRoot::create(&root_path, None).unwrap();
+        let open = || {
+            KeyService::open(
+                Arc::new(SqliteStorage::open(&db).unwrap()),
+                Arc::new(SoftwareRoot::load(&root_path, None).unwrap()),
+            )
+            .unwrap()
+        };
+        let server = open();
+        let admin = open();
+        let p = StorePrefix::parse("/t").unwrap();
+        admin.create_store(&p, "").unwrap();
+        let id = KeyId::parse("k").unwrap();
+        admin.create_key(&p, &id, Usage::BOTH).unwrap();
+        server.refresh().unwrap();
+        server.key_handle(&p, "k").unwrap().check(Operation::Encrypt).unwrap();
+        admin.set_key_status(&p, &id, Status::Disabled).unwrap();
+        assert!(server.refresh().unwrap());
+        assert!(server.key_handle(&p, "k").unwrap().check(Operation::Encrypt).is_err());
+    }
+
+    #[test]
+    fn wrong_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("k.db");
+        let r1 = SoftwareRoot::create(&dir.path().join("a"), None).unwrap();
+        KeyService::open(Arc::new(SqliteStorage::open(&db).unwrap()), Arc::new(r1)).unwrap();
+        let r2 = SoftwareRoot::create(&dir.path().join("b"), None).unwrap();
+        assert!(
+            KeyService::open(Arc::new(SqliteStorage::open(&db).unwrap()), Arc::new(r2)).is_err()
+        );
+    }
+
+    #[test]
+    fn health_is_active() {
+        let (_d, s) = service();
+        assert_eq!(s.health().status, HealthStatus::Active);
+    }
+}

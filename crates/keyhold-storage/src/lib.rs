@@ -1,0 +1,67 @@
+//! Storage backends for Keyhold behind the [`Storage`] trait.
+//!
+//! Storage is untrusted: it sees key stores, key metadata and *wrapped* key
+//! versions and credential secrets, never plaintext key material. A copy of
+//! the database alone reveals nothing without the root of trust.
+//!
+//! The embedded default is [`SqliteStorage`] (WAL journal, fsync on every
+//! commit). Writes from other processes (the admin CLI working on the same
+//! data directory) are noticed through [`Storage::change_token`].
+
+mod sqlite;
+
+pub use sqlite::SqliteStorage;
+
+use keyhold_core::{
+    Key, KeyId, KeyStore, Result, Status, StorePrefix, StoredCredential, Usage, WrappedKeyVersion,
+};
+
+/// The persistence operations the key service needs.
+///
+/// Every method is a single transaction. Implementations must be safe to call
+/// from many threads.
+pub trait Storage: Send + Sync + 'static {
+    /// A value that changes whenever any writer (this process or another) has
+    /// committed a change since the last call. Used to invalidate caches.
+    fn change_token(&self) -> Result<u64>;
+
+    /// Cheap liveness check of the backend.
+    fn ping(&self) -> Result<()>;
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
+    /// Sets `name` only if it has no value yet; returns the value now stored.
+    fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+
+    fn create_store(&self, store: &KeyStore) -> Result<()>;
+    fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>>;
+    fn list_stores(&self) -> Result<Vec<KeyStore>>;
+    fn set_store_status(&self, prefix: &StorePrefix, status: Status) -> Result<()>;
+
+    fn add_credential(&self, cred: &StoredCredential) -> Result<()>;
+    fn remove_credential(&self, prefix: &StorePrefix, access_key_id: &str) -> Result<()>;
+    fn list_credentials(&self, prefix: &StorePrefix) -> Result<Vec<StoredCredential>>;
+    fn get_credential(&self, access_key_id: &str) -> Result<Option<StoredCredential>>;
+
+    /// Creates a key with its first version, atomically.
+    fn create_key(&self, key: &Key, first: &WrappedKeyVersion) -> Result<()>;
+    fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>>;
+    /// Lists keys of a store in id order, at most `limit`, after `after`.
+    fn list_keys(&self, prefix: &StorePrefix, after: Option<&KeyId>, limit: usize)
+        -> Result<Vec<Key>>;
+    fn count_keys(&self, prefix: &StorePrefix) -> Result<u64>;
+    fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()>;
+    fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()>;
+    /// Adds `version` (which must be `current_version + 1`) and makes it current.
+    fn add_key_version(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: &WrappedKeyVersion,
+    ) -> Result<()>;
+    fn get_key_version(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: u32,
+    ) -> Result<Option<WrappedKeyVersion>>;
+}

@@ -1,0 +1,638 @@
+//! The embedded SQLite backend.
+
+use crate::Storage;
+use keyhold_core::{
+    now, Error, Key, KeyId, KeyStore, Result, Status, StorePrefix, StoredCredential, Usage,
+    WrappedKeyVersion,
+};
+use parking_lot::Mutex;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use std::path::Path;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how
+/// many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE stores (
+    prefix      TEXT PRIMARY KEY,
+    status      TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE credentials (
+    access_key_id  TEXT PRIMARY KEY,
+    store          TEXT NOT NULL REFERENCES stores(prefix),
+    wrapped_secret BLOB NOT NULL,
+    created_at     INTEGER NOT NULL
+);
+CREATE INDEX credentials_store ON credentials(store);
+CREATE TABLE keys (
+    store           TEXT NOT NULL REFERENCES stores(prefix),
+    key_id          TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    usage           INTEGER NOT NULL,
+    current_version INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (store, key_id)
+) WITHOUT ROWID;
+CREATE TABLE key_versions (
+    store      TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    wrapped    BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (store, key_id, version),
+    FOREIGN KEY (store, key_id) REFERENCES keys(store, key_id)
+) WITHOUT ROWID;
+"#];
+
+/// SQLite storage: one file, WAL journal, `synchronous=FULL` so that every
+/// acknowledged commit survives a crash or power loss.
+pub struct SqliteStorage {
+    conn: Mutex<Connection>,
+}
+
+fn db_err(e: rusqlite::Error) -> Error {
+    Error::Storage(e.to_string())
+}
+
+fn parse_prefix(s: String) -> rusqlite::Result<StorePrefix> {
+    StorePrefix::parse(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn parse_status(s: String) -> rusqlite::Result<Status> {
+    Status::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad status {s:?}").into(),
+        )
+    })
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        Self::from_connection(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<Self> {
+        Self::from_connection(Connection::open_in_memory().map_err(db_err)?)
+    }
+
+    fn from_connection(conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_err)?;
+        let s = Self {
+            conn: Mutex::new(conn),
+        };
+        s.migrate()?;
+        Ok(s)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let current: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if current as usize > MIGRATIONS.len() {
+            return Err(Error::Storage(format!(
+                "database schema version {current} is newer than this Keyhold ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(m).map_err(db_err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(db_err)?;
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn row_to_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Key> {
+        Ok(Key {
+            store: parse_prefix(r.get(0)?)?,
+            id: KeyId::parse(&r.get::<_, String>(1)?).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    1,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+            status: parse_status(r.get(2)?)?,
+            usage: Usage::from_bits(r.get(3)?),
+            current_version: r.get(4)?,
+            created_at: r.get(5)?,
+            updated_at: r.get(6)?,
+        })
+    }
+
+    fn row_to_store(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyStore> {
+        Ok(KeyStore {
+            prefix: parse_prefix(r.get(0)?)?,
+            status: parse_status(r.get(1)?)?,
+            description: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    }
+
+    fn row_to_cred(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredCredential> {
+        Ok(StoredCredential {
+            access_key_id: r.get(0)?,
+            store: parse_prefix(r.get(1)?)?,
+            wrapped_secret: r.get(2)?,
+            created_at: r.get(3)?,
+        })
+    }
+
+    fn require_store(conn: &Connection, prefix: &StorePrefix) -> Result<()> {
+        let found: Option<i64> = conn
+            .query_row(
+                "SELECT 1 FROM stores WHERE prefix = ?1",
+                [prefix.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db_err)?;
+        found
+            .map(|_| ())
+            .ok_or_else(|| Error::StoreNotFound(prefix.display().to_owned()))
+    }
+
+    fn key_not_found(prefix: &StorePrefix, id: &KeyId) -> Error {
+        Error::KeyNotFound {
+            store: prefix.display().to_owned(),
+            key: id.to_string(),
+        }
+    }
+}
+
+impl Storage for SqliteStorage {
+    fn change_token(&self) -> Result<u64> {
+        // data_version changes when another connection commits; the total
+        // change counter covers this connection's own writes.
+        let conn = self.conn.lock();
+        let dv: i64 = conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        Ok(((dv as u64) << 32) ^ conn.total_changes())
+    }
+
+    fn ping(&self) -> Result<()> {
+        let conn = self.conn.lock();
+        conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(db_err)
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .lock()
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta(name, value) VALUES (?1, ?2)",
+            params![name, value],
+        )
+        .map_err(db_err)?;
+        let v: Vec<u8> = tx
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(v)
+    }
+
+    fn create_store(&self, store: &KeyStore) -> Result<()> {
+        let conn = self.conn.lock();
+        let n = conn
+            .execute(
+                "INSERT OR IGNORE INTO stores(prefix, status, description, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    store.prefix.as_str(),
+                    store.status.as_str(),
+                    store.description,
+                    store.created_at
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::StoreExists(store.prefix.display().to_owned()));
+        }
+        Ok(())
+    }
+
+    fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>> {
+        self.conn
+            .lock()
+            .query_row(
+                "SELECT prefix, status, description, created_at FROM stores WHERE prefix = ?1",
+                [prefix.as_str()],
+                Self::row_to_store,
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn list_stores(&self) -> Result<Vec<KeyStore>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT prefix, status, description, created_at FROM stores ORDER BY prefix",
+            )
+            .map_err(db_err)?;
+        let rows = st.query_map([], Self::row_to_store).map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn set_store_status(&self, prefix: &StorePrefix, status: Status) -> Result<()> {
+        let n = self
+            .conn
+            .lock()
+            .execute(
+                "UPDATE stores SET status = ?2 WHERE prefix = ?1",
+                params![prefix.as_str(), status.as_str()],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::StoreNotFound(prefix.display().to_owned()));
+        }
+        Ok(())
+    }
+
+    fn add_credential(&self, cred: &StoredCredential) -> Result<()> {
+        let conn = self.conn.lock();
+        Self::require_store(&conn, &cred.store)?;
+        conn.execute(
+            "INSERT INTO credentials(access_key_id, store, wrapped_secret, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                cred.access_key_id,
+                cred.store.as_str(),
+                cred.wrapped_secret,
+                cred.created_at
+            ],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    fn remove_credential(&self, prefix: &StorePrefix, access_key_id: &str) -> Result<()> {
+        let n = self
+            .conn
+            .lock()
+            .execute(
+                "DELETE FROM credentials WHERE store = ?1 AND access_key_id = ?2",
+                params![prefix.as_str(), access_key_id],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::CredentialNotFound(access_key_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn list_credentials(&self, prefix: &StorePrefix) -> Result<Vec<StoredCredential>> {
+        let conn = self.conn.lock();
+        Self::require_store(&conn, prefix)?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT access_key_id, store, wrapped_secret, created_at FROM credentials WHERE store = ?1 ORDER BY created_at, access_key_id",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([prefix.as_str()], Self::row_to_cred)
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn get_credential(&self, access_key_id: &str) -> Result<Option<StoredCredential>> {
+        self.conn
+            .lock()
+            .query_row(
+                "SELECT access_key_id, store, wrapped_secret, created_at FROM credentials WHERE access_key_id = ?1",
+                [access_key_id],
+                Self::row_to_cred,
+            )
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn create_key(&self, key: &Key, first: &WrappedKeyVersion) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        Self::require_store(&tx, &key.store)?;
+        let n = tx
+            .execute(
+                "INSERT OR IGNORE INTO keys(store, key_id, status, usage, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    key.store.as_str(),
+                    key.id.as_str(),
+                    key.status.as_str(),
+                    key.usage.to_bits(),
+                    first.version,
+                    key.created_at,
+                    key.updated_at
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::KeyExists {
+                store: key.store.display().to_owned(),
+                key: key.id.to_string(),
+            });
+        }
+        tx.execute(
+            "INSERT INTO key_versions(store, key_id, version, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                key.store.as_str(),
+                key.id.as_str(),
+                first.version,
+                first.wrapped,
+                first.created_at
+            ],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT store, key_id, status, usage, current_version, created_at, updated_at FROM keys WHERE store = ?1 AND key_id = ?2",
+            )
+            .map_err(db_err)?;
+        st.query_row(params![prefix.as_str(), id.as_str()], Self::row_to_key)
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn list_keys(
+        &self,
+        prefix: &StorePrefix,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        let conn = self.conn.lock();
+        Self::require_store(&conn, prefix)?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT store, key_id, status, usage, current_version, created_at, updated_at FROM keys WHERE store = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map(
+                params![
+                    prefix.as_str(),
+                    after.map(|a| a.as_str()).unwrap_or(""),
+                    limit as i64
+                ],
+                Self::row_to_key,
+            )
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
+        self.conn
+            .lock()
+            .query_row(
+                "SELECT count(*) FROM keys WHERE store = ?1",
+                [prefix.as_str()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_err)
+    }
+
+    fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()> {
+        let n = self
+            .conn
+            .lock()
+            .execute(
+                "UPDATE keys SET status = ?3, updated_at = ?4 WHERE store = ?1 AND key_id = ?2",
+                params![prefix.as_str(), id.as_str(), status.as_str(), now()],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Self::key_not_found(prefix, id));
+        }
+        Ok(())
+    }
+
+    fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()> {
+        let n = self
+            .conn
+            .lock()
+            .execute(
+                "UPDATE keys SET usage = ?3, updated_at = ?4 WHERE store = ?1 AND key_id = ?2",
+                params![prefix.as_str(), id.as_str(), usage.to_bits(), now()],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Self::key_not_found(prefix, id));
+        }
+        Ok(())
+    }
+
+    fn add_key_version(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: &WrappedKeyVersion,
+    ) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let n = tx
+            .execute(
+                "UPDATE keys SET current_version = ?3, updated_at = ?4 WHERE store = ?1 AND key_id = ?2 AND current_version = ?3 - 1",
+                params![prefix.as_str(), id.as_str(), version.version, now()],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM keys WHERE store = ?1 AND key_id = ?2",
+                    params![prefix.as_str(), id.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            return Err(match exists {
+                None => Self::key_not_found(prefix, id),
+                Some(_) => Error::InvalidState(format!(
+                    "key {id} was rotated concurrently; retry"
+                )),
+            });
+        }
+        tx.execute(
+            "INSERT INTO key_versions(store, key_id, version, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                prefix.as_str(),
+                id.as_str(),
+                version.version,
+                version.wrapped,
+                version.created_at
+            ],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn get_key_version(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: u32,
+    ) -> Result<Option<WrappedKeyVersion>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT version, wrapped, created_at FROM key_versions WHERE store = ?1 AND key_id = ?2 AND version = ?3",
+            )
+            .map_err(db_err)?;
+        st.query_row(params![prefix.as_str(), id.as_str(), version], |r| {
+            Ok(WrappedKeyVersion {
+                version: r.get(0)?,
+                wrapped: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        })
+        .optional()
+        .map_err(db_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(p: &str) -> KeyStore {
+        KeyStore {
+            prefix: StorePrefix::parse(p).unwrap(),
+            status: Status::Enabled,
+            description: String::new(),
+            created_at: now(),
+        }
+    }
+
+    fn key(p: &str, id: &str) -> (Key, WrappedKeyVersion) {
+        (
+            Key {
+                store: StorePrefix::parse(p).unwrap(),
+                id: KeyId::parse(id).unwrap(),
+                status: Status::Enabled,
+                usage: Usage::BOTH,
+                current_version: 1,
+                created_at: now(),
+                updated_at: now(),
+            },
+            WrappedKeyVersion {
+                version: 1,
+                wrapped: vec![1, 2, 3],
+                created_at: now(),
+            },
+        )
+    }
+
+    #[test]
+    fn store_and_key_lifecycle() {
+        let s = SqliteStorage::open_in_memory().unwrap();
+        s.create_store(&store("/a")).unwrap();
+        assert!(matches!(s.create_store(&store("/a")), Err(Error::StoreExists(_))));
+        let (k, v) = key("/a", "k1");
+        s.create_key(&k, &v).unwrap();
+        assert!(matches!(s.create_key(&k, &v), Err(Error::KeyExists { .. })));
+        let (k2, v2) = key("/missing", "k1");
+        assert!(matches!(s.create_key(&k2, &v2), Err(Error::StoreNotFound(_))));
+        assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap(), k);
+        s.set_key_status(&k.store, &k.id, Status::Disabled).unwrap();
+        assert_eq!(
+            s.get_key(&k.store, &k.id).unwrap().unwrap().status,
+            Status::Disabled
+        );
+        let v2 = WrappedKeyVersion {
+            version: 2,
+            wrapped: vec![4],
+            created_at: now(),
+        };
+        s.add_key_version(&k.store, &k.id, &v2).unwrap();
+        assert!(s.add_key_version(&k.store, &k.id, &v2).is_err());
+        assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap().current_version, 2);
+        assert_eq!(s.get_key_version(&k.store, &k.id, 1).unwrap().unwrap().wrapped, vec![1, 2, 3]);
+        assert!(s.get_key_version(&k.store, &k.id, 3).unwrap().is_none());
+        assert_eq!(s.list_keys(&k.store, None, 10).unwrap().len(), 1);
+        assert_eq!(s.count_keys(&k.store).unwrap(), 1);
+    }
+
+    #[test]
+    fn credentials_and_meta() {
+        let s = SqliteStorage::open_in_memory().unwrap();
+        s.create_store(&store("/a")).unwrap();
+        let c = StoredCredential {
+            access_key_id: "AAAAAAAAAAAAAAAAAAAA".into(),
+            store: StorePrefix::parse("/a").unwrap(),
+            wrapped_secret: vec![9],
+            created_at: now(),
+        };
+        let t0 = s.change_token().unwrap();
+        s.add_credential(&c).unwrap();
+        assert_ne!(s.change_token().unwrap(), t0);
+        assert_eq!(s.get_credential(&c.access_key_id).unwrap().unwrap(), c);
+        assert_eq!(s.list_credentials(&c.store).unwrap().len(), 1);
+        s.remove_credential(&c.store, &c.access_key_id).unwrap();
+        assert!(s.get_credential(&c.access_key_id).unwrap().is_none());
+        assert_eq!(s.put_meta_if_absent("x", b"1").unwrap(), b"1");
+        assert_eq!(s.put_meta_if_absent("x", b"2").unwrap(), b"1");
+    }
+
+    #[test]
+    fn other_connection_changes_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let a = SqliteStorage::open(&path).unwrap();
+        let b = SqliteStorage::open(&path).unwrap();
+        let t0 = a.change_token().unwrap();
+        b.create_store(&store("/x")).unwrap();
+        assert_ne!(a.change_token().unwrap(), t0);
+        assert!(a.get_store(&StorePrefix::parse("/x").unwrap()).unwrap().is_some());
+    }
+}

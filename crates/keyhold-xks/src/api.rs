@@ -1,0 +1,317 @@
+//! The request pipeline: route → body limits → SigV4 → operation → answer,
+//! with one audit log line per request.
+
+use crate::error::{ErrorName, XksError};
+use crate::route::{self, Op};
+use crate::sigv4::{self, AuthError, RequestParts, SigningKeys};
+use crate::wire::RequestMetadata;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use keyhold_core::StorePrefix;
+use keyhold_crypto::HmacKey;
+use keyhold_service::KeyService;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Settings of the XKS front-end.
+#[derive(Debug, Clone)]
+pub struct XksConfig {
+    /// Largest accepted request body. The spec's minimums (4300 bytes of
+    /// plaintext, 8192 of AAD, 2048-character ARNs) need about 20 KiB.
+    pub max_body_bytes: usize,
+    /// Largest plaintext/ciphertext accepted; beyond it UnsupportedOperation.
+    pub max_data_bytes: usize,
+    /// Largest AAD accepted (at most 65535: its length is a u16 in the AAD).
+    pub max_aad_bytes: usize,
+    pub vendor: String,
+    pub model: String,
+    /// Number of proxy nodes reported in GetHealthStatus.
+    pub fleet_size: u32,
+}
+
+impl Default for XksConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024,
+            max_data_bytes: 64 * 1024,
+            max_aad_bytes: 65535,
+            vendor: "Keyhold".into(),
+            model: format!("Keyhold XKS Proxy {}", env!("CARGO_PKG_VERSION")),
+            fleet_size: 1,
+        }
+    }
+}
+
+/// The XKS API over a key service.
+pub struct XksApi {
+    pub(crate) service: Arc<KeyService>,
+    pub(crate) config: XksConfig,
+}
+
+pub(crate) type HttpResponse = Response<Full<Bytes>>;
+
+/// The outcome of one operation, before it becomes an HTTP response.
+pub(crate) struct Ctx<'a> {
+    pub store: &'a StorePrefix,
+    pub key_id: &'a str,
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+pub(crate) fn ok_json<T: serde::Serialize>(v: &T) -> Result<HttpResponse, XksError> {
+    let body = serde_json::to_vec(v)
+        .map_err(|_| XksError::new(ErrorName::InternalException, "cannot encode response"))?;
+    Ok(json_response(StatusCode::OK, body))
+}
+
+fn error_response(e: &XksError) -> HttpResponse {
+    json_response(e.status(), e.body())
+}
+
+struct StoreKeys<'a> {
+    service: &'a KeyService,
+    store: &'a StorePrefix,
+}
+
+impl SigningKeys for StoreKeys<'_> {
+    fn signing_key(
+        &self,
+        akid: &str,
+        date: &str,
+        region: &str,
+        service: &str,
+    ) -> Option<Arc<HmacKey>> {
+        let entry = self.service.credential(akid).ok()??;
+        if &entry.store != self.store {
+            return None;
+        }
+        let scope = format!("{date}/{region}/{service}");
+        let mut cache = entry.signing_keys.lock();
+        if let Some((_, k)) = cache.iter().find(|(s, _)| *s == scope) {
+            return Some(k.clone());
+        }
+        let k = Arc::new(sigv4::derive_signing_key(
+            entry.secret.expose(),
+            date,
+            region,
+            service,
+        ));
+        if cache.len() >= 8 {
+            cache.remove(0);
+        }
+        cache.push((scope, k.clone()));
+        Some(k)
+    }
+}
+
+fn unix_now() -> i64 {
+    keyhold_core::now()
+}
+
+impl XksApi {
+    pub fn new(service: Arc<KeyService>, config: XksConfig) -> Self {
+        Self { service, config }
+    }
+
+    pub fn service(&self) -> &Arc<KeyService> {
+        &self.service
+    }
+
+    /// Serves one HTTP request (any path: non-API paths get their answer too).
+    pub async fn handle<B>(&self, req: Request<B>) -> HttpResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        if path == "/ping" {
+            return if matches!(parts.method, Method::GET | Method::HEAD) {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"OK\n")));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                r
+            } else {
+                method_not_allowed("GET")
+            };
+        }
+        let Some(route) = route::parse(path) else {
+            let e = XksError::new(
+                ErrorName::InvalidUriPathException,
+                format!("no XKS API at this path ({} characters)", path.len()),
+            );
+            audit(None, None, "-", &Outcome::Err(&e), started);
+            return error_response(&e);
+        };
+        if parts.method != Method::POST {
+            return method_not_allowed("POST");
+        }
+        let (meta, result) = self.handle_api(&parts, body, &route).await;
+        match result {
+            Ok(r) => {
+                audit(meta.as_ref(), Some(&route), route.prefix, &Outcome::Ok, started);
+                r
+            }
+            Err(e) => {
+                audit(meta.as_ref(), Some(&route), route.prefix, &Outcome::Err(&e), started);
+                error_response(&e)
+            }
+        }
+    }
+
+    async fn handle_api<B>(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: B,
+        route: &route::Route<'_>,
+    ) -> (Option<RequestMetadata>, Result<HttpResponse, XksError>)
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let store = match self.service.store_by_prefix(route.prefix) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return (
+                    None,
+                    Err(XksError::new(
+                        ErrorName::InvalidUriPathException,
+                        "no key store is configured at this path prefix",
+                    )),
+                )
+            }
+            Err(e) => return (None, Err(e.into())),
+        };
+
+        // Refuse oversized bodies before reading them.
+        let limit = self.config.max_body_bytes;
+        let too_large = || {
+            let mut e = XksError::new(
+                ErrorName::ValidationException,
+                format!("request body is larger than {limit} bytes"),
+            );
+            e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
+            e
+        };
+        if let Some(len) = parts.headers.get(CONTENT_LENGTH) {
+            match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+                Some(n) if n > limit as u64 => return (None, Err(too_large())),
+                Some(_) => {}
+                None => {
+                    return (
+                        None,
+                        Err(XksError::new(
+                            ErrorName::ValidationException,
+                            "bad Content-Length",
+                        )),
+                    )
+                }
+            }
+        }
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    return (None, Err(too_large()));
+                }
+                return (
+                    None,
+                    Err(XksError::new(
+                        ErrorName::ValidationException,
+                        "could not read the request body",
+                    )),
+                );
+            }
+        };
+
+        // Authenticate before looking at the body.
+        let rp = RequestParts {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            authority: parts.uri.authority().map(|a| a.as_str()),
+        };
+        let keys = StoreKeys {
+            service: &self.service,
+            store: &store.prefix,
+        };
+        if let Err(e) = sigv4::verify(&rp, &body, &keys, unix_now()) {
+            return (None, Err(auth_error(e)));
+        }
+
+        let ctx = Ctx {
+            store: &store.prefix,
+            key_id: route.key_id,
+        };
+        match route.op {
+            Op::Health => self.health(&store, &body),
+            Op::Metadata => self.metadata(&ctx, &body),
+            Op::Encrypt => self.encrypt(&ctx, &body),
+            Op::Decrypt => self.decrypt(&ctx, &body),
+        }
+    }
+}
+
+fn auth_error(e: AuthError) -> XksError {
+    XksError::new(ErrorName::AuthenticationFailedException, e.to_string())
+}
+
+fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    let mut r = json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(r#"{{"errorName":"MethodNotAllowed","errorMessage":"use {allow}"}}"#).into_bytes(),
+    );
+    r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+enum Outcome<'a> {
+    Ok,
+    Err(&'a XksError),
+}
+
+/// One audit line per request: who (principal, VPC), what (operation, key,
+/// store), when, the KMS request id, the outcome and the latency. Never any
+/// plaintext, AAD or key material.
+fn audit(
+    meta: Option<&RequestMetadata>,
+    route: Option<&route::Route<'_>>,
+    prefix: &str,
+    outcome: &Outcome<'_>,
+    started: Instant,
+) {
+    let m = meta.cloned().unwrap_or_default();
+    let (status, error_name, error_message) = match outcome {
+        Outcome::Ok => (200u16, "", ""),
+        Outcome::Err(e) => (e.status().as_u16(), e.name.as_str(), e.message.as_str()),
+    };
+    tracing::info!(
+        target: "keyhold::audit",
+        operation = route.map(|r| r.op.name()).unwrap_or("-"),
+        store = prefix,
+        key = route.map(|r| r.key_id).unwrap_or(""),
+        kms_request_id = m.kms_request_id.as_deref().unwrap_or(""),
+        kms_operation = m.kms_operation.as_deref().unwrap_or(""),
+        principal = m.aws_principal_arn.as_deref().unwrap_or(""),
+        kms_key_arn = m.kms_key_arn.as_deref().unwrap_or(""),
+        source_vpc = m.aws_source_vpc.as_deref().unwrap_or(""),
+        source_vpce = m.aws_source_vpce.as_deref().unwrap_or(""),
+        via_service = m.kms_via_service.as_deref().unwrap_or(""),
+        status,
+        error = error_name,
+        error_message,
+        latency_us = started.elapsed().as_micros() as u64,
+        "xks request"
+    );
+}

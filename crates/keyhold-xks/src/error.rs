@@ -1,0 +1,138 @@
+//! XKS errors: each has the specification's `errorName` and HTTP status.
+
+use hyper::StatusCode;
+
+/// An XKS error as the specification names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorName {
+    ValidationException,
+    InvalidStateException,
+    InvalidCiphertextException,
+    InvalidKeyUsageException,
+    AuthenticationFailedException,
+    AccessDeniedException,
+    KeyNotFoundException,
+    InvalidUriPathException,
+    ThrottlingException,
+    UnsupportedOperationException,
+    DependencyTimeoutException,
+    InternalException,
+}
+
+impl ErrorName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorName::ValidationException => "ValidationException",
+            ErrorName::InvalidStateException => "InvalidStateException",
+            ErrorName::InvalidCiphertextException => "InvalidCiphertextException",
+            ErrorName::InvalidKeyUsageException => "InvalidKeyUsageException",
+            ErrorName::AuthenticationFailedException => "AuthenticationFailedException",
+            ErrorName::AccessDeniedException => "AccessDeniedException",
+            ErrorName::KeyNotFoundException => "KeyNotFoundException",
+            ErrorName::InvalidUriPathException => "InvalidUriPathException",
+            ErrorName::ThrottlingException => "ThrottlingException",
+            ErrorName::UnsupportedOperationException => "UnsupportedOperationException",
+            ErrorName::DependencyTimeoutException => "DependencyTimeoutException",
+            ErrorName::InternalException => "InternalException",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorName::ValidationException
+            | ErrorName::InvalidStateException
+            | ErrorName::InvalidCiphertextException
+            | ErrorName::InvalidKeyUsageException => StatusCode::BAD_REQUEST,
+            ErrorName::AuthenticationFailedException => StatusCode::UNAUTHORIZED,
+            ErrorName::AccessDeniedException => StatusCode::FORBIDDEN,
+            ErrorName::KeyNotFoundException | ErrorName::InvalidUriPathException => {
+                StatusCode::NOT_FOUND
+            }
+            ErrorName::ThrottlingException => StatusCode::TOO_MANY_REQUESTS,
+            ErrorName::UnsupportedOperationException => StatusCode::NOT_IMPLEMENTED,
+            ErrorName::DependencyTimeoutException => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorName::InternalException => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// An error answer: name plus a message for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XksError {
+    pub name: ErrorName,
+    pub message: String,
+    /// HTTP status override (413 for oversized bodies); normally `name.status()`.
+    pub status: Option<StatusCode>,
+}
+
+impl XksError {
+    pub fn new(name: ErrorName, message: impl Into<String>) -> Self {
+        Self {
+            name,
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or_else(|| self.name.status())
+    }
+
+    /// The JSON body: `errorMessage` is printable ASCII, under 512 characters.
+    pub fn body(&self) -> Vec<u8> {
+        let mut msg: String = self
+            .message
+            .chars()
+            .map(|c| if (' '..='~').contains(&c) { c } else { '?' })
+            .collect();
+        msg.truncate(500);
+        serde_json::to_vec(&serde_json::json!({
+            "errorName": self.name.as_str(),
+            "errorMessage": msg,
+        }))
+        .unwrap_or_default()
+    }
+}
+
+impl From<keyhold_core::Error> for XksError {
+    fn from(e: keyhold_core::Error) -> Self {
+        use keyhold_core::Error as E;
+        let name = match &e {
+            E::Invalid { .. } => ErrorName::ValidationException,
+            E::KeyNotFound { .. } => ErrorName::KeyNotFoundException,
+            E::StoreNotFound(_) => ErrorName::InvalidUriPathException,
+            E::InvalidState(_) => ErrorName::InvalidStateException,
+            E::KeyUsage(_) => ErrorName::InvalidKeyUsageException,
+            E::InvalidCiphertext => ErrorName::InvalidCiphertextException,
+            E::StoreExists(_) | E::KeyExists { .. } | E::CredentialNotFound(_) => {
+                ErrorName::ValidationException
+            }
+            E::RootOfTrust(_) | E::Storage(_) | E::Internal(_) => ErrorName::InternalException,
+        };
+        let message = match name {
+            // Do not leak internals to the network; the log has the detail.
+            ErrorName::InternalException => {
+                tracing::error!(error = %e, "internal error serving XKS request");
+                "internal error in the key manager".to_owned()
+            }
+            _ => e.to_string(),
+        };
+        XksError::new(name, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_sanitised() {
+        let e = XksError::new(ErrorName::ValidationException, format!("bad\u{1}{}", "x".repeat(900)));
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        let m = v["errorMessage"].as_str().unwrap();
+        assert!(m.len() < 512);
+        assert!(m.starts_with("bad?"));
+        assert_eq!(v["errorName"], "ValidationException");
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+    }
+}

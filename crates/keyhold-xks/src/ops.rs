@@ -1,0 +1,250 @@
+//! The four XKS operations. Each parses its body, checks `requestMetadata`,
+//! calls the key service and builds the answer; each returns the request
+//! metadata it saw so the audit line can name it even on failure.
+
+use crate::api::{ok_json, Ctx, HttpResponse, XksApi};
+use crate::error::{ErrorName, XksError};
+use crate::wire::{self, *};
+use keyhold_core::KeyStore;
+use keyhold_core::Status;
+use keyhold_crypto::{ct_eq, GCM_TAG_LEN};
+use keyhold_service::Operation;
+use zeroize::Zeroizing;
+
+type OpResult = (Option<RequestMetadata>, Result<HttpResponse, XksError>);
+
+fn validation(msg: impl Into<String>) -> XksError {
+    XksError::new(ErrorName::ValidationException, msg)
+}
+
+fn invalid_ciphertext(msg: impl Into<String>) -> XksError {
+    XksError::new(ErrorName::InvalidCiphertextException, msg)
+}
+
+/// Checks the required `requestMetadata` fields of an operation.
+fn check_meta(
+    m: &Option<RequestMetadata>,
+    need_principal: bool,
+    need_key_arn: bool,
+) -> Result<(), XksError> {
+    let m = m
+        .as_ref()
+        .ok_or_else(|| validation("requestMetadata is required"))?;
+    if m.kms_request_id.is_none() {
+        return Err(validation("requestMetadata.kmsRequestId is required"));
+    }
+    if m.kms_operation.is_none() {
+        return Err(validation("requestMetadata.kmsOperation is required"));
+    }
+    if need_principal && m.aws_principal_arn.is_none() {
+        return Err(validation("requestMetadata.awsPrincipalArn is required"));
+    }
+    if need_key_arn && m.kms_key_arn.is_none() {
+        return Err(validation("requestMetadata.kmsKeyArn is required"));
+    }
+    Ok(())
+}
+
+fn check_algorithm(alg: Option<&str>) -> Result<(), XksError> {
+    match alg {
+        None => Err(validation("encryptionAlgorithm is required")),
+        Some(AES_GCM) => Ok(()),
+        Some(_) => Err(XksError::new(
+            ErrorName::UnsupportedOperationException,
+            "encryptionAlgorithm must be AES_GCM",
+        )),
+    }
+}
+
+impl XksApi {
+    pub(crate) fn health(&self, store: &KeyStore, body: &[u8]) -> OpResult {
+        // Health is lenient about its body: it is signed, and the spec allows
+        // no ValidationException here.
+        let meta = wire::parse_json::<MetadataRequest>(body)
+            .ok()
+            .and_then(|r| r.request_metadata);
+        if store.status != Status::Enabled {
+            return (
+                meta,
+                Err(XksError::new(
+                    ErrorName::InvalidStateException,
+                    format!("key store {} is disabled", store.prefix),
+                )),
+            );
+        }
+        let report = self.service.health();
+        let resp = HealthResponse {
+            xks_proxy_fleet_size: self.config.fleet_size.max(1),
+            xks_proxy_vendor: self.config.vendor.clone(),
+            xks_proxy_model: self.config.model.clone(),
+            ekm_vendor: self.config.vendor.clone(),
+            ekm_fleet_details: vec![EkmDetail {
+                id: report.root_id,
+                model: report.root_model,
+                health_status: report.status.as_str(),
+            }],
+        };
+        (meta, ok_json(&resp))
+    }
+
+    pub(crate) fn metadata(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+        let meta = match wire::parse_json::<MetadataRequest>(body) {
+            Ok(r) => r.request_metadata,
+            Err(e) => return (None, Err(e)),
+        };
+        let r = (|| {
+            check_meta(&meta, true, false)?;
+            let h = self.service.key_handle(ctx.store, ctx.key_id)?;
+            h.check(Operation::Metadata)?;
+            ok_json(&MetadataResponse {
+                key_spec: "AES_256",
+                key_usage: h.key.usage.names(),
+                key_status: h.key.status.as_str(),
+            })
+        })();
+        (meta, r)
+    }
+
+    pub(crate) fn encrypt(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+        let req = match wire::parse_json::<EncryptRequest>(body) {
+            Ok(r) => r,
+            Err(e) => return (None, Err(e)),
+        };
+        let r = self.encrypt_inner(ctx, &req);
+        (req.request_metadata, r)
+    }
+
+    fn encrypt_inner(&self, ctx: &Ctx<'_>, req: &EncryptRequest) -> Result<HttpResponse, XksError> {
+        check_meta(&req.request_metadata, true, true)?;
+        let plaintext = Zeroizing::new(b64_required("plaintext", req.plaintext.as_deref())?);
+        check_algorithm(req.encryption_algorithm.as_deref())?;
+        let aad = b64_optional(
+            "additionalAuthenticatedData",
+            req.additional_authenticated_data.as_deref(),
+        )?;
+        let want_cdiv = match req.ciphertext_data_integrity_value_algorithm.as_deref() {
+            None => false,
+            Some(SHA_256) => true,
+            Some(_) => {
+                return Err(XksError::new(
+                    ErrorName::UnsupportedOperationException,
+                    "ciphertextDataIntegrityValueAlgorithm must be SHA_256",
+                ))
+            }
+        };
+        self.check_sizes(plaintext.len(), aad.len())?;
+
+        let h = self.service.key_handle(ctx.store, ctx.key_id)?;
+        h.check(Operation::Encrypt)?;
+        let (version, key) = h.current();
+        let ctm = ctm::encode(version);
+        let full_aad = build_aad(&aad, &ctm)
+            .ok_or_else(|| validation("additionalAuthenticatedData is too long"))?;
+        let mut ct = plaintext.to_vec();
+        let (iv, tag) = key
+            .seal_in_place(&full_aad, &mut ct)
+            .map_err(|_| XksError::new(ErrorName::InternalException, "encryption failed"))?;
+        // The spec's order: compute the CDIV first, then prove the answer
+        // decrypts, and only then reply.
+        let cdiv = want_cdiv.then(|| cdiv(&aad, &ctm, &iv, &ct, &tag));
+        let check = key.open(&iv, &full_aad, &ct, &tag).map_err(|_| {
+            XksError::new(
+                ErrorName::InternalException,
+                "encryption result failed verification",
+            )
+        })?;
+        if !ct_eq(check.expose(), &plaintext) {
+            return Err(XksError::new(
+                ErrorName::InternalException,
+                "encryption result failed verification",
+            ));
+        }
+        ok_json(&EncryptResponse {
+            authentication_tag: b64(&tag),
+            ciphertext: b64(&ct),
+            ciphertext_data_integrity_value: cdiv.map(|c| b64(&c)),
+            ciphertext_metadata: Some(b64(&ctm)),
+            initialization_vector: b64(&iv),
+        })
+    }
+
+    fn check_sizes(&self, data: usize, aad: usize) -> Result<(), XksError> {
+        if data > self.config.max_data_bytes {
+            return Err(XksError::new(
+                ErrorName::UnsupportedOperationException,
+                format!(
+                    "data of {data} bytes is larger than this proxy's limit of {} bytes",
+                    self.config.max_data_bytes
+                ),
+            ));
+        }
+        if aad > self.config.max_aad_bytes.min(u16::MAX as usize) {
+            return Err(XksError::new(
+                ErrorName::UnsupportedOperationException,
+                format!(
+                    "additionalAuthenticatedData of {aad} bytes is larger than this proxy's limit of {} bytes",
+                    self.config.max_aad_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn decrypt(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+        let req = match wire::parse_json::<DecryptRequest>(body) {
+            Ok(r) => r,
+            Err(e) => return (None, Err(e)),
+        };
+        let r = self.decrypt_inner(ctx, &req);
+        (req.request_metadata, r)
+    }
+
+    fn decrypt_inner(&self, ctx: &Ctx<'_>, req: &DecryptRequest) -> Result<HttpResponse, XksError> {
+        check_meta(&req.request_metadata, true, true)?;
+        let ct = b64_required("ciphertext", req.ciphertext.as_deref())?;
+        let iv = b64_required("initializationVector", req.initialization_vector.as_deref())?;
+        let tag = b64_required("authenticationTag", req.authentication_tag.as_deref())?;
+        check_algorithm(req.encryption_algorithm.as_deref())?;
+        let aad = b64_optional(
+            "additionalAuthenticatedData",
+            req.additional_authenticated_data.as_deref(),
+        )?;
+        let ctm_bytes = b64_optional("ciphertextMetadata", req.ciphertext_metadata.as_deref())?;
+        self.check_sizes(ct.len(), aad.len())?;
+
+        let h = self.service.key_handle(ctx.store, ctx.key_id)?;
+        h.check(Operation::Decrypt)?;
+
+        if iv.len() != 12 && iv.len() != 16 {
+            return Err(invalid_ciphertext(
+                "initializationVector must be 12 or 16 bytes",
+            ));
+        }
+        if tag.len() != GCM_TAG_LEN {
+            return Err(invalid_ciphertext("authenticationTag must be 16 bytes"));
+        }
+        if ctm_bytes.len() > MAX_CTM_LEN {
+            return Err(invalid_ciphertext(
+                "ciphertextMetadata must be at most 20 bytes",
+            ));
+        }
+        let generic = || {
+            invalid_ciphertext(
+                "the ciphertext, IV, tag, additional authenticated data or ciphertext metadata is corrupted, missing or otherwise invalid",
+            )
+        };
+        let version = ctm::parse(&ctm_bytes).ok_or_else(generic)?;
+        let key = self.service.key_version(&h, version).map_err(|e| match e {
+            keyhold_core::Error::InvalidCiphertext => generic(),
+            other => other.into(),
+        })?;
+        let full_aad = build_aad(&aad, &ctm_bytes).ok_or_else(generic)?;
+        let pt = key
+            .open(&iv, &full_aad, &ct, &tag)
+            .map_err(|_| generic())?;
+        let encoded = Zeroizing::new(b64(pt.expose()));
+        ok_json(&DecryptResponse {
+            plaintext: encoded.to_string(),
+        })
+    }
+}

@@ -1,0 +1,98 @@
+//! The few calendar conversions SigV4 needs: `YYYYMMDD'T'HHMMSS'Z'` to and
+//! from Unix seconds (UTC, proleptic Gregorian).
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Parses an `X-Amz-Date` value such as `20150830T123600Z` to Unix seconds.
+pub fn parse_amz_date(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut v = 0u32;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + (c - b'0') as u32;
+        }
+        Some(v)
+    };
+    let (y, mo, d) = (digits(0..4)?, digits(4..6)?, digits(6..8)?);
+    let (h, mi, se) = (digits(9..11)?, digits(11..13)?, digits(13..15)?);
+    if !(1..=12).contains(&mo) || d == 0 || d > 31 || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    let days = days_from_civil(y as i64, mo, d);
+    // Reject dates like 20230231 that do not round-trip.
+    if civil_from_days(days) != (y as i64, mo, d) {
+        return None;
+    }
+    Some(days * 86400 + (h * 3600 + mi * 60 + se) as i64)
+}
+
+/// Formats Unix seconds as `YYYYMMDD'T'HHMMSS'Z'`.
+pub fn format_amz_date(t: i64) -> String {
+    let days = t.div_euclid(86400);
+    let secs = t.rem_euclid(86400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_dates() {
+        assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
+        assert_eq!(parse_amz_date("20150830T123600Z"), Some(1440938160));
+        assert_eq!(format_amz_date(1440938160), "20150830T123600Z");
+        assert_eq!(parse_amz_date("20240229T000000Z").map(format_amz_date).as_deref(), Some("20240229T000000Z"));
+        assert_eq!(parse_amz_date("20230229T000000Z"), None);
+        assert_eq!(parse_amz_date("2015-08-30T12:36:00Z"), None);
+        assert_eq!(parse_amz_date("20150830T126600Z"), None);
+        assert_eq!(parse_amz_date(""), None);
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(t in 0i64..253402300799) {
+            prop_assert_eq!(parse_amz_date(&format_amz_date(t)), Some(t));
+        }
+
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,20}") {
+            let _ = parse_amz_date(&s);
+        }
+    }
+}
