@@ -1,1 +1,219 @@
-fn main() {}
+//! `keyhold`: the server (`keyhold serve`) and the key custodians' admin
+//! commands, which work directly on the data directory. The server notices
+//! their changes within a tenth of a second, without a restart.
+
+mod admin;
+mod output;
+
+use clap::{Parser, Subcommand};
+use keyhold_server::data_dir::DataDir;
+use keyhold_server::Config;
+use secrecy::SecretString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "keyhold", version, about = "Keyhold: hold your own key")]
+struct Cli {
+    /// Data directory (holds keyhold.db, root.key, tls/ and keyhold.toml).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYHOLD_DATA_DIR",
+        default_value = "keyhold-data"
+    )]
+    data_dir: PathBuf,
+    /// Take the data directory from this config file instead.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// File holding the passphrase of a sealed root of trust (else KEYHOLD_PASSPHRASE, else a prompt).
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a data directory: root of trust, database, TLS certificate, config.
+    Init {
+        /// Seal the root of trust under a passphrase (Argon2id).
+        #[arg(long)]
+        sealed: bool,
+        /// Address the server will listen on.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// Extra DNS names / IP addresses for the local server certificate.
+        #[arg(long = "tls-name")]
+        tls_names: Vec<String>,
+    },
+    /// Run the server.
+    Serve {
+        /// Listen address (overrides the config; port 0 picks a free port).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Serve plain HTTP instead of HTTPS. For local testing only.
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// Key stores (XKS path prefixes) and their credentials.
+    #[command(subcommand)]
+    Store(admin::StoreCmd),
+    /// Keys of a key store.
+    #[command(subcommand)]
+    Key(admin::KeyCmd),
+}
+
+/// Resolves the passphrase for a sealed root, if one is needed.
+pub(crate) fn passphrase(
+    cli_file: Option<&PathBuf>,
+    needed: bool,
+    confirm: bool,
+) -> Result<Option<SecretString>, String> {
+    if !needed {
+        return Ok(None);
+    }
+    if let Some(f) = cli_file {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read passphrase file {}: {e}", f.display()))?,
+        );
+        return Ok(Some(SecretString::from(
+            text.trim_end_matches(['\r', '\n']).to_owned(),
+        )));
+    }
+    if let Ok(p) = std::env::var("KEYHOLD_PASSPHRASE") {
+        return Ok(Some(SecretString::from(p)));
+    }
+    let p = rpassword::prompt_password("Passphrase for the root of trust: ").map_err(|e| {
+        format!("a passphrase is needed (KEYHOLD_PASSPHRASE or --passphrase-file): {e}")
+    })?;
+    if confirm {
+        let again =
+            rpassword::prompt_password("Repeat the passphrase: ").map_err(|e| e.to_string())?;
+        if again != p {
+            return Err("the passphrases differ".into());
+        }
+    }
+    Ok(Some(SecretString::from(p)))
+}
+
+fn data_dir(cli: &Cli) -> Result<DataDir, String> {
+    match &cli.config {
+        Some(c) => Ok(DataDir::new(
+            Config::load(c).map_err(|e| e.to_string())?.data_dir,
+        )),
+        None => Ok(DataDir::new(cli.data_dir.clone())),
+    }
+}
+
+fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = EnvFilter::try_from_env("KEYHOLD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(true);
+    if format == "json" {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+    guard
+}
+
+fn serve(cli: &Cli, listen: Option<&String>, insecure: bool) -> Result<(), String> {
+    let config_path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| DataDir::new(cli.data_dir.clone()).config());
+    let mut config = Config::load(&config_path).map_err(|e| e.to_string())?;
+    if let Some(l) = listen {
+        config.listen = l.parse().map_err(|e| format!("--listen {l}: {e}"))?;
+    }
+    if insecure {
+        config.insecure_http = true;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    let _guard = init_logging(&config.log_format);
+    let dd = DataDir::new(config.data_dir.clone());
+    let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
+    let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
+    let service = std::sync::Arc::new(dd.open(pass.as_ref()).map_err(|e| e.to_string())?);
+    drop(pass);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("keyhold-worker")
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+        };
+        keyhold_server::serve::serve(
+            &config,
+            service,
+            |addr, tls| {
+                use std::io::Write;
+                let scheme = if tls { "https" } else { "http" };
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "keyhold listening on {scheme}://{addr}");
+                let _ = out.flush();
+            },
+            shutdown,
+        )
+        .await
+        .map_err(|e| e.to_string())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match &cli.command {
+        Command::Init {
+            sealed,
+            listen,
+            tls_names,
+        } => data_dir(&cli).and_then(|dd| {
+            let pass = passphrase(cli.passphrase_file.as_ref(), *sealed, true)?;
+            admin::init(&dd, pass.as_ref(), listen, tls_names, cli.json)
+        }),
+        Command::Serve {
+            listen,
+            insecure_http,
+        } => serve(&cli, listen.as_ref(), *insecure_http),
+        Command::Store(cmd) => data_dir(&cli).and_then(|dd| admin::store(&cli_ctx(&cli, dd)?, cmd)),
+        Command::Key(cmd) => data_dir(&cli).and_then(|dd| admin::key(&cli_ctx(&cli, dd)?, cmd)),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyhold: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn cli_ctx(cli: &Cli, dd: DataDir) -> Result<admin::Ctx, String> {
+    let sealed = if dd.exists() {
+        dd.root_is_sealed().map_err(|e| e.to_string())?
+    } else {
+        false
+    };
+    let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
+    let service = dd.open(pass.as_ref()).map_err(|e| e.to_string())?;
+    Ok(admin::Ctx {
+        service,
+        json: cli.json,
+    })
+}

@@ -10,6 +10,7 @@
 pub mod error;
 pub mod model;
 pub mod names;
+pub mod time;
 
 pub use error::{Error, Result};
 pub use model::*;

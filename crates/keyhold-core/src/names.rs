@@ -14,7 +14,9 @@ pub const MAX_KEY_ID_LEN: usize = 128;
 /// A key store's path prefix: empty (no prefix) or `/seg[/seg…]` of
 /// `[A-Za-z0-9_-]`, so that `prefix + "/kms/xks/v1"` is a valid
 /// `XksProxyUriPath` of at most 128 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct StorePrefix(String);
 
@@ -31,9 +33,7 @@ impl StorePrefix {
         if full.len() + XKS_API_ROOT.len() > MAX_URI_PATH_LEN {
             return Err(Error::invalid(
                 "path prefix",
-                format!(
-                    "prefix plus {XKS_API_ROOT} must be at most {MAX_URI_PATH_LEN} characters"
-                ),
+                format!("prefix plus {XKS_API_ROOT} must be at most {MAX_URI_PATH_LEN} characters"),
             ));
         }
         for seg in body.split('/') {
@@ -96,7 +96,9 @@ impl std::fmt::Display for StorePrefix {
 }
 
 /// An external key id: 1–128 characters of `[A-Za-z0-9._-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct KeyId(String);
 
@@ -195,7 +197,10 @@ mod tests {
     fn prefixes() {
         assert_eq!(StorePrefix::parse("").unwrap().as_str(), "");
         assert_eq!(StorePrefix::parse("/").unwrap().as_str(), "");
-        assert_eq!(StorePrefix::parse("tenant-a").unwrap().as_str(), "/tenant-a");
+        assert_eq!(
+            StorePrefix::parse("tenant-a").unwrap().as_str(),
+            "/tenant-a"
+        );
         assert_eq!(StorePrefix::parse("/eu/t_1/").unwrap().as_str(), "/eu/t_1");
         assert_eq!(
             StorePrefix::parse("/eu/t_1").unwrap().uri_path(),

@@ -78,8 +78,8 @@ impl Aes256Key {
         if bytes.len() != AES256_KEY_LEN {
             return Err(CryptoError::InvalidKeyLength);
         }
-        let unbound =
-            UnboundKey::new(&aead::AES_256_GCM, bytes).map_err(|_| CryptoError::InvalidKeyLength)?;
+        let unbound = UnboundKey::new(&aead::AES_256_GCM, bytes)
+            .map_err(|_| CryptoError::InvalidKeyLength)?;
         Ok(Self {
             key: LessSafeKey::new(unbound),
         })
@@ -96,11 +96,7 @@ impl Aes256Key {
         fill_random(&mut iv)?;
         let tag = self
             .key
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(iv),
-                Aad::from(aad),
-                in_out,
-            )
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(aad), in_out)
             .map_err(|_| CryptoError::Failed)?;
         let mut t = [0u8; GCM_TAG_LEN];
         t.copy_from_slice(tag.as_ref());
@@ -124,7 +120,8 @@ impl Aes256Key {
         if tag.len() != GCM_TAG_LEN {
             return Err(CryptoError::AuthenticationFailed);
         }
-        let nonce = Nonce::try_assume_unique_for_key(iv).map_err(|_| CryptoError::InvalidNonceLength)?;
+        let nonce =
+            Nonce::try_assume_unique_for_key(iv).map_err(|_| CryptoError::InvalidNonceLength)?;
         let mut buf = Zeroizing::new(Vec::with_capacity(ciphertext.len() + GCM_TAG_LEN));
         buf.extend_from_slice(ciphertext);
         buf.extend_from_slice(tag);
@@ -219,7 +216,12 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// HKDF-SHA256: derives `out.len()` bytes from `ikm` with `salt` and `info`.
-pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Result<(), CryptoError> {
+pub fn hkdf_sha256(
+    ikm: &[u8],
+    salt: &[u8],
+    info: &[u8],
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
     struct Len(usize);
     impl hkdf::KeyType for Len {
         fn len(&self) -> usize {
@@ -228,7 +230,9 @@ pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8], out: &mut [u8]) -> Resu
     }
     let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(ikm);
     let info = [info];
-    let okm = prk.expand(&info, Len(out.len())).map_err(|_| CryptoError::Failed)?;
+    let okm = prk
+        .expand(&info, Len(out.len()))
+        .map_err(|_| CryptoError::Failed)?;
     okm.fill(out).map_err(|_| CryptoError::Failed)
 }
 
@@ -259,7 +263,10 @@ mod tests {
         let key = Aes256Key::from_bytes(&[1u8; 32]).unwrap();
         let sealed = key.seal_combined(b"ctx", &[9u8; 32]).unwrap();
         assert_eq!(sealed.len(), 12 + 32 + 16);
-        assert_eq!(key.open_combined(b"ctx", &sealed).unwrap().expose(), &[9u8; 32]);
+        assert_eq!(
+            key.open_combined(b"ctx", &sealed).unwrap().expose(),
+            &[9u8; 32]
+        );
         assert!(key.open_combined(b"other", &sealed).is_err());
         assert!(key.open_combined(b"ctx", &sealed[..10]).is_err());
     }

@@ -88,9 +88,13 @@ impl Barrier {
         version: u32,
         wrapped: &[u8],
     ) -> Result<Aes256Key> {
-        let m = self.root.unwrap(&key_context(store, id, version), wrapped)?;
+        let m = self
+            .root
+            .unwrap(&key_context(store, id, version), wrapped)?;
         if m.len() != AES256_KEY_LEN {
-            return Err(Error::RootOfTrust("unwrapped key has the wrong length".into()));
+            return Err(Error::RootOfTrust(
+                "unwrapped key has the wrong length".into(),
+            ));
         }
         Aes256Key::from_bytes(m.expose()).map_err(|e| Error::Internal(e.to_string()))
     }
@@ -126,16 +130,24 @@ mod tests {
         assert!(!w.windows(32).any(|x| x == [5u8; 32]));
         assert!(b.unwrap_key(&s, &k, 1, &w).is_ok());
         assert!(b.unwrap_key(&s, &k, 2, &w).is_err());
-        assert!(b.unwrap_key(&s, &KeyId::parse("j").unwrap(), 1, &w).is_err());
-        assert!(b.unwrap_key(&StorePrefix::parse("/b").unwrap(), &k, 1, &w).is_err());
+        assert!(b
+            .unwrap_key(&s, &KeyId::parse("j").unwrap(), 1, &w)
+            .is_err());
+        assert!(b
+            .unwrap_key(&StorePrefix::parse("/b").unwrap(), &k, 1, &w)
+            .is_err());
     }
 
     #[test]
     fn root_check() {
         use std::cell::RefCell;
         let dir = tempfile::tempdir().unwrap();
-        let a = Barrier::new(Arc::new(SoftwareRoot::create(&dir.path().join("a"), None).unwrap()));
-        let other = Barrier::new(Arc::new(SoftwareRoot::create(&dir.path().join("b"), None).unwrap()));
+        let a = Barrier::new(Arc::new(
+            SoftwareRoot::create(&dir.path().join("a"), None).unwrap(),
+        ));
+        let other = Barrier::new(Arc::new(
+            SoftwareRoot::create(&dir.path().join("b"), None).unwrap(),
+        ));
         let meta: RefCell<Option<Vec<u8>>> = RefCell::new(None);
         let get = |_: &str| Ok(meta.borrow().clone());
         let put = |_: &str, v: &[u8]| {

@@ -65,7 +65,9 @@ pub struct SoftwareRoot {
 
 impl std::fmt::Debug for SoftwareRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwareRoot").field("id", &self.id).finish()
+        f.debug_struct("SoftwareRoot")
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -78,7 +80,8 @@ fn derive_passphrase_key(pass: &SecretString, p: &KdfParams) -> Result<Aes256Key
         return Err(root_err(format!("unsupported KDF {:?}", p.alg)));
     }
     let salt = B64.decode(&p.salt).map_err(root_err)?;
-    let params = argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(32)).map_err(root_err)?;
+    let params =
+        argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(32)).map_err(root_err)?;
     let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
     a2.hash_password_into(pass.expose_secret().as_bytes(), &salt, out.as_mut())
@@ -148,16 +151,16 @@ impl SoftwareRoot {
         let file = read_root_file(path)?;
         let master = match file.kind.as_str() {
             "plain" => {
-                let k = file
-                    .key
-                    .ok_or_else(|| root_err("root file has no key"))?;
+                let k = file.key.ok_or_else(|| root_err("root file has no key"))?;
                 SecretBytes::new(B64.decode(k.as_bytes()).map_err(root_err)?)
             }
             "sealed" => {
                 let pass = passphrase.ok_or_else(|| {
                     root_err("the root of trust is sealed: a passphrase is required (KEYHOLD_PASSPHRASE or --passphrase-file)")
                 })?;
-                let kdf = file.kdf.ok_or_else(|| root_err("sealed root file has no kdf"))?;
+                let kdf = file
+                    .kdf
+                    .ok_or_else(|| root_err("sealed root file has no kdf"))?;
                 let sealed = B64
                     .decode(file.sealed_key.unwrap_or_default())
                     .map_err(root_err)?;
@@ -192,12 +195,17 @@ fn hex8(b: &[u8]) -> String {
 }
 
 fn read_root_file(path: &Path) -> Result<RootFile> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-        root_err(format!("cannot read root key file {}: {e}", path.display()))
-    })?);
-    let file: RootFile = serde_json::from_slice(&bytes).map_err(|_| root_err("root key file is not valid"))?;
+    let bytes = Zeroizing::new(
+        std::fs::read(path)
+            .map_err(|e| root_err(format!("cannot read root key file {}: {e}", path.display())))?,
+    );
+    let file: RootFile =
+        serde_json::from_slice(&bytes).map_err(|_| root_err("root key file is not valid"))?;
     if file.format != FORMAT {
-        return Err(root_err(format!("unsupported root file format {:?}", file.format)));
+        return Err(root_err(format!(
+            "unsupported root file format {:?}",
+            file.format
+        )));
     }
     Ok(file)
 }
@@ -239,7 +247,10 @@ pub(crate) fn write_private_file(path: &Path, data: &[u8]) -> Result<()> {
 
 impl RootOfTrust for SoftwareRoot {
     fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let sealed = self.kek.seal_combined(context, plaintext).map_err(root_err)?;
+        let sealed = self
+            .kek
+            .seal_combined(context, plaintext)
+            .map_err(root_err)?;
         let mut out = Vec::with_capacity(1 + sealed.len());
         out.push(WRAP_FORMAT_V1);
         out.extend_from_slice(&sealed);
@@ -299,7 +310,10 @@ mod tests {
         assert!(SoftwareRoot::load(&p, Some(&SecretString::from("wrong passphrase!"))).is_err());
         let r2 = SoftwareRoot::load(&p, Some(&pass)).unwrap();
         assert_eq!(r2.unwrap(b"c", &w).unwrap().expose(), b"x");
-        assert!(SoftwareRoot::create(&dir.path().join("b"), Some(&SecretString::from("short"))).is_err());
+        assert!(
+            SoftwareRoot::create(&dir.path().join("b"), Some(&SecretString::from("short")))
+                .is_err()
+        );
     }
 
     #[test]

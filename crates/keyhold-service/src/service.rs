@@ -235,7 +235,8 @@ impl KeyService {
                 }))
             }
         };
-        self.creds.insert(g, access_key_id.to_owned(), entry.clone());
+        self.creds
+            .insert(g, access_key_id.to_owned(), entry.clone());
         Ok(entry)
     }
 
@@ -255,7 +256,10 @@ impl KeyService {
             .storage
             .get_store(store)?
             .ok_or_else(|| Error::StoreNotFound(store.display().to_owned()))?;
-        let key = self.storage.get_key(store, &key_id)?.ok_or_else(not_found)?;
+        let key = self
+            .storage
+            .get_key(store, &key_id)?
+            .ok_or_else(not_found)?;
         let current = Arc::new(self.load_version(&key, key.current_version)?);
         let h = Arc::new(KeyHandle {
             store_status: store_rec.status,
@@ -458,8 +462,7 @@ impl KeyService {
     }
 
     fn new_version(&self, key: &Key, version: u32) -> Result<WrappedKeyVersion> {
-        let material =
-            random_secret(AES256_KEY_LEN).map_err(|e| Error::Internal(e.to_string()))?;
+        let material = random_secret(AES256_KEY_LEN).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(WrappedKeyVersion {
             version,
             wrapped: self
@@ -551,25 +554,47 @@ mod tests {
         assert_eq!(h2.current().0, 2);
         let old = s.key_version(&h2, 1).unwrap();
         assert_eq!(old.open(&iv, b"", &buf, &tag).unwrap().expose(), b"data");
-        assert!(matches!(s.key_version(&h2, 3), Err(Error::InvalidCiphertext)));
-        assert!(matches!(s.key_version(&h2, 0), Err(Error::InvalidCiphertext)));
+        assert!(matches!(
+            s.key_version(&h2, 3),
+            Err(Error::InvalidCiphertext)
+        ));
+        assert!(matches!(
+            s.key_version(&h2, 0),
+            Err(Error::InvalidCiphertext)
+        ));
 
         s.set_key_status(&p, &id, Status::Disabled).unwrap();
         let h3 = s.key_handle(&p, "k1").unwrap();
-        assert!(matches!(h3.check(Operation::Encrypt), Err(Error::InvalidState(_))));
+        assert!(matches!(
+            h3.check(Operation::Encrypt),
+            Err(Error::InvalidState(_))
+        ));
         h3.check(Operation::Metadata).unwrap();
 
         s.set_key_status(&p, &id, Status::Enabled).unwrap();
-        s.set_key_usage(&p, &id, Usage::parse("DECRYPT").unwrap()).unwrap();
+        s.set_key_usage(&p, &id, Usage::parse("DECRYPT").unwrap())
+            .unwrap();
         let h4 = s.key_handle(&p, "k1").unwrap();
-        assert!(matches!(h4.check(Operation::Encrypt), Err(Error::KeyUsage(_))));
+        assert!(matches!(
+            h4.check(Operation::Encrypt),
+            Err(Error::KeyUsage(_))
+        ));
         h4.check(Operation::Decrypt).unwrap();
 
         s.set_store_status(&p, Status::Disabled).unwrap();
         let h5 = s.key_handle(&p, "k1").unwrap();
-        assert!(matches!(h5.check(Operation::Decrypt), Err(Error::InvalidState(_))));
-        assert!(matches!(s.key_handle(&p, "nope"), Err(Error::KeyNotFound { .. })));
-        assert!(matches!(s.key_handle(&p, "bad/id"), Err(Error::KeyNotFound { .. })));
+        assert!(matches!(
+            h5.check(Operation::Decrypt),
+            Err(Error::InvalidState(_))
+        ));
+        assert!(matches!(
+            s.key_handle(&p, "nope"),
+            Err(Error::KeyNotFound { .. })
+        ));
+        assert!(matches!(
+            s.key_handle(&p, "bad/id"),
+            Err(Error::KeyNotFound { .. })
+        ));
     }
 
     #[test]
@@ -613,10 +638,18 @@ mod tests {
         let id = KeyId::parse("k").unwrap();
         admin.create_key(&p, &id, Usage::BOTH).unwrap();
         server.refresh().unwrap();
-        server.key_handle(&p, "k").unwrap().check(Operation::Encrypt).unwrap();
+        server
+            .key_handle(&p, "k")
+            .unwrap()
+            .check(Operation::Encrypt)
+            .unwrap();
         admin.set_key_status(&p, &id, Status::Disabled).unwrap();
         assert!(server.refresh().unwrap());
-        assert!(server.key_handle(&p, "k").unwrap().check(Operation::Encrypt).is_err());
+        assert!(server
+            .key_handle(&p, "k")
+            .unwrap()
+            .check(Operation::Encrypt)
+            .is_err());
     }
 
     #[test]

@@ -46,8 +46,12 @@ pub trait Storage: Send + Sync + 'static {
     fn create_key(&self, key: &Key, first: &WrappedKeyVersion) -> Result<()>;
     fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>>;
     /// Lists keys of a store in id order, at most `limit`, after `after`.
-    fn list_keys(&self, prefix: &StorePrefix, after: Option<&KeyId>, limit: usize)
-        -> Result<Vec<Key>>;
+    fn list_keys(
+        &self,
+        prefix: &StorePrefix,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<Key>>;
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64>;
     fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()>;
     fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()>;

@@ -498,9 +498,7 @@ impl Storage for SqliteStorage {
                 .map_err(db_err)?;
             return Err(match exists {
                 None => Self::key_not_found(prefix, id),
-                Some(_) => Error::InvalidState(format!(
-                    "key {id} was rotated concurrently; retry"
-                )),
+                Some(_) => Error::InvalidState(format!("key {id} was rotated concurrently; retry")),
             });
         }
         tx.execute(
@@ -577,12 +575,18 @@ mod tests {
     fn store_and_key_lifecycle() {
         let s = SqliteStorage::open_in_memory().unwrap();
         s.create_store(&store("/a")).unwrap();
-        assert!(matches!(s.create_store(&store("/a")), Err(Error::StoreExists(_))));
+        assert!(matches!(
+            s.create_store(&store("/a")),
+            Err(Error::StoreExists(_))
+        ));
         let (k, v) = key("/a", "k1");
         s.create_key(&k, &v).unwrap();
         assert!(matches!(s.create_key(&k, &v), Err(Error::KeyExists { .. })));
         let (k2, v2) = key("/missing", "k1");
-        assert!(matches!(s.create_key(&k2, &v2), Err(Error::StoreNotFound(_))));
+        assert!(matches!(
+            s.create_key(&k2, &v2),
+            Err(Error::StoreNotFound(_))
+        ));
         assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap(), k);
         s.set_key_status(&k.store, &k.id, Status::Disabled).unwrap();
         assert_eq!(
@@ -596,8 +600,17 @@ mod tests {
         };
         s.add_key_version(&k.store, &k.id, &v2).unwrap();
         assert!(s.add_key_version(&k.store, &k.id, &v2).is_err());
-        assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap().current_version, 2);
-        assert_eq!(s.get_key_version(&k.store, &k.id, 1).unwrap().unwrap().wrapped, vec![1, 2, 3]);
+        assert_eq!(
+            s.get_key(&k.store, &k.id).unwrap().unwrap().current_version,
+            2
+        );
+        assert_eq!(
+            s.get_key_version(&k.store, &k.id, 1)
+                .unwrap()
+                .unwrap()
+                .wrapped,
+            vec![1, 2, 3]
+        );
         assert!(s.get_key_version(&k.store, &k.id, 3).unwrap().is_none());
         assert_eq!(s.list_keys(&k.store, None, 10).unwrap().len(), 1);
         assert_eq!(s.count_keys(&k.store).unwrap(), 1);
@@ -633,6 +646,9 @@ mod tests {
         let t0 = a.change_token().unwrap();
         b.create_store(&store("/x")).unwrap();
         assert_ne!(a.change_token().unwrap(), t0);
-        assert!(a.get_store(&StorePrefix::parse("/x").unwrap()).unwrap().is_some());
+        assert!(a
+            .get_store(&StorePrefix::parse("/x").unwrap())
+            .unwrap()
+            .is_some());
     }
 }

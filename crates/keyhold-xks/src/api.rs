@@ -159,11 +159,23 @@ impl XksApi {
         let (meta, result) = self.handle_api(&parts, body, &route).await;
         match result {
             Ok(r) => {
-                audit(meta.as_ref(), Some(&route), route.prefix, &Outcome::Ok, started);
+                audit(
+                    meta.as_ref(),
+                    Some(&route),
+                    route.prefix,
+                    &Outcome::Ok,
+                    started,
+                );
                 r
             }
             Err(e) => {
-                audit(meta.as_ref(), Some(&route), route.prefix, &Outcome::Err(&e), started);
+                audit(
+                    meta.as_ref(),
+                    Some(&route),
+                    route.prefix,
+                    &Outcome::Err(&e),
+                    started,
+                );
                 error_response(&e)
             }
         }
@@ -221,7 +233,9 @@ impl XksApi {
         let body = match Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
                     return (None, Err(too_large()));
                 }
                 return (
@@ -272,7 +286,8 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse {
         StatusCode::METHOD_NOT_ALLOWED,
         format!(r#"{{"errorName":"MethodNotAllowed","errorMessage":"use {allow}"}}"#).into_bytes(),
     );
-    r.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    r.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     r
 }
 

@@ -127,7 +127,10 @@ mod tests {
 
     #[test]
     fn body_is_sanitised() {
-        let e = XksError::new(ErrorName::ValidationException, format!("bad\u{1}{}", "x".repeat(900)));
+        let e = XksError::new(
+            ErrorName::ValidationException,
+            format!("bad\u{1}{}", "x".repeat(900)),
+        );
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         let m = v["errorMessage"].as_str().unwrap();
         assert!(m.len() < 512);

@@ -13,7 +13,6 @@ pub mod error;
 mod ops;
 pub mod route;
 pub mod sigv4;
-pub mod time;
 pub mod wire;
 
 pub use api::{XksApi, XksConfig};

@@ -239,9 +239,7 @@ impl XksApi {
             other => other.into(),
         })?;
         let full_aad = build_aad(&aad, &ctm_bytes).ok_or_else(generic)?;
-        let pt = key
-            .open(&iv, &full_aad, &ct, &tag)
-            .map_err(|_| generic())?;
+        let pt = key.open(&iv, &full_aad, &ct, &tag).map_err(|_| generic())?;
         let encoded = Zeroizing::new(b64(pt.expose()));
         ok_json(&DecryptResponse {
             plaintext: encoded.to_string(),

@@ -61,11 +61,7 @@ pub fn parse(path: &str) -> Option<Route<'_>> {
     if key_id.is_empty() || key_id.len() > MAX_KEY_ID_LEN || !is_key_id_str(key_id) {
         return None;
     }
-    Some(Route {
-        prefix,
-        op,
-        key_id,
-    })
+    Some(Route { prefix, op, key_id })
 }
 
 #[cfg(test)]
@@ -77,21 +73,38 @@ mod tests {
     fn paths() {
         assert_eq!(
             parse("/kms/xks/v1/health"),
-            Some(Route { prefix: "", op: Op::Health, key_id: "" })
+            Some(Route {
+                prefix: "",
+                op: Op::Health,
+                key_id: ""
+            })
         );
         assert_eq!(
             parse("/a/b/kms/xks/v1/keys/k-1.x_y/encrypt"),
-            Some(Route { prefix: "/a/b", op: Op::Encrypt, key_id: "k-1.x_y" })
+            Some(Route {
+                prefix: "/a/b",
+                op: Op::Encrypt,
+                key_id: "k-1.x_y"
+            })
         );
-        assert_eq!(parse("/p/kms/xks/v1/keys/k/metadata").unwrap().op, Op::Metadata);
-        assert_eq!(parse("/p/kms/xks/v1/keys/k/decrypt").unwrap().op, Op::Decrypt);
+        assert_eq!(
+            parse("/p/kms/xks/v1/keys/k/metadata").unwrap().op,
+            Op::Metadata
+        );
+        assert_eq!(
+            parse("/p/kms/xks/v1/keys/k/decrypt").unwrap().op,
+            Op::Decrypt
+        );
         assert_eq!(parse("/p/kms/xks/v1/keys/k/sign"), None);
         assert_eq!(parse("/p/kms/xks/v1/keys/a/b/encrypt"), None);
         assert_eq!(parse("/p/kms/xks/v1/keys//encrypt"), None);
         assert_eq!(parse("/p/kms/xks/v2/health"), None);
         assert_eq!(parse("/p/kms/xks/v1/health/"), None);
         assert_eq!(parse("/ping"), None);
-        assert_eq!(parse(&format!("/p/kms/xks/v1/keys/{}/encrypt", "k".repeat(129))), None);
+        assert_eq!(
+            parse(&format!("/p/kms/xks/v1/keys/{}/encrypt", "k".repeat(129))),
+            None
+        );
     }
 
     proptest! {

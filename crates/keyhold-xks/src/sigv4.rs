@@ -7,8 +7,8 @@
 //! trimmed values with inner runs of spaces folded, repeated headers joined
 //! by commas) and the hex SHA-256 of the body.
 
-use crate::time::{format_amz_date, parse_amz_date};
 use hyper::http::HeaderMap;
+use keyhold_core::time::{format_amz_date, parse_amz_date};
 use keyhold_crypto::{ct_eq, sha256, HmacKey};
 use std::fmt::Write;
 
@@ -50,9 +50,9 @@ impl std::fmt::Display for AuthError {
             AuthError::DateMismatch => {
                 f.write_str("credential scope date does not match X-Amz-Date")
             }
-            AuthError::Stale => f.write_str(
-                "X-Amz-Date is more than 5 minutes away from the server's clock",
-            ),
+            AuthError::Stale => {
+                f.write_str("X-Amz-Date is more than 5 minutes away from the server's clock")
+            }
             AuthError::UnsignedRequiredHeader(h) => write!(f, "the {h} header must be signed"),
             AuthError::MissingSignedHeader(h) => {
                 write!(f, "signed header {h} is not in the request")
@@ -90,9 +90,7 @@ impl AuthorizationHeader<'_> {
 
 /// Parses an Authorization header value. Never panics on any input.
 pub fn parse_authorization(v: &str) -> Result<AuthorizationHeader<'_>, AuthError> {
-    let rest = v
-        .strip_prefix(ALGORITHM)
-        .ok_or(AuthError::WrongAlgorithm)?;
+    let rest = v.strip_prefix(ALGORITHM).ok_or(AuthError::WrongAlgorithm)?;
     if !rest.starts_with(' ') {
         return Err(AuthError::WrongAlgorithm);
     }
@@ -134,13 +132,16 @@ pub fn parse_authorization(v: &str) -> Result<AuthorizationHeader<'_>, AuthError
         return Err(AuthError::WrongService);
     }
     let signed_headers: Vec<&str> = signed.split(';').collect();
-    if signed_headers.iter().any(|h| {
-        h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase() || b == b' ')
-    }) {
+    if signed_headers
+        .iter()
+        .any(|h| h.is_empty() || h.bytes().any(|b| b.is_ascii_uppercase() || b == b' '))
+    {
         return Err(AuthError::Malformed("bad SignedHeaders"));
     }
     if signed_headers.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(AuthError::Malformed("SignedHeaders must be sorted and unique"));
+        return Err(AuthError::Malformed(
+            "SignedHeaders must be sorted and unique",
+        ));
     }
     let mut signature = [0u8; 32];
     if sig.len() != 64 || hex::decode_to_slice(sig, &mut signature).is_err() {
@@ -429,10 +430,7 @@ impl Signer {
         };
         let body_hash = hex::encode(sha256(&[body]));
         let creq = canonical_request(&req, &signed, &body_hash).expect("headers present");
-        let scope = format!(
-            "{date}/{}/{}/aws4_request",
-            self.region, self.service
-        );
+        let scope = format!("{date}/{}/{}/aws4_request", self.region, self.service);
         let sts = string_to_sign(&amz_date, &scope, &creq);
         let key = {
             let mut c = self.cached.lock().unwrap_or_else(|e| e.into_inner());
@@ -465,8 +463,8 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    // The AWS SigV4 test suite ("aws-sig-v4-test-suite") credentials and clock.
-    const AKID: &str = "AKIDEXAMPLE";
+    // The AWS SigV4 test suite ("aws-sig-v4-test-suite") secret and clock
+    // (access key id AKIDEXAMPLE, region us-east-1, service "service").
     const SECRET: &[u8] = b"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     const DATE: &str = "20150830T123600Z";
     const NOW: i64 = 1440938160;
@@ -543,12 +541,8 @@ mod tests {
             headers: &headers,
             authority: None,
         };
-        let creq = canonical_request(
-            &req,
-            &["host", "x-amz-date"],
-            &hex::encode(sha256(&[b""])),
-        )
-        .unwrap();
+        let creq =
+            canonical_request(&req, &["host", "x-amz-date"], &hex::encode(sha256(&[b""]))).unwrap();
         assert_eq!(
             creq,
             "POST\n/\n\nhost:example.amazonaws.com\nx-amz-date:20150830T123600Z\n\nhost;x-amz-date\ne3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -577,14 +571,28 @@ mod tests {
 
     struct OneKey;
     impl SigningKeys for OneKey {
-        fn signing_key(&self, akid: &str, date: &str, region: &str, svc: &str) -> Option<Arc<HmacKey>> {
-            (akid == "AKIDEXAMPLEAKIDEXAMPLE").then(|| Arc::new(derive_signing_key(SECRET, date, region, svc)))
+        fn signing_key(
+            &self,
+            akid: &str,
+            date: &str,
+            region: &str,
+            svc: &str,
+        ) -> Option<Arc<HmacKey>> {
+            (akid == "AKIDEXAMPLEAKIDEXAMPLE")
+                .then(|| Arc::new(derive_signing_key(SECRET, date, region, svc)))
         }
     }
 
     fn signed_request(now: i64, body: &[u8]) -> HeaderMap {
         let s = Signer::new("AKIDEXAMPLEAKIDEXAMPLE", SECRET, "eu-west-1", XKS_SERVICE);
-        let (d, a) = s.sign("POST", "xks.example.com", "/p/kms/xks/v1/health", Some("application/json"), body, now);
+        let (d, a) = s.sign(
+            "POST",
+            "xks.example.com",
+            "/p/kms/xks/v1/health",
+            Some("application/json"),
+            body,
+            now,
+        );
         let mut h = HeaderMap::new();
         h.insert("host", "xks.example.com".parse().unwrap());
         h.insert("content-type", "application/json".parse().unwrap());
@@ -594,45 +602,86 @@ mod tests {
     }
 
     fn parts(h: &HeaderMap) -> RequestParts<'_> {
-        RequestParts { method: "POST", path: "/p/kms/xks/v1/health", query: "", headers: h, authority: None }
+        RequestParts {
+            method: "POST",
+            path: "/p/kms/xks/v1/health",
+            query: "",
+            headers: h,
+            authority: None,
+        }
     }
 
     #[test]
     fn sign_then_verify() {
         let h = signed_request(NOW, b"{}");
-        assert_eq!(verify(&parts(&h), b"{}", &OneKey, NOW).unwrap(), "AKIDEXAMPLEAKIDEXAMPLE");
-        assert_eq!(verify(&parts(&h), b"{} ", &OneKey, NOW), Err(AuthError::SignatureMismatch));
-        assert_eq!(verify(&parts(&h), b"{}", &OneKey, NOW + 301), Err(AuthError::Stale));
-        assert_eq!(verify(&parts(&h), b"{}", &OneKey, NOW - 301), Err(AuthError::Stale));
+        assert_eq!(
+            verify(&parts(&h), b"{}", &OneKey, NOW).unwrap(),
+            "AKIDEXAMPLEAKIDEXAMPLE"
+        );
+        assert_eq!(
+            verify(&parts(&h), b"{} ", &OneKey, NOW),
+            Err(AuthError::SignatureMismatch)
+        );
+        assert_eq!(
+            verify(&parts(&h), b"{}", &OneKey, NOW + 301),
+            Err(AuthError::Stale)
+        );
+        assert_eq!(
+            verify(&parts(&h), b"{}", &OneKey, NOW - 301),
+            Err(AuthError::Stale)
+        );
         assert!(verify(&parts(&h), b"{}", &OneKey, NOW + 299).is_ok());
         let mut p = parts(&h);
         p.path = "/q/kms/xks/v1/health";
-        assert_eq!(verify(&p, b"{}", &OneKey, NOW), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            verify(&p, b"{}", &OneKey, NOW),
+            Err(AuthError::SignatureMismatch)
+        );
     }
 
     #[test]
     fn verify_rejections() {
         let mut h = signed_request(NOW, b"");
         h.remove("authorization");
-        assert_eq!(verify(&parts(&h), b"", &OneKey, NOW), Err(AuthError::MissingAuthorization));
+        assert_eq!(
+            verify(&parts(&h), b"", &OneKey, NOW),
+            Err(AuthError::MissingAuthorization)
+        );
 
         let h = signed_request(NOW, b"");
         let mut h2 = h.clone();
-        let a = h.get("authorization").unwrap().to_str().unwrap().replace("AKIDEXAMPLEAKIDEXAMPLE", "OTHERAKIDOTHERAKIDXX");
+        let a = h
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .replace("AKIDEXAMPLEAKIDEXAMPLE", "OTHERAKIDOTHERAKIDXX");
         h2.insert("authorization", a.parse().unwrap());
-        assert_eq!(verify(&parts(&h2), b"", &OneKey, NOW), Err(AuthError::UnknownAccessKey));
+        assert_eq!(
+            verify(&parts(&h2), b"", &OneKey, NOW),
+            Err(AuthError::UnknownAccessKey)
+        );
 
         let mut h3 = h.clone();
         h3.insert("x-amz-date", "20150830T123601Z".parse().unwrap());
-        assert_eq!(verify(&parts(&h3), b"", &OneKey, NOW), Err(AuthError::SignatureMismatch));
+        assert_eq!(
+            verify(&parts(&h3), b"", &OneKey, NOW),
+            Err(AuthError::SignatureMismatch)
+        );
 
         let mut h4 = h.clone();
         h4.remove("x-amz-date");
-        assert_eq!(verify(&parts(&h4), b"", &OneKey, NOW), Err(AuthError::MissingDate));
+        assert_eq!(
+            verify(&parts(&h4), b"", &OneKey, NOW),
+            Err(AuthError::MissingDate)
+        );
 
         let mut h5 = h.clone();
         h5.insert("x-amz-content-sha256", "00".parse().unwrap());
-        assert_eq!(verify(&parts(&h5), b"", &OneKey, NOW), Err(AuthError::PayloadHashMismatch));
+        assert_eq!(
+            verify(&parts(&h5), b"", &OneKey, NOW),
+            Err(AuthError::PayloadHashMismatch)
+        );
     }
 
     #[test]
@@ -641,7 +690,10 @@ mod tests {
         let a = parse_authorization(ok).unwrap();
         assert_eq!(a.region, "us-west-2");
         assert_eq!(a.signed_headers, vec!["host", "x-amz-date"]);
-        assert_eq!(parse_authorization(&ok.replace("kms-xks-proxy", "s3")), Err(AuthError::WrongService));
+        assert_eq!(
+            parse_authorization(&ok.replace("kms-xks-proxy", "s3")),
+            Err(AuthError::WrongService)
+        );
         assert!(parse_authorization(&ok.replace("host;x-amz-date", "x-amz-date;host")).is_err());
         assert!(parse_authorization(&ok.replace("Signature=1164", "Signature=zz64")).is_err());
         assert!(parse_authorization("AWS4-HMAC-SHA256").is_err());

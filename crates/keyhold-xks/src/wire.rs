@@ -128,7 +128,9 @@ pub fn b64_required(field: &'static str, v: Option<&str>) -> Result<Vec<u8>, Xks
 
 /// Decodes an optional base64 field (absent → empty).
 pub fn b64_optional(field: &'static str, v: Option<&str>) -> Result<Vec<u8>, XksError> {
-    v.map(|s| b64_decode(field, s)).transpose().map(Option::unwrap_or_default)
+    v.map(|s| b64_decode(field, s))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 fn b64_decode(field: &'static str, v: &str) -> Result<Vec<u8>, XksError> {
@@ -200,7 +202,9 @@ mod tests {
     /// The worked example of the spec's Appendix C.
     #[test]
     fn cdiv_appendix_c() {
-        let aad = B64.decode("cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n").unwrap();
+        let aad = B64
+            .decode("cHJvamVjdD1uaWxlLGRlcGFydG1lbnQ9bWFya2V0aW5n")
+            .unwrap();
         assert_eq!(aad, b"project=nile,department=marketing");
         let ctm = B64.decode("a2V5X3ZlcnNpb249MQ==").unwrap();
         let iv = B64.decode("HMrlRw85cAJUd5Ax").unwrap();
@@ -216,13 +220,19 @@ mod tests {
         );
         assert_eq!(b64(&v), "qHA/ImC9h5HsLRXqCyPmWgYx7tzyoTplzILbP0fPXsc=");
         // Absent fields are empty strings.
-        assert_eq!(cdiv(b"", b"", &iv, &ct, &tag), keyhold_crypto::sha256(&[&iv, &ct, &tag]));
+        assert_eq!(
+            cdiv(b"", b"", &iv, &ct, &tag),
+            keyhold_crypto::sha256(&[&iv, &ct, &tag])
+        );
     }
 
     #[test]
     fn aad_includes_lengths() {
         assert_eq!(build_aad(b"", b"").unwrap(), vec![0, 0, 0]);
-        assert_eq!(build_aad(b"ab", b"c").unwrap(), vec![0, 2, b'a', b'b', 1, b'c']);
+        assert_eq!(
+            build_aad(b"ab", b"c").unwrap(),
+            vec![0, 2, b'a', b'b', 1, b'c']
+        );
         // The spec's confusion case: metadata passed as AAD must not match.
         assert_ne!(build_aad(b"m", b""), build_aad(b"", b"m"));
         assert_eq!(build_aad(&vec![1u8; 300], b"").unwrap()[..2], [1, 44]);
@@ -238,15 +248,20 @@ mod tests {
         assert_eq!(ctm::parse(&[2, 0, 0, 0, 1]), None);
         assert_eq!(ctm::parse(&[1, 0, 0, 1]), None);
         assert_eq!(ctm::parse(b""), None);
-        assert!(ctm::LEN_V1 <= MAX_CTM_LEN);
+        const { assert!(ctm::LEN_V1 <= MAX_CTM_LEN) };
     }
 
     #[test]
     fn unknown_fields_ignored_and_types_checked() {
         let r: EncryptRequest = parse_json(br#"{"plaintext":"AA==","newField":{"x":1},"requestMetadata":{"kmsOperation":"Future","kmsRequestId":"r","extra":5}}"#).unwrap();
         assert_eq!(r.plaintext.as_deref(), Some("AA=="));
-        assert_eq!(r.request_metadata.unwrap().kms_operation.as_deref(), Some("Future"));
-        let e = parse_json::<EncryptRequest>(br#"{"plaintext":12345}"#).err().unwrap();
+        assert_eq!(
+            r.request_metadata.unwrap().kms_operation.as_deref(),
+            Some("Future")
+        );
+        let e = parse_json::<EncryptRequest>(br#"{"plaintext":12345}"#)
+            .err()
+            .unwrap();
         assert_eq!(e.name, ErrorName::ValidationException);
         assert!(!e.message.contains("12345"));
         assert!(parse_json::<EncryptRequest>(b"{").is_err());

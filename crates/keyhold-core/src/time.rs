@@ -1,5 +1,6 @@
-//! The few calendar conversions SigV4 needs: `YYYYMMDD'T'HHMMSS'Z'` to and
-//! from Unix seconds (UTC, proleptic Gregorian).
+//! Calendar conversions Keyhold needs without a date library: SigV4's
+//! `YYYYMMDD'T'HHMMSS'Z'` to and from Unix seconds, and RFC 3339 for
+//! operators (UTC, proleptic Gregorian).
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
@@ -67,6 +68,18 @@ pub fn format_amz_date(t: i64) -> String {
     )
 }
 
+/// Formats Unix seconds as RFC 3339 UTC, e.g. `2015-08-30T12:36:00Z`.
+pub fn format_rfc3339(t: i64) -> String {
+    let (y, m, d) = civil_from_days(t.div_euclid(86400));
+    let secs = t.rem_euclid(86400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,11 +90,18 @@ mod tests {
         assert_eq!(parse_amz_date("19700101T000000Z"), Some(0));
         assert_eq!(parse_amz_date("20150830T123600Z"), Some(1440938160));
         assert_eq!(format_amz_date(1440938160), "20150830T123600Z");
-        assert_eq!(parse_amz_date("20240229T000000Z").map(format_amz_date).as_deref(), Some("20240229T000000Z"));
+        assert_eq!(
+            parse_amz_date("20240229T000000Z")
+                .map(format_amz_date)
+                .as_deref(),
+            Some("20240229T000000Z")
+        );
         assert_eq!(parse_amz_date("20230229T000000Z"), None);
         assert_eq!(parse_amz_date("2015-08-30T12:36:00Z"), None);
         assert_eq!(parse_amz_date("20150830T126600Z"), None);
         assert_eq!(parse_amz_date(""), None);
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_rfc3339(1440938160), "2015-08-30T12:36:00Z");
     }
 
     proptest! {

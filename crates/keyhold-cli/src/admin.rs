@@ -1,0 +1,507 @@
+//! Admin commands: `init`, `store …`, `key …`. They work on the data
+//! directory directly (SQLite allows the running server and these commands
+//! to share it); the server picks changes up within 100 ms.
+
+use crate::output;
+use clap::Subcommand;
+use keyhold_core::{Key, KeyId, KeyStore, Status, StorePrefix, Usage};
+use keyhold_crypto::random_secret;
+use keyhold_server::data_dir::{create_private_dir, DataDir};
+use keyhold_server::tls::LocalCa;
+use keyhold_service::KeyService;
+use secrecy::SecretString;
+use serde_json::json;
+use std::io::Write;
+
+pub struct Ctx {
+    pub service: KeyService,
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum StoreCmd {
+    /// Create a key store at a path prefix (e.g. /tenant-a; "/" for none).
+    Create {
+        prefix: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List key stores.
+    List,
+    /// Show one key store.
+    Show { prefix: String },
+    /// Refuse every request on this store (InvalidStateException).
+    Disable { prefix: String },
+    /// Serve requests on this store again.
+    Enable { prefix: String },
+    /// SigV4 credentials of a store.
+    #[command(subcommand)]
+    Credential(CredentialCmd),
+    /// Create a new credential and print the JSON file the AWS KMS console imports.
+    KmsConfig {
+        prefix: String,
+        /// Write the file here (mode 0600) instead of standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CredentialCmd {
+    /// Generate a credential; the secret is printed once and cannot be shown again.
+    Add { prefix: String },
+    /// Remove a credential (takes effect without restart).
+    Remove {
+        prefix: String,
+        access_key_id: String,
+    },
+    /// List credential ids (never secrets).
+    List { prefix: String },
+}
+
+#[derive(Subcommand)]
+pub enum KeyCmd {
+    /// Create a key (AES-256) in a store.
+    Create {
+        prefix: String,
+        /// External key id (default: a random UUID).
+        key_id: Option<String>,
+        /// ENCRYPT, DECRYPT, both (comma-separated) or NONE.
+        #[arg(long, default_value = "ENCRYPT,DECRYPT")]
+        usage: String,
+        /// Create this many keys (ids: KEY_ID-000001…, or random).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    },
+    /// List keys of a store.
+    List {
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Start after this key id (paging).
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one key.
+    Show { prefix: String, key_id: String },
+    /// Allow the key to be used again.
+    Enable { prefix: String, key_id: String },
+    /// Refuse encrypt and decrypt with this key (InvalidStateException).
+    Disable { prefix: String, key_id: String },
+    /// Add a new version of key material; encrypt uses it, decrypt still reads older versions.
+    Rotate { prefix: String, key_id: String },
+    /// Change which operations the key allows.
+    SetUsage {
+        prefix: String,
+        key_id: String,
+        #[arg(long)]
+        usage: String,
+    },
+}
+
+fn e(err: impl std::fmt::Display) -> String {
+    err.to_string()
+}
+
+fn prefix(s: &str) -> Result<StorePrefix, String> {
+    StorePrefix::parse(s).map_err(e)
+}
+
+fn key_id(s: &str) -> Result<KeyId, String> {
+    KeyId::parse(s).map_err(e)
+}
+
+fn random_uuid() -> Result<String, String> {
+    let r = random_secret(16).map_err(e)?;
+    let mut b = [0u8; 16];
+    b.copy_from_slice(r.expose());
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+pub fn init(
+    dd: &DataDir,
+    pass: Option<&SecretString>,
+    listen: &str,
+    tls_names: &[String],
+    as_json: bool,
+) -> Result<(), String> {
+    let _: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|err| format!("--listen {listen}: {err}"))?;
+    dd.create(pass).map_err(e)?;
+    let tls = dd.tls_dir();
+    create_private_dir(&tls).map_err(e)?;
+    let ca = LocalCa::new("Keyhold local CA").map_err(e)?;
+    let mut names = vec!["localhost", "127.0.0.1"];
+    names.extend(tls_names.iter().map(String::as_str));
+    let server = ca.issue_server(&names).map_err(e)?;
+    write_file(&tls.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
+    write_file(&tls.join("server.pem"), server.cert_pem.as_bytes(), 0o644)?;
+    write_file(&tls.join("server.key"), server.key_pem.as_bytes(), 0o600)?;
+    let config = format!(
+        "# Keyhold server configuration (see keyhold-server/src/config.rs).\n\
+         data_dir = \".\"\n\
+         listen = \"{listen}\"\n\
+         log_format = \"json\"\n\
+         \n\
+         [tls]\n\
+         cert = \"tls/server.pem\"\n\
+         key = \"tls/server.key\"\n\
+         # Mutual TLS: both lines, e.g. for AWS KMS in eu-west-1:\n\
+         # client_ca = \"tls/client-ca.pem\"\n\
+         # client_subject = \"cks.kms.eu-west-1.amazonaws.com\"\n"
+    );
+    write_file(&dd.config(), config.as_bytes(), 0o600)?;
+    if as_json {
+        output::json(&json!({
+            "data_dir": dd.path,
+            "config": dd.config(),
+            "ca_certificate": tls.join("ca.pem"),
+            "sealed": pass.is_some(),
+        }));
+    } else {
+        println!("Initialised {}", dd.path.display());
+        println!(
+            "  root of trust: {} ({})",
+            dd.root().display(),
+            if pass.is_some() {
+                "sealed with a passphrase"
+            } else {
+                "plain: protect this file"
+            }
+        );
+        println!("  database:      {}", dd.db().display());
+        println!("  config:        {}", dd.config().display());
+        println!(
+            "  TLS CA:        {} (for curl --cacert)",
+            tls.join("ca.pem").display()
+        );
+    }
+    Ok(())
+}
+
+fn write_file(p: &std::path::Path, data: &[u8], mode: u32) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(p)
+        .map_err(|err| format!("cannot create {}: {err}", p.display()))?;
+    f.write_all(data).map_err(e)?;
+    f.sync_all().map_err(e)
+}
+
+fn store_json(s: &KeyStore, keys: Option<u64>, creds: Option<usize>) -> serde_json::Value {
+    let mut v = json!({
+        "prefix": s.prefix.display(),
+        "uri_path": s.prefix.uri_path(),
+        "status": s.status.as_str(),
+        "description": s.description,
+        "created_at": output::time(s.created_at),
+    });
+    if let Some(k) = keys {
+        v["keys"] = json!(k);
+    }
+    if let Some(c) = creds {
+        v["credentials"] = json!(c);
+    }
+    v
+}
+
+fn key_json(k: &Key) -> serde_json::Value {
+    json!({
+        "store": k.store.display(),
+        "key_id": k.id.as_str(),
+        "key_spec": "AES_256",
+        "status": k.status.as_str(),
+        "usage": k.usage.names(),
+        "current_version": k.current_version,
+        "created_at": output::time(k.created_at),
+        "updated_at": output::time(k.updated_at),
+    })
+}
+
+fn print_keys(ctx: &Ctx, keys: &[Key]) {
+    if ctx.json {
+        output::json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
+    } else {
+        output::table(
+            &["STORE", "KEY ID", "STATUS", "USAGE", "VERSION", "UPDATED"],
+            &keys
+                .iter()
+                .map(|k| {
+                    vec![
+                        k.store.display().to_owned(),
+                        k.id.to_string(),
+                        k.status.as_str().to_owned(),
+                        k.usage.to_string(),
+                        k.current_version.to_string(),
+                        output::time(k.updated_at),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+}
+
+fn print_stores(ctx: &Ctx, stores: &[(KeyStore, u64, usize)]) {
+    if ctx.json {
+        output::json(&json!(stores
+            .iter()
+            .map(|(s, k, c)| store_json(s, Some(*k), Some(*c)))
+            .collect::<Vec<_>>()));
+    } else {
+        output::table(
+            &[
+                "PREFIX",
+                "URI PATH",
+                "STATUS",
+                "KEYS",
+                "CREDENTIALS",
+                "DESCRIPTION",
+            ],
+            &stores
+                .iter()
+                .map(|(s, k, c)| {
+                    vec![
+                        s.prefix.display().to_owned(),
+                        s.prefix.uri_path(),
+                        s.status.as_str().to_owned(),
+                        k.to_string(),
+                        c.to_string(),
+                        s.description.clone(),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+}
+
+fn with_counts(ctx: &Ctx, s: KeyStore) -> Result<(KeyStore, u64, usize), String> {
+    let k = ctx.service.count_keys(&s.prefix).map_err(e)?;
+    let c = ctx.service.list_credentials(&s.prefix).map_err(e)?.len();
+    Ok((s, k, c))
+}
+
+pub fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
+    let svc = &ctx.service;
+    match cmd {
+        StoreCmd::Create {
+            prefix: p,
+            description,
+        } => {
+            let s = svc.create_store(&prefix(p)?, description).map_err(e)?;
+            print_stores(ctx, &[(s, 0, 0)]);
+        }
+        StoreCmd::List => {
+            let all = svc
+                .list_stores()
+                .map_err(e)?
+                .into_iter()
+                .map(|s| with_counts(ctx, s))
+                .collect::<Result<Vec<_>, _>>()?;
+            print_stores(ctx, &all);
+        }
+        StoreCmd::Show { prefix: p } => {
+            let s = svc.get_store(&prefix(p)?).map_err(e)?;
+            print_stores(ctx, &[with_counts(ctx, s)?]);
+        }
+        StoreCmd::Disable { prefix: p } | StoreCmd::Enable { prefix: p } => {
+            let status = if matches!(cmd, StoreCmd::Disable { .. }) {
+                Status::Disabled
+            } else {
+                Status::Enabled
+            };
+            let p = prefix(p)?;
+            svc.set_store_status(&p, status).map_err(e)?;
+            let s = svc.get_store(&p).map_err(e)?;
+            print_stores(ctx, &[with_counts(ctx, s)?]);
+        }
+        StoreCmd::Credential(c) => credential(ctx, c)?,
+        StoreCmd::KmsConfig { prefix: p, output } => {
+            let p = prefix(p)?;
+            let c = svc.add_credential(&p).map_err(e)?;
+            let secret = std::str::from_utf8(c.secret_access_key.expose()).map_err(e)?;
+            let text = zeroize::Zeroizing::new(
+                serde_json::to_string_pretty(&json!({
+                    "XksProxyUriPath": p.uri_path(),
+                    "XksProxyAuthenticationCredential": {
+                        "AccessKeyId": c.access_key_id,
+                        "RawSecretAccessKey": secret,
+                    }
+                }))
+                .map_err(e)?,
+            );
+            match output {
+                Some(path) => {
+                    write_file(path, format!("{}\n", text.as_str()).as_bytes(), 0o600)?;
+                    eprintln!(
+                        "Wrote {} with new credential {} for {}",
+                        path.display(),
+                        c.access_key_id,
+                        p.uri_path()
+                    );
+                }
+                None => println!("{}", text.as_str()),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn credential(ctx: &Ctx, cmd: &CredentialCmd) -> Result<(), String> {
+    let svc = &ctx.service;
+    match cmd {
+        CredentialCmd::Add { prefix: p } => {
+            let p = prefix(p)?;
+            let c = svc.add_credential(&p).map_err(e)?;
+            let secret = std::str::from_utf8(c.secret_access_key.expose()).map_err(e)?;
+            if ctx.json {
+                output::json(&json!({
+                    "store": p.display(),
+                    "access_key_id": c.access_key_id,
+                    "secret_access_key": secret,
+                }));
+            } else {
+                println!("Access key id:     {}", c.access_key_id);
+                println!("Secret access key: {secret}");
+                println!("The secret is shown only now. Store it safely.");
+            }
+        }
+        CredentialCmd::Remove {
+            prefix: p,
+            access_key_id,
+        } => {
+            svc.remove_credential(&prefix(p)?, access_key_id)
+                .map_err(e)?;
+            if ctx.json {
+                output::json(&json!({"removed": access_key_id}));
+            } else {
+                println!("Removed {access_key_id}");
+            }
+        }
+        CredentialCmd::List { prefix: p } => {
+            let list = svc.list_credentials(&prefix(p)?).map_err(e)?;
+            if ctx.json {
+                output::json(&json!(list
+                    .iter()
+                    .map(|c| json!({
+                        "store": c.store.display(),
+                        "access_key_id": c.access_key_id,
+                        "created_at": output::time(c.created_at),
+                    }))
+                    .collect::<Vec<_>>()));
+            } else {
+                output::table(
+                    &["ACCESS KEY ID", "STORE", "CREATED"],
+                    &list
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.access_key_id.clone(),
+                                c.store.display().to_owned(),
+                                output::time(c.created_at),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
+    let svc = &ctx.service;
+    match cmd {
+        KeyCmd::Create {
+            prefix: p,
+            key_id: id,
+            usage,
+            count,
+        } => {
+            let p = prefix(p)?;
+            let usage = Usage::parse(usage).map_err(e)?;
+            let mut made = Vec::new();
+            for i in 0..*count {
+                let id = match (id, *count) {
+                    (Some(id), 1) => key_id(id)?,
+                    (Some(id), _) => key_id(&format!("{id}-{:06}", i + 1))?,
+                    (None, _) => key_id(&random_uuid()?)?,
+                };
+                let k = svc.create_key(&p, &id, usage).map_err(e)?;
+                if made.len() < 1000 {
+                    made.push(k);
+                }
+            }
+            if *count > 1000 && !ctx.json {
+                println!("Created {count} keys; the first 1000:");
+            }
+            print_keys(ctx, &made);
+        }
+        KeyCmd::List {
+            prefix: p,
+            limit,
+            after,
+        } => {
+            let after = after.as_deref().map(key_id).transpose()?;
+            let keys = svc
+                .list_keys(&prefix(p)?, after.as_ref(), *limit)
+                .map_err(e)?;
+            print_keys(ctx, &keys);
+        }
+        KeyCmd::Show {
+            prefix: p,
+            key_id: id,
+        } => {
+            let k = svc.get_key(&prefix(p)?, &key_id(id)?).map_err(e)?;
+            print_keys(ctx, &[k]);
+        }
+        KeyCmd::Enable {
+            prefix: p,
+            key_id: id,
+        }
+        | KeyCmd::Disable {
+            prefix: p,
+            key_id: id,
+        } => {
+            let status = if matches!(cmd, KeyCmd::Disable { .. }) {
+                Status::Disabled
+            } else {
+                Status::Enabled
+            };
+            let (p, id) = (prefix(p)?, key_id(id)?);
+            svc.set_key_status(&p, &id, status).map_err(e)?;
+            print_keys(ctx, &[svc.get_key(&p, &id).map_err(e)?]);
+        }
+        KeyCmd::Rotate {
+            prefix: p,
+            key_id: id,
+        } => {
+            let k = svc.rotate_key(&prefix(p)?, &key_id(id)?).map_err(e)?;
+            print_keys(ctx, &[k]);
+        }
+        KeyCmd::SetUsage {
+            prefix: p,
+            key_id: id,
+            usage,
+        } => {
+            let (p, id) = (prefix(p)?, key_id(id)?);
+            svc.set_key_usage(&p, &id, Usage::parse(usage).map_err(e)?)
+                .map_err(e)?;
+            print_keys(ctx, &[svc.get_key(&p, &id).map_err(e)?]);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The listener: accept loop, TLS handshake, HTTP/1.1 and HTTP/2, graceful
+//! shutdown, and the background task that notices configuration changes
+//! (keys, stores, credentials) made by the admin CLI.
+
+use crate::config::Config;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use keyhold_service::KeyService;
+use keyhold_xks::{XksApi, XksConfig};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How often the server checks storage for changes made elsewhere.
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+fn xks_config(c: &Config) -> XksConfig {
+    let mut x = XksConfig::default();
+    if let Some(b) = c.xks.max_body_bytes {
+        x.max_body_bytes = b;
+    }
+    if let Some(f) = c.xks.fleet_size {
+        x.fleet_size = f;
+    }
+    if let Some(v) = &c.xks.vendor {
+        x.vendor = v.clone();
+    }
+    x
+}
+
+/// Starts the periodic cache refresh on its own thread (it does blocking
+/// storage I/O). It stops when the service is dropped elsewhere.
+fn spawn_refresher(service: &Arc<KeyService>) {
+    let weak = Arc::downgrade(service);
+    std::thread::Builder::new()
+        .name("keyhold-refresh".into())
+        .spawn(move || loop {
+            std::thread::sleep(REFRESH_INTERVAL);
+            let Some(s) = weak.upgrade() else { return };
+            if let Err(e) = s.refresh() {
+                tracing::warn!(error = %e, "cannot check storage for changes");
+            }
+        })
+        .expect("spawn refresh thread");
+}
+
+/// Serves until `shutdown` completes, then drains connections.
+/// `on_listening` is called with the bound address (port 0 picks a free one).
+pub async fn serve(
+    config: &Config,
+    service: Arc<KeyService>,
+    on_listening: impl FnOnce(SocketAddr, bool),
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let tls = if config.insecure_http {
+        tracing::warn!("serving plain HTTP (insecure_http): for local testing only");
+        None
+    } else {
+        let (cert, key) = (
+            config.tls.cert.as_deref().expect("validated"),
+            config.tls.key.as_deref().expect("validated"),
+        );
+        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            cert,
+            key,
+            config.tls.client_ca.as_deref(),
+            config.tls.client_subject.as_deref(),
+        )?))
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    spawn_refresher(&service);
+    let api = Arc::new(XksApi::new(service, xks_config(config)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true);
+    builder.http2().max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    tracing::info!(%addr, tls = tls.is_some(), mtls = config.tls.client_ca.is_some(), "keyhold listening");
+    on_listening(addr, tls.is_some());
+
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let api = api.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(api.handle(req).await) }
+            });
+            match tls {
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::info!(%peer, error = %e, "TLS handshake refused");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining connections");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period");
+    }
+    Ok(())
+}

@@ -1,0 +1,279 @@
+//! TLS for the XKS listener: rustls with the aws-lc-rs provider, TLS 1.2 and
+//! 1.3 limited to the XKS specification's cipher suites, and optional mutual
+//! TLS that checks both the client CA and the client subject name.
+//!
+//! Also a small local CA used by `keyhold init` (and tests) to issue a server
+//! certificate for local use.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::aws_lc_rs::{self as provider, cipher_suite};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+/// The crypto provider limited to the XKS suites:
+/// TLS_AES_256_GCM_SHA384 and TLS_CHACHA20_POLY1305_SHA256 (TLS 1.3);
+/// ECDHE-ECDSA/RSA-AES256-GCM-SHA384 (TLS 1.2).
+pub fn xks_provider() -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            cipher_suite::TLS13_AES_256_GCM_SHA384,
+            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
+            cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+            cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        ],
+        ..provider::default_provider()
+    })
+}
+
+fn read_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
+    TlsError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_err(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_err(path, e))?;
+    if certs.is_empty() {
+        return Err(read_err(path, "no certificate found"));
+    }
+    Ok(certs)
+}
+
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| read_err(path, e))
+}
+
+/// Builds the server TLS configuration.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    client_subject: Option<&str>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = xks_provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match (client_ca, client_subject) {
+        (Some(ca), Some(subject)) => {
+            let mut roots = RootCertStore::empty();
+            for c in load_certs(ca)? {
+                roots
+                    .add(c)
+                    .map_err(|e| TlsError::Config(format!("client CA: {e}")))?;
+            }
+            let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(Arc::new(SubjectCheckingVerifier {
+                inner,
+                subject: subject.to_owned(),
+            }))
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(TlsError::Config(
+                "mutual TLS needs both a client CA and a client subject".into(),
+            ))
+        }
+    };
+    let mut cfg = builder
+        .with_single_cert(load_certs(cert)?, load_key(key)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Verifies the client chain with WebPKI, then requires the end-entity
+/// certificate's subject common name to equal the configured one, so a
+/// handshake with any other subject fails.
+#[derive(Debug)]
+struct SubjectCheckingVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    subject: String,
+}
+
+/// The subject common names of a DER certificate.
+pub fn subject_common_names(der: &[u8]) -> Vec<String> {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => cert
+            .subject()
+            .iter_common_name()
+            .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+impl ClientCertVerifier for SubjectCheckingVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        let cns = subject_common_names(end_entity);
+        if cns.iter().any(|cn| cn == &self.subject) {
+            Ok(ok)
+        } else {
+            tracing::warn!(
+                presented = ?cns,
+                expected = %self.subject,
+                "TLS client certificate subject refused"
+            );
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A certificate and its private key, PEM-encoded.
+pub struct IssuedCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A small local certificate authority (ECDSA P-256), for local use and tests.
+pub struct LocalCa {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+fn rc(e: rcgen::Error) -> TlsError {
+    TlsError::Config(e.to_string())
+}
+
+impl LocalCa {
+    pub fn new(common_name: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::generate().map_err(rc)?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+        p.distinguished_name.push(DnType::CommonName, common_name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        Ok(Self {
+            issuer: CertifiedIssuer::self_signed(p, key).map_err(rc)?,
+        })
+    }
+
+    pub fn cert_pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Issues a server certificate for DNS names / IP addresses.
+    pub fn issue_server(&self, names: &[&str]) -> Result<IssuedCert, TlsError> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut p = CertificateParams::new(names.clone()).map_err(rc)?;
+        p.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(p)
+    }
+
+    /// Issues a client certificate with subject CN=`common_name`.
+    pub fn issue_client(&self, common_name: &str) -> Result<IssuedCert, TlsError> {
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+        p.distinguished_name.push(DnType::CommonName, common_name);
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(p)
+    }
+
+    fn issue(&self, mut p: CertificateParams) -> Result<IssuedCert, TlsError> {
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().map_err(rc)?;
+        let cert = p.signed_by(&key, &self.issuer).map_err(rc)?;
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_ca_issues_usable_certs() {
+        let ca = LocalCa::new("test CA").unwrap();
+        let s = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+        let c = ca.issue_client("cks.kms.eu-west-1.amazonaws.com").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let w = |n: &str, v: &str| {
+            let p = d.path().join(n);
+            std::fs::write(&p, v).unwrap();
+            p
+        };
+        let (sc, sk, ca_p) = (
+            w("s.pem", &s.cert_pem),
+            w("s.key", &s.key_pem),
+            w("ca.pem", &ca.cert_pem()),
+        );
+        server_config(&sc, &sk, None, None).unwrap();
+        server_config(&sc, &sk, Some(&ca_p), Some("x")).unwrap();
+        assert!(server_config(&sc, &sk, Some(&ca_p), None).is_err());
+        let der = CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap();
+        assert_eq!(
+            subject_common_names(&der),
+            vec!["cks.kms.eu-west-1.amazonaws.com"]
+        );
+    }
+}
