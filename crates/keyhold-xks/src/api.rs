@@ -51,6 +51,9 @@ pub struct XksApi {
     pub(crate) config: XksConfig,
 }
 
+/// Oversized bodies up to this size are drained (unparsed) before the 413.
+const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
+
 pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
 /// The outcome of one operation, before it becomes an HTTP response.
@@ -134,6 +137,10 @@ impl XksApi {
     {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
+        // Read the (bounded) body before answering anything: an HTTP/2 peer
+        // whose upload is cut short by an early answer sees a reset stream
+        // instead of our error.
+        let body = self.read_body(&parts, body).await;
         let path = parts.uri.path();
         if path == "/ping" {
             return if matches!(parts.method, Method::GET | Method::HEAD) {
@@ -156,7 +163,10 @@ impl XksApi {
         if parts.method != Method::POST {
             return method_not_allowed("POST");
         }
-        let (meta, result) = self.handle_api(&parts, body, &route).await;
+        let (meta, result) = match body {
+            Ok(body) => self.handle_api(&parts, &body, &route),
+            Err(e) => (None, Err(e)),
+        };
         match result {
             Ok(r) => {
                 audit(
@@ -181,16 +191,66 @@ impl XksApi {
         }
     }
 
-    async fn handle_api<B>(
+    /// Reads the request body, refusing oversized ones (413) without parsing.
+    async fn read_body<B>(
         &self,
         parts: &hyper::http::request::Parts,
         body: B,
-        route: &route::Route<'_>,
-    ) -> (Option<RequestMetadata>, Result<HttpResponse, XksError>)
+    ) -> Result<Bytes, XksError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let limit = self.config.max_body_bytes;
+        let too_large = || {
+            let mut e = XksError::new(
+                ErrorName::ValidationException,
+                format!("request body is larger than {limit} bytes"),
+            );
+            e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
+            e
+        };
+        if let Some(len) = parts.headers.get(CONTENT_LENGTH) {
+            match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+                Some(n) if n > limit as u64 => {
+                    // Read and discard a moderately oversized body so the
+                    // client sees the 413 rather than a reset stream; never
+                    // parse it. Far larger bodies are cut off unread.
+                    if n <= DRAIN_LIMIT as u64 {
+                        let _ = Limited::new(body, DRAIN_LIMIT).collect().await;
+                    }
+                    return Err(too_large());
+                }
+                Some(_) => {}
+                None => {
+                    return Err(XksError::new(
+                        ErrorName::ValidationException,
+                        "bad Content-Length",
+                    ))
+                }
+            }
+        }
+        match Limited::new(body, limit).collect().await {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                Err(too_large())
+            }
+            Err(_) => Err(XksError::new(
+                ErrorName::ValidationException,
+                "could not read the request body",
+            )),
+        }
+    }
+
+    fn handle_api(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: &[u8],
+        route: &route::Route<'_>,
+    ) -> (Option<RequestMetadata>, Result<HttpResponse, XksError>) {
         let store = match self.service.store_by_prefix(route.prefix) {
             Ok(Some(s)) => s,
             Ok(None) => {
@@ -205,49 +265,6 @@ impl XksApi {
             Err(e) => return (None, Err(e.into())),
         };
 
-        // Refuse oversized bodies before reading them.
-        let limit = self.config.max_body_bytes;
-        let too_large = || {
-            let mut e = XksError::new(
-                ErrorName::ValidationException,
-                format!("request body is larger than {limit} bytes"),
-            );
-            e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
-            e
-        };
-        if let Some(len) = parts.headers.get(CONTENT_LENGTH) {
-            match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-                Some(n) if n > limit as u64 => return (None, Err(too_large())),
-                Some(_) => {}
-                None => {
-                    return (
-                        None,
-                        Err(XksError::new(
-                            ErrorName::ValidationException,
-                            "bad Content-Length",
-                        )),
-                    )
-                }
-            }
-        }
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return (None, Err(too_large()));
-                }
-                return (
-                    None,
-                    Err(XksError::new(
-                        ErrorName::ValidationException,
-                        "could not read the request body",
-                    )),
-                );
-            }
-        };
-
         // Authenticate before looking at the body.
         let rp = RequestParts {
             method: parts.method.as_str(),
@@ -260,7 +277,7 @@ impl XksApi {
             service: &self.service,
             store: &store.prefix,
         };
-        if let Err(e) = sigv4::verify(&rp, &body, &keys, unix_now()) {
+        if let Err(e) = sigv4::verify(&rp, body, &keys, unix_now()) {
             return (None, Err(auth_error(e)));
         }
 
@@ -269,10 +286,10 @@ impl XksApi {
             key_id: route.key_id,
         };
         match route.op {
-            Op::Health => self.health(&store, &body),
-            Op::Metadata => self.metadata(&ctx, &body),
-            Op::Encrypt => self.encrypt(&ctx, &body),
-            Op::Decrypt => self.decrypt(&ctx, &body),
+            Op::Health => self.health(&store, body),
+            Op::Metadata => self.metadata(&ctx, body),
+            Op::Encrypt => self.encrypt(&ctx, body),
+            Op::Decrypt => self.decrypt(&ctx, body),
         }
     }
 }

@@ -1,0 +1,287 @@
+//! Test harness: runs the real `keyhold` binary (init, admin commands,
+//! serve on a free loopback port) and talks to it with the real `curl
+//! --aws-sigv4` client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyhold");
+
+/// A data directory made with `keyhold init`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub struct Cred {
+    pub akid: String,
+    pub secret: String,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self::with_init_args(&[], vec![])
+    }
+
+    pub fn with_init_args(args: &[&str], extra_env: Vec<(String, String)>) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env = Env { dir, extra_env };
+        let mut a = vec!["init", "--listen", "127.0.0.1:0"];
+        a.extend_from_slice(args);
+        env.run_ok(&a);
+        env
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--data-dir").arg(self.data()).args(args);
+        c.env_remove("KEYHOLD_PASSPHRASE");
+        for (k, v) in &self.extra_env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs an admin command, which must succeed; returns stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().expect("run keyhold");
+        assert!(
+            out.status.success(),
+            "keyhold {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    /// Runs an admin command with `--json` and parses its output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.run_ok(&a)).expect("json output")
+    }
+
+    pub fn add_credential(&self, prefix: &str) -> Cred {
+        let v = self.json(&["store", "credential", "add", prefix]);
+        Cred {
+            akid: v["access_key_id"].as_str().unwrap().to_owned(),
+            secret: v["secret_access_key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.data().join("tls/ca.pem")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.data().join("keyhold.toml")
+    }
+
+    /// Starts `keyhold serve`; waits until it is listening.
+    pub fn serve(&self, extra: &[&str]) -> Server {
+        let log = self.dir.path().join(format!(
+            "serve-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut a = vec!["serve"];
+        a.extend_from_slice(extra);
+        let mut child = self
+            .cmd(&a)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn keyhold serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = match lines.next() {
+            Some(Ok(l)) => l,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+        };
+        let url = line
+            .strip_prefix("keyhold listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        // Keep draining stdout so the server never blocks on it.
+        let out_path = self.dir.path().join("serve.stdout");
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(out_path)
+                .unwrap();
+            for l in lines.map_while(Result::ok) {
+                let _ = writeln!(f, "{l}");
+            }
+        });
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        let base = url.replace("127.0.0.1", "localhost");
+        Server {
+            child,
+            base,
+            port,
+            log,
+            ca: self.ca(),
+        }
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    /// `https://localhost:PORT` (or http://).
+    pub base: String,
+    pub port: u16,
+    pub log: PathBuf,
+    pub ca: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: String,
+    /// What curl itself printed on standard error.
+    pub curl_err: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+    pub fn error_name(&self) -> String {
+        self.json()["errorName"].as_str().unwrap_or("").to_owned()
+    }
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, name: &str) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(self.error_name(), name, "{self:?}");
+        let msg = self.json()["errorMessage"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        assert!(!msg.is_empty() && msg.len() < 512, "{self:?}");
+        assert!(msg.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+    }
+}
+
+/// A `curl` invocation.
+pub struct Curl<'a> {
+    pub server: &'a Server,
+    pub cred: Option<&'a Cred>,
+    pub extra: Vec<String>,
+    pub method: &'a str,
+}
+
+impl<'a> Curl<'a> {
+    pub fn new(server: &'a Server, cred: &'a Cred) -> Self {
+        Self {
+            server,
+            cred: Some(cred),
+            extra: vec![],
+            method: "POST",
+        }
+    }
+
+    pub fn arg(mut self, a: &str) -> Self {
+        self.extra.push(a.to_owned());
+        self
+    }
+
+    /// Sends `body` to `path`, signed with SigV4 by curl itself.
+    pub fn send(&self, path: &str, body: &str) -> Resp {
+        let dir = tempfile::tempdir().unwrap();
+        let body_file = dir.path().join("body.json");
+        std::fs::write(&body_file, body).unwrap();
+        let out_file = dir.path().join("out");
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "20", "-X", self.method]);
+        c.arg("--cacert").arg(&self.server.ca);
+        if let Some(cred) = self.cred {
+            c.args(["--aws-sigv4", "aws:amz:us-east-1:kms-xks-proxy"]);
+            c.arg("--user")
+                .arg(format!("{}:{}", cred.akid, cred.secret));
+        }
+        c.args(["-H", "Content-Type: application/json"]);
+        if self.method == "POST" {
+            c.arg("--data-binary")
+                .arg(format!("@{}", body_file.display()));
+        }
+        c.arg("-o").arg(&out_file);
+        c.args(["-w", "%{http_code}"]);
+        c.args(&self.extra);
+        c.arg(format!("{}{}", self.server.base, path));
+        let out = c.output().expect("run curl");
+        let status: u16 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        Resp {
+            status,
+            body: std::fs::read_to_string(&out_file).unwrap_or_default(),
+            curl_err: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+pub fn meta(op: &str) -> serde_json::Value {
+    serde_json::json!({
+        "awsPrincipalArn": "arn:aws:iam::123456789012:user/Alice",
+        "kmsKeyArn": "arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+        "kmsOperation": op,
+        "kmsRequestId": "4112f4d6-db54-4af4-ae30-c55a22a8dfae",
+        "kmsViaService": "ebs"
+    })
+}
+
+pub fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+pub fn unb64(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+/// Waits until `f` holds (the server applies admin changes within ~100 ms).
+#[track_caller]
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+pub fn read(p: &Path) -> String {
+    String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
+}
