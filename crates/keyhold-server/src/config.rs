@@ -78,6 +78,7 @@ fn default_log_format() -> String {
 impl Config {
     /// Loads a config file; relative paths inside it are taken from the
     /// file's directory (data_dir) or from the data dir (TLS files).
+    /// Call [`Config::validate`] after applying command-line overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.into(),
@@ -100,7 +101,6 @@ impl Config {
                 *p = dd.join(&*p);
             }
         }
-        c.validate()?;
         Ok(c)
     }
 
@@ -144,20 +144,25 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
     }
 
+    fn p_write(p: &Path, text: &str) -> PathBuf {
+        std::fs::write(p, text).unwrap();
+        p.to_owned()
+    }
+
     #[test]
     fn rejects_half_mtls_and_missing_tls() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("k.toml");
         std::fs::write(&p, "data_dir = \"d\"\n").unwrap();
-        assert!(Config::load(&p).is_err());
+        assert!(Config::load(&p).unwrap().validate().is_err());
         std::fs::write(&p, "data_dir = \"d\"\ninsecure_http = true\n").unwrap();
-        assert!(Config::load(&p).is_ok());
+        assert!(Config::load(&p).unwrap().validate().is_ok());
         std::fs::write(
             &p,
             "data_dir = \"d\"\n[tls]\ncert=\"a\"\nkey=\"b\"\nclient_ca=\"c\"\n",
         )
         .unwrap();
-        assert!(Config::load(&p).is_err());
+        assert!(Config::load(&p).unwrap().validate().is_err());
         std::fs::write(&p, "data_dir = \"d\"\nbogus = 1\n").unwrap();
         assert!(Config::load(&p).is_err());
     }

@@ -1,0 +1,324 @@
+//! Operating the server: mutual TLS, crash safety, secrets kept out of logs
+//! and out of the database, the sealed root of trust, plain HTTP only on request.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+
+const HEALTH: &str = r#"{"requestMetadata":{"kmsRequestId":"h","kmsOperation":"KmsHealthCheck"}}"#;
+
+fn encrypt_body(pt: &[u8], aad: &[u8]) -> String {
+    json!({
+        "requestMetadata": meta("Encrypt"),
+        "plaintext": b64(pt),
+        "additionalAuthenticatedData": b64(aad),
+        "encryptionAlgorithm": "AES_GCM",
+        "ciphertextDataIntegrityValueAlgorithm": "SHA_256",
+    })
+    .to_string()
+}
+
+fn decrypt_body(enc: &serde_json::Value, aad: &[u8]) -> String {
+    json!({
+        "requestMetadata": meta("Decrypt"),
+        "ciphertext": enc["ciphertext"],
+        "ciphertextMetadata": enc["ciphertextMetadata"],
+        "initializationVector": enc["initializationVector"],
+        "authenticationTag": enc["authenticationTag"],
+        "additionalAuthenticatedData": b64(aad),
+        "encryptionAlgorithm": "AES_GCM",
+    })
+    .to_string()
+}
+
+#[test]
+fn mutual_tls_checks_ca_and_subject() {
+    use keyhold_server::tls::LocalCa;
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    let dir = env.dir.path();
+    let trusted = LocalCa::new("trusted client CA").unwrap();
+    let other = LocalCa::new("some other CA").unwrap();
+    let subject = "cks.kms.eu-west-1.amazonaws.com";
+    let write = |name: &str, c: keyhold_server::tls::IssuedCert| {
+        std::fs::write(dir.join(format!("{name}.pem")), c.cert_pem).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), c.key_pem).unwrap();
+    };
+    write("good", trusted.issue_client(subject).unwrap());
+    write(
+        "wrong-subject",
+        trusted.issue_client("cks.kms.evil.example.com").unwrap(),
+    );
+    write("wrong-ca", other.issue_client(subject).unwrap());
+    std::fs::write(dir.join("client-ca.pem"), trusted.cert_pem()).unwrap();
+    let mut cfg = std::fs::read_to_string(env.config()).unwrap();
+    cfg.push_str(&format!(
+        "client_ca = \"{}\"\nclient_subject = \"{subject}\"\n",
+        dir.join("client-ca.pem").display()
+    ));
+    std::fs::write(env.config(), cfg).unwrap();
+    let server = env.serve(&[]);
+
+    let with_cert = |name: &str| {
+        Curl::new(&server, &cred)
+            .arg("--cert")
+            .arg(&dir.join(format!("{name}.pem")).display().to_string())
+            .arg("--key")
+            .arg(&dir.join(format!("{name}.key")).display().to_string())
+            .send("/demo/kms/xks/v1/health", HEALTH)
+    };
+    let ok = with_cert("good");
+    assert_eq!(ok.status, 200, "{ok:?}");
+    for bad in ["wrong-subject", "wrong-ca"] {
+        let r = with_cert(bad);
+        assert_eq!(r.status, 0, "{bad} must be refused in the handshake: {r:?}");
+    }
+    let r = Curl::new(&server, &cred).send("/demo/kms/xks/v1/health", HEALTH);
+    assert_eq!(r.status, 0, "no client certificate must be refused: {r:?}");
+    // The server kept serving through the refusals.
+    assert_eq!(with_cert("good").status, 200);
+    let log = read(&server.log);
+    assert!(log.contains("TLS handshake refused"), "{log}");
+}
+
+#[test]
+fn acknowledged_keys_survive_sigkill() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "batch", "--count", "5"]);
+    let mut server = env.serve(&[]);
+    // Keys created while the server runs, each acknowledged by the CLI.
+    for i in 0..5 {
+        env.run_ok(&["key", "create", "/demo", &format!("live-{i}")]);
+    }
+    env.run_ok(&["key", "rotate", "/demo", "live-0"]);
+    let mut ids: Vec<String> = (1..=5).map(|i| format!("batch-{i:06}")).collect();
+    ids.extend((0..5).map(|i| format!("live-{i}")));
+    let mut encrypted = Vec::new();
+    for id in &ids {
+        let path = format!("/demo/kms/xks/v1/keys/{id}/encrypt");
+        let mut r = Curl::new(&server, &cred).send(&path, &encrypt_body(id.as_bytes(), b"aad"));
+        for _ in 0..100 {
+            if r.status == 200 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            r = Curl::new(&server, &cred).send(&path, &encrypt_body(id.as_bytes(), b"aad"));
+        }
+        assert_eq!(r.status, 200, "{id}: {r:?}");
+        encrypted.push((id.clone(), r.json()));
+    }
+    assert_eq!(
+        unb64(encrypted[5].1["ciphertextMetadata"].as_str().unwrap()),
+        vec![1, 0, 0, 0, 2],
+        "live-0 was rotated before it encrypted"
+    );
+    // SIGKILL: no chance to flush anything.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    env.run_ok(&["key", "create", "/demo", "after-crash"]);
+    let server = env.serve(&[]);
+    for (id, enc) in &encrypted {
+        let r = Curl::new(&server, &cred).send(
+            &format!("/demo/kms/xks/v1/keys/{id}/decrypt"),
+            &decrypt_body(enc, b"aad"),
+        );
+        assert_eq!(r.status, 200, "{id}: {r:?}");
+        assert_eq!(
+            unb64(r.json()["plaintext"].as_str().unwrap()),
+            id.as_bytes()
+        );
+    }
+    let keys = env.json(&["key", "list", "/demo"]);
+    assert_eq!(keys.as_array().unwrap().len(), 11);
+}
+
+#[test]
+fn no_secrets_in_logs_or_database() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "k1"]);
+    env.run_ok(&["key", "create", "/demo", "off"]);
+    env.run_ok(&["key", "disable", "/demo", "off"]);
+    let server = env.serve(&[]);
+    let plaintext = b"CANARY-plaintext-7f3a9c21-data-key!";
+    let aad = b"CANARY-aad-5b1e";
+    let mut outputs = String::new();
+    for _ in 0..3 {
+        let r = Curl::new(&server, &cred).send(
+            "/demo/kms/xks/v1/keys/k1/encrypt",
+            &encrypt_body(plaintext, aad),
+        );
+        assert_eq!(r.status, 200);
+        let enc = r.json();
+        let d = Curl::new(&server, &cred)
+            .send("/demo/kms/xks/v1/keys/k1/decrypt", &decrypt_body(&enc, aad));
+        assert_eq!(d.status, 200);
+        outputs.push_str(&d.body);
+        // Failing paths must not log it either.
+        Curl::new(&server, &cred).send(
+            "/demo/kms/xks/v1/keys/off/encrypt",
+            &encrypt_body(plaintext, aad),
+        );
+        Curl::new(&server, &cred).send(
+            "/demo/kms/xks/v1/keys/k1/decrypt",
+            &decrypt_body(&enc, b"wrong"),
+        );
+        Curl::new(&server, &cred).send(
+            "/demo/kms/xks/v1/keys/k1/encrypt",
+            &encrypt_body(plaintext, aad).replace("AES_GCM", "XX"),
+        );
+    }
+    // Decrypt returned it: the test does see the plaintext.
+    assert!(outputs.contains(&b64(plaintext)));
+    drop(server);
+
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let forbidden = [
+        String::from_utf8(plaintext.to_vec()).unwrap(),
+        b64(plaintext),
+        hex(plaintext),
+        hex(plaintext).to_uppercase(),
+        String::from_utf8(aad.to_vec()).unwrap(),
+        b64(aad),
+        cred.secret.clone(),
+    ];
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(env.dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_file() {
+            logs.push_str(&read(&p));
+        }
+    }
+    assert!(
+        logs.contains("kms_request_id"),
+        "audit lines expected in the log"
+    );
+    for f in &forbidden {
+        assert!(
+            !logs.contains(f.as_str()),
+            "log output contains a secret ({} chars)",
+            f.len()
+        );
+    }
+    // The database alone reveals no credential secret.
+    let mut db = Vec::new();
+    for entry in std::fs::read_dir(env.data()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("keyhold.db")
+        {
+            db.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    let secret_raw = unb64(&cred.secret);
+    assert!(!db
+        .windows(cred.secret.len())
+        .any(|w| w == cred.secret.as_bytes()));
+    assert!(!db
+        .windows(secret_raw.len())
+        .any(|w| w == secret_raw.as_slice()));
+}
+
+#[test]
+fn root_key_file_is_private_and_checked() {
+    let env = Env::new();
+    let root = env.data().join("root.key");
+    let mode = std::fs::metadata(&root).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let dmode = std::fs::metadata(env.data()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(dmode, 0o700);
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.cmd(&["store", "list"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0600"));
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o600)).unwrap();
+    env.run_ok(&["store", "list"]);
+    // A different root cannot open this database.
+    let other = Env::new();
+    std::fs::copy(other.data().join("root.key"), &root).unwrap();
+    let out = env.cmd(&["store", "list"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not the one"));
+}
+
+#[test]
+fn sealed_root_needs_its_passphrase() {
+    let pass = (
+        "KEYHOLD_PASSPHRASE".to_owned(),
+        "a long enough test passphrase".to_owned(),
+    );
+    let env = Env::with_init_args(&["--sealed"], vec![pass.clone()]);
+    let root = read(&env.data().join("root.key"));
+    assert!(root.contains("argon2id") && !root.contains("\"key\""));
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    let server = env.serve(&[]);
+    assert_eq!(
+        Curl::new(&server, &cred)
+            .send("/demo/kms/xks/v1/health", HEALTH)
+            .status,
+        200
+    );
+    drop(server);
+
+    let mut no_pass = Env {
+        dir: tempfile::tempdir().unwrap(),
+        extra_env: vec![],
+    };
+    std::mem::swap(
+        &mut no_pass.dir,
+        &mut Env {
+            dir: env.dir,
+            extra_env: vec![],
+        }
+        .dir,
+    );
+    let out = no_pass.cmd(&["store", "list"]).output().unwrap();
+    assert!(!out.status.success());
+    let wrong = Env {
+        dir: no_pass.dir,
+        extra_env: vec![("KEYHOLD_PASSPHRASE".into(), "the wrong passphrase!".into())],
+    };
+    let out = wrong.cmd(&["store", "list"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong passphrase"));
+    // A passphrase file works too.
+    let pf = wrong.dir.path().join("pass");
+    std::fs::write(&pf, format!("{}\n", pass.1)).unwrap();
+    let ok = Env {
+        dir: wrong.dir,
+        extra_env: vec![],
+    };
+    ok.run_ok(&["--passphrase-file", pf.to_str().unwrap(), "store", "list"]);
+}
+
+#[test]
+fn plain_http_only_when_asked() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/"]);
+    let cred = env.add_credential("/");
+    // Without TLS files and without the flag the server refuses to start.
+    let cfg = std::fs::read_to_string(env.config()).unwrap();
+    let no_tls: String = cfg
+        .lines()
+        .filter(|l| !l.starts_with("cert") && !l.starts_with("key"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(env.config(), no_tls).unwrap();
+    let out = env.cmd(&["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("insecure_http"));
+    let server = env.serve(&["--insecure-http"]);
+    assert!(server.base.starts_with("http://"));
+    // The empty prefix: /kms/xks/v1 directly.
+    let r = Curl::new(&server, &cred).send("/kms/xks/v1/health", HEALTH);
+    assert_eq!(r.status, 200, "{r:?}");
+}
