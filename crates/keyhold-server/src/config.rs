@@ -144,11 +144,6 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
     }
 
-    fn p_write(p: &Path, text: &str) -> PathBuf {
-        std::fs::write(p, text).unwrap();
-        p.to_owned()
-    }
-
     #[test]
     fn rejects_half_mtls_and_missing_tls() {
         let d = tempfile::tempdir().unwrap();
