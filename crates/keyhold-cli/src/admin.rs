@@ -434,15 +434,18 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
             let p = prefix(p)?;
             let usage = Usage::parse(usage).map_err(e)?;
             let mut made = Vec::new();
+            // Batches of 1000 keys per transaction: 100k keys take seconds, not minutes.
+            let mut batch = Vec::with_capacity(1000);
             for i in 0..*count {
-                let id = match (id, *count) {
+                batch.push(match (id, *count) {
                     (Some(id), 1) => key_id(id)?,
                     (Some(id), _) => key_id(&format!("{id}-{:06}", i + 1))?,
                     (None, _) => key_id(&random_uuid()?)?,
-                };
-                let k = svc.create_key(&p, &id, usage).map_err(e)?;
-                if made.len() < 1000 {
-                    made.push(k);
+                });
+                if batch.len() == 1000 || i + 1 == *count {
+                    let keys = svc.create_keys(&p, &batch, usage).map_err(e)?;
+                    made.extend(keys.into_iter().take(1000usize.saturating_sub(made.len())));
+                    batch.clear();
                 }
             }
             if *count > 1000 && !ctx.json {

@@ -445,20 +445,38 @@ impl KeyService {
 
     /// Creates a key with fresh AES-256 material as version 1.
     pub fn create_key(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<Key> {
+        let mut keys = self.create_keys(prefix, std::slice::from_ref(id), usage)?;
+        keys.pop()
+            .ok_or_else(|| Error::Internal("no key created".into()))
+    }
+
+    /// Creates several keys in one transaction (all or none).
+    pub fn create_keys(
+        &self,
+        prefix: &StorePrefix,
+        ids: &[KeyId],
+        usage: Usage,
+    ) -> Result<Vec<Key>> {
         let t = now();
-        let key = Key {
-            store: prefix.clone(),
-            id: id.clone(),
-            status: Status::Enabled,
-            usage,
-            current_version: 1,
-            created_at: t,
-            updated_at: t,
-        };
-        let first = self.new_version(&key, 1)?;
-        self.storage.create_key(&key, &first)?;
+        let batch = ids
+            .iter()
+            .map(|id| {
+                let key = Key {
+                    store: prefix.clone(),
+                    id: id.clone(),
+                    status: Status::Enabled,
+                    usage,
+                    current_version: 1,
+                    created_at: t,
+                    updated_at: t,
+                };
+                let first = self.new_version(&key, 1)?;
+                Ok((key, first))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.storage.create_keys(&batch)?;
         self.after_write();
-        Ok(key)
+        Ok(batch.into_iter().map(|(k, _)| k).collect())
     }
 
     fn new_version(&self, key: &Key, version: u32) -> Result<WrappedKeyVersion> {

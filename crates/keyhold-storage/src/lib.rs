@@ -43,7 +43,11 @@ pub trait Storage: Send + Sync + 'static {
     fn get_credential(&self, access_key_id: &str) -> Result<Option<StoredCredential>>;
 
     /// Creates a key with its first version, atomically.
-    fn create_key(&self, key: &Key, first: &WrappedKeyVersion) -> Result<()>;
+    fn create_key(&self, key: &Key, first: &WrappedKeyVersion) -> Result<()> {
+        self.create_keys(&[(key.clone(), first.clone())])
+    }
+    /// Creates several keys in one transaction: all or none.
+    fn create_keys(&self, keys: &[(Key, WrappedKeyVersion)]) -> Result<()>;
     fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>>;
     /// Lists keys of a store in id order, at most `limit`, after `after`.
     fn list_keys(

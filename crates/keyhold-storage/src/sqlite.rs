@@ -351,43 +351,53 @@ impl Storage for SqliteStorage {
             .map_err(db_err)
     }
 
-    fn create_key(&self, key: &Key, first: &WrappedKeyVersion) -> Result<()> {
+    fn create_keys(&self, keys: &[(Key, WrappedKeyVersion)]) -> Result<()> {
         let mut conn = self.conn.lock();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
-        Self::require_store(&tx, &key.store)?;
-        let n = tx
-            .execute(
-                "INSERT OR IGNORE INTO keys(store, key_id, status, usage, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
+        let mut checked: Option<&StorePrefix> = None;
+        for (key, first) in keys {
+            if checked != Some(&key.store) {
+                Self::require_store(&tx, &key.store)?;
+                checked = Some(&key.store);
+            }
+            let n = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO keys(store, key_id, status, usage, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        key.store.as_str(),
+                        key.id.as_str(),
+                        key.status.as_str(),
+                        key.usage.to_bits(),
+                        first.version,
+                        key.created_at,
+                        key.updated_at
+                    ])
+                })
+                .map_err(db_err)?;
+            if n == 0 {
+                return Err(Error::KeyExists {
+                    store: key.store.display().to_owned(),
+                    key: key.id.to_string(),
+                });
+            }
+            tx.prepare_cached(
+                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
                     key.store.as_str(),
                     key.id.as_str(),
-                    key.status.as_str(),
-                    key.usage.to_bits(),
                     first.version,
-                    key.created_at,
-                    key.updated_at
-                ],
-            )
+                    first.wrapped,
+                    first.created_at
+                ])
+            })
             .map_err(db_err)?;
-        if n == 0 {
-            return Err(Error::KeyExists {
-                store: key.store.display().to_owned(),
-                key: key.id.to_string(),
-            });
         }
-        tx.execute(
-            "INSERT INTO key_versions(store, key_id, version, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                key.store.as_str(),
-                key.id.as_str(),
-                first.version,
-                first.wrapped,
-                first.created_at
-            ],
-        )
-        .map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
@@ -587,6 +597,17 @@ mod tests {
             s.create_key(&k2, &v2),
             Err(Error::StoreNotFound(_))
         ));
+        // A batch is all or nothing.
+        let batch = vec![key("/a", "b1"), key("/a", "b2"), key("/a", "k1")];
+        assert!(matches!(
+            s.create_keys(&batch),
+            Err(Error::KeyExists { .. })
+        ));
+        assert!(s
+            .get_key(&k.store, &KeyId::parse("b1").unwrap())
+            .unwrap()
+            .is_none());
+        s.create_keys(&batch[..2]).unwrap();
         assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap(), k);
         s.set_key_status(&k.store, &k.id, Status::Disabled).unwrap();
         assert_eq!(
@@ -612,8 +633,8 @@ mod tests {
             vec![1, 2, 3]
         );
         assert!(s.get_key_version(&k.store, &k.id, 3).unwrap().is_none());
-        assert_eq!(s.list_keys(&k.store, None, 10).unwrap().len(), 1);
-        assert_eq!(s.count_keys(&k.store).unwrap(), 1);
+        assert_eq!(s.list_keys(&k.store, None, 10).unwrap().len(), 3);
+        assert_eq!(s.count_keys(&k.store).unwrap(), 3);
     }
 
     #[test]

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Reproduces Keyhold's performance figures on this machine: server and load
+# generator together, HTTPS keep-alive, 32-byte plaintext (a data key) with
+# 64-byte AAD and a CDIV. Prints each figure with the command that made it.
+#
+#   DURATION   seconds per keep-alive run (default 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p keyhold-cli -p keyhold-bench >&2
+K=$PWD/target/release/keyhold
+B=$PWD/target/release/keyhold-bench
+D=${DURATION:-10}
+tmp=$(mktemp -d)
+export KEYHOLD_DATA_DIR=$tmp/data
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+"$K" init --listen 127.0.0.1:0 >/dev/null
+"$K" store create /bench >/dev/null
+"$K" --json store credential add /bench > "$tmp/cred.json"
+"$K" key create /bench bench-key >/dev/null
+echo "== creating 100,000 keys" >&2
+t0=$(date +%s.%N)
+"$K" --json key create /bench k --count 100000 >/dev/null
+echo "   ($(python3 -c "print(round($(date +%s.%N)-$t0,1))") s)" >&2
+
+"$K" serve > "$tmp/out" 2> "$tmp/server.log" &
+pid=$!
+for _ in $(seq 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.1; done
+url=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out")/bench/kms/xks/v1
+common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$pid/status"; echo; }
+
+run() { echo; echo "\$ keyhold-bench $*"; "$B" "${common[@]}" "$@"; }
+echo "server RSS after start (100,000 keys in the store): $(rss)"
+run --op encrypt -c 32 -d "$D" --key-id bench-key
+run --op encrypt -c 32 -d "$D" --rate 1800 --key-id bench-key
+run --op decrypt -c 32 -d "$D" --key-id bench-key
+run --op metadata -c 32 -d "$D" --key-id bench-key
+run --op encrypt -c 32 -d "$D" --key-id k --key-count 100000
+echo "server RSS after touching all 100,000 keys: $(rss)"
+run --cold 500 --op encrypt --key-id bench-key
+echo
+echo "\$ cargo bench -p keyhold-xks"
+cargo bench --locked -p keyhold-xks 2>/dev/null | grep requests
