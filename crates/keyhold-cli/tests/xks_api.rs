@@ -639,3 +639,22 @@ fn several_prefixes_are_isolated() {
     );
     assert_eq!(r.status, 200);
 }
+
+#[test]
+fn store_quota_throttles() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    let mut cfg = std::fs::read_to_string(env.config()).unwrap();
+    cfg.push_str("\n[xks]\nstore_quota_rps = 2\n");
+    std::fs::write(env.config(), cfg).unwrap();
+    let server = env.serve(&[]);
+    let health = r#"{"requestMetadata":{"kmsRequestId":"h","kmsOperation":"KmsHealthCheck"}}"#;
+    let statuses: Vec<Resp> = (0..6)
+        .map(|_| Curl::new(&server, &cred).send(&format!("{API}/health"), health))
+        .collect();
+    assert_eq!(statuses[0].status, 200);
+    let throttled: Vec<&Resp> = statuses.iter().filter(|r| r.status == 429).collect();
+    assert!(!throttled.is_empty(), "{statuses:?}");
+    throttled[0].assert_error(429, "ThrottlingException");
+}

@@ -15,6 +15,7 @@
 //! [xks]
 //! max_body_bytes = 262144
 //! fleet_size = 1
+//! store_quota_rps = 1800              # optional, per key store
 //! ```
 
 use serde::Deserialize;
@@ -65,6 +66,8 @@ pub struct XksSection {
     pub max_body_bytes: Option<usize>,
     pub fleet_size: Option<u32>,
     pub vendor: Option<String>,
+    /// Requests per second allowed per key store (ThrottlingException above).
+    pub store_quota_rps: Option<u32>,
 }
 
 fn default_listen() -> SocketAddr {

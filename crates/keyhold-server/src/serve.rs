@@ -43,6 +43,7 @@ fn xks_config(c: &Config) -> XksConfig {
     if let Some(v) = &c.xks.vendor {
         x.vendor = v.clone();
     }
+    x.store_quota_rps = c.xks.store_quota_rps;
     x
 }
 

@@ -30,6 +30,9 @@ pub struct XksConfig {
     pub model: String,
     /// Number of proxy nodes reported in GetHealthStatus.
     pub fleet_size: u32,
+    /// Optional request quota per key store (requests/s, burst of one
+    /// second); over it, ThrottlingException. AWS's default is 1800.
+    pub store_quota_rps: Option<u32>,
 }
 
 impl Default for XksConfig {
@@ -41,6 +44,7 @@ impl Default for XksConfig {
             vendor: "Keyhold".into(),
             model: format!("Keyhold XKS Proxy {}", env!("CARGO_PKG_VERSION")),
             fleet_size: 1,
+            store_quota_rps: None,
         }
     }
 }
@@ -49,6 +53,27 @@ impl Default for XksConfig {
 pub struct XksApi {
     pub(crate) service: Arc<KeyService>,
     pub(crate) config: XksConfig,
+    quotas: parking_lot::Mutex<std::collections::HashMap<String, TokenBucket>>,
+}
+
+/// A token bucket: `rate` tokens a second, at most `rate` banked.
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn take(&mut self, rate: f64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Oversized bodies up to this size are drained (unparsed) before the 413.
@@ -122,7 +147,31 @@ fn unix_now() -> i64 {
 
 impl XksApi {
     pub fn new(service: Arc<KeyService>, config: XksConfig) -> Self {
-        Self { service, config }
+        Self {
+            service,
+            config,
+            quotas: parking_lot::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Charges one request to a key store's quota, if one is configured.
+    fn within_quota(&self, prefix: &str) -> bool {
+        let Some(rate) = self.config.store_quota_rps else {
+            return true;
+        };
+        let rate = f64::from(rate.max(1));
+        let now = Instant::now();
+        let mut q = self.quotas.lock();
+        if let Some(b) = q.get_mut(prefix) {
+            return b.take(rate, now);
+        }
+        let mut b = TokenBucket {
+            tokens: rate,
+            last: now,
+        };
+        let ok = b.take(rate, now);
+        q.insert(prefix.to_owned(), b);
+        ok
     }
 
     pub fn service(&self) -> &Arc<KeyService> {
@@ -279,6 +328,16 @@ impl XksApi {
         };
         if let Err(e) = sigv4::verify(&rp, body, &keys, unix_now()) {
             return (None, Err(auth_error(e)));
+        }
+
+        if !self.within_quota(route.prefix) {
+            return (
+                None,
+                Err(XksError::new(
+                    ErrorName::ThrottlingException,
+                    "request rate above this key store's quota",
+                )),
+            );
         }
 
         let ctx = Ctx {
