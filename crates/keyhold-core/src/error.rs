@@ -26,6 +26,9 @@ pub enum Error {
     RootOfTrust(String),
     #[error("storage: {0}")]
     Storage(String),
+    /// A dependency (database, HSM) did not answer in time; retrying may work.
+    #[error("dependency timed out: {0}")]
+    DependencyTimeout(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -57,7 +57,12 @@ pub struct SqliteStorage {
 }
 
 fn db_err(e: rusqlite::Error) -> Error {
-    Error::Storage(e.to_string())
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            Error::DependencyTimeout(e.to_string())
+        }
+        _ => Error::Storage(e.to_string()),
+    }
 }
 
 fn parse_prefix(s: String) -> rusqlite::Result<StorePrefix> {

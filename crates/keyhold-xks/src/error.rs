@@ -107,6 +107,7 @@ impl From<keyhold_core::Error> for XksError {
             E::StoreExists(_) | E::KeyExists { .. } | E::CredentialNotFound(_) => {
                 ErrorName::ValidationException
             }
+            E::DependencyTimeout(_) => ErrorName::DependencyTimeoutException,
             E::RootOfTrust(_) | E::Storage(_) | E::Internal(_) => ErrorName::InternalException,
         };
         let message = match name {
@@ -114,6 +115,10 @@ impl From<keyhold_core::Error> for XksError {
             ErrorName::InternalException => {
                 tracing::error!(error = %e, "internal error serving XKS request");
                 "internal error in the key manager".to_owned()
+            }
+            ErrorName::DependencyTimeoutException => {
+                tracing::warn!(error = %e, "dependency timed out serving XKS request");
+                "the key manager's storage did not answer in time; retry".to_owned()
             }
             _ => e.to_string(),
         };
@@ -124,6 +129,42 @@ impl From<keyhold_core::Error> for XksError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn core_errors_map_to_spec_names() {
+        use keyhold_core::Error as E;
+        let cases = [
+            (
+                E::KeyNotFound {
+                    store: "/a".into(),
+                    key: "k".into(),
+                },
+                "KeyNotFoundException",
+                404,
+            ),
+            (
+                E::StoreNotFound("/a".into()),
+                "InvalidUriPathException",
+                404,
+            ),
+            (E::InvalidState("x".into()), "InvalidStateException", 400),
+            (E::KeyUsage("x".into()), "InvalidKeyUsageException", 400),
+            (E::InvalidCiphertext, "InvalidCiphertextException", 400),
+            (E::invalid("x", "y"), "ValidationException", 400),
+            (
+                E::DependencyTimeout("busy".into()),
+                "DependencyTimeoutException",
+                503,
+            ),
+            (E::Storage("disk on fire".into()), "InternalException", 500),
+            (E::RootOfTrust("r".into()), "InternalException", 500),
+        ];
+        for (e, name, status) in cases {
+            let x = XksError::from(e);
+            assert_eq!((x.name.as_str(), x.status().as_u16()), (name, status));
+            assert!(!x.message.contains("disk on fire"));
+        }
+    }
 
     #[test]
     fn body_is_sanitised() {
