@@ -34,5 +34,7 @@ trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 echo "== quick start and load generator smoke test"
 scripts/smoke.sh
+echo "== fuzz targets (network-facing parsers)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
