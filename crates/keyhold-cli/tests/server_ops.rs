@@ -322,3 +322,43 @@ fn plain_http_only_when_asked() {
     let r = Curl::new(&server, &cred).send("/kms/xks/v1/health", HEALTH);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+#[test]
+fn tls_versions_and_suites_follow_the_spec() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    let server = env.serve(&[]);
+    let path = "/demo/kms/xks/v1/health";
+    // TLS 1.3 (default) and TLS 1.2 with ECDHE-ECDSA-AES256-GCM-SHA384.
+    assert_eq!(Curl::new(&server, &cred).send(path, HEALTH).status, 200);
+    let r = Curl::new(&server, &cred)
+        .arg("--tls-max")
+        .arg("1.2")
+        .send(path, HEALTH);
+    assert_eq!(r.status, 200, "{r:?}");
+    // HTTP/1.1 only works as well as HTTP/2.
+    let r = Curl::new(&server, &cred)
+        .arg("--http1.1")
+        .send(path, HEALTH);
+    assert_eq!(r.status, 200, "{r:?}");
+    // Suites outside the spec's list are refused.
+    let r = Curl::new(&server, &cred)
+        .arg("--tls-max")
+        .arg("1.2")
+        .arg("--ciphers")
+        .arg("ECDHE-ECDSA-AES128-GCM-SHA256")
+        .send(path, HEALTH);
+    assert_eq!(r.status, 0, "AES-128 suite must be refused: {r:?}");
+    let r = Curl::new(&server, &cred)
+        .arg("--tls13-ciphers")
+        .arg("TLS_AES_128_GCM_SHA256")
+        .send(path, HEALTH);
+    assert_eq!(r.status, 0, "TLS 1.3 AES-128 suite must be refused: {r:?}");
+    // TLS 1.1 and below are refused.
+    let r = Curl::new(&server, &cred)
+        .arg("--tls-max")
+        .arg("1.1")
+        .send(path, HEALTH);
+    assert_eq!(r.status, 0, "{r:?}");
+}
