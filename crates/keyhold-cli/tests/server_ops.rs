@@ -199,6 +199,10 @@ fn no_secrets_in_logs_or_database() {
         logs.contains("kms_request_id"),
         "audit lines expected in the log"
     );
+    assert!(
+        logs.contains(&format!("\"access_key_id\":\"{}\"", cred.akid)),
+        "the audit line names the credential that signed"
+    );
     for f in &forbidden {
         assert!(
             !logs.contains(f.as_str()),

@@ -206,37 +206,25 @@ impl XksApi {
                 ErrorName::InvalidUriPathException,
                 format!("no XKS API at this path ({} characters)", path.len()),
             );
-            audit(None, None, "-", &Outcome::Err(&e), started);
+            audit(None, None, None, &Outcome::Err(&e), started);
             return error_response(&e);
         };
         if parts.method != Method::POST {
             return method_not_allowed("POST");
         }
+        let mut akid = None;
         let (meta, result) = match body {
-            Ok(body) => self.handle_api(&parts, &body, &route),
+            Ok(body) => self.handle_api(&parts, &body, &route, &mut akid),
             Err(e) => (None, Err(e)),
         };
+        let outcome = match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::Err(e),
+        };
+        audit(meta.as_ref(), Some(&route), akid, &outcome, started);
         match result {
-            Ok(r) => {
-                audit(
-                    meta.as_ref(),
-                    Some(&route),
-                    route.prefix,
-                    &Outcome::Ok,
-                    started,
-                );
-                r
-            }
-            Err(e) => {
-                audit(
-                    meta.as_ref(),
-                    Some(&route),
-                    route.prefix,
-                    &Outcome::Err(&e),
-                    started,
-                );
-                error_response(&e)
-            }
+            Ok(r) => r,
+            Err(e) => error_response(&e),
         }
     }
 
@@ -294,11 +282,14 @@ impl XksApi {
         }
     }
 
-    fn handle_api(
+    /// Authenticates and runs one API call. `access_key_id` is set to the
+    /// credential that signed the request, once verified.
+    fn handle_api<'p>(
         &self,
-        parts: &hyper::http::request::Parts,
+        parts: &'p hyper::http::request::Parts,
         body: &[u8],
         route: &route::Route<'_>,
+        access_key_id: &mut Option<&'p str>,
     ) -> (Option<RequestMetadata>, Result<HttpResponse, XksError>) {
         let store = match self.service.store_by_prefix(route.prefix) {
             Ok(Some(s)) => s,
@@ -326,8 +317,9 @@ impl XksApi {
             service: &self.service,
             store: &store.prefix,
         };
-        if let Err(e) = sigv4::verify(&rp, body, &keys, unix_now()) {
-            return (None, Err(auth_error(e)));
+        match sigv4::verify(&rp, body, &keys, unix_now()) {
+            Ok(id) => *access_key_id = Some(id),
+            Err(e) => return (None, Err(auth_error(e))),
         }
 
         if !self.within_quota(route.prefix) {
@@ -372,17 +364,19 @@ enum Outcome<'a> {
     Err(&'a XksError),
 }
 
-/// One audit line per request: who (principal, VPC), what (operation, key,
-/// store), when, the KMS request id, the outcome and the latency. Never any
-/// plaintext, AAD or key material.
+/// One audit line per request: who (principal, VPC, the SigV4 credential),
+/// what (operation, key, store), when, the KMS request id, the outcome and
+/// the latency. Never any plaintext, AAD or key material.
 fn audit(
     meta: Option<&RequestMetadata>,
     route: Option<&route::Route<'_>>,
-    prefix: &str,
+    access_key_id: Option<&str>,
     outcome: &Outcome<'_>,
     started: Instant,
 ) {
-    let m = meta.cloned().unwrap_or_default();
+    let field = |f: fn(&RequestMetadata) -> &Option<String>| {
+        meta.and_then(|m| f(m).as_deref()).unwrap_or("")
+    };
     let (status, error_name, error_message) = match outcome {
         Outcome::Ok => (200u16, "", ""),
         Outcome::Err(e) => (e.status().as_u16(), e.name.as_str(), e.message.as_str()),
@@ -390,15 +384,16 @@ fn audit(
     tracing::info!(
         target: "keyhold::audit",
         operation = route.map(|r| r.op.name()).unwrap_or("-"),
-        store = prefix,
+        store = route.map(|r| r.prefix).unwrap_or("-"),
         key = route.map(|r| r.key_id).unwrap_or(""),
-        kms_request_id = m.kms_request_id.as_deref().unwrap_or(""),
-        kms_operation = m.kms_operation.as_deref().unwrap_or(""),
-        principal = m.aws_principal_arn.as_deref().unwrap_or(""),
-        kms_key_arn = m.kms_key_arn.as_deref().unwrap_or(""),
-        source_vpc = m.aws_source_vpc.as_deref().unwrap_or(""),
-        source_vpce = m.aws_source_vpce.as_deref().unwrap_or(""),
-        via_service = m.kms_via_service.as_deref().unwrap_or(""),
+        access_key_id = access_key_id.unwrap_or(""),
+        kms_request_id = field(|m| &m.kms_request_id),
+        kms_operation = field(|m| &m.kms_operation),
+        principal = field(|m| &m.aws_principal_arn),
+        kms_key_arn = field(|m| &m.kms_key_arn),
+        source_vpc = field(|m| &m.aws_source_vpc),
+        source_vpce = field(|m| &m.aws_source_vpce),
+        via_service = field(|m| &m.kms_via_service),
         status,
         error = error_name,
         error_message,
