@@ -13,6 +13,9 @@ command -v curl >/dev/null || need+=(curl)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v python3 >/dev/null || need+=(python3)
 command -v sha256sum >/dev/null || need+=(coreutils)
+# SoftHSMv2 stands in for a real HSM; OpenSC's pkcs11-tool is an independent client.
+[ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
+command -v pkcs11-tool >/dev/null || need+=(opensc)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" ca-certificates >/dev/null

@@ -6,12 +6,124 @@ use crate::output;
 use clap::Subcommand;
 use keyhold_core::{Key, KeyId, KeyStore, Status, StorePrefix, Usage};
 use keyhold_crypto::random_secret;
+use keyhold_hsm::{PinSource, Pkcs11Config};
 use keyhold_server::data_dir::{create_private_dir, DataDir};
 use keyhold_server::tls::LocalCa;
 use keyhold_service::KeyService;
 use secrecy::SecretString;
 use serde_json::json;
 use std::io::Write;
+
+/// Options of `keyhold init` that put the root of trust in an HSM.
+#[derive(clap::Args, Debug)]
+pub struct HsmArgs {
+    /// PKCS#11 module: the root of trust becomes a KEK in this HSM.
+    #[arg(long)]
+    hsm_module: Option<std::path::PathBuf>,
+    /// Token label.
+    #[arg(long, requires = "hsm_module")]
+    hsm_token_label: Option<String>,
+    /// Token serial number.
+    #[arg(long, requires = "hsm_module")]
+    hsm_token_serial: Option<String>,
+    /// File holding the user PIN (keep it 0600).
+    #[arg(long, requires = "hsm_module", conflicts_with = "hsm_pin_env")]
+    hsm_pin_file: Option<std::path::PathBuf>,
+    /// Environment variable holding the user PIN.
+    #[arg(long, requires = "hsm_module")]
+    hsm_pin_env: Option<String>,
+    /// Label of the key-encryption key (created when absent).
+    #[arg(long, default_value = "keyhold-kek")]
+    hsm_kek_label: String,
+    /// Hard maximum of HSM sessions.
+    #[arg(long, default_value_t = 8)]
+    hsm_max_sessions: usize,
+}
+
+impl HsmArgs {
+    pub fn config(&self) -> Result<Option<Pkcs11Config>, String> {
+        let Some(module) = &self.hsm_module else {
+            return Ok(None);
+        };
+        let pin = match (&self.hsm_pin_file, &self.hsm_pin_env) {
+            (Some(f), None) => PinSource::File(
+                std::path::absolute(f).map_err(|err| format!("--hsm-pin-file: {err}"))?,
+            ),
+            (None, Some(v)) => PinSource::Env(v.clone()),
+            _ => return Err("give the HSM PIN with --hsm-pin-file or --hsm-pin-env".into()),
+        };
+        let mut c = Pkcs11Config::new(module.clone(), String::new(), pin);
+        c.token_label = self.hsm_token_label.clone();
+        c.token_serial = self.hsm_token_serial.clone();
+        c.kek_label = self.hsm_kek_label.clone();
+        c.max_sessions = self.hsm_max_sessions;
+        c.validate().map_err(e)?;
+        Ok(Some(c))
+    }
+}
+
+#[derive(Subcommand)]
+pub enum HsmCmd {
+    /// Create the key-encryption key in the token if it is absent.
+    Init,
+    /// Show the token, the KEK and the session pool, after a wrap/unwrap round trip.
+    Status,
+    /// List the labels of the secret keys in the token.
+    ListKeys,
+}
+
+pub fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), String> {
+    let root = dd.open_hsm_root(matches!(cmd, HsmCmd::Init)).map_err(e)?;
+    match cmd {
+        HsmCmd::Init | HsmCmd::Status => {
+            use keyhold_keystore::RootOfTrust;
+            let probe = root.wrap(b"keyhold/hsm-status", b"probe").map_err(e)?;
+            let ok = root
+                .unwrap(b"keyhold/hsm-status", &probe)
+                .map(|p| p.expose() == b"probe")
+                .unwrap_or(false);
+            let st = root.status();
+            let v = json!({
+                "module": st.module,
+                "token_label": st.token_label,
+                "token_serial": st.token_serial,
+                "manufacturer": st.manufacturer,
+                "model": st.model,
+                "kek_label": st.kek_label,
+                "sessions_open": st.open_sessions,
+                "sessions_max": st.max_sessions,
+                "wrap_round_trip": if ok { "ok" } else { "FAILED" },
+            });
+            if as_json {
+                output::json(&v);
+            } else {
+                for (k, val) in v.as_object().into_iter().flatten() {
+                    println!(
+                        "{k:<16} {}",
+                        val.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| val.to_string())
+                    );
+                }
+            }
+            if !ok {
+                return Err("the HSM wrap/unwrap round trip failed".into());
+            }
+        }
+        HsmCmd::ListKeys => {
+            let keys = root.list_secret_keys().map_err(e)?;
+            if as_json {
+                output::json(&json!(keys));
+            } else {
+                output::table(
+                    &["LABEL"],
+                    &keys.into_iter().map(|k| vec![k]).collect::<Vec<_>>(),
+                );
+            }
+        }
+    }
+    Ok(())
+}
 
 pub struct Ctx {
     pub service: KeyService,
@@ -131,6 +243,7 @@ fn random_uuid() -> Result<String, String> {
 pub fn init(
     dd: &DataDir,
     pass: Option<&SecretString>,
+    hsm: Option<&Pkcs11Config>,
     listen: &str,
     tls_names: &[String],
     as_json: bool,
@@ -138,7 +251,10 @@ pub fn init(
     let _: std::net::SocketAddr = listen
         .parse()
         .map_err(|err| format!("--listen {listen}: {err}"))?;
-    dd.create(pass).map_err(e)?;
+    match hsm {
+        Some(cfg) => dd.create_with_hsm(cfg).map_err(e)?,
+        None => dd.create(pass).map_err(e)?,
+    };
     let tls = dd.tls_dir();
     create_private_dir(&tls).map_err(e)?;
     let ca = LocalCa::new("Keyhold local CA").map_err(e)?;
@@ -168,6 +284,7 @@ pub fn init(
             "config": dd.config(),
             "ca_certificate": tls.join("ca.pem"),
             "sealed": pass.is_some(),
+            "hsm": hsm.is_some(),
         }));
     } else {
         println!("Initialised {}", dd.path.display());

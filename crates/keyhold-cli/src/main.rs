@@ -49,6 +49,8 @@ enum Command {
         /// Extra DNS names / IP addresses for the local server certificate.
         #[arg(long = "tls-name")]
         tls_names: Vec<String>,
+        #[command(flatten)]
+        hsm: admin::HsmArgs,
     },
     /// Run the server.
     Serve {
@@ -65,6 +67,9 @@ enum Command {
     /// Keys of a key store.
     #[command(subcommand)]
     Key(admin::KeyCmd),
+    /// The HSM root of trust (PKCS#11).
+    #[command(subcommand)]
+    Hsm(admin::HsmCmd),
 }
 
 /// Resolves the passphrase for a sealed root, if one is needed.
@@ -184,9 +189,23 @@ fn main() -> ExitCode {
             sealed,
             listen,
             tls_names,
+            hsm,
         } => data_dir(&cli).and_then(|dd| {
+            let hsm = hsm.config()?;
+            if hsm.is_some() && *sealed {
+                return Err(
+                    "--sealed is for the software root; an HSM root is protected by the HSM".into(),
+                );
+            }
             let pass = passphrase(cli.passphrase_file.as_ref(), *sealed, true)?;
-            admin::init(&dd, pass.as_ref(), listen, tls_names, cli.json)
+            admin::init(
+                &dd,
+                pass.as_ref(),
+                hsm.as_ref(),
+                listen,
+                tls_names,
+                cli.json,
+            )
         }),
         Command::Serve {
             listen,
@@ -194,6 +213,7 @@ fn main() -> ExitCode {
         } => serve(&cli, listen.as_ref(), *insecure_http),
         Command::Store(cmd) => data_dir(&cli).and_then(|dd| admin::store(&cli_ctx(&cli, dd)?, cmd)),
         Command::Key(cmd) => data_dir(&cli).and_then(|dd| admin::key(&cli_ctx(&cli, dd)?, cmd)),
+        Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

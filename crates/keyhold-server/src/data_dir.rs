@@ -3,6 +3,7 @@
 //! local use), plus `keyhold.toml`.
 
 use keyhold_core::{Error, Result};
+use keyhold_hsm::{Pkcs11Config, Pkcs11Root};
 use keyhold_keystore::{RootFileKind, RootOfTrust, SoftwareRoot};
 use keyhold_service::KeyService;
 use keyhold_storage::SqliteStorage;
@@ -12,6 +13,9 @@ use std::sync::Arc;
 
 pub const DB_FILE: &str = "keyhold.db";
 pub const ROOT_FILE: &str = "root.key";
+/// Present when the root of trust is a PKCS#11 token (it names the module,
+/// token, KEK label and where the PIN comes from; never the PIN).
+pub const PKCS11_ROOT_FILE: &str = "root.pkcs11.toml";
 pub const CONFIG_FILE: &str = "keyhold.toml";
 
 /// A Keyhold data directory.
@@ -31,6 +35,13 @@ impl DataDir {
     pub fn root(&self) -> PathBuf {
         self.path.join(ROOT_FILE)
     }
+    pub fn pkcs11_root(&self) -> PathBuf {
+        self.path.join(PKCS11_ROOT_FILE)
+    }
+    /// Whether the root of trust is an HSM.
+    pub fn uses_hsm(&self) -> bool {
+        self.pkcs11_root().exists()
+    }
     pub fn config(&self) -> PathBuf {
         self.path.join(CONFIG_FILE)
     }
@@ -39,12 +50,49 @@ impl DataDir {
     }
 
     pub fn exists(&self) -> bool {
-        self.root().exists()
+        self.root().exists() || self.pkcs11_root().exists()
     }
 
     /// Whether the root of trust needs a passphrase to open.
     pub fn root_is_sealed(&self) -> Result<bool> {
+        if self.uses_hsm() {
+            return Ok(false);
+        }
         Ok(SoftwareRoot::file_kind(&self.root())? == RootFileKind::Sealed)
+    }
+
+    /// Creates the directory with an HSM root of trust: writes
+    /// `root.pkcs11.toml`, creates the KEK in the token if absent, and
+    /// creates the database.
+    pub fn create_with_hsm(&self, cfg: &Pkcs11Config) -> Result<KeyService> {
+        if self.exists() {
+            return Err(Error::invalid(
+                "data directory",
+                format!("{} is already initialised", self.path.display()),
+            ));
+        }
+        let root = Pkcs11Root::open(cfg.clone(), true)?;
+        create_private_dir(&self.path)?;
+        std::fs::write(self.pkcs11_root(), cfg.to_toml()).map_err(|e| {
+            Error::Internal(format!(
+                "cannot write {}: {e}",
+                self.pkcs11_root().display()
+            ))
+        })?;
+        let storage = SqliteStorage::open(&self.db())?;
+        KeyService::open(Arc::new(storage), Arc::new(root))
+    }
+
+    /// Opens the HSM root of trust of this directory (`create_kek`: make the
+    /// KEK when absent, as `keyhold hsm init` does).
+    pub fn open_hsm_root(&self, create_kek: bool) -> Result<Pkcs11Root> {
+        if !self.uses_hsm() {
+            return Err(Error::invalid(
+                "data directory",
+                format!("{} does not use an HSM root of trust", self.path.display()),
+            ));
+        }
+        Pkcs11Root::open(Pkcs11Config::load(&self.pkcs11_root())?, create_kek)
     }
 
     /// Creates the directory (0700), the root of trust and the database.
@@ -72,7 +120,11 @@ impl DataDir {
                 ),
             ));
         }
-        let root: Arc<dyn RootOfTrust> = Arc::new(SoftwareRoot::load(&self.root(), passphrase)?);
+        let root: Arc<dyn RootOfTrust> = if self.uses_hsm() {
+            Arc::new(self.open_hsm_root(false)?)
+        } else {
+            Arc::new(SoftwareRoot::load(&self.root(), passphrase)?)
+        };
         let storage = SqliteStorage::open(&self.db())?;
         KeyService::open(Arc::new(storage), root)
     }

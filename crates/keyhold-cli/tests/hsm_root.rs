@@ -1,0 +1,184 @@
+//! The root of trust in an HSM: SoftHSMv2 with a fresh token per test, the
+//! real `keyhold` binary, and curl --aws-sigv4.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "2468-user-pin";
+
+/// A SoftHSM token in its own directory; returns the SOFTHSM2_CONF path.
+fn softhsm_token(dir: &Path, label: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("tokens")).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            label,
+            "--pin",
+            PIN,
+            "--so-pin",
+            "1357-so-pin",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util (install softhsm2)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    conf
+}
+
+struct HsmEnv {
+    env: Env,
+    _hsm_dir: tempfile::TempDir,
+    pin_file: PathBuf,
+}
+
+fn hsm_env() -> HsmEnv {
+    let hsm_dir = tempfile::tempdir().unwrap();
+    let conf = softhsm_token(hsm_dir.path(), "keyhold");
+    let pin_file = hsm_dir.path().join("pin");
+    std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+    let env = Env::with_init_args(
+        &[
+            "--hsm-module",
+            MODULE,
+            "--hsm-token-label",
+            "keyhold",
+            "--hsm-pin-file",
+            pin_file.to_str().unwrap(),
+            "--hsm-max-sessions",
+            "4",
+        ],
+        vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
+    );
+    HsmEnv {
+        env,
+        _hsm_dir: hsm_dir,
+        pin_file,
+    }
+}
+
+const HEALTH: &str = r#"{"requestMetadata":{"kmsRequestId":"h","kmsOperation":"KmsHealthCheck"}}"#;
+
+#[test]
+fn xks_with_an_hsm_root_of_trust() {
+    let h = hsm_env();
+    let env = &h.env;
+    assert!(
+        !env.data().join("root.key").exists(),
+        "no software root next to an HSM root"
+    );
+    let desc = read(&env.data().join("root.pkcs11.toml"));
+    assert!(
+        desc.contains("keyhold-kek") && !desc.contains(PIN),
+        "{desc}"
+    );
+
+    let st = env.json(&["hsm", "status"]);
+    assert_eq!(st["wrap_round_trip"], "ok");
+    assert_eq!(st["token_label"], "keyhold");
+    assert_eq!(st["sessions_max"], 4);
+    let keys = env.json(&["hsm", "list-keys"]);
+    assert!(keys.as_array().unwrap().contains(&json!("keyhold-kek")));
+
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "k1"]);
+    let server = env.serve(&[]);
+
+    let r = Curl::new(&server, &cred).send("/demo/kms/xks/v1/health", HEALTH);
+    assert_eq!(r.status, 200, "{r:?}");
+    let fleet = &r.json()["ekmFleetDetails"][0];
+    assert_eq!(fleet["healthStatus"], "ACTIVE");
+    assert!(
+        fleet["model"].as_str().unwrap().contains("SoftHSM"),
+        "{fleet}"
+    );
+
+    let body = json!({
+        "requestMetadata": meta("Encrypt"),
+        "plaintext": b64(b"data key under an HSM root"),
+        "additionalAuthenticatedData": b64(b"aad"),
+        "encryptionAlgorithm": "AES_GCM",
+        "ciphertextDataIntegrityValueAlgorithm": "SHA_256",
+    });
+    let enc = Curl::new(&server, &cred).send("/demo/kms/xks/v1/keys/k1/encrypt", &body.to_string());
+    assert_eq!(enc.status, 200, "{enc:?}");
+    let enc = enc.json();
+    let dec_body = json!({
+        "requestMetadata": meta("Decrypt"),
+        "ciphertext": enc["ciphertext"], "ciphertextMetadata": enc["ciphertextMetadata"],
+        "initializationVector": enc["initializationVector"], "authenticationTag": enc["authenticationTag"],
+        "additionalAuthenticatedData": b64(b"aad"), "encryptionAlgorithm": "AES_GCM",
+    })
+    .to_string();
+    drop(server);
+
+    // After a restart the key is unwrapped by the HSM again.
+    let server = env.serve(&[]);
+    let dec = Curl::new(&server, &cred).send("/demo/kms/xks/v1/keys/k1/decrypt", &dec_body);
+    assert_eq!(dec.status, 200, "{dec:?}");
+    assert_eq!(
+        unb64(dec.json()["plaintext"].as_str().unwrap()),
+        b"data key under an HSM root"
+    );
+    drop(server);
+
+    // A wrong PIN is a clear error at start-up, and the PIN is never printed.
+    std::fs::write(&h.pin_file, "0000-wrong-pin\n").unwrap();
+    let out = env.cmd(&["serve"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PIN"), "{err}");
+    assert!(!err.contains("0000-wrong-pin"), "{err}");
+}
+
+#[test]
+fn the_database_is_useless_without_its_hsm() {
+    let h = hsm_env();
+    h.env.run_ok(&["store", "create", "/demo"]);
+    h.env.run_ok(&["key", "create", "/demo", "k1"]);
+    // Another token with the same label and PIN, and its own KEK.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_conf = softhsm_token(other_dir.path(), "keyhold");
+    let with_other_hsm = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(h.env.data())
+            .args(args)
+            .env("SOFTHSM2_CONF", &other_conf)
+            .output()
+            .unwrap()
+    };
+    let out = with_other_hsm(&["hsm", "init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = with_other_hsm(&["key", "list", "/demo"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not the one"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

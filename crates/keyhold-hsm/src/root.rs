@@ -1,0 +1,377 @@
+//! [`Pkcs11Root`]: the key-encryption key lives in the HSM; wrapping and
+//! unwrapping are AES-GCM operations performed by the HSM.
+
+use crate::config::Pkcs11Config;
+use crate::pool::{Lease, SessionPool};
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+use keyhold_core::{Error, Result};
+use keyhold_crypto::{fill_random, SecretBytes, GCM_IV_LEN};
+use keyhold_keystore::{RootInfo, RootOfTrust};
+use parking_lot::Mutex;
+use secrecy::SecretString;
+use std::time::Duration;
+
+/// Format byte of blobs wrapped by the PKCS#11 root (AES-GCM in the HSM).
+const WRAP_FORMAT_PKCS11_GCM: u8 = 2;
+
+/// What `keyhold hsm status` shows.
+#[derive(Debug, Clone)]
+pub struct HsmStatus {
+    pub module: String,
+    pub token_label: String,
+    pub token_serial: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub kek_label: String,
+    pub open_sessions: usize,
+    pub max_sessions: usize,
+}
+
+struct TokenSummary {
+    label: String,
+    serial: String,
+    manufacturer: String,
+    model: String,
+}
+
+/// A root of trust whose KEK is a non-extractable AES-256 key in a PKCS#11 token.
+pub struct Pkcs11Root {
+    cfg: Pkcs11Config,
+    ctx: Pkcs11,
+    slot: Slot,
+    pin: SecretString,
+    pool: SessionPool,
+    kek: Mutex<Option<ObjectHandle>>,
+    token: TokenSummary,
+}
+
+impl std::fmt::Debug for Pkcs11Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Root")
+            .field("module", &self.cfg.module)
+            .field("token", &self.token.label)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ck(what: &str, e: CkError) -> Error {
+    match e {
+        CkError::Pkcs11(RvError::PinIncorrect, _) => {
+            Error::RootOfTrust("the HSM rejected the PIN (CKR_PIN_INCORRECT)".into())
+        }
+        CkError::Pkcs11(RvError::PinLocked, _) => {
+            Error::RootOfTrust("the HSM user PIN is locked (CKR_PIN_LOCKED)".into())
+        }
+        CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, _) => {
+            Error::RootOfTrust(format!("{what}: wrong HSM key or damaged data"))
+        }
+        CkError::Pkcs11(rv, f) => Error::RootOfTrust(format!("{what}: {f:?} returned {rv:?}")),
+        other => Error::RootOfTrust(format!("{what}: {other}")),
+    }
+}
+
+/// Errors after which a session must not be reused.
+fn session_is_dead(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceError
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::UserNotLoggedIn
+                | RvError::GeneralError,
+            _
+        )
+    )
+}
+
+impl Pkcs11Root {
+    /// Opens the token named in `cfg`, logs in, and finds the KEK; with
+    /// `create_kek`, generates it when absent (`keyhold hsm init`).
+    pub fn open(cfg: Pkcs11Config, create_kek: bool) -> Result<Self> {
+        cfg.validate()?;
+        let pin = cfg.read_pin()?;
+        let ctx = Pkcs11::new(&cfg.module).map_err(|e| {
+            Error::RootOfTrust(format!(
+                "cannot load the PKCS#11 module {}: {e}",
+                cfg.module.display()
+            ))
+        })?;
+        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => return Err(ck("C_Initialize", e)),
+        }
+        let (slot, token) = Self::find_token(&ctx, &cfg)?;
+        let root = Self {
+            pool: SessionPool::new(cfg.max_sessions, Duration::from_millis(cfg.session_wait_ms)),
+            kek: Mutex::new(None),
+            cfg,
+            ctx,
+            slot,
+            pin,
+            token,
+        };
+        let kek = {
+            let lease = root.lease()?;
+            match root.find_kek(lease.session())? {
+                Some(k) => k,
+                None if create_kek => root.create_kek(lease.session())?,
+                None => return Err(Error::RootOfTrust(format!(
+                    "no key-encryption key labelled {:?} in token {:?} (run `keyhold hsm init`)",
+                    root.cfg.kek_label, root.token.label
+                ))),
+            }
+        };
+        *root.kek.lock() = Some(kek);
+        Ok(root)
+    }
+
+    fn find_token(ctx: &Pkcs11, cfg: &Pkcs11Config) -> Result<(Slot, TokenSummary)> {
+        let slots = ctx
+            .get_slots_with_token()
+            .map_err(|e| ck("C_GetSlotList", e))?;
+        let mut seen = Vec::new();
+        for slot in slots {
+            let Ok(info) = ctx.get_token_info(slot) else {
+                continue;
+            };
+            let label = info.label().trim().to_owned();
+            let serial = info.serial_number().trim().to_owned();
+            let ok = cfg.token_label.as_deref().is_none_or(|l| l == label)
+                && cfg.token_serial.as_deref().is_none_or(|s| s == serial);
+            if ok && info.token_initialized() {
+                return Ok((
+                    slot,
+                    TokenSummary {
+                        label,
+                        serial,
+                        manufacturer: info.manufacturer_id().trim().to_owned(),
+                        model: info.model().trim().to_owned(),
+                    },
+                ));
+            }
+            seen.push(label);
+        }
+        Err(Error::RootOfTrust(format!(
+            "no initialised token labelled {:?}{} in {} (tokens seen: {:?})",
+            cfg.token_label.as_deref().unwrap_or("*"),
+            cfg.token_serial
+                .as_deref()
+                .map(|s| format!(" with serial {s:?}"))
+                .unwrap_or_default(),
+            cfg.module.display(),
+            seen
+        )))
+    }
+
+    /// Opens a read-write session, logged in as the user.
+    fn open_session(&self) -> Result<Session> {
+        let s = self
+            .ctx
+            .open_rw_session(self.slot)
+            .map_err(|e| ck("C_OpenSession", e))?;
+        let state = s
+            .get_session_info()
+            .map_err(|e| ck("C_GetSessionInfo", e))?
+            .session_state();
+        if !matches!(state, SessionState::RwUser | SessionState::RoUser) {
+            match s.login(UserType::User, Some(&self.pin)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(e) => return Err(ck("C_Login", e)),
+            }
+        }
+        Ok(s)
+    }
+
+    fn lease(&self) -> Result<Lease<'_>> {
+        self.pool.get(|| self.open_session())
+    }
+
+    fn find_kek(&self, s: &Session) -> Result<Option<ObjectHandle>> {
+        let found = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(self.cfg.kek_label.as_bytes().to_vec()),
+            ])
+            .map_err(|e| ck("C_FindObjects", e))?;
+        match found.as_slice() {
+            [] => Ok(None),
+            [k] => {
+                self.check_kek(s, *k)?;
+                Ok(Some(*k))
+            }
+            _ => Err(Error::RootOfTrust(format!(
+                "{} keys are labelled {:?}; the KEK label must be unique",
+                found.len(),
+                self.cfg.kek_label
+            ))),
+        }
+    }
+
+    /// Refuses a KEK that is not an AES key, or whose value could leave the HSM.
+    fn check_kek(&self, s: &Session, k: ObjectHandle) -> Result<()> {
+        let attrs = s
+            .get_attributes(
+                k,
+                &[
+                    AttributeType::KeyType,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::ValueLen,
+                ],
+            )
+            .map_err(|e| ck("C_GetAttributeValue", e))?;
+        let mut ok = (false, false, false, false);
+        for a in attrs {
+            match a {
+                Attribute::KeyType(t) => ok.0 = t == KeyType::AES,
+                Attribute::Sensitive(v) => ok.1 = v,
+                Attribute::Extractable(v) => ok.2 = !v,
+                Attribute::ValueLen(l) => ok.3 = u64::from(l) == 32,
+                _ => {}
+            }
+        }
+        if ok != (true, true, true, true) {
+            return Err(Error::RootOfTrust(format!(
+                "the key labelled {:?} must be an AES-256 key that is sensitive and not extractable",
+                self.cfg.kek_label
+            )));
+        }
+        Ok(())
+    }
+
+    fn create_kek(&self, s: &Session) -> Result<ObjectHandle> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(self.cfg.kek_label.as_bytes().to_vec()),
+        ];
+        let k = s
+            .generate_key(&Mechanism::AesKeyGen, &template)
+            .map_err(|e| ck("C_GenerateKey", e))?;
+        tracing::info!(label = %self.cfg.kek_label, token = %self.token.label, "created the HSM key-encryption key");
+        Ok(k)
+    }
+
+    /// Runs `f` with a pooled session and the KEK. A failure that may have
+    /// killed the session discards it and retries once with a fresh one.
+    fn with_kek<R>(
+        &self,
+        what: &str,
+        f: impl Fn(&Session, ObjectHandle) -> std::result::Result<R, CkError>,
+    ) -> Result<R> {
+        let kek = self
+            .kek
+            .lock()
+            .ok_or_else(|| Error::RootOfTrust("HSM key-encryption key not found".into()))?;
+        let mut last = None;
+        for attempt in 0..2 {
+            let lease = self.lease()?;
+            match f(lease.session(), kek) {
+                Ok(r) => return Ok(r),
+                Err(e) if session_is_dead(&e) => {
+                    tracing::warn!(attempt, error = ?e, "HSM session failed; retrying with a new one");
+                    lease.discard();
+                    if attempt == 0 {
+                        self.pool.drain_idle();
+                    }
+                    last = Some(e);
+                }
+                Err(e) => return Err(ck(what, e)),
+            }
+        }
+        Err(ck(what, last.expect("two attempts failed")))
+    }
+
+    pub fn status(&self) -> HsmStatus {
+        HsmStatus {
+            module: self.cfg.module.display().to_string(),
+            token_label: self.token.label.clone(),
+            token_serial: self.token.serial.clone(),
+            manufacturer: self.token.manufacturer.clone(),
+            model: self.token.model.clone(),
+            kek_label: self.cfg.kek_label.clone(),
+            open_sessions: self.pool.open_sessions(),
+            max_sessions: self.pool.max_sessions(),
+        }
+    }
+
+    /// Labels of the secret keys in the token.
+    pub fn list_secret_keys(&self) -> Result<Vec<String>> {
+        let lease = self.lease()?;
+        let s = lease.session();
+        let handles = s
+            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
+            .map_err(|e| ck("C_FindObjects", e))?;
+        let mut out = Vec::new();
+        for h in handles {
+            let attrs = s
+                .get_attributes(h, &[AttributeType::Label])
+                .map_err(|e| ck("C_GetAttributeValue", e))?;
+            for a in attrs {
+                if let Attribute::Label(l) = a {
+                    out.push(String::from_utf8_lossy(&l).into_owned());
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl RootOfTrust for Pkcs11Root {
+    fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut iv = [0u8; GCM_IV_LEN];
+        fill_random(&mut iv).map_err(|e| Error::Internal(e.to_string()))?;
+        let sealed = self.with_kek("wrap in the HSM", |s, kek| {
+            let mut iv = iv;
+            let params = GcmParams::new(&mut iv, context, 128.into())?;
+            s.encrypt(&Mechanism::AesGcm(params), kek, plaintext)
+        })?;
+        let mut out = Vec::with_capacity(1 + GCM_IV_LEN + sealed.len());
+        out.push(WRAP_FORMAT_PKCS11_GCM);
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
+        let rest = match wrapped.split_first() {
+            Some((&WRAP_FORMAT_PKCS11_GCM, rest)) if rest.len() >= GCM_IV_LEN + 16 => rest,
+            _ => return Err(Error::RootOfTrust("not wrapped by a PKCS#11 root".into())),
+        };
+        let (iv, sealed) = rest.split_at(GCM_IV_LEN);
+        let plain = self.with_kek("unwrap in the HSM", |s, kek| {
+            let mut nonce = [0u8; GCM_IV_LEN];
+            nonce.copy_from_slice(iv);
+            let params = GcmParams::new(&mut nonce, context, 128.into())?;
+            s.decrypt(&Mechanism::AesGcm(params), kek, sealed)
+        })?;
+        Ok(SecretBytes::new(plain))
+    }
+
+    fn info(&self) -> RootInfo {
+        RootInfo {
+            id: format!("pkcs11-{}-{}", self.token.label, self.token.serial),
+            model: format!(
+                "{} {} (PKCS#11 token {})",
+                self.token.manufacturer, self.token.model, self.token.label
+            ),
+        }
+    }
+}

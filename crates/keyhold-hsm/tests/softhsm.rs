@@ -1,0 +1,240 @@
+//! The PKCS#11 root against a real module: SoftHSMv2, with a fresh token in a
+//! temporary directory for this test run (its own SOFTHSM2_CONF).
+
+use keyhold_hsm::{PinSource, Pkcs11Config, Pkcs11Root};
+use keyhold_keystore::RootOfTrust;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const PIN: &str = "4321-user-pin";
+const TOKEN: &str = "keyhold-test";
+
+/// One token per test process: a PKCS#11 module is initialised once per
+/// process, so every test here shares this token (with its own KEK label).
+fn token() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap().keep();
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        // Set before the module is first loaded, by the only thread doing so.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        std::env::set_var("KEYHOLD_TEST_HSM_PIN", PIN);
+        let out = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                TOKEN,
+                "--pin",
+                PIN,
+                "--so-pin",
+                "8765-so-pin",
+            ])
+            .env("SOFTHSM2_CONF", &conf)
+            .output()
+            .expect("softhsm2-util (install softhsm2)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+fn config(kek: &str) -> Pkcs11Config {
+    token();
+    let mut c = Pkcs11Config::new(
+        MODULE.into(),
+        TOKEN.into(),
+        PinSource::Env("KEYHOLD_TEST_HSM_PIN".into()),
+    );
+    c.kek_label = kek.into();
+    c
+}
+
+#[test]
+fn kek_is_created_once_and_never_extractable() {
+    let cfg = config("kek-create");
+    let err = Pkcs11Root::open(cfg.clone(), false).unwrap_err();
+    assert!(err.to_string().contains("keyhold hsm init"), "{err}");
+    let root = Pkcs11Root::open(cfg.clone(), true).unwrap();
+    let again = Pkcs11Root::open(cfg.clone(), true).unwrap();
+    assert_eq!(
+        root.list_secret_keys()
+            .unwrap()
+            .iter()
+            .filter(|l| *l == "kek-create")
+            .count(),
+        1
+    );
+    drop((root, again));
+    // An independent client (OpenSC's pkcs11-tool) sees a sensitive,
+    // never-extractable AES key.
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            TOKEN,
+            "--login",
+            "--pin",
+            PIN,
+            "--list-objects",
+            "--type",
+            "secrkey",
+        ])
+        .env("SOFTHSM2_CONF", token().join("softhsm2.conf"))
+        .output()
+        .expect("pkcs11-tool (install opensc)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let block = text
+        .split("Secret Key Object")
+        .find(|b| b.contains("kek-create"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(block.contains("AES length 32"), "{block}");
+    assert!(
+        block.contains("sensitive") && block.contains("never extractable"),
+        "{block}"
+    );
+}
+
+#[test]
+fn wrap_round_trip_is_bound_to_its_context() {
+    let root = Pkcs11Root::open(config("kek-wrap"), true).unwrap();
+    let w = root
+        .wrap(b"store/key/1", b"thirty-two bytes of key material")
+        .unwrap();
+    assert_eq!(w[0], 2);
+    assert!(!w.windows(8).any(|x| x == b"thirty-t"));
+    assert_eq!(
+        root.unwrap(b"store/key/1", &w).unwrap().expose(),
+        b"thirty-two bytes of key material"
+    );
+    assert!(root.unwrap(b"store/key/2", &w).is_err());
+    let mut bad = w.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(root.unwrap(b"store/key/1", &bad).is_err());
+    // Another KEK cannot unwrap it.
+    let other = Pkcs11Root::open(config("kek-wrap-other"), true).unwrap();
+    assert!(other.unwrap(b"store/key/1", &w).is_err());
+    assert!(
+        root.info().model.contains("SoftHSM"),
+        "{}",
+        root.info().model
+    );
+}
+
+/// (A wrong PIN is tested with a fresh process, in keyhold-cli's tests: in
+/// this process other tests have already logged the token in, and PKCS#11
+/// login state is shared by every session of an application.)
+#[test]
+fn unknown_token_module_and_pin_source_are_clear_errors() {
+    let mut cfg = config("kek-pin");
+    cfg.token_label = Some("no-such-token".into());
+    let e = Pkcs11Root::open(cfg, true).unwrap_err().to_string();
+    assert!(e.contains("no-such-token") && e.contains(TOKEN), "{e}");
+    let mut cfg = config("kek-pin");
+    cfg.pin = PinSource::Env("KEYHOLD_TEST_UNSET_VARIABLE".into());
+    assert!(Pkcs11Root::open(cfg, true)
+        .unwrap_err()
+        .to_string()
+        .contains("not set"));
+    let mut cfg = config("kek-pin");
+    cfg.module = "/nonexistent/libpkcs11.so".into();
+    assert!(Pkcs11Root::open(cfg, true)
+        .unwrap_err()
+        .to_string()
+        .contains("cannot load"));
+}
+
+#[test]
+fn session_cap_holds_under_concurrency() {
+    let mut cfg = config("kek-pool");
+    cfg.max_sessions = 2;
+    cfg.session_wait_ms = 5_000;
+    let root = Arc::new(Pkcs11Root::open(cfg, true).unwrap());
+    let peak = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (root, peak, stop) = (root.clone(), peak.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(root.status().open_sessions, Ordering::Relaxed);
+                std::thread::yield_now();
+            }
+        })
+    };
+    let workers: Vec<_> = (0..12)
+        .map(|i| {
+            let root = root.clone();
+            std::thread::spawn(move || {
+                for j in 0..100 {
+                    let ctx = format!("ctx-{i}-{j}");
+                    let w = root.wrap(ctx.as_bytes(), b"material").unwrap();
+                    assert_eq!(
+                        root.unwrap(ctx.as_bytes(), &w).unwrap().expose(),
+                        b"material"
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+    assert!(
+        peak.load(Ordering::Relaxed) <= 2,
+        "peak {}",
+        peak.load(Ordering::Relaxed)
+    );
+    assert!(root.status().open_sessions <= 2, "no session leaked");
+}
+
+#[test]
+fn a_busy_pool_times_out_instead_of_hanging() {
+    let mut cfg = config("kek-busy");
+    cfg.max_sessions = 1;
+    cfg.session_wait_ms = 1;
+    let root = Arc::new(Pkcs11Root::open(cfg, true).unwrap());
+    let timeouts = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (root, timeouts) = (root.clone(), timeouts.clone());
+            std::thread::spawn(move || {
+                for _ in 0..200 {
+                    match root.wrap(b"c", &[7u8; 4096]) {
+                        Ok(_) => {}
+                        Err(keyhold_core::Error::DependencyTimeout(_)) => {
+                            timeouts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(
+        timeouts.load(Ordering::Relaxed) > 0,
+        "some callers must have timed out"
+    );
+    assert_eq!(root.status().open_sessions, 1);
+}
