@@ -70,6 +70,19 @@ enum Command {
     /// The HSM root of trust (PKCS#11).
     #[command(subcommand)]
     Hsm(admin::HsmCmd),
+    /// The root of trust of the data directory.
+    #[command(subcommand)]
+    Root(RootCmd),
+}
+
+#[derive(Subcommand)]
+enum RootCmd {
+    /// Move from the software root to a KEK in an HSM, re-wrapping every key.
+    /// Stop the server first. Safe to interrupt and run again (without options).
+    MigrateToHsm {
+        #[command(flatten)]
+        hsm: admin::HsmArgs,
+    },
 }
 
 /// Resolves the passphrase for a sealed root, if one is needed.
@@ -214,6 +227,29 @@ fn main() -> ExitCode {
         Command::Store(cmd) => data_dir(&cli).and_then(|dd| admin::store(&cli_ctx(&cli, dd)?, cmd)),
         Command::Key(cmd) => data_dir(&cli).and_then(|dd| admin::key(&cli_ctx(&cli, dd)?, cmd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
+        Command::Root(RootCmd::MigrateToHsm { hsm }) => data_dir(&cli).and_then(|dd| {
+            let cfg = hsm.config()?;
+            let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
+            let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
+            let mut last = std::time::Instant::now();
+            let (report, retired) = dd
+                .migrate_to_hsm(cfg.as_ref(), pass.as_ref(), |n, total| {
+                    if last.elapsed().as_secs() >= 2 || n == total {
+                        eprintln!("re-wrapped {n}/{total}");
+                        last = std::time::Instant::now();
+                    }
+                })
+                .map_err(|e| e.to_string())?;
+            println!(
+                "The root of trust is now the HSM: {} values re-wrapped ({} were already).",
+                report.rewrapped, report.already
+            );
+            println!(
+                "The old software root is kept as {}: destroy it (and backups that hold it) once you are satisfied.",
+                retired.display()
+            );
+            Ok(())
+        }),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

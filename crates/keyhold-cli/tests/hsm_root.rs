@@ -182,3 +182,113 @@ fn the_database_is_useless_without_its_hsm() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn moving_to_the_hsm_survives_kill_9_at_any_point() {
+    let mut env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "k", "--count", "1500"]);
+    env.run_ok(&["key", "create", "/demo", "rot"]);
+    env.run_ok(&["key", "rotate", "/demo", "rot"]);
+    let sample = ["k-000001", "k-000750", "k-001500", "rot"];
+    let server = env.serve(&[]);
+    let mut encrypted = Vec::new();
+    for id in sample {
+        let body = json!({
+            "requestMetadata": meta("Encrypt"), "plaintext": b64(id.as_bytes()),
+            "encryptionAlgorithm": "AES_GCM",
+        });
+        let r = Curl::new(&server, &cred).send(
+            &format!("/demo/kms/xks/v1/keys/{id}/encrypt"),
+            &body.to_string(),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        encrypted.push((id, r.json()));
+    }
+    drop(server);
+
+    let hsm_dir = tempfile::tempdir().unwrap();
+    let conf = softhsm_token(hsm_dir.path(), "keyhold");
+    let pin_file = hsm_dir.path().join("pin");
+    std::fs::write(&pin_file, PIN).unwrap();
+    env.extra_env
+        .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
+    let migrate_args = [
+        "root",
+        "migrate-to-hsm",
+        "--hsm-module",
+        MODULE,
+        "--hsm-token-label",
+        "keyhold",
+        "--hsm-pin-file",
+        pin_file.to_str().unwrap(),
+    ];
+    // Kill the migration at pseudo-random points, several times.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut kills = 0;
+    for round in 0..4 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = 15 + (seed >> 33) % 400;
+        let args: Vec<&str> = if round == 0 {
+            migrate_args.to_vec()
+        } else {
+            vec!["root", "migrate-to-hsm"]
+        };
+        let mut child = env
+            .cmd(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+        if env.data().join("root.pkcs11.toml.pending").exists() {
+            // An interrupted move is refused, not half-used.
+            let out = env
+                .cmd(&["key", "list", "/demo", "--limit", "1"])
+                .output()
+                .unwrap();
+            assert!(!out.status.success());
+            assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
+        }
+    }
+    eprintln!("migration killed {kills} times");
+    if env.data().join("root.key").exists() {
+        let out = env.run_ok(&["root", "migrate-to-hsm"]);
+        assert!(out.contains("now the HSM"), "{out}");
+    }
+    assert!(!env.data().join("root.key").exists());
+    assert!(env.data().join("root.pkcs11.toml").exists());
+    assert!(!env.data().join("root.pkcs11.toml.pending").exists());
+    assert_eq!(env.json(&["hsm", "status"])["wrap_round_trip"], "ok");
+
+    let server = env.serve(&[]);
+    for (id, enc) in &encrypted {
+        let body = json!({
+            "requestMetadata": meta("Decrypt"), "ciphertext": enc["ciphertext"],
+            "ciphertextMetadata": enc["ciphertextMetadata"], "initializationVector": enc["initializationVector"],
+            "authenticationTag": enc["authenticationTag"], "encryptionAlgorithm": "AES_GCM",
+        });
+        let r = Curl::new(&server, &cred).send(
+            &format!("/demo/kms/xks/v1/keys/{id}/decrypt"),
+            &body.to_string(),
+        );
+        assert_eq!(r.status, 200, "{id}: {r:?}");
+        assert_eq!(
+            unb64(r.json()["plaintext"].as_str().unwrap()),
+            id.as_bytes()
+        );
+    }
+    let listed = env.json(&["key", "list", "/demo", "--limit", "5000"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1501);
+}

@@ -165,6 +165,23 @@ impl std::fmt::Debug for StoredCredential {
     }
 }
 
+/// Something stored wrapped under the root of trust: what a re-wrap (a
+/// change of root of trust) must visit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WrappedItem {
+    KeyVersion {
+        store: StorePrefix,
+        id: KeyId,
+        version: u32,
+    },
+    Credential {
+        store: StorePrefix,
+        access_key_id: String,
+    },
+    /// A wrapped value in the meta table (root check value, health test key).
+    Meta { name: String },
+}
+
 mod usage_serde {
     use super::Usage;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

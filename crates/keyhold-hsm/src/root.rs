@@ -124,10 +124,12 @@ impl Pkcs11Root {
             match root.find_kek(lease.session())? {
                 Some(k) => k,
                 None if create_kek => root.create_kek(lease.session())?,
-                None => return Err(Error::RootOfTrust(format!(
+                None => {
+                    return Err(Error::RootOfTrust(format!(
                     "no key-encryption key labelled {:?} in token {:?} (run `keyhold hsm init`)",
                     root.cfg.kek_label, root.token.label
-                ))),
+                )))
+                }
             }
         };
         *root.kek.lock() = Some(kek);

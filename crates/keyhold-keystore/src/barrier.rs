@@ -1,13 +1,33 @@
 //! Wrapping of key versions and credential secrets under the root of trust.
 
 use crate::RootOfTrust;
-use keyhold_core::{Error, KeyId, Result, StorePrefix};
+use keyhold_core::{Error, KeyId, Result, StorePrefix, WrappedItem};
 use keyhold_crypto::{Aes256Key, SecretBytes, AES256_KEY_LEN};
 use std::sync::Arc;
 
 /// Name of the meta record holding the root check value.
 const ROOT_CHECK_META: &str = "root_check";
 const ROOT_CHECK_CONTEXT: &[u8] = b"keyhold/root-check/v1";
+/// The meta record holding the health-check test key, and its wrap context.
+pub const HEALTH_KEY_META: &str = "health_key";
+pub const HEALTH_KEY_CONTEXT: &[u8] = b"keyhold/health-key/v1";
+
+/// The wrap context (authenticated, must match on unwrap) of a stored
+/// wrapped value; `None` for a meta value that is not wrapped.
+pub fn wrap_context(item: &WrappedItem) -> Option<Vec<u8>> {
+    match item {
+        WrappedItem::KeyVersion { store, id, version } => Some(key_context(store, id, *version)),
+        WrappedItem::Credential {
+            store,
+            access_key_id,
+        } => Some(credential_context(store, access_key_id)),
+        WrappedItem::Meta { name } => match name.as_str() {
+            ROOT_CHECK_META => Some(ROOT_CHECK_CONTEXT.to_vec()),
+            HEALTH_KEY_META => Some(HEALTH_KEY_CONTEXT.to_vec()),
+            _ => None,
+        },
+    }
+}
 const ROOT_CHECK_PLAINTEXT: &[u8] = b"keyhold root of trust check value";
 
 /// Everything written below the barrier is wrapped under the root of trust.

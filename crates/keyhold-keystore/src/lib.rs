@@ -14,7 +14,7 @@
 mod barrier;
 mod software;
 
-pub use barrier::Barrier;
+pub use barrier::{wrap_context, Barrier, HEALTH_KEY_CONTEXT, HEALTH_KEY_META};
 pub use software::{RootFileKind, SoftwareRoot};
 
 use keyhold_core::Result;

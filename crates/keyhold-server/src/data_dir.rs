@@ -16,6 +16,8 @@ pub const ROOT_FILE: &str = "root.key";
 /// Present when the root of trust is a PKCS#11 token (it names the module,
 /// token, KEK label and where the PIN comes from; never the PIN).
 pub const PKCS11_ROOT_FILE: &str = "root.pkcs11.toml";
+/// Present while a move to an HSM root is under way (or was interrupted).
+pub const PKCS11_ROOT_PENDING: &str = "root.pkcs11.toml.pending";
 pub const CONFIG_FILE: &str = "keyhold.toml";
 
 /// A Keyhold data directory.
@@ -55,7 +57,7 @@ impl DataDir {
 
     /// Whether the root of trust needs a passphrase to open.
     pub fn root_is_sealed(&self) -> Result<bool> {
-        if self.uses_hsm() {
+        if !self.root().exists() {
             return Ok(false);
         }
         Ok(SoftwareRoot::file_kind(&self.root())? == RootFileKind::Sealed)
@@ -109,8 +111,86 @@ impl DataDir {
         KeyService::open(Arc::new(storage), Arc::new(root))
     }
 
+    pub fn pkcs11_pending(&self) -> PathBuf {
+        self.path.join(PKCS11_ROOT_PENDING)
+    }
+
+    /// Moves the root of trust from the software root to an HSM: re-wraps
+    /// every stored value under the HSM's KEK, then switches the directory
+    /// over. Stop the server first. Interrupted at any point (even kill -9),
+    /// it can be run again (with or without `cfg`) and finishes the job;
+    /// no key is lost on the way. The old `root.key` is kept, renamed,
+    /// for the operator to destroy once satisfied.
+    pub fn migrate_to_hsm(
+        &self,
+        cfg: Option<&Pkcs11Config>,
+        passphrase: Option<&SecretString>,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(keyhold_service::RewrapReport, PathBuf)> {
+        if self.uses_hsm() && !self.root().exists() {
+            return Err(Error::invalid(
+                "data directory",
+                "the root of trust is already an HSM",
+            ));
+        }
+        let cfg = match (
+            cfg,
+            self.pkcs11_pending().exists(),
+            self.pkcs11_root().exists(),
+        ) {
+            (_, _, true) => Pkcs11Config::load(&self.pkcs11_root())?,
+            (_, true, _) => {
+                let pending = Pkcs11Config::load(&self.pkcs11_pending())?;
+                if let Some(c) = cfg {
+                    if c != &pending {
+                        return Err(Error::invalid(
+                            "HSM settings",
+                            format!(
+                                "a migration with other settings is under way ({}); re-run it without HSM options",
+                                self.pkcs11_pending().display()
+                            ),
+                        ));
+                    }
+                }
+                pending
+            }
+            (Some(c), false, false) => {
+                write_synced(&self.pkcs11_pending(), c.to_toml().as_bytes())?;
+                c.clone()
+            }
+            (None, false, false) => {
+                return Err(Error::invalid(
+                    "HSM settings",
+                    "name the HSM (module, token, PIN)",
+                ))
+            }
+        };
+        let software = SoftwareRoot::load(&self.root(), passphrase)?;
+        let hsm = Pkcs11Root::open(cfg, true)?;
+        let storage = SqliteStorage::open(&self.db())?;
+        let report = keyhold_service::rewrap_all(&storage, &software, &hsm, progress)?;
+        // Every value is now under the HSM: switch the directory over.
+        if self.pkcs11_pending().exists() {
+            std::fs::rename(self.pkcs11_pending(), self.pkcs11_root())
+                .map_err(|e| Error::Internal(format!("cannot switch to the HSM root: {e}")))?;
+        }
+        let retired = self
+            .path
+            .join(format!("root.key.retired-{}", keyhold_core::now()));
+        std::fs::rename(self.root(), &retired)
+            .map_err(|e| Error::Internal(format!("cannot retire root.key: {e}")))?;
+        sync_dir(&self.path);
+        Ok((report, retired))
+    }
+
     /// Opens the key service of an existing data directory.
     pub fn open(&self, passphrase: Option<&SecretString>) -> Result<KeyService> {
+        if self.pkcs11_pending().exists() {
+            return Err(Error::InvalidState(format!(
+                "a move of the root of trust to an HSM was interrupted ({}); run `keyhold root migrate-to-hsm` again to finish it",
+                self.pkcs11_pending().display()
+            )));
+        }
         if !self.exists() {
             return Err(Error::invalid(
                 "data directory",
@@ -127,6 +207,26 @@ impl DataDir {
         };
         let storage = SqliteStorage::open(&self.db())?;
         KeyService::open(Arc::new(storage), root)
+    }
+}
+
+/// Writes a file and makes it durable (file and directory entry).
+fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(p)
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
+    if let Some(d) = p.parent() {
+        sync_dir(d);
+    }
+    Ok(())
+}
+
+fn sync_dir(d: &Path) {
+    if let Ok(f) = std::fs::File::open(d) {
+        let _ = f.sync_all();
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod cache;
 mod health;
+mod rewrap;
 mod service;
 
 pub use health::{HealthReport, HealthStatus};
@@ -20,3 +21,4 @@ pub use service::{
 };
 
 pub use keyhold_keystore::Barrier;
+pub use rewrap::{rewrap_all, RewrapReport};

@@ -10,14 +10,12 @@ use keyhold_core::{
     ACCESS_KEY_ID_ALPHABET,
 };
 use keyhold_crypto::{random_secret, Aes256Key, HmacKey, SecretBytes, AES256_KEY_LEN};
-use keyhold_keystore::{Barrier, RootOfTrust};
+use keyhold_keystore::{Barrier, RootOfTrust, HEALTH_KEY_CONTEXT, HEALTH_KEY_META};
 use keyhold_storage::Storage;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const HEALTH_KEY_META: &str = "health_key";
-const HEALTH_KEY_CONTEXT: &[u8] = b"keyhold/health-key/v1";
 /// How long a deep health result may be reused (the XKS spec allows up to a minute).
 const HEALTH_CACHE_TTL: Duration = Duration::from_secs(2);
 /// Length of generated access key ids.

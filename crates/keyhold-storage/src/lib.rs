@@ -13,7 +13,8 @@ mod sqlite;
 pub use sqlite::SqliteStorage;
 
 use keyhold_core::{
-    Key, KeyId, KeyStore, Result, Status, StorePrefix, StoredCredential, Usage, WrappedKeyVersion,
+    Key, KeyId, KeyStore, Result, Status, StorePrefix, StoredCredential, Usage, WrappedItem,
+    WrappedKeyVersion,
 };
 
 /// The persistence operations the key service needs.
@@ -72,4 +73,11 @@ pub trait Storage: Send + Sync + 'static {
         id: &KeyId,
         version: u32,
     ) -> Result<Option<WrappedKeyVersion>>;
+
+    /// Every wrapped value (key versions, credential secrets, meta values),
+    /// for a change of root of trust.
+    fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>>;
+    /// Replaces one wrapped value if it still equals `expected`; returns
+    /// whether it did (one durable transaction).
+    fn replace_wrapped(&self, item: &WrappedItem, expected: &[u8], new: &[u8]) -> Result<bool>;
 }

@@ -3,7 +3,7 @@
 use crate::Storage;
 use keyhold_core::{
     now, Error, Key, KeyId, KeyStore, Result, Status, StorePrefix, StoredCredential, Usage,
-    WrappedKeyVersion,
+    WrappedItem, WrappedKeyVersion,
 };
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -552,6 +552,90 @@ impl Storage for SqliteStorage {
         .optional()
         .map_err(db_err)
     }
+
+    fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>> {
+        let conn = self.conn.lock();
+        let mut out = Vec::new();
+        let mut st = conn
+            .prepare("SELECT name, value FROM meta ORDER BY name")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    WrappedItem::Meta { name: r.get(0)? },
+                    r.get::<_, Vec<u8>>(1)?,
+                ))
+            })
+            .map_err(db_err)?;
+        for r in rows {
+            out.push(r.map_err(db_err)?);
+        }
+        let mut st = conn
+            .prepare("SELECT access_key_id, store, wrapped_secret FROM credentials ORDER BY access_key_id")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    WrappedItem::Credential {
+                        access_key_id: r.get(0)?,
+                        store: parse_prefix(r.get(1)?)?,
+                    },
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
+            .map_err(db_err)?;
+        for r in rows {
+            out.push(r.map_err(db_err)?);
+        }
+        let mut st = conn
+            .prepare("SELECT store, key_id, version, wrapped FROM key_versions ORDER BY store, key_id, version")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    WrappedItem::KeyVersion {
+                        store: parse_prefix(r.get(0)?)?,
+                        id: KeyId::parse(&r.get::<_, String>(1)?).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                1,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        })?,
+                        version: r.get(2)?,
+                    },
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(db_err)?;
+        for r in rows {
+            out.push(r.map_err(db_err)?);
+        }
+        Ok(out)
+    }
+
+    fn replace_wrapped(&self, item: &WrappedItem, expected: &[u8], new: &[u8]) -> Result<bool> {
+        let conn = self.conn.lock();
+        let n = match item {
+            WrappedItem::Meta { name } => conn.execute(
+                "UPDATE meta SET value = ?3 WHERE name = ?1 AND value = ?2",
+                params![name, expected, new],
+            ),
+            WrappedItem::Credential {
+                store,
+                access_key_id,
+            } => conn.execute(
+                "UPDATE credentials SET wrapped_secret = ?4 WHERE access_key_id = ?1 AND store = ?2 AND wrapped_secret = ?3",
+                params![access_key_id, store.as_str(), expected, new],
+            ),
+            WrappedItem::KeyVersion { store, id, version } => conn.execute(
+                "UPDATE key_versions SET wrapped = ?5 WHERE store = ?1 AND key_id = ?2 AND version = ?3 AND wrapped = ?4",
+                params![store.as_str(), id.as_str(), version, expected, new],
+            ),
+        }
+        .map_err(db_err)?;
+        Ok(n == 1)
+    }
 }
 
 #[cfg(test)]
@@ -640,6 +724,44 @@ mod tests {
         assert!(s.get_key_version(&k.store, &k.id, 3).unwrap().is_none());
         assert_eq!(s.list_keys(&k.store, None, 10).unwrap().len(), 3);
         assert_eq!(s.count_keys(&k.store).unwrap(), 3);
+    }
+
+    #[test]
+    fn wrapped_items_and_compare_and_swap() {
+        let s = SqliteStorage::open_in_memory().unwrap();
+        s.create_store(&store("/a")).unwrap();
+        let (k, v) = key("/a", "k1");
+        s.create_key(&k, &v).unwrap();
+        s.put_meta_if_absent("root_check", b"rc").unwrap();
+        s.add_credential(&StoredCredential {
+            access_key_id: "AAAAAAAAAAAAAAAAAAAA".into(),
+            store: k.store.clone(),
+            wrapped_secret: vec![9],
+            created_at: now(),
+        })
+        .unwrap();
+        let items = s.wrapped_items().unwrap();
+        assert_eq!(items.len(), 3);
+        let (kv, blob) = items
+            .iter()
+            .find(|(i, _)| matches!(i, WrappedItem::KeyVersion { .. }))
+            .unwrap();
+        assert_eq!(blob, &vec![1, 2, 3]);
+        assert!(!s.replace_wrapped(kv, b"stale", b"new").unwrap());
+        assert!(s.replace_wrapped(kv, blob, b"new").unwrap());
+        assert_eq!(
+            s.get_key_version(&k.store, &k.id, 1)
+                .unwrap()
+                .unwrap()
+                .wrapped,
+            b"new"
+        );
+        for (item, blob) in &items {
+            if !matches!(item, WrappedItem::KeyVersion { .. }) {
+                assert!(s.replace_wrapped(item, blob, b"x").unwrap());
+            }
+        }
+        assert_eq!(s.get_meta("root_check").unwrap().unwrap(), b"x");
     }
 
     #[test]
