@@ -41,6 +41,30 @@ run --op metadata -c 32 -d "$D" --key-id bench-key
 run --op encrypt -c 32 -d "$D" --key-id k --key-count 100000
 echo "server RSS after touching all 100,000 keys: $(rss)"
 run --cold 500 --op encrypt --key-id bench-key
+kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+
+# The same Encrypt run with the root of trust in an HSM (SoftHSMv2): keys are
+# wrapped by the HSM's KEK and unwrapped once, then served from the cache.
+if command -v softhsm2-util >/dev/null; then
+  mkdir -p "$tmp/hsm/tokens"
+  printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' "$tmp/hsm/tokens" > "$tmp/hsm/softhsm2.conf"
+  export SOFTHSM2_CONF=$tmp/hsm/softhsm2.conf
+  softhsm2-util --init-token --free --label bench --pin 1234 --so-pin 5678 >/dev/null
+  printf 1234 > "$tmp/hsm/pin"
+  export KEYHOLD_DATA_DIR=$tmp/hsm/data
+  "$K" init --listen 127.0.0.1:0 --hsm-module /usr/lib/softhsm/libsofthsm2.so --hsm-token-label bench --hsm-pin-file "$tmp/hsm/pin" >/dev/null
+  "$K" store create /bench >/dev/null
+  "$K" --json store credential add /bench > "$tmp/cred.json"
+  "$K" key create /bench bench-key >/dev/null
+  "$K" serve > "$tmp/out2" 2> "$tmp/server2.log" &
+  pid=$!
+  for _ in $(seq 100); do grep -q listening "$tmp/out2" 2>/dev/null && break; sleep 0.1; done
+  url=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out2")/bench/kms/xks/v1
+  common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+  echo; echo "HSM root of trust (SoftHSMv2), wrapped keys:"
+  run --op encrypt -c 32 -d "$D" --key-id bench-key
+fi
+
 echo
 echo "\$ cargo bench -p keyhold-xks"
 cargo bench --locked -p keyhold-xks 2>/dev/null | grep requests
