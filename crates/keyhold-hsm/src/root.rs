@@ -367,6 +367,10 @@ impl RootOfTrust for Pkcs11Root {
         Ok(SecretBytes::new(plain))
     }
 
+    fn blocks(&self) -> bool {
+        true
+    }
+
     fn info(&self) -> RootInfo {
         RootInfo {
             id: format!("pkcs11-{}-{}", self.token.label, self.token.serial),

@@ -35,4 +35,9 @@ pub trait RootOfTrust: Send + Sync + 'static {
     fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>>;
     fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes>;
     fn info(&self) -> RootInfo;
+    /// Whether wrap/unwrap may block for a while (device I/O): callers on an
+    /// async runtime then move those calls to blocking threads.
+    fn blocks(&self) -> bool {
+        false
+    }
 }

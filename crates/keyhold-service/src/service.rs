@@ -164,6 +164,32 @@ impl KeyService {
         })
     }
 
+    /// Whether a cache miss may block on the root of trust (an HSM): the
+    /// async front-ends then warm the caches on a blocking thread first.
+    pub fn root_blocks(&self) -> bool {
+        self.barrier.root().blocks()
+    }
+
+    /// Whether `credential(access_key_id)` would be answered from memory.
+    pub fn is_credential_cached(&self, access_key_id: &str) -> bool {
+        self.creds.get(access_key_id).is_some()
+    }
+
+    /// Whether `key_handle(store, id)` would be answered from memory.
+    pub fn is_key_cached(&self, store: &StorePrefix, id: &str) -> bool {
+        self.keys
+            .get(&(store.as_str().to_owned(), id.to_owned()))
+            .is_some()
+    }
+
+    /// Whether `health()` would be answered from its cache.
+    pub fn is_health_cached(&self) -> bool {
+        self.health
+            .lock()
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < HEALTH_CACHE_TTL)
+    }
+
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }

@@ -212,6 +212,9 @@ impl XksApi {
         if parts.method != Method::POST {
             return method_not_allowed("POST");
         }
+        if self.service.root_blocks() {
+            self.warm_caches(&parts, &route).await;
+        }
         let mut akid = None;
         let (meta, result) = match body {
             Ok(body) => self.handle_api(&parts, &body, &route, &mut akid),
@@ -226,6 +229,47 @@ impl XksApi {
             Ok(r) => r,
             Err(e) => error_response(&e),
         }
+    }
+
+    /// With a root of trust that blocks (an HSM), loads what this request
+    /// will need (its credential, its key, a fresh health result) on a
+    /// blocking thread, so that a cache miss never stalls an async worker.
+    /// Errors are ignored here: the request itself reports them.
+    async fn warm_caches(&self, parts: &hyper::http::request::Parts, route: &route::Route<'_>) {
+        let akid = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| sigv4::parse_authorization(v).ok())
+            .map(|a| a.access_key_id.to_owned())
+            .filter(|a| !self.service.is_credential_cached(a));
+        let store = keyhold_core::StorePrefix::parse(route.prefix)
+            .ok()
+            .filter(|p| p.as_str() == route.prefix);
+        let key = match (&store, route.op) {
+            (_, Op::Health) => None,
+            (Some(p), _) if !self.service.is_key_cached(p, route.key_id) => {
+                Some((p.clone(), route.key_id.to_owned()))
+            }
+            _ => None,
+        };
+        let health = route.op == Op::Health && !self.service.is_health_cached();
+        if akid.is_none() && key.is_none() && !health {
+            return;
+        }
+        let svc = self.service.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(a) = akid {
+                let _ = svc.credential(&a);
+            }
+            if let Some((p, k)) = key {
+                let _ = svc.key_handle(&p, &k);
+            }
+            if health {
+                let _ = svc.health();
+            }
+        })
+        .await;
     }
 
     /// Reads the request body, refusing oversized ones (413) without parsing.
