@@ -184,6 +184,25 @@ pub enum KeyCmd {
         /// Create this many keys (ids: KEY_ID-000001…, or random).
         #[arg(long, default_value_t = 1)]
         count: u32,
+        /// Where the key lives: `software` (wrapped under the root of trust,
+        /// used in memory) or `hsm` (generated in the HSM, used there, never leaves it).
+        #[arg(long, default_value = "software", value_parser = ["software", "hsm"])]
+        protection: String,
+        /// PKCS#11 label for an HSM key (default keyhold:<prefix>:<key id>).
+        #[arg(long, requires = "protection")]
+        hsm_label: Option<String>,
+    },
+    /// Adopt an AES-256 key that already exists in the HSM (e.g. from another XKS proxy).
+    ImportHsm {
+        prefix: String,
+        /// The key's PKCS#11 label in the HSM.
+        #[arg(long)]
+        label: String,
+        /// External key id (default: the label).
+        #[arg(long)]
+        key_id: Option<String>,
+        #[arg(long, default_value = "ENCRYPT,DECRYPT")]
+        usage: String,
     },
     /// List keys of a store.
     List {
@@ -344,6 +363,8 @@ fn key_json(k: &Key) -> serde_json::Value {
         "status": k.status.as_str(),
         "usage": k.usage.names(),
         "current_version": k.current_version,
+        "protection": if k.hsm_label.is_some() { "HSM" } else { "SOFTWARE" },
+        "hsm_label": k.hsm_label,
         "created_at": output::time(k.created_at),
         "updated_at": output::time(k.updated_at),
     })
@@ -354,7 +375,15 @@ fn print_keys(ctx: &Ctx, keys: &[Key]) {
         output::json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
     } else {
         output::table(
-            &["STORE", "KEY ID", "STATUS", "USAGE", "VERSION", "UPDATED"],
+            &[
+                "STORE",
+                "KEY ID",
+                "STATUS",
+                "USAGE",
+                "VERSION",
+                "PROTECTION",
+                "UPDATED",
+            ],
             &keys
                 .iter()
                 .map(|k| {
@@ -364,6 +393,12 @@ fn print_keys(ctx: &Ctx, keys: &[Key]) {
                         k.status.as_str().to_owned(),
                         k.usage.to_string(),
                         k.current_version.to_string(),
+                        if k.hsm_label.is_some() {
+                            "HSM"
+                        } else {
+                            "SOFTWARE"
+                        }
+                        .to_owned(),
                         output::time(k.updated_at),
                     ]
                 })
@@ -547,6 +582,46 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
             key_id: id,
             usage,
             count,
+            protection,
+            hsm_label,
+        } if protection == "hsm" => {
+            if *count != 1 {
+                return Err("--count is for software keys; create HSM keys one at a time".into());
+            }
+            let p = prefix(p)?;
+            let id = match id {
+                Some(id) => key_id(id)?,
+                None => key_id(&random_uuid()?)?,
+            };
+            let k = svc
+                .create_hsm_key(
+                    &p,
+                    &id,
+                    Usage::parse(usage).map_err(e)?,
+                    hsm_label.as_deref(),
+                )
+                .map_err(e)?;
+            print_keys(ctx, &[k]);
+        }
+        KeyCmd::ImportHsm {
+            prefix: p,
+            label,
+            key_id: id,
+            usage,
+        } => {
+            let p = prefix(p)?;
+            let id = key_id(id.as_deref().unwrap_or(label))?;
+            let k = svc
+                .import_hsm_key(&p, &id, Usage::parse(usage).map_err(e)?, label)
+                .map_err(e)?;
+            print_keys(ctx, &[k]);
+        }
+        KeyCmd::Create {
+            prefix: p,
+            key_id: id,
+            usage,
+            count,
+            ..
         } => {
             let p = prefix(p)?;
             let usage = Usage::parse(usage).map_err(e)?;

@@ -292,3 +292,148 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
     let listed = env.json(&["key", "list", "/demo", "--limit", "5000"]);
     assert_eq!(listed.as_array().unwrap().len(), 1501);
 }
+
+fn encrypt_decrypt(
+    server: &Server,
+    cred: &Cred,
+    key: &str,
+    pt: &[u8],
+) -> (serde_json::Value, Resp) {
+    let body = json!({
+        "requestMetadata": meta("Encrypt"), "plaintext": b64(pt),
+        "additionalAuthenticatedData": b64(b"ctx"), "encryptionAlgorithm": "AES_GCM",
+        "ciphertextDataIntegrityValueAlgorithm": "SHA_256",
+    });
+    let r = Curl::new(server, cred).send(
+        &format!("/demo/kms/xks/v1/keys/{key}/encrypt"),
+        &body.to_string(),
+    );
+    assert_eq!(r.status, 200, "{key}: {r:?}");
+    let enc = r.json();
+    let dec = json!({
+        "requestMetadata": meta("Decrypt"), "ciphertext": enc["ciphertext"],
+        "ciphertextMetadata": enc["ciphertextMetadata"], "initializationVector": enc["initializationVector"],
+        "authenticationTag": enc["authenticationTag"], "additionalAuthenticatedData": b64(b"ctx"),
+        "encryptionAlgorithm": "AES_GCM",
+    });
+    let d = Curl::new(server, cred).send(
+        &format!("/demo/kms/xks/v1/keys/{key}/decrypt"),
+        &dec.to_string(),
+    );
+    (dec, d)
+}
+
+#[test]
+fn hsm_resident_keys_created_and_imported() {
+    let h = hsm_env();
+    let env = &h.env;
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    let k = env.json(&["key", "create", "/demo", "hk", "--protection", "hsm"]);
+    assert_eq!(k[0]["protection"], "HSM");
+    assert_eq!(k[0]["hsm_label"], "keyhold:/demo:hk");
+    env.run_ok(&["key", "create", "/demo", "soft"]);
+    // A key made by another tool (OpenSC's pkcs11-tool), adopted by label.
+    let conf = &env.extra_env[0].1;
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "keyhold",
+            "--login",
+            "--pin",
+            PIN,
+            "--keygen",
+            "--key-type",
+            "AES:32",
+            "--label",
+            "legacy-key",
+            "--sensitive",
+        ])
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let k = env.json(&["key", "import-hsm", "/demo", "--label", "legacy-key"]);
+    assert_eq!(k[0]["key_id"], "legacy-key");
+    let out = env
+        .cmd(&["key", "import-hsm", "/demo", "--label", "no-such-label"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-label"));
+    let out = env.cmd(&["key", "rotate", "/demo", "hk"]).output().unwrap();
+    assert!(!out.status.success());
+    let labels = env.json(&["hsm", "list-keys"]);
+    assert!(labels
+        .as_array()
+        .unwrap()
+        .contains(&json!("keyhold:/demo:hk")));
+
+    let server = env.serve(&[]);
+    for key in ["hk", "legacy-key", "soft"] {
+        let (mut dec, d) = encrypt_decrypt(&server, &cred, key, key.as_bytes());
+        assert_eq!(d.status, 200, "{key}: {d:?}");
+        assert_eq!(
+            unb64(d.json()["plaintext"].as_str().unwrap()),
+            key.as_bytes()
+        );
+        // Tampering is caught by the HSM's GCM as well.
+        dec["additionalAuthenticatedData"] = json!(b64(b"other"));
+        Curl::new(&server, &cred)
+            .send(
+                &format!("/demo/kms/xks/v1/keys/{key}/decrypt"),
+                &dec.to_string(),
+            )
+            .assert_error(400, "InvalidCiphertextException");
+    }
+    // Concurrent requests on an HSM-resident key all succeed.
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let base = server.base.clone();
+            let ca = server.ca.clone();
+            let cred = Cred {
+                akid: cred.akid.clone(),
+                secret: cred.secret.clone(),
+            };
+            std::thread::spawn(move || {
+                let s = Server {
+                    child: Command::new("true").spawn().unwrap(),
+                    base,
+                    port: 0,
+                    log: PathBuf::new(),
+                    ca,
+                };
+                for j in 0..5 {
+                    let pt = format!("t{i}-{j}");
+                    let (_, d) = encrypt_decrypt(&s, &cred, "hk", pt.as_bytes());
+                    assert_eq!(d.status, 200, "{d:?}");
+                    assert_eq!(
+                        unb64(d.json()["plaintext"].as_str().unwrap()),
+                        pt.as_bytes()
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn hsm_keys_need_an_hsm_root() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let out = env
+        .cmd(&["key", "create", "/demo", "hk", "--protection", "hsm"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HSM root of trust"));
+}

@@ -127,6 +127,11 @@ pub struct Key {
     pub current_version: u32,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Where the key material lives: `None` = wrapped under the root of trust
+    /// and used in software; `Some(label)` = resident in the HSM under that
+    /// PKCS#11 label, never leaving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm_label: Option<String>,
 }
 
 /// One version of a key's material, wrapped under the root of trust.

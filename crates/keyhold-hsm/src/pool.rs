@@ -86,16 +86,6 @@ impl SessionPool {
         self.freed.notify_one();
     }
 
-    /// Closes every idle session (after a device error, say).
-    pub fn drain_idle(&self) {
-        let mut st = self.state.lock();
-        let n = st.idle.len();
-        st.idle.clear();
-        st.open = st.open.saturating_sub(n);
-        drop(st);
-        self.freed.notify_all();
-    }
-
     /// Borrows a session, opening one with `open` when under the maximum.
     pub fn get(&self, open: impl Fn() -> Result<Session>) -> Result<Lease<'_>> {
         let deadline = Instant::now() + self.wait;

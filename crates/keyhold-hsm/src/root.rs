@@ -3,6 +3,7 @@
 
 use crate::config::Pkcs11Config;
 use crate::pool::{Lease, SessionPool};
+use cryptoki::context::Function;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
@@ -12,9 +13,10 @@ use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use keyhold_core::{Error, Result};
 use keyhold_crypto::{fill_random, SecretBytes, GCM_IV_LEN};
-use keyhold_keystore::{RootInfo, RootOfTrust};
+use keyhold_keystore::{HsmKeys, RootInfo, RootOfTrust};
 use parking_lot::Mutex;
 use secrecy::SecretString;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Format byte of blobs wrapped by the PKCS#11 root (AES-GCM in the HSM).
@@ -48,6 +50,9 @@ pub struct Pkcs11Root {
     pin: SecretString,
     pool: SessionPool,
     kek: Mutex<Option<ObjectHandle>>,
+    /// Handles of HSM-resident keys by label (token objects keep their
+    /// handle for every session of this application).
+    keys: Mutex<HashMap<String, ObjectHandle>>,
     token: TokenSummary,
 }
 
@@ -60,7 +65,18 @@ impl std::fmt::Debug for Pkcs11Root {
     }
 }
 
-fn ck(what: &str, e: CkError) -> Error {
+/// Why a pooled PKCS#11 call failed.
+enum SessionFailure {
+    /// No session could be had (pool timeout, session open or login failure).
+    Pool(Error),
+    Ck(CkError),
+}
+
+fn ck(what: &str, e: impl Into<SessionFailure>) -> Error {
+    let e = match e.into() {
+        SessionFailure::Pool(err) => return err,
+        SessionFailure::Ck(e) => e,
+    };
     match e {
         CkError::Pkcs11(RvError::PinIncorrect, _) => {
             Error::RootOfTrust("the HSM rejected the PIN (CKR_PIN_INCORRECT)".into())
@@ -73,6 +89,39 @@ fn ck(what: &str, e: CkError) -> Error {
         }
         CkError::Pkcs11(rv, f) => Error::RootOfTrust(format!("{what}: {f:?} returned {rv:?}")),
         other => Error::RootOfTrust(format!("{what}: {other}")),
+    }
+}
+
+impl From<CkError> for SessionFailure {
+    fn from(e: CkError) -> Self {
+        SessionFailure::Ck(e)
+    }
+}
+
+/// AES-GCM decryption that tells a failed authentication (`Ok(None)`) from
+/// a failing device. Modules differ: the standard answer is
+/// CKR_ENCRYPTED_DATA_INVALID, SoftHSMv2 answers CKR_GENERAL_ERROR; the
+/// latter counts as an authentication failure only if the session is alive.
+fn gcm_decrypt(
+    s: &Session,
+    key: ObjectHandle,
+    iv: &[u8],
+    aad: &[u8],
+    input: &[u8],
+) -> std::result::Result<Option<Vec<u8>>, CkError> {
+    let mut nonce = iv.to_vec();
+    let params = GcmParams::new(&mut nonce, aad, 128.into())?;
+    match s.decrypt(&Mechanism::AesGcm(params), key, input) {
+        Ok(p) => Ok(Some(p)),
+        Err(CkError::Pkcs11(
+            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+            Function::Decrypt,
+        )) => Ok(None),
+        Err(CkError::Pkcs11(
+            RvError::GeneralError | RvError::FunctionFailed,
+            Function::Decrypt,
+        )) if s.get_session_info().is_ok() => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -113,6 +162,7 @@ impl Pkcs11Root {
         let root = Self {
             pool: SessionPool::new(cfg.max_sessions, Duration::from_millis(cfg.session_wait_ms)),
             kek: Mutex::new(None),
+            keys: Mutex::new(HashMap::new()),
             cfg,
             ctx,
             slot,
@@ -270,8 +320,7 @@ impl Pkcs11Root {
         Ok(k)
     }
 
-    /// Runs `f` with a pooled session and the KEK. A failure that may have
-    /// killed the session discards it and retries once with a fresh one.
+    /// Runs `f` with a pooled session and the KEK.
     fn with_kek<R>(
         &self,
         what: &str,
@@ -281,23 +330,112 @@ impl Pkcs11Root {
             .kek
             .lock()
             .ok_or_else(|| Error::RootOfTrust("HSM key-encryption key not found".into()))?;
+        self.with_session(what, |s| f(s, kek))
+            .map_err(|e| ck(what, e))
+    }
+
+    /// Runs `f` with a pooled session. A failure that may have killed the
+    /// session discards it and retries once with a fresh one. Pool errors
+    /// (no free session in time) come back as `Err(Ok(error))`.
+    fn with_session<R>(
+        &self,
+        what: &str,
+        f: impl Fn(&Session) -> std::result::Result<R, CkError>,
+    ) -> std::result::Result<R, SessionFailure> {
         let mut last = None;
         for attempt in 0..2 {
-            let lease = self.lease()?;
-            match f(lease.session(), kek) {
+            let lease = self.lease().map_err(SessionFailure::Pool)?;
+            match f(lease.session()) {
                 Ok(r) => return Ok(r),
                 Err(e) if session_is_dead(&e) => {
-                    tracing::warn!(attempt, error = ?e, "HSM session failed; retrying with a new one");
+                    tracing::warn!(attempt, op = what, error = ?e, "HSM session failed; retrying with a new one");
                     lease.discard();
-                    if attempt == 0 {
-                        self.pool.drain_idle();
-                    }
                     last = Some(e);
                 }
-                Err(e) => return Err(ck(what, e)),
+                Err(e) => return Err(SessionFailure::Ck(e)),
             }
         }
-        Err(ck(what, last.expect("two attempts failed")))
+        Err(SessionFailure::Ck(last.expect("two attempts failed")))
+    }
+
+    /// Runs `f` with the handle of the key labelled `label`. A handle that
+    /// went stale (the token was logged out, say) is looked up again once.
+    fn with_key<R>(
+        &self,
+        label: &str,
+        f: impl Fn(&Session, ObjectHandle) -> std::result::Result<R, CkError>,
+    ) -> std::result::Result<R, SessionFailure> {
+        let h = self.key_handle(label).map_err(SessionFailure::Pool)?;
+        match self.with_session(label, |s| f(s, h)) {
+            Err(SessionFailure::Ck(CkError::Pkcs11(
+                RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
+                _,
+            ))) => {
+                self.keys.lock().remove(label);
+                let h = self.key_handle(label).map_err(SessionFailure::Pool)?;
+                self.with_session(label, |s| f(s, h))
+            }
+            r => r,
+        }
+    }
+
+    /// The handle of the AES-256 key with this label (cached).
+    fn key_handle(&self, label: &str) -> Result<ObjectHandle> {
+        if let Some(h) = self.keys.lock().get(label) {
+            return Ok(*h);
+        }
+        let found = self
+            .with_session("find key", |s| {
+                s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])
+            })
+            .map_err(|e| ck("find HSM key", e))?;
+        let h = match found.as_slice() {
+            [h] => *h,
+            [] => {
+                return Err(Error::RootOfTrust(format!(
+                    "no key labelled {label:?} in the HSM"
+                )))
+            }
+            _ => {
+                return Err(Error::RootOfTrust(format!(
+                    "{} keys are labelled {label:?} in the HSM; labels must be unique",
+                    found.len()
+                )))
+            }
+        };
+        let attrs = self
+            .with_session("read key attributes", |s| {
+                s.get_attributes(
+                    h,
+                    &[
+                        AttributeType::KeyType,
+                        AttributeType::ValueLen,
+                        AttributeType::Encrypt,
+                        AttributeType::Decrypt,
+                    ],
+                )
+            })
+            .map_err(|e| ck("read HSM key attributes", e))?;
+        let mut ok = (false, false, false, false);
+        for a in attrs {
+            match a {
+                Attribute::KeyType(t) => ok.0 = t == KeyType::AES,
+                Attribute::ValueLen(l) => ok.1 = u64::from(l) == 32,
+                Attribute::Encrypt(v) => ok.2 = v,
+                Attribute::Decrypt(v) => ok.3 = v,
+                _ => {}
+            }
+        }
+        if ok != (true, true, true, true) {
+            return Err(Error::RootOfTrust(format!(
+                "the HSM key labelled {label:?} must be an AES-256 key allowed to encrypt and decrypt"
+            )));
+        }
+        self.keys.lock().insert(label.to_owned(), h);
+        Ok(h)
     }
 
     pub fn status(&self) -> HsmStatus {
@@ -336,7 +474,92 @@ impl Pkcs11Root {
     }
 }
 
+impl HsmKeys for Pkcs11Root {
+    fn generate_key(&self, label: &str) -> Result<()> {
+        if self.key_handle(label).is_ok() {
+            return Err(Error::invalid(
+                "HSM key label",
+                format!("{label:?} is already in use"),
+            ));
+        }
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ];
+        let h = self
+            .with_session("generate key", |s| {
+                s.generate_key(&Mechanism::AesKeyGen, &template)
+            })
+            .map_err(|e| ck("C_GenerateKey", e))?;
+        self.keys.lock().insert(label.to_owned(), h);
+        Ok(())
+    }
+
+    fn check_key(&self, label: &str) -> Result<()> {
+        self.key_handle(label).map(|_| ())
+    }
+
+    fn encrypt(
+        &self,
+        label: &str,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<([u8; 12], Vec<u8>, [u8; 16])> {
+        let (iv, mut out) = self
+            .with_key(label, |s, h| {
+                // The IV comes from the module's RNG.
+                let mut iv = [0u8; GCM_IV_LEN];
+                s.generate_random_slice(&mut iv)?;
+                let mut nonce = iv;
+                let params = GcmParams::new(&mut nonce, aad, 128.into())?;
+                Ok((iv, s.encrypt(&Mechanism::AesGcm(params), h, plaintext)?))
+            })
+            .map_err(|e| ck("encrypt in the HSM", e))?;
+        if out.len() != plaintext.len() + 16 {
+            return Err(Error::Internal(
+                "unexpected AES-GCM output length from the HSM".into(),
+            ));
+        }
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&out[plaintext.len()..]);
+        out.truncate(plaintext.len());
+        Ok((iv, out, tag))
+    }
+
+    fn decrypt(
+        &self,
+        label: &str,
+        iv: &[u8],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> Result<SecretBytes> {
+        let mut input = Vec::with_capacity(ciphertext.len() + tag.len());
+        input.extend_from_slice(ciphertext);
+        input.extend_from_slice(tag);
+        match self
+            .with_key(label, |s, h| gcm_decrypt(s, h, iv, aad, &input))
+            .map_err(|e| ck("decrypt in the HSM", e))?
+        {
+            Some(p) => Ok(SecretBytes::new(p)),
+            None => Err(Error::InvalidCiphertext),
+        }
+    }
+}
+
 impl RootOfTrust for Pkcs11Root {
+    fn hsm_keys(&self) -> Option<&dyn HsmKeys> {
+        Some(self)
+    }
+
     fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut iv = [0u8; GCM_IV_LEN];
         fill_random(&mut iv).map_err(|e| Error::Internal(e.to_string()))?;
@@ -359,16 +582,11 @@ impl RootOfTrust for Pkcs11Root {
         };
         let (iv, sealed) = rest.split_at(GCM_IV_LEN);
         let plain = self.with_kek("unwrap in the HSM", |s, kek| {
-            let mut nonce = [0u8; GCM_IV_LEN];
-            nonce.copy_from_slice(iv);
-            let params = GcmParams::new(&mut nonce, context, 128.into())?;
-            s.decrypt(&Mechanism::AesGcm(params), kek, sealed)
+            gcm_decrypt(s, kek, iv, context, sealed)
         })?;
-        Ok(SecretBytes::new(plain))
-    }
-
-    fn blocks(&self) -> bool {
-        true
+        plain.map(SecretBytes::new).ok_or_else(|| {
+            Error::RootOfTrust("unwrap failed: wrong HSM key or damaged data".into())
+        })
     }
 
     fn info(&self) -> RootInfo {

@@ -238,3 +238,27 @@ fn a_busy_pool_times_out_instead_of_hanging() {
     );
     assert_eq!(root.status().open_sessions, 1);
 }
+
+#[test]
+fn hsm_resident_key_gcm() {
+    use keyhold_keystore::HsmKeys;
+    let root = Pkcs11Root::open(config("kek-resident"), true).unwrap();
+    root.generate_key("resident-1").unwrap();
+    assert!(
+        root.generate_key("resident-1").is_err(),
+        "labels are unique"
+    );
+    let (iv, ct, tag) = root.encrypt("resident-1", b"aad", b"secret").unwrap();
+    assert_eq!(ct.len(), 6);
+    assert_eq!(
+        root.decrypt("resident-1", &iv, b"aad", &ct, &tag)
+            .unwrap()
+            .expose(),
+        b"secret"
+    );
+    let e = root
+        .decrypt("resident-1", &iv, b"bad", &ct, &tag)
+        .unwrap_err();
+    assert!(matches!(e, keyhold_core::Error::InvalidCiphertext), "{e:?}");
+    assert!(root.check_key("missing-label").is_err());
+}

@@ -40,4 +40,34 @@ pub trait RootOfTrust: Send + Sync + 'static {
     fn blocks(&self) -> bool {
         false
     }
+    /// Keys resident in this root's HSM, if it has one.
+    fn hsm_keys(&self) -> Option<&dyn HsmKeys> {
+        None
+    }
+}
+
+/// AES-256 keys that live in an HSM and are used there (AES-GCM inside the
+/// module). Labels are PKCS#11 `CKA_LABEL`s.
+pub trait HsmKeys: Send + Sync {
+    /// Generates a new non-extractable AES-256 key with this label.
+    fn generate_key(&self, label: &str) -> Result<()>;
+    /// Checks that a usable AES-256 key with this label exists.
+    fn check_key(&self, label: &str) -> Result<()>;
+    /// AES-GCM encryption in the HSM with a 96-bit IV from the module's RNG.
+    /// Returns `(iv, ciphertext, tag)`.
+    fn encrypt(
+        &self,
+        label: &str,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<([u8; 12], Vec<u8>, [u8; 16])>;
+    /// AES-GCM decryption in the HSM; a wrong tag is `Error::InvalidCiphertext`.
+    fn decrypt(
+        &self,
+        label: &str,
+        iv: &[u8],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> Result<SecretBytes>;
 }

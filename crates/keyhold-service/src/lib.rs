@@ -17,7 +17,7 @@ mod service;
 
 pub use health::{HealthReport, HealthStatus};
 pub use service::{
-    CredentialEntry, CredentialInfo, KeyHandle, KeyService, NewCredential, Operation,
+    CredentialEntry, CredentialInfo, KeyHandle, KeyMaterial, KeyService, NewCredential, Operation,
 };
 
 pub use keyhold_keystore::Barrier;

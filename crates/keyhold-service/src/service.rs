@@ -68,12 +68,68 @@ pub struct CredentialInfo {
     pub created_at: Timestamp,
 }
 
+/// Key material ready for AES-GCM: in memory (unwrapped from storage) or
+/// resident in the HSM (used there through the root of trust).
+pub enum KeyMaterial {
+    Software(Aes256Key),
+    Hsm {
+        root: Arc<dyn RootOfTrust>,
+        label: String,
+    },
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyMaterial::Software(_) => f.write_str("KeyMaterial::Software([REDACTED])"),
+            KeyMaterial::Hsm { label, .. } => write!(f, "KeyMaterial::Hsm({label:?})"),
+        }
+    }
+}
+
+impl KeyMaterial {
+    /// Whether using this key calls into an HSM (and so may block).
+    pub fn is_hsm(&self) -> bool {
+        matches!(self, KeyMaterial::Hsm { .. })
+    }
+
+    /// AES-GCM encryption of `in_out` in place with a fresh 96-bit IV.
+    pub fn seal(&self, aad: &[u8], in_out: &mut [u8]) -> Result<([u8; 12], [u8; 16])> {
+        match self {
+            KeyMaterial::Software(k) => k
+                .seal_in_place(aad, in_out)
+                .map_err(|e| Error::Internal(e.to_string())),
+            KeyMaterial::Hsm { root, label } => {
+                let hsm = root
+                    .hsm_keys()
+                    .ok_or_else(|| Error::RootOfTrust("the root of trust has no HSM".into()))?;
+                let (iv, ct, tag) = hsm.encrypt(label, aad, in_out)?;
+                in_out.copy_from_slice(&ct);
+                Ok((iv, tag))
+            }
+        }
+    }
+
+    /// AES-GCM decryption; a wrong tag (or IV, AAD…) is `InvalidCiphertext`.
+    pub fn open(&self, iv: &[u8], aad: &[u8], ct: &[u8], tag: &[u8]) -> Result<SecretBytes> {
+        match self {
+            KeyMaterial::Software(k) => k
+                .open(iv, aad, ct, tag)
+                .map_err(|_| Error::InvalidCiphertext),
+            KeyMaterial::Hsm { root, label } => root
+                .hsm_keys()
+                .ok_or_else(|| Error::RootOfTrust("the root of trust has no HSM".into()))?
+                .decrypt(label, iv, aad, ct, tag),
+        }
+    }
+}
+
 /// A key resolved for use on the request path.
 pub struct KeyHandle {
     pub key: Key,
     store_status: Status,
-    current: Arc<Aes256Key>,
-    versions: Mutex<Vec<(u32, Arc<Aes256Key>)>>,
+    current: Arc<KeyMaterial>,
+    versions: Mutex<Vec<(u32, Arc<KeyMaterial>)>>,
 }
 
 impl std::fmt::Debug for KeyHandle {
@@ -86,7 +142,7 @@ impl std::fmt::Debug for KeyHandle {
 
 impl KeyHandle {
     /// The newest version and its key: encrypt always uses it.
-    pub fn current(&self) -> (u32, &Aes256Key) {
+    pub fn current(&self) -> (u32, &KeyMaterial) {
         (self.key.current_version, &self.current)
     }
 
@@ -173,6 +229,13 @@ impl KeyService {
     /// Whether `credential(access_key_id)` would be answered from memory.
     pub fn is_credential_cached(&self, access_key_id: &str) -> bool {
         self.creds.get(access_key_id).is_some()
+    }
+
+    /// Whether the (cached) key's material lives in an HSM, so that using it blocks.
+    pub fn is_key_hsm_resident(&self, store: &StorePrefix, id: &str) -> bool {
+        self.keys
+            .get(&(store.as_str().to_owned(), id.to_owned()))
+            .is_some_and(|h| h.current.is_hsm())
     }
 
     /// Whether `key_handle(store, id)` would be answered from memory.
@@ -295,18 +358,32 @@ impl KeyService {
         Ok(h)
     }
 
-    fn load_version(&self, key: &Key, version: u32) -> Result<Aes256Key> {
+    fn load_version(&self, key: &Key, version: u32) -> Result<KeyMaterial> {
+        if let Some(label) = &key.hsm_label {
+            // HSM-resident keys have one version, and no material outside the HSM.
+            if version != 1 {
+                return Err(Error::InvalidCiphertext);
+            }
+            return Ok(KeyMaterial::Hsm {
+                root: self.barrier.root().clone(),
+                label: label.clone(),
+            });
+        }
         let wv = self
             .storage
             .get_key_version(&key.store, &key.id, version)?
             .ok_or(Error::InvalidCiphertext)?;
-        self.barrier
-            .unwrap_key(&key.store, &key.id, wv.version, &wv.wrapped)
+        Ok(KeyMaterial::Software(self.barrier.unwrap_key(
+            &key.store,
+            &key.id,
+            wv.version,
+            &wv.wrapped,
+        )?))
     }
 
     /// The key material of `version` of a resolved key; an unknown version is
     /// an invalid ciphertext.
-    pub fn key_version(&self, h: &KeyHandle, version: u32) -> Result<Arc<Aes256Key>> {
+    pub fn key_version(&self, h: &KeyHandle, version: u32) -> Result<Arc<KeyMaterial>> {
         if version == h.key.current_version {
             return Ok(h.current.clone());
         }
@@ -493,6 +570,7 @@ impl KeyService {
                     current_version: 1,
                     created_at: t,
                     updated_at: t,
+                    hsm_label: None,
                 };
                 let first = self.new_version(&key, 1)?;
                 Ok((key, first))
@@ -550,8 +628,81 @@ impl KeyService {
 
     /// Adds a new version of fresh material and makes it current. Older
     /// versions stay available for decrypt.
+    /// Creates a key whose material is generated in, and never leaves, the
+    /// HSM of the root of trust (`label` defaults to `keyhold:<prefix>:<id>`).
+    pub fn create_hsm_key(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        usage: Usage,
+        label: Option<&str>,
+    ) -> Result<Key> {
+        let hsm = self.hsm()?;
+        let label = label
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("keyhold:{}:{}", prefix.as_str(), id));
+        hsm.generate_key(&label)?;
+        self.record_hsm_key(prefix, id, usage, label)
+    }
+
+    /// Adopts an AES-256 key that already exists in the HSM under `label`
+    /// (how keys move over from other XKS proxies).
+    pub fn import_hsm_key(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        usage: Usage,
+        label: &str,
+    ) -> Result<Key> {
+        self.hsm()?.check_key(label)?;
+        self.record_hsm_key(prefix, id, usage, label.to_owned())
+    }
+
+    fn hsm(&self) -> Result<&dyn keyhold_keystore::HsmKeys> {
+        self.barrier.root().hsm_keys().ok_or_else(|| {
+            Error::invalid(
+                "protection",
+                "HSM-resident keys need an HSM root of trust (keyhold init --hsm-module …)",
+            )
+        })
+    }
+
+    fn record_hsm_key(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        usage: Usage,
+        label: String,
+    ) -> Result<Key> {
+        let t = now();
+        let key = Key {
+            store: prefix.clone(),
+            id: id.clone(),
+            status: Status::Enabled,
+            usage,
+            current_version: 1,
+            created_at: t,
+            updated_at: t,
+            hsm_label: Some(label),
+        };
+        // The version row records that version 1 exists; its material is in the HSM.
+        let v = WrappedKeyVersion {
+            version: 1,
+            wrapped: Vec::new(),
+            created_at: t,
+        };
+        self.storage.create_keys(&[(key.clone(), v)])?;
+        self.after_write();
+        Ok(key)
+    }
+
     pub fn rotate_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Key> {
         let key = self.get_key(prefix, id)?;
+        if key.hsm_label.is_some() {
+            return Err(Error::InvalidState(format!(
+                "key {id} lives in the HSM; rotating HSM-resident keys is not supported yet"
+            )));
+        }
         let next = key
             .current_version
             .checked_add(1)
@@ -589,7 +740,7 @@ mod tests {
         let (v, k) = h.current();
         assert_eq!(v, 1);
         let mut buf = b"data".to_vec();
-        let (iv, tag) = k.seal_in_place(b"", &mut buf).unwrap();
+        let (iv, tag) = k.seal(b"", &mut buf).unwrap();
 
         s.rotate_key(&p, &id).unwrap();
         let h2 = s.key_handle(&p, "k1").unwrap();

@@ -11,7 +11,8 @@ use std::path::Path;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how
 /// many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     name  TEXT PRIMARY KEY,
     value BLOB NOT NULL
@@ -48,7 +49,12 @@ CREATE TABLE key_versions (
     PRIMARY KEY (store, key_id, version),
     FOREIGN KEY (store, key_id) REFERENCES keys(store, key_id)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // v2: keys resident in an HSM (their version rows hold no material).
+    r#"
+ALTER TABLE keys ADD COLUMN hsm_label TEXT;
+"#,
+];
 
 /// SQLite storage: one file, WAL journal, `synchronous=FULL` so that every
 /// acknowledged commit survives a crash or power loss.
@@ -152,6 +158,7 @@ impl SqliteStorage {
             current_version: r.get(4)?,
             created_at: r.get(5)?,
             updated_at: r.get(6)?,
+            hsm_label: r.get(7)?,
         })
     }
 
@@ -369,7 +376,7 @@ impl Storage for SqliteStorage {
             }
             let n = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO keys(store, key_id, status, usage, current_version, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO keys(store, key_id, status, usage, current_version, created_at, updated_at, hsm_label) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
@@ -379,7 +386,8 @@ impl Storage for SqliteStorage {
                         key.usage.to_bits(),
                         first.version,
                         key.created_at,
-                        key.updated_at
+                        key.updated_at,
+                        key.hsm_label
                     ])
                 })
                 .map_err(db_err)?;
@@ -410,7 +418,7 @@ impl Storage for SqliteStorage {
         let conn = self.conn.lock();
         let mut st = conn
             .prepare_cached(
-                "SELECT store, key_id, status, usage, current_version, created_at, updated_at FROM keys WHERE store = ?1 AND key_id = ?2",
+                "SELECT store, key_id, status, usage, current_version, created_at, updated_at, hsm_label FROM keys WHERE store = ?1 AND key_id = ?2",
             )
             .map_err(db_err)?;
         st.query_row(params![prefix.as_str(), id.as_str()], Self::row_to_key)
@@ -428,7 +436,7 @@ impl Storage for SqliteStorage {
         Self::require_store(&conn, prefix)?;
         let mut st = conn
             .prepare_cached(
-                "SELECT store, key_id, status, usage, current_version, created_at, updated_at FROM keys WHERE store = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3",
+                "SELECT store, key_id, status, usage, current_version, created_at, updated_at, hsm_label FROM keys WHERE store = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3",
             )
             .map_err(db_err)?;
         let rows = st
@@ -588,7 +596,7 @@ impl Storage for SqliteStorage {
             out.push(r.map_err(db_err)?);
         }
         let mut st = conn
-            .prepare("SELECT store, key_id, version, wrapped FROM key_versions ORDER BY store, key_id, version")
+            .prepare("SELECT store, key_id, version, wrapped FROM key_versions WHERE length(wrapped) > 0 ORDER BY store, key_id, version")
             .map_err(db_err)?;
         let rows = st
             .query_map([], |r| {
@@ -661,6 +669,7 @@ mod tests {
                 current_version: 1,
                 created_at: now(),
                 updated_at: now(),
+                hsm_label: None,
             },
             WrappedKeyVersion {
                 version: 1,

@@ -217,6 +217,11 @@ impl XksApi {
         }
         let mut akid = None;
         let (meta, result) = match body {
+            Ok(body) if self.uses_hsm_key(&route) => {
+                // Encrypt/Decrypt run inside the HSM: a blocking call. Tell the
+                // runtime, so other connections keep being served meanwhile.
+                tokio::task::block_in_place(|| self.handle_api(&parts, &body, &route, &mut akid))
+            }
             Ok(body) => self.handle_api(&parts, &body, &route, &mut akid),
             Err(e) => (None, Err(e)),
         };
@@ -229,6 +234,17 @@ impl XksApi {
             Ok(r) => r,
             Err(e) => error_response(&e),
         }
+    }
+
+    /// Whether this request will run AES-GCM inside the HSM (on a
+    /// multi-threaded runtime, where blocking can be handed off).
+    fn uses_hsm_key(&self, route: &route::Route<'_>) -> bool {
+        self.service.root_blocks()
+            && matches!(route.op, Op::Encrypt | Op::Decrypt)
+            && tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+            && keyhold_core::StorePrefix::parse(route.prefix)
+                .is_ok_and(|p| self.service.is_key_hsm_resident(&p, route.key_id))
     }
 
     /// With a root of trust that blocks (an HSM), loads what this request

@@ -141,17 +141,16 @@ impl XksApi {
         let full_aad = build_aad(&aad, &ctm)
             .ok_or_else(|| validation("additionalAuthenticatedData is too long"))?;
         let mut ct = plaintext.to_vec();
-        let (iv, tag) = key
-            .seal_in_place(&full_aad, &mut ct)
-            .map_err(|_| XksError::new(ErrorName::InternalException, "encryption failed"))?;
+        let (iv, tag) = key.seal(&full_aad, &mut ct)?;
         // The spec's order: compute the CDIV first, then prove the answer
         // decrypts, and only then reply.
         let cdiv = want_cdiv.then(|| cdiv(&aad, &ctm, &iv, &ct, &tag));
-        let check = key.open(&iv, &full_aad, &ct, &tag).map_err(|_| {
-            XksError::new(
+        let check = key.open(&iv, &full_aad, &ct, &tag).map_err(|e| match e {
+            keyhold_core::Error::InvalidCiphertext => XksError::new(
                 ErrorName::InternalException,
                 "encryption result failed verification",
-            )
+            ),
+            other => other.into(),
         })?;
         if !ct_eq(check.expose(), &plaintext) {
             return Err(XksError::new(
@@ -239,7 +238,10 @@ impl XksApi {
             other => other.into(),
         })?;
         let full_aad = build_aad(&aad, &ctm_bytes).ok_or_else(generic)?;
-        let pt = key.open(&iv, &full_aad, &ct, &tag).map_err(|_| generic())?;
+        let pt = key.open(&iv, &full_aad, &ct, &tag).map_err(|e| match e {
+            keyhold_core::Error::InvalidCiphertext => generic(),
+            other => other.into(),
+        })?;
         let encoded = Zeroizing::new(b64(pt.expose()));
         ok_json(&DecryptResponse {
             plaintext: encoded.to_string(),
