@@ -24,6 +24,10 @@ pub enum Error {
     InvalidCiphertext,
     #[error("root of trust: {0}")]
     RootOfTrust(String),
+    /// A wrapped value failed authentication: another root of trust (or key)
+    /// wrapped it, or it was damaged.
+    #[error("unwrap failed: wrong root of trust or damaged data")]
+    UnwrapFailed,
     #[error("storage: {0}")]
     Storage(String),
     /// A dependency (database, HSM) did not answer in time; retrying may work.

@@ -38,6 +38,18 @@ pub struct Pkcs11Config {
     /// How long a request may wait for a free session, in milliseconds.
     #[serde(default = "default_session_wait_ms")]
     pub session_wait_ms: u64,
+    /// Keep sessions open between requests (the default). `false` opens,
+    /// logs in and closes a session for every operation: the naive baseline,
+    /// for benchmarks only.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub reuse_sessions: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn default_kek_label() -> String {
@@ -60,6 +72,7 @@ impl Pkcs11Config {
             kek_label: default_kek_label(),
             max_sessions: default_max_sessions(),
             session_wait_ms: default_session_wait_ms(),
+            reuse_sessions: true,
         }
     }
 

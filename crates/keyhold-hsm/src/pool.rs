@@ -24,6 +24,7 @@ pub(crate) struct SessionPool {
     freed: Condvar,
     max: usize,
     wait: Duration,
+    reuse: bool,
 }
 
 /// A session on loan from the pool; returned on drop unless discarded.
@@ -49,6 +50,11 @@ impl Lease<'_> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(s) = self.session.take() {
+            if !self.pool.reuse {
+                drop(s);
+                self.pool.release_slot();
+                return;
+            }
             let mut st = self.pool.state.lock();
             st.idle.push((s, Instant::now()));
             drop(st);
@@ -58,7 +64,7 @@ impl Drop for Lease<'_> {
 }
 
 impl SessionPool {
-    pub fn new(max: usize, wait: Duration) -> Self {
+    pub fn new(max: usize, wait: Duration, reuse: bool) -> Self {
         Self {
             state: Mutex::new(State {
                 idle: Vec::new(),
@@ -67,6 +73,7 @@ impl SessionPool {
             freed: Condvar::new(),
             max: max.max(1),
             wait,
+            reuse,
         }
     }
 

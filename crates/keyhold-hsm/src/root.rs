@@ -49,7 +49,6 @@ pub struct Pkcs11Root {
     slot: Slot,
     pin: SecretString,
     pool: SessionPool,
-    kek: Mutex<Option<ObjectHandle>>,
     /// Handles of HSM-resident keys by label (token objects keep their
     /// handle for every session of this application).
     keys: Mutex<HashMap<String, ObjectHandle>>,
@@ -96,6 +95,31 @@ impl From<CkError> for SessionFailure {
     fn from(e: CkError) -> Self {
         SessionFailure::Ck(e)
     }
+}
+
+/// The one context per PKCS#11 module in this process. A module is loaded
+/// and C_Initialize'd once and never unloaded: unloading a module that holds
+/// live state (or initialising it twice) crashes some modules, and every
+/// root of trust in the process must share the module's login state anyway.
+fn module_context(module: &std::path::Path) -> Result<Pkcs11> {
+    static CONTEXTS: std::sync::OnceLock<Mutex<HashMap<std::path::PathBuf, Pkcs11>>> =
+        std::sync::OnceLock::new();
+    let mut map = CONTEXTS.get_or_init(|| Mutex::new(HashMap::new())).lock();
+    if let Some(c) = map.get(module) {
+        return Ok(c.clone());
+    }
+    let ctx = Pkcs11::new(module).map_err(|e| {
+        Error::RootOfTrust(format!(
+            "cannot load the PKCS#11 module {}: {e}",
+            module.display()
+        ))
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(ck("C_Initialize", e)),
+    }
+    map.insert(module.to_owned(), ctx.clone());
+    Ok(ctx)
 }
 
 /// AES-GCM decryption that tells a failed authentication (`Ok(None)`) from
@@ -148,20 +172,14 @@ impl Pkcs11Root {
     pub fn open(cfg: Pkcs11Config, create_kek: bool) -> Result<Self> {
         cfg.validate()?;
         let pin = cfg.read_pin()?;
-        let ctx = Pkcs11::new(&cfg.module).map_err(|e| {
-            Error::RootOfTrust(format!(
-                "cannot load the PKCS#11 module {}: {e}",
-                cfg.module.display()
-            ))
-        })?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(ck("C_Initialize", e)),
-        }
+        let ctx = module_context(&cfg.module)?;
         let (slot, token) = Self::find_token(&ctx, &cfg)?;
         let root = Self {
-            pool: SessionPool::new(cfg.max_sessions, Duration::from_millis(cfg.session_wait_ms)),
-            kek: Mutex::new(None),
+            pool: SessionPool::new(
+                cfg.max_sessions,
+                Duration::from_millis(cfg.session_wait_ms),
+                cfg.reuse_sessions,
+            ),
             keys: Mutex::new(HashMap::new()),
             cfg,
             ctx,
@@ -182,7 +200,7 @@ impl Pkcs11Root {
                 }
             }
         };
-        *root.kek.lock() = Some(kek);
+        root.keys.lock().insert(root.cfg.kek_label.clone(), kek);
         Ok(root)
     }
 
@@ -320,17 +338,14 @@ impl Pkcs11Root {
         Ok(k)
     }
 
-    /// Runs `f` with a pooled session and the KEK.
+    /// Runs `f` with a pooled session and the KEK (looked up again if its
+    /// handle went stale).
     fn with_kek<R>(
         &self,
         what: &str,
         f: impl Fn(&Session, ObjectHandle) -> std::result::Result<R, CkError>,
     ) -> Result<R> {
-        let kek = self
-            .kek
-            .lock()
-            .ok_or_else(|| Error::RootOfTrust("HSM key-encryption key not found".into()))?;
-        self.with_session(what, |s| f(s, kek))
+        self.with_key(&self.cfg.kek_label, f)
             .map_err(|e| ck(what, e))
     }
 
@@ -365,6 +380,24 @@ impl Pkcs11Root {
         label: &str,
         f: impl Fn(&Session, ObjectHandle) -> std::result::Result<R, CkError>,
     ) -> std::result::Result<R, SessionFailure> {
+        if !self.cfg.reuse_sessions {
+            // The naive baseline: every operation opens a session, logs in,
+            // finds the key and uses it.
+            self.key_handle(label).map_err(SessionFailure::Pool)?;
+            return self.with_session(label, |s| {
+                let found = s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])?;
+                match found.first() {
+                    Some(h) => f(s, *h),
+                    None => Err(CkError::Pkcs11(
+                        RvError::KeyHandleInvalid,
+                        Function::FindObjects,
+                    )),
+                }
+            });
+        }
         let h = self.key_handle(label).map_err(SessionFailure::Pool)?;
         match self.with_session(label, |s| f(s, h)) {
             Err(SessionFailure::Ck(CkError::Pkcs11(
@@ -384,12 +417,27 @@ impl Pkcs11Root {
         if let Some(h) = self.keys.lock().get(label) {
             return Ok(*h);
         }
-        let found = self
+        // Find and inspect in one session: a handle is only sure to be valid
+        // while the token stays logged in.
+        let (found, attrs) = self
             .with_session("find key", |s| {
-                s.find_objects(&[
+                let found = s.find_objects(&[
                     Attribute::Class(ObjectClass::SECRET_KEY),
                     Attribute::Label(label.as_bytes().to_vec()),
-                ])
+                ])?;
+                let attrs = match found.as_slice() {
+                    [h] => s.get_attributes(
+                        *h,
+                        &[
+                            AttributeType::KeyType,
+                            AttributeType::ValueLen,
+                            AttributeType::Encrypt,
+                            AttributeType::Decrypt,
+                        ],
+                    )?,
+                    _ => Vec::new(),
+                };
+                Ok((found, attrs))
             })
             .map_err(|e| ck("find HSM key", e))?;
         let h = match found.as_slice() {
@@ -406,19 +454,6 @@ impl Pkcs11Root {
                 )))
             }
         };
-        let attrs = self
-            .with_session("read key attributes", |s| {
-                s.get_attributes(
-                    h,
-                    &[
-                        AttributeType::KeyType,
-                        AttributeType::ValueLen,
-                        AttributeType::Encrypt,
-                        AttributeType::Decrypt,
-                    ],
-                )
-            })
-            .map_err(|e| ck("read HSM key attributes", e))?;
         let mut ok = (false, false, false, false);
         for a in attrs {
             match a {
@@ -584,9 +619,7 @@ impl RootOfTrust for Pkcs11Root {
         let plain = self.with_kek("unwrap in the HSM", |s, kek| {
             gcm_decrypt(s, kek, iv, context, sealed)
         })?;
-        plain.map(SecretBytes::new).ok_or_else(|| {
-            Error::RootOfTrust("unwrap failed: wrong HSM key or damaged data".into())
-        })
+        plain.map(SecretBytes::new).ok_or(Error::UnwrapFailed)
     }
 
     fn info(&self) -> RootInfo {

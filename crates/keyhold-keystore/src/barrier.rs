@@ -82,9 +82,10 @@ impl Barrier {
         };
         match self.root.unwrap(ROOT_CHECK_CONTEXT, &stored) {
             Ok(p) if p.expose() == ROOT_CHECK_PLAINTEXT => Ok(()),
-            _ => Err(Error::RootOfTrust(
+            Ok(_) | Err(Error::UnwrapFailed) => Err(Error::RootOfTrust(
                 "this root of trust is not the one this database was created with".into(),
             )),
+            Err(e) => Err(e),
         }
     }
 

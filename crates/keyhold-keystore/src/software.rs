@@ -262,7 +262,7 @@ impl RootOfTrust for SoftwareRoot {
             Some((&WRAP_FORMAT_V1, rest)) => self
                 .kek
                 .open_combined(context, rest)
-                .map_err(|_| root_err("unwrap failed: wrong root of trust or damaged data")),
+                .map_err(|_| Error::UnwrapFailed),
             _ => Err(root_err("unknown wrapped-key format")),
         }
     }

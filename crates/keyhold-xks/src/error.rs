@@ -108,7 +108,9 @@ impl From<keyhold_core::Error> for XksError {
                 ErrorName::ValidationException
             }
             E::DependencyTimeout(_) => ErrorName::DependencyTimeoutException,
-            E::RootOfTrust(_) | E::Storage(_) | E::Internal(_) => ErrorName::InternalException,
+            E::RootOfTrust(_) | E::UnwrapFailed | E::Storage(_) | E::Internal(_) => {
+                ErrorName::InternalException
+            }
         };
         let message = match name {
             // Do not leak internals to the network; the log has the detail.
