@@ -63,6 +63,20 @@ if command -v softhsm2-util >/dev/null; then
   common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
   echo; echo "HSM root of trust (SoftHSMv2), wrapped keys:"
   run --op encrypt -c 32 -d "$D" --key-id bench-key
+  "$K" key create /bench hsm-key --protection hsm >/dev/null
+  echo; echo "HSM-resident key (AES-GCM inside SoftHSMv2), pooled sessions:"
+  run --op encrypt -c 32 -d "$D" --key-id hsm-key
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  # The baseline: a session opened, logged in and closed for every request.
+  sed -i '1a reuse_sessions = false' "$KEYHOLD_DATA_DIR/root.pkcs11.toml"
+  : > "$tmp/out2"
+  "$K" serve > "$tmp/out2" 2> "$tmp/server3.log" &
+  pid=$!
+  for _ in $(seq 100); do grep -q listening "$tmp/out2" 2>/dev/null && break; sleep 0.1; done
+  url=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out2")/bench/kms/xks/v1
+  common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+  echo; echo "HSM-resident key, naive baseline (reuse_sessions = false):"
+  run --op encrypt -c 32 -d "$D" --key-id hsm-key
 fi
 
 echo
