@@ -214,6 +214,31 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
     std::fs::write(&pin_file, PIN).unwrap();
     env.extra_env
         .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
+    // Create the KEK beforehand (through a throwaway data directory on the
+    // same token): SoftHSM's file store is not itself crash-safe while it
+    // writes a new object, and this test is about Keyhold's re-wrap, which
+    // writes nothing to the token.
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(scratch.path().join("d"))
+        .args([
+            "init",
+            "--hsm-module",
+            MODULE,
+            "--hsm-token-label",
+            "keyhold",
+            "--hsm-pin-file",
+        ])
+        .arg(&pin_file)
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let migrate_args = [
         "root",
         "migrate-to-hsm",

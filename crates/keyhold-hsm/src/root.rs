@@ -122,6 +122,23 @@ fn module_context(module: &std::path::Path) -> Result<Pkcs11> {
     Ok(ctx)
 }
 
+/// The template of every AES-256 key Keyhold generates in a token: a token
+/// object, private, sensitive, never extractable, for encrypt and decrypt.
+fn aes256_key_template(label: &str) -> [Attribute; 10] {
+    [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
 /// AES-GCM decryption that tells a failed authentication (`Ok(None)`) from
 /// a failing device. Modules differ: the standard answer is
 /// CKR_ENCRYPTED_DATA_INVALID, SoftHSMv2 answers CKR_GENERAL_ERROR; the
@@ -319,18 +336,7 @@ impl Pkcs11Root {
     }
 
     fn create_kek(&self, s: &Session) -> Result<ObjectHandle> {
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::Label(self.cfg.kek_label.as_bytes().to_vec()),
-        ];
+        let template = aes256_key_template(&self.cfg.kek_label);
         let k = s
             .generate_key(&Mechanism::AesKeyGen, &template)
             .map_err(|e| ck("C_GenerateKey", e))?;
@@ -517,18 +523,7 @@ impl HsmKeys for Pkcs11Root {
                 format!("{label:?} is already in use"),
             ));
         }
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::AES),
-            Attribute::ValueLen(32.into()),
-            Attribute::Token(true),
-            Attribute::Private(true),
-            Attribute::Sensitive(true),
-            Attribute::Extractable(false),
-            Attribute::Encrypt(true),
-            Attribute::Decrypt(true),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ];
+        let template = aes256_key_template(label);
         let h = self
             .with_session("generate key", |s| {
                 s.generate_key(&Mechanism::AesKeyGen, &template)

@@ -183,6 +183,26 @@ impl KeyHandle {
     }
 }
 
+/// A new, enabled key at version 1.
+fn new_key(
+    prefix: &StorePrefix,
+    id: &KeyId,
+    usage: Usage,
+    t: Timestamp,
+    hsm_label: Option<String>,
+) -> Key {
+    Key {
+        store: prefix.clone(),
+        id: id.clone(),
+        status: Status::Enabled,
+        usage,
+        current_version: 1,
+        created_at: t,
+        updated_at: t,
+        hsm_label,
+    }
+}
+
 /// The key service. Cheap to share (`Arc`); all methods take `&self`.
 pub struct KeyService {
     storage: Arc<dyn Storage>,
@@ -562,16 +582,7 @@ impl KeyService {
         let batch = ids
             .iter()
             .map(|id| {
-                let key = Key {
-                    store: prefix.clone(),
-                    id: id.clone(),
-                    status: Status::Enabled,
-                    usage,
-                    current_version: 1,
-                    created_at: t,
-                    updated_at: t,
-                    hsm_label: None,
-                };
+                let key = new_key(prefix, id, usage, t, None);
                 let first = self.new_version(&key, 1)?;
                 Ok((key, first))
             })
@@ -675,16 +686,7 @@ impl KeyService {
         label: String,
     ) -> Result<Key> {
         let t = now();
-        let key = Key {
-            store: prefix.clone(),
-            id: id.clone(),
-            status: Status::Enabled,
-            usage,
-            current_version: 1,
-            created_at: t,
-            updated_at: t,
-            hsm_label: Some(label),
-        };
+        let key = new_key(prefix, id, usage, t, Some(label));
         // The version row records that version 1 exists; its material is in the HSM.
         let v = WrappedKeyVersion {
             version: 1,
