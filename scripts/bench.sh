@@ -25,11 +25,17 @@ t0=$(date +%s.%N)
 "$K" --json key create /bench k --count 100000 >/dev/null
 echo "   ($(python3 -c "print(round($(date +%s.%N)-$t0,1))") s)" >&2
 
-"$K" serve > "$tmp/out" 2> "$tmp/server.log" &
-pid=$!
-for _ in $(seq 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.1; done
-url=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out")/bench/kms/xks/v1
-common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+# Starts `keyhold serve` on $KEYHOLD_DATA_DIR (log in $tmp/$1.log) and points
+# the load generator at it.
+start_server() {
+  : > "$tmp/out"
+  "$K" serve > "$tmp/out" 2> "$tmp/$1.log" &
+  pid=$!
+  for _ in $(seq 100); do grep -q listening "$tmp/out" 2>/dev/null && break; sleep 0.1; done
+  url=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out")/bench/kms/xks/v1
+  common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+}
+start_server server
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$pid/status"; echo; }
 
 run() { echo; echo "\$ keyhold-bench $*"; "$B" "${common[@]}" "$@"; }
@@ -56,11 +62,7 @@ if command -v softhsm2-util >/dev/null; then
   "$K" store create /bench >/dev/null
   "$K" --json store credential add /bench > "$tmp/cred.json"
   "$K" key create /bench bench-key >/dev/null
-  "$K" serve > "$tmp/out2" 2> "$tmp/server2.log" &
-  pid=$!
-  for _ in $(seq 100); do grep -q listening "$tmp/out2" 2>/dev/null && break; sleep 0.1; done
-  url=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out2")/bench/kms/xks/v1
-  common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+  start_server server2
   echo; echo "HSM root of trust (SoftHSMv2), wrapped keys:"
   run --op encrypt -c 32 -d "$D" --key-id bench-key
   "$K" key create /bench hsm-key --protection hsm >/dev/null
@@ -69,12 +71,7 @@ if command -v softhsm2-util >/dev/null; then
   kill "$pid"; wait "$pid" 2>/dev/null || true
   # The baseline: a session opened, logged in and closed for every request.
   sed -i '1a reuse_sessions = false' "$KEYHOLD_DATA_DIR/root.pkcs11.toml"
-  : > "$tmp/out2"
-  "$K" serve > "$tmp/out2" 2> "$tmp/server3.log" &
-  pid=$!
-  for _ in $(seq 100); do grep -q listening "$tmp/out2" 2>/dev/null && break; sleep 0.1; done
-  url=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out2")/bench/kms/xks/v1
-  common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+  start_server server3
   echo; echo "HSM-resident key, naive baseline (reuse_sessions = false):"
   run --op encrypt -c 32 -d "$D" --key-id hsm-key
 fi

@@ -60,22 +60,11 @@ pub fn rewrap_all(
         progress(n + 1, total);
     }
     // Everything must now be readable with the new root alone.
-    for (item, _) in storage.wrapped_items()? {
+    for (item, blob) in storage.wrapped_items()? {
         if let Some(ctx) = wrap_context(&item) {
-            let blob = match &item {
-                keyhold_core::WrappedItem::KeyVersion { store, id, version } => storage
-                    .get_key_version(store, id, *version)?
-                    .map(|v| v.wrapped),
-                keyhold_core::WrappedItem::Credential { access_key_id, .. } => storage
-                    .get_credential(access_key_id)?
-                    .map(|c| c.wrapped_secret),
-                keyhold_core::WrappedItem::Meta { name } => storage.get_meta(name)?,
-            };
-            if let Some(b) = blob {
-                to.unwrap(&ctx, &b).map_err(|e| {
-                    Error::RootOfTrust(format!("after the re-wrap, {item:?} does not unwrap: {e}"))
-                })?;
-            }
+            to.unwrap(&ctx, &blob).map_err(|e| {
+                Error::RootOfTrust(format!("after the re-wrap, {item:?} does not unwrap: {e}"))
+            })?;
         }
     }
     Ok(report)

@@ -77,6 +77,12 @@ fn parse_prefix(s: String) -> rusqlite::Result<StorePrefix> {
     })
 }
 
+fn parse_key_id(s: String) -> rusqlite::Result<KeyId> {
+    KeyId::parse(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn parse_status(s: String) -> rusqlite::Result<Status> {
     Status::parse(&s).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -146,13 +152,7 @@ impl SqliteStorage {
     fn row_to_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<Key> {
         Ok(Key {
             store: parse_prefix(r.get(0)?)?,
-            id: KeyId::parse(&r.get::<_, String>(1)?).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    1,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
-            })?,
+            id: parse_key_id(r.get(1)?)?,
             status: parse_status(r.get(2)?)?,
             usage: Usage::from_bits(r.get(3)?),
             current_version: r.get(4)?,
@@ -603,13 +603,7 @@ impl Storage for SqliteStorage {
                 Ok((
                     WrappedItem::KeyVersion {
                         store: parse_prefix(r.get(0)?)?,
-                        id: KeyId::parse(&r.get::<_, String>(1)?).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(
-                                1,
-                                rusqlite::types::Type::Text,
-                                Box::new(e),
-                            )
-                        })?,
+                        id: parse_key_id(r.get(1)?)?,
                         version: r.get(2)?,
                     },
                     r.get::<_, Vec<u8>>(3)?,
