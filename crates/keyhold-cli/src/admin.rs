@@ -82,29 +82,62 @@ pub fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), String> {
                 .unwrap(b"keyhold/hsm-status", &probe)
                 .map(|p| p.expose() == b"probe")
                 .unwrap_or(false);
-            let st = root.status();
+            let health = root.probe_all();
+            let tokens: Vec<_> = root
+                .status()
+                .into_iter()
+                .zip(health)
+                .map(|(st, (_, h))| {
+                    json!({
+                        "module": st.module,
+                        "token_label": st.token_label,
+                        "token_serial": st.token_serial,
+                        "manufacturer": st.manufacturer,
+                        "model": st.model,
+                        "sessions_open": st.open_sessions,
+                        "sessions_max": st.max_sessions,
+                        "health": match h {
+                            Ok(()) => "ACTIVE".to_owned(),
+                            Err(err) => format!("UNAVAILABLE: {err}"),
+                        },
+                    })
+                })
+                .collect();
+            let first = tokens.first().cloned().unwrap_or_default();
             let v = json!({
-                "module": st.module,
-                "token_label": st.token_label,
-                "token_serial": st.token_serial,
-                "manufacturer": st.manufacturer,
-                "model": st.model,
-                "kek_label": st.kek_label,
-                "sessions_open": st.open_sessions,
-                "sessions_max": st.max_sessions,
+                "token_label": first["token_label"],
+                "kek_label": root.status().first().map(|s| s.kek_label.clone()),
                 "wrap_round_trip": if ok { "ok" } else { "FAILED" },
+                "tokens": tokens,
             });
             if as_json {
                 output::json(&v);
             } else {
-                for (k, val) in v.as_object().into_iter().flatten() {
-                    println!(
-                        "{k:<16} {}",
-                        val.as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| val.to_string())
-                    );
-                }
+                println!("kek_label        {}", v["kek_label"].as_str().unwrap_or(""));
+                println!(
+                    "wrap_round_trip  {}",
+                    v["wrap_round_trip"].as_str().unwrap_or("")
+                );
+                let cell = |t: &serde_json::Value, k: &str| {
+                    t[k].as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| t[k].to_string())
+                };
+                output::table(
+                    &["TOKEN", "SERIAL", "MODEL", "SESSIONS", "HEALTH"],
+                    &tokens
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                cell(t, "token_label"),
+                                cell(t, "token_serial"),
+                                format!("{} {}", cell(t, "manufacturer"), cell(t, "model")),
+                                format!("{}/{}", t["sessions_open"], t["sessions_max"]),
+                                cell(t, "health"),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
             }
             if !ok {
                 return Err("the HSM wrap/unwrap round trip failed".into());

@@ -47,7 +47,7 @@ fn softhsm_token(dir: &Path, label: &str) -> PathBuf {
 
 struct HsmEnv {
     env: Env,
-    _hsm_dir: tempfile::TempDir,
+    hsm_dir: tempfile::TempDir,
     pin_file: PathBuf,
 }
 
@@ -71,7 +71,7 @@ fn hsm_env() -> HsmEnv {
     );
     HsmEnv {
         env,
-        _hsm_dir: hsm_dir,
+        hsm_dir,
         pin_file,
     }
 }
@@ -95,7 +95,8 @@ fn xks_with_an_hsm_root_of_trust() {
     let st = env.json(&["hsm", "status"]);
     assert_eq!(st["wrap_round_trip"], "ok");
     assert_eq!(st["token_label"], "keyhold");
-    assert_eq!(st["sessions_max"], 4);
+    assert_eq!(st["tokens"][0]["sessions_max"], 4);
+    assert_eq!(st["tokens"][0]["health"], "ACTIVE");
     let keys = env.json(&["hsm", "list-keys"]);
     assert!(keys.as_array().unwrap().contains(&json!("keyhold-kek")));
 
@@ -461,4 +462,71 @@ fn hsm_keys_need_an_hsm_root() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HSM root of trust"));
+}
+
+fn encrypt(server: &Server, cred: &Cred, key: &str) -> Resp {
+    let body = json!({
+        "requestMetadata": meta("Encrypt"), "plaintext": b64(b"data key"),
+        "encryptionAlgorithm": "AES_GCM",
+    });
+    Curl::new(server, cred).send(
+        &format!("/demo/kms/xks/v1/keys/{key}/encrypt"),
+        &body.to_string(),
+    )
+}
+
+fn health(server: &Server, cred: &Cred) -> String {
+    let r = Curl::new(server, cred).send("/demo/kms/xks/v1/health", HEALTH);
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()["ekmFleetDetails"][0]["healthStatus"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Failure injection: the token disappears under a running server (its
+/// directory is moved away) and comes back; the server is never restarted.
+#[test]
+fn xks_survives_the_hsm_going_away_and_coming_back() {
+    let h = hsm_env();
+    let env = &h.env;
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "hk", "--protection", "hsm"]);
+    env.run_ok(&["key", "create", "/demo", "soft"]);
+    let server = env.serve(&[]);
+    for key in ["hk", "soft"] {
+        assert_eq!(encrypt(&server, &cred, key).status, 200);
+    }
+    assert_eq!(health(&server, &cred), "ACTIVE");
+
+    let tokens = h.hsm_dir.path().join("tokens");
+    let token = std::fs::read_dir(&tokens)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let away = h.hsm_dir.path().join("away");
+    std::fs::rename(&token, &away).unwrap();
+
+    // AES-GCM in the HSM fails with InternalException, quickly; a wrapped
+    // key already unwrapped into the cache keeps serving.
+    let t = std::time::Instant::now();
+    encrypt(&server, &cred, "hk").assert_error(500, "InternalException");
+    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+    assert_eq!(encrypt(&server, &cred, "soft").status, 200);
+    eventually("health turns UNAVAILABLE", || {
+        health(&server, &cred) == "UNAVAILABLE"
+    });
+
+    std::fs::rename(&away, &token).unwrap();
+    eventually("the HSM key serves again", || {
+        encrypt(&server, &cred, "hk").status == 200
+    });
+    eventually("health turns ACTIVE", || health(&server, &cred) == "ACTIVE");
+    let log = read(&server.log);
+    assert!(log.contains("re-initialised the PKCS#11 module"), "{log}");
+    let mut server = server;
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
 }

@@ -43,6 +43,25 @@ pub struct Pkcs11Config {
     /// for benchmarks only.
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub reuse_sessions: bool,
+    /// Further tokens holding the same KEK (an HSM cluster's other members,
+    /// or a second slot), used in order when the ones before them fail.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<FailoverToken>,
+}
+
+/// A failover token: another token with the same KEK (and the same labels
+/// for HSM-resident keys). Unset fields are taken from the main settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverToken {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_serial: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinSource>,
 }
 
 fn default_true() -> bool {
@@ -73,7 +92,25 @@ impl Pkcs11Config {
             max_sessions: default_max_sessions(),
             session_wait_ms: default_session_wait_ms(),
             reuse_sessions: true,
+            failover: Vec::new(),
         }
+    }
+
+    /// The settings of each token, main one first; none has failovers.
+    pub fn tokens(&self) -> Vec<Pkcs11Config> {
+        let mut main = self.clone();
+        main.failover.clear();
+        let mut out = vec![main.clone()];
+        for f in &self.failover {
+            out.push(Pkcs11Config {
+                module: f.module.clone().unwrap_or_else(|| main.module.clone()),
+                token_label: f.token_label.clone(),
+                token_serial: f.token_serial.clone(),
+                pin: f.pin.clone().unwrap_or_else(|| main.pin.clone()),
+                ..main.clone()
+            });
+        }
+        out
     }
 
     pub fn load(path: &Path) -> Result<Self> {
@@ -94,6 +131,16 @@ impl Pkcs11Config {
             return Err(Error::invalid(
                 "PKCS#11 configuration",
                 "name the token by token_label or token_serial",
+            ));
+        }
+        if self
+            .failover
+            .iter()
+            .any(|f| f.token_label.is_none() && f.token_serial.is_none())
+        {
+            return Err(Error::invalid(
+                "PKCS#11 configuration",
+                "name each failover token by token_label or token_serial",
             ));
         }
         if self.max_sessions == 0 {
@@ -149,5 +196,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(Pkcs11Config::load(&p).unwrap().max_sessions, 2);
+    }
+
+    #[test]
+    fn failover_tokens_inherit_the_main_settings() {
+        let mut c = Pkcs11Config::new("/m.so".into(), "a".into(), PinSource::Env("PIN".into()));
+        c.max_sessions = 3;
+        c.failover.push(FailoverToken {
+            module: Some("/other.so".into()),
+            token_label: Some("b".into()),
+            token_serial: None,
+            pin: None,
+        });
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.toml");
+        std::fs::write(&p, c.to_toml()).unwrap();
+        assert_eq!(Pkcs11Config::load(&p).unwrap(), c);
+        let t = c.tokens();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[1].module, PathBuf::from("/other.so"));
+        assert_eq!(t[1].token_label.as_deref(), Some("b"));
+        assert_eq!(t[1].pin, c.pin);
+        assert_eq!(t[1].max_sessions, 3);
+        assert!(t.iter().all(|t| t.failover.is_empty()));
+        std::fs::write(
+            &p,
+            "module = \"/m.so\"\ntoken_label = \"t\"\npin = { env = \"X\" }\n[[failover]]\nmodule = \"/n.so\"\n",
+        )
+        .unwrap();
+        assert!(
+            Pkcs11Config::load(&p).is_err(),
+            "a failover token must be named"
+        );
     }
 }

@@ -11,14 +11,19 @@
 //!   CKM_AES_GCM, the wrap context as AAD), so the key database alone is useless.
 //! * A session pool with a hard maximum, one login per token, and dead
 //!   sessions discarded rather than reused.
+//! * Recovery: a token that stops answering gets its module re-initialised
+//!   (at most once a second) without a restart; failover tokens holding the
+//!   same KEK take over while it is away.
 //!
 //! Calls into the module block; callers must keep them off async worker
 //! threads. The user PIN comes from a file or an environment variable,
 //! never the command line, and is never logged.
 
 mod config;
+mod module;
 mod pool;
 mod root;
+mod token;
 
-pub use config::{PinSource, Pkcs11Config};
+pub use config::{FailoverToken, PinSource, Pkcs11Config};
 pub use root::{HsmStatus, Pkcs11Root};

@@ -4,7 +4,10 @@
 //! waits at most `wait`, then gets a DependencyTimeout (the caller answers
 //! 503 instead of hanging). A session that failed in a way that may have
 //! killed it is discarded, never returned. Sessions idle for a while are
-//! checked with C_GetSessionInfo before reuse.
+//! checked with C_GetSessionInfo before reuse. Sessions belong to one
+//! generation of the module (see `module.rs`): after a re-initialisation
+//! the old ones are void and are forgotten, never closed (their handle
+//! numbers may already name someone else's new session).
 
 use cryptoki::session::Session;
 use keyhold_core::{Error, Result};
@@ -17,6 +20,7 @@ const RECHECK_AFTER: Duration = Duration::from_secs(30);
 struct State {
     idle: Vec<(Session, Instant)>,
     open: usize,
+    generation: u64,
 }
 
 pub(crate) struct SessionPool {
@@ -69,6 +73,7 @@ impl SessionPool {
             state: Mutex::new(State {
                 idle: Vec::new(),
                 open: 0,
+                generation: 0,
             }),
             freed: Condvar::new(),
             max: max.max(1),
@@ -93,10 +98,20 @@ impl SessionPool {
         self.freed.notify_one();
     }
 
-    /// Borrows a session, opening one with `open` when under the maximum.
-    pub fn get(&self, open: impl Fn() -> Result<Session>) -> Result<Lease<'_>> {
+    /// Borrows a session of the module's `generation`, opening one with
+    /// `open` when under the maximum. The caller holds the module's guard,
+    /// so the generation cannot change while the lease is out.
+    pub fn get(&self, generation: u64, open: impl Fn() -> Result<Session>) -> Result<Lease<'_>> {
         let deadline = Instant::now() + self.wait;
         let mut st = self.state.lock();
+        if st.generation != generation {
+            let stale = std::mem::take(&mut st.idle);
+            st.open = st.open.saturating_sub(stale.len());
+            st.generation = generation;
+            for (s, _) in stale {
+                std::mem::forget(s);
+            }
+        }
         loop {
             while let Some((s, since)) = st.idle.pop() {
                 if since.elapsed() < RECHECK_AFTER || s.get_session_info().is_ok() {

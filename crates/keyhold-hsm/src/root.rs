@@ -1,28 +1,20 @@
-//! [`Pkcs11Root`]: the key-encryption key lives in the HSM; wrapping and
-//! unwrapping are AES-GCM operations performed by the HSM.
+//! [`Pkcs11Root`]: the root of trust in one or more PKCS#11 tokens holding
+//! the same key-encryption key. Requests go to the first token that works;
+//! a token that fails is marked down, skipped, and tried again once a
+//! second (by a request or by the health check) until it answers again.
 
 use crate::config::Pkcs11Config;
-use crate::pool::{Lease, SessionPool};
-use cryptoki::context::Function;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::error::{Error as CkError, RvError};
-use cryptoki::mechanism::aead::GcmParams;
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
-use cryptoki::session::{Session, SessionState, UserType};
-use cryptoki::slot::Slot;
+use crate::token::{may_be_device, Pkcs11Token};
 use keyhold_core::{Error, Result};
-use keyhold_crypto::{fill_random, SecretBytes, GCM_IV_LEN};
-use keyhold_keystore::{HsmKeys, RootInfo, RootOfTrust};
+use keyhold_crypto::SecretBytes;
+use keyhold_keystore::{EkmHealth, HsmKeys, RootInfo, RootOfTrust};
 use parking_lot::Mutex;
-use secrecy::SecretString;
-use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Format byte of blobs wrapped by the PKCS#11 root (AES-GCM in the HSM).
-const WRAP_FORMAT_PKCS11_GCM: u8 = 2;
+/// A token marked down is tried again after this long.
+const RETRY_DOWN_AFTER: Duration = Duration::from_secs(1);
 
-/// What `keyhold hsm status` shows.
+/// What `keyhold hsm status` shows about one token.
 #[derive(Debug, Clone)]
 pub struct HsmStatus {
     pub module: String,
@@ -33,508 +25,213 @@ pub struct HsmStatus {
     pub kek_label: String,
     pub open_sessions: usize,
     pub max_sessions: usize,
+    /// Why the token is marked down, if it is.
+    pub down: Option<String>,
 }
 
-struct TokenSummary {
-    label: String,
-    serial: String,
-    manufacturer: String,
-    model: String,
+struct Down {
+    last_try: Instant,
+    error: String,
 }
 
-/// A root of trust whose KEK is a non-extractable AES-256 key in a PKCS#11 token.
+struct Member {
+    token: Pkcs11Token,
+    down: Mutex<Option<Down>>,
+}
+
+impl Member {
+    /// Whether a request may use this token now: it is up, or it has been
+    /// down long enough to be tried again (this caller becomes the one try).
+    fn due(&self) -> bool {
+        let mut down = self.down.lock();
+        match down.as_mut() {
+            None => true,
+            Some(d) if d.last_try.elapsed() >= RETRY_DOWN_AFTER => {
+                d.last_try = Instant::now();
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.down.lock().take().is_some() {
+            tracing::warn!(token = %self.token.name(), "HSM token is back in service");
+        }
+    }
+
+    fn mark_down(&self, e: &Error) {
+        let mut down = self.down.lock();
+        if down.is_none() {
+            tracing::error!(token = %self.token.name(), error = %e, "HSM token is down; using the others");
+        }
+        *down = Some(Down {
+            last_try: Instant::now(),
+            error: e.to_string(),
+        });
+    }
+
+    fn is_down(&self) -> bool {
+        self.down.lock().is_some()
+    }
+}
+
+/// Errors that are the request's answer, whichever token gave them.
+fn is_final(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::InvalidCiphertext | Error::UnwrapFailed | Error::Invalid { .. }
+    )
+}
+
+/// A root of trust whose KEK is a non-extractable AES-256 key in a PKCS#11
+/// token, with optional failover tokens holding the same KEK.
 pub struct Pkcs11Root {
-    cfg: Pkcs11Config,
-    ctx: Pkcs11,
-    slot: Slot,
-    pin: SecretString,
-    pool: SessionPool,
-    /// Handles of HSM-resident keys by label (token objects keep their
-    /// handle for every session of this application).
-    keys: Mutex<HashMap<String, ObjectHandle>>,
-    token: TokenSummary,
+    members: Vec<Member>,
+    kek_label: String,
 }
 
 impl std::fmt::Debug for Pkcs11Root {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pkcs11Root")
-            .field("module", &self.cfg.module)
-            .field("token", &self.token.label)
+            .field("tokens", &self.members.len())
+            .field("kek_label", &self.kek_label)
             .finish_non_exhaustive()
     }
 }
 
-/// Why a pooled PKCS#11 call failed.
-enum SessionFailure {
-    /// No session could be had (pool timeout, session open or login failure).
-    Pool(Error),
-    Ck(CkError),
-}
-
-fn ck(what: &str, e: impl Into<SessionFailure>) -> Error {
-    let e = match e.into() {
-        SessionFailure::Pool(err) => return err,
-        SessionFailure::Ck(e) => e,
-    };
-    match e {
-        CkError::Pkcs11(RvError::PinIncorrect, _) => {
-            Error::RootOfTrust("the HSM rejected the PIN (CKR_PIN_INCORRECT)".into())
-        }
-        CkError::Pkcs11(RvError::PinLocked, _) => {
-            Error::RootOfTrust("the HSM user PIN is locked (CKR_PIN_LOCKED)".into())
-        }
-        CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, _) => {
-            Error::RootOfTrust(format!("{what}: wrong HSM key or damaged data"))
-        }
-        CkError::Pkcs11(rv, f) => Error::RootOfTrust(format!("{what}: {f:?} returned {rv:?}")),
-        other => Error::RootOfTrust(format!("{what}: {other}")),
-    }
-}
-
-impl From<CkError> for SessionFailure {
-    fn from(e: CkError) -> Self {
-        SessionFailure::Ck(e)
-    }
-}
-
-/// The one context per PKCS#11 module in this process. A module is loaded
-/// and C_Initialize'd once and never unloaded: unloading a module that holds
-/// live state (or initialising it twice) crashes some modules, and every
-/// root of trust in the process must share the module's login state anyway.
-fn module_context(module: &std::path::Path) -> Result<Pkcs11> {
-    static CONTEXTS: std::sync::OnceLock<Mutex<HashMap<std::path::PathBuf, Pkcs11>>> =
-        std::sync::OnceLock::new();
-    let mut map = CONTEXTS.get_or_init(|| Mutex::new(HashMap::new())).lock();
-    if let Some(c) = map.get(module) {
-        return Ok(c.clone());
-    }
-    let ctx = Pkcs11::new(module).map_err(|e| {
-        Error::RootOfTrust(format!(
-            "cannot load the PKCS#11 module {}: {e}",
-            module.display()
-        ))
-    })?;
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-        Err(e) => return Err(ck("C_Initialize", e)),
-    }
-    map.insert(module.to_owned(), ctx.clone());
-    Ok(ctx)
-}
-
-/// The template of every AES-256 key Keyhold generates in a token: a token
-/// object, private, sensitive, never extractable, for encrypt and decrypt.
-fn aes256_key_template(label: &str) -> [Attribute; 10] {
-    [
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
-        Attribute::ValueLen(32.into()),
-        Attribute::Token(true),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Encrypt(true),
-        Attribute::Decrypt(true),
-        Attribute::Label(label.as_bytes().to_vec()),
-    ]
-}
-
-/// AES-GCM decryption that tells a failed authentication (`Ok(None)`) from
-/// a failing device. Modules differ: the standard answer is
-/// CKR_ENCRYPTED_DATA_INVALID, SoftHSMv2 answers CKR_GENERAL_ERROR; the
-/// latter counts as an authentication failure only if the session is alive.
-fn gcm_decrypt(
-    s: &Session,
-    key: ObjectHandle,
-    iv: &[u8],
-    aad: &[u8],
-    input: &[u8],
-) -> std::result::Result<Option<Vec<u8>>, CkError> {
-    let mut nonce = iv.to_vec();
-    let params = GcmParams::new(&mut nonce, aad, 128.into())?;
-    match s.decrypt(&Mechanism::AesGcm(params), key, input) {
-        Ok(p) => Ok(Some(p)),
-        Err(CkError::Pkcs11(
-            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
-            Function::Decrypt,
-        )) => Ok(None),
-        Err(CkError::Pkcs11(
-            RvError::GeneralError | RvError::FunctionFailed,
-            Function::Decrypt,
-        )) if s.get_session_info().is_ok() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Errors after which a session must not be reused.
-fn session_is_dead(e: &CkError) -> bool {
-    matches!(
-        e,
-        CkError::Pkcs11(
-            RvError::SessionHandleInvalid
-                | RvError::SessionClosed
-                | RvError::DeviceError
-                | RvError::DeviceRemoved
-                | RvError::TokenNotPresent
-                | RvError::UserNotLoggedIn
-                | RvError::GeneralError,
-            _
-        )
-    )
-}
-
 impl Pkcs11Root {
-    /// Opens the token named in `cfg`, logs in, and finds the KEK; with
-    /// `create_kek`, generates it when absent (`keyhold hsm init`).
+    /// Opens the tokens named in `cfg`. The main token must work (and with
+    /// `create_kek`, its KEK is generated when absent: `keyhold hsm init`);
+    /// failover tokens that do not answer yet are marked down and retried.
+    /// Every module must load.
     pub fn open(cfg: Pkcs11Config, create_kek: bool) -> Result<Self> {
         cfg.validate()?;
-        let pin = cfg.read_pin()?;
-        let ctx = module_context(&cfg.module)?;
-        let (slot, token) = Self::find_token(&ctx, &cfg)?;
-        let root = Self {
-            pool: SessionPool::new(
-                cfg.max_sessions,
-                Duration::from_millis(cfg.session_wait_ms),
-                cfg.reuse_sessions,
-            ),
-            keys: Mutex::new(HashMap::new()),
-            cfg,
-            ctx,
-            slot,
-            pin,
-            token,
-        };
-        let kek = {
-            let lease = root.lease()?;
-            match root.find_kek(lease.session())? {
-                Some(k) => k,
-                None if create_kek => root.create_kek(lease.session())?,
-                None => {
-                    return Err(Error::RootOfTrust(format!(
-                    "no key-encryption key labelled {:?} in token {:?} (run `keyhold hsm init`)",
-                    root.cfg.kek_label, root.token.label
-                )))
-                }
+        let configs = cfg.tokens();
+        if create_kek && configs.len() > 1 {
+            // A KEK generated in one token cannot be copied to the others
+            // (it is never extractable): clustering is the HSM vendor's job.
+            for c in &configs {
+                let t = Pkcs11Token::new(c.clone())?;
+                t.connect(false).map_err(|e| {
+                    Error::RootOfTrust(format!(
+                        "{e}; with failover tokens, provision the same KEK in every token with the HSM's own cloning tools first"
+                    ))
+                })?;
             }
-        };
-        root.keys.lock().insert(root.cfg.kek_label.clone(), kek);
-        Ok(root)
-    }
-
-    fn find_token(ctx: &Pkcs11, cfg: &Pkcs11Config) -> Result<(Slot, TokenSummary)> {
-        let slots = ctx
-            .get_slots_with_token()
-            .map_err(|e| ck("C_GetSlotList", e))?;
-        let mut seen = Vec::new();
-        for slot in slots {
-            let Ok(info) = ctx.get_token_info(slot) else {
-                continue;
+        }
+        let mut members = Vec::with_capacity(configs.len());
+        for (i, c) in configs.into_iter().enumerate() {
+            let token = Pkcs11Token::new(c)?;
+            let down = match token.connect(create_kek && i == 0) {
+                Ok(()) => None,
+                Err(e) if i == 0 => return Err(e),
+                Err(e) => {
+                    tracing::error!(token = %token.name(), error = %e, "failover HSM token is not usable yet");
+                    Some(Down {
+                        last_try: Instant::now(),
+                        error: e.to_string(),
+                    })
+                }
             };
-            let label = info.label().trim().to_owned();
-            let serial = info.serial_number().trim().to_owned();
-            let ok = cfg.token_label.as_deref().is_none_or(|l| l == label)
-                && cfg.token_serial.as_deref().is_none_or(|s| s == serial);
-            if ok && info.token_initialized() {
-                return Ok((
-                    slot,
-                    TokenSummary {
-                        label,
-                        serial,
-                        manufacturer: info.manufacturer_id().trim().to_owned(),
-                        model: info.model().trim().to_owned(),
-                    },
-                ));
-            }
-            seen.push(label);
-        }
-        Err(Error::RootOfTrust(format!(
-            "no initialised token labelled {:?}{} in {} (tokens seen: {:?})",
-            cfg.token_label.as_deref().unwrap_or("*"),
-            cfg.token_serial
-                .as_deref()
-                .map(|s| format!(" with serial {s:?}"))
-                .unwrap_or_default(),
-            cfg.module.display(),
-            seen
-        )))
-    }
-
-    /// Opens a read-write session, logged in as the user.
-    fn open_session(&self) -> Result<Session> {
-        let s = self
-            .ctx
-            .open_rw_session(self.slot)
-            .map_err(|e| ck("C_OpenSession", e))?;
-        let state = s
-            .get_session_info()
-            .map_err(|e| ck("C_GetSessionInfo", e))?
-            .session_state();
-        if !matches!(state, SessionState::RwUser | SessionState::RoUser) {
-            match s.login(UserType::User, Some(&self.pin)) {
-                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-                Err(e) => return Err(ck("C_Login", e)),
-            }
-        }
-        Ok(s)
-    }
-
-    fn lease(&self) -> Result<Lease<'_>> {
-        self.pool.get(|| self.open_session())
-    }
-
-    fn find_kek(&self, s: &Session) -> Result<Option<ObjectHandle>> {
-        let found = s
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Label(self.cfg.kek_label.as_bytes().to_vec()),
-            ])
-            .map_err(|e| ck("C_FindObjects", e))?;
-        match found.as_slice() {
-            [] => Ok(None),
-            [k] => {
-                self.check_kek(s, *k)?;
-                Ok(Some(*k))
-            }
-            _ => Err(Error::RootOfTrust(format!(
-                "{} keys are labelled {:?}; the KEK label must be unique",
-                found.len(),
-                self.cfg.kek_label
-            ))),
-        }
-    }
-
-    /// Refuses a KEK that is not an AES key, or whose value could leave the HSM.
-    fn check_kek(&self, s: &Session, k: ObjectHandle) -> Result<()> {
-        let attrs = s
-            .get_attributes(
-                k,
-                &[
-                    AttributeType::KeyType,
-                    AttributeType::Sensitive,
-                    AttributeType::Extractable,
-                    AttributeType::ValueLen,
-                ],
-            )
-            .map_err(|e| ck("C_GetAttributeValue", e))?;
-        let mut ok = (false, false, false, false);
-        for a in attrs {
-            match a {
-                Attribute::KeyType(t) => ok.0 = t == KeyType::AES,
-                Attribute::Sensitive(v) => ok.1 = v,
-                Attribute::Extractable(v) => ok.2 = !v,
-                Attribute::ValueLen(l) => ok.3 = u64::from(l) == 32,
-                _ => {}
-            }
-        }
-        if ok != (true, true, true, true) {
-            return Err(Error::RootOfTrust(format!(
-                "the key labelled {:?} must be an AES-256 key that is sensitive and not extractable",
-                self.cfg.kek_label
-            )));
-        }
-        Ok(())
-    }
-
-    fn create_kek(&self, s: &Session) -> Result<ObjectHandle> {
-        let template = aes256_key_template(&self.cfg.kek_label);
-        let k = s
-            .generate_key(&Mechanism::AesKeyGen, &template)
-            .map_err(|e| ck("C_GenerateKey", e))?;
-        tracing::info!(label = %self.cfg.kek_label, token = %self.token.label, "created the HSM key-encryption key");
-        Ok(k)
-    }
-
-    /// Runs `f` with a pooled session and the KEK (looked up again if its
-    /// handle went stale).
-    fn with_kek<R>(
-        &self,
-        what: &str,
-        f: impl Fn(&Session, ObjectHandle) -> std::result::Result<R, CkError>,
-    ) -> Result<R> {
-        self.with_key(&self.cfg.kek_label, f)
-            .map_err(|e| ck(what, e))
-    }
-
-    /// Runs `f` with a pooled session. A failure that may have killed the
-    /// session discards it and retries once with a fresh one. Pool errors
-    /// (no free session in time) come back as `Err(Ok(error))`.
-    fn with_session<R>(
-        &self,
-        what: &str,
-        f: impl Fn(&Session) -> std::result::Result<R, CkError>,
-    ) -> std::result::Result<R, SessionFailure> {
-        let mut last = None;
-        for attempt in 0..2 {
-            let lease = self.lease().map_err(SessionFailure::Pool)?;
-            match f(lease.session()) {
-                Ok(r) => return Ok(r),
-                Err(e) if session_is_dead(&e) => {
-                    tracing::warn!(attempt, op = what, error = ?e, "HSM session failed; retrying with a new one");
-                    lease.discard();
-                    last = Some(e);
-                }
-                Err(e) => return Err(SessionFailure::Ck(e)),
-            }
-        }
-        Err(SessionFailure::Ck(last.expect("two attempts failed")))
-    }
-
-    /// Runs `f` with the handle of the key labelled `label`. A handle that
-    /// went stale (the token was logged out, say) is looked up again once.
-    fn with_key<R>(
-        &self,
-        label: &str,
-        f: impl Fn(&Session, ObjectHandle) -> std::result::Result<R, CkError>,
-    ) -> std::result::Result<R, SessionFailure> {
-        if !self.cfg.reuse_sessions {
-            // The naive baseline: every operation opens a session, logs in,
-            // finds the key and uses it.
-            self.key_handle(label).map_err(SessionFailure::Pool)?;
-            return self.with_session(label, |s| {
-                let found = s.find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::Label(label.as_bytes().to_vec()),
-                ])?;
-                match found.first() {
-                    Some(h) => f(s, *h),
-                    None => Err(CkError::Pkcs11(
-                        RvError::KeyHandleInvalid,
-                        Function::FindObjects,
-                    )),
-                }
+            members.push(Member {
+                token,
+                down: Mutex::new(down),
             });
         }
-        let h = self.key_handle(label).map_err(SessionFailure::Pool)?;
-        match self.with_session(label, |s| f(s, h)) {
-            Err(SessionFailure::Ck(CkError::Pkcs11(
-                RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
-                _,
-            ))) => {
-                self.keys.lock().remove(label);
-                let h = self.key_handle(label).map_err(SessionFailure::Pool)?;
-                self.with_session(label, |s| f(s, h))
-            }
-            r => r,
-        }
+        Ok(Self {
+            members,
+            kek_label: cfg.kek_label,
+        })
     }
 
-    /// The handle of the AES-256 key with this label (cached).
-    fn key_handle(&self, label: &str) -> Result<ObjectHandle> {
-        if let Some(h) = self.keys.lock().get(label) {
-            return Ok(*h);
-        }
-        // Find and inspect in one session: a handle is only sure to be valid
-        // while the token stays logged in.
-        let (found, attrs) = self
-            .with_session("find key", |s| {
-                let found = s.find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::Label(label.as_bytes().to_vec()),
-                ])?;
-                let attrs = match found.as_slice() {
-                    [h] => s.get_attributes(
-                        *h,
-                        &[
-                            AttributeType::KeyType,
-                            AttributeType::ValueLen,
-                            AttributeType::Encrypt,
-                            AttributeType::Decrypt,
-                        ],
-                    )?,
-                    _ => Vec::new(),
-                };
-                Ok((found, attrs))
-            })
-            .map_err(|e| ck("find HSM key", e))?;
-        let h = match found.as_slice() {
-            [h] => *h,
-            [] => {
-                return Err(Error::RootOfTrust(format!(
-                    "no key labelled {label:?} in the HSM"
-                )))
+    /// Runs `op` on the first token that can serve it.
+    fn run<R>(&self, op: impl Fn(&Pkcs11Token) -> Result<R>) -> Result<R> {
+        let mut first_error = None;
+        for m in &self.members {
+            if !m.due() {
+                continue;
             }
-            _ => {
-                return Err(Error::RootOfTrust(format!(
-                    "{} keys are labelled {label:?} in the HSM; labels must be unique",
-                    found.len()
-                )))
-            }
-        };
-        let mut ok = (false, false, false, false);
-        for a in attrs {
-            match a {
-                Attribute::KeyType(t) => ok.0 = t == KeyType::AES,
-                Attribute::ValueLen(l) => ok.1 = u64::from(l) == 32,
-                Attribute::Encrypt(v) => ok.2 = v,
-                Attribute::Decrypt(v) => ok.3 = v,
-                _ => {}
-            }
-        }
-        if ok != (true, true, true, true) {
-            return Err(Error::RootOfTrust(format!(
-                "the HSM key labelled {label:?} must be an AES-256 key allowed to encrypt and decrypt"
-            )));
-        }
-        self.keys.lock().insert(label.to_owned(), h);
-        Ok(h)
-    }
-
-    pub fn status(&self) -> HsmStatus {
-        HsmStatus {
-            module: self.cfg.module.display().to_string(),
-            token_label: self.token.label.clone(),
-            token_serial: self.token.serial.clone(),
-            manufacturer: self.token.manufacturer.clone(),
-            model: self.token.model.clone(),
-            kek_label: self.cfg.kek_label.clone(),
-            open_sessions: self.pool.open_sessions(),
-            max_sessions: self.pool.max_sessions(),
-        }
-    }
-
-    /// Labels of the secret keys in the token.
-    pub fn list_secret_keys(&self) -> Result<Vec<String>> {
-        let lease = self.lease()?;
-        let s = lease.session();
-        let handles = s
-            .find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])
-            .map_err(|e| ck("C_FindObjects", e))?;
-        let mut out = Vec::new();
-        for h in handles {
-            let attrs = s
-                .get_attributes(h, &[AttributeType::Label])
-                .map_err(|e| ck("C_GetAttributeValue", e))?;
-            for a in attrs {
-                if let Attribute::Label(l) = a {
-                    out.push(String::from_utf8_lossy(&l).into_owned());
+            match m.token.recovering(|| op(&m.token)) {
+                Ok(r) => {
+                    m.mark_up();
+                    return Ok(r);
+                }
+                Err((e, _)) if is_final(&e) => {
+                    m.mark_up();
+                    return Err(e);
+                }
+                Err((e, down)) => {
+                    if down {
+                        m.mark_down(&e);
+                    } else if !may_be_device(&e) {
+                        m.mark_up();
+                    }
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        out.sort();
-        Ok(out)
+        Err(first_error.unwrap_or_else(|| {
+            let why = self
+                .members
+                .first()
+                .and_then(|m| m.down.lock().as_ref().map(|d| d.error.clone()))
+                .unwrap_or_default();
+            Error::RootOfTrust(format!("no HSM token is available ({why})"))
+        }))
+    }
+
+    pub fn status(&self) -> Vec<HsmStatus> {
+        self.members
+            .iter()
+            .map(|m| {
+                let s = m.token.summary();
+                HsmStatus {
+                    module: m.token.cfg.module.display().to_string(),
+                    token_label: s.label,
+                    token_serial: s.serial,
+                    manufacturer: s.manufacturer,
+                    model: s.model,
+                    kek_label: self.kek_label.clone(),
+                    open_sessions: m.token.open_sessions(),
+                    max_sessions: m.token.max_sessions(),
+                    down: m.down.lock().as_ref().map(|d| d.error.clone()),
+                }
+            })
+            .collect()
+    }
+
+    /// Labels of the secret keys in the first token that answers.
+    pub fn list_secret_keys(&self) -> Result<Vec<String>> {
+        self.run(|t| t.list_secret_keys())
+    }
+
+    /// Checks every token now (a round trip on its health key), marking
+    /// each up or down; tokens that fail get one re-initialisation.
+    pub fn probe_all(&self) -> Vec<(String, Result<()>)> {
+        self.members
+            .iter()
+            .map(|m| {
+                let r = m.token.recovering(|| m.token.probe());
+                match &r {
+                    Ok(()) => m.mark_up(),
+                    Err((e, _)) => m.mark_down(e),
+                }
+                (m.token.name(), r.map_err(|(e, _)| e))
+            })
+            .collect()
     }
 }
 
 impl HsmKeys for Pkcs11Root {
+    /// Generates the key in the first token that works. With failover
+    /// tokens, the HSM's own replication must copy it to the others.
     fn generate_key(&self, label: &str) -> Result<()> {
-        if self.key_handle(label).is_ok() {
-            return Err(Error::invalid(
-                "HSM key label",
-                format!("{label:?} is already in use"),
-            ));
-        }
-        let template = aes256_key_template(label);
-        let h = self
-            .with_session("generate key", |s| {
-                s.generate_key(&Mechanism::AesKeyGen, &template)
-            })
-            .map_err(|e| ck("C_GenerateKey", e))?;
-        self.keys.lock().insert(label.to_owned(), h);
-        Ok(())
+        self.run(|t| t.generate_key(label))
     }
 
     fn check_key(&self, label: &str) -> Result<()> {
-        self.key_handle(label).map(|_| ())
+        self.run(|t| t.check_key(label))
     }
 
     fn encrypt(
@@ -543,25 +240,7 @@ impl HsmKeys for Pkcs11Root {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<([u8; 12], Vec<u8>, [u8; 16])> {
-        let (iv, mut out) = self
-            .with_key(label, |s, h| {
-                // The IV comes from the module's RNG.
-                let mut iv = [0u8; GCM_IV_LEN];
-                s.generate_random_slice(&mut iv)?;
-                let mut nonce = iv;
-                let params = GcmParams::new(&mut nonce, aad, 128.into())?;
-                Ok((iv, s.encrypt(&Mechanism::AesGcm(params), h, plaintext)?))
-            })
-            .map_err(|e| ck("encrypt in the HSM", e))?;
-        if out.len() != plaintext.len() + 16 {
-            return Err(Error::Internal(
-                "unexpected AES-GCM output length from the HSM".into(),
-            ));
-        }
-        let mut tag = [0u8; 16];
-        tag.copy_from_slice(&out[plaintext.len()..]);
-        out.truncate(plaintext.len());
-        Ok((iv, out, tag))
+        self.run(|t| t.encrypt(label, aad, plaintext))
     }
 
     fn decrypt(
@@ -572,16 +251,7 @@ impl HsmKeys for Pkcs11Root {
         ciphertext: &[u8],
         tag: &[u8],
     ) -> Result<SecretBytes> {
-        let mut input = Vec::with_capacity(ciphertext.len() + tag.len());
-        input.extend_from_slice(ciphertext);
-        input.extend_from_slice(tag);
-        match self
-            .with_key(label, |s, h| gcm_decrypt(s, h, iv, aad, &input))
-            .map_err(|e| ck("decrypt in the HSM", e))?
-        {
-            Some(p) => Ok(SecretBytes::new(p)),
-            None => Err(Error::InvalidCiphertext),
-        }
+        self.run(|t| t.decrypt(label, iv, aad, ciphertext, tag))
     }
 }
 
@@ -590,40 +260,67 @@ impl RootOfTrust for Pkcs11Root {
         Some(self)
     }
 
+    fn blocks(&self) -> bool {
+        true
+    }
+
     fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let mut iv = [0u8; GCM_IV_LEN];
-        fill_random(&mut iv).map_err(|e| Error::Internal(e.to_string()))?;
-        let sealed = self.with_kek("wrap in the HSM", |s, kek| {
-            let mut iv = iv;
-            let params = GcmParams::new(&mut iv, context, 128.into())?;
-            s.encrypt(&Mechanism::AesGcm(params), kek, plaintext)
-        })?;
-        let mut out = Vec::with_capacity(1 + GCM_IV_LEN + sealed.len());
-        out.push(WRAP_FORMAT_PKCS11_GCM);
-        out.extend_from_slice(&iv);
-        out.extend_from_slice(&sealed);
-        Ok(out)
+        self.run(|t| t.wrap(context, plaintext))
     }
 
     fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
-        let rest = match wrapped.split_first() {
-            Some((&WRAP_FORMAT_PKCS11_GCM, rest)) if rest.len() >= GCM_IV_LEN + 16 => rest,
-            _ => return Err(Error::RootOfTrust("not wrapped by a PKCS#11 root".into())),
-        };
-        let (iv, sealed) = rest.split_at(GCM_IV_LEN);
-        let plain = self.with_kek("unwrap in the HSM", |s, kek| {
-            gcm_decrypt(s, kek, iv, context, sealed)
-        })?;
-        plain.map(SecretBytes::new).ok_or(Error::UnwrapFailed)
+        self.run(|t| t.unwrap(context, wrapped))
+    }
+
+    /// Every token that answers must unwrap the check value: a failover
+    /// token with another KEK is refused at start.
+    fn unwrap_with_each(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
+        let mut plain = None;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.is_down() {
+                continue;
+            }
+            match m.token.unwrap(context, wrapped) {
+                Ok(p) => {
+                    plain.get_or_insert(p);
+                }
+                Err(Error::UnwrapFailed) if i == 0 => return Err(Error::UnwrapFailed),
+                Err(Error::UnwrapFailed) => return Err(Error::RootOfTrust(format!(
+                    "failover HSM token {:?} holds a different key-encryption key labelled {:?}",
+                    m.token.name(),
+                    self.kek_label
+                ))),
+                Err(e) => m.mark_down(&e),
+            }
+        }
+        match plain {
+            Some(p) => Ok(p),
+            None => self.unwrap(context, wrapped),
+        }
     }
 
     fn info(&self) -> RootInfo {
+        let s = self.members[0].token.summary();
         RootInfo {
-            id: format!("pkcs11-{}-{}", self.token.label, self.token.serial),
-            model: format!(
-                "{} {} (PKCS#11 token {})",
-                self.token.manufacturer, self.token.model, self.token.label
-            ),
+            id: format!("pkcs11-{}-{}", s.label, s.serial),
+            model: format!("{} {} (PKCS#11 token {})", s.manufacturer, s.model, s.label),
         }
+    }
+
+    /// One entry per token: ACTIVE when its health round trip works,
+    /// UNAVAILABLE when it does not.
+    fn ekm_health(&self) -> Vec<EkmHealth> {
+        self.probe_all()
+            .into_iter()
+            .zip(&self.members)
+            .map(|((name, r), m)| {
+                let s = m.token.summary();
+                EkmHealth {
+                    id: format!("pkcs11-{}-{}", name, s.serial),
+                    model: format!("{} {} (PKCS#11 token {})", s.manufacturer, s.model, name),
+                    error: r.err().map(|e| e.to_string()),
+                }
+            })
+            .collect()
     }
 }

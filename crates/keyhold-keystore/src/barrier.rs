@@ -80,7 +80,7 @@ impl Barrier {
                 put_if_absent(ROOT_CHECK_META, &w)?
             }
         };
-        match self.root.unwrap(ROOT_CHECK_CONTEXT, &stored) {
+        match self.root.unwrap_with_each(ROOT_CHECK_CONTEXT, &stored) {
             Ok(p) if p.expose() == ROOT_CHECK_PLAINTEXT => Ok(()),
             Ok(_) | Err(Error::UnwrapFailed) => Err(Error::RootOfTrust(
                 "this root of trust is not the one this database was created with".into(),

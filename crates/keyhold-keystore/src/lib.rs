@@ -29,6 +29,15 @@ pub struct RootInfo {
     pub model: String,
 }
 
+/// The health of one external key manager (an HSM token).
+#[derive(Debug, Clone)]
+pub struct EkmHealth {
+    pub id: String,
+    pub model: String,
+    /// Why it failed its check, if it did (never secret).
+    pub error: Option<String>,
+}
+
 /// The seal: wraps and unwraps secrets under a key-encryption key that never
 /// leaves it. `context` is authenticated and must match on unwrap.
 pub trait RootOfTrust: Send + Sync + 'static {
@@ -39,6 +48,18 @@ pub trait RootOfTrust: Send + Sync + 'static {
     /// async runtime then move those calls to blocking threads.
     fn blocks(&self) -> bool {
         false
+    }
+    /// Unwraps with every part of the root (each token of an HSM cluster),
+    /// failing if any part holds another key. Used on the root check value
+    /// at start.
+    fn unwrap_with_each(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
+        self.unwrap(context, wrapped)
+    }
+    /// Health of each external key manager behind this root (one entry per
+    /// HSM token), checked now. A software root has none of its own: the
+    /// key service's deep check covers it.
+    fn ekm_health(&self) -> Vec<EkmHealth> {
+        Vec::new()
     }
     /// Keys resident in this root's HSM, if it has one.
     fn hsm_keys(&self) -> Option<&dyn HsmKeys> {

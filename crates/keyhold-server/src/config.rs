@@ -16,6 +16,7 @@
 //! max_body_bytes = 262144
 //! fleet_size = 1
 //! store_quota_rps = 1800              # optional, per key store
+//! hsm_timeout_ms = 2000               # answer 503 when the HSM takes longer
 //! ```
 
 use serde::Deserialize;
@@ -68,6 +69,9 @@ pub struct XksSection {
     pub vendor: Option<String>,
     /// Requests per second allowed per key store (ThrottlingException above).
     pub store_quota_rps: Option<u32>,
+    /// Longest wait for the HSM in one request, in milliseconds; past it
+    /// the request gets DependencyTimeoutException.
+    pub hsm_timeout_ms: Option<u64>,
 }
 
 fn default_listen() -> SocketAddr {

@@ -44,6 +44,9 @@ fn xks_config(c: &Config) -> XksConfig {
         x.vendor = v.clone();
     }
     x.store_quota_rps = c.xks.store_quota_rps;
+    if let Some(t) = c.xks.hsm_timeout_ms {
+        x.hsm_timeout = std::time::Duration::from_millis(t.max(1));
+    }
     x
 }
 

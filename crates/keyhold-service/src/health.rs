@@ -19,12 +19,32 @@ impl HealthStatus {
     }
 }
 
-/// The result of a deep health check.
+/// Health of one external key manager (the root of trust, or one HSM token).
 #[derive(Debug, Clone)]
-pub struct HealthReport {
-    pub root_id: String,
-    pub root_model: String,
+pub struct EkmReport {
+    pub id: String,
+    pub model: String,
     pub status: HealthStatus,
     /// Why the status is not ACTIVE (never secret).
     pub detail: Option<String>,
+}
+
+/// The result of a deep health check: one entry per external key manager.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    pub ekms: Vec<EkmReport>,
+}
+
+impl HealthReport {
+    /// The best status of any entry: whether requests can be served at all.
+    pub fn status(&self) -> HealthStatus {
+        let has = |s| self.ekms.iter().any(|e| e.status == s);
+        if has(HealthStatus::Active) {
+            HealthStatus::Active
+        } else if has(HealthStatus::Degraded) {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Unavailable
+        }
+    }
 }

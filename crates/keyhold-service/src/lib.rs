@@ -15,7 +15,7 @@ mod health;
 mod rewrap;
 mod service;
 
-pub use health::{HealthReport, HealthStatus};
+pub use health::{EkmReport, HealthReport, HealthStatus};
 pub use service::{
     CredentialEntry, CredentialInfo, KeyHandle, KeyMaterial, KeyService, NewCredential, Operation,
 };

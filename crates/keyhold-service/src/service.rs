@@ -1,7 +1,7 @@
 //! [`KeyService`]: lifecycle, usage rules, credentials and the request-path caches.
 
 use crate::cache::Cache;
-use crate::health::{HealthReport, HealthStatus};
+use crate::health::{EkmReport, HealthReport, HealthStatus};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyhold_core::{
@@ -429,20 +429,46 @@ impl KeyService {
                 return r.clone();
             }
         }
-        let info = self.barrier.root().info();
-        let (status, detail) = match self.deep_check() {
-            Ok(()) => (HealthStatus::Active, None),
-            Err(e) => {
-                tracing::warn!(error = %e, "deep health check failed");
-                (HealthStatus::Unavailable, Some(e.to_string()))
-            }
+        // The service's own check (storage, unwrap, AES-GCM round trip),
+        // then each HSM token's own round trip on its health key.
+        let deep = self.deep_check();
+        if let Err(e) = &deep {
+            tracing::warn!(error = %e, "deep health check failed");
+        }
+        let tokens = self.barrier.root().ekm_health();
+        let ekms = if tokens.is_empty() {
+            let info = self.barrier.root().info();
+            vec![EkmReport {
+                id: info.id,
+                model: info.model,
+                status: if deep.is_ok() {
+                    HealthStatus::Active
+                } else {
+                    HealthStatus::Unavailable
+                },
+                detail: deep.as_ref().err().map(|e| e.to_string()),
+            }]
+        } else {
+            tokens
+                .into_iter()
+                .map(|t| {
+                    // A token that works while the service cannot serve
+                    // (its storage is down, say) is DEGRADED.
+                    let (status, detail) = match (t.error, &deep) {
+                        (Some(e), _) => (HealthStatus::Unavailable, Some(e)),
+                        (None, Err(e)) => (HealthStatus::Degraded, Some(e.to_string())),
+                        (None, Ok(())) => (HealthStatus::Active, None),
+                    };
+                    EkmReport {
+                        id: t.id,
+                        model: t.model,
+                        status,
+                        detail,
+                    }
+                })
+                .collect()
         };
-        let r = HealthReport {
-            root_id: info.id,
-            root_model: info.model,
-            status,
-            detail,
-        };
+        let r = HealthReport { ekms };
         *self.health.lock() = Some((Instant::now(), r.clone()));
         r
     }
@@ -862,6 +888,6 @@ mod tests {
     #[test]
     fn health_is_active() {
         let (_d, s) = service();
-        assert_eq!(s.health().status, HealthStatus::Active);
+        assert_eq!(s.health().status(), HealthStatus::Active);
     }
 }

@@ -24,7 +24,7 @@ fn main() {
     let cred = svc.add_credential(&p).unwrap();
     svc.create_key(&p, &KeyId::parse("k").unwrap(), Usage::BOTH)
         .unwrap();
-    let api = XksApi::new(svc, XksConfig::default());
+    let api = std::sync::Arc::new(XksApi::new(svc, XksConfig::default()));
     let signer = Signer::new(
         &cred.access_key_id,
         cred.secret_access_key.expose(),

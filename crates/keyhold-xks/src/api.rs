@@ -33,6 +33,11 @@ pub struct XksConfig {
     /// Optional request quota per key store (requests/s, burst of one
     /// second); over it, ThrottlingException. AWS's default is 1800.
     pub store_quota_rps: Option<u32>,
+    /// Longest a request waits for the HSM (a cache miss that unwraps, or
+    /// AES-GCM in the HSM); past it, DependencyTimeoutException. The
+    /// PKCS#11 call itself cannot be cancelled: it finishes on its blocking
+    /// thread and returns its session to the pool.
+    pub hsm_timeout: std::time::Duration,
 }
 
 impl Default for XksConfig {
@@ -45,6 +50,7 @@ impl Default for XksConfig {
             model: format!("Keyhold XKS Proxy {}", env!("CARGO_PKG_VERSION")),
             fleet_size: 1,
             store_quota_rps: None,
+            hsm_timeout: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -179,7 +185,7 @@ impl XksApi {
     }
 
     /// Serves one HTTP request (any path: non-API paths get their answer too).
-    pub async fn handle<B>(&self, req: Request<B>) -> HttpResponse
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> HttpResponse
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -212,19 +218,25 @@ impl XksApi {
         if parts.method != Method::POST {
             return method_not_allowed("POST");
         }
-        if self.service.root_blocks() {
-            self.warm_caches(&parts, &route).await;
+        if self.service.root_blocks() && !self.warm_caches(&parts, &route).await {
+            let e = hsm_timeout(self.config.hsm_timeout);
+            audit(None, Some(&route), None, &Outcome::Err(&e), started);
+            return error_response(&e);
         }
         let mut akid = None;
+        let mut akid_owned = None;
         let (meta, result) = match body {
             Ok(body) if self.uses_hsm_key(&route) => {
-                // Encrypt/Decrypt run inside the HSM: a blocking call. Tell the
-                // runtime, so other connections keep being served meanwhile.
-                tokio::task::block_in_place(|| self.handle_api(&parts, &body, &route, &mut akid))
+                // Encrypt/Decrypt run inside the HSM: a blocking call, on a
+                // blocking thread, waited for at most hsm_timeout.
+                let (m, r, a) = self.handle_api_blocking(&parts, body).await;
+                akid_owned = a;
+                (m, r)
             }
             Ok(body) => self.handle_api(&parts, &body, &route, &mut akid),
             Err(e) => (None, Err(e)),
         };
+        let akid = akid.or(akid_owned.as_deref());
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
             Err(e) => Outcome::Err(e),
@@ -233,6 +245,52 @@ impl XksApi {
         match result {
             Ok(r) => r,
             Err(e) => error_response(&e),
+        }
+    }
+
+    /// Runs [`Self::handle_api`] on a blocking thread, waiting at most
+    /// `hsm_timeout`. Returns the access key id that signed, if verified.
+    async fn handle_api_blocking(
+        self: &Arc<Self>,
+        parts: &hyper::http::request::Parts,
+        body: Bytes,
+    ) -> (
+        Option<RequestMetadata>,
+        Result<HttpResponse, XksError>,
+        Option<String>,
+    ) {
+        let (mut owned, ()) = Request::new(()).into_parts();
+        owned.method = parts.method.clone();
+        owned.uri = parts.uri.clone();
+        owned.version = parts.version;
+        owned.headers = parts.headers.clone();
+        let api = Arc::clone(self);
+        let job = tokio::task::spawn_blocking(move || {
+            let Some(route) = route::parse(owned.uri.path()) else {
+                return (
+                    None,
+                    Err(XksError::new(ErrorName::InternalException, "route")),
+                    None,
+                );
+            };
+            let mut akid = None;
+            let (m, r) = api.handle_api(&owned, &body, &route, &mut akid);
+            (m, r, akid.map(str::to_owned))
+        });
+        match tokio::time::timeout(self.config.hsm_timeout, job).await {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "XKS request task failed");
+                (
+                    None,
+                    Err(XksError::new(
+                        ErrorName::InternalException,
+                        "internal error in the key manager",
+                    )),
+                    None,
+                )
+            }
+            Err(_) => (None, Err(hsm_timeout(self.config.hsm_timeout)), None),
         }
     }
 
@@ -250,8 +308,13 @@ impl XksApi {
     /// With a root of trust that blocks (an HSM), loads what this request
     /// will need (its credential, its key, a fresh health result) on a
     /// blocking thread, so that a cache miss never stalls an async worker.
-    /// Errors are ignored here: the request itself reports them.
-    async fn warm_caches(&self, parts: &hyper::http::request::Parts, route: &route::Route<'_>) {
+    /// Errors are ignored here: the request itself reports them. Returns
+    /// false when the work took longer than `hsm_timeout`.
+    async fn warm_caches(
+        &self,
+        parts: &hyper::http::request::Parts,
+        route: &route::Route<'_>,
+    ) -> bool {
         let akid = parts
             .headers
             .get(hyper::header::AUTHORIZATION)
@@ -271,10 +334,10 @@ impl XksApi {
         };
         let health = route.op == Op::Health && !self.service.is_health_cached();
         if akid.is_none() && key.is_none() && !health {
-            return;
+            return true;
         }
         let svc = self.service.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let job = tokio::task::spawn_blocking(move || {
             if let Some(a) = akid {
                 let _ = svc.credential(&a);
             }
@@ -284,8 +347,10 @@ impl XksApi {
             if health {
                 let _ = svc.health();
             }
-        })
-        .await;
+        });
+        tokio::time::timeout(self.config.hsm_timeout, job)
+            .await
+            .is_ok()
     }
 
     /// Reads the request body, refusing oversized ones (413) without parsing.
@@ -403,6 +468,13 @@ impl XksApi {
             Op::Decrypt => self.decrypt(&ctx, body),
         }
     }
+}
+
+fn hsm_timeout(t: std::time::Duration) -> XksError {
+    XksError::new(
+        ErrorName::DependencyTimeoutException,
+        format!("the HSM did not answer within {} ms; retry", t.as_millis()),
+    )
 }
 
 fn auth_error(e: AuthError) -> XksError {

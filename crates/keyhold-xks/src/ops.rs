@@ -78,11 +78,17 @@ impl XksApi {
             xks_proxy_vendor: self.config.vendor.clone(),
             xks_proxy_model: self.config.model.clone(),
             ekm_vendor: self.config.vendor.clone(),
-            ekm_fleet_details: vec![EkmDetail {
-                id: report.root_id,
-                model: report.root_model,
-                health_status: report.status.as_str(),
-            }],
+            // The spec allows 1 to 10 entries.
+            ekm_fleet_details: report
+                .ekms
+                .into_iter()
+                .take(10)
+                .map(|e| EkmDetail {
+                    id: e.id,
+                    model: e.model,
+                    health_status: e.status.as_str(),
+                })
+                .collect(),
         };
         (meta, ok_json(&resp))
     }

@@ -1,0 +1,657 @@
+//! [`Pkcs11Token`]: one token of a PKCS#11 module, holding the
+//! key-encryption key and HSM-resident keys, with its session pool. The
+//! token is found again after every re-initialisation of its module, and
+//! a failure whose cause is the token itself (it stopped answering) leads
+//! to one re-initialisation and one retry.
+
+use crate::config::Pkcs11Config;
+use crate::module::{Loaded, Module};
+use crate::pool::SessionPool;
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::aead::GcmParams;
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::Slot;
+use keyhold_core::{Error, Result};
+use keyhold_crypto::{ct_eq, fill_random, SecretBytes, GCM_IV_LEN};
+use parking_lot::Mutex;
+use secrecy::SecretString;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Format byte of blobs wrapped by the PKCS#11 root (AES-GCM in the HSM).
+pub(crate) const WRAP_FORMAT_PKCS11_GCM: u8 = 2;
+
+/// What the token says about itself (C_GetTokenInfo).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TokenSummary {
+    pub label: String,
+    pub serial: String,
+    pub manufacturer: String,
+    pub model: String,
+}
+
+/// Where the token was found, in one generation of its module.
+struct Found {
+    generation: u64,
+    slot: Slot,
+}
+
+/// One token: its slot, login, session pool and key handles.
+pub(crate) struct Pkcs11Token {
+    pub(crate) cfg: Pkcs11Config,
+    module: Arc<Module>,
+    pin: SecretString,
+    pool: SessionPool,
+    found: Mutex<Option<Found>>,
+    /// Last known description (kept while the token is away).
+    summary: Mutex<TokenSummary>,
+    /// Handles of keys by label, valid for the generation in `found`
+    /// (token objects keep their handle for every session of this process).
+    keys: Mutex<HashMap<String, ObjectHandle>>,
+    /// One health probe at a time (the first one may create the health key).
+    probing: Mutex<()>,
+}
+
+impl std::fmt::Debug for Pkcs11Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pkcs11Token")
+            .field("module", &self.cfg.module)
+            .field("token", &self.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a pooled PKCS#11 call failed.
+pub(crate) enum SessionFailure {
+    /// No session could be had (pool timeout, token missing, login failure).
+    Pool(Error),
+    Ck(CkError),
+}
+
+fn ck(what: &str, e: impl Into<SessionFailure>) -> Error {
+    let e = match e.into() {
+        SessionFailure::Pool(err) => return err,
+        SessionFailure::Ck(e) => e,
+    };
+    match e {
+        CkError::Pkcs11(RvError::PinIncorrect, _) => {
+            Error::RootOfTrust("the HSM rejected the PIN (CKR_PIN_INCORRECT)".into())
+        }
+        CkError::Pkcs11(RvError::PinLocked, _) => {
+            Error::RootOfTrust("the HSM user PIN is locked (CKR_PIN_LOCKED)".into())
+        }
+        CkError::Pkcs11(RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange, _) => {
+            Error::RootOfTrust(format!("{what}: wrong HSM key or damaged data"))
+        }
+        CkError::Pkcs11(rv, f) => Error::RootOfTrust(format!("{what}: {f:?} returned {rv:?}")),
+        other => Error::RootOfTrust(format!("{what}: {other}")),
+    }
+}
+
+impl From<CkError> for SessionFailure {
+    fn from(e: CkError) -> Self {
+        SessionFailure::Ck(e)
+    }
+}
+
+/// The template of every AES-256 key Keyhold generates in a token: a token
+/// object, private, sensitive, never extractable, for encrypt and decrypt.
+fn aes256_key_template(label: &str) -> [Attribute; 10] {
+    [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::AES),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
+/// AES-GCM decryption that tells a failed authentication (`Ok(None)`) from
+/// a failing device. Modules differ: the standard answer is
+/// CKR_ENCRYPTED_DATA_INVALID, SoftHSMv2 answers CKR_GENERAL_ERROR; the
+/// latter counts as an authentication failure only if the session is alive.
+fn gcm_decrypt(
+    s: &Session,
+    key: ObjectHandle,
+    iv: &[u8],
+    aad: &[u8],
+    input: &[u8],
+) -> std::result::Result<Option<Vec<u8>>, CkError> {
+    let mut nonce = iv.to_vec();
+    let params = GcmParams::new(&mut nonce, aad, 128.into())?;
+    match s.decrypt(&Mechanism::AesGcm(params), key, input) {
+        Ok(p) => Ok(Some(p)),
+        Err(CkError::Pkcs11(
+            RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange,
+            Function::Decrypt,
+        )) => Ok(None),
+        Err(CkError::Pkcs11(
+            RvError::GeneralError | RvError::FunctionFailed,
+            Function::Decrypt,
+        )) if s.get_session_info().is_ok() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Errors after which a session must not be reused.
+fn session_is_dead(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceError
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::UserNotLoggedIn
+                | RvError::GeneralError,
+            _
+        )
+    )
+}
+
+/// What a key's attributes say about it.
+#[derive(Default)]
+struct KeyFacts {
+    aes256: bool,
+    encrypt: bool,
+    decrypt: bool,
+    sensitive: bool,
+    extractable: bool,
+}
+
+fn key_facts(s: &Session, h: ObjectHandle) -> std::result::Result<KeyFacts, CkError> {
+    let attrs = s.get_attributes(
+        h,
+        &[
+            AttributeType::KeyType,
+            AttributeType::ValueLen,
+            AttributeType::Encrypt,
+            AttributeType::Decrypt,
+            AttributeType::Sensitive,
+            AttributeType::Extractable,
+        ],
+    )?;
+    let (mut aes, mut len32, mut f) = (false, false, KeyFacts::default());
+    for a in attrs {
+        match a {
+            Attribute::KeyType(t) => aes = t == KeyType::AES,
+            Attribute::ValueLen(l) => len32 = u64::from(l) == 32,
+            Attribute::Encrypt(v) => f.encrypt = v,
+            Attribute::Decrypt(v) => f.decrypt = v,
+            Attribute::Sensitive(v) => f.sensitive = v,
+            Attribute::Extractable(v) => f.extractable = v,
+            _ => {}
+        }
+    }
+    f.aes256 = aes && len32;
+    Ok(f)
+}
+
+/// Whether an error may come from the token rather than from the request:
+/// only then is the token checked, and maybe the module re-initialised.
+pub(crate) fn may_be_device(e: &Error) -> bool {
+    matches!(e, Error::RootOfTrust(_))
+}
+
+impl Pkcs11Token {
+    /// Loads the module and reads the PIN; the token itself is looked up on
+    /// first use (and after every re-initialisation of the module).
+    pub fn new(cfg: Pkcs11Config) -> Result<Self> {
+        cfg.validate()?;
+        let pin = cfg.read_pin()?;
+        let module = Module::get(&cfg.module)?;
+        Ok(Self {
+            pool: SessionPool::new(
+                cfg.max_sessions,
+                Duration::from_millis(cfg.session_wait_ms),
+                cfg.reuse_sessions,
+            ),
+            keys: Mutex::new(HashMap::new()),
+            found: Mutex::new(None),
+            probing: Mutex::new(()),
+            summary: Mutex::new(TokenSummary {
+                label: cfg.token_label.clone().unwrap_or_default(),
+                serial: cfg.token_serial.clone().unwrap_or_default(),
+                ..TokenSummary::default()
+            }),
+            cfg,
+            module,
+            pin,
+        })
+    }
+
+    /// Checks that the token is there, the PIN works and the KEK exists;
+    /// with `create_kek`, generates the KEK when absent (`keyhold hsm init`).
+    pub fn connect(&self, create_kek: bool) -> Result<()> {
+        let found = self
+            .with_session("find the key-encryption key", |s| self.find_kek(s))
+            .map_err(|e| ck("C_FindObjects", e))?;
+        match found {
+            Some(_) => self.key_handle(&self.cfg.kek_label).map(|_| ()),
+            None if create_kek => {
+                let template = aes256_key_template(&self.cfg.kek_label);
+                self.with_session("create the key-encryption key", |s| {
+                    s.generate_key(&Mechanism::AesKeyGen, &template)
+                })
+                .map_err(|e| ck("C_GenerateKey", e))?;
+                tracing::info!(label = %self.cfg.kek_label, token = %self.name(), "created the HSM key-encryption key");
+                self.key_handle(&self.cfg.kek_label).map(|_| ())
+            }
+            None => Err(Error::RootOfTrust(format!(
+                "no key-encryption key labelled {:?} in token {:?} (run `keyhold hsm init`)",
+                self.cfg.kek_label,
+                self.name()
+            ))),
+        }
+    }
+
+    /// The token's label (or serial) for messages.
+    pub fn name(&self) -> String {
+        let s = self.summary.lock();
+        if s.label.is_empty() {
+            s.serial.clone()
+        } else {
+            s.label.clone()
+        }
+    }
+
+    pub fn summary(&self) -> TokenSummary {
+        self.summary.lock().clone()
+    }
+
+    pub fn open_sessions(&self) -> usize {
+        self.pool.open_sessions()
+    }
+
+    pub fn max_sessions(&self) -> usize {
+        self.pool.max_sessions()
+    }
+
+    /// The token's slot in the module's current generation, looked up again
+    /// after a re-initialisation (which also voids every cached handle).
+    fn locate(&self, m: &Loaded) -> Result<Slot> {
+        let mut found = self.found.lock();
+        if let Some(f) = found.as_ref().filter(|f| f.generation == m.generation) {
+            return Ok(f.slot);
+        }
+        self.keys.lock().clear();
+        let slots = m
+            .ctx
+            .get_slots_with_token()
+            .map_err(|e| ck("C_GetSlotList", e))?;
+        let mut seen = Vec::new();
+        for slot in slots {
+            let Ok(info) = m.ctx.get_token_info(slot) else {
+                continue;
+            };
+            let label = info.label().trim().to_owned();
+            let serial = info.serial_number().trim().to_owned();
+            let ok = self.cfg.token_label.as_deref().is_none_or(|l| l == label)
+                && self.cfg.token_serial.as_deref().is_none_or(|s| s == serial);
+            if ok && info.token_initialized() {
+                *self.summary.lock() = TokenSummary {
+                    label,
+                    serial,
+                    manufacturer: info.manufacturer_id().trim().to_owned(),
+                    model: info.model().trim().to_owned(),
+                };
+                *found = Some(Found {
+                    generation: m.generation,
+                    slot,
+                });
+                return Ok(slot);
+            }
+            seen.push(label);
+        }
+        Err(Error::RootOfTrust(format!(
+            "no initialised token labelled {:?}{} in {} (tokens seen: {:?})",
+            self.cfg.token_label.as_deref().unwrap_or("*"),
+            self.cfg
+                .token_serial
+                .as_deref()
+                .map(|s| format!(" with serial {s:?}"))
+                .unwrap_or_default(),
+            self.cfg.module.display(),
+            seen
+        )))
+    }
+
+    /// Whether the token still answers (C_GetTokenInfo on its slot).
+    pub fn answers(&self) -> bool {
+        let m = self.module.enter();
+        match self.locate(&m) {
+            Ok(slot) => m.ctx.get_token_info(slot).is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Runs `op`; if it fails and the token has stopped answering, the
+    /// module is re-initialised (at most once a second) and `op` runs once
+    /// more. Returns the error and whether the token is down.
+    pub fn recovering<R>(
+        &self,
+        op: impl Fn() -> Result<R>,
+    ) -> std::result::Result<R, (Error, bool)> {
+        let generation = self.module.generation();
+        match op() {
+            Ok(r) => Ok(r),
+            Err(e) if may_be_device(&e) && !self.answers() => {
+                if !self.module.reinitialize(generation) {
+                    return Err((e, true));
+                }
+                match op() {
+                    Ok(r) => {
+                        tracing::info!(token = %self.name(), "HSM token recovered");
+                        Ok(r)
+                    }
+                    Err(e) => {
+                        let down = may_be_device(&e) && !self.answers();
+                        Err((e, down))
+                    }
+                }
+            }
+            Err(e) => Err((e, false)),
+        }
+    }
+
+    /// Opens a read-write session, logged in as the user.
+    fn open_session(&self, m: &Loaded, slot: Slot) -> Result<Session> {
+        let s = m
+            .ctx
+            .open_rw_session(slot)
+            .map_err(|e| ck("C_OpenSession", e))?;
+        let state = s
+            .get_session_info()
+            .map_err(|e| ck("C_GetSessionInfo", e))?
+            .session_state();
+        if !matches!(state, SessionState::RwUser | SessionState::RoUser) {
+            match s.login(UserType::User, Some(&self.pin)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(e) => return Err(ck("C_Login", e)),
+            }
+        }
+        Ok(s)
+    }
+
+    fn find_kek(&self, s: &Session) -> std::result::Result<Option<ObjectHandle>, CkError> {
+        let found = s.find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Label(self.cfg.kek_label.as_bytes().to_vec()),
+        ])?;
+        Ok(found.first().copied())
+    }
+
+    /// Runs `f` with a pooled session, holding the module's guard. A failure
+    /// that may have killed the session discards it and retries once with a
+    /// fresh one.
+    fn with_session<R>(
+        &self,
+        what: &str,
+        f: impl Fn(&Session) -> std::result::Result<R, CkError>,
+    ) -> std::result::Result<R, SessionFailure> {
+        let m = self.module.enter();
+        let slot = self.locate(&m).map_err(SessionFailure::Pool)?;
+        let mut last = None;
+        for attempt in 0..2 {
+            let lease = self
+                .pool
+                .get(m.generation, || self.open_session(&m, slot))
+                .map_err(SessionFailure::Pool)?;
+            match f(lease.session()) {
+                Ok(r) => return Ok(r),
+                Err(e) if session_is_dead(&e) => {
+                    tracing::warn!(attempt, op = what, error = ?e, "HSM session failed; retrying with a new one");
+                    lease.discard();
+                    last = Some(e);
+                }
+                Err(e) => return Err(SessionFailure::Ck(e)),
+            }
+        }
+        Err(SessionFailure::Ck(last.expect("two attempts failed")))
+    }
+
+    /// Runs `f` with the handle of the key labelled `label`. A handle that
+    /// went stale (the token was logged out, say) is looked up again once.
+    fn with_key<R>(
+        &self,
+        label: &str,
+        f: impl Fn(&Session, ObjectHandle) -> std::result::Result<R, CkError>,
+    ) -> std::result::Result<R, SessionFailure> {
+        if !self.cfg.reuse_sessions {
+            // The naive baseline: every operation opens a session, logs in,
+            // finds the key and uses it.
+            self.key_handle(label).map_err(SessionFailure::Pool)?;
+            return self.with_session(label, |s| {
+                let found = s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])?;
+                match found.first() {
+                    Some(h) => f(s, *h),
+                    None => Err(CkError::Pkcs11(
+                        RvError::KeyHandleInvalid,
+                        Function::FindObjects,
+                    )),
+                }
+            });
+        }
+        let h = self.key_handle(label).map_err(SessionFailure::Pool)?;
+        match self.with_session(label, |s| f(s, h)) {
+            Err(SessionFailure::Ck(CkError::Pkcs11(
+                RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
+                _,
+            ))) => {
+                self.keys.lock().remove(label);
+                let h = self.key_handle(label).map_err(SessionFailure::Pool)?;
+                self.with_session(label, |s| f(s, h))
+            }
+            r => r,
+        }
+    }
+
+    /// The handle of the AES-256 key with this label (cached). The KEK must
+    /// also be sensitive and never extractable.
+    fn key_handle(&self, label: &str) -> Result<ObjectHandle> {
+        if let Some(h) = self.keys.lock().get(label) {
+            return Ok(*h);
+        }
+        // Find and inspect in one session: a handle is only sure to be valid
+        // while the token stays logged in.
+        let (found, facts) = self
+            .with_session("find key", |s| {
+                let found = s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])?;
+                let facts = match found.as_slice() {
+                    [h] => key_facts(s, *h)?,
+                    _ => KeyFacts::default(),
+                };
+                Ok((found, facts))
+            })
+            .map_err(|e| ck("find HSM key", e))?;
+        let h = match found.as_slice() {
+            [h] => *h,
+            [] => {
+                return Err(Error::RootOfTrust(format!(
+                    "no key labelled {label:?} in HSM token {:?}",
+                    self.name()
+                )))
+            }
+            _ => {
+                return Err(Error::RootOfTrust(format!(
+                    "{} keys are labelled {label:?} in HSM token {:?}; labels must be unique",
+                    found.len(),
+                    self.name()
+                )))
+            }
+        };
+        if !(facts.aes256 && facts.encrypt && facts.decrypt) {
+            return Err(Error::RootOfTrust(format!(
+                "the HSM key labelled {label:?} must be an AES-256 key allowed to encrypt and decrypt"
+            )));
+        }
+        let kek_may_leave = facts.extractable || !facts.sensitive;
+        if label == self.cfg.kek_label && kek_may_leave {
+            return Err(Error::RootOfTrust(format!(
+                "the key-encryption key {label:?} must be sensitive and not extractable"
+            )));
+        }
+        self.keys.lock().insert(label.to_owned(), h);
+        Ok(h)
+    }
+
+    /// Labels of the secret keys in the token.
+    pub fn list_secret_keys(&self) -> Result<Vec<String>> {
+        let mut out = self
+            .with_session("list keys", |s| {
+                let mut out = Vec::new();
+                for h in s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])? {
+                    for a in s.get_attributes(h, &[AttributeType::Label])? {
+                        if let Attribute::Label(l) = a {
+                            out.push(String::from_utf8_lossy(&l).into_owned());
+                        }
+                    }
+                }
+                Ok(out)
+            })
+            .map_err(|e| ck("list HSM keys", e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Generates a non-extractable AES-256 key with this label.
+    pub fn generate_key(&self, label: &str) -> Result<()> {
+        if self.key_handle(label).is_ok() {
+            return Err(Error::invalid(
+                "HSM key label",
+                format!("{label:?} is already in use"),
+            ));
+        }
+        let template = aes256_key_template(label);
+        let h = self
+            .with_session("generate key", |s| {
+                s.generate_key(&Mechanism::AesKeyGen, &template)
+            })
+            .map_err(|e| ck("C_GenerateKey", e))?;
+        self.keys.lock().insert(label.to_owned(), h);
+        Ok(())
+    }
+
+    pub fn check_key(&self, label: &str) -> Result<()> {
+        self.key_handle(label).map(|_| ())
+    }
+
+    /// AES-GCM in the HSM with an IV from the module's RNG.
+    pub fn encrypt(
+        &self,
+        label: &str,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<([u8; 12], Vec<u8>, [u8; 16])> {
+        let (iv, mut out) = self
+            .with_key(label, |s, h| {
+                let mut iv = [0u8; GCM_IV_LEN];
+                s.generate_random_slice(&mut iv)?;
+                let mut nonce = iv;
+                let params = GcmParams::new(&mut nonce, aad, 128.into())?;
+                Ok((iv, s.encrypt(&Mechanism::AesGcm(params), h, plaintext)?))
+            })
+            .map_err(|e| ck("encrypt in the HSM", e))?;
+        if out.len() != plaintext.len() + 16 {
+            return Err(Error::Internal(
+                "unexpected AES-GCM output length from the HSM".into(),
+            ));
+        }
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&out[plaintext.len()..]);
+        out.truncate(plaintext.len());
+        Ok((iv, out, tag))
+    }
+
+    pub fn decrypt(
+        &self,
+        label: &str,
+        iv: &[u8],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8],
+    ) -> Result<SecretBytes> {
+        let mut input = Vec::with_capacity(ciphertext.len() + tag.len());
+        input.extend_from_slice(ciphertext);
+        input.extend_from_slice(tag);
+        match self
+            .with_key(label, |s, h| gcm_decrypt(s, h, iv, aad, &input))
+            .map_err(|e| ck("decrypt in the HSM", e))?
+        {
+            Some(p) => Ok(SecretBytes::new(p)),
+            None => Err(Error::InvalidCiphertext),
+        }
+    }
+
+    /// Wraps under the KEK: format byte, IV, AES-GCM output (context as AAD).
+    pub fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let mut iv = [0u8; GCM_IV_LEN];
+        fill_random(&mut iv).map_err(|e| Error::Internal(e.to_string()))?;
+        let sealed = self
+            .with_key(&self.cfg.kek_label, |s, kek| {
+                let mut iv = iv;
+                let params = GcmParams::new(&mut iv, context, 128.into())?;
+                s.encrypt(&Mechanism::AesGcm(params), kek, plaintext)
+            })
+            .map_err(|e| ck("wrap in the HSM", e))?;
+        let mut out = Vec::with_capacity(1 + GCM_IV_LEN + sealed.len());
+        out.push(WRAP_FORMAT_PKCS11_GCM);
+        out.extend_from_slice(&iv);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    pub fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
+        let rest = match wrapped.split_first() {
+            Some((&WRAP_FORMAT_PKCS11_GCM, rest)) if rest.len() >= GCM_IV_LEN + 16 => rest,
+            _ => return Err(Error::RootOfTrust("not wrapped by a PKCS#11 root".into())),
+        };
+        let (iv, sealed) = rest.split_at(GCM_IV_LEN);
+        let plain = self
+            .with_key(&self.cfg.kek_label, |s, kek| {
+                gcm_decrypt(s, kek, iv, context, sealed)
+            })
+            .map_err(|e| ck("unwrap in the HSM", e))?;
+        plain.map(SecretBytes::new).ok_or(Error::UnwrapFailed)
+    }
+
+    /// The deep health check of this token: an AES-GCM round trip inside
+    /// it, on its own health key (generated on first use; never a customer
+    /// key and never the KEK).
+    pub fn probe(&self) -> Result<()> {
+        let label = format!("{}-health", self.cfg.kek_label);
+        let _one = self.probing.lock();
+        if let Err(e) = self.check_key(&label) {
+            if !self.answers() {
+                return Err(e);
+            }
+            self.generate_key(&label)?;
+        }
+        let mut probe = [0u8; 32];
+        fill_random(&mut probe).map_err(|e| Error::Internal(e.to_string()))?;
+        let (iv, ct, tag) = self.encrypt(&label, b"keyhold health", &probe)?;
+        let back = self.decrypt(&label, &iv, b"keyhold health", &ct, &tag)?;
+        if !ct_eq(back.expose(), &probe) {
+            return Err(Error::RootOfTrust(
+                "the HSM health round trip gave back other bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Failure injection against SoftHSMv2: tokens taken away under traffic
+//! (their directory moved), failover to a second token holding the same
+//! KEK, and recovery once the token is back, without reopening anything.
+//! One test: the module is shared by the whole process.
+
+mod support;
+
+use keyhold_core::Error;
+use keyhold_hsm::{FailoverToken, PinSource, Pkcs11Config, Pkcs11Root};
+use keyhold_keystore::RootOfTrust;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+const PIN: &str = "1111-user-pin";
+const KEK: &str = "cluster-kek";
+const KEY: &str = "cluster-key";
+
+fn config(main: &str, failover: &[&str]) -> Pkcs11Config {
+    let mut c = Pkcs11Config::new(
+        MODULE.into(),
+        main.into(),
+        PinSource::Env("KEYHOLD_RECOVERY_PIN".into()),
+    );
+    c.kek_label = KEK.into();
+    c.session_wait_ms = 500;
+    c.failover = failover
+        .iter()
+        .map(|t| FailoverToken {
+            module: None,
+            token_label: Some((*t).into()),
+            token_serial: None,
+            pin: None,
+        })
+        .collect();
+    c
+}
+
+/// Runs `f` until it succeeds, for at most `limit`.
+fn eventually(limit: Duration, f: impl Fn() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn tokens_taken_away_fail_over_and_recover_without_restart() {
+    let hsm = SoftHsm::new();
+    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+    std::env::set_var("KEYHOLD_RECOVERY_PIN", PIN);
+    let primary = hsm.add_token("primary", PIN);
+    let standby = hsm.add_token("standby", PIN);
+    let _stranger = hsm.add_token("stranger", PIN);
+    let (kek, key) = ([7u8; 32], [9u8; 32]);
+    for t in ["primary", "standby"] {
+        hsm.write_aes_key(t, PIN, KEK, &kek);
+        hsm.write_aes_key(t, PIN, KEY, &key);
+    }
+    hsm.write_aes_key("stranger", PIN, KEK, &[8u8; 32]);
+
+    let root = Arc::new(Pkcs11Root::open(config("primary", &["standby"]), false).unwrap());
+    let check = root.wrap(b"check", b"root check value").unwrap();
+    assert_eq!(
+        root.unwrap_with_each(b"check", &check).unwrap().expose(),
+        b"root check value"
+    );
+    let keys = root.hsm_keys().unwrap();
+    let (iv, ct, tag) = keys.encrypt(KEY, b"aad", b"made on the primary").unwrap();
+
+    // A failover token with another KEK is refused.
+    let odd = Pkcs11Root::open(config("primary", &["stranger"]), false).unwrap();
+    let e = odd.unwrap_with_each(b"check", &check).unwrap_err();
+    assert!(
+        e.to_string().contains("stranger") && e.to_string().contains("different"),
+        "{e}"
+    );
+
+    // Traffic on four threads: wrap/unwrap with the KEK and AES-GCM with an
+    // HSM-resident key, counting failures.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let (root, stop, ok, failed) = (root.clone(), stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let mut worst = Duration::ZERO;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    let r = if i % 2 == 0 {
+                        root.wrap(b"ctx", b"data key")
+                            .and_then(|w| root.unwrap(b"ctx", &w))
+                            .map(drop)
+                    } else {
+                        let k = root.hsm_keys().unwrap();
+                        k.encrypt(KEY, b"", b"traffic")
+                            .and_then(|(iv, c, t)| k.decrypt(KEY, &iv, b"", &c, &t))
+                            .map(drop)
+                    };
+                    worst = worst.max(t.elapsed());
+                    match r {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+                worst
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // 1. The primary goes away: the standby takes over, no request fails.
+    let away = take_away(&primary);
+    std::thread::sleep(Duration::from_millis(700));
+    let before = ok.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ok.load(Ordering::Relaxed) > before, "traffic goes on");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "failover loses no request"
+    );
+    let st = root.status();
+    assert!(st[0].down.is_some() && st[1].down.is_none(), "{st:?}");
+    let health = root.probe_all();
+    assert!(health[0].1.is_err() && health[1].1.is_ok(), "{health:?}");
+    // Ciphertext made on the primary decrypts on the standby.
+    assert_eq!(
+        keys.decrypt(KEY, &iv, b"aad", &ct, &tag).unwrap().expose(),
+        b"made on the primary"
+    );
+
+    // 2. The primary comes back: it is used again, no restart.
+    std::fs::rename(&away, &primary).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || root.status()[0].down.is_none()),
+        "the primary is back in service: {:?}",
+        root.status()
+    );
+    assert!(root.probe_all().iter().all(|(_, r)| r.is_ok()));
+
+    // 3. Both go away: requests fail fast with a root-of-trust error (an
+    // InternalException to XKS clients), never hang.
+    let away_p = take_away(&primary);
+    let away_s = take_away(&standby);
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let e = root.wrap(b"ctx", b"x").unwrap_err();
+    assert!(matches!(e, Error::RootOfTrust(_)), "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(failed.load(Ordering::Relaxed) > 0);
+    assert!(root.probe_all().iter().all(|(_, r)| r.is_err()));
+
+    // 4. Both come back: service resumes on its own.
+    std::fs::rename(&away_p, &primary).unwrap();
+    std::fs::rename(&away_s, &standby).unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || root
+            .wrap(b"ctx", b"x")
+            .and_then(|w| root.unwrap(b"ctx", &w))
+            .is_ok()),
+        "service resumes"
+    );
+    let failed_then = failed.load(Ordering::Relaxed);
+    let ok_then = ok.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let worst = workers
+        .into_iter()
+        .map(|w| w.join().unwrap())
+        .max()
+        .unwrap();
+    assert!(ok.load(Ordering::Relaxed) > ok_then);
+    assert!(
+        failed.load(Ordering::Relaxed) - failed_then <= 4,
+        "after recovery, requests succeed again"
+    );
+    assert!(worst < Duration::from_secs(5), "no request hung: {worst:?}");
+    assert!(root
+        .status()
+        .iter()
+        .all(|s| s.open_sessions <= s.max_sessions));
+}
