@@ -133,7 +133,9 @@ fn xks_with_an_hsm_root_of_trust() {
     .to_string();
     drop(server);
 
-    // After a restart the key is unwrapped by the HSM again.
+    // After a rotation and a restart, version 1 is unwrapped by the HSM
+    // again, on a cache miss of a non-current version.
+    env.run_ok(&["key", "rotate", "/demo", "k1"]);
     let server = env.serve(&[]);
     let dec = Curl::new(&server, &cred).send("/demo/kms/xks/v1/keys/k1/decrypt", &dec_body);
     assert_eq!(dec.status, 200, "{dec:?}");

@@ -285,11 +285,13 @@ impl RootOfTrust for Pkcs11Root {
                     plain.get_or_insert(p);
                 }
                 Err(Error::UnwrapFailed) if i == 0 => return Err(Error::UnwrapFailed),
-                Err(Error::UnwrapFailed) => return Err(Error::RootOfTrust(format!(
+                Err(Error::UnwrapFailed) => {
+                    return Err(Error::RootOfTrust(format!(
                     "failover HSM token {:?} holds a different key-encryption key labelled {:?}",
                     m.token.name(),
                     self.kek_label
-                ))),
+                )))
+                }
                 Err(e) => m.mark_down(&e),
             }
         }

@@ -1,56 +1,29 @@
 //! The PKCS#11 root against a real module: SoftHSMv2, with a fresh token in a
 //! temporary directory for this test run (its own SOFTHSM2_CONF).
 
+mod support;
+
 use keyhold_hsm::{PinSource, Pkcs11Config, Pkcs11Root};
 use keyhold_keystore::RootOfTrust;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use support::{SoftHsm, MODULE};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "4321-user-pin";
 const TOKEN: &str = "keyhold-test";
 
 /// One token per test process: a PKCS#11 module is initialised once per
 /// process, so every test here shares this token (with its own KEK label).
-fn token() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
-        std::fs::create_dir_all(dir.join("tokens")).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
+fn token() -> &'static SoftHsm {
+    static HSM: OnceLock<SoftHsm> = OnceLock::new();
+    HSM.get_or_init(|| {
+        let hsm = SoftHsm::new();
         // Set before the module is first loaded, by the only thread doing so.
-        std::env::set_var("SOFTHSM2_CONF", &conf);
+        std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
         std::env::set_var("KEYHOLD_TEST_HSM_PIN", PIN);
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                TOKEN,
-                "--pin",
-                PIN,
-                "--so-pin",
-                "8765-so-pin",
-            ])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("softhsm2-util (install softhsm2)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
+        hsm.add_token(TOKEN, PIN);
+        hsm
     })
 }
 
@@ -96,7 +69,7 @@ fn kek_is_created_once_and_never_extractable() {
             "--type",
             "secrkey",
         ])
-        .env("SOFTHSM2_CONF", token().join("softhsm2.conf"))
+        .env("SOFTHSM2_CONF", &token().conf)
         .output()
         .expect("pkcs11-tool (install opensc)");
     let text = String::from_utf8_lossy(&out.stdout);

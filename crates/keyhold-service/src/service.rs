@@ -265,6 +265,17 @@ impl KeyService {
             .is_some()
     }
 
+    /// Whether decrypting with `version` of this key needs no unwrap: the
+    /// key is cached with that version (current or older) already unwrapped.
+    pub fn is_version_cached(&self, store: &StorePrefix, id: &str, version: u32) -> bool {
+        self.keys
+            .get(&(store.as_str().to_owned(), id.to_owned()))
+            .is_some_and(|h| {
+                h.key.current_version == version
+                    || h.versions.lock().iter().any(|(v, _)| *v == version)
+            })
+    }
+
     /// Whether `health()` would be answered from its cache.
     pub fn is_health_cached(&self) -> bool {
         self.health
@@ -663,8 +674,6 @@ impl KeyService {
         Ok(())
     }
 
-    /// Adds a new version of fresh material and makes it current. Older
-    /// versions stay available for decrypt.
     /// Creates a key whose material is generated in, and never leaves, the
     /// HSM of the root of trust (`label` defaults to `keyhold:<prefix>:<id>`).
     pub fn create_hsm_key(
@@ -724,6 +733,8 @@ impl KeyService {
         Ok(key)
     }
 
+    /// Adds a new version of fresh material and makes it current. Older
+    /// versions stay available for decrypt.
     pub fn rotate_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Key> {
         let key = self.get_key(prefix, id)?;
         if key.hsm_label.is_some() {

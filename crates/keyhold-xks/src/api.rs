@@ -4,7 +4,7 @@
 use crate::error::{ErrorName, XksError};
 use crate::route::{self, Op};
 use crate::sigv4::{self, AuthError, RequestParts, SigningKeys};
-use crate::wire::RequestMetadata;
+use crate::wire::{self, RequestMetadata};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
@@ -226,7 +226,7 @@ impl XksApi {
         let mut akid = None;
         let mut akid_owned = None;
         let (meta, result) = match body {
-            Ok(body) if self.uses_hsm_key(&route) => {
+            Ok(body) if self.needs_hsm(&route, &body) => {
                 // Encrypt/Decrypt run inside the HSM: a blocking call, on a
                 // blocking thread, waited for at most hsm_timeout.
                 let (m, r, a) = self.handle_api_blocking(&parts, body).await;
@@ -294,15 +294,31 @@ impl XksApi {
         }
     }
 
-    /// Whether this request will run AES-GCM inside the HSM (on a
-    /// multi-threaded runtime, where blocking can be handed off).
-    fn uses_hsm_key(&self, route: &route::Route<'_>) -> bool {
-        self.service.root_blocks()
+    /// Whether this request will call the HSM after its caches were warmed
+    /// (on a multi-threaded runtime, where blocking can be handed off): it
+    /// runs AES-GCM inside the HSM, or decrypts under an older key version
+    /// not unwrapped yet.
+    fn needs_hsm(&self, route: &route::Route<'_>, body: &[u8]) -> bool {
+        if !(self.service.root_blocks()
             && matches!(route.op, Op::Encrypt | Op::Decrypt)
             && tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-            && keyhold_core::StorePrefix::parse(route.prefix)
-                .is_ok_and(|p| self.service.is_key_hsm_resident(&p, route.key_id))
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread))
+        {
+            return false;
+        }
+        let Ok(p) = keyhold_core::StorePrefix::parse(route.prefix) else {
+            return false;
+        };
+        if self.service.is_key_hsm_resident(&p, route.key_id) {
+            return true;
+        }
+        route.op == Op::Decrypt
+            && wire::parse_json::<wire::DecryptRequest>(body)
+                .ok()
+                .and_then(|r| r.ciphertext_metadata)
+                .and_then(|m| wire::b64_optional("ciphertextMetadata", Some(&m)).ok())
+                .and_then(|m| wire::ctm::parse(&m))
+                .is_some_and(|v| !self.service.is_version_cached(&p, route.key_id, v))
     }
 
     /// With a root of trust that blocks (an HSM), loads what this request

@@ -1,0 +1,129 @@
+//! The per-request HSM timeout: an HSM that takes too long gets the client a
+//! DependencyTimeoutException at the configured time, while requests that
+//! do not need the HSM keep being served. The slow HSM is a test double
+//! (SoftHSM is never slow on demand); the real-HSM failure tests are in
+//! keyhold-hsm and keyhold-cli.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use keyhold_core::{KeyId, Result, StorePrefix, Usage};
+use keyhold_crypto::SecretBytes;
+use keyhold_keystore::{HsmKeys, RootInfo, RootOfTrust, SoftwareRoot};
+use keyhold_service::KeyService;
+use keyhold_storage::SqliteStorage;
+use keyhold_xks::sigv4::{Signer, XKS_SERVICE};
+use keyhold_xks::{XksApi, XksConfig};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A software root that claims an HSM whose AES-GCM takes a second.
+struct SlowHsm(SoftwareRoot);
+
+impl RootOfTrust for SlowHsm {
+    fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.0.wrap(context, plaintext)
+    }
+    fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
+        self.0.unwrap(context, wrapped)
+    }
+    fn info(&self) -> RootInfo {
+        self.0.info()
+    }
+    fn blocks(&self) -> bool {
+        true
+    }
+    fn hsm_keys(&self) -> Option<&dyn HsmKeys> {
+        Some(self)
+    }
+}
+
+impl HsmKeys for SlowHsm {
+    fn generate_key(&self, _label: &str) -> Result<()> {
+        Ok(())
+    }
+    fn check_key(&self, _label: &str) -> Result<()> {
+        Ok(())
+    }
+    fn encrypt(&self, _: &str, _: &[u8], p: &[u8]) -> Result<([u8; 12], Vec<u8>, [u8; 16])> {
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(([0; 12], p.to_vec(), [0; 16]))
+    }
+    fn decrypt(&self, _: &str, _: &[u8], _: &[u8], c: &[u8], _: &[u8]) -> Result<SecretBytes> {
+        std::thread::sleep(Duration::from_secs(1));
+        Ok(SecretBytes::new(c.to_vec()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_hsm_answers_dependency_timeout_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = SlowHsm(SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap());
+    let storage = SqliteStorage::open(&dir.path().join("k.db")).unwrap();
+    let svc = Arc::new(KeyService::open(Arc::new(storage), Arc::new(root)).unwrap());
+    let p = StorePrefix::parse("/t").unwrap();
+    svc.create_store(&p, "").unwrap();
+    let cred = svc.add_credential(&p).unwrap();
+    svc.create_hsm_key(&p, &KeyId::parse("slow").unwrap(), Usage::BOTH, None)
+        .unwrap();
+    svc.create_key(&p, &KeyId::parse("soft").unwrap(), Usage::BOTH)
+        .unwrap();
+    let config = XksConfig {
+        hsm_timeout: Duration::from_millis(150),
+        ..XksConfig::default()
+    };
+    let api = Arc::new(XksApi::new(svc, config));
+    let signer = Signer::new(
+        &cred.access_key_id,
+        cred.secret_access_key.expose(),
+        "eu-west-1",
+        XKS_SERVICE,
+    );
+    let call = |key: &str| {
+        let path = format!("/t/kms/xks/v1/keys/{key}/encrypt");
+        let body = serde_json::json!({
+            "requestMetadata": {"awsPrincipalArn": "arn:aws:iam::1:role/r", "kmsKeyArn": "arn:aws:kms:eu-west-1:1:key/k",
+                "kmsOperation": "Encrypt", "kmsRequestId": "r1"},
+            "plaintext": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "encryptionAlgorithm": "AES_GCM",
+        })
+        .to_string();
+        let (date, auth) = signer.sign(
+            "POST",
+            "xks.example.com",
+            &path,
+            Some("application/json"),
+            body.as_bytes(),
+            keyhold_core::now(),
+        );
+        let req = Request::post(&path)
+            .header("host", "xks.example.com")
+            .header("content-type", "application/json")
+            .header("x-amz-date", date)
+            .header("authorization", auth)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let api = api.clone();
+        async move {
+            let resp = api.handle(req).await;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            (status, v)
+        }
+    };
+
+    let t = Instant::now();
+    let (status, v) = call("slow").await;
+    let took = t.elapsed();
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["errorName"], "DependencyTimeoutException");
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    assert!(took >= Duration::from_millis(150), "{took:?}");
+
+    // Meanwhile other requests are served at once.
+    let t = Instant::now();
+    let (status, v) = call("soft").await;
+    assert_eq!(status, 200, "{v}");
+    assert!(t.elapsed() < Duration::from_millis(500));
+}
