@@ -161,6 +161,8 @@ pub fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), String> {
 pub struct Ctx {
     pub service: KeyService,
     pub json: bool,
+    /// The data directory (where running servers acknowledge changes).
+    pub data_dir: std::path::PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -224,6 +226,8 @@ pub enum KeyCmd {
         /// PKCS#11 label for an HSM key (default keyhold:<prefix>:<key id>).
         #[arg(long, requires = "protection")]
         hsm_label: Option<String>,
+        #[command(flatten)]
+        lifecycle: crate::lifecycle_cmd::CreateLifecycle,
     },
     /// Adopt an AES-256 key that already exists in the HSM (e.g. from another XKS proxy).
     ImportHsm {
@@ -261,17 +265,19 @@ pub enum KeyCmd {
         #[arg(long)]
         usage: String,
     },
+    #[command(flatten)]
+    Lifecycle(crate::lifecycle_cmd::LifecycleCmd),
 }
 
 fn e(err: impl std::fmt::Display) -> String {
     err.to_string()
 }
 
-fn prefix(s: &str) -> Result<StorePrefix, String> {
+pub(crate) fn prefix(s: &str) -> Result<StorePrefix, String> {
     StorePrefix::parse(s).map_err(e)
 }
 
-fn key_id(s: &str) -> Result<KeyId, String> {
+pub(crate) fn key_id(s: &str) -> Result<KeyId, String> {
     KeyId::parse(s).map_err(e)
 }
 
@@ -398,12 +404,35 @@ fn key_json(k: &Key) -> serde_json::Value {
         "current_version": k.current_version,
         "protection": if k.hsm_label.is_some() { "HSM" } else { "SOFTWARE" },
         "hsm_label": k.hsm_label,
+        "state": k.lifecycle.state_at(keyhold_core::now()).as_str(),
+        "activate_at": k.lifecycle.activate_at.map(output::time),
+        "deactivate_at": k.lifecycle.deactivate_at.map(output::time),
+        "destroy_at": k.lifecycle.destroy_at.map(output::time),
+        "compromised_at": k.lifecycle.compromised_at.map(output::time),
+        "rotation_period_s": k.lifecycle.rotation_period,
+        "next_rotation_at": k.lifecycle.next_rotation_at.map(output::time),
+        "min_decrypt_version": k.lifecycle.min_decrypt_version,
         "created_at": output::time(k.created_at),
         "updated_at": output::time(k.updated_at),
     })
 }
 
-fn print_keys(ctx: &Ctx, keys: &[Key]) {
+/// The state column: lifecycle state, and a scheduled destruction.
+fn state_cell(k: &Key) -> String {
+    let s = k
+        .lifecycle
+        .state_at(keyhold_core::now())
+        .as_str()
+        .to_owned();
+    match k.lifecycle.destroy_at {
+        Some(t) if k.lifecycle.pending_destruction() => {
+            format!("{s} (destroy at {})", output::time(t))
+        }
+        _ => s,
+    }
+}
+
+pub(crate) fn print_keys(ctx: &Ctx, keys: &[Key]) {
     if ctx.json {
         output::json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
     } else {
@@ -412,6 +441,7 @@ fn print_keys(ctx: &Ctx, keys: &[Key]) {
                 "STORE",
                 "KEY ID",
                 "STATUS",
+                "STATE",
                 "USAGE",
                 "VERSION",
                 "PROTECTION",
@@ -424,6 +454,7 @@ fn print_keys(ctx: &Ctx, keys: &[Key]) {
                         k.store.display().to_owned(),
                         k.id.to_string(),
                         k.status.as_str().to_owned(),
+                        state_cell(k),
                         k.usage.to_string(),
                         k.current_version.to_string(),
                         if k.hsm_label.is_some() {
@@ -510,6 +541,9 @@ pub fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
             };
             let p = prefix(p)?;
             svc.set_store_status(&p, status).map_err(e)?;
+            if status == Status::Disabled {
+                crate::lifecycle_cmd::in_force(ctx)?;
+            }
             let s = svc.get_store(&p).map_err(e)?;
             print_stores(ctx, &[with_counts(ctx, s)?]);
         }
@@ -570,6 +604,7 @@ fn credential(ctx: &Ctx, cmd: &CredentialCmd) -> Result<(), String> {
         } => {
             svc.remove_credential(&prefix(p)?, access_key_id)
                 .map_err(e)?;
+            crate::lifecycle_cmd::in_force(ctx)?;
             if ctx.json {
                 output::json(&json!({"removed": access_key_id}));
             } else {
@@ -617,7 +652,11 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
             count,
             protection,
             hsm_label,
+            lifecycle,
         } if protection == "hsm" => {
+            if lifecycle.lifecycle()? != keyhold_core::Lifecycle::default() {
+                return Err("lifecycle options at creation are for software keys; use `key deactivate`, `key set-dates` afterwards".into());
+            }
             if *count != 1 {
                 return Err("--count is for software keys; create HSM keys one at a time".into());
             }
@@ -654,10 +693,12 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
             key_id: id,
             usage,
             count,
+            lifecycle,
             ..
         } => {
             let p = prefix(p)?;
             let usage = Usage::parse(usage).map_err(e)?;
+            let lifecycle = lifecycle.lifecycle()?;
             let mut made = Vec::new();
             // Batches of 1000 keys per transaction: 100k keys take seconds, not minutes.
             let mut batch = Vec::with_capacity(1000);
@@ -668,7 +709,9 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
                     (None, _) => key_id(&random_uuid()?)?,
                 });
                 if batch.len() == 1000 || i + 1 == *count {
-                    let keys = svc.create_keys(&p, &batch, usage).map_err(e)?;
+                    let keys = svc
+                        .create_keys_with(&p, &batch, usage, &lifecycle)
+                        .map_err(e)?;
                     made.extend(keys.into_iter().take(1000usize.saturating_sub(made.len())));
                     batch.clear();
                 }
@@ -711,6 +754,9 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
             };
             let (p, id) = (prefix(p)?, key_id(id)?);
             svc.set_key_status(&p, &id, status).map_err(e)?;
+            if status == Status::Disabled {
+                crate::lifecycle_cmd::in_force(ctx)?;
+            }
             print_keys(ctx, &[svc.get_key(&p, &id).map_err(e)?]);
         }
         KeyCmd::Rotate {
@@ -728,8 +774,10 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
             let (p, id) = (prefix(p)?, key_id(id)?);
             svc.set_key_usage(&p, &id, Usage::parse(usage).map_err(e)?)
                 .map_err(e)?;
+            crate::lifecycle_cmd::in_force(ctx)?;
             print_keys(ctx, &[svc.get_key(&p, &id).map_err(e)?]);
         }
+        KeyCmd::Lifecycle(cmd) => crate::lifecycle_cmd::run(ctx, cmd)?,
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! their changes within a tenth of a second, without a restart.
 
 mod admin;
+mod lifecycle_cmd;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -73,6 +74,10 @@ enum Command {
     /// The root of trust of the data directory.
     #[command(subcommand)]
     Root(RootCmd),
+    /// Break glass: refuse every key on every front-end until `keyhold unlock`.
+    Lockdown,
+    /// Lift a lockdown.
+    Unlock,
 }
 
 #[derive(Subcommand)]
@@ -226,6 +231,12 @@ fn main() -> ExitCode {
         } => serve(&cli, listen.as_ref(), *insecure_http),
         Command::Store(cmd) => data_dir(&cli).and_then(|dd| admin::store(&cli_ctx(&cli, dd)?, cmd)),
         Command::Key(cmd) => data_dir(&cli).and_then(|dd| admin::key(&cli_ctx(&cli, dd)?, cmd)),
+        Command::Lockdown | Command::Unlock => data_dir(&cli).and_then(|dd| {
+            lifecycle_cmd::lockdown(
+                &cli_ctx(&cli, dd)?,
+                matches!(cli.command, Command::Lockdown),
+            )
+        }),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
         Command::Root(RootCmd::MigrateToHsm { hsm }) => data_dir(&cli).and_then(|dd| {
             let cfg = hsm.config()?;
@@ -271,5 +282,6 @@ fn cli_ctx(cli: &Cli, dd: DataDir) -> Result<admin::Ctx, String> {
     Ok(admin::Ctx {
         service,
         json: cli.json,
+        data_dir: dd.path.clone(),
     })
 }

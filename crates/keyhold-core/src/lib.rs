@@ -15,3 +15,4 @@ pub mod time;
 pub use error::{Error, Result};
 pub use model::*;
 pub use names::*;
+pub use time::{Clock, ManualClock, SystemClock};

@@ -38,6 +38,144 @@ impl Status {
     }
 }
 
+/// A key's lifecycle state (NIST SP 800-57, as in KMIP). Separate from
+/// [`Status`], which is the break-glass switch: a disabled key keeps its
+/// state and comes back as it was when enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KeyState {
+    /// Created, not usable yet (until activated, or its activation date).
+    PreActive,
+    /// Encrypts and decrypts.
+    Active,
+    /// Decrypt only: no new ciphertext.
+    Deactivated,
+    /// Decrypt only, and reported on every use: the key may be known to others.
+    Compromised,
+    /// Its material has been erased: nothing can be done with it any more.
+    Destroyed,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::PreActive => "PRE_ACTIVE",
+            KeyState::Active => "ACTIVE",
+            KeyState::Deactivated => "DEACTIVATED",
+            KeyState::Compromised => "COMPROMISED",
+            KeyState::Destroyed => "DESTROYED",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "PRE_ACTIVE" => KeyState::PreActive,
+            "ACTIVE" => KeyState::Active,
+            "DEACTIVATED" => KeyState::Deactivated,
+            "COMPROMISED" => KeyState::Compromised,
+            "DESTROYED" => KeyState::Destroyed,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for KeyState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a key is in its life, with the dates that move it on their own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lifecycle {
+    /// The state as last set; [`Lifecycle::state_at`] applies the dates.
+    pub state: KeyState,
+    /// A pre-active key becomes active at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate_at: Option<Timestamp>,
+    /// An active key becomes deactivated at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivate_at: Option<Timestamp>,
+    /// Destruction is scheduled for this time (cancellable until then); the
+    /// key is unusable meanwhile, like AWS KMS's PendingDeletion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroy_at: Option<Timestamp>,
+    /// When the key was (reported to be) compromised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compromised_at: Option<Timestamp>,
+    /// Automatic rotation period in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_period: Option<i64>,
+    /// When the next automatic rotation is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_at: Option<Timestamp>,
+    /// Versions below this one are retired: they no longer decrypt.
+    pub min_decrypt_version: u32,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            state: KeyState::Active,
+            activate_at: None,
+            deactivate_at: None,
+            destroy_at: None,
+            compromised_at: None,
+            rotation_period: None,
+            next_rotation_at: None,
+            min_decrypt_version: 1,
+        }
+    }
+}
+
+impl Lifecycle {
+    /// The state at time `now`, with the activation and deactivation dates
+    /// applied.
+    pub fn state_at(&self, now: Timestamp) -> KeyState {
+        let mut s = self.state;
+        if s == KeyState::PreActive && self.activate_at.is_some_and(|t| t <= now) {
+            s = KeyState::Active;
+        }
+        if s == KeyState::Active && self.deactivate_at.is_some_and(|t| t <= now) {
+            s = KeyState::Deactivated;
+        }
+        s
+    }
+
+    /// Whether destruction is scheduled (and not yet carried out).
+    pub fn pending_destruction(&self) -> bool {
+        self.destroy_at.is_some() && self.state != KeyState::Destroyed
+    }
+}
+
+/// What is known about one key version besides its material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VersionFlag {
+    #[default]
+    Good,
+    /// Marked compromised: decrypt refused.
+    Compromised,
+    /// Marked compromised, decrypt allowed by explicit override (reported).
+    CompromisedAllowed,
+}
+
+impl VersionFlag {
+    pub fn to_i64(self) -> i64 {
+        match self {
+            VersionFlag::Good => 0,
+            VersionFlag::Compromised => 1,
+            VersionFlag::CompromisedAllowed => 2,
+        }
+    }
+    pub fn from_i64(v: i64) -> Self {
+        match v {
+            0 => VersionFlag::Good,
+            2 => VersionFlag::CompromisedAllowed,
+            _ => VersionFlag::Compromised,
+        }
+    }
+}
+
 /// The operations a key allows: any subset of ENCRYPT and DECRYPT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
@@ -132,6 +270,8 @@ pub struct Key {
     /// PKCS#11 label, never leaving it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsm_label: Option<String>,
+    #[serde(flatten)]
+    pub lifecycle: Lifecycle,
 }
 
 /// One version of a key's material, wrapped under the root of trust.
@@ -140,6 +280,7 @@ pub struct WrappedKeyVersion {
     pub version: u32,
     pub wrapped: Vec<u8>,
     pub created_at: Timestamp,
+    pub flag: VersionFlag,
 }
 
 impl std::fmt::Debug for WrappedKeyVersion {
@@ -148,6 +289,7 @@ impl std::fmt::Debug for WrappedKeyVersion {
             .field("version", &self.version)
             .field("wrapped_len", &self.wrapped.len())
             .field("created_at", &self.created_at)
+            .field("flag", &self.flag)
             .finish()
     }
 }
@@ -215,5 +357,39 @@ mod tests {
             assert_eq!(Usage::from_bits(b).to_bits(), b);
         }
         assert_eq!(Usage::default().to_string(), "NONE");
+    }
+
+    #[test]
+    fn dates_move_the_state_on_their_own() {
+        let mut l = Lifecycle {
+            state: KeyState::PreActive,
+            activate_at: Some(100),
+            deactivate_at: Some(200),
+            ..Lifecycle::default()
+        };
+        assert_eq!(l.state_at(99), KeyState::PreActive);
+        assert_eq!(l.state_at(100), KeyState::Active);
+        assert_eq!(l.state_at(200), KeyState::Deactivated);
+        l.state = KeyState::Compromised;
+        assert_eq!(l.state_at(150), KeyState::Compromised);
+        l.state = KeyState::PreActive;
+        l.activate_at = None;
+        assert_eq!(l.state_at(1_000), KeyState::PreActive);
+        for s in [
+            "PRE_ACTIVE",
+            "ACTIVE",
+            "DEACTIVATED",
+            "COMPROMISED",
+            "DESTROYED",
+        ] {
+            assert_eq!(KeyState::parse(s).unwrap().as_str(), s);
+        }
+        for f in [
+            VersionFlag::Good,
+            VersionFlag::Compromised,
+            VersionFlag::CompromisedAllowed,
+        ] {
+            assert_eq!(VersionFlag::from_i64(f.to_i64()), f);
+        }
     }
 }

@@ -68,6 +68,51 @@ pub fn format_amz_date(t: i64) -> String {
     )
 }
 
+/// Parses RFC 3339 in UTC (`2015-08-30T12:36:00Z`) to Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let compact = format!(
+        "{}{}{}T{}{}{}Z",
+        &s[0..4],
+        &s[5..7],
+        &s[8..10],
+        &s[11..13],
+        &s[14..16],
+        &s[17..19]
+    );
+    parse_amz_date(&compact)
+}
+
+/// Parses a duration such as `90d`, `12h`, `30m`, `45s` (or plain seconds)
+/// to seconds.
+pub fn parse_duration(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&s[..i], c),
+        _ => (s, 's'),
+    };
+    let n: i64 = num.parse().ok().filter(|n| *n >= 0)?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        'w' => 7 * 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
 /// Formats Unix seconds as RFC 3339 UTC, e.g. `2015-08-30T12:36:00Z`.
 pub fn format_rfc3339(t: i64) -> String {
     let (y, m, d) = civil_from_days(t.div_euclid(86400));
@@ -114,5 +159,65 @@ mod tests {
         fn parse_never_panics(s in "\\PC{0,20}") {
             let _ = parse_amz_date(&s);
         }
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_and_durations() {
+        for t in [0, 1_440_938_160, 4_102_444_799] {
+            assert_eq!(parse_rfc3339(&format_rfc3339(t)), Some(t));
+        }
+        assert_eq!(parse_rfc3339("2015-08-30 12:36:00Z"), None);
+        assert_eq!(parse_rfc3339("2015-02-30T12:36:00Z"), None);
+        assert_eq!(parse_duration("90d"), Some(90 * 86_400));
+        assert_eq!(parse_duration("12h"), Some(43_200));
+        assert_eq!(parse_duration("3600"), Some(3600));
+        assert_eq!(parse_duration("2w"), Some(14 * 86_400));
+        assert_eq!(parse_duration("-1d"), None);
+        assert_eq!(parse_duration("5y"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}
+
+/// Where the key service reads the time: timed lifecycle transitions
+/// (activation, deactivation, destruction, rotation) are tested with a
+/// [`ManualClock`].
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> crate::Timestamp;
+}
+
+/// The system's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> crate::Timestamp {
+        crate::now()
+    }
+}
+
+/// A clock that moves only when told to (tests).
+#[derive(Debug, Default)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(t: crate::Timestamp) -> Self {
+        Self(std::sync::atomic::AtomicI64::new(t))
+    }
+    pub fn set(&self, t: crate::Timestamp) {
+        self.0.store(t, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn advance(&self, secs: i64) {
+        self.0.fetch_add(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> crate::Timestamp {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

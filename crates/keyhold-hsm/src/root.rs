@@ -230,6 +230,22 @@ impl HsmKeys for Pkcs11Root {
         self.run(|t| t.generate_key(label))
     }
 
+    /// Destroys the key in every token: a failover token that is down
+    /// makes this fail (re-run once it is back).
+    fn destroy_key(&self, label: &str) -> Result<()> {
+        for m in &self.members {
+            m.token
+                .recovering(|| m.token.destroy_key(label))
+                .map_err(|(e, _)| {
+                    Error::RootOfTrust(format!(
+                        "could not destroy {label:?} in HSM token {:?}: {e}",
+                        m.token.name()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
     fn check_key(&self, label: &str) -> Result<()> {
         self.run(|t| t.check_key(label))
     }

@@ -548,6 +548,32 @@ impl Pkcs11Token {
         Ok(())
     }
 
+    /// Destroys the key with this label (never the KEK). A key already
+    /// absent counts as destroyed.
+    pub fn destroy_key(&self, label: &str) -> Result<()> {
+        if label == self.cfg.kek_label || label == format!("{}-health", self.cfg.kek_label) {
+            return Err(Error::invalid(
+                "HSM key label",
+                "Keyhold's own keys are not destroyed this way",
+            ));
+        }
+        let found = self
+            .with_session("find key", |s| {
+                s.find_objects(&[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                ])
+            })
+            .map_err(|e| ck("find HSM key", e))?;
+        for h in found {
+            self.with_session("destroy key", |s| s.destroy_object(h))
+                .map_err(|e| ck("C_DestroyObject", e))?;
+        }
+        self.keys.lock().remove(label);
+        tracing::warn!(label, token = %self.name(), "destroyed the HSM key");
+        Ok(())
+    }
+
     pub fn check_key(&self, label: &str) -> Result<()> {
         self.key_handle(label).map(|_| ())
     }

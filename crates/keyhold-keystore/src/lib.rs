@@ -72,6 +72,9 @@ pub trait RootOfTrust: Send + Sync + 'static {
 pub trait HsmKeys: Send + Sync {
     /// Generates a new non-extractable AES-256 key with this label.
     fn generate_key(&self, label: &str) -> Result<()>;
+    /// Destroys the key with this label (C_DestroyObject): crypto-shredding
+    /// of an HSM-resident key.
+    fn destroy_key(&self, label: &str) -> Result<()>;
     /// Checks that a usable AES-256 key with this label exists.
     fn check_key(&self, label: &str) -> Result<()>;
     /// AES-GCM encryption in the HSM with a 96-bit IV from the module's RNG.

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod data_dir;
+pub mod presence;
 pub mod serve;
 pub mod tls;
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// How often the server checks storage for changes made elsewhere.
-pub const REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+pub const REFRESH_INTERVAL: Duration = Duration::from_millis(20);
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -51,20 +51,56 @@ fn xks_config(c: &Config) -> XksConfig {
 }
 
 /// Starts the periodic cache refresh on its own thread (it does blocking
-/// storage I/O). It stops when the service is dropped elsewhere.
-fn spawn_refresher(service: &Arc<KeyService>) {
+/// storage I/O). After each refresh that saw a change, the break-glass epoch
+/// is acknowledged (see [`crate::presence`]); scheduled key tasks (rotation,
+/// destruction) run every [`DUE_INTERVAL`]. It stops when the service is
+/// dropped elsewhere.
+fn spawn_refresher(service: &Arc<KeyService>, presence: Option<crate::presence::Presence>) {
     let weak = Arc::downgrade(service);
     std::thread::Builder::new()
         .name("keyhold-refresh".into())
-        .spawn(move || loop {
-            std::thread::sleep(REFRESH_INTERVAL);
-            let Some(s) = weak.upgrade() else { return };
-            if let Err(e) = s.refresh() {
-                tracing::warn!(error = %e, "cannot check storage for changes");
+        .spawn(move || {
+            let mut last_due = std::time::Instant::now();
+            // The first pass acknowledges what is in force at start.
+            let mut changed = true;
+            loop {
+                let Some(s) = weak.upgrade() else { return };
+                if changed {
+                    if let (Some(p), Ok(epoch)) = (&presence, s.epoch()) {
+                        p.ack(epoch);
+                    }
+                }
+                if last_due.elapsed() >= DUE_INTERVAL {
+                    last_due = std::time::Instant::now();
+                    match s.run_due() {
+                        Ok(r) if r.destroyed.len() + r.rotated.len() > 0 => {
+                            tracing::info!(
+                                destroyed = r.destroyed.len(),
+                                rotated = r.rotated.len(),
+                                "scheduled key tasks done"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "cannot run scheduled key tasks"),
+                    }
+                }
+                drop(s);
+                std::thread::sleep(REFRESH_INTERVAL);
+                let Some(s) = weak.upgrade() else { return };
+                changed = match s.refresh() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot check storage for changes");
+                        false
+                    }
+                };
             }
         })
         .expect("spawn refresh thread");
 }
+
+/// How often scheduled key tasks are looked for.
+pub const DUE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` completes, then drains connections.
 /// `on_listening` is called with the bound address (port 0 picks a free one).
@@ -99,7 +135,14 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
-    spawn_refresher(&service);
+    let presence = match crate::presence::Presence::register(&config.data_dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register with the data directory; break-glass commands will not wait for this server");
+            None
+        }
+    };
+    spawn_refresher(&service, presence);
     let api = Arc::new(XksApi::new(service, xks_config(config)));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

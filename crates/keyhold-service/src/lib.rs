@@ -12,13 +12,16 @@
 
 mod cache;
 mod health;
+mod lifecycle;
 mod rewrap;
 mod service;
 
 pub use health::{EkmReport, HealthReport, HealthStatus};
+pub use lifecycle::{next_state, DueReport, Transition, MAX_DESTROY_DAYS, MIN_DESTROY_DAYS};
 pub use service::{
     CredentialEntry, CredentialInfo, KeyHandle, KeyMaterial, KeyService, NewCredential, Operation,
 };
 
 pub use keyhold_keystore::Barrier;
+pub use keyhold_storage::VersionInfo;
 pub use rewrap::{rewrap_all, RewrapReport};

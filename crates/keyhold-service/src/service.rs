@@ -5,9 +5,9 @@ use crate::health::{EkmReport, HealthReport, HealthStatus};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyhold_core::{
-    now, validate_access_key_id, validate_secret_access_key, Error, Key, KeyId, KeyStore, Result,
-    Status, StorePrefix, StoredCredential, Timestamp, Usage, WrappedKeyVersion,
-    ACCESS_KEY_ID_ALPHABET,
+    now, validate_access_key_id, validate_secret_access_key, Clock, Error, Key, KeyId, KeyState,
+    KeyStore, Lifecycle, Result, Status, StorePrefix, StoredCredential, SystemClock, Timestamp,
+    Usage, VersionFlag, WrappedKeyVersion, ACCESS_KEY_ID_ALPHABET,
 };
 use keyhold_crypto::{random_secret, Aes256Key, HmacKey, SecretBytes, AES256_KEY_LEN};
 use keyhold_keystore::{Barrier, RootOfTrust, HEALTH_KEY_CONTEXT, HEALTH_KEY_META};
@@ -128,8 +128,10 @@ impl KeyMaterial {
 pub struct KeyHandle {
     pub key: Key,
     store_status: Status,
-    current: Arc<KeyMaterial>,
-    versions: Mutex<Vec<(u32, Arc<KeyMaterial>)>>,
+    /// The current version's material; `None` once the key is destroyed.
+    current: Option<Arc<KeyMaterial>>,
+    current_flag: VersionFlag,
+    versions: Mutex<Vec<(u32, Arc<KeyMaterial>, VersionFlag)>>,
 }
 
 impl std::fmt::Debug for KeyHandle {
@@ -142,12 +144,21 @@ impl std::fmt::Debug for KeyHandle {
 
 impl KeyHandle {
     /// The newest version and its key: encrypt always uses it.
-    pub fn current(&self) -> (u32, &KeyMaterial) {
-        (self.key.current_version, &self.current)
+    pub fn current(&self) -> Result<(u32, &KeyMaterial)> {
+        match &self.current {
+            Some(m) => Ok((self.key.current_version, m)),
+            None => Err(Error::InvalidState(format!(
+                "key {} is destroyed",
+                self.key.id
+            ))),
+        }
     }
 
-    /// Checks that the key (and its store) may perform `op`.
-    pub fn check(&self, op: Operation) -> Result<()> {
+    /// Checks that the key (and its store) may perform `op` at time `now`.
+    /// Break glass (a disabled store or key) and the lifecycle state answer
+    /// InvalidState; an operation the key's state or usage does not allow
+    /// answers KeyUsage.
+    pub fn check(&self, op: Operation, now: Timestamp) -> Result<()> {
         if self.store_status != Status::Enabled {
             return Err(Error::InvalidState(format!(
                 "key store {} is disabled",
@@ -157,11 +168,36 @@ impl KeyHandle {
         if op == Operation::Metadata {
             return Ok(());
         }
+        let id = &self.key.id;
         if self.key.status != Status::Enabled {
+            return Err(Error::InvalidState(format!("key {id} is disabled")));
+        }
+        let l = &self.key.lifecycle;
+        if let Some(t) = l.destroy_at.filter(|_| l.pending_destruction()) {
             return Err(Error::InvalidState(format!(
-                "key {} is disabled",
-                self.key.id
+                "key {id} is scheduled for destruction at {}",
+                crate::service::rfc3339(t)
             )));
+        }
+        let state = l.state_at(now);
+        match (state, op) {
+            (KeyState::PreActive, _) => {
+                return Err(Error::InvalidState(format!("key {id} is not active yet")))
+            }
+            (KeyState::Destroyed, _) => {
+                return Err(Error::InvalidState(format!("key {id} is destroyed")))
+            }
+            (KeyState::Deactivated | KeyState::Compromised, Operation::Encrypt) => {
+                return Err(Error::KeyUsage(format!(
+                    "key {id} is {state}: it decrypts only"
+                )))
+            }
+            (KeyState::Active, Operation::Encrypt) if self.current_flag != VersionFlag::Good => {
+                return Err(Error::KeyUsage(format!(
+                    "the current version of key {id} is marked compromised: rotate the key"
+                )))
+            }
+            _ => {}
         }
         let allowed = match op {
             Operation::Encrypt => self.key.usage.encrypt,
@@ -170,8 +206,7 @@ impl KeyHandle {
         };
         if !allowed {
             return Err(Error::KeyUsage(format!(
-                "key {} does not allow {} (usage: {})",
-                self.key.id,
+                "key {id} does not allow {} (usage: {})",
                 match op {
                     Operation::Encrypt => "ENCRYPT",
                     _ => "DECRYPT",
@@ -181,6 +216,38 @@ impl KeyHandle {
         }
         Ok(())
     }
+
+    /// What XKS GetKeyMetadata reports at `now`: `keyStatus` and `keyUsage`.
+    /// A key that cannot serve requests is DISABLED; a deactivated or
+    /// compromised one only DECRYPTs.
+    pub fn reported(&self, now: Timestamp, lockdown: bool) -> (Status, Usage) {
+        let l = &self.key.lifecycle;
+        let state = l.state_at(now);
+        let usable = !lockdown
+            && self.store_status == Status::Enabled
+            && self.key.status == Status::Enabled
+            && !l.pending_destruction()
+            && matches!(
+                state,
+                KeyState::Active | KeyState::Deactivated | KeyState::Compromised
+            );
+        let mut usage = self.key.usage;
+        if state != KeyState::Active {
+            usage.encrypt = false;
+        }
+        (
+            if usable {
+                Status::Enabled
+            } else {
+                Status::Disabled
+            },
+            usage,
+        )
+    }
+}
+
+pub(crate) fn rfc3339(t: Timestamp) -> String {
+    keyhold_core::time::format_rfc3339(t)
 }
 
 /// A new, enabled key at version 1.
@@ -200,7 +267,36 @@ fn new_key(
         created_at: t,
         updated_at: t,
         hsm_label,
+        lifecycle: Lifecycle::default(),
     }
+}
+
+/// Refuses a lifecycle a new key cannot start in.
+fn check_new_lifecycle(l: &Lifecycle) -> Result<()> {
+    if !matches!(l.state, KeyState::Active | KeyState::PreActive) {
+        return Err(Error::invalid("state", "a new key is ACTIVE or PRE_ACTIVE"));
+    }
+    if l.activate_at.is_some() && l.state != KeyState::PreActive {
+        return Err(Error::invalid(
+            "activation date",
+            "only a PRE_ACTIVE key takes an activation date",
+        ));
+    }
+    if let (Some(a), Some(d)) = (l.activate_at, l.deactivate_at) {
+        if d <= a {
+            return Err(Error::invalid(
+                "deactivation date",
+                "must be after the activation date",
+            ));
+        }
+    }
+    if l.rotation_period.is_some_and(|p| p < 86_400) {
+        return Err(Error::invalid(
+            "rotation period",
+            "must be at least one day",
+        ));
+    }
+    Ok(())
 }
 
 /// The key service. Cheap to share (`Arc`); all methods take `&self`.
@@ -212,12 +308,31 @@ pub struct KeyService {
     stores: Cache<String, Option<KeyStore>>,
     last_token: Mutex<u64>,
     health: Mutex<Option<(Instant, HealthReport)>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// `keyhold lockdown`: every key refused, on every front-end.
+    lockdown: std::sync::atomic::AtomicBool,
+    /// Held (shared) by each request while it uses cached keys; a refresh
+    /// takes it exclusively after dropping the caches, so that once a change
+    /// is acknowledged no request still runs on what it replaced.
+    inflight: parking_lot::RwLock<()>,
 }
+
+/// The meta entry that records a lockdown (present = locked down).
+pub(crate) const LOCKDOWN_META: &str = "lockdown";
 
 impl KeyService {
     /// Opens the service over `storage` with `root`, checking that the root is
     /// the one the database was created with.
     pub fn open(storage: Arc<dyn Storage>, root: Arc<dyn RootOfTrust>) -> Result<Self> {
+        Self::open_with_clock(storage, root, Arc::new(SystemClock))
+    }
+
+    /// [`KeyService::open`] with the clock that drives timed transitions.
+    pub fn open_with_clock(
+        storage: Arc<dyn Storage>,
+        root: Arc<dyn RootOfTrust>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let barrier = Barrier::new(root);
         barrier.verify_root(
             |n| storage.get_meta(n),
@@ -229,6 +344,7 @@ impl KeyService {
             storage.put_meta_if_absent(HEALTH_KEY_META, &w)?;
         }
         let token = storage.change_token()?;
+        let locked = storage.get_meta(LOCKDOWN_META)?.is_some();
         Ok(Self {
             storage,
             barrier,
@@ -237,6 +353,9 @@ impl KeyService {
             stores: Cache::new(STORE_CACHE_CAPACITY),
             last_token: Mutex::new(token),
             health: Mutex::new(None),
+            lockdown: std::sync::atomic::AtomicBool::new(locked),
+            clock,
+            inflight: parking_lot::RwLock::new(()),
         })
     }
 
@@ -255,7 +374,7 @@ impl KeyService {
     pub fn is_key_hsm_resident(&self, store: &StorePrefix, id: &str) -> bool {
         self.keys
             .get(&(store.as_str().to_owned(), id.to_owned()))
-            .is_some_and(|h| h.current.is_hsm())
+            .is_some_and(|h| h.current.as_ref().is_some_and(|m| m.is_hsm()))
     }
 
     /// Whether `key_handle(store, id)` would be answered from memory.
@@ -272,7 +391,7 @@ impl KeyService {
             .get(&(store.as_str().to_owned(), id.to_owned()))
             .is_some_and(|h| {
                 h.key.current_version == version
-                    || h.versions.lock().iter().any(|(v, _)| *v == version)
+                    || h.versions.lock().iter().any(|(v, ..)| *v == version)
             })
     }
 
@@ -297,8 +416,51 @@ impl KeyService {
             return Ok(false);
         }
         *last = token;
+        drop(last);
         self.invalidate();
+        if let Ok(l) = self.storage.get_meta(LOCKDOWN_META) {
+            self.lockdown
+                .store(l.is_some(), std::sync::atomic::Ordering::SeqCst);
+        }
+        // Wait for requests still running on the dropped entries.
+        drop(self.inflight.write());
         Ok(true)
+    }
+
+    /// Held by a front-end while it serves one request with cached keys
+    /// (see [`KeyService::refresh`]). Never take it twice in one thread.
+    pub fn request_guard(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
+        self.inflight.read()
+    }
+
+    pub(crate) fn set_locked_down(&self, on: bool) {
+        self.lockdown.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether `keyhold lockdown` is in force.
+    pub fn is_locked_down(&self) -> bool {
+        self.lockdown.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The time as the service sees it (its clock).
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Checks that `op` may run with this key now: lockdown, break glass,
+    /// lifecycle state and usage.
+    pub fn authorize(&self, h: &KeyHandle, op: Operation) -> Result<()> {
+        if self.is_locked_down() && op != Operation::Metadata {
+            return Err(Error::InvalidState(
+                "Keyhold is locked down: every key is refused until `keyhold unlock`".into(),
+            ));
+        }
+        h.check(op, self.clock.now())
+    }
+
+    /// XKS `keyStatus` and `keyUsage` of a resolved key now.
+    pub fn reported(&self, h: &KeyHandle) -> (Status, Usage) {
+        h.reported(self.clock.now(), self.is_locked_down())
     }
 
     /// Drops every cached entry.
@@ -308,7 +470,7 @@ impl KeyService {
         self.stores.clear();
     }
 
-    fn after_write(&self) {
+    pub(crate) fn after_write(&self) {
         self.invalidate();
         if let Ok(t) = self.storage.change_token() {
             *self.last_token.lock() = t;
@@ -378,10 +540,16 @@ impl KeyService {
             .storage
             .get_key(store, &key_id)?
             .ok_or_else(not_found)?;
-        let current = Arc::new(self.load_version(&key, key.current_version)?);
+        let (current, current_flag) = if key.lifecycle.state == KeyState::Destroyed {
+            (None, VersionFlag::Good)
+        } else {
+            let (m, f) = self.load_version(&key, key.current_version)?;
+            (Some(Arc::new(m)), f)
+        };
         let h = Arc::new(KeyHandle {
             store_status: store_rec.status,
             current,
+            current_flag,
             versions: Mutex::new(Vec::new()),
             key,
         });
@@ -389,48 +557,82 @@ impl KeyService {
         Ok(h)
     }
 
-    fn load_version(&self, key: &Key, version: u32) -> Result<KeyMaterial> {
+    fn load_version(&self, key: &Key, version: u32) -> Result<(KeyMaterial, VersionFlag)> {
+        let wv = self
+            .storage
+            .get_key_version(&key.store, &key.id, version)?
+            .ok_or(Error::InvalidCiphertext)?;
         if let Some(label) = &key.hsm_label {
             // HSM-resident keys have one version, and no material outside the HSM.
             if version != 1 {
                 return Err(Error::InvalidCiphertext);
             }
-            return Ok(KeyMaterial::Hsm {
+            let m = KeyMaterial::Hsm {
                 root: self.barrier.root().clone(),
                 label: label.clone(),
-            });
+            };
+            return Ok((m, wv.flag));
         }
-        let wv = self
-            .storage
-            .get_key_version(&key.store, &key.id, version)?
-            .ok_or(Error::InvalidCiphertext)?;
-        Ok(KeyMaterial::Software(self.barrier.unwrap_key(
-            &key.store,
-            &key.id,
-            wv.version,
-            &wv.wrapped,
-        )?))
+        if wv.wrapped.is_empty() {
+            return Err(Error::InvalidState(format!(
+                "version {version} of key {} was destroyed",
+                key.id
+            )));
+        }
+        let m = self
+            .barrier
+            .unwrap_key(&key.store, &key.id, wv.version, &wv.wrapped)?;
+        Ok((KeyMaterial::Software(m), wv.flag))
     }
 
-    /// The key material of `version` of a resolved key; an unknown version is
-    /// an invalid ciphertext.
-    pub fn key_version(&self, h: &KeyHandle, version: u32) -> Result<Arc<KeyMaterial>> {
-        if version == h.key.current_version {
-            return Ok(h.current.clone());
-        }
+    /// The key material of `version` of a resolved key, for decryption. An
+    /// unknown version is an invalid ciphertext; a retired one (below the
+    /// minimum decryption version) or one marked compromised is refused
+    /// (InvalidState). A compromised version whose use was explicitly allowed
+    /// comes back with its flag, for the caller to report.
+    pub fn key_version(
+        &self,
+        h: &KeyHandle,
+        version: u32,
+    ) -> Result<(Arc<KeyMaterial>, VersionFlag)> {
         if version == 0 || version > h.key.current_version {
             return Err(Error::InvalidCiphertext);
         }
-        if let Some((_, k)) = h.versions.lock().iter().find(|(v, _)| *v == version) {
-            return Ok(k.clone());
+        let min = h.key.lifecycle.min_decrypt_version;
+        if version < min {
+            return Err(Error::InvalidState(format!(
+                "version {version} of key {} is retired (minimum decryption version {min})",
+                h.key.id
+            )));
         }
-        let k = Arc::new(self.load_version(&h.key, version)?);
-        let mut vs = h.versions.lock();
-        if vs.len() >= 64 {
-            vs.clear();
+        let cached = h
+            .versions
+            .lock()
+            .iter()
+            .find(|(v, ..)| *v == version)
+            .map(|(_, k, f)| (k.clone(), *f));
+        let (k, flag) = if version == h.key.current_version {
+            let (_, _) = h.current()?;
+            (h.current.clone().expect("checked"), h.current_flag)
+        } else if let Some(c) = cached {
+            c
+        } else {
+            let (m, f) = self.load_version(&h.key, version)?;
+            let k = Arc::new(m);
+            let mut vs = h.versions.lock();
+            if vs.len() >= 64 {
+                vs.clear();
+            }
+            vs.push((version, k.clone(), f));
+            (k, f)
+        };
+        if flag == VersionFlag::Compromised {
+            return Err(Error::InvalidState(format!(
+                "version {version} of key {} is marked compromised",
+                h.key.id
+            )));
         }
-        vs.push((version, k.clone()));
-        Ok(k)
+        Ok((k, flag))
     }
 
     /// Deep health check (cached for a short time).
@@ -615,11 +817,27 @@ impl KeyService {
         ids: &[KeyId],
         usage: Usage,
     ) -> Result<Vec<Key>> {
-        let t = now();
+        self.create_keys_with(prefix, ids, usage, &Lifecycle::default())
+    }
+
+    /// [`KeyService::create_keys`] in a given lifecycle (e.g. PRE_ACTIVE
+    /// with an activation date, or with a rotation period), set atomically
+    /// with the creation: a key never exists in a state it was not meant to.
+    pub fn create_keys_with(
+        &self,
+        prefix: &StorePrefix,
+        ids: &[KeyId],
+        usage: Usage,
+        lifecycle: &Lifecycle,
+    ) -> Result<Vec<Key>> {
+        check_new_lifecycle(lifecycle)?;
+        let t = self.clock.now();
         let batch = ids
             .iter()
             .map(|id| {
-                let key = new_key(prefix, id, usage, t, None);
+                let mut key = new_key(prefix, id, usage, t, None);
+                key.lifecycle = lifecycle.clone();
+                key.lifecycle.next_rotation_at = lifecycle.rotation_period.map(|p| t + p);
                 let first = self.new_version(&key, 1)?;
                 Ok((key, first))
             })
@@ -636,7 +854,8 @@ impl KeyService {
             wrapped: self
                 .barrier
                 .wrap_key(&key.store, &key.id, version, &material)?,
-            created_at: now(),
+            created_at: self.clock.now(),
+            flag: VersionFlag::Good,
         })
     }
 
@@ -704,7 +923,7 @@ impl KeyService {
         self.record_hsm_key(prefix, id, usage, label.to_owned())
     }
 
-    fn hsm(&self) -> Result<&dyn keyhold_keystore::HsmKeys> {
+    pub(crate) fn hsm(&self) -> Result<&dyn keyhold_keystore::HsmKeys> {
         self.barrier.root().hsm_keys().ok_or_else(|| {
             Error::invalid(
                 "protection",
@@ -727,6 +946,7 @@ impl KeyService {
             version: 1,
             wrapped: Vec::new(),
             created_at: t,
+            flag: VersionFlag::Good,
         };
         self.storage.create_keys(&[(key.clone(), v)])?;
         self.after_write();
@@ -742,12 +962,30 @@ impl KeyService {
                 "key {id} lives in the HSM; rotating HSM-resident keys is not supported yet"
             )));
         }
+        if key.lifecycle.pending_destruction()
+            || !matches!(key.lifecycle.state, KeyState::Active | KeyState::PreActive)
+        {
+            return Err(Error::InvalidState(format!(
+                "key {id} is {}{}: only live keys rotate",
+                key.lifecycle.state,
+                if key.lifecycle.pending_destruction() {
+                    " and scheduled for destruction"
+                } else {
+                    ""
+                }
+            )));
+        }
         let next = key
             .current_version
             .checked_add(1)
             .ok_or_else(|| Error::InvalidState("key has too many versions".into()))?;
         let v = self.new_version(&key, next)?;
         self.storage.add_key_version(prefix, id, &v)?;
+        if let Some(p) = key.lifecycle.rotation_period {
+            let mut l = key.lifecycle.clone();
+            l.next_rotation_at = Some(v.created_at + p);
+            self.storage.set_key_lifecycle(prefix, id, &l)?;
+        }
         self.after_write();
         self.get_key(prefix, id)
     }
@@ -775,16 +1013,16 @@ mod tests {
         let id = KeyId::parse("k1").unwrap();
         s.create_key(&p, &id, Usage::BOTH).unwrap();
         let h = s.key_handle(&p, "k1").unwrap();
-        h.check(Operation::Encrypt).unwrap();
-        let (v, k) = h.current();
+        s.authorize(&h, Operation::Encrypt).unwrap();
+        let (v, k) = h.current().unwrap();
         assert_eq!(v, 1);
         let mut buf = b"data".to_vec();
         let (iv, tag) = k.seal(b"", &mut buf).unwrap();
 
         s.rotate_key(&p, &id).unwrap();
         let h2 = s.key_handle(&p, "k1").unwrap();
-        assert_eq!(h2.current().0, 2);
-        let old = s.key_version(&h2, 1).unwrap();
+        assert_eq!(h2.current().unwrap().0, 2);
+        let (old, _) = s.key_version(&h2, 1).unwrap();
         assert_eq!(old.open(&iv, b"", &buf, &tag).unwrap().expose(), b"data");
         assert!(matches!(
             s.key_version(&h2, 3),
@@ -798,25 +1036,25 @@ mod tests {
         s.set_key_status(&p, &id, Status::Disabled).unwrap();
         let h3 = s.key_handle(&p, "k1").unwrap();
         assert!(matches!(
-            h3.check(Operation::Encrypt),
+            s.authorize(&h3, Operation::Encrypt),
             Err(Error::InvalidState(_))
         ));
-        h3.check(Operation::Metadata).unwrap();
+        s.authorize(&h3, Operation::Metadata).unwrap();
 
         s.set_key_status(&p, &id, Status::Enabled).unwrap();
         s.set_key_usage(&p, &id, Usage::parse("DECRYPT").unwrap())
             .unwrap();
         let h4 = s.key_handle(&p, "k1").unwrap();
         assert!(matches!(
-            h4.check(Operation::Encrypt),
+            s.authorize(&h4, Operation::Encrypt),
             Err(Error::KeyUsage(_))
         ));
-        h4.check(Operation::Decrypt).unwrap();
+        s.authorize(&h4, Operation::Decrypt).unwrap();
 
         s.set_store_status(&p, Status::Disabled).unwrap();
         let h5 = s.key_handle(&p, "k1").unwrap();
         assert!(matches!(
-            h5.check(Operation::Decrypt),
+            s.authorize(&h5, Operation::Decrypt),
             Err(Error::InvalidState(_))
         ));
         assert!(matches!(
@@ -873,14 +1111,14 @@ mod tests {
         server
             .key_handle(&p, "k")
             .unwrap()
-            .check(Operation::Encrypt)
+            .check(Operation::Encrypt, now())
             .unwrap();
         admin.set_key_status(&p, &id, Status::Disabled).unwrap();
         assert!(server.refresh().unwrap());
         assert!(server
             .key_handle(&p, "k")
             .unwrap()
-            .check(Operation::Encrypt)
+            .check(Operation::Encrypt, now())
             .is_err());
     }
 

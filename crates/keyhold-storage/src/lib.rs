@@ -13,9 +13,19 @@ mod sqlite;
 pub use sqlite::SqliteStorage;
 
 use keyhold_core::{
-    Key, KeyId, KeyStore, Result, Status, StorePrefix, StoredCredential, Usage, WrappedItem,
-    WrappedKeyVersion,
+    Key, KeyId, KeyStore, Lifecycle, Result, Status, StorePrefix, StoredCredential, Timestamp,
+    Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
 };
+
+/// One key version as listed for operators (never its material).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub version: u32,
+    pub created_at: Timestamp,
+    pub flag: VersionFlag,
+    /// False once the version was crypto-shredded.
+    pub has_material: bool,
+}
 
 /// The persistence operations the key service needs.
 ///
@@ -32,6 +42,11 @@ pub trait Storage: Send + Sync + 'static {
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets `name` only if it has no value yet; returns the value now stored.
     fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+    /// Sets (or with `None`, removes) `name`.
+    fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()>;
+    /// Adds one to the counter `name` (a decimal meta value, 0 when absent)
+    /// and returns the new value, atomically.
+    fn bump_counter(&self, name: &str) -> Result<u64>;
 
     fn create_store(&self, store: &KeyStore) -> Result<()>;
     fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>>;
@@ -73,6 +88,25 @@ pub trait Storage: Send + Sync + 'static {
         id: &KeyId,
         version: u32,
     ) -> Result<Option<WrappedKeyVersion>>;
+
+    /// Replaces the lifecycle fields of a key.
+    fn set_key_lifecycle(&self, prefix: &StorePrefix, id: &KeyId, l: &Lifecycle) -> Result<()>;
+    /// Crypto-shredding: erases the wrapped material of every version and
+    /// marks the key DESTROYED at `at`, in one transaction.
+    fn destroy_key_material(&self, prefix: &StorePrefix, id: &KeyId, at: Timestamp) -> Result<()>;
+    /// Erases the material of versions below `below` (retired ones);
+    /// returns how many were erased.
+    fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64>;
+    fn set_version_flag(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: u32,
+        flag: VersionFlag,
+    ) -> Result<()>;
+    fn list_key_versions(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Vec<VersionInfo>>;
+    /// Keys with work due at `now`: destruction or rotation.
+    fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>>;
 
     /// Every wrapped value (key versions, credential secrets, meta values),
     /// for a change of root of trust.

@@ -1,9 +1,10 @@
 //! The embedded SQLite backend.
 
 use crate::Storage;
+use crate::VersionInfo;
 use keyhold_core::{
-    now, Error, Key, KeyId, KeyStore, Result, Status, StorePrefix, StoredCredential, Usage,
-    WrappedItem, WrappedKeyVersion,
+    now, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, Result, Status, StorePrefix,
+    StoredCredential, Timestamp, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
 };
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -54,7 +55,26 @@ CREATE TABLE key_versions (
     r#"
 ALTER TABLE keys ADD COLUMN hsm_label TEXT;
 "#,
+    // v3: lifecycle states and dates, rotation schedule, retired and
+    // compromised versions.
+    r#"
+ALTER TABLE keys ADD COLUMN state TEXT NOT NULL DEFAULT 'ACTIVE';
+ALTER TABLE keys ADD COLUMN activate_at INTEGER;
+ALTER TABLE keys ADD COLUMN deactivate_at INTEGER;
+ALTER TABLE keys ADD COLUMN destroy_at INTEGER;
+ALTER TABLE keys ADD COLUMN compromised_at INTEGER;
+ALTER TABLE keys ADD COLUMN rotation_period INTEGER;
+ALTER TABLE keys ADD COLUMN next_rotation_at INTEGER;
+ALTER TABLE keys ADD COLUMN min_decrypt_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE key_versions ADD COLUMN flag INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX keys_destroy_at ON keys(destroy_at) WHERE destroy_at IS NOT NULL;
+CREATE INDEX keys_next_rotation_at ON keys(next_rotation_at) WHERE next_rotation_at IS NOT NULL;
+"#,
 ];
+
+/// The columns [`SqliteStorage::row_to_key`] reads, in order.
+const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
+    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version";
 
 /// SQLite storage: one file, WAL journal, `synchronous=FULL` so that every
 /// acknowledged commit survives a crash or power loss.
@@ -118,6 +138,10 @@ impl SqliteStorage {
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
+        // Crypto-shredding: erased wrapped material is overwritten in the
+        // file, not just unlinked from the b-tree.
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(db_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_err)?;
         let s = Self {
@@ -159,6 +183,25 @@ impl SqliteStorage {
             created_at: r.get(5)?,
             updated_at: r.get(6)?,
             hsm_label: r.get(7)?,
+            lifecycle: Lifecycle {
+                state: {
+                    let v: String = r.get(8)?;
+                    KeyState::parse(&v).ok_or_else(|| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            8,
+                            rusqlite::types::Type::Text,
+                            format!("bad key state {v:?}").into(),
+                        )
+                    })?
+                },
+                activate_at: r.get(9)?,
+                deactivate_at: r.get(10)?,
+                destroy_at: r.get(11)?,
+                compromised_at: r.get(12)?,
+                rotation_period: r.get(13)?,
+                next_rotation_at: r.get(14)?,
+                min_decrypt_version: r.get(15)?,
+            },
         })
     }
 
@@ -376,9 +419,10 @@ impl Storage for SqliteStorage {
             }
             let n = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO keys(store, key_id, status, usage, current_version, created_at, updated_at, hsm_label) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    &format!("INSERT OR IGNORE INTO keys({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
                 )
                 .and_then(|mut st| {
+                    let l = &key.lifecycle;
                     st.execute(params![
                         key.store.as_str(),
                         key.id.as_str(),
@@ -387,7 +431,15 @@ impl Storage for SqliteStorage {
                         first.version,
                         key.created_at,
                         key.updated_at,
-                        key.hsm_label
+                        key.hsm_label,
+                        l.state.as_str(),
+                        l.activate_at,
+                        l.deactivate_at,
+                        l.destroy_at,
+                        l.compromised_at,
+                        l.rotation_period,
+                        l.next_rotation_at,
+                        l.min_decrypt_version,
                     ])
                 })
                 .map_err(db_err)?;
@@ -398,7 +450,7 @@ impl Storage for SqliteStorage {
                 });
             }
             tx.prepare_cached(
-                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -406,7 +458,8 @@ impl Storage for SqliteStorage {
                     key.id.as_str(),
                     first.version,
                     first.wrapped,
-                    first.created_at
+                    first.created_at,
+                    first.flag.to_i64()
                 ])
             })
             .map_err(db_err)?;
@@ -417,9 +470,9 @@ impl Storage for SqliteStorage {
     fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>> {
         let conn = self.conn.lock();
         let mut st = conn
-            .prepare_cached(
-                "SELECT store, key_id, status, usage, current_version, created_at, updated_at, hsm_label FROM keys WHERE store = ?1 AND key_id = ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE store = ?1 AND key_id = ?2"
+            ))
             .map_err(db_err)?;
         st.query_row(params![prefix.as_str(), id.as_str()], Self::row_to_key)
             .optional()
@@ -436,7 +489,7 @@ impl Storage for SqliteStorage {
         Self::require_store(&conn, prefix)?;
         let mut st = conn
             .prepare_cached(
-                "SELECT store, key_id, status, usage, current_version, created_at, updated_at, hsm_label FROM keys WHERE store = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3",
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE store = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3"),
             )
             .map_err(db_err)?;
         let rows = st
@@ -525,13 +578,14 @@ impl Storage for SqliteStorage {
             });
         }
         tx.execute(
-            "INSERT INTO key_versions(store, key_id, version, wrapped, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 prefix.as_str(),
                 id.as_str(),
                 version.version,
                 version.wrapped,
-                version.created_at
+                version.created_at,
+                version.flag.to_i64()
             ],
         )
         .map_err(db_err)?;
@@ -547,7 +601,7 @@ impl Storage for SqliteStorage {
         let conn = self.conn.lock();
         let mut st = conn
             .prepare_cached(
-                "SELECT version, wrapped, created_at FROM key_versions WHERE store = ?1 AND key_id = ?2 AND version = ?3",
+                "SELECT version, wrapped, created_at, flag FROM key_versions WHERE store = ?1 AND key_id = ?2 AND version = ?3",
             )
             .map_err(db_err)?;
         st.query_row(params![prefix.as_str(), id.as_str(), version], |r| {
@@ -555,10 +609,172 @@ impl Storage for SqliteStorage {
                 version: r.get(0)?,
                 wrapped: r.get(1)?,
                 created_at: r.get(2)?,
+                flag: VersionFlag::from_i64(r.get(3)?),
             })
         })
         .optional()
         .map_err(db_err)
+    }
+
+    fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()> {
+        let conn = self.conn.lock();
+        match value {
+            Some(v) => conn.execute(
+                "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, v],
+            ),
+            None => conn.execute("DELETE FROM meta WHERE name = ?1", [name]),
+        }
+        .map(drop)
+        .map_err(db_err)
+    }
+
+    fn bump_counter(&self, name: &str) -> Result<u64> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let old: Option<Vec<u8>> = tx
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db_err)?;
+        let n = old
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        tx.execute(
+            "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, n.to_string().into_bytes()],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(n)
+    }
+
+    fn set_key_lifecycle(&self, prefix: &StorePrefix, id: &KeyId, l: &Lifecycle) -> Result<()> {
+        let n = self
+            .conn
+            .lock()
+            .execute(
+                "UPDATE keys SET state = ?3, activate_at = ?4, deactivate_at = ?5, destroy_at = ?6, compromised_at = ?7, \
+                 rotation_period = ?8, next_rotation_at = ?9, min_decrypt_version = ?10, updated_at = ?11 \
+                 WHERE store = ?1 AND key_id = ?2",
+                params![
+                    prefix.as_str(),
+                    id.as_str(),
+                    l.state.as_str(),
+                    l.activate_at,
+                    l.deactivate_at,
+                    l.destroy_at,
+                    l.compromised_at,
+                    l.rotation_period,
+                    l.next_rotation_at,
+                    l.min_decrypt_version,
+                    now()
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Self::key_not_found(prefix, id));
+        }
+        Ok(())
+    }
+
+    fn destroy_key_material(&self, prefix: &StorePrefix, id: &KeyId, at: Timestamp) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let n = tx
+            .execute(
+                "UPDATE keys SET state = 'DESTROYED', destroy_at = ?3, next_rotation_at = NULL, updated_at = ?3 \
+                 WHERE store = ?1 AND key_id = ?2",
+                params![prefix.as_str(), id.as_str(), at],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Self::key_not_found(prefix, id));
+        }
+        // The rows stay (version numbers remain known) with their material
+        // gone; secure_delete zeroes the freed bytes in the file.
+        tx.execute(
+            "UPDATE key_versions SET wrapped = x'' WHERE store = ?1 AND key_id = ?2",
+            params![prefix.as_str(), id.as_str()],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64> {
+        self.conn
+            .lock()
+            .execute(
+                "UPDATE key_versions SET wrapped = x'' WHERE store = ?1 AND key_id = ?2 AND version < ?3 AND length(wrapped) > 0",
+                params![prefix.as_str(), id.as_str(), below],
+            )
+            .map(|n| n as u64)
+            .map_err(db_err)
+    }
+
+    fn set_version_flag(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: u32,
+        flag: VersionFlag,
+    ) -> Result<()> {
+        let n = self
+            .conn
+            .lock()
+            .execute(
+                "UPDATE key_versions SET flag = ?4 WHERE store = ?1 AND key_id = ?2 AND version = ?3",
+                params![prefix.as_str(), id.as_str(), version, flag.to_i64()],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::invalid(
+                "version",
+                format!("key {id} has no version {version}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn list_key_versions(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Vec<VersionInfo>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT version, created_at, flag, length(wrapped) > 0 FROM key_versions WHERE store = ?1 AND key_id = ?2 ORDER BY version",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map(params![prefix.as_str(), id.as_str()], |r| {
+                Ok(VersionInfo {
+                    version: r.get(0)?,
+                    created_at: r.get(1)?,
+                    flag: VersionFlag::from_i64(r.get(2)?),
+                    has_material: r.get(3)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE destroy_at <= ?1 AND state <> 'DESTROYED' \
+                 UNION SELECT {KEY_COLUMNS} FROM keys WHERE next_rotation_at <= ?1 LIMIT ?2"
+            ))
+            .map_err(db_err)?;
+        let rows = st
+            .query_map(params![now, limit as i64], Self::row_to_key)
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
     fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>> {
@@ -664,11 +880,13 @@ mod tests {
                 created_at: now(),
                 updated_at: now(),
                 hsm_label: None,
+                lifecycle: Lifecycle::default(),
             },
             WrappedKeyVersion {
                 version: 1,
                 wrapped: vec![1, 2, 3],
                 created_at: now(),
+                flag: VersionFlag::Good,
             },
         )
     }
@@ -710,6 +928,7 @@ mod tests {
             version: 2,
             wrapped: vec![4],
             created_at: now(),
+            flag: VersionFlag::Good,
         };
         s.add_key_version(&k.store, &k.id, &v2).unwrap();
         assert!(s.add_key_version(&k.store, &k.id, &v2).is_err());
@@ -801,5 +1020,80 @@ mod tests {
             .get_store(&StorePrefix::parse("/x").unwrap())
             .unwrap()
             .is_some());
+    }
+
+    #[test]
+    fn lifecycle_versions_shredding_and_due_keys() {
+        let s = SqliteStorage::open_in_memory().unwrap();
+        s.create_store(&store("/a")).unwrap();
+        let (k, v) = key("/a", "k");
+        s.create_key(&k, &v).unwrap();
+        for n in 2..=3 {
+            s.add_key_version(
+                &k.store,
+                &k.id,
+                &WrappedKeyVersion {
+                    version: n,
+                    wrapped: vec![n as u8; 3],
+                    created_at: 10,
+                    flag: VersionFlag::Good,
+                },
+            )
+            .unwrap();
+        }
+        let l = Lifecycle {
+            state: KeyState::PreActive,
+            activate_at: Some(100),
+            deactivate_at: Some(200),
+            rotation_period: Some(86_400),
+            next_rotation_at: Some(500),
+            min_decrypt_version: 2,
+            ..Lifecycle::default()
+        };
+        s.set_key_lifecycle(&k.store, &k.id, &l).unwrap();
+        assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap().lifecycle, l);
+        assert!(s.due_keys(499, 10).unwrap().is_empty());
+        assert_eq!(s.due_keys(500, 10).unwrap().len(), 1);
+
+        s.set_version_flag(&k.store, &k.id, 2, VersionFlag::CompromisedAllowed)
+            .unwrap();
+        assert!(s
+            .set_version_flag(&k.store, &k.id, 9, VersionFlag::Good)
+            .is_err());
+        assert_eq!(
+            s.get_key_version(&k.store, &k.id, 2).unwrap().unwrap().flag,
+            VersionFlag::CompromisedAllowed
+        );
+        assert_eq!(s.shred_versions_below(&k.store, &k.id, 2).unwrap(), 1);
+        assert_eq!(s.shred_versions_below(&k.store, &k.id, 2).unwrap(), 0);
+        let vs = s.list_key_versions(&k.store, &k.id).unwrap();
+        assert_eq!(
+            vs.iter().map(|v| v.has_material).collect::<Vec<_>>(),
+            [false, true, true]
+        );
+        assert!(s
+            .wrapped_items()
+            .unwrap()
+            .iter()
+            .all(|(i, _)| !matches!(i, WrappedItem::KeyVersion { version: 1, .. })));
+
+        s.destroy_key_material(&k.store, &k.id, 1_000).unwrap();
+        let d = s.get_key(&k.store, &k.id).unwrap().unwrap();
+        assert_eq!(d.lifecycle.state, KeyState::Destroyed);
+        assert_eq!(d.lifecycle.destroy_at, Some(1_000));
+        assert!(s
+            .list_key_versions(&k.store, &k.id)
+            .unwrap()
+            .iter()
+            .all(|v| !v.has_material));
+        assert!(s.due_keys(i64::MAX, 10).unwrap().is_empty());
+
+        assert_eq!(s.bump_counter("c").unwrap(), 1);
+        assert_eq!(s.bump_counter("c").unwrap(), 2);
+        s.set_meta("x", Some(b"1")).unwrap();
+        s.set_meta("x", Some(b"2")).unwrap();
+        assert_eq!(s.get_meta("x").unwrap().unwrap(), b"2");
+        s.set_meta("x", None).unwrap();
+        assert!(s.get_meta("x").unwrap().is_none());
     }
 }

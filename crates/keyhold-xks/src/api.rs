@@ -432,6 +432,9 @@ impl XksApi {
         route: &route::Route<'_>,
         access_key_id: &mut Option<&'p str>,
     ) -> (Option<RequestMetadata>, Result<HttpResponse, XksError>) {
+        // A change (a disable, a lockdown) is acknowledged only once no
+        // request still runs on what the caches held before it.
+        let _inflight = self.service.request_guard();
         let store = match self.service.store_by_prefix(route.prefix) {
             Ok(Some(s)) => s,
             Ok(None) => {

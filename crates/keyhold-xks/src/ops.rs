@@ -101,11 +101,12 @@ impl XksApi {
         let r = (|| {
             check_meta(&meta, true, false)?;
             let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-            h.check(Operation::Metadata)?;
+            self.service.authorize(&h, Operation::Metadata)?;
+            let (status, usage) = self.service.reported(&h);
             ok_json(&MetadataResponse {
                 key_spec: "AES_256",
-                key_usage: h.key.usage.names(),
-                key_status: h.key.status.as_str(),
+                key_usage: usage.names(),
+                key_status: status.as_str(),
             })
         })();
         (meta, r)
@@ -141,8 +142,8 @@ impl XksApi {
         self.check_sizes(plaintext.len(), aad.len())?;
 
         let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-        h.check(Operation::Encrypt)?;
-        let (version, key) = h.current();
+        self.service.authorize(&h, Operation::Encrypt)?;
+        let (version, key) = h.current()?;
         let ctm = ctm::encode(version);
         let full_aad = build_aad(&aad, &ctm)
             .ok_or_else(|| validation("additionalAuthenticatedData is too long"))?;
@@ -218,7 +219,7 @@ impl XksApi {
         self.check_sizes(ct.len(), aad.len())?;
 
         let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-        h.check(Operation::Decrypt)?;
+        self.service.authorize(&h, Operation::Decrypt)?;
 
         if iv.len() != 12 && iv.len() != 16 {
             return Err(invalid_ciphertext(
@@ -239,10 +240,16 @@ impl XksApi {
             )
         };
         let version = ctm::parse(&ctm_bytes).ok_or_else(generic)?;
-        let key = self.service.key_version(&h, version).map_err(|e| match e {
+        let (key, flag) = self.service.key_version(&h, version).map_err(|e| match e {
             keyhold_core::Error::InvalidCiphertext => generic(),
             other => other.into(),
         })?;
+        let compromised = flag != keyhold_core::VersionFlag::Good
+            || h.key.lifecycle.state == keyhold_core::KeyState::Compromised;
+        if compromised {
+            tracing::warn!(target: "keyhold::audit", store = %ctx.store, key = %ctx.key_id, version,
+                "decrypt with a key or key version marked compromised (allowed by override or state)");
+        }
         let full_aad = build_aad(&aad, &ctm_bytes).ok_or_else(generic)?;
         let pt = key.open(&iv, &full_aad, &ct, &tag).map_err(|e| match e {
             keyhold_core::Error::InvalidCiphertext => generic(),

@@ -45,6 +45,9 @@ impl HsmKeys for SlowHsm {
     fn check_key(&self, _label: &str) -> Result<()> {
         Ok(())
     }
+    fn destroy_key(&self, _label: &str) -> Result<()> {
+        Ok(())
+    }
     fn encrypt(&self, _: &str, _: &[u8], p: &[u8]) -> Result<([u8; 12], Vec<u8>, [u8; 16])> {
         std::thread::sleep(Duration::from_secs(1));
         Ok(([0; 12], p.to_vec(), [0; 16]))

@@ -1,0 +1,361 @@
+//! Lifecycle and break-glass commands: activate, deactivate, compromise,
+//! destroy (scheduled or now), rotation schedules, retired and compromised
+//! versions, lockdown.
+//!
+//! A command that restricts what keys may do returns only once every
+//! running server on the data directory has applied it: from then on no
+//! request is served under the old rules.
+
+use crate::admin::{key_id, prefix, print_keys, Ctx};
+use crate::output;
+use clap::Subcommand;
+use keyhold_core::time::{parse_duration, parse_rfc3339};
+use keyhold_core::{KeyState, Lifecycle, Timestamp, VersionFlag};
+use keyhold_server::presence::wait_for_acks;
+use serde_json::json;
+use std::time::Duration;
+
+/// How long a break-glass command waits for running servers.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn e(err: impl std::fmt::Display) -> String {
+    err.to_string()
+}
+
+/// Lifecycle options of `key create`.
+#[derive(clap::Args, Debug, Default)]
+pub struct CreateLifecycle {
+    /// Create the key PRE_ACTIVE: unusable until `key activate` or --activate-at.
+    #[arg(long)]
+    pre_active: bool,
+    /// With --pre-active: the key becomes ACTIVE at this time (RFC 3339 UTC).
+    #[arg(long, requires = "pre_active")]
+    activate_at: Option<String>,
+    /// The key becomes DEACTIVATED (decrypt only) at this time (RFC 3339 UTC).
+    #[arg(long)]
+    deactivate_at: Option<String>,
+    /// Rotate automatically every PERIOD (e.g. 90d; at least 1d).
+    #[arg(long)]
+    rotation_period: Option<String>,
+}
+
+impl CreateLifecycle {
+    pub fn lifecycle(&self) -> Result<Lifecycle, String> {
+        Ok(Lifecycle {
+            state: if self.pre_active {
+                KeyState::PreActive
+            } else {
+                KeyState::Active
+            },
+            activate_at: self.activate_at.as_deref().map(time).transpose()?,
+            deactivate_at: self.deactivate_at.as_deref().map(time).transpose()?,
+            rotation_period: self.rotation_period.as_deref().map(period).transpose()?,
+            ..Lifecycle::default()
+        })
+    }
+}
+
+fn time(s: &str) -> Result<Timestamp, String> {
+    parse_rfc3339(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 UTC time like 2027-01-31T00:00:00Z"))
+}
+
+/// A time, or `none` to clear it.
+fn time_or_none(s: &str) -> Result<Option<Timestamp>, String> {
+    if s.eq_ignore_ascii_case("none") {
+        Ok(None)
+    } else {
+        time(s).map(Some)
+    }
+}
+
+fn period(s: &str) -> Result<i64, String> {
+    parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 90d, 12h or 3600s"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LifecycleCmd {
+    /// PRE_ACTIVE → ACTIVE.
+    Activate { prefix: String, key_id: String },
+    /// DEACTIVATED: decrypt only from now on.
+    Deactivate { prefix: String, key_id: String },
+    /// COMPROMISED: decrypt only, and every use is reported.
+    Compromise { prefix: String, key_id: String },
+    /// Set or clear (`none`) the dates on which the key activates or deactivates by itself.
+    SetDates {
+        prefix: String,
+        key_id: String,
+        /// RFC 3339 UTC time, or `none`.
+        #[arg(long)]
+        activate_at: Option<String>,
+        /// RFC 3339 UTC time, or `none`.
+        #[arg(long)]
+        deactivate_at: Option<String>,
+    },
+    /// Schedule destruction (crypto-shredding) after a waiting period; the key
+    /// is refused meanwhile. `--now` destroys at once and needs `--confirm KEY_ID`.
+    Destroy {
+        prefix: String,
+        key_id: String,
+        /// Waiting period in days (7–30).
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// Destroy now, without a waiting period.
+        #[arg(long)]
+        now: bool,
+        /// With --now: the key id again, to confirm.
+        #[arg(long)]
+        confirm: Option<String>,
+    },
+    /// Cancel a scheduled destruction.
+    CancelDestroy { prefix: String, key_id: String },
+    /// Rotate automatically every PERIOD (e.g. 90d), or `off`.
+    SetRotation {
+        prefix: String,
+        key_id: String,
+        #[arg(long)]
+        period: String,
+    },
+    /// Retire the versions below VERSION: their ciphertext no longer decrypts.
+    SetMinDecryptVersion {
+        prefix: String,
+        key_id: String,
+        version: u32,
+    },
+    /// Crypto-shred the retired versions (below the minimum decryption version).
+    TrimVersions { prefix: String, key_id: String },
+    /// List a key's versions.
+    Versions { prefix: String, key_id: String },
+    /// Mark one version: `compromised` (decrypt refused), `compromised-allowed`
+    /// (decrypt allowed by override, reported) or `good`.
+    FlagVersion {
+        prefix: String,
+        key_id: String,
+        #[arg(long)]
+        version: u32,
+        #[arg(long, value_parser = ["compromised", "compromised-allowed", "good"])]
+        flag: String,
+    },
+}
+
+/// Waits until every running server has applied the change just made.
+pub fn in_force(ctx: &Ctx) -> Result<(), String> {
+    let epoch = ctx.service.bump_epoch().map_err(e)?;
+    let r = wait_for_acks(&ctx.data_dir, epoch, ACK_TIMEOUT);
+    if r.acknowledged < r.servers {
+        return Err(format!(
+            "the change is committed, but {} of {} running server(s) did not confirm it within {} s",
+            r.servers - r.acknowledged,
+            r.servers,
+            ACK_TIMEOUT.as_secs()
+        ));
+    }
+    if r.servers > 0 {
+        eprintln!(
+            "in force on {} running server(s) after {:.1} ms",
+            r.servers,
+            r.elapsed.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+pub fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
+    let svc = &ctx.service;
+    use LifecycleCmd::*;
+    let (p, id) = match cmd {
+        Activate {
+            prefix: p,
+            key_id: k,
+        }
+        | Deactivate {
+            prefix: p,
+            key_id: k,
+        }
+        | Compromise {
+            prefix: p,
+            key_id: k,
+        }
+        | SetDates {
+            prefix: p,
+            key_id: k,
+            ..
+        }
+        | Destroy {
+            prefix: p,
+            key_id: k,
+            ..
+        }
+        | CancelDestroy {
+            prefix: p,
+            key_id: k,
+        }
+        | SetRotation {
+            prefix: p,
+            key_id: k,
+            ..
+        }
+        | SetMinDecryptVersion {
+            prefix: p,
+            key_id: k,
+            ..
+        }
+        | TrimVersions {
+            prefix: p,
+            key_id: k,
+        }
+        | Versions {
+            prefix: p,
+            key_id: k,
+        }
+        | FlagVersion {
+            prefix: p,
+            key_id: k,
+            ..
+        } => (prefix(p)?, key_id(k)?),
+    };
+    let key = match cmd {
+        Activate { .. } => svc.activate_key(&p, &id).map_err(e)?,
+        Deactivate { .. } => {
+            let k = svc.deactivate_key(&p, &id).map_err(e)?;
+            in_force(ctx)?;
+            k
+        }
+        Compromise { .. } => {
+            let k = svc.compromise_key(&p, &id).map_err(e)?;
+            in_force(ctx)?;
+            k
+        }
+        SetDates {
+            activate_at,
+            deactivate_at,
+            ..
+        } => {
+            let a = activate_at.as_deref().map(time_or_none).transpose()?;
+            let d = deactivate_at.as_deref().map(time_or_none).transpose()?;
+            if a.is_none() && d.is_none() {
+                return Err("give --activate-at and/or --deactivate-at".into());
+            }
+            let k = svc.set_key_dates(&p, &id, a, d).map_err(e)?;
+            in_force(ctx)?;
+            k
+        }
+        Destroy {
+            days, now, confirm, ..
+        } => {
+            let k = if *now {
+                if confirm.as_deref() != Some(id.as_str()) {
+                    return Err(format!(
+                        "destroying now cannot be undone: repeat the key id with --confirm {id}"
+                    ));
+                }
+                svc.destroy_now(&p, &id).map_err(e)?
+            } else {
+                svc.schedule_destroy(&p, &id, *days).map_err(e)?
+            };
+            in_force(ctx)?;
+            k
+        }
+        CancelDestroy { .. } => svc.cancel_destroy(&p, &id).map_err(e)?,
+        SetRotation { period: per, .. } => {
+            let per = if per.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(period(per)?)
+            };
+            svc.set_rotation_period(&p, &id, per).map_err(e)?
+        }
+        SetMinDecryptVersion { version, .. } => {
+            let k = svc.set_min_decrypt_version(&p, &id, *version).map_err(e)?;
+            in_force(ctx)?;
+            k
+        }
+        TrimVersions { .. } => {
+            let n = svc.trim_versions(&p, &id).map_err(e)?;
+            if ctx.json {
+                output::json(&json!({"shredded_versions": n}));
+            } else {
+                println!("crypto-shredded {n} retired version(s)");
+            }
+            return Ok(());
+        }
+        Versions { .. } => {
+            let vs = svc.storage().list_key_versions(&p, &id).map_err(e)?;
+            let key = svc.get_key(&p, &id).map_err(e)?;
+            let status = |v: &keyhold_service::VersionInfo| {
+                if !v.has_material && key.hsm_label.is_none() {
+                    "DESTROYED"
+                } else if v.version < key.lifecycle.min_decrypt_version {
+                    "RETIRED"
+                } else {
+                    match v.flag {
+                        VersionFlag::Good => "GOOD",
+                        VersionFlag::Compromised => "COMPROMISED",
+                        VersionFlag::CompromisedAllowed => "COMPROMISED_ALLOWED",
+                    }
+                }
+            };
+            if ctx.json {
+                output::json(&json!(vs
+                    .iter()
+                    .map(|v| json!({
+                        "version": v.version,
+                        "created_at": output::time(v.created_at),
+                        "status": status(v),
+                        "current": v.version == key.current_version,
+                    }))
+                    .collect::<Vec<_>>()));
+            } else {
+                output::table(
+                    &["VERSION", "CREATED", "STATUS"],
+                    &vs.iter()
+                        .map(|v| {
+                            vec![
+                                format!(
+                                    "{}{}",
+                                    v.version,
+                                    if v.version == key.current_version {
+                                        " (current)"
+                                    } else {
+                                        ""
+                                    }
+                                ),
+                                output::time(v.created_at),
+                                status(v).to_owned(),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            return Ok(());
+        }
+        FlagVersion { version, flag, .. } => {
+            let f = match flag.as_str() {
+                "compromised" => VersionFlag::Compromised,
+                "compromised-allowed" => VersionFlag::CompromisedAllowed,
+                _ => VersionFlag::Good,
+            };
+            svc.set_version_flag(&p, &id, *version, f).map_err(e)?;
+            in_force(ctx)?;
+            svc.get_key(&p, &id).map_err(e)?
+        }
+    };
+    print_keys(ctx, &[key]);
+    Ok(())
+}
+
+/// `keyhold lockdown` / `keyhold unlock`.
+pub fn lockdown(ctx: &Ctx, on: bool) -> Result<(), String> {
+    ctx.service.set_lockdown(on).map_err(e)?;
+    if on {
+        in_force(ctx)?;
+    }
+    if ctx.json {
+        output::json(&json!({"lockdown": on}));
+    } else if on {
+        println!("LOCKDOWN: every key is refused on every front-end until `keyhold unlock`");
+    } else {
+        println!("lockdown lifted");
+    }
+    Ok(())
+}
