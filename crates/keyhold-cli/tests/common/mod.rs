@@ -153,6 +153,20 @@ pub struct Server {
     pub ca: PathBuf,
 }
 
+impl Server {
+    /// A copy for another thread that talks to the same server (dropping it
+    /// does not stop the server).
+    pub fn detached(&self) -> Server {
+        Server {
+            child: Command::new("true").spawn().expect("spawn true"),
+            base: self.base.clone(),
+            port: self.port,
+            log: self.log.clone(),
+            ca: self.ca.clone(),
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
