@@ -1,0 +1,478 @@
+//! Writing chains: [`ChainWriter`] appends MAC-chained lines to size-rotated
+//! files (one writer per chain, held by a file lock); [`AuditLog`] runs one
+//! on its own thread with group commit, so that each request waits for its
+//! record to be written, for a bounded time.
+
+use crate::{genesis, now_ms, open_line, seal_line, Checkpoint, Record};
+use keyhold_crypto::HmacKey;
+use parking_lot::Mutex;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where checkpoints go besides the log itself (the key database, a file
+/// on another volume…). An error is logged and shown in the status.
+pub type CheckpointSink = Arc<dyn Fn(&Checkpoint) -> Result<(), String> + Send + Sync>;
+
+/// Settings of a chain writer.
+#[derive(Clone)]
+pub struct AuditLogConfig {
+    /// Directory holding one sub-directory per chain.
+    pub dir: PathBuf,
+    /// A file is rotated once it would grow past this.
+    pub max_file_bytes: u64,
+    /// Oldest files beyond this many are removed (with a retention marker).
+    pub max_files: usize,
+    /// A checkpoint at least this often while records come in.
+    pub checkpoint_interval: Duration,
+    /// ... and at least every this many records.
+    pub checkpoint_records: u64,
+    /// Longest a request waits for its record to be written.
+    pub timeout: Duration,
+    /// Below this much free space on the audit volume, raise the alarm.
+    pub min_free_bytes: u64,
+    pub sinks: Vec<CheckpointSink>,
+}
+
+impl AuditLogConfig {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            max_file_bytes: 64 << 20,
+            max_files: 256,
+            checkpoint_interval: Duration::from_secs(10),
+            checkpoint_records: 10_000,
+            timeout: Duration::from_secs(1),
+            min_free_bytes: 256 << 20,
+            sinks: Vec::new(),
+        }
+    }
+}
+
+/// File name of the file whose first record is `seq`.
+fn file_name(seq: u64) -> String {
+    format!("{seq:020}.jsonl")
+}
+
+/// The chain's files, oldest first.
+pub(crate) fn chain_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The last complete line of a file, and the file length up to its end.
+fn last_line(path: &Path) -> std::io::Result<(Option<String>, u64)> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let back = len.min(64 * 1024);
+    f.seek(SeekFrom::Start(len - back))?;
+    let mut tail = Vec::with_capacity(back as usize);
+    f.read_to_end(&mut tail)?;
+    // Drop a partial last line (a crash mid-write: never acknowledged).
+    let complete = match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => i + 1,
+        None => 0,
+    };
+    let good_len = len - back + complete as u64;
+    let body = &tail[..complete];
+    let line = body
+        .strip_suffix(b"\n")
+        .and_then(|b| b.rsplit(|&c| c == b'\n').next())
+        .filter(|l| !l.is_empty())
+        .map(|l| String::from_utf8_lossy(l).into_owned());
+    Ok((line, good_len))
+}
+
+/// Appends to one chain. Holds the chain's lock for its life.
+pub struct ChainWriter {
+    chain: String,
+    dir: PathBuf,
+    key: Arc<HmacKey>,
+    cfg: AuditLogConfig,
+    file: File,
+    file_len: u64,
+    seq: u64,
+    head: String,
+    since_checkpoint: u64,
+    last_checkpoint: Instant,
+    _lock: File,
+}
+
+fn io_err(what: &str, p: &Path, e: impl std::fmt::Display) -> String {
+    format!("{what} {}: {e}", p.display())
+}
+
+impl ChainWriter {
+    /// Opens chain `chain` for appending, waiting for its lock when `wait`
+    /// (the admin CLI) or failing at once (a server picks another chain).
+    /// Refuses a chain whose last record does not verify.
+    pub fn open(
+        cfg: &AuditLogConfig,
+        chain: &str,
+        key: Arc<HmacKey>,
+        wait: bool,
+    ) -> Result<Self, String> {
+        let dir = cfg.dir.join(chain);
+        std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
+        let lock_path = dir.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| io_err("cannot open", &lock_path, e))?;
+        let mode = if wait {
+            rustix::fs::FlockOperation::LockExclusive
+        } else {
+            rustix::fs::FlockOperation::NonBlockingLockExclusive
+        };
+        rustix::fs::flock(&lock, mode)
+            .map_err(|e| format!("audit chain {chain} is in use by another process ({e})"))?;
+        let files = chain_files(&dir);
+        let (seq, head, path, len) = match files.last() {
+            None => (0, genesis(), dir.join(file_name(1)), 0),
+            Some(p) => {
+                let (line, good_len) = last_line(p).map_err(|e| io_err("cannot read", p, e))?;
+                match line {
+                    Some(l) => {
+                        let (rec, mac) = open_line(&key, &l).map_err(|e| {
+                            format!(
+                                "audit chain {chain} is damaged at the end of {} ({e}): run `keyhold audit verify`",
+                                p.display()
+                            )
+                        })?;
+                        (rec.seq, mac, p.clone(), good_len)
+                    }
+                    None => {
+                        // An empty file (rotated, then a crash): its name says
+                        // where the chain stands; the previous file has the head.
+                        let prev = files.len().checked_sub(2).map(|i| &files[i]);
+                        match prev {
+                            Some(pp) => {
+                                let (l, _) =
+                                    last_line(pp).map_err(|e| io_err("cannot read", pp, e))?;
+                                let l = l.ok_or_else(|| {
+                                    format!("audit chain {chain}: {} is empty", pp.display())
+                                })?;
+                                let (rec, mac) = open_line(&key, &l)?;
+                                (rec.seq, mac, p.clone(), 0)
+                            }
+                            None => (0, genesis(), p.clone(), 0),
+                        }
+                    }
+                }
+            }
+        };
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_err("cannot open", &path, e))?;
+        // Cut a partial last line left by a crash.
+        if file.metadata().map(|m| m.len()).unwrap_or(0) != len {
+            file.set_len(len)
+                .map_err(|e| io_err("cannot repair", &path, e))?;
+            tracing::warn!(file = %path.display(), "removed a partial audit line left by a crash");
+        }
+        Ok(Self {
+            chain: chain.to_owned(),
+            dir,
+            key,
+            cfg: cfg.clone(),
+            file,
+            file_len: len,
+            seq,
+            head,
+            since_checkpoint: 0,
+            last_checkpoint: Instant::now(),
+            _lock: lock,
+        })
+    }
+
+    pub fn chain(&self) -> &str {
+        &self.chain
+    }
+
+    /// Records written so far (the last sequence number).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Appends `recs` in one write. On failure nothing is kept (the file is
+    /// cut back) and the chain stays where it was.
+    pub fn append(&mut self, recs: &mut [Record]) -> Result<(), String> {
+        let (seq0, head0) = (self.seq, self.head.clone());
+        let mut buf = String::with_capacity(recs.len() * 512);
+        for r in recs.iter_mut() {
+            self.seq += 1;
+            r.seq = self.seq;
+            r.chain.clone_from(&self.chain);
+            r.prev = std::mem::take(&mut self.head);
+            let (line, mac) = seal_line(&self.key, r);
+            buf.push_str(&line);
+            buf.push('\n');
+            self.head = mac;
+        }
+        let r = self.write_rotating(seq0 + 1, buf.as_bytes());
+        if let Err(e) = &r {
+            self.seq = seq0;
+            self.head = head0;
+            let _ = self.file.set_len(self.file_len);
+            tracing::error!(chain = %self.chain, error = %e, "cannot write the audit log");
+        } else {
+            self.since_checkpoint += recs.len() as u64;
+        }
+        r
+    }
+
+    fn write_rotating(&mut self, first_seq: u64, bytes: &[u8]) -> Result<(), String> {
+        if self.file_len > 0 && self.file_len + bytes.len() as u64 > self.cfg.max_file_bytes {
+            let path = self.dir.join(file_name(first_seq));
+            let old = std::mem::replace(
+                &mut self.file,
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(|e| io_err("cannot create", &path, e))?,
+            );
+            let _ = old.sync_all();
+            self.file_len = 0;
+            self.apply_retention();
+        }
+        self.file
+            .write_all(bytes)
+            .map_err(|e| format!("cannot append to the audit log: {e}"))?;
+        self.file_len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Removes the oldest files beyond `max_files`, each with a retention
+    /// marker naming the last record removed.
+    fn apply_retention(&mut self) {
+        let files = chain_files(&self.dir);
+        let excess = files.len().saturating_sub(self.cfg.max_files.max(2));
+        for f in &files[..excess] {
+            let Ok((Some(l), _)) = last_line(f) else {
+                continue;
+            };
+            let Ok((rec, mac)) = open_line(&self.key, &l) else {
+                tracing::error!(file = %f.display(), "not removing an audit file that does not verify");
+                return;
+            };
+            let marker =
+                Checkpoint::new(&self.key, &self.chain, "retention", rec.seq, &mac, now_ms());
+            if !self.emit(&marker) {
+                return;
+            }
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    fn emit(&self, c: &Checkpoint) -> bool {
+        let mut ok = true;
+        for sink in &self.cfg.sinks {
+            if let Err(e) = sink(c) {
+                tracing::error!(chain = %self.chain, error = %e, "cannot write an audit checkpoint");
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Whether a checkpoint is due.
+    pub fn checkpoint_due(&self) -> bool {
+        self.since_checkpoint > 0
+            && (self.since_checkpoint >= self.cfg.checkpoint_records
+                || self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval)
+    }
+
+    /// Syncs the file and writes a checkpoint of the chain's head to every
+    /// sink. Returns it.
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
+        self.file
+            .sync_data()
+            .map_err(|e| format!("cannot sync the audit log: {e}"))?;
+        let c = Checkpoint::new(
+            &self.key,
+            &self.chain,
+            "checkpoint",
+            self.seq,
+            &self.head,
+            now_ms(),
+        );
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        if self.emit(&c) {
+            Ok(c)
+        } else {
+            Err("a checkpoint sink failed".into())
+        }
+    }
+
+    /// Free bytes on the audit volume.
+    pub fn free_bytes(&self) -> Option<u64> {
+        rustix::fs::statvfs(&self.dir)
+            .ok()
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+    }
+}
+
+/// What health and metrics show about the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditStatus {
+    pub chain: String,
+    pub records: u64,
+    /// The last write or checkpoint failure, until a write succeeds again.
+    pub failing: Option<String>,
+    pub free_bytes: Option<u64>,
+    pub low_disk: bool,
+}
+
+type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// A chain written by its own thread. Requests hand their record over and
+/// wait (bounded) until it is written: if it cannot be, the request fails.
+pub struct AuditLog {
+    tx: SyncSender<(Record, Ack)>,
+    status: Arc<Mutex<AuditStatus>>,
+    timeout: Duration,
+}
+
+impl AuditLog {
+    /// Starts the writer thread for `writer`.
+    pub fn start(mut writer: ChainWriter) -> Self {
+        let (tx, rx) = sync_channel::<(Record, Ack)>(65_536);
+        let status = Arc::new(Mutex::new(AuditStatus {
+            chain: writer.chain.clone(),
+            records: writer.seq,
+            free_bytes: writer.free_bytes(),
+            ..AuditStatus::default()
+        }));
+        let timeout = writer.cfg.timeout;
+        let st = status.clone();
+        std::thread::Builder::new()
+            .name("keyhold-audit".into())
+            .spawn(move || writer_loop(&mut writer, &rx, &st))
+            .expect("spawn audit thread");
+        Self {
+            tx,
+            status,
+            timeout,
+        }
+    }
+
+    /// Writes `rec`, waiting at most the configured timeout.
+    pub async fn record(&self, rec: Record) -> Result<(), String> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        match self.tx.try_send((rec, ack)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err("the audit log is backlogged".into()),
+            Err(TrySendError::Disconnected(_)) => return Err("the audit writer stopped".into()),
+        }
+        match tokio::time::timeout(self.timeout, done).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the audit writer stopped".into()),
+            Err(_) => Err(format!(
+                "the audit log did not confirm the record within {} ms",
+                self.timeout.as_millis()
+            )),
+        }
+    }
+
+    /// [`AuditLog::record`] for callers outside an async runtime.
+    pub fn record_blocking(&self, rec: Record) -> Result<(), String> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        self.tx
+            .try_send((rec, ack))
+            .map_err(|_| "the audit log is backlogged or stopped".to_owned())?;
+        let deadline = Instant::now() + self.timeout;
+        let mut done = done;
+        loop {
+            match done.try_recv() {
+                Ok(r) => return r,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err("the audit writer stopped".into())
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    if Instant::now() >= deadline {
+                        return Err("the audit log did not confirm the record in time".into());
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
+    }
+
+    pub fn status(&self) -> AuditStatus {
+        self.status.lock().clone()
+    }
+}
+
+fn writer_loop(w: &mut ChainWriter, rx: &Receiver<(Record, Ack)>, status: &Mutex<AuditStatus>) {
+    let mut last_disk_check = Instant::now();
+    let mut batch = Vec::with_capacity(1024);
+    let mut acks = Vec::with_capacity(1024);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok((r, a)) => {
+                batch.push(r);
+                acks.push(a);
+                while batch.len() < 4096 {
+                    match rx.try_recv() {
+                        Ok((r, a)) => {
+                            batch.push(r);
+                            acks.push(a);
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if w.since_checkpoint > 0 {
+                    let _ = w.checkpoint();
+                }
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let r = w.append(&mut batch);
+            {
+                let mut st = status.lock();
+                st.records = w.seq;
+                st.failing = r.as_ref().err().cloned();
+            }
+            for a in acks.drain(..) {
+                let _ = a.send(r.clone());
+            }
+            batch.clear();
+        }
+        if w.checkpoint_due() {
+            if let Err(e) = w.checkpoint() {
+                status.lock().failing = Some(e);
+            }
+        }
+        if last_disk_check.elapsed() >= Duration::from_secs(5) {
+            last_disk_check = Instant::now();
+            let free = w.free_bytes();
+            let low = free.is_some_and(|f| f < w.cfg.min_free_bytes);
+            let mut st = status.lock();
+            if low && !st.low_disk {
+                tracing::error!(free_bytes = free, "LOW DISK on the audit volume: key use stops when the audit log cannot be written");
+            }
+            st.free_bytes = free;
+            st.low_disk = low;
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Keyhold's tamper-evident audit log.
+//!
+//! * One [`Record`] per key use or admin action: who, what, when, outcome,
+//!   and every field of the XKS `requestMetadata` — never plaintext, AAD,
+//!   key material or secrets.
+//! * Records form chains (one per writer: the server, the admin CLI). Each
+//!   line carries the MAC of the one before (`prev`) and its own MAC, an
+//!   HMAC-SHA256 under an audit key held by the root of trust, over exactly
+//!   the bytes of the line. Editing, deleting, inserting or reordering
+//!   records breaks the chain.
+//! * Deleting the newest records leaves a valid shorter chain: periodic
+//!   [`Checkpoint`]s (chain head, record count, time; MAC'd) are written to
+//!   a second place (the key database, optionally a file on another
+//!   volume), and verification compares the log against them.
+//! * Files rotate by size; retention removes the oldest files and records a
+//!   MAC'd marker, so verification still accounts for every record.
+
+mod chain;
+mod verify;
+
+pub use chain::{AuditLog, AuditLogConfig, AuditStatus, ChainWriter, CheckpointSink};
+pub use verify::{query, read_all, verify, Filter, VerifyReport};
+
+use keyhold_crypto::HmacKey;
+use serde::{Deserialize, Serialize};
+
+/// One audited event. Field order is the line's byte order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    pub chain: String,
+    /// `xks`, `admin` (later `kmip`).
+    pub frontend: String,
+    pub operation: String,
+    /// `OK`, or the error name.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    /// Who: the SigV4 access key id, the admin's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_operation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_via_service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_source_vpc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_source_vpce: Option<String>,
+    /// The policy rule that decided, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Anything else worth knowing (a compromised version used, the admin
+    /// command's arguments, a failure's message). Never secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// MAC of the previous record in the chain (hex; zeros for the first).
+    #[serde(default)]
+    pub prev: String,
+}
+
+/// A signed statement about a chain: it had `count` records, the last
+/// with MAC `head`, at `ts_ms`. `kind` is `checkpoint`, or `retention` when
+/// the records up to `seq` were removed on purpose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub chain: String,
+    pub kind: String,
+    pub seq: u64,
+    pub head: String,
+    pub ts_ms: i64,
+    pub mac: String,
+}
+
+const LINE_DOMAIN: &[u8] = b"keyhold-audit-line-v1\0";
+const CHECKPOINT_DOMAIN: &[u8] = b"keyhold-audit-checkpoint-v1\0";
+/// `,"mac":"` + 64 hex digits + `"}`.
+const MAC_SUFFIX_LEN: usize = 8 + 64 + 2;
+
+/// The zero MAC that precedes a chain's first record.
+pub fn genesis() -> String {
+    "0".repeat(64)
+}
+
+/// Encodes `rec` (whose `prev` is set) as one line without newline, MAC'd.
+/// Returns the line and its MAC (hex).
+pub fn seal_line(key: &HmacKey, rec: &Record) -> (String, String) {
+    let body = serde_json::to_string(rec).expect("records always serialise");
+    let mac = hex::encode(line_mac(key, body.as_bytes()));
+    let mut line = body;
+    line.pop(); // the closing brace
+    line.push_str(",\"mac\":\"");
+    line.push_str(&mac);
+    line.push_str("\"}");
+    (line, mac)
+}
+
+fn line_mac(key: &HmacKey, body: &[u8]) -> [u8; 32] {
+    let mut input = Vec::with_capacity(LINE_DOMAIN.len() + body.len());
+    input.extend_from_slice(LINE_DOMAIN);
+    input.extend_from_slice(body);
+    key.sign(&input)
+}
+
+/// Checks a line's MAC over its exact bytes and parses it. Returns the
+/// record and its MAC (hex).
+pub fn open_line(key: &HmacKey, line: &str) -> Result<(Record, String), String> {
+    let bytes = line.as_bytes();
+    if bytes.len() < MAC_SUFFIX_LEN + 2 || !line.ends_with("\"}") {
+        return Err("not an audit record".into());
+    }
+    let split = bytes.len() - MAC_SUFFIX_LEN;
+    let (head, suffix) = line.split_at(split);
+    let mac = suffix
+        .strip_prefix(",\"mac\":\"")
+        .and_then(|s| s.strip_suffix("\"}"))
+        .filter(|m| m.len() == 64 && m.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or("no MAC at the end of the record")?;
+    let mut body = String::with_capacity(head.len() + 1);
+    body.push_str(head);
+    body.push('}');
+    let want = line_mac(key, body.as_bytes());
+    let got = hex::decode(mac).map_err(|_| "bad MAC encoding")?;
+    if !keyhold_crypto::ct_eq(&want, &got) {
+        return Err("MAC does not match: the record was altered".into());
+    }
+    let rec: Record = serde_json::from_str(&body).map_err(|e| format!("bad record: {e}"))?;
+    Ok((rec, mac.to_owned()))
+}
+
+impl Checkpoint {
+    fn mac_input(chain: &str, kind: &str, seq: u64, head: &str, ts_ms: i64) -> Vec<u8> {
+        let mut v = CHECKPOINT_DOMAIN.to_vec();
+        v.extend_from_slice(format!("{chain}\0{kind}\0{seq}\0{head}\0{ts_ms}").as_bytes());
+        v
+    }
+
+    pub fn new(key: &HmacKey, chain: &str, kind: &str, seq: u64, head: &str, ts_ms: i64) -> Self {
+        let mac = hex::encode(key.sign(&Self::mac_input(chain, kind, seq, head, ts_ms)));
+        Self {
+            chain: chain.to_owned(),
+            kind: kind.to_owned(),
+            seq,
+            head: head.to_owned(),
+            ts_ms,
+            mac,
+        }
+    }
+
+    /// Whether the checkpoint's MAC is right.
+    pub fn is_authentic(&self, key: &HmacKey) -> bool {
+        let want = key.sign(&Self::mac_input(
+            &self.chain,
+            &self.kind,
+            self.seq,
+            &self.head,
+            self.ts_ms,
+        ));
+        hex::decode(&self.mac).is_ok_and(|m| keyhold_crypto::ct_eq(&want, &m))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_bound_to_their_bytes() {
+        let k = HmacKey::new(&[7; 32]);
+        let rec = Record {
+            seq: 1,
+            chain: "xks".into(),
+            operation: "Encrypt".into(),
+            result: "OK".into(),
+            kms_request_id: Some("r-\"1\"".into()),
+            prev: genesis(),
+            ..Record::default()
+        };
+        let (line, mac) = seal_line(&k, &rec);
+        assert!(!line.contains('\n'));
+        let (back, mac2) = open_line(&k, &line).unwrap();
+        assert_eq!((back, mac2), (rec, mac.clone()));
+        let edited = line.replace("Encrypt", "Decrypt");
+        assert!(open_line(&k, &edited).unwrap_err().contains("altered"));
+        let spaced = line.replacen(':', ": ", 1);
+        assert!(open_line(&k, &spaced).is_err(), "exact bytes");
+        assert!(open_line(&HmacKey::new(&[8; 32]), &line).is_err());
+        assert!(open_line(&k, "").is_err());
+        assert!(open_line(&k, "{\"mac\":\"zz\"}").is_err());
+        let c = Checkpoint::new(&k, "xks", "checkpoint", 5, &mac, 99);
+        assert!(c.is_authentic(&k));
+        let mut forged = c.clone();
+        forged.seq = 4;
+        assert!(!forged.is_authentic(&k));
+    }
+}

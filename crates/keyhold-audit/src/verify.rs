@@ -1,0 +1,252 @@
+//! Verifying chains against their MACs and checkpoints, and reading
+//! records back for queries and exports.
+
+use crate::chain::chain_files;
+use crate::{genesis, open_line, Checkpoint, Record};
+use keyhold_crypto::HmacKey;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+/// At most this many problems are listed per chain.
+const MAX_PROBLEMS: usize = 50;
+
+/// What `keyhold audit verify` found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Per chain: name, records seen, first and last sequence number.
+    pub chains: Vec<(String, u64, u64, u64)>,
+    /// Checkpoints compared with the log.
+    pub checkpoints_checked: usize,
+    /// Everything wrong, each saying where.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+fn chain_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Verifies every chain under `dir` with `key`, and compares it with
+/// `checkpoints` (from the key database, a checkpoint file…).
+pub fn verify(dir: &Path, key: &HmacKey, checkpoints: &[Checkpoint]) -> VerifyReport {
+    let mut report = VerifyReport::default();
+    let mut by_chain: HashMap<&str, Vec<&Checkpoint>> = HashMap::new();
+    for c in checkpoints {
+        if c.is_authentic(key) {
+            by_chain.entry(c.chain.as_str()).or_default().push(c);
+        } else {
+            report.problems.push(format!(
+                "checkpoint of chain {} at seq {} has a bad MAC: it was forged or altered",
+                c.chain, c.seq
+            ));
+        }
+    }
+    let dirs = chain_dirs(dir);
+    for (chain, cdir) in &dirs {
+        let cps = by_chain.remove(chain.as_str()).unwrap_or_default();
+        verify_chain(chain, cdir, key, &cps, &mut report);
+    }
+    for (chain, cps) in by_chain {
+        if cps.iter().any(|c| c.kind == "checkpoint" && c.seq > 0) {
+            report.problems.push(format!(
+                "chain {chain} has checkpoints but no log files: the whole chain was removed"
+            ));
+        }
+    }
+    report
+}
+
+fn verify_chain(
+    chain: &str,
+    cdir: &Path,
+    key: &HmacKey,
+    cps: &[&Checkpoint],
+    report: &mut VerifyReport,
+) {
+    let mut problems = Vec::new();
+    let mut want: HashMap<u64, Vec<&Checkpoint>> = HashMap::new();
+    for c in cps.iter().filter(|c| c.kind == "checkpoint") {
+        want.entry(c.seq).or_default().push(c);
+    }
+    let retention: Vec<_> = cps.iter().filter(|c| c.kind == "retention").collect();
+    let (mut expect_seq, mut prev): (Option<u64>, String) = (None, genesis());
+    let (mut first, mut last, mut count) = (0u64, 0u64, 0u64);
+    let mut seen_macs: HashMap<u64, String> = HashMap::new();
+    for file in chain_files(cdir) {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Ok(f) = std::fs::File::open(&file) else {
+            problems.push(format!("{chain}/{name}: cannot be read"));
+            continue;
+        };
+        for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let at = format!("{chain}/{name} line {}", i + 1);
+            let Ok(line) = line else {
+                problems.push(format!("{at}: not text"));
+                break;
+            };
+            let (rec, mac) = match open_line(key, &line) {
+                Ok(x) => x,
+                Err(e) => {
+                    problems.push(format!("{at}: {e}"));
+                    continue;
+                }
+            };
+            count += 1;
+            match expect_seq {
+                None => {
+                    first = rec.seq;
+                    if rec.seq != 1 {
+                        let covered = retention
+                            .iter()
+                            .any(|c| c.seq + 1 == rec.seq && c.head == rec.prev);
+                        if !covered {
+                            problems.push(format!(
+                                "{at}: the chain starts at record {} and no retention marker accounts for the records before it: they were deleted",
+                                rec.seq
+                            ));
+                        }
+                    } else if rec.prev != genesis() {
+                        problems.push(format!("{at}: the first record does not start the chain"));
+                    }
+                }
+                Some(s) => {
+                    if rec.seq != s {
+                        problems.push(format!(
+                            "{at}: record {} where {s} was expected: records were deleted, inserted or reordered",
+                            rec.seq
+                        ));
+                    } else if rec.prev != prev {
+                        problems.push(format!(
+                            "{at}: record {} does not follow the record before it: records were deleted, inserted or reordered",
+                            rec.seq
+                        ));
+                    }
+                }
+            }
+            if rec.chain != chain {
+                problems.push(format!("{at}: record belongs to chain {}", rec.chain));
+            }
+            if want.contains_key(&rec.seq) {
+                seen_macs.insert(rec.seq, mac.clone());
+            }
+            last = rec.seq;
+            expect_seq = Some(rec.seq + 1);
+            prev = mac;
+            if problems.len() >= MAX_PROBLEMS {
+                break;
+            }
+        }
+    }
+    for (seq, list) in &want {
+        for c in list {
+            report.checkpoints_checked += 1;
+            if *seq > last {
+                problems.push(format!(
+                    "chain {chain} ends at record {last}, but a checkpoint of {} records was signed at {}: the newest records were removed",
+                    seq,
+                    keyhold_core::time::format_rfc3339(c.ts_ms / 1000)
+                ));
+            } else if *seq >= first {
+                match seen_macs.get(seq) {
+                    Some(m) if *m == c.head => {}
+                    _ => problems.push(format!(
+                        "chain {chain}: record {seq} is not the one the checkpoint of {} signed: the log was rewritten",
+                        keyhold_core::time::format_rfc3339(c.ts_ms / 1000)
+                    )),
+                }
+            }
+        }
+    }
+    report.chains.push((chain.to_owned(), count, first, last));
+    report.problems.extend(problems);
+}
+
+/// Which records a query selects.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub store: Option<String>,
+    pub key: Option<String>,
+    pub principal: Option<String>,
+    pub operation: Option<String>,
+    /// `OK`, an error name, or `error` for every failure.
+    pub result: Option<String>,
+    pub kms_request_id: Option<String>,
+    pub frontend: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+}
+
+impl Filter {
+    pub fn matches(&self, r: &Record) -> bool {
+        let eq = |want: &Option<String>, got: Option<&str>| {
+            want.as_deref().is_none_or(|w| got == Some(w))
+        };
+        eq(&self.store, r.store.as_deref())
+            && eq(&self.key, r.key.as_deref())
+            && eq(&self.principal, r.principal.as_deref())
+            && self
+                .operation
+                .as_deref()
+                .is_none_or(|o| r.operation.eq_ignore_ascii_case(o))
+            && self.result.as_deref().is_none_or(|w| match w {
+                "error" | "ERROR" => r.result != "OK",
+                w => r.result == w,
+            })
+            && eq(&self.kms_request_id, r.kms_request_id.as_deref())
+            && eq(&self.frontend, Some(r.frontend.as_str()))
+            && self.since_ms.is_none_or(|t| r.ts_ms >= t)
+            && self.until_ms.is_none_or(|t| r.ts_ms < t)
+    }
+}
+
+/// Calls `f` with every readable record under `dir` (all chains, each in
+/// order), as written. Lines that do not parse are skipped (verify reports
+/// them).
+pub fn read_all(dir: &Path, mut f: impl FnMut(&Record, &str)) {
+    for (_, cdir) in chain_dirs(dir) {
+        for file in chain_files(&cdir) {
+            let Ok(fh) = std::fs::File::open(&file) else {
+                continue;
+            };
+            for line in std::io::BufReader::new(fh).lines().map_while(Result::ok) {
+                if let Ok(r) = serde_json::from_str::<Record>(&line) {
+                    f(&r, &line);
+                }
+            }
+        }
+    }
+}
+
+/// Records under `dir` matching `filter`, oldest first, at most `limit`
+/// (the newest `limit` when there are more).
+pub fn query(dir: &Path, filter: &Filter, limit: usize) -> Vec<Record> {
+    let mut out = std::collections::VecDeque::new();
+    read_all(dir, |r, _| {
+        if filter.matches(r) {
+            if out.len() == limit {
+                out.pop_front();
+            }
+            out.push_back(r.clone());
+        }
+    });
+    let mut v: Vec<Record> = out.into();
+    v.sort_by_key(|r| (r.ts_ms, r.chain.clone(), r.seq));
+    v
+}
