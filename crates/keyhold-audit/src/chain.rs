@@ -3,7 +3,7 @@
 //! on its own thread with group commit, so that each request waits for its
 //! record to be written, for a bounded time.
 
-use crate::{genesis, now_ms, open_line, seal_line, Checkpoint, Record};
+use crate::{genesis, now_ms, open_line, seal_line, Checkpoint, CheckpointMac, Record};
 use keyhold_crypto::HmacKey;
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};

@@ -75,17 +75,14 @@ pub struct Record {
     pub prev: String,
 }
 
-/// A signed statement about a chain: it had `count` records, the last
-/// with MAC `head`, at `ts_ms`. `kind` is `checkpoint`, or `retention` when
-/// the records up to `seq` were removed on purpose.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
-    pub chain: String,
-    pub kind: String,
-    pub seq: u64,
-    pub head: String,
-    pub ts_ms: i64,
-    pub mac: String,
+/// A signed statement about a chain (stored by the key database).
+pub type Checkpoint = keyhold_core::AuditCheckpoint;
+
+/// Signing and checking [`Checkpoint`]s.
+pub trait CheckpointMac: Sized {
+    fn new(key: &HmacKey, chain: &str, kind: &str, seq: u64, head: &str, ts_ms: i64) -> Self;
+    /// Whether the checkpoint's MAC is right.
+    fn is_authentic(&self, key: &HmacKey) -> bool;
 }
 
 const LINE_DOMAIN: &[u8] = b"keyhold-audit-line-v1\0";
@@ -144,15 +141,15 @@ pub fn open_line(key: &HmacKey, line: &str) -> Result<(Record, String), String> 
     Ok((rec, mac.to_owned()))
 }
 
-impl Checkpoint {
-    fn mac_input(chain: &str, kind: &str, seq: u64, head: &str, ts_ms: i64) -> Vec<u8> {
-        let mut v = CHECKPOINT_DOMAIN.to_vec();
-        v.extend_from_slice(format!("{chain}\0{kind}\0{seq}\0{head}\0{ts_ms}").as_bytes());
-        v
-    }
+fn checkpoint_mac_input(chain: &str, kind: &str, seq: u64, head: &str, ts_ms: i64) -> Vec<u8> {
+    let mut v = CHECKPOINT_DOMAIN.to_vec();
+    v.extend_from_slice(format!("{chain}\0{kind}\0{seq}\0{head}\0{ts_ms}").as_bytes());
+    v
+}
 
-    pub fn new(key: &HmacKey, chain: &str, kind: &str, seq: u64, head: &str, ts_ms: i64) -> Self {
-        let mac = hex::encode(key.sign(&Self::mac_input(chain, kind, seq, head, ts_ms)));
+impl CheckpointMac for Checkpoint {
+    fn new(key: &HmacKey, chain: &str, kind: &str, seq: u64, head: &str, ts_ms: i64) -> Self {
+        let mac = hex::encode(key.sign(&checkpoint_mac_input(chain, kind, seq, head, ts_ms)));
         Self {
             chain: chain.to_owned(),
             kind: kind.to_owned(),
@@ -163,9 +160,8 @@ impl Checkpoint {
         }
     }
 
-    /// Whether the checkpoint's MAC is right.
-    pub fn is_authentic(&self, key: &HmacKey) -> bool {
-        let want = key.sign(&Self::mac_input(
+    fn is_authentic(&self, key: &HmacKey) -> bool {
+        let want = key.sign(&checkpoint_mac_input(
             &self.chain,
             &self.kind,
             self.seq,

@@ -2,7 +2,7 @@
 //! records back for queries and exports.
 
 use crate::chain::chain_files;
-use crate::{genesis, open_line, Checkpoint, Record};
+use crate::{genesis, open_line, Checkpoint, CheckpointMac, Record};
 use keyhold_crypto::HmacKey;
 use std::collections::HashMap;
 use std::io::BufRead;

@@ -15,7 +15,12 @@ fn key() -> Arc<HmacKey> {
 fn rec(i: u64) -> Record {
     Record {
         frontend: "xks".into(),
-        operation: if i.is_multiple_of(2) { "Encrypt" } else { "Decrypt" }.into(),
+        operation: if i.is_multiple_of(2) {
+            "Encrypt"
+        } else {
+            "Decrypt"
+        }
+        .into(),
         result: "OK".into(),
         ts_ms: 1_800_000_000_000 + i as i64,
         key: Some(format!("k{}", i % 3)),

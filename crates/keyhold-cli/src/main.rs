@@ -3,6 +3,7 @@
 //! their changes within a tenth of a second, without a restart.
 
 mod admin;
+mod audit_cmd;
 mod lifecycle_cmd;
 mod output;
 
@@ -74,6 +75,9 @@ enum Command {
     /// The root of trust of the data directory.
     #[command(subcommand)]
     Root(RootCmd),
+    /// The tamper-evident audit log: verify, query, export.
+    #[command(subcommand)]
+    Audit(audit_cmd::AuditCmd),
     /// Break glass: refuse every key on every front-end until `keyhold unlock`.
     Lockdown,
     /// Lift a lockdown.
@@ -200,6 +204,36 @@ fn serve(cli: &Cli, listen: Option<&String>, insecure: bool) -> Result<(), Strin
     })
 }
 
+/// Runs an admin command on the data directory and records it (who, what,
+/// outcome) in the audit log's `admin` chain.
+fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
+    let ctx = cli_ctx(cli, dd.clone())?;
+    let r = match &cli.command {
+        Command::Store(cmd) => admin::store(&ctx, cmd),
+        Command::Key(cmd) => admin::key(&ctx, cmd),
+        Command::Lockdown => lifecycle_cmd::lockdown(&ctx, true),
+        Command::Unlock => lifecycle_cmd::lockdown(&ctx, false),
+        Command::Audit(cmd) => audit_cmd::run(&ctx, &dd, cmd),
+        _ => unreachable!("only admin commands are audited here"),
+    };
+    // The command words after the global options.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let start = args
+        .iter()
+        .position(|a| {
+            matches!(
+                a.as_str(),
+                "store" | "key" | "lockdown" | "unlock" | "audit"
+            )
+        })
+        .unwrap_or(0);
+    if let Err(e) = audit_cmd::record_admin(&ctx, &dd, &args[start..], &r) {
+        eprintln!("warning: this command could not be recorded in the audit log: {e}");
+        return r.and(Err("the audit record was not written".into()));
+    }
+    r
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match &cli.command {
@@ -229,14 +263,11 @@ fn main() -> ExitCode {
             listen,
             insecure_http,
         } => serve(&cli, listen.as_ref(), *insecure_http),
-        Command::Store(cmd) => data_dir(&cli).and_then(|dd| admin::store(&cli_ctx(&cli, dd)?, cmd)),
-        Command::Key(cmd) => data_dir(&cli).and_then(|dd| admin::key(&cli_ctx(&cli, dd)?, cmd)),
-        Command::Lockdown | Command::Unlock => data_dir(&cli).and_then(|dd| {
-            lifecycle_cmd::lockdown(
-                &cli_ctx(&cli, dd)?,
-                matches!(cli.command, Command::Lockdown),
-            )
-        }),
+        Command::Store(_)
+        | Command::Key(_)
+        | Command::Lockdown
+        | Command::Unlock
+        | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
         Command::Root(RootCmd::MigrateToHsm { hsm }) => data_dir(&cli).and_then(|dd| {
             let cfg = hsm.config()?;

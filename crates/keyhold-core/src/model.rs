@@ -312,6 +312,20 @@ impl std::fmt::Debug for StoredCredential {
     }
 }
 
+/// A signed statement about an audit chain (see keyhold-audit): it had
+/// `seq` records, the last with MAC `head`, at `ts_ms`. `kind` is
+/// `checkpoint`, or `retention` when records up to `seq` were removed on
+/// purpose. Kept in the key database, away from the log files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub chain: String,
+    pub kind: String,
+    pub seq: u64,
+    pub head: String,
+    pub ts_ms: i64,
+    pub mac: String,
+}
+
 /// Something stored wrapped under the root of trust: what a re-wrap (a
 /// change of root of trust) must visit.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,6 +11,9 @@ const ROOT_CHECK_CONTEXT: &[u8] = b"keyhold/root-check/v1";
 /// The meta record holding the health-check test key, and its wrap context.
 pub const HEALTH_KEY_META: &str = "health_key";
 pub const HEALTH_KEY_CONTEXT: &[u8] = b"keyhold/health-key/v1";
+/// The audit MAC key, wrapped under the root of trust.
+pub const AUDIT_KEY_META: &str = "audit_key";
+pub const AUDIT_KEY_CONTEXT: &[u8] = b"keyhold/audit-key/v1";
 
 /// The wrap context (authenticated, must match on unwrap) of a stored
 /// wrapped value; `None` for a meta value that is not wrapped.
@@ -24,6 +27,7 @@ pub fn wrap_context(item: &WrappedItem) -> Option<Vec<u8>> {
         WrappedItem::Meta { name } => match name.as_str() {
             ROOT_CHECK_META => Some(ROOT_CHECK_CONTEXT.to_vec()),
             HEALTH_KEY_META => Some(HEALTH_KEY_CONTEXT.to_vec()),
+            AUDIT_KEY_META => Some(AUDIT_KEY_CONTEXT.to_vec()),
             _ => None,
         },
     }

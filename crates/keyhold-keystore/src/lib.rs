@@ -14,7 +14,9 @@
 mod barrier;
 mod software;
 
-pub use barrier::{wrap_context, Barrier, HEALTH_KEY_CONTEXT, HEALTH_KEY_META};
+pub use barrier::{
+    wrap_context, Barrier, AUDIT_KEY_CONTEXT, AUDIT_KEY_META, HEALTH_KEY_CONTEXT, HEALTH_KEY_META,
+};
 pub use software::{RootFileKind, SoftwareRoot};
 
 use keyhold_core::Result;

@@ -17,6 +17,16 @@
 //! fleet_size = 1
 //! store_quota_rps = 1800              # optional, per key store
 //! hsm_timeout_ms = 2000               # answer 503 when the HSM takes longer
+//!
+//! [audit]
+//! dir = "audit"                       # MAC-chained records (relative: data dir)
+//! checkpoint_file = "/mnt/other/keyhold-checkpoints.jsonl"  # optional 2nd anchor
+//! max_file_mb = 64                    # rotate files at this size
+//! max_files = 256                     # retention (older files removed, marked)
+//! timeout_ms = 1000                   # a request fails if its record is not written in time
+//! min_free_mb = 256                   # low-disk alarm below this
+//! checkpoint_interval_ms = 10000      # signed checkpoints at least this often
+//! enabled = true                      # false only to measure what auditing costs
 //! ```
 
 use serde::Deserialize;
@@ -50,6 +60,68 @@ pub struct Config {
     pub tls: TlsConfig,
     #[serde(default)]
     pub xks: XksSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+/// The tamper-evident audit log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_audit_dir")]
+    pub dir: PathBuf,
+    pub checkpoint_file: Option<PathBuf>,
+    #[serde(default = "default_max_file_mb")]
+    pub max_file_mb: u64,
+    #[serde(default = "default_max_files")]
+    pub max_files: usize,
+    #[serde(default = "default_audit_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_min_free_mb")]
+    pub min_free_mb: u64,
+    /// A signed checkpoint at least this often while records come in.
+    #[serde(default = "default_checkpoint_interval_ms")]
+    pub checkpoint_interval_ms: u64,
+}
+
+fn default_checkpoint_interval_ms() -> u64 {
+    10_000
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: default_audit_dir(),
+            checkpoint_file: None,
+            max_file_mb: default_max_file_mb(),
+            max_files: default_max_files(),
+            timeout_ms: default_audit_timeout_ms(),
+            min_free_mb: default_min_free_mb(),
+            checkpoint_interval_ms: default_checkpoint_interval_ms(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_audit_dir() -> PathBuf {
+    "audit".into()
+}
+fn default_max_file_mb() -> u64 {
+    64
+}
+fn default_max_files() -> usize {
+    256
+}
+fn default_audit_timeout_ms() -> u64 {
+    1000
+}
+fn default_min_free_mb() -> u64 {
+    256
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -100,15 +172,28 @@ impl Config {
             c.data_dir = base.join(&c.data_dir);
         }
         let dd = c.data_dir.clone();
-        for p in [&mut c.tls.cert, &mut c.tls.key, &mut c.tls.client_ca]
-            .into_iter()
-            .flatten()
+        c.resolve_paths(&dd);
+        Ok(c)
+    }
+
+    /// Makes the TLS and audit paths absolute, relative to the data dir.
+    pub fn resolve_paths(&mut self, dd: &Path) {
+        for p in [
+            &mut self.tls.cert,
+            &mut self.tls.key,
+            &mut self.tls.client_ca,
+            &mut self.audit.checkpoint_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = dd.join(&*p);
             }
         }
-        Ok(c)
+        if self.audit.dir.is_relative() {
+            self.audit.dir = dd.join(&self.audit.dir);
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -30,6 +30,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot open the audit log: {0}")]
+    Audit(String),
 }
 
 fn xks_config(c: &Config) -> XksConfig {
@@ -143,7 +145,15 @@ pub async fn serve(
         }
     };
     spawn_refresher(&service, presence);
-    let api = Arc::new(XksApi::new(service, xks_config(config)));
+    let mut api = XksApi::new(service.clone(), xks_config(config));
+    if config.audit.enabled {
+        let log = crate::audit::start_server_log(&service, &config.audit)
+            .map_err(|e| ServeError::Audit(e.to_string()))?;
+        api = api.with_audit(log);
+    } else {
+        tracing::warn!("the audit log is off (audit.enabled = false): key use is not recorded");
+    }
+    let api = Arc::new(api);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -10,7 +10,9 @@ use keyhold_core::{
     Usage, VersionFlag, WrappedKeyVersion, ACCESS_KEY_ID_ALPHABET,
 };
 use keyhold_crypto::{random_secret, Aes256Key, HmacKey, SecretBytes, AES256_KEY_LEN};
-use keyhold_keystore::{Barrier, RootOfTrust, HEALTH_KEY_CONTEXT, HEALTH_KEY_META};
+use keyhold_keystore::{
+    Barrier, RootOfTrust, AUDIT_KEY_CONTEXT, AUDIT_KEY_META, HEALTH_KEY_CONTEXT, HEALTH_KEY_META,
+};
 use keyhold_storage::Storage;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -338,10 +340,16 @@ impl KeyService {
             |n| storage.get_meta(n),
             |n, v| storage.put_meta_if_absent(n, v),
         )?;
-        if storage.get_meta(HEALTH_KEY_META)?.is_none() {
-            let m = random_secret(AES256_KEY_LEN).map_err(|e| Error::Internal(e.to_string()))?;
-            let w = barrier.root().wrap(HEALTH_KEY_CONTEXT, m.expose())?;
-            storage.put_meta_if_absent(HEALTH_KEY_META, &w)?;
+        for (name, context) in [
+            (HEALTH_KEY_META, HEALTH_KEY_CONTEXT),
+            (AUDIT_KEY_META, AUDIT_KEY_CONTEXT),
+        ] {
+            if storage.get_meta(name)?.is_none() {
+                let m =
+                    random_secret(AES256_KEY_LEN).map_err(|e| Error::Internal(e.to_string()))?;
+                let w = barrier.root().wrap(context, m.expose())?;
+                storage.put_meta_if_absent(name, &w)?;
+            }
         }
         let token = storage.change_token()?;
         let locked = storage.get_meta(LOCKDOWN_META)?.is_some();
@@ -435,6 +443,16 @@ impl KeyService {
 
     pub(crate) fn set_locked_down(&self, on: bool) {
         self.lockdown.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The audit log's MAC key (unwrapped by the root of trust).
+    pub fn audit_key(&self) -> Result<HmacKey> {
+        let w = self
+            .storage
+            .get_meta(AUDIT_KEY_META)?
+            .ok_or_else(|| Error::Internal("the audit key is missing".into()))?;
+        let k = self.barrier.root().unwrap(AUDIT_KEY_CONTEXT, &w)?;
+        Ok(HmacKey::new(k.expose()))
     }
 
     /// Whether `keyhold lockdown` is in force.

@@ -13,8 +13,8 @@ mod sqlite;
 pub use sqlite::SqliteStorage;
 
 use keyhold_core::{
-    Key, KeyId, KeyStore, Lifecycle, Result, Status, StorePrefix, StoredCredential, Timestamp,
-    Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
+    AuditCheckpoint, Key, KeyId, KeyStore, Lifecycle, Result, Status, StorePrefix,
+    StoredCredential, Timestamp, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
 };
 
 /// One key version as listed for operators (never its material).
@@ -44,6 +44,10 @@ pub trait Storage: Send + Sync + 'static {
     fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
     /// Sets (or with `None`, removes) `name`.
     fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()>;
+    /// Keeps an audit checkpoint (older ones beyond a bound are pruned;
+    /// retention markers are kept).
+    fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()>;
+    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>>;
     /// Adds one to the counter `name` (a decimal meta value, 0 when absent)
     /// and returns the new value, atomically.
     fn bump_counter(&self, name: &str) -> Result<u64>;

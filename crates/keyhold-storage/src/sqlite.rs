@@ -3,8 +3,8 @@
 use crate::Storage;
 use crate::VersionInfo;
 use keyhold_core::{
-    now, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, Result, Status, StorePrefix,
-    StoredCredential, Timestamp, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
+    now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, Result, Status,
+    StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
 };
 use parking_lot::Mutex;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
@@ -70,7 +70,22 @@ ALTER TABLE key_versions ADD COLUMN flag INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX keys_destroy_at ON keys(destroy_at) WHERE destroy_at IS NOT NULL;
 CREATE INDEX keys_next_rotation_at ON keys(next_rotation_at) WHERE next_rotation_at IS NOT NULL;
 "#,
+    // v4: audit checkpoints, kept away from the audit log files.
+    r#"
+CREATE TABLE audit_checkpoints (
+    chain TEXT NOT NULL,
+    kind  TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    head  TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    mac   TEXT NOT NULL,
+    PRIMARY KEY (chain, kind, seq)
+) WITHOUT ROWID;
+"#,
 ];
+
+/// Checkpoints kept per audit chain (retention markers are all kept).
+const AUDIT_CHECKPOINTS_KEPT: i64 = 1_000;
 
 /// The columns [`SqliteStorage::row_to_key`] reads, in order.
 const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
@@ -627,6 +642,45 @@ impl Storage for SqliteStorage {
         }
         .map(drop)
         .map_err(db_err)
+    }
+
+    fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO audit_checkpoints(chain, kind, seq, head, ts_ms, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![c.chain, c.kind, c.seq as i64, c.head, c.ts_ms, c.mac],
+        )
+        .map_err(db_err)?;
+        tx.execute(
+            "DELETE FROM audit_checkpoints WHERE chain = ?1 AND kind = 'checkpoint' AND seq < \
+             (SELECT seq FROM audit_checkpoints WHERE chain = ?1 AND kind = 'checkpoint' ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            params![c.chain, AUDIT_CHECKPOINTS_KEPT - 1],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)
+    }
+
+    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare("SELECT chain, kind, seq, head, ts_ms, mac FROM audit_checkpoints ORDER BY chain, seq")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(AuditCheckpoint {
+                    chain: r.get(0)?,
+                    kind: r.get(1)?,
+                    seq: r.get::<_, i64>(2)? as u64,
+                    head: r.get(3)?,
+                    ts_ms: r.get(4)?,
+                    mac: r.get(5)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
     fn bump_counter(&self, name: &str) -> Result<u64> {

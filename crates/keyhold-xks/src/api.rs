@@ -59,6 +59,9 @@ impl Default for XksConfig {
 pub struct XksApi {
     pub(crate) service: Arc<KeyService>,
     pub(crate) config: XksConfig,
+    /// The tamper-evident audit log; a request whose record cannot be
+    /// written fails. `None` only in benchmarks of the cost of auditing.
+    pub(crate) audit: Option<Arc<keyhold_audit::AuditLog>>,
     quotas: parking_lot::Mutex<std::collections::HashMap<String, TokenBucket>>,
 }
 
@@ -91,6 +94,34 @@ pub(crate) type HttpResponse = Response<Full<Bytes>>;
 pub(crate) struct Ctx<'a> {
     pub store: &'a StorePrefix,
     pub key_id: &'a str,
+    /// Set by the operation for the audit record.
+    pub noted: &'a Noted,
+}
+
+/// What an operation tells the audit record besides its outcome.
+#[derive(Default)]
+pub(crate) struct Noted {
+    /// The key version used (0: none).
+    version: std::sync::atomic::AtomicU32,
+    compromised: std::sync::atomic::AtomicBool,
+}
+
+impl Noted {
+    pub fn set_version(&self, v: u32) {
+        self.version.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn key_version(&self) -> Option<u32> {
+        Some(self.version.load(std::sync::atomic::Ordering::Relaxed)).filter(|v| *v != 0)
+    }
+    pub fn set_compromised(&self) {
+        self.compromised
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn detail(&self) -> Option<&'static str> {
+        self.compromised
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then_some("decrypted with a key or key version marked compromised")
+    }
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
@@ -156,8 +187,16 @@ impl XksApi {
         Self {
             service,
             config,
+            audit: None,
             quotas: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// Writes a record of every request to `audit` (and fails requests
+    /// whose record cannot be written).
+    pub fn with_audit(mut self, audit: Arc<keyhold_audit::AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// Charges one request to a key store's quota, if one is configured.
@@ -213,7 +252,9 @@ impl XksApi {
                 format!("no XKS API at this path ({} characters)", path.len()),
             );
             audit(None, None, None, &Outcome::Err(&e), started);
-            return error_response(&e);
+            return self
+                .record(None, None, None, &Noted::default(), Err(e), started)
+                .await;
         };
         if parts.method != Method::POST {
             return method_not_allowed("POST");
@@ -221,19 +262,28 @@ impl XksApi {
         if self.service.root_blocks() && !self.warm_caches(&parts, &route).await {
             let e = hsm_timeout(self.config.hsm_timeout);
             audit(None, Some(&route), None, &Outcome::Err(&e), started);
-            return error_response(&e);
+            return self
+                .record(None, Some(&route), None, &Noted::default(), Err(e), started)
+                .await;
         }
         let mut akid = None;
         let mut akid_owned = None;
+        let noted = Noted::default();
         let (meta, result) = match body {
             Ok(body) if self.needs_hsm(&route, &body) => {
                 // Encrypt/Decrypt run inside the HSM: a blocking call, on a
                 // blocking thread, waited for at most hsm_timeout.
-                let (m, r, a) = self.handle_api_blocking(&parts, body).await;
+                let (m, r, a, n) = self.handle_api_blocking(&parts, body).await;
                 akid_owned = a;
+                if let Some(v) = n.0 {
+                    noted.set_version(v);
+                }
+                if n.1.is_some() {
+                    noted.set_compromised();
+                }
                 (m, r)
             }
-            Ok(body) => self.handle_api(&parts, &body, &route, &mut akid),
+            Ok(body) => self.handle_api(&parts, &body, &route, &mut akid, &noted),
             Err(e) => (None, Err(e)),
         };
         let akid = akid.or(akid_owned.as_deref());
@@ -242,9 +292,66 @@ impl XksApi {
             Err(e) => Outcome::Err(e),
         };
         audit(meta.as_ref(), Some(&route), akid, &outcome, started);
-        match result {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
+        self.record(meta.as_ref(), Some(&route), akid, &noted, result, started)
+            .await
+    }
+
+    /// Writes the request's record to the audit log and returns the answer,
+    /// or InternalException when the record could not be written: no key
+    /// use goes unrecorded.
+    async fn record(
+        &self,
+        meta: Option<&RequestMetadata>,
+        route: Option<&route::Route<'_>>,
+        access_key_id: Option<&str>,
+        noted: &Noted,
+        result: Result<HttpResponse, XksError>,
+        started: Instant,
+    ) -> HttpResponse {
+        let Some(log) = &self.audit else {
+            return match result {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            };
+        };
+        let m = |f: fn(&RequestMetadata) -> &Option<String>| meta.and_then(|m| f(m).clone());
+        let (result_name, status) = match &result {
+            Ok(_) => ("OK".to_owned(), 200),
+            Err(e) => (e.name.as_str().to_owned(), e.status().as_u16()),
+        };
+        let rec = keyhold_audit::Record {
+            ts_ms: keyhold_audit::now_ms(),
+            frontend: "xks".into(),
+            operation: route.map(|r| r.op.name()).unwrap_or("-").into(),
+            result: result_name,
+            status: Some(status),
+            store: route.map(|r| r.prefix.to_owned()),
+            key: route.map(|r| r.key_id.to_owned()).filter(|k| !k.is_empty()),
+            key_version: noted.key_version(),
+            latency_us: Some(started.elapsed().as_micros() as u64),
+            actor: access_key_id.map(str::to_owned),
+            principal: m(|m| &m.aws_principal_arn),
+            kms_operation: m(|m| &m.kms_operation),
+            kms_request_id: m(|m| &m.kms_request_id),
+            kms_key_arn: m(|m| &m.kms_key_arn),
+            kms_via_service: m(|m| &m.kms_via_service),
+            aws_source_vpc: m(|m| &m.aws_source_vpc),
+            aws_source_vpce: m(|m| &m.aws_source_vpce),
+            detail: noted.detail().map(str::to_owned),
+            ..keyhold_audit::Record::default()
+        };
+        match log.record(rec).await {
+            Ok(()) => match result {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            },
+            Err(why) => {
+                tracing::error!(error = %why, "audit record not written: refusing the request");
+                error_response(&XksError::new(
+                    ErrorName::InternalException,
+                    "the audit log cannot be written: key use refused",
+                ))
+            }
         }
     }
 
@@ -258,6 +365,7 @@ impl XksApi {
         Option<RequestMetadata>,
         Result<HttpResponse, XksError>,
         Option<String>,
+        (Option<u32>, Option<&'static str>),
     ) {
         let (mut owned, ()) = Request::new(()).into_parts();
         owned.method = parts.method.clone();
@@ -271,11 +379,18 @@ impl XksApi {
                     None,
                     Err(XksError::new(ErrorName::InternalException, "route")),
                     None,
+                    (None, None),
                 );
             };
             let mut akid = None;
-            let (m, r) = api.handle_api(&owned, &body, &route, &mut akid);
-            (m, r, akid.map(str::to_owned))
+            let noted = Noted::default();
+            let (m, r) = api.handle_api(&owned, &body, &route, &mut akid, &noted);
+            (
+                m,
+                r,
+                akid.map(str::to_owned),
+                (noted.key_version(), noted.detail()),
+            )
         });
         match tokio::time::timeout(self.config.hsm_timeout, job).await {
             Ok(Ok(done)) => done,
@@ -288,9 +403,15 @@ impl XksApi {
                         "internal error in the key manager",
                     )),
                     None,
+                    (None, None),
                 )
             }
-            Err(_) => (None, Err(hsm_timeout(self.config.hsm_timeout)), None),
+            Err(_) => (
+                None,
+                Err(hsm_timeout(self.config.hsm_timeout)),
+                None,
+                (None, None),
+            ),
         }
     }
 
@@ -431,6 +552,7 @@ impl XksApi {
         body: &[u8],
         route: &route::Route<'_>,
         access_key_id: &mut Option<&'p str>,
+        noted: &Noted,
     ) -> (Option<RequestMetadata>, Result<HttpResponse, XksError>) {
         // A change (a disable, a lockdown) is acknowledged only once no
         // request still runs on what the caches held before it.
@@ -479,6 +601,7 @@ impl XksApi {
         let ctx = Ctx {
             store: &store.prefix,
             key_id: route.key_id,
+            noted,
         };
         match route.op {
             Op::Health => self.health(&store, body),

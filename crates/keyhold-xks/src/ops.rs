@@ -72,7 +72,18 @@ impl XksApi {
                 )),
             );
         }
-        let report = self.service.health();
+        let mut report = self.service.health();
+        // The audit log is part of serving: if records cannot be written,
+        // no key use can be; a low disk is a warning.
+        if let Some(st) = self.audit.as_ref().map(|a| a.status()) {
+            for e in &mut report.ekms {
+                if st.failing.is_some() {
+                    e.status = keyhold_service::HealthStatus::Unavailable;
+                } else if st.low_disk && e.status == keyhold_service::HealthStatus::Active {
+                    e.status = keyhold_service::HealthStatus::Degraded;
+                }
+            }
+        }
         let resp = HealthResponse {
             xks_proxy_fleet_size: self.config.fleet_size.max(1),
             xks_proxy_vendor: self.config.vendor.clone(),
@@ -144,6 +155,7 @@ impl XksApi {
         let h = self.service.key_handle(ctx.store, ctx.key_id)?;
         self.service.authorize(&h, Operation::Encrypt)?;
         let (version, key) = h.current()?;
+        ctx.noted.set_version(version);
         let ctm = ctm::encode(version);
         let full_aad = build_aad(&aad, &ctm)
             .ok_or_else(|| validation("additionalAuthenticatedData is too long"))?;
@@ -240,6 +252,7 @@ impl XksApi {
             )
         };
         let version = ctm::parse(&ctm_bytes).ok_or_else(generic)?;
+        ctx.noted.set_version(version);
         let (key, flag) = self.service.key_version(&h, version).map_err(|e| match e {
             keyhold_core::Error::InvalidCiphertext => generic(),
             other => other.into(),
@@ -247,6 +260,7 @@ impl XksApi {
         let compromised = flag != keyhold_core::VersionFlag::Good
             || h.key.lifecycle.state == keyhold_core::KeyState::Compromised;
         if compromised {
+            ctx.noted.set_compromised();
             tracing::warn!(target: "keyhold::audit", store = %ctx.store, key = %ctx.key_id, version,
                 "decrypt with a key or key version marked compromised (allowed by override or state)");
         }

@@ -1,0 +1,292 @@
+//! `keyhold audit verify|query|export`, and the record every admin command
+//! leaves in the `admin` chain.
+
+use crate::admin::Ctx;
+use crate::output;
+use clap::Subcommand;
+use keyhold_audit::{Filter, Record};
+use keyhold_core::time::parse_rfc3339;
+use keyhold_server::config::AuditSection;
+use keyhold_server::{Config, DataDir};
+use serde_json::json;
+use std::io::Write;
+
+fn e(err: impl std::fmt::Display) -> String {
+    err.to_string()
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct FilterArgs {
+    #[arg(long)]
+    store: Option<String>,
+    #[arg(long)]
+    key: Option<String>,
+    /// awsPrincipalArn
+    #[arg(long)]
+    principal: Option<String>,
+    /// Encrypt, Decrypt, GetKeyMetadata, GetHealthStatus, or an admin command.
+    #[arg(long)]
+    operation: Option<String>,
+    /// OK, an error name, or `error` for every failure.
+    #[arg(long)]
+    result: Option<String>,
+    #[arg(long)]
+    kms_request_id: Option<String>,
+    /// xks or admin.
+    #[arg(long)]
+    frontend: Option<String>,
+    /// From this time (RFC 3339 UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// Before this time (RFC 3339 UTC).
+    #[arg(long)]
+    until: Option<String>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> Result<Filter, String> {
+        let t = |s: &Option<String>| -> Result<Option<i64>, String> {
+            s.as_deref()
+                .map(|v| {
+                    parse_rfc3339(v)
+                        .map(|t| t * 1000)
+                        .ok_or_else(|| format!("{v:?} is not an RFC 3339 UTC time"))
+                })
+                .transpose()
+        };
+        Ok(Filter {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            principal: self.principal.clone(),
+            operation: self.operation.clone(),
+            result: self.result.clone(),
+            kms_request_id: self.kms_request_id.clone(),
+            frontend: self.frontend.clone(),
+            since_ms: t(&self.since)?,
+            until_ms: t(&self.until)?,
+        })
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Check every chain's MACs and order, and compare with the checkpoints
+    /// kept in the key database (and in --checkpoint-file). Exit status 1
+    /// with the places found when anything was altered, removed or reordered.
+    Verify {
+        /// A checkpoint file kept elsewhere (audit.checkpoint_file).
+        #[arg(long)]
+        checkpoint_file: Option<std::path::PathBuf>,
+    },
+    /// Show the records that match, oldest first.
+    Query {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Write matching records as JSON lines (for a SIEM), MACs included.
+    Export {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
+}
+
+/// The data directory's audit settings (from its keyhold.toml when there).
+pub fn section(dd: &DataDir) -> Result<AuditSection, String> {
+    let mut s = if dd.config().exists() {
+        Config::load(&dd.config()).map_err(e)?.audit
+    } else {
+        AuditSection::default()
+    };
+    if s.dir.is_relative() {
+        s.dir = dd.path.join(&s.dir);
+    }
+    if let Some(p) = &mut s.checkpoint_file {
+        if p.is_relative() {
+            *p = dd.path.join(&*p);
+        }
+    }
+    Ok(s)
+}
+
+pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
+    let sec = section(dd)?;
+    match cmd {
+        AuditCmd::Verify { checkpoint_file } => {
+            let key = ctx.service.audit_key().map_err(e)?;
+            let mut cps = ctx.service.storage().audit_checkpoints().map_err(e)?;
+            for f in checkpoint_file.iter().chain(sec.checkpoint_file.iter()) {
+                if f.exists() {
+                    cps.extend(keyhold_server::audit::read_checkpoint_file(f).map_err(e)?);
+                }
+            }
+            let r = keyhold_audit::verify(&sec.dir, &key, &cps);
+            if ctx.json {
+                output::json(&json!({
+                    "ok": r.ok(),
+                    "chains": r.chains.iter().map(|(c, n, first, last)| json!({
+                        "chain": c, "records": n, "first_seq": first, "last_seq": last,
+                    })).collect::<Vec<_>>(),
+                    "checkpoints_checked": r.checkpoints_checked,
+                    "problems": r.problems,
+                }));
+            } else {
+                for (c, n, first, last) in &r.chains {
+                    println!("chain {c}: {n} records ({first}..{last})");
+                }
+                println!("{} checkpoints compared", r.checkpoints_checked);
+                for p in &r.problems {
+                    println!("PROBLEM: {p}");
+                }
+                println!(
+                    "{}",
+                    if r.ok() {
+                        "audit log verified: intact"
+                    } else {
+                        "audit log verification FAILED"
+                    }
+                );
+            }
+            if !r.ok() {
+                return Err(format!("{} problem(s) found", r.problems.len()));
+            }
+        }
+        AuditCmd::Query { filter, limit } => {
+            let recs = keyhold_audit::query(&sec.dir, &filter.filter()?, *limit);
+            if ctx.json {
+                output::json(&json!(recs));
+            } else {
+                output::table(
+                    &[
+                        "TIME",
+                        "CHAIN",
+                        "SEQ",
+                        "OPERATION",
+                        "RESULT",
+                        "STORE",
+                        "KEY",
+                        "VER",
+                        "ACTOR",
+                        "PRINCIPAL",
+                        "KMS REQUEST ID",
+                    ],
+                    &recs
+                        .iter()
+                        .map(|r| {
+                            let o = |v: &Option<String>| v.clone().unwrap_or_default();
+                            vec![
+                                output::time(r.ts_ms / 1000),
+                                r.chain.clone(),
+                                r.seq.to_string(),
+                                r.operation.clone(),
+                                r.result.clone(),
+                                o(&r.store),
+                                o(&r.key),
+                                r.key_version.map(|v| v.to_string()).unwrap_or_default(),
+                                o(&r.actor),
+                                o(&r.principal),
+                                o(&r.kms_request_id),
+                            ]
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        AuditCmd::Export { filter, out } => {
+            let f = filter.filter()?;
+            let mut w: Box<dyn Write> = match out {
+                Some(p) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(p).map_err(|err| format!("{}: {err}", p.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let mut n = 0u64;
+            let mut failed = None;
+            keyhold_audit::read_all(&sec.dir, |r, line| {
+                if failed.is_none() && f.matches(r) {
+                    n += 1;
+                    if let Err(err) = writeln!(w, "{line}") {
+                        failed = Some(err);
+                    }
+                }
+            });
+            if let Some(err) = failed {
+                return Err(err.to_string());
+            }
+            w.flush().map_err(e)?;
+            if out.is_some() {
+                eprintln!("exported {n} records");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who runs this command: the invoking user (through sudo when used).
+fn actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_default();
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .unwrap_or_default();
+    format!("{user} (uid {uid})")
+}
+
+/// Records an admin command in the `admin` chain: the command words (never
+/// secrets: the CLI takes none on its command line), the store and key it
+/// names, and its outcome.
+pub fn record_admin(
+    ctx: &Ctx,
+    dd: &DataDir,
+    words: &[String],
+    outcome: &Result<(), String>,
+) -> Result<(), String> {
+    let sec = section(dd)?;
+    let mut w = keyhold_server::audit::admin_writer(&ctx.service, &sec).map_err(e)?;
+    let positional: Vec<&String> = words.iter().filter(|w| !w.starts_with('-')).collect();
+    let op: Vec<&str> = positional
+        .iter()
+        .take_while(|w| !w.starts_with('/'))
+        .map(|w| w.as_str())
+        .collect();
+    let store = positional
+        .iter()
+        .find(|w| w.starts_with('/'))
+        .map(|s| s.to_string());
+    let key = match op.first().copied() {
+        Some("key") => positional
+            .iter()
+            .skip_while(|w| !w.starts_with('/'))
+            .nth(1)
+            .map(|s| s.to_string()),
+        _ => None,
+    };
+    let mut rec = Record {
+        ts_ms: keyhold_audit::now_ms(),
+        frontend: "admin".into(),
+        operation: op.join(" "),
+        result: if outcome.is_ok() { "OK" } else { "ERROR" }.into(),
+        store,
+        key,
+        actor: Some(actor()),
+        detail: Some(match outcome {
+            Ok(()) => words.join(" "),
+            Err(err) => format!("{}: {err}", words.join(" ")),
+        }),
+        ..Record::default()
+    };
+    w.append(std::slice::from_mut(&mut rec))?;
+    w.checkpoint().map(drop)
+}

@@ -1,0 +1,79 @@
+//! Wiring the tamper-evident audit log: where chains and checkpoints go
+//! for a data directory, the server's chain, and the admin CLI's chain.
+
+use crate::config::AuditSection;
+use keyhold_audit::{AuditLog, AuditLogConfig, ChainWriter, Checkpoint, CheckpointSink};
+use keyhold_core::{Error, Result};
+use keyhold_service::KeyService;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Chain writer settings for `section`, with checkpoints going to the key
+/// database and, when configured, to a file on another volume.
+pub fn log_config(service: &KeyService, section: &AuditSection) -> AuditLogConfig {
+    let mut cfg = AuditLogConfig::new(section.dir.clone());
+    cfg.max_file_bytes = section.max_file_mb.max(1) << 20;
+    cfg.max_files = section.max_files.max(2);
+    cfg.timeout = Duration::from_millis(section.timeout_ms.max(1));
+    cfg.min_free_bytes = section.min_free_mb << 20;
+    cfg.checkpoint_interval = Duration::from_millis(section.checkpoint_interval_ms.max(10));
+    let storage = service.storage().clone();
+    let db: CheckpointSink =
+        Arc::new(move |c: &Checkpoint| storage.add_audit_checkpoint(c).map_err(|e| e.to_string()));
+    cfg.sinks.push(db);
+    if let Some(path) = section.checkpoint_file.clone() {
+        let file: CheckpointSink = Arc::new(move |c: &Checkpoint| {
+            let line = serde_json::to_string(c).map_err(|e| e.to_string())?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            writeln!(f, "{line}")
+                .and_then(|()| f.sync_data())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        });
+        cfg.sinks.push(file);
+    }
+    cfg
+}
+
+/// Opens the server's chain (`xks`, or `xks-2`… when another server on the
+/// same data directory holds it) and starts its writer.
+pub fn start_server_log(service: &KeyService, section: &AuditSection) -> Result<Arc<AuditLog>> {
+    let key = Arc::new(service.audit_key()?);
+    let cfg = log_config(service, section);
+    let mut last = String::new();
+    for i in 1..=16 {
+        let chain = if i == 1 {
+            "xks".to_owned()
+        } else {
+            format!("xks-{i}")
+        };
+        match ChainWriter::open(&cfg, &chain, key.clone(), false) {
+            Ok(w) => return Ok(Arc::new(AuditLog::start(w))),
+            Err(e) if e.contains("in use") => last = e,
+            Err(e) => return Err(Error::Internal(e)),
+        }
+    }
+    Err(Error::Internal(last))
+}
+
+/// The admin CLI's chain (waits for another admin command to finish).
+pub fn admin_writer(service: &KeyService, section: &AuditSection) -> Result<ChainWriter> {
+    let key = Arc::new(service.audit_key()?);
+    ChainWriter::open(&log_config(service, section), "admin", key, true).map_err(Error::Internal)
+}
+
+/// Checkpoints from a checkpoint file (lines that do not parse are skipped;
+/// verification checks each one's MAC).
+pub fn read_checkpoint_file(path: &Path) -> Result<Vec<Checkpoint>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Internal(format!("cannot read {}: {e}", path.display())))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
