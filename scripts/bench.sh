@@ -49,6 +49,19 @@ echo "server RSS after touching all 100,000 keys: $(rss)"
 run --cold 500 --op encrypt --key-id bench-key
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 
+# What the tamper-evident audit log costs: the same Encrypt run with it off
+# (audit.enabled = false exists for this measurement only).
+printf '\n[audit]\nenabled = false\n' >> "$KEYHOLD_DATA_DIR/keyhold.toml"
+start_server server-noaudit
+echo; echo "Audit log OFF (baseline for the audit cost):"
+run --op encrypt -c 32 -d "$D" --key-id bench-key
+kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+sed -i '/^\[audit\]$/,$d' "$KEYHOLD_DATA_DIR/keyhold.toml"
+start_server server-audit
+echo; echo "Audit log ON (the default), same run:"
+run --op encrypt -c 32 -d "$D" --key-id bench-key
+kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+
 # The same Encrypt run with the root of trust in an HSM (SoftHSMv2): keys are
 # wrapped by the HSM's KEK and unwrapped once, then served from the cache.
 if command -v softhsm2-util >/dev/null; then

@@ -3,13 +3,12 @@
 //! on its own thread with group commit, so that each request waits for its
 //! record to be written, for a bounded time.
 
-use crate::{genesis, now_ms, open_line, seal_line, Checkpoint, CheckpointMac, Record};
+use crate::{genesis, now_ms, open_line, seal_line_into, Checkpoint, CheckpointMac, Record};
 use keyhold_crypto::HmacKey;
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -105,6 +104,8 @@ pub struct ChainWriter {
     head: String,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// Reused for each batch's lines.
+    buf: Vec<u8>,
     _lock: File,
 }
 
@@ -195,6 +196,7 @@ impl ChainWriter {
             head,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            buf: Vec::new(),
             _lock: lock,
         })
     }
@@ -212,18 +214,18 @@ impl ChainWriter {
     /// cut back) and the chain stays where it was.
     pub fn append(&mut self, recs: &mut [Record]) -> Result<(), String> {
         let (seq0, head0) = (self.seq, self.head.clone());
-        let mut buf = String::with_capacity(recs.len() * 512);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for r in recs.iter_mut() {
             self.seq += 1;
             r.seq = self.seq;
             r.chain.clone_from(&self.chain);
             r.prev = std::mem::take(&mut self.head);
-            let (line, mac) = seal_line(&self.key, r);
-            buf.push_str(&line);
-            buf.push('\n');
-            self.head = mac;
+            let mac = seal_line_into(&self.key, r, &mut buf);
+            self.head = hex::encode(mac);
         }
-        let r = self.write_rotating(seq0 + 1, buf.as_bytes());
+        let r = self.write_rotating(seq0 + 1, &buf);
+        self.buf = buf;
         if let Err(e) = &r {
             self.seq = seq0;
             self.head = head0;
@@ -297,6 +299,27 @@ impl ChainWriter {
                 || self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval)
     }
 
+    /// What a checkpoint of the current head needs: the file to sync, the
+    /// signed checkpoint, the sinks. Counts as a checkpoint taken.
+    #[allow(clippy::type_complexity)]
+    fn snapshot(&mut self) -> Result<(File, Checkpoint, Vec<CheckpointSink>), String> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| format!("cannot sync the audit log: {e}"))?;
+        let c = Checkpoint::new(
+            &self.key,
+            &self.chain,
+            "checkpoint",
+            self.seq,
+            &self.head,
+            now_ms(),
+        );
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok((file, c, self.cfg.sinks.clone()))
+    }
+
     /// Syncs the file and writes a checkpoint of the chain's head to every
     /// sink. Returns it.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
@@ -339,79 +362,74 @@ pub struct AuditStatus {
     pub low_disk: bool,
 }
 
-type Ack = tokio::sync::oneshot::Sender<Result<(), String>>;
-
-/// A chain written by its own thread. Requests hand their record over and
-/// wait (bounded) until it is written: if it cannot be, the request fails.
+/// A chain written by the requests themselves: each request appends its
+/// record (one `write` to the file) before it is answered, under the chain's
+/// lock, which it waits for at most the configured timeout. A background
+/// thread writes checkpoints (fsync, then the sinks) and watches the disk.
+///
+/// Writing inline costs one small write per request but no hand-off between
+/// threads: with a writer thread, every request parked its worker until
+/// the writer woke it, which cost more than the write itself.
 pub struct AuditLog {
-    tx: SyncSender<(Record, Ack)>,
+    writer: Arc<Mutex<ChainWriter>>,
     status: Arc<Mutex<AuditStatus>>,
     timeout: Duration,
 }
 
 impl AuditLog {
-    /// Starts the writer thread for `writer`.
-    pub fn start(mut writer: ChainWriter) -> Self {
-        let (tx, rx) = sync_channel::<(Record, Ack)>(65_536);
+    /// Starts the checkpoint thread for `writer`.
+    pub fn start(writer: ChainWriter) -> Self {
         let status = Arc::new(Mutex::new(AuditStatus {
             chain: writer.chain.clone(),
             records: writer.seq,
             free_bytes: writer.free_bytes(),
+            low_disk: writer
+                .free_bytes()
+                .is_some_and(|f| f < writer.cfg.min_free_bytes),
             ..AuditStatus::default()
         }));
         let timeout = writer.cfg.timeout;
-        let st = status.clone();
+        let writer = Arc::new(Mutex::new(writer));
+        let (w, st) = (Arc::downgrade(&writer), status.clone());
         std::thread::Builder::new()
             .name("keyhold-audit".into())
-            .spawn(move || writer_loop(&mut writer, &rx, &st))
+            .spawn(move || checkpoint_loop(&w, &st))
             .expect("spawn audit thread");
         Self {
-            tx,
+            writer,
             status,
             timeout,
         }
     }
 
-    /// Writes `rec`, waiting at most the configured timeout.
-    pub async fn record(&self, rec: Record) -> Result<(), String> {
-        let (ack, done) = tokio::sync::oneshot::channel();
-        match self.tx.try_send((rec, ack)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err("the audit log is backlogged".into()),
-            Err(TrySendError::Disconnected(_)) => return Err("the audit writer stopped".into()),
-        }
-        match tokio::time::timeout(self.timeout, done).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the audit writer stopped".into()),
-            Err(_) => Err(format!(
-                "the audit log did not confirm the record within {} ms",
-                self.timeout.as_millis()
-            )),
-        }
-    }
-
-    /// [`AuditLog::record`] for callers outside an async runtime.
-    pub fn record_blocking(&self, rec: Record) -> Result<(), String> {
-        let (ack, done) = tokio::sync::oneshot::channel();
-        self.tx
-            .try_send((rec, ack))
-            .map_err(|_| "the audit log is backlogged or stopped".to_owned())?;
-        let deadline = Instant::now() + self.timeout;
-        let mut done = done;
-        loop {
-            match done.try_recv() {
-                Ok(r) => return r,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    return Err("the audit writer stopped".into())
-                }
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
-                    if Instant::now() >= deadline {
-                        return Err("the audit log did not confirm the record in time".into());
-                    }
-                    std::thread::sleep(Duration::from_micros(200));
+    /// Writes `rec` before returning; fails when the chain's lock is not had
+    /// within the timeout or the write fails.
+    pub fn record_blocking(&self, mut rec: Record) -> Result<(), String> {
+        let Some(mut w) = self.writer.try_lock_for(self.timeout) else {
+            let e = format!("the audit log was busy for {} ms", self.timeout.as_millis());
+            self.status.lock().failing = Some(e.clone());
+            return Err(e);
+        };
+        let r = w.append(std::slice::from_mut(&mut rec));
+        let seq = w.seq;
+        drop(w);
+        let mut st = self.status.lock();
+        st.records = seq;
+        match &r {
+            Ok(()) => {
+                if st.failing.is_some() {
+                    st.failing = None;
                 }
             }
+            Err(e) => st.failing = Some(e.clone()),
         }
+        r
+    }
+
+    /// [`AuditLog::record_blocking`] for async callers (the write is one
+    /// small write to the page cache; the lock wait is bounded).
+    pub async fn record(&self, rec: Record) -> Result<(), String> {
+        self.record_blocking(rec)
     }
 
     pub fn status(&self) -> AuditStatus {
@@ -419,54 +437,54 @@ impl AuditLog {
     }
 }
 
-fn writer_loop(w: &mut ChainWriter, rx: &Receiver<(Record, Ack)>, status: &Mutex<AuditStatus>) {
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.writer.try_lock_for(Duration::from_secs(1)) {
+            if w.since_checkpoint > 0 {
+                let _ = w.checkpoint();
+            }
+        }
+    }
+}
+
+fn checkpoint_loop(w: &std::sync::Weak<Mutex<ChainWriter>>, status: &Mutex<AuditStatus>) {
     let mut last_disk_check = Instant::now();
-    let mut batch = Vec::with_capacity(1024);
-    let mut acks = Vec::with_capacity(1024);
     loop {
-        match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok((r, a)) => {
-                batch.push(r);
-                acks.push(a);
-                while batch.len() < 4096 {
-                    match rx.try_recv() {
-                        Ok((r, a)) => {
-                            batch.push(r);
-                            acks.push(a);
-                        }
-                        Err(_) => break,
-                    }
+        std::thread::sleep(Duration::from_millis(50));
+        let Some(writer) = w.upgrade() else { return };
+        // Take what the checkpoint needs under the lock; sync and publish
+        // outside it, so requests do not wait for the fsync.
+        let snap = {
+            let mut g = writer.lock();
+            if g.checkpoint_due() {
+                Some(g.snapshot())
+            } else {
+                None
+            }
+        };
+        if let Some(snap) = snap {
+            match snap.and_then(|(file, c, sinks)| {
+                file.sync_data()
+                    .map_err(|e| format!("cannot sync the audit log: {e}"))?;
+                for sink in &sinks {
+                    sink(&c)?;
                 }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                if w.since_checkpoint > 0 {
-                    let _ = w.checkpoint();
+                Ok(())
+            }) {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write an audit checkpoint");
+                    status.lock().failing = Some(e);
                 }
-                return;
-            }
-        }
-        if !batch.is_empty() {
-            let r = w.append(&mut batch);
-            {
-                let mut st = status.lock();
-                st.records = w.seq;
-                st.failing = r.as_ref().err().cloned();
-            }
-            for a in acks.drain(..) {
-                let _ = a.send(r.clone());
-            }
-            batch.clear();
-        }
-        if w.checkpoint_due() {
-            if let Err(e) = w.checkpoint() {
-                status.lock().failing = Some(e);
             }
         }
         if last_disk_check.elapsed() >= Duration::from_secs(5) {
             last_disk_check = Instant::now();
-            let free = w.free_bytes();
-            let low = free.is_some_and(|f| f < w.cfg.min_free_bytes);
+            let (free, min) = {
+                let g = writer.lock();
+                (g.free_bytes(), g.cfg.min_free_bytes)
+            };
+            let low = free.is_some_and(|f| f < min);
             let mut st = status.lock();
             if low && !st.low_disk {
                 tracing::error!(free_bytes = free, "LOW DISK on the audit volume: key use stops when the audit log cannot be written");

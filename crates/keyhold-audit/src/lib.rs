@@ -98,21 +98,31 @@ pub fn genesis() -> String {
 /// Encodes `rec` (whose `prev` is set) as one line without newline, MAC'd.
 /// Returns the line and its MAC (hex).
 pub fn seal_line(key: &HmacKey, rec: &Record) -> (String, String) {
-    let body = serde_json::to_string(rec).expect("records always serialise");
-    let mac = hex::encode(line_mac(key, body.as_bytes()));
-    let mut line = body;
-    line.pop(); // the closing brace
-    line.push_str(",\"mac\":\"");
-    line.push_str(&mac);
-    line.push_str("\"}");
-    (line, mac)
+    let mut out = Vec::with_capacity(512);
+    let mac = seal_line_into(key, rec, &mut out);
+    out.pop(); // the newline
+    (
+        String::from_utf8(out).expect("JSON is UTF-8"),
+        hex::encode(mac),
+    )
+}
+
+/// Appends `rec`'s line, newline included, to `out`; returns its MAC.
+pub fn seal_line_into(key: &HmacKey, rec: &Record, out: &mut Vec<u8>) -> [u8; 32] {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, rec).expect("records always serialise");
+    let mac = key.sign_parts(&[LINE_DOMAIN, &out[start..]]);
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"mac\":\"");
+    let at = out.len();
+    out.resize(at + 64, 0);
+    hex::encode_to_slice(mac, &mut out[at..]).expect("64 hex digits");
+    out.extend_from_slice(b"\"}\n");
+    mac
 }
 
 fn line_mac(key: &HmacKey, body: &[u8]) -> [u8; 32] {
-    let mut input = Vec::with_capacity(LINE_DOMAIN.len() + body.len());
-    input.extend_from_slice(LINE_DOMAIN);
-    input.extend_from_slice(body);
-    key.sign(&input)
+    key.sign_parts(&[LINE_DOMAIN, body])
 }
 
 /// Checks a line's MAC over its exact bytes and parses it. Returns the

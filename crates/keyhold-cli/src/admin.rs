@@ -541,9 +541,7 @@ pub fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
             };
             let p = prefix(p)?;
             svc.set_store_status(&p, status).map_err(e)?;
-            if status == Status::Disabled {
-                crate::lifecycle_cmd::in_force(ctx)?;
-            }
+            crate::lifecycle_cmd::in_force(ctx)?;
             let s = svc.get_store(&p).map_err(e)?;
             print_stores(ctx, &[with_counts(ctx, s)?]);
         }
@@ -754,9 +752,7 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
             };
             let (p, id) = (prefix(p)?, key_id(id)?);
             svc.set_key_status(&p, &id, status).map_err(e)?;
-            if status == Status::Disabled {
-                crate::lifecycle_cmd::in_force(ctx)?;
-            }
+            crate::lifecycle_cmd::in_force(ctx)?;
             print_keys(ctx, &[svc.get_key(&p, &id).map_err(e)?]);
         }
         KeyCmd::Rotate {

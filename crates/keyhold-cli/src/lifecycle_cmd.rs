@@ -2,9 +2,10 @@
 //! destroy (scheduled or now), rotation schedules, retired and compromised
 //! versions, lockdown.
 //!
-//! A command that restricts what keys may do returns only once every
-//! running server on the data directory has applied it: from then on no
-//! request is served under the old rules.
+//! A command that changes what keys may do (break glass and its reversal,
+//! lifecycle transitions) returns only once every running server on the
+//! data directory has applied it: from then on no request is served under
+//! the old rules.
 
 use crate::admin::{key_id, prefix, print_keys, Ctx};
 use crate::output;
@@ -215,7 +216,11 @@ pub fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
         } => (prefix(p)?, key_id(k)?),
     };
     let key = match cmd {
-        Activate { .. } => svc.activate_key(&p, &id).map_err(e)?,
+        Activate { .. } => {
+            let k = svc.activate_key(&p, &id).map_err(e)?;
+            in_force(ctx)?;
+            k
+        }
         Deactivate { .. } => {
             let k = svc.deactivate_key(&p, &id).map_err(e)?;
             in_force(ctx)?;
@@ -256,7 +261,11 @@ pub fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
             in_force(ctx)?;
             k
         }
-        CancelDestroy { .. } => svc.cancel_destroy(&p, &id).map_err(e)?,
+        CancelDestroy { .. } => {
+            let k = svc.cancel_destroy(&p, &id).map_err(e)?;
+            in_force(ctx)?;
+            k
+        }
         SetRotation { period: per, .. } => {
             let per = if per.eq_ignore_ascii_case("off") {
                 None
@@ -347,9 +356,7 @@ pub fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
 /// `keyhold lockdown` / `keyhold unlock`.
 pub fn lockdown(ctx: &Ctx, on: bool) -> Result<(), String> {
     ctx.service.set_lockdown(on).map_err(e)?;
-    if on {
-        in_force(ctx)?;
-    }
+    in_force(ctx)?;
     if ctx.json {
         output::json(&json!({"lockdown": on}));
     } else if on {

@@ -201,6 +201,16 @@ impl HmacKey {
         out.copy_from_slice(hmac::sign(&self.0, data).as_ref());
         out
     }
+    /// The MAC of the concatenation of `parts` (without copying them together).
+    pub fn sign_parts(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        for p in parts {
+            ctx.update(p);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
 }
 
 impl std::fmt::Debug for HmacKey {

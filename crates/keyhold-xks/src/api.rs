@@ -292,7 +292,7 @@ impl XksApi {
             Err(e) => Outcome::Err(e),
         };
         audit(meta.as_ref(), Some(&route), akid, &outcome, started);
-        self.record(meta.as_ref(), Some(&route), akid, &noted, result, started)
+        self.record(meta, Some(&route), akid, &noted, result, started)
             .await
     }
 
@@ -301,7 +301,7 @@ impl XksApi {
     /// use goes unrecorded.
     async fn record(
         &self,
-        meta: Option<&RequestMetadata>,
+        meta: Option<RequestMetadata>,
         route: Option<&route::Route<'_>>,
         access_key_id: Option<&str>,
         noted: &Noted,
@@ -314,7 +314,7 @@ impl XksApi {
                 Err(e) => error_response(&e),
             };
         };
-        let m = |f: fn(&RequestMetadata) -> &Option<String>| meta.and_then(|m| f(m).clone());
+        let m = meta.unwrap_or_default();
         let (result_name, status) = match &result {
             Ok(_) => ("OK".to_owned(), 200),
             Err(e) => (e.name.as_str().to_owned(), e.status().as_u16()),
@@ -330,13 +330,13 @@ impl XksApi {
             key_version: noted.key_version(),
             latency_us: Some(started.elapsed().as_micros() as u64),
             actor: access_key_id.map(str::to_owned),
-            principal: m(|m| &m.aws_principal_arn),
-            kms_operation: m(|m| &m.kms_operation),
-            kms_request_id: m(|m| &m.kms_request_id),
-            kms_key_arn: m(|m| &m.kms_key_arn),
-            kms_via_service: m(|m| &m.kms_via_service),
-            aws_source_vpc: m(|m| &m.aws_source_vpc),
-            aws_source_vpce: m(|m| &m.aws_source_vpce),
+            principal: m.aws_principal_arn,
+            kms_operation: m.kms_operation,
+            kms_request_id: m.kms_request_id,
+            kms_key_arn: m.kms_key_arn,
+            kms_via_service: m.kms_via_service,
+            aws_source_vpc: m.aws_source_vpc,
+            aws_source_vpce: m.aws_source_vpce,
             detail: noted.detail().map(str::to_owned),
             ..keyhold_audit::Record::default()
         };
@@ -638,9 +638,9 @@ enum Outcome<'a> {
     Err(&'a XksError),
 }
 
-/// One audit line per request: who (principal, VPC, the SigV4 credential),
-/// what (operation, key, store), when, the KMS request id, the outcome and
-/// the latency. Never any plaintext, AAD or key material.
+/// A debug line per request (the audit log proper is keyhold-audit): who,
+/// what, when, the KMS request id, the outcome and the latency. Never any
+/// plaintext, AAD or key material.
 fn audit(
     meta: Option<&RequestMetadata>,
     route: Option<&route::Route<'_>>,
@@ -655,7 +655,9 @@ fn audit(
         Outcome::Ok => (200u16, "", ""),
         Outcome::Err(e) => (e.status().as_u16(), e.name.as_str(), e.message.as_str()),
     };
-    tracing::info!(
+    // The tamper-evident audit log holds the record; this line is for
+    // debugging (KEYHOLD_LOG=keyhold::audit=debug).
+    tracing::debug!(
         target: "keyhold::audit",
         operation = route.map(|r| r.op.name()).unwrap_or("-"),
         store = route.map(|r| r.prefix).unwrap_or("-"),
