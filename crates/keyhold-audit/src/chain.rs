@@ -222,7 +222,9 @@ impl ChainWriter {
             r.chain.clone_from(&self.chain);
             r.prev = std::mem::take(&mut self.head);
             let mac = seal_line_into(&self.key, r, &mut buf);
-            self.head = hex::encode(mac);
+            let mut h = [0u8; 64];
+            hex::encode_to_slice(mac, &mut h).expect("64 hex digits");
+            self.head = std::str::from_utf8(&h).expect("hex is ASCII").to_owned();
         }
         let r = self.write_rotating(seq0 + 1, &buf);
         self.buf = buf;
@@ -373,7 +375,23 @@ pub struct AuditStatus {
 pub struct AuditLog {
     writer: Arc<Mutex<ChainWriter>>,
     status: Arc<Mutex<AuditStatus>>,
+    /// Records written (kept apart from `status` so that the request path
+    /// takes no second lock).
+    records: std::sync::atomic::AtomicU64,
+    failing: std::sync::atomic::AtomicBool,
     timeout: Duration,
+    queue: Mutex<Queue>,
+    /// Tickets up to this one were written (or failed, see `failures`).
+    done: std::sync::atomic::AtomicU64,
+    /// Ticket ranges whose write failed, with why (the latest few).
+    failures: Mutex<Vec<(u64, u64, String)>>,
+}
+
+/// Records waiting to be written, and how many were ever queued.
+#[derive(Default)]
+struct Queue {
+    records: Vec<Record>,
+    enqueued: u64,
 }
 
 impl AuditLog {
@@ -395,35 +413,92 @@ impl AuditLog {
             .name("keyhold-audit".into())
             .spawn(move || checkpoint_loop(&w, &st))
             .expect("spawn audit thread");
+        let records = std::sync::atomic::AtomicU64::new(status.lock().records);
         Self {
             writer,
             status,
+            records,
+            failing: std::sync::atomic::AtomicBool::new(false),
             timeout,
+            queue: Mutex::new(Queue::default()),
+            done: std::sync::atomic::AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
         }
     }
 
     /// Writes `rec` before returning; fails when the chain's lock is not had
     /// within the timeout or the write fails.
-    pub fn record_blocking(&self, mut rec: Record) -> Result<(), String> {
-        let Some(mut w) = self.writer.try_lock_for(self.timeout) else {
-            let e = format!("the audit log was busy for {} ms", self.timeout.as_millis());
-            self.status.lock().failing = Some(e.clone());
-            return Err(e);
+    ///
+    /// Requests queue their record, then one of them (whoever gets the
+    /// chain's lock) writes every queued record in one write: under load the
+    /// records of concurrent requests share a system call ("flat
+    /// combining"); alone, a request writes its own.
+    pub fn record_blocking(&self, rec: Record) -> Result<(), String> {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+        let ticket = {
+            let mut q = self.queue.lock();
+            q.records.push(rec);
+            q.enqueued += 1;
+            q.enqueued
         };
-        let r = w.append(std::slice::from_mut(&mut rec));
-        let seq = w.seq;
-        drop(w);
-        let mut st = self.status.lock();
-        st.records = seq;
-        match &r {
-            Ok(()) => {
-                if st.failing.is_some() {
-                    st.failing = None;
-                }
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if self.done.load(Acquire) >= ticket {
+                return self.outcome(ticket);
             }
-            Err(e) => st.failing = Some(e.clone()),
+            let Some(mut w) = self.writer.try_lock_until(deadline) else {
+                let e = format!("the audit log was busy for {} ms", self.timeout.as_millis());
+                self.failing.store(true, Relaxed);
+                self.status.lock().failing = Some(e.clone());
+                return Err(e);
+            };
+            if self.done.load(Acquire) >= ticket {
+                drop(w);
+                return self.outcome(ticket);
+            }
+            let (mut batch, last) = {
+                let mut q = self.queue.lock();
+                (std::mem::take(&mut q.records), q.enqueued)
+            };
+            let first = last + 1 - batch.len() as u64;
+            let r = w.append(&mut batch);
+            self.records.store(w.seq, Relaxed);
+            if let Err(e) = &r {
+                let mut f = self.failures.lock();
+                if f.len() >= 64 {
+                    f.remove(0);
+                }
+                f.push((first, last, e.clone()));
+                self.failing.store(true, Relaxed);
+                self.status.lock().failing = Some(e.clone());
+            } else if self.failing.load(Relaxed) {
+                self.failing.store(false, Relaxed);
+                self.status.lock().failing = None;
+            }
+            self.done.store(last, Release);
+            // Give the batch buffer back for reuse.
+            batch.clear();
+            let mut q = self.queue.lock();
+            if q.records.is_empty() && q.records.capacity() < batch.capacity() {
+                q.records = batch;
+            }
         }
-        r
+    }
+
+    /// Whether the record with this ticket was written.
+    fn outcome(&self, ticket: u64) -> Result<(), String> {
+        if !self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self
+            .failures
+            .lock()
+            .iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&ticket))
+        {
+            Some((_, _, e)) => Err(e.clone()),
+            None => Ok(()),
+        }
     }
 
     /// [`AuditLog::record_blocking`] for async callers (the write is one
@@ -433,7 +508,9 @@ impl AuditLog {
     }
 
     pub fn status(&self) -> AuditStatus {
-        self.status.lock().clone()
+        let mut st = self.status.lock().clone();
+        st.records = self.records.load(std::sync::atomic::Ordering::Relaxed);
+        st
     }
 }
 
