@@ -6,6 +6,7 @@ mod admin;
 mod audit_cmd;
 mod lifecycle_cmd;
 mod output;
+mod policy_cmd;
 
 use clap::{Parser, Subcommand};
 use keyhold_server::data_dir::DataDir;
@@ -75,6 +76,9 @@ enum Command {
     /// The root of trust of the data directory.
     #[command(subcommand)]
     Root(RootCmd),
+    /// Secondary authorization: who may use keys, by the request's metadata.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
     /// The tamper-evident audit log: verify, query, export.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
@@ -214,19 +218,26 @@ fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
         Command::Lockdown => lifecycle_cmd::lockdown(&ctx, true),
         Command::Unlock => lifecycle_cmd::lockdown(&ctx, false),
         Command::Audit(cmd) => audit_cmd::run(&ctx, &dd, cmd),
+        Command::Policy(cmd) => policy_cmd::run(&ctx, cmd),
         _ => unreachable!("only admin commands are audited here"),
     };
     // The command words after the global options.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let start = args
-        .iter()
-        .position(|a| {
-            matches!(
-                a.as_str(),
-                "store" | "key" | "lockdown" | "unlock" | "audit"
-            )
-        })
-        .unwrap_or(0);
+    let mut start = 0;
+    while let Some(a) = args.get(start) {
+        match a.as_str() {
+            "--data-dir" | "--config" | "--passphrase-file" => start += 2,
+            "--json" => start += 1,
+            x if x.starts_with("--data-dir=")
+                || x.starts_with("--config=")
+                || x.starts_with("--passphrase-file=") =>
+            {
+                start += 1
+            }
+            _ => break,
+        }
+    }
+    let start = start.min(args.len());
     if let Err(e) = audit_cmd::record_admin(&ctx, &dd, &args[start..], &r) {
         eprintln!("warning: this command could not be recorded in the audit log: {e}");
         return r.and(Err("the audit record was not written".into()));
@@ -267,6 +278,7 @@ fn main() -> ExitCode {
         | Command::Key(_)
         | Command::Lockdown
         | Command::Unlock
+        | Command::Policy(_)
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
         Command::Root(RootCmd::MigrateToHsm { hsm }) => data_dir(&cli).and_then(|dd| {

@@ -20,6 +20,10 @@ pub enum Error {
     InvalidState(String),
     #[error("{0}")]
     KeyUsage(String),
+    /// Secondary authorization refused the request (`rule`: the deny rule
+    /// that decided, if one did).
+    #[error("access denied: {why}")]
+    AccessDenied { rule: Option<String>, why: String },
     #[error("the ciphertext, IV, tag, AAD or metadata is invalid")]
     InvalidCiphertext,
     #[error("root of trust: {0}")]

@@ -317,6 +317,9 @@ pub struct KeyService {
     /// takes it exclusively after dropping the caches, so that once a change
     /// is acknowledged no request still runs on what it replaced.
     inflight: parking_lot::RwLock<()>,
+    pub(crate) policies: Cache<String, Option<Arc<crate::policy::Policy>>>,
+    /// Whether any policy exists (none: the request path skips policies).
+    pub(crate) any_policies: std::sync::atomic::AtomicBool,
 }
 
 /// The meta entry that records a lockdown (present = locked down).
@@ -353,12 +356,15 @@ impl KeyService {
         }
         let token = storage.change_token()?;
         let locked = storage.get_meta(LOCKDOWN_META)?.is_some();
+        let any_policies = !storage.list_policies()?.is_empty();
         Ok(Self {
             storage,
             barrier,
             keys: Cache::new(KEY_CACHE_CAPACITY),
             creds: Cache::new(CRED_CACHE_CAPACITY),
             stores: Cache::new(STORE_CACHE_CAPACITY),
+            policies: Cache::new(STORE_CACHE_CAPACITY),
+            any_policies: std::sync::atomic::AtomicBool::new(any_policies),
             last_token: Mutex::new(token),
             health: Mutex::new(None),
             lockdown: std::sync::atomic::AtomicBool::new(locked),
@@ -486,6 +492,11 @@ impl KeyService {
         self.keys.clear();
         self.creds.clear();
         self.stores.clear();
+        self.policies.clear();
+        if let Ok(p) = self.storage.list_policies() {
+            self.any_policies
+                .store(!p.is_empty(), std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     pub(crate) fn after_write(&self) {

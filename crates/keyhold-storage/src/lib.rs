@@ -44,6 +44,11 @@ pub trait Storage: Send + Sync + 'static {
     fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
     /// Sets (or with `None`, removes) `name`.
     fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()>;
+    /// The policy text of a scope (`store PREFIX` or `key PREFIX ID`).
+    fn get_policy(&self, scope: &str) -> Result<Option<String>>;
+    /// Sets or (with `None`) removes a scope's policy; returns whether a row changed.
+    fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool>;
+    fn list_policies(&self) -> Result<Vec<(String, String)>>;
     /// Keeps an audit checkpoint (older ones beyond a bound are pruned;
     /// retention markers are kept).
     fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()>;

@@ -82,6 +82,14 @@ CREATE TABLE audit_checkpoints (
     PRIMARY KEY (chain, kind, seq)
 ) WITHOUT ROWID;
 "#,
+    // v5: secondary-authorization policies, per key store or key.
+    r#"
+CREATE TABLE policies (
+    scope      TEXT PRIMARY KEY,
+    body       TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
@@ -642,6 +650,41 @@ impl Storage for SqliteStorage {
         }
         .map(drop)
         .map_err(db_err)
+    }
+
+    fn get_policy(&self, scope: &str) -> Result<Option<String>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare_cached("SELECT body FROM policies WHERE scope = ?1")
+            .map_err(db_err)?;
+        st.query_row([scope], |r| r.get(0))
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool> {
+        let conn = self.conn.lock();
+        let n = match body {
+            Some(b) => conn.execute(
+                "INSERT INTO policies(scope, body, updated_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                params![scope, b, now()],
+            ),
+            None => conn.execute("DELETE FROM policies WHERE scope = ?1", [scope]),
+        }
+        .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
+    fn list_policies(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare("SELECT scope, body FROM policies ORDER BY scope")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
     fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()> {

@@ -104,6 +104,8 @@ pub(crate) struct Noted {
     /// The key version used (0: none).
     version: std::sync::atomic::AtomicU32,
     compromised: std::sync::atomic::AtomicBool,
+    /// The policy rule that decided, if any.
+    rule: parking_lot::Mutex<Option<String>>,
 }
 
 impl Noted {
@@ -116,6 +118,14 @@ impl Noted {
     pub fn set_compromised(&self) {
         self.compromised
             .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn set_rule(&self, rule: Option<String>) {
+        if rule.is_some() {
+            *self.rule.lock() = rule;
+        }
+    }
+    pub fn rule(&self) -> Option<String> {
+        self.rule.lock().take()
     }
     pub fn detail(&self) -> Option<&'static str> {
         self.compromised
@@ -338,6 +348,7 @@ impl XksApi {
             aws_source_vpc: m.aws_source_vpc,
             aws_source_vpce: m.aws_source_vpce,
             detail: noted.detail().map(str::to_owned),
+            rule: noted.rule(),
             ..keyhold_audit::Record::default()
         };
         match log.record(rec).await {

@@ -103,6 +103,7 @@ impl From<keyhold_core::Error> for XksError {
             E::StoreNotFound(_) => ErrorName::InvalidUriPathException,
             E::InvalidState(_) => ErrorName::InvalidStateException,
             E::KeyUsage(_) => ErrorName::InvalidKeyUsageException,
+            E::AccessDenied { .. } => ErrorName::AccessDeniedException,
             E::InvalidCiphertext => ErrorName::InvalidCiphertextException,
             E::StoreExists(_) | E::KeyExists { .. } | E::CredentialNotFound(_) => {
                 ErrorName::ValidationException

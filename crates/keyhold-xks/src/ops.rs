@@ -104,6 +104,32 @@ impl XksApi {
         (meta, ok_json(&resp))
     }
 
+    /// Secondary authorization (never for health); the deciding rule goes
+    /// into the audit record.
+    fn check_policy(&self, ctx: &Ctx<'_>, m: Option<&RequestMetadata>) -> Result<(), XksError> {
+        let f = |g: fn(&RequestMetadata) -> &Option<String>| m.and_then(|m| g(m).as_deref());
+        let req = keyhold_service::policy::PolicyRequest {
+            principal: f(|m| &m.aws_principal_arn),
+            kms_key_arn: f(|m| &m.kms_key_arn),
+            kms_operation: f(|m| &m.kms_operation),
+            via_service: f(|m| &m.kms_via_service),
+            source_vpc: f(|m| &m.aws_source_vpc),
+            source_vpce: f(|m| &m.aws_source_vpce),
+        };
+        match self.service.check_policy(ctx.store, ctx.key_id, &req) {
+            Ok(rule) => {
+                ctx.noted.set_rule(rule);
+                Ok(())
+            }
+            Err(keyhold_core::Error::AccessDenied { rule, why }) => {
+                ctx.noted
+                    .set_rule(Some(rule.unwrap_or_else(|| "(no rule allows)".into())));
+                Err(XksError::new(ErrorName::AccessDeniedException, why))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub(crate) fn metadata(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
         let meta = match wire::parse_json::<MetadataRequest>(body) {
             Ok(r) => r.request_metadata,
@@ -112,6 +138,7 @@ impl XksApi {
         let r = (|| {
             check_meta(&meta, true, false)?;
             let h = self.service.key_handle(ctx.store, ctx.key_id)?;
+            self.check_policy(ctx, meta.as_ref())?;
             self.service.authorize(&h, Operation::Metadata)?;
             let (status, usage) = self.service.reported(&h);
             ok_json(&MetadataResponse {
@@ -153,6 +180,7 @@ impl XksApi {
         self.check_sizes(plaintext.len(), aad.len())?;
 
         let h = self.service.key_handle(ctx.store, ctx.key_id)?;
+        self.check_policy(ctx, req.request_metadata.as_ref())?;
         self.service.authorize(&h, Operation::Encrypt)?;
         let (version, key) = h.current()?;
         ctx.noted.set_version(version);
@@ -231,6 +259,7 @@ impl XksApi {
         self.check_sizes(ct.len(), aad.len())?;
 
         let h = self.service.key_handle(ctx.store, ctx.key_id)?;
+        self.check_policy(ctx, req.request_metadata.as_ref())?;
         self.service.authorize(&h, Operation::Decrypt)?;
 
         if iv.len() != 12 && iv.len() != 16 {
