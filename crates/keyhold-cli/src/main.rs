@@ -63,6 +63,9 @@ enum Command {
         /// Serve plain HTTP instead of HTTPS. For local testing only.
         #[arg(long)]
         insecure_http: bool,
+        /// Prometheus endpoint address (overrides metrics.listen).
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Key stores (XKS path prefixes) and their credentials.
     #[command(subcommand)]
@@ -157,7 +160,12 @@ fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-fn serve(cli: &Cli, listen: Option<&String>, insecure: bool) -> Result<(), String> {
+fn serve(
+    cli: &Cli,
+    listen: Option<&String>,
+    insecure: bool,
+    metrics_listen: Option<&String>,
+) -> Result<(), String> {
     let config_path = cli
         .config
         .clone()
@@ -168,6 +176,12 @@ fn serve(cli: &Cli, listen: Option<&String>, insecure: bool) -> Result<(), Strin
     }
     if insecure {
         config.insecure_http = true;
+    }
+    if let Some(m) = metrics_listen {
+        config.metrics.listen = Some(
+            m.parse()
+                .map_err(|e| format!("--metrics-listen {m}: {e}"))?,
+        );
     }
     config.validate().map_err(|e| e.to_string())?;
     let _guard = init_logging(&config.log_format);
@@ -199,6 +213,12 @@ fn serve(cli: &Cli, listen: Option<&String>, insecure: bool) -> Result<(), Strin
                 let scheme = if tls { "https" } else { "http" };
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "keyhold listening on {scheme}://{addr}");
+                let _ = out.flush();
+            },
+            |addr| {
+                use std::io::Write;
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "keyhold metrics on http://{addr}/metrics");
                 let _ = out.flush();
             },
             shutdown,
@@ -273,7 +293,8 @@ fn main() -> ExitCode {
         Command::Serve {
             listen,
             insecure_http,
-        } => serve(&cli, listen.as_ref(), *insecure_http),
+            metrics_listen,
+        } => serve(&cli, listen.as_ref(), *insecure_http, metrics_listen.as_ref()),
         Command::Store(_)
         | Command::Key(_)
         | Command::Lockdown

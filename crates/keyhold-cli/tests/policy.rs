@@ -148,3 +148,59 @@ via_service = ["s3"]
     let admin = env.json(&["audit", "query", "--operation", "policy set"]);
     assert!(!admin.as_array().unwrap().is_empty());
 }
+
+/// The Prometheus endpoint on its own listener.
+#[test]
+fn metrics_count_requests_keys_and_health() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "k"]);
+    env.run_ok(&["key", "create", "/demo", "pre", "--pre-active"]);
+    let server = env.serve(&["--metrics-listen", "127.0.0.1:0"]);
+    let mut url = String::new();
+    eventually("the metrics address is printed", || {
+        url = read(&env.dir.path().join("serve.stdout"))
+            .lines()
+            .find_map(|l| l.strip_prefix("keyhold metrics on ").map(str::to_owned))
+            .unwrap_or_default();
+        !url.is_empty()
+    });
+    for i in 0..3 {
+        assert_eq!(
+            encrypt(&server, &cred, USER, "ebs", &format!("m{i}")).status,
+            200
+        );
+    }
+    let out = std::process::Command::new("curl")
+        .args(["-sS", &url])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "keyhold_xks_requests_total{operation=\"Encrypt\",store=\"/demo\",outcome=\"OK\"} 3",
+        "keyhold_xks_request_duration_seconds_count{operation=\"Encrypt\",store=\"/demo\",outcome=\"OK\"} 3",
+        "keyhold_keys{store=\"/demo\",state=\"ACTIVE\",status=\"ENABLED\"} 1",
+        "keyhold_keys{store=\"/demo\",state=\"PRE_ACTIVE\",status=\"ENABLED\"} 1",
+        "keyhold_lockdown 0",
+        "keyhold_audit_failing 0",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(
+        text.contains("keyhold_ekm_health{") && text.contains("} 1\n"),
+        "{text}"
+    );
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &url.replace("/metrics", "/other"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+}

@@ -18,6 +18,9 @@
 //! store_quota_rps = 1800              # optional, per key store
 //! hsm_timeout_ms = 2000               # answer 503 when the HSM takes longer
 //!
+//! [metrics]
+//! listen = "127.0.0.1:9464"           # Prometheus GET /metrics (plain HTTP); off when absent
+//!
 //! [audit]
 //! dir = "audit"                       # MAC-chained records (relative: data dir)
 //! checkpoint_file = "/mnt/other/keyhold-checkpoints.jsonl"  # optional 2nd anchor
@@ -62,6 +65,16 @@ pub struct Config {
     pub xks: XksSection,
     #[serde(default)]
     pub audit: AuditSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+/// The Prometheus endpoint (off unless `listen` is set).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// e.g. "127.0.0.1:9464": GET /metrics, plain HTTP.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The tamper-evident audit log.

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod config;
 pub mod data_dir;
+pub mod metrics;
 pub mod presence;
 pub mod serve;
 pub mod tls;

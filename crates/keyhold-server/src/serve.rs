@@ -110,6 +110,7 @@ pub async fn serve(
     config: &Config,
     service: Arc<KeyService>,
     on_listening: impl FnOnce(SocketAddr, bool),
+    metrics_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let tls = if config.insecure_http {
@@ -165,6 +166,22 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tracing::info!(%addr, tls = tls.is_some(), mtls = config.tls.client_ca.is_some(), "keyhold listening");
     on_listening(addr, tls.is_some());
+    if let Some(maddr) = config.metrics.listen {
+        let l = crate::metrics::bind(maddr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: maddr,
+                source,
+            })?;
+        let bound = l.local_addr().unwrap_or(maddr);
+        tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
+        metrics_bound(bound);
+        tokio::spawn(crate::metrics::serve_metrics(
+            l,
+            api.clone(),
+            service.clone(),
+        ));
+    }
 
     tokio::pin!(shutdown);
     loop {

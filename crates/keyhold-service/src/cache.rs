@@ -63,7 +63,6 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         m.clear();
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.read().len()
     }

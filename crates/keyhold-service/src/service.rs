@@ -461,6 +461,11 @@ impl KeyService {
         Ok(HmacKey::new(k.expose()))
     }
 
+    /// Keys in the request-path cache now.
+    pub fn cached_keys(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Whether `keyhold lockdown` is in force.
     pub fn is_locked_down(&self) -> bool {
         self.lockdown.load(std::sync::atomic::Ordering::SeqCst)

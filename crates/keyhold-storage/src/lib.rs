@@ -82,6 +82,8 @@ pub trait Storage: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Key>>;
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64>;
+    /// Key counts by (store, lifecycle state, status), for metrics.
+    fn key_state_counts(&self) -> Result<Vec<(String, String, String, u64)>>;
     fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()>;
     fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()>;
     /// Adds `version` (which must be `current_version + 1`) and makes it current.

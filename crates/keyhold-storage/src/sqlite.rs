@@ -540,6 +540,24 @@ impl Storage for SqliteStorage {
             .map_err(db_err)
     }
 
+    fn key_state_counts(&self) -> Result<Vec<(String, String, String, u64)>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare("SELECT store, state, status, count(*) FROM keys GROUP BY store, state, status ORDER BY store, state, status")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get::<_, i64>(3)? as u64,
+                ))
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
     fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()> {
         let n = self
             .conn

@@ -62,6 +62,8 @@ pub struct XksApi {
     /// The tamper-evident audit log; a request whose record cannot be
     /// written fails. `None` only in benchmarks of the cost of auditing.
     pub(crate) audit: Option<Arc<keyhold_audit::AuditLog>>,
+    /// Request counts and latencies for /metrics.
+    pub metrics: crate::metrics::RequestMetrics,
     quotas: parking_lot::Mutex<std::collections::HashMap<String, TokenBucket>>,
 }
 
@@ -198,6 +200,7 @@ impl XksApi {
             service,
             config,
             audit: None,
+            metrics: crate::metrics::RequestMetrics::default(),
             quotas: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -207,6 +210,11 @@ impl XksApi {
     pub fn with_audit(mut self, audit: Arc<keyhold_audit::AuditLog>) -> Self {
         self.audit = Some(audit);
         self
+    }
+
+    /// The audit log's state, for health and metrics.
+    pub fn audit_status(&self) -> Option<keyhold_audit::AuditStatus> {
+        self.audit.as_ref().map(|a| a.status())
     }
 
     /// Charges one request to a key store's quota, if one is configured.
@@ -318,6 +326,15 @@ impl XksApi {
         result: Result<HttpResponse, XksError>,
         started: Instant,
     ) -> HttpResponse {
+        self.metrics.observe(
+            route.map(|r| r.op.name()).unwrap_or("-"),
+            route.map(|r| r.prefix).unwrap_or("-"),
+            match &result {
+                Ok(_) => "OK",
+                Err(e) => e.name.as_str(),
+            },
+            started.elapsed().as_secs_f64(),
+        );
         let Some(log) = &self.audit else {
             return match result {
                 Ok(r) => r,

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod error;
+pub mod metrics;
 mod ops;
 pub mod route;
 pub mod sigv4;

@@ -115,10 +115,14 @@ impl Env {
                 );
             }
         };
-        let url = line
+        let Some(url) = line
             .strip_prefix("keyhold listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
+            .map(str::to_owned)
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first line {line:?}");
+        };
         // Keep draining stdout so the server never blocks on it.
         let out_path = self.dir.path().join("serve.stdout");
         std::thread::spawn(move || {

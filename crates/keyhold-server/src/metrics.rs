@@ -1,0 +1,130 @@
+//! The Prometheus endpoint, on its own (plain HTTP, loopback by default)
+//! listener: XKS request counts and latency histograms by operation, key
+//! store and outcome; keys by state; external key manager (HSM) health;
+//! caches; audit log; lockdown.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use keyhold_service::{HealthStatus, KeyService};
+use keyhold_xks::metrics::escape;
+use keyhold_xks::XksApi;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The whole exposition. Blocking (storage, HSM health): call it off the
+/// async workers.
+pub fn render(api: &XksApi, service: &KeyService) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    api.metrics.render(&mut out);
+
+    out.push_str("# HELP keyhold_keys Keys by key store, lifecycle state and status.\n# TYPE keyhold_keys gauge\n");
+    match service.storage().key_state_counts() {
+        Ok(rows) => {
+            for (store, state, status, n) in rows {
+                let _ = writeln!(
+                    out,
+                    "keyhold_keys{{store=\"{}\",state=\"{state}\",status=\"{status}\"}} {n}",
+                    escape(&store)
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count keys"),
+    }
+
+    out.push_str("# HELP keyhold_ekm_health External key manager health: 1 ACTIVE, 0.5 DEGRADED, 0 UNAVAILABLE.\n# TYPE keyhold_ekm_health gauge\n");
+    for e in service.health().ekms {
+        let v = match e.status {
+            HealthStatus::Active => 1.0,
+            HealthStatus::Degraded => 0.5,
+            HealthStatus::Unavailable => 0.0,
+        };
+        let _ = writeln!(
+            out,
+            "keyhold_ekm_health{{id=\"{}\",model=\"{}\"}} {v}",
+            escape(&e.id),
+            escape(&e.model)
+        );
+    }
+
+    out.push_str("# HELP keyhold_cached_keys Keys held unwrapped in the request-path cache.\n# TYPE keyhold_cached_keys gauge\n");
+    let _ = writeln!(out, "keyhold_cached_keys {}", service.cached_keys());
+    out.push_str("# HELP keyhold_lockdown 1 while `keyhold lockdown` is in force.\n# TYPE keyhold_lockdown gauge\n");
+    let _ = writeln!(
+        out,
+        "keyhold_lockdown {}",
+        u8::from(service.is_locked_down())
+    );
+
+    if let Some(a) = api.audit_status() {
+        out.push_str("# HELP keyhold_audit_records Records in this server's audit chain.\n# TYPE keyhold_audit_records counter\n");
+        let _ = writeln!(
+            out,
+            "keyhold_audit_records{{chain=\"{}\"}} {}",
+            escape(&a.chain),
+            a.records
+        );
+        out.push_str("# HELP keyhold_audit_failing 1 while audit records cannot be written (key use is refused).\n# TYPE keyhold_audit_failing gauge\n");
+        let _ = writeln!(
+            out,
+            "keyhold_audit_failing {}",
+            u8::from(a.failing.is_some())
+        );
+        out.push_str("# HELP keyhold_audit_low_disk 1 while the audit volume is low on space.\n# TYPE keyhold_audit_low_disk gauge\n");
+        let _ = writeln!(out, "keyhold_audit_low_disk {}", u8::from(a.low_disk));
+        if let Some(f) = a.free_bytes {
+            out.push_str("# HELP keyhold_audit_free_bytes Free space on the audit volume.\n# TYPE keyhold_audit_free_bytes gauge\n");
+            let _ = writeln!(out, "keyhold_audit_free_bytes {f}");
+        }
+    }
+    out
+}
+
+/// Serves GET /metrics on `addr` until the process ends.
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    api: Arc<XksApi>,
+    service: Arc<KeyService>,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let (api, service) = (api.clone(), service.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let (api, service) = (api.clone(), service.clone());
+                async move {
+                    let resp = if req.uri().path() != "/metrics" {
+                        let mut r = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+                        *r.status_mut() = StatusCode::NOT_FOUND;
+                        r
+                    } else {
+                        let text = tokio::task::spawn_blocking(move || render(&api, &service))
+                            .await
+                            .unwrap_or_default();
+                        let mut r = Response::new(Full::new(Bytes::from(text)));
+                        r.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static(
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            ),
+                        );
+                        r
+                    };
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+/// Binds the metrics listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
