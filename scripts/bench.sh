@@ -60,6 +60,24 @@ sed -i '/^\[audit\]$/,$d' "$KEYHOLD_DATA_DIR/keyhold.toml"
 start_server server-audit
 echo; echo "Audit log ON (the default), same run:"
 run --op encrypt -c 32 -d "$D" --key-id bench-key
+# ...and with a secondary-authorization policy that every request is
+# checked against (two rules, wildcards).
+cat > "$tmp/policy.toml" <<'POLICY'
+[[rule]]
+name = "bench-roles"
+effect = "allow"
+principal = ["arn:aws:iam::111122223333:role/*"]
+kms_operation = ["GenerateDataKey*", "Decrypt", "DescribeKey"]
+
+[[rule]]
+name = "no-s3"
+effect = "deny"
+via_service = ["s3"]
+POLICY
+"$K" policy set --store /bench --file "$tmp/policy.toml" >/dev/null
+echo; echo "Audit log ON and a store policy:"
+run --op encrypt -c 32 -d "$D" --key-id bench-key
+"$K" policy remove --store /bench >/dev/null
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 
 # The same Encrypt run with the root of trust in an HSM (SoftHSMv2): keys are

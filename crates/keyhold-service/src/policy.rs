@@ -83,25 +83,37 @@ pub enum Decision {
 
 /// `*` matches any run of characters, `?` any one; everything else itself.
 pub fn glob(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    if pattern.is_ascii() && text.is_ascii() {
+        glob_units(pattern.as_bytes(), text.as_bytes())
+    } else {
+        let p: Vec<char> = pattern.chars().collect();
+        let t: Vec<char> = text.chars().collect();
+        glob_units(&p, &t)
+    }
+}
+
+/// Wildcard matching with backtracking to the last `*` (linear in
+/// practice, never exponential).
+fn glob_units<T: PartialEq + Copy + From<u8>>(p: &[T], t: &[T]) -> bool {
+    let (star, any) = (T::from(b'*'), T::from(b'?'));
     let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
+    let mut back: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
+        if pi < p.len() && (p[pi] == any || (p[pi] != star && p[pi] == t[ti])) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
+        } else if pi < p.len() && p[pi] == star {
+            back = Some((pi, ti));
             pi += 1;
-        } else if let Some((sp, st)) = star {
+        } else if let Some((sp, st)) = back {
             pi = sp + 1;
             ti = st + 1;
-            star = Some((sp, st + 1));
+            back = Some((sp, st + 1));
         } else {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == star)
 }
 
 fn cond(patterns: &Option<Vec<String>>, value: Option<&str>) -> bool {
@@ -385,21 +397,33 @@ impl crate::KeyService {
         Ok(p)
     }
 
-    /// Secondary authorization of a request on a key: the store's and the
-    /// key's policies (none = allow). Returns the rule that allowed, or
-    /// AccessDenied naming the rule that refused.
-    pub fn check_policy(
+    /// The store's and the key's policies, for a key handle (empty when no
+    /// policy exists anywhere).
+    pub(crate) fn policies_for(
         &self,
         store: &keyhold_core::StorePrefix,
         key_id: &str,
-        req: &PolicyRequest<'_>,
-    ) -> Result<Option<String>> {
+    ) -> Result<Vec<std::sync::Arc<Policy>>> {
         if !self.any_policies.load(std::sync::atomic::Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Vec::new());
         }
         let sp = self.policy(PolicyScope::Store(store.clone()).name())?;
         let kp = self.policy(PolicyScope::Key(store.clone(), key_id.to_owned()).name())?;
-        match decide_all(sp.iter().chain(kp.iter()).map(|p| &**p), req) {
+        Ok(sp.into_iter().chain(kp).collect())
+    }
+
+    /// Secondary authorization of a request on a key: the store's and the
+    /// key's policies, held by its handle (none = allow). Returns the rule
+    /// that allowed, or AccessDenied naming the rule that refused.
+    pub fn check_policy(
+        &self,
+        h: &crate::KeyHandle,
+        req: &PolicyRequest<'_>,
+    ) -> Result<Option<String>> {
+        if h.policies.is_empty() {
+            return Ok(None);
+        }
+        match decide_all(h.policies.iter().map(|p| &**p), req) {
             Decision::NoPolicy => Ok(None),
             Decision::Allow(rule) => Ok(rule),
             Decision::Deny { rule, why } => Err(Error::AccessDenied { rule, why }),

@@ -134,6 +134,8 @@ pub struct KeyHandle {
     current: Option<Arc<KeyMaterial>>,
     current_flag: VersionFlag,
     versions: Mutex<Vec<(u32, Arc<KeyMaterial>, VersionFlag)>>,
+    /// The store's and the key's secondary-authorization policies.
+    pub(crate) policies: Vec<Arc<crate::policy::Policy>>,
 }
 
 impl std::fmt::Debug for KeyHandle {
@@ -580,11 +582,13 @@ impl KeyService {
             let (m, f) = self.load_version(&key, key.current_version)?;
             (Some(Arc::new(m)), f)
         };
+        let policies = self.policies_for(store, id)?;
         let h = Arc::new(KeyHandle {
             store_status: store_rec.status,
             current,
             current_flag,
             versions: Mutex::new(Vec::new()),
+            policies,
             key,
         });
         self.keys.insert(g, ck, h.clone());

@@ -106,7 +106,12 @@ impl XksApi {
 
     /// Secondary authorization (never for health); the deciding rule goes
     /// into the audit record.
-    fn check_policy(&self, ctx: &Ctx<'_>, m: Option<&RequestMetadata>) -> Result<(), XksError> {
+    fn check_policy(
+        &self,
+        ctx: &Ctx<'_>,
+        h: &keyhold_service::KeyHandle,
+        m: Option<&RequestMetadata>,
+    ) -> Result<(), XksError> {
         let f = |g: fn(&RequestMetadata) -> &Option<String>| m.and_then(|m| g(m).as_deref());
         let req = keyhold_service::policy::PolicyRequest {
             principal: f(|m| &m.aws_principal_arn),
@@ -116,7 +121,7 @@ impl XksApi {
             source_vpc: f(|m| &m.aws_source_vpc),
             source_vpce: f(|m| &m.aws_source_vpce),
         };
-        match self.service.check_policy(ctx.store, ctx.key_id, &req) {
+        match self.service.check_policy(h, &req) {
             Ok(rule) => {
                 ctx.noted.set_rule(rule);
                 Ok(())
@@ -138,7 +143,7 @@ impl XksApi {
         let r = (|| {
             check_meta(&meta, true, false)?;
             let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-            self.check_policy(ctx, meta.as_ref())?;
+            self.check_policy(ctx, &h, meta.as_ref())?;
             self.service.authorize(&h, Operation::Metadata)?;
             let (status, usage) = self.service.reported(&h);
             ok_json(&MetadataResponse {
@@ -180,7 +185,7 @@ impl XksApi {
         self.check_sizes(plaintext.len(), aad.len())?;
 
         let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-        self.check_policy(ctx, req.request_metadata.as_ref())?;
+        self.check_policy(ctx, &h, req.request_metadata.as_ref())?;
         self.service.authorize(&h, Operation::Encrypt)?;
         let (version, key) = h.current()?;
         ctx.noted.set_version(version);
@@ -259,7 +264,7 @@ impl XksApi {
         self.check_sizes(ct.len(), aad.len())?;
 
         let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-        self.check_policy(ctx, req.request_metadata.as_ref())?;
+        self.check_policy(ctx, &h, req.request_metadata.as_ref())?;
         self.service.authorize(&h, Operation::Decrypt)?;
 
         if iv.len() != 12 && iv.len() != 16 {
