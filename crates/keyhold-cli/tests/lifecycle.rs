@@ -132,7 +132,19 @@ fn lifecycle_states_map_to_xks_errors() {
     env.run_ok(&["key", "compromise", "/demo", "pre"]);
     encrypt(&server, &cred, "pre").assert_error(400, "InvalidKeyUsageException");
     assert_eq!(decrypt(&server, &cred, "pre", &c).status, 200);
-    assert!(read(&server.log).contains("marked compromised"));
+    // The audit record is written before the answer; the log line may lag.
+    let recs = env.json(&["audit", "query", "--key", "pre", "--operation", "Decrypt"]);
+    let last = recs.as_array().unwrap().last().unwrap().clone();
+    assert!(
+        last["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("compromised"),
+        "{last}"
+    );
+    eventually("the log line too", || {
+        read(&server.log).contains("marked compromised")
+    });
 }
 
 /// Break glass under load: four clients send Encrypt continuously; once
