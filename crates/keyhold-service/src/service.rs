@@ -149,13 +149,14 @@ impl std::fmt::Debug for KeyHandle {
 impl KeyHandle {
     /// The newest version and its key: encrypt always uses it.
     pub fn current(&self) -> Result<(u32, &KeyMaterial)> {
-        match &self.current {
-            Some(m) => Ok((self.key.current_version, m)),
-            None => Err(Error::InvalidState(format!(
-                "key {} is destroyed",
-                self.key.id
-            ))),
-        }
+        self.current_material()
+            .map(|m| (self.key.current_version, &**m))
+    }
+
+    fn current_material(&self) -> Result<&Arc<KeyMaterial>> {
+        self.current
+            .as_ref()
+            .ok_or_else(|| Error::InvalidState(format!("key {} is destroyed", self.key.id)))
     }
 
     /// Checks that the key (and its store) may perform `op` at time `now`.
@@ -643,26 +644,29 @@ impl KeyService {
                 h.key.id
             )));
         }
-        let cached = h
-            .versions
-            .lock()
-            .iter()
-            .find(|(v, ..)| *v == version)
-            .map(|(_, k, f)| (k.clone(), *f));
         let (k, flag) = if version == h.key.current_version {
-            let (_, _) = h.current()?;
-            (h.current.clone().expect("checked"), h.current_flag)
-        } else if let Some(c) = cached {
-            c
+            (h.current_material()?.clone(), h.current_flag)
         } else {
-            let (m, f) = self.load_version(&h.key, version)?;
-            let k = Arc::new(m);
-            let mut vs = h.versions.lock();
-            if vs.len() >= 64 {
-                vs.clear();
+            // One statement: the lock is released before loading.
+            let cached = h
+                .versions
+                .lock()
+                .iter()
+                .find(|(v, ..)| *v == version)
+                .map(|(_, k, f)| (k.clone(), *f));
+            match cached {
+                Some(c) => c,
+                None => {
+                    let (m, f) = self.load_version(&h.key, version)?;
+                    let k = Arc::new(m);
+                    let mut vs = h.versions.lock();
+                    if vs.len() >= 64 {
+                        vs.clear();
+                    }
+                    vs.push((version, k.clone(), f));
+                    (k, f)
+                }
             }
-            vs.push((version, k.clone(), f));
-            (k, f)
         };
         if flag == VersionFlag::Compromised {
             return Err(Error::InvalidState(format!(
