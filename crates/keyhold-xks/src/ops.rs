@@ -104,6 +104,20 @@ impl XksApi {
         (meta, ok_json(&resp))
     }
 
+    /// The request's key, once secondary authorization and the key's own
+    /// state allow `op` (in that order: a denial says nothing of the key).
+    fn usable_key(
+        &self,
+        ctx: &Ctx<'_>,
+        m: Option<&RequestMetadata>,
+        op: Operation,
+    ) -> Result<std::sync::Arc<keyhold_service::KeyHandle>, XksError> {
+        let h = self.service.key_handle(ctx.store, ctx.key_id)?;
+        self.check_policy(ctx, &h, m)?;
+        self.service.authorize(&h, op)?;
+        Ok(h)
+    }
+
     /// Secondary authorization (never for health); the deciding rule goes
     /// into the audit record.
     fn check_policy(
@@ -142,9 +156,7 @@ impl XksApi {
         };
         let r = (|| {
             check_meta(&meta, true, false)?;
-            let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-            self.check_policy(ctx, &h, meta.as_ref())?;
-            self.service.authorize(&h, Operation::Metadata)?;
+            let h = self.usable_key(ctx, meta.as_ref(), Operation::Metadata)?;
             let (status, usage) = self.service.reported(&h);
             ok_json(&MetadataResponse {
                 key_spec: "AES_256",
@@ -184,9 +196,7 @@ impl XksApi {
         };
         self.check_sizes(plaintext.len(), aad.len())?;
 
-        let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-        self.check_policy(ctx, &h, req.request_metadata.as_ref())?;
-        self.service.authorize(&h, Operation::Encrypt)?;
+        let h = self.usable_key(ctx, req.request_metadata.as_ref(), Operation::Encrypt)?;
         let (version, key) = h.current()?;
         ctx.noted.set_version(version);
         let ctm = ctm::encode(version);
@@ -263,9 +273,7 @@ impl XksApi {
         let ctm_bytes = b64_optional("ciphertextMetadata", req.ciphertext_metadata.as_deref())?;
         self.check_sizes(ct.len(), aad.len())?;
 
-        let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-        self.check_policy(ctx, &h, req.request_metadata.as_ref())?;
-        self.service.authorize(&h, Operation::Decrypt)?;
+        let h = self.usable_key(ctx, req.request_metadata.as_ref(), Operation::Decrypt)?;
 
         if iv.len() != 12 && iv.len() != 16 {
             return Err(invalid_ciphertext(
