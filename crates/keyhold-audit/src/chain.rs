@@ -284,14 +284,21 @@ impl ChainWriter {
     }
 
     fn emit(&self, c: &Checkpoint) -> bool {
-        let mut ok = true;
-        for sink in &self.cfg.sinks {
-            if let Err(e) = sink(c) {
-                tracing::error!(chain = %self.chain, error = %e, "cannot write an audit checkpoint");
-                ok = false;
-            }
-        }
-        ok
+        emit_to(&self.cfg.sinks, c).is_ok()
+    }
+
+    /// Signs a checkpoint of the current head; counts as a checkpoint taken.
+    fn sign_head(&mut self) -> Checkpoint {
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Checkpoint::new(
+            &self.key,
+            &self.chain,
+            "checkpoint",
+            self.seq,
+            &self.head,
+            now_ms(),
+        )
     }
 
     /// Whether a checkpoint is due.
@@ -309,17 +316,7 @@ impl ChainWriter {
             .file
             .try_clone()
             .map_err(|e| format!("cannot sync the audit log: {e}"))?;
-        let c = Checkpoint::new(
-            &self.key,
-            &self.chain,
-            "checkpoint",
-            self.seq,
-            &self.head,
-            now_ms(),
-        );
-        self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
-        Ok((file, c, self.cfg.sinks.clone()))
+        Ok((file, self.sign_head(), self.cfg.sinks.clone()))
     }
 
     /// Syncs the file and writes a checkpoint of the chain's head to every
@@ -328,21 +325,8 @@ impl ChainWriter {
         self.file
             .sync_data()
             .map_err(|e| format!("cannot sync the audit log: {e}"))?;
-        let c = Checkpoint::new(
-            &self.key,
-            &self.chain,
-            "checkpoint",
-            self.seq,
-            &self.head,
-            now_ms(),
-        );
-        self.since_checkpoint = 0;
-        self.last_checkpoint = Instant::now();
-        if self.emit(&c) {
-            Ok(c)
-        } else {
-            Err("a checkpoint sink failed".into())
-        }
+        let c = self.sign_head();
+        emit_to(&self.cfg.sinks, &c).map(|()| c)
     }
 
     /// Free bytes on the audit volume.
@@ -351,6 +335,21 @@ impl ChainWriter {
             .ok()
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
     }
+}
+
+/// Gives `c` to every sink (each is tried even when one fails); returns
+/// the first failure.
+fn emit_to(sinks: &[CheckpointSink], c: &Checkpoint) -> Result<(), String> {
+    let mut first = Ok(());
+    for sink in sinks {
+        if let Err(e) = sink(c) {
+            tracing::error!(chain = %c.chain, error = %e, "cannot write an audit checkpoint");
+            if first.is_ok() {
+                first = Err(e);
+            }
+        }
+    }
+    first
 }
 
 /// What health and metrics show about the audit log.
@@ -543,16 +542,10 @@ fn checkpoint_loop(w: &std::sync::Weak<Mutex<ChainWriter>>, status: &Mutex<Audit
             match snap.and_then(|(file, c, sinks)| {
                 file.sync_data()
                     .map_err(|e| format!("cannot sync the audit log: {e}"))?;
-                for sink in &sinks {
-                    sink(&c)?;
-                }
-                Ok(())
+                emit_to(&sinks, &c)
             }) {
                 Ok(()) => {}
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot write an audit checkpoint");
-                    status.lock().failing = Some(e);
-                }
+                Err(e) => status.lock().failing = Some(e),
             }
         }
         if last_disk_check.elapsed() >= Duration::from_secs(5) {
