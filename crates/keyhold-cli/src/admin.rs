@@ -269,7 +269,8 @@ pub enum KeyCmd {
     Lifecycle(crate::lifecycle_cmd::LifecycleCmd),
 }
 
-fn e(err: impl std::fmt::Display) -> String {
+/// An error as the CLI prints it.
+pub(crate) fn e(err: impl std::fmt::Display) -> String {
     err.to_string()
 }
 

@@ -1,7 +1,7 @@
 //! `keyhold audit verify|query|export`, and the record every admin command
 //! leaves in the `admin` chain.
 
-use crate::admin::Ctx;
+use crate::admin::{e, Ctx};
 use crate::output;
 use clap::Subcommand;
 use keyhold_audit::{Filter, Record};
@@ -10,10 +10,6 @@ use keyhold_server::config::AuditSection;
 use keyhold_server::{Config, DataDir};
 use serde_json::json;
 use std::io::Write;
-
-fn e(err: impl std::fmt::Display) -> String {
-    err.to_string()
-}
 
 #[derive(clap::Args, Debug, Default)]
 pub struct FilterArgs {

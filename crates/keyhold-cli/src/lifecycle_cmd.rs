@@ -7,7 +7,7 @@
 //! data directory has applied it: from then on no request is served under
 //! the old rules.
 
-use crate::admin::{key_id, prefix, print_keys, Ctx};
+use crate::admin::{e, key_id, prefix, print_keys, Ctx};
 use crate::output;
 use clap::Subcommand;
 use keyhold_core::time::{parse_duration, parse_rfc3339};
@@ -18,10 +18,6 @@ use std::time::Duration;
 
 /// How long a break-glass command waits for running servers.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn e(err: impl std::fmt::Display) -> String {
-    err.to_string()
-}
 
 /// Lifecycle options of `key create`.
 #[derive(clap::Args, Debug, Default)]

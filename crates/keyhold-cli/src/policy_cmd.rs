@@ -1,14 +1,10 @@
 //! `keyhold policy …`: secondary authorization rules per key store or key.
 
-use crate::admin::{key_id, prefix, Ctx};
+use crate::admin::{e, key_id, prefix, Ctx};
 use crate::output;
 use clap::Subcommand;
 use keyhold_service::policy::{decide_all, Decision, Policy, PolicyRequest, PolicyScope};
 use serde_json::json;
-
-fn e(err: impl std::fmt::Display) -> String {
-    err.to_string()
-}
 
 #[derive(clap::Args, Debug)]
 pub struct ScopeArgs {
