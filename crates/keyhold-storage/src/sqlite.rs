@@ -7,6 +7,7 @@ use keyhold_core::{
     StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
 };
 use parking_lot::Mutex;
+use rusqlite::types::Value;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 
@@ -94,6 +95,22 @@ CREATE TABLE policies (
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
 const AUDIT_CHECKPOINTS_KEPT: i64 = 1_000;
+
+/// The values of the lifecycle columns, in [`KEY_COLUMNS`] order (`state`
+/// to `min_decrypt_version`): one place for inserts and updates.
+fn lifecycle_values(l: &Lifecycle) -> [Value; 8] {
+    let opt = |t: Option<i64>| t.map_or(Value::Null, Value::Integer);
+    [
+        Value::Text(l.state.as_str().to_owned()),
+        opt(l.activate_at),
+        opt(l.deactivate_at),
+        opt(l.destroy_at),
+        opt(l.compromised_at),
+        opt(l.rotation_period),
+        opt(l.next_rotation_at),
+        Value::Integer(l.min_decrypt_version.into()),
+    ]
+}
 
 /// The columns [`SqliteStorage::row_to_key`] reads, in order.
 const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
@@ -258,6 +275,14 @@ impl SqliteStorage {
         found
             .map(|_| ())
             .ok_or_else(|| Error::StoreNotFound(prefix.display().to_owned()))
+    }
+
+    /// An UPDATE of one key changed `n` rows: none means no such key.
+    fn one_key_row(n: usize, prefix: &StorePrefix, id: &KeyId) -> Result<()> {
+        if n == 0 {
+            return Err(Self::key_not_found(prefix, id));
+        }
+        Ok(())
     }
 
     fn key_not_found(prefix: &StorePrefix, id: &KeyId) -> Error {
@@ -445,25 +470,18 @@ impl Storage for SqliteStorage {
                     &format!("INSERT OR IGNORE INTO keys({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
                 )
                 .and_then(|mut st| {
-                    let l = &key.lifecycle;
-                    st.execute(params![
-                        key.store.as_str(),
-                        key.id.as_str(),
-                        key.status.as_str(),
-                        key.usage.to_bits(),
-                        first.version,
-                        key.created_at,
-                        key.updated_at,
-                        key.hsm_label,
-                        l.state.as_str(),
-                        l.activate_at,
-                        l.deactivate_at,
-                        l.destroy_at,
-                        l.compromised_at,
-                        l.rotation_period,
-                        l.next_rotation_at,
-                        l.min_decrypt_version,
-                    ])
+                    let mut v = vec![
+                        Value::Text(key.store.as_str().to_owned()),
+                        Value::Text(key.id.as_str().to_owned()),
+                        Value::Text(key.status.as_str().to_owned()),
+                        Value::Integer(key.usage.to_bits()),
+                        Value::Integer(first.version.into()),
+                        Value::Integer(key.created_at),
+                        Value::Integer(key.updated_at),
+                        key.hsm_label.clone().map_or(Value::Null, Value::Text),
+                    ];
+                    v.extend(lifecycle_values(&key.lifecycle));
+                    st.execute(rusqlite::params_from_iter(v))
                 })
                 .map_err(db_err)?;
             if n == 0 {
@@ -567,10 +585,7 @@ impl Storage for SqliteStorage {
                 params![prefix.as_str(), id.as_str(), status.as_str(), now()],
             )
             .map_err(db_err)?;
-        if n == 0 {
-            return Err(Self::key_not_found(prefix, id));
-        }
-        Ok(())
+        Self::one_key_row(n, prefix, id)
     }
 
     fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()> {
@@ -582,10 +597,7 @@ impl Storage for SqliteStorage {
                 params![prefix.as_str(), id.as_str(), usage.to_bits(), now()],
             )
             .map_err(db_err)?;
-        if n == 0 {
-            return Err(Self::key_not_found(prefix, id));
-        }
-        Ok(())
+        Self::one_key_row(n, prefix, id)
     }
 
     fn add_key_version(
@@ -777,25 +789,18 @@ impl Storage for SqliteStorage {
                 "UPDATE keys SET state = ?3, activate_at = ?4, deactivate_at = ?5, destroy_at = ?6, compromised_at = ?7, \
                  rotation_period = ?8, next_rotation_at = ?9, min_decrypt_version = ?10, updated_at = ?11 \
                  WHERE store = ?1 AND key_id = ?2",
-                params![
-                    prefix.as_str(),
-                    id.as_str(),
-                    l.state.as_str(),
-                    l.activate_at,
-                    l.deactivate_at,
-                    l.destroy_at,
-                    l.compromised_at,
-                    l.rotation_period,
-                    l.next_rotation_at,
-                    l.min_decrypt_version,
-                    now()
-                ],
+                rusqlite::params_from_iter(
+                    [
+                        Value::Text(prefix.as_str().to_owned()),
+                        Value::Text(id.as_str().to_owned()),
+                    ]
+                    .into_iter()
+                    .chain(lifecycle_values(l))
+                    .chain([Value::Integer(now())]),
+                ),
             )
             .map_err(db_err)?;
-        if n == 0 {
-            return Err(Self::key_not_found(prefix, id));
-        }
-        Ok(())
+        Self::one_key_row(n, prefix, id)
     }
 
     fn destroy_key_material(&self, prefix: &StorePrefix, id: &KeyId, at: Timestamp) -> Result<()> {
@@ -810,9 +815,7 @@ impl Storage for SqliteStorage {
                 params![prefix.as_str(), id.as_str(), at],
             )
             .map_err(db_err)?;
-        if n == 0 {
-            return Err(Self::key_not_found(prefix, id));
-        }
+        Self::one_key_row(n, prefix, id)?;
         // The rows stay (version numbers remain known) with their material
         // gone; secure_delete zeroes the freed bytes in the file.
         tx.execute(
