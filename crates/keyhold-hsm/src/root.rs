@@ -319,10 +319,7 @@ impl RootOfTrust for Pkcs11Root {
 
     fn info(&self) -> RootInfo {
         let s = self.members[0].token.summary();
-        RootInfo {
-            id: format!("pkcs11-{}-{}", s.label, s.serial),
-            model: format!("{} {} (PKCS#11 token {})", s.manufacturer, s.model, s.label),
-        }
+        s.describe(&s.label)
     }
 
     /// One entry per token: ACTIVE when its health round trip works,
@@ -332,10 +329,10 @@ impl RootOfTrust for Pkcs11Root {
             .into_iter()
             .zip(&self.members)
             .map(|((name, r), m)| {
-                let s = m.token.summary();
+                let RootInfo { id, model } = m.token.summary().describe(&name);
                 EkmHealth {
-                    id: format!("pkcs11-{}-{}", name, s.serial),
-                    model: format!("{} {} (PKCS#11 token {})", s.manufacturer, s.model, name),
+                    id,
+                    model,
                     error: r.err().map(|e| e.to_string()),
                 }
             })

@@ -34,6 +34,19 @@ pub(crate) struct TokenSummary {
     pub model: String,
 }
 
+impl TokenSummary {
+    /// How health reports and operators see the token called `name`.
+    pub fn describe(&self, name: &str) -> keyhold_keystore::RootInfo {
+        keyhold_keystore::RootInfo {
+            id: format!("pkcs11-{name}-{}", self.serial),
+            model: format!(
+                "{} {} (PKCS#11 token {name})",
+                self.manufacturer, self.model
+            ),
+        }
+    }
+}
+
 /// Where the token was found, in one generation of its module.
 struct Found {
     generation: u64,

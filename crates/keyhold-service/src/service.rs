@@ -181,7 +181,7 @@ impl KeyHandle {
         if let Some(t) = l.destroy_at.filter(|_| l.pending_destruction()) {
             return Err(Error::InvalidState(format!(
                 "key {id} is scheduled for destruction at {}",
-                crate::service::rfc3339(t)
+                keyhold_core::time::format_rfc3339(t)
             )));
         }
         let state = l.state_at(now);
@@ -249,10 +249,6 @@ impl KeyHandle {
             usage,
         )
     }
-}
-
-pub(crate) fn rfc3339(t: Timestamp) -> String {
-    keyhold_core::time::format_rfc3339(t)
 }
 
 /// A new, enabled key at version 1.
