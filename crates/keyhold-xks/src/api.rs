@@ -286,19 +286,13 @@ impl XksApi {
         }
         let mut akid = None;
         let mut akid_owned = None;
-        let noted = Noted::default();
+        let noted = Arc::new(Noted::default());
         let (meta, result) = match body {
             Ok(body) if self.needs_hsm(&route, &body) => {
                 // Encrypt/Decrypt run inside the HSM: a blocking call, on a
                 // blocking thread, waited for at most hsm_timeout.
-                let (m, r, a, n) = self.handle_api_blocking(&parts, body).await;
+                let (m, r, a) = self.handle_api_blocking(&parts, body, noted.clone()).await;
                 akid_owned = a;
-                if let Some(v) = n.0 {
-                    noted.set_version(v);
-                }
-                if n.1.is_some() {
-                    noted.set_compromised();
-                }
                 (m, r)
             }
             Ok(body) => self.handle_api(&parts, &body, &route, &mut akid, &noted),
@@ -385,15 +379,16 @@ impl XksApi {
 
     /// Runs [`Self::handle_api`] on a blocking thread, waiting at most
     /// `hsm_timeout`. Returns the access key id that signed, if verified.
+    /// What the operation notes for the audit record goes into `noted`.
     async fn handle_api_blocking(
         self: &Arc<Self>,
         parts: &hyper::http::request::Parts,
         body: Bytes,
+        noted: Arc<Noted>,
     ) -> (
         Option<RequestMetadata>,
         Result<HttpResponse, XksError>,
         Option<String>,
-        (Option<u32>, Option<&'static str>),
     ) {
         let (mut owned, ()) = Request::new(()).into_parts();
         owned.method = parts.method.clone();
@@ -407,18 +402,11 @@ impl XksApi {
                     None,
                     Err(XksError::new(ErrorName::InternalException, "route")),
                     None,
-                    (None, None),
                 );
             };
             let mut akid = None;
-            let noted = Noted::default();
             let (m, r) = api.handle_api(&owned, &body, &route, &mut akid, &noted);
-            (
-                m,
-                r,
-                akid.map(str::to_owned),
-                (noted.key_version(), noted.detail()),
-            )
+            (m, r, akid.map(str::to_owned))
         });
         match tokio::time::timeout(self.config.hsm_timeout, job).await {
             Ok(Ok(done)) => done,
@@ -431,15 +419,9 @@ impl XksApi {
                         "internal error in the key manager",
                     )),
                     None,
-                    (None, None),
                 )
             }
-            Err(_) => (
-                None,
-                Err(hsm_timeout(self.config.hsm_timeout)),
-                None,
-                (None, None),
-            ),
+            Err(_) => (None, Err(hsm_timeout(self.config.hsm_timeout)), None),
         }
     }
 
