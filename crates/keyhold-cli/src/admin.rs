@@ -366,7 +366,7 @@ pub fn init(
     Ok(())
 }
 
-fn write_file(p: &std::path::Path, data: &[u8], mode: u32) -> Result<(), String> {
+pub(crate) fn write_file(p: &std::path::Path, data: &[u8], mode: u32) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

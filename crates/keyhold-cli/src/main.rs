@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit_cmd;
+mod kmip_cmd;
 mod lifecycle_cmd;
 mod output;
 mod policy_cmd;
@@ -66,6 +67,9 @@ enum Command {
         /// Prometheus endpoint address (overrides metrics.listen).
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// KMIP listener address (overrides kmip.listen; mutual TLS).
+        #[arg(long)]
+        kmip_listen: Option<String>,
     },
     /// Key stores (XKS path prefixes) and their credentials.
     #[command(subcommand)]
@@ -85,6 +89,9 @@ enum Command {
     /// The tamper-evident audit log: verify, query, export.
     #[command(subcommand)]
     Audit(audit_cmd::AuditCmd),
+    /// The KMIP front-end: client certificates, grants, status.
+    #[command(subcommand)]
+    Kmip(kmip_cmd::KmipCmd),
     /// Break glass: refuse every key on every front-end until `keyhold unlock`.
     Lockdown,
     /// Lift a lockdown.
@@ -165,6 +172,7 @@ fn serve(
     listen: Option<&String>,
     insecure: bool,
     metrics_listen: Option<&String>,
+    kmip_listen: Option<&String>,
 ) -> Result<(), String> {
     let config_path = cli
         .config
@@ -182,6 +190,9 @@ fn serve(
             m.parse()
                 .map_err(|e| format!("--metrics-listen {m}: {e}"))?,
         );
+    }
+    if let Some(k) = kmip_listen {
+        config.kmip.listen = Some(k.parse().map_err(|e| format!("--kmip-listen {k}: {e}"))?);
     }
     config.validate().map_err(|e| e.to_string())?;
     let _guard = init_logging(&config.log_format);
@@ -215,10 +226,13 @@ fn serve(
                 let _ = writeln!(out, "keyhold listening on {scheme}://{addr}");
                 let _ = out.flush();
             },
-            |addr| {
+            |what, addr| {
                 use std::io::Write;
                 let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "keyhold metrics on http://{addr}/metrics");
+                let _ = match what {
+                    "metrics" => writeln!(out, "keyhold metrics on http://{addr}/metrics"),
+                    other => writeln!(out, "keyhold {other} on {addr}"),
+                };
                 let _ = out.flush();
             },
             shutdown,
@@ -239,6 +253,7 @@ fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
         Command::Unlock => lifecycle_cmd::lockdown(&ctx, false),
         Command::Audit(cmd) => audit_cmd::run(&ctx, &dd, cmd),
         Command::Policy(cmd) => policy_cmd::run(&ctx, cmd),
+        Command::Kmip(cmd) => kmip_cmd::run(&ctx, cmd),
         _ => unreachable!("only admin commands are audited here"),
     };
     // The command words after the global options.
@@ -294,12 +309,20 @@ fn main() -> ExitCode {
             listen,
             insecure_http,
             metrics_listen,
-        } => serve(&cli, listen.as_ref(), *insecure_http, metrics_listen.as_ref()),
+            kmip_listen,
+        } => serve(
+            &cli,
+            listen.as_ref(),
+            *insecure_http,
+            metrics_listen.as_ref(),
+            kmip_listen.as_ref(),
+        ),
         Command::Store(_)
         | Command::Key(_)
         | Command::Lockdown
         | Command::Unlock
         | Command::Policy(_)
+        | Command::Kmip(_)
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
         Command::Root(RootCmd::MigrateToHsm { hsm }) => data_dir(&cli).and_then(|dd| {

@@ -14,6 +14,11 @@ pub enum Error {
     KeyNotFound { store: String, key: String },
     #[error("key {key} already exists in key store {store}")]
     KeyExists { store: String, key: String },
+    #[error("object {0} not found")]
+    ObjectNotFound(String),
+    /// Another writer changed the record first; the caller may retry.
+    #[error("{0} was changed concurrently")]
+    Conflict(String),
     #[error("credential {0} not found")]
     CredentialNotFound(String),
     #[error("{0}")]

@@ -10,9 +10,11 @@
 pub mod error;
 pub mod model;
 pub mod names;
+pub mod object;
 pub mod time;
 
 pub use error::{Error, Result};
 pub use model::*;
 pub use names::*;
+pub use object::{AttrValue, ManagedObject, ObjectAttr, ObjectState};
 pub use time::{Clock, ManualClock, SystemClock};

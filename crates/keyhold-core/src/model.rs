@@ -341,6 +341,8 @@ pub enum WrappedItem {
     },
     /// A wrapped value in the meta table (root check value, health test key).
     Meta { name: String },
+    /// The material of a managed object (KMIP).
+    Object { uid: String },
 }
 
 mod usage_serde {

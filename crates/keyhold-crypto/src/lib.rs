@@ -8,6 +8,8 @@
 //! This crate must never log, and never return key material except to the
 //! keystore that owns it.
 
+pub mod sym;
+
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::{digest, hkdf, hmac, rand};
 use zeroize::{Zeroize, Zeroizing};

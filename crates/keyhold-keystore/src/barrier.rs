@@ -30,6 +30,7 @@ pub fn wrap_context(item: &WrappedItem) -> Option<Vec<u8>> {
             AUDIT_KEY_META => Some(AUDIT_KEY_CONTEXT.to_vec()),
             _ => None,
         },
+        WrappedItem::Object { uid } => Some(object_context(uid)),
     }
 }
 const ROOT_CHECK_PLAINTEXT: &[u8] = b"keyhold root of trust check value";
@@ -48,6 +49,13 @@ fn key_context(store: &StorePrefix, id: &KeyId, version: u32) -> Vec<u8> {
     c.extend_from_slice(id.as_str().as_bytes());
     c.push(0);
     c.extend_from_slice(&version.to_be_bytes());
+    c
+}
+
+fn object_context(uid: &str) -> Vec<u8> {
+    let mut c = Vec::with_capacity(64);
+    c.extend_from_slice(b"keyhold/object/v1\0");
+    c.extend_from_slice(uid.as_bytes());
     c
 }
 
@@ -122,6 +130,15 @@ impl Barrier {
             ));
         }
         Aes256Key::from_bytes(m.expose()).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// Wraps a managed object's material (any length).
+    pub fn wrap_object(&self, uid: &str, material: &[u8]) -> Result<Vec<u8>> {
+        self.root.wrap(&object_context(uid), material)
+    }
+
+    pub fn unwrap_object(&self, uid: &str, wrapped: &[u8]) -> Result<SecretBytes> {
+        self.root.unwrap(&object_context(uid), wrapped)
     }
 
     pub fn wrap_secret(&self, store: &StorePrefix, akid: &str, secret: &[u8]) -> Result<Vec<u8>> {

@@ -67,7 +67,29 @@ pub struct Config {
     pub audit: AuditSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    #[serde(default)]
+    pub kmip: KmipSection,
 }
+
+/// The KMIP listener (off unless `listen` is set). Mutual TLS always:
+/// clients must present a certificate from `client_ca`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmipSection {
+    /// e.g. "127.0.0.1:5696".
+    pub listen: Option<SocketAddr>,
+    /// Server certificate and key (default: the `[tls]` ones).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// CA of the client certificates (default: `kmip/ca.pem`, the CA that
+    /// `keyhold kmip client-cert issue` uses).
+    pub client_ca: Option<PathBuf>,
+    /// Largest request message accepted, in bytes (default 1 MiB).
+    pub max_message_bytes: Option<usize>,
+}
+
+/// Where `keyhold kmip client-cert issue` keeps its CA, in the data dir.
+pub const KMIP_CA_DIR: &str = "kmip";
 
 /// The Prometheus endpoint (off unless `listen` is set).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -196,6 +218,9 @@ impl Config {
             &mut self.tls.key,
             &mut self.tls.client_ca,
             &mut self.audit.checkpoint_file,
+            &mut self.kmip.cert,
+            &mut self.kmip.key,
+            &mut self.kmip.client_ca,
         ]
         .into_iter()
         .flatten()
@@ -218,6 +243,14 @@ impl Config {
         if self.tls.client_ca.is_some() != self.tls.client_subject.is_some() {
             return Err(ConfigError::Invalid(
                 "mutual TLS needs both tls.client_ca and tls.client_subject".into(),
+            ));
+        }
+        if self.kmip.listen.is_some()
+            && (self.kmip.cert.as_ref().or(self.tls.cert.as_ref()).is_none()
+                || self.kmip.key.as_ref().or(self.tls.key.as_ref()).is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "the KMIP listener needs kmip.cert and kmip.key (or tls.cert and tls.key)".into(),
             ));
         }
         if !matches!(self.log_format.as_str(), "json" | "text") {

@@ -32,6 +32,8 @@ pub enum ServeError {
     Tls(#[from] crate::tls::TlsError),
     #[error("cannot open the audit log: {0}")]
     Audit(String),
+    #[error("KMIP: {0}")]
+    Kmip(String),
 }
 
 fn xks_config(c: &Config) -> XksConfig {
@@ -101,6 +103,45 @@ fn spawn_refresher(service: &Arc<KeyService>, presence: Option<crate::presence::
         .expect("spawn refresh thread");
 }
 
+/// The KMIP listener's TLS: the server certificate, and client
+/// certificates required from the KMIP client CA.
+fn kmip_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    let k = &config.kmip;
+    let cert = k
+        .cert
+        .as_ref()
+        .or(config.tls.cert.as_ref())
+        .expect("validated");
+    let key = k
+        .key
+        .as_ref()
+        .or(config.tls.key.as_ref())
+        .expect("validated");
+    let ca = k.client_ca.clone().unwrap_or_else(|| {
+        config
+            .data_dir
+            .join(crate::config::KMIP_CA_DIR)
+            .join("ca.pem")
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    for c in crate::tls::load_certs(&ca).map_err(|e| {
+        ServeError::Kmip(format!(
+            "{e} (make one with `keyhold kmip client-cert issue NAME`, or set kmip.client_ca)"
+        ))
+    })? {
+        roots
+            .add(c)
+            .map_err(|e| ServeError::Kmip(format!("KMIP client CA {}: {e}", ca.display())))?;
+    }
+    keyhold_kmip::server::tls_config(
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        crate::tls::load_certs(cert).map_err(|e| ServeError::Kmip(e.to_string()))?,
+        crate::tls::load_key(key).map_err(|e| ServeError::Kmip(e.to_string()))?,
+        roots,
+    )
+    .map_err(ServeError::Kmip)
+}
+
 /// How often scheduled key tasks are looked for.
 pub const DUE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -110,7 +151,7 @@ pub async fn serve(
     config: &Config,
     service: Arc<KeyService>,
     on_listening: impl FnOnce(SocketAddr, bool),
-    metrics_bound: impl FnOnce(SocketAddr),
+    also_bound: impl Fn(&'static str, SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let tls = if config.insecure_http {
@@ -147,13 +188,15 @@ pub async fn serve(
     };
     spawn_refresher(&service, presence);
     let mut api = XksApi::new(service.clone(), xks_config(config));
-    if config.audit.enabled {
+    let audit_log = if config.audit.enabled {
         let log = crate::audit::start_server_log(&service, &config.audit)
             .map_err(|e| ServeError::Audit(e.to_string()))?;
-        api = api.with_audit(log);
+        api = api.with_audit(log.clone());
+        Some(log)
     } else {
         tracing::warn!("the audit log is off (audit.enabled = false): key use is not recorded");
-    }
+        None
+    };
     let api = Arc::new(api);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -175,12 +218,29 @@ pub async fn serve(
             })?;
         let bound = l.local_addr().unwrap_or(maddr);
         tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
-        metrics_bound(bound);
+        also_bound("metrics", bound);
         tokio::spawn(crate::metrics::serve_metrics(
             l,
             api.clone(),
             service.clone(),
         ));
+    }
+    if let Some(kaddr) = config.kmip.listen {
+        let tls = kmip_tls(config)?;
+        let l = TcpListener::bind(kaddr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: kaddr,
+                source,
+            })?;
+        let bound = l.local_addr().unwrap_or(kaddr);
+        let mut kmip = keyhold_kmip::Kmip::new(service.clone(), audit_log.clone());
+        if let Some(m) = config.kmip.max_message_bytes {
+            kmip = kmip.with_max_message(m);
+        }
+        tracing::info!(addr = %bound, "KMIP listening (mutual TLS)");
+        also_bound("kmip", bound);
+        tokio::spawn(keyhold_kmip::server::serve(l, tls, Arc::new(kmip)));
     }
 
     tokio::pin!(shutdown);

@@ -192,6 +192,68 @@ pub struct LocalCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
+/// A local CA kept on disk (certificate and key PEM files), for issuing
+/// client certificates later (`keyhold kmip client-cert issue`).
+pub struct StoredCa {
+    issuer: rcgen::Issuer<'static, KeyPair>,
+}
+
+fn ca_params(common_name: &str) -> Result<CertificateParams, TlsError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(p)
+}
+
+fn client_params(common_name: &str) -> Result<CertificateParams, TlsError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
+    p.distinguished_name.push(DnType::CommonName, common_name);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(p)
+}
+
+fn sign_new(
+    p: CertificateParams,
+    issuer: &rcgen::Issuer<'_, KeyPair>,
+) -> Result<IssuedCert, TlsError> {
+    let key = KeyPair::generate().map_err(rc)?;
+    let cert = p.signed_by(&key, issuer).map_err(rc)?;
+    Ok(IssuedCert {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+impl StoredCa {
+    /// Makes a new CA: (the CA, its certificate PEM, its key PEM).
+    pub fn create(common_name: &str) -> Result<(Self, String, String), TlsError> {
+        let key = KeyPair::generate().map_err(rc)?;
+        let key_pem = key.serialize_pem();
+        let cert = ca_params(common_name)?.self_signed(&key).map_err(rc)?;
+        let ca = Self::load(common_name, &key_pem)?;
+        Ok((ca, cert.pem(), key_pem))
+    }
+
+    /// Loads a CA made by [`StoredCa::create`] with the same common name.
+    pub fn load(common_name: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(rc)?;
+        Ok(Self {
+            issuer: rcgen::Issuer::new(ca_params(common_name)?, key),
+        })
+    }
+
+    /// Issues a client certificate with subject CN=`common_name`.
+    pub fn issue_client(&self, common_name: &str) -> Result<IssuedCert, TlsError> {
+        sign_new(client_params(common_name)?, &self.issuer)
+    }
+}
+
 fn rc(e: rcgen::Error) -> TlsError {
     TlsError::Config(e.to_string())
 }

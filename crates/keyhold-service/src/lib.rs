@@ -13,6 +13,7 @@
 mod cache;
 mod health;
 mod lifecycle;
+pub mod objects;
 pub mod policy;
 mod rewrap;
 mod service;

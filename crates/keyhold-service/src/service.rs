@@ -416,6 +416,10 @@ impl KeyService {
             .is_some_and(|(at, _)| at.elapsed() < HEALTH_CACHE_TTL)
     }
 
+    pub fn barrier(&self) -> &Barrier {
+        &self.barrier
+    }
+
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
     }
@@ -478,10 +482,8 @@ impl KeyService {
     /// Checks that `op` may run with this key now: lockdown, break glass,
     /// lifecycle state and usage.
     pub fn authorize(&self, h: &KeyHandle, op: Operation) -> Result<()> {
-        if self.is_locked_down() && op != Operation::Metadata {
-            return Err(Error::InvalidState(
-                "Keyhold is locked down: every key is refused until `keyhold unlock`".into(),
-            ));
+        if op != Operation::Metadata {
+            self.refuse_in_lockdown()?;
         }
         h.check(op, self.clock.now())
     }

@@ -13,7 +13,7 @@ mod sqlite;
 pub use sqlite::SqliteStorage;
 
 use keyhold_core::{
-    AuditCheckpoint, Key, KeyId, KeyStore, Lifecycle, Result, Status, StorePrefix,
+    AuditCheckpoint, Key, KeyId, KeyStore, Lifecycle, ManagedObject, Result, Status, StorePrefix,
     StoredCredential, Timestamp, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
 };
 
@@ -119,8 +119,20 @@ pub trait Storage: Send + Sync + 'static {
     /// Keys with work due at `now`: destruction or rotation.
     fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>>;
 
-    /// Every wrapped value (key versions, credential secrets, meta values),
-    /// for a change of root of trust.
+    /// Stores a new managed object with its wrapped material
+    /// ([`Error::Conflict`] if the uid exists).
+    fn create_object(&self, o: &ManagedObject, material: &[u8]) -> Result<()>;
+    fn get_object(&self, uid: &str) -> Result<Option<ManagedObject>>;
+    /// The object's wrapped material (`None` once destroyed).
+    fn object_material(&self, uid: &str) -> Result<Option<Vec<u8>>>;
+    /// Writes state, attributes and exportability if the stored revision is
+    /// still `o.rev` ([`Error::Conflict`] otherwise); `has_material: false`
+    /// erases the material for good.
+    fn update_object(&self, o: &ManagedObject) -> Result<()>;
+    fn list_objects(&self) -> Result<Vec<ManagedObject>>;
+
+    /// Every wrapped value (key versions, credential secrets, meta values,
+    /// object material), for a change of root of trust.
     fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>>;
     /// Replaces one wrapped value if it still equals `expected`; returns
     /// whether it did (one durable transaction).

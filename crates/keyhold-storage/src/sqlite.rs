@@ -3,8 +3,9 @@
 use crate::Storage;
 use crate::VersionInfo;
 use keyhold_core::{
-    now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, Result, Status,
-    StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
+    now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
+    ObjectState, Result, Status, StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag,
+    WrappedItem, WrappedKeyVersion,
 };
 use parking_lot::Mutex;
 use rusqlite::types::Value;
@@ -91,6 +92,21 @@ CREATE TABLE policies (
     updated_at INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // v6: managed objects (KMIP). Attributes are a JSON list; the material
+    // is wrapped under the root of trust and erased on destroy.
+    r#"
+CREATE TABLE objects (
+    uid         TEXT PRIMARY KEY,
+    object_type INTEGER NOT NULL,
+    owner       TEXT NOT NULL,
+    state       INTEGER NOT NULL,
+    exportable  INTEGER NOT NULL,
+    attrs       TEXT NOT NULL,
+    material    BLOB,
+    rev         INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
@@ -120,6 +136,34 @@ const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, create
 /// acknowledged commit survives a crash or power loss.
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
+}
+
+const OBJECT_COLUMNS: &str =
+    "uid, object_type, owner, state, exportable, attrs, material IS NOT NULL, rev";
+
+fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManagedObject> {
+    let bad = |i: usize, what: String| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, what.into())
+    };
+    let state: u32 = r.get(3)?;
+    let attrs: String = r.get(5)?;
+    Ok(ManagedObject {
+        uid: r.get(0)?,
+        object_type: r.get(1)?,
+        owner: r.get(2)?,
+        state: ObjectState::from_u32(state).ok_or_else(|| bad(3, format!("bad state {state}")))?,
+        exportable: r.get(4)?,
+        attrs: serde_json::from_str(&attrs).map_err(|e| bad(5, e.to_string()))?,
+        has_material: r.get(6)?,
+        rev: r.get(7)?,
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn db_err(e: rusqlite::Error) -> Error {
@@ -947,7 +991,114 @@ impl Storage for SqliteStorage {
         for r in rows {
             out.push(r.map_err(db_err)?);
         }
+        let mut st = conn
+            .prepare("SELECT uid, material FROM objects WHERE material IS NOT NULL ORDER BY uid")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    WrappedItem::Object { uid: r.get(0)? },
+                    r.get::<_, Vec<u8>>(1)?,
+                ))
+            })
+            .map_err(db_err)?;
+        for r in rows {
+            out.push(r.map_err(db_err)?);
+        }
         Ok(out)
+    }
+
+    fn create_object(&self, o: &ManagedObject, material: &[u8]) -> Result<()> {
+        let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
+        let conn = self.conn.lock();
+        let n = conn
+            .execute(
+                "INSERT OR IGNORE INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)",
+                params![
+                    o.uid,
+                    o.object_type,
+                    o.owner,
+                    o.state as u32,
+                    o.exportable,
+                    attrs,
+                    material,
+                    now_ms()
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(Error::Conflict(format!("object {}", o.uid)));
+        }
+        Ok(())
+    }
+
+    fn get_object(&self, uid: &str) -> Result<Option<ManagedObject>> {
+        let conn = self.conn.lock();
+        conn.query_row(
+            &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = ?1"),
+            [uid],
+            row_to_object,
+        )
+        .optional()
+        .map_err(db_err)
+    }
+
+    fn object_material(&self, uid: &str) -> Result<Option<Vec<u8>>> {
+        let conn = self.conn.lock();
+        conn.query_row("SELECT material FROM objects WHERE uid = ?1", [uid], |r| {
+            r.get::<_, Option<Vec<u8>>>(0)
+        })
+        .optional()
+        .map(Option::flatten)
+        .map_err(db_err)
+    }
+
+    fn update_object(&self, o: &ManagedObject) -> Result<()> {
+        let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
+        let conn = self.conn.lock();
+        // Erasing the material is one-way: an update never brings it back.
+        let n = conn
+            .execute(
+                "UPDATE objects SET state = ?3, exportable = ?4, attrs = ?5, rev = rev + 1, \
+                 material = CASE WHEN ?6 THEN material ELSE NULL END \
+                 WHERE uid = ?1 AND rev = ?2",
+                params![
+                    o.uid,
+                    o.rev,
+                    o.state as u32,
+                    o.exportable,
+                    attrs,
+                    o.has_material
+                ],
+            )
+            .map_err(db_err)?;
+        if n == 1 {
+            return Ok(());
+        }
+        let exists: bool = conn
+            .query_row("SELECT 1 FROM objects WHERE uid = ?1", [&o.uid], |_| {
+                Ok(true)
+            })
+            .optional()
+            .map_err(db_err)?
+            .unwrap_or(false);
+        Err(if exists {
+            Error::Conflict(format!("object {}", o.uid))
+        } else {
+            Error::ObjectNotFound(o.uid.clone())
+        })
+    }
+
+    fn list_objects(&self) -> Result<Vec<ManagedObject>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects ORDER BY created_ms, uid"
+            ))
+            .map_err(db_err)?;
+        let rows = st.query_map([], row_to_object).map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
     fn replace_wrapped(&self, item: &WrappedItem, expected: &[u8], new: &[u8]) -> Result<bool> {
@@ -967,6 +1118,10 @@ impl Storage for SqliteStorage {
             WrappedItem::KeyVersion { store, id, version } => conn.execute(
                 "UPDATE key_versions SET wrapped = ?5 WHERE store = ?1 AND key_id = ?2 AND version = ?3 AND wrapped = ?4",
                 params![store.as_str(), id.as_str(), version, expected, new],
+            ),
+            WrappedItem::Object { uid } => conn.execute(
+                "UPDATE objects SET material = ?3 WHERE uid = ?1 AND material = ?2",
+                params![uid, expected, new],
             ),
         }
         .map_err(db_err)?;

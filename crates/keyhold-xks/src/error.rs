@@ -109,9 +109,12 @@ impl From<keyhold_core::Error> for XksError {
                 ErrorName::ValidationException
             }
             E::DependencyTimeout(_) => ErrorName::DependencyTimeoutException,
-            E::RootOfTrust(_) | E::UnwrapFailed | E::Storage(_) | E::Internal(_) => {
-                ErrorName::InternalException
-            }
+            E::RootOfTrust(_)
+            | E::UnwrapFailed
+            | E::Storage(_)
+            | E::Internal(_)
+            | E::ObjectNotFound(_)
+            | E::Conflict(_) => ErrorName::InternalException,
         };
         let message = match name {
             // Do not leak internals to the network; the log has the detail.

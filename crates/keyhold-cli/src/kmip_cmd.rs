@@ -1,0 +1,185 @@
+//! `keyhold kmip`: client certificates, grants and status of the KMIP
+//! front-end.
+
+use crate::admin::{e, write_file, Ctx};
+use crate::output;
+use clap::Subcommand;
+use keyhold_core::{AttrValue, ObjectAttr};
+use keyhold_server::config::KMIP_CA_DIR;
+use keyhold_server::tls::StoredCa;
+use keyhold_service::objects::GRANT_ATTR;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The common name of the CA `client-cert issue` keeps in the data dir.
+const CA_NAME: &str = "Keyhold KMIP client CA";
+
+#[derive(Subcommand)]
+pub enum KmipCmd {
+    /// Client certificates for KMIP clients (mutual TLS).
+    #[command(subcommand)]
+    ClientCert(ClientCertCmd),
+    /// KMIP objects by owner, type and state.
+    Status,
+    /// Let another client identity use an object ("*": every identity).
+    Grant { uid: String, identity: String },
+    /// Take a grant back.
+    Ungrant { uid: String, identity: String },
+}
+
+#[derive(Subcommand)]
+pub enum ClientCertCmd {
+    /// Issue a client certificate (subject CN=NAME, the client's identity)
+    /// from the data directory's KMIP client CA, made on first use.
+    Issue {
+        name: String,
+        /// Directory for NAME.pem and NAME.key (default: the current one).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub fn run(ctx: &Ctx, cmd: &KmipCmd) -> Result<(), String> {
+    match cmd {
+        KmipCmd::ClientCert(ClientCertCmd::Issue { name, out }) => issue(ctx, name, out.as_ref()),
+        KmipCmd::Status => status(ctx),
+        KmipCmd::Grant { uid, identity } => grant(ctx, uid, identity, true),
+        KmipCmd::Ungrant { uid, identity } => grant(ctx, uid, identity, false),
+    }
+}
+
+fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == '/') {
+        return Err("the client name must be 1 to 64 printable characters without '/'".into());
+    }
+    let dir = ctx.data_dir.join(KMIP_CA_DIR);
+    keyhold_server::data_dir::create_private_dir(&dir).map_err(e)?;
+    let key_path = dir.join("ca.key");
+    let ca = if key_path.exists() {
+        let pem = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&key_path)
+                .map_err(|err| format!("cannot read {}: {err}", key_path.display()))?,
+        );
+        StoredCa::load(CA_NAME, &pem).map_err(e)?
+    } else {
+        let (ca, cert_pem, key_pem) = StoredCa::create(CA_NAME).map_err(e)?;
+        let key_pem = zeroize::Zeroizing::new(key_pem);
+        write_file(&key_path, key_pem.as_bytes(), 0o600)?;
+        write_file(&dir.join("ca.pem"), cert_pem.as_bytes(), 0o644)?;
+        ca
+    };
+    let issued = ca.issue_client(name).map_err(e)?;
+    let out = out.cloned().unwrap_or_else(|| PathBuf::from("."));
+    let (cert, key) = (
+        out.join(format!("{name}.pem")),
+        out.join(format!("{name}.key")),
+    );
+    write_file(&cert, issued.cert_pem.as_bytes(), 0o644)?;
+    let key_pem = zeroize::Zeroizing::new(issued.key_pem);
+    write_file(&key, key_pem.as_bytes(), 0o600)?;
+    let server_ca = ctx.data_dir.join("tls").join("ca.pem");
+    if ctx.json {
+        output::json(&json!({
+            "identity": name,
+            "certificate": cert,
+            "key": key,
+            "client_ca": dir.join("ca.pem"),
+            "server_ca": server_ca,
+        }));
+    } else {
+        println!("Issued a KMIP client certificate for identity {name:?}");
+        println!("  certificate: {}", cert.display());
+        println!("  key:         {}", key.display());
+        println!("  trust the server with: {}", server_ca.display());
+    }
+    Ok(())
+}
+
+fn status(ctx: &Ctx) -> Result<(), String> {
+    let objects = ctx.service.list_objects().map_err(e)?;
+    let mut counts: BTreeMap<(String, &'static str, &'static str), u64> = BTreeMap::new();
+    for o in &objects {
+        let ty = match o.object_type {
+            2 => "SymmetricKey",
+            7 => "SecretData",
+            _ => "Other",
+        };
+        *counts
+            .entry((o.owner.clone(), ty, o.state.name()))
+            .or_default() += 1;
+    }
+    let ca = ctx.data_dir.join(KMIP_CA_DIR).join("ca.pem");
+    if ctx.json {
+        let rows: Vec<_> = counts
+            .iter()
+            .map(|((owner, ty, state), n)| json!({"owner": owner, "type": ty, "state": state, "count": n}))
+            .collect();
+        output::json(&json!({
+            "objects": objects.len(),
+            "client_ca": ca.exists().then_some(ca),
+            "by_owner": rows,
+        }));
+        return Ok(());
+    }
+    println!("KMIP objects: {}", objects.len());
+    println!(
+        "Client CA:    {}",
+        if ca.exists() {
+            ca.display().to_string()
+        } else {
+            "none yet (keyhold kmip client-cert issue NAME makes one)".into()
+        }
+    );
+    if !counts.is_empty() {
+        let rows: Vec<Vec<String>> = counts
+            .iter()
+            .map(|((owner, ty, state), n)| {
+                vec![
+                    owner.clone(),
+                    ty.to_string(),
+                    state.to_string(),
+                    n.to_string(),
+                ]
+            })
+            .collect();
+        output::table(&["OWNER", "TYPE", "STATE", "COUNT"], &rows);
+    }
+    Ok(())
+}
+
+fn grant(ctx: &Ctx, uid: &str, identity: &str, add: bool) -> Result<(), String> {
+    for _ in 0..5 {
+        let mut o = ctx.service.object(uid).map_err(e)?;
+        let has = o
+            .attrs
+            .iter()
+            .any(|a| a.name == GRANT_ATTR && a.value == AttrValue::Text(identity.into()));
+        if has == add {
+            println!("nothing to change");
+            return Ok(());
+        }
+        if add {
+            o.attrs.push(ObjectAttr {
+                name: GRANT_ATTR.into(),
+                value: AttrValue::Text(identity.into()),
+            });
+        } else {
+            o.attrs
+                .retain(|a| !(a.name == GRANT_ATTR && a.value == AttrValue::Text(identity.into())));
+        }
+        match ctx.service.update_object(&o) {
+            Ok(()) => {
+                println!(
+                    "{} {identity:?} {} object {uid}",
+                    if add { "granted" } else { "ungranted" },
+                    if add { "use of" } else { "from" }
+                );
+                return Ok(());
+            }
+            Err(keyhold_core::Error::Conflict(_)) => continue,
+            Err(err) => return Err(e(err)),
+        }
+    }
+    Err("the object kept changing; try again".into())
+}

@@ -1,0 +1,288 @@
+//! Symmetric operations on client keys of any AES size and HMAC keys, for
+//! front-ends that expose general cryptography (KMIP Encrypt, Decrypt, MAC).
+
+use crate::CryptoError;
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::cipher::{
+    self, DecryptingKey, DecryptionContext, EncryptingKey, EncryptionContext,
+    PaddedBlockDecryptingKey, PaddedBlockEncryptingKey, UnboundCipherKey,
+};
+use aws_lc_rs::hmac;
+use aws_lc_rs::iv::FixedLength;
+
+/// AES block (and CBC/CTR IV) length.
+pub const AES_BLOCK: usize = 16;
+
+fn aes_alg(key: &[u8]) -> Result<&'static cipher::Algorithm, CryptoError> {
+    match key.len() {
+        16 => Ok(&cipher::AES_128),
+        24 => Ok(&cipher::AES_192),
+        32 => Ok(&cipher::AES_256),
+        _ => Err(CryptoError::InvalidKeyLength),
+    }
+}
+
+fn gcm_key(key: &[u8]) -> Result<LessSafeKey, CryptoError> {
+    let alg = match key.len() {
+        16 => &aead::AES_128_GCM,
+        24 => &aead::AES_192_GCM,
+        32 => &aead::AES_256_GCM,
+        _ => return Err(CryptoError::InvalidKeyLength),
+    };
+    Ok(LessSafeKey::new(
+        UnboundKey::new(alg, key).map_err(|_| CryptoError::InvalidKeyLength)?,
+    ))
+}
+
+fn iv128(iv: &[u8]) -> Result<FixedLength<16>, CryptoError> {
+    let iv: [u8; AES_BLOCK] = iv.try_into().map_err(|_| CryptoError::InvalidNonceLength)?;
+    Ok(FixedLength::from(iv))
+}
+
+/// AES-GCM with a 96-bit nonce: returns (ciphertext, 16-byte tag).
+pub fn aes_gcm_seal(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, [u8; 16]), CryptoError> {
+    let k = gcm_key(key)?;
+    let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::InvalidNonceLength)?;
+    let mut out = plaintext.to_vec();
+    let tag = k
+        .seal_in_place_separate_tag(n, Aad::from(aad), &mut out)
+        .map_err(|_| CryptoError::Failed)?;
+    let mut t = [0u8; 16];
+    t.copy_from_slice(tag.as_ref());
+    Ok((out, t))
+}
+
+/// Opens AES-GCM output; fails without detail on a wrong key, nonce, AAD,
+/// ciphertext or tag.
+pub fn aes_gcm_open(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+    tag: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let k = gcm_key(key)?;
+    let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::InvalidNonceLength)?;
+    if tag.len() != 16 {
+        return Err(CryptoError::AuthenticationFailed);
+    }
+    let mut buf = Vec::with_capacity(ciphertext.len() + tag.len());
+    buf.extend_from_slice(ciphertext);
+    buf.extend_from_slice(tag);
+    let n_pt = k
+        .open_in_place(n, Aad::from(aad), &mut buf)
+        .map_err(|_| CryptoError::AuthenticationFailed)?
+        .len();
+    buf.truncate(n_pt);
+    Ok(buf)
+}
+
+/// AES-CBC; with `pkcs7` the plaintext is padded (PKCS#5/#7), otherwise
+/// it must be a whole number of blocks.
+pub fn aes_cbc_encrypt(
+    key: &[u8],
+    iv: &[u8],
+    plaintext: &[u8],
+    pkcs7: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    let ctx = EncryptionContext::Iv128(iv128(iv)?);
+    let unbound = UnboundCipherKey::new(aes_alg(key)?, key).map_err(|_| CryptoError::Failed)?;
+    let mut out = plaintext.to_vec();
+    if pkcs7 {
+        let k = PaddedBlockEncryptingKey::cbc_pkcs7(unbound).map_err(|_| CryptoError::Failed)?;
+        k.less_safe_encrypt(&mut out, ctx)
+            .map_err(|_| CryptoError::Failed)?;
+    } else {
+        if !out.len().is_multiple_of(AES_BLOCK) {
+            return Err(CryptoError::Failed);
+        }
+        let k = EncryptingKey::cbc(unbound).map_err(|_| CryptoError::Failed)?;
+        k.less_safe_encrypt(&mut out, ctx)
+            .map_err(|_| CryptoError::Failed)?;
+    }
+    Ok(out)
+}
+
+pub fn aes_cbc_decrypt(
+    key: &[u8],
+    iv: &[u8],
+    ciphertext: &[u8],
+    pkcs7: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    let ctx = DecryptionContext::Iv128(iv128(iv)?);
+    let unbound = UnboundCipherKey::new(aes_alg(key)?, key).map_err(|_| CryptoError::Failed)?;
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(AES_BLOCK) {
+        return Err(CryptoError::Failed);
+    }
+    let mut buf = ciphertext.to_vec();
+    let n = if pkcs7 {
+        let k = PaddedBlockDecryptingKey::cbc_pkcs7(unbound).map_err(|_| CryptoError::Failed)?;
+        k.decrypt(&mut buf, ctx)
+            .map_err(|_| CryptoError::AuthenticationFailed)?
+            .len()
+    } else {
+        let k = DecryptingKey::cbc(unbound).map_err(|_| CryptoError::Failed)?;
+        k.decrypt(&mut buf, ctx)
+            .map_err(|_| CryptoError::Failed)?
+            .len()
+    };
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// AES-ECB (for KMIP clients that ask for it; never used by Keyhold itself).
+pub fn aes_ecb_encrypt(key: &[u8], plaintext: &[u8], pkcs7: bool) -> Result<Vec<u8>, CryptoError> {
+    let unbound = UnboundCipherKey::new(aes_alg(key)?, key).map_err(|_| CryptoError::Failed)?;
+    let mut out = plaintext.to_vec();
+    if pkcs7 {
+        let k = PaddedBlockEncryptingKey::ecb_pkcs7(unbound).map_err(|_| CryptoError::Failed)?;
+        k.less_safe_encrypt(&mut out, EncryptionContext::None)
+            .map_err(|_| CryptoError::Failed)?;
+    } else {
+        if out.is_empty() || !out.len().is_multiple_of(AES_BLOCK) {
+            return Err(CryptoError::Failed);
+        }
+        let k = EncryptingKey::ecb(unbound).map_err(|_| CryptoError::Failed)?;
+        k.less_safe_encrypt(&mut out, EncryptionContext::None)
+            .map_err(|_| CryptoError::Failed)?;
+    }
+    Ok(out)
+}
+
+pub fn aes_ecb_decrypt(key: &[u8], ciphertext: &[u8], pkcs7: bool) -> Result<Vec<u8>, CryptoError> {
+    let unbound = UnboundCipherKey::new(aes_alg(key)?, key).map_err(|_| CryptoError::Failed)?;
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(AES_BLOCK) {
+        return Err(CryptoError::Failed);
+    }
+    let mut buf = ciphertext.to_vec();
+    let n = if pkcs7 {
+        let k = PaddedBlockDecryptingKey::ecb_pkcs7(unbound).map_err(|_| CryptoError::Failed)?;
+        k.decrypt(&mut buf, DecryptionContext::None)
+            .map_err(|_| CryptoError::AuthenticationFailed)?
+            .len()
+    } else {
+        let k = DecryptingKey::ecb(unbound).map_err(|_| CryptoError::Failed)?;
+        k.decrypt(&mut buf, DecryptionContext::None)
+            .map_err(|_| CryptoError::Failed)?
+            .len()
+    };
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// AES-CTR with a 128-bit initial counter block (encrypt = decrypt).
+pub fn aes_ctr(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let unbound = UnboundCipherKey::new(aes_alg(key)?, key).map_err(|_| CryptoError::Failed)?;
+    let k = EncryptingKey::ctr(unbound).map_err(|_| CryptoError::Failed)?;
+    let mut out = data.to_vec();
+    k.less_safe_encrypt(&mut out, EncryptionContext::Iv128(iv128(iv)?))
+        .map_err(|_| CryptoError::Failed)?;
+    Ok(out)
+}
+
+/// HMAC hash functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacHash {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl MacHash {
+    fn alg(self) -> hmac::Algorithm {
+        match self {
+            MacHash::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            MacHash::Sha256 => hmac::HMAC_SHA256,
+            MacHash::Sha384 => hmac::HMAC_SHA384,
+            MacHash::Sha512 => hmac::HMAC_SHA512,
+        }
+    }
+}
+
+pub fn hmac_sign(hash: MacHash, key: &[u8], data: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hash.alg(), key), data)
+        .as_ref()
+        .to_vec()
+}
+
+/// Verifies an HMAC in constant time.
+pub fn hmac_verify(hash: MacHash, key: &[u8], data: &[u8], mac: &[u8]) -> bool {
+    hmac::verify(&hmac::Key::new(hash.alg(), key), data, mac).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    // NIST SP 800-38A, F.2.1 (CBC-AES128.Encrypt), first two blocks.
+    #[test]
+    fn cbc_sp800_38a() {
+        let key = h("2b7e151628aed2a6abf7158809cf4f3c");
+        let iv = h("000102030405060708090a0b0c0d0e0f");
+        let pt = h("6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e51");
+        let ct = aes_cbc_encrypt(&key, &iv, &pt, false).unwrap();
+        assert_eq!(
+            hex::encode(&ct),
+            "7649abac8119b246cee98e9b12e9197d5086cb9b507219ee95db113a917678b2"
+        );
+        assert_eq!(aes_cbc_decrypt(&key, &iv, &ct, false).unwrap(), pt);
+        // Padded: one more block, and the round trip holds.
+        let ctp = aes_cbc_encrypt(&key, &iv, &pt, true).unwrap();
+        assert_eq!(ctp.len(), 48);
+        assert_eq!(aes_cbc_decrypt(&key, &iv, &ctp, true).unwrap(), pt);
+    }
+
+    // NIST SP 800-38A, F.5.1 (CTR-AES128.Encrypt), first block.
+    #[test]
+    fn ctr_sp800_38a() {
+        let key = h("2b7e151628aed2a6abf7158809cf4f3c");
+        let iv = h("f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff");
+        let pt = h("6bc1bee22e409f96e93d7e117393172a");
+        assert_eq!(
+            hex::encode(aes_ctr(&key, &iv, &pt).unwrap()),
+            "874d6191b620e3261bef6864990db6ce"
+        );
+    }
+
+    #[test]
+    fn gcm_all_sizes_and_hmac() {
+        for n in [16, 24, 32] {
+            let key = vec![7u8; n];
+            let (ct, tag) = aes_gcm_seal(&key, &[1; 12], b"aad", b"hello").unwrap();
+            assert_eq!(
+                aes_gcm_open(&key, &[1; 12], b"aad", &ct, &tag).unwrap(),
+                b"hello"
+            );
+            assert!(aes_gcm_open(&key, &[1; 12], b"aaX", &ct, &tag).is_err());
+        }
+        assert!(aes_gcm_seal(&[0; 20], &[1; 12], b"", b"").is_err());
+        // RFC 4231 test case 2.
+        let mac = hmac_sign(MacHash::Sha256, b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(&mac),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(hmac_verify(
+            MacHash::Sha256,
+            b"Jefe",
+            b"what do ya want for nothing?",
+            &mac
+        ));
+        assert!(!hmac_verify(
+            MacHash::Sha256,
+            b"Jefe",
+            b"what do ya want for nothing!",
+            &mac
+        ));
+    }
+}

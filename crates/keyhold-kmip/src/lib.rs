@@ -1,0 +1,19 @@
+//! The KMIP front-end of Keyhold (OASIS Key Management Interoperability
+//! Protocol 1.0–2.1, TTLV over mutual TLS).
+//!
+//! Layers: [`ttlv`] (the binary encoding, hardened against hostile input),
+//! [`message`] (headers, batches, versions), [`attrs`] and [`objects`] (how
+//! KMIP attributes map onto stored managed objects), [`ops`] (the
+//! operations over the key service, audited), and [`server`] (the mTLS
+//! listener).
+
+pub mod attrs;
+pub mod enums;
+pub mod message;
+pub mod objects;
+pub mod ops;
+pub mod server;
+pub mod tags;
+pub mod ttlv;
+
+pub use ops::{Client, Kmip};

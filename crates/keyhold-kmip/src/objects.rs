@@ -1,0 +1,140 @@
+//! How KMIP sees a stored object: its effective state, its attribute view
+//! (stored plus server-computed attributes), and access rules.
+
+use crate::attrs;
+use crate::enums::Reason;
+use crate::message::{KmipError, Version};
+use crate::ttlv::Ttlv;
+use keyhold_core::{AttrValue, ManagedObject, ObjectState};
+
+pub const ACTIVATION_DATE: &str = "Activation Date";
+pub const DEACTIVATION_DATE: &str = "Deactivation Date";
+pub const NAME: &str = "Name";
+pub const ALGORITHM: &str = "Cryptographic Algorithm";
+pub const LENGTH: &str = "Cryptographic Length";
+pub const USAGE_MASK: &str = "Cryptographic Usage Mask";
+pub const PARAMETERS: &str = "Cryptographic Parameters";
+pub const LAST_CHANGE: &str = "Last Change Date";
+pub const INITIAL_DATE: &str = "Initial Date";
+
+/// The state an object is in at `now`, taking its activation and
+/// deactivation dates into account.
+pub fn effective_state(o: &ManagedObject, now: i64) -> ObjectState {
+    let date = |n: &str| match o.attr(n) {
+        Some(AttrValue::DateTime(t)) => Some(*t),
+        _ => None,
+    };
+    let mut s = o.state;
+    if s == ObjectState::PreActive && date(ACTIVATION_DATE).is_some_and(|t| t <= now) {
+        s = ObjectState::Active;
+    }
+    if s == ObjectState::Active && date(DEACTIVATION_DATE).is_some_and(|t| t <= now) {
+        s = ObjectState::Deactivated;
+    }
+    s
+}
+
+pub fn int_attr(o: &ManagedObject, name: &str) -> Option<i32> {
+    match o.attr(name) {
+        Some(AttrValue::Int(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+pub fn enum_attr(o: &ManagedObject, name: &str) -> Option<u32> {
+    match o.attr(name) {
+        Some(AttrValue::Enum(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+/// The text of each Name attribute.
+pub fn names(o: &ManagedObject) -> impl Iterator<Item = &str> {
+    o.attrs_named(NAME).filter_map(|v| match v {
+        AttrValue::Struct(items) => items.iter().find_map(|(tag, v)| match (tag, v) {
+            (&crate::tags::NAME_VALUE, AttrValue::Text(s)) => Some(s.as_str()),
+            _ => None,
+        }),
+        _ => None,
+    })
+}
+
+/// Every attribute of the object as (name, value), server-computed ones
+/// first, in a stable order.
+pub fn view(o: &ManagedObject, now: i64) -> Vec<(String, AttrValue)> {
+    let mut v = vec![
+        (
+            "Unique Identifier".to_owned(),
+            AttrValue::Text(o.uid.clone()),
+        ),
+        ("Object Type".to_owned(), AttrValue::Enum(o.object_type)),
+        (
+            "State".to_owned(),
+            AttrValue::Enum(effective_state(o, now) as u32),
+        ),
+    ];
+    for a in &o.attrs {
+        v.push((a.name.clone(), a.value.clone()));
+    }
+    if o.attr("Extractable").is_none() {
+        v.push(("Extractable".to_owned(), AttrValue::Bool(o.exportable)));
+    }
+    v.push((
+        "Key Value Present".to_owned(),
+        AttrValue::Bool(o.has_material),
+    ));
+    v
+}
+
+/// Renders the requested attributes (all when `wanted` is empty) for
+/// `version`, with 1.x indexes among equal names.
+pub fn render_view(o: &ManagedObject, now: i64, wanted: &[String], version: Version) -> Vec<Ttlv> {
+    let all = view(o, now);
+    let mut out = Vec::new();
+    let mut emit = |name: &str| {
+        for (index, (n, v)) in all.iter().filter(|(n, _)| n == name).enumerate() {
+            if let Some(t) = attrs::render(n, index, v, version) {
+                out.push(t);
+            }
+        }
+    };
+    if wanted.is_empty() {
+        let mut seen: Vec<&str> = Vec::new();
+        for (n, _) in &all {
+            if !seen.contains(&n.as_str()) {
+                seen.push(n);
+            }
+        }
+        for n in seen {
+            emit(n);
+        }
+    } else {
+        for n in wanted {
+            emit(n);
+        }
+    }
+    out
+}
+
+/// The names of the attributes the object has, for Get Attribute List.
+pub fn attribute_names(o: &ManagedObject, now: i64) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    for (n, _) in view(o, now) {
+        if !seen.contains(&n) {
+            seen.push(n);
+        }
+    }
+    seen
+}
+
+/// A failure for an object in the wrong state for an operation.
+pub fn wrong_state(o: &ManagedObject, now: i64, what: &str) -> KmipError {
+    KmipError::new(
+        Reason::WrongKeyLifecycleState,
+        format!(
+            "object {} is {}: {what}",
+            o.uid,
+            effective_state(o, now).name()
+        ),
+    )
+}

@@ -1,0 +1,1577 @@
+//! The KMIP operations over the key service: one request message in, one
+//! response message out, every batch item audited with the client identity.
+
+use crate::attrs::{self, Incoming, Setter};
+use crate::enums::{
+    block_cipher_mode as bcm, crypto_alg, key_format, object_type, operation as op, padding,
+    query_function, revocation_reason, usage_mask, Reason,
+};
+use crate::message::{
+    self, bool_of, bytes_of, enum_of, int_of, text_of, KmipError, OnError, RequestItem,
+    ResponseItem, Version, SUPPORTED,
+};
+use crate::objects::{self as obj, effective_state};
+use crate::tags as t;
+use crate::ttlv::{Limits, Ttlv, Value};
+use keyhold_core::{AttrValue, Error, ManagedObject, ObjectAttr, ObjectState};
+use keyhold_crypto::sym::{self, MacHash};
+use keyhold_service::KeyService;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Who is asking: the identity from the client certificate.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub identity: String,
+    pub peer: Option<String>,
+}
+
+/// The KMIP front-end over one key service.
+pub struct Kmip {
+    service: Arc<KeyService>,
+    audit: Option<Arc<keyhold_audit::AuditLog>>,
+    limits: Limits,
+}
+
+/// Largest Data an Encrypt/Decrypt/MAC accepts, and an RNG Retrieve gives.
+const MAX_DATA: usize = 1 << 20;
+const MAX_RNG: i32 = 1 << 16;
+/// Largest Secret Data or key a client may register.
+const MAX_REGISTERED: usize = 64 * 1024;
+
+/// Operations Keyhold answers (Query Operations lists them).
+const OPERATIONS: &[u32] = &[
+    op::CREATE,
+    op::REGISTER,
+    op::REKEY,
+    op::LOCATE,
+    op::GET,
+    op::GET_ATTRIBUTES,
+    op::GET_ATTRIBUTE_LIST,
+    op::ADD_ATTRIBUTE,
+    op::MODIFY_ATTRIBUTE,
+    op::DELETE_ATTRIBUTE,
+    op::ACTIVATE,
+    op::REVOKE,
+    op::DESTROY,
+    op::QUERY,
+    op::DISCOVER_VERSIONS,
+    op::ENCRYPT,
+    op::DECRYPT,
+    op::MAC,
+    op::MAC_VERIFY,
+    op::RNG_RETRIEVE,
+];
+
+fn service_err(e: Error) -> KmipError {
+    match e {
+        Error::ObjectNotFound(uid) => {
+            KmipError::new(Reason::ItemNotFound, format!("object {uid} not found"))
+        }
+        Error::InvalidState(m) => KmipError::new(Reason::PermissionDenied, m),
+        Error::AccessDenied { why, .. } => KmipError::new(Reason::PermissionDenied, why),
+        Error::Conflict(m) => KmipError::new(
+            Reason::GeneralFailure,
+            format!("{m} was changed by another request; retry"),
+        ),
+        Error::Invalid { what, why } => KmipError::invalid_field(format!("{what}: {why}")),
+        Error::UnwrapFailed | Error::RootOfTrust(_) => KmipError::new(
+            Reason::GeneralFailure,
+            "the root of trust could not unwrap the object",
+        ),
+        Error::DependencyTimeout(m) => {
+            KmipError::new(Reason::GeneralFailure, format!("dependency timed out: {m}"))
+        }
+        other => {
+            tracing::warn!(error = %other, "KMIP request failed inside Keyhold");
+            KmipError::new(Reason::GeneralFailure, "internal error")
+        }
+    }
+}
+
+fn now_secs() -> i64 {
+    keyhold_core::now()
+}
+
+/// A fresh unique identifier (random UUID form).
+fn new_uid() -> Result<String, KmipError> {
+    let mut b = [0u8; 16];
+    keyhold_crypto::fill_random(&mut b)
+        .map_err(|_| KmipError::new(Reason::GeneralFailure, "random number generator failed"))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+/// Per-message state: the version answered in, the ID placeholder.
+struct Ctx<'a> {
+    client: &'a Client,
+    version: Version,
+    now: i64,
+    placeholder: Option<String>,
+    /// The object the current item acted on (audit).
+    touched: Option<String>,
+}
+
+impl Kmip {
+    pub fn new(service: Arc<KeyService>, audit: Option<Arc<keyhold_audit::AuditLog>>) -> Self {
+        Self {
+            service,
+            audit,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Sets the largest request message accepted.
+    pub fn with_max_message(mut self, bytes: usize) -> Self {
+        self.limits.max_len = bytes.max(1024);
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Answers one encoded request message with one encoded response.
+    pub fn handle_bytes(&self, client: &Client, bytes: &[u8]) -> Vec<u8> {
+        let now = now_secs();
+        let req = match Ttlv::decode(bytes, &self.limits) {
+            Ok(r) => r,
+            Err(e) => {
+                // The answer is already a failure: an audit error adds nothing.
+                let _ = self.audit_one(
+                    client,
+                    "-",
+                    None,
+                    Some(Reason::InvalidMessage),
+                    &e.to_string(),
+                    0,
+                );
+                return message::error_response(
+                    Version::new(1, 0),
+                    now,
+                    &KmipError::invalid_message(e.to_string()),
+                )
+                .encode();
+            }
+        };
+        self.handle(client, &req).encode()
+    }
+
+    /// Answers one decoded request message.
+    pub fn handle(&self, client: &Client, root: &Ttlv) -> Ttlv {
+        let now = now_secs();
+        let asked = message::peek_version(root).unwrap_or(Version::new(1, 0));
+        // Answer in the client's version when Keyhold speaks it, otherwise
+        // in the highest version below it.
+        let version = SUPPORTED
+            .iter()
+            .copied()
+            .find(|v| *v <= asked)
+            .unwrap_or(Version::new(1, 0));
+        let req = match message::parse_request(root) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.audit_one(client, "-", None, Some(e.reason), &e.message, 0);
+                return message::error_response(version, now, &e);
+            }
+        };
+        let mut ctx = Ctx {
+            client,
+            version,
+            now,
+            placeholder: None,
+            touched: None,
+        };
+        let mut out = Vec::with_capacity(req.items.len());
+        let unsupported_version = !SUPPORTED.contains(&asked);
+        for item in &req.items {
+            let started = Instant::now();
+            ctx.touched = None;
+            let result = if unsupported_version && item.operation != op::DISCOVER_VERSIONS {
+                Err(KmipError::new(
+                    Reason::UnsupportedProtocolVersion,
+                    format!(
+                        "KMIP {asked} is not supported; Discover Versions lists those that are"
+                    ),
+                ))
+            } else {
+                self.dispatch(&mut ctx, item)
+            };
+            let mut resp = match result {
+                Ok(payload) => ResponseItem::success(item.operation, item.id.clone(), payload),
+                Err(e) => ResponseItem::failure(Some(item.operation), item.id.clone(), &e),
+            };
+            if let (Some(max), Some(p)) = (req.header.max_response_size, &resp.payload) {
+                if p.encoded_len() > max.max(0) as usize {
+                    resp = ResponseItem::failure(
+                        Some(item.operation),
+                        item.id.clone(),
+                        &KmipError::new(
+                            Reason::ResponseTooLarge,
+                            format!(
+                                "the response payload is {} bytes, over the Maximum Response Size of {max}",
+                                p.encoded_len()
+                            ),
+                        ),
+                    );
+                }
+            }
+            let audited = self.audit_one(
+                client,
+                crate::enums::operation::name(item.operation),
+                ctx.touched.as_deref(),
+                resp.reason,
+                resp.message.as_deref().unwrap_or(""),
+                started.elapsed().as_micros() as u64,
+            );
+            if let Err(m) = audited {
+                resp = ResponseItem::failure(
+                    Some(item.operation),
+                    item.id.clone(),
+                    &KmipError::new(Reason::GeneralFailure, m),
+                );
+            }
+            let failed = !resp.is_success();
+            out.push(resp);
+            if failed && req.header.on_error != OnError::Continue {
+                break;
+            }
+        }
+        message::response(version, now, &out)
+    }
+
+    fn audit_one(
+        &self,
+        client: &Client,
+        operation: &str,
+        uid: Option<&str>,
+        reason: Option<Reason>,
+        message: &str,
+        latency_us: u64,
+    ) -> Result<(), String> {
+        let Some(log) = &self.audit else {
+            return Ok(());
+        };
+        let rec = keyhold_audit::Record {
+            ts_ms: keyhold_audit::now_ms(),
+            frontend: "kmip".into(),
+            operation: operation.into(),
+            result: reason.map_or_else(|| "OK".to_owned(), |r| format!("{r:?}")),
+            key: uid.map(str::to_owned),
+            latency_us: Some(latency_us),
+            actor: Some(client.identity.clone()),
+            detail: (!message.is_empty()).then(|| message.to_owned()),
+            ..Default::default()
+        };
+        log.record_blocking(rec)
+            .map_err(|e| format!("the audit log could not record the operation: {e}"))
+    }
+
+    fn dispatch(&self, ctx: &mut Ctx<'_>, item: &RequestItem<'_>) -> Result<Vec<Ttlv>, KmipError> {
+        let empty = Ttlv::structure(t::REQUEST_PAYLOAD, vec![]);
+        let p = item.payload.unwrap_or(&empty);
+        let v2 = ctx.version.is_v2();
+        match item.operation {
+            op::DISCOVER_VERSIONS => self.discover_versions(p),
+            op::QUERY => self.query(ctx, p),
+            op::CREATE => self.create(ctx, p),
+            op::REGISTER => self.register(ctx, p),
+            op::REKEY => self.rekey(ctx, p),
+            op::LOCATE => self.locate(ctx, p),
+            op::GET => self.get(ctx, p),
+            op::GET_ATTRIBUTES => self.get_attributes(ctx, p),
+            op::GET_ATTRIBUTE_LIST => self.get_attribute_list(ctx, p),
+            op::ADD_ATTRIBUTE if !v2 => self.add_attribute(ctx, p),
+            op::MODIFY_ATTRIBUTE => self.modify_attribute(ctx, p),
+            op::DELETE_ATTRIBUTE => self.delete_attribute(ctx, p),
+            crate::enums::operation2::SET_ATTRIBUTE if v2 => self.set_attribute(ctx, p),
+            op::ACTIVATE => self.activate(ctx, p),
+            op::REVOKE => self.revoke(ctx, p),
+            op::DESTROY => self.destroy(ctx, p),
+            op::ENCRYPT => self.crypt(ctx, p, true),
+            op::DECRYPT => self.crypt(ctx, p, false),
+            op::MAC => self.mac(ctx, p, false),
+            op::MAC_VERIFY => self.mac(ctx, p, true),
+            op::RNG_RETRIEVE => self.rng_retrieve(p),
+            other => Err(KmipError::new(
+                Reason::OperationNotSupported,
+                format!(
+                    "operation {} ({other:#x}) is not supported",
+                    crate::enums::operation::name(other)
+                ),
+            )),
+        }
+    }
+
+    // ---- helpers ----
+
+    /// The Unique Identifier argument, or the ID placeholder.
+    fn uid_arg(&self, ctx: &Ctx<'_>, p: &Ttlv) -> Result<String, KmipError> {
+        match text_of(p, t::UNIQUE_IDENTIFIER)? {
+            Some(u) => Ok(u.to_owned()),
+            None => ctx.placeholder.clone().ok_or_else(|| {
+                KmipError::missing("Unique Identifier is missing and no earlier batch item set one")
+            }),
+        }
+    }
+
+    /// Loads an object the client may use.
+    fn load(&self, ctx: &mut Ctx<'_>, uid: &str) -> Result<ManagedObject, KmipError> {
+        ctx.touched = Some(uid.to_owned());
+        let o = self.service.object(uid).map_err(service_err)?;
+        if !KeyService::may_use_object(&o, &ctx.client.identity) {
+            return Err(KmipError::new(
+                Reason::PermissionDenied,
+                format!("object {uid} belongs to another client identity"),
+            ));
+        }
+        Ok(o)
+    }
+
+    fn save(&self, ctx: &Ctx<'_>, o: &mut ManagedObject) -> Result<(), KmipError> {
+        o.set_attr(obj::LAST_CHANGE, AttrValue::DateTime(ctx.now));
+        self.service.update_object(o).map_err(service_err)?;
+        o.rev += 1;
+        Ok(())
+    }
+
+    fn material(&self, o: &ManagedObject) -> Result<keyhold_crypto::SecretBytes, KmipError> {
+        self.service.object_material(o).map_err(service_err)
+    }
+
+    /// Validates a client-set attribute and stores it on `o` (create: the
+    /// object is being made).
+    fn apply(
+        &self,
+        ctx: &Ctx<'_>,
+        o: &mut ManagedObject,
+        a: Incoming,
+        creating: bool,
+    ) -> Result<(), KmipError> {
+        let value = a
+            .value
+            .ok_or_else(|| KmipError::missing(format!("attribute {} has no value", a.name)))?;
+        if attrs::is_internal(&a.name) {
+            return Err(KmipError::invalid_field(format!(
+                "attribute {} is reserved",
+                a.name
+            )));
+        }
+        if !attrs::is_custom(&a.name) {
+            let def = attrs::def_by_name(&a.name).ok_or_else(|| {
+                KmipError::invalid_field(format!("{} is not an attribute Keyhold knows", a.name))
+            })?;
+            let settable = match def.setter {
+                Setter::Server => false,
+                Setter::Create => creating,
+                Setter::Client => true,
+            };
+            if !settable {
+                return Err(KmipError::new(
+                    Reason::AttributeReadOnly,
+                    format!("attribute {} cannot be set by a client here", a.name),
+                ));
+            }
+            check_type(&a.name, &value)?;
+            match a.name.as_str() {
+                "Extractable" => {
+                    if let AttrValue::Bool(b) = value {
+                        if b && !o.exportable && !creating {
+                            return Err(KmipError::new(
+                                Reason::PermissionDenied,
+                                "a non-extractable object cannot be made extractable",
+                            ));
+                        }
+                        o.exportable = b;
+                    }
+                }
+                "Sensitive" if value == AttrValue::Bool(true) => {
+                    o.exportable = false;
+                }
+                obj::ACTIVATION_DATE if !creating && o.state != ObjectState::PreActive => {
+                    return Err(obj::wrong_state(
+                        o,
+                        ctx.now,
+                        "the activation date can only change before activation",
+                    ));
+                }
+                // Names need not be unique (PyKMIP gives every secret the
+                // same default name); Locate lists newest first.
+                obj::NAME => {
+                    name_text(&value)?;
+                }
+                _ => {}
+            }
+            if !def.multi {
+                o.set_attr(&a.name, value);
+                return Ok(());
+            }
+        }
+        o.attrs.push(ObjectAttr {
+            name: a.name,
+            value,
+        });
+        Ok(())
+    }
+
+    fn new_object(&self, ctx: &Ctx<'_>, object_type: u32) -> Result<ManagedObject, KmipError> {
+        let mut o = ManagedObject {
+            uid: new_uid()?,
+            object_type,
+            owner: ctx.client.identity.clone(),
+            state: ObjectState::PreActive,
+            exportable: true,
+            attrs: Vec::new(),
+            has_material: true,
+            rev: 1,
+        };
+        o.set_attr(obj::INITIAL_DATE, AttrValue::DateTime(ctx.now));
+        o.set_attr(obj::LAST_CHANGE, AttrValue::DateTime(ctx.now));
+        o.set_attr("Fresh", AttrValue::Bool(true));
+        Ok(o)
+    }
+
+    /// Applies the request's attributes, settles the initial state, and
+    /// stores the object with its material.
+    fn finish_new(
+        &self,
+        ctx: &mut Ctx<'_>,
+        mut o: ManagedObject,
+        incoming: Vec<Incoming>,
+        material: &[u8],
+    ) -> Result<String, KmipError> {
+        for a in incoming {
+            if matches!(a.name.as_str(), obj::ALGORITHM | obj::LENGTH) {
+                continue; // already settled by the caller
+            }
+            self.apply(ctx, &mut o, a, true)?;
+        }
+        if o.attr("Original Creation Date").is_none() {
+            o.set_attr("Original Creation Date", AttrValue::DateTime(ctx.now));
+        }
+        o.attrs.push(ObjectAttr {
+            name: "Digest".into(),
+            value: AttrValue::Struct(vec![
+                (
+                    t::HASHING_ALGORITHM,
+                    AttrValue::Enum(crate::enums::hashing::SHA_256),
+                ),
+                (
+                    t::DIGEST_VALUE,
+                    AttrValue::Bytes(keyhold_crypto::sha256(&[material]).to_vec()),
+                ),
+                (t::KEY_FORMAT_TYPE, AttrValue::Enum(key_format::RAW)),
+            ]),
+        });
+        o.state = effective_state(&o, ctx.now);
+        self.service
+            .create_object(&o, material)
+            .map_err(service_err)?;
+        ctx.placeholder = Some(o.uid.clone());
+        ctx.touched = Some(o.uid.clone());
+        Ok(o.uid)
+    }
+
+    // ---- operations ----
+
+    fn discover_versions(&self, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let mut asked = Vec::new();
+        for v in p.children(t::PROTOCOL_VERSION) {
+            asked.push(Version::from_ttlv(v)?);
+        }
+        Ok(SUPPORTED
+            .iter()
+            .filter(|v| asked.is_empty() || asked.contains(v))
+            .map(|v| v.to_ttlv())
+            .collect())
+    }
+
+    fn query(&self, ctx: &Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let mut out = Vec::new();
+        for f in p.children(t::QUERY_FUNCTION) {
+            let Value::Enumeration(f) = f.value else {
+                return Err(KmipError::invalid_message(
+                    "Query Function must be an Enumeration",
+                ));
+            };
+            match f {
+                query_function::OPERATIONS => out.extend(
+                    OPERATIONS
+                        .iter()
+                        .filter(|o| !(ctx.version.is_v2() && **o == op::ADD_ATTRIBUTE))
+                        .map(|o| Ttlv::enumeration(t::OPERATION, *o)),
+                ),
+                query_function::OBJECTS => out.extend(
+                    [object_type::SYMMETRIC_KEY, object_type::SECRET_DATA]
+                        .iter()
+                        .map(|o| Ttlv::enumeration(t::OBJECT_TYPE, *o)),
+                ),
+                query_function::SERVER_INFORMATION => {
+                    out.push(Ttlv::text(t::VENDOR_IDENTIFICATION, "Keyhold"));
+                    out.push(Ttlv::structure(
+                        t::SERVER_INFORMATION,
+                        if ctx.version.is_v2() {
+                            vec![
+                                Ttlv::text(t::SERVER_NAME, "Keyhold"),
+                                Ttlv::text(t::SERVER_VERSION, env!("CARGO_PKG_VERSION")),
+                            ]
+                        } else {
+                            vec![]
+                        },
+                    ));
+                }
+                _ => {} // nothing to list for the others
+            }
+        }
+        Ok(out)
+    }
+
+    fn create(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let ot = enum_of(p, t::OBJECT_TYPE)?
+            .ok_or_else(|| KmipError::missing("Object Type is missing"))?;
+        if ot != object_type::SYMMETRIC_KEY {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                format!(
+                    "Create makes symmetric keys; {} is not supported",
+                    object_type::name(ot)
+                ),
+            ));
+        }
+        let incoming = attrs::parse_request_attributes(p)?;
+        let find = |n: &str| {
+            incoming
+                .iter()
+                .find(|a| a.name == n)
+                .and_then(|a| a.value.clone())
+        };
+        let alg = match find(obj::ALGORITHM) {
+            Some(AttrValue::Enum(a)) => a,
+            Some(_) => {
+                return Err(KmipError::invalid_field(
+                    "Cryptographic Algorithm must be an Enumeration",
+                ))
+            }
+            None => return Err(KmipError::missing("Cryptographic Algorithm is missing")),
+        };
+        let len = match find(obj::LENGTH) {
+            Some(AttrValue::Int(l)) => Some(l),
+            Some(_) => {
+                return Err(KmipError::invalid_field(
+                    "Cryptographic Length must be an Integer",
+                ))
+            }
+            None => None,
+        };
+        let len = check_key_size(alg, len)?;
+        let material = keyhold_crypto::random_secret((len / 8) as usize).map_err(|_| {
+            KmipError::new(Reason::GeneralFailure, "random number generator failed")
+        })?;
+        let mut o = self.new_object(ctx, ot)?;
+        o.set_attr(obj::ALGORITHM, AttrValue::Enum(alg));
+        o.set_attr(obj::LENGTH, AttrValue::Int(len));
+        let uid = self.finish_new(ctx, o, incoming, material.expose())?;
+        Ok(vec![
+            Ttlv::enumeration(t::OBJECT_TYPE, ot),
+            Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
+        ])
+    }
+
+    fn register(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let ot = enum_of(p, t::OBJECT_TYPE)?
+            .ok_or_else(|| KmipError::missing("Object Type is missing"))?;
+        let incoming = attrs::parse_request_attributes(p)?;
+        let mut o = self.new_object(ctx, ot)?;
+        let (holder_tag, label) = match ot {
+            object_type::SYMMETRIC_KEY => (t::SYMMETRIC_KEY, "Symmetric Key"),
+            object_type::SECRET_DATA => (t::SECRET_DATA, "Secret Data"),
+            _ => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("Register of {} is not supported", object_type::name(ot)),
+                ))
+            }
+        };
+        let holder = p
+            .child(holder_tag)
+            .ok_or_else(|| KmipError::missing(format!("the {label} object is missing")))?;
+        let block = holder
+            .child(t::KEY_BLOCK)
+            .ok_or_else(|| KmipError::missing("Key Block is missing"))?;
+        let material = key_block_material(block)?;
+        if material.is_empty() || material.len() > MAX_REGISTERED {
+            return Err(KmipError::invalid_field(format!(
+                "key material of {} bytes is not accepted (1 to {MAX_REGISTERED})",
+                material.len()
+            )));
+        }
+        let find = |n: &str| {
+            incoming
+                .iter()
+                .find(|a| a.name == n)
+                .and_then(|a| a.value.clone())
+        };
+        if ot == object_type::SYMMETRIC_KEY {
+            let alg = match (
+                enum_of(block, t::CRYPTOGRAPHIC_ALGORITHM)?,
+                find(obj::ALGORITHM),
+            ) {
+                (Some(a), _) | (None, Some(AttrValue::Enum(a))) => a,
+                _ => return Err(KmipError::missing("Cryptographic Algorithm is missing")),
+            };
+            let bits = (material.len() * 8) as i32;
+            let len = int_of(block, t::CRYPTOGRAPHIC_LENGTH)?.unwrap_or(bits);
+            if len != bits {
+                return Err(KmipError::invalid_field(format!(
+                    "Cryptographic Length {len} does not match the {bits}-bit key material"
+                )));
+            }
+            check_key_size(alg, Some(len))?;
+            o.set_attr(obj::ALGORITHM, AttrValue::Enum(alg));
+            o.set_attr(obj::LENGTH, AttrValue::Int(len));
+        } else {
+            let sdt = enum_of(holder, t::SECRET_DATA_TYPE)?
+                .ok_or_else(|| KmipError::missing("Secret Data Type is missing"))?;
+            o.set_attr("keyhold:secret-data-type", AttrValue::Enum(sdt));
+        }
+        let uid = self.finish_new(ctx, o, incoming, &material)?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    fn rekey(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut old = self.load(ctx, &uid)?;
+        if old.object_type != object_type::SYMMETRIC_KEY {
+            return Err(KmipError::new(
+                Reason::IllegalOperation,
+                "only symmetric keys are re-keyed",
+            ));
+        }
+        if effective_state(&old, ctx.now).is_destroyed() {
+            return Err(obj::wrong_state(&old, ctx.now, "it cannot be re-keyed"));
+        }
+        let offset = match p.child(t::OFFSET).map(|o| &o.value) {
+            Some(Value::Interval(s)) => Some(*s as i64),
+            Some(_) => return Err(KmipError::invalid_message("Offset must be an Interval")),
+            None => None,
+        };
+        let len = obj::int_attr(&old, obj::LENGTH).unwrap_or(256);
+        let material = keyhold_crypto::random_secret((len / 8) as usize).map_err(|_| {
+            KmipError::new(Reason::GeneralFailure, "random number generator failed")
+        })?;
+        let mut n = self.new_object(ctx, old.object_type)?;
+        n.exportable = old.exportable;
+        // Carry over what describes the key; names move to the new key.
+        for a in &old.attrs {
+            if matches!(
+                a.name.as_str(),
+                obj::ALGORITHM
+                    | obj::LENGTH
+                    | obj::USAGE_MASK
+                    | obj::PARAMETERS
+                    | "Object Group"
+                    | "Contact Information"
+                    | "Application Specific Information"
+            ) || attrs::is_custom(&a.name)
+                || attrs::is_internal(&a.name)
+                || a.name == obj::NAME
+            {
+                n.attrs.push(a.clone());
+            }
+        }
+        let was_active = old.attr(obj::ACTIVATION_DATE).is_some();
+        match offset {
+            Some(s) => n.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(ctx.now + s)),
+            None if was_active => n.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(ctx.now)),
+            None => {}
+        }
+        let link = |ty: u32, to: &str| {
+            AttrValue::Struct(vec![
+                (t::LINK_TYPE, AttrValue::Enum(ty)),
+                (t::LINKED_OBJECT_IDENTIFIER, AttrValue::Text(to.to_owned())),
+            ])
+        };
+        n.attrs.push(ObjectAttr {
+            name: "Link".into(),
+            value: link(crate::enums::link_type::REPLACED_OBJECT, &old.uid),
+        });
+        let incoming = attrs::parse_request_attributes(p)?;
+        // The names move to the new key.
+        old.remove_attr(obj::NAME);
+        old.attrs.push(ObjectAttr {
+            name: "Link".into(),
+            value: link(crate::enums::link_type::REPLACEMENT_OBJECT, &n.uid),
+        });
+        self.save(ctx, &mut old)?;
+        let new_uid = self.finish_new(ctx, n, incoming, material.expose())?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, new_uid)])
+    }
+
+    fn locate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let max = int_of(p, t::MAXIMUM_ITEMS)?;
+        let offset = int_of(p, t::OFFSET_ITEMS)?.unwrap_or(0).max(0) as usize;
+        let mut wanted = attrs::parse_request_attributes(p)?;
+        // 2.x puts Object Type etc. inside Attributes; 1.x as Attributes too.
+        if let Some(ot) = enum_of(p, t::OBJECT_TYPE)? {
+            wanted.push(Incoming {
+                name: "Object Type".into(),
+                index: None,
+                value: Some(AttrValue::Enum(ot)),
+            });
+        }
+        let fresh_only = enum_of(p, t::OBJECT_GROUP_MEMBER)? == Some(1);
+        // Destroyed objects only when asked for: by the 2.x Destroyed
+        // Storage mask bit, or by a State criterion.
+        let mask = int_of(p, t::STORAGE_STATUS_MASK)?.unwrap_or(1);
+        let with_destroyed = mask & 4 != 0 || wanted.iter().any(|w| w.name == "State");
+        let mut all = self.service.list_objects().map_err(service_err)?;
+        all.retain(|o| {
+            KeyService::may_use_object(o, &ctx.client.identity)
+                && (with_destroyed || !o.state.is_destroyed())
+        });
+        // Newest first: a client that locates by name takes the current key.
+        all.reverse();
+        let mut found = Vec::new();
+        for o in &all {
+            let view = obj::view(o, ctx.now);
+            let matches = wanted.iter().all(|w| {
+                let Some(want) = &w.value else { return true };
+                view.iter()
+                    .filter(|(n, _)| *n == w.name)
+                    .any(|(_, have)| attr_matches(have, want))
+            });
+            if matches && (!fresh_only || o.attr("Fresh") == Some(&AttrValue::Bool(true))) {
+                found.push(o.uid.clone());
+            }
+        }
+        let total = found.len();
+        let mut out = Vec::new();
+        if ctx.version.at_least(1, 3) {
+            out.push(Ttlv::int(t::LOCATED_ITEMS, total as i32));
+        }
+        let take = max.map_or(usize::MAX, |m| m.max(0) as usize);
+        out.extend(
+            found
+                .into_iter()
+                .skip(offset)
+                .take(take)
+                .map(|u| Ttlv::text(t::UNIQUE_IDENTIFIER, u)),
+        );
+        Ok(out)
+    }
+
+    fn get(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        if p.child(t::KEY_WRAPPING_SPECIFICATION).is_some() {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "wrapped key formats are not supported yet; ask for Raw",
+            ));
+        }
+        if enum_of(p, t::KEY_COMPRESSION_TYPE)?.is_some() {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "key compression applies to elliptic-curve keys only",
+            ));
+        }
+        let state = effective_state(&o, ctx.now);
+        if state.is_destroyed() || !o.has_material {
+            return Err(KmipError::new(
+                Reason::ObjectDestroyed,
+                format!("object {uid} is destroyed: its material is gone"),
+            ));
+        }
+        if !o.exportable {
+            return Err(KmipError::new(
+                Reason::NotExtractable,
+                format!("object {uid} is not exportable: its key material never leaves Keyhold"),
+            ));
+        }
+        let want_format = enum_of(p, t::KEY_FORMAT_TYPE)?;
+        let material = self.material(&o)?;
+        let (holder_tag, format, extra) = match o.object_type {
+            object_type::SYMMETRIC_KEY => (
+                t::SYMMETRIC_KEY,
+                want_format.unwrap_or(key_format::RAW),
+                vec![],
+            ),
+            _ => (
+                t::SECRET_DATA,
+                want_format.unwrap_or(key_format::OPAQUE),
+                vec![Ttlv::enumeration(
+                    t::SECRET_DATA_TYPE,
+                    obj::enum_attr(&o, "keyhold:secret-data-type")
+                        .unwrap_or(crate::enums::secret_data_type::PASSWORD),
+                )],
+            ),
+        };
+        let key_material = match format {
+            key_format::RAW | key_format::OPAQUE => {
+                Ttlv::bytes(t::KEY_MATERIAL, material.expose().to_vec())
+            }
+            key_format::TRANSPARENT_SYMMETRIC_KEY
+                if o.object_type == object_type::SYMMETRIC_KEY =>
+            {
+                Ttlv::structure(
+                    t::KEY_MATERIAL,
+                    vec![Ttlv::bytes(t::KEY, material.expose().to_vec())],
+                )
+            }
+            other => {
+                return Err(KmipError::new(
+                    Reason::KeyFormatTypeNotSupported,
+                    format!("key format type {other:#x} is not supported for this object"),
+                ))
+            }
+        };
+        let mut block = vec![
+            Ttlv::enumeration(t::KEY_FORMAT_TYPE, format),
+            Ttlv::structure(t::KEY_VALUE, vec![key_material]),
+        ];
+        if o.object_type == object_type::SYMMETRIC_KEY {
+            if let Some(a) = obj::enum_attr(&o, obj::ALGORITHM) {
+                block.push(Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, a));
+            }
+            if let Some(l) = obj::int_attr(&o, obj::LENGTH) {
+                block.push(Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, l));
+            }
+        }
+        let mut holder = extra;
+        holder.push(Ttlv::structure(t::KEY_BLOCK, block));
+        if o.attr("Fresh") == Some(&AttrValue::Bool(true)) {
+            o.set_attr("Fresh", AttrValue::Bool(false));
+            // Losing this race only leaves Fresh set: not worth failing Get.
+            let _ = self.service.update_object(&o);
+        }
+        Ok(vec![
+            Ttlv::enumeration(t::OBJECT_TYPE, o.object_type),
+            Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
+            Ttlv::structure(holder_tag, holder),
+        ])
+    }
+
+    fn get_attributes(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let o = self.load(ctx, &uid)?;
+        let mut wanted = Vec::new();
+        for n in p
+            .children(t::ATTRIBUTE_NAME)
+            .chain(p.children(t::ATTRIBUTE_REFERENCE))
+        {
+            wanted.push(attrs::reference_name(n)?);
+        }
+        let rendered = obj::render_view(&o, ctx.now, &wanted, ctx.version);
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        if ctx.version.is_v2() {
+            out.push(Ttlv::structure(t::ATTRIBUTES, rendered));
+        } else {
+            out.extend(rendered);
+        }
+        Ok(out)
+    }
+
+    fn get_attribute_list(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let o = self.load(ctx, &uid)?;
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        out.extend(
+            obj::attribute_names(&o, ctx.now)
+                .iter()
+                .filter_map(|n| attrs::render_reference(n, ctx.version)),
+        );
+        Ok(out)
+    }
+
+    fn add_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        let a = attrs::parse_v1_attribute(
+            p.child(t::ATTRIBUTE)
+                .ok_or_else(|| KmipError::missing("Attribute is missing"))?,
+        )?;
+        let name = a.name.clone();
+        let single = attrs::def_by_name(&name).is_some_and(|d| !d.multi);
+        if single && o.attr(&name).is_some() {
+            return Err(KmipError::new(
+                Reason::AttributeSingleValued,
+                format!("{name} already has a value; use Modify Attribute"),
+            ));
+        }
+        self.apply(ctx, &mut o, a, false)?;
+        self.save(ctx, &mut o)?;
+        let index = o.attrs_named(&name).count().saturating_sub(1);
+        let value = o
+            .attrs_named(&name)
+            .last()
+            .cloned()
+            .unwrap_or(AttrValue::Int(0));
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        out.extend(attrs::render(&name, index, &value, ctx.version));
+        Ok(out)
+    }
+
+    fn modify_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        let (new, current) = if ctx.version.is_v2() {
+            let new = p
+                .child(t::NEW_ATTRIBUTE)
+                .and_then(|n| n.items().first())
+                .ok_or_else(|| KmipError::missing("New Attribute is missing"))?;
+            let cur = match p
+                .child(t::CURRENT_ATTRIBUTE)
+                .and_then(|c| c.items().first())
+            {
+                Some(c) => Some(attrs::parse_v2_attribute(c)?),
+                None => None,
+            };
+            (attrs::parse_v2_attribute(new)?, cur)
+        } else {
+            let a = p
+                .child(t::ATTRIBUTE)
+                .ok_or_else(|| KmipError::missing("Attribute is missing"))?;
+            (attrs::parse_v1_attribute(a)?, None)
+        };
+        let name = new.name.clone();
+        let positions: Vec<usize> = o
+            .attrs
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.name == name)
+            .map(|(i, _)| i)
+            .collect();
+        let at = match (&current, new.index) {
+            (Some(c), _) => positions
+                .iter()
+                .copied()
+                .find(|&i| Some(&o.attrs[i].value) == c.value.as_ref()),
+            (None, Some(ix)) => positions.get(ix.max(0) as usize).copied(),
+            (None, None) => positions.first().copied(),
+        };
+        let Some(at) = at else {
+            return Err(KmipError::new(
+                Reason::AttributeNotFound,
+                format!("object {uid} has no such {name} to modify"),
+            ));
+        };
+        let index = positions.iter().position(|&i| i == at).unwrap_or(0);
+        // Validate through the same rules as a new value, then put it in place.
+        let mut probe = o.clone();
+        probe.attrs.remove(at);
+        self.apply(ctx, &mut probe, new, false)?;
+        let value = probe
+            .attrs_named(&name)
+            .last()
+            .cloned()
+            .ok_or_else(|| KmipError::new(Reason::GeneralFailure, "attribute vanished"))?;
+        o.exportable = probe.exportable;
+        o.attrs[at].value = value.clone();
+        self.save(ctx, &mut o)?;
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        if !ctx.version.is_v2() {
+            out.extend(attrs::render(&name, index, &value, ctx.version));
+        }
+        Ok(out)
+    }
+
+    fn set_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        let new = p
+            .child(t::NEW_ATTRIBUTE)
+            .and_then(|n| n.items().first())
+            .ok_or_else(|| KmipError::missing("New Attribute is missing"))?;
+        let a = attrs::parse_v2_attribute(new)?;
+        if attrs::def_by_name(&a.name).is_some_and(|d| d.multi) {
+            return Err(KmipError::new(
+                Reason::AttributeSingleValued,
+                format!(
+                    "{} takes several values: use Add or Modify Attribute",
+                    a.name
+                ),
+            ));
+        }
+        let name = a.name.clone();
+        if attrs::is_custom(&name) {
+            o.remove_attr(&name);
+        }
+        self.apply(ctx, &mut o, a, false)?;
+        self.save(ctx, &mut o)?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    fn delete_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        let (name, index, value) = if ctx.version.is_v2() {
+            if let Some(c) = p
+                .child(t::CURRENT_ATTRIBUTE)
+                .and_then(|c| c.items().first())
+            {
+                let a = attrs::parse_v2_attribute(c)?;
+                (a.name, None, a.value)
+            } else {
+                let r = p.child(t::ATTRIBUTE_REFERENCE).ok_or_else(|| {
+                    KmipError::missing("Current Attribute or Attribute Reference is missing")
+                })?;
+                (attrs::reference_name(r)?, None, None)
+            }
+        } else {
+            let n = text_of(p, t::ATTRIBUTE_NAME)?
+                .ok_or_else(|| KmipError::missing("Attribute Name is missing"))?;
+            (n.to_owned(), int_of(p, t::ATTRIBUTE_INDEX)?, None)
+        };
+        if !attrs::is_custom(&name) {
+            let def = attrs::def_by_name(&name).ok_or_else(|| {
+                KmipError::invalid_field(format!("{name} is not an attribute Keyhold knows"))
+            })?;
+            if def.setter != Setter::Client || name == obj::ACTIVATION_DATE {
+                return Err(KmipError::new(
+                    Reason::AttributeReadOnly,
+                    format!("{name} cannot be deleted"),
+                ));
+            }
+        }
+        let positions: Vec<usize> = o
+            .attrs
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.name == name)
+            .map(|(i, _)| i)
+            .collect();
+        let at = match (&value, index) {
+            (Some(v), _) => positions.iter().copied().find(|&i| &o.attrs[i].value == v),
+            (None, Some(ix)) => positions.get(ix.max(0) as usize).copied(),
+            (None, None) => positions.first().copied(),
+        };
+        let Some(at) = at else {
+            return Err(KmipError::new(
+                Reason::AttributeNotFound,
+                format!("object {uid} has no such {name} to delete"),
+            ));
+        };
+        let index = positions.iter().position(|&i| i == at).unwrap_or(0);
+        let removed = o.attrs.remove(at);
+        self.save(ctx, &mut o)?;
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        if !ctx.version.is_v2() {
+            out.extend(attrs::render(&name, index, &removed.value, ctx.version));
+        }
+        Ok(out)
+    }
+
+    fn activate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        if effective_state(&o, ctx.now) != ObjectState::PreActive {
+            return Err(obj::wrong_state(
+                &o,
+                ctx.now,
+                "only a PreActive object can be activated",
+            ));
+        }
+        o.state = ObjectState::Active;
+        o.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(ctx.now));
+        self.save(ctx, &mut o)?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    fn revoke(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        let reason = p
+            .child(t::REVOCATION_REASON)
+            .ok_or_else(|| KmipError::missing("Revocation Reason is missing"))?;
+        let code = enum_of(reason, t::REVOCATION_REASON_CODE)?
+            .ok_or_else(|| KmipError::missing("Revocation Reason Code is missing"))?;
+        if !(1..=7).contains(&code) && code < 0x8000_0000 {
+            return Err(KmipError::invalid_field(format!(
+                "Revocation Reason Code {code} is not defined"
+            )));
+        }
+        let state = effective_state(&o, ctx.now);
+        if state.is_destroyed() {
+            return Err(obj::wrong_state(&o, ctx.now, "it cannot be revoked"));
+        }
+        let compromise = matches!(
+            code,
+            revocation_reason::KEY_COMPROMISE | revocation_reason::CA_COMPROMISE
+        );
+        if compromise {
+            let occurred = message::date_of(p, t::COMPROMISE_OCCURRENCE_DATE)?.unwrap_or(ctx.now);
+            o.state = ObjectState::Compromised;
+            o.set_attr("Compromise Date", AttrValue::DateTime(ctx.now));
+            o.set_attr("Compromise Occurrence Date", AttrValue::DateTime(occurred));
+        } else {
+            match state {
+                ObjectState::Active | ObjectState::PreActive => {
+                    o.state = ObjectState::Deactivated;
+                    o.set_attr(obj::DEACTIVATION_DATE, AttrValue::DateTime(ctx.now));
+                }
+                _ => {
+                    return Err(obj::wrong_state(
+                        &o,
+                        ctx.now,
+                        "it is no longer active; only a compromise can be recorded now",
+                    ))
+                }
+            }
+        }
+        o.set_attr("Revocation Reason", to_stored_struct(reason));
+        self.save(ctx, &mut o)?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    fn destroy(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        let state = effective_state(&o, ctx.now);
+        o.state = match state {
+            ObjectState::PreActive | ObjectState::Deactivated => ObjectState::Destroyed,
+            ObjectState::Compromised => ObjectState::DestroyedCompromised,
+            ObjectState::Active => {
+                return Err(obj::wrong_state(
+                    &o,
+                    ctx.now,
+                    "revoke it before destroying it",
+                ))
+            }
+            _ => return Err(obj::wrong_state(&o, ctx.now, "it is already destroyed")),
+        };
+        o.has_material = false;
+        o.set_attr("Destroy Date", AttrValue::DateTime(ctx.now));
+        self.save(ctx, &mut o)?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    /// The key of an object usable for `mask` now.
+    fn usable(
+        &self,
+        ctx: &mut Ctx<'_>,
+        uid: &str,
+        mask: i32,
+        what: &str,
+    ) -> Result<(ManagedObject, keyhold_crypto::SecretBytes), KmipError> {
+        let o = self.load(ctx, uid)?;
+        if effective_state(&o, ctx.now) != ObjectState::Active {
+            return Err(obj::wrong_state(
+                &o,
+                ctx.now,
+                &format!("only an Active key can {what}"),
+            ));
+        }
+        if o.object_type != object_type::SYMMETRIC_KEY {
+            return Err(KmipError::new(
+                Reason::IllegalOperation,
+                format!("object {uid} is not a symmetric key"),
+            ));
+        }
+        if let Some(m) = obj::int_attr(&o, obj::USAGE_MASK) {
+            if m & mask == 0 {
+                return Err(KmipError::new(
+                    Reason::IncompatibleCryptographicUsageMask,
+                    format!("the usage mask of object {uid} does not allow it to {what}"),
+                ));
+            }
+        }
+        let m = self.material(&o)?;
+        Ok((o, m))
+    }
+
+    fn crypt(&self, ctx: &mut Ctx<'_>, p: &Ttlv, encrypt: bool) -> Result<Vec<Ttlv>, KmipError> {
+        if p.child(t::CORRELATION_VALUE).is_some()
+            || bool_of(p, t::INIT_INDICATOR)? == Some(true)
+            || p.child(t::FINAL_INDICATOR).is_some()
+        {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "streaming (Init/Final Indicator, Correlation Value) is not supported",
+            ));
+        }
+        let uid = self.uid_arg(ctx, p)?;
+        let (mask, what) = if encrypt {
+            (usage_mask::ENCRYPT, "encrypt")
+        } else {
+            (usage_mask::DECRYPT, "decrypt")
+        };
+        let (o, key) = self.usable(ctx, &uid, mask, what)?;
+        if obj::enum_attr(&o, obj::ALGORITHM) != Some(crypto_alg::AES) {
+            return Err(KmipError::new(
+                Reason::IllegalOperation,
+                format!("object {uid} is not an AES key"),
+            ));
+        }
+        let params = crypto_params(&o, p)?;
+        let mode = params.mode.unwrap_or(bcm::GCM);
+        let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
+        if data.len() > MAX_DATA {
+            return Err(KmipError::invalid_field(format!(
+                "Data is over {MAX_DATA} bytes"
+            )));
+        }
+        let iv = bytes_of(p, t::IV_COUNTER_NONCE)?;
+        let aad = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?.unwrap_or(&[]);
+        let k = key.expose();
+        let crypto_fail = |m: &str| KmipError::new(Reason::CryptographicFailure, m.to_owned());
+        let iv_len = match mode {
+            bcm::GCM => 12,
+            bcm::CBC | bcm::CTR => 16,
+            bcm::ECB => 0,
+            other => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!(
+                        "block cipher mode {other:#x} is not supported (GCM, CBC, CTR, ECB are)"
+                    ),
+                ))
+            }
+        };
+        if mode == bcm::GCM && params.tag_len.is_some_and(|l| l != 16) {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "only 16-byte GCM tags are supported",
+            ));
+        }
+        let pad = match params.padding {
+            None if mode == bcm::CBC || mode == bcm::ECB => true,
+            None | Some(padding::NONE) => false,
+            Some(padding::PKCS5) => true,
+            Some(other) => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("padding method {other:#x} is not supported (None, PKCS5 are)"),
+                ))
+            }
+        };
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        if encrypt {
+            let (iv, generated) = match iv {
+                Some(v) => {
+                    if params.random_iv == Some(true) {
+                        return Err(KmipError::invalid_field(
+                            "an IV was given although Random IV asks the server for one",
+                        ));
+                    }
+                    (v.to_vec(), false)
+                }
+                None => {
+                    let mut v = vec![0u8; iv_len];
+                    keyhold_crypto::fill_random(&mut v)
+                        .map_err(|_| crypto_fail("random number generator failed"))?;
+                    (v, iv_len > 0)
+                }
+            };
+            if iv.len() != iv_len {
+                return Err(KmipError::invalid_field(format!(
+                    "the IV must be {iv_len} bytes for this mode, not {}",
+                    iv.len()
+                )));
+            }
+            match mode {
+                bcm::GCM => {
+                    let (ct, tag) = sym::aes_gcm_seal(k, &iv, aad, data)
+                        .map_err(|_| crypto_fail("AES-GCM encryption failed"))?;
+                    out.push(Ttlv::bytes(t::DATA, ct));
+                    if generated {
+                        out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
+                    }
+                    out.push(Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag.to_vec()));
+                }
+                bcm::CBC | bcm::ECB => {
+                    let ct = if mode == bcm::CBC {
+                        sym::aes_cbc_encrypt(k, &iv, data, pad)
+                    } else {
+                        sym::aes_ecb_encrypt(k, data, pad)
+                    }
+                    .map_err(|_| {
+                        crypto_fail("encryption failed (without padding, Data must be whole 16-byte blocks)")
+                    })?;
+                    out.push(Ttlv::bytes(t::DATA, ct));
+                    if generated {
+                        out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
+                    }
+                }
+                _ => {
+                    let ct =
+                        sym::aes_ctr(k, &iv, data).map_err(|_| crypto_fail("AES-CTR failed"))?;
+                    out.push(Ttlv::bytes(t::DATA, ct));
+                    if generated {
+                        out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
+                    }
+                }
+            }
+        } else {
+            // Some clients send IV || ciphertext (|| tag) in Data alone.
+            let tag_given = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_TAG)?;
+            let (iv, rest) = match iv {
+                Some(v) => (v, data),
+                None if data.len() >= iv_len => data.split_at(iv_len),
+                None => return Err(KmipError::missing("IV/Counter/Nonce is missing")),
+            };
+            if iv.len() != iv_len {
+                return Err(KmipError::invalid_field(format!(
+                    "the IV must be {iv_len} bytes for this mode, not {}",
+                    iv.len()
+                )));
+            }
+            let pt = match mode {
+                bcm::GCM => {
+                    let (ct, tag) = match tag_given {
+                        Some(tag) => (rest, tag),
+                        None if rest.len() >= 16 => rest.split_at(rest.len() - 16),
+                        None => {
+                            return Err(KmipError::missing(
+                                "Authenticated Encryption Tag is missing",
+                            ))
+                        }
+                    };
+                    sym::aes_gcm_open(k, iv, aad, ct, tag).map_err(|_| {
+                        crypto_fail("authentication failed: wrong key, IV, AAD, tag or ciphertext")
+                    })?
+                }
+                bcm::CBC => sym::aes_cbc_decrypt(k, iv, rest, pad).map_err(|_| {
+                    crypto_fail("decryption failed: wrong key, IV, padding or length")
+                })?,
+                bcm::ECB => sym::aes_ecb_decrypt(k, rest, pad)
+                    .map_err(|_| crypto_fail("decryption failed: wrong key, padding or length"))?,
+                _ => sym::aes_ctr(k, iv, rest).map_err(|_| crypto_fail("AES-CTR failed"))?,
+            };
+            out.push(Ttlv::bytes(t::DATA, pt));
+        }
+        Ok(out)
+    }
+
+    fn mac(&self, ctx: &mut Ctx<'_>, p: &Ttlv, verify: bool) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let (mask, what) = if verify {
+            (usage_mask::MAC_VERIFY, "verify MACs")
+        } else {
+            (usage_mask::MAC_GENERATE, "make MACs")
+        };
+        let (o, key) = self.usable(ctx, &uid, mask, what)?;
+        let params = crypto_params(&o, p)?;
+        let alg = params
+            .algorithm
+            .or_else(|| obj::enum_attr(&o, obj::ALGORITHM))
+            .unwrap_or(0);
+        let hash = match alg {
+            crypto_alg::HMAC_SHA1 => MacHash::Sha1,
+            crypto_alg::HMAC_SHA256 => MacHash::Sha256,
+            crypto_alg::HMAC_SHA384 => MacHash::Sha384,
+            crypto_alg::HMAC_SHA512 => MacHash::Sha512,
+            _ => {
+                return Err(KmipError::new(
+                    Reason::IllegalOperation,
+                    format!("object {uid} is not an HMAC key (HMAC-SHA1/256/384/512)"),
+                ))
+            }
+        };
+        let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
+        if data.len() > MAX_DATA {
+            return Err(KmipError::invalid_field(format!(
+                "Data is over {MAX_DATA} bytes"
+            )));
+        }
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        if verify {
+            let mac = bytes_of(p, t::MAC_DATA)?
+                .ok_or_else(|| KmipError::missing("MAC Data is missing"))?;
+            let ok = sym::hmac_verify(hash, key.expose(), data, mac);
+            out.push(Ttlv::enumeration(
+                t::VALIDITY_INDICATOR,
+                if ok { 1 } else { 2 },
+            ));
+        } else {
+            out.push(Ttlv::bytes(
+                t::MAC_DATA,
+                sym::hmac_sign(hash, key.expose(), data),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn rng_retrieve(&self, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let n = int_of(p, t::DATA_LENGTH)?
+            .ok_or_else(|| KmipError::missing("Data Length is missing"))?;
+        if !(1..=MAX_RNG).contains(&n) {
+            return Err(KmipError::invalid_field(format!(
+                "Data Length must be 1 to {MAX_RNG}"
+            )));
+        }
+        let mut v = vec![0u8; n as usize];
+        keyhold_crypto::fill_random(&mut v).map_err(|_| {
+            KmipError::new(Reason::GeneralFailure, "random number generator failed")
+        })?;
+        Ok(vec![Ttlv::bytes(t::DATA, v)])
+    }
+}
+
+/// Cryptographic Parameters that matter to Keyhold's operations.
+#[derive(Debug, Default)]
+struct Params {
+    mode: Option<u32>,
+    padding: Option<u32>,
+    algorithm: Option<u32>,
+    random_iv: Option<bool>,
+    tag_len: Option<i32>,
+}
+
+/// The request's Cryptographic Parameters, else the object's own.
+fn crypto_params(o: &ManagedObject, p: &Ttlv) -> Result<Params, KmipError> {
+    let from = |s: &Ttlv| -> Result<Params, KmipError> {
+        Ok(Params {
+            mode: enum_of(s, t::BLOCK_CIPHER_MODE)?,
+            padding: enum_of(s, t::PADDING_METHOD)?,
+            algorithm: enum_of(s, t::CRYPTOGRAPHIC_ALGORITHM)?,
+            random_iv: bool_of(s, t::RANDOM_IV)?,
+            tag_len: int_of(s, t::TAG_LENGTH)?,
+        })
+    };
+    if let Some(s) = p.child(t::CRYPTOGRAPHIC_PARAMETERS) {
+        return from(s);
+    }
+    if let Some(v) = o.attr(obj::PARAMETERS) {
+        return from(&Ttlv::new(t::CRYPTOGRAPHIC_PARAMETERS, attrs::to_value(v)));
+    }
+    Ok(Params::default())
+}
+
+fn to_stored_struct(s: &Ttlv) -> AttrValue {
+    attrs::to_stored(&s.value)
+}
+
+/// The key size in bits for `alg`, checking a requested one.
+fn check_key_size(alg: u32, len: Option<i32>) -> Result<i32, KmipError> {
+    match alg {
+        crypto_alg::AES => match len {
+            Some(l @ (128 | 192 | 256)) => Ok(l),
+            Some(l) => Err(KmipError::invalid_field(format!(
+                "AES keys are 128, 192 or 256 bits, not {l}"
+            ))),
+            None => Err(KmipError::missing("Cryptographic Length is missing")),
+        },
+        crypto_alg::HMAC_SHA1
+        | crypto_alg::HMAC_SHA224
+        | crypto_alg::HMAC_SHA256
+        | crypto_alg::HMAC_SHA384
+        | crypto_alg::HMAC_SHA512 => {
+            let default = match alg {
+                crypto_alg::HMAC_SHA1 => 160,
+                crypto_alg::HMAC_SHA224 => 224,
+                crypto_alg::HMAC_SHA256 => 256,
+                crypto_alg::HMAC_SHA384 => 384,
+                _ => 512,
+            };
+            match len.unwrap_or(default) {
+                l if (128..=4096).contains(&l) && l % 8 == 0 => Ok(l),
+                l => Err(KmipError::invalid_field(format!(
+                    "HMAC keys are 128 to 4096 bits in whole bytes, not {l}"
+                ))),
+            }
+        }
+        other => Err(KmipError::new(
+            Reason::FeatureNotSupported,
+            format!("cryptographic algorithm {other:#x} is not supported (AES, HMAC-SHA* are)"),
+        )),
+    }
+}
+
+/// The material inside a Key Block (Raw/Opaque bytes, or a Transparent
+/// Symmetric Key's Key).
+fn key_block_material(block: &Ttlv) -> Result<Vec<u8>, KmipError> {
+    if block.child(t::KEY_WRAPPING_DATA).is_some() {
+        return Err(KmipError::new(
+            Reason::FeatureNotSupported,
+            "registering wrapped keys is not supported; send the key in Raw format",
+        ));
+    }
+    let format = enum_of(block, t::KEY_FORMAT_TYPE)?
+        .ok_or_else(|| KmipError::missing("Key Format Type is missing"))?;
+    let kv = block
+        .child(t::KEY_VALUE)
+        .ok_or_else(|| KmipError::missing("Key Value is missing"))?;
+    let km = kv
+        .child(t::KEY_MATERIAL)
+        .ok_or_else(|| KmipError::missing("Key Material is missing"))?;
+    match (format, &km.value) {
+        (key_format::RAW | key_format::OPAQUE, Value::ByteString(b)) => Ok(b.clone()),
+        (key_format::TRANSPARENT_SYMMETRIC_KEY, Value::Structure(_)) => bytes_of(km, t::KEY)?
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| KmipError::missing("the Transparent Symmetric Key has no Key")),
+        (f, _) => Err(KmipError::new(
+            Reason::KeyFormatTypeNotSupported,
+            format!("key format type {f:#x} is not supported here (Raw, Opaque, Transparent Symmetric Key are)"),
+        )),
+    }
+}
+
+fn name_text(v: &AttrValue) -> Result<String, KmipError> {
+    if let AttrValue::Struct(items) = v {
+        for (tag, v) in items {
+            if let (&t::NAME_VALUE, AttrValue::Text(s)) = (tag, v) {
+                return Ok(s.clone());
+            }
+        }
+    }
+    Err(KmipError::invalid_field("Name must hold a Name Value text"))
+}
+
+/// Checks the value type of a well-known attribute.
+fn check_type(name: &str, v: &AttrValue) -> Result<(), KmipError> {
+    let ok = match name {
+        obj::ALGORITHM | "State" | "Object Type" => matches!(v, AttrValue::Enum(_)),
+        obj::LENGTH | obj::USAGE_MASK => matches!(v, AttrValue::Int(_)),
+        obj::ACTIVATION_DATE
+        | obj::DEACTIVATION_DATE
+        | "Process Start Date"
+        | "Protect Stop Date"
+        | "Original Creation Date" => {
+            matches!(v, AttrValue::DateTime(_) | AttrValue::DateTimeExt(_))
+        }
+        "Object Group"
+        | "Contact Information"
+        | "Operation Policy Name"
+        | "Description"
+        | "Comment" => {
+            matches!(v, AttrValue::Text(_))
+        }
+        "Extractable" | "Sensitive" => matches!(v, AttrValue::Bool(_)),
+        obj::NAME
+        | obj::PARAMETERS
+        | "Link"
+        | "Application Specific Information"
+        | "Alternative Name" => {
+            matches!(v, AttrValue::Struct(_))
+        }
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(KmipError::invalid_field(format!(
+            "{name} has the wrong value type"
+        )))
+    }
+}
+
+/// Whether a stored value satisfies a Locate criterion: equal, or for
+/// structures, every field the client gave is equal.
+fn attr_matches(have: &AttrValue, want: &AttrValue) -> bool {
+    match (have, want) {
+        (AttrValue::Struct(h), AttrValue::Struct(w)) => w
+            .iter()
+            .all(|(tag, wv)| h.iter().any(|(ht, hv)| ht == tag && attr_matches(hv, wv))),
+        (AttrValue::Int(h), AttrValue::Int(w)) if *w != 0 => h & w == *w || h == w,
+        _ => have == want,
+    }
+}

@@ -1,0 +1,162 @@
+//! The KMIP listener: TLS 1.2+ with mandatory client certificates, one
+//! TTLV request message at a time per connection.
+//!
+//! Framing is the only thing read before a request is whole: the 8-byte
+//! header of the Request Message says how long it is. A header that is not
+//! a Request Message, or that claims more than the limit, gets an Invalid
+//! Message answer and the connection is closed (the stream cannot be
+//! re-synchronised); everything else gets a KMIP response.
+
+use crate::message::{self, KmipError, Version};
+use crate::ops::{Client, Kmip};
+use crate::tags;
+use crate::ttlv::{self, read_header, HEADER_LEN};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+/// How long a connection may sit idle between requests.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long the rest of a message may take once its header arrived.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TLS configuration that requires a client certificate chaining to one
+/// of `client_roots`.
+pub fn tls_config(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_roots: RootCertStore,
+) -> Result<Arc<ServerConfig>, String> {
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
+            .build()
+            .map_err(|e| format!("KMIP client CA: {e}"))?;
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("KMIP server certificate: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// The identity a client certificate stands for: its subject common name,
+/// else the SHA-256 of the certificate.
+pub fn identity_of(cert: &CertificateDer<'_>) -> String {
+    if let Ok((_, c)) = x509_parser::parse_x509_certificate(cert.as_ref()) {
+        if let Some(cn) = c
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+        {
+            return cn.to_owned();
+        }
+    }
+    format!(
+        "sha256:{}",
+        hex::encode(keyhold_crypto::sha256(&[cert.as_ref()]))
+    )
+}
+
+/// Serves KMIP on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, kmip: Arc<Kmip>) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "KMIP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let kmip = kmip.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, peer, acceptor, kmip).await {
+                tracing::debug!(%peer, error = %e, "KMIP connection ended");
+            }
+        });
+    }
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    kmip: Arc<Kmip>,
+) -> Result<(), String> {
+    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|e| {
+            tracing::info!(%peer, error = %e, "KMIP TLS handshake refused");
+            e.to_string()
+        })?;
+    let identity = {
+        let (_, conn) = tls.get_ref();
+        conn.peer_certificates()
+            .and_then(|c| c.first())
+            .map(identity_of)
+            .ok_or_else(|| "no client certificate".to_owned())?
+    };
+    let client = Arc::new(Client {
+        identity,
+        peer: Some(peer.to_string()),
+    });
+    let max = kmip.limits().max_len;
+    loop {
+        let mut h = [0u8; HEADER_LEN];
+        match tokio::time::timeout(IDLE_TIMEOUT, tls.read_exact(&mut h)).await {
+            Err(_) => return Ok(()),
+            Ok(Err(_)) => return Ok(()), // closed (or closed mid-header)
+            Ok(Ok(_)) => {}
+        }
+        let (tag, ty, len) = read_header(&h);
+        let len = len as usize;
+        let refuse = if tag != tags::REQUEST_MESSAGE || ty != ttlv::ty::STRUCTURE {
+            Some("the message does not start with a Request Message structure".to_owned())
+        } else if len > max.saturating_sub(HEADER_LEN) {
+            Some(format!(
+                "the message claims {len} bytes, over the limit of {max}"
+            ))
+        } else if !len.is_multiple_of(8) {
+            Some(format!("the message length {len} is not a multiple of 8"))
+        } else {
+            None
+        };
+        if let Some(why) = refuse {
+            let resp = message::error_response(
+                Version::new(1, 0),
+                keyhold_core::now(),
+                &KmipError::invalid_message(why.clone()),
+            );
+            let _ = tls.write_all(&resp.encode()).await;
+            let _ = tls.shutdown().await;
+            return Err(why);
+        }
+        let mut buf = vec![0u8; HEADER_LEN + len];
+        buf[..HEADER_LEN].copy_from_slice(&h);
+        match tokio::time::timeout(BODY_TIMEOUT, tls.read_exact(&mut buf[HEADER_LEN..])).await {
+            Ok(Ok(_)) => {}
+            _ => return Err("the connection ended inside a message".into()),
+        }
+        let k = kmip.clone();
+        let c = client.clone();
+        let resp = tokio::task::spawn_blocking(move || k.handle_bytes(&c, &buf))
+            .await
+            .map_err(|e| format!("request task failed: {e}"))?;
+        tls.write_all(&resp).await.map_err(|e| e.to_string())?;
+        tls.flush().await.map_err(|e| e.to_string())?;
+    }
+}

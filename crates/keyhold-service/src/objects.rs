@@ -1,0 +1,67 @@
+//! Managed objects (the KMIP front-end's keys and secrets): stored with
+//! their material wrapped under the root of trust, subject to the same
+//! lockdown (break glass) as every other key.
+
+use crate::KeyService;
+use keyhold_core::{Error, ManagedObject, Result};
+use keyhold_crypto::SecretBytes;
+
+/// Internal attribute naming an identity, besides the owner, that may use
+/// an object. Set by custodians (`keyhold kmip grant`); never shown to
+/// protocol clients.
+pub const GRANT_ATTR: &str = "keyhold:grant";
+
+impl KeyService {
+    /// Stores a new object with `material` wrapped under the root of trust.
+    pub fn create_object(&self, obj: &ManagedObject, material: &[u8]) -> Result<()> {
+        let wrapped = self.barrier().wrap_object(&obj.uid, material)?;
+        self.storage().create_object(obj, &wrapped)
+    }
+
+    /// The object's record.
+    pub fn object(&self, uid: &str) -> Result<ManagedObject> {
+        self.storage()
+            .get_object(uid)?
+            .ok_or_else(|| Error::ObjectNotFound(uid.to_owned()))
+    }
+
+    /// The object's plaintext material, for use inside Keyhold or for an
+    /// export the caller has already authorized. Refused in lockdown.
+    pub fn object_material(&self, obj: &ManagedObject) -> Result<SecretBytes> {
+        self.refuse_in_lockdown()?;
+        let wrapped = self
+            .storage()
+            .object_material(&obj.uid)?
+            .ok_or_else(|| Error::InvalidState(format!("object {} has no material", obj.uid)))?;
+        self.barrier().unwrap_object(&obj.uid, &wrapped)
+    }
+
+    /// Writes the object back if nobody changed it since it was read.
+    pub fn update_object(&self, obj: &ManagedObject) -> Result<()> {
+        self.storage().update_object(obj)
+    }
+
+    pub fn list_objects(&self) -> Result<Vec<ManagedObject>> {
+        self.storage().list_objects()
+    }
+
+    /// Whether `identity` may use the object: its owner, or an identity a
+    /// custodian granted it to.
+    pub fn may_use_object(obj: &ManagedObject, identity: &str) -> bool {
+        obj.owner == identity
+            || obj.attrs_named(GRANT_ATTR).any(|v| match v {
+                keyhold_core::AttrValue::Text(t) => t == identity || t == "*",
+                _ => false,
+            })
+    }
+
+    /// The break-glass check shared by every use of key material.
+    pub fn refuse_in_lockdown(&self) -> Result<()> {
+        if self.is_locked_down() {
+            return Err(Error::InvalidState(
+                "Keyhold is locked down: every key is refused until `keyhold unlock`".into(),
+            ));
+        }
+        Ok(())
+    }
+}
