@@ -16,6 +16,8 @@ command -v sha256sum >/dev/null || need+=(coreutils)
 # SoftHSMv2 stands in for a real HSM; OpenSC's pkcs11-tool is an independent client.
 [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
+# PyKMIP (from PyPI) is the independent KMIP client of the interop tests.
+python3 -c "import kmip" 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" ca-certificates >/dev/null
@@ -23,6 +25,10 @@ if [ ${#need[@]} -gt 0 ]; then
     sudo apt-get update -qq && sudo apt-get install -y -qq "${need[@]}" ca-certificates >/dev/null
   fi
 fi
+if ! python3 -c "import kmip" 2>/dev/null; then
+  python3 -m pip install -q pykmip 2>/dev/null || python3 -m pip install -q --break-system-packages pykmip
+fi
+python3 -c "import kmip" || { echo "PyKMIP is not importable" >&2; exit 1; }
 # curl must speak SigV4 (7.75+).
 curl --help all 2>/dev/null | grep -q -- --aws-sigv4 || { echo "curl without --aws-sigv4" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true

@@ -20,7 +20,8 @@ pub struct FilterArgs {
     /// awsPrincipalArn
     #[arg(long)]
     principal: Option<String>,
-    /// Encrypt, Decrypt, GetKeyMetadata, GetHealthStatus, or an admin command.
+    /// Encrypt, Decrypt, GetKeyMetadata, GetHealthStatus, a KMIP operation
+    /// (Create, Get, ...), or an admin command.
     #[arg(long)]
     operation: Option<String>,
     /// OK, an error name, or `error` for every failure.
@@ -28,7 +29,7 @@ pub struct FilterArgs {
     result: Option<String>,
     #[arg(long)]
     kms_request_id: Option<String>,
-    /// xks or admin.
+    /// xks, kmip or admin.
     #[arg(long)]
     frontend: Option<String>,
     /// From this time (RFC 3339 UTC).

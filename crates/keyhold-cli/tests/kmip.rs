@@ -1,0 +1,445 @@
+//! The KMIP front-end end to end: the real server over mutual TLS, PyKMIP as
+//! an independent client, a native client for what PyKMIP cannot send
+//! (malformed and hostile messages), and the key manager's rules (owner,
+//! export policy, break glass, audit) applied to KMIP objects.
+
+mod common;
+
+use common::{eventually, Env, Server};
+use keyhold_kmip::enums::{object_type, operation as op};
+use keyhold_kmip::tags as t;
+use keyhold_kmip::ttlv::{Limits, Ttlv, Value};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Kmip {
+    env: Env,
+    server: Server,
+    port: u16,
+}
+
+fn issue(env: &Env, name: &str) -> (PathBuf, PathBuf) {
+    env.run_ok(&[
+        "kmip",
+        "client-cert",
+        "issue",
+        name,
+        "--out",
+        env.dir.path().to_str().unwrap(),
+    ]);
+    (
+        env.dir.path().join(format!("{name}.pem")),
+        env.dir.path().join(format!("{name}.key")),
+    )
+}
+
+fn start() -> Kmip {
+    let env = Env::new();
+    issue(&env, "alice");
+    issue(&env, "bob");
+    let server = env.serve(&["--kmip-listen", "127.0.0.1:0"]);
+    let out = env.dir.path().join("serve.stdout");
+    let mut port = 0;
+    eventually("the KMIP listener", || {
+        port = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("keyhold kmip on 127.0.0.1:"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    Kmip { env, server, port }
+}
+
+/// A native KMIP client over TLS.
+struct Conn {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+fn client_config(ca: &Path, cert: Option<(&Path, &Path)>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    Arc::new(match cert {
+        Some((c, k)) => b
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(c)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                PrivateKeyDer::from_pem_file(k).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    })
+}
+
+impl Conn {
+    fn open(k: &Kmip, who: &str) -> Conn {
+        let d = k.env.dir.path();
+        Self::with(
+            k.port,
+            client_config(
+                &k.server.ca,
+                Some((&d.join(format!("{who}.pem")), &d.join(format!("{who}.key")))),
+            ),
+        )
+        .expect("connect")
+    }
+
+    fn with(port: u16, cfg: Arc<rustls::ClientConfig>) -> std::io::Result<Conn> {
+        let sock = TcpStream::connect(("127.0.0.1", port))?;
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let conn =
+            rustls::ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+        let mut c = Conn {
+            tls: rustls::StreamOwned::new(conn, sock),
+        };
+        // Drive the handshake now, so a refused certificate shows here.
+        while c.tls.conn.is_handshaking() {
+            c.tls.conn.complete_io(&mut c.tls.sock)?;
+        }
+        Ok(c)
+    }
+
+    /// Sends raw bytes; reads one response message (None: the server closed).
+    fn raw(&mut self, bytes: &[u8]) -> Option<Ttlv> {
+        self.tls.write_all(bytes).ok()?;
+        self.tls.flush().ok()?;
+        let mut h = [0u8; 8];
+        self.tls.read_exact(&mut h).ok()?;
+        let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+        let mut buf = h.to_vec();
+        buf.resize(8 + len, 0);
+        self.tls.read_exact(&mut buf[8..]).ok()?;
+        Some(Ttlv::decode(&buf, &Limits::default()).expect("server response decodes"))
+    }
+
+    fn call(&mut self, version: (i32, i32), items: Vec<(u32, Vec<Ttlv>)>) -> Vec<Ttlv> {
+        let resp = self
+            .raw(&request(version, items).encode())
+            .expect("a response");
+        resp.children(t::BATCH_ITEM).cloned().collect()
+    }
+
+    fn one(&mut self, version: (i32, i32), operation: u32, payload: Vec<Ttlv>) -> Ttlv {
+        self.call(version, vec![(operation, payload)]).remove(0)
+    }
+}
+
+fn request(version: (i32, i32), items: Vec<(u32, Vec<Ttlv>)>) -> Ttlv {
+    let mut v = vec![Ttlv::structure(
+        t::REQUEST_HEADER,
+        vec![
+            Ttlv::structure(
+                t::PROTOCOL_VERSION,
+                vec![
+                    Ttlv::int(t::PROTOCOL_VERSION_MAJOR, version.0),
+                    Ttlv::int(t::PROTOCOL_VERSION_MINOR, version.1),
+                ],
+            ),
+            Ttlv::int(t::BATCH_COUNT, items.len() as i32),
+        ],
+    )];
+    for (operation, payload) in items {
+        v.push(Ttlv::structure(
+            t::BATCH_ITEM,
+            vec![
+                Ttlv::enumeration(t::OPERATION, operation),
+                Ttlv::structure(t::REQUEST_PAYLOAD, payload),
+            ],
+        ));
+    }
+    Ttlv::structure(t::REQUEST_MESSAGE, v)
+}
+
+fn status(item: &Ttlv) -> (u32, Option<u32>, String) {
+    let e = |tag| match item.child(tag).map(|c| &c.value) {
+        Some(Value::Enumeration(v)) => Some(*v),
+        _ => None,
+    };
+    let msg = match item.child(t::RESULT_MESSAGE).map(|c| &c.value) {
+        Some(Value::TextString(s)) => s.clone(),
+        _ => String::new(),
+    };
+    (e(t::RESULT_STATUS).unwrap(), e(t::RESULT_REASON), msg)
+}
+
+fn ok(item: &Ttlv) -> &Ttlv {
+    let (s, r, m) = status(item);
+    assert_eq!(s, 0, "operation failed: reason {r:?}: {m}");
+    item.child(t::RESPONSE_PAYLOAD).expect("payload")
+}
+
+fn failed(item: &Ttlv, reason: u32) -> String {
+    let (s, r, m) = status(item);
+    assert_eq!((s, r), (1, Some(reason)), "unexpected result: {m}");
+    m
+}
+
+fn uid_of(payload: &Ttlv) -> String {
+    match &payload.child(t::UNIQUE_IDENTIFIER).unwrap().value {
+        Value::TextString(s) => s.clone(),
+        v => panic!("uid is {v:?}"),
+    }
+}
+
+fn attr(name: &str, value: Ttlv) -> Ttlv {
+    Ttlv::structure(
+        t::ATTRIBUTE,
+        vec![
+            Ttlv::text(t::ATTRIBUTE_NAME, name),
+            Ttlv::new(t::ATTRIBUTE_VALUE, value.value),
+        ],
+    )
+}
+
+/// Create AES-256 in KMIP 1.4 (extra attributes allowed).
+fn create_aes(extra: Vec<Ttlv>) -> Vec<Ttlv> {
+    let mut attrs = vec![
+        attr("Cryptographic Algorithm", Ttlv::enumeration(0, 3)),
+        attr("Cryptographic Length", Ttlv::int(0, 256)),
+        attr("Cryptographic Usage Mask", Ttlv::int(0, 4 | 8)),
+    ];
+    attrs.extend(extra);
+    vec![
+        Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
+        Ttlv::structure(t::TEMPLATE_ATTRIBUTE, attrs),
+    ]
+}
+
+fn uid(u: &str) -> Vec<Ttlv> {
+    vec![Ttlv::text(t::UNIQUE_IDENTIFIER, u)]
+}
+
+#[test]
+fn pykmip_interoperates_over_mutual_tls() {
+    let k = start();
+    let d = k.env.dir.path();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kmip/pykmip_interop.py");
+    for v in ["1.2", "1.4", "2.0"] {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .args(["127.0.0.1", &k.port.to_string()])
+            .arg(d.join("alice.pem"))
+            .arg(d.join("alice.key"))
+            .arg(&k.server.ca)
+            .arg(v)
+            .output()
+            .expect("python3 runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(&format!("OK PyKMIP {v}")),
+            "PyKMIP {v}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every operation was audited with the client's identity.
+    let recs = k
+        .env
+        .json(&["audit", "query", "--frontend", "kmip", "--limit", "1000"]);
+    let recs = recs.as_array().unwrap();
+    assert!(recs.len() > 30, "{} KMIP audit records", recs.len());
+    assert!(recs.iter().all(|r| r["actor"] == "alice"));
+    for opname in [
+        "Create", "Get", "Encrypt", "Decrypt", "MAC", "Register", "Revoke", "Destroy", "Locate",
+    ] {
+        assert!(
+            recs.iter().any(|r| r["operation"] == opname),
+            "no audit record of {opname}"
+        );
+    }
+    k.env.run_ok(&["audit", "verify"]);
+}
+
+#[test]
+fn hostile_clients_and_bytes_get_answers_or_a_closed_door() {
+    let k = start();
+    let d = k.env.dir.path();
+    // No client certificate: the handshake fails.
+    let no_cert = Conn::with(k.port, client_config(&k.server.ca, None)).and_then(|mut c| {
+        c.raw(&request((1, 4), vec![(op::QUERY, vec![])]).encode())
+            .ok_or(std::io::ErrorKind::ConnectionReset.into())
+    });
+    assert!(no_cert.is_err(), "served a client without a certificate");
+    // A certificate from another CA: refused.
+    let other = Env::new();
+    let (oc, ok_) = issue(&other, "mallory");
+    let wrong_ca =
+        Conn::with(k.port, client_config(&k.server.ca, Some((&oc, &ok_)))).and_then(|mut c| {
+            c.raw(&request((1, 4), vec![(op::QUERY, vec![])]).encode())
+                .ok_or(std::io::ErrorKind::ConnectionReset.into())
+        });
+    assert!(wrong_ca.is_err(), "served a certificate from another CA");
+
+    let mut c = Conn::open(&k, "alice");
+    // Wrong lengths: an Integer claiming 8 bytes.
+    let mut bad = request(
+        (1, 4),
+        vec![(op::QUERY, vec![Ttlv::int(t::QUERY_FUNCTION, 1)])],
+    )
+    .encode();
+    let n = bad.len();
+    let pos = n - 16; // the Query Function item's header
+    bad[pos + 3] = 0x02;
+    bad[pos + 7] = 0x08;
+    let r = c.raw(&bad).expect("an answer to a bad length");
+    failed(&r.children(t::BATCH_ITEM).next().unwrap().clone(), 0x04);
+    // Deep nesting.
+    let mut deep = Ttlv::int(t::QUERY_FUNCTION, 1);
+    for _ in 0..100 {
+        deep = Ttlv::structure(t::REQUEST_PAYLOAD, vec![deep]);
+    }
+    let r = c
+        .raw(&request((1, 4), vec![(op::QUERY, vec![deep])]).encode())
+        .expect("an answer to deep nesting");
+    let m = failed(&r.children(t::BATCH_ITEM).next().unwrap().clone(), 0x04);
+    assert!(m.contains("nested"), "{m}");
+    // Unknown tags in a payload are ignored; an unknown operation is named.
+    let items = c.call(
+        (1, 4),
+        vec![(
+            op::QUERY,
+            vec![
+                Ttlv::int(0x54_0001, 7),
+                Ttlv::enumeration(t::QUERY_FUNCTION, 3),
+            ],
+        )],
+    );
+    ok(&items[0]);
+    let items = c.call((1, 4), vec![(0x77, vec![])]);
+    failed(&items[0], 0x05);
+    // Create then Activate in one batch, the second by ID placeholder;
+    // then revoke, destroy, and use the destroyed key.
+    let items = c.call(
+        (1, 4),
+        vec![(op::CREATE, create_aes(vec![])), (op::ACTIVATE, vec![])],
+    );
+    let u = uid_of(ok(&items[0]));
+    assert_eq!(uid_of(ok(&items[1])), u);
+    let reason = Ttlv::structure(
+        t::REVOCATION_REASON,
+        vec![Ttlv::enumeration(t::REVOCATION_REASON_CODE, 6)],
+    );
+    let mut p = uid(&u);
+    p.push(reason);
+    ok(&c.one((1, 4), op::REVOKE, p));
+    ok(&c.one((1, 4), op::DESTROY, uid(&u)));
+    failed(&c.one((2, 0), op::GET, uid(&u)), 0x36); // Object Destroyed (2.x)
+    failed(&c.one((1, 4), op::GET, uid(&u)), 0x01); // nearest 1.x reason
+    let mut p = uid(&u);
+    p.push(Ttlv::bytes(t::DATA, b"x".to_vec()));
+    failed(&c.one((1, 4), op::ENCRYPT, p), 0x0B);
+    // A version Keyhold does not speak: answered in the nearest one below.
+    let items = c.call((1, 9), vec![(op::DISCOVER_VERSIONS, vec![])]);
+    assert!(ok(&items[0]).children(t::PROTOCOL_VERSION).count() >= 7);
+    // Truncated message: the connection closes, the server stays up.
+    let mut t1 = Conn::open(&k, "alice");
+    let whole = request((1, 4), vec![(op::QUERY, vec![])]).encode();
+    t1.tls.write_all(&whole[..whole.len() - 5]).unwrap();
+    t1.tls.flush().unwrap();
+    drop(t1);
+    // A 100 MB length claim: one Invalid Message answer, then the door closes.
+    let mut big = Conn::open(&k, "alice");
+    let mut h = vec![0x42, 0x00, 0x78, 0x01];
+    h.extend_from_slice(&(100u32 << 20).to_be_bytes());
+    let r = big.raw(&h).expect("an answer to a 100 MB claim");
+    failed(&r.children(t::BATCH_ITEM).next().unwrap().clone(), 0x04);
+    // Not a request message at all.
+    let mut junk = Conn::open(&k, "alice");
+    let r = junk
+        .raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("an answer to HTTP");
+    failed(&r.children(t::BATCH_ITEM).next().unwrap().clone(), 0x04);
+    // Still serving.
+    let mut c = Conn::open(&k, "alice");
+    ok(&c.one(
+        (1, 4),
+        op::QUERY,
+        vec![Ttlv::enumeration(t::QUERY_FUNCTION, 1)],
+    ));
+}
+
+#[test]
+fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
+    let k = start();
+    let mut alice = Conn::open(&k, "alice");
+    let mut bob = Conn::open(&k, "bob");
+    // A key that may never leave Keyhold.
+    let p = create_aes(vec![attr("Extractable", Ttlv::boolean(0, false))]);
+    let locked = uid_of(ok(&alice.one((1, 4), op::CREATE, p)));
+    let m = failed(&alice.one((2, 0), op::GET, uid(&locked)), 0x17); // Not Extractable
+    assert!(m.contains("not exportable"), "{m}");
+    failed(&alice.one((1, 4), op::GET, uid(&locked)), 0x0C); // Permission Denied in 1.x
+                                                             // ...but it works inside Keyhold.
+    ok(&alice.one((1, 4), op::ACTIVATE, uid(&locked)));
+    let mut p = uid(&locked);
+    p.push(Ttlv::bytes(t::DATA, b"secret".to_vec()));
+    let enc = alice.one((1, 4), op::ENCRYPT, p);
+    let payload = ok(&enc);
+    let mut p = uid(&locked);
+    for tag in [
+        t::DATA,
+        t::IV_COUNTER_NONCE,
+        t::AUTHENTICATED_ENCRYPTION_TAG,
+    ] {
+        p.push(payload.child(tag).unwrap().clone());
+    }
+    let dec = alice.one((1, 4), op::DECRYPT, p);
+    assert_eq!(
+        ok(&dec).child(t::DATA).unwrap().value,
+        Value::ByteString(b"secret".to_vec())
+    );
+
+    // Bob may not use Alice's key until a custodian grants it.
+    let open_key = uid_of(ok(&alice.one((1, 4), op::CREATE, create_aes(vec![]))));
+    failed(&bob.one((1, 4), op::GET, uid(&open_key)), 0x0C);
+    let found = ok(&bob.one((1, 4), op::LOCATE, vec![]))
+        .children(t::UNIQUE_IDENTIFIER)
+        .count();
+    assert_eq!(found, 0, "Locate shows Bob none of Alice's objects");
+    k.env.run_ok(&["kmip", "grant", &open_key, "bob"]);
+    ok(&bob.one((1, 4), op::GET, uid(&open_key)));
+
+    // Break glass: every KMIP use of key material is refused until unlock.
+    k.env.run_ok(&["lockdown"]);
+    let m = failed(&alice.one((1, 4), op::GET, uid(&open_key)), 0x0C);
+    assert!(m.contains("locked down"), "{m}");
+    k.env.run_ok(&["unlock"]);
+    ok(&alice.one((1, 4), op::GET, uid(&open_key)));
+
+    // The refused export is on record, with who asked.
+    let recs = k.env.json(&[
+        "audit",
+        "query",
+        "--frontend",
+        "kmip",
+        "--key",
+        &locked,
+        "--operation",
+        "Get",
+    ]);
+    let recs = recs.as_array().unwrap();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(recs
+        .iter()
+        .all(|r| r["actor"] == "alice" && r["result"] != "OK"));
+    let out = k.env.run_ok(&["kmip", "status"]);
+    assert!(
+        out.contains("alice") && out.contains("SymmetricKey"),
+        "{out}"
+    );
+}
