@@ -268,7 +268,6 @@ fn pykmip_interoperates_over_mutual_tls() {
 #[test]
 fn hostile_clients_and_bytes_get_answers_or_a_closed_door() {
     let k = start();
-    let d = k.env.dir.path();
     // No client certificate: the handshake fails.
     let no_cert = Conn::with(k.port, client_config(&k.server.ca, None)).and_then(|mut c| {
         c.raw(&request((1, 4), vec![(op::QUERY, vec![])]).encode())
