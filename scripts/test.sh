@@ -41,6 +41,9 @@ echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+echo "== OASIS KMIP profile test cases (pass/fail per profile)"
+cargo test -p keyhold-kmip --test oasis --locked -- --nocapture 2>&1 \
+  | grep -E "^(OASIS|PROFILE|[A-Z][A-Z0-9_-]+ +[12]\.[0-9] )" || true
 echo "== quick start and load generator smoke test"
 scripts/smoke.sh
 echo "== fuzz targets (network-facing parsers)"

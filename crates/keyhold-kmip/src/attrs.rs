@@ -56,6 +56,7 @@ defs! {
     ("Digest", t::DIGEST, true, Server, V1_0, None),
     ("Operation Policy Name", t::OPERATION_POLICY_NAME, false, Client, V1_0, Some(V2_0)),
     ("State", t::STATE, false, Server, V1_0, None),
+    ("Usage Limits", t::USAGE_LIMITS, false, Client, V1_0, None),
     ("Initial Date", t::INITIAL_DATE, false, Server, V1_0, None),
     ("Activation Date", t::ACTIVATION_DATE, false, Client, V1_0, None),
     ("Process Start Date", t::PROCESS_START_DATE, false, Client, V1_0, None),
@@ -81,6 +82,8 @@ defs! {
     ("Extractable", t::EXTRACTABLE, false, Client, V1_4, None),
     ("Never Extractable", t::NEVER_EXTRACTABLE, false, Server, V1_4, None),
     ("Short Unique Identifier", t::SHORT_UNIQUE_IDENTIFIER, false, Server, V2_0, None),
+    ("Random Number Generator", t::RANDOM_NUMBER_GENERATOR, false, Server, V1_4, None),
+    ("Key Format Type", t::KEY_FORMAT_TYPE, false, Server, V2_0, None),
 }
 
 impl AttrDef {

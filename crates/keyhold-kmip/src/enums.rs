@@ -103,6 +103,8 @@ pub mod operation {
 pub mod operation2 {
     pub const ADJUST_ATTRIBUTE: u32 = 0x30;
     pub const SET_ATTRIBUTE: u32 = 0x31;
+    pub const LOG: u32 = 0x2C;
+    pub const INTEROP: u32 = 0x34;
 }
 
 pub mod result_status {
@@ -179,7 +181,8 @@ impl Reason {
             Sensitive | NotExtractable => 0x0C,
             AttributeNotFound => 0x01,
             AttributeReadOnly | AttributeSingleValued => 0x0C,
-            IncompatibleCryptographicUsageMask | WrongKeyLifecycleState => 0x0B,
+            IncompatibleCryptographicUsageMask => 0x0B,
+            WrongKeyLifecycleState => 0x0C,
             NonUniqueNameAttribute => 0x07,
             ObjectDestroyed | ObjectNotFound => 0x01,
             UnsupportedProtocolVersion => 0x04,
@@ -215,6 +218,7 @@ pub mod object_type {
 }
 
 pub mod crypto_alg {
+    pub const TRIPLE_DES: u32 = 0x02;
     pub const AES: u32 = 0x03;
     pub const HMAC_SHA1: u32 = 0x07;
     pub const HMAC_SHA224: u32 = 0x08;

@@ -10,6 +10,7 @@
 pub mod attrs;
 pub mod enums;
 pub mod message;
+pub mod names;
 pub mod objects;
 pub mod ops;
 pub mod server;

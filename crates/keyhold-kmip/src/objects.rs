@@ -79,6 +79,13 @@ pub fn view(o: &ManagedObject, now: i64) -> Vec<(String, AttrValue)> {
     if o.attr("Extractable").is_none() {
         v.push(("Extractable".to_owned(), AttrValue::Bool(o.exportable)));
     }
+    if o.attr("Sensitive").is_none() {
+        v.push(("Sensitive".to_owned(), AttrValue::Bool(false)));
+    }
+    v.push((
+        "Short Unique Identifier".to_owned(),
+        AttrValue::Bytes(keyhold_crypto::sha256(&[o.uid.as_bytes()]).to_vec()),
+    ));
     v.push((
         "Key Value Present".to_owned(),
         AttrValue::Bool(o.has_material),
