@@ -22,20 +22,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
+mod kmip;
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 enum Op {
     Encrypt,
     Decrypt,
     Metadata,
     Health,
+    /// KMIP: Create + Get + Destroy of an AES-256 key (each counted).
+    KmipCycle,
+    /// KMIP: Encrypt 32 bytes with AES-256-GCM under one key.
+    KmipEncrypt,
 }
 
 #[derive(Parser, Debug)]
 #[command(name = "keyhold-bench", about = "Load generator for Keyhold's XKS API")]
 struct Args {
     /// Base URL up to and including /kms/xks/v1, e.g. https://localhost:8443/demo/kms/xks/v1
-    #[arg(long)]
+    #[arg(long, default_value = "")]
     url: String,
+    /// KMIP mode: the KMIP listener (e.g. 127.0.0.1:5696), with --op kmip-cycle
+    /// or kmip-encrypt, --client-cert, --client-key and --cacert.
+    #[arg(long)]
+    kmip: Option<String>,
+    /// KMIP client certificate (PEM).
+    #[arg(long)]
+    client_cert: Option<std::path::PathBuf>,
+    /// KMIP client key (PEM).
+    #[arg(long)]
+    client_key: Option<std::path::PathBuf>,
     /// External key id (with --key-count: the stem of KEY-000001…).
     #[arg(long, default_value = "demo-key")]
     key_id: String,
@@ -104,7 +120,7 @@ struct Shared {
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
-fn fail(msg: impl std::fmt::Display) -> ! {
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ! {
     eprintln!("keyhold-bench: {msg}");
     std::process::exit(2)
 }
@@ -127,7 +143,7 @@ impl Shared {
         let meta = serde_json::json!({
             "awsPrincipalArn": "arn:aws:iam::111122223333:role/bench",
             "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/bench",
-            "kmsOperation": match op { Op::Encrypt => "GenerateDataKey", Op::Decrypt => "Decrypt", Op::Metadata => "DescribeKey", Op::Health => "KmsHealthCheck" },
+            "kmsOperation": match op { Op::Encrypt => "GenerateDataKey", Op::Decrypt => "Decrypt", Op::Metadata => "DescribeKey", Op::Health | Op::KmipCycle | Op::KmipEncrypt => "KmsHealthCheck" },
             "kmsRequestId": format!("bench-{n}"),
         });
         let (path, body) = match op {
@@ -156,7 +172,7 @@ impl Shared {
                 format!("{}/keys/{key}/metadata", self.target.base_path),
                 serde_json::json!({ "requestMetadata": meta }),
             ),
-            Op::Health => (
+            Op::Health | Op::KmipCycle | Op::KmipEncrypt => (
                 format!("{}/health", self.target.base_path),
                 serde_json::json!({ "requestMetadata": meta }),
             ),
@@ -297,7 +313,7 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[i.clamp(1, sorted.len()) - 1] as f64 / 1000.0
 }
 
-fn report(args: &Args, label: &str, mut lat: Vec<u32>, secs: f64, errors: u64) {
+pub(crate) fn report(args: &Args, label: &str, mut lat: Vec<u32>, secs: f64, errors: u64) {
     lat.sort_unstable();
     let n = lat.len();
     let rps = n as f64 / secs;
@@ -408,6 +424,9 @@ fn credentials(args: &Args) -> (String, String) {
 }
 
 async fn run(args: Args) {
+    if args.kmip.is_some() {
+        return kmip::run(args).await;
+    }
     let (akid, secret) = credentials(&args);
     let target = target(&args);
     let mut shared = Shared {

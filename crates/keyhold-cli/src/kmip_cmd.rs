@@ -170,6 +170,8 @@ fn grant(ctx: &Ctx, uid: &str, identity: &str, add: bool) -> Result<(), String> 
         }
         match ctx.service.update_object(&o) {
             Ok(()) => {
+                // Running servers cache objects: wait until they see it.
+                crate::lifecycle_cmd::in_force(ctx)?;
                 println!(
                     "{} {identity:?} {} object {uid}",
                     if add { "granted" } else { "ungranted" },

@@ -341,8 +341,8 @@ fn hostile_clients_and_bytes_get_answers_or_a_closed_door() {
     failed(&c.one((1, 4), op::GET, uid(&u)), 0x01); // nearest 1.x reason
     let mut p = uid(&u);
     p.push(Ttlv::bytes(t::DATA, b"x".to_vec()));
-    failed(&c.one((1, 4), op::ENCRYPT, p), 0x0B);
-    // A version Keyhold does not speak: answered in the nearest one below.
+    failed(&c.one((1, 4), op::ENCRYPT, p), 0x0C); // Permission Denied in 1.x
+                                                  // A version Keyhold does not speak: answered in the nearest one below.
     let items = c.call((1, 9), vec![(op::DISCOVER_VERSIONS, vec![])]);
     assert!(ok(&items[0]).children(t::PROTOCOL_VERSION).count() >= 7);
     // Truncated message: the connection closes, the server stays up.

@@ -379,7 +379,7 @@ mod tests {
                 .unwrap()
                 .unwrap()
         };
-        assert_eq!(reason(&r1), 0x0B);
+        assert_eq!(reason(&r1), 0x0C);
         assert_eq!(reason(&r2), 0x43);
     }
 }

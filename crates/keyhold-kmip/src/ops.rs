@@ -136,6 +136,32 @@ impl Kmip {
         self
     }
 
+    /// Whether answering `req` can be done on an async worker: no write
+    /// that waits for the disk, no HSM. Anything else belongs on a
+    /// blocking thread.
+    pub fn is_quick(&self, req: &Ttlv) -> bool {
+        if self.service.root_blocks() {
+            return false;
+        }
+        req.children(t::BATCH_ITEM).all(|b| {
+            matches!(
+                b.child(t::OPERATION).map(|o| &o.value),
+                Some(Value::Enumeration(
+                    op::ENCRYPT
+                        | op::DECRYPT
+                        | op::MAC
+                        | op::MAC_VERIFY
+                        | op::GET_ATTRIBUTES
+                        | op::GET_ATTRIBUTE_LIST
+                        | op::LOCATE
+                        | op::QUERY
+                        | op::DISCOVER_VERSIONS
+                        | op::RNG_RETRIEVE
+                ))
+            )
+        })
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -347,7 +373,7 @@ impl Kmip {
         Ok(())
     }
 
-    fn material(&self, o: &ManagedObject) -> Result<keyhold_crypto::SecretBytes, KmipError> {
+    fn material(&self, o: &ManagedObject) -> Result<Arc<keyhold_crypto::SecretBytes>, KmipError> {
         self.service.object_material(o).map_err(service_err)
     }
 
@@ -1172,7 +1198,7 @@ impl Kmip {
         uid: &str,
         mask: i32,
         what: &str,
-    ) -> Result<(ManagedObject, keyhold_crypto::SecretBytes), KmipError> {
+    ) -> Result<(ManagedObject, Arc<keyhold_crypto::SecretBytes>), KmipError> {
         let o = self.load(ctx, uid)?;
         if effective_state(&o, ctx.now) != ObjectState::Active {
             return Err(obj::wrong_state(

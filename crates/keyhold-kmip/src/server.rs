@@ -151,11 +151,22 @@ async fn connection(
             Ok(Ok(_)) => {}
             _ => return Err("the connection ended inside a message".into()),
         }
-        let k = kmip.clone();
-        let c = client.clone();
-        let resp = tokio::task::spawn_blocking(move || k.handle_bytes(&c, &buf))
-            .await
-            .map_err(|e| format!("request task failed: {e}"))?;
+        // Reads and crypto answer on this worker; writes (which wait for
+        // the disk) and HSM work go to a blocking thread.
+        let quick = match crate::ttlv::Ttlv::decode(&buf, kmip.limits()) {
+            Ok(req) if kmip.is_quick(&req) => Some(kmip.handle(&client, &req).encode()),
+            _ => None,
+        };
+        let resp = match quick {
+            Some(r) => r,
+            None => {
+                let k = kmip.clone();
+                let c = client.clone();
+                tokio::task::spawn_blocking(move || k.handle_bytes(&c, &buf))
+                    .await
+                    .map_err(|e| format!("request task failed: {e}"))?
+            }
+        };
         tls.write_all(&resp).await.map_err(|e| e.to_string())?;
         tls.flush().await.map_err(|e| e.to_string())?;
     }

@@ -63,6 +63,17 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         m.clear();
     }
 
+    /// Drops one entry (and keeps any fill computed before from landing).
+    pub fn clear_key<Q>(&self, k: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        let mut m = self.map.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        m.remove(k);
+    }
+
     pub fn len(&self) -> usize {
         self.map.read().len()
     }

@@ -5,6 +5,7 @@
 use crate::KeyService;
 use keyhold_core::{Error, ManagedObject, Result};
 use keyhold_crypto::SecretBytes;
+use std::sync::Arc;
 
 /// Internal attribute naming an identity, besides the owner, that may use
 /// an object. Set by custodians (`keyhold kmip grant`); never shown to
@@ -18,27 +19,55 @@ impl KeyService {
         self.storage().create_object(obj, &wrapped)
     }
 
-    /// The object's record.
+    /// The object's record (cached until the database changes).
     pub fn object(&self, uid: &str) -> Result<ManagedObject> {
-        self.storage()
+        if let Some(o) = self.objects.get(uid) {
+            return Ok((*o).clone());
+        }
+        let generation = self.objects.generation();
+        let o = self
+            .storage()
             .get_object(uid)?
-            .ok_or_else(|| Error::ObjectNotFound(uid.to_owned()))
+            .ok_or_else(|| Error::ObjectNotFound(uid.to_owned()))?;
+        self.objects
+            .insert(generation, uid.to_owned(), Arc::new(o.clone()));
+        Ok(o)
     }
 
     /// The object's plaintext material, for use inside Keyhold or for an
     /// export the caller has already authorized. Refused in lockdown.
-    pub fn object_material(&self, obj: &ManagedObject) -> Result<SecretBytes> {
+    pub fn object_material(&self, obj: &ManagedObject) -> Result<Arc<SecretBytes>> {
         self.refuse_in_lockdown()?;
+        if !obj.has_material {
+            return Err(Error::InvalidState(format!(
+                "object {} has no material",
+                obj.uid
+            )));
+        }
+        if let Some(m) = self.materials.get(&obj.uid) {
+            return Ok(m);
+        }
+        let generation = self.materials.generation();
         let wrapped = self
             .storage()
             .object_material(&obj.uid)?
             .ok_or_else(|| Error::InvalidState(format!("object {} has no material", obj.uid)))?;
-        self.barrier().unwrap_object(&obj.uid, &wrapped)
+        let m = Arc::new(self.barrier().unwrap_object(&obj.uid, &wrapped)?);
+        self.materials
+            .insert(generation, obj.uid.clone(), m.clone());
+        Ok(m)
     }
 
     /// Writes the object back if nobody changed it since it was read.
     pub fn update_object(&self, obj: &ManagedObject) -> Result<()> {
-        self.storage().update_object(obj)
+        if !obj.has_material {
+            self.materials.clear_key(&obj.uid);
+        }
+        self.objects.clear_key(&obj.uid);
+        let r = self.storage().update_object(obj);
+        // Again after the write, so no fill from before it survives.
+        self.objects.clear_key(&obj.uid);
+        r
     }
 
     pub fn list_objects(&self) -> Result<Vec<ManagedObject>> {

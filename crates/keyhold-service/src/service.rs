@@ -6,8 +6,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyhold_core::{
     now, validate_access_key_id, validate_secret_access_key, Clock, Error, Key, KeyId, KeyState,
-    KeyStore, Lifecycle, Result, Status, StorePrefix, StoredCredential, SystemClock, Timestamp,
-    Usage, VersionFlag, WrappedKeyVersion, ACCESS_KEY_ID_ALPHABET,
+    KeyStore, Lifecycle, ManagedObject, Result, Status, StorePrefix, StoredCredential, SystemClock,
+    Timestamp, Usage, VersionFlag, WrappedKeyVersion, ACCESS_KEY_ID_ALPHABET,
 };
 use keyhold_crypto::{random_secret, Aes256Key, HmacKey, SecretBytes, AES256_KEY_LEN};
 use keyhold_keystore::{
@@ -319,6 +319,14 @@ pub struct KeyService {
     pub(crate) policies: Cache<String, Option<Arc<crate::policy::Policy>>>,
     /// Whether any policy exists (none: the request path skips policies).
     pub(crate) any_policies: std::sync::atomic::AtomicBool,
+    /// Unwrapped material of managed objects, by uid. Material never
+    /// changes for a uid; callers check the object's row first (destroyed
+    /// objects have none), so the cache needs no invalidation for
+    /// correctness.
+    pub(crate) materials: Cache<String, Arc<SecretBytes>>,
+    /// Managed objects' rows, by uid: dropped on every refresh that sees
+    /// the database change, and per uid on this process's own writes.
+    pub(crate) objects: Cache<String, Arc<ManagedObject>>,
 }
 
 /// The meta entry that records a lockdown (present = locked down).
@@ -363,6 +371,8 @@ impl KeyService {
             creds: Cache::new(CRED_CACHE_CAPACITY),
             stores: Cache::new(STORE_CACHE_CAPACITY),
             policies: Cache::new(STORE_CACHE_CAPACITY),
+            materials: Cache::new(KEY_CACHE_CAPACITY),
+            objects: Cache::new(KEY_CACHE_CAPACITY),
             any_policies: std::sync::atomic::AtomicBool::new(any_policies),
             last_token: Mutex::new(token),
             health: Mutex::new(None),
@@ -496,6 +506,7 @@ impl KeyService {
     /// Drops every cached entry.
     pub fn invalidate(&self) {
         self.keys.clear();
+        self.objects.clear();
         self.creds.clear();
         self.stores.clear();
         self.policies.clear();

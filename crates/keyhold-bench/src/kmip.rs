@@ -1,0 +1,247 @@
+//! KMIP mode: persistent mutual-TLS connections, each a closed loop of
+//! request messages (TTLV), for Create+Get+Destroy cycles or Encrypt.
+
+use crate::{fail, report, Args, Op};
+use keyhold_kmip::tags as t;
+use keyhold_kmip::ttlv::{Limits, Ttlv, Value};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+type Conn = TlsStream<TcpStream>;
+
+fn request(items: Vec<(u32, Vec<Ttlv>)>) -> Vec<u8> {
+    let mut v = vec![Ttlv::structure(
+        t::REQUEST_HEADER,
+        vec![
+            Ttlv::structure(
+                t::PROTOCOL_VERSION,
+                vec![
+                    Ttlv::int(t::PROTOCOL_VERSION_MAJOR, 1),
+                    Ttlv::int(t::PROTOCOL_VERSION_MINOR, 4),
+                ],
+            ),
+            Ttlv::int(t::BATCH_COUNT, items.len() as i32),
+        ],
+    )];
+    for (op, payload) in items {
+        v.push(Ttlv::structure(
+            t::BATCH_ITEM,
+            vec![
+                Ttlv::enumeration(t::OPERATION, op),
+                Ttlv::structure(t::REQUEST_PAYLOAD, payload),
+            ],
+        ));
+    }
+    Ttlv::structure(t::REQUEST_MESSAGE, v).encode()
+}
+
+fn attr(name: &str, value: Value) -> Ttlv {
+    Ttlv::structure(
+        t::ATTRIBUTE,
+        vec![
+            Ttlv::text(t::ATTRIBUTE_NAME, name),
+            Ttlv::new(t::ATTRIBUTE_VALUE, value),
+        ],
+    )
+}
+
+fn create_aes() -> Vec<u8> {
+    request(vec![(
+        0x01,
+        vec![
+            Ttlv::enumeration(t::OBJECT_TYPE, 2),
+            Ttlv::structure(
+                t::TEMPLATE_ATTRIBUTE,
+                vec![
+                    attr("Cryptographic Algorithm", Value::Enumeration(3)),
+                    attr("Cryptographic Length", Value::Integer(256)),
+                    attr("Cryptographic Usage Mask", Value::Integer(4 | 8)),
+                ],
+            ),
+        ],
+    )])
+}
+
+fn with_uid(op: u32, uid: &str, mut extra: Vec<Ttlv>) -> Vec<u8> {
+    let mut p = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+    p.append(&mut extra);
+    request(vec![(op, p)])
+}
+
+/// Sends one request; returns the first batch item's payload on success.
+async fn call(c: &mut Conn, req: &[u8]) -> Result<Ttlv, String> {
+    c.write_all(req).await.map_err(|e| e.to_string())?;
+    let mut h = [0u8; 8];
+    c.read_exact(&mut h).await.map_err(|e| e.to_string())?;
+    let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    let mut buf = vec![0u8; 8 + len];
+    buf[..8].copy_from_slice(&h);
+    c.read_exact(&mut buf[8..])
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = Ttlv::decode(&buf, &Limits::default()).map_err(|e| e.to_string())?;
+    let item = r.child(t::BATCH_ITEM).ok_or("no batch item")?;
+    match item.child(t::RESULT_STATUS).map(|s| &s.value) {
+        Some(Value::Enumeration(0)) => item
+            .child(t::RESPONSE_PAYLOAD)
+            .cloned()
+            .ok_or_else(|| "no payload".into()),
+        _ => Err(format!(
+            "operation failed: {:?}",
+            item.child(t::RESULT_MESSAGE).map(|m| &m.value)
+        )),
+    }
+}
+
+fn uid_of(p: &Ttlv) -> Result<String, String> {
+    match p.child(t::UNIQUE_IDENTIFIER).map(|u| &u.value) {
+        Some(Value::TextString(s)) => Ok(s.clone()),
+        _ => Err("no Unique Identifier".into()),
+    }
+}
+
+fn connector(args: &Args) -> TlsConnector {
+    let (Some(cert), Some(key), Some(ca)) = (&args.client_cert, &args.client_key, &args.cacert)
+    else {
+        fail("KMIP mode needs --client-cert, --client-key and --cacert")
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap_or_else(|e| fail(e)) {
+        roots
+            .add(c.unwrap_or_else(|e| fail(e)))
+            .unwrap_or_else(|e| fail(e));
+    }
+    let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+        .unwrap_or_else(|e| fail(e))
+        .map(|c| c.unwrap_or_else(|e| fail(e)))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap_or_else(|e| fail(e));
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| fail(e))
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap_or_else(|e| fail(e));
+    TlsConnector::from(Arc::new(cfg))
+}
+
+async fn connect(addr: &str, tls: &TlsConnector) -> Conn {
+    let tcp = TcpStream::connect(addr).await.unwrap_or_else(|e| fail(e));
+    let _ = tcp.set_nodelay(true);
+    tls.connect(ServerName::try_from("localhost").expect("name"), tcp)
+        .await
+        .unwrap_or_else(|e| fail(format!("KMIP TLS: {e}")))
+}
+
+pub async fn run(args: Args) {
+    let addr = args.kmip.clone().expect("kmip mode");
+    let tls = connector(&args);
+    let encrypt_key = if args.op == Op::KmipEncrypt {
+        let mut c = connect(&addr, &tls).await;
+        let uid = uid_of(
+            &call(&mut c, &create_aes())
+                .await
+                .unwrap_or_else(|e| fail(e)),
+        )
+        .unwrap_or_else(|e| fail(e));
+        call(&mut c, &with_uid(0x12, &uid, vec![]))
+            .await
+            .unwrap_or_else(|e| fail(e));
+        Some(uid)
+    } else if args.op == Op::KmipCycle {
+        None
+    } else {
+        fail("KMIP mode runs --op kmip-cycle or --op kmip-encrypt")
+    };
+    let errors = Arc::new(AtomicU64::new(0));
+    let cycles = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let warm_end = start + Duration::from_secs(1);
+    let end = warm_end + Duration::from_secs_f64(args.duration);
+    let mut tasks = Vec::new();
+    for _ in 0..args.connections {
+        let (addr, tls, key) = (addr.clone(), tls.clone(), encrypt_key.clone());
+        let (errors, cycles) = (errors.clone(), cycles.clone());
+        let data = vec![0x5au8; args.plaintext_bytes];
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(&addr, &tls).await;
+            let mut lat = Vec::new();
+            let create = create_aes();
+            let encrypt = key.map(|k| with_uid(0x1F, &k, vec![Ttlv::bytes(t::DATA, data)]));
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let measured = now >= warm_end;
+                let mut timed = |t0: Instant| {
+                    if measured {
+                        lat.push(t0.elapsed().as_micros() as u32);
+                    }
+                };
+                let r: Result<(), String> = async {
+                    if let Some(req) = &encrypt {
+                        let t0 = Instant::now();
+                        call(&mut c, req).await?;
+                        timed(t0);
+                        return Ok(());
+                    }
+                    let t0 = Instant::now();
+                    let uid = uid_of(&call(&mut c, &create).await?)?;
+                    timed(t0);
+                    let t0 = Instant::now();
+                    call(&mut c, &with_uid(0x0A, &uid, vec![])).await?;
+                    timed(t0);
+                    let t0 = Instant::now();
+                    call(&mut c, &with_uid(0x14, &uid, vec![])).await?;
+                    timed(t0);
+                    if measured {
+                        cycles.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = r {
+                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                        eprintln!("keyhold-bench: first KMIP error: {e}");
+                    }
+                    c = connect(&addr, &tls).await;
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap_or_default());
+    }
+    let label = if args.op == Op::KmipCycle {
+        "KMIP operations (Create, Get, Destroy each counted)"
+    } else {
+        "KMIP Encrypt"
+    };
+    report(
+        &args,
+        label,
+        all,
+        args.duration,
+        errors.load(Ordering::Relaxed),
+    );
+    if args.op == Op::KmipCycle {
+        let n = cycles.load(Ordering::Relaxed) as f64 / args.duration;
+        if args.json {
+            eprintln!("  cycles: {n:.0} Create+Get+Destroy cycles/s");
+        } else {
+            println!("  cycles: {n:.0} Create+Get+Destroy cycles/s");
+        }
+    }
+}
