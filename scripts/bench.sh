@@ -80,6 +80,48 @@ run --op encrypt -c 32 -d "$D" --key-id bench-key
 "$K" policy remove --store /bench >/dev/null
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 
+# KMIP over mutual TLS: the native load generator at 1, 8 and 32 persistent
+# connections, then one PyKMIP client against Keyhold and against PyKMIP's
+# own reference server (same client, same machine).
+"$K" kmip client-cert issue bench --out "$tmp" >/dev/null
+: > "$tmp/out"
+"$K" serve --kmip-listen 127.0.0.1:0 > "$tmp/out" 2> "$tmp/kmip.log" &
+pid=$!
+for _ in $(seq 100); do grep -q "kmip on" "$tmp/out" 2>/dev/null && break; sleep 0.1; done
+kaddr=$(sed -n 's/^keyhold kmip on //p' "$tmp/out")
+kmip=(--kmip "$kaddr" --client-cert "$tmp/bench.pem" --client-key "$tmp/bench.key" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+for c in 1 8 32; do
+  echo; echo "\$ keyhold-bench --op kmip-cycle -c $c"; "$B" "${kmip[@]}" --op kmip-cycle -c "$c" -d "$D"
+done
+for c in 1 8 32; do
+  echo; echo "\$ keyhold-bench --op kmip-encrypt -c $c"; "$B" "${kmip[@]}" --op kmip-encrypt -c "$c" -d "$D"
+done
+if python3 -c "import kmip" 2>/dev/null; then
+  echo; echo "One PyKMIP client, Create+Get+Destroy cycles:"
+  printf '  Keyhold:        '
+  python3 scripts/pykmip_cycles.py "${kaddr%:*}" "${kaddr##*:}" "$tmp/bench.pem" "$tmp/bench.key" "$KEYHOLD_DATA_DIR/tls/ca.pem" "$D" 2>/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+  cat > "$tmp/pykmip-server.conf" <<CONF
+[server]
+hostname=127.0.0.1
+port=$port
+certificate_path=$KEYHOLD_DATA_DIR/tls/server.pem
+key_path=$KEYHOLD_DATA_DIR/tls/server.key
+ca_path=$KEYHOLD_DATA_DIR/kmip/ca.pem
+auth_suite=TLS1.2
+enable_tls_client_auth=True
+database_path=$tmp/pykmip.db
+logging_level=WARNING
+CONF
+  pykmip-server -f "$tmp/pykmip-server.conf" -l "$tmp/pykmip.log" >/dev/null 2>&1 &
+  pid=$!
+  sleep 3
+  printf '  PyKMIP server:  '
+  python3 scripts/pykmip_cycles.py 127.0.0.1 "$port" "$tmp/bench.pem" "$tmp/bench.key" "$KEYHOLD_DATA_DIR/tls/ca.pem" "$D" 2>/dev/null || echo "(did not run)"
+fi
+kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; pid=
+
 # The same Encrypt run with the root of trust in an HSM (SoftHSMv2): keys are
 # wrapped by the HSM's KEK and unwrapped once, then served from the cache.
 if command -v softhsm2-util >/dev/null; then
