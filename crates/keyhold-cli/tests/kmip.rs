@@ -403,6 +403,71 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
         Value::ByteString(b"secret".to_vec())
     );
 
+    // Wrapped export: the whole Key Value, TTLV-encoded, under AES key wrap
+    // with padding; a non-exportable key stays in even when wrapped.
+    let p = vec![
+        Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
+        Ttlv::structure(
+            t::TEMPLATE_ATTRIBUTE,
+            vec![
+                attr("Cryptographic Algorithm", Ttlv::enumeration(0, 3)),
+                attr("Cryptographic Length", Ttlv::int(0, 256)),
+                attr("Cryptographic Usage Mask", Ttlv::int(0, 0x10 | 0x20)),
+            ],
+        ),
+    ];
+    let kek = uid_of(ok(&alice.one((1, 4), op::CREATE, p)));
+    ok(&alice.one((1, 4), op::ACTIVATE, uid(&kek)));
+    let target = uid_of(ok(&alice.one((1, 4), op::CREATE, create_aes(vec![]))));
+    let spec = Ttlv::structure(
+        t::KEY_WRAPPING_SPECIFICATION,
+        vec![
+            Ttlv::enumeration(t::WRAPPING_METHOD, 1),
+            Ttlv::structure(
+                t::ENCRYPTION_KEY_INFORMATION,
+                vec![
+                    Ttlv::text(t::UNIQUE_IDENTIFIER, &kek),
+                    Ttlv::structure(
+                        t::CRYPTOGRAPHIC_PARAMETERS,
+                        vec![Ttlv::enumeration(t::BLOCK_CIPHER_MODE, 0x0C)],
+                    ),
+                ],
+            ),
+        ],
+    );
+    let key_bytes = |payload: &Ttlv| -> Ttlv {
+        payload
+            .child(t::SYMMETRIC_KEY)
+            .unwrap()
+            .child(t::KEY_BLOCK)
+            .unwrap()
+            .child(t::KEY_VALUE)
+            .unwrap()
+            .clone()
+    };
+    let mut p = uid(&target);
+    p.push(spec.clone());
+    let got = alice.one((1, 4), op::GET, p);
+    let Value::ByteString(wrapped) = key_bytes(ok(&got)).value else {
+        panic!("a wrapped Key Value is a byte string")
+    };
+    let plain = alice.one((1, 4), op::GET, uid(&target));
+    let kek_raw = alice.one((1, 4), op::GET, uid(&kek));
+    let Value::ByteString(kek_bytes) = key_bytes(ok(&kek_raw))
+        .child(t::KEY_MATERIAL)
+        .unwrap()
+        .value
+        .clone()
+    else {
+        panic!("raw key")
+    };
+    let unwrapped = keyhold_crypto::sym::aes_key_unwrap(&kek_bytes, &wrapped, true).unwrap();
+    let kv = Ttlv::decode(&unwrapped, &Limits::default()).unwrap();
+    assert_eq!(kv, key_bytes(ok(&plain)), "unwraps to the Key Value");
+    let mut p = uid(&locked);
+    p.push(spec);
+    failed(&alice.one((2, 0), op::GET, p), 0x17);
+
     // Bob may not use Alice's key until a custodian grants it.
     let open_key = uid_of(ok(&alice.one((1, 4), op::CREATE, create_aes(vec![]))));
     failed(&bob.one((1, 4), op::GET, uid(&open_key)), 0x0C);
@@ -432,7 +497,7 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
         "Get",
     ]);
     let recs = recs.as_array().unwrap();
-    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs.len(), 3, "{recs:?}");
     assert!(recs
         .iter()
         .all(|r| r["actor"] == "alice" && r["result"] != "OK"));

@@ -185,6 +185,48 @@ pub fn aes_ctr(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoErro
     Ok(out)
 }
 
+/// AES Key Wrap (NIST SP 800-38F / RFC 3394), or with padding (RFC 5649),
+/// under a 128- or 256-bit key-encryption key.
+pub fn aes_key_wrap(kek: &[u8], data: &[u8], padded: bool) -> Result<Vec<u8>, CryptoError> {
+    use aws_lc_rs::key_wrap::{AesKek, KeyWrap, KeyWrapPadded};
+    let cipher = match kek.len() {
+        16 => &aws_lc_rs::key_wrap::AES_128,
+        32 => &aws_lc_rs::key_wrap::AES_256,
+        _ => return Err(CryptoError::InvalidKeyLength),
+    };
+    let k = AesKek::new(cipher, kek).map_err(|_| CryptoError::InvalidKeyLength)?;
+    let mut out = vec![0u8; data.len() + 16];
+    let n = if padded {
+        k.wrap_with_padding(data, &mut out)
+    } else {
+        k.wrap(data, &mut out)
+    }
+    .map_err(|_| CryptoError::Failed)?
+    .len();
+    out.truncate(n);
+    Ok(out)
+}
+
+pub fn aes_key_unwrap(kek: &[u8], data: &[u8], padded: bool) -> Result<Vec<u8>, CryptoError> {
+    use aws_lc_rs::key_wrap::{AesKek, KeyWrap, KeyWrapPadded};
+    let cipher = match kek.len() {
+        16 => &aws_lc_rs::key_wrap::AES_128,
+        32 => &aws_lc_rs::key_wrap::AES_256,
+        _ => return Err(CryptoError::InvalidKeyLength),
+    };
+    let k = AesKek::new(cipher, kek).map_err(|_| CryptoError::InvalidKeyLength)?;
+    let mut out = vec![0u8; data.len()];
+    let n = if padded {
+        k.unwrap_with_padding(data, &mut out)
+    } else {
+        k.unwrap(data, &mut out)
+    }
+    .map_err(|_| CryptoError::AuthenticationFailed)?
+    .len();
+    out.truncate(n);
+    Ok(out)
+}
+
 /// HMAC hash functions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MacHash {
@@ -240,6 +282,23 @@ mod tests {
         let ctp = aes_cbc_encrypt(&key, &iv, &pt, true).unwrap();
         assert_eq!(ctp.len(), 48);
         assert_eq!(aes_cbc_decrypt(&key, &iv, &ctp, true).unwrap(), pt);
+    }
+
+    // RFC 3394 section 4.1 (128-bit KEK, 128-bit key data) and a padded
+    // round trip (RFC 5649).
+    #[test]
+    fn key_wrap_rfc3394() {
+        let kek = h("000102030405060708090A0B0C0D0E0F");
+        let data = h("00112233445566778899AABBCCDDEEFF");
+        let w = aes_key_wrap(&kek, &data, false).unwrap();
+        assert_eq!(
+            hex::encode_upper(&w),
+            "1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5"
+        );
+        assert_eq!(aes_key_unwrap(&kek, &w, false).unwrap(), data);
+        let wp = aes_key_wrap(&kek, b"seven b", true).unwrap();
+        assert_eq!(aes_key_unwrap(&kek, &wp, true).unwrap(), b"seven b");
+        assert!(aes_key_unwrap(&kek, &wp[1..], true).is_err());
     }
 
     // NIST SP 800-38A, F.5.1 (CTR-AES128.Encrypt), first block.

@@ -232,6 +232,8 @@ pub mod block_cipher_mode {
     pub const ECB: u32 = 0x02;
     pub const CTR: u32 = 0x06;
     pub const GCM: u32 = 0x09;
+    pub const AES_KEY_WRAP_PADDING: u32 = 0x0C;
+    pub const NIST_KEY_WRAP: u32 = 0x0D;
 }
 
 pub mod padding {

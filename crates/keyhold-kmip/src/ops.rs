@@ -809,12 +809,6 @@ impl Kmip {
     fn get(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let mut o = self.load(ctx, &uid)?;
-        if p.child(t::KEY_WRAPPING_SPECIFICATION).is_some() {
-            return Err(KmipError::new(
-                Reason::FeatureNotSupported,
-                "wrapped key formats are not supported yet; ask for Raw",
-            ));
-        }
         if enum_of(p, t::KEY_COMPRESSION_TYPE)?.is_some() {
             return Err(KmipError::new(
                 Reason::FeatureNotSupported,
@@ -871,10 +865,35 @@ impl Kmip {
                 ))
             }
         };
-        let mut block = vec![
-            Ttlv::enumeration(t::KEY_FORMAT_TYPE, format),
-            Ttlv::structure(t::KEY_VALUE, vec![key_material]),
-        ];
+        let mut key_value = Ttlv::structure(t::KEY_VALUE, vec![key_material]);
+        let mut wrapping_data = None;
+        if let Some(spec) = p.child(t::KEY_WRAPPING_SPECIFICATION) {
+            let w = self.wrapping(ctx, spec)?;
+            ctx.touched = Some(uid.clone());
+            let plain = if w.no_encoding {
+                match (format, &key_value.items()[0].value) {
+                    (key_format::RAW | key_format::OPAQUE, Value::ByteString(b)) => b.clone(),
+                    _ => {
+                        return Err(KmipError::invalid_field(
+                            "No Encoding wraps Raw or Opaque key material only",
+                        ))
+                    }
+                }
+            } else {
+                key_value.encode()
+            };
+            let wrapped = sym::aes_key_wrap(w.kek.expose(), &plain, w.padded)
+                .map_err(|_| KmipError::new(Reason::CryptographicFailure, "key wrapping failed"))?;
+            // No Encoding wraps just the Key Material, inside a plain Key
+            // Value; TTLV Encoding wraps the whole encoded Key Value.
+            key_value = if w.no_encoding {
+                Ttlv::structure(t::KEY_VALUE, vec![Ttlv::bytes(t::KEY_MATERIAL, wrapped)])
+            } else {
+                Ttlv::bytes(t::KEY_VALUE, wrapped)
+            };
+            wrapping_data = Some(w.data);
+        }
+        let mut block = vec![Ttlv::enumeration(t::KEY_FORMAT_TYPE, format), key_value];
         if o.object_type == object_type::SYMMETRIC_KEY {
             if let Some(a) = obj::enum_attr(&o, obj::ALGORITHM) {
                 block.push(Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, a));
@@ -883,6 +902,7 @@ impl Kmip {
                 block.push(Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, l));
             }
         }
+        block.extend(wrapping_data);
         let mut holder = extra;
         holder.push(Ttlv::structure(t::KEY_BLOCK, block));
         if o.attr("Fresh") == Some(&AttrValue::Bool(true)) {
@@ -895,6 +915,81 @@ impl Kmip {
             Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
             Ttlv::structure(holder_tag, holder),
         ])
+    }
+
+    /// The wrapping key and method a Key Wrapping Specification asks for.
+    fn wrapping(&self, ctx: &mut Ctx<'_>, spec: &Ttlv) -> Result<Wrapping, KmipError> {
+        match enum_of(spec, t::WRAPPING_METHOD)? {
+            Some(1) => {}
+            Some(m) => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("wrapping method {m:#x} is not supported (Encrypt is)"),
+                ))
+            }
+            None => return Err(KmipError::missing("Wrapping Method is missing")),
+        }
+        if spec.child(t::MAC_SIGNATURE_KEY_INFORMATION).is_some() {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "MAC/signature key information is not supported",
+            ));
+        }
+        let eki = spec
+            .child(t::ENCRYPTION_KEY_INFORMATION)
+            .ok_or_else(|| KmipError::missing("Encryption Key Information is missing"))?;
+        let kuid = text_of(eki, t::UNIQUE_IDENTIFIER)?
+            .ok_or_else(|| KmipError::missing("the wrapping key's Unique Identifier is missing"))?
+            .to_owned();
+        let mode = match eki.child(t::CRYPTOGRAPHIC_PARAMETERS) {
+            Some(cp) => enum_of(cp, t::BLOCK_CIPHER_MODE)?.unwrap_or(bcm::NIST_KEY_WRAP),
+            None => bcm::NIST_KEY_WRAP,
+        };
+        let padded = match mode {
+            bcm::NIST_KEY_WRAP => false,
+            bcm::AES_KEY_WRAP_PADDING => true,
+            other => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("key wrapping mode {other:#x} is not supported (NIST Key Wrap, AES Key Wrap with Padding are)"),
+                ))
+            }
+        };
+        let no_encoding = enum_of(spec, t::ENCODING_OPTION)? == Some(1);
+        let (k, kek) = self.usable(ctx, &kuid, usage_mask::WRAP_KEY, "wrap keys")?;
+        if obj::enum_attr(&k, obj::ALGORITHM) != Some(crypto_alg::AES)
+            || !matches!(kek.len(), 16 | 32)
+        {
+            return Err(KmipError::new(
+                Reason::IllegalOperation,
+                format!("object {kuid} is not an AES-128 or AES-256 key"),
+            ));
+        }
+        let mut data = vec![
+            Ttlv::enumeration(t::WRAPPING_METHOD, 1),
+            Ttlv::structure(
+                t::ENCRYPTION_KEY_INFORMATION,
+                vec![
+                    Ttlv::text(t::UNIQUE_IDENTIFIER, kuid),
+                    Ttlv::structure(
+                        t::CRYPTOGRAPHIC_PARAMETERS,
+                        vec![Ttlv::enumeration(t::BLOCK_CIPHER_MODE, mode)],
+                    ),
+                ],
+            ),
+        ];
+        if ctx.version.at_least(1, 1) {
+            data.push(Ttlv::enumeration(
+                t::ENCODING_OPTION,
+                if no_encoding { 1 } else { 2 },
+            ));
+        }
+        Ok(Wrapping {
+            kek,
+            padded,
+            no_encoding,
+            data: Ttlv::structure(t::KEY_WRAPPING_DATA, data),
+        })
     }
 
     fn get_attributes(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
@@ -1520,6 +1615,15 @@ impl Kmip {
         })?;
         Ok(vec![Ttlv::bytes(t::DATA, v)])
     }
+}
+
+/// How a Get wraps the key it returns.
+struct Wrapping {
+    kek: Arc<keyhold_crypto::SecretBytes>,
+    padded: bool,
+    no_encoding: bool,
+    /// The Key Wrapping Data to put in the Key Block.
+    data: Ttlv,
 }
 
 /// Cryptographic Parameters that matter to Keyhold's operations.

@@ -1,5 +1,5 @@
 //! Replays the official OASIS KMIP profile test cases (KMIP 1.4 and 2.1,
-//! XML encoding; `../shared/kmip-testcases`) against Keyhold's KMIP
+//! XML encoding; copied unchanged into `tests/kmip-testcases`) against Keyhold's KMIP
 //! operations over a real key service, and prints a pass/fail table for
 //! every profile.
 //!
@@ -509,7 +509,7 @@ fn first_op(req: &Node) -> String {
 }
 
 fn cases_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kmip-testcases")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kmip-testcases")
 }
 
 #[test]

@@ -95,6 +95,30 @@ with ProxyKmipClient(hostname=host, port=int(port), cert=cert, key=key, ca=ca,
     ruid = c.register(objects.SymmetricKey(enums.CryptographicAlgorithm.AES, 128, raw,
                                            name=f"interop-reg-{tag}"))
     check(c.get(ruid).value == raw, "registered key comes back")
+    # Get the registered key wrapped (NIST key wrap, no encoding) under a
+    # key-wrapping key, and unwrap it here with an independent library.
+    wk = c.create(enums.CryptographicAlgorithm.AES, 256,
+                  cryptographic_usage_mask=[enums.CryptographicUsageMask.WRAP_KEY,
+                                            enums.CryptographicUsageMask.UNWRAP_KEY])
+    c.activate(wk)
+    wrapped = c.get(ruid, key_wrapping_specification={
+        "wrapping_method": enums.WrappingMethod.ENCRYPT,
+        "encryption_key_information": {
+            "unique_identifier": wk,
+            "cryptographic_parameters": {
+                "block_cipher_mode": enums.BlockCipherMode.NIST_KEY_WRAP},
+        },
+        "encoding_option": enums.EncodingOption.NO_ENCODING,
+    })
+    from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+    check(wrapped.value != raw and len(wrapped.value) == 24, "the key comes back wrapped")
+    check(aes_key_unwrap(c.get(wk).value, wrapped.value) == raw, "it unwraps to the key")
+    # A key that may not wrap cannot be used to wrap.
+    expect_failure(enums.ResultReason.INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK
+                   if version.startswith("2") else enums.ResultReason.ILLEGAL_OPERATION,
+                   c.get, ruid, key_wrapping_specification={
+                       "wrapping_method": enums.WrappingMethod.ENCRYPT,
+                       "encryption_key_information": {"unique_identifier": muid}})
     secret = os.urandom(96)
     suid = c.register(objects.SecretData(secret, enums.SecretDataType.PASSWORD))
     s = c.get(suid)
