@@ -66,7 +66,7 @@ const OPERATIONS: &[u32] = &[
 fn service_err(e: Error) -> KmipError {
     match e {
         Error::ObjectNotFound(uid) => {
-            KmipError::new(Reason::ItemNotFound, format!("object {uid} not found"))
+            KmipError::new(Reason::ObjectNotFound, format!("object {uid} not found"))
         }
         Error::InvalidState(m) => KmipError::new(Reason::PermissionDenied, m),
         Error::AccessDenied { why, .. } => KmipError::new(Reason::PermissionDenied, why),
@@ -119,6 +119,15 @@ struct Ctx<'a> {
     placeholder: Option<String>,
     /// The object the current item acted on (audit).
     touched: Option<String>,
+    /// With Batch Error Continuation "Undo": what to put back.
+    undo: Option<Vec<Undo>>,
+}
+
+/// How to undo one change of a batch.
+enum Undo {
+    /// The object as it was before the batch touched it.
+    Updated(ManagedObject),
+    Created(String),
 }
 
 impl Kmip {
@@ -216,6 +225,7 @@ impl Kmip {
             now,
             placeholder: None,
             touched: None,
+            undo: (req.header.on_error == OnError::Undo).then(Vec::new),
         };
         let mut out = Vec::with_capacity(req.items.len());
         let unsupported_version = !SUPPORTED.contains(&asked);
@@ -269,6 +279,13 @@ impl Kmip {
             let failed = !resp.is_success();
             out.push(resp);
             if failed && req.header.on_error != OnError::Continue {
+                if let Some(log) = ctx.undo.take() {
+                    self.undo(log);
+                    let n = out.len() - 1;
+                    for done in &mut out[..n] {
+                        done.status = crate::enums::result_status::OPERATION_UNDONE;
+                    }
+                }
                 break;
             }
         }
@@ -316,7 +333,8 @@ impl Kmip {
             op::GET => self.get(ctx, p),
             op::GET_ATTRIBUTES => self.get_attributes(ctx, p),
             op::GET_ATTRIBUTE_LIST => self.get_attribute_list(ctx, p),
-            op::ADD_ATTRIBUTE if !v2 => self.add_attribute(ctx, p),
+            op::ADD_ATTRIBUTE => self.add_attribute(ctx, p),
+            op::CHECK => self.check(ctx, p),
             op::MODIFY_ATTRIBUTE => self.modify_attribute(ctx, p),
             op::DELETE_ATTRIBUTE => self.delete_attribute(ctx, p),
             crate::enums::operation2::SET_ATTRIBUTE if v2 => self.set_attribute(ctx, p),
@@ -363,7 +381,35 @@ impl Kmip {
                 format!("object {uid} belongs to another client identity"),
             ));
         }
+        if let Some(log) = &mut ctx.undo {
+            let seen = log.iter().any(|u| match u {
+                Undo::Updated(p) => p.uid == uid,
+                Undo::Created(c) => c == uid,
+            });
+            if !seen {
+                log.push(Undo::Updated(o.clone()));
+            }
+        }
         Ok(o)
+    }
+
+    /// Puts back what a failed "Undo" batch changed, newest first.
+    fn undo(&self, log: Vec<Undo>) {
+        for u in log.into_iter().rev() {
+            let r = match u {
+                Undo::Created(uid) => self.service.delete_object(&uid),
+                Undo::Updated(mut before) => match self.service.object(&before.uid) {
+                    Ok(now) if now.rev != before.rev => {
+                        before.rev = now.rev;
+                        self.service.update_object(&before)
+                    }
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "KMIP batch undo could not restore an object");
+            }
+        }
     }
 
     fn save(&self, ctx: &Ctx<'_>, o: &mut ManagedObject) -> Result<(), KmipError> {
@@ -492,7 +538,16 @@ impl Kmip {
             AttrValue::Bool(o.attr("Sensitive") == Some(&AttrValue::Bool(true))),
         );
         o.set_attr("Never Extractable", AttrValue::Bool(!o.exportable));
-        o.set_attr("Key Format Type", AttrValue::Enum(key_format::RAW));
+        if matches!(
+            o.object_type,
+            object_type::SYMMETRIC_KEY
+                | object_type::SECRET_DATA
+                | object_type::PUBLIC_KEY
+                | object_type::PRIVATE_KEY
+        ) {
+            let f = obj::enum_attr(&o, FORMAT_ATTR).unwrap_or(key_format::RAW);
+            o.set_attr("Key Format Type", AttrValue::Enum(f));
+        }
         o.attrs.push(ObjectAttr {
             name: "Digest".into(),
             value: AttrValue::Struct(vec![
@@ -513,6 +568,9 @@ impl Kmip {
             .map_err(service_err)?;
         ctx.placeholder = Some(o.uid.clone());
         ctx.touched = Some(o.uid.clone());
+        if let Some(log) = &mut ctx.undo {
+            log.push(Undo::Created(o.uid.clone()));
+        }
         Ok(o.uid)
     }
 
@@ -627,6 +685,9 @@ impl Kmip {
             .ok_or_else(|| KmipError::missing("Object Type is missing"))?;
         let incoming = attrs::parse_request_attributes(p)?;
         let mut o = self.new_object(ctx, ot)?;
+        if let Some(tag) = stored_as_is(ot) {
+            return self.register_as_is(ctx, o, incoming, p, tag);
+        }
         let (holder_tag, label) = match ot {
             object_type::SYMMETRIC_KEY => (t::SYMMETRIC_KEY, "Symmetric Key"),
             object_type::SECRET_DATA => (t::SECRET_DATA, "Secret Data"),
@@ -644,6 +705,9 @@ impl Kmip {
             .child(t::KEY_BLOCK)
             .ok_or_else(|| KmipError::missing("Key Block is missing"))?;
         let material = key_block_material(block)?;
+        if let Some(f) = enum_of(block, t::KEY_FORMAT_TYPE)? {
+            o.set_attr(FORMAT_ATTR, AttrValue::Enum(f));
+        }
         if material.is_empty() || material.len() > MAX_REGISTERED {
             return Err(KmipError::invalid_field(format!(
                 "key material of {} bytes is not accepted (1 to {MAX_REGISTERED})",
@@ -680,6 +744,74 @@ impl Kmip {
             o.set_attr("keyhold:secret-data-type", AttrValue::Enum(sdt));
         }
         let uid = self.finish_new(ctx, o, incoming, &material)?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    /// Registers an object Keyhold keeps but does not compute with (public
+    /// and private keys, certificates, opaque objects): its whole TTLV
+    /// structure is the wrapped material, and Get returns it as registered.
+    fn register_as_is(
+        &self,
+        ctx: &mut Ctx<'_>,
+        mut o: ManagedObject,
+        incoming: Vec<Incoming>,
+        p: &Ttlv,
+        tag: u32,
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let holder = p.child(tag).ok_or_else(|| {
+            KmipError::missing(format!(
+                "the {} object is missing",
+                object_type::name(o.object_type)
+            ))
+        })?;
+        let bytes = holder.encode();
+        if bytes.len() > MAX_REGISTERED {
+            return Err(KmipError::invalid_field(format!(
+                "objects over {MAX_REGISTERED} bytes are not accepted"
+            )));
+        }
+        if let Some(block) = holder.child(t::KEY_BLOCK) {
+            if block.child(t::KEY_WRAPPING_DATA).is_some() {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    "registering wrapped keys is not supported",
+                ));
+            }
+            if let Some(a) = enum_of(block, t::CRYPTOGRAPHIC_ALGORITHM)? {
+                o.set_attr(obj::ALGORITHM, AttrValue::Enum(a));
+            }
+            if let Some(l) = int_of(block, t::CRYPTOGRAPHIC_LENGTH)? {
+                o.set_attr(obj::LENGTH, AttrValue::Int(l));
+            }
+            if let Some(f) = enum_of(block, t::KEY_FORMAT_TYPE)? {
+                o.set_attr(FORMAT_ATTR, AttrValue::Enum(f));
+            }
+        }
+        if let Some(ct) = enum_of(holder, t::CERTIFICATE_TYPE)? {
+            o.set_attr("Certificate Type", AttrValue::Enum(ct));
+            if let Some(v) = bytes_of(holder, t::CERTIFICATE_VALUE)? {
+                o.set_attr("Certificate Length", AttrValue::Int(v.len() as i32));
+                if let Ok((_, c)) = x509_parser::parse_x509_certificate(v) {
+                    let cn = |n: &x509_parser::x509::X509Name<'_>| {
+                        n.iter_common_name()
+                            .next()
+                            .and_then(|c| c.as_str().ok())
+                            .map(str::to_owned)
+                    };
+                    if let Some(s) = cn(c.subject()) {
+                        o.set_attr("Certificate Subject CN", AttrValue::Text(s));
+                    }
+                    if let Some(s) = cn(c.issuer()) {
+                        o.set_attr("Certificate Issuer CN", AttrValue::Text(s));
+                    }
+                }
+            }
+        }
+        let incoming = incoming
+            .into_iter()
+            .filter(|a| !matches!(a.name.as_str(), "Certificate Type" | "Certificate Length"))
+            .collect();
+        let uid = self.finish_new(ctx, o, incoming, &bytes)?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }
 
@@ -780,8 +912,30 @@ impl Kmip {
         let mut found = Vec::new();
         for o in &all {
             let view = obj::view(o, ctx.now);
-            let matches = wanted.iter().all(|w| {
+            let matches = wanted.iter().enumerate().all(|(i, w)| {
                 let Some(want) = &w.value else { return true };
+                // Two values of one date attribute are a range.
+                if let AttrValue::DateTime(a) = want {
+                    let other = wanted.iter().enumerate().find(|(j, x)| {
+                        *j != i
+                            && x.name == w.name
+                            && matches!(x.value, Some(AttrValue::DateTime(_)))
+                    });
+                    if let Some((
+                        _,
+                        Incoming {
+                            value: Some(AttrValue::DateTime(b)),
+                            ..
+                        },
+                    )) = other
+                    {
+                        let (lo, hi) = ((*a).min(*b), (*a).max(*b));
+                        return view.iter().any(|(n, v)| {
+                            *n == w.name
+                                && matches!(v, AttrValue::DateTime(t) if (lo..=hi).contains(t))
+                        });
+                    }
+                }
                 view.iter()
                     .filter(|(n, _)| *n == w.name)
                     .any(|(_, have)| attr_matches(have, want))
@@ -822,6 +976,12 @@ impl Kmip {
                 format!("object {uid} is destroyed: its material is gone"),
             ));
         }
+        if o.attr("Sensitive") == Some(&AttrValue::Bool(true)) {
+            return Err(KmipError::new(
+                Reason::Sensitive,
+                format!("object {uid} is sensitive: its material is never returned"),
+            ));
+        }
         if !o.exportable {
             return Err(KmipError::new(
                 Reason::NotExtractable,
@@ -830,6 +990,41 @@ impl Kmip {
         }
         let want_format = enum_of(p, t::KEY_FORMAT_TYPE)?;
         let material = self.material(&o)?;
+        if let Some(tag) = stored_as_is(o.object_type) {
+            let holder = Ttlv::decode(material.expose(), &Limits::default()).map_err(|_| {
+                KmipError::new(Reason::GeneralFailure, "the stored object is damaged")
+            })?;
+            if p.child(t::KEY_WRAPPING_SPECIFICATION).is_some() {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    "wrapping is offered for symmetric keys and secret data only",
+                ));
+            }
+            let have = holder
+                .child(t::KEY_BLOCK)
+                .and_then(|b| match b.child(t::KEY_FORMAT_TYPE) {
+                    Some(Ttlv {
+                        value: Value::Enumeration(f),
+                        ..
+                    }) => Some(*f),
+                    _ => None,
+                });
+            if let (Some(want), Some(have)) = (want_format, have) {
+                if want != have {
+                    return Err(KmipError::new(
+                        Reason::KeyFormatTypeNotSupported,
+                        format!("object {uid} is kept in format {have:#x} only; converting to {want:#x} is not supported"),
+                    ));
+                }
+            }
+            self.mark_served(&mut o);
+            return Ok(vec![
+                Ttlv::enumeration(t::OBJECT_TYPE, o.object_type),
+                Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
+                Ttlv::new(tag, holder.value),
+            ]);
+        }
+        let want_format = want_format.or_else(|| obj::enum_attr(&o, FORMAT_ATTR));
         let (holder_tag, format, extra) = match o.object_type {
             object_type::SYMMETRIC_KEY => (
                 t::SYMMETRIC_KEY,
@@ -905,16 +1100,21 @@ impl Kmip {
         block.extend(wrapping_data);
         let mut holder = extra;
         holder.push(Ttlv::structure(t::KEY_BLOCK, block));
-        if o.attr("Fresh") == Some(&AttrValue::Bool(true)) {
-            o.set_attr("Fresh", AttrValue::Bool(false));
-            // Losing this race only leaves Fresh set: not worth failing Get.
-            let _ = self.service.update_object(&o);
-        }
+        self.mark_served(&mut o);
         Ok(vec![
             Ttlv::enumeration(t::OBJECT_TYPE, o.object_type),
             Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
             Ttlv::structure(holder_tag, holder),
         ])
+    }
+
+    /// Clears Fresh on the first Get.
+    fn mark_served(&self, o: &mut ManagedObject) {
+        if o.attr("Fresh") == Some(&AttrValue::Bool(true)) {
+            o.set_attr("Fresh", AttrValue::Bool(false));
+            // Losing this race only leaves Fresh set: not worth failing Get.
+            let _ = self.service.update_object(o);
+        }
     }
 
     /// The wrapping key and method a Key Wrapping Specification asks for.
@@ -1027,11 +1227,29 @@ impl Kmip {
     fn add_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let mut o = self.load(ctx, &uid)?;
-        let a = attrs::parse_v1_attribute(
-            p.child(t::ATTRIBUTE)
-                .ok_or_else(|| KmipError::missing("Attribute is missing"))?,
-        )?;
+        let a = if ctx.version.is_v2() {
+            attrs::parse_v2_attribute(
+                p.child(t::NEW_ATTRIBUTE)
+                    .and_then(|n| n.items().first())
+                    .ok_or_else(|| KmipError::missing("New Attribute is missing"))?,
+            )?
+        } else {
+            attrs::parse_v1_attribute(
+                p.child(t::ATTRIBUTE)
+                    .ok_or_else(|| KmipError::missing("Attribute is missing"))?,
+            )?
+        };
         let name = a.name.clone();
+        if a.value.is_some() && o.attrs_named(&name).any(|v| Some(v) == a.value.as_ref()) {
+            return Err(KmipError::new(
+                if name == obj::NAME {
+                    Reason::NonUniqueNameAttribute
+                } else {
+                    Reason::InvalidField
+                },
+                format!("object {uid} already has this {name}"),
+            ));
+        }
         let single = attrs::def_by_name(&name).is_some_and(|d| !d.multi);
         if single && o.attr(&name).is_some() {
             return Err(KmipError::new(
@@ -1048,7 +1266,9 @@ impl Kmip {
             .cloned()
             .unwrap_or(AttrValue::Int(0));
         let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
-        out.extend(attrs::render(&name, index, &value, ctx.version));
+        if !ctx.version.is_v2() {
+            out.extend(attrs::render(&name, index, &value, ctx.version));
+        }
         Ok(out)
     }
 
@@ -1075,6 +1295,14 @@ impl Kmip {
             (attrs::parse_v1_attribute(a)?, None)
         };
         let name = new.name.clone();
+        if let Some(def) = attrs::def_by_name(&name) {
+            if def.setter != Setter::Client {
+                return Err(KmipError::new(
+                    Reason::AttributeReadOnly,
+                    format!("{name} cannot be modified by a client"),
+                ));
+            }
+        }
         let positions: Vec<usize> = o
             .attrs
             .iter()
@@ -1202,6 +1430,41 @@ impl Kmip {
         Ok(out)
     }
 
+    /// Check: would the object allow this usage mask / this many uses?
+    fn check(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let o = self.load(ctx, &uid)?;
+        if let Some(want) = int_of(p, t::CRYPTOGRAPHIC_USAGE_MASK)? {
+            let have = obj::int_attr(&o, obj::USAGE_MASK).unwrap_or(0);
+            if have & want != want {
+                return Err(KmipError::new(
+                    Reason::IncompatibleCryptographicUsageMask,
+                    format!("the usage mask of object {uid} does not allow {want:#x}"),
+                ));
+            }
+        }
+        if let Some(n) = p.child(t::USAGE_LIMITS_COUNT).and_then(|c| match c.value {
+            Value::LongInteger(n) => Some(n),
+            Value::Integer(n) => Some(i64::from(n)),
+            _ => None,
+        }) {
+            if let Some(AttrValue::Struct(f)) = o.attr("Usage Limits") {
+                let left = f.iter().find_map(|(tag, v)| match (tag, v) {
+                    (&t::USAGE_LIMITS_COUNT, AttrValue::Long(x)) => Some(*x),
+                    (&t::USAGE_LIMITS_TOTAL, AttrValue::Long(x)) => Some(*x),
+                    _ => None,
+                });
+                if left.is_some_and(|l| n > l) {
+                    return Err(KmipError::new(
+                        Reason::PermissionDenied,
+                        format!("object {uid} has fewer than {n} uses left"),
+                    ));
+                }
+            }
+        }
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
     fn activate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let mut o = self.load(ctx, &uid)?;
@@ -1266,6 +1529,12 @@ impl Kmip {
 
     fn destroy(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
+        if ctx.undo.is_some() {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "Destroy erases key material and cannot be undone: send it without the Undo option",
+            ));
+        }
         let mut o = self.load(ctx, &uid)?;
         let state = effective_state(&o, ctx.now);
         o.state = match state {
@@ -1658,6 +1927,21 @@ fn crypto_params(o: &ManagedObject, p: &Ttlv) -> Result<Params, KmipError> {
 
 fn to_stored_struct(s: &Ttlv) -> AttrValue {
     attrs::to_stored(&s.value)
+}
+
+/// Internal attribute: the Key Format Type a key was registered in (Get's
+/// default).
+const FORMAT_ATTR: &str = "keyhold:key-format";
+
+/// The structure tag of object types kept exactly as registered.
+fn stored_as_is(object_type: u32) -> Option<u32> {
+    match object_type {
+        object_type::CERTIFICATE => Some(t::CERTIFICATE),
+        object_type::PUBLIC_KEY => Some(t::PUBLIC_KEY),
+        object_type::PRIVATE_KEY => Some(t::PRIVATE_KEY),
+        object_type::OPAQUE_OBJECT => Some(t::OPAQUE_OBJECT),
+        _ => None,
+    }
 }
 
 /// Keyhold's key generator: AWS-LC's CTR-DRBG with AES-256.

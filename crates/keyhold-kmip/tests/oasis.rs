@@ -41,27 +41,6 @@ const KNOWN_GAPS: &[(&str, &str)] = &[
     ("SKFF-M-11-14.xml", "Lease Time: Keyhold grants no leases"),
     ("SKFF-M-12-14.xml", "Lease Time: Keyhold grants no leases"),
     (
-        "BL-M-2-21.xml",
-        "Check operation and Batch Error Continuation Option Undo",
-    ),
-    (
-        "BL-M-3-21.xml",
-        "Get answers in Raw, not in the format the key was registered in",
-    ),
-    ("BL-M-4-21.xml", "Locate criteria on this case's attributes"),
-    ("BL-M-5-21.xml", "Opaque Objects"),
-    (
-        "BL-M-6-21.xml",
-        "public keys (asymmetric objects are stored only by later work)",
-    ),
-    ("BL-M-7-21.xml", "private keys"),
-    ("BL-M-8-21.xml", "public keys"),
-    ("BL-M-9-21.xml", "private keys"),
-    ("BL-M-10-21.xml", "certificates"),
-    ("BL-M-11-21.xml", "private keys"),
-    ("BL-M-12-21.xml", "public keys"),
-    ("BL-M-13-21.xml", "private keys"),
-    (
         "CS-BC-M-CHACHA20-1-21.xml",
         "ChaCha20 (aws-lc-rs offers it only as the AEAD)",
     ),

@@ -70,6 +70,15 @@ impl KeyService {
         r
     }
 
+    /// Removes an object outright (a batch undoing its creation).
+    pub fn delete_object(&self, uid: &str) -> Result<()> {
+        self.materials.clear_key(uid);
+        self.objects.clear_key(uid);
+        let r = self.storage().delete_object(uid);
+        self.objects.clear_key(uid);
+        r
+    }
+
     pub fn list_objects(&self) -> Result<Vec<ManagedObject>> {
         self.storage().list_objects()
     }

@@ -130,6 +130,8 @@ pub trait Storage: Send + Sync + 'static {
     /// erases the material for good.
     fn update_object(&self, o: &ManagedObject) -> Result<()>;
     fn list_objects(&self) -> Result<Vec<ManagedObject>>;
+    /// Removes an object outright (undoing its creation in a batch).
+    fn delete_object(&self, uid: &str) -> Result<()>;
 
     /// Every wrapped value (key versions, credential secrets, meta values,
     /// object material), for a change of root of trust.

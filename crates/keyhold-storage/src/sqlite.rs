@@ -1180,6 +1180,15 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn delete_object(&self, uid: &str) -> Result<()> {
+        let uid = uid.to_owned();
+        self.write_grouped(move |conn| {
+            conn.execute("DELETE FROM objects WHERE uid = ?1", [&uid])
+                .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
     fn list_objects(&self) -> Result<Vec<ManagedObject>> {
         let conn = self.conn.lock();
         let mut st = conn
