@@ -82,6 +82,34 @@ pub fn aes_gcm_open(
     Ok(buf)
 }
 
+/// Opens AES-GCM output whose tag was truncated to 12–16 bytes (NIST SP
+/// 800-38D allows 96 to 128 bits): the ciphertext is decrypted as GCM does
+/// (CTR from the second counter block), sealed again, and the full tag's
+/// prefix compared in constant time. Nothing is returned unless it matches.
+pub fn aes_gcm_open_short_tag(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+    tag: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if tag.len() == 16 {
+        return aes_gcm_open(key, nonce, aad, ciphertext, tag);
+    }
+    if !(12..16).contains(&tag.len()) || nonce.len() != 12 {
+        return Err(CryptoError::AuthenticationFailed);
+    }
+    let mut counter = [0u8; AES_BLOCK];
+    counter[..12].copy_from_slice(nonce);
+    counter[15] = 2;
+    let mut pt = zeroize::Zeroizing::new(aes_ctr(key, &counter, ciphertext)?);
+    let (_, full) = aes_gcm_seal(key, nonce, aad, &pt)?;
+    if !crate::ct_eq(&full[..tag.len()], tag) {
+        return Err(CryptoError::AuthenticationFailed);
+    }
+    Ok(std::mem::take(&mut *pt))
+}
+
 /// AES-CBC; with `pkcs7` the plaintext is padded (PKCS#5/#7), otherwise
 /// it must be a whole number of blocks.
 pub fn aes_cbc_encrypt(
@@ -325,6 +353,21 @@ mod tests {
             assert!(aes_gcm_open(&key, &[1; 12], b"aaX", &ct, &tag).is_err());
         }
         assert!(aes_gcm_seal(&[0; 20], &[1; 12], b"", b"").is_err());
+        // Truncated tags: the prefix opens, a wrong prefix or a too-short
+        // tag does not.
+        let key = [3u8; 32];
+        let (ct, tag) =
+            aes_gcm_seal(&key, &[9; 12], b"a", b"a longer message than one block").unwrap();
+        for n in 12..=16 {
+            assert_eq!(
+                aes_gcm_open_short_tag(&key, &[9; 12], b"a", &ct, &tag[..n]).unwrap(),
+                b"a longer message than one block"
+            );
+        }
+        let mut bad = tag;
+        bad[0] ^= 1;
+        assert!(aes_gcm_open_short_tag(&key, &[9; 12], b"a", &ct, &bad[..12]).is_err());
+        assert!(aes_gcm_open_short_tag(&key, &[9; 12], b"a", &ct, &tag[..8]).is_err());
         // RFC 4231 test case 2.
         let mac = hmac_sign(MacHash::Sha256, b"Jefe", b"what do ya want for nothing?");
         assert_eq!(

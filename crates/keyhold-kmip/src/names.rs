@@ -333,6 +333,15 @@ const QUERY_FUNCTION: Table = &[
     (12, "QueryClientRegistrationMethods"),
 ];
 const KEY_ROLE_TYPE: Table = &[(0x03, "DEK"), (0x0B, "KEK")];
+const WRAPPING_METHOD: Table = &[
+    (1, "Encrypt"),
+    (2, "MACSign"),
+    (3, "EncryptThenMACSign"),
+    (4, "MACSignThenEncrypt"),
+    (5, "TR_31"),
+];
+const ENCODING_OPTION: Table = &[(1, "NoEncoding"), (2, "TTLVEncoding")];
+const MASK_GENERATOR: Table = &[(1, "MGF1")];
 const OBJECT_GROUP_MEMBER: Table = &[(1, "GroupMemberFresh"), (2, "GroupMemberDefault")];
 
 /// Bits of the Cryptographic Usage Mask.
@@ -412,6 +421,9 @@ pub fn enum_table(tag: u32) -> Option<Table> {
         t::QUERY_FUNCTION => QUERY_FUNCTION,
         t::KEY_ROLE_TYPE => KEY_ROLE_TYPE,
         t::OBJECT_GROUP_MEMBER => OBJECT_GROUP_MEMBER,
+        t::WRAPPING_METHOD => WRAPPING_METHOD,
+        t::ENCODING_OPTION => ENCODING_OPTION,
+        t::MASK_GENERATOR => MASK_GENERATOR,
         _ => return None,
     })
 }

@@ -1701,10 +1701,11 @@ impl Kmip {
                 ))
             }
         };
-        if mode == bcm::GCM && params.tag_len.is_some_and(|l| l != 16) {
+        let tag_len = params.tag_len.unwrap_or(16);
+        if mode == bcm::GCM && !(12..=16).contains(&tag_len) {
             return Err(KmipError::new(
-                Reason::FeatureNotSupported,
-                "only 16-byte GCM tags are supported",
+                Reason::GeneralFailure,
+                format!("invalid tag length {tag_len}: GCM tags are 12 to 16 bytes"),
             ));
         }
         let pad = match params.padding {
@@ -1749,7 +1750,10 @@ impl Kmip {
                     if generated {
                         out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
                     }
-                    out.push(Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag.to_vec()));
+                    out.push(Ttlv::bytes(
+                        t::AUTHENTICATED_ENCRYPTION_TAG,
+                        tag[..tag_len as usize].to_vec(),
+                    ));
                 }
                 bcm::CBC | bcm::ECB => {
                     let ct = if mode == bcm::CBC {
@@ -1805,7 +1809,7 @@ impl Kmip {
                             ))
                         }
                     };
-                    sym::aes_gcm_open(k, iv, aad, ct, tag).map_err(|_| {
+                    sym::aes_gcm_open_short_tag(k, iv, aad, ct, tag).map_err(|_| {
                         crypto_fail("authentication failed: wrong key, IV, AAD, tag or ciphertext")
                     })?
                 }
