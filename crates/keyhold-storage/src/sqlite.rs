@@ -135,8 +135,12 @@ const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, create
 
 /// SQLite storage: one file, WAL journal, `synchronous=FULL` so that every
 /// acknowledged commit survives a crash or power loss.
+/// Read-only connections for object reads.
+const READERS: usize = 3;
+
 pub struct SqliteStorage {
     conn: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
     /// Object writes waiting to be committed together (group commit).
     pending: Mutex<Vec<Job>>,
 }
@@ -225,7 +229,34 @@ impl SqliteStorage {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(db_err)?;
-        Self::from_connection(conn)
+        let mut s = Self::from_connection(conn)?;
+        // Object reads use their own connections: under WAL they read the
+        // last commit without waiting for a writer's fsync.
+        for _ in 0..READERS {
+            let r = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(db_err)?;
+            r.busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(db_err)?;
+            s.readers.push(Mutex::new(r));
+        }
+        Ok(s)
+    }
+
+    /// A connection for reading objects: a free reader, else the writer's
+    /// (in-memory databases have only that one).
+    fn reader(&self) -> parking_lot::MutexGuard<'_, Connection> {
+        for r in &self.readers {
+            if let Some(g) = r.try_lock() {
+                return g;
+            }
+        }
+        match self.readers.first() {
+            Some(r) => r.lock(),
+            None => self.conn.lock(),
+        }
     }
 
     /// An in-memory database, for tests.
@@ -248,6 +279,7 @@ impl SqliteStorage {
             .map_err(db_err)?;
         let s = Self {
             conn: Mutex::new(conn),
+            readers: Vec::new(),
             pending: Mutex::new(Vec::new()),
         };
         s.migrate()?;
@@ -1130,7 +1162,7 @@ impl Storage for SqliteStorage {
     }
 
     fn get_object(&self, uid: &str) -> Result<Option<ManagedObject>> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         conn.query_row(
             &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = ?1"),
             [uid],
@@ -1141,7 +1173,7 @@ impl Storage for SqliteStorage {
     }
 
     fn object_material(&self, uid: &str) -> Result<Option<Vec<u8>>> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         conn.query_row("SELECT material FROM objects WHERE uid = ?1", [uid], |r| {
             r.get::<_, Option<Vec<u8>>>(0)
         })
@@ -1190,7 +1222,7 @@ impl Storage for SqliteStorage {
     }
 
     fn list_objects(&self) -> Result<Vec<ManagedObject>> {
-        let conn = self.conn.lock();
+        let conn = self.reader();
         let mut st = conn
             .prepare(&format!(
                 "SELECT {OBJECT_COLUMNS} FROM objects ORDER BY created_ms, uid"
