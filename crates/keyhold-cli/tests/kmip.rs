@@ -507,3 +507,291 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
         "{out}"
     );
 }
+
+fn name_attr(n: &str) -> Ttlv {
+    Ttlv::structure(
+        t::ATTRIBUTE,
+        vec![
+            Ttlv::text(t::ATTRIBUTE_NAME, "Name"),
+            Ttlv::structure(
+                t::ATTRIBUTE_VALUE,
+                vec![
+                    Ttlv::text(t::NAME_VALUE, n),
+                    Ttlv::enumeration(t::NAME_TYPE, 1),
+                ],
+            ),
+        ],
+    )
+}
+
+fn locate_by(attrs: Vec<Ttlv>) -> Vec<Ttlv> {
+    attrs
+}
+
+fn uids(payload: &Ttlv) -> Vec<String> {
+    payload
+        .children(t::UNIQUE_IDENTIFIER)
+        .map(|u| match &u.value {
+            Value::TextString(s) => s.clone(),
+            v => panic!("{v:?}"),
+        })
+        .collect()
+}
+
+fn state_of(c: &mut Conn, version: (i32, i32), u: &str) -> u32 {
+    let mut p = uid(u);
+    p.push(Ttlv::text(t::ATTRIBUTE_NAME, "State"));
+    let r = c.one(version, op::GET_ATTRIBUTES, p);
+    let a = ok(&r).child(t::ATTRIBUTE).expect("State attribute");
+    match a.child(t::ATTRIBUTE_VALUE).map(|v| &v.value) {
+        Some(Value::Enumeration(s)) => *s,
+        v => panic!("{v:?}"),
+    }
+}
+
+/// What the key manager's real clients do, message by message, as their
+/// documentation and wire captures describe them.
+#[test]
+fn flows_of_real_clients() {
+    let k = start();
+    let mut c = Conn::open(&k, "alice");
+
+    // MongoDB Enterprise (KMIP 1.2 headers): Create, Activate, Get, then
+    // poll State; Encrypt/Decrypt for its audit log.
+    let v = (1, 2);
+    let key = uid_of(ok(&c.one(
+        v,
+        op::CREATE,
+        create_aes(vec![name_attr("mongodb-master")]),
+    )));
+    ok(&c.one(v, op::ACTIVATE, uid(&key)));
+    ok(&c.one(v, op::GET, uid(&key)));
+    assert_eq!(state_of(&mut c, v, &key), 2, "Active");
+    let mut p = uid(&key);
+    p.push(Ttlv::bytes(t::DATA, b"audit line".to_vec()));
+    let enc = c.one(v, op::ENCRYPT, p);
+    let e = ok(&enc);
+    let mut p = uid(&key);
+    for tag in [
+        t::DATA,
+        t::IV_COUNTER_NONCE,
+        t::AUTHENTICATED_ENCRYPTION_TAG,
+    ] {
+        p.push(e.child(tag).unwrap().clone());
+    }
+    assert_eq!(
+        ok(&c.one(v, op::DECRYPT, p)).child(t::DATA).unwrap().value,
+        Value::ByteString(b"audit line".to_vec())
+    );
+
+    // Percona Server for MongoDB (always KMIP 1.0): the answer is 1.0 and
+    // carries nothing 1.0 does not define (no Located Items).
+    let v = (1, 0);
+    let r = c
+        .raw(
+            &request(
+                v,
+                vec![(op::LOCATE, locate_by(vec![name_attr("mongodb-master")]))],
+            )
+            .encode(),
+        )
+        .unwrap();
+    let hv = r
+        .child(t::RESPONSE_HEADER)
+        .unwrap()
+        .child(t::PROTOCOL_VERSION)
+        .unwrap();
+    assert_eq!(
+        hv.child(t::PROTOCOL_VERSION_MINOR).unwrap().value,
+        Value::Integer(0)
+    );
+    let item = r.child(t::BATCH_ITEM).unwrap();
+    assert!(
+        ok(item).child(t::LOCATED_ITEMS).is_none(),
+        "1.0 has no Located Items"
+    );
+    assert_eq!(uids(ok(item)), vec![key.clone()]);
+
+    // MongoDB client-side encryption: 96-byte Secret Data, registered and
+    // fetched back.
+    let v = (1, 4);
+    let secret = vec![7u8; 96];
+    let reg = vec![
+        Ttlv::enumeration(t::OBJECT_TYPE, object_type::SECRET_DATA),
+        Ttlv::structure(t::TEMPLATE_ATTRIBUTE, vec![name_attr("csfle-local-key")]),
+        Ttlv::structure(
+            t::SECRET_DATA,
+            vec![
+                Ttlv::enumeration(t::SECRET_DATA_TYPE, 2),
+                Ttlv::structure(
+                    t::KEY_BLOCK,
+                    vec![
+                        Ttlv::enumeration(t::KEY_FORMAT_TYPE, 2),
+                        Ttlv::structure(
+                            t::KEY_VALUE,
+                            vec![Ttlv::bytes(t::KEY_MATERIAL, secret.clone())],
+                        ),
+                    ],
+                ),
+            ],
+        ),
+    ];
+    let sid = uid_of(ok(&c.one(v, op::REGISTER, reg)));
+    let got = c.one(v, op::GET, uid(&sid));
+    let kv = ok(&got)
+        .child(t::SECRET_DATA)
+        .unwrap()
+        .child(t::KEY_BLOCK)
+        .unwrap()
+        .child(t::KEY_VALUE)
+        .unwrap();
+    assert_eq!(
+        kv.child(t::KEY_MATERIAL).unwrap().value,
+        Value::ByteString(secret)
+    );
+
+    // MySQL keyring (KMIP 1.1): server-made keys, found again by exact name.
+    let v = (1, 1);
+    let mk = uid_of(ok(&c.one(
+        v,
+        op::CREATE,
+        create_aes(vec![name_attr("mysql-key-1")]),
+    )));
+    let _other = uid_of(ok(&c.one(
+        v,
+        op::CREATE,
+        create_aes(vec![name_attr("mysql-key-10")]),
+    )));
+    let found = c.one(v, op::LOCATE, vec![name_attr("mysql-key-1")]);
+    assert_eq!(uids(ok(&found)), vec![mk], "exact name match only");
+
+    // pg_tde via libkmip: Register with Name and Object Group, Locate by both.
+    let v = (1, 4);
+    let group = Ttlv::structure(
+        t::ATTRIBUTE,
+        vec![
+            Ttlv::text(t::ATTRIBUTE_NAME, "Object Group"),
+            Ttlv::text(t::ATTRIBUTE_VALUE, "pg_tde"),
+        ],
+    );
+    let reg = vec![
+        Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
+        Ttlv::structure(
+            t::TEMPLATE_ATTRIBUTE,
+            vec![name_attr("tde-principal"), group.clone()],
+        ),
+        Ttlv::structure(
+            t::SYMMETRIC_KEY,
+            vec![Ttlv::structure(
+                t::KEY_BLOCK,
+                vec![
+                    Ttlv::enumeration(t::KEY_FORMAT_TYPE, 1),
+                    Ttlv::structure(
+                        t::KEY_VALUE,
+                        vec![Ttlv::bytes(t::KEY_MATERIAL, vec![1u8; 16])],
+                    ),
+                    Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, 3),
+                    Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, 128),
+                ],
+            )],
+        ),
+    ];
+    let tde = uid_of(ok(&c.one(v, op::REGISTER, reg)));
+    let found = c.one(v, op::LOCATE, vec![name_attr("tde-principal"), group]);
+    assert_eq!(uids(ok(&found)), vec![tde.clone()]);
+
+    // VMware vSphere (KMIP 1.1): Create AES-256, Get, Get Attributes, Activate.
+    let v = (1, 1);
+    let vs = uid_of(ok(&c.one(v, op::CREATE, create_aes(vec![]))));
+    ok(&c.one(v, op::GET, uid(&vs)));
+    let attrs = c.one(v, op::GET_ATTRIBUTES, uid(&vs));
+    let names: Vec<String> = ok(&attrs)
+        .children(t::ATTRIBUTE)
+        .filter_map(|a| match &a.child(t::ATTRIBUTE_NAME)?.value {
+            Value::TextString(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(names.contains(&"Cryptographic Length".to_owned()));
+    // Nothing that KMIP 1.1 does not define (Extractable is 1.4, Short
+    // Unique Identifier 2.0).
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "Extractable" || n == "Short Unique Identifier"),
+        "{names:?}"
+    );
+    ok(&c.one(v, op::ACTIVATE, uid(&vs)));
+
+    // EDB TDE (KMIP 2.1): Encrypt, then Decrypt with IV, ciphertext and tag
+    // sent in one Data field.
+    let v = (2, 1);
+    let mut p = uid(&key);
+    p.push(Ttlv::bytes(t::DATA, b"data key".to_vec()));
+    let enc = c.one(v, op::ENCRYPT, p);
+    let e = ok(&enc);
+    let mut joined = Vec::new();
+    for tag in [
+        t::IV_COUNTER_NONCE,
+        t::DATA,
+        t::AUTHENTICATED_ENCRYPTION_TAG,
+    ] {
+        let Value::ByteString(b) = &e.child(tag).unwrap().value else {
+            panic!()
+        };
+        joined.extend_from_slice(b);
+    }
+    let mut p = uid(&key);
+    p.push(Ttlv::bytes(t::DATA, joined));
+    assert_eq!(
+        ok(&c.one(v, op::DECRYPT, p)).child(t::DATA).unwrap().value,
+        Value::ByteString(b"data key".to_vec())
+    );
+
+    // Appliances: Register secret data, then Modify Attribute its name; a
+    // Locate by the new name finds it, the old name no longer does.
+    let v = (1, 2);
+    let mut p = uid(&sid);
+    p.push(name_attr("appliance-secret"));
+    ok(&c.one(v, op::MODIFY_ATTRIBUTE, p));
+    assert_eq!(
+        uids(ok(&c.one(
+            v,
+            op::LOCATE,
+            vec![name_attr("appliance-secret")]
+        ))),
+        vec![sid.clone()]
+    );
+    assert!(uids(ok(&c.one(
+        v,
+        op::LOCATE,
+        vec![name_attr("csfle-local-key")]
+    )))
+    .is_empty());
+
+    // Re-key: a new key takes the name; the old one links to it.
+    let rk = c.one(v, op::REKEY, uid(&key));
+    let new = uid_of(ok(&rk));
+    assert_ne!(new, key);
+    assert_eq!(
+        uids(ok(&c.one(v, op::LOCATE, vec![name_attr("mongodb-master")]))),
+        vec![new.clone()]
+    );
+    let mut p = uid(&key);
+    p.push(Ttlv::text(t::ATTRIBUTE_NAME, "Link"));
+    let links = c.one(v, op::GET_ATTRIBUTES, p);
+    let link = ok(&links)
+        .child(t::ATTRIBUTE)
+        .unwrap()
+        .child(t::ATTRIBUTE_VALUE)
+        .unwrap();
+    assert_eq!(
+        link.child(t::LINKED_OBJECT_IDENTIFIER).unwrap().value,
+        Value::TextString(new.clone())
+    );
+    assert_eq!(
+        state_of(&mut c, v, &new),
+        2,
+        "the replacement of an active key is active"
+    );
+}
