@@ -214,14 +214,15 @@ fn client_params(common_name: &str) -> Result<CertificateParams, TlsError> {
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
     p.distinguished_name.push(DnType::CommonName, common_name);
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     Ok(p)
 }
 
+/// Signs a leaf certificate (digital signature only) with a fresh key.
 fn sign_new(
-    p: CertificateParams,
+    mut p: CertificateParams,
     issuer: &rcgen::Issuer<'_, KeyPair>,
 ) -> Result<IssuedCert, TlsError> {
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     let key = KeyPair::generate().map_err(rc)?;
     let cert = p.signed_by(&key, issuer).map_err(rc)?;
     Ok(IssuedCert {
@@ -261,16 +262,8 @@ fn rc(e: rcgen::Error) -> TlsError {
 impl LocalCa {
     pub fn new(common_name: &str) -> Result<Self, TlsError> {
         let key = KeyPair::generate().map_err(rc)?;
-        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
-        p.distinguished_name.push(DnType::CommonName, common_name);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
         Ok(Self {
-            issuer: CertifiedIssuer::self_signed(p, key).map_err(rc)?,
+            issuer: CertifiedIssuer::self_signed(ca_params(common_name)?, key).map_err(rc)?,
         })
     }
 
@@ -287,25 +280,12 @@ impl LocalCa {
             names.first().cloned().unwrap_or_default(),
         );
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.issue(p)
+        sign_new(p, &self.issuer)
     }
 
     /// Issues a client certificate with subject CN=`common_name`.
     pub fn issue_client(&self, common_name: &str) -> Result<IssuedCert, TlsError> {
-        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rc)?;
-        p.distinguished_name.push(DnType::CommonName, common_name);
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue(p)
-    }
-
-    fn issue(&self, mut p: CertificateParams) -> Result<IssuedCert, TlsError> {
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate().map_err(rc)?;
-        let cert = p.signed_by(&key, &self.issuer).map_err(rc)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        sign_new(client_params(common_name)?, &self.issuer)
     }
 }
 
