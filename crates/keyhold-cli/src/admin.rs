@@ -5,7 +5,6 @@
 use crate::output;
 use clap::Subcommand;
 use keyhold_core::{Key, KeyId, KeyStore, Status, StorePrefix, Usage};
-use keyhold_crypto::random_secret;
 use keyhold_hsm::{PinSource, Pkcs11Config};
 use keyhold_server::data_dir::{create_private_dir, DataDir};
 use keyhold_server::tls::LocalCa;
@@ -280,23 +279,6 @@ pub(crate) fn prefix(s: &str) -> Result<StorePrefix, String> {
 
 pub(crate) fn key_id(s: &str) -> Result<KeyId, String> {
     KeyId::parse(s).map_err(e)
-}
-
-fn random_uuid() -> Result<String, String> {
-    let r = random_secret(16).map_err(e)?;
-    let mut b = [0u8; 16];
-    b.copy_from_slice(r.expose());
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
 }
 
 pub fn init(
@@ -662,7 +644,7 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
             let p = prefix(p)?;
             let id = match id {
                 Some(id) => key_id(id)?,
-                None => key_id(&random_uuid()?)?,
+                None => key_id(&keyhold_crypto::random_uuid().map_err(e)?)?,
             };
             let k = svc
                 .create_hsm_key(
@@ -705,7 +687,7 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
                 batch.push(match (id, *count) {
                     (Some(id), 1) => key_id(id)?,
                     (Some(id), _) => key_id(&format!("{id}-{:06}", i + 1))?,
-                    (None, _) => key_id(&random_uuid()?)?,
+                    (None, _) => key_id(&keyhold_crypto::random_uuid().map_err(e)?)?,
                 });
                 if batch.len() == 1000 || i + 1 == *count {
                     let keys = svc

@@ -173,6 +173,23 @@ pub fn random_secret(n: usize) -> Result<SecretBytes, CryptoError> {
 }
 
 /// SHA-256 of the concatenation of `parts`.
+/// A random (version 4) UUID in its usual text form.
+pub fn random_uuid() -> Result<String, CryptoError> {
+    let mut b = [0u8; 16];
+    fill_random(&mut b)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
 pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     for p in parts {

@@ -93,24 +93,6 @@ fn now_secs() -> i64 {
     keyhold_core::now()
 }
 
-/// A fresh unique identifier (random UUID form).
-fn new_uid() -> Result<String, KmipError> {
-    let mut b = [0u8; 16];
-    keyhold_crypto::fill_random(&mut b)
-        .map_err(|_| KmipError::new(Reason::GeneralFailure, "random number generator failed"))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
-}
-
 /// Per-message state: the version answered in, the ID placeholder.
 struct Ctx<'a> {
     client: &'a Client,
@@ -500,7 +482,9 @@ impl Kmip {
 
     fn new_object(&self, ctx: &Ctx<'_>, object_type: u32) -> Result<ManagedObject, KmipError> {
         let mut o = ManagedObject {
-            uid: new_uid()?,
+            uid: keyhold_crypto::random_uuid().map_err(|_| {
+                KmipError::new(Reason::GeneralFailure, "random number generator failed")
+            })?,
             object_type,
             owner: ctx.client.identity.clone(),
             state: ObjectState::PreActive,
