@@ -33,73 +33,14 @@ pub mod operation {
     pub const RNG_RETRIEVE: u32 = 0x25;
     pub const RNG_SEED: u32 = 0x26;
     pub const HASH: u32 = 0x27;
-    // KMIP 2.0
-    pub const SET_ATTRIBUTE: u32 = 0x2E;
-    pub const ADJUSTMENT_ATTRIBUTE: u32 = 0x2F;
-    pub const DELETE_ATTRIBUTE_2: u32 = 0x0F;
 
     /// The operation's name as the specification spells it (audit, logs).
     pub fn name(op: u32) -> &'static str {
-        match op {
-            CREATE => "Create",
-            CREATE_KEY_PAIR => "CreateKeyPair",
-            REGISTER => "Register",
-            REKEY => "ReKey",
-            0x05 => "DeriveKey",
-            0x06 => "Certify",
-            0x07 => "ReCertify",
-            LOCATE => "Locate",
-            CHECK => "Check",
-            GET => "Get",
-            GET_ATTRIBUTES => "GetAttributes",
-            GET_ATTRIBUTE_LIST => "GetAttributeList",
-            ADD_ATTRIBUTE => "AddAttribute",
-            MODIFY_ATTRIBUTE => "ModifyAttribute",
-            DELETE_ATTRIBUTE => "DeleteAttribute",
-            OBTAIN_LEASE => "ObtainLease",
-            GET_USAGE_ALLOCATION => "GetUsageAllocation",
-            ACTIVATE => "Activate",
-            REVOKE => "Revoke",
-            DESTROY => "Destroy",
-            ARCHIVE => "Archive",
-            RECOVER => "Recover",
-            0x17 => "Validate",
-            QUERY => "Query",
-            CANCEL => "Cancel",
-            POLL => "Poll",
-            0x1B => "Notify",
-            0x1C => "Put",
-            0x1D => "ReKeyKeyPair",
-            DISCOVER_VERSIONS => "DiscoverVersions",
-            ENCRYPT => "Encrypt",
-            DECRYPT => "Decrypt",
-            SIGN => "Sign",
-            SIGNATURE_VERIFY => "SignatureVerify",
-            MAC => "MAC",
-            MAC_VERIFY => "MACVerify",
-            RNG_RETRIEVE => "RNGRetrieve",
-            RNG_SEED => "RNGSeed",
-            HASH => "Hash",
-            0x28 => "CreateSplitKey",
-            0x29 => "JoinSplitKey",
-            0x2A => "Import",
-            0x2B => "Export",
-            0x2C => "Log",
-            0x2D => "Login",
-            0x2E => "Logout",
-            0x2F => "DelegatedLogin",
-            0x30 => "AdjustAttribute",
-            0x31 => "SetAttribute",
-            0x32 => "SetEndpointRole",
-            0x33 => "PKCS_11",
-            0x34 => "Interop",
-            0x35 => "ReProvision",
-            _ => "Unknown",
-        }
+        crate::names::enum_name(crate::tags::OPERATION, op).unwrap_or("Unknown")
     }
 }
 
-/// KMIP 2.0 numbers for the attribute operations that replaced Add/Modify.
+/// Operations KMIP 2.x added (Set/Adjust Attribute, Log, Interop).
 pub mod operation2 {
     pub const ADJUST_ATTRIBUTE: u32 = 0x30;
     pub const SET_ATTRIBUTE: u32 = 0x31;
@@ -202,18 +143,7 @@ pub mod object_type {
     pub const PGP_KEY: u32 = 9;
 
     pub fn name(t: u32) -> &'static str {
-        match t {
-            CERTIFICATE => "Certificate",
-            SYMMETRIC_KEY => "SymmetricKey",
-            PUBLIC_KEY => "PublicKey",
-            PRIVATE_KEY => "PrivateKey",
-            SPLIT_KEY => "SplitKey",
-            TEMPLATE => "Template",
-            SECRET_DATA => "SecretData",
-            OPAQUE_OBJECT => "OpaqueObject",
-            PGP_KEY => "PGPKey",
-            _ => "Unknown",
-        }
+        crate::names::enum_name(crate::tags::OBJECT_TYPE, t).unwrap_or("Unknown")
     }
 }
 
