@@ -1287,28 +1287,13 @@ impl Kmip {
                 ));
             }
         }
-        let positions: Vec<usize> = o
-            .attrs
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.name == name)
-            .map(|(i, _)| i)
-            .collect();
-        let at = match (&current, new.index) {
-            (Some(c), _) => positions
-                .iter()
-                .copied()
-                .find(|&i| Some(&o.attrs[i].value) == c.value.as_ref()),
-            (None, Some(ix)) => positions.get(ix.max(0) as usize).copied(),
-            (None, None) => positions.first().copied(),
-        };
-        let Some(at) = at else {
+        let current = current.as_ref().map(|c| c.value.as_ref());
+        let Some((at, index)) = find_instance(&o, &name, current, new.index) else {
             return Err(KmipError::new(
                 Reason::AttributeNotFound,
                 format!("object {uid} has no such {name} to modify"),
             ));
         };
-        let index = positions.iter().position(|&i| i == at).unwrap_or(0);
         // Validate through the same rules as a new value, then put it in place.
         let mut probe = o.clone();
         probe.attrs.remove(at);
@@ -1386,25 +1371,12 @@ impl Kmip {
                 ));
             }
         }
-        let positions: Vec<usize> = o
-            .attrs
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.name == name)
-            .map(|(i, _)| i)
-            .collect();
-        let at = match (&value, index) {
-            (Some(v), _) => positions.iter().copied().find(|&i| &o.attrs[i].value == v),
-            (None, Some(ix)) => positions.get(ix.max(0) as usize).copied(),
-            (None, None) => positions.first().copied(),
-        };
-        let Some(at) = at else {
+        let Some((at, index)) = find_instance(&o, &name, value.as_ref().map(Some), index) else {
             return Err(KmipError::new(
                 Reason::AttributeNotFound,
                 format!("object {uid} has no such {name} to delete"),
             ));
         };
-        let index = positions.iter().position(|&i| i == at).unwrap_or(0);
         let removed = o.attrs.remove(at);
         self.save(ctx, &mut o)?;
         let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
@@ -1915,6 +1887,30 @@ fn crypto_params(o: &ManagedObject, p: &Ttlv) -> Result<Params, KmipError> {
 
 fn to_stored_struct(s: &Ttlv) -> AttrValue {
     attrs::to_stored(&s.value)
+}
+
+/// The attribute instance a Modify or Delete names: the one with the given
+/// current value (`Some(None)`: a current attribute without a value, which
+/// names nothing), else the one at `index` among equal names, else the
+/// first. Returns its position in `o.attrs` and its index among its name.
+fn find_instance(
+    o: &ManagedObject,
+    name: &str,
+    current: Option<Option<&AttrValue>>,
+    index: Option<i32>,
+) -> Option<(usize, usize)> {
+    let mut same = o
+        .attrs
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| a.name == name)
+        .enumerate();
+    match (current, index) {
+        (Some(want), _) => same.find(|(_, (_, a))| Some(&a.value) == want),
+        (None, Some(ix)) => same.nth(ix.max(0) as usize),
+        (None, None) => same.next(),
+    }
+    .map(|(index, (at, _))| (at, index))
 }
 
 /// Internal attribute: the Key Format Type a key was registered in (Get's
