@@ -213,16 +213,20 @@ pub fn aes_ctr(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoErro
     Ok(out)
 }
 
-/// AES Key Wrap (NIST SP 800-38F / RFC 3394), or with padding (RFC 5649),
-/// under a 128- or 256-bit key-encryption key.
-pub fn aes_key_wrap(kek: &[u8], data: &[u8], padded: bool) -> Result<Vec<u8>, CryptoError> {
-    use aws_lc_rs::key_wrap::{AesKek, KeyWrap, KeyWrapPadded};
+fn aes_kek(kek: &[u8]) -> Result<aws_lc_rs::key_wrap::AesKek, CryptoError> {
     let cipher = match kek.len() {
         16 => &aws_lc_rs::key_wrap::AES_128,
         32 => &aws_lc_rs::key_wrap::AES_256,
         _ => return Err(CryptoError::InvalidKeyLength),
     };
-    let k = AesKek::new(cipher, kek).map_err(|_| CryptoError::InvalidKeyLength)?;
+    aws_lc_rs::key_wrap::AesKek::new(cipher, kek).map_err(|_| CryptoError::InvalidKeyLength)
+}
+
+/// AES Key Wrap (NIST SP 800-38F / RFC 3394), or with padding (RFC 5649),
+/// under a 128- or 256-bit key-encryption key.
+pub fn aes_key_wrap(kek: &[u8], data: &[u8], padded: bool) -> Result<Vec<u8>, CryptoError> {
+    use aws_lc_rs::key_wrap::{KeyWrap, KeyWrapPadded};
+    let k = aes_kek(kek)?;
     let mut out = vec![0u8; data.len() + 16];
     let n = if padded {
         k.wrap_with_padding(data, &mut out)
@@ -236,13 +240,8 @@ pub fn aes_key_wrap(kek: &[u8], data: &[u8], padded: bool) -> Result<Vec<u8>, Cr
 }
 
 pub fn aes_key_unwrap(kek: &[u8], data: &[u8], padded: bool) -> Result<Vec<u8>, CryptoError> {
-    use aws_lc_rs::key_wrap::{AesKek, KeyWrap, KeyWrapPadded};
-    let cipher = match kek.len() {
-        16 => &aws_lc_rs::key_wrap::AES_128,
-        32 => &aws_lc_rs::key_wrap::AES_256,
-        _ => return Err(CryptoError::InvalidKeyLength),
-    };
-    let k = AesKek::new(cipher, kek).map_err(|_| CryptoError::InvalidKeyLength)?;
+    use aws_lc_rs::key_wrap::{KeyWrap, KeyWrapPadded};
+    let k = aes_kek(kek)?;
     let mut out = vec![0u8; data.len()];
     let n = if padded {
         k.unwrap_with_padding(data, &mut out)
