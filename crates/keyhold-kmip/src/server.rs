@@ -153,18 +153,19 @@ async fn connection(
         }
         // Reads and crypto answer on this worker; writes (which wait for
         // the disk) and HSM work go to a blocking thread.
-        let quick = match crate::ttlv::Ttlv::decode(&buf, kmip.limits()) {
-            Ok(req) if kmip.is_quick(&req) => Some(kmip.handle(&client, &req).encode()),
-            _ => None,
-        };
-        let resp = match quick {
-            Some(r) => r,
-            None => {
+        // The request is decoded once; a message that does not decode is
+        // answered (and audited) by handle_bytes.
+        let resp = match crate::ttlv::Ttlv::decode(&buf, kmip.limits()) {
+            Ok(req) if kmip.is_quick(&req) => kmip.handle(&client, &req).encode(),
+            decoded => {
                 let k = kmip.clone();
                 let c = client.clone();
-                tokio::task::spawn_blocking(move || k.handle_bytes(&c, &buf))
-                    .await
-                    .map_err(|e| format!("request task failed: {e}"))?
+                tokio::task::spawn_blocking(move || match decoded {
+                    Ok(req) => k.handle(&c, &req).encode(),
+                    Err(_) => k.handle_bytes(&c, &buf),
+                })
+                .await
+                .map_err(|e| format!("request task failed: {e}"))?
             }
         };
         tls.write_all(&resp).await.map_err(|e| e.to_string())?;
