@@ -31,37 +31,15 @@ fuzz_target!(|data: &[u8]| {
     // Reach the operations: the first byte picks one, the second a
     // version, and what follows (if it decodes) is the payload.
     if data.len() >= 2 {
-        use keyhold_kmip::tags as t;
         let versions = [(1, 0), (1, 2), (1, 4), (2, 0), (2, 1)];
         let (major, minor) = versions[data[1] as usize % versions.len()];
         let payload = match Ttlv::decode(&data[2..], &Limits::default()) {
             Ok(p) if !p.items().is_empty() => p.items().to_vec(),
             _ => vec![],
         };
-        let req = Ttlv::structure(
-            t::REQUEST_MESSAGE,
-            vec![
-                Ttlv::structure(
-                    t::REQUEST_HEADER,
-                    vec![
-                        Ttlv::structure(
-                            t::PROTOCOL_VERSION,
-                            vec![
-                                Ttlv::int(t::PROTOCOL_VERSION_MAJOR, major),
-                                Ttlv::int(t::PROTOCOL_VERSION_MINOR, minor),
-                            ],
-                        ),
-                        Ttlv::int(t::BATCH_COUNT, 1),
-                    ],
-                ),
-                Ttlv::structure(
-                    t::BATCH_ITEM,
-                    vec![
-                        Ttlv::enumeration(t::OPERATION, u32::from(data[0] % 0x36)),
-                        Ttlv::structure(t::REQUEST_PAYLOAD, payload),
-                    ],
-                ),
-            ],
+        let req = keyhold_kmip::message::request(
+            keyhold_kmip::message::Version::new(major, minor),
+            vec![(u32::from(data[0] % 0x36), payload)],
         );
         let out = kmip().handle(&client, &req);
         assert_eq!(out.encode().len(), out.encoded_len());

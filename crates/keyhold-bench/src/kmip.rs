@@ -2,6 +2,7 @@
 //! request messages (TTLV), for Create+Get+Destroy cycles or Encrypt.
 
 use crate::{fail, report, Args, Op};
+use keyhold_kmip::message::Version;
 use keyhold_kmip::tags as t;
 use keyhold_kmip::ttlv::{Limits, Ttlv, Value};
 use rustls::pki_types::pem::PemObject;
@@ -17,29 +18,7 @@ use tokio_rustls::TlsConnector;
 type Conn = TlsStream<TcpStream>;
 
 fn request(items: Vec<(u32, Vec<Ttlv>)>) -> Vec<u8> {
-    let mut v = vec![Ttlv::structure(
-        t::REQUEST_HEADER,
-        vec![
-            Ttlv::structure(
-                t::PROTOCOL_VERSION,
-                vec![
-                    Ttlv::int(t::PROTOCOL_VERSION_MAJOR, 1),
-                    Ttlv::int(t::PROTOCOL_VERSION_MINOR, 4),
-                ],
-            ),
-            Ttlv::int(t::BATCH_COUNT, items.len() as i32),
-        ],
-    )];
-    for (op, payload) in items {
-        v.push(Ttlv::structure(
-            t::BATCH_ITEM,
-            vec![
-                Ttlv::enumeration(t::OPERATION, op),
-                Ttlv::structure(t::REQUEST_PAYLOAD, payload),
-            ],
-        ));
-    }
-    Ttlv::structure(t::REQUEST_MESSAGE, v).encode()
+    keyhold_kmip::message::request(Version::new(1, 4), items).encode()
 }
 
 fn attr(name: &str, value: Value) -> Ttlv {

@@ -7,6 +7,7 @@ mod common;
 
 use common::{eventually, Env, Server};
 use keyhold_kmip::enums::{object_type, operation as op};
+use keyhold_kmip::message::Version;
 use keyhold_kmip::tags as t;
 use keyhold_kmip::ttlv::{Limits, Ttlv, Value};
 use rustls::pki_types::pem::PemObject;
@@ -141,29 +142,7 @@ impl Conn {
 }
 
 fn request(version: (i32, i32), items: Vec<(u32, Vec<Ttlv>)>) -> Ttlv {
-    let mut v = vec![Ttlv::structure(
-        t::REQUEST_HEADER,
-        vec![
-            Ttlv::structure(
-                t::PROTOCOL_VERSION,
-                vec![
-                    Ttlv::int(t::PROTOCOL_VERSION_MAJOR, version.0),
-                    Ttlv::int(t::PROTOCOL_VERSION_MINOR, version.1),
-                ],
-            ),
-            Ttlv::int(t::BATCH_COUNT, items.len() as i32),
-        ],
-    )];
-    for (operation, payload) in items {
-        v.push(Ttlv::structure(
-            t::BATCH_ITEM,
-            vec![
-                Ttlv::enumeration(t::OPERATION, operation),
-                Ttlv::structure(t::REQUEST_PAYLOAD, payload),
-            ],
-        ));
-    }
-    Ttlv::structure(t::REQUEST_MESSAGE, v)
+    keyhold_kmip::message::request(Version::new(version.0, version.1), items)
 }
 
 fn status(item: &Ttlv) -> (u32, Option<u32>, String) {

@@ -239,6 +239,28 @@ pub fn parse_request(root: &Ttlv) -> Result<Request<'_>, KmipError> {
     Ok(Request { header, items })
 }
 
+/// Builds a request message: one batch item per (operation, payload).
+/// For clients of this crate: load generators, tests, fuzz targets.
+pub fn request(version: Version, items: Vec<(u32, Vec<Ttlv>)>) -> Ttlv {
+    let mut v = vec![Ttlv::structure(
+        t::REQUEST_HEADER,
+        vec![
+            version.to_ttlv(),
+            Ttlv::int(t::BATCH_COUNT, items.len() as i32),
+        ],
+    )];
+    for (operation, payload) in items {
+        v.push(Ttlv::structure(
+            t::BATCH_ITEM,
+            vec![
+                Ttlv::enumeration(t::OPERATION, operation),
+                Ttlv::structure(t::REQUEST_PAYLOAD, payload),
+            ],
+        ));
+    }
+    Ttlv::structure(t::REQUEST_MESSAGE, v)
+}
+
 /// One response batch item.
 #[derive(Debug, Clone)]
 pub struct ResponseItem {
