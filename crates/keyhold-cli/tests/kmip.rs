@@ -503,10 +503,6 @@ fn name_attr(n: &str) -> Ttlv {
     )
 }
 
-fn locate_by(attrs: Vec<Ttlv>) -> Vec<Ttlv> {
-    attrs
-}
-
 fn uids(payload: &Ttlv) -> Vec<String> {
     payload
         .children(t::UNIQUE_IDENTIFIER)
@@ -567,13 +563,7 @@ fn flows_of_real_clients() {
     // carries nothing 1.0 does not define (no Located Items).
     let v = (1, 0);
     let r = c
-        .raw(
-            &request(
-                v,
-                vec![(op::LOCATE, locate_by(vec![name_attr("mongodb-master")]))],
-            )
-            .encode(),
-        )
+        .raw(&request(v, vec![(op::LOCATE, vec![name_attr("mongodb-master")])]).encode())
         .unwrap();
     let hv = r
         .child(t::RESPONSE_HEADER)

@@ -234,30 +234,49 @@ pub fn parse_request_attributes(payload: &Ttlv) -> Result<Vec<Incoming>, KmipErr
     Ok(out)
 }
 
-/// Renders one attribute for a client of `version` (None: not defined in
-/// that version, or internal).
-pub fn render(name: &str, index: usize, value: &AttrValue, version: Version) -> Option<Ttlv> {
+/// How an attribute is named to a client of some version.
+enum Shown<'a> {
+    /// A custom attribute: vendor ("x"/"y") and name after the dash.
+    Custom {
+        vendor: &'a str,
+        name: &'a str,
+    },
+    Known(&'static AttrDef),
+}
+
+/// How `name` is shown to a client of `version`; None when that version
+/// does not define it, or it is internal.
+fn shown(name: &str, version: Version) -> Option<Shown<'_>> {
     if is_internal(name) {
         return None;
     }
-    let custom = is_custom(name);
-    let def = def_by_name(name);
-    if !custom && !def.is_some_and(|d| d.defined_in(version)) {
-        return None;
+    if is_custom(name) {
+        return Some(Shown::Custom {
+            vendor: &name[..1],
+            name: &name[2..],
+        });
     }
+    def_by_name(name)
+        .filter(|d| d.defined_in(version))
+        .map(Shown::Known)
+}
+
+/// Renders one attribute for a client of `version` (None: not defined in
+/// that version, or internal).
+pub fn render(name: &str, index: usize, value: &AttrValue, version: Version) -> Option<Ttlv> {
+    let shown = shown(name, version)?;
     if version.is_v2() {
-        if custom {
-            let (vendor, n) = name.split_at(1);
-            return Some(Ttlv::structure(
+        return Some(match shown {
+            Shown::Custom { vendor, name } => Ttlv::structure(
                 t::ATTRIBUTE,
                 vec![
                     Ttlv::text(t::VENDOR_IDENTIFICATION, vendor),
-                    Ttlv::text(t::ATTRIBUTE_NAME, &n[1..]),
+                    Ttlv::text(t::ATTRIBUTE_NAME, name),
                     Ttlv::new(t::ATTRIBUTE_VALUE, to_value(value)),
                 ],
-            ));
-        }
-        return Some(Ttlv::new(def?.tag, to_value(value)));
+            ),
+            Shown::Known(def) => Ttlv::new(def.tag, to_value(value)),
+        });
     }
     let mut v = vec![Ttlv::text(t::ATTRIBUTE_NAME, name)];
     if index > 0 {
@@ -290,28 +309,20 @@ pub fn reference_name(r: &Ttlv) -> Result<String, KmipError> {
 
 /// Renders an attribute's reference (Get Attribute List) for `version`.
 pub fn render_reference(name: &str, version: Version) -> Option<Ttlv> {
-    if is_internal(name) {
-        return None;
-    }
-    let custom = is_custom(name);
-    let def = def_by_name(name);
-    if !custom && !def.is_some_and(|d| d.defined_in(version)) {
-        return None;
-    }
+    let shown = shown(name, version)?;
     if !version.is_v2() {
         return Some(Ttlv::text(t::ATTRIBUTE_NAME, name));
     }
-    if custom {
-        let (vendor, n) = name.split_at(1);
-        return Some(Ttlv::structure(
+    Some(match shown {
+        Shown::Custom { vendor, name } => Ttlv::structure(
             t::ATTRIBUTE_REFERENCE,
             vec![
                 Ttlv::text(t::VENDOR_IDENTIFICATION, vendor),
-                Ttlv::text(t::ATTRIBUTE_NAME, &n[1..]),
+                Ttlv::text(t::ATTRIBUTE_NAME, name),
             ],
-        ));
-    }
-    Some(Ttlv::enumeration(t::ATTRIBUTE_REFERENCE, def?.tag))
+        ),
+        Shown::Known(def) => Ttlv::enumeration(t::ATTRIBUTE_REFERENCE, def.tag),
+    })
 }
 
 #[cfg(test)]
