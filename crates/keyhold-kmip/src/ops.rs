@@ -1404,18 +1404,11 @@ impl Kmip {
             Value::Integer(n) => Some(i64::from(n)),
             _ => None,
         }) {
-            if let Some(AttrValue::Struct(f)) = o.attr("Usage Limits") {
-                let left = f.iter().find_map(|(tag, v)| match (tag, v) {
-                    (&t::USAGE_LIMITS_COUNT, AttrValue::Long(x)) => Some(*x),
-                    (&t::USAGE_LIMITS_TOTAL, AttrValue::Long(x)) => Some(*x),
-                    _ => None,
-                });
-                if left.is_some_and(|l| n > l) {
-                    return Err(KmipError::new(
-                        Reason::PermissionDenied,
-                        format!("object {uid} has fewer than {n} uses left"),
-                    ));
-                }
+            if usage_limits(&o).is_some_and(|(left, _)| n > left) {
+                return Err(KmipError::new(
+                    Reason::PermissionDenied,
+                    format!("object {uid} has fewer than {n} uses left"),
+                ));
             }
         }
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
@@ -1571,25 +1564,10 @@ impl Kmip {
         o: &mut ManagedObject,
         data_len: usize,
     ) -> Result<(), KmipError> {
-        let Some(AttrValue::Struct(fields)) = o.attr("Usage Limits").cloned() else {
+        let Some((left, per_object)) = usage_limits(o) else {
             return Ok(());
         };
-        let get = |tag: u32| {
-            fields.iter().find_map(|(t, v)| match (t == &tag, v) {
-                (true, AttrValue::Long(n)) => Some(*n),
-                (true, AttrValue::Int(n)) => Some(i64::from(*n)),
-                (true, AttrValue::Enum(n)) => Some(i64::from(*n)),
-                _ => None,
-            })
-        };
-        let Some(total) = get(t::USAGE_LIMITS_TOTAL) else {
-            return Ok(());
-        };
-        let left = get(t::USAGE_LIMITS_COUNT).unwrap_or(total);
-        let need = match get(t::USAGE_LIMITS_UNIT) {
-            Some(2) => 1, // Object: one use per operation
-            _ => data_len as i64,
-        };
+        let need = if per_object { 1 } else { data_len as i64 };
         if need > left {
             return Err(KmipError::new(
                 Reason::PermissionDenied,
@@ -1599,9 +1577,13 @@ impl Kmip {
                 ),
             ));
         }
+        let Some(AttrValue::Struct(fields)) = o.attr("Usage Limits") else {
+            return Ok(());
+        };
         let mut next: Vec<(u32, AttrValue)> = fields
-            .into_iter()
+            .iter()
             .filter(|(tag, _)| *tag != t::USAGE_LIMITS_COUNT)
+            .cloned()
             .collect();
         next.push((t::USAGE_LIMITS_COUNT, AttrValue::Long(left - need)));
         o.set_attr("Usage Limits", AttrValue::Struct(next));
@@ -1887,6 +1869,26 @@ fn crypto_params(o: &ManagedObject, p: &Ttlv) -> Result<Params, KmipError> {
 
 fn to_stored_struct(s: &Ttlv) -> AttrValue {
     attrs::to_stored(&s.value)
+}
+
+/// An object's Usage Limits: the uses left (Usage Limits Count, else the
+/// Total) and whether a use is a whole operation (unit Object) rather
+/// than a byte. None when the object has no limits.
+fn usage_limits(o: &ManagedObject) -> Option<(i64, bool)> {
+    let Some(AttrValue::Struct(fields)) = o.attr("Usage Limits") else {
+        return None;
+    };
+    let get = |tag: u32| {
+        fields.iter().find_map(|(t, v)| match (*t == tag, v) {
+            (true, AttrValue::Long(n)) => Some(*n),
+            (true, AttrValue::Int(n)) => Some(i64::from(*n)),
+            (true, AttrValue::Enum(n)) => Some(i64::from(*n)),
+            _ => None,
+        })
+    };
+    let total = get(t::USAGE_LIMITS_TOTAL)?;
+    let left = get(t::USAGE_LIMITS_COUNT).unwrap_or(total);
+    Some((left, get(t::USAGE_LIMITS_UNIT) == Some(2)))
 }
 
 /// The attribute instance a Modify or Delete names: the one with the given
