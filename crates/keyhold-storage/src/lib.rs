@@ -5,11 +5,22 @@
 //! the database alone reveals nothing without the root of trust.
 //!
 //! The embedded default is [`SqliteStorage`] (WAL journal, fsync on every
-//! commit). Writes from other processes (the admin CLI working on the same
-//! data directory) are noticed through [`Storage::change_token`].
+//! commit). [`PostgresStorage`] lets several Keyhold nodes share one
+//! PostgreSQL cluster, whose replication and failover do the rest. Writes
+//! from elsewhere (another node, the admin CLI) are noticed through
+//! [`Storage::change_token`].
+//!
+//! Both backends pass the same [`conformance`] suite, and both can dump and
+//! load a consistent [`Snapshot`] (backups, and moves between backends).
 
+#[doc(hidden)]
+pub mod conformance;
+mod postgres;
+mod snapshot;
 mod sqlite;
 
+pub use postgres::{PgOptions, PostgresStorage};
+pub use snapshot::{Cell, Snapshot, TableDump, SNAPSHOT_TABLES};
 pub use sqlite::SqliteStorage;
 
 use keyhold_core::{
@@ -27,6 +38,18 @@ pub struct VersionInfo {
     pub has_material: bool,
 }
 
+/// A Keyhold node as seen in shared storage: what `GetHealthStatus` counts
+/// as the fleet, and what break-glass commands wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Unique per running server (host, pid and start time).
+    pub id: String,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    /// The break-glass epoch this node has put in force.
+    pub ack_epoch: u64,
+}
+
 /// The persistence operations the key service needs.
 ///
 /// Every method is a single transaction. Implementations must be safe to call
@@ -38,6 +61,30 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Cheap liveness check of the backend.
     fn ping(&self) -> Result<()>;
+
+    /// Whether a call may wait on the network (a database server): callers
+    /// on an async runtime then go through a blocking thread.
+    fn blocks(&self) -> bool {
+        false
+    }
+    /// Whether other nodes may share this storage (a database server rather
+    /// than a file of this machine).
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Records that node `n` is alive (upsert).
+    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()>;
+    /// Nodes whose last heartbeat is at or after `since_ms`.
+    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>>;
+    /// Forgets a node (it stopped).
+    fn remove_node(&self, id: &str) -> Result<()>;
+
+    /// Everything but the node list, read in one consistent transaction
+    /// while writers carry on.
+    fn snapshot(&self) -> Result<Snapshot>;
+    /// Loads a snapshot into empty storage, in one transaction (refused if
+    /// any key store, key, credential, object or policy exists).
+    fn restore(&self, s: &Snapshot) -> Result<()>;
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Sets `name` only if it has no value yet; returns the value now stored.

@@ -1,7 +1,6 @@
 //! The embedded SQLite backend.
 
-use crate::Storage;
-use crate::VersionInfo;
+use crate::{Cell, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES};
 use keyhold_core::{
     now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
     ObjectState, Result, Status, StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag,
@@ -106,6 +105,15 @@ CREATE TABLE objects (
     material    BLOB,
     rev         INTEGER NOT NULL,
     created_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
+    // v7: running nodes (heartbeats), for storage shared by several.
+    r#"
+CREATE TABLE nodes (
+    node_id      TEXT PRIMARY KEY,
+    started_ms   INTEGER NOT NULL,
+    heartbeat_ms INTEGER NOT NULL,
+    ack_epoch    INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
 ];
@@ -1232,6 +1240,119 @@ impl Storage for SqliteStorage {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
+    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
+        self.conn
+            .lock()
+            .execute(
+                "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch",
+                params![n.id, n.started_ms, n.heartbeat_ms, n.ack_epoch as i64],
+            )
+            .map(drop)
+            .map_err(db_err)
+    }
+
+    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT node_id, started_ms, heartbeat_ms, ack_epoch FROM nodes WHERE heartbeat_ms >= ?1 ORDER BY node_id",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([since_ms], |r| {
+                Ok(NodeInfo {
+                    id: r.get(0)?,
+                    started_ms: r.get(1)?,
+                    heartbeat_ms: r.get(2)?,
+                    ack_epoch: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn remove_node(&self, id: &str) -> Result<()> {
+        self.conn
+            .lock()
+            .execute("DELETE FROM nodes WHERE node_id = ?1", [id])
+            .map(drop)
+            .map_err(db_err)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        // A read transaction on a connection of its own: under WAL it sees
+        // one commit while writers go on.
+        let conn = self.reader();
+        conn.execute_batch("BEGIN").map_err(db_err)?;
+        let r = (|| {
+            let mut tables = Vec::new();
+            for spec in SNAPSHOT_TABLES {
+                let mut st = conn.prepare(&spec.select()).map_err(db_err)?;
+                let n = spec.columns.len();
+                let rows = st
+                    .query_map([], |r| {
+                        (0..n)
+                            .map(|i| {
+                                Ok(match r.get::<_, Value>(i)? {
+                                    Value::Null => Cell::Null,
+                                    Value::Integer(v) => Cell::Int(v),
+                                    Value::Real(v) => Cell::Int(v as i64),
+                                    Value::Text(t) => Cell::Text(t),
+                                    Value::Blob(b) => Cell::Bytes(b),
+                                })
+                            })
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(db_err)?;
+                tables.push(TableDump {
+                    name: spec.name.to_owned(),
+                    rows: rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?,
+                });
+            }
+            Ok(Snapshot { tables })
+        })();
+        let _ = conn.execute_batch("COMMIT");
+        r
+    }
+
+    fn restore(&self, snap: &Snapshot) -> Result<()> {
+        snap.validate()?;
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        for spec in SNAPSHOT_TABLES.iter().filter(|s| s.name != "meta") {
+            let any: Option<i64> = tx
+                .query_row(&format!("SELECT 1 FROM {} LIMIT 1", spec.name), [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db_err)?;
+            if any.is_some() {
+                return Err(Error::InvalidState(format!(
+                    "the database is not empty (table {} has rows): restore into a new one",
+                    spec.name
+                )));
+            }
+        }
+        // The meta rows a fresh database may have are replaced.
+        tx.execute("DELETE FROM meta", []).map_err(db_err)?;
+        for (spec, t) in snap.ordered() {
+            let mut st = tx.prepare(&spec.insert('?')).map_err(db_err)?;
+            for row in &t.rows {
+                st.execute(rusqlite::params_from_iter(row.iter().map(|c| match c {
+                    Cell::Null => Value::Null,
+                    Cell::Int(v) => Value::Integer(*v),
+                    Cell::Text(t) => Value::Text(t.clone()),
+                    Cell::Bytes(b) => Value::Blob(b.clone()),
+                })))
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
     fn replace_wrapped(&self, item: &WrappedItem, expected: &[u8], new: &[u8]) -> Result<bool> {
         let conn = self.conn.lock();
         let n = match item {
@@ -1263,315 +1384,62 @@ impl Storage for SqliteStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store(p: &str) -> KeyStore {
-        KeyStore {
-            prefix: StorePrefix::parse(p).unwrap(),
-            status: Status::Enabled,
-            description: String::new(),
-            created_at: now(),
-        }
-    }
-
-    fn key(p: &str, id: &str) -> (Key, WrappedKeyVersion) {
-        (
-            Key {
-                store: StorePrefix::parse(p).unwrap(),
-                id: KeyId::parse(id).unwrap(),
-                status: Status::Enabled,
-                usage: Usage::BOTH,
-                current_version: 1,
-                created_at: now(),
-                updated_at: now(),
-                hsm_label: None,
-                lifecycle: Lifecycle::default(),
-            },
-            WrappedKeyVersion {
-                version: 1,
-                wrapped: vec![1, 2, 3],
-                created_at: now(),
-                flag: VersionFlag::Good,
-            },
-        )
-    }
+    use crate::conformance as c;
 
     #[test]
     fn store_and_key_lifecycle() {
-        let s = SqliteStorage::open_in_memory().unwrap();
-        s.create_store(&store("/a")).unwrap();
-        assert!(matches!(
-            s.create_store(&store("/a")),
-            Err(Error::StoreExists(_))
-        ));
-        let (k, v) = key("/a", "k1");
-        s.create_key(&k, &v).unwrap();
-        assert!(matches!(s.create_key(&k, &v), Err(Error::KeyExists { .. })));
-        let (k2, v2) = key("/missing", "k1");
-        assert!(matches!(
-            s.create_key(&k2, &v2),
-            Err(Error::StoreNotFound(_))
-        ));
-        // A batch is all or nothing.
-        let batch = vec![key("/a", "b1"), key("/a", "b2"), key("/a", "k1")];
-        assert!(matches!(
-            s.create_keys(&batch),
-            Err(Error::KeyExists { .. })
-        ));
-        assert!(s
-            .get_key(&k.store, &KeyId::parse("b1").unwrap())
-            .unwrap()
-            .is_none());
-        s.create_keys(&batch[..2]).unwrap();
-        assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap(), k);
-        s.set_key_status(&k.store, &k.id, Status::Disabled).unwrap();
-        assert_eq!(
-            s.get_key(&k.store, &k.id).unwrap().unwrap().status,
-            Status::Disabled
-        );
-        let v2 = WrappedKeyVersion {
-            version: 2,
-            wrapped: vec![4],
-            created_at: now(),
-            flag: VersionFlag::Good,
-        };
-        s.add_key_version(&k.store, &k.id, &v2).unwrap();
-        assert!(s.add_key_version(&k.store, &k.id, &v2).is_err());
-        assert_eq!(
-            s.get_key(&k.store, &k.id).unwrap().unwrap().current_version,
-            2
-        );
-        assert_eq!(
-            s.get_key_version(&k.store, &k.id, 1)
-                .unwrap()
-                .unwrap()
-                .wrapped,
-            vec![1, 2, 3]
-        );
-        assert!(s.get_key_version(&k.store, &k.id, 3).unwrap().is_none());
-        assert_eq!(s.list_keys(&k.store, None, 10).unwrap().len(), 3);
-        assert_eq!(s.count_keys(&k.store).unwrap(), 3);
+        c::store_and_key_lifecycle(&SqliteStorage::open_in_memory().unwrap());
     }
 
     #[test]
     fn wrapped_items_and_compare_and_swap() {
-        let s = SqliteStorage::open_in_memory().unwrap();
-        s.create_store(&store("/a")).unwrap();
-        let (k, v) = key("/a", "k1");
-        s.create_key(&k, &v).unwrap();
-        s.put_meta_if_absent("root_check", b"rc").unwrap();
-        s.add_credential(&StoredCredential {
-            access_key_id: "AAAAAAAAAAAAAAAAAAAA".into(),
-            store: k.store.clone(),
-            wrapped_secret: vec![9],
-            created_at: now(),
-        })
-        .unwrap();
-        let items = s.wrapped_items().unwrap();
-        assert_eq!(items.len(), 3);
-        let (kv, blob) = items
-            .iter()
-            .find(|(i, _)| matches!(i, WrappedItem::KeyVersion { .. }))
-            .unwrap();
-        assert_eq!(blob, &vec![1, 2, 3]);
-        assert!(!s.replace_wrapped(kv, b"stale", b"new").unwrap());
-        assert!(s.replace_wrapped(kv, blob, b"new").unwrap());
-        assert_eq!(
-            s.get_key_version(&k.store, &k.id, 1)
-                .unwrap()
-                .unwrap()
-                .wrapped,
-            b"new"
-        );
-        for (item, blob) in &items {
-            if !matches!(item, WrappedItem::KeyVersion { .. }) {
-                assert!(s.replace_wrapped(item, blob, b"x").unwrap());
-            }
-        }
-        assert_eq!(s.get_meta("root_check").unwrap().unwrap(), b"x");
-    }
-
-    fn object(uid: &str) -> ManagedObject {
-        ManagedObject {
-            uid: uid.into(),
-            object_type: 2,
-            owner: "alice".into(),
-            state: ObjectState::PreActive,
-            exportable: true,
-            attrs: vec![keyhold_core::ObjectAttr {
-                name: "Name".into(),
-                value: keyhold_core::AttrValue::Text(uid.into()),
-            }],
-            has_material: true,
-            rev: 1,
-        }
+        c::wrapped_items_and_compare_and_swap(&SqliteStorage::open_in_memory().unwrap());
     }
 
     #[test]
     fn objects_round_trip_conflict_and_erase() {
-        let s = SqliteStorage::open_in_memory().unwrap();
-        let o = object("u1");
-        s.create_object(&o, b"wrapped").unwrap();
-        assert!(matches!(s.create_object(&o, b"x"), Err(Error::Conflict(_))));
-        assert_eq!(s.get_object("u1").unwrap().unwrap(), o);
-        assert_eq!(s.object_material("u1").unwrap().unwrap(), b"wrapped");
-        let mut o2 = o.clone();
-        o2.state = ObjectState::Active;
-        s.update_object(&o2).unwrap();
-        // A stale revision loses; a missing object is named.
-        assert!(matches!(s.update_object(&o2), Err(Error::Conflict(_))));
-        assert!(matches!(
-            s.update_object(&object("nope")),
-            Err(Error::ObjectNotFound(_))
-        ));
-        let mut o3 = s.get_object("u1").unwrap().unwrap();
-        assert_eq!((o3.state, o3.rev), (ObjectState::Active, 2));
-        assert!(s
-            .wrapped_items()
-            .unwrap()
-            .iter()
-            .any(|(i, _)| *i == WrappedItem::Object { uid: "u1".into() }));
-        o3.has_material = false;
-        o3.state = ObjectState::Destroyed;
-        s.update_object(&o3).unwrap();
-        assert_eq!(s.object_material("u1").unwrap(), None);
-        // Erasing is one-way.
-        let mut o4 = s.get_object("u1").unwrap().unwrap();
-        o4.has_material = true;
-        s.update_object(&o4).unwrap();
-        assert_eq!(s.object_material("u1").unwrap(), None);
+        c::objects_round_trip_conflict_and_erase(&SqliteStorage::open_in_memory().unwrap());
     }
 
     #[test]
     fn grouped_writes_from_many_threads_all_land() {
         let d = tempfile::tempdir().unwrap();
-        let s = std::sync::Arc::new(SqliteStorage::open(&d.path().join("db")).unwrap());
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let s = s.clone();
-                std::thread::spawn(move || {
-                    for i in 0..50 {
-                        s.create_object(&object(&format!("t{t}-{i}")), b"w")
-                            .unwrap();
-                    }
-                    // One duplicate per thread fails alone.
-                    assert!(s.create_object(&object(&format!("t{t}-0")), b"w").is_err());
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(s.list_objects().unwrap().len(), 400);
+        c::writes_from_many_threads_all_land(Arc::new(
+            SqliteStorage::open(&d.path().join("db")).unwrap(),
+        ));
     }
 
     #[test]
     fn credentials_and_meta() {
-        let s = SqliteStorage::open_in_memory().unwrap();
-        s.create_store(&store("/a")).unwrap();
-        let c = StoredCredential {
-            access_key_id: "AAAAAAAAAAAAAAAAAAAA".into(),
-            store: StorePrefix::parse("/a").unwrap(),
-            wrapped_secret: vec![9],
-            created_at: now(),
-        };
-        let t0 = s.change_token().unwrap();
-        s.add_credential(&c).unwrap();
-        assert_ne!(s.change_token().unwrap(), t0);
-        assert_eq!(s.get_credential(&c.access_key_id).unwrap().unwrap(), c);
-        assert_eq!(s.list_credentials(&c.store).unwrap().len(), 1);
-        s.remove_credential(&c.store, &c.access_key_id).unwrap();
-        assert!(s.get_credential(&c.access_key_id).unwrap().is_none());
-        assert_eq!(s.put_meta_if_absent("x", b"1").unwrap(), b"1");
-        assert_eq!(s.put_meta_if_absent("x", b"2").unwrap(), b"1");
+        c::credentials_and_meta(&SqliteStorage::open_in_memory().unwrap());
     }
 
     #[test]
     fn other_connection_changes_are_seen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k.db");
-        let a = SqliteStorage::open(&path).unwrap();
-        let b = SqliteStorage::open(&path).unwrap();
-        let t0 = a.change_token().unwrap();
-        b.create_store(&store("/x")).unwrap();
-        assert_ne!(a.change_token().unwrap(), t0);
-        assert!(a
-            .get_store(&StorePrefix::parse("/x").unwrap())
-            .unwrap()
-            .is_some());
+        c::other_handle_changes_are_seen(
+            &SqliteStorage::open(&path).unwrap(),
+            &SqliteStorage::open(&path).unwrap(),
+        );
     }
 
     #[test]
     fn lifecycle_versions_shredding_and_due_keys() {
-        let s = SqliteStorage::open_in_memory().unwrap();
-        s.create_store(&store("/a")).unwrap();
-        let (k, v) = key("/a", "k");
-        s.create_key(&k, &v).unwrap();
-        for n in 2..=3 {
-            s.add_key_version(
-                &k.store,
-                &k.id,
-                &WrappedKeyVersion {
-                    version: n,
-                    wrapped: vec![n as u8; 3],
-                    created_at: 10,
-                    flag: VersionFlag::Good,
-                },
-            )
-            .unwrap();
-        }
-        let l = Lifecycle {
-            state: KeyState::PreActive,
-            activate_at: Some(100),
-            deactivate_at: Some(200),
-            rotation_period: Some(86_400),
-            next_rotation_at: Some(500),
-            min_decrypt_version: 2,
-            ..Lifecycle::default()
-        };
-        s.set_key_lifecycle(&k.store, &k.id, &l).unwrap();
-        assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap().lifecycle, l);
-        assert!(s.due_keys(499, 10).unwrap().is_empty());
-        assert_eq!(s.due_keys(500, 10).unwrap().len(), 1);
+        c::lifecycle_versions_shredding_and_due_keys(&SqliteStorage::open_in_memory().unwrap());
+    }
 
-        s.set_version_flag(&k.store, &k.id, 2, VersionFlag::CompromisedAllowed)
-            .unwrap();
-        assert!(s
-            .set_version_flag(&k.store, &k.id, 9, VersionFlag::Good)
-            .is_err());
-        assert_eq!(
-            s.get_key_version(&k.store, &k.id, 2).unwrap().unwrap().flag,
-            VersionFlag::CompromisedAllowed
+    #[test]
+    fn nodes_heartbeat_and_expire() {
+        c::nodes_heartbeat_and_expire(&SqliteStorage::open_in_memory().unwrap());
+    }
+
+    #[test]
+    fn snapshot_and_restore() {
+        let d = tempfile::tempdir().unwrap();
+        c::snapshot_and_restore(
+            &SqliteStorage::open(&d.path().join("a")).unwrap(),
+            &SqliteStorage::open(&d.path().join("b")).unwrap(),
         );
-        assert_eq!(s.shred_versions_below(&k.store, &k.id, 2).unwrap(), 1);
-        assert_eq!(s.shred_versions_below(&k.store, &k.id, 2).unwrap(), 0);
-        let vs = s.list_key_versions(&k.store, &k.id).unwrap();
-        assert_eq!(
-            vs.iter().map(|v| v.has_material).collect::<Vec<_>>(),
-            [false, true, true]
-        );
-        assert!(s
-            .wrapped_items()
-            .unwrap()
-            .iter()
-            .all(|(i, _)| !matches!(i, WrappedItem::KeyVersion { version: 1, .. })));
-
-        s.destroy_key_material(&k.store, &k.id, 1_000).unwrap();
-        let d = s.get_key(&k.store, &k.id).unwrap().unwrap();
-        assert_eq!(d.lifecycle.state, KeyState::Destroyed);
-        assert_eq!(d.lifecycle.destroy_at, Some(1_000));
-        assert!(s
-            .list_key_versions(&k.store, &k.id)
-            .unwrap()
-            .iter()
-            .all(|v| !v.has_material));
-        assert!(s.due_keys(i64::MAX, 10).unwrap().is_empty());
-
-        assert_eq!(s.bump_counter("c").unwrap(), 1);
-        assert_eq!(s.bump_counter("c").unwrap(), 2);
-        s.set_meta("x", Some(b"1")).unwrap();
-        s.set_meta("x", Some(b"2")).unwrap();
-        assert_eq!(s.get_meta("x").unwrap().unwrap(), b"2");
-        s.set_meta("x", None).unwrap();
-        assert!(s.get_meta("x").unwrap().is_none());
     }
 }

@@ -1,0 +1,419 @@
+//! The behaviour every storage backend must show, as functions the
+//! backends' tests call with fresh storage (SQLite in its unit tests,
+//! PostgreSQL in `tests/postgres.rs`).
+
+use crate::{NodeInfo, Storage};
+use keyhold_core::{
+    now, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject, ObjectState, Status,
+    StorePrefix, StoredCredential, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
+};
+use std::sync::Arc;
+
+fn store(p: &str) -> KeyStore {
+    KeyStore {
+        prefix: StorePrefix::parse(p).unwrap(),
+        status: Status::Enabled,
+        description: String::new(),
+        created_at: now(),
+    }
+}
+
+fn key(p: &str, id: &str) -> (Key, WrappedKeyVersion) {
+    (
+        Key {
+            store: StorePrefix::parse(p).unwrap(),
+            id: KeyId::parse(id).unwrap(),
+            status: Status::Enabled,
+            usage: Usage::BOTH,
+            current_version: 1,
+            created_at: now(),
+            updated_at: now(),
+            hsm_label: None,
+            lifecycle: Lifecycle::default(),
+        },
+        WrappedKeyVersion {
+            version: 1,
+            wrapped: vec![1, 2, 3],
+            created_at: now(),
+            flag: VersionFlag::Good,
+        },
+    )
+}
+
+/// Stores, keys, batches (all or nothing), status and versions.
+pub fn store_and_key_lifecycle(s: &dyn Storage) {
+    s.create_store(&store("/a")).unwrap();
+    assert!(matches!(
+        s.create_store(&store("/a")),
+        Err(Error::StoreExists(_))
+    ));
+    let (k, v) = key("/a", "k1");
+    s.create_key(&k, &v).unwrap();
+    assert!(matches!(s.create_key(&k, &v), Err(Error::KeyExists { .. })));
+    let (k2, v2) = key("/missing", "k1");
+    assert!(matches!(
+        s.create_key(&k2, &v2),
+        Err(Error::StoreNotFound(_))
+    ));
+    // A batch is all or nothing.
+    let batch = vec![key("/a", "b1"), key("/a", "b2"), key("/a", "k1")];
+    assert!(matches!(
+        s.create_keys(&batch),
+        Err(Error::KeyExists { .. })
+    ));
+    assert!(s
+        .get_key(&k.store, &KeyId::parse("b1").unwrap())
+        .unwrap()
+        .is_none());
+    s.create_keys(&batch[..2]).unwrap();
+    assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap(), k);
+    s.set_key_status(&k.store, &k.id, Status::Disabled).unwrap();
+    assert_eq!(
+        s.get_key(&k.store, &k.id).unwrap().unwrap().status,
+        Status::Disabled
+    );
+    let v2 = WrappedKeyVersion {
+        version: 2,
+        wrapped: vec![4],
+        created_at: now(),
+        flag: VersionFlag::Good,
+    };
+    s.add_key_version(&k.store, &k.id, &v2).unwrap();
+    assert!(s.add_key_version(&k.store, &k.id, &v2).is_err());
+    assert_eq!(
+        s.get_key(&k.store, &k.id).unwrap().unwrap().current_version,
+        2
+    );
+    assert_eq!(
+        s.get_key_version(&k.store, &k.id, 1)
+            .unwrap()
+            .unwrap()
+            .wrapped,
+        vec![1, 2, 3]
+    );
+    assert!(s.get_key_version(&k.store, &k.id, 3).unwrap().is_none());
+    assert_eq!(s.list_keys(&k.store, None, 10).unwrap().len(), 3);
+    assert_eq!(s.count_keys(&k.store).unwrap(), 3);
+}
+
+/// Every wrapped value is listed and replaced only if unchanged.
+pub fn wrapped_items_and_compare_and_swap(s: &dyn Storage) {
+    s.create_store(&store("/a")).unwrap();
+    let (k, v) = key("/a", "k1");
+    s.create_key(&k, &v).unwrap();
+    s.put_meta_if_absent("root_check", b"rc").unwrap();
+    s.add_credential(&StoredCredential {
+        access_key_id: "AAAAAAAAAAAAAAAAAAAA".into(),
+        store: k.store.clone(),
+        wrapped_secret: vec![9],
+        created_at: now(),
+    })
+    .unwrap();
+    let items = s.wrapped_items().unwrap();
+    assert_eq!(items.len(), 3);
+    let (kv, blob) = items
+        .iter()
+        .find(|(i, _)| matches!(i, WrappedItem::KeyVersion { .. }))
+        .unwrap();
+    assert_eq!(blob, &vec![1, 2, 3]);
+    assert!(!s.replace_wrapped(kv, b"stale", b"new").unwrap());
+    assert!(s.replace_wrapped(kv, blob, b"new").unwrap());
+    assert_eq!(
+        s.get_key_version(&k.store, &k.id, 1)
+            .unwrap()
+            .unwrap()
+            .wrapped,
+        b"new"
+    );
+    for (item, blob) in &items {
+        if !matches!(item, WrappedItem::KeyVersion { .. }) {
+            assert!(s.replace_wrapped(item, blob, b"x").unwrap());
+        }
+    }
+    assert_eq!(s.get_meta("root_check").unwrap().unwrap(), b"x");
+}
+
+fn object(uid: &str) -> ManagedObject {
+    ManagedObject {
+        uid: uid.into(),
+        object_type: 2,
+        owner: "alice".into(),
+        state: ObjectState::PreActive,
+        exportable: true,
+        attrs: vec![keyhold_core::ObjectAttr {
+            name: "Name".into(),
+            value: keyhold_core::AttrValue::Text(uid.into()),
+        }],
+        has_material: true,
+        rev: 1,
+    }
+}
+
+/// Managed objects: revisions, conflicts, one-way erasure.
+pub fn objects_round_trip_conflict_and_erase(s: &dyn Storage) {
+    let o = object("u1");
+    s.create_object(&o, b"wrapped").unwrap();
+    assert!(matches!(s.create_object(&o, b"x"), Err(Error::Conflict(_))));
+    assert_eq!(s.get_object("u1").unwrap().unwrap(), o);
+    assert_eq!(s.object_material("u1").unwrap().unwrap(), b"wrapped");
+    let mut o2 = o.clone();
+    o2.state = ObjectState::Active;
+    s.update_object(&o2).unwrap();
+    // A stale revision loses; a missing object is named.
+    assert!(matches!(s.update_object(&o2), Err(Error::Conflict(_))));
+    assert!(matches!(
+        s.update_object(&object("nope")),
+        Err(Error::ObjectNotFound(_))
+    ));
+    let mut o3 = s.get_object("u1").unwrap().unwrap();
+    assert_eq!((o3.state, o3.rev), (ObjectState::Active, 2));
+    assert!(s
+        .wrapped_items()
+        .unwrap()
+        .iter()
+        .any(|(i, _)| *i == WrappedItem::Object { uid: "u1".into() }));
+    o3.has_material = false;
+    o3.state = ObjectState::Destroyed;
+    s.update_object(&o3).unwrap();
+    assert_eq!(s.object_material("u1").unwrap(), None);
+    // Erasing is one-way.
+    let mut o4 = s.get_object("u1").unwrap().unwrap();
+    o4.has_material = true;
+    s.update_object(&o4).unwrap();
+    assert_eq!(s.object_material("u1").unwrap(), None);
+}
+
+/// Concurrent writers each get their own outcome.
+pub fn writes_from_many_threads_all_land(s: Arc<dyn Storage>) {
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    s.create_object(&object(&format!("t{t}-{i}")), b"w")
+                        .unwrap();
+                }
+                // One duplicate per thread fails alone.
+                assert!(s.create_object(&object(&format!("t{t}-0")), b"w").is_err());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.list_objects().unwrap().len(), 400);
+}
+
+/// Credentials, meta values, and the change token moving on a write.
+pub fn credentials_and_meta(s: &dyn Storage) {
+    s.create_store(&store("/a")).unwrap();
+    let c = StoredCredential {
+        access_key_id: "AAAAAAAAAAAAAAAAAAAA".into(),
+        store: StorePrefix::parse("/a").unwrap(),
+        wrapped_secret: vec![9],
+        created_at: now(),
+    };
+    let t0 = s.change_token().unwrap();
+    s.add_credential(&c).unwrap();
+    token_moves(s, t0);
+    assert_eq!(s.get_credential(&c.access_key_id).unwrap().unwrap(), c);
+    assert_eq!(s.list_credentials(&c.store).unwrap().len(), 1);
+    s.remove_credential(&c.store, &c.access_key_id).unwrap();
+    assert!(s.get_credential(&c.access_key_id).unwrap().is_none());
+    assert_eq!(s.put_meta_if_absent("x", b"1").unwrap(), b"1");
+    assert_eq!(s.put_meta_if_absent("x", b"2").unwrap(), b"1");
+}
+
+/// A write through `b` moves `a`'s change token (within a second) and is
+/// visible through `a`.
+pub fn other_handle_changes_are_seen(a: &dyn Storage, b: &dyn Storage) {
+    let t0 = a.change_token().unwrap();
+    b.create_store(&store("/x")).unwrap();
+    token_moves(a, t0);
+    assert!(a
+        .get_store(&StorePrefix::parse("/x").unwrap())
+        .unwrap()
+        .is_some());
+}
+
+/// Lifecycle fields, version flags, shredding, due keys, counters.
+pub fn lifecycle_versions_shredding_and_due_keys(s: &dyn Storage) {
+    s.create_store(&store("/a")).unwrap();
+    let (k, v) = key("/a", "k");
+    s.create_key(&k, &v).unwrap();
+    for n in 2..=3 {
+        s.add_key_version(
+            &k.store,
+            &k.id,
+            &WrappedKeyVersion {
+                version: n,
+                wrapped: vec![n as u8; 3],
+                created_at: 10,
+                flag: VersionFlag::Good,
+            },
+        )
+        .unwrap();
+    }
+    let l = Lifecycle {
+        state: KeyState::PreActive,
+        activate_at: Some(100),
+        deactivate_at: Some(200),
+        rotation_period: Some(86_400),
+        next_rotation_at: Some(500),
+        min_decrypt_version: 2,
+        ..Lifecycle::default()
+    };
+    s.set_key_lifecycle(&k.store, &k.id, &l).unwrap();
+    assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap().lifecycle, l);
+    assert!(s.due_keys(499, 10).unwrap().is_empty());
+    assert_eq!(s.due_keys(500, 10).unwrap().len(), 1);
+
+    s.set_version_flag(&k.store, &k.id, 2, VersionFlag::CompromisedAllowed)
+        .unwrap();
+    assert!(s
+        .set_version_flag(&k.store, &k.id, 9, VersionFlag::Good)
+        .is_err());
+    assert_eq!(
+        s.get_key_version(&k.store, &k.id, 2).unwrap().unwrap().flag,
+        VersionFlag::CompromisedAllowed
+    );
+    assert_eq!(s.shred_versions_below(&k.store, &k.id, 2).unwrap(), 1);
+    assert_eq!(s.shred_versions_below(&k.store, &k.id, 2).unwrap(), 0);
+    let vs = s.list_key_versions(&k.store, &k.id).unwrap();
+    assert_eq!(
+        vs.iter().map(|v| v.has_material).collect::<Vec<_>>(),
+        [false, true, true]
+    );
+    assert!(s
+        .wrapped_items()
+        .unwrap()
+        .iter()
+        .all(|(i, _)| !matches!(i, WrappedItem::KeyVersion { version: 1, .. })));
+
+    s.destroy_key_material(&k.store, &k.id, 1_000).unwrap();
+    let d = s.get_key(&k.store, &k.id).unwrap().unwrap();
+    assert_eq!(d.lifecycle.state, KeyState::Destroyed);
+    assert_eq!(d.lifecycle.destroy_at, Some(1_000));
+    assert!(s
+        .list_key_versions(&k.store, &k.id)
+        .unwrap()
+        .iter()
+        .all(|v| !v.has_material));
+    assert!(s.due_keys(i64::MAX, 10).unwrap().is_empty());
+
+    assert_eq!(s.bump_counter("c").unwrap(), 1);
+    assert_eq!(s.bump_counter("c").unwrap(), 2);
+    s.set_meta("x", Some(b"1")).unwrap();
+    s.set_meta("x", Some(b"2")).unwrap();
+    assert_eq!(s.get_meta("x").unwrap().unwrap(), b"2");
+    s.set_meta("x", None).unwrap();
+    assert!(s.get_meta("x").unwrap().is_none());
+}
+
+/// Waits (at most a second) for `s`'s change token to move from `t0`.
+fn token_moves(s: &dyn Storage, t0: u64) {
+    let started = std::time::Instant::now();
+    while s.change_token().unwrap() == t0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the change was not noticed within a second"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Nodes heartbeat, are listed while fresh, and can be removed.
+pub fn nodes_heartbeat_and_expire(s: &dyn Storage) {
+    let n = |id: &str, beat: i64, epoch: u64| NodeInfo {
+        id: id.into(),
+        started_ms: 1,
+        heartbeat_ms: beat,
+        ack_epoch: epoch,
+    };
+    s.node_heartbeat(&n("a", 1_000, 0)).unwrap();
+    s.node_heartbeat(&n("b", 2_000, 0)).unwrap();
+    s.node_heartbeat(&n("a", 3_000, 7)).unwrap();
+    assert_eq!(s.live_nodes(2_500).unwrap(), vec![n("a", 3_000, 7)]);
+    assert_eq!(s.live_nodes(0).unwrap().len(), 2);
+    s.remove_node("a").unwrap();
+    assert_eq!(s.live_nodes(0).unwrap(), vec![n("b", 2_000, 0)]);
+}
+
+/// Fills `s` with one of everything a snapshot holds.
+pub fn fill(s: &dyn Storage) {
+    s.put_meta_if_absent("root_check", b"rc").unwrap();
+    s.create_store(&store("/a")).unwrap();
+    let (k, v) = key("/a", "k1");
+    s.create_key(&k, &v).unwrap();
+    s.add_key_version(
+        &k.store,
+        &k.id,
+        &WrappedKeyVersion {
+            version: 2,
+            wrapped: vec![7; 40],
+            created_at: 5,
+            flag: VersionFlag::CompromisedAllowed,
+        },
+    )
+    .unwrap();
+    s.set_key_lifecycle(
+        &k.store,
+        &k.id,
+        &Lifecycle {
+            deactivate_at: Some(99),
+            ..Lifecycle::default()
+        },
+    )
+    .unwrap();
+    s.add_credential(&StoredCredential {
+        access_key_id: "AAAAAAAAAAAAAAAAAAAA".into(),
+        store: k.store.clone(),
+        wrapped_secret: vec![9, 0, 255],
+        created_at: now(),
+    })
+    .unwrap();
+    s.set_policy("store /a", Some("allow * when kmsOperation = Encrypt"))
+        .unwrap();
+    s.add_audit_checkpoint(&keyhold_core::AuditCheckpoint {
+        chain: "xks".into(),
+        kind: "checkpoint".into(),
+        seq: 3,
+        head: "ab".into(),
+        ts_ms: 4,
+        mac: "cd".into(),
+    })
+    .unwrap();
+    s.create_object(&object("o1"), b"wrapped").unwrap();
+    let mut gone = object("o2");
+    s.create_object(&gone, b"w2").unwrap();
+    gone.has_material = false;
+    s.update_object(&gone).unwrap();
+}
+
+/// A snapshot of `a` restored into empty `b` reads back the same, and a
+/// restore into storage that holds keys is refused.
+pub fn snapshot_and_restore(a: &dyn Storage, b: &dyn Storage) {
+    fill(a);
+    let snap = a.snapshot().unwrap();
+    for t in crate::SNAPSHOT_TABLES {
+        assert!(snap.count(t.name) > 0, "{} is empty", t.name);
+    }
+    b.put_meta_if_absent("fresh", b"1").unwrap();
+    b.restore(&snap).unwrap();
+    assert_eq!(b.snapshot().unwrap(), snap);
+    assert!(b.get_meta("fresh").unwrap().is_none());
+    let k = b
+        .get_key(
+            &StorePrefix::parse("/a").unwrap(),
+            &KeyId::parse("k1").unwrap(),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(k.current_version, 2);
+    assert_eq!(k.lifecycle.deactivate_at, Some(99));
+    assert_eq!(b.object_material("o2").unwrap(), None);
+    assert!(matches!(b.restore(&snap), Err(Error::InvalidState(_))));
+    let mut bad = snap.clone();
+    bad.tables[0].rows[0].pop();
+    assert!(a.restore(&bad).is_err());
+}

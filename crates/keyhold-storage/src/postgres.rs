@@ -1,0 +1,1490 @@
+//! The PostgreSQL backend: several Keyhold nodes on one database cluster.
+//!
+//! The [`Storage`] trait is synchronous; this backend runs `tokio-postgres`
+//! on a small runtime of its own and waits for each call. Connections come
+//! from a pool (broken ones are replaced, so a promoted replica behind a
+//! multi-host URL with `target_session_attrs=read-write` is found again).
+//!
+//! Changes made by any node are announced with `NOTIFY` by triggers, which
+//! PostgreSQL delivers only once the transaction committed; a listening
+//! connection turns them into a new [`Storage::change_token`]. As a safety
+//! net the token also moves every `cache_ttl`. While the database is
+//! unreachable the token holds still (nodes keep serving what they have
+//! cached) for at most `max_staleness`.
+
+use crate::{Cell, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES};
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use keyhold_core::{
+    now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
+    ObjectState, Result, Status, StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag,
+    WrappedItem, WrappedKeyVersion,
+};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{AsyncMessage, Row};
+
+/// The channel the change triggers notify on.
+const CHANNEL: &str = "keyhold_changes";
+
+/// Schema migrations, applied in order under an advisory lock (several
+/// nodes may start at once); `keyhold_schema` records how many have run.
+/// Column types are BIGINT, TEXT and BYTEA only, like SQLite's, so that
+/// snapshots move between the backends unchanged.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+CREATE TABLE stores (
+    prefix      TEXT PRIMARY KEY,
+    status      TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at  BIGINT NOT NULL
+);
+CREATE TABLE credentials (
+    access_key_id  TEXT PRIMARY KEY,
+    store          TEXT NOT NULL REFERENCES stores(prefix),
+    wrapped_secret BYTEA NOT NULL,
+    created_at     BIGINT NOT NULL
+);
+CREATE INDEX credentials_store ON credentials(store);
+CREATE TABLE keys (
+    store               TEXT NOT NULL REFERENCES stores(prefix),
+    key_id              TEXT NOT NULL,
+    status              TEXT NOT NULL,
+    usage               BIGINT NOT NULL,
+    current_version     BIGINT NOT NULL,
+    created_at          BIGINT NOT NULL,
+    updated_at          BIGINT NOT NULL,
+    hsm_label           TEXT,
+    state               TEXT NOT NULL DEFAULT 'ACTIVE',
+    activate_at         BIGINT,
+    deactivate_at       BIGINT,
+    destroy_at          BIGINT,
+    compromised_at      BIGINT,
+    rotation_period     BIGINT,
+    next_rotation_at    BIGINT,
+    min_decrypt_version BIGINT NOT NULL DEFAULT 1,
+    PRIMARY KEY (store, key_id)
+);
+CREATE INDEX keys_destroy_at ON keys(destroy_at) WHERE destroy_at IS NOT NULL;
+CREATE INDEX keys_next_rotation_at ON keys(next_rotation_at) WHERE next_rotation_at IS NOT NULL;
+CREATE TABLE key_versions (
+    store      TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    version    BIGINT NOT NULL,
+    wrapped    BYTEA NOT NULL,
+    created_at BIGINT NOT NULL,
+    flag       BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (store, key_id, version),
+    FOREIGN KEY (store, key_id) REFERENCES keys(store, key_id)
+);
+CREATE TABLE audit_checkpoints (
+    chain TEXT NOT NULL,
+    kind  TEXT NOT NULL,
+    seq   BIGINT NOT NULL,
+    head  TEXT NOT NULL,
+    ts_ms BIGINT NOT NULL,
+    mac   TEXT NOT NULL,
+    PRIMARY KEY (chain, kind, seq)
+);
+CREATE TABLE policies (
+    scope      TEXT PRIMARY KEY,
+    body       TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE objects (
+    uid         TEXT PRIMARY KEY,
+    object_type BIGINT NOT NULL,
+    owner       TEXT NOT NULL,
+    state       BIGINT NOT NULL,
+    exportable  BIGINT NOT NULL,
+    attrs       TEXT NOT NULL,
+    material    BYTEA,
+    rev         BIGINT NOT NULL,
+    created_ms  BIGINT NOT NULL
+);
+CREATE TABLE nodes (
+    node_id      TEXT PRIMARY KEY,
+    started_ms   BIGINT NOT NULL,
+    heartbeat_ms BIGINT NOT NULL,
+    ack_epoch    BIGINT NOT NULL
+);
+CREATE FUNCTION keyhold_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('keyhold_changes', TG_TABLE_NAME);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON meta
+    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+CREATE TRIGGER stores_changed AFTER INSERT OR UPDATE OR DELETE ON stores
+    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+CREATE TRIGGER credentials_changed AFTER INSERT OR UPDATE OR DELETE ON credentials
+    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+CREATE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE ON keys
+    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+CREATE TRIGGER key_versions_changed AFTER INSERT OR UPDATE OR DELETE ON key_versions
+    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+CREATE TRIGGER policies_changed AFTER INSERT OR UPDATE OR DELETE ON policies
+    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+CREATE TRIGGER objects_changed AFTER INSERT OR UPDATE OR DELETE ON objects
+    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+"#];
+
+/// An arbitrary constant naming Keyhold's migration lock.
+const MIGRATION_LOCK: i64 = 0x006b_6579_686f_6c64;
+
+/// Checkpoints kept per audit chain (retention markers are all kept).
+const AUDIT_CHECKPOINTS_KEPT: i64 = 1_000;
+
+/// The columns [`row_to_key`] reads, in order.
+const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
+    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version";
+
+const OBJECT_COLUMNS: &str =
+    "uid, object_type, owner, state, exportable, attrs, material IS NOT NULL, rev";
+
+/// Settings of the PostgreSQL backend besides its URL.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Longest wait for one storage call (connecting included).
+    pub op_timeout: Duration,
+    /// Caches are dropped at least this often, notifications or not.
+    pub cache_ttl: Duration,
+    /// While the database is unreachable, cached keys keep serving for at
+    /// most this long (zero: not at all).
+    pub max_staleness: Duration,
+    /// PEM file of the CA that signed the database server's certificate:
+    /// turns on TLS (verified) to the database.
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            op_timeout: Duration::from_secs(5),
+            cache_ttl: Duration::from_secs(60),
+            max_staleness: Duration::from_secs(300),
+            tls_ca: None,
+        }
+    }
+}
+
+/// What the listening connection has seen.
+#[derive(Default)]
+struct Changes {
+    /// Moves on every notification, reconnection and TTL tick.
+    token: AtomicU64,
+    /// Whether the listening connection is up.
+    up: AtomicBool,
+    /// When it went down (ms), while it is down.
+    down_since_ms: AtomicI64,
+}
+
+impl Changes {
+    fn bump(&self) {
+        self.token.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+type Tls = tokio_postgres_rustls::MakeRustlsConnect;
+
+/// Runs `$body` (an async block body returning `Result`) with a pooled
+/// connection named `$c`, on the database runtime, and waits for it.
+macro_rules! with_conn {
+    ($s:expr, $c:ident => $body:block) => {{
+        let pool = $s.pool.clone();
+        let target = $s.target.clone();
+        $s.block(async move {
+            #[allow(unused_mut)]
+            let mut $c = pool.get().await.map_err(|e| {
+                Error::DependencyTimeout(format!("cannot reach the database {target}: {e}"))
+            })?;
+            $body
+        })
+    }};
+}
+
+/// PostgreSQL storage shared by several nodes.
+pub struct PostgresStorage {
+    rt: Option<tokio::runtime::Runtime>,
+    pool: Pool,
+    changes: Arc<Changes>,
+    opts: PgOptions,
+    /// Redacted URL, for messages.
+    target: String,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Maps a database error: a lost or refused connection is the dependency
+/// being unavailable (XKS answers 503 and clients retry); a statement
+/// cancelled by its timeout likewise; anything else is a storage error.
+fn pg_err(e: tokio_postgres::Error) -> Error {
+    match e.code() {
+        Some(c) if *c == tokio_postgres::error::SqlState::QUERY_CANCELED => {
+            Error::DependencyTimeout(format!("database: {e}"))
+        }
+        Some(c)
+            if c.code().starts_with("08")
+                || c.code().starts_with("57P")
+                || *c == tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION =>
+        {
+            Error::DependencyTimeout(format!("database unavailable: {e}"))
+        }
+        Some(_) => Error::Storage(e.to_string()),
+        None if e.is_closed()
+            || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>()) =>
+        {
+            Error::DependencyTimeout(format!("database unreachable: {e}"))
+        }
+        None => Error::Storage(e.to_string()),
+    }
+}
+
+fn bad_row(what: impl std::fmt::Display) -> Error {
+    Error::Storage(format!("unexpected database content: {what}"))
+}
+
+/// Reads column `i`, without panicking on a type mismatch.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(r: &'a Row, i: usize) -> Result<T> {
+    r.try_get(i).map_err(bad_row)
+}
+
+fn to_u32(v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| bad_row(format!("{v} out of range")))
+}
+
+fn row_to_key(r: &Row) -> Result<Key> {
+    let state: String = col(r, 8)?;
+    Ok(Key {
+        store: StorePrefix::parse(col(r, 0)?).map_err(bad_row)?,
+        id: KeyId::parse(col(r, 1)?).map_err(bad_row)?,
+        status: Status::parse(col(r, 2)?).ok_or_else(|| bad_row("key status"))?,
+        usage: Usage::from_bits(col(r, 3)?),
+        current_version: to_u32(col(r, 4)?)?,
+        created_at: col(r, 5)?,
+        updated_at: col(r, 6)?,
+        hsm_label: col(r, 7)?,
+        lifecycle: Lifecycle {
+            state: KeyState::parse(&state).ok_or_else(|| bad_row(format!("key state {state}")))?,
+            activate_at: col(r, 9)?,
+            deactivate_at: col(r, 10)?,
+            destroy_at: col(r, 11)?,
+            compromised_at: col(r, 12)?,
+            rotation_period: col(r, 13)?,
+            next_rotation_at: col(r, 14)?,
+            min_decrypt_version: to_u32(col(r, 15)?)?,
+        },
+    })
+}
+
+fn row_to_store(r: &Row) -> Result<KeyStore> {
+    Ok(KeyStore {
+        prefix: StorePrefix::parse(col(r, 0)?).map_err(bad_row)?,
+        status: Status::parse(col(r, 1)?).ok_or_else(|| bad_row("store status"))?,
+        description: col(r, 2)?,
+        created_at: col(r, 3)?,
+    })
+}
+
+fn row_to_cred(r: &Row) -> Result<StoredCredential> {
+    Ok(StoredCredential {
+        access_key_id: col(r, 0)?,
+        store: StorePrefix::parse(col(r, 1)?).map_err(bad_row)?,
+        wrapped_secret: col(r, 2)?,
+        created_at: col(r, 3)?,
+    })
+}
+
+fn row_to_object(r: &Row) -> Result<ManagedObject> {
+    let state = to_u32(col(r, 3)?)?;
+    let attrs: String = col(r, 5)?;
+    Ok(ManagedObject {
+        uid: col(r, 0)?,
+        object_type: to_u32(col(r, 1)?)?,
+        owner: col(r, 2)?,
+        state: ObjectState::from_u32(state).ok_or_else(|| bad_row(format!("state {state}")))?,
+        exportable: col::<i64>(r, 4)? != 0,
+        attrs: serde_json::from_str(&attrs).map_err(bad_row)?,
+        has_material: col(r, 6)?,
+        rev: col::<i64>(r, 7)? as u64,
+    })
+}
+
+fn lifecycle_params(l: &Lifecycle) -> (String, i64) {
+    (l.state.as_str().to_owned(), l.min_decrypt_version.into())
+}
+
+fn key_not_found(prefix: &StorePrefix, id: &KeyId) -> Error {
+    Error::KeyNotFound {
+        store: prefix.display().to_owned(),
+        key: id.to_string(),
+    }
+}
+
+fn one_key_row(n: u64, prefix: &StorePrefix, id: &KeyId) -> Result<()> {
+    if n == 0 {
+        return Err(key_not_found(prefix, id));
+    }
+    Ok(())
+}
+
+async fn require_store(c: &impl GenericClient, prefix: &StorePrefix) -> Result<()> {
+    c.query_opt(
+        "SELECT 1 FROM stores WHERE prefix = $1",
+        &[&prefix.as_str()],
+    )
+    .await
+    .map_err(pg_err)?
+    .map(|_| ())
+    .ok_or_else(|| Error::StoreNotFound(prefix.display().to_owned()))
+}
+
+fn tls_connector(ca: Option<&PathBuf>) -> Result<Tls> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|e| {
+            Error::invalid(
+                "storage.tls_ca",
+                format!("cannot read {}: {e}", ca.display()),
+            )
+        })?;
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let c = c.map_err(|e| Error::invalid("storage.tls_ca", e.to_string()))?;
+            roots
+                .add(c)
+                .map_err(|e| Error::invalid("storage.tls_ca", e.to_string()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..s + 3], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl PostgresStorage {
+    /// Connects to `url` (a libpq-style URL or key=value string, several
+    /// hosts allowed), migrates the schema and starts listening for
+    /// changes. Fails if the database cannot be reached within the
+    /// operation timeout.
+    pub fn connect(url: &str, opts: PgOptions) -> Result<Self> {
+        let mut cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::invalid("storage.url", format!("{}: {e}", redact(url))))?;
+        cfg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(5))
+            .connect_timeout(opts.op_timeout);
+        if cfg.get_application_name().is_none() {
+            cfg.application_name("keyhold");
+        }
+        if opts.tls_ca.is_some() && cfg.get_ssl_mode() == tokio_postgres::config::SslMode::Prefer {
+            cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        let tls = tls_connector(opts.tls_ca.as_ref())?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("keyhold-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the database runtime: {e}")))?;
+        let mgr = Manager::from_config(
+            cfg.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(opts.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(opts.op_timeout))
+            .create_timeout(Some(opts.op_timeout))
+            .build()
+            .map_err(|e| Error::Internal(format!("database pool: {e}")))?;
+        let changes = Arc::new(Changes::default());
+        let s = Self {
+            rt: Some(rt),
+            pool,
+            changes: changes.clone(),
+            opts: opts.clone(),
+            target: redact(url),
+        };
+        s.migrate()?;
+        let handle = s.runtime().handle().clone();
+        handle.spawn(listen_loop(cfg, tls, changes.clone()));
+        handle.spawn(tick_loop(changes, opts));
+        Ok(s)
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.rt.as_ref().expect("runtime lives until drop")
+    }
+
+    /// Runs `f` on the database runtime and waits for it (at most the
+    /// operation timeout). Safe to call from any thread, async ones too.
+    fn block<T: Send + 'static>(
+        &self,
+        f: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let limit = self.opts.op_timeout;
+        self.runtime().spawn(async move {
+            let r = match tokio::time::timeout(limit, f).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::DependencyTimeout(format!(
+                    "the database did not answer within {} ms",
+                    limit.as_millis()
+                ))),
+            };
+            let _ = tx.send(r);
+        });
+        rx.recv_timeout(limit + Duration::from_secs(1))
+            .unwrap_or_else(|_| {
+                Err(Error::DependencyTimeout(
+                    "the database did not answer".into(),
+                ))
+            })
+    }
+
+    fn migrate(&self) -> Result<()> {
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .map_err(pg_err)?;
+            tx.batch_execute("CREATE TABLE IF NOT EXISTS keyhold_schema (version BIGINT NOT NULL)")
+                .await
+                .map_err(pg_err)?;
+            let current: i64 = match tx
+                .query_opt("SELECT version FROM keyhold_schema", &[])
+                .await
+                .map_err(pg_err)?
+            {
+                Some(r) => col(&r, 0)?,
+                None => {
+                    tx.execute("INSERT INTO keyhold_schema(version) VALUES (0)", &[])
+                        .await
+                        .map_err(pg_err)?;
+                    0
+                }
+            };
+            if current as usize > MIGRATIONS.len() {
+                return Err(Error::Storage(format!(
+                    "database schema version {current} is newer than this Keyhold ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+                tx.batch_execute(m).await.map_err(pg_err)?;
+                tx.execute("UPDATE keyhold_schema SET version = $1", &[&((i + 1) as i64)])
+                    .await
+                    .map_err(pg_err)?;
+            }
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+
+    /// Runs one statement and returns the rows it changed.
+    fn exec(&self, sql: &'static str, params: Vec<Box<dyn ToSql + Send + Sync>>) -> Result<u64> {
+        with_conn!(self, c => {
+            let st = c.prepare_cached(sql).await.map_err(pg_err)?;
+            let p: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            c.execute(&st, &p).await.map_err(pg_err)
+        })
+    }
+
+    /// Runs one query and maps its rows.
+    fn rows<T: Send + 'static>(
+        &self,
+        sql: String,
+        params: Vec<Box<dyn ToSql + Send + Sync>>,
+        map: fn(&Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        with_conn!(self, c => {
+            let st = c.prepare_cached(&sql).await.map_err(pg_err)?;
+            let p: Vec<&(dyn ToSql + Sync)> = params
+                .iter()
+                .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            c.query(&st, &p)
+                .await
+                .map_err(pg_err)?
+                .iter()
+                .map(map)
+                .collect()
+        })
+    }
+
+    /// The first row of [`Self::rows`], if any.
+    fn row<T: Send + 'static>(
+        &self,
+        sql: String,
+        params: Vec<Box<dyn ToSql + Send + Sync>>,
+        map: fn(&Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        Ok(self.rows(sql, params, map)?.into_iter().next())
+    }
+}
+
+impl Drop for PostgresStorage {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one's context panics; let its
+        // threads end on their own.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Keeps a connection that LISTENs for changes, reconnecting forever.
+async fn listen_loop(cfg: tokio_postgres::Config, tls: Tls, changes: Arc<Changes>) {
+    loop {
+        if let Ok((client, mut conn)) = cfg.connect(tls.clone()).await {
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            let ch = changes.clone();
+            tokio::spawn(async move {
+                loop {
+                    match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                        Some(Ok(AsyncMessage::Notification(_))) => ch.bump(),
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => break,
+                    }
+                }
+                let _ = done_tx.send(());
+            });
+            if client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .await
+                .is_ok()
+            {
+                // Changes may have been missed while not listening.
+                changes.up.store(true, Ordering::SeqCst);
+                changes.bump();
+                let _ = done_rx.await;
+            }
+            drop(client);
+        }
+        if changes.up.swap(false, Ordering::SeqCst)
+            || changes.down_since_ms.load(Ordering::SeqCst) == 0
+        {
+            changes.down_since_ms.store(now_ms(), Ordering::SeqCst);
+            tracing::warn!("lost the connection that listens for database changes; reconnecting");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Moves the change token every `cache_ttl` while connected (the safety
+/// net), and every second once the database has been unreachable for
+/// longer than `max_staleness` (cached keys stop serving).
+async fn tick_loop(changes: Arc<Changes>, opts: PgOptions) {
+    let mut last_tick = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if changes.up.load(Ordering::SeqCst) {
+            changes.down_since_ms.store(0, Ordering::SeqCst);
+            if last_tick.elapsed() >= opts.cache_ttl {
+                last_tick = std::time::Instant::now();
+                changes.bump();
+            }
+        } else {
+            let since = changes.down_since_ms.load(Ordering::SeqCst);
+            if since != 0 && now_ms() - since >= opts.max_staleness.as_millis() as i64 {
+                changes.bump();
+            }
+        }
+    }
+}
+
+type Params = Vec<Box<dyn ToSql + Send + Sync>>;
+
+macro_rules! params {
+    ($($p:expr),* $(,)?) => {{
+        let v: Params = vec![$(Box::new($p)),*];
+        v
+    }};
+}
+
+impl Storage for PostgresStorage {
+    fn change_token(&self) -> Result<u64> {
+        Ok(self.changes.token.load(Ordering::SeqCst))
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.exec("SELECT 1", params![]).map(drop)
+    }
+
+    fn blocks(&self) -> bool {
+        true
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.row(
+            "SELECT value FROM meta WHERE name = $1".into(),
+            params![name.to_owned()],
+            |r| col(r, 0),
+        )
+    }
+
+    fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
+        let (name, value) = (name.to_owned(), value.to_vec());
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &value],
+            )
+            .await
+            .map_err(pg_err)?;
+            let r = tx
+                .query_one("SELECT value FROM meta WHERE name = $1", &[&name])
+                .await
+                .map_err(pg_err)?;
+            let v: Vec<u8> = col(&r, 0)?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(v)
+        })
+    }
+
+    fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()> {
+        match value {
+            Some(v) => self.exec(
+                "INSERT INTO meta(name, value) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![name.to_owned(), v.to_vec()],
+            ),
+            None => self.exec("DELETE FROM meta WHERE name = $1", params![name.to_owned()]),
+        }
+        .map(drop)
+    }
+
+    fn get_policy(&self, scope: &str) -> Result<Option<String>> {
+        self.row(
+            "SELECT body FROM policies WHERE scope = $1".into(),
+            params![scope.to_owned()],
+            |r| col(r, 0),
+        )
+    }
+
+    fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool> {
+        let n = match body {
+            Some(b) => self.exec(
+                "INSERT INTO policies(scope, body, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                params![scope.to_owned(), b.to_owned(), now()],
+            )?,
+            None => self.exec(
+                "DELETE FROM policies WHERE scope = $1",
+                params![scope.to_owned()],
+            )?,
+        };
+        Ok(n > 0)
+    }
+
+    fn list_policies(&self) -> Result<Vec<(String, String)>> {
+        self.rows(
+            "SELECT scope, body FROM policies ORDER BY scope".into(),
+            params![],
+            |r| Ok((col(r, 0)?, col(r, 1)?)),
+        )
+    }
+
+    fn add_audit_checkpoint(&self, cp: &AuditCheckpoint) -> Result<()> {
+        let cp = cp.clone();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute(
+                "INSERT INTO audit_checkpoints(chain, kind, seq, head, ts_ms, mac) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (chain, kind, seq) DO UPDATE SET head = excluded.head, ts_ms = excluded.ts_ms, mac = excluded.mac",
+                &[&cp.chain, &cp.kind, &(cp.seq as i64), &cp.head, &cp.ts_ms, &cp.mac],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.execute(
+                "DELETE FROM audit_checkpoints WHERE chain = $1 AND kind = 'checkpoint' AND seq < \
+                 (SELECT seq FROM audit_checkpoints WHERE chain = $1 AND kind = 'checkpoint' ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                &[&cp.chain, &(AUDIT_CHECKPOINTS_KEPT - 1)],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+
+    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {
+        self.rows(
+            "SELECT chain, kind, seq, head, ts_ms, mac FROM audit_checkpoints ORDER BY chain, seq"
+                .into(),
+            params![],
+            |r| {
+                Ok(AuditCheckpoint {
+                    chain: col(r, 0)?,
+                    kind: col(r, 1)?,
+                    seq: col::<i64>(r, 2)? as u64,
+                    head: col(r, 3)?,
+                    ts_ms: col(r, 4)?,
+                    mac: col(r, 5)?,
+                })
+            },
+        )
+    }
+
+    fn bump_counter(&self, name: &str) -> Result<u64> {
+        let name = name.to_owned();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            // Serialise concurrent bumps on the row (or its absence).
+            tx.execute(
+                "INSERT INTO meta(name, value) VALUES ($1, '\\x30'::bytea) ON CONFLICT (name) DO NOTHING",
+                &[&name],
+            )
+            .await
+            .map_err(pg_err)?;
+            let r = tx
+                .query_one("SELECT value FROM meta WHERE name = $1 FOR UPDATE", &[&name])
+                .await
+                .map_err(pg_err)?;
+            let old: Vec<u8> = col(&r, 0)?;
+            let n = String::from_utf8(old)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            tx.execute(
+                "UPDATE meta SET value = $2 WHERE name = $1",
+                &[&name, &n.to_string().into_bytes()],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(n)
+        })
+    }
+
+    fn create_store(&self, store: &KeyStore) -> Result<()> {
+        let n = self.exec(
+            "INSERT INTO stores(prefix, status, description, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            params![
+                store.prefix.as_str().to_owned(),
+                store.status.as_str().to_owned(),
+                store.description.clone(),
+                store.created_at
+            ],
+        )?;
+        if n == 0 {
+            return Err(Error::StoreExists(store.prefix.display().to_owned()));
+        }
+        Ok(())
+    }
+
+    fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>> {
+        self.row(
+            "SELECT prefix, status, description, created_at FROM stores WHERE prefix = $1".into(),
+            params![prefix.as_str().to_owned()],
+            row_to_store,
+        )
+    }
+
+    fn list_stores(&self) -> Result<Vec<KeyStore>> {
+        self.rows(
+            "SELECT prefix, status, description, created_at FROM stores ORDER BY prefix".into(),
+            params![],
+            row_to_store,
+        )
+    }
+
+    fn set_store_status(&self, prefix: &StorePrefix, status: Status) -> Result<()> {
+        let n = self.exec(
+            "UPDATE stores SET status = $2 WHERE prefix = $1",
+            params![prefix.as_str().to_owned(), status.as_str().to_owned()],
+        )?;
+        if n == 0 {
+            return Err(Error::StoreNotFound(prefix.display().to_owned()));
+        }
+        Ok(())
+    }
+
+    fn add_credential(&self, cred: &StoredCredential) -> Result<()> {
+        let cred = cred.clone();
+        with_conn!(self, c => {
+            require_store(&c, &cred.store).await?;
+            c.execute(
+                "INSERT INTO credentials(access_key_id, store, wrapped_secret, created_at) VALUES ($1, $2, $3, $4)",
+                &[&cred.access_key_id, &cred.store.as_str(), &cred.wrapped_secret, &cred.created_at],
+            )
+            .await
+            .map_err(pg_err)
+            .map(drop)
+        })
+    }
+
+    fn remove_credential(&self, prefix: &StorePrefix, access_key_id: &str) -> Result<()> {
+        let n = self.exec(
+            "DELETE FROM credentials WHERE store = $1 AND access_key_id = $2",
+            params![prefix.as_str().to_owned(), access_key_id.to_owned()],
+        )?;
+        if n == 0 {
+            return Err(Error::CredentialNotFound(access_key_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn list_credentials(&self, prefix: &StorePrefix) -> Result<Vec<StoredCredential>> {
+        let p = prefix.clone();
+        with_conn!(self, c => {
+            require_store(&c, &p).await?;
+            c.query(
+                "SELECT access_key_id, store, wrapped_secret, created_at FROM credentials WHERE store = $1 ORDER BY created_at, access_key_id",
+                &[&p.as_str()],
+            )
+            .await
+            .map_err(pg_err)?
+            .iter()
+            .map(row_to_cred)
+            .collect()
+        })
+    }
+
+    fn get_credential(&self, access_key_id: &str) -> Result<Option<StoredCredential>> {
+        self.row(
+            "SELECT access_key_id, store, wrapped_secret, created_at FROM credentials WHERE access_key_id = $1".into(),
+            params![access_key_id.to_owned()],
+            row_to_cred,
+        )
+    }
+
+    fn create_keys(&self, keys: &[(Key, WrappedKeyVersion)]) -> Result<()> {
+        let keys = keys.to_vec();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let ins_key = tx
+                .prepare(&format!(
+                    "INSERT INTO keys({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let ins_version = tx
+                .prepare(
+                    "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await
+                .map_err(pg_err)?;
+            let mut checked: Option<StorePrefix> = None;
+            for (key, first) in &keys {
+                if checked.as_ref() != Some(&key.store) {
+                    require_store(&tx, &key.store).await?;
+                    checked = Some(key.store.clone());
+                }
+                let l = &key.lifecycle;
+                let (state, min) = lifecycle_params(l);
+                let n = tx
+                    .execute(
+                        &ins_key,
+                        &[
+                            &key.store.as_str(),
+                            &key.id.as_str(),
+                            &key.status.as_str(),
+                            &key.usage.to_bits(),
+                            &i64::from(first.version),
+                            &key.created_at,
+                            &key.updated_at,
+                            &key.hsm_label,
+                            &state,
+                            &l.activate_at,
+                            &l.deactivate_at,
+                            &l.destroy_at,
+                            &l.compromised_at,
+                            &l.rotation_period,
+                            &l.next_rotation_at,
+                            &min,
+                        ],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                if n == 0 {
+                    return Err(Error::KeyExists {
+                        store: key.store.display().to_owned(),
+                        key: key.id.to_string(),
+                    });
+                }
+                tx.execute(
+                    &ins_version,
+                    &[
+                        &key.store.as_str(),
+                        &key.id.as_str(),
+                        &i64::from(first.version),
+                        &first.wrapped,
+                        &first.created_at,
+                        &first.flag.to_i64(),
+                    ],
+                )
+                .await
+                .map_err(pg_err)?;
+            }
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+
+    fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>> {
+        self.row(
+            format!("SELECT {KEY_COLUMNS} FROM keys WHERE store = $1 AND key_id = $2"),
+            params![prefix.as_str().to_owned(), id.as_str().to_owned()],
+            row_to_key,
+        )
+    }
+
+    fn list_keys(
+        &self,
+        prefix: &StorePrefix,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        let p = prefix.clone();
+        let after = after.map(|a| a.as_str().to_owned()).unwrap_or_default();
+        with_conn!(self, c => {
+            require_store(&c, &p).await?;
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE store = $1 AND key_id > $2 ORDER BY key_id LIMIT $3"
+                ))
+                .await
+                .map_err(pg_err)?;
+            c.query(&st, &[&p.as_str(), &after, &(limit as i64)])
+                .await
+                .map_err(pg_err)?
+                .iter()
+                .map(row_to_key)
+                .collect()
+        })
+    }
+
+    fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
+        self.row(
+            "SELECT count(*) FROM keys WHERE store = $1".into(),
+            params![prefix.as_str().to_owned()],
+            |r| Ok(col::<i64>(r, 0)? as u64),
+        )
+        .map(Option::unwrap_or_default)
+    }
+
+    fn key_state_counts(&self) -> Result<Vec<(String, String, String, u64)>> {
+        self.rows(
+            "SELECT store, state, status, count(*) FROM keys GROUP BY store, state, status ORDER BY store, state, status".into(),
+            params![],
+            |r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?, col::<i64>(r, 3)? as u64)),
+        )
+    }
+
+    fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()> {
+        let n = self.exec(
+            "UPDATE keys SET status = $3, updated_at = $4 WHERE store = $1 AND key_id = $2",
+            params![
+                prefix.as_str().to_owned(),
+                id.as_str().to_owned(),
+                status.as_str().to_owned(),
+                now()
+            ],
+        )?;
+        one_key_row(n, prefix, id)
+    }
+
+    fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()> {
+        let n = self.exec(
+            "UPDATE keys SET usage = $3, updated_at = $4 WHERE store = $1 AND key_id = $2",
+            params![
+                prefix.as_str().to_owned(),
+                id.as_str().to_owned(),
+                usage.to_bits(),
+                now()
+            ],
+        )?;
+        one_key_row(n, prefix, id)
+    }
+
+    fn add_key_version(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: &WrappedKeyVersion,
+    ) -> Result<()> {
+        let (p, k, v) = (prefix.clone(), id.clone(), version.clone());
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let n = tx
+                .execute(
+                    "UPDATE keys SET current_version = $3::bigint, updated_at = $4 WHERE store = $1 AND key_id = $2 AND current_version = $3::bigint - 1",
+                    &[&p.as_str(), &k.as_str(), &i64::from(v.version), &now()],
+                )
+                .await
+                .map_err(pg_err)?;
+            if n == 0 {
+                let exists = tx
+                    .query_opt(
+                        "SELECT 1 FROM keys WHERE store = $1 AND key_id = $2",
+                        &[&p.as_str(), &k.as_str()],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                return Err(match exists {
+                    None => key_not_found(&p, &k),
+                    Some(_) => {
+                        Error::InvalidState(format!("key {k} was rotated concurrently; retry"))
+                    }
+                });
+            }
+            tx.execute(
+                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &p.as_str(),
+                    &k.as_str(),
+                    &i64::from(v.version),
+                    &v.wrapped,
+                    &v.created_at,
+                    &v.flag.to_i64(),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+
+    fn get_key_version(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: u32,
+    ) -> Result<Option<WrappedKeyVersion>> {
+        self.row(
+            "SELECT version, wrapped, created_at, flag FROM key_versions WHERE store = $1 AND key_id = $2 AND version = $3".into(),
+            params![
+                prefix.as_str().to_owned(),
+                id.as_str().to_owned(),
+                i64::from(version)
+            ],
+            |r| {
+                Ok(WrappedKeyVersion {
+                    version: to_u32(col(r, 0)?)?,
+                    wrapped: col(r, 1)?,
+                    created_at: col(r, 2)?,
+                    flag: VersionFlag::from_i64(col(r, 3)?),
+                })
+            },
+        )
+    }
+
+    fn set_key_lifecycle(&self, prefix: &StorePrefix, id: &KeyId, l: &Lifecycle) -> Result<()> {
+        let (state, min) = lifecycle_params(l);
+        let n = self.exec(
+            "UPDATE keys SET state = $3, activate_at = $4, deactivate_at = $5, destroy_at = $6, compromised_at = $7, \
+             rotation_period = $8, next_rotation_at = $9, min_decrypt_version = $10, updated_at = $11 \
+             WHERE store = $1 AND key_id = $2",
+            params![
+                prefix.as_str().to_owned(),
+                id.as_str().to_owned(),
+                state,
+                l.activate_at,
+                l.deactivate_at,
+                l.destroy_at,
+                l.compromised_at,
+                l.rotation_period,
+                l.next_rotation_at,
+                min,
+                now()
+            ],
+        )?;
+        one_key_row(n, prefix, id)
+    }
+
+    fn destroy_key_material(&self, prefix: &StorePrefix, id: &KeyId, at: Timestamp) -> Result<()> {
+        let (p, k) = (prefix.clone(), id.clone());
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let n = tx
+                .execute(
+                    "UPDATE keys SET state = 'DESTROYED', destroy_at = $3, next_rotation_at = NULL, updated_at = $3 \
+                     WHERE store = $1 AND key_id = $2",
+                    &[&p.as_str(), &k.as_str(), &at],
+                )
+                .await
+                .map_err(pg_err)?;
+            one_key_row(n, &p, &k)?;
+            tx.execute(
+                "UPDATE key_versions SET wrapped = '\\x'::bytea WHERE store = $1 AND key_id = $2",
+                &[&p.as_str(), &k.as_str()],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+
+    fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64> {
+        self.exec(
+            "UPDATE key_versions SET wrapped = '\\x'::bytea WHERE store = $1 AND key_id = $2 AND version < $3 AND length(wrapped) > 0",
+            params![
+                prefix.as_str().to_owned(),
+                id.as_str().to_owned(),
+                i64::from(below)
+            ],
+        )
+    }
+
+    fn set_version_flag(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: u32,
+        flag: VersionFlag,
+    ) -> Result<()> {
+        let n = self.exec(
+            "UPDATE key_versions SET flag = $4 WHERE store = $1 AND key_id = $2 AND version = $3",
+            params![
+                prefix.as_str().to_owned(),
+                id.as_str().to_owned(),
+                i64::from(version),
+                flag.to_i64()
+            ],
+        )?;
+        if n == 0 {
+            return Err(Error::invalid(
+                "version",
+                format!("key {id} has no version {version}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn list_key_versions(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Vec<VersionInfo>> {
+        self.rows(
+            "SELECT version, created_at, flag, length(wrapped) > 0 FROM key_versions WHERE store = $1 AND key_id = $2 ORDER BY version".into(),
+            params![prefix.as_str().to_owned(), id.as_str().to_owned()],
+            |r| {
+                Ok(VersionInfo {
+                    version: to_u32(col(r, 0)?)?,
+                    created_at: col(r, 1)?,
+                    flag: VersionFlag::from_i64(col(r, 2)?),
+                    has_material: col(r, 3)?,
+                })
+            },
+        )
+    }
+
+    fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>> {
+        self.rows(
+            format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE destroy_at <= $1 AND state <> 'DESTROYED' \
+                 UNION SELECT {KEY_COLUMNS} FROM keys WHERE next_rotation_at <= $1 LIMIT $2"
+            ),
+            params![now, limit as i64],
+            row_to_key,
+        )
+    }
+
+    fn create_object(&self, o: &ManagedObject, material: &[u8]) -> Result<()> {
+        let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
+        let n = self.exec(
+            "INSERT INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8) ON CONFLICT DO NOTHING",
+            params![
+                o.uid.clone(),
+                i64::from(o.object_type),
+                o.owner.clone(),
+                o.state as i64,
+                i64::from(o.exportable),
+                attrs,
+                material.to_vec(),
+                now_ms()
+            ],
+        )?;
+        if n == 0 {
+            return Err(Error::Conflict(format!("object {}", o.uid)));
+        }
+        Ok(())
+    }
+
+    fn get_object(&self, uid: &str) -> Result<Option<ManagedObject>> {
+        self.row(
+            format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = $1"),
+            params![uid.to_owned()],
+            row_to_object,
+        )
+    }
+
+    fn object_material(&self, uid: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .row(
+                "SELECT material FROM objects WHERE uid = $1".into(),
+                params![uid.to_owned()],
+                |r| col::<Option<Vec<u8>>>(r, 0),
+            )?
+            .flatten())
+    }
+
+    fn update_object(&self, o: &ManagedObject) -> Result<()> {
+        let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
+        let n = self.exec(
+            // Erasing the material is one-way: an update never brings it back.
+            "UPDATE objects SET state = $3, exportable = $4, attrs = $5, rev = rev + 1, \
+             material = CASE WHEN $6 THEN material ELSE NULL END \
+             WHERE uid = $1 AND rev = $2",
+            params![
+                o.uid.clone(),
+                o.rev as i64,
+                o.state as i64,
+                i64::from(o.exportable),
+                attrs,
+                o.has_material
+            ],
+        )?;
+        if n == 1 {
+            return Ok(());
+        }
+        Err(if self.get_object(&o.uid)?.is_some() {
+            Error::Conflict(format!("object {}", o.uid))
+        } else {
+            Error::ObjectNotFound(o.uid.clone())
+        })
+    }
+
+    fn list_objects(&self) -> Result<Vec<ManagedObject>> {
+        self.rows(
+            format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY created_ms, uid"),
+            params![],
+            row_to_object,
+        )
+    }
+
+    fn delete_object(&self, uid: &str) -> Result<()> {
+        self.exec(
+            "DELETE FROM objects WHERE uid = $1",
+            params![uid.to_owned()],
+        )
+        .map(drop)
+    }
+
+    fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>> {
+        let mut out = self.rows(
+            "SELECT name, value FROM meta ORDER BY name".into(),
+            params![],
+            |r| Ok((WrappedItem::Meta { name: col(r, 0)? }, col(r, 1)?)),
+        )?;
+        out.extend(self.rows(
+            "SELECT access_key_id, store, wrapped_secret FROM credentials ORDER BY access_key_id"
+                .into(),
+            params![],
+            |r| {
+                Ok((
+                    WrappedItem::Credential {
+                        access_key_id: col(r, 0)?,
+                        store: StorePrefix::parse(col(r, 1)?).map_err(bad_row)?,
+                    },
+                    col(r, 2)?,
+                ))
+            },
+        )?);
+        out.extend(self.rows(
+            "SELECT store, key_id, version, wrapped FROM key_versions WHERE length(wrapped) > 0 ORDER BY store, key_id, version".into(),
+            params![],
+            |r| {
+                Ok((
+                    WrappedItem::KeyVersion {
+                        store: StorePrefix::parse(col(r, 0)?).map_err(bad_row)?,
+                        id: KeyId::parse(col(r, 1)?).map_err(bad_row)?,
+                        version: to_u32(col(r, 2)?)?,
+                    },
+                    col(r, 3)?,
+                ))
+            },
+        )?);
+        out.extend(self.rows(
+            "SELECT uid, material FROM objects WHERE material IS NOT NULL ORDER BY uid".into(),
+            params![],
+            |r| Ok((WrappedItem::Object { uid: col(r, 0)? }, col(r, 1)?)),
+        )?);
+        Ok(out)
+    }
+
+    fn replace_wrapped(&self, item: &WrappedItem, expected: &[u8], new: &[u8]) -> Result<bool> {
+        let (e, n) = (expected.to_vec(), new.to_vec());
+        let changed = match item {
+            WrappedItem::Meta { name } => self.exec(
+                "UPDATE meta SET value = $3 WHERE name = $1 AND value = $2",
+                params![name.clone(), e, n],
+            ),
+            WrappedItem::Credential {
+                store,
+                access_key_id,
+            } => self.exec(
+                "UPDATE credentials SET wrapped_secret = $4 WHERE access_key_id = $1 AND store = $2 AND wrapped_secret = $3",
+                params![access_key_id.clone(), store.as_str().to_owned(), e, n],
+            ),
+            WrappedItem::KeyVersion { store, id, version } => self.exec(
+                "UPDATE key_versions SET wrapped = $5 WHERE store = $1 AND key_id = $2 AND version = $3 AND wrapped = $4",
+                params![
+                    store.as_str().to_owned(),
+                    id.as_str().to_owned(),
+                    i64::from(*version),
+                    e,
+                    n
+                ],
+            ),
+            WrappedItem::Object { uid } => self.exec(
+                "UPDATE objects SET material = $3 WHERE uid = $1 AND material = $2",
+                params![uid.clone(), e, n],
+            ),
+        }?;
+        Ok(changed == 1)
+    }
+
+    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
+        self.exec(
+            "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch",
+            params![n.id.clone(), n.started_ms, n.heartbeat_ms, n.ack_epoch as i64],
+        )
+        .map(drop)
+    }
+
+    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>> {
+        self.rows(
+            "SELECT node_id, started_ms, heartbeat_ms, ack_epoch FROM nodes WHERE heartbeat_ms >= $1 ORDER BY node_id".into(),
+            params![since_ms],
+            |r| {
+                Ok(NodeInfo {
+                    id: col(r, 0)?,
+                    started_ms: col(r, 1)?,
+                    heartbeat_ms: col(r, 2)?,
+                    ack_epoch: col::<i64>(r, 3)? as u64,
+                })
+            },
+        )
+    }
+
+    fn remove_node(&self, id: &str) -> Result<()> {
+        self.exec(
+            "DELETE FROM nodes WHERE node_id = $1",
+            params![id.to_owned()],
+        )
+        .map(drop)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot> {
+        with_conn!(self, c => {
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(pg_err)?;
+            let mut tables = Vec::new();
+            for spec in SNAPSHOT_TABLES {
+                let rows = tx.query(spec.select().as_str(), &[]).await.map_err(pg_err)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    let mut cells = Vec::with_capacity(spec.columns.len());
+                    for (i, c) in r.columns().iter().enumerate() {
+                        let t = c.type_();
+                        cells.push(if *t == Type::INT8 {
+                            col::<Option<i64>>(r, i)?.map_or(Cell::Null, Cell::Int)
+                        } else if *t == Type::BYTEA {
+                            col::<Option<Vec<u8>>>(r, i)?.map_or(Cell::Null, Cell::Bytes)
+                        } else {
+                            col::<Option<String>>(r, i)?.map_or(Cell::Null, Cell::Text)
+                        });
+                    }
+                    out.push(cells);
+                }
+                tables.push(TableDump {
+                    name: spec.name.to_owned(),
+                    rows: out,
+                });
+            }
+            tx.commit().await.map_err(pg_err)?;
+            Ok(Snapshot { tables })
+        })
+    }
+
+    fn restore(&self, snap: &Snapshot) -> Result<()> {
+        snap.validate()?;
+        let snap = snap.clone();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            for spec in SNAPSHOT_TABLES.iter().filter(|s| s.name != "meta") {
+                let any = tx
+                    .query_opt(format!("SELECT 1 FROM {} LIMIT 1", spec.name).as_str(), &[])
+                    .await
+                    .map_err(pg_err)?;
+                if any.is_some() {
+                    return Err(Error::InvalidState(format!(
+                        "the database is not empty (table {} has rows): restore into a new one",
+                        spec.name
+                    )));
+                }
+            }
+            tx.execute("DELETE FROM meta", &[]).await.map_err(pg_err)?;
+            for (spec, t) in snap.ordered() {
+                let st = tx.prepare(&spec.insert('$')).await.map_err(pg_err)?;
+                for row in &t.rows {
+                    let vals: Vec<Box<dyn ToSql + Send + Sync>> = row
+                        .iter()
+                        .zip(st.params())
+                        .map(|(cell, ty)| -> Box<dyn ToSql + Send + Sync> {
+                            match cell {
+                                Cell::Null if *ty == Type::INT8 => Box::new(None::<i64>),
+                                Cell::Null if *ty == Type::BYTEA => Box::new(None::<Vec<u8>>),
+                                Cell::Null => Box::new(None::<String>),
+                                Cell::Int(v) => Box::new(*v),
+                                Cell::Text(s) => Box::new(s.clone()),
+                                Cell::Bytes(b) => Box::new(b.clone()),
+                            }
+                        })
+                        .collect();
+                    let p: Vec<&(dyn ToSql + Sync)> = vals
+                        .iter()
+                        .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+                        .collect();
+                    tx.execute(&st, &p).await.map_err(pg_err)?;
+                }
+            }
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+}
