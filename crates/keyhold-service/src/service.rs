@@ -13,6 +13,7 @@ use keyhold_crypto::{random_secret, Aes256Key, HmacKey, SecretBytes, AES256_KEY_
 use keyhold_keystore::{
     Barrier, RootOfTrust, AUDIT_KEY_CONTEXT, AUDIT_KEY_META, HEALTH_KEY_CONTEXT, HEALTH_KEY_META,
 };
+use keyhold_storage::ChangeScope;
 use keyhold_storage::Storage;
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -382,10 +383,11 @@ impl KeyService {
         })
     }
 
-    /// Whether a cache miss may block on the root of trust (an HSM): the
-    /// async front-ends then warm the caches on a blocking thread first.
-    pub fn root_blocks(&self) -> bool {
-        self.barrier.root().blocks()
+    /// Whether a cache miss may block on the root of trust (an HSM) or on
+    /// the database (a server): the async front-ends then warm the caches
+    /// on a blocking thread first.
+    pub fn miss_blocks(&self) -> bool {
+        self.barrier.root().blocks() || self.storage.blocks()
     }
 
     /// Whether `credential(access_key_id)` would be answered from memory.
@@ -442,9 +444,29 @@ impl KeyService {
         if *last == token {
             return Ok(false);
         }
-        *last = token;
+        let since = std::mem::replace(&mut *last, token);
         drop(last);
-        self.invalidate();
+        // Drop only what changed when storage says what that was: keys
+        // made or changed on another node leave the rest of the cache (and
+        // its ability to serve through a database outage) alone.
+        match self.storage.changes_since(since) {
+            Some(scopes) => {
+                for s in scopes {
+                    match s {
+                        ChangeScope::All => {
+                            self.invalidate();
+                            break;
+                        }
+                        ChangeScope::Key { store, id } => self.keys.clear_key(&(store, id)),
+                        ChangeScope::Object(uid) => {
+                            self.objects.clear_key(&uid);
+                            self.materials.clear_key(&uid);
+                        }
+                    }
+                }
+            }
+            None => self.invalidate(),
+        }
         if let Ok(l) = self.storage.get_meta(LOCKDOWN_META) {
             self.lockdown
                 .store(l.is_some(), std::sync::atomic::Ordering::SeqCst);

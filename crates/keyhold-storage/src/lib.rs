@@ -19,7 +19,7 @@ mod postgres;
 mod snapshot;
 mod sqlite;
 
-pub use postgres::{PgOptions, PostgresStorage};
+pub use postgres::{PgOptions, PostgresStorage, CHANGE_LOG_LEN};
 pub use snapshot::{Cell, Snapshot, TableDump, SNAPSHOT_TABLES};
 pub use sqlite::SqliteStorage;
 
@@ -50,6 +50,17 @@ pub struct NodeInfo {
     pub ack_epoch: u64,
 }
 
+/// What a change made elsewhere touched, so that caches drop only that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeScope {
+    /// Anything (stores, credentials, policies, meta, or unknown).
+    All,
+    /// One key (its row or its versions).
+    Key { store: String, id: String },
+    /// One managed object.
+    Object(String),
+}
+
 /// The persistence operations the key service needs.
 ///
 /// Every method is a single transaction. Implementations must be safe to call
@@ -58,6 +69,12 @@ pub trait Storage: Send + Sync + 'static {
     /// A value that changes whenever any writer (this process or another) has
     /// committed a change since the last call. Used to invalidate caches.
     fn change_token(&self) -> Result<u64>;
+
+    /// What changed after `token` (a value [`Self::change_token`] returned),
+    /// if the backend knows; `None` means "assume everything".
+    fn changes_since(&self, _token: u64) -> Option<Vec<ChangeScope>> {
+        None
+    }
 
     /// Cheap liveness check of the backend.
     fn ping(&self) -> Result<()>;

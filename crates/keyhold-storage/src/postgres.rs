@@ -12,7 +12,9 @@
 //! unreachable the token holds still (nodes keep serving what they have
 //! cached) for at most `max_staleness`.
 
-use crate::{Cell, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES};
+use crate::{
+    Cell, ChangeScope, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES,
+};
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use keyhold_core::{
@@ -117,7 +119,21 @@ CREATE TABLE nodes (
 );
 CREATE FUNCTION keyhold_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_notify('keyhold_changes', TG_TABLE_NAME);
+    PERFORM pg_notify('keyhold_changes', '*');
+    RETURN NULL;
+END $$;
+CREATE FUNCTION keyhold_notify_key() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+    PERFORM pg_notify('keyhold_changes', 'k:' || r.store || chr(31) || r.key_id);
+    RETURN NULL;
+END $$;
+CREATE FUNCTION keyhold_notify_object() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+    PERFORM pg_notify('keyhold_changes', 'o:' || r.uid);
     RETURN NULL;
 END $$;
 CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON meta
@@ -127,13 +143,13 @@ CREATE TRIGGER stores_changed AFTER INSERT OR UPDATE OR DELETE ON stores
 CREATE TRIGGER credentials_changed AFTER INSERT OR UPDATE OR DELETE ON credentials
     FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
 CREATE TRIGGER keys_changed AFTER INSERT OR UPDATE OR DELETE ON keys
-    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+    FOR EACH ROW EXECUTE FUNCTION keyhold_notify_key();
 CREATE TRIGGER key_versions_changed AFTER INSERT OR UPDATE OR DELETE ON key_versions
-    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+    FOR EACH ROW EXECUTE FUNCTION keyhold_notify_key();
 CREATE TRIGGER policies_changed AFTER INSERT OR UPDATE OR DELETE ON policies
     FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
 CREATE TRIGGER objects_changed AFTER INSERT OR UPDATE OR DELETE ON objects
-    FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
+    FOR EACH ROW EXECUTE FUNCTION keyhold_notify_object();
 "#];
 
 /// An arbitrary constant naming Keyhold's migration lock.
@@ -178,11 +194,17 @@ impl Default for PgOptions {
     }
 }
 
+/// Changes remembered for [`Storage::changes_since`]; a node further behind
+/// than this drops everything.
+pub const CHANGE_LOG_LEN: usize = 4096;
+
 /// What the listening connection has seen.
 #[derive(Default)]
 struct Changes {
     /// Moves on every notification, reconnection and TTL tick.
     token: AtomicU64,
+    /// The latest changes, with the token each one moved to.
+    log: parking_lot::Mutex<std::collections::VecDeque<(u64, ChangeScope)>>,
     /// Whether the listening connection is up.
     up: AtomicBool,
     /// When it went down (ms), while it is down.
@@ -190,8 +212,52 @@ struct Changes {
 }
 
 impl Changes {
+    /// Everything may have changed (reconnection, TTL tick, staleness).
     fn bump(&self) {
-        self.token.fetch_add(1, Ordering::SeqCst);
+        self.record(ChangeScope::All);
+    }
+
+    fn record(&self, scope: ChangeScope) {
+        let mut log = self.log.lock();
+        let t = self.token.fetch_add(1, Ordering::SeqCst) + 1;
+        log.push_back((t, scope));
+        if log.len() > CHANGE_LOG_LEN {
+            log.pop_front();
+        }
+    }
+
+    /// The scope a notification payload names (what the triggers send).
+    fn parse(payload: &str) -> ChangeScope {
+        if let Some(k) = payload.strip_prefix("k:") {
+            if let Some((store, id)) = k.split_once('\u{1f}') {
+                return ChangeScope::Key {
+                    store: store.to_owned(),
+                    id: id.to_owned(),
+                };
+            }
+        }
+        if let Some(uid) = payload.strip_prefix("o:") {
+            return ChangeScope::Object(uid.to_owned());
+        }
+        ChangeScope::All
+    }
+
+    fn since(&self, token: u64) -> Option<Vec<ChangeScope>> {
+        let log = self.log.lock();
+        let now = self.token.load(Ordering::SeqCst);
+        if now == token {
+            return Some(Vec::new());
+        }
+        // Every change after `token` must still be in the log.
+        match log.front() {
+            Some((first, _)) if *first <= token + 1 => Some(
+                log.iter()
+                    .filter(|(t, _)| *t > token)
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+            ),
+            _ => None,
+        }
     }
 }
 
@@ -578,7 +644,9 @@ async fn listen_loop(cfg: tokio_postgres::Config, tls: Tls, changes: Arc<Changes
             tokio::spawn(async move {
                 loop {
                     match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                        Some(Ok(AsyncMessage::Notification(_))) => ch.bump(),
+                        Some(Ok(AsyncMessage::Notification(n))) => {
+                            ch.record(Changes::parse(n.payload()))
+                        }
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => break,
                     }
@@ -641,6 +709,10 @@ macro_rules! params {
 impl Storage for PostgresStorage {
     fn change_token(&self) -> Result<u64> {
         Ok(self.changes.token.load(Ordering::SeqCst))
+    }
+
+    fn changes_since(&self, token: u64) -> Option<Vec<ChangeScope>> {
+        self.changes.since(token)
     }
 
     fn ping(&self) -> Result<()> {
@@ -1486,5 +1558,38 @@ impl Storage for PostgresStorage {
             }
             tx.commit().await.map_err(pg_err)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_log_names_what_changed_or_says_it_cannot() {
+        let c = Changes::default();
+        assert_eq!(c.since(0), Some(vec![]));
+        c.record(Changes::parse("k:/a\u{1f}k1"));
+        c.record(Changes::parse("o:uid-1"));
+        assert_eq!(
+            c.since(0),
+            Some(vec![
+                ChangeScope::Key {
+                    store: "/a".into(),
+                    id: "k1".into()
+                },
+                ChangeScope::Object("uid-1".into())
+            ])
+        );
+        assert_eq!(c.since(1), Some(vec![ChangeScope::Object("uid-1".into())]));
+        c.record(Changes::parse("*"));
+        c.record(Changes::parse("k:no separator"));
+        assert_eq!(c.since(2), Some(vec![ChangeScope::All, ChangeScope::All]));
+        for _ in 0..CHANGE_LOG_LEN {
+            c.bump();
+        }
+        // Too far behind: the log no longer covers it.
+        assert_eq!(c.since(1), None);
+        assert!(c.since(c.token.load(Ordering::SeqCst) - 1).is_some());
     }
 }

@@ -151,6 +151,12 @@ impl Snapshot {
             .map_or(0, |t| t.rows.len())
     }
 
+    /// Removes table `name` from the snapshot and returns it.
+    pub fn take(&mut self, name: &str) -> Option<TableDump> {
+        let i = self.tables.iter().position(|t| t.name == name)?;
+        Some(self.tables.remove(i))
+    }
+
     /// Checks that every table is known and every row has its column count,
     /// so that a restore fails before it writes anything.
     pub fn validate(&self) -> keyhold_core::Result<()> {
