@@ -12,6 +12,7 @@ use keyhold_service::KeyService;
 use secrecy::SecretString;
 use serde_json::json;
 use std::io::Write;
+use std::path::PathBuf;
 
 /// Options of `keyhold init` that put the root of trust in an HSM.
 #[derive(clap::Args, Debug)]
@@ -281,20 +282,107 @@ pub(crate) fn key_id(s: &str) -> Result<KeyId, String> {
     KeyId::parse(s).map_err(e)
 }
 
+/// Where a new node's keys live, and the root of trust it shares.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct JoinArgs {
+    /// Keep keys in this PostgreSQL database (shared by every node that
+    /// names it) instead of SQLite in the data directory. Several hosts may
+    /// be listed (postgres://u@h1,h2/db?target_session_attrs=read-write).
+    #[arg(long)]
+    pub storage_url: Option<String>,
+    /// CA certificate (PEM) of the database server: TLS to the database.
+    #[arg(long, requires = "storage_url")]
+    pub storage_tls_ca: Option<PathBuf>,
+    /// Use a copy of this software root of trust (another node's root.key,
+    /// or the escrowed one) instead of making a new one.
+    #[arg(long)]
+    pub root_key: Option<PathBuf>,
+}
+
+impl JoinArgs {
+    pub fn storage(&self) -> keyhold_server::config::StorageSection {
+        keyhold_server::config::StorageSection {
+            url: self.storage_url.clone(),
+            tls_ca: self
+                .storage_tls_ca
+                .as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            ..Default::default()
+        }
+    }
+}
+
+/// The `[storage]` table of a new config file (empty for SQLite).
+fn storage_toml(s: &keyhold_server::config::StorageSection) -> String {
+    let Some(url) = &s.url else {
+        return String::new();
+    };
+    let quote = |v: &str| toml::Value::String(v.to_owned()).to_string();
+    let mut t = format!("\n[storage]\nurl = {}\n", quote(url));
+    if let Some(ca) = &s.tls_ca {
+        t.push_str(&format!("tls_ca = {}\n", quote(&ca.to_string_lossy())));
+    }
+    t
+}
+
+#[allow(clippy::too_many_arguments)]
 pub fn init(
     dd: &DataDir,
     pass: Option<&SecretString>,
     hsm: Option<&Pkcs11Config>,
+    root_key: Option<&std::path::Path>,
     listen: &str,
     tls_names: &[String],
     as_json: bool,
 ) -> Result<(), String> {
+    create_node(dd, pass, hsm, root_key, listen, tls_names)?;
+    let ca = dd.tls_dir().join("ca.pem");
+    if as_json {
+        output::json(&json!({
+            "data_dir": dd.path,
+            "config": dd.config(),
+            "ca_certificate": ca,
+            "sealed": pass.is_some(),
+            "hsm": hsm.is_some(),
+        }));
+    } else {
+        println!("Initialised {}", dd.path.display());
+        println!(
+            "  root of trust: {} ({})",
+            dd.root().display(),
+            if pass.is_some() {
+                "sealed with a passphrase"
+            } else {
+                "plain: protect this file"
+            }
+        );
+        match &dd.storage.url {
+            Some(_) => println!("  database:      PostgreSQL (see [storage] in the config)"),
+            None => println!("  database:      {}", dd.db().display()),
+        }
+        println!("  config:        {}", dd.config().display());
+        println!("  TLS CA:        {} (for curl --cacert)", ca.display());
+    }
+    Ok(())
+}
+
+/// Creates a data directory: root of trust (new, adopted or in an HSM),
+/// database, local TLS certificates and the config file.
+pub fn create_node(
+    dd: &DataDir,
+    pass: Option<&SecretString>,
+    hsm: Option<&Pkcs11Config>,
+    root_key: Option<&std::path::Path>,
+    listen: &str,
+    tls_names: &[String],
+) -> Result<(), String> {
     let _: std::net::SocketAddr = listen
         .parse()
         .map_err(|err| format!("--listen {listen}: {err}"))?;
-    match hsm {
-        Some(cfg) => dd.create_with_hsm(cfg).map_err(e)?,
-        None => dd.create(pass).map_err(e)?,
+    match (hsm, root_key) {
+        (Some(cfg), _) => dd.create_with_hsm(cfg).map_err(e)?,
+        (None, Some(from)) => dd.adopt_root(from, pass).map_err(e)?,
+        (None, None) => dd.create(pass).map_err(e)?,
     };
     let tls = dd.tls_dir();
     create_private_dir(&tls).map_err(e)?;
@@ -316,36 +404,10 @@ pub fn init(
          key = \"tls/server.key\"\n\
          # Mutual TLS: both lines, e.g. for AWS KMS in eu-west-1:\n\
          # client_ca = \"tls/client-ca.pem\"\n\
-         # client_subject = \"cks.kms.eu-west-1.amazonaws.com\"\n"
+         # client_subject = \"cks.kms.eu-west-1.amazonaws.com\"\n{}",
+        storage_toml(&dd.storage)
     );
-    write_file(&dd.config(), config.as_bytes(), 0o600)?;
-    if as_json {
-        output::json(&json!({
-            "data_dir": dd.path,
-            "config": dd.config(),
-            "ca_certificate": tls.join("ca.pem"),
-            "sealed": pass.is_some(),
-            "hsm": hsm.is_some(),
-        }));
-    } else {
-        println!("Initialised {}", dd.path.display());
-        println!(
-            "  root of trust: {} ({})",
-            dd.root().display(),
-            if pass.is_some() {
-                "sealed with a passphrase"
-            } else {
-                "plain: protect this file"
-            }
-        );
-        println!("  database:      {}", dd.db().display());
-        println!("  config:        {}", dd.config().display());
-        println!(
-            "  TLS CA:        {} (for curl --cacert)",
-            tls.join("ca.pem").display()
-        );
-    }
-    Ok(())
+    write_file(&dd.config(), config.as_bytes(), 0o600)
 }
 
 pub(crate) fn write_file(p: &std::path::Path, data: &[u8], mode: u32) -> Result<(), String> {

@@ -122,6 +122,13 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
                     cps.extend(keyhold_server::audit::read_checkpoint_file(f).map_err(e)?);
                 }
             }
+            // Other nodes' chains are checked where their logs are (unless
+            // they share this audit directory).
+            let node = dd.node_name(ctx.service.storage().shared()).map_err(e)?;
+            cps.retain(|c| {
+                keyhold_server::audit::is_local_chain(&c.chain, node.as_deref())
+                    || sec.dir.join(&c.chain).is_dir()
+            });
             let r = keyhold_audit::verify(&sec.dir, &key, &cps);
             if ctx.json {
                 output::json(&json!({
@@ -251,7 +258,9 @@ pub fn record_admin(
     outcome: &Result<(), String>,
 ) -> Result<(), String> {
     let sec = section(dd)?;
-    let mut w = keyhold_server::audit::admin_writer(&ctx.service, &sec).map_err(e)?;
+    let node = dd.node_name(ctx.service.storage().shared()).map_err(e)?;
+    let mut w =
+        keyhold_server::audit::admin_writer(&ctx.service, &sec, node.as_deref()).map_err(e)?;
     let positional: Vec<&String> = words.iter().filter(|w| !w.starts_with('-')).collect();
     let op: Vec<&str> = positional
         .iter()

@@ -138,7 +138,7 @@ pub enum LifecycleCmd {
 /// Waits until every running server has applied the change just made.
 pub fn in_force(ctx: &Ctx) -> Result<(), String> {
     let epoch = ctx.service.bump_epoch().map_err(e)?;
-    let r = wait_for_acks(&ctx.data_dir, epoch, ACK_TIMEOUT);
+    let r = wait_for_acks(&ctx.data_dir, &**ctx.service.storage(), epoch, ACK_TIMEOUT);
     if r.acknowledged < r.servers {
         return Err(format!(
             "the change is committed, but {} of {} running server(s) did not confirm it within {} s",

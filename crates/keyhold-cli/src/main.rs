@@ -4,6 +4,7 @@
 
 mod admin;
 mod audit_cmd;
+mod backup_cmd;
 mod kmip_cmd;
 mod lifecycle_cmd;
 mod output;
@@ -55,6 +56,8 @@ enum Command {
         tls_names: Vec<String>,
         #[command(flatten)]
         hsm: admin::HsmArgs,
+        #[command(flatten)]
+        join: admin::JoinArgs,
     },
     /// Run the server.
     Serve {
@@ -92,6 +95,9 @@ enum Command {
     /// The KMIP front-end: client certificates, grants, status.
     #[command(subcommand)]
     Kmip(kmip_cmd::KmipCmd),
+    /// Encrypted backups of the database, and restores from them.
+    #[command(subcommand)]
+    Backup(backup_cmd::BackupCmd),
     /// Break glass: refuse every key on every front-end until `keyhold unlock`.
     Lockdown,
     /// Lift a lockdown.
@@ -144,10 +150,11 @@ pub(crate) fn passphrase(
 
 fn data_dir(cli: &Cli) -> Result<DataDir, String> {
     match &cli.config {
-        Some(c) => Ok(DataDir::new(
-            Config::load(c).map_err(|e| e.to_string())?.data_dir,
-        )),
-        None => Ok(DataDir::new(cli.data_dir.clone())),
+        Some(c) => {
+            let c = Config::load(c).map_err(|e| e.to_string())?;
+            Ok(DataDir::new(c.data_dir).with_storage(c.storage))
+        }
+        None => DataDir::load(cli.data_dir.clone()).map_err(|e| e.to_string()),
     }
 }
 
@@ -196,7 +203,7 @@ fn serve(
     }
     config.validate().map_err(|e| e.to_string())?;
     let _guard = init_logging(&config.log_format);
-    let dd = DataDir::new(config.data_dir.clone());
+    let dd = DataDir::new(config.data_dir.clone()).with_storage(config.storage.clone());
     let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
     let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
     let service = std::sync::Arc::new(dd.open(pass.as_ref()).map_err(|e| e.to_string())?);
@@ -242,21 +249,9 @@ fn serve(
     })
 }
 
-/// Runs an admin command on the data directory and records it (who, what,
-/// outcome) in the audit log's `admin` chain.
-fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
-    let ctx = cli_ctx(cli, dd.clone())?;
-    let r = match &cli.command {
-        Command::Store(cmd) => admin::store(&ctx, cmd),
-        Command::Key(cmd) => admin::key(&ctx, cmd),
-        Command::Lockdown => lifecycle_cmd::lockdown(&ctx, true),
-        Command::Unlock => lifecycle_cmd::lockdown(&ctx, false),
-        Command::Audit(cmd) => audit_cmd::run(&ctx, &dd, cmd),
-        Command::Policy(cmd) => policy_cmd::run(&ctx, cmd),
-        Command::Kmip(cmd) => kmip_cmd::run(&ctx, cmd),
-        _ => unreachable!("only admin commands are audited here"),
-    };
-    // The command words after the global options.
+/// The command words after the global options (what the audit record
+/// names).
+fn command_words() -> Vec<String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut start = 0;
     while let Some(a) = args.get(start) {
@@ -272,8 +267,25 @@ fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
             _ => break,
         }
     }
-    let start = start.min(args.len());
-    if let Err(e) = audit_cmd::record_admin(&ctx, &dd, &args[start..], &r) {
+    args[start.min(args.len())..].to_vec()
+}
+
+/// Runs an admin command on the data directory and records it (who, what,
+/// outcome) in the audit log's `admin` chain.
+fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
+    let ctx = cli_ctx(cli, dd.clone())?;
+    let r = match &cli.command {
+        Command::Store(cmd) => admin::store(&ctx, cmd),
+        Command::Key(cmd) => admin::key(&ctx, cmd),
+        Command::Lockdown => lifecycle_cmd::lockdown(&ctx, true),
+        Command::Unlock => lifecycle_cmd::lockdown(&ctx, false),
+        Command::Audit(cmd) => audit_cmd::run(&ctx, &dd, cmd),
+        Command::Policy(cmd) => policy_cmd::run(&ctx, cmd),
+        Command::Kmip(cmd) => kmip_cmd::run(&ctx, cmd),
+        Command::Backup(cmd) => backup_cmd::run(&ctx, cmd),
+        _ => unreachable!("only admin commands are audited here"),
+    };
+    if let Err(e) = audit_cmd::record_admin(&ctx, &dd, &command_words(), &r) {
         eprintln!("warning: this command could not be recorded in the audit log: {e}");
         return r.and(Err("the audit record was not written".into()));
     }
@@ -288,18 +300,29 @@ fn main() -> ExitCode {
             listen,
             tls_names,
             hsm,
+            join,
         } => data_dir(&cli).and_then(|dd| {
             let hsm = hsm.config()?;
-            if hsm.is_some() && *sealed {
+            if hsm.is_some() && (*sealed || join.root_key.is_some()) {
                 return Err(
-                    "--sealed is for the software root; an HSM root is protected by the HSM".into(),
+                    "--sealed and --root-key are for the software root; an HSM root is protected by the HSM".into(),
                 );
             }
-            let pass = passphrase(cli.passphrase_file.as_ref(), *sealed, true)?;
+            let dd = dd.with_storage(join.storage());
+            let pass = match &join.root_key {
+                Some(f) => {
+                    let sealed = keyhold_keystore::SoftwareRoot::file_kind(f)
+                        .map_err(|e| e.to_string())?
+                        == keyhold_keystore::RootFileKind::Sealed;
+                    passphrase(cli.passphrase_file.as_ref(), sealed, false)?
+                }
+                None => passphrase(cli.passphrase_file.as_ref(), *sealed, true)?,
+            };
             admin::init(
                 &dd,
                 pass.as_ref(),
                 hsm.as_ref(),
+                join.root_key.as_deref(),
                 listen,
                 tls_names,
                 cli.json,
@@ -317,7 +340,22 @@ fn main() -> ExitCode {
             metrics_listen.as_ref(),
             kmip_listen.as_ref(),
         ),
+        Command::Backup(backup_cmd::BackupCmd::Restore(args)) => data_dir(&cli).and_then(|dd| {
+            let sealed = match &args.join.root_key {
+                Some(f) => {
+                    keyhold_keystore::SoftwareRoot::file_kind(f).map_err(|e| e.to_string())?
+                        == keyhold_keystore::RootFileKind::Sealed
+                }
+                None => false,
+            };
+            let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
+            let dd = backup_cmd::restore(dd, args, pass.as_ref(), cli.json)?;
+            // The restore is the new node's first audited command.
+            let ctx = cli_ctx(&cli, dd.clone())?;
+            audit_cmd::record_admin(&ctx, &dd, &command_words(), &Ok(()))
+        }),
         Command::Store(_)
+        | Command::Backup(_)
         | Command::Key(_)
         | Command::Lockdown
         | Command::Unlock

@@ -131,7 +131,7 @@ impl Kmip {
     /// that waits for the disk, no HSM. Anything else belongs on a
     /// blocking thread.
     pub fn is_quick(&self, req: &Ttlv) -> bool {
-        if self.service.root_blocks() {
+        if self.service.miss_blocks() {
             return false;
         }
         req.children(t::BATCH_ITEM).all(|b| {

@@ -40,17 +40,41 @@ pub fn log_config(service: &KeyService, section: &AuditSection) -> AuditLogConfi
     cfg
 }
 
+/// The name of chain `base` of this node: `base` alone on storage of its
+/// own, `base@NODE` on storage shared by several nodes (whose checkpoints
+/// all go to the one database).
+pub fn chain_name(base: &str, node: Option<&str>) -> String {
+    match node {
+        Some(n) => format!("{base}@{n}"),
+        None => base.to_owned(),
+    }
+}
+
+/// Whether checkpoints of `chain` should have log files in this node's
+/// audit directory: chains of other nodes (`base@OTHER`) live elsewhere.
+pub fn is_local_chain(chain: &str, node: Option<&str>) -> bool {
+    match chain.split_once('@') {
+        None => true,
+        Some((_, n)) => Some(n) == node,
+    }
+}
+
 /// Opens the server's chain (`xks`, or `xks-2`… when another server on the
-/// same data directory holds it) and starts its writer.
-pub fn start_server_log(service: &KeyService, section: &AuditSection) -> Result<Arc<AuditLog>> {
+/// same data directory holds it; `@NODE` appended on shared storage) and
+/// starts its writer.
+pub fn start_server_log(
+    service: &KeyService,
+    section: &AuditSection,
+    node: Option<&str>,
+) -> Result<Arc<AuditLog>> {
     let key = Arc::new(service.audit_key()?);
     let cfg = log_config(service, section);
     let mut last = String::new();
     for i in 1..=16 {
         let chain = if i == 1 {
-            "xks".to_owned()
+            chain_name("xks", node)
         } else {
-            format!("xks-{i}")
+            chain_name(&format!("xks-{i}"), node)
         };
         match ChainWriter::open(&cfg, &chain, key.clone(), false) {
             Ok(w) => return Ok(Arc::new(AuditLog::start(w))),
@@ -62,9 +86,19 @@ pub fn start_server_log(service: &KeyService, section: &AuditSection) -> Result<
 }
 
 /// The admin CLI's chain (waits for another admin command to finish).
-pub fn admin_writer(service: &KeyService, section: &AuditSection) -> Result<ChainWriter> {
+pub fn admin_writer(
+    service: &KeyService,
+    section: &AuditSection,
+    node: Option<&str>,
+) -> Result<ChainWriter> {
     let key = Arc::new(service.audit_key()?);
-    ChainWriter::open(&log_config(service, section), "admin", key, true).map_err(Error::Internal)
+    ChainWriter::open(
+        &log_config(service, section),
+        &chain_name("admin", node),
+        key,
+        true,
+    )
+    .map_err(Error::Internal)
 }
 
 /// Checkpoints from a checkpoint file (lines that do not parse are skipped;

@@ -30,6 +30,14 @@
 //! min_free_mb = 256                   # low-disk alarm below this
 //! checkpoint_interval_ms = 10000      # signed checkpoints at least this often
 //! enabled = true                      # false only to measure what auditing costs
+//!
+//! [storage]                           # absent: SQLite in the data dir
+//! url = "postgres://keyhold@db1,db2/keyhold?target_session_attrs=read-write"
+//! tls_ca = "db-ca.pem"                # TLS to the database, verified by this CA
+//! pool_size = 16
+//! op_timeout_ms = 5000                # longest wait for one database call
+//! cache_ttl_ms = 60000                # caches dropped at least this often
+//! max_staleness_ms = 300000           # cached keys serve this long while the database is down
 //! ```
 
 use serde::Deserialize;
@@ -69,6 +77,73 @@ pub struct Config {
     pub metrics: MetricsSection,
     #[serde(default)]
     pub kmip: KmipSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+}
+
+/// Where keys, stores and policies are kept: SQLite in the data dir unless
+/// `url` names a PostgreSQL database (shared by several nodes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub url: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub pool_size: Option<usize>,
+    pub op_timeout_ms: Option<u64>,
+    pub cache_ttl_ms: Option<u64>,
+    pub max_staleness_ms: Option<u64>,
+}
+
+impl StorageSection {
+    /// Only the `[storage]` table of a config file (absent: the default).
+    /// The admin commands read it from the data dir's `keyhold.toml`.
+    pub fn load_from(config_file: &Path) -> Result<Self, ConfigError> {
+        #[derive(Deserialize)]
+        struct OnlyStorage {
+            #[serde(default)]
+            storage: StorageSection,
+        }
+        let text = match std::fs::read_to_string(config_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: config_file.into(),
+                    source,
+                })
+            }
+        };
+        let t: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: config_file.into(),
+            message: e.to_string(),
+        })?;
+        let o: OnlyStorage = toml::Value::Table(t)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: config_file.into(),
+                message: e.to_string(),
+            })?;
+        let mut s = o.storage;
+        if let (Some(p), Some(dir)) = (&mut s.tls_ca, config_file.parent()) {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        }
+        Ok(s)
+    }
+
+    /// The PostgreSQL settings, defaults filled in.
+    pub fn pg_options(&self) -> keyhold_storage::PgOptions {
+        let d = keyhold_storage::PgOptions::default();
+        let ms = std::time::Duration::from_millis;
+        keyhold_storage::PgOptions {
+            pool_size: self.pool_size.unwrap_or(d.pool_size),
+            op_timeout: self.op_timeout_ms.map_or(d.op_timeout, ms),
+            cache_ttl: self.cache_ttl_ms.map_or(d.cache_ttl, ms),
+            max_staleness: self.max_staleness_ms.map_or(d.max_staleness, ms),
+            tls_ca: self.tls_ca.clone(),
+        }
+    }
 }
 
 /// The KMIP listener (off unless `listen` is set). Mutual TLS always:
@@ -221,6 +296,7 @@ impl Config {
             &mut self.kmip.cert,
             &mut self.kmip.key,
             &mut self.kmip.client_ca,
+            &mut self.storage.tls_ca,
         ]
         .into_iter()
         .flatten()

@@ -1,12 +1,15 @@
 //! The data directory of the embedded default: `keyhold.db` (SQLite),
 //! `root.key` (the software root of trust) and `tls/` (certificates for
-//! local use), plus `keyhold.toml`.
+//! local use), plus `keyhold.toml`. With `[storage] url` in that file the
+//! database is PostgreSQL instead, and several nodes, each with its own
+//! data directory holding the same root of trust, share it.
 
+use crate::config::StorageSection;
 use keyhold_core::{Error, Result};
 use keyhold_hsm::{Pkcs11Config, Pkcs11Root};
 use keyhold_keystore::{RootFileKind, RootOfTrust, SoftwareRoot};
 use keyhold_service::KeyService;
-use keyhold_storage::SqliteStorage;
+use keyhold_storage::{PostgresStorage, SqliteStorage, Storage};
 use secrecy::SecretString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,11 +27,41 @@ pub const CONFIG_FILE: &str = "keyhold.toml";
 #[derive(Debug, Clone)]
 pub struct DataDir {
     pub path: PathBuf,
+    /// Where the database is (default: SQLite in this directory).
+    pub storage: StorageSection,
 }
 
 impl DataDir {
+    /// A data directory with its database in it (SQLite).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            storage: StorageSection::default(),
+        }
+    }
+
+    /// A data directory with the `[storage]` settings of its `keyhold.toml`
+    /// (SQLite when there are none).
+    pub fn load(path: impl Into<PathBuf>) -> Result<Self> {
+        let mut d = Self::new(path);
+        d.storage = StorageSection::load_from(&d.config())
+            .map_err(|e| Error::invalid("config", e.to_string()))?;
+        Ok(d)
+    }
+
+    /// The same directory with these storage settings.
+    pub fn with_storage(mut self, storage: StorageSection) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Opens the database: PostgreSQL when `[storage] url` is set, else
+    /// `keyhold.db` here.
+    pub fn open_storage(&self) -> Result<Arc<dyn Storage>> {
+        Ok(match &self.storage.url {
+            Some(url) => Arc::new(PostgresStorage::connect(url, self.storage.pg_options())?),
+            None => Arc::new(SqliteStorage::open(&self.db())?),
+        })
     }
 
     pub fn db(&self) -> PathBuf {
@@ -81,8 +114,7 @@ impl DataDir {
                 self.pkcs11_root().display()
             ))
         })?;
-        let storage = SqliteStorage::open(&self.db())?;
-        KeyService::open(Arc::new(storage), Arc::new(root))
+        KeyService::open(self.open_storage()?, Arc::new(root))
     }
 
     /// Opens the HSM root of trust of this directory (`create_kek`: make the
@@ -107,8 +139,53 @@ impl DataDir {
         }
         create_private_dir(&self.path)?;
         let root = SoftwareRoot::create(&self.root(), passphrase)?;
-        let storage = SqliteStorage::open(&self.db())?;
-        KeyService::open(Arc::new(storage), Arc::new(root))
+        KeyService::open(self.open_storage()?, Arc::new(root))
+    }
+
+    /// Creates the directory with a copy of an existing software root of
+    /// trust (another node's `root.key`, or one kept in escrow): how a
+    /// second node joins a shared database, or a restore starts.
+    pub fn adopt_root(&self, from: &Path, passphrase: Option<&SecretString>) -> Result<KeyService> {
+        if self.exists() {
+            return Err(Error::invalid(
+                "data directory",
+                format!("{} is already initialised", self.path.display()),
+            ));
+        }
+        // Check the file before copying it (right permissions, right
+        // passphrase).
+        SoftwareRoot::load(from, passphrase)?;
+        create_private_dir(&self.path)?;
+        let bytes = std::fs::read(from)
+            .map_err(|e| Error::Internal(format!("cannot read {}: {e}", from.display())))?;
+        write_private(&self.root(), &bytes)?;
+        let root = SoftwareRoot::load(&self.root(), passphrase)?;
+        KeyService::open(self.open_storage()?, Arc::new(root))
+    }
+
+    /// This node's name in shared storage (None on SQLite, which no other
+    /// node shares): kept in `node.name`, made on first use from the host
+    /// name and a random suffix, so that it stays the same across restarts.
+    pub fn node_name(&self, shared: bool) -> Result<Option<String>> {
+        if !shared {
+            return Ok(None);
+        }
+        let f = self.path.join("node.name");
+        if let Ok(n) = std::fs::read_to_string(&f) {
+            return Ok(Some(n.trim().to_owned()));
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "node".into());
+        let host: String = host
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(40)
+            .collect();
+        let uuid = keyhold_crypto::random_uuid().map_err(|e| Error::Internal(e.to_string()))?;
+        let name = format!("{host}-{}", &uuid[..8]);
+        write_private(&f, name.as_bytes())?;
+        Ok(Some(name))
     }
 
     pub fn pkcs11_pending(&self) -> PathBuf {
@@ -167,8 +244,8 @@ impl DataDir {
         };
         let software = SoftwareRoot::load(&self.root(), passphrase)?;
         let hsm = Pkcs11Root::open(cfg, true)?;
-        let storage = SqliteStorage::open(&self.db())?;
-        let report = keyhold_service::rewrap_all(&storage, &software, &hsm, progress)?;
+        let storage = self.open_storage()?;
+        let report = keyhold_service::rewrap_all(&*storage, &software, &hsm, progress)?;
         // Every value is now under the HSM: switch the directory over.
         if self.pkcs11_pending().exists() {
             std::fs::rename(self.pkcs11_pending(), self.pkcs11_root())
@@ -205,8 +282,7 @@ impl DataDir {
         } else {
             Arc::new(SoftwareRoot::load(&self.root(), passphrase)?)
         };
-        let storage = SqliteStorage::open(&self.db())?;
-        KeyService::open(Arc::new(storage), root)
+        KeyService::open(self.open_storage()?, root)
     }
 }
 
@@ -214,6 +290,28 @@ impl DataDir {
 fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let mut f = std::fs::File::create(p)
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
+    if let Some(d) = p.parent() {
+        sync_dir(d);
+    }
+    Ok(())
+}
+
+/// Writes a new file readable only by its owner, durably.
+fn write_private(p: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o
+        .open(p)
         .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
     f.write_all(data)
         .and_then(|_| f.sync_all())

@@ -179,17 +179,24 @@ pub async fn serve(
         addr: config.listen,
         source,
     })?;
-    let presence = match crate::presence::Presence::register(&config.data_dir) {
+    let presence = match crate::presence::Presence::register(&config.data_dir, service.storage()) {
         Ok(p) => Some(p),
         Err(e) => {
             tracing::warn!(error = %e, "cannot register with the data directory; break-glass commands will not wait for this server");
             None
         }
     };
+    let mut xks = xks_config(config);
+    if config.xks.fleet_size.is_none() {
+        xks.live_fleet = presence.as_ref().and_then(|p| p.fleet());
+    }
     spawn_refresher(&service, presence);
-    let mut api = XksApi::new(service.clone(), xks_config(config));
+    let mut api = XksApi::new(service.clone(), xks);
     let audit_log = if config.audit.enabled {
-        let log = crate::audit::start_server_log(&service, &config.audit)
+        let node = crate::data_dir::DataDir::new(config.data_dir.clone())
+            .node_name(service.storage().shared())
+            .map_err(|e| ServeError::Audit(e.to_string()))?;
+        let log = crate::audit::start_server_log(&service, &config.audit, node.as_deref())
             .map_err(|e| ServeError::Audit(e.to_string()))?;
         api = api.with_audit(log.clone());
         Some(log)

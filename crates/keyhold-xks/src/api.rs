@@ -30,6 +30,9 @@ pub struct XksConfig {
     pub model: String,
     /// Number of proxy nodes reported in GetHealthStatus.
     pub fleet_size: u32,
+    /// The live node count of storage shared by several nodes, kept
+    /// current by the node heartbeat; reported instead of `fleet_size`.
+    pub live_fleet: Option<std::sync::Arc<std::sync::atomic::AtomicU32>>,
     /// Optional request quota per key store (requests/s, burst of one
     /// second); over it, ThrottlingException. AWS's default is 1800.
     pub store_quota_rps: Option<u32>,
@@ -49,6 +52,7 @@ impl Default for XksConfig {
             vendor: "Keyhold".into(),
             model: format!("Keyhold XKS Proxy {}", env!("CARGO_PKG_VERSION")),
             fleet_size: 1,
+            live_fleet: None,
             store_quota_rps: None,
             hsm_timeout: std::time::Duration::from_secs(2),
         }
@@ -277,7 +281,7 @@ impl XksApi {
         if parts.method != Method::POST {
             return method_not_allowed("POST");
         }
-        if self.service.root_blocks() && !self.warm_caches(&parts, &route).await {
+        if self.service.miss_blocks() && !self.warm_caches(&parts, &route).await {
             let e = hsm_timeout(self.config.hsm_timeout);
             audit(None, Some(&route), None, &Outcome::Err(&e), started);
             return self
@@ -430,7 +434,7 @@ impl XksApi {
     /// runs AES-GCM inside the HSM, or decrypts under an older key version
     /// not unwrapped yet.
     fn needs_hsm(&self, route: &route::Route<'_>, body: &[u8]) -> bool {
-        if !(self.service.root_blocks()
+        if !(self.service.miss_blocks()
             && matches!(route.op, Op::Encrypt | Op::Decrypt)
             && tokio::runtime::Handle::try_current()
                 .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread))

@@ -85,7 +85,14 @@ impl XksApi {
             }
         }
         let resp = HealthResponse {
-            xks_proxy_fleet_size: self.config.fleet_size.max(1),
+            xks_proxy_fleet_size: self
+                .config
+                .live_fleet
+                .as_ref()
+                .map_or(self.config.fleet_size, |f| {
+                    f.load(std::sync::atomic::Ordering::Relaxed)
+                })
+                .max(1),
             xks_proxy_vendor: self.config.vendor.clone(),
             xks_proxy_model: self.config.model.clone(),
             ekm_vendor: self.config.vendor.clone(),

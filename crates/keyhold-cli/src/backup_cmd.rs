@@ -1,0 +1,160 @@
+//! `keyhold backup create|verify|restore`: encrypted, authenticated
+//! snapshots of the database (either backend), taken online.
+
+use crate::admin::{e, Ctx, HsmArgs, JoinArgs};
+use crate::output;
+use clap::Subcommand;
+use keyhold_keystore::{RootOfTrust, SoftwareRoot};
+use keyhold_server::data_dir::DataDir;
+use keyhold_service::backup::{self, BackupHeader};
+use secrecy::SecretString;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum BackupCmd {
+    /// Write a consistent, encrypted snapshot of keys, stores, credentials,
+    /// policies, KMIP objects and audit checkpoints. Traffic goes on.
+    Create { file: PathBuf },
+    /// Check a backup with this data directory's root of trust.
+    Verify { file: PathBuf },
+    /// Make a new data directory (and database) from a backup.
+    Restore(Box<RestoreArgs>),
+}
+
+/// `keyhold backup restore`: a new data directory from a backup.
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub hsm: HsmArgs,
+    #[command(flatten)]
+    pub join: JoinArgs,
+    /// Address the restored server will listen on.
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: String,
+}
+
+fn backend(ctx: &Ctx) -> &'static str {
+    if ctx.service.storage().shared() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+fn summary(h: &BackupHeader) -> String {
+    let n = |t: &str| h.rows.get(t).copied().unwrap_or(0);
+    format!(
+        "{} key store(s), {} key(s) with {} version(s), {} credential(s), {} policy(ies), {} KMIP object(s), {} audit checkpoint(s)",
+        n("stores"),
+        n("keys"),
+        n("key_versions"),
+        n("credentials"),
+        n("policies"),
+        n("objects"),
+        n("audit_checkpoints")
+    )
+}
+
+fn print(ctx_json: bool, what: &str, file: &Path, h: &BackupHeader) {
+    if ctx_json {
+        output::json(&json!({
+            "file": file,
+            "created_ms": h.created_ms,
+            "backend": h.backend,
+            "rows": h.rows,
+        }));
+    } else {
+        println!("{what} {}: {}", file.display(), summary(h));
+    }
+}
+
+pub fn run(ctx: &Ctx, cmd: &BackupCmd) -> Result<(), String> {
+    let root = ctx.service.barrier().root();
+    match cmd {
+        BackupCmd::Create { file } => {
+            let bytes =
+                backup::create(&**ctx.service.storage(), &**root, backend(ctx)).map_err(e)?;
+            write_new(file, &bytes)?;
+            let (h, _) = backup::open(&bytes, &**root).map_err(e)?;
+            print(ctx.json, "wrote", file, &h);
+            Ok(())
+        }
+        BackupCmd::Verify { file } => {
+            let bytes = read(file)?;
+            let (h, _) = backup::open(&bytes, &**root).map_err(e)?;
+            print(ctx.json, "verified", file, &h);
+            Ok(())
+        }
+        BackupCmd::Restore(_) => unreachable!("restore has no data directory to open"),
+    }
+}
+
+fn read(file: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(file).map_err(|err| format!("cannot read {}: {err}", file.display()))
+}
+
+/// Writes the backup next to its final name, then renames it into place,
+/// so that an interrupted backup never looks complete.
+fn write_new(file: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = file.with_extension("partial");
+    crate::admin::write_file(&tmp, bytes, 0o600)?;
+    std::fs::rename(&tmp, file).map_err(|err| format!("cannot write {}: {err}", file.display()))
+}
+
+/// Restores into a data directory that does not exist yet: checks the
+/// backup with the root of trust it was made under, creates the directory
+/// with that root (and the storage named), then loads the snapshot.
+pub fn restore(
+    dd: DataDir,
+    args: &RestoreArgs,
+    pass: Option<&SecretString>,
+    as_json: bool,
+) -> Result<DataDir, String> {
+    if dd.exists() {
+        return Err(format!(
+            "{} is already initialised: restore into a new data directory",
+            dd.path.display()
+        ));
+    }
+    let hsm = args.hsm.config()?;
+    let root: Box<dyn RootOfTrust> = match (&hsm, &args.join.root_key) {
+        (Some(cfg), None) => Box::new(keyhold_hsm::Pkcs11Root::open(cfg.clone(), false).map_err(e)?),
+        (None, Some(f)) => Box::new(SoftwareRoot::load(f, pass).map_err(e)?),
+        _ => {
+            return Err(
+                "name the root of trust the backup was made under: --root-key FILE, or the --hsm-* options"
+                    .into(),
+            )
+        }
+    };
+    let bytes = read(&args.file)?;
+    let (h, mut snap) = backup::open(&bytes, &*root).map_err(e)?;
+    // The audit checkpoints describe the old node's logs, which the new
+    // node does not have: it starts chains of its own. The heads are kept
+    // beside it, for checking the old logs later.
+    let heads = snap.take("audit_checkpoints");
+    drop(root);
+    let dd = dd.with_storage(args.join.storage());
+    crate::admin::create_node(
+        &dd,
+        pass,
+        hsm.as_ref(),
+        args.join.root_key.as_deref(),
+        &args.listen,
+        &[],
+    )?;
+    dd.open_storage()
+        .and_then(|s| s.restore(&snap))
+        .map_err(|err| format!("the data directory was created, but the restore failed: {err}"))?;
+    // Opening checks that the restored database belongs to this root.
+    dd.open(pass).map_err(e)?;
+    if let Some(t) = heads {
+        let f = dd.path.join("audit-heads-from-backup.json");
+        let text = serde_json::to_string_pretty(&t).map_err(e)?;
+        crate::admin::write_file(&f, text.as_bytes(), 0o600)?;
+    }
+    print(as_json, "restored", &args.file, &h);
+    Ok(dd)
+}
