@@ -16,6 +16,11 @@ command -v sha256sum >/dev/null || need+=(coreutils)
 # SoftHSMv2 stands in for a real HSM; OpenSC's pkcs11-tool is an independent client.
 [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
+# PostgreSQL: the shared-database backend's tests start their own clusters
+# (initdb in temp dirs, loopback ports) and use psql, pg_basebackup, runuser.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
+command -v runuser >/dev/null || need+=(util-linux)
 # PyKMIP (from PyPI) is the independent KMIP client of the interop tests.
 python3 -c "import kmip" 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then

@@ -255,10 +255,13 @@ impl PgCluster {
         self.stopped = true;
     }
 
-    /// kill -9 of the postmaster (its children notice and exit).
+    /// kill -9 of the postmaster and every backend at once, as a crash of
+    /// the machine would (open connections die with it).
     pub fn kill9(&mut self) {
         if let Some(pid) = self.pid() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            let mut victims = vec![pid.to_string()];
+            victims.extend(children(pid).into_iter().map(|c| c.to_string()));
+            let _ = Command::new("kill").arg("-9").args(&victims).status();
         }
         let started = Instant::now();
         while TcpListener::bind(("127.0.0.1", self.port)).is_err()
@@ -302,6 +305,7 @@ impl PgCluster {
                 "-R",
                 "-X",
                 "stream",
+                "--checkpoint=fast",
                 "--no-sync",
             ],
         );
@@ -319,6 +323,26 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Processes whose parent is `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("PPid:"))
+                        .and_then(|v| v.trim().parse::<i32>().ok())
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 fn path_str(p: &Path) -> &str {

@@ -1,0 +1,434 @@
+//! Several nodes on one PostgreSQL database, failover to a synchronous
+//! replica, and backup/restore between backends: the real binary, a real
+//! PostgreSQL (throwaway clusters on loopback ports) and curl --aws-sigv4.
+
+mod common;
+
+use common::*;
+use keyhold_testpg::PgCluster;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn encrypt(server: &Server, cred: &Cred, key: &str, pt: &[u8]) -> Resp {
+    let body = json!({
+        "requestMetadata": meta("Encrypt"), "plaintext": b64(pt),
+        "additionalAuthenticatedData": b64(b"ctx"), "encryptionAlgorithm": "AES_GCM",
+    });
+    Curl::new(server, cred).send(
+        &format!("/demo/kms/xks/v1/keys/{key}/encrypt"),
+        &body.to_string(),
+    )
+}
+
+fn decrypt(server: &Server, cred: &Cred, key: &str, enc: &Value) -> Resp {
+    let body = json!({
+        "requestMetadata": meta("Decrypt"), "ciphertext": enc["ciphertext"],
+        "ciphertextMetadata": enc["ciphertextMetadata"], "initializationVector": enc["initializationVector"],
+        "authenticationTag": enc["authenticationTag"], "additionalAuthenticatedData": b64(b"ctx"),
+        "encryptionAlgorithm": "AES_GCM",
+    });
+    Curl::new(server, cred).send(
+        &format!("/demo/kms/xks/v1/keys/{key}/decrypt"),
+        &body.to_string(),
+    )
+}
+
+fn health(server: &Server, cred: &Cred) -> Value {
+    let r = Curl::new(server, cred).send(
+        "/demo/kms/xks/v1/health",
+        &json!({"requestMetadata": {"kmsRequestId": "h", "kmsOperation": "KmsHealthCheck"}})
+            .to_string(),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    r.json()
+}
+
+/// A node on the database at `url` that shares `root` (another node's
+/// root.key), or the first node (a new root) when `root` is None.
+fn node(url: &str, root: Option<&Path>) -> Env {
+    let mut args = vec!["--storage-url", url];
+    let root = root.map(|r| r.to_string_lossy().into_owned());
+    if let Some(r) = &root {
+        args.extend(["--root-key", r]);
+    }
+    Env::with_init_args(&args, vec![])
+}
+
+#[test]
+fn two_nodes_share_keys_and_break_glass() {
+    let pg = PgCluster::start(&[("fsync", "off")]);
+    let url = pg.create_database("keyhold");
+    let a = node(&url, None);
+    let b = node(&url, Some(&a.data().join("root.key")));
+    // B's config names the same database; stores and credentials made
+    // through A are B's too.
+    assert!(read(&b.config()).contains("[storage]"));
+    a.run_ok(&["store", "create", "/demo"]);
+    let cred = a.add_credential("/demo");
+    assert_eq!(b.json(&["store", "list"])[0]["prefix"], "/demo");
+
+    let sa = a.serve(&[]);
+    let sb = b.serve(&[]);
+    // Created on A, used on B (and back).
+    a.run_ok(&["key", "create", "/demo", "k"]);
+    let enc = encrypt(&sb, &cred, "k", b"shared data key");
+    assert_eq!(enc.status, 200, "{enc:?}");
+    let dec = decrypt(&sa, &cred, "k", &enc.json());
+    assert_eq!(
+        unb64(dec.json()["plaintext"].as_str().unwrap()),
+        b"shared data key"
+    );
+
+    // Both nodes heartbeat: the fleet is two.
+    eventually("a fleet of two", || {
+        health(&sb, &cred)["xksProxyFleetSize"] == 2
+    });
+
+    // Disable on A: once the command returns, B refuses; measured from the
+    // moment the command starts.
+    let started = Instant::now();
+    let out = a.cmd(&["key", "disable", "/demo", "k"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(said.contains("in force on 2 running server"), "{said}");
+    let r = encrypt(&sb, &cred, "k", b"x");
+    let took = started.elapsed();
+    r.assert_error(400, "InvalidStateException");
+    println!("disable on A refused on B after {took:?} (command start to refusal)");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+
+    // Each node keeps its own audit chain; both verify.
+    for env in [&a, &b] {
+        env.run_ok(&["audit", "verify"]);
+    }
+    let q = a.json(&["audit", "query", "--frontend", "admin"]);
+    assert!(!q.as_array().unwrap().is_empty());
+
+    // A node that stops leaves the fleet.
+    drop(sa);
+    eventually("a fleet of one", || {
+        health(&sb, &cred)["xksProxyFleetSize"] == 1
+    });
+}
+
+/// Encrypts `n` data keys with each key; returns (key, plaintext, response).
+fn corpus(server: &Server, cred: &Cred, keys: &[&str], n: usize) -> Vec<(String, Vec<u8>, Value)> {
+    let mut out = Vec::new();
+    for k in keys {
+        for i in 0..n {
+            let pt = format!("data key {k} #{i}").into_bytes();
+            let r = encrypt(server, cred, k, &pt);
+            assert_eq!(r.status, 200, "{r:?}");
+            out.push((k.to_string(), pt, r.json()));
+        }
+    }
+    out
+}
+
+fn decrypts_all(server: &Server, cred: &Cred, corpus: &[(String, Vec<u8>, Value)]) {
+    for (k, pt, enc) in corpus {
+        let r = decrypt(server, cred, k, enc);
+        assert_eq!(r.status, 200, "{k}: {r:?}");
+        assert_eq!(&unb64(r.json()["plaintext"].as_str().unwrap()), pt);
+    }
+}
+
+#[test]
+fn backup_during_traffic_restores_on_either_backend() {
+    let pg = PgCluster::start(&[("fsync", "off")]);
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = Arc::new(env.add_credential("/demo"));
+    for k in ["k1", "k2", "rotated"] {
+        env.run_ok(&["key", "create", "/demo", k]);
+    }
+    let policy = env.dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"anyone\"\neffect = \"allow\"\nprincipal = [\"arn:aws:iam::*\"]\n",
+    )
+    .unwrap();
+    env.run_ok(&[
+        "policy",
+        "set",
+        "--store",
+        "/demo",
+        "--file",
+        &policy.to_string_lossy(),
+    ]);
+    let server = env.serve(&[]);
+    let mut made = corpus(&server, &cred, &["k1", "k2", "rotated"], 3);
+    env.run_ok(&["key", "rotate", "/demo", "rotated"]);
+    made.extend(corpus(&server, &cred, &["rotated"], 3));
+
+    // Traffic goes on while the backup is taken.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(Mutex::new(0u32));
+    let traffic = {
+        let (s, cred, stop, served) = (
+            server.detached(),
+            cred.clone(),
+            stop.clone(),
+            served.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let r = encrypt(&s, &cred, "k1", b"during backup");
+                assert_eq!(r.status, 200, "{r:?}");
+                *served.lock().unwrap() += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let file = env.dir.path().join("keyhold.backup");
+    let file_s = file.to_string_lossy().into_owned();
+    let b = env.json(&["backup", "create", &file_s]);
+    assert_eq!(b["rows"]["keys"], 3);
+    assert_eq!(b["rows"]["key_versions"], 4);
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    assert!(*served.lock().unwrap() > 0);
+    env.run_ok(&["backup", "verify", &file_s]);
+
+    // A flipped byte anywhere is detected.
+    let bytes = std::fs::read(&file).unwrap();
+    for at in [20, bytes.len() / 2, bytes.len() - 3] {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x40;
+        let f = env.dir.path().join(format!("bad-{at}.backup"));
+        std::fs::write(&f, bad).unwrap();
+        let out = env
+            .cmd(&["backup", "verify", &f.to_string_lossy()])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "flipped byte {at} not detected");
+    }
+    drop(server);
+
+    // Without the root of trust, nothing.
+    let other = Env::new();
+    let out = other.cmd(&["backup", "verify", &file_s]).output().unwrap();
+    assert!(!out.status.success());
+
+    let root = env.data().join("root.key").to_string_lossy().into_owned();
+    // Into a fresh SQLite node, then into PostgreSQL; both decrypt every
+    // ciphertext made before the backup, with the same credential.
+    let url = pg.create_database("restored");
+    for storage in [None, Some(url.as_str())] {
+        let dir = tempfile::tempdir().unwrap();
+        let restored = Env {
+            dir,
+            extra_env: vec![],
+        };
+        let mut args = vec![
+            "backup",
+            "restore",
+            file_s.as_str(),
+            "--root-key",
+            &root,
+            "--listen",
+            "127.0.0.1:0",
+        ];
+        if let Some(u) = storage {
+            args.extend(["--storage-url", u]);
+        }
+        restored.run_ok(&args);
+        restored.run_ok(&["audit", "verify"]);
+        let s = restored.serve(&[]);
+        decrypts_all(&s, &cred, &made);
+        // Policies came along.
+        assert!(restored
+            .run_ok(&["policy", "show", "--store", "/demo"])
+            .contains("anyone"));
+        // Restoring over it is refused.
+        let out = restored.cmd(&args).output().unwrap();
+        assert!(!out.status.success());
+    }
+
+    // And back: a backup of the PostgreSQL node restores into SQLite.
+    let pg_node = Env {
+        dir: tempfile::tempdir().unwrap(),
+        extra_env: vec![],
+    };
+    pg_node.run_ok(&[
+        "init",
+        "--listen",
+        "127.0.0.1:0",
+        "--storage-url",
+        &url,
+        "--root-key",
+        &root,
+    ]);
+    let file2 = pg_node
+        .dir
+        .path()
+        .join("pg.backup")
+        .to_string_lossy()
+        .into_owned();
+    pg_node.run_ok(&["backup", "create", &file2]);
+    let back = Env {
+        dir: tempfile::tempdir().unwrap(),
+        extra_env: vec![],
+    };
+    back.run_ok(&[
+        "backup",
+        "restore",
+        &file2,
+        "--root-key",
+        &root,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let s = back.serve(&[]);
+    decrypts_all(&s, &cred, &made[..3]);
+}
+
+/// Primary with a synchronous streaming replica. Keys are created and
+/// XKS traffic runs without pause; the primary is killed with SIGKILL and
+/// the replica promoted. No acknowledged key may be lost; the node finds
+/// the new primary by itself (multi-host URL, read-write target).
+#[test]
+fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
+    let mut primary = PgCluster::start(&[]);
+    primary.psql("postgres", "CREATE DATABASE keyhold");
+    let replica = primary.replica(&[]);
+    // From now on a commit returns only once the replica has it.
+    primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+    );
+    primary.psql("postgres", "SELECT pg_reload_conf()");
+    eventually("the replica streams synchronously", || {
+        primary.psql("postgres", "SELECT sync_state FROM pg_stat_replication") == "sync"
+    });
+    let url = format!(
+        "postgres://keyhold@127.0.0.1:{},127.0.0.1:{}/keyhold?target_session_attrs=read-write&connect_timeout=2",
+        primary.port, replica.port
+    );
+    let env = node(&url, None);
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = Arc::new(env.add_credential("/demo"));
+    env.run_ok(&["key", "create", "/demo", "hot"]);
+    let server = env.serve(&[]);
+    assert_eq!(
+        encrypt(&server, &cred, "hot", b"warm the cache").status,
+        200
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // Key creation through the admin CLI: (name, acknowledged, when).
+    let created = Arc::new(Mutex::new(Vec::<(String, bool, Instant)>::new()));
+    let creator = {
+        let (data, stop, created) = (env.data(), stop.clone(), created.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let name = format!("k{i}");
+                let out = std::process::Command::new(BIN)
+                    .arg("--data-dir")
+                    .arg(&data)
+                    .args(["key", "create", "/demo", &name])
+                    .output()
+                    .unwrap();
+                created
+                    .lock()
+                    .unwrap()
+                    .push((name, out.status.success(), Instant::now()));
+            }
+        })
+    };
+    // XKS traffic on the cached key: (when, status, error).
+    let xks = Arc::new(Mutex::new(Vec::<(Instant, u16, String)>::new()));
+    let traffic = {
+        let (s, cred, stop, xks) = (server.detached(), cred.clone(), stop.clone(), xks.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = encrypt(&s, &cred, "hot", b"during failover");
+                let err = if r.status == 200 {
+                    String::new()
+                } else {
+                    r.body
+                };
+                xks.lock().unwrap().push((t, r.status, err));
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Instant::now();
+    primary.kill9();
+    // The disable made before the outage still holds during it.
+    let r = encrypt(&server, &cred, "off", b"x");
+    assert_ne!(r.status, 200, "a disabled key served during the outage");
+    let left = Duration::from_millis(500).saturating_sub(killed.elapsed());
+    std::thread::sleep(left);
+    replica.promote();
+    let promoted = Instant::now();
+    // Run until key creation has worked again for a while.
+    eventually("key creation works on the new primary", || {
+        created
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, ok, t)| *ok && *t > promoted)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, Ordering::Relaxed);
+    creator.join().unwrap();
+    traffic.join().unwrap();
+
+    let created = created.lock().unwrap();
+    let acknowledged: Vec<&String> = created.iter().filter(|c| c.1).map(|c| &c.0).collect();
+    let listed = env.json(&["key", "list", "/demo", "--limit", "100000"]);
+    let present: std::collections::HashSet<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key_id"].as_str().unwrap())
+        .collect();
+    let lost: Vec<&&String> = acknowledged
+        .iter()
+        .filter(|n| !present.contains(n.as_str()))
+        .collect();
+    let last_before = created
+        .iter()
+        .filter(|c| c.1 && c.2 <= killed)
+        .map(|c| c.2)
+        .max()
+        .unwrap();
+    let first_after = created
+        .iter()
+        .filter(|c| c.1 && c.2 > killed)
+        .map(|c| c.2)
+        .min()
+        .unwrap();
+    let xks = xks.lock().unwrap();
+    let xks_failed = xks.iter().filter(|x| x.1 != 200).count();
+    if let Some(f) = xks.iter().find(|x| x.1 != 200) {
+        println!("first XKS failure: {} {}", f.1, f.2);
+    }
+    println!(
+        "failover: {} keys acknowledged, {} lost; key creation unavailable for {:?} (kill to promote: 500 ms); \
+         XKS Encrypt on a cached key: {} of {} requests failed",
+        acknowledged.len(),
+        lost.len(),
+        first_after - last_before,
+        xks_failed,
+        xks.len()
+    );
+    assert!(lost.is_empty(), "acknowledged keys lost: {lost:?}");
+    assert!(acknowledged.len() > 3);
+    // Cached keys kept serving through the outage.
+    assert_eq!(xks_failed, 0);
+    // And the node serves keys made after the failover.
+    let newest = created.iter().rev().find(|c| c.1).unwrap();
+    assert_eq!(encrypt(&server, &cred, &newest.0, b"after").status, 200);
+}
