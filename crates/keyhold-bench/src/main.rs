@@ -34,6 +34,8 @@ enum Op {
     KmipCycle,
     /// KMIP: Encrypt 32 bytes with AES-256-GCM under one key.
     KmipEncrypt,
+    /// KMIP: Create an AES-256 key (key creation rate).
+    KmipCreate,
 }
 
 #[derive(Parser, Debug)]
@@ -42,8 +44,8 @@ struct Args {
     /// Base URL up to and including /kms/xks/v1, e.g. https://localhost:8443/demo/kms/xks/v1
     #[arg(long, default_value = "")]
     url: String,
-    /// KMIP mode: the KMIP listener (e.g. 127.0.0.1:5696), with --op kmip-cycle
-    /// or kmip-encrypt, --client-cert, --client-key and --cacert.
+    /// KMIP mode: the KMIP listener (e.g. 127.0.0.1:5696), with --op kmip-cycle,
+    /// kmip-create or kmip-encrypt, --client-cert, --client-key and --cacert.
     #[arg(long)]
     kmip: Option<String>,
     /// KMIP client certificate (PEM).
@@ -143,7 +145,7 @@ impl Shared {
         let meta = serde_json::json!({
             "awsPrincipalArn": "arn:aws:iam::111122223333:role/bench",
             "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/bench",
-            "kmsOperation": match op { Op::Encrypt => "GenerateDataKey", Op::Decrypt => "Decrypt", Op::Metadata => "DescribeKey", Op::Health | Op::KmipCycle | Op::KmipEncrypt => "KmsHealthCheck" },
+            "kmsOperation": match op { Op::Encrypt => "GenerateDataKey", Op::Decrypt => "Decrypt", Op::Metadata => "DescribeKey", Op::Health | Op::KmipCycle | Op::KmipEncrypt | Op::KmipCreate => "KmsHealthCheck" },
             "kmsRequestId": format!("bench-{n}"),
         });
         let (path, body) = match op {
@@ -172,7 +174,7 @@ impl Shared {
                 format!("{}/keys/{key}/metadata", self.target.base_path),
                 serde_json::json!({ "requestMetadata": meta }),
             ),
-            Op::Health | Op::KmipCycle | Op::KmipEncrypt => (
+            Op::Health | Op::KmipCycle | Op::KmipEncrypt | Op::KmipCreate => (
                 format!("{}/health", self.target.base_path),
                 serde_json::json!({ "requestMetadata": meta }),
             ),

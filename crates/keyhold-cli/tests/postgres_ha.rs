@@ -63,6 +63,14 @@ fn two_nodes_share_keys_and_break_glass() {
     let url = pg.create_database("keyhold");
     let a = node(&url, None);
     let b = node(&url, Some(&a.data().join("root.key")));
+    // Both nodes write their audit chains into one shared directory (a
+    // shared volume in real life), so each sees every node's records.
+    let shared = a.dir.path().join("shared-audit");
+    for env in [&a, &b] {
+        let mut c = read(&env.config());
+        c.push_str(&format!("\n[audit]\ndir = \"{}\"\n", shared.display()));
+        std::fs::write(env.config(), c).unwrap();
+    }
     // B's config names the same database; stores and credentials made
     // through A are B's too.
     assert!(read(&b.config()).contains("[storage]"));
@@ -108,14 +116,69 @@ fn two_nodes_share_keys_and_break_glass() {
     for env in [&a, &b] {
         env.run_ok(&["audit", "verify"]);
     }
-    let q = a.json(&["audit", "query", "--frontend", "admin"]);
-    assert!(!q.as_array().unwrap().is_empty());
+    // Node A's query shows the Encrypt that node B served, from B's chain.
+    let q = a.json(&["audit", "query", "--frontend", "xks"]);
+    let chains: std::collections::HashSet<&str> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["chain"].as_str().unwrap())
+        .collect();
+    assert!(chains.iter().all(|c| c.starts_with("xks@")), "{chains:?}");
+    assert!(chains.len() >= 2, "records of both nodes: {chains:?}");
 
     // A node that stops leaves the fleet.
     drop(sa);
     eventually("a fleet of one", || {
         health(&sb, &cred)["xksProxyFleetSize"] == 1
     });
+}
+
+#[test]
+fn tls_to_the_database_is_verified() {
+    let pg = PgCluster::start(&[("fsync", "off")]);
+    let ca = keyhold_server::tls::LocalCa::new("database CA").unwrap();
+    let srv = ca.issue_server(&["127.0.0.1", "localhost"]).unwrap();
+    pg.enable_tls(&srv.cert_pem, &srv.key_pem);
+    let url = format!("{}?sslmode=require", pg.create_database("keyhold"));
+    let files = tempfile::tempdir().unwrap();
+    let ca_file = files.path().join("db-ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).unwrap();
+    let ca_s = ca_file.to_string_lossy().into_owned();
+
+    let env = Env::with_init_args(&["--storage-url", &url, "--storage-tls-ca", &ca_s], vec![]);
+    env.run_ok(&["store", "create", "/demo"]);
+    let _server = env.serve(&[]);
+    // The node's connections are encrypted.
+    let tls_conns = pg.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.application_name = 'keyhold'",
+    );
+    assert_ne!(tls_conns, "0");
+
+    // A server whose certificate the configured CA did not sign is refused.
+    let other = keyhold_server::tls::LocalCa::new("someone else").unwrap();
+    let other_file = files.path().join("other-ca.pem");
+    std::fs::write(&other_file, other.cert_pem()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "init",
+            "--listen",
+            "127.0.0.1:0",
+            "--storage-url",
+            &url,
+            "--storage-tls-ca",
+        ])
+        .arg(&other_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("database"), "{said}");
 }
 
 /// Encrypts `n` data keys with each key; returns (key, plaintext, response).

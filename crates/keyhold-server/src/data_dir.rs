@@ -107,6 +107,7 @@ impl DataDir {
             ));
         }
         let root = Pkcs11Root::open(cfg.clone(), true)?;
+        let shared = self.connect_shared()?;
         create_private_dir(&self.path)?;
         std::fs::write(self.pkcs11_root(), cfg.to_toml()).map_err(|e| {
             Error::Internal(format!(
@@ -114,7 +115,25 @@ impl DataDir {
                 self.pkcs11_root().display()
             ))
         })?;
-        KeyService::open(self.open_storage()?, Arc::new(root))
+        KeyService::open(self.storage_after(shared)?, Arc::new(root))
+    }
+
+    /// A database server is connected to before any file is written, so
+    /// that a wrong URL or CA leaves no half-made data directory behind.
+    fn connect_shared(&self) -> Result<Option<Arc<dyn Storage>>> {
+        match self.storage.url {
+            Some(_) => self.open_storage().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The storage [`Self::connect_shared`] opened, else SQLite (whose file
+    /// lives in the directory, so it comes after it).
+    fn storage_after(&self, shared: Option<Arc<dyn Storage>>) -> Result<Arc<dyn Storage>> {
+        match shared {
+            Some(s) => Ok(s),
+            None => self.open_storage(),
+        }
     }
 
     /// Opens the HSM root of trust of this directory (`create_kek`: make the
@@ -137,9 +156,10 @@ impl DataDir {
                 format!("{} is already initialised", self.path.display()),
             ));
         }
+        let shared = self.connect_shared()?;
         create_private_dir(&self.path)?;
         let root = SoftwareRoot::create(&self.root(), passphrase)?;
-        KeyService::open(self.open_storage()?, Arc::new(root))
+        KeyService::open(self.storage_after(shared)?, Arc::new(root))
     }
 
     /// Creates the directory with a copy of an existing software root of
@@ -155,12 +175,13 @@ impl DataDir {
         // Check the file before copying it (right permissions, right
         // passphrase).
         SoftwareRoot::load(from, passphrase)?;
+        let shared = self.connect_shared()?;
         create_private_dir(&self.path)?;
         let bytes = std::fs::read(from)
             .map_err(|e| Error::Internal(format!("cannot read {}: {e}", from.display())))?;
         write_private(&self.root(), &bytes)?;
         let root = SoftwareRoot::load(&self.root(), passphrase)?;
-        KeyService::open(self.open_storage()?, Arc::new(root))
+        KeyService::open(self.storage_after(shared)?, Arc::new(root))
     }
 
     /// This node's name in shared storage (None on SQLite, which no other

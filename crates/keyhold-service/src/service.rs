@@ -727,10 +727,14 @@ impl KeyService {
             vec![EkmReport {
                 id: info.id,
                 model: info.model,
-                status: if deep.is_ok() {
-                    HealthStatus::Active
-                } else {
-                    HealthStatus::Unavailable
+                status: match &deep {
+                    Ok(()) => HealthStatus::Active,
+                    // The database is unreachable but cached keys still
+                    // serve (for at most the backend's maximum staleness).
+                    Err(Error::DependencyTimeout(_) | Error::Storage(_)) if self.keys.len() > 0 => {
+                        HealthStatus::Degraded
+                    }
+                    Err(_) => HealthStatus::Unavailable,
                 },
                 detail: deep.as_ref().err().map(|e| e.to_string()),
             }]

@@ -188,6 +188,32 @@ impl PgCluster {
         panic!("PostgreSQL did not start: {last}");
     }
 
+    /// Turns on TLS with this server certificate and key (PEM).
+    pub fn enable_tls(&self, cert_pem: &str, key_pem: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        for (name, pem, mode) in [
+            ("server.crt", cert_pem, 0o644),
+            ("server.key", key_pem, 0o600),
+        ] {
+            let p = self.data.join(name);
+            std::fs::write(&p, pem).expect("write TLS file");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            if let Some(u) = &self.run_as {
+                chown_to(&p, u);
+            }
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        let started = Instant::now();
+        while self.psql("postgres", "SHOW ssl") != "on" {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "ssl did not turn on"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// `postgres://keyhold@127.0.0.1:PORT/DB`.
     pub fn url(&self, db: &str) -> String {
         format!("postgres://keyhold@127.0.0.1:{}/{db}", self.port)
