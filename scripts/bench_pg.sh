@@ -26,18 +26,18 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   as_pg "$pgbin/pg_ctl" -D "$tmp/pg" -m immediate stop >/dev/null 2>&1 || true
-  for g in /sys/fs/cgroup/cpu/keyhold-bench-*; do [ -d "$g" ] && rmdir "$g" 2>/dev/null; done
+  for g in /sys/fs/cgroup/cpu/keyhold-bench-*; do [ -d "$g" ] && { rmdir "$g" 2>/dev/null || true; }; done
   rm -rf "$tmp"
+  return 0
 }
 trap cleanup EXIT
 
 # A PostgreSQL cluster of its own.
-mkdir -p "$tmp/pgsock"
-[ "$(id -u)" = 0 ] && chown postgres "$tmp/pgsock"
+mkdir -p "$tmp/pgsock" "$tmp/pg"
+if [ "$(id -u)" = 0 ]; then chown postgres "$tmp/pgsock" "$tmp/pg"; fi
 as_pg "$pgbin/initdb" -D "$tmp/pg" -U keyhold --auth=trust -E UTF8 >/dev/null
-[ "$(id -u)" = 0 ] && chown -R postgres "$tmp/pg"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_pg "$pgbin/pg_ctl" -D "$tmp/pg" -l "$tmp/pg.log" -w \
+as_pg "$pgbin/pg_ctl" -D "$tmp/pg" -l "$tmp/pgsock/pg.log" -w \
   -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$tmp/pgsock -c max_connections=200" start >/dev/null
 psql -X -q -h 127.0.0.1 -p "$port" -U keyhold -d postgres -c "CREATE DATABASE keyhold" >/dev/null
 URL="postgres://keyhold@127.0.0.1:$port/keyhold"
@@ -78,7 +78,7 @@ start() {
 stop() { local p; eval "p=\$pid_$1"; kill "$p"; wait "$p" 2>/dev/null || true; }
 xks() { # NAME args...
   local n=$1; shift; local u; eval "u=\$url_$n"
-  echo; echo "\$ keyhold-bench --op encrypt $* [$n]"
+  echo; echo "\$ keyhold-bench $* [$n]"
   "$B" --url "$u" --credential "$tmp/cred-$n.json" --cacert "$tmp/$n/tls/ca.pem" --key-id bench-key "$@"
 }
 kmip() { # NAME args...
@@ -102,9 +102,10 @@ if mkdir /sys/fs/cgroup/cpu/keyhold-bench-a 2>/dev/null && mkdir /sys/fs/cgroup/
     echo 100000 > /sys/fs/cgroup/cpu/keyhold-bench-$g/cpu.cfs_period_us
     echo $((QUOTA * 1000)) > /sys/fs/cgroup/cpu/keyhold-bench-$g/cpu.cfs_quota_us
   done
-  limit() { sh -c 'echo $$ > /sys/fs/cgroup/cpu/keyhold-bench-'"$1"'/cgroup.procs; shift; exec "$@"' -- "$@"; }
   echo "(each node limited to ${QUOTA}% of one core by a cgroup CPU quota; the load generator is not limited)"
-  wrap_a=(limit a); wrap_b=(limit b)
+  # The shell joins the group, then becomes the server (same pid).
+  wrap_a=(sh -c 'echo $$ > /sys/fs/cgroup/cpu/keyhold-bench-a/cgroup.procs; exec "$@"' --)
+  wrap_b=(sh -c 'echo $$ > /sys/fs/cgroup/cpu/keyhold-bench-b/cgroup.procs; exec "$@"' --)
 else
   echo "(no cgroup CPU controller: each node pinned to one core with taskset; the load generator shares them)"
   wrap_a=(taskset -c 0); wrap_b=(taskset -c 1)
