@@ -16,10 +16,12 @@
 //!   MAC'd marker, so verification still accounts for every record.
 
 mod chain;
+mod ship;
 mod verify;
 
 pub use chain::{AuditLog, AuditLogConfig, AuditStatus, ChainWriter, CheckpointSink};
-pub use verify::{query, read_all, verify, Filter, VerifyReport};
+pub use ship::ChainTail;
+pub use verify::{query, read_all, verify, verify_with, Filter, Shipped, VerifyReport};
 
 use keyhold_crypto::HmacKey;
 use serde::{Deserialize, Serialize};

@@ -40,9 +40,24 @@ fn chain_dirs(dir: &Path) -> Vec<(String, PathBuf)> {
     v
 }
 
+/// Chains read from elsewhere than the audit directory (the copies other
+/// nodes shipped to a shared database): name, and its lines in order.
+pub type Shipped = [(String, Vec<String>)];
+
 /// Verifies every chain under `dir` with `key`, and compares it with
 /// `checkpoints` (from the key database, a checkpoint file…).
 pub fn verify(dir: &Path, key: &HmacKey, checkpoints: &[Checkpoint]) -> VerifyReport {
+    verify_with(dir, &[], key, checkpoints)
+}
+
+/// [`verify`], plus the `shipped` chains that have no directory here
+/// (their lines are checked the same way).
+pub fn verify_with(
+    dir: &Path,
+    shipped: &Shipped,
+    key: &HmacKey,
+    checkpoints: &[Checkpoint],
+) -> VerifyReport {
     let mut report = VerifyReport::default();
     let mut by_chain: HashMap<&str, Vec<&Checkpoint>> = HashMap::new();
     for c in checkpoints {
@@ -58,7 +73,18 @@ pub fn verify(dir: &Path, key: &HmacKey, checkpoints: &[Checkpoint]) -> VerifyRe
     let dirs = chain_dirs(dir);
     for (chain, cdir) in &dirs {
         let cps = by_chain.remove(chain.as_str()).unwrap_or_default();
-        verify_chain(chain, cdir, key, &cps, &mut report);
+        verify_chain(chain, file_lines(cdir), key, &cps, &mut report);
+    }
+    for (chain, lines) in shipped {
+        if dirs.iter().any(|(c, _)| c == chain) {
+            continue;
+        }
+        let cps = by_chain.remove(chain.as_str()).unwrap_or_default();
+        let lines = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("{chain} (shipped) record {}", i + 1), Ok(l.clone())));
+        verify_chain(chain, lines, key, &cps, &mut report);
     }
     for (chain, cps) in by_chain {
         if cps.iter().any(|c| c.kind == "checkpoint" && c.seq > 0) {
@@ -70,9 +96,32 @@ pub fn verify(dir: &Path, key: &HmacKey, checkpoints: &[Checkpoint]) -> VerifyRe
     report
 }
 
+/// The lines of a chain directory's files, in order, each with where it is.
+fn file_lines(cdir: &Path) -> impl Iterator<Item = (String, std::io::Result<String>)> {
+    let chain = cdir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    chain_files(cdir).into_iter().flat_map(move |file| {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let at = format!("{chain}/{name}");
+        let lines: Box<dyn Iterator<Item = std::io::Result<String>>> =
+            match std::fs::File::open(&file) {
+                Ok(f) => Box::new(std::io::BufReader::new(f).lines()),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+        lines
+            .enumerate()
+            .map(move |(i, l)| (format!("{at} line {}", i + 1), l))
+    })
+}
+
 fn verify_chain(
     chain: &str,
-    cdir: &Path,
+    lines: impl Iterator<Item = (String, std::io::Result<String>)>,
     key: &HmacKey,
     cps: &[&Checkpoint],
     report: &mut VerifyReport,
@@ -86,20 +135,11 @@ fn verify_chain(
     let (mut expect_seq, mut prev): (Option<u64>, String) = (None, genesis());
     let (mut first, mut last, mut count) = (0u64, 0u64, 0u64);
     let mut seen_macs: HashMap<u64, String> = HashMap::new();
-    for file in chain_files(cdir) {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let Ok(f) = std::fs::File::open(&file) else {
-            problems.push(format!("{chain}/{name}: cannot be read"));
-            continue;
-        };
-        for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
-            let at = format!("{chain}/{name} line {}", i + 1);
+    {
+        for (at, line) in lines {
             let Ok(line) = line else {
-                problems.push(format!("{at}: not text"));
-                break;
+                problems.push(format!("{at}: cannot be read"));
+                continue;
             };
             let (rec, mac) = match open_line(key, &line) {
                 Ok(x) => x,
@@ -217,28 +257,36 @@ impl Filter {
 }
 
 /// Calls `f` with every readable record under `dir` (all chains, each in
-/// order), as written. Lines that do not parse are skipped (verify reports
+/// order), as written, then with those of the `shipped` chains that have no
+/// directory here. Lines that do not parse are skipped (verify reports
 /// them).
-pub fn read_all(dir: &Path, mut f: impl FnMut(&Record, &str)) {
-    for (_, cdir) in chain_dirs(dir) {
-        for file in chain_files(&cdir) {
-            let Ok(fh) = std::fs::File::open(&file) else {
-                continue;
-            };
-            for line in std::io::BufReader::new(fh).lines().map_while(Result::ok) {
-                if let Ok(r) = serde_json::from_str::<Record>(&line) {
-                    f(&r, &line);
-                }
+pub fn read_all(dir: &Path, shipped: &Shipped, mut f: impl FnMut(&Record, &str)) {
+    let dirs = chain_dirs(dir);
+    let mut each = |line: &str| {
+        if let Ok(r) = serde_json::from_str::<Record>(line) {
+            f(&r, line);
+        }
+    };
+    for (_, cdir) in &dirs {
+        for (_, line) in file_lines(cdir) {
+            match line {
+                Ok(l) => each(&l),
+                Err(_) => break,
             }
+        }
+    }
+    for (chain, lines) in shipped {
+        if !dirs.iter().any(|(c, _)| c == chain) {
+            lines.iter().for_each(|l| each(l));
         }
     }
 }
 
-/// Records under `dir` matching `filter`, oldest first, at most `limit`
-/// (the newest `limit` when there are more).
-pub fn query(dir: &Path, filter: &Filter, limit: usize) -> Vec<Record> {
+/// Records under `dir` (and the `shipped` chains) matching `filter`,
+/// oldest first, at most `limit` (the newest `limit` when there are more).
+pub fn query(dir: &Path, shipped: &Shipped, filter: &Filter, limit: usize) -> Vec<Record> {
     let mut out = std::collections::VecDeque::new();
-    read_all(dir, |r, _| {
+    read_all(dir, shipped, |r, _| {
         if filter.matches(r) {
             if out.len() == limit {
                 out.pop_front();

@@ -94,6 +94,7 @@ fn an_intact_chain_verifies_and_reopens_where_it_stopped() {
     assert_eq!(r.chains[0].3, 35);
     let q = query(
         d.path(),
+        &[],
         &Filter {
             kms_request_id: Some("req-4".into()),
             ..Filter::default()
@@ -283,4 +284,32 @@ async fn the_log_thread_acknowledges_each_record() {
     let r = verify(d.path(), &key(), &[]);
     assert!(r.ok(), "{:?}", r.problems);
     assert_eq!(r.chains[0].1, 200);
+}
+
+/// A chain copied elsewhere (another node's, shipped to a shared database)
+/// verifies from its lines alone, and the same tampering is found there.
+#[test]
+fn shipped_copies_verify_like_the_files() {
+    let d = tempfile::tempdir().unwrap();
+    let cps = write(&AuditLogConfig::new(d.path().to_owned()), 20);
+    let mut tail = ChainTail::new(d.path().join("xks"), 0);
+    let lines: Vec<String> = tail.next_batch(100).into_iter().map(|(_, l)| l).collect();
+    assert_eq!(lines.len(), 20);
+    let empty = tempfile::tempdir().unwrap();
+    let ok = verify_with(empty.path(), &[("xks".into(), lines.clone())], &key(), &cps);
+    assert!(ok.ok(), "{:?}", ok.problems);
+    assert_eq!(ok.chains[0].1, 20);
+
+    let mut cut = lines.clone();
+    cut.remove(7);
+    let r = verify_with(empty.path(), &[("xks".into(), cut)], &key(), &cps);
+    assert!(
+        r.problems.iter().any(|p| p.contains("shipped")),
+        "{:?}",
+        r.problems
+    );
+    let mut short = lines;
+    short.truncate(15);
+    let r = verify_with(empty.path(), &[("xks".into(), short)], &key(), &cps);
+    assert!(!r.ok(), "the checkpoint catches a cut tail");
 }

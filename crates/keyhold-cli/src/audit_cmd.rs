@@ -93,6 +93,19 @@ pub enum AuditCmd {
     },
 }
 
+/// How far a node's shipped copy may lag behind its checkpoints.
+const SHIPPING_GRACE_MS: i64 = 30_000;
+
+/// The chains every node copied to shared storage (none on SQLite).
+fn shipped(ctx: &Ctx) -> Result<Vec<(String, Vec<String>)>, String> {
+    let s = ctx.service.storage();
+    if s.shared() {
+        s.shipped_audit().map_err(e)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 /// The data directory's audit settings (from its keyhold.toml when there).
 pub fn section(dd: &DataDir) -> Result<AuditSection, String> {
     let mut s = if dd.config().exists() {
@@ -122,14 +135,19 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
                     cps.extend(keyhold_server::audit::read_checkpoint_file(f).map_err(e)?);
                 }
             }
-            // Other nodes' chains are checked where their logs are (unless
-            // they share this audit directory).
+            // Other nodes' chains are checked from the copies they shipped
+            // to the shared database (or from a shared audit directory).
+            // Their newest checkpoints may be ahead of what they shipped
+            // (copies go out every second): those are left out.
             let node = dd.node_name(ctx.service.storage().shared()).map_err(e)?;
+            let shipped = shipped(ctx)?;
+            let recent = keyhold_audit::now_ms() - SHIPPING_GRACE_MS;
             cps.retain(|c| {
                 keyhold_server::audit::is_local_chain(&c.chain, node.as_deref())
                     || sec.dir.join(&c.chain).is_dir()
+                    || (shipped.iter().any(|(n, _)| *n == c.chain) && c.ts_ms < recent)
             });
-            let r = keyhold_audit::verify(&sec.dir, &key, &cps);
+            let r = keyhold_audit::verify_with(&sec.dir, &shipped, &key, &cps);
             if ctx.json {
                 output::json(&json!({
                     "ok": r.ok(),
@@ -161,7 +179,7 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
             }
         }
         AuditCmd::Query { filter, limit } => {
-            let recs = keyhold_audit::query(&sec.dir, &filter.filter()?, *limit);
+            let recs = keyhold_audit::query(&sec.dir, &shipped(ctx)?, &filter.filter()?, *limit);
             if ctx.json {
                 output::json(&json!(recs));
             } else {
@@ -211,7 +229,7 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
             };
             let mut n = 0u64;
             let mut failed = None;
-            keyhold_audit::read_all(&sec.dir, |r, line| {
+            keyhold_audit::read_all(&sec.dir, &shipped(ctx)?, |r, line| {
                 if failed.is_none() && f.matches(r) {
                     n += 1;
                     if let Err(err) = writeln!(w, "{line}") {
@@ -294,5 +312,18 @@ pub fn record_admin(
         ..Record::default()
     };
     w.append(std::slice::from_mut(&mut rec))?;
-    w.checkpoint().map(drop)
+    w.checkpoint()?;
+    drop(w);
+    // On shared storage the record is copied at once: the other nodes see
+    // it even when no server runs on this one.
+    if let Some(n) = node {
+        keyhold_server::audit::ship_once(
+            &**ctx.service.storage(),
+            &sec.dir,
+            &n,
+            &mut Default::default(),
+        )
+        .map_err(e)?;
+    }
+    Ok(())
 }

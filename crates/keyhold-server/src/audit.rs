@@ -2,9 +2,10 @@
 //! for a data directory, the server's chain, and the admin CLI's chain.
 
 use crate::config::AuditSection;
-use keyhold_audit::{AuditLog, AuditLogConfig, ChainWriter, Checkpoint, CheckpointSink};
+use keyhold_audit::{AuditLog, AuditLogConfig, ChainTail, ChainWriter, Checkpoint, CheckpointSink};
 use keyhold_core::{Error, Result};
 use keyhold_service::KeyService;
+use keyhold_storage::Storage;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -99,6 +100,71 @@ pub fn admin_writer(
         true,
     )
     .map_err(Error::Internal)
+}
+
+/// How often a node copies its new audit records to shared storage.
+pub const SHIP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The chains a node follows, and records read but not yet copied.
+pub type ShipState = std::collections::HashMap<String, (ChainTail, Vec<(u64, String)>)>;
+
+/// Copies what this node's chains (`*@NODE` under `dir`) appended since the
+/// last call to shared storage; returns how many records went out.
+pub fn ship_once(
+    storage: &dyn Storage,
+    dir: &Path,
+    node: &str,
+    state: &mut ShipState,
+) -> Result<usize> {
+    let suffix = format!("@{node}");
+    let mut sent = 0;
+    let entries = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.ends_with(&suffix) || !e.path().is_dir() {
+            continue;
+        }
+        if !state.contains_key(&name) {
+            let after = storage.audit_shipped(&name)?;
+            state.insert(name.clone(), (ChainTail::new(e.path(), after), Vec::new()));
+        }
+        let (tail, pending) = state.get_mut(&name).expect("just inserted");
+        loop {
+            if pending.is_empty() {
+                *pending = tail.next_batch(5_000);
+            }
+            if pending.is_empty() {
+                break;
+            }
+            // Kept until stored: a failed copy is retried next time.
+            storage.ship_audit(&name, pending)?;
+            sent += pending.len();
+            pending.clear();
+        }
+    }
+    Ok(sent)
+}
+
+/// Copies this node's chains to shared storage every [`SHIP_INTERVAL`], so
+/// that `keyhold audit` on any node sees every node's records. Stops when
+/// the service is dropped.
+pub fn spawn_shipper(service: &Arc<KeyService>, dir: std::path::PathBuf, node: String) {
+    let weak = Arc::downgrade(service);
+    let spawned = std::thread::Builder::new()
+        .name("keyhold-audit-ship".into())
+        .spawn(move || {
+            let mut state = ShipState::new();
+            loop {
+                std::thread::sleep(SHIP_INTERVAL);
+                let Some(s) = weak.upgrade() else { return };
+                if let Err(e) = ship_once(&**s.storage(), &dir, &node, &mut state) {
+                    tracing::warn!(error = %e, "cannot copy audit records to the shared database; retrying");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the audit copier");
+    }
 }
 
 /// Checkpoints from a checkpoint file (lines that do not parse are skipped;

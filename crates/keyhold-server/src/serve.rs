@@ -198,6 +198,9 @@ pub async fn serve(
             .map_err(|e| ServeError::Audit(e.to_string()))?;
         let log = crate::audit::start_server_log(&service, &config.audit, node.as_deref())
             .map_err(|e| ServeError::Audit(e.to_string()))?;
+        if let Some(n) = node {
+            crate::audit::spawn_shipper(&service, config.audit.dir.clone(), n);
+        }
         api = api.with_audit(log.clone());
         Some(log)
     } else {

@@ -96,6 +96,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Forgets a node (it stopped).
     fn remove_node(&self, id: &str) -> Result<()>;
 
+    /// The last record of audit chain `chain` copied here (0: none).
+    fn audit_shipped(&self, chain: &str) -> Result<u64>;
+    /// Copies sealed audit lines (sequence number, line) of one chain
+    /// here; lines already copied are left as they are.
+    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()>;
+    /// Every copied chain, each chain's lines in order.
+    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>>;
+
     /// Everything but the node list, read in one consistent transaction
     /// while writers carry on.
     fn snapshot(&self) -> Result<Snapshot>;

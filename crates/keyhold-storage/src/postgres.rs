@@ -37,7 +37,8 @@ const CHANNEL: &str = "keyhold_changes";
 /// nodes may start at once); `keyhold_schema` records how many have run.
 /// Column types are BIGINT, TEXT and BYTEA only, like SQLite's, so that
 /// snapshots move between the backends unchanged.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     name  TEXT PRIMARY KEY,
     value BYTEA NOT NULL
@@ -150,7 +151,18 @@ CREATE TRIGGER policies_changed AFTER INSERT OR UPDATE OR DELETE ON policies
     FOR EACH STATEMENT EXECUTE FUNCTION keyhold_notify();
 CREATE TRIGGER objects_changed AFTER INSERT OR UPDATE OR DELETE ON objects
     FOR EACH ROW EXECUTE FUNCTION keyhold_notify_object();
-"#];
+"#,
+    // 2: audit records copied from each node's chain files, so that
+    // `keyhold audit` on any node sees every node's.
+    r#"
+CREATE TABLE audit_records (
+    chain TEXT NOT NULL,
+    seq   BIGINT NOT NULL,
+    line  TEXT NOT NULL,
+    PRIMARY KEY (chain, seq)
+);
+"#,
+];
 
 /// An arbitrary constant naming Keyhold's migration lock.
 const MIGRATION_LOCK: i64 = 0x006b_6579_686f_6c64;
@@ -1475,6 +1487,42 @@ impl Storage for PostgresStorage {
             params![id.to_owned()],
         )
         .map(drop)
+    }
+
+    fn audit_shipped(&self, chain: &str) -> Result<u64> {
+        self.row(
+            "SELECT coalesce(max(seq), 0) FROM audit_records WHERE chain = $1".into(),
+            params![chain.to_owned()],
+            |r| Ok(col::<i64>(r, 0)? as u64),
+        )
+        .map(Option::unwrap_or_default)
+    }
+
+    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()> {
+        let seqs: Vec<i64> = lines.iter().map(|(s, _)| *s as i64).collect();
+        let texts: Vec<String> = lines.iter().map(|(_, l)| l.clone()).collect();
+        self.exec(
+            "INSERT INTO audit_records(chain, seq, line) \
+             SELECT $1, s, l FROM unnest($2::bigint[], $3::text[]) AS t(s, l) ON CONFLICT DO NOTHING",
+            params![chain.to_owned(), seqs, texts],
+        )
+        .map(drop)
+    }
+
+    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let rows = self.rows(
+            "SELECT chain, line FROM audit_records ORDER BY chain, seq".into(),
+            params![],
+            |r| Ok((col::<String>(r, 0)?, col::<String>(r, 1)?)),
+        )?;
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for (chain, line) in rows {
+            match out.last_mut() {
+                Some((c, lines)) if *c == chain => lines.push(line),
+                _ => out.push((chain, vec![line])),
+            }
+        }
+        Ok(out)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

@@ -116,6 +116,16 @@ CREATE TABLE nodes (
     ack_epoch    INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // v8: audit records copied from the chain files, for storage shared by
+    // several nodes (each node's `keyhold audit` sees every node's).
+    r#"
+CREATE TABLE audit_records (
+    chain TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    line  TEXT NOT NULL,
+    PRIMARY KEY (chain, seq)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
@@ -1280,6 +1290,54 @@ impl Storage for SqliteStorage {
             .map_err(db_err)
     }
 
+    fn audit_shipped(&self, chain: &str) -> Result<u64> {
+        self.conn
+            .lock()
+            .query_row(
+                "SELECT coalesce(max(seq), 0) FROM audit_records WHERE chain = ?1",
+                [chain],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_err)
+    }
+
+    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction().map_err(db_err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO audit_records(chain, seq, line) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(db_err)?;
+            for (seq, line) in lines {
+                st.execute(params![chain, *seq as i64, line])
+                    .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let conn = self.reader();
+        let mut st = conn
+            .prepare("SELECT chain, line FROM audit_records ORDER BY chain, seq")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(db_err)?;
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for row in rows {
+            let (chain, line) = row.map_err(db_err)?;
+            match out.last_mut() {
+                Some((c, lines)) if *c == chain => lines.push(line),
+                _ => out.push((chain, vec![line])),
+            }
+        }
+        Ok(out)
+    }
+
     fn snapshot(&self) -> Result<Snapshot> {
         // A read transaction on a connection of its own: under WAL it sees
         // one commit while writers go on.
@@ -1432,6 +1490,11 @@ mod tests {
     #[test]
     fn nodes_heartbeat_and_expire() {
         c::nodes_heartbeat_and_expire(&SqliteStorage::open_in_memory().unwrap());
+    }
+
+    #[test]
+    fn audit_records_are_shipped_once() {
+        c::audit_records_are_shipped_once(&SqliteStorage::open_in_memory().unwrap());
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn conformance_suite_on_postgres() {
     c::lifecycle_versions_shredding_and_due_keys(&fresh());
     c::nodes_heartbeat_and_expire(&fresh());
     c::snapshot_and_restore(&fresh(), &fresh());
+    c::audit_records_are_shipped_once(&fresh());
 
     // Snapshots move between the backends unchanged: SQLite to
     // PostgreSQL and back again.
