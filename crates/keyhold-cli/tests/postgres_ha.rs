@@ -184,6 +184,48 @@ fn tls_to_the_database_is_verified() {
     assert!(said.contains("database"), "{said}");
 }
 
+/// While the database is down, cached keys keep serving (for at most
+/// max_staleness), keys that need the database get DependencyTimeout, and
+/// health says DEGRADED; when it is back the node carries on by itself.
+#[test]
+fn database_outage_serves_cached_keys_for_a_bounded_time() {
+    let mut pg = PgCluster::start(&[("fsync", "off")]);
+    let url = pg.create_database("keyhold");
+    let env = node(&url, None);
+    // [storage] is the config's last table.
+    let mut c = read(&env.config());
+    c.push_str("op_timeout_ms = 1000\nmax_staleness_ms = 4000\n");
+    std::fs::write(env.config(), c).unwrap();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "hot"]);
+    env.run_ok(&["key", "create", "/demo", "cold"]);
+    let server = env.serve(&[]);
+    assert_eq!(encrypt(&server, &cred, "hot", b"cache me").status, 200);
+    let ekm = |s: &Server| health(s, &cred)["ekmFleetDetails"][0]["healthStatus"].clone();
+    assert_eq!(ekm(&server), "ACTIVE");
+
+    pg.stop();
+    let down = Instant::now();
+    assert_eq!(encrypt(&server, &cred, "hot", b"x").status, 200);
+    encrypt(&server, &cred, "cold", b"x").assert_error(503, "DependencyTimeoutException");
+    eventually("health DEGRADED", || ekm(&server) == "DEGRADED");
+    assert_eq!(encrypt(&server, &cred, "hot", b"x").status, 200);
+    // Past max_staleness the cached key stops serving too.
+    eventually("cached keys expire", || {
+        encrypt(&server, &cred, "hot", b"x").status == 503
+    });
+    let served_for = down.elapsed();
+    println!("served from cache for {served_for:?} with the database down (max_staleness 4 s)");
+    assert!(served_for >= Duration::from_secs(4), "{served_for:?}");
+
+    pg.restart(&[("fsync", "off")]);
+    eventually("back after the database returns", || {
+        encrypt(&server, &cred, "cold", b"x").status == 200
+    });
+    eventually("health ACTIVE", || ekm(&server) == "ACTIVE");
+}
+
 /// Encrypts `n` data keys with each key; returns (key, plaintext, response).
 fn corpus(server: &Server, cred: &Cred, keys: &[&str], n: usize) -> Vec<(String, Vec<u8>, Value)> {
     let mut out = Vec::new();

@@ -141,12 +141,22 @@ impl PgCluster {
         }
     }
 
-    /// Starts the server on a new free port (after [`Self::stop`] too).
+    /// Starts the server on a new free port.
     pub fn start_server(&mut self, settings: &[(&str, &str)]) {
+        self.start_on(None, settings);
+    }
+
+    /// Starts the server again after [`Self::stop`], on the same port (the
+    /// URLs clients hold stay right).
+    pub fn restart(&mut self, settings: &[(&str, &str)]) {
+        self.start_on(Some(self.port), settings);
+    }
+
+    fn start_on(&mut self, port: Option<u16>, settings: &[(&str, &str)]) {
         let sock = self._dir.path().to_owned();
         let mut last = String::new();
         for _ in 0..5 {
-            self.port = free_port();
+            self.port = port.unwrap_or_else(free_port);
             let mut opts = format!(
                 "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
                 self.port,
