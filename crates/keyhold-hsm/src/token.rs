@@ -156,6 +156,16 @@ fn gcm_decrypt(
 }
 
 /// Errors after which a session must not be reused.
+/// Whether a failure with a valid template is worth one retry on a fresh
+/// session: SoftHSMv2 has been seen to answer CKR_TEMPLATE_INCONSISTENT to
+/// Keyhold's (constant, valid) key template while other threads of the
+/// process created objects or closed their sessions (which ends the login
+/// every session shares). A template that really is inconsistent fails the
+/// retry the same way.
+fn transient_template_error(e: &CkError) -> bool {
+    matches!(e, CkError::Pkcs11(RvError::TemplateInconsistent, _))
+}
+
 fn session_is_dead(e: &CkError) -> bool {
     matches!(
         e,
@@ -422,7 +432,7 @@ impl Pkcs11Token {
                 .map_err(SessionFailure::Pool)?;
             match f(lease.session()) {
                 Ok(r) => return Ok(r),
-                Err(e) if session_is_dead(&e) => {
+                Err(e) if session_is_dead(&e) || transient_template_error(&e) => {
                     tracing::warn!(attempt, op = what, error = ?e, "HSM session failed; retrying with a new one");
                     lease.discard();
                     last = Some(e);
