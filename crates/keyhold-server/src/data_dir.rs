@@ -195,10 +195,7 @@ impl DataDir {
         if let Ok(n) = std::fs::read_to_string(&f) {
             return Ok(Some(n.trim().to_owned()));
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "node".into());
-        let host: String = host
+        let host: String = crate::presence::hostname()
             .chars()
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .take(40)

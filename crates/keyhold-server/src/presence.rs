@@ -22,11 +22,13 @@ pub const HEARTBEAT: Duration = Duration::from_millis(500);
 /// A node silent for this long is no longer counted.
 pub const NODE_TTL: Duration = Duration::from_secs(3);
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+use keyhold_audit::now_ms;
+
+/// This machine's name, as nodes are told apart by.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into())
 }
 
 fn run_dir(data_dir: &Path) -> PathBuf {
@@ -78,9 +80,7 @@ pub struct NodePresence {
 
 impl NodePresence {
     fn register(storage: Arc<dyn Storage>) -> Result<Self> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "host".into());
+        let host = hostname();
         let started_ms = now_ms();
         let info = NodeInfo {
             id: format!("{host}-{}-{started_ms}", std::process::id()),

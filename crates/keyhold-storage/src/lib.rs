@@ -28,6 +28,35 @@ use keyhold_core::{
     StoredCredential, Timestamp, Usage, VersionFlag, WrappedItem, WrappedKeyVersion,
 };
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// (chain, line) rows ordered by chain and sequence, grouped per chain.
+pub(crate) fn group_by_chain(
+    rows: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (chain, line) in rows {
+        match out.last_mut() {
+            Some((c, lines)) if *c == chain => lines.push(line),
+            _ => out.push((chain, vec![line])),
+        }
+    }
+    out
+}
+
+/// Why a restore refuses storage that already holds data.
+pub(crate) fn not_empty(table: &str) -> keyhold_core::Error {
+    keyhold_core::Error::InvalidState(format!(
+        "the database is not empty (table {table} has rows): restore into a new one"
+    ))
+}
+
 /// One key version as listed for operators (never its material).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionInfo {

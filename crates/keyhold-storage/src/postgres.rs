@@ -13,7 +13,7 @@
 //! cached) for at most `max_staleness`.
 
 use crate::{
-    Cell, ChangeScope, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES,
+    now_ms, Cell, ChangeScope, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES,
 };
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -299,13 +299,6 @@ pub struct PostgresStorage {
     opts: PgOptions,
     /// Redacted URL, for messages.
     target: String,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Maps a database error: a lost or refused connection is the dependency
@@ -1515,14 +1508,7 @@ impl Storage for PostgresStorage {
             params![],
             |r| Ok((col::<String>(r, 0)?, col::<String>(r, 1)?)),
         )?;
-        let mut out: Vec<(String, Vec<String>)> = Vec::new();
-        for (chain, line) in rows {
-            match out.last_mut() {
-                Some((c, lines)) if *c == chain => lines.push(line),
-                _ => out.push((chain, vec![line])),
-            }
-        }
-        Ok(out)
+        Ok(crate::group_by_chain(rows))
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
@@ -1573,10 +1559,7 @@ impl Storage for PostgresStorage {
                     .await
                     .map_err(pg_err)?;
                 if any.is_some() {
-                    return Err(Error::InvalidState(format!(
-                        "the database is not empty (table {} has rows): restore into a new one",
-                        spec.name
-                    )));
+                    return Err(crate::not_empty(spec.name));
                 }
             }
             tx.execute("DELETE FROM meta", &[]).await.map_err(pg_err)?;

@@ -1,6 +1,6 @@
 //! The embedded SQLite backend.
 
-use crate::{Cell, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES};
+use crate::{now_ms, Cell, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES};
 use keyhold_core::{
     now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
     ObjectState, Result, Status, StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag,
@@ -197,13 +197,6 @@ fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManagedObject> {
         has_material: r.get(6)?,
         rev: r.get(7)?,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn db_err(e: rusqlite::Error) -> Error {
@@ -1327,15 +1320,8 @@ impl Storage for SqliteStorage {
         let rows = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
             .map_err(db_err)?;
-        let mut out: Vec<(String, Vec<String>)> = Vec::new();
-        for row in rows {
-            let (chain, line) = row.map_err(db_err)?;
-            match out.last_mut() {
-                Some((c, lines)) if *c == chain => lines.push(line),
-                _ => out.push((chain, vec![line])),
-            }
-        }
-        Ok(out)
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+        Ok(crate::group_by_chain(rows))
     }
 
     fn snapshot(&self) -> Result<Snapshot> {
@@ -1388,10 +1374,7 @@ impl Storage for SqliteStorage {
                 .optional()
                 .map_err(db_err)?;
             if any.is_some() {
-                return Err(Error::InvalidState(format!(
-                    "the database is not empty (table {} has rows): restore into a new one",
-                    spec.name
-                )));
+                return Err(crate::not_empty(spec.name));
             }
         }
         // The meta rows a fresh database may have are replaced.
