@@ -384,6 +384,8 @@ pub struct AuditLog {
     done: std::sync::atomic::AtomicU64,
     /// Ticket ranges whose write failed, with why (the latest few).
     failures: Mutex<Vec<(u64, u64, String)>>,
+    /// Woken after every write.
+    written: tokio::sync::Notify,
 }
 
 /// Records waiting to be written, and how many were ever queued.
@@ -422,6 +424,7 @@ impl AuditLog {
             queue: Mutex::new(Queue::default()),
             done: std::sync::atomic::AtomicU64::new(0),
             failures: Mutex::new(Vec::new()),
+            written: tokio::sync::Notify::new(),
         }
     }
 
@@ -433,54 +436,110 @@ impl AuditLog {
     /// records of concurrent requests share a system call ("flat
     /// combining"); alone, a request writes its own.
     pub fn record_blocking(&self, rec: Record) -> Result<(), String> {
-        use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-        let ticket = {
-            let mut q = self.queue.lock();
-            q.records.push(rec);
-            q.enqueued += 1;
-            q.enqueued
-        };
+        let ticket = self.enqueue(rec);
         let deadline = Instant::now() + self.timeout;
         loop {
-            if self.done.load(Acquire) >= ticket {
+            if self.is_done(ticket) {
                 return self.outcome(ticket);
             }
-            let Some(mut w) = self.writer.try_lock_until(deadline) else {
-                let e = format!("the audit log was busy for {} ms", self.timeout.as_millis());
-                self.failing.store(true, Relaxed);
-                self.status.lock().failing = Some(e.clone());
-                return Err(e);
+            let Some(w) = self.writer.try_lock_until(deadline) else {
+                return Err(self.busy());
             };
-            if self.done.load(Acquire) >= ticket {
-                drop(w);
+            self.combine(w, ticket);
+        }
+    }
+
+    /// [`AuditLog::record_blocking`] for async callers: a request whose
+    /// record another request is writing waits without holding its worker
+    /// thread (it is woken when that write is done), so the writer and the
+    /// other requests keep the runtime's threads busy.
+    pub async fn record(&self, rec: Record) -> Result<(), String> {
+        let ticket = self.enqueue(rec);
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        // Let the other requests this thread is serving queue theirs first:
+        // one write then carries them all.
+        tokio::task::yield_now().await;
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            // Registered before looking, so a write that ends in between
+            // still wakes this request.
+            written.as_mut().enable();
+            if self.is_done(ticket) {
                 return self.outcome(ticket);
             }
-            let (mut batch, last) = {
-                let mut q = self.queue.lock();
-                (std::mem::take(&mut q.records), q.enqueued)
-            };
-            let first = last + 1 - batch.len() as u64;
-            let r = w.append(&mut batch);
-            self.records.store(w.seq, Relaxed);
-            if let Err(e) = &r {
-                let mut f = self.failures.lock();
-                if f.len() >= 64 {
-                    f.remove(0);
+            if let Some(w) = self.writer.try_lock() {
+                self.combine(w, ticket);
+                continue;
+            }
+            // The lock may also be released without a write (the checkpoint
+            // thread holds it briefly): look again every millisecond.
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                if self.is_done(ticket) {
+                    return self.outcome(ticket);
                 }
-                f.push((first, last, e.clone()));
-                self.failing.store(true, Relaxed);
-                self.status.lock().failing = Some(e.clone());
-            } else if self.failing.load(Relaxed) {
-                self.failing.store(false, Relaxed);
-                self.status.lock().failing = None;
+                return Err(self.busy());
             }
-            self.done.store(last, Release);
-            // Give the batch buffer back for reuse.
-            batch.clear();
+            let wake = deadline.min(now + Duration::from_millis(1));
+            let _ = tokio::time::timeout_at(wake, written).await;
+        }
+    }
+
+    fn enqueue(&self, rec: Record) -> u64 {
+        let mut q = self.queue.lock();
+        q.records.push(rec);
+        q.enqueued += 1;
+        q.enqueued
+    }
+
+    fn is_done(&self, ticket: u64) -> bool {
+        self.done.load(std::sync::atomic::Ordering::Acquire) >= ticket
+    }
+
+    /// The lock was not had in time: the request fails (and health says so).
+    fn busy(&self) -> String {
+        let e = format!("the audit log was busy for {} ms", self.timeout.as_millis());
+        self.failing
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.status.lock().failing = Some(e.clone());
+        e
+    }
+
+    /// Holding the chain's lock: writes every queued record (unless the
+    /// record with `ticket` was written meanwhile), then wakes the waiters.
+    fn combine(&self, mut w: parking_lot::MutexGuard<'_, ChainWriter>, ticket: u64) {
+        use std::sync::atomic::Ordering::{Relaxed, Release};
+        if self.is_done(ticket) {
+            return;
+        }
+        let (mut batch, last) = {
             let mut q = self.queue.lock();
-            if q.records.is_empty() && q.records.capacity() < batch.capacity() {
-                q.records = batch;
+            (std::mem::take(&mut q.records), q.enqueued)
+        };
+        let first = last + 1 - batch.len() as u64;
+        let r = w.append(&mut batch);
+        self.records.store(w.seq, Relaxed);
+        if let Err(e) = &r {
+            let mut f = self.failures.lock();
+            if f.len() >= 64 {
+                f.remove(0);
             }
+            f.push((first, last, e.clone()));
+            self.failing.store(true, Relaxed);
+            self.status.lock().failing = Some(e.clone());
+        } else if self.failing.load(Relaxed) {
+            self.failing.store(false, Relaxed);
+            self.status.lock().failing = None;
+        }
+        self.done.store(last, Release);
+        drop(w);
+        self.written.notify_waiters();
+        // Give the batch buffer back for reuse.
+        batch.clear();
+        let mut q = self.queue.lock();
+        if q.records.is_empty() && q.records.capacity() < batch.capacity() {
+            q.records = batch;
         }
     }
 
@@ -498,12 +557,6 @@ impl AuditLog {
             Some((_, _, e)) => Err(e.clone()),
             None => Ok(()),
         }
-    }
-
-    /// [`AuditLog::record_blocking`] for async callers (the write is one
-    /// small write to the page cache; the lock wait is bounded).
-    pub async fn record(&self, rec: Record) -> Result<(), String> {
-        self.record_blocking(rec)
     }
 
     pub fn status(&self) -> AuditStatus {

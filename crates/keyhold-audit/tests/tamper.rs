@@ -313,3 +313,41 @@ fn shipped_copies_verify_like_the_files() {
     let r = verify_with(empty.path(), &[("xks".into(), short)], &key(), &cps);
     assert!(!r.ok(), "the checkpoint catches a cut tail");
 }
+
+/// Many async requests at once, with the checkpoint thread taking the
+/// chain's lock every millisecond: every record is written (none waits out
+/// the timeout), each in its own place in the chain.
+#[test]
+fn concurrent_async_records_all_land_while_checkpoints_run() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = AuditLogConfig::new(d.path().to_owned());
+    cfg.checkpoint_interval = std::time::Duration::from_millis(1);
+    cfg.timeout = std::time::Duration::from_millis(1000);
+    let log = Arc::new(AuditLog::start(
+        ChainWriter::open(&cfg, "xks", key(), false).unwrap(),
+    ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..64u64)
+            .map(|t| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for i in 0..100 {
+                        log.record(rec(t * 1000 + i)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    drop(log);
+    let r = verify(d.path(), &key(), &[]);
+    assert!(r.ok(), "{:?}", r.problems);
+    assert_eq!(r.chains[0].1, 6_400);
+}
