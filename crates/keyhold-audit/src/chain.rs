@@ -106,6 +106,10 @@ pub struct ChainWriter {
     last_checkpoint: Instant,
     /// Reused for each batch's lines.
     buf: Vec<u8>,
+    /// Files rotated out whose data is not yet known to be on disk: the
+    /// next checkpoint syncs them before the current file (an fsync of a
+    /// full file inside a request's write would stall every request).
+    retired: Vec<File>,
     _lock: File,
 }
 
@@ -197,6 +201,7 @@ impl ChainWriter {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             buf: Vec::new(),
+            retired: Vec::new(),
             _lock: lock,
         })
     }
@@ -250,7 +255,7 @@ impl ChainWriter {
                     .open(&path)
                     .map_err(|e| io_err("cannot create", &path, e))?,
             );
-            let _ = old.sync_all();
+            self.retired.push(old);
             self.file_len = 0;
             self.apply_retention();
         }
@@ -311,17 +316,20 @@ impl ChainWriter {
     /// What a checkpoint of the current head needs: the file to sync, the
     /// signed checkpoint, the sinks. Counts as a checkpoint taken.
     #[allow(clippy::type_complexity)]
-    fn snapshot(&mut self) -> Result<(File, Checkpoint, Vec<CheckpointSink>), String> {
+    fn snapshot(&mut self) -> Result<(Vec<File>, Checkpoint, Vec<CheckpointSink>), String> {
         let file = self
             .file
             .try_clone()
             .map_err(|e| format!("cannot sync the audit log: {e}"))?;
-        Ok((file, self.sign_head(), self.cfg.sinks.clone()))
+        let mut files = std::mem::take(&mut self.retired);
+        files.push(file);
+        Ok((files, self.sign_head(), self.cfg.sinks.clone()))
     }
 
-    /// Syncs the file and writes a checkpoint of the chain's head to every
-    /// sink. Returns it.
+    /// Syncs the file (and files rotated out since the last checkpoint) and
+    /// writes a checkpoint of the chain's head to every sink. Returns it.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
+        sync_all_of(&std::mem::take(&mut self.retired))?;
         self.file
             .sync_data()
             .map_err(|e| format!("cannot sync the audit log: {e}"))?;
@@ -335,6 +343,15 @@ impl ChainWriter {
             .ok()
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
     }
+}
+
+/// Makes the data of `files` durable, oldest first.
+fn sync_all_of(files: &[File]) -> Result<(), String> {
+    for f in files {
+        f.sync_data()
+            .map_err(|e| format!("cannot sync the audit log: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Gives `c` to every sink (each is tried even when one fails); returns
@@ -592,9 +609,8 @@ fn checkpoint_loop(w: &std::sync::Weak<Mutex<ChainWriter>>, status: &Mutex<Audit
             }
         };
         if let Some(snap) = snap {
-            match snap.and_then(|(file, c, sinks)| {
-                file.sync_data()
-                    .map_err(|e| format!("cannot sync the audit log: {e}"))?;
+            match snap.and_then(|(files, c, sinks)| {
+                sync_all_of(&files)?;
                 emit_to(&sinks, &c)
             }) {
                 Ok(()) => {}
