@@ -74,10 +74,9 @@ pub fn run(ctx: &Ctx, cmd: &BackupCmd) -> Result<(), String> {
     let root = ctx.service.barrier().root();
     match cmd {
         BackupCmd::Create { file } => {
-            let bytes =
+            let (bytes, h) =
                 backup::create(&**ctx.service.storage(), &**root, backend(ctx)).map_err(e)?;
             write_new(file, &bytes)?;
-            let (h, _) = backup::open(&bytes, &**root).map_err(e)?;
             print(ctx.json, "wrote", file, &h);
             Ok(())
         }

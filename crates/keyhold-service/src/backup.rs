@@ -44,13 +44,22 @@ pub struct BackupHeader {
 }
 
 /// Takes a snapshot of `storage` (online: writers carry on) and seals it.
-pub fn create(storage: &dyn Storage, root: &dyn RootOfTrust, backend: &str) -> Result<Vec<u8>> {
+/// Returns the backup and its header.
+pub fn create(
+    storage: &dyn Storage,
+    root: &dyn RootOfTrust,
+    backend: &str,
+) -> Result<(Vec<u8>, BackupHeader)> {
     let snap = storage.snapshot()?;
     seal(&snap, root, backend)
 }
 
-/// Seals a snapshot into the backup format.
-pub fn seal(snap: &Snapshot, root: &dyn RootOfTrust, backend: &str) -> Result<Vec<u8>> {
+/// Seals a snapshot into the backup format; returns it and its header.
+pub fn seal(
+    snap: &Snapshot,
+    root: &dyn RootOfTrust,
+    backend: &str,
+) -> Result<(Vec<u8>, BackupHeader)> {
     let key = random_secret(AES256_KEY_LEN).map_err(|e| Error::Internal(e.to_string()))?;
     let header = BackupHeader {
         created_ms: std::time::SystemTime::now()
@@ -58,27 +67,23 @@ pub fn seal(snap: &Snapshot, root: &dyn RootOfTrust, backend: &str) -> Result<Ve
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0),
         backend: backend.to_owned(),
-        rows: snap
-            .tables
-            .iter()
-            .map(|t| (t.name.clone(), t.rows.len()))
-            .collect(),
+        rows: snap.row_counts(),
         wrapped_key: B64.encode(root.wrap(BODY_KEY_CONTEXT, key.expose())?),
     };
-    let header = serde_json::to_vec(&header).map_err(|e| Error::Internal(e.to_string()))?;
+    let header_bytes = serde_json::to_vec(&header).map_err(|e| Error::Internal(e.to_string()))?;
     let body = zeroize::Zeroizing::new(
         serde_json::to_vec(snap).map_err(|e| Error::Internal(e.to_string()))?,
     );
     let aes = Aes256Key::from_bytes(key.expose()).map_err(|e| Error::Internal(e.to_string()))?;
     let sealed = aes
-        .seal_combined(&aad(&header), &body)
+        .seal_combined(&aad(&header_bytes), &body)
         .map_err(|e| Error::Internal(e.to_string()))?;
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + sealed.len());
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header_bytes.len() + sealed.len());
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(header.len() as u32).to_be_bytes());
-    out.extend_from_slice(&header);
+    out.extend_from_slice(&(header_bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(&header_bytes);
     out.extend_from_slice(&sealed);
-    Ok(out)
+    Ok((out, header))
 }
 
 fn aad(header: &[u8]) -> Vec<u8> {
@@ -135,12 +140,7 @@ pub fn open(bytes: &[u8], root: &dyn RootOfTrust) -> Result<(BackupHeader, Snaps
     let snap: Snapshot =
         serde_json::from_slice(plain.expose()).map_err(|_| damaged("unreadable contents"))?;
     snap.validate()?;
-    let counted: BTreeMap<String, usize> = snap
-        .tables
-        .iter()
-        .map(|t| (t.name.clone(), t.rows.len()))
-        .collect();
-    if counted != h.rows {
+    if snap.row_counts() != h.rows {
         return Err(damaged("row counts differ from the header"));
     }
     Ok((h, snap))
@@ -159,7 +159,7 @@ mod tests {
         let other = SoftwareRoot::create(&d.path().join("other.key"), None).unwrap();
         let s = SqliteStorage::open_in_memory().unwrap();
         keyhold_storage::conformance::fill(&s);
-        let file = create(&s, &root, "sqlite").unwrap();
+        let (file, _) = create(&s, &root, "sqlite").unwrap();
         let (h, snap) = open(&file, &root).unwrap();
         assert_eq!(snap, s.snapshot().unwrap());
         assert_eq!(h.rows["keys"], 1);

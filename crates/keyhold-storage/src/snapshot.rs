@@ -151,6 +151,14 @@ impl Snapshot {
             .map_or(0, |t| t.rows.len())
     }
 
+    /// Rows per table.
+    pub fn row_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        self.tables
+            .iter()
+            .map(|t| (t.name.clone(), t.rows.len()))
+            .collect()
+    }
+
     /// Removes table `name` from the snapshot and returns it.
     pub fn take(&mut self, name: &str) -> Option<TableDump> {
         let i = self.tables.iter().position(|t| t.name == name)?;
