@@ -306,21 +306,13 @@ impl DataDir {
 
 /// Writes a file and makes it durable (file and directory entry).
 fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(p)
-        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
-    if let Some(d) = p.parent() {
-        sync_dir(d);
-    }
-    Ok(())
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    write_durably(p, data, &o)
 }
 
 /// Writes a new file readable only by its owner, durably.
 fn write_private(p: &Path, data: &[u8]) -> Result<()> {
-    use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
     #[cfg(unix)]
@@ -328,12 +320,15 @@ fn write_private(p: &Path, data: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         o.mode(0o600);
     }
-    let mut f = o
-        .open(p)
-        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
-    f.write_all(data)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.display())))?;
+    write_durably(p, data, &o)
+}
+
+/// Opens `p` with `o`, writes `data`, and syncs the file and its directory.
+fn write_durably(p: &Path, data: &[u8], o: &std::fs::OpenOptions) -> Result<()> {
+    use std::io::Write;
+    let err = |e: std::io::Error| Error::Internal(format!("cannot write {}: {e}", p.display()));
+    let mut f = o.open(p).map_err(err)?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(err)?;
     if let Some(d) = p.parent() {
         sync_dir(d);
     }

@@ -71,24 +71,12 @@ impl PgCluster {
     /// A new cluster (superuser `keyhold`, trust authentication on
     /// loopback), with `settings` as `-c name=value` server options.
     pub fn start(settings: &[(&str, &str)]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("keyhold-pg")
-            .tempdir()
-            .expect("temp dir");
-        let run_as = is_root().then(|| "postgres".to_owned());
-        if let Some(u) = &run_as {
-            chown_to(dir.path(), u);
-        }
-        let data = dir.path().join("data");
-        let mut c = Self {
-            data: data.clone(),
-            log: dir.path().join("server.log"),
-            _dir: dir,
-            port: 0,
-            bin: bin_dir(),
-            run_as,
-            stopped: true,
-        };
+        let mut c = Self::unstarted(
+            "keyhold-pg",
+            bin_dir(),
+            is_root().then(|| "postgres".to_owned()),
+        );
+        let data = c.data.clone();
         c.run(
             "initdb",
             &[
@@ -109,6 +97,26 @@ impl PgCluster {
         std::fs::write(&hba, text).expect("pg_hba.conf");
         c.start_server(settings);
         c
+    }
+
+    /// A cluster in a new temp dir (owned by `run_as`), not yet made.
+    fn unstarted(prefix: &str, bin: PathBuf, run_as: Option<String>) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("temp dir");
+        if let Some(u) = &run_as {
+            chown_to(dir.path(), u);
+        }
+        Self {
+            data: dir.path().join("data"),
+            log: dir.path().join("server.log"),
+            _dir: dir,
+            port: 0,
+            bin,
+            run_as,
+            stopped: true,
+        }
     }
 
     fn run(&self, program: &str, args: &[&str]) {
@@ -310,23 +318,8 @@ impl PgCluster {
 
     /// A streaming replica of this cluster (`pg_basebackup -R`), running.
     pub fn replica(&self, settings: &[(&str, &str)]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("keyhold-pg-replica")
-            .tempdir()
-            .expect("temp dir");
-        if let Some(u) = &self.run_as {
-            chown_to(dir.path(), u);
-        }
-        let data = dir.path().join("data");
-        let mut c = Self {
-            data: data.clone(),
-            log: dir.path().join("server.log"),
-            _dir: dir,
-            port: 0,
-            bin: self.bin.clone(),
-            run_as: self.run_as.clone(),
-            stopped: true,
-        };
+        let mut c = Self::unstarted("keyhold-pg-replica", self.bin.clone(), self.run_as.clone());
+        let data = c.data.clone();
         c.run(
             "pg_basebackup",
             &[
