@@ -11,27 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn encrypt(server: &Server, cred: &Cred, key: &str) -> Resp {
-    let body = json!({
-        "requestMetadata": meta("Encrypt"), "plaintext": b64(b"data key"),
-        "additionalAuthenticatedData": b64(b"ctx"), "encryptionAlgorithm": "AES_GCM",
-    });
-    Curl::new(server, cred).send(
-        &format!("/demo/kms/xks/v1/keys/{key}/encrypt"),
-        &body.to_string(),
-    )
-}
-
-fn decrypt(server: &Server, cred: &Cred, key: &str, enc: &serde_json::Value) -> Resp {
-    let body = json!({
-        "requestMetadata": meta("Decrypt"), "ciphertext": enc["ciphertext"],
-        "ciphertextMetadata": enc["ciphertextMetadata"], "initializationVector": enc["initializationVector"],
-        "authenticationTag": enc["authenticationTag"], "additionalAuthenticatedData": b64(b"ctx"),
-        "encryptionAlgorithm": "AES_GCM",
-    });
-    Curl::new(server, cred).send(
-        &format!("/demo/kms/xks/v1/keys/{key}/decrypt"),
-        &body.to_string(),
-    )
+    demo_encrypt(server, cred, key, b"data key")
 }
 
 fn metadata(server: &Server, cred: &Cred, key: &str) -> serde_json::Value {
@@ -65,11 +45,11 @@ fn lifecycle_states_map_to_xks_errors() {
     env.run_ok(&["key", "rotate", "/demo", "k"]);
     let v2 = encrypt(&server, &cred, "k").json();
     assert_ne!(v1["ciphertextMetadata"], v2["ciphertextMetadata"]);
-    assert_eq!(decrypt(&server, &cred, "k", &v1).status, 200);
-    assert_eq!(decrypt(&server, &cred, "k", &v2).status, 200);
+    assert_eq!(demo_decrypt(&server, &cred, "k", &v1).status, 200);
+    assert_eq!(demo_decrypt(&server, &cred, "k", &v2).status, 200);
     env.run_ok(&["key", "set-min-decrypt-version", "/demo", "k", "2"]);
-    decrypt(&server, &cred, "k", &v1).assert_error(400, "InvalidStateException");
-    assert_eq!(decrypt(&server, &cred, "k", &v2).status, 200);
+    demo_decrypt(&server, &cred, "k", &v1).assert_error(400, "InvalidStateException");
+    assert_eq!(demo_decrypt(&server, &cred, "k", &v2).status, 200);
     let out = env.json(&["key", "trim-versions", "/demo", "k"]);
     assert_eq!(out["shredded_versions"], 1);
     let vs = env.json(&["key", "versions", "/demo", "k"]);
@@ -79,7 +59,7 @@ fn lifecycle_states_map_to_xks_errors() {
     // DEACTIVATED: decrypt only.
     env.run_ok(&["key", "deactivate", "/demo", "k"]);
     encrypt(&server, &cred, "k").assert_error(400, "InvalidKeyUsageException");
-    assert_eq!(decrypt(&server, &cred, "k", &v2).status, 200);
+    assert_eq!(demo_decrypt(&server, &cred, "k", &v2).status, 200);
     let m = metadata(&server, &cred, "k");
     assert_eq!(
         (m["keyStatus"].clone(), m["keyUsage"].clone()),
@@ -95,9 +75,9 @@ fn lifecycle_states_map_to_xks_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("7 to 30 days"));
     let k = env.json(&["key", "destroy", "/demo", "k", "--days", "7"]);
     assert!(k[0]["destroy_at"].is_string());
-    decrypt(&server, &cred, "k", &v2).assert_error(400, "InvalidStateException");
+    demo_decrypt(&server, &cred, "k", &v2).assert_error(400, "InvalidStateException");
     env.run_ok(&["key", "cancel-destroy", "/demo", "k"]);
-    assert_eq!(decrypt(&server, &cred, "k", &v2).status, 200);
+    assert_eq!(demo_decrypt(&server, &cred, "k", &v2).status, 200);
 
     // Destroy now needs the key id repeated; then nothing decrypts.
     let out = env
@@ -108,7 +88,7 @@ fn lifecycle_states_map_to_xks_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm k"));
     let k = env.json(&["key", "destroy", "/demo", "k", "--now", "--confirm", "k"]);
     assert_eq!(k[0]["state"], "DESTROYED");
-    decrypt(&server, &cred, "k", &v2).assert_error(400, "InvalidStateException");
+    demo_decrypt(&server, &cred, "k", &v2).assert_error(400, "InvalidStateException");
     let vs = env.json(&["key", "versions", "/demo", "k"]);
     assert!(vs
         .as_array()
@@ -131,7 +111,7 @@ fn lifecycle_states_map_to_xks_errors() {
     let c = encrypt(&server, &cred, "pre").json();
     env.run_ok(&["key", "compromise", "/demo", "pre"]);
     encrypt(&server, &cred, "pre").assert_error(400, "InvalidKeyUsageException");
-    assert_eq!(decrypt(&server, &cred, "pre", &c).status, 200);
+    assert_eq!(demo_decrypt(&server, &cred, "pre", &c).status, 200);
     // The audit record is written before the answer; the log line may lag.
     let recs = env.json(&["audit", "query", "--key", "pre", "--operation", "Decrypt"]);
     let last = recs.as_array().unwrap().last().unwrap().clone();

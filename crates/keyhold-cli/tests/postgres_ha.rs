@@ -12,30 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn encrypt(server: &Server, cred: &Cred, key: &str, pt: &[u8]) -> Resp {
-    let body = json!({
-        "requestMetadata": meta("Encrypt"), "plaintext": b64(pt),
-        "additionalAuthenticatedData": b64(b"ctx"), "encryptionAlgorithm": "AES_GCM",
-    });
-    Curl::new(server, cred).send(
-        &format!("/demo/kms/xks/v1/keys/{key}/encrypt"),
-        &body.to_string(),
-    )
-}
-
-fn decrypt(server: &Server, cred: &Cred, key: &str, enc: &Value) -> Resp {
-    let body = json!({
-        "requestMetadata": meta("Decrypt"), "ciphertext": enc["ciphertext"],
-        "ciphertextMetadata": enc["ciphertextMetadata"], "initializationVector": enc["initializationVector"],
-        "authenticationTag": enc["authenticationTag"], "additionalAuthenticatedData": b64(b"ctx"),
-        "encryptionAlgorithm": "AES_GCM",
-    });
-    Curl::new(server, cred).send(
-        &format!("/demo/kms/xks/v1/keys/{key}/decrypt"),
-        &body.to_string(),
-    )
-}
-
 fn health(server: &Server, cred: &Cred) -> Value {
     let r = Curl::new(server, cred).send(
         "/demo/kms/xks/v1/health",
@@ -74,9 +50,9 @@ fn two_nodes_share_keys_and_break_glass() {
     let sb = b.serve(&[]);
     // Created on A, used on B (and back).
     a.run_ok(&["key", "create", "/demo", "k"]);
-    let enc = encrypt(&sb, &cred, "k", b"shared data key");
+    let enc = demo_encrypt(&sb, &cred, "k", b"shared data key");
     assert_eq!(enc.status, 200, "{enc:?}");
-    let dec = decrypt(&sa, &cred, "k", &enc.json());
+    let dec = demo_decrypt(&sa, &cred, "k", &enc.json());
     assert_eq!(
         unb64(dec.json()["plaintext"].as_str().unwrap()),
         b"shared data key"
@@ -98,7 +74,7 @@ fn two_nodes_share_keys_and_break_glass() {
     );
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(said.contains("in force on 2 running server"), "{said}");
-    let r = encrypt(&sb, &cred, "k", b"x");
+    let r = demo_encrypt(&sb, &cred, "k", b"x");
     let took = started.elapsed();
     r.assert_error(400, "InvalidStateException");
     println!("disable on A refused on B after {took:?} (command start to refusal)");
@@ -201,19 +177,19 @@ fn database_outage_serves_cached_keys_for_a_bounded_time() {
     env.run_ok(&["key", "create", "/demo", "hot"]);
     env.run_ok(&["key", "create", "/demo", "cold"]);
     let server = env.serve(&[]);
-    assert_eq!(encrypt(&server, &cred, "hot", b"cache me").status, 200);
+    assert_eq!(demo_encrypt(&server, &cred, "hot", b"cache me").status, 200);
     let ekm = |s: &Server| health(s, &cred)["ekmFleetDetails"][0]["healthStatus"].clone();
     assert_eq!(ekm(&server), "ACTIVE");
 
     pg.stop();
     let down = Instant::now();
-    assert_eq!(encrypt(&server, &cred, "hot", b"x").status, 200);
-    encrypt(&server, &cred, "cold", b"x").assert_error(503, "DependencyTimeoutException");
+    assert_eq!(demo_encrypt(&server, &cred, "hot", b"x").status, 200);
+    demo_encrypt(&server, &cred, "cold", b"x").assert_error(503, "DependencyTimeoutException");
     eventually("health DEGRADED", || ekm(&server) == "DEGRADED");
-    assert_eq!(encrypt(&server, &cred, "hot", b"x").status, 200);
+    assert_eq!(demo_encrypt(&server, &cred, "hot", b"x").status, 200);
     // Past max_staleness the cached key stops serving too.
     eventually("cached keys expire", || {
-        encrypt(&server, &cred, "hot", b"x").status == 503
+        demo_encrypt(&server, &cred, "hot", b"x").status == 503
     });
     let served_for = down.elapsed();
     println!("served from cache for {served_for:?} with the database down (max_staleness 4 s)");
@@ -221,7 +197,7 @@ fn database_outage_serves_cached_keys_for_a_bounded_time() {
 
     pg.restart(&[("fsync", "off")]);
     eventually("back after the database returns", || {
-        encrypt(&server, &cred, "cold", b"x").status == 200
+        demo_encrypt(&server, &cred, "cold", b"x").status == 200
     });
     eventually("health ACTIVE", || ekm(&server) == "ACTIVE");
 }
@@ -232,7 +208,7 @@ fn corpus(server: &Server, cred: &Cred, keys: &[&str], n: usize) -> Vec<(String,
     for k in keys {
         for i in 0..n {
             let pt = format!("data key {k} #{i}").into_bytes();
-            let r = encrypt(server, cred, k, &pt);
+            let r = demo_encrypt(server, cred, k, &pt);
             assert_eq!(r.status, 200, "{r:?}");
             out.push((k.to_string(), pt, r.json()));
         }
@@ -242,7 +218,7 @@ fn corpus(server: &Server, cred: &Cred, keys: &[&str], n: usize) -> Vec<(String,
 
 fn decrypts_all(server: &Server, cred: &Cred, corpus: &[(String, Vec<u8>, Value)]) {
     for (k, pt, enc) in corpus {
-        let r = decrypt(server, cred, k, enc);
+        let r = demo_decrypt(server, cred, k, enc);
         assert_eq!(r.status, 200, "{k}: {r:?}");
         assert_eq!(&unb64(r.json()["plaintext"].as_str().unwrap()), pt);
     }
@@ -288,7 +264,7 @@ fn backup_during_traffic_restores_on_either_backend() {
         );
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let r = encrypt(&s, &cred, "k1", b"during backup");
+                let r = demo_encrypt(&s, &cred, "k1", b"during backup");
                 assert_eq!(r.status, 200, "{r:?}");
                 *served.lock().unwrap() += 1;
             }
@@ -426,7 +402,7 @@ fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
     env.run_ok(&["key", "create", "/demo", "hot"]);
     let server = env.serve(&[]);
     assert_eq!(
-        encrypt(&server, &cred, "hot", b"warm the cache").status,
+        demo_encrypt(&server, &cred, "hot", b"warm the cache").status,
         200
     );
 
@@ -460,7 +436,7 @@ fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = encrypt(&s, &cred, "hot", b"during failover");
+                let r = demo_encrypt(&s, &cred, "hot", b"during failover");
                 let err = if r.status == 200 {
                     String::new()
                 } else {
@@ -474,7 +450,7 @@ fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
     let killed = Instant::now();
     primary.kill9();
     // The disable made before the outage still holds during it.
-    let r = encrypt(&server, &cred, "off", b"x");
+    let r = demo_encrypt(&server, &cred, "off", b"x");
     assert_ne!(r.status, 200, "a disabled key served during the outage");
     let left = Duration::from_millis(500).saturating_sub(killed.elapsed());
     std::thread::sleep(left);
@@ -538,5 +514,8 @@ fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
     assert_eq!(xks_failed, 0);
     // And the node serves keys made after the failover.
     let newest = created.iter().rev().find(|c| c.1).unwrap();
-    assert_eq!(encrypt(&server, &cred, &newest.0, b"after").status, 200);
+    assert_eq!(
+        demo_encrypt(&server, &cred, &newest.0, b"after").status,
+        200
+    );
 }

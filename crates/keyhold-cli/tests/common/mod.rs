@@ -277,6 +277,32 @@ pub fn meta(op: &str) -> serde_json::Value {
     })
 }
 
+/// XKS Encrypt of `pt` (AAD "ctx") with key `key` of store /demo.
+pub fn demo_encrypt(server: &Server, cred: &Cred, key: &str, pt: &[u8]) -> Resp {
+    let body = serde_json::json!({
+        "requestMetadata": meta("Encrypt"), "plaintext": b64(pt),
+        "additionalAuthenticatedData": b64(b"ctx"), "encryptionAlgorithm": "AES_GCM",
+    });
+    Curl::new(server, cred).send(
+        &format!("/demo/kms/xks/v1/keys/{key}/encrypt"),
+        &body.to_string(),
+    )
+}
+
+/// XKS Decrypt of what [`demo_encrypt`] answered (`enc`).
+pub fn demo_decrypt(server: &Server, cred: &Cred, key: &str, enc: &serde_json::Value) -> Resp {
+    let body = serde_json::json!({
+        "requestMetadata": meta("Decrypt"), "ciphertext": enc["ciphertext"],
+        "ciphertextMetadata": enc["ciphertextMetadata"], "initializationVector": enc["initializationVector"],
+        "authenticationTag": enc["authenticationTag"], "additionalAuthenticatedData": b64(b"ctx"),
+        "encryptionAlgorithm": "AES_GCM",
+    });
+    Curl::new(server, cred).send(
+        &format!("/demo/kms/xks/v1/keys/{key}/decrypt"),
+        &body.to_string(),
+    )
+}
+
 pub fn b64(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
