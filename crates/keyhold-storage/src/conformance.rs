@@ -222,6 +222,18 @@ pub fn credentials_and_meta(s: &dyn Storage) {
     assert!(s.get_credential(&c.access_key_id).unwrap().is_none());
     assert_eq!(s.put_meta_if_absent("x", b"1").unwrap(), b"1");
     assert_eq!(s.put_meta_if_absent("x", b"2").unwrap(), b"1");
+    s.set_meta("tok:b", Some(b"2")).unwrap();
+    s.set_meta("tok:a", Some(b"1")).unwrap();
+    s.set_meta("tok%", Some(b"not under the prefix")).unwrap();
+    let listed = s.list_meta("tok:").unwrap();
+    assert_eq!(
+        listed,
+        vec![
+            ("tok:a".to_owned(), b"1".to_vec()),
+            ("tok:b".to_owned(), b"2".to_vec())
+        ]
+    );
+    assert!(s.list_meta("nothing:").unwrap().is_empty());
 }
 
 /// A write through `b` moves `a`'s change token (within a second) and is

@@ -145,6 +145,8 @@ pub trait Storage: Send + Sync + 'static {
     fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
     /// Sets (or with `None`, removes) `name`.
     fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()>;
+    /// Every meta value whose name starts with `prefix`, by name.
+    fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
     /// The policy text of a scope (`store PREFIX` or `key PREFIX ID`).
     fn get_policy(&self, scope: &str) -> Result<Option<String>>;
     /// Sets or (with `None`) removes a scope's policy; returns whether a row changed.

@@ -771,6 +771,14 @@ impl Storage for PostgresStorage {
         .map(drop)
     }
 
+    fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.rows(
+            "SELECT name, value FROM meta WHERE left(name, length($1)) = $1 ORDER BY name".into(),
+            params![prefix.to_owned()],
+            |r| Ok((col(r, 0)?, col(r, 1)?)),
+        )
+    }
+
     fn get_policy(&self, scope: &str) -> Result<Option<String>> {
         self.row(
             "SELECT body FROM policies WHERE scope = $1".into(),

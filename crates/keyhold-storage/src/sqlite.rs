@@ -871,6 +871,19 @@ impl Storage for SqliteStorage {
         .map_err(db_err)
     }
 
+    fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let conn = self.conn.lock();
+        let mut st = conn
+            .prepare(
+                "SELECT name, value FROM meta WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
     fn get_policy(&self, scope: &str) -> Result<Option<String>> {
         let conn = self.conn.lock();
         let mut st = conn
