@@ -38,7 +38,50 @@ pub fn log_config(service: &KeyService, section: &AuditSection) -> AuditLogConfi
         });
         cfg.sinks.push(file);
     }
+    if let Some(socket) = section.checkpoint_syslog.clone() {
+        let sink: CheckpointSink = Arc::new(move |c: &Checkpoint| send_syslog(&socket, c));
+        cfg.sinks.push(sink);
+    }
     cfg
+}
+
+/// Syslog priority of checkpoint messages: facility authpriv (10), severity
+/// notice (5).
+const SYSLOG_PRI: u32 = 10 * 8 + 5;
+const SYSLOG_TAG: &str = "KEYHOLD-CHECKPOINT ";
+
+/// One checkpoint as a syslog message (RFC 3164 framing, which journald and
+/// rsyslog both read from /dev/log): `KEYHOLD-CHECKPOINT` and the signed
+/// checkpoint as JSON. `keyhold audit verify --checkpoint-file` reads a
+/// syslog file with these lines as it is.
+pub fn syslog_message(c: &Checkpoint, now_unix: i64, pid: u32) -> Result<String, String> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    // "2026-11-23T11:29:22Z" → "Nov 23 11:29:22".
+    let t = keyhold_core::time::format_rfc3339(now_unix);
+    let month = t
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .ok_or("cannot format the time")?;
+    let day: u32 = t.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(1);
+    let clock = t.get(11..19).unwrap_or("00:00:00");
+    let json = serde_json::to_string(c).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "<{SYSLOG_PRI}>{month} {day:>2} {clock} keyhold[{pid}]: {SYSLOG_TAG}{json}"
+    ))
+}
+
+fn send_syslog(socket: &Path, c: &Checkpoint) -> std::result::Result<(), String> {
+    let msg = syslog_message(c, keyhold_core::now(), std::process::id())?;
+    let s =
+        std::os::unix::net::UnixDatagram::unbound().map_err(|e| format!("syslog socket: {e}"))?;
+    s.set_write_timeout(Some(Duration::from_secs(1)))
+        .map_err(|e| format!("syslog socket: {e}"))?;
+    s.send_to(msg.as_bytes(), socket)
+        .map(drop)
+        .map_err(|e| format!("syslog {}: {e}", socket.display()))
 }
 
 /// The name of chain `base` of this node: `base` alone on storage of its
@@ -172,8 +215,57 @@ pub fn spawn_shipper(service: &Arc<KeyService>, dir: std::path::PathBuf, node: S
 pub fn read_checkpoint_file(path: &Path) -> Result<Vec<Checkpoint>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Internal(format!("cannot read {}: {e}", path.display())))?;
-    Ok(text
-        .lines()
+    Ok(parse_checkpoints(&text))
+}
+
+/// Checkpoints from the text of a checkpoint file, or of a syslog file
+/// (lines carrying `KEYHOLD-CHECKPOINT`); other lines are skipped.
+pub fn parse_checkpoints(text: &str) -> Vec<Checkpoint> {
+    text.lines()
+        .map(|l| match l.split_once(SYSLOG_TAG) {
+            Some((_, json)) => json,
+            None => l,
+        })
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_reach_a_syslog_socket_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("log.sock");
+        let rx = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        use keyhold_audit::CheckpointMac;
+        let key = keyhold_crypto::HmacKey::new(&[7u8; 32]);
+        let c = Checkpoint::new(
+            &key,
+            "xks",
+            "checkpoint",
+            42,
+            &"ab".repeat(32),
+            1_800_000_000_000,
+        );
+        send_syslog(&sock, &c).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = rx.recv(&mut buf).unwrap();
+        let msg = String::from_utf8(buf[..n].to_vec()).unwrap();
+        assert!(msg.starts_with("<85>"), "{msg}");
+        assert!(msg.contains(" keyhold["), "{msg}");
+        // A syslog file (with the daemon's own prefix) gives the checkpoint back.
+        let file = format!("Nov 23 11:29:22 host {}\nunrelated line\n", &msg[4..]);
+        assert_eq!(parse_checkpoints(&file), vec![c.clone()]);
+        // No listener: a clear error, no panic.
+        drop(rx);
+        let err = send_syslog(&sock, &c).unwrap_err();
+        assert!(err.contains("syslog"), "{err}");
+        assert_eq!(
+            &syslog_message(&c, 1_795_000_000, 1).unwrap()[..20],
+            "<85>Nov 18 11:06:40 "
+        );
+    }
 }
