@@ -2,6 +2,7 @@
 //! directory directly (SQLite allows the running server and these commands
 //! to share it); the server picks changes up within 100 ms.
 
+use crate::cmdio::{errln, outln};
 use crate::output;
 use clap::Subcommand;
 use keyhold_core::{Key, KeyId, KeyStore, Status, StorePrefix, Usage};
@@ -113,8 +114,8 @@ pub fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), String> {
             if as_json {
                 output::json(&v);
             } else {
-                println!("kek_label        {}", v["kek_label"].as_str().unwrap_or(""));
-                println!(
+                outln!("kek_label        {}", v["kek_label"].as_str().unwrap_or(""));
+                outln!(
                     "wrap_round_trip  {}",
                     v["wrap_round_trip"].as_str().unwrap_or("")
                 );
@@ -159,8 +160,10 @@ pub fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), String> {
 }
 
 pub struct Ctx {
-    pub service: KeyService,
+    pub service: std::sync::Arc<KeyService>,
     pub json: bool,
+    /// Who runs the command, when not the local user (the admin API's caller).
+    pub actor: Option<String>,
     /// The data directory (where running servers acknowledge changes).
     pub data_dir: std::path::PathBuf,
 }
@@ -346,8 +349,8 @@ pub fn init(
             "hsm": hsm.is_some(),
         }));
     } else {
-        println!("Initialised {}", dd.path.display());
-        println!(
+        outln!("Initialised {}", dd.path.display());
+        outln!(
             "  root of trust: {} ({})",
             dd.root().display(),
             if pass.is_some() {
@@ -357,11 +360,11 @@ pub fn init(
             }
         );
         match &dd.storage.url {
-            Some(_) => println!("  database:      PostgreSQL (see [storage] in the config)"),
-            None => println!("  database:      {}", dd.db().display()),
+            Some(_) => outln!("  database:      PostgreSQL (see [storage] in the config)"),
+            None => outln!("  database:      {}", dd.db().display()),
         }
-        println!("  config:        {}", dd.config().display());
-        println!("  TLS CA:        {} (for curl --cacert)", ca.display());
+        outln!("  config:        {}", dd.config().display());
+        outln!("  TLS CA:        {} (for curl --cacert)", ca.display());
     }
     Ok(())
 }
@@ -607,15 +610,19 @@ pub fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
             );
             match output {
                 Some(path) => {
-                    write_file(path, format!("{}\n", text.as_str()).as_bytes(), 0o600)?;
-                    eprintln!(
+                    crate::cmdio::write_output(
+                        path,
+                        format!("{}\n", text.as_str()).as_bytes(),
+                        0o600,
+                    )?;
+                    errln!(
                         "Wrote {} with new credential {} for {}",
                         path.display(),
                         c.access_key_id,
                         p.uri_path()
                     );
                 }
-                None => println!("{}", text.as_str()),
+                None => outln!("{}", text.as_str()),
             }
         }
     }
@@ -636,9 +643,9 @@ fn credential(ctx: &Ctx, cmd: &CredentialCmd) -> Result<(), String> {
                     "secret_access_key": secret,
                 }));
             } else {
-                println!("Access key id:     {}", c.access_key_id);
-                println!("Secret access key: {secret}");
-                println!("The secret is shown only now. Store it safely.");
+                outln!("Access key id:     {}", c.access_key_id);
+                outln!("Secret access key: {secret}");
+                outln!("The secret is shown only now. Store it safely.");
             }
         }
         CredentialCmd::Remove {
@@ -651,7 +658,7 @@ fn credential(ctx: &Ctx, cmd: &CredentialCmd) -> Result<(), String> {
             if ctx.json {
                 output::json(&json!({"removed": access_key_id}));
             } else {
-                println!("Removed {access_key_id}");
+                outln!("Removed {access_key_id}");
             }
         }
         CredentialCmd::List { prefix: p } => {
@@ -760,7 +767,7 @@ pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
                 }
             }
             if *count > 1000 && !ctx.json {
-                println!("Created {count} keys; the first 1000:");
+                outln!("Created {count} keys; the first 1000:");
             }
             print_keys(ctx, &made);
         }

@@ -2,6 +2,7 @@
 //! leaves in the `admin` chain.
 
 use crate::admin::{e, Ctx};
+use crate::cmdio::{errln, outln};
 use crate::output;
 use clap::Subcommand;
 use keyhold_audit::{Filter, Record};
@@ -130,10 +131,14 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
         AuditCmd::Verify { checkpoint_file } => {
             let key = ctx.service.audit_key().map_err(e)?;
             let mut cps = ctx.service.storage().audit_checkpoints().map_err(e)?;
-            for f in checkpoint_file.iter().chain(sec.checkpoint_file.iter()) {
-                if f.exists() {
-                    cps.extend(keyhold_server::audit::read_checkpoint_file(f).map_err(e)?);
-                }
+            if let Some(f) = checkpoint_file {
+                let text = crate::cmdio::read_input(f)?;
+                cps.extend(keyhold_server::audit::parse_checkpoints(
+                    &String::from_utf8_lossy(&text),
+                ));
+            }
+            if let Some(f) = sec.checkpoint_file.as_ref().filter(|f| f.exists()) {
+                cps.extend(keyhold_server::audit::read_checkpoint_file(f).map_err(e)?);
             }
             // Other nodes' chains are checked from the copies they shipped
             // to the shared database (or from a shared audit directory).
@@ -159,13 +164,13 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
                 }));
             } else {
                 for (c, n, first, last) in &r.chains {
-                    println!("chain {c}: {n} records ({first}..{last})");
+                    outln!("chain {c}: {n} records ({first}..{last})");
                 }
-                println!("{} checkpoints compared", r.checkpoints_checked);
+                outln!("{} checkpoints compared", r.checkpoints_checked);
                 for p in &r.problems {
-                    println!("PROBLEM: {p}");
+                    outln!("PROBLEM: {p}");
                 }
-                println!(
+                outln!(
                     "{}",
                     if r.ok() {
                         "audit log verified: intact"
@@ -221,11 +226,14 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
         }
         AuditCmd::Export { filter, out } => {
             let f = filter.filter()?;
+            // For the admin API the export is collected, then sent back.
+            let mut collected = Vec::new();
             let mut w: Box<dyn Write> = match out {
+                Some(_) if crate::cmdio::is_remote() => Box::new(&mut collected),
                 Some(p) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(p).map_err(|err| format!("{}: {err}", p.display()))?,
                 )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+                None => Box::new(std::io::BufWriter::new(crate::cmdio::Stdout)),
             };
             let mut n = 0u64;
             let mut failed = None;
@@ -241,8 +249,12 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
                 return Err(err.to_string());
             }
             w.flush().map_err(e)?;
+            drop(w);
+            if let Some(p) = out.as_ref().filter(|_| crate::cmdio::is_remote()) {
+                crate::cmdio::write_output(p, &collected, 0o600)?;
+            }
             if out.is_some() {
-                eprintln!("exported {n} records");
+                errln!("exported {n} records");
             }
         }
     }
@@ -250,7 +262,8 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
 }
 
 /// Who runs this command: the invoking user (through sudo when used).
-fn actor() -> String {
+/// The local user running the CLI (who holds the root of trust).
+pub fn local_actor() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))
@@ -280,16 +293,12 @@ pub fn record_admin(
     let mut w =
         keyhold_server::audit::admin_writer(&ctx.service, &sec, node.as_deref()).map_err(e)?;
     let positional: Vec<&String> = words.iter().filter(|w| !w.starts_with('-')).collect();
-    let op: Vec<&str> = positional
-        .iter()
-        .take_while(|w| !w.starts_with('/'))
-        .map(|w| w.as_str())
-        .collect();
+    let op = crate::subcommand_path(words);
     let store = positional
         .iter()
         .find(|w| w.starts_with('/'))
         .map(|s| s.to_string());
-    let key = match op.first().copied() {
+    let key = match op.first().map(String::as_str) {
         Some("key") => positional
             .iter()
             .skip_while(|w| !w.starts_with('/'))
@@ -301,10 +310,15 @@ pub fn record_admin(
         ts_ms: keyhold_audit::now_ms(),
         frontend: "admin".into(),
         operation: op.join(" "),
-        result: if outcome.is_ok() { "OK" } else { "ERROR" }.into(),
+        result: match outcome {
+            Ok(()) => "OK",
+            Err(err) if err.starts_with("access denied") => "AccessDenied",
+            Err(_) => "ERROR",
+        }
+        .into(),
         store,
         key,
-        actor: Some(actor()),
+        actor: Some(ctx.actor.clone().unwrap_or_else(local_actor)),
         detail: Some(match outcome {
             Ok(()) => words.join(" "),
             Err(err) => format!("{}: {err}", words.join(" ")),

@@ -2,6 +2,7 @@
 //! snapshots of the database (either backend), taken online.
 
 use crate::admin::{e, Ctx, HsmArgs, JoinArgs};
+use crate::cmdio::outln;
 use crate::output;
 use clap::Subcommand;
 use keyhold_keystore::{RootOfTrust, SoftwareRoot};
@@ -66,7 +67,7 @@ fn print(ctx_json: bool, what: &str, file: &Path, h: &BackupHeader) {
             "rows": h.rows,
         }));
     } else {
-        println!("{what} {}: {}", file.display(), summary(h));
+        outln!("{what} {}: {}", file.display(), summary(h));
     }
 }
 
@@ -91,12 +92,15 @@ pub fn run(ctx: &Ctx, cmd: &BackupCmd) -> Result<(), String> {
 }
 
 fn read(file: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(file).map_err(|err| format!("cannot read {}: {err}", file.display()))
+    crate::cmdio::read_input(file)
 }
 
 /// Writes the backup next to its final name, then renames it into place,
 /// so that an interrupted backup never looks complete.
 fn write_new(file: &Path, bytes: &[u8]) -> Result<(), String> {
+    if crate::cmdio::is_remote() {
+        return crate::cmdio::write_output(file, bytes, 0o600);
+    }
     let tmp = file.with_extension("partial");
     crate::admin::write_file(&tmp, bytes, 0o600)?;
     std::fs::rename(&tmp, file).map_err(|err| format!("cannot write {}: {err}", file.display()))

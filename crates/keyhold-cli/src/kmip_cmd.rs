@@ -2,6 +2,7 @@
 //! front-end.
 
 use crate::admin::{e, write_file, Ctx};
+use crate::cmdio::outln;
 use crate::output;
 use clap::Subcommand;
 use keyhold_core::{AttrValue, ObjectAttr};
@@ -75,9 +76,9 @@ fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>) -> Result<(), String> {
         out.join(format!("{name}.pem")),
         out.join(format!("{name}.key")),
     );
-    write_file(&cert, issued.cert_pem.as_bytes(), 0o644)?;
+    crate::cmdio::write_output(&cert, issued.cert_pem.as_bytes(), 0o644)?;
     let key_pem = zeroize::Zeroizing::new(issued.key_pem);
-    write_file(&key, key_pem.as_bytes(), 0o600)?;
+    crate::cmdio::write_output(&key, key_pem.as_bytes(), 0o600)?;
     let server_ca = ctx.data_dir.join("tls").join("ca.pem");
     if ctx.json {
         output::json(&json!({
@@ -88,10 +89,10 @@ fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>) -> Result<(), String> {
             "server_ca": server_ca,
         }));
     } else {
-        println!("Issued a KMIP client certificate for identity {name:?}");
-        println!("  certificate: {}", cert.display());
-        println!("  key:         {}", key.display());
-        println!("  trust the server with: {}", server_ca.display());
+        outln!("Issued a KMIP client certificate for identity {name:?}");
+        outln!("  certificate: {}", cert.display());
+        outln!("  key:         {}", key.display());
+        outln!("  trust the server with: {}", server_ca.display());
     }
     Ok(())
 }
@@ -122,8 +123,8 @@ fn status(ctx: &Ctx) -> Result<(), String> {
         }));
         return Ok(());
     }
-    println!("KMIP objects: {}", objects.len());
-    println!(
+    outln!("KMIP objects: {}", objects.len());
+    outln!(
         "Client CA:    {}",
         if ca.exists() {
             ca.display().to_string()
@@ -156,7 +157,7 @@ fn grant(ctx: &Ctx, uid: &str, identity: &str, add: bool) -> Result<(), String> 
             .iter()
             .any(|a| a.name == GRANT_ATTR && a.value == AttrValue::Text(identity.into()));
         if has == add {
-            println!("nothing to change");
+            outln!("nothing to change");
             return Ok(());
         }
         if add {
@@ -172,7 +173,7 @@ fn grant(ctx: &Ctx, uid: &str, identity: &str, add: bool) -> Result<(), String> 
             Ok(()) => {
                 // Running servers cache objects: wait until they see it.
                 crate::lifecycle_cmd::in_force(ctx)?;
-                println!(
+                outln!(
                     "{} {identity:?} {} object {uid}",
                     if add { "granted" } else { "ungranted" },
                     if add { "use of" } else { "from" }

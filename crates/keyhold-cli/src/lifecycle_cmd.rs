@@ -8,6 +8,7 @@
 //! the old rules.
 
 use crate::admin::{e, key_id, prefix, print_keys, Ctx};
+use crate::cmdio::{errln, outln};
 use crate::output;
 use clap::Subcommand;
 use keyhold_core::time::{parse_duration, parse_rfc3339};
@@ -148,7 +149,7 @@ pub fn in_force(ctx: &Ctx) -> Result<(), String> {
         ));
     }
     if r.servers > 0 {
-        eprintln!(
+        errln!(
             "in force on {} running server(s) after {:.1} ms",
             r.servers,
             r.elapsed.as_secs_f64() * 1e3
@@ -280,7 +281,7 @@ pub fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
             if ctx.json {
                 output::json(&json!({"shredded_versions": n}));
             } else {
-                println!("crypto-shredded {n} retired version(s)");
+                outln!("crypto-shredded {n} retired version(s)");
             }
             return Ok(());
         }
@@ -356,9 +357,9 @@ pub fn lockdown(ctx: &Ctx, on: bool) -> Result<(), String> {
     if ctx.json {
         output::json(&json!({"lockdown": on}));
     } else if on {
-        println!("LOCKDOWN: every key is refused on every front-end until `keyhold unlock`");
+        outln!("LOCKDOWN: every key is refused on every front-end until `keyhold unlock`");
     } else {
-        println!("lockdown lifted");
+        outln!("lockdown lifted");
     }
     Ok(())
 }

@@ -3,8 +3,11 @@
 //! their changes within a tenth of a second, without a restart.
 
 mod admin;
+mod admin_cmd;
+mod api;
 mod audit_cmd;
 mod backup_cmd;
+mod cmdio;
 mod kmip_cmd;
 mod lifecycle_cmd;
 mod output;
@@ -19,7 +22,7 @@ use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(name = "keyhold", version, about = "Keyhold: hold your own key")]
-struct Cli {
+pub(crate) struct Cli {
     /// Data directory (holds keyhold.db, root.key, tls/ and keyhold.toml).
     #[arg(
         long,
@@ -37,12 +40,14 @@ struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    remote: api::RemoteArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Create a data directory: root of trust, database, TLS certificate, config.
     Init {
         /// Seal the root of trust under a passphrase (Argon2id).
@@ -73,7 +78,15 @@ enum Command {
         /// KMIP listener address (overrides kmip.listen; mutual TLS).
         #[arg(long)]
         kmip_listen: Option<String>,
+        /// Admin API address (overrides admin.listen; HTTPS, bearer tokens).
+        #[arg(long)]
+        admin_listen: Option<String>,
     },
+    /// Health, lockdown, keys by state, live servers.
+    Status,
+    /// The admin API's tokens and roles.
+    #[command(subcommand)]
+    Admin(admin_cmd::AdminCmd),
     /// Key stores (XKS path prefixes) and their credentials.
     #[command(subcommand)]
     Store(admin::StoreCmd),
@@ -105,7 +118,7 @@ enum Command {
 }
 
 #[derive(Subcommand)]
-enum RootCmd {
+pub(crate) enum RootCmd {
     /// Move from the software root to a KEK in an HSM, re-wrapping every key.
     /// Stop the server first. Safe to interrupt and run again (without options).
     MigrateToHsm {
@@ -180,6 +193,7 @@ fn serve(
     insecure: bool,
     metrics_listen: Option<&String>,
     kmip_listen: Option<&String>,
+    admin_listen: Option<&String>,
 ) -> Result<(), String> {
     let config_path = cli
         .config
@@ -201,6 +215,9 @@ fn serve(
     if let Some(k) = kmip_listen {
         config.kmip.listen = Some(k.parse().map_err(|e| format!("--kmip-listen {k}: {e}"))?);
     }
+    if let Some(a) = admin_listen {
+        config.admin.listen = Some(a.parse().map_err(|e| format!("--admin-listen {a}: {e}"))?);
+    }
     config.validate().map_err(|e| e.to_string())?;
     let _guard = init_logging(&config.log_format);
     let dd = DataDir::new(config.data_dir.clone()).with_storage(config.storage.clone());
@@ -208,6 +225,11 @@ fn serve(
     let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
     let service = std::sync::Arc::new(dd.open(pass.as_ref()).map_err(|e| e.to_string())?);
     drop(pass);
+    let executor: std::sync::Arc<dyn keyhold_server::admin_api::AdminExecutor> =
+        std::sync::Arc::new(api::Executor {
+            service: service.clone(),
+            data_dir: dd.clone(),
+        });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("keyhold-worker")
@@ -226,6 +248,7 @@ fn serve(
         keyhold_server::serve::serve(
             &config,
             service,
+            Some(executor),
             |addr, tls| {
                 use std::io::Write;
                 let scheme = if tls { "https" } else { "http" };
@@ -256,11 +279,19 @@ fn command_words() -> Vec<String> {
     let mut start = 0;
     while let Some(a) = args.get(start) {
         match a.as_str() {
-            "--data-dir" | "--config" | "--passphrase-file" => start += 2,
+            "--data-dir" | "--config" | "--passphrase-file" | "--server" | "--server-ca"
+            | "--token-file" => start += 2,
             "--json" => start += 1,
-            x if x.starts_with("--data-dir=")
-                || x.starts_with("--config=")
-                || x.starts_with("--passphrase-file=") =>
+            x if [
+                "--data-dir=",
+                "--config=",
+                "--passphrase-file=",
+                "--server=",
+                "--server-ca=",
+                "--token-file=",
+            ]
+            .iter()
+            .any(|p| x.starts_with(p)) =>
             {
                 start += 1
             }
@@ -270,21 +301,35 @@ fn command_words() -> Vec<String> {
     args[start.min(args.len())..].to_vec()
 }
 
+/// The subcommand names of `words` (e.g. `key disable`), without their
+/// arguments; the words up to the first option when they do not parse.
+pub(crate) fn subcommand_path(words: &[String]) -> Vec<String> {
+    use clap::CommandFactory;
+    let argv = std::iter::once("keyhold".to_owned()).chain(words.iter().cloned());
+    match Cli::command().try_get_matches_from(argv) {
+        Ok(m) => {
+            let mut path = Vec::new();
+            let mut cur = &m;
+            while let Some((name, sub)) = cur.subcommand() {
+                path.push(name.to_owned());
+                cur = sub;
+            }
+            path
+        }
+        Err(_) => words
+            .iter()
+            .take_while(|w| !w.starts_with('-') && !w.starts_with('/'))
+            .take(3)
+            .cloned()
+            .collect(),
+    }
+}
+
 /// Runs an admin command on the data directory and records it (who, what,
 /// outcome) in the audit log's `admin` chain.
 fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
     let ctx = cli_ctx(cli, dd.clone())?;
-    let r = match &cli.command {
-        Command::Store(cmd) => admin::store(&ctx, cmd),
-        Command::Key(cmd) => admin::key(&ctx, cmd),
-        Command::Lockdown => lifecycle_cmd::lockdown(&ctx, true),
-        Command::Unlock => lifecycle_cmd::lockdown(&ctx, false),
-        Command::Audit(cmd) => audit_cmd::run(&ctx, &dd, cmd),
-        Command::Policy(cmd) => policy_cmd::run(&ctx, cmd),
-        Command::Kmip(cmd) => kmip_cmd::run(&ctx, cmd),
-        Command::Backup(cmd) => backup_cmd::run(&ctx, cmd),
-        _ => unreachable!("only admin commands are audited here"),
-    };
+    let r = run_admin(&ctx, &dd, &cli.command);
     if let Err(e) = audit_cmd::record_admin(&ctx, &dd, &command_words(), &r) {
         eprintln!("warning: this command could not be recorded in the audit log: {e}");
         return r.and(Err("the audit record was not written".into()));
@@ -292,8 +337,36 @@ fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
     r
 }
 
+/// Runs one admin command (locally, or in the server for the admin API).
+pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result<(), String> {
+    match cmd {
+        Command::Store(cmd) => admin::store(ctx, cmd),
+        Command::Key(cmd) => admin::key(ctx, cmd),
+        Command::Lockdown => lifecycle_cmd::lockdown(ctx, true),
+        Command::Unlock => lifecycle_cmd::lockdown(ctx, false),
+        Command::Audit(cmd) => audit_cmd::run(ctx, dd, cmd),
+        Command::Policy(cmd) => policy_cmd::run(ctx, cmd),
+        Command::Kmip(cmd) => kmip_cmd::run(ctx, cmd),
+        Command::Backup(cmd) => backup_cmd::run(ctx, cmd),
+        Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
+        Command::Status => admin_cmd::status(ctx),
+        Command::Init { .. } | Command::Serve { .. } | Command::Hsm(_) | Command::Root(_) => {
+            Err("this command does not run on an open data directory".into())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.remote.server.is_some() {
+        return match api::run_remote(&cli, &command_words()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("keyhold: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let r = match &cli.command {
         Command::Init {
             sealed,
@@ -333,12 +406,14 @@ fn main() -> ExitCode {
             insecure_http,
             metrics_listen,
             kmip_listen,
+            admin_listen,
         } => serve(
             &cli,
             listen.as_ref(),
             *insecure_http,
             metrics_listen.as_ref(),
             kmip_listen.as_ref(),
+            admin_listen.as_ref(),
         ),
         Command::Backup(backup_cmd::BackupCmd::Restore(args)) => data_dir(&cli).and_then(|dd| {
             let sealed = match &args.join.root_key {
@@ -361,6 +436,8 @@ fn main() -> ExitCode {
         | Command::Unlock
         | Command::Policy(_)
         | Command::Kmip(_)
+        | Command::Status
+        | Command::Admin(_)
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
         Command::Root(RootCmd::MigrateToHsm { hsm }) => data_dir(&cli).and_then(|dd| {
@@ -405,7 +482,8 @@ fn cli_ctx(cli: &Cli, dd: DataDir) -> Result<admin::Ctx, String> {
     let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
     let service = dd.open(pass.as_ref()).map_err(|e| e.to_string())?;
     Ok(admin::Ctx {
-        service,
+        service: std::sync::Arc::new(service),
+        actor: None,
         json: cli.json,
         data_dir: dd.path.clone(),
     })

@@ -1,5 +1,7 @@
 //! Output for people (aligned tables) and for scripts (`--json`).
 
+use crate::cmdio::outln;
+
 /// Prints rows as an aligned table with a header line.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -17,7 +19,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<width$}  ", width = w[i]));
             }
         }
-        println!("{}", s.trim_end());
+        outln!("{}", s.trim_end());
     };
     line(headers.to_vec());
     for r in rows {
@@ -27,7 +29,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 
 /// Prints a JSON value, pretty.
 pub fn json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Formats Unix seconds as an RFC 3339 UTC time.

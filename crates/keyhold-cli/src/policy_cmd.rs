@@ -1,6 +1,7 @@
 //! `keyhold policy …`: secondary authorization rules per key store or key.
 
 use crate::admin::{e, key_id, prefix, Ctx};
+use crate::cmdio::outln;
 use crate::output;
 use clap::Subcommand;
 use keyhold_service::policy::{decide_all, Decision, Policy, PolicyRequest, PolicyScope};
@@ -73,7 +74,8 @@ pub enum PolicyCmd {
 }
 
 fn read(path: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|err| format!("{}: {err}", path.display()))
+    let bytes = crate::cmdio::read_input(path)?;
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
 }
 
 pub fn run(ctx: &Ctx, cmd: &PolicyCmd) -> Result<(), String> {
@@ -84,7 +86,7 @@ pub fn run(ctx: &Ctx, cmd: &PolicyCmd) -> Result<(), String> {
                 .set_policy(&scope.scope()?, &read(file)?)
                 .map_err(|err| format!("{}: {err}", file.display()))?;
             crate::lifecycle_cmd::in_force(ctx)?;
-            println!(
+            outln!(
                 "policy of {} set: {} rule(s)",
                 scope.scope()?.name(),
                 p.rules.len()
@@ -93,10 +95,10 @@ pub fn run(ctx: &Ctx, cmd: &PolicyCmd) -> Result<(), String> {
         PolicyCmd::Validate { file } => {
             let p =
                 Policy::parse(&read(file)?).map_err(|err| format!("{}: {err}", file.display()))?;
-            println!("{}: valid, {} rule(s)", file.display(), p.rules.len());
+            outln!("{}: valid, {} rule(s)", file.display(), p.rules.len());
         }
         PolicyCmd::Show { scope } => match svc.policy_text(&scope.scope()?).map_err(e)? {
-            Some(t) => print!("{t}"),
+            Some(t) => outln!("{}", t.trim_end()),
             None => return Err(format!("{} has no policy", scope.scope()?.name())),
         },
         PolicyCmd::Remove { scope } => {
@@ -104,7 +106,7 @@ pub fn run(ctx: &Ctx, cmd: &PolicyCmd) -> Result<(), String> {
                 return Err(format!("{} has no policy", scope.scope()?.name()));
             }
             crate::lifecycle_cmd::in_force(ctx)?;
-            println!("policy of {} removed", scope.scope()?.name());
+            outln!("policy of {} removed", scope.scope()?.name());
         }
         PolicyCmd::List => {
             let all = svc.list_policies().map_err(e)?;
@@ -169,7 +171,7 @@ pub fn run(ctx: &Ctx, cmd: &PolicyCmd) -> Result<(), String> {
             if ctx.json {
                 output::json(&json!({"decision": decision, "rule": rule, "reason": why}));
             } else {
-                println!("{decision}: {why}");
+                outln!("{decision}: {why}");
             }
         }
     }

@@ -20,10 +20,15 @@
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9464"           # Prometheus GET /metrics (plain HTTP); off when absent
+//! require_token = false               # true: scrapes need an admin token (any role)
+//!
+//! [admin]
+//! listen = "127.0.0.1:8444"           # the admin API (HTTPS, tls.cert); off when absent
 //!
 //! [audit]
 //! dir = "audit"                       # MAC-chained records (relative: data dir)
 //! checkpoint_file = "/mnt/other/keyhold-checkpoints.jsonl"  # optional 2nd anchor
+//! checkpoint_syslog = "/dev/log"      # optional: checkpoints also to syslog (a Unix datagram socket)
 //! max_file_mb = 64                    # rotate files at this size
 //! max_files = 256                     # retention (older files removed, marked)
 //! timeout_ms = 1000                   # a request fails if its record is not written in time
@@ -79,6 +84,17 @@ pub struct Config {
     pub kmip: KmipSection,
     #[serde(default)]
     pub storage: StorageSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// The admin API (off unless `listen` is set).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// e.g. "127.0.0.1:8444": HTTPS with the server's certificate
+    /// (plain HTTP under insecure_http), bearer tokens.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Where keys, stores and policies are kept: SQLite in the data dir unless
@@ -172,6 +188,9 @@ pub const KMIP_CA_DIR: &str = "kmip";
 pub struct MetricsSection {
     /// e.g. "127.0.0.1:9464": GET /metrics, plain HTTP.
     pub listen: Option<SocketAddr>,
+    /// Scrapes must carry an admin token (`Authorization: Bearer`), of any role.
+    #[serde(default)]
+    pub require_token: bool,
 }
 
 /// The tamper-evident audit log.
@@ -183,6 +202,9 @@ pub struct AuditSection {
     #[serde(default = "default_audit_dir")]
     pub dir: PathBuf,
     pub checkpoint_file: Option<PathBuf>,
+    /// A syslog socket (e.g. /dev/log) that also receives every checkpoint.
+    #[serde(default)]
+    pub checkpoint_syslog: Option<PathBuf>,
     #[serde(default = "default_max_file_mb")]
     pub max_file_mb: u64,
     #[serde(default = "default_max_files")]
@@ -206,6 +228,7 @@ impl Default for AuditSection {
             enabled: true,
             dir: default_audit_dir(),
             checkpoint_file: None,
+            checkpoint_syslog: None,
             max_file_mb: default_max_file_mb(),
             max_files: default_max_files(),
             timeout_ms: default_audit_timeout_ms(),

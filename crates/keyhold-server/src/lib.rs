@@ -3,6 +3,7 @@
 //! specification's cipher suites, optionally mutual TLS) or, only when the
 //! operator asks for it explicitly, plain HTTP for local testing.
 
+pub mod admin_api;
 pub mod audit;
 pub mod config;
 pub mod data_dir;

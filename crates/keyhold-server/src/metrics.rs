@@ -86,6 +86,7 @@ pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     api: Arc<XksApi>,
     service: Arc<KeyService>,
+    require_token: bool,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
@@ -100,6 +101,12 @@ pub async fn serve_metrics(
                     let resp = if req.uri().path() != "/metrics" {
                         let mut r = Response::new(Full::new(Bytes::from_static(b"not found\n")));
                         *r.status_mut() = StatusCode::NOT_FOUND;
+                        r
+                    } else if require_token && !scraper_allowed(&req, &service).await {
+                        let mut r = Response::new(Full::new(Bytes::from_static(
+                            b"an admin token is required (Authorization: Bearer)\n",
+                        )));
+                        *r.status_mut() = StatusCode::UNAUTHORIZED;
                         r
                     } else {
                         let text = tokio::task::spawn_blocking(move || render(&api, &service))
@@ -122,6 +129,24 @@ pub async fn serve_metrics(
                 .await;
         });
     }
+}
+
+/// Whether a scrape carries a valid admin token (any role may read metrics).
+async fn scraper_allowed(req: &Request<hyper::body::Incoming>, service: &Arc<KeyService>) -> bool {
+    let Some(token) = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+    else {
+        return false;
+    };
+    let s = service.clone();
+    matches!(
+        tokio::task::spawn_blocking(move || s.authenticate_admin(&token)).await,
+        Ok(Ok(Some(_)))
+    )
 }
 
 /// Binds the metrics listener.

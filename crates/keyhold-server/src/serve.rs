@@ -150,6 +150,7 @@ pub const DUE_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn serve(
     config: &Config,
     service: Arc<KeyService>,
+    admin: Option<Arc<dyn crate::admin_api::AdminExecutor>>,
     on_listening: impl FnOnce(SocketAddr, bool),
     also_bound: impl Fn(&'static str, SocketAddr),
     shutdown: impl Future<Output = ()>,
@@ -233,6 +234,39 @@ pub async fn serve(
             l,
             api.clone(),
             service.clone(),
+            config.metrics.require_token,
+        ));
+    }
+    if let (Some(aaddr), Some(exec)) = (config.admin.listen, admin) {
+        let l = TcpListener::bind(aaddr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: aaddr,
+                source,
+            })?;
+        let bound = l.local_addr().unwrap_or(aaddr);
+        let admin_tls = match &tls {
+            Some(_) => {
+                let mut cfg = (*crate::tls::server_config(
+                    config.tls.cert.as_deref().expect("validated"),
+                    config.tls.key.as_deref().expect("validated"),
+                    None,
+                    None,
+                )?)
+                .clone();
+                // The admin API speaks HTTP/1.1 only.
+                cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+            }
+            None => None,
+        };
+        tracing::info!(addr = %bound, tls = admin_tls.is_some(), "admin API listening");
+        also_bound("admin", bound);
+        tokio::spawn(crate::admin_api::serve_admin(
+            l,
+            admin_tls,
+            service.clone(),
+            exec,
         ));
     }
     if let Some(kaddr) = config.kmip.listen {

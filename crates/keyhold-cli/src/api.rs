@@ -1,0 +1,381 @@
+//! The admin commands over the admin API: which role may run which
+//! command, the server side that runs them for an authenticated caller
+//! (and audits who did it), and the client side (`keyhold --server URL …`).
+//!
+//! Local use of the CLI on the data directory needs the root of trust (the
+//! root key file and its passphrase, or the HSM PIN) and may do everything:
+//! it is the custodians' way to bootstrap and to recover. Everyone else
+//! goes through the API with a token and gets exactly its role.
+
+use crate::admin::{CredentialCmd, Ctx, KeyCmd, StoreCmd};
+use crate::admin_cmd::{AdminCmd, TokenCmd};
+use crate::audit_cmd::AuditCmd;
+use crate::backup_cmd::BackupCmd;
+use crate::kmip_cmd::{ClientCertCmd, KmipCmd};
+use crate::lifecycle_cmd::LifecycleCmd;
+use crate::policy_cmd::PolicyCmd;
+use crate::{Cli, Command};
+use clap::Parser;
+use keyhold_server::admin_api::{
+    b64, decode_inputs, AdminExecutor, AdminRequest, AdminResponse, Client, Method, Outcome,
+    OutputFile,
+};
+use keyhold_server::data_dir::DataDir;
+use keyhold_service::admin::{AdminIdentity, Role};
+use keyhold_service::KeyService;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What a command needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Status: every role.
+    Status,
+    /// Read metadata (stores, keys, policies, tokens): auditor, custodian.
+    Read,
+    /// Read the audit log: auditor.
+    Audit,
+    /// Change anything: custodian.
+    Change,
+}
+
+impl Access {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Status => true,
+            Access::Read => matches!(role, Role::Auditor | Role::Custodian),
+            Access::Audit => role == Role::Auditor,
+            Access::Change => role == Role::Custodian,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Access::Status => "any role",
+            Access::Read => "the auditor or custodian role",
+            Access::Audit => "the auditor role",
+            Access::Change => "the custodian role",
+        }
+    }
+}
+
+/// What `cmd` needs over the API; `None`: only locally, with the root of
+/// trust (it makes or opens data directories, or talks to the HSM).
+pub fn access(cmd: &Command) -> Option<Access> {
+    use Access::*;
+    Some(match cmd {
+        Command::Init { .. }
+        | Command::Serve { .. }
+        | Command::Hsm(_)
+        | Command::Root(_)
+        | Command::Backup(BackupCmd::Restore(_)) => return None,
+        Command::Status => Status,
+        Command::Admin(AdminCmd::Whoami) => Status,
+        Command::Admin(AdminCmd::Token(TokenCmd::List)) => Read,
+        Command::Admin(AdminCmd::Token(_)) => Change,
+        Command::Store(StoreCmd::List | StoreCmd::Show { .. })
+        | Command::Store(StoreCmd::Credential(CredentialCmd::List { .. })) => Read,
+        Command::Store(_) => Change,
+        Command::Key(
+            KeyCmd::List { .. }
+            | KeyCmd::Show { .. }
+            | KeyCmd::Lifecycle(LifecycleCmd::Versions { .. }),
+        ) => Read,
+        Command::Key(_) => Change,
+        Command::Policy(
+            PolicyCmd::Show { .. }
+            | PolicyCmd::List
+            | PolicyCmd::Test { .. }
+            | PolicyCmd::Validate { .. },
+        ) => Read,
+        Command::Policy(_) => Change,
+        Command::Audit(_) => Audit,
+        Command::Kmip(KmipCmd::Status) => Status,
+        Command::Kmip(_) => Change,
+        Command::Backup(_) => Change,
+        Command::Lockdown | Command::Unlock => Change,
+    })
+}
+
+/// Files `cmd` reads (sent with the request) and writes (accepted back).
+fn files(cmd: &Command) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    match cmd {
+        Command::Policy(PolicyCmd::Set { file, .. } | PolicyCmd::Validate { file }) => {
+            (vec![file.clone()], vec![])
+        }
+        Command::Audit(AuditCmd::Verify {
+            checkpoint_file: Some(f),
+        }) => (vec![f.clone()], vec![]),
+        Command::Audit(AuditCmd::Export { out: Some(f), .. }) => (vec![], vec![f.clone()]),
+        Command::Backup(BackupCmd::Verify { file }) => (vec![file.clone()], vec![]),
+        Command::Backup(BackupCmd::Create { file }) => (vec![], vec![file.clone()]),
+        Command::Store(StoreCmd::KmsConfig {
+            output: Some(f), ..
+        }) => (vec![], vec![f.clone()]),
+        Command::Kmip(KmipCmd::ClientCert(ClientCertCmd::Issue { name, out })) => {
+            let dir = out.clone().unwrap_or_else(|| PathBuf::from("."));
+            (
+                vec![],
+                vec![
+                    dir.join(format!("{name}.pem")),
+                    dir.join(format!("{name}.key")),
+                ],
+            )
+        }
+        _ => (vec![], vec![]),
+    }
+}
+
+/// Runs admin commands inside the server for the admin API.
+pub struct Executor {
+    pub service: Arc<KeyService>,
+    pub data_dir: DataDir,
+}
+
+impl Executor {
+    fn ctx(&self, json: bool, actor: String) -> Ctx {
+        Ctx {
+            service: self.service.clone(),
+            json,
+            data_dir: self.data_dir.path.clone(),
+            actor: Some(actor),
+        }
+    }
+
+    fn record(&self, ctx: &Ctx, words: &[String], outcome: &Result<(), String>) {
+        if let Err(err) = crate::audit_cmd::record_admin(ctx, &self.data_dir, words, outcome) {
+            tracing::error!(error = %err, "admin API: cannot write the audit record");
+        }
+    }
+}
+
+impl AdminExecutor for Executor {
+    fn execute(&self, who: &AdminIdentity, peer: SocketAddr, req: AdminRequest) -> Outcome {
+        let actor = format!("{} from {}", who.actor(), peer.ip());
+        let ctx = self.ctx(req.json, actor);
+        if req.args.first().is_some_and(|a| a.starts_with('-')) {
+            return Outcome::BadRequest(
+                "global options (--data-dir, --config, --server, …) are not sent to the server; args start with the command".into(),
+            );
+        }
+        let argv = std::iter::once("keyhold".to_owned()).chain(req.args.iter().cloned());
+        let cli = match Cli::try_parse_from(argv) {
+            Ok(c) => c,
+            Err(err) => return Outcome::BadRequest(err.to_string()),
+        };
+        let Some(need) = access(&cli.command) else {
+            let msg = format!(
+                "`{}` is not available over the admin API: run it on the server's host with the root of trust",
+                req.args.iter().take(2).cloned().collect::<Vec<_>>().join(" ")
+            );
+            self.record(&ctx, &req.args, &Err(format!("refused: {msg}")));
+            return Outcome::BadRequest(msg);
+        };
+        if !need.allows(who.role) {
+            let msg = format!(
+                "access denied: `{}` needs {}; token {:?} has the {} role",
+                req.args
+                    .iter()
+                    .take(2)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                need.describe(),
+                who.name,
+                who.role.as_str()
+            );
+            self.record(&ctx, &req.args, &Err(msg.clone()));
+            return Outcome::Forbidden(msg);
+        }
+        let inputs = match decode_inputs(&req) {
+            Ok(i) => i,
+            Err(err) => return Outcome::BadRequest(err),
+        };
+        let (r, captured) = crate::cmdio::capture(inputs, || {
+            crate::run_admin(&ctx, &self.data_dir, &cli.command)
+        });
+        self.record(&ctx, &req.args, &r);
+        Outcome::Ran(AdminResponse {
+            ok: r.is_ok(),
+            stdout: captured.stdout,
+            stderr: captured.stderr,
+            error: r.err(),
+            outputs: captured
+                .outputs
+                .into_iter()
+                .map(|(k, (data, mode))| {
+                    (
+                        k,
+                        OutputFile {
+                            data: b64(&data),
+                            mode,
+                        },
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    fn refused(&self, peer: SocketAddr, why: &str) {
+        let ctx = self.ctx(false, format!("unauthenticated from {}", peer.ip()));
+        self.record(&ctx, &["authenticate".to_owned()], &Err(why.to_owned()));
+    }
+}
+
+/// Where the client finds the server and its credentials.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RemoteArgs {
+    /// Run the command on a server's admin API (https://HOST:PORT) instead
+    /// of on a local data directory.
+    #[arg(long, global = true, env = "KEYHOLD_SERVER")]
+    pub server: Option<String>,
+    /// CA certificate that signed the server's certificate (its DATA/tls/ca.pem).
+    #[arg(long, global = true, env = "KEYHOLD_SERVER_CA")]
+    pub server_ca: Option<PathBuf>,
+    /// File holding the admin token (else KEYHOLD_ADMIN_TOKEN).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+fn token(args: &RemoteArgs) -> Result<zeroize::Zeroizing<String>, String> {
+    let t = match &args.token_file {
+        Some(f) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(f)
+                .map_err(|err| format!("cannot read token file {}: {err}", f.display()))?,
+        ),
+        None => zeroize::Zeroizing::new(std::env::var("KEYHOLD_ADMIN_TOKEN").unwrap_or_default()),
+    };
+    let t = zeroize::Zeroizing::new(t.trim().to_owned());
+    if t.is_empty() {
+        return Err("the admin API needs a token: KEYHOLD_ADMIN_TOKEN or --token-file".into());
+    }
+    Ok(t)
+}
+
+/// `keyhold --server URL COMMAND…`: runs COMMAND on the server, prints its
+/// output and writes the files it named.
+pub fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
+    let args = &cli.remote;
+    let url = args.server.as_deref().expect("called with --server");
+    if access(&cli.command).is_none() {
+        return Err("this command runs only on the server's host, with the root of trust (not with --server)".into());
+    }
+    let client = Client::new(url, args.server_ca.as_deref())?;
+    let token = token(args)?;
+    if matches!(cli.command, Command::Admin(AdminCmd::Whoami)) {
+        let (status, v) = client.call(&token, Method::GET, "/admin/v1/whoami", None)?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), &v));
+        }
+        if cli.json {
+            crate::output::json(&v);
+        } else {
+            println!(
+                "{} ({})",
+                v["name"].as_str().unwrap_or(""),
+                v["role"].as_str().unwrap_or("")
+            );
+        }
+        return Ok(());
+    }
+    let (inputs, outputs) = files(&cli.command);
+    let mut req = AdminRequest {
+        args: words.to_vec(),
+        json: cli.json,
+        ..Default::default()
+    };
+    for p in inputs {
+        let bytes =
+            std::fs::read(&p).map_err(|err| format!("cannot read {}: {err}", p.display()))?;
+        req.inputs
+            .insert(p.to_string_lossy().into_owned(), b64(&bytes));
+    }
+    let (status, v) = client.call(&token, Method::POST, "/admin/v1/command", Some(&req))?;
+    if !status.is_success() {
+        return Err(api_error(status.as_u16(), &v));
+    }
+    let resp: AdminResponse =
+        serde_json::from_value(v).map_err(|err| format!("unexpected answer: {err}"))?;
+    print!("{}", resp.stdout);
+    eprint!("{}", resp.stderr);
+    for (path, f) in &resp.outputs {
+        // Only the files this command named: the server cannot make the
+        // client write anywhere else.
+        let p = Path::new(path);
+        if !outputs.iter().any(|o| o == p) {
+            return Err(format!(
+                "the server sent a file that was not asked for: {path}"
+            ));
+        }
+        let data = keyhold_server::admin_api::unb64(&f.data)
+            .map_err(|err| format!("the server sent {path}: {err}"))?;
+        crate::admin::write_file(p, &data, f.mode & 0o644)?;
+    }
+    match resp.error {
+        Some(err) if !resp.ok => Err(err),
+        _ => Ok(()),
+    }
+}
+
+fn api_error(status: u16, v: &serde_json::Value) -> String {
+    format!(
+        "admin API ({status}): {}",
+        v["error"].as_str().unwrap_or("no reason given")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("keyhold").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn roles_get_exactly_their_commands() {
+        let table: &[(&[&str], [bool; 3])] = &[
+            // (command, [operator, auditor, custodian])
+            (&["status"], [true, true, true]),
+            (&["kmip", "status"], [true, true, true]),
+            (&["key", "list", "/t"], [false, true, true]),
+            (&["key", "versions", "/t", "k"], [false, true, true]),
+            (&["policy", "test", "--store", "/t"], [false, true, true]),
+            (&["admin", "token", "list"], [false, true, true]),
+            (&["audit", "verify"], [false, true, false]),
+            (&["audit", "query"], [false, true, false]),
+            (&["key", "disable", "/t", "k"], [false, false, true]),
+            (
+                &["key", "destroy", "/t", "k", "--days", "7"],
+                [false, false, true],
+            ),
+            (&["store", "credential", "add", "/t"], [false, false, true]),
+            (
+                &["policy", "set", "--store", "/t", "--file", "p"],
+                [false, false, true],
+            ),
+            (&["lockdown"], [false, false, true]),
+            (
+                &["admin", "token", "create", "x", "--role", "auditor"],
+                [false, false, true],
+            ),
+            (&["backup", "create", "f"], [false, false, true]),
+        ];
+        for (args, want) in table {
+            let a = access(&cmd(args)).unwrap();
+            let got = [Role::Operator, Role::Auditor, Role::Custodian].map(|r| a.allows(r));
+            assert_eq!(&got, want, "{args:?}");
+        }
+        for local in [
+            &["init"][..],
+            &["serve"],
+            &["hsm", "status"],
+            &["backup", "restore", "f", "--root-key", "r"],
+        ] {
+            assert!(access(&cmd(local)).is_none(), "{local:?}");
+        }
+    }
+}

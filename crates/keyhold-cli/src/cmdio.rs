@@ -1,0 +1,137 @@
+//! Where a command's output and files go. Run locally, a command prints to
+//! the terminal and reads and writes files itself. Run by the server for an
+//! admin API request, the same command's output is captured for the
+//! response, the files it reads are the ones the client sent, and the
+//! files it writes go back to the client (which writes only the paths it
+//! named).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+/// What one command did, when captured.
+#[derive(Debug, Default)]
+pub struct Captured {
+    pub stdout: String,
+    pub stderr: String,
+    /// Path as the client named it → (bytes, Unix mode).
+    pub outputs: BTreeMap<String, (Vec<u8>, u32)>,
+}
+
+struct Session {
+    inputs: BTreeMap<String, Vec<u8>>,
+    out: Captured,
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with its output captured and `inputs` as the only readable files.
+pub fn capture<R>(inputs: BTreeMap<String, Vec<u8>>, f: impl FnOnce() -> R) -> (R, Captured) {
+    SESSION.with(|s| {
+        *s.borrow_mut() = Some(Session {
+            inputs,
+            out: Captured::default(),
+        })
+    });
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SESSION.with(|s| s.borrow_mut().take());
+        }
+    }
+    let reset = Reset;
+    let r = f();
+    let captured = SESSION
+        .with(|s| s.borrow_mut().take())
+        .map(|s| s.out)
+        .unwrap_or_default();
+    drop(reset);
+    (r, captured)
+}
+
+/// Whether this thread runs a command for the admin API.
+pub fn is_remote() -> bool {
+    SESSION.with(|s| s.borrow().is_some())
+}
+
+fn with_session<R>(f: impl FnOnce(&mut Session) -> R) -> Option<R> {
+    SESSION.with(|s| s.borrow_mut().as_mut().map(f))
+}
+
+pub fn out_fmt(args: fmt::Arguments) {
+    if with_session(|s| {
+        let _ = fmt::Write::write_fmt(&mut s.out.stdout, args);
+        s.out.stdout.push('\n');
+    })
+    .is_none()
+    {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_fmt(args);
+        let _ = o.write_all(b"\n");
+    }
+}
+
+pub fn err_fmt(args: fmt::Arguments) {
+    if with_session(|s| {
+        let _ = fmt::Write::write_fmt(&mut s.out.stderr, args);
+        s.out.stderr.push('\n');
+    })
+    .is_none()
+    {
+        let mut o = std::io::stderr().lock();
+        let _ = o.write_fmt(args);
+        let _ = o.write_all(b"\n");
+    }
+}
+
+/// `println!` for command output.
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::cmdio::out_fmt(format_args!($($t)*)) };
+}
+/// `eprintln!` for command output.
+macro_rules! errln {
+    ($($t:tt)*) => { $crate::cmdio::err_fmt(format_args!($($t)*)) };
+}
+pub(crate) use {errln, outln};
+
+/// Standard output as a writer (captured for the admin API).
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match with_session(|s| s.out.stdout.push_str(&String::from_utf8_lossy(buf))) {
+            Some(()) => Ok(buf.len()),
+            None => std::io::stdout().lock().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match with_session(|_| ()) {
+            Some(()) => Ok(()),
+            None => std::io::stdout().lock().flush(),
+        }
+    }
+}
+
+/// Reads a file the user named on the command line.
+pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
+    let name = path.to_string_lossy().into_owned();
+    match with_session(|s| s.inputs.get(&name).cloned()) {
+        Some(Some(bytes)) => Ok(bytes),
+        Some(None) => Err(format!("{name}: the client did not send this file")),
+        None => std::fs::read(path).map_err(|err| format!("cannot read {name}: {err}")),
+    }
+}
+
+/// Writes a new file the user named on the command line (refusing to
+/// overwrite one), with `mode`.
+pub fn write_output(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+    let name = path.to_string_lossy().into_owned();
+    if with_session(|s| s.out.outputs.insert(name, (data.to_vec(), mode))).is_some() {
+        return Ok(());
+    }
+    crate::admin::write_file(path, data, mode)
+}

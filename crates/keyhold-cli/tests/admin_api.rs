@@ -1,0 +1,341 @@
+//! The admin API with roles: the real server, the real `keyhold --server`
+//! client from a directory with no data directory in it, curl for raw
+//! requests, curl --aws-sigv4 for the XKS side of break glass.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A client on another "host": its own empty working directory.
+struct Client {
+    dir: tempfile::TempDir,
+    url: String,
+    ca: PathBuf,
+}
+
+impl Client {
+    fn run(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .current_dir(self.dir.path())
+            .env_remove("KEYHOLD_DATA_DIR")
+            .env("KEYHOLD_ADMIN_TOKEN", token)
+            .arg("--server")
+            .arg(&self.url)
+            .arg("--server-ca")
+            .arg(&self.ca)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run keyhold")
+    }
+
+    fn ok(&self, token: &str, args: &[&str]) -> String {
+        let o = self.run(token, args);
+        assert!(
+            o.status.success(),
+            "keyhold --server {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its error text.
+    fn fails(&self, token: &str, args: &[&str]) -> String {
+        let o = self.run(token, args);
+        assert!(!o.status.success(), "keyhold --server {args:?} succeeded");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+}
+
+fn token(env: &Env, name: &str, role: &str, extra: &[&str]) -> String {
+    let mut a = vec!["admin", "token", "create", name, "--role", role];
+    a.extend_from_slice(extra);
+    env.json(&a)["token"].as_str().unwrap().to_owned()
+}
+
+/// The address a server printed for one of its extra listeners.
+fn bound(env: &Env, what: &str) -> String {
+    let out = env.dir.path().join("serve.stdout");
+    let prefix = format!("keyhold {what} on ");
+    let mut addr = String::new();
+    eventually(&format!("{what} listener"), || {
+        match read(&out).lines().find_map(|l| l.strip_prefix(&prefix)) {
+            Some(a) => {
+                addr = a.to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    addr
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let code = code.trim().parse().unwrap_or(0);
+    assert_ne!(
+        code,
+        0,
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (code, body.to_owned())
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn roles_decide_what_each_token_may_do_and_every_call_is_audited() {
+    let env = Env::new();
+    // Scrapes need a token too.
+    let mut config = read(&env.config());
+    config.push_str("\n[metrics]\nlisten = \"127.0.0.1:0\"\nrequire_token = true\n");
+    std::fs::write(env.config(), config).unwrap();
+
+    // Whoever holds the root of trust makes the first tokens, locally.
+    let alice = token(&env, "alice", "custodian", &[]);
+    let ann = token(&env, "ann", "auditor", &[]);
+    let op = token(&env, "op", "operator", &["--expires-in", "30d"]);
+    let brief = token(&env, "brief", "operator", &["--expires-in", "1s"]);
+    assert!(alice.starts_with("khadm_"));
+    let listed = env.json(&["admin", "token", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 4);
+    assert!(
+        !listed.to_string().contains(&alice[25..]),
+        "no secrets listed"
+    );
+
+    let server = env.serve(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = bound(&env, "admin");
+    let metrics = bound(&env, "metrics");
+    let c = Client {
+        dir: tempfile::tempdir().unwrap(),
+        url: format!("https://{admin}"),
+        ca: env.ca(),
+    };
+
+    // No token, a wrong one, an expired one: 401, and nothing runs.
+    let e = c.fails("", &["status"]);
+    assert!(e.contains("KEYHOLD_ADMIN_TOKEN"), "{e}");
+    let (code, _) = curl(&[
+        "--cacert",
+        env.ca().to_str().unwrap(),
+        &format!("https://{admin}/admin/v1/whoami"),
+    ]);
+    assert_eq!(code, 401);
+    let mut wrong = alice.clone();
+    wrong.replace_range(wrong.len() - 4.., "AAAA");
+    assert!(c.fails(&wrong, &["status"]).contains("(401)"));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(c.fails(&brief, &["status"]).contains("(401)"));
+
+    // Operator: status and metrics only.
+    assert!(c.ok(&op, &["status"]).contains("health     ACTIVE"));
+    assert_eq!(c.ok(&op, &["admin", "whoami"]).trim(), "op (operator)");
+    let e = c.fails(&op, &["key", "list", "/demo"]);
+    assert!(e.contains("(403)") && e.contains("operator"), "{e}");
+    let murl = metrics;
+    assert_eq!(curl(&[&murl]).0, 401);
+    let (code, body) = curl(&["-H", &format!("Authorization: Bearer {op}"), &murl]);
+    assert_eq!(code, 200);
+    assert!(body.contains("keyhold_keys"));
+
+    // Custodian: stores, keys, credentials, policies, break glass.
+    c.ok(&alice, &["store", "create", "/demo"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&c.ok(&alice, &["--json", "store", "credential", "add", "/demo"]))
+            .unwrap();
+    let cred = Cred {
+        akid: v["access_key_id"].as_str().unwrap().to_owned(),
+        secret: v["secret_access_key"].as_str().unwrap().to_owned(),
+    };
+    c.ok(&alice, &["key", "create", "/demo", "k1"]);
+    assert_eq!(demo_encrypt(&server, &cred, "k1", b"x").status, 200);
+    let out = c.ok(&alice, &["key", "disable", "/demo", "k1"]);
+    assert!(out.contains("DISABLED"), "{out}");
+    // In force when the command returns.
+    demo_encrypt(&server, &cred, "k1", b"x").assert_error(400, "InvalidStateException");
+    c.ok(&alice, &["key", "enable", "/demo", "k1"]);
+    assert_eq!(demo_encrypt(&server, &cred, "k1", b"x").status, 200);
+    c.ok(&alice, &["lockdown"]);
+    demo_encrypt(&server, &cred, "k1", b"x").assert_error(400, "InvalidStateException");
+    c.ok(&alice, &["unlock"]);
+
+    // Files: the policy is read on the client and sent; outputs come back
+    // to the client's paths, with their modes, never overwriting.
+    std::fs::write(
+        c.path("p.toml"),
+        "[[rule]]\nname = \"roles\"\neffect = \"allow\"\nprincipal = [\"arn:aws:iam::123456789012:role/*\"]\n",
+    )
+    .unwrap();
+    c.ok(
+        &alice,
+        &["policy", "set", "--store", "/demo", "--file", "p.toml"],
+    );
+    assert!(c
+        .ok(&ann, &["policy", "show", "--store", "/demo"])
+        .contains("roles"));
+    demo_encrypt(&server, &cred, "k1", b"x").assert_error(403, "AccessDeniedException");
+    c.ok(&alice, &["policy", "remove", "--store", "/demo"]);
+    c.ok(
+        &alice,
+        &["store", "kms-config", "/demo", "--output", "kms.json"],
+    );
+    assert_eq!(mode(&c.path("kms.json")), 0o600);
+    assert!(read(&c.path("kms.json")).contains("/demo/kms/xks/v1"));
+    assert!(!env.data().join("kms.json").exists());
+    let e = c.fails(
+        &alice,
+        &["store", "kms-config", "/demo", "--output", "kms.json"],
+    );
+    assert!(e.contains("kms.json"), "{e}");
+    c.ok(
+        &alice,
+        &["kmip", "client-cert", "issue", "db1", "--out", "."],
+    );
+    assert_eq!(mode(&c.path("db1.key")), 0o600);
+    assert!(read(&c.path("db1.pem")).contains("BEGIN CERTIFICATE"));
+    c.ok(&alice, &["backup", "create", "b.khb"]);
+    assert!(std::fs::metadata(c.path("b.khb")).unwrap().len() > 100);
+    assert!(c
+        .ok(&alice, &["backup", "verify", "b.khb"])
+        .contains("verified"));
+
+    // The custodian does not read the audit log; commands that make data
+    // directories or open the HSM are not on the API at all.
+    let e = c.fails(&alice, &["audit", "query"]);
+    assert!(e.contains("(403)") && e.contains("auditor role"), "{e}");
+    assert!(c
+        .fails(&alice, &["hsm", "status"])
+        .contains("only on the server's host"));
+
+    // Custodians make tokens; a revoked one stops at once.
+    let v: serde_json::Value = serde_json::from_str(&c.ok(
+        &alice,
+        &[
+            "--json", "admin", "token", "create", "bob", "--role", "auditor",
+        ],
+    ))
+    .unwrap();
+    let bob = v["token"].as_str().unwrap().to_owned();
+    assert!(c
+        .ok(&bob, &["audit", "verify"])
+        .contains("verified: intact"));
+    assert!(c
+        .fails(&ann, &["admin", "token", "revoke", "bob"])
+        .contains("(403)"));
+    c.ok(&alice, &["admin", "token", "revoke", "bob"]);
+    assert!(c.fails(&bob, &["status"]).contains("(401)"));
+
+    // The auditor reads metadata and the audit log; it changes nothing.
+    assert!(c.ok(&ann, &["key", "list", "/demo"]).contains("k1"));
+    assert!(c
+        .fails(&ann, &["key", "disable", "/demo", "k1"])
+        .contains("(403)"));
+    c.ok(&ann, &["audit", "export", "--out", "audit.jsonl"]);
+    assert_eq!(mode(&c.path("audit.jsonl")), 0o600);
+    let records: Vec<serde_json::Value> = read(&c.path("audit.jsonl"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let admin_records: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["frontend"] == "admin")
+        .collect();
+    let find = |op: &str, result: &str, actor: &str| {
+        admin_records.iter().any(|r| {
+            r["operation"] == op
+                && r["result"] == result
+                && r["actor"].as_str().unwrap_or("").contains(actor)
+        })
+    };
+    assert!(
+        find("key disable", "OK", "token alice (custodian"),
+        "{admin_records:#?}"
+    );
+    assert!(find("key list", "AccessDenied", "token op (operator"));
+    assert!(find(
+        "audit query",
+        "AccessDenied",
+        "token alice (custodian"
+    ));
+    assert!(find(
+        "authenticate",
+        "ERROR",
+        "unauthenticated from 127.0.0.1"
+    ));
+    assert!(find("admin token create", "OK", "token alice (custodian"));
+    assert!(
+        find("admin token create", "OK", "uid"),
+        "local creation by the OS user"
+    );
+    assert!(
+        !read(&c.path("audit.jsonl")).contains(&alice[25..]),
+        "no token in the audit log"
+    );
+    assert!(c
+        .ok(&ann, &["audit", "verify"])
+        .contains("verified: intact"));
+
+    // Raw requests: unknown paths, bad bodies, global options in args.
+    let auth = format!("Authorization: Bearer {alice}");
+    let ca = env.ca();
+    let base = format!("https://{admin}");
+    let raw = |path: &str, body: Option<&str>| {
+        let mut a = vec![
+            "--cacert".to_owned(),
+            ca.to_str().unwrap().to_owned(),
+            "-H".into(),
+            auth.clone(),
+        ];
+        if let Some(b) = body {
+            a.extend(["-X".into(), "POST".into(), "--data-binary".into(), b.into()]);
+        }
+        a.push(format!("{base}{path}"));
+        curl(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    assert_eq!(raw("/admin/v1/nope", None).0, 404);
+    assert_eq!(raw("/admin/v1/command", None).0, 405);
+    assert_eq!(raw("/admin/v1/command", Some("{not json")).0, 400);
+    let (code, body) = raw(
+        "/admin/v1/command",
+        Some(r#"{"args":["--data-dir","/etc","status"]}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = raw("/admin/v1/command", Some(r#"{"args":["no-such-command"]}"#));
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = raw(
+        "/admin/v1/command",
+        Some(r#"{"args":["status"],"json":true}"#),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ok"], true);
+    // Another CA's client does not trust the server.
+    let other = Env::new();
+    let e = Client {
+        dir: tempfile::tempdir().unwrap(),
+        url: format!("https://{admin}"),
+        ca: other.ca(),
+    }
+    .fails(&alice, &["status"]);
+    assert!(e.contains("TLS"), "{e}");
+    // And the server kept serving through all of it.
+    assert!(c.ok(&op, &["status"]).contains("ACTIVE"));
+    drop(server);
+}

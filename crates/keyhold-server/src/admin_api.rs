@@ -1,0 +1,393 @@
+//! The admin API: the custodians' commands over HTTPS, authenticated by a
+//! bearer token that carries one role (custodian, auditor, operator).
+//!
+//! `POST /admin/v1/command` runs one `keyhold` admin command on the server
+//! (`{"args": ["key", "disable", "/t", "k1"], "json": false, "inputs":
+//! {PATH: BASE64}}`) and answers with its output and the files it wrote;
+//! `GET /admin/v1/whoami` names the caller. Which role may run which
+//! command, and the audit record of each call, belong to the executor (the
+//! CLI, which owns the command set); this module authenticates, limits
+//! sizes and moves bytes.
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+pub use hyper::Method;
+use hyper::{Request, Response, StatusCode};
+use keyhold_service::admin::AdminIdentity;
+use keyhold_service::KeyService;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body (policy files, backups to verify).
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One command for the server to run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminRequest {
+    /// The command words, as after `keyhold` (no global options).
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub json: bool,
+    /// Files the command reads, by the path named in `args`: base64.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// A file the command wrote, for the client to write at the path it named.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// Base64.
+    pub data: String,
+    pub mode: u32,
+}
+
+/// What the command did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AdminResponse {
+    pub ok: bool,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+    pub error: Option<String>,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputFile>,
+}
+
+/// The executor's verdict on a request.
+pub enum Outcome {
+    /// The command ran (successfully or not).
+    Ran(AdminResponse),
+    /// The caller's role may not run this command (403).
+    Forbidden(String),
+    /// Not a command the API runs (400).
+    BadRequest(String),
+}
+
+/// Runs admin commands for authenticated callers (blocking: it is called
+/// on a blocking thread).
+pub trait AdminExecutor: Send + Sync + 'static {
+    fn execute(&self, who: &AdminIdentity, peer: SocketAddr, req: AdminRequest) -> Outcome;
+    /// Records a request that presented no valid token.
+    fn refused(&self, peer: SocketAddr, why: &str);
+}
+
+fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
+    json_response(status, &serde_json::json!({ "error": msg }))
+}
+
+fn bearer(req: &Request<hyper::body::Incoming>) -> Option<String> {
+    let v = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// Authenticates a bearer token off the async workers.
+async fn authenticate(
+    service: &Arc<KeyService>,
+    token: Option<String>,
+) -> Result<Option<AdminIdentity>, String> {
+    let Some(token) = token else { return Ok(None) };
+    let s = service.clone();
+    tokio::task::spawn_blocking(move || s.authenticate_admin(&token))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    service: Arc<KeyService>,
+    exec: Arc<dyn AdminExecutor>,
+) -> Response<Full<Bytes>> {
+    let route = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/admin/v1/command") => "command",
+        (&Method::GET, "/admin/v1/whoami") => "whoami",
+        (_, "/admin/v1/command" | "/admin/v1/whoami") => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => return error(StatusCode::NOT_FOUND, "no such admin API path"),
+    };
+    let who = match authenticate(&service, bearer(&req)).await {
+        Ok(Some(w)) => w,
+        Ok(None) => {
+            let why = if bearer(&req).is_some() {
+                "invalid, expired or revoked admin token"
+            } else {
+                "no admin token (Authorization: Bearer …)"
+            };
+            let (e2, why2) = (exec.clone(), why.to_owned());
+            let _ = tokio::task::spawn_blocking(move || e2.refused(peer, &why2)).await;
+            let mut r = error(StatusCode::UNAUTHORIZED, why);
+            r.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer realm=\"keyhold-admin\""),
+            );
+            return r;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "admin API: cannot check a token");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot check the token now: storage unavailable",
+            );
+        }
+    };
+    if route == "whoami" {
+        return json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "name": who.name, "role": who.role.as_str(), "token_id": who.token_id }),
+        );
+    }
+    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the request is larger than {MAX_REQUEST_BYTES} bytes or was cut off"),
+            )
+        }
+    };
+    let request: AdminRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
+    };
+    let outcome = tokio::task::spawn_blocking(move || exec.execute(&who, peer, request)).await;
+    match outcome {
+        Ok(Outcome::Ran(resp)) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(resp).unwrap_or_default(),
+        ),
+        Ok(Outcome::Forbidden(why)) => error(StatusCode::FORBIDDEN, &why),
+        Ok(Outcome::BadRequest(why)) => error(StatusCode::BAD_REQUEST, &why),
+        Err(e) => {
+            tracing::error!(error = %e, "admin command panicked");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
+/// Serves the admin API on `listener` (TLS unless `tls` is None) until the
+/// task is dropped.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    service: Arc<KeyService>,
+    exec: Arc<dyn AdminExecutor>,
+) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let (service, exec, tls) = (service.clone(), exec.clone(), tls.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let (service, exec) = (service.clone(), exec.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(req, peer, service, exec).await) }
+            });
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => {
+                            let _ = http
+                                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                .await;
+                        }
+                        _ => tracing::info!(%peer, "admin API: TLS handshake failed"),
+                    }
+                }
+                None => {
+                    let _ = http
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+/// Decodes a request's input files.
+pub fn decode_inputs(req: &AdminRequest) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    req.inputs
+        .iter()
+        .map(|(k, v)| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v)
+                .map(|b| (k.clone(), b))
+                .map_err(|_| format!("input file {k}: not base64"))
+        })
+        .collect()
+}
+
+/// Decodes bytes of a request or response.
+pub fn unb64(s: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| "not base64".into())
+}
+
+/// Encodes bytes for a request or response.
+pub fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+/// The client side: where the server is and how to trust it.
+pub struct Client {
+    scheme_https: bool,
+    host: String,
+    port: u16,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Client {
+    /// `url`: `https://HOST:PORT` (or `http://` for a server run with
+    /// insecure_http); `ca`: PEM of the CA that signed the server's
+    /// certificate (else the system's roots are not consulted: one must be given).
+    pub fn new(url: &str, ca: Option<&Path>) -> Result<Self, String> {
+        let uri: hyper::Uri = url
+            .parse()
+            .map_err(|e| format!("server URL {url:?}: {e}"))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("server URL {url:?}: use https://HOST:PORT")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("server URL {url:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = if https {
+            let ca = ca.ok_or("an https server needs --server-ca (the CA certificate that signed its certificate, e.g. DATA/tls/ca.pem)")?;
+            let mut roots = rustls::RootCertStore::empty();
+            for c in crate::tls::load_certs(ca).map_err(|e| e.to_string())? {
+                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::xks_provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+        } else {
+            None
+        };
+        Ok(Self {
+            scheme_https: https,
+            host,
+            port,
+            tls,
+        })
+    }
+
+    /// Sends one request; returns the HTTP status and the JSON body.
+    pub fn call(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&AdminRequest>,
+    ) -> Result<(StatusCode, serde_json::Value), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(self.call_async(token, method, path, body))
+    }
+
+    async fn call_async(
+        &self,
+        token: &str,
+        method: Method,
+        path: &str,
+        body: Option<&AdminRequest>,
+    ) -> Result<(StatusCode, serde_json::Value), String> {
+        let addr = format!("{}:{}", self.host, self.port);
+        let tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .map_err(|e| format!("cannot reach the admin API at {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let body = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &addr)
+            .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let resp = match (&self.tls, self.scheme_https) {
+            (Some(tls), true) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| format!("server name {}: {e}", self.host))?;
+                let stream = tls
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS to the admin API at {addr}: {e}"))?;
+                send(hyper_util::rt::TokioIo::new(stream), req).await?
+            }
+            _ => send(hyper_util::rt::TokioIo::new(tcp), req).await?,
+        };
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .map_err(|_| format!("the admin API answered {status} with a body that is not JSON"))?;
+        Ok((status, v))
+    }
+}
+
+async fn send<T>(
+    io: T,
+    req: Request<Full<Bytes>>,
+) -> Result<Response<hyper::body::Incoming>, String>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("the admin API did not answer: {e}"))
+}
