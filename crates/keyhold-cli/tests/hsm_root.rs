@@ -405,8 +405,6 @@ fn hsm_resident_keys_created_and_imported() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-label"));
-    let out = env.cmd(&["key", "rotate", "/demo", "hk"]).output().unwrap();
-    assert!(!out.status.success());
     let labels = env.json(&["hsm", "list-keys"]);
     assert!(labels
         .as_array()
@@ -414,6 +412,45 @@ fn hsm_resident_keys_created_and_imported() {
         .contains(&json!("keyhold:/demo:hk")));
 
     let server = env.serve(&[]);
+    // Rotation of an HSM-resident key: a new key in the HSM per version;
+    // ciphertext of every live version decrypts; retired versions are
+    // refused, then trimmed out of the HSM.
+    env.run_ok(&["key", "create", "/demo", "hr", "--protection", "hsm"]);
+    let (v1, d) = encrypt_decrypt(&server, &cred, "hr", b"under v1");
+    assert_eq!(d.status, 200);
+    env.run_ok(&["key", "rotate", "/demo", "hr"]);
+    env.run_ok(&["key", "set-rotation", "/demo", "hr", "--period", "90d"]);
+    let (v2, d) = encrypt_decrypt(&server, &cred, "hr", b"under v2");
+    assert_eq!(d.status, 200);
+    let hr = env.json(&["key", "show", "/demo", "hr"]);
+    assert_eq!(hr[0]["current_version"], 2, "{hr}");
+    let labels = env.json(&["hsm", "list-keys"]);
+    assert!(labels
+        .as_array()
+        .unwrap()
+        .contains(&json!("keyhold:/demo:hr#v2")));
+    let decrypt = |dec: &serde_json::Value| {
+        Curl::new(&server, &cred).send("/demo/kms/xks/v1/keys/hr/decrypt", &dec.to_string())
+    };
+    let d = decrypt(&v1);
+    assert_eq!(d.status, 200, "{d:?}");
+    assert_eq!(unb64(d.json()["plaintext"].as_str().unwrap()), b"under v1");
+    env.run_ok(&["key", "set-min-decrypt-version", "/demo", "hr", "2"]);
+    decrypt(&v1).assert_error(400, "InvalidStateException");
+    env.run_ok(&["key", "trim-versions", "/demo", "hr"]);
+    let labels = env.json(&["hsm", "list-keys"]);
+    let labels = labels.as_array().unwrap();
+    assert!(!labels.contains(&json!("keyhold:/demo:hr")), "{labels:?}");
+    assert!(labels.contains(&json!("keyhold:/demo:hr#v2")));
+    assert_eq!(decrypt(&v2).status, 200);
+    decrypt(&v1).assert_error(400, "InvalidStateException");
+    env.run_ok(&["key", "destroy", "/demo", "hr", "--now", "--confirm", "hr"]);
+    let labels = env.json(&["hsm", "list-keys"]);
+    assert!(
+        !labels.to_string().contains("keyhold:/demo:hr"),
+        "every version left the HSM: {labels}"
+    );
+
     for key in ["hk", "legacy-key", "soft"] {
         let (mut dec, d) = encrypt_decrypt(&server, &cred, key, key.as_bytes());
         assert_eq!(d.status, 200, "{key}: {d:?}");

@@ -199,7 +199,10 @@ impl KeyService {
         let key = self.get_key(prefix, id)?;
         next_state(key.lifecycle.state, Transition::Destroy)?;
         if let Some(label) = &key.hsm_label {
-            self.hsm()?.destroy_key(label)?;
+            let hsm = self.hsm()?;
+            for v in 1..=key.current_version {
+                hsm.destroy_key(&crate::service::hsm_version_label(label, v))?;
+            }
         }
         self.storage()
             .destroy_key_material(prefix, id, self.now())?;
@@ -217,11 +220,6 @@ impl KeyService {
         period: Option<i64>,
     ) -> Result<Key> {
         let mut key = self.get_key(prefix, id)?;
-        if key.hsm_label.is_some() && period.is_some() {
-            return Err(Error::InvalidState(format!(
-                "key {id} lives in the HSM; rotating HSM-resident keys is not supported yet"
-            )));
-        }
         if let Some(p) = period {
             if p < 86_400 {
                 return Err(Error::invalid(
@@ -275,6 +273,14 @@ impl KeyService {
     /// version); returns how many were erased.
     pub fn trim_versions(&self, prefix: &StorePrefix, id: &KeyId) -> Result<u64> {
         let key = self.get_key(prefix, id)?;
+        if let Some(label) = &key.hsm_label {
+            // The HSM's keys first: absent ones count as destroyed, so a
+            // second run finishes what an interrupted one began.
+            let hsm = self.hsm()?;
+            for v in 1..key.lifecycle.min_decrypt_version {
+                hsm.destroy_key(&crate::service::hsm_version_label(label, v))?;
+            }
+        }
         let n =
             self.storage()
                 .shred_versions_below(prefix, id, key.lifecycle.min_decrypt_version)?;

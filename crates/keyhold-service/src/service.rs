@@ -633,13 +633,10 @@ impl KeyService {
             .get_key_version(&key.store, &key.id, version)?
             .ok_or(Error::InvalidCiphertext)?;
         if let Some(label) = &key.hsm_label {
-            // HSM-resident keys have one version, and no material outside the HSM.
-            if version != 1 {
-                return Err(Error::InvalidCiphertext);
-            }
+            // No material outside the HSM: each version is a key in it.
             let m = KeyMaterial::Hsm {
                 root: self.barrier.root().clone(),
-                label: label.clone(),
+                label: hsm_version_label(label, version),
             };
             return Ok((m, wv.flag));
         }
@@ -1031,14 +1028,10 @@ impl KeyService {
     }
 
     /// Adds a new version of fresh material and makes it current. Older
-    /// versions stay available for decrypt.
+    /// versions stay available for decrypt. An HSM-resident key gets a new
+    /// key in the HSM (see [`hsm_version_label`]).
     pub fn rotate_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Key> {
         let key = self.get_key(prefix, id)?;
-        if key.hsm_label.is_some() {
-            return Err(Error::InvalidState(format!(
-                "key {id} lives in the HSM; rotating HSM-resident keys is not supported yet"
-            )));
-        }
         if key.lifecycle.pending_destruction()
             || !matches!(key.lifecycle.state, KeyState::Active | KeyState::PreActive)
         {
@@ -1056,8 +1049,29 @@ impl KeyService {
             .current_version
             .checked_add(1)
             .ok_or_else(|| Error::InvalidState("key has too many versions".into()))?;
-        let v = self.new_version(&key, next)?;
-        self.storage.add_key_version(prefix, id, &v)?;
+        let v = match &key.hsm_label {
+            Some(base) => {
+                let label = hsm_version_label(base, next);
+                self.hsm()?.generate_key(&label)?;
+                let v = WrappedKeyVersion {
+                    version: next,
+                    wrapped: Vec::new(),
+                    created_at: now(),
+                    flag: VersionFlag::Good,
+                };
+                if let Err(e) = self.storage.add_key_version(prefix, id, &v) {
+                    // Not recorded: leave no orphan in the HSM.
+                    let _ = self.hsm()?.destroy_key(&label);
+                    return Err(e);
+                }
+                v
+            }
+            None => {
+                let v = self.new_version(&key, next)?;
+                self.storage.add_key_version(prefix, id, &v)?;
+                v
+            }
+        };
         if let Some(p) = key.lifecycle.rotation_period {
             let mut l = key.lifecycle.clone();
             l.next_rotation_at = Some(v.created_at + p);
@@ -1065,6 +1079,18 @@ impl KeyService {
         }
         self.after_write();
         self.get_key(prefix, id)
+    }
+}
+
+/// The HSM label of `version` of an HSM-resident key whose first version
+/// is `base`: `base` itself, then `base#v2`, `base#v3`… Rotation makes a new
+/// non-extractable key in the HSM under the next label; storage keeps only
+/// the version rows (no material).
+pub fn hsm_version_label(base: &str, version: u32) -> String {
+    if version <= 1 {
+        base.to_owned()
+    } else {
+        format!("{base}#v{version}")
     }
 }
 
