@@ -4,12 +4,15 @@
 # 64-byte AAD and a CDIV. Prints each figure with the command that made it.
 #
 #   DURATION   seconds per keep-alive run (default 10)
+#   ONLY       "audit": only the audit and policy cost
+#   ROUNDS     interleaved rounds of the audit and policy cost (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p keyhold-cli -p keyhold-bench >&2
 K=$PWD/target/release/keyhold
 B=$PWD/target/release/keyhold-bench
 D=${DURATION:-10}
+ONLY=${ONLY:-all}
 tmp=$(mktemp -d)
 export KEYHOLD_DATA_DIR=$tmp/data
 pid=
@@ -20,10 +23,12 @@ trap cleanup EXIT
 "$K" store create /bench >/dev/null
 "$K" --json store credential add /bench > "$tmp/cred.json"
 "$K" key create /bench bench-key >/dev/null
+if [ "$ONLY" != audit ]; then
 echo "== creating 100,000 keys" >&2
 t0=$(date +%s.%N)
 "$K" --json key create /bench k --count 100000 >/dev/null
 echo "   ($(python3 -c "print(round($(date +%s.%N)-$t0,1))") s)" >&2
+fi
 
 # Starts `keyhold serve` on $KEYHOLD_DATA_DIR (log in $tmp/$1.log) and points
 # the load generator at it.
@@ -35,10 +40,11 @@ start_server() {
   url=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out")/bench/kms/xks/v1
   common=(--url "$url" --credential "$tmp/cred.json" --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
 }
-start_server server
 rss() { awk '/VmRSS|VmHWM/ {printf "%s %d MiB  ", $1, $2/1024}' "/proc/$pid/status"; echo; }
 
 run() { echo; echo "\$ keyhold-bench $*"; "$B" "${common[@]}" "$@"; }
+if [ "$ONLY" != audit ]; then
+start_server server
 echo "server RSS after start (100,000 keys in the store): $(rss)"
 run --op encrypt -c 32 -d "$D" --key-id bench-key
 run --op encrypt -c 32 -d "$D" --rate 1800 --key-id bench-key
@@ -48,6 +54,7 @@ run --op encrypt -c 32 -d "$D" --key-id k --key-count 100000
 echo "server RSS after touching all 100,000 keys: $(rss)"
 run --cold 500 --op encrypt --key-id bench-key
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+fi
 
 # What the tamper-evident audit log and a policy cost: Encrypt with both
 # off, audit on, audit and a store policy on (two rules, wildcards), in
@@ -73,7 +80,7 @@ cost_run() {
     | python3 -c 'import json,sys; print(sys.argv[1], json.load(sys.stdin)["requests_per_sec"])' "$1" >> "$tmp/cost"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }
-for round in 1 2 3; do
+for round in $(seq "${ROUNDS:-3}"); do
   cp "$tmp/base.toml" "$KEYHOLD_DATA_DIR/keyhold.toml"
   printf '\n[audit]\nenabled = false\n' >> "$KEYHOLD_DATA_DIR/keyhold.toml"
   "$K" policy remove --store /bench >/dev/null 2>&1 || true
@@ -84,7 +91,7 @@ for round in 1 2 3; do
   cost_run audit+policy
 done
 "$K" policy remove --store /bench >/dev/null
-echo; echo "\$ keyhold-bench --op encrypt -c 32 (three rounds each): audit and policy cost"
+echo; echo "\$ keyhold-bench --op encrypt -c 32 (${ROUNDS:-3} rounds each): audit and policy cost"
 python3 - "$tmp/cost" <<'PY'
 import sys, statistics
 r = {}
@@ -96,6 +103,7 @@ for k in ["off", "audit", "audit+policy"]:
     runs = ", ".join(f"{v:.0f}" for v in r[k])
     print(f"  {k:13s} median {m:6.0f}/s ({runs})  cost {100 * (1 - m / off):4.1f}%")
 PY
+[ "$ONLY" = audit ] && exit 0
 
 # KMIP over mutual TLS: the native load generator at 1, 8 and 32 persistent
 # connections, then one PyKMIP client against Keyhold and against PyKMIP's
