@@ -39,6 +39,79 @@ fn iv128(iv: &[u8]) -> Result<FixedLength<16>, CryptoError> {
     Ok(FixedLength::from(iv))
 }
 
+/// ChaCha20-Poly1305 (RFC 8439) with a 256-bit key and a 96-bit nonce:
+/// returns (ciphertext, 16-byte tag).
+pub fn chacha20_poly1305_seal(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, [u8; 16]), CryptoError> {
+    let k = LessSafeKey::new(
+        UnboundKey::new(&aead::CHACHA20_POLY1305, key)
+            .map_err(|_| CryptoError::InvalidKeyLength)?,
+    );
+    let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::InvalidNonceLength)?;
+    let mut out = plaintext.to_vec();
+    let tag = k
+        .seal_in_place_separate_tag(n, Aad::from(aad), &mut out)
+        .map_err(|_| CryptoError::Failed)?;
+    let mut t = [0u8; 16];
+    t.copy_from_slice(tag.as_ref());
+    Ok((out, t))
+}
+
+/// Opens ChaCha20-Poly1305 output; fails without detail on any mismatch.
+pub fn chacha20_poly1305_open(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+    tag: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let k = LessSafeKey::new(
+        UnboundKey::new(&aead::CHACHA20_POLY1305, key)
+            .map_err(|_| CryptoError::InvalidKeyLength)?,
+    );
+    let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::InvalidNonceLength)?;
+    if tag.len() != 16 {
+        return Err(CryptoError::AuthenticationFailed);
+    }
+    let mut buf = Vec::with_capacity(ciphertext.len() + tag.len());
+    buf.extend_from_slice(ciphertext);
+    buf.extend_from_slice(tag);
+    let pt = k
+        .open_in_place(n, Aad::from(aad), &mut buf)
+        .map_err(|_| CryptoError::AuthenticationFailed)?;
+    Ok(pt.to_vec())
+}
+
+/// Opens ChaCha20-Poly1305 output whose tag was cut to 12–16 bytes, as
+/// KMIP's Tag Length allows: the keystream is recovered by sealing the
+/// ciphertext (encryption is an XOR), the plaintext sealed again, and the
+/// full tag's prefix compared in constant time.
+pub fn chacha20_poly1305_open_short_tag(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+    tag: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    if tag.len() == 16 {
+        return chacha20_poly1305_open(key, nonce, aad, ciphertext, tag);
+    }
+    if !(12..16).contains(&tag.len()) {
+        return Err(CryptoError::AuthenticationFailed);
+    }
+    let (pt, _) = chacha20_poly1305_seal(key, nonce, aad, ciphertext)?;
+    let mut pt = zeroize::Zeroizing::new(pt);
+    let (_, full) = chacha20_poly1305_seal(key, nonce, aad, &pt)?;
+    if !crate::ct_eq(&full[..tag.len()], tag) {
+        return Err(CryptoError::AuthenticationFailed);
+    }
+    Ok(std::mem::take(&mut *pt))
+}
+
 /// AES-GCM with a 96-bit nonce: returns (ciphertext, 16-byte tag).
 pub fn aes_gcm_seal(
     key: &[u8],
@@ -338,6 +411,30 @@ mod tests {
             hex::encode(aes_ctr(&key, &iv, &pt).unwrap()),
             "874d6191b620e3261bef6864990db6ce"
         );
+    }
+
+    #[test]
+    fn chacha20_poly1305_rfc8439_vector() {
+        // RFC 8439 §2.8.2.
+        let key: Vec<u8> = (0x80u8..0xa0).collect();
+        let nonce = hex::decode("070000004041424344454647").unwrap();
+        let aad = hex::decode("50515253c0c1c2c3c4c5c6c7").unwrap();
+        let pt = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+        let (ct, tag) = chacha20_poly1305_seal(&key, &nonce, &aad, pt).unwrap();
+        assert_eq!(hex::encode(tag), "1ae10b594f09e26a7e902ecbd0600691");
+        assert_eq!(&hex::encode(&ct)[..32], "d31a8d34648e60db7b86afbc53ef7ec2");
+        assert_eq!(
+            chacha20_poly1305_open(&key, &nonce, &aad, &ct, &tag).unwrap(),
+            pt
+        );
+        let mut bad = tag;
+        bad[0] ^= 0xe5;
+        assert!(chacha20_poly1305_open(&key, &nonce, &aad, &ct, &bad).is_err());
+        let short = chacha20_poly1305_open_short_tag(&key, &nonce, &aad, &ct, &tag[..12]);
+        assert_eq!(short.unwrap(), pt);
+        assert!(chacha20_poly1305_open_short_tag(&key, &nonce, &aad, &ct, &bad[..12]).is_err());
+        assert!(chacha20_poly1305_open_short_tag(&key, &nonce, &aad, &ct, &tag[..8]).is_err());
+        assert!(chacha20_poly1305_seal(&key[..16], &nonce, &aad, pt).is_err());
     }
 
     #[test]

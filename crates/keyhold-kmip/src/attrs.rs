@@ -75,6 +75,7 @@ defs! {
     ("Application Specific Information", t::APPLICATION_SPECIFIC_INFORMATION, true, Client, V1_0, None),
     ("Contact Information", t::CONTACT_INFORMATION, false, Client, V1_0, None),
     ("Last Change Date", t::LAST_CHANGE_DATE, false, Server, V1_0, None),
+    ("Lease Time", t::LEASE_TIME, false, Server, V1_0, None),
     ("Fresh", t::FRESH, false, Create, V1_1, None),
     ("Alternative Name", t::ALTERNATIVE_NAME, true, Client, V1_2, None),
     ("Key Value Present", t::KEY_VALUE_PRESENT, false, Server, V1_2, None),
@@ -87,6 +88,7 @@ defs! {
     ("Never Extractable", t::NEVER_EXTRACTABLE, false, Server, V1_4, None),
     ("Short Unique Identifier", t::SHORT_UNIQUE_IDENTIFIER, false, Server, V2_0, None),
     ("Random Number Generator", t::RANDOM_NUMBER_GENERATOR, false, Server, V1_4, None),
+    ("Protection Storage Mask", t::PROTECTION_STORAGE_MASK, false, Server, V2_0, None),
     ("Key Format Type", t::KEY_FORMAT_TYPE, false, Server, V2_0, None),
 }
 

@@ -155,6 +155,7 @@ pub mod crypto_alg {
     pub const HMAC_SHA256: u32 = 0x09;
     pub const HMAC_SHA384: u32 = 0x0A;
     pub const HMAC_SHA512: u32 = 0x0B;
+    pub const CHACHA20_POLY1305: u32 = 0x1E;
 }
 
 pub mod block_cipher_mode {
@@ -162,6 +163,7 @@ pub mod block_cipher_mode {
     pub const ECB: u32 = 0x02;
     pub const CTR: u32 = 0x06;
     pub const GCM: u32 = 0x09;
+    pub const AEAD: u32 = 0x12;
     pub const AES_KEY_WRAP_PADDING: u32 = 0x0C;
     pub const NIST_KEY_WRAP: u32 = 0x0D;
 }

@@ -59,6 +59,9 @@ pub fn names(o: &ManagedObject) -> impl Iterator<Item = &str> {
     })
 }
 
+/// Protection Storage Mask bit: software storage.
+const PROTECTION_SOFTWARE: i32 = 0x1;
+
 /// Every attribute of the object as (name, value), server-computed ones
 /// first, in a stable order.
 pub fn view(o: &ManagedObject, now: i64) -> Vec<(String, AttrValue)> {
@@ -86,10 +89,18 @@ pub fn view(o: &ManagedObject, now: i64) -> Vec<(String, AttrValue)> {
         "Short Unique Identifier".to_owned(),
         AttrValue::Bytes(keyhold_crypto::sha256(&[o.uid.as_bytes()]).to_vec()),
     ));
-    v.push((
-        "Key Value Present".to_owned(),
-        AttrValue::Bool(o.has_material),
-    ));
+    // Where the material is kept: wrapped under the root of trust and used
+    // in software (KMIP 2.x Protection Storage Mask bit Software).
+    if o.has_material && o.attr("Protection Storage Mask").is_none() {
+        v.push((
+            "Protection Storage Mask".to_owned(),
+            AttrValue::Int(PROTECTION_SOFTWARE),
+        ));
+    }
+    // Only said of an object without a key value (KMIP 1.2 §3.48).
+    if !o.has_material {
+        v.push(("Key Value Present".to_owned(), AttrValue::Bool(false)));
+    }
     v
 }
 

@@ -19,6 +19,9 @@ use keyhold_service::KeyService;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// The lease a Get grants (KMIP Lease Time), in seconds.
+const LEASE_TIME_SECS: u32 = 3600;
+
 /// Who is asking: the identity from the client certificate.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -1092,10 +1095,12 @@ impl Kmip {
         ])
     }
 
-    /// Clears Fresh on the first Get.
+    /// Clears Fresh on the first Get, and grants the client its lease: how
+    /// long it may use the key material before asking again.
     fn mark_served(&self, o: &mut ManagedObject) {
         if o.attr("Fresh") == Some(&AttrValue::Bool(true)) {
             o.set_attr("Fresh", AttrValue::Bool(false));
+            o.set_attr("Lease Time", AttrValue::Interval(LEASE_TIME_SECS));
             // Losing this race only leaves Fresh set: not worth failing Get.
             let _ = self.service.update_object(o);
         }
@@ -1607,14 +1612,27 @@ impl Kmip {
             (usage_mask::DECRYPT, "decrypt")
         };
         let (mut o, key) = self.usable(ctx, &uid, mask, what)?;
-        if obj::enum_attr(&o, obj::ALGORITHM) != Some(crypto_alg::AES) {
-            return Err(KmipError::new(
-                Reason::IllegalOperation,
-                format!("object {uid} is not an AES key"),
-            ));
-        }
+        let chacha = match obj::enum_attr(&o, obj::ALGORITHM) {
+            Some(crypto_alg::AES) => false,
+            Some(crypto_alg::CHACHA20_POLY1305) => true,
+            _ => {
+                return Err(KmipError::new(
+                    Reason::IllegalOperation,
+                    format!("object {uid} is not an AES or ChaCha20-Poly1305 key"),
+                ))
+            }
+        };
         let params = crypto_params(&o, p)?;
-        let mode = params.mode.unwrap_or(bcm::GCM);
+        // ChaCha20-Poly1305 is an AEAD like GCM: same fields, same checks.
+        let mode = match (chacha, params.mode) {
+            (true, None | Some(bcm::AEAD)) => bcm::GCM,
+            (true, Some(m)) => {
+                return Err(KmipError::invalid_field(format!(
+                    "ChaCha20-Poly1305 takes Block Cipher Mode AEAD, not {m:#x}"
+                )))
+            }
+            (false, m) => m.unwrap_or(bcm::GCM),
+        };
         let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
         if data.len() > MAX_DATA {
             return Err(KmipError::invalid_field(format!(
@@ -1643,7 +1661,7 @@ impl Kmip {
         if mode == bcm::GCM && !(12..=16).contains(&tag_len) {
             return Err(KmipError::new(
                 Reason::GeneralFailure,
-                format!("invalid tag length {tag_len}: GCM tags are 12 to 16 bytes"),
+                format!("invalid tag length {tag_len}: AEAD tags are 12 to 16 bytes"),
             ));
         }
         let pad = match params.padding {
@@ -1682,8 +1700,12 @@ impl Kmip {
             }
             match mode {
                 bcm::GCM => {
-                    let (ct, tag) = sym::aes_gcm_seal(k, &iv, aad, data)
-                        .map_err(|_| crypto_fail("AES-GCM encryption failed"))?;
+                    let (ct, tag) = if chacha {
+                        sym::chacha20_poly1305_seal(k, &iv, aad, data)
+                    } else {
+                        sym::aes_gcm_seal(k, &iv, aad, data)
+                    }
+                    .map_err(|_| crypto_fail("AEAD encryption failed"))?;
                     out.push(Ttlv::bytes(t::DATA, ct));
                     if generated {
                         out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
@@ -1747,7 +1769,12 @@ impl Kmip {
                             ))
                         }
                     };
-                    sym::aes_gcm_open_short_tag(k, iv, aad, ct, tag).map_err(|_| {
+                    if chacha {
+                        sym::chacha20_poly1305_open_short_tag(k, iv, aad, ct, tag)
+                    } else {
+                        sym::aes_gcm_open_short_tag(k, iv, aad, ct, tag)
+                    }
+                    .map_err(|_| {
                         crypto_fail("authentication failed: wrong key, IV, AAD, tag or ciphertext")
                     })?
                 }
@@ -1960,6 +1987,12 @@ fn check_key_size(alg: u32, len: Option<i32>) -> Result<i32, KmipError> {
             ))),
             None => Err(KmipError::missing("Cryptographic Length is missing")),
         },
+        crypto_alg::CHACHA20_POLY1305 => match len {
+            None | Some(256) => Ok(256),
+            Some(l) => Err(KmipError::invalid_field(format!(
+                "ChaCha20-Poly1305 keys are 256 bits, not {l}"
+            ))),
+        },
         crypto_alg::TRIPLE_DES => match len {
             Some(l @ (112 | 168 | 192)) => Ok(l),
             Some(l) => Err(KmipError::invalid_field(format!(
@@ -1988,7 +2021,7 @@ fn check_key_size(alg: u32, len: Option<i32>) -> Result<i32, KmipError> {
         }
         other => Err(KmipError::new(
             Reason::FeatureNotSupported,
-            format!("cryptographic algorithm {other:#x} is not supported (AES, HMAC-SHA* are)"),
+            format!("cryptographic algorithm {other:#x} is not supported (AES, ChaCha20-Poly1305, HMAC-SHA* are)"),
         )),
     }
 }
