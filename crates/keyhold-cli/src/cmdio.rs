@@ -62,27 +62,27 @@ fn with_session<R>(f: impl FnOnce(&mut Session) -> R) -> Option<R> {
     SESSION.with(|s| s.borrow_mut().as_mut().map(f))
 }
 
-pub fn out_fmt(args: fmt::Arguments) {
-    if with_session(|s| {
-        let _ = fmt::Write::write_fmt(&mut s.out.stdout, args);
-        s.out.stdout.push('\n');
-    })
-    .is_none()
-    {
-        let mut o = std::io::stdout().lock();
-        let _ = o.write_fmt(args);
-        let _ = o.write_all(b"\n");
-    }
+/// Which stream a line goes to.
+#[derive(Clone, Copy)]
+pub enum Stream {
+    Out,
+    Err,
 }
 
-pub fn err_fmt(args: fmt::Arguments) {
-    if with_session(|s| {
-        let _ = fmt::Write::write_fmt(&mut s.out.stderr, args);
-        s.out.stderr.push('\n');
-    })
-    .is_none()
-    {
-        let mut o = std::io::stderr().lock();
+pub fn line_fmt(to: Stream, args: fmt::Arguments) {
+    let captured = with_session(|s| {
+        let buf = match to {
+            Stream::Out => &mut s.out.stdout,
+            Stream::Err => &mut s.out.stderr,
+        };
+        let _ = fmt::Write::write_fmt(buf, args);
+        buf.push('\n');
+    });
+    if captured.is_none() {
+        let mut o: Box<dyn Write> = match to {
+            Stream::Out => Box::new(std::io::stdout().lock()),
+            Stream::Err => Box::new(std::io::stderr().lock()),
+        };
         let _ = o.write_fmt(args);
         let _ = o.write_all(b"\n");
     }
@@ -90,11 +90,11 @@ pub fn err_fmt(args: fmt::Arguments) {
 
 /// `println!` for command output.
 macro_rules! outln {
-    ($($t:tt)*) => { $crate::cmdio::out_fmt(format_args!($($t)*)) };
+    ($($t:tt)*) => { $crate::cmdio::line_fmt($crate::cmdio::Stream::Out, format_args!($($t)*)) };
 }
 /// `eprintln!` for command output.
 macro_rules! errln {
-    ($($t:tt)*) => { $crate::cmdio::err_fmt(format_args!($($t)*)) };
+    ($($t:tt)*) => { $crate::cmdio::line_fmt($crate::cmdio::Stream::Err, format_args!($($t)*)) };
 }
 pub(crate) use {errln, outln};
 

@@ -39,18 +39,20 @@ fn iv128(iv: &[u8]) -> Result<FixedLength<16>, CryptoError> {
     Ok(FixedLength::from(iv))
 }
 
-/// ChaCha20-Poly1305 (RFC 8439) with a 256-bit key and a 96-bit nonce:
-/// returns (ciphertext, 16-byte tag).
-pub fn chacha20_poly1305_seal(
-    key: &[u8],
+fn chacha_key(key: &[u8]) -> Result<LessSafeKey, CryptoError> {
+    Ok(LessSafeKey::new(
+        UnboundKey::new(&aead::CHACHA20_POLY1305, key)
+            .map_err(|_| CryptoError::InvalidKeyLength)?,
+    ))
+}
+
+/// Seals with a 96-bit nonce: (ciphertext, 16-byte tag).
+fn seal(
+    k: &LessSafeKey,
     nonce: &[u8],
     aad: &[u8],
     plaintext: &[u8],
 ) -> Result<(Vec<u8>, [u8; 16]), CryptoError> {
-    let k = LessSafeKey::new(
-        UnboundKey::new(&aead::CHACHA20_POLY1305, key)
-            .map_err(|_| CryptoError::InvalidKeyLength)?,
-    );
     let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::InvalidNonceLength)?;
     let mut out = plaintext.to_vec();
     let tag = k
@@ -61,85 +63,14 @@ pub fn chacha20_poly1305_seal(
     Ok((out, t))
 }
 
-/// Opens ChaCha20-Poly1305 output; fails without detail on any mismatch.
-pub fn chacha20_poly1305_open(
-    key: &[u8],
+/// Opens with a full 16-byte tag; fails without detail on any mismatch.
+fn open(
+    k: &LessSafeKey,
     nonce: &[u8],
     aad: &[u8],
     ciphertext: &[u8],
     tag: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
-    let k = LessSafeKey::new(
-        UnboundKey::new(&aead::CHACHA20_POLY1305, key)
-            .map_err(|_| CryptoError::InvalidKeyLength)?,
-    );
-    let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::InvalidNonceLength)?;
-    if tag.len() != 16 {
-        return Err(CryptoError::AuthenticationFailed);
-    }
-    let mut buf = Vec::with_capacity(ciphertext.len() + tag.len());
-    buf.extend_from_slice(ciphertext);
-    buf.extend_from_slice(tag);
-    let pt = k
-        .open_in_place(n, Aad::from(aad), &mut buf)
-        .map_err(|_| CryptoError::AuthenticationFailed)?;
-    Ok(pt.to_vec())
-}
-
-/// Opens ChaCha20-Poly1305 output whose tag was cut to 12–16 bytes, as
-/// KMIP's Tag Length allows: the keystream is recovered by sealing the
-/// ciphertext (encryption is an XOR), the plaintext sealed again, and the
-/// full tag's prefix compared in constant time.
-pub fn chacha20_poly1305_open_short_tag(
-    key: &[u8],
-    nonce: &[u8],
-    aad: &[u8],
-    ciphertext: &[u8],
-    tag: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    if tag.len() == 16 {
-        return chacha20_poly1305_open(key, nonce, aad, ciphertext, tag);
-    }
-    if !(12..16).contains(&tag.len()) {
-        return Err(CryptoError::AuthenticationFailed);
-    }
-    let (pt, _) = chacha20_poly1305_seal(key, nonce, aad, ciphertext)?;
-    let mut pt = zeroize::Zeroizing::new(pt);
-    let (_, full) = chacha20_poly1305_seal(key, nonce, aad, &pt)?;
-    if !crate::ct_eq(&full[..tag.len()], tag) {
-        return Err(CryptoError::AuthenticationFailed);
-    }
-    Ok(std::mem::take(&mut *pt))
-}
-
-/// AES-GCM with a 96-bit nonce: returns (ciphertext, 16-byte tag).
-pub fn aes_gcm_seal(
-    key: &[u8],
-    nonce: &[u8],
-    aad: &[u8],
-    plaintext: &[u8],
-) -> Result<(Vec<u8>, [u8; 16]), CryptoError> {
-    let k = gcm_key(key)?;
-    let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::InvalidNonceLength)?;
-    let mut out = plaintext.to_vec();
-    let tag = k
-        .seal_in_place_separate_tag(n, Aad::from(aad), &mut out)
-        .map_err(|_| CryptoError::Failed)?;
-    let mut t = [0u8; 16];
-    t.copy_from_slice(tag.as_ref());
-    Ok((out, t))
-}
-
-/// Opens AES-GCM output; fails without detail on a wrong key, nonce, AAD,
-/// ciphertext or tag.
-pub fn aes_gcm_open(
-    key: &[u8],
-    nonce: &[u8],
-    aad: &[u8],
-    ciphertext: &[u8],
-    tag: &[u8],
-) -> Result<Vec<u8>, CryptoError> {
-    let k = gcm_key(key)?;
     let n = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::InvalidNonceLength)?;
     if tag.len() != 16 {
         return Err(CryptoError::AuthenticationFailed);
@@ -153,6 +84,67 @@ pub fn aes_gcm_open(
         .len();
     buf.truncate(n_pt);
     Ok(buf)
+}
+
+/// ChaCha20-Poly1305 (RFC 8439) with a 256-bit key and a 96-bit nonce:
+/// returns (ciphertext, 16-byte tag).
+pub fn chacha20_poly1305_seal(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, [u8; 16]), CryptoError> {
+    seal(&chacha_key(key)?, nonce, aad, plaintext)
+}
+
+/// Opens ChaCha20-Poly1305 output whose tag may be cut to 12–16 bytes, as
+/// KMIP's Tag Length allows. A short tag is checked by recovering the
+/// plaintext (sealing the ciphertext: encryption is an XOR with the
+/// keystream), sealing it again and comparing the full tag's prefix in
+/// constant time. Nothing is returned unless it matches.
+pub fn chacha20_poly1305_open_short_tag(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+    tag: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    let k = chacha_key(key)?;
+    if tag.len() == 16 {
+        return open(&k, nonce, aad, ciphertext, tag);
+    }
+    if !(12..16).contains(&tag.len()) {
+        return Err(CryptoError::AuthenticationFailed);
+    }
+    let (pt, _) = seal(&k, nonce, aad, ciphertext)?;
+    let mut pt = zeroize::Zeroizing::new(pt);
+    let (_, full) = seal(&k, nonce, aad, &pt)?;
+    if !crate::ct_eq(&full[..tag.len()], tag) {
+        return Err(CryptoError::AuthenticationFailed);
+    }
+    Ok(std::mem::take(&mut *pt))
+}
+
+/// AES-GCM with a 96-bit nonce: returns (ciphertext, 16-byte tag).
+pub fn aes_gcm_seal(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, [u8; 16]), CryptoError> {
+    seal(&gcm_key(key)?, nonce, aad, plaintext)
+}
+
+/// Opens AES-GCM output; fails without detail on a wrong key, nonce, AAD,
+/// ciphertext or tag.
+pub fn aes_gcm_open(
+    key: &[u8],
+    nonce: &[u8],
+    aad: &[u8],
+    ciphertext: &[u8],
+    tag: &[u8],
+) -> Result<Vec<u8>, CryptoError> {
+    open(&gcm_key(key)?, nonce, aad, ciphertext, tag)
 }
 
 /// Opens AES-GCM output whose tag was truncated to 12–16 bytes (NIST SP
@@ -423,17 +415,14 @@ mod tests {
         let (ct, tag) = chacha20_poly1305_seal(&key, &nonce, &aad, pt).unwrap();
         assert_eq!(hex::encode(tag), "1ae10b594f09e26a7e902ecbd0600691");
         assert_eq!(&hex::encode(&ct)[..32], "d31a8d34648e60db7b86afbc53ef7ec2");
-        assert_eq!(
-            chacha20_poly1305_open(&key, &nonce, &aad, &ct, &tag).unwrap(),
-            pt
-        );
+        let open = |t: &[u8]| chacha20_poly1305_open_short_tag(&key, &nonce, &aad, &ct, t);
+        assert_eq!(open(&tag).unwrap(), pt);
         let mut bad = tag;
         bad[0] ^= 0xe5;
-        assert!(chacha20_poly1305_open(&key, &nonce, &aad, &ct, &bad).is_err());
-        let short = chacha20_poly1305_open_short_tag(&key, &nonce, &aad, &ct, &tag[..12]);
-        assert_eq!(short.unwrap(), pt);
-        assert!(chacha20_poly1305_open_short_tag(&key, &nonce, &aad, &ct, &bad[..12]).is_err());
-        assert!(chacha20_poly1305_open_short_tag(&key, &nonce, &aad, &ct, &tag[..8]).is_err());
+        assert!(open(&bad).is_err());
+        assert_eq!(open(&tag[..12]).unwrap(), pt);
+        assert!(open(&bad[..12]).is_err());
+        assert!(open(&tag[..8]).is_err());
         assert!(chacha20_poly1305_seal(&key[..16], &nonce, &aad, pt).is_err());
     }
 

@@ -323,10 +323,10 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(self.call_async(token, method, path, body))
+        rt.block_on(self.exchange(token, method, path, body))
     }
 
-    async fn call_async(
+    async fn exchange(
         &self,
         token: &str,
         method: Method,
