@@ -320,20 +320,15 @@ impl SqliteStorage {
             if let Some(r) = slot.result.lock().take() {
                 return r;
             }
-            if let Some(mut conn) = self.conn.try_lock() {
-                let jobs = std::mem::take(&mut *self.pending.lock());
-                if !jobs.is_empty() {
-                    Self::commit_jobs(&mut conn, jobs);
-                }
-                continue;
-            }
-            let mut r = slot.result.lock();
-            if r.is_none() {
-                slot.ready
-                    .wait_for(&mut r, std::time::Duration::from_micros(500));
-            }
-            if let Some(r) = r.take() {
+            // Sleeps until the connection is free (no polling): by then the
+            // writer that held it has usually committed this job too.
+            let mut conn = self.conn.lock();
+            if let Some(r) = slot.result.lock().take() {
                 return r;
+            }
+            let jobs = std::mem::take(&mut *self.pending.lock());
+            if !jobs.is_empty() {
+                Self::commit_jobs(&mut conn, jobs);
             }
         }
     }
