@@ -179,7 +179,6 @@ struct Job {
 #[derive(Default)]
 struct Slot {
     result: Mutex<Option<Result<()>>>,
-    ready: parking_lot::Condvar,
 }
 
 const OBJECT_COLUMNS: &str =
@@ -377,7 +376,6 @@ impl SqliteStorage {
 
     fn fill(slot: &Slot, r: Result<()>) {
         *slot.result.lock() = Some(r);
-        slot.ready.notify_all();
     }
 
     fn migrate(&self) -> Result<()> {
