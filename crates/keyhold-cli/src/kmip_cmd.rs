@@ -111,6 +111,9 @@ fn status(ctx: &Ctx) -> Result<(), String> {
             .or_default() += 1;
     }
     let ca = ctx.data_dir.join(KMIP_CA_DIR).join("ca.pem");
+    // The listener's own counters exist only inside a running server: this
+    // command shows them when it runs there (through the admin API).
+    let live = ctx.service.live_status("kmip");
     if ctx.json {
         let rows: Vec<_> = counts
             .iter()
@@ -120,8 +123,41 @@ fn status(ctx: &Ctx) -> Result<(), String> {
             "objects": objects.len(),
             "client_ca": ca.exists().then_some(ca),
             "by_owner": rows,
+            "listener": live,
         }));
         return Ok(());
+    }
+    match &live {
+        Some(l) => {
+            outln!(
+                "Listener:     {} ({} connections open, {} since start, {} refused handshakes, {} messages)",
+                l["listen"].as_str().unwrap_or("?"),
+                l["connections_open"],
+                l["connections_total"],
+                l["handshakes_refused"],
+                l["messages"]
+            );
+            let clients: Vec<Vec<String>> = l["clients"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|c| {
+                    vec![
+                        c["identity"].as_str().unwrap_or("").to_owned(),
+                        c["connections_open"].to_string(),
+                        c["connections"].to_string(),
+                        c["messages"].to_string(),
+                        c["last_seen"].as_str().unwrap_or("").to_owned(),
+                    ]
+                })
+                .collect();
+            if !clients.is_empty() {
+                output::table(&["CLIENT", "OPEN", "CONNECTIONS", "MESSAGES", "LAST SEEN"], &clients);
+            }
+        }
+        None => outln!(
+            "Listener:     not in this process (run `keyhold --server URL kmip status` for a running server's)"
+        ),
     }
     outln!("KMIP objects: {}", objects.len());
     outln!(

@@ -43,7 +43,12 @@ fn start() -> Kmip {
     let env = Env::new();
     issue(&env, "alice");
     issue(&env, "bob");
-    let server = env.serve(&["--kmip-listen", "127.0.0.1:0"]);
+    let server = env.serve(&[
+        "--kmip-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     let out = env.dir.path().join("serve.stdout");
     let mut port = 0;
     eventually("the KMIP listener", || {
@@ -202,6 +207,61 @@ fn create_aes(extra: Vec<Ttlv>) -> Vec<Ttlv> {
 
 fn uid(u: &str) -> Vec<Ttlv> {
     vec![Ttlv::text(t::UNIQUE_IDENTIFIER, u)]
+}
+
+/// `kmip status` run in the server (through the admin API) reports the
+/// listener as it is now; run on the data directory it says it cannot.
+#[test]
+fn kmip_status_through_the_admin_api_is_live() {
+    let k = start();
+    let token = k
+        .env
+        .json(&["admin", "token", "create", "ops", "--role", "operator"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = k.env.dir.path().join("serve.stdout");
+    let mut admin = String::new();
+    eventually("the admin listener", || {
+        admin = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("keyhold admin on "))
+            .unwrap_or("")
+            .to_owned();
+        !admin.is_empty()
+    });
+    let mut alice = Conn::open(&k, "alice");
+    ok(&alice.one((1, 4), op::CREATE, create_aes(vec![])));
+    ok(&alice.one((1, 4), op::CREATE, create_aes(vec![])));
+    let remote = std::process::Command::new(common::BIN)
+        .env("KEYHOLD_ADMIN_TOKEN", &token)
+        .args([
+            "--json",
+            "--server",
+            &format!("https://{admin}"),
+            "--server-ca",
+        ])
+        .arg(&k.server.ca)
+        .args(["kmip", "status"])
+        .output()
+        .unwrap();
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&remote.stdout).unwrap();
+    let l = &v["listener"];
+    assert_eq!(l["connections_open"], 1, "{v}");
+    assert!(l["messages"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(l["clients"][0]["identity"], "alice", "{v}");
+    assert_eq!(l["clients"][0]["messages"], 2, "{v}");
+    assert_eq!(v["objects"], 2);
+    drop(alice);
+    // Locally there is no listener to ask.
+    let local = k.env.run_ok(&["kmip", "status"]);
+    assert!(local.contains("not in this process"), "{local}");
 }
 
 #[test]

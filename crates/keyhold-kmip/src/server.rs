@@ -14,7 +14,9 @@ use crate::ttlv::{self, read_header, HEADER_LEN};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,8 +69,84 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> String {
     )
 }
 
+/// What the listener has seen since it started (for `keyhold kmip status`
+/// through the admin API).
+#[derive(Default)]
+pub struct ListenerStats {
+    open: AtomicU64,
+    total: AtomicU64,
+    refused: AtomicU64,
+    messages: AtomicU64,
+    clients: std::sync::Mutex<BTreeMap<String, ClientStats>>,
+}
+
+/// One client identity's share.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Connections open now.
+    pub open: u64,
+    pub connections: u64,
+    pub messages: u64,
+    /// Unix milliseconds of its last message (or connection).
+    pub last_seen_ms: i64,
+}
+
+/// A copy of [`ListenerStats`] at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    pub connections_open: u64,
+    pub connections_total: u64,
+    pub handshakes_refused: u64,
+    pub messages: u64,
+    pub clients: Vec<(String, ClientStats)>,
+}
+
+impl ListenerStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            connections_open: self.open.load(Relaxed),
+            connections_total: self.total.load(Relaxed),
+            handshakes_refused: self.refused.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            clients: self
+                .clients
+                .lock()
+                .map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn client(&self, identity: &str, f: impl FnOnce(&mut ClientStats)) {
+        if let Ok(mut c) = self.clients.lock() {
+            if !c.contains_key(identity) {
+                c.insert(identity.to_owned(), ClientStats::default());
+            }
+            if let Some(e) = c.get_mut(identity) {
+                f(e);
+                e.last_seen_ms = keyhold_core::now() * 1000;
+            }
+        }
+    }
+}
+
+/// Counts a connection open for its life.
+struct OpenGuard<'a>(&'a ListenerStats, String);
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+        self.0
+            .client(&self.1, |c| c.open = c.open.saturating_sub(1));
+    }
+}
+
 /// Serves KMIP on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, kmip: Arc<Kmip>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    kmip: Arc<Kmip>,
+    stats: Arc<ListenerStats>,
+) {
     let acceptor = TlsAcceptor::from(tls);
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -81,9 +159,9 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, kmip: Arc<Kmip
         };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
-        let kmip = kmip.clone();
+        let (kmip, stats) = (kmip.clone(), stats.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, peer, acceptor, kmip).await {
+            if let Err(e) = connection(stream, peer, acceptor, kmip, &stats).await {
                 tracing::debug!(%peer, error = %e, "KMIP connection ended");
             }
         });
@@ -95,14 +173,20 @@ async fn connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     kmip: Arc<Kmip>,
+    stats: &ListenerStats,
 ) -> Result<(), String> {
-    let mut tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-        .await
-        .map_err(|_| "TLS handshake timed out".to_owned())?
-        .map_err(|e| {
+    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            stats.refused.fetch_add(1, Relaxed);
             tracing::info!(%peer, error = %e, "KMIP TLS handshake refused");
-            e.to_string()
-        })?;
+            return Err(e.to_string());
+        }
+        Err(_) => {
+            stats.refused.fetch_add(1, Relaxed);
+            return Err("TLS handshake timed out".to_owned());
+        }
+    };
     let identity = {
         let (_, conn) = tls.get_ref();
         conn.peer_certificates()
@@ -110,6 +194,13 @@ async fn connection(
             .map(identity_of)
             .ok_or_else(|| "no client certificate".to_owned())?
     };
+    stats.open.fetch_add(1, Relaxed);
+    stats.total.fetch_add(1, Relaxed);
+    stats.client(&identity, |c| {
+        c.open += 1;
+        c.connections += 1;
+    });
+    let _open = OpenGuard(stats, identity.clone());
     let client = Arc::new(Client {
         identity,
         peer: Some(peer.to_string()),
@@ -145,6 +236,8 @@ async fn connection(
             let _ = tls.shutdown().await;
             return Err(why);
         }
+        stats.messages.fetch_add(1, Relaxed);
+        stats.client(&client.identity, |c| c.messages += 1);
         let mut buf = vec![0u8; HEADER_LEN + len];
         buf[..HEADER_LEN].copy_from_slice(&h);
         match tokio::time::timeout(BODY_TIMEOUT, tls.read_exact(&mut buf[HEADER_LEN..])).await {

@@ -284,7 +284,29 @@ pub async fn serve(
         }
         tracing::info!(addr = %bound, "KMIP listening (mutual TLS)");
         also_bound("kmip", bound);
-        tokio::spawn(keyhold_kmip::server::serve(l, tls, Arc::new(kmip)));
+        let stats = Arc::new(keyhold_kmip::server::ListenerStats::default());
+        let seen = stats.clone();
+        service.register_live(
+            "kmip",
+            Box::new(move || {
+                let s = seen.snapshot();
+                serde_json::json!({
+                    "listen": bound.to_string(),
+                    "connections_open": s.connections_open,
+                    "connections_total": s.connections_total,
+                    "handshakes_refused": s.handshakes_refused,
+                    "messages": s.messages,
+                    "clients": s.clients.iter().map(|(id, c)| serde_json::json!({
+                        "identity": id,
+                        "connections_open": c.open,
+                        "connections": c.connections,
+                        "messages": c.messages,
+                        "last_seen": keyhold_core::time::format_rfc3339(c.last_seen_ms / 1000),
+                    })).collect::<Vec<_>>(),
+                })
+            }),
+        );
+        tokio::spawn(keyhold_kmip::server::serve(l, tls, Arc::new(kmip), stats));
     }
 
     tokio::pin!(shutdown);

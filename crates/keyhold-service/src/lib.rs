@@ -23,7 +23,8 @@ mod service;
 pub use health::{EkmReport, HealthReport, HealthStatus};
 pub use lifecycle::{next_state, DueReport, Transition, MAX_DESTROY_DAYS, MIN_DESTROY_DAYS};
 pub use service::{
-    CredentialEntry, CredentialInfo, KeyHandle, KeyMaterial, KeyService, NewCredential, Operation,
+    CredentialEntry, CredentialInfo, KeyHandle, KeyMaterial, KeyService, LiveStatus, NewCredential,
+    Operation,
 };
 
 pub use keyhold_keystore::Barrier;

@@ -328,7 +328,13 @@ pub struct KeyService {
     /// Managed objects' rows, by uid: dropped on every refresh that sees
     /// the database change, and per uid on this process's own writes.
     pub(crate) objects: Cache<String, Arc<ManagedObject>>,
+    /// What running front-ends report about themselves (listeners,
+    /// connections), by name: only a server has any.
+    live: parking_lot::RwLock<Vec<(&'static str, LiveStatus)>>,
 }
+
+/// A front-end's report of itself, as JSON.
+pub type LiveStatus = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// The meta entry that records a lockdown (present = locked down).
 pub(crate) const LOCKDOWN_META: &str = "lockdown";
@@ -380,7 +386,25 @@ impl KeyService {
             lockdown: std::sync::atomic::AtomicBool::new(locked),
             clock,
             inflight: parking_lot::RwLock::new(()),
+            live: parking_lot::RwLock::new(Vec::new()),
         })
+    }
+
+    /// Lets a running front-end report on itself (see [`Self::live_status`]).
+    pub fn register_live(&self, name: &'static str, report: LiveStatus) {
+        let mut l = self.live.write();
+        l.retain(|(n, _)| *n != name);
+        l.push((name, report));
+    }
+
+    /// What front-end `name` of this process reports now; `None` when it
+    /// does not run here (e.g. in an admin command run on the data directory).
+    pub fn live_status(&self, name: &str) -> Option<serde_json::Value> {
+        self.live
+            .read()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f())
     }
 
     /// Whether a cache miss may block on the root of trust (an HSM) or on
