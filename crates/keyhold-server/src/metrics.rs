@@ -10,7 +10,6 @@ use keyhold_service::{HealthStatus, KeyService};
 use keyhold_xks::metrics::escape;
 use keyhold_xks::XksApi;
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// The whole exposition. Blocking (storage, HSM health): call it off the
@@ -147,9 +146,4 @@ async fn scraper_allowed(req: &Request<hyper::body::Incoming>, service: &Arc<Key
         tokio::task::spawn_blocking(move || s.authenticate_admin(&token)).await,
         Ok(Ok(Some(_)))
     )
-}
-
-/// Binds the metrics listener.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }

@@ -147,6 +147,16 @@ pub const DUE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves until `shutdown` completes, then drains connections.
 /// `on_listening` is called with the bound address (port 0 picks a free one).
+/// Binds one of the extra listeners (metrics, admin, KMIP); port 0 picks
+/// a free one, and the address really bound comes back.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = l.local_addr().unwrap_or(addr);
+    Ok((l, bound))
+}
+
 pub async fn serve(
     config: &Config,
     service: Arc<KeyService>,
@@ -221,13 +231,7 @@ pub async fn serve(
     tracing::info!(%addr, tls = tls.is_some(), mtls = config.tls.client_ca.is_some(), "keyhold listening");
     on_listening(addr, tls.is_some());
     if let Some(maddr) = config.metrics.listen {
-        let l = crate::metrics::bind(maddr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: maddr,
-                source,
-            })?;
-        let bound = l.local_addr().unwrap_or(maddr);
+        let (l, bound) = bind(maddr).await?;
         tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
         also_bound("metrics", bound);
         tokio::spawn(crate::metrics::serve_metrics(
@@ -238,13 +242,7 @@ pub async fn serve(
         ));
     }
     if let (Some(aaddr), Some(exec)) = (config.admin.listen, admin) {
-        let l = TcpListener::bind(aaddr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: aaddr,
-                source,
-            })?;
-        let bound = l.local_addr().unwrap_or(aaddr);
+        let (l, bound) = bind(aaddr).await?;
         let admin_tls = match &tls {
             Some(_) => {
                 let mut cfg = (*crate::tls::server_config(
@@ -271,13 +269,7 @@ pub async fn serve(
     }
     if let Some(kaddr) = config.kmip.listen {
         let tls = kmip_tls(config)?;
-        let l = TcpListener::bind(kaddr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: kaddr,
-                source,
-            })?;
-        let bound = l.local_addr().unwrap_or(kaddr);
+        let (l, bound) = bind(kaddr).await?;
         let mut kmip = keyhold_kmip::Kmip::new(service.clone(), audit_log.clone());
         if let Some(m) = config.kmip.max_message_bytes {
             kmip = kmip.with_max_message(m);
