@@ -80,15 +80,23 @@ cost_run() {
     | python3 -c 'import json,sys; print(sys.argv[1], json.load(sys.stdin)["requests_per_sec"])' "$1" >> "$tmp/cost"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 }
-for round in $(seq "${ROUNDS:-3}"); do
+# Sets up one configuration and runs it.
+cost_config() {
   cp "$tmp/base.toml" "$KEYHOLD_DATA_DIR/keyhold.toml"
-  printf '\n[audit]\nenabled = false\n' >> "$KEYHOLD_DATA_DIR/keyhold.toml"
   "$K" policy remove --store /bench >/dev/null 2>&1 || true
-  cost_run off
-  cp "$tmp/base.toml" "$KEYHOLD_DATA_DIR/keyhold.toml"
-  cost_run audit
-  "$K" policy set --store /bench --file "$tmp/policy.toml" >/dev/null
-  cost_run audit+policy
+  case "$1" in
+    off) printf '\n[audit]\nenabled = false\n' >> "$KEYHOLD_DATA_DIR/keyhold.toml" ;;
+    audit+policy) "$K" policy set --store /bench --file "$tmp/policy.toml" >/dev/null ;;
+  esac
+  cost_run "$1"
+}
+# The order turns each round, so that no configuration always runs first
+# or last (on this VM, what ran just before shows in the next run).
+configs=(off audit audit+policy)
+for round in $(seq "${ROUNDS:-3}"); do
+  for i in 0 1 2; do
+    cost_config "${configs[$(( (round + i) % 3 ))]}"
+  done
 done
 "$K" policy remove --store /bench >/dev/null
 echo; echo "\$ keyhold-bench --op encrypt -c 32 (${ROUNDS:-3} rounds each): audit and policy cost"

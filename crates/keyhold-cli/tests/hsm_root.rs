@@ -2,59 +2,34 @@
 //! real `keyhold` binary, and curl --aws-sigv4.
 
 mod common;
+#[path = "../../keyhold-hsm/tests/support/mod.rs"]
+mod softhsm;
 
 use common::*;
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use softhsm::{SoftHsm, MODULE};
+use std::path::PathBuf;
 use std::process::Command;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const PIN: &str = "2468-user-pin";
 
-/// A SoftHSM token in its own directory; returns the SOFTHSM2_CONF path.
-fn softhsm_token(dir: &Path, label: &str) -> PathBuf {
-    std::fs::create_dir_all(dir.join("tokens")).unwrap();
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}/tokens\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            label,
-            "--pin",
-            PIN,
-            "--so-pin",
-            "1357-so-pin",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util (install softhsm2)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    conf
+/// A SoftHSM token labelled `label` in a directory of its own (the same
+/// helper as keyhold-hsm's tests).
+fn softhsm_token(label: &str) -> SoftHsm {
+    let h = SoftHsm::new();
+    h.add_token(label, PIN);
+    h
 }
 
 struct HsmEnv {
     env: Env,
-    hsm_dir: tempfile::TempDir,
+    hsm: SoftHsm,
     pin_file: PathBuf,
 }
 
 fn hsm_env() -> HsmEnv {
-    let hsm_dir = tempfile::tempdir().unwrap();
-    let conf = softhsm_token(hsm_dir.path(), "keyhold");
-    let pin_file = hsm_dir.path().join("pin");
+    let hsm = softhsm_token("keyhold");
+    let pin_file = hsm.dir.join("pin");
     std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
     let env = Env::with_init_args(
         &[
@@ -67,13 +42,9 @@ fn hsm_env() -> HsmEnv {
             "--hsm-max-sessions",
             "4",
         ],
-        vec![("SOFTHSM2_CONF".into(), conf.display().to_string())],
+        vec![("SOFTHSM2_CONF".into(), hsm.conf.display().to_string())],
     );
-    HsmEnv {
-        env,
-        hsm_dir,
-        pin_file,
-    }
+    HsmEnv { env, hsm, pin_file }
 }
 
 const HEALTH: &str = r#"{"requestMetadata":{"kmsRequestId":"h","kmsOperation":"KmsHealthCheck"}}"#;
@@ -160,14 +131,14 @@ fn the_database_is_useless_without_its_hsm() {
     h.env.run_ok(&["store", "create", "/demo"]);
     h.env.run_ok(&["key", "create", "/demo", "k1"]);
     // Another token with the same label and PIN, and its own KEK.
-    let other_dir = tempfile::tempdir().unwrap();
-    let other_conf = softhsm_token(other_dir.path(), "keyhold");
+    let other = softhsm_token("keyhold");
+    let other_conf = &other.conf;
     let with_other_hsm = |args: &[&str]| {
         Command::new(BIN)
             .arg("--data-dir")
             .arg(h.env.data())
             .args(args)
-            .env("SOFTHSM2_CONF", &other_conf)
+            .env("SOFTHSM2_CONF", other_conf)
             .output()
             .unwrap()
     };
@@ -211,9 +182,9 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
     }
     drop(server);
 
-    let hsm_dir = tempfile::tempdir().unwrap();
-    let conf = softhsm_token(hsm_dir.path(), "keyhold");
-    let pin_file = hsm_dir.path().join("pin");
+    let hsm = softhsm_token("keyhold");
+    let conf = &hsm.conf;
+    let pin_file = hsm.dir.join("pin");
     std::fs::write(&pin_file, PIN).unwrap();
     env.extra_env
         .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
@@ -234,7 +205,7 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             "--hsm-pin-file",
         ])
         .arg(&pin_file)
-        .env("SOFTHSM2_CONF", &conf)
+        .env("SOFTHSM2_CONF", conf)
         .output()
         .unwrap();
     assert!(
@@ -549,14 +520,14 @@ fn xks_survives_the_hsm_going_away_and_coming_back() {
     }
     assert_eq!(health(&server, &cred), "ACTIVE");
 
-    let tokens = h.hsm_dir.path().join("tokens");
+    let tokens = h.hsm.dir.join("tokens");
     let token = std::fs::read_dir(&tokens)
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
-    let away = h.hsm_dir.path().join("away");
+    let away = h.hsm.dir.join("away");
     std::fs::rename(&token, &away).unwrap();
 
     // AES-GCM in the HSM fails with InternalException, quickly; a wrapped
