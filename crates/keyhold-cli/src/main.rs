@@ -226,10 +226,7 @@ fn serve(
     let service = std::sync::Arc::new(dd.open(pass.as_ref()).map_err(|e| e.to_string())?);
     drop(pass);
     let executor: std::sync::Arc<dyn keyhold_server::admin_api::AdminExecutor> =
-        std::sync::Arc::new(api::Executor {
-            service: service.clone(),
-            data_dir: dd.clone(),
-        });
+        std::sync::Arc::new(api::Executor::new(service.clone(), dd.clone()));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("keyhold-worker")
