@@ -145,18 +145,17 @@ fn kmip_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ServeError> {
 /// How often scheduled key tasks are looked for.
 pub const DUE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Serves until `shutdown` completes, then drains connections.
-/// `on_listening` is called with the bound address (port 0 picks a free one).
-/// Binds one of the extra listeners (metrics, admin, KMIP); port 0 picks
-/// a free one, and the address really bound comes back.
+/// Binds a listener (XKS, metrics, admin, KMIP); port 0 picks a free one,
+/// and the address really bound comes back.
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
-    let l = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let bound = l.local_addr().unwrap_or(addr);
+    let bind_err = |source| ServeError::Bind { addr, source };
+    let l = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let bound = l.local_addr().map_err(bind_err)?;
     Ok((l, bound))
 }
 
+/// Serves until `shutdown` completes, then drains connections.
+/// `on_listening` is called with the bound address (port 0 picks a free one).
 pub async fn serve(
     config: &Config,
     service: Arc<KeyService>,
@@ -180,16 +179,7 @@ pub async fn serve(
             config.tls.client_subject.as_deref(),
         )?))
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, addr) = bind(config.listen).await?;
     let presence = match crate::presence::Presence::register(&config.data_dir, service.storage()) {
         Ok(p) => Some(p),
         Err(e) => {
