@@ -93,12 +93,9 @@ fn error(status: StatusCode, msg: &str) -> Response<Full<Bytes>> {
     json_response(status, &serde_json::json!({ "error": msg }))
 }
 
-fn bearer(req: &Request<hyper::body::Incoming>) -> Option<String> {
-    let v = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
+/// The token of an `Authorization: Bearer …` header (the scheme in any case).
+pub(crate) fn bearer(headers: &hyper::HeaderMap) -> Option<String> {
+    let v = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -106,7 +103,7 @@ fn bearer(req: &Request<hyper::body::Incoming>) -> Option<String> {
 }
 
 /// Authenticates a bearer token off the async workers.
-async fn authenticate(
+pub(crate) async fn authenticate(
     service: &Arc<KeyService>,
     token: Option<String>,
 ) -> Result<Option<AdminIdentity>, String> {
@@ -132,10 +129,12 @@ async fn handle(
         }
         _ => return error(StatusCode::NOT_FOUND, "no such admin API path"),
     };
-    let who = match authenticate(&service, bearer(&req)).await {
+    let token = bearer(req.headers());
+    let presented = token.is_some();
+    let who = match authenticate(&service, token).await {
         Ok(Some(w)) => w,
         Ok(None) => {
-            let why = if bearer(&req).is_some() {
+            let why = if presented {
                 "invalid, expired or revoked admin token"
             } else {
                 "no admin token (Authorization: Bearer …)"

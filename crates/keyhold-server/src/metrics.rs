@@ -132,18 +132,9 @@ pub async fn serve_metrics(
 
 /// Whether a scrape carries a valid admin token (any role may read metrics).
 async fn scraper_allowed(req: &Request<hyper::body::Incoming>, service: &Arc<KeyService>) -> bool {
-    let Some(token) = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned())
-    else {
-        return false;
-    };
-    let s = service.clone();
+    use crate::admin_api::{authenticate, bearer};
     matches!(
-        tokio::task::spawn_blocking(move || s.authenticate_admin(&token)).await,
-        Ok(Ok(Some(_)))
+        authenticate(service, bearer(req.headers())).await,
+        Ok(Some(_))
     )
 }
