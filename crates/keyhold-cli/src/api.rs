@@ -174,9 +174,7 @@ impl Executor {
             refusals: Default::default(),
         }
     }
-}
 
-impl Executor {
     fn ctx(&self, json: bool, actor: String) -> Ctx {
         Ctx {
             service: self.service.clone(),
@@ -207,23 +205,24 @@ impl AdminExecutor for Executor {
             Ok(c) => c,
             Err(err) => return Outcome::BadRequest(err.to_string()),
         };
+        // How refusals name the command.
+        let what = req
+            .args
+            .iter()
+            .take(2)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
         let Some(need) = access(&cli.command) else {
             let msg = format!(
-                "`{}` is not available over the admin API: run it on the server's host with the root of trust",
-                req.args.iter().take(2).cloned().collect::<Vec<_>>().join(" ")
+                "`{what}` is not available over the admin API: run it on the server's host with the root of trust"
             );
             self.record(&ctx, &req.args, &Err(format!("refused: {msg}")));
             return Outcome::BadRequest(msg);
         };
         if !need.allows(who.role) {
             let msg = format!(
-                "access denied: `{}` needs {}; token {:?} has the {} role",
-                req.args
-                    .iter()
-                    .take(2)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                "access denied: `{what}` needs {}; token {:?} has the {} role",
                 need.describe(),
                 who.name,
                 who.role.as_str()
