@@ -22,7 +22,11 @@ pub struct Captured {
 
 struct Session {
     inputs: BTreeMap<String, Vec<u8>>,
-    out: Captured,
+    /// Bytes, not text, until the command ends: a writer may cut a
+    /// character in two between writes.
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    outputs: BTreeMap<String, (Vec<u8>, u32)>,
 }
 
 thread_local! {
@@ -34,7 +38,9 @@ pub fn capture<R>(inputs: BTreeMap<String, Vec<u8>>, f: impl FnOnce() -> R) -> (
     SESSION.with(|s| {
         *s.borrow_mut() = Some(Session {
             inputs,
-            out: Captured::default(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            outputs: BTreeMap::new(),
         })
     });
     struct Reset;
@@ -47,7 +53,11 @@ pub fn capture<R>(inputs: BTreeMap<String, Vec<u8>>, f: impl FnOnce() -> R) -> (
     let r = f();
     let captured = SESSION
         .with(|s| s.borrow_mut().take())
-        .map(|s| s.out)
+        .map(|s| Captured {
+            stdout: String::from_utf8_lossy(&s.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&s.stderr).into_owned(),
+            outputs: s.outputs,
+        })
         .unwrap_or_default();
     drop(reset);
     (r, captured)
@@ -70,21 +80,19 @@ pub enum Stream {
 }
 
 pub fn line_fmt(to: Stream, args: fmt::Arguments) {
-    let captured = with_session(|s| {
-        let buf = match to {
-            Stream::Out => &mut s.out.stdout,
-            Stream::Err => &mut s.out.stderr,
-        };
-        let _ = fmt::Write::write_fmt(buf, args);
-        buf.push('\n');
-    });
-    if captured.is_none() {
-        let mut o: Box<dyn Write> = match to {
-            Stream::Out => Box::new(std::io::stdout().lock()),
-            Stream::Err => Box::new(std::io::stderr().lock()),
-        };
+    let line = |o: &mut dyn Write| {
         let _ = o.write_fmt(args);
         let _ = o.write_all(b"\n");
+    };
+    let captured = with_session(|s| match to {
+        Stream::Out => line(&mut s.stdout),
+        Stream::Err => line(&mut s.stderr),
+    });
+    if captured.is_none() {
+        match to {
+            Stream::Out => line(&mut std::io::stdout().lock()),
+            Stream::Err => line(&mut std::io::stderr().lock()),
+        }
     }
 }
 
@@ -103,7 +111,7 @@ pub struct Stdout;
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match with_session(|s| s.out.stdout.push_str(&String::from_utf8_lossy(buf))) {
+        match with_session(|s| s.stdout.extend_from_slice(buf)) {
             Some(()) => Ok(buf.len()),
             None => std::io::stdout().lock().write(buf),
         }
@@ -130,8 +138,28 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
 /// overwrite one), with `mode`.
 pub fn write_output(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     let name = path.to_string_lossy().into_owned();
-    if with_session(|s| s.out.outputs.insert(name, (data.to_vec(), mode))).is_some() {
+    if with_session(|s| s.outputs.insert(name, (data.to_vec(), mode))).is_some() {
         return Ok(());
     }
     crate::admin::write_file(path, data, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_output_keeps_characters_cut_between_writes() {
+        let e = "é".as_bytes();
+        let ((), c) = capture(BTreeMap::new(), || {
+            let mut o = Stdout;
+            o.write_all(&e[..1]).unwrap();
+            o.write_all(&e[1..]).unwrap();
+            line_fmt(Stream::Out, format_args!(" {}", 1));
+            line_fmt(Stream::Err, format_args!("warn"));
+        });
+        assert_eq!(c.stdout, "é 1\n");
+        assert_eq!(c.stderr, "warn\n");
+        assert!(!is_remote(), "the capture ends with the command");
+    }
 }
