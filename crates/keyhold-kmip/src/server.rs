@@ -16,7 +16,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -70,14 +70,29 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> String {
 }
 
 /// What the listener has seen since it started (for `keyhold kmip status`
-/// through the admin API).
+/// through the admin API). A connection finds its identity's counters once;
+/// each message then only bumps atomics.
 #[derive(Default)]
 pub struct ListenerStats {
     open: AtomicU64,
     total: AtomicU64,
     refused: AtomicU64,
     messages: AtomicU64,
-    clients: std::sync::Mutex<BTreeMap<String, ClientStats>>,
+    clients: std::sync::Mutex<BTreeMap<String, Arc<ClientCounters>>>,
+}
+
+#[derive(Default)]
+struct ClientCounters {
+    open: AtomicU64,
+    connections: AtomicU64,
+    messages: AtomicU64,
+    last_seen_ms: AtomicI64,
+}
+
+impl ClientCounters {
+    fn seen(&self) {
+        self.last_seen_ms.store(keyhold_core::now() * 1000, Relaxed);
+    }
 }
 
 /// One client identity's share.
@@ -103,6 +118,12 @@ pub struct StatsSnapshot {
 
 impl ListenerStats {
     pub fn snapshot(&self) -> StatsSnapshot {
+        let client = |c: &ClientCounters| ClientStats {
+            open: c.open.load(Relaxed),
+            connections: c.connections.load(Relaxed),
+            messages: c.messages.load(Relaxed),
+            last_seen_ms: c.last_seen_ms.load(Relaxed),
+        };
         StatsSnapshot {
             connections_open: self.open.load(Relaxed),
             connections_total: self.total.load(Relaxed),
@@ -111,32 +132,42 @@ impl ListenerStats {
             clients: self
                 .clients
                 .lock()
-                .map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .map(|c| c.iter().map(|(k, v)| (k.clone(), client(v))).collect())
                 .unwrap_or_default(),
         }
     }
 
-    fn client(&self, identity: &str, f: impl FnOnce(&mut ClientStats)) {
-        if let Ok(mut c) = self.clients.lock() {
-            if !c.contains_key(identity) {
-                c.insert(identity.to_owned(), ClientStats::default());
-            }
-            if let Some(e) = c.get_mut(identity) {
-                f(e);
-                e.last_seen_ms = keyhold_core::now() * 1000;
-            }
-        }
+    /// Counts a new connection of `identity`; the guard counts it closed.
+    fn connected(&self, identity: &str) -> OpenGuard<'_> {
+        let c = self
+            .clients
+            .lock()
+            .map(|mut m| m.entry(identity.to_owned()).or_default().clone())
+            .unwrap_or_default();
+        self.open.fetch_add(1, Relaxed);
+        self.total.fetch_add(1, Relaxed);
+        c.open.fetch_add(1, Relaxed);
+        c.connections.fetch_add(1, Relaxed);
+        c.seen();
+        OpenGuard(self, c)
     }
 }
 
-/// Counts a connection open for its life.
-struct OpenGuard<'a>(&'a ListenerStats, String);
+/// A connection open for its life, and its identity's counters.
+struct OpenGuard<'a>(&'a ListenerStats, Arc<ClientCounters>);
+
+impl OpenGuard<'_> {
+    fn message(&self) {
+        self.0.messages.fetch_add(1, Relaxed);
+        self.1.messages.fetch_add(1, Relaxed);
+        self.1.seen();
+    }
+}
 
 impl Drop for OpenGuard<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Relaxed);
-        self.0
-            .client(&self.1, |c| c.open = c.open.saturating_sub(1));
+        self.1.open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -194,13 +225,7 @@ async fn connection(
             .map(identity_of)
             .ok_or_else(|| "no client certificate".to_owned())?
     };
-    stats.open.fetch_add(1, Relaxed);
-    stats.total.fetch_add(1, Relaxed);
-    stats.client(&identity, |c| {
-        c.open += 1;
-        c.connections += 1;
-    });
-    let _open = OpenGuard(stats, identity.clone());
+    let open = stats.connected(&identity);
     let client = Arc::new(Client {
         identity,
         peer: Some(peer.to_string()),
@@ -236,8 +261,7 @@ async fn connection(
             let _ = tls.shutdown().await;
             return Err(why);
         }
-        stats.messages.fetch_add(1, Relaxed);
-        stats.client(&client.identity, |c| c.messages += 1);
+        open.message();
         let mut buf = vec![0u8; HEADER_LEN + len];
         buf[..HEADER_LEN].copy_from_slice(&h);
         match tokio::time::timeout(BODY_TIMEOUT, tls.read_exact(&mut buf[HEADER_LEN..])).await {
