@@ -98,7 +98,7 @@ for round in $(seq "${ROUNDS:-3}"); do
     cost_config "${configs[$(( (round + i) % 3 ))]}"
   done
 done
-"$K" policy remove --store /bench >/dev/null
+"$K" policy remove --store /bench >/dev/null 2>&1 || true
 echo; echo "\$ keyhold-bench --op encrypt -c 32 (${ROUNDS:-3} rounds each): audit and policy cost"
 python3 - "$tmp/cost" <<'PY'
 import sys, statistics

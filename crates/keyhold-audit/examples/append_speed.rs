@@ -33,8 +33,8 @@ fn main() {
         let t = Instant::now();
         let mut done = 0;
         while done < n {
-            let mut b: Vec<Record> = (0..batch).map(|_| proto.clone()).collect();
-            w.append(&mut b).unwrap();
+            let b: Vec<Record> = (0..batch).map(|_| proto.clone()).collect();
+            w.append(&b).unwrap();
             done += batch;
         }
         let el = t.elapsed();

@@ -3,7 +3,10 @@
 //! on its own thread with group commit, so that each request waits for its
 //! record to be written, for a bounded time.
 
-use crate::{genesis, now_ms, open_line, seal_line_into, Checkpoint, CheckpointMac, Record};
+use crate::{
+    encode_event, genesis, now_ms, open_line, seal_fields_into, Checkpoint, CheckpointMac, Event,
+    LineHead, Record,
+};
 use keyhold_crypto::HmacKey;
 use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
@@ -15,6 +18,31 @@ use std::time::{Duration, Instant};
 /// Where checkpoints go besides the log itself (the key database, a file
 /// on another volume…). An error is logged and shown in the status.
 pub type CheckpointSink = Arc<dyn Fn(&Checkpoint) -> Result<(), String> + Send + Sync>;
+
+/// Events encoded and waiting for their chain: their fields' JSON one
+/// after another, and for each its time and where its fields are. Reused
+/// from batch to batch, so that steady traffic allocates nothing.
+#[derive(Default)]
+pub(crate) struct Encoded {
+    bytes: Vec<u8>,
+    items: Vec<(i64, usize, usize)>,
+}
+
+impl Encoded {
+    fn push(&mut self, ts_ms: i64, ev: &Event<'_>) {
+        let (a, b) = encode_event(ev, &mut self.bytes);
+        self.items.push((ts_ms, a, b));
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.items.clear();
+    }
+}
 
 /// Settings of a chain writer.
 #[derive(Clone)]
@@ -106,6 +134,8 @@ pub struct ChainWriter {
     last_checkpoint: Instant,
     /// Reused for each batch's lines.
     buf: Vec<u8>,
+    /// The batch buffer the [`AuditLog`] swaps with its queue.
+    spare: Encoded,
     /// Files rotated out whose data is not yet known to be on disk: the
     /// next checkpoint syncs them before the current file (an fsync of a
     /// full file inside a request's write would stall every request).
@@ -201,6 +231,7 @@ impl ChainWriter {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             buf: Vec::new(),
+            spare: Encoded::default(),
             retired: Vec::new(),
             _lock: lock,
         })
@@ -215,22 +246,38 @@ impl ChainWriter {
         self.seq
     }
 
-    /// Appends `recs` in one write. On failure nothing is kept (the file is
-    /// cut back) and the chain stays where it was.
-    pub fn append(&mut self, recs: &mut [Record]) -> Result<(), String> {
+    /// Appends `recs` in one write (their `seq`, `chain` and `prev` are
+    /// the chain's). On failure nothing is kept (the file is cut back) and
+    /// the chain stays where it was.
+    pub fn append(&mut self, recs: &[Record]) -> Result<(), String> {
+        let mut enc = Encoded::default();
+        for r in recs {
+            enc.push(r.ts_ms, &r.event());
+        }
+        self.append_encoded(&enc)
+    }
+
+    /// Appends the encoded events in one write, each as the chain's next
+    /// record.
+    fn append_encoded(&mut self, enc: &Encoded) -> Result<(), String> {
         let (seq0, head0) = (self.seq, self.head.clone());
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        for r in recs.iter_mut() {
+        self.buf.clear();
+        for &(ts_ms, a, b) in &enc.items {
             self.seq += 1;
-            r.seq = self.seq;
-            r.chain.clone_from(&self.chain);
-            r.prev = std::mem::take(&mut self.head);
-            let mac = seal_line_into(&self.key, r, &mut buf);
+            let head = LineHead {
+                seq: self.seq,
+                ts_ms,
+                chain: &self.chain,
+                prev: &self.head,
+            };
+            let mac = seal_fields_into(&self.key, &head, &enc.bytes[a..b], &mut self.buf);
             let mut h = [0u8; 64];
             hex::encode_to_slice(mac, &mut h).expect("64 hex digits");
-            self.head = std::str::from_utf8(&h).expect("hex is ASCII").to_owned();
+            self.head.clear();
+            self.head
+                .push_str(std::str::from_utf8(&h).expect("hex is ASCII"));
         }
+        let buf = std::mem::take(&mut self.buf);
         let r = self.write_rotating(seq0 + 1, &buf);
         self.buf = buf;
         if let Err(e) = &r {
@@ -239,7 +286,7 @@ impl ChainWriter {
             let _ = self.file.set_len(self.file_len);
             tracing::error!(chain = %self.chain, error = %e, "cannot write the audit log");
         } else {
-            self.since_checkpoint += recs.len() as u64;
+            self.since_checkpoint += enc.len() as u64;
         }
         r
     }
@@ -405,10 +452,10 @@ pub struct AuditLog {
     written: tokio::sync::Notify,
 }
 
-/// Records waiting to be written, and how many were ever queued.
+/// Events waiting to be written, and how many were ever queued.
 #[derive(Default)]
 struct Queue {
-    records: Vec<Record>,
+    events: Encoded,
     enqueued: u64,
 }
 
@@ -452,8 +499,8 @@ impl AuditLog {
     /// chain's lock) writes every queued record in one write: under load the
     /// records of concurrent requests share a system call ("flat
     /// combining"); alone, a request writes its own.
-    pub fn record_blocking(&self, rec: Record) -> Result<(), String> {
-        let ticket = self.enqueue(rec);
+    pub fn record_blocking(&self, ev: &Event<'_>) -> Result<(), String> {
+        let ticket = self.enqueue(ev);
         let deadline = Instant::now() + self.timeout;
         loop {
             if self.is_done(ticket) {
@@ -470,8 +517,8 @@ impl AuditLog {
     /// record another request is writing waits without holding its worker
     /// thread (it is woken when that write is done), so the writer and the
     /// other requests keep the runtime's threads busy.
-    pub async fn record(&self, rec: Record) -> Result<(), String> {
-        let ticket = self.enqueue(rec);
+    pub async fn record(&self, ev: &Event<'_>) -> Result<(), String> {
+        let ticket = self.enqueue(ev);
         let deadline = tokio::time::Instant::now() + self.timeout;
         // Let the other requests this thread is serving queue theirs first:
         // one write then carries them all.
@@ -503,9 +550,11 @@ impl AuditLog {
         }
     }
 
-    fn enqueue(&self, rec: Record) -> u64 {
+    /// Encodes `ev` into the queue (time-stamped now); returns its ticket.
+    fn enqueue(&self, ev: &Event<'_>) -> u64 {
+        let ts_ms = now_ms();
         let mut q = self.queue.lock();
-        q.records.push(rec);
+        q.events.push(ts_ms, ev);
         q.enqueued += 1;
         q.enqueued
     }
@@ -530,12 +579,18 @@ impl AuditLog {
         if self.is_done(ticket) {
             return;
         }
-        let (mut batch, last) = {
+        // Swap the queue with the writer's spare buffer: both keep their
+        // capacity.
+        let mut batch = std::mem::take(&mut w.spare);
+        let last = {
             let mut q = self.queue.lock();
-            (std::mem::take(&mut q.records), q.enqueued)
+            std::mem::swap(&mut q.events, &mut batch);
+            q.enqueued
         };
         let first = last + 1 - batch.len() as u64;
-        let r = w.append(&mut batch);
+        let r = w.append_encoded(&batch);
+        batch.clear();
+        w.spare = batch;
         self.records.store(w.seq, Relaxed);
         if let Err(e) = &r {
             let mut f = self.failures.lock();
@@ -552,12 +607,6 @@ impl AuditLog {
         self.done.store(last, Release);
         drop(w);
         self.written.notify_waiters();
-        // Give the batch buffer back for reuse.
-        batch.clear();
-        let mut q = self.queue.lock();
-        if q.records.is_empty() && q.records.capacity() < batch.capacity() {
-            q.records = batch;
-        }
     }
 
     /// Whether the record with this ticket was written.

@@ -97,6 +97,121 @@ pub fn genesis() -> String {
     "0".repeat(64)
 }
 
+/// What a front-end says about one event, borrowed from the request: the
+/// fields of a [`Record`] from `frontend` to `detail`, in its byte order.
+/// The chain writer adds `seq`, `ts_ms`, `chain` and `prev`. Serialising
+/// this instead of building a [`Record`] keeps the request path free of
+/// allocations.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Event<'a> {
+    pub frontend: &'a str,
+    pub operation: &'a str,
+    pub result: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_version: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_operation: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_request_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_key_arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_via_service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_source_vpc: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aws_source_vpce: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'a str>,
+}
+
+impl Record {
+    /// The record's event fields, borrowed.
+    pub fn event(&self) -> Event<'_> {
+        Event {
+            frontend: &self.frontend,
+            operation: &self.operation,
+            result: &self.result,
+            status: self.status,
+            store: self.store.as_deref(),
+            key: self.key.as_deref(),
+            key_version: self.key_version,
+            latency_us: self.latency_us,
+            actor: self.actor.as_deref(),
+            principal: self.principal.as_deref(),
+            kms_operation: self.kms_operation.as_deref(),
+            kms_request_id: self.kms_request_id.as_deref(),
+            kms_key_arn: self.kms_key_arn.as_deref(),
+            kms_via_service: self.kms_via_service.as_deref(),
+            aws_source_vpc: self.aws_source_vpc.as_deref(),
+            aws_source_vpce: self.aws_source_vpce.as_deref(),
+            rule: self.rule.as_deref(),
+            detail: self.detail.as_deref(),
+        }
+    }
+}
+
+/// Appends `ev` as JSON to `out`; returns where its fields (the object
+/// without its braces) start and end.
+pub(crate) fn encode_event(ev: &Event<'_>, out: &mut Vec<u8>) -> (usize, usize) {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, ev).expect("events always serialise");
+    (start + 1, out.len() - 1)
+}
+
+/// The parts of one line besides the event's fields.
+pub(crate) struct LineHead<'a> {
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub chain: &'a str,
+    pub prev: &'a str,
+}
+
+/// Appends one MAC'd line, newline included, to `out`: the JSON of the
+/// [`Record`] made of `head` and the event `fields` (as [`encode_event`]
+/// wrote them), then the MAC. Returns the MAC.
+pub(crate) fn seal_fields_into(
+    key: &HmacKey,
+    head: &LineHead<'_>,
+    fields: &[u8],
+    out: &mut Vec<u8>,
+) -> [u8; 32] {
+    let start = out.len();
+    out.extend_from_slice(b"{\"seq\":");
+    out.extend_from_slice(itoa::Buffer::new().format(head.seq).as_bytes());
+    out.extend_from_slice(b",\"ts_ms\":");
+    out.extend_from_slice(itoa::Buffer::new().format(head.ts_ms).as_bytes());
+    out.extend_from_slice(b",\"chain\":");
+    serde_json::to_writer(&mut *out, head.chain).expect("strings always serialise");
+    out.push(b',');
+    out.extend_from_slice(fields);
+    out.extend_from_slice(b",\"prev\":");
+    serde_json::to_writer(&mut *out, head.prev).expect("strings always serialise");
+    out.push(b'}');
+    let mac = line_mac(key, &out[start..]);
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"mac\":\"");
+    let at = out.len();
+    out.resize(at + 64, 0);
+    hex::encode_to_slice(mac, &mut out[at..]).expect("64 hex digits");
+    out.extend_from_slice(b"\"}\n");
+    mac
+}
+
 /// Encodes `rec` (whose `prev` is set) as one line without newline, MAC'd.
 /// Returns the line and its MAC (hex).
 pub fn seal_line(key: &HmacKey, rec: &Record) -> (String, String) {
@@ -111,16 +226,15 @@ pub fn seal_line(key: &HmacKey, rec: &Record) -> (String, String) {
 
 /// Appends `rec`'s line, newline included, to `out`; returns its MAC.
 pub fn seal_line_into(key: &HmacKey, rec: &Record, out: &mut Vec<u8>) -> [u8; 32] {
-    let start = out.len();
-    serde_json::to_writer(&mut *out, rec).expect("records always serialise");
-    let mac = key.sign_parts(&[LINE_DOMAIN, &out[start..]]);
-    out.pop(); // the closing brace
-    out.extend_from_slice(b",\"mac\":\"");
-    let at = out.len();
-    out.resize(at + 64, 0);
-    hex::encode_to_slice(mac, &mut out[at..]).expect("64 hex digits");
-    out.extend_from_slice(b"\"}\n");
-    mac
+    let mut fields = Vec::with_capacity(512);
+    let (a, b) = encode_event(&rec.event(), &mut fields);
+    let head = LineHead {
+        seq: rec.seq,
+        ts_ms: rec.ts_ms,
+        chain: &rec.chain,
+        prev: &rec.prev,
+    };
+    seal_fields_into(key, &head, &fields[a..b], out)
 }
 
 fn line_mac(key: &HmacKey, body: &[u8]) -> [u8; 32] {
@@ -195,6 +309,55 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The line is the JSON of the whole record, as serde writes it: the
+    /// encoder that splices the event's fields between the chain's parts
+    /// must not drift from [`Record`]'s field order or escaping.
+    #[test]
+    fn lines_are_the_records_json() {
+        let k = HmacKey::new(&[7; 32]);
+        let s = |t: &str| Some(format!("{t} \"q\" \\ \u{1}é"));
+        let full = Record {
+            seq: u64::MAX,
+            ts_ms: -5,
+            chain: "xks@node \"1\"".into(),
+            frontend: "xks".into(),
+            operation: "Encrypt".into(),
+            result: "OK".into(),
+            status: Some(200),
+            store: s("store"),
+            key: s("key"),
+            key_version: Some(7),
+            latency_us: Some(12),
+            actor: s("actor"),
+            principal: s("principal"),
+            kms_operation: s("op"),
+            kms_request_id: s("rid"),
+            kms_key_arn: s("arn"),
+            kms_via_service: s("via"),
+            aws_source_vpc: s("vpc"),
+            aws_source_vpce: s("vpce"),
+            rule: s("rule"),
+            detail: s("detail"),
+            prev: genesis(),
+        };
+        let sparse = Record {
+            seq: 1,
+            chain: "admin".into(),
+            frontend: "admin".into(),
+            operation: "key create".into(),
+            result: "ERROR".into(),
+            prev: "ab".repeat(32),
+            ..Record::default()
+        };
+        for rec in [full, sparse] {
+            let (line, mac) = seal_line(&k, &rec);
+            let mut json = serde_json::to_string(&rec).unwrap();
+            json.pop();
+            assert_eq!(line, format!("{json},\"mac\":\"{mac}\"}}"));
+            assert_eq!(open_line(&k, &line).unwrap().0, rec);
+        }
+    }
 
     #[test]
     fn lines_are_bound_to_their_bytes() {

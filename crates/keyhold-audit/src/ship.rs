@@ -116,12 +116,12 @@ mod tests {
         let mut tail = ChainTail::new(d.path().join("xks@n1"), 0);
         assert!(tail.next_batch(10).is_empty());
         for i in 0..3 {
-            w.append(&mut [rec(&format!("op{i}"))]).unwrap();
+            w.append(&[rec(&format!("op{i}"))]).unwrap();
         }
         let b = tail.next_batch(2);
         assert_eq!(b.iter().map(|x| x.0).collect::<Vec<_>>(), [1, 2]);
         for i in 3..20 {
-            w.append(&mut [rec(&format!("op{i}"))]).unwrap();
+            w.append(&[rec(&format!("op{i}"))]).unwrap();
         }
         assert!(chain_files(&d.path().join("xks@n1")).len() > 1, "rotated");
         let mut seqs = vec![3];

@@ -42,9 +42,9 @@ fn write(cfg: &AuditLogConfig, n: u64) -> Vec<Checkpoint> {
     let mut w = ChainWriter::open(&cfg, "xks", key(), false).unwrap();
     let mut i = 0;
     while i < n {
-        let mut batch: Vec<_> = (i..(i + 7).min(n)).map(rec).collect();
+        let batch: Vec<_> = (i..(i + 7).min(n)).map(rec).collect();
         i += batch.len() as u64;
-        w.append(&mut batch).unwrap();
+        w.append(&batch).unwrap();
     }
     w.checkpoint().unwrap();
     let v = got.lock().clone();
@@ -185,8 +185,8 @@ fn a_forged_checkpoint_and_a_rewritten_log_are_found() {
     });
     std::fs::remove_dir_all(d.path().join("xks")).unwrap();
     let mut w = ChainWriter::open(&cfg, "xks", key(), false).unwrap();
-    let mut other: Vec<_> = (100..110).map(rec).collect();
-    w.append(&mut other).unwrap();
+    let other: Vec<_> = (100..110).map(rec).collect();
+    w.append(&other).unwrap();
     drop(w);
     let original = write_fresh_checkpoint(good);
     let r = verify(d.path(), &key(), &original);
@@ -273,7 +273,7 @@ async fn the_log_thread_acknowledges_each_record() {
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let log = log.clone();
-            tokio::spawn(async move { log.record(rec(i)).await })
+            tokio::spawn(async move { log.record(&rec(i).event()).await })
         })
         .collect();
     for t in tasks {
@@ -337,7 +337,7 @@ fn concurrent_async_records_all_land_while_checkpoints_run() {
                 let log = log.clone();
                 tokio::spawn(async move {
                     for i in 0..100 {
-                        log.record(rec(t * 1000 + i)).await.unwrap();
+                        log.record(&rec(t * 1000 + i).event()).await.unwrap();
                     }
                 })
             })

@@ -306,7 +306,7 @@ pub fn record_admin(
             .map(|s| s.to_string()),
         _ => None,
     };
-    let mut rec = Record {
+    let rec = Record {
         ts_ms: keyhold_audit::now_ms(),
         frontend: "admin".into(),
         operation: op.join(" "),
@@ -325,7 +325,7 @@ pub fn record_admin(
         }),
         ..Record::default()
     };
-    w.append(std::slice::from_mut(&mut rec))?;
+    w.append(std::slice::from_ref(&rec))?;
     w.checkpoint()?;
     drop(w);
     // On shared storage the record is copied at once: the other nodes see

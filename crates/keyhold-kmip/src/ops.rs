@@ -289,18 +289,18 @@ impl Kmip {
         let Some(log) = &self.audit else {
             return Ok(());
         };
-        let rec = keyhold_audit::Record {
-            ts_ms: keyhold_audit::now_ms(),
-            frontend: "kmip".into(),
-            operation: operation.into(),
-            result: reason.map_or_else(|| "OK".to_owned(), |r| format!("{r:?}")),
-            key: uid.map(str::to_owned),
+        let result = reason.map(|r| format!("{r:?}"));
+        let ev = keyhold_audit::Event {
+            frontend: "kmip",
+            operation,
+            result: result.as_deref().unwrap_or("OK"),
+            key: uid,
             latency_us: Some(latency_us),
-            actor: Some(client.identity.clone()),
-            detail: (!message.is_empty()).then(|| message.to_owned()),
+            actor: Some(&client.identity),
+            detail: (!message.is_empty()).then_some(message),
             ..Default::default()
         };
-        log.record_blocking(rec)
+        log.record_blocking(&ev)
             .map_err(|e| format!("the audit log could not record the operation: {e}"))
     }
 

@@ -341,32 +341,31 @@ impl XksApi {
         };
         let m = meta.unwrap_or_default();
         let (result_name, status) = match &result {
-            Ok(_) => ("OK".to_owned(), 200),
-            Err(e) => (e.name.as_str().to_owned(), e.status().as_u16()),
+            Ok(_) => ("OK", 200),
+            Err(e) => (e.name.as_str(), e.status().as_u16()),
         };
-        let rec = keyhold_audit::Record {
-            ts_ms: keyhold_audit::now_ms(),
-            frontend: "xks".into(),
-            operation: route.map(|r| r.op.name()).unwrap_or("-").into(),
+        let rule = noted.rule();
+        let ev = keyhold_audit::Event {
+            frontend: "xks",
+            operation: route.map(|r| r.op.name()).unwrap_or("-"),
             result: result_name,
             status: Some(status),
-            store: route.map(|r| r.prefix.to_owned()),
-            key: route.map(|r| r.key_id.to_owned()).filter(|k| !k.is_empty()),
+            store: route.map(|r| r.prefix),
+            key: route.map(|r| r.key_id).filter(|k| !k.is_empty()),
             key_version: noted.key_version(),
             latency_us: Some(started.elapsed().as_micros() as u64),
-            actor: access_key_id.map(str::to_owned),
-            principal: m.aws_principal_arn,
-            kms_operation: m.kms_operation,
-            kms_request_id: m.kms_request_id,
-            kms_key_arn: m.kms_key_arn,
-            kms_via_service: m.kms_via_service,
-            aws_source_vpc: m.aws_source_vpc,
-            aws_source_vpce: m.aws_source_vpce,
-            detail: noted.detail().map(str::to_owned),
-            rule: noted.rule(),
-            ..keyhold_audit::Record::default()
+            actor: access_key_id,
+            principal: m.aws_principal_arn.as_deref(),
+            kms_operation: m.kms_operation.as_deref(),
+            kms_request_id: m.kms_request_id.as_deref(),
+            kms_key_arn: m.kms_key_arn.as_deref(),
+            kms_via_service: m.kms_via_service.as_deref(),
+            aws_source_vpc: m.aws_source_vpc.as_deref(),
+            aws_source_vpce: m.aws_source_vpce.as_deref(),
+            detail: noted.detail(),
+            rule: rule.as_deref(),
         };
-        match log.record(rec).await {
+        match log.record(&ev).await {
             Ok(()) => match result {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
