@@ -8,6 +8,7 @@
 //! This crate must never log, and never return key material except to the
 //! keystore that owns it.
 
+pub mod gcm;
 pub mod sym;
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};

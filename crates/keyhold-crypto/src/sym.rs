@@ -278,6 +278,43 @@ pub fn aes_ctr(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoErro
     Ok(out)
 }
 
+/// Raw ChaCha20, without authentication (KMIP clients that ask for it;
+/// never used by Keyhold itself); encrypt = decrypt. `iv` is
+/// * 8 bytes: the original ChaCha20's nonce, with its 64-bit block counter
+///   from 0;
+/// * 12 bytes: RFC 8439's nonce, block counter from 0;
+/// * 16 bytes: a little-endian 32-bit initial block counter, then RFC
+///   8439's nonce (OpenSSL's layout).
+pub fn chacha20(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
+    if key.len() != 32 {
+        return Err(CryptoError::InvalidKeyLength);
+    }
+    let mut out = data.to_vec();
+    match iv.len() {
+        8 => chacha20::ChaCha20Legacy::new_from_slices(key, iv)
+            .map_err(|_| CryptoError::Failed)?
+            .try_apply_keystream(&mut out)
+            .map_err(|_| CryptoError::Failed)?,
+        12 | 16 => {
+            let (counter, nonce) = if iv.len() == 16 {
+                let c = u32::from_le_bytes(iv[..4].try_into().expect("4 bytes"));
+                (c, &iv[4..])
+            } else {
+                (0, iv)
+            };
+            let mut c =
+                chacha20::ChaCha20::new_from_slices(key, nonce).map_err(|_| CryptoError::Failed)?;
+            c.try_seek(u64::from(counter) * 64)
+                .map_err(|_| CryptoError::Failed)?;
+            c.try_apply_keystream(&mut out)
+                .map_err(|_| CryptoError::Failed)?;
+        }
+        _ => return Err(CryptoError::InvalidNonceLength),
+    }
+    Ok(out)
+}
+
 fn aes_kek(kek: &[u8]) -> Result<aws_lc_rs::key_wrap::AesKek, CryptoError> {
     let cipher = match kek.len() {
         16 => &aws_lc_rs::key_wrap::AES_128,
@@ -356,6 +393,45 @@ mod tests {
 
     fn h(s: &str) -> Vec<u8> {
         hex::decode(s).unwrap()
+    }
+
+    /// Raw ChaCha20: RFC 8439 §2.4.2 (12-byte nonce, counter 1, given as
+    /// the 16-byte IV), and the 64-bit-nonce vectors of the original
+    /// ChaCha20 (draft-agl-tls-chacha20poly1305-04 §7, which the OASIS
+    /// CHACHA20 test cases use).
+    #[test]
+    fn chacha20_vectors() {
+        let key: Vec<u8> = (0u8..32).collect();
+        let mut iv = vec![1, 0, 0, 0];
+        iv.extend(h("000000000000004a00000000"));
+        let pt = b"Ladies and Gentlemen of the class of '99: If I could offer you only one tip for the future, sunscreen would be it.";
+        let ct = chacha20(&key, &iv, pt).unwrap();
+        assert_eq!(
+            hex::encode(&ct[..32]),
+            "6e2e359a2568f98041ba0728dd0d6981e97e7aec1d4360c20a27afccfd9fae0b"
+        );
+        assert_eq!(chacha20(&key, &iv, &ct).unwrap(), pt);
+        // Counter 0 with a 12-byte nonce is the 16-byte IV with counter 0.
+        let nonce = h("000000000000004a00000000");
+        let mut iv0 = vec![0; 4];
+        iv0.extend(&nonce);
+        assert_eq!(
+            chacha20(&key, &nonce, pt).unwrap(),
+            chacha20(&key, &iv0, pt).unwrap()
+        );
+        let zero = [0u8; 64];
+        let mut k1 = [0u8; 32];
+        k1[31] = 1;
+        for (k, n, ks) in [
+            ([0u8; 32], h("0000000000000000"), "76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586"),
+            (k1, h("0000000000000000"), "4540f05a9f1fb296d7736e7b208e3c96eb4fe1834688d2604f450952ed432d41bbe2a0b6ea7566d2a5d1e7e20d42af2c53d792b1c43fea817e9ad275ae546963"),
+            ([0u8; 32], h("0000000000000001"), "de9cba7bf3d69ef5e786dc63973f653a0b49e015adbff7134fcb7df137821031e85a050278a7084527214f73efc7fa5b5277062eb7a0433e445f41e3"),
+        ] {
+            let got = chacha20(&k, &n, &zero[..ks.len() / 2]).unwrap();
+            assert_eq!(hex::encode(got), ks);
+        }
+        assert!(chacha20(&key, &[0; 10], b"x").is_err());
+        assert!(chacha20(&key[..16], &[0; 8], b"x").is_err());
     }
 
     // NIST SP 800-38A, F.2.1 (CBC-AES128.Encrypt), first two blocks.

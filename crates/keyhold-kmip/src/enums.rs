@@ -155,6 +155,7 @@ pub mod crypto_alg {
     pub const HMAC_SHA256: u32 = 0x09;
     pub const HMAC_SHA384: u32 = 0x0A;
     pub const HMAC_SHA512: u32 = 0x0B;
+    pub const CHACHA20: u32 = 0x1C;
     pub const CHACHA20_POLY1305: u32 = 0x1E;
 }
 

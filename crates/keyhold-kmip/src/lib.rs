@@ -4,7 +4,8 @@
 //! Layers: [`ttlv`] (the binary encoding, hardened against hostile input),
 //! [`message`] (headers, batches, versions), [`attrs`] and [`objects`] (how
 //! KMIP attributes map onto stored managed objects), [`ops`] (the
-//! operations over the key service, audited), and [`server`] (the mTLS
+//! operations over the key service, audited; streamed Encrypt/Decrypt keep
+//! their state in `stream`), and [`server`] (the mTLS
 //! listener).
 
 pub mod attrs;
@@ -14,6 +15,7 @@ pub mod names;
 pub mod objects;
 pub mod ops;
 pub mod server;
+mod stream;
 pub mod tags;
 pub mod ttlv;
 

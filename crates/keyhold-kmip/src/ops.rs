@@ -11,9 +11,11 @@ use crate::message::{
     ResponseItem, Version, SUPPORTED,
 };
 use crate::objects::{self as obj, effective_state};
+use crate::stream::{Stream, Streams};
 use crate::tags as t;
 use crate::ttlv::{Limits, Ttlv, Value};
 use keyhold_core::{AttrValue, Error, ManagedObject, ObjectAttr, ObjectState};
+use keyhold_crypto::gcm;
 use keyhold_crypto::sym::{self, MacHash};
 use keyhold_service::KeyService;
 use std::sync::Arc;
@@ -34,6 +36,29 @@ pub struct Kmip {
     service: Arc<KeyService>,
     audit: Option<Arc<keyhold_audit::AuditLog>>,
     limits: Limits,
+    /// Streamed Encrypt/Decrypt in progress.
+    streams: Streams,
+}
+
+/// Longest AES-GCM IV accepted (12 bytes is the recommended length).
+const MAX_GCM_IV: usize = 256;
+
+/// Which cipher an Encrypt/Decrypt key is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cipher {
+    Aes,
+    ChaChaPoly,
+    /// Raw ChaCha20 (no authentication).
+    ChaCha,
+}
+
+/// One part of a streamed Encrypt/Decrypt.
+struct Step<'a> {
+    uid: &'a str,
+    encrypt: bool,
+    data: &'a [u8],
+    tag_len: usize,
+    last: bool,
 }
 
 /// Largest Data an Encrypt/Decrypt/MAC accepts, and an RNG Retrieve gives.
@@ -121,6 +146,7 @@ impl Kmip {
             service,
             audit,
             limits: Limits::default(),
+            streams: Streams::default(),
         }
     }
 
@@ -1596,15 +1622,6 @@ impl Kmip {
     }
 
     fn crypt(&self, ctx: &mut Ctx<'_>, p: &Ttlv, encrypt: bool) -> Result<Vec<Ttlv>, KmipError> {
-        if p.child(t::CORRELATION_VALUE).is_some()
-            || bool_of(p, t::INIT_INDICATOR)? == Some(true)
-            || p.child(t::FINAL_INDICATOR).is_some()
-        {
-            return Err(KmipError::new(
-                Reason::FeatureNotSupported,
-                "streaming (Init/Final Indicator, Correlation Value) is not supported",
-            ));
-        }
         let uid = self.uid_arg(ctx, p)?;
         let (mask, what) = if encrypt {
             (usage_mask::ENCRYPT, "encrypt")
@@ -1612,26 +1629,29 @@ impl Kmip {
             (usage_mask::DECRYPT, "decrypt")
         };
         let (mut o, key) = self.usable(ctx, &uid, mask, what)?;
-        let chacha = match obj::enum_attr(&o, obj::ALGORITHM) {
-            Some(crypto_alg::AES) => false,
-            Some(crypto_alg::CHACHA20_POLY1305) => true,
+        let cipher = match obj::enum_attr(&o, obj::ALGORITHM) {
+            Some(crypto_alg::AES) => Cipher::Aes,
+            Some(crypto_alg::CHACHA20_POLY1305) => Cipher::ChaChaPoly,
+            Some(crypto_alg::CHACHA20) => Cipher::ChaCha,
             _ => {
                 return Err(KmipError::new(
                     Reason::IllegalOperation,
-                    format!("object {uid} is not an AES or ChaCha20-Poly1305 key"),
+                    format!("object {uid} is not an AES, ChaCha20 or ChaCha20-Poly1305 key"),
                 ))
             }
         };
         let params = crypto_params(&o, p)?;
         // ChaCha20-Poly1305 is an AEAD like GCM: same fields, same checks.
-        let mode = match (chacha, params.mode) {
-            (true, None | Some(bcm::AEAD)) => bcm::GCM,
-            (true, Some(m)) => {
+        let mode = match (cipher, params.mode) {
+            (Cipher::ChaChaPoly, None | Some(bcm::AEAD)) => bcm::GCM,
+            (Cipher::ChaChaPoly, Some(m)) => {
                 return Err(KmipError::invalid_field(format!(
                     "ChaCha20-Poly1305 takes Block Cipher Mode AEAD, not {m:#x}"
                 )))
             }
-            (false, m) => m.unwrap_or(bcm::GCM),
+            // A stream cipher: no block cipher mode.
+            (Cipher::ChaCha, _) => 0,
+            (Cipher::Aes, m) => m.unwrap_or(bcm::GCM),
         };
         let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
         if data.len() > MAX_DATA {
@@ -1643,12 +1663,45 @@ impl Kmip {
         let iv = bytes_of(p, t::IV_COUNTER_NONCE)?;
         let aad = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?.unwrap_or(&[]);
         let k = key.expose();
+        let tag_len = params.tag_len.unwrap_or(16);
+        if mode == bcm::GCM && !(12..=16).contains(&tag_len) {
+            return Err(KmipError::new(
+                Reason::GeneralFailure,
+                format!("invalid tag length {tag_len}: AEAD tags are 12 to 16 bytes"),
+            ));
+        }
+        let tag_len = tag_len as usize;
+        let init = bool_of(p, t::INIT_INDICATOR)? == Some(true);
+        let last = bool_of(p, t::FINAL_INDICATOR)? == Some(true);
+        let correlation = bytes_of(p, t::CORRELATION_VALUE)?;
+        if correlation.is_some() || (init && !last) {
+            if cipher != Cipher::Aes || mode != bcm::GCM {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    "streaming Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is offered for AES-GCM only",
+                ));
+            }
+            let step = Step {
+                uid: &uid,
+                encrypt,
+                data,
+                tag_len,
+                last,
+            };
+            return match correlation {
+                Some(cv) => self.stream_next(ctx, step, cv, p),
+                None => self.stream_start(ctx, step, k, iv, aad, params.random_iv),
+            };
+        }
         let crypto_fail = |m: &str| KmipError::new(Reason::CryptographicFailure, m.to_owned());
-        let iv_len = match mode {
-            bcm::GCM => 12,
-            bcm::CBC | bcm::CTR => 16,
-            bcm::ECB => 0,
-            other => {
+        // The IV lengths each mode takes.
+        let iv_lens: &[usize] = match (cipher, mode) {
+            (Cipher::ChaCha, _) => &[12, 8, 16],
+            (Cipher::ChaChaPoly, _) => &[12],
+            (_, bcm::GCM) => &[12],
+            (_, bcm::CBC | bcm::CTR) => &[16],
+            (_, bcm::ECB) => &[0],
+            (_, other) => {
                 return Err(KmipError::new(
                     Reason::FeatureNotSupported,
                     format!(
@@ -1657,13 +1710,27 @@ impl Kmip {
                 ))
             }
         };
-        let tag_len = params.tag_len.unwrap_or(16);
-        if mode == bcm::GCM && !(12..=16).contains(&tag_len) {
-            return Err(KmipError::new(
-                Reason::GeneralFailure,
-                format!("invalid tag length {tag_len}: AEAD tags are 12 to 16 bytes"),
-            ));
-        }
+        // AES-GCM also takes IVs of other lengths (NIST SP 800-38D).
+        let any_gcm_iv = cipher == Cipher::Aes && mode == bcm::GCM;
+        let check_iv = |iv: &[u8]| {
+            if iv_lens.contains(&iv.len()) || (any_gcm_iv && (1..=MAX_GCM_IV).contains(&iv.len())) {
+                return Ok(());
+            }
+            let want = if any_gcm_iv {
+                format!("1 to {MAX_GCM_IV} bytes (12 recommended)")
+            } else {
+                iv_lens
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+                    + " bytes"
+            };
+            Err(KmipError::invalid_field(format!(
+                "the IV must be {want} for this mode, not {}",
+                iv.len()
+            )))
+        };
         let pad = match params.padding {
             None | Some(padding::NONE) => false,
             Some(padding::PKCS5) => true,
@@ -1686,36 +1753,31 @@ impl Kmip {
                     (v.to_vec(), false)
                 }
                 None => {
-                    let mut v = vec![0u8; iv_len];
+                    let mut v = vec![0u8; iv_lens[0]];
                     keyhold_crypto::fill_random(&mut v)
                         .map_err(|_| crypto_fail("random number generator failed"))?;
-                    (v, iv_len > 0)
+                    (v, iv_lens[0] > 0)
                 }
             };
-            if iv.len() != iv_len {
-                return Err(KmipError::invalid_field(format!(
-                    "the IV must be {iv_len} bytes for this mode, not {}",
-                    iv.len()
-                )));
-            }
-            match mode {
-                bcm::GCM => {
-                    let (ct, tag) = if chacha {
-                        sym::chacha20_poly1305_seal(k, &iv, aad, data)
-                    } else {
-                        sym::aes_gcm_seal(k, &iv, aad, data)
+            check_iv(&iv)?;
+            let (ct, tag) = match (cipher, mode) {
+                (Cipher::ChaCha, _) => (
+                    sym::chacha20(k, &iv, data).map_err(|_| crypto_fail("ChaCha20 failed"))?,
+                    None,
+                ),
+                (_, bcm::GCM) => {
+                    let (ct, tag) = match cipher {
+                        Cipher::ChaChaPoly => sym::chacha20_poly1305_seal(k, &iv, aad, data)
+                            .map(|(c, t)| (c, t.to_vec())),
+                        _ if iv.len() == 12 => {
+                            sym::aes_gcm_seal(k, &iv, aad, data).map(|(c, t)| (c, t.to_vec()))
+                        }
+                        _ => gcm::seal_any_iv(k, &iv, aad, data, 16),
                     }
                     .map_err(|_| crypto_fail("AEAD encryption failed"))?;
-                    out.push(Ttlv::bytes(t::DATA, ct));
-                    if generated {
-                        out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
-                    }
-                    out.push(Ttlv::bytes(
-                        t::AUTHENTICATED_ENCRYPTION_TAG,
-                        tag[..tag_len as usize].to_vec(),
-                    ));
+                    (ct, Some(tag[..tag_len].to_vec()))
                 }
-                bcm::CBC | bcm::ECB => {
+                (_, bcm::CBC | bcm::ECB) => {
                     let ct = if mode == bcm::CBC {
                         sym::aes_cbc_encrypt(k, &iv, data, pad)
                     } else {
@@ -1724,42 +1786,39 @@ impl Kmip {
                     .map_err(|_| {
                         crypto_fail("encryption failed (without padding, Data must be whole 16-byte blocks)")
                     })?;
-                    out.push(Ttlv::bytes(t::DATA, ct));
-                    if generated {
-                        out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
-                    }
+                    (ct, None)
                 }
-                _ => {
-                    let ct =
-                        sym::aes_ctr(k, &iv, data).map_err(|_| crypto_fail("AES-CTR failed"))?;
-                    out.push(Ttlv::bytes(t::DATA, ct));
-                    if generated {
-                        out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
-                    }
-                }
+                _ => (
+                    sym::aes_ctr(k, &iv, data).map_err(|_| crypto_fail("AES-CTR failed"))?,
+                    None,
+                ),
+            };
+            out.push(Ttlv::bytes(t::DATA, ct));
+            if generated {
+                out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
+            }
+            if let Some(tag) = tag {
+                out.push(Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag));
             }
         } else {
-            // Some clients send IV || ciphertext (|| tag) in Data alone.
             let tag_given = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_TAG)?;
             let (iv, rest) = match iv {
                 Some(v) => (v, data),
                 // GCM clients that send IV || ciphertext || tag in Data.
-                None if mode == bcm::GCM && data.len() >= iv_len + 16 => data.split_at(iv_len),
-                None if iv_len == 0 => (&[][..], data),
+                None if mode == bcm::GCM && data.len() >= 12 + 16 => data.split_at(12),
+                None if iv_lens == [0] => (&[][..], data),
                 None => {
                     return Err(KmipError::invalid_message(
                         "missing IV: IV/Counter/Nonce is required to decrypt in this mode",
                     ))
                 }
             };
-            if iv.len() != iv_len {
-                return Err(KmipError::invalid_field(format!(
-                    "the IV must be {iv_len} bytes for this mode, not {}",
-                    iv.len()
-                )));
-            }
-            let pt = match mode {
-                bcm::GCM => {
+            check_iv(iv)?;
+            let pt = match (cipher, mode) {
+                (Cipher::ChaCha, _) => {
+                    sym::chacha20(k, iv, rest).map_err(|_| crypto_fail("ChaCha20 failed"))?
+                }
+                (_, bcm::GCM) => {
                     let (ct, tag) = match tag_given {
                         Some(tag) => (rest, tag),
                         None if rest.len() >= 16 => rest.split_at(rest.len() - 16),
@@ -1769,23 +1828,152 @@ impl Kmip {
                             ))
                         }
                     };
-                    if chacha {
-                        sym::chacha20_poly1305_open_short_tag(k, iv, aad, ct, tag)
-                    } else {
-                        sym::aes_gcm_open_short_tag(k, iv, aad, ct, tag)
+                    match cipher {
+                        Cipher::ChaChaPoly => {
+                            sym::chacha20_poly1305_open_short_tag(k, iv, aad, ct, tag)
+                        }
+                        _ if iv.len() == 12 => sym::aes_gcm_open_short_tag(k, iv, aad, ct, tag),
+                        _ => gcm::open_any_iv(k, iv, aad, ct, tag).map(|p| p.to_vec()),
                     }
                     .map_err(|_| {
                         crypto_fail("authentication failed: wrong key, IV, AAD, tag or ciphertext")
                     })?
                 }
-                bcm::CBC => sym::aes_cbc_decrypt(k, iv, rest, pad).map_err(|_| {
+                (_, bcm::CBC) => sym::aes_cbc_decrypt(k, iv, rest, pad).map_err(|_| {
                     crypto_fail("decryption failed: wrong key, IV, padding or length")
                 })?,
-                bcm::ECB => sym::aes_ecb_decrypt(k, rest, pad)
+                (_, bcm::ECB) => sym::aes_ecb_decrypt(k, rest, pad)
                     .map_err(|_| crypto_fail("decryption failed: wrong key, padding or length"))?,
                 _ => sym::aes_ctr(k, iv, rest).map_err(|_| crypto_fail("AES-CTR failed"))?,
             };
             out.push(Ttlv::bytes(t::DATA, pt));
+        }
+        Ok(out)
+    }
+
+    /// The first part of a streamed AES-GCM encryption or decryption (Init
+    /// Indicator): answers its output and the stream's Correlation Value.
+    fn stream_start(
+        &self,
+        ctx: &mut Ctx<'_>,
+        step: Step<'_>,
+        key: &[u8],
+        iv: Option<&[u8]>,
+        aad: &[u8],
+        random_iv: Option<bool>,
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let crypto_fail = |m: &str| KmipError::new(Reason::CryptographicFailure, m.to_owned());
+        let (iv, generated) = match iv {
+            Some(_) if random_iv == Some(true) => {
+                return Err(KmipError::invalid_field(
+                    "an IV was given although Random IV asks the server for one",
+                ))
+            }
+            Some(v) => (v.to_vec(), false),
+            None if step.encrypt => {
+                let mut v = vec![0u8; 12];
+                keyhold_crypto::fill_random(&mut v)
+                    .map_err(|_| crypto_fail("random number generator failed"))?;
+                (v, true)
+            }
+            None => {
+                return Err(KmipError::invalid_message(
+                    "missing IV: IV/Counter/Nonce is required to decrypt in this mode",
+                ))
+            }
+        };
+        if !(1..=MAX_GCM_IV).contains(&iv.len()) {
+            return Err(KmipError::invalid_field(format!(
+                "the IV must be 1 to {MAX_GCM_IV} bytes for GCM, not {}",
+                iv.len()
+            )));
+        }
+        let mut gcm = gcm::GcmStream::new(key, &iv, aad, step.encrypt)
+            .map_err(|_| crypto_fail("AES-GCM could not start"))?;
+        let part = gcm
+            .update(step.data)
+            .map_err(|_| crypto_fail("AES-GCM failed"))?;
+        let stream = Stream::new(
+            &ctx.client.identity,
+            step.uid,
+            step.encrypt,
+            step.tag_len,
+            gcm,
+        );
+        let cv = self.streams.open(stream).map_err(|_| {
+            KmipError::new(
+                Reason::GeneralFailure,
+                "too many streamed operations are open: finish some first",
+            )
+        })?;
+        let mut out = vec![
+            Ttlv::text(t::UNIQUE_IDENTIFIER, step.uid.to_owned()),
+            Ttlv::bytes(t::DATA, part),
+        ];
+        if generated {
+            out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
+        }
+        out.push(Ttlv::bytes(t::CORRELATION_VALUE, cv));
+        Ok(out)
+    }
+
+    /// A later part of a stream (its Correlation Value given); the last one
+    /// (Final Indicator) answers the tag, or checks it when decrypting.
+    fn stream_next(
+        &self,
+        ctx: &mut Ctx<'_>,
+        step: Step<'_>,
+        cv: &[u8],
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let crypto_fail = |m: &str| KmipError::new(Reason::CryptographicFailure, m.to_owned());
+        let mut s = self
+            .streams
+            .take(cv, &ctx.client.identity, step.uid)
+            .map_err(|_| {
+                KmipError::invalid_field(format!(
+                    "no streamed operation on object {} has this Correlation Value (finished, idle for too long, or never started)",
+                    step.uid
+                ))
+            })?;
+        if s.encrypt != step.encrypt {
+            let started = if s.encrypt { "an Encrypt" } else { "a Decrypt" };
+            self.streams.put_back(cv.to_vec(), s);
+            return Err(KmipError::invalid_field(format!(
+                "this Correlation Value belongs to {started} stream"
+            )));
+        }
+        let tag_given = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_TAG)?;
+        if step.last && !s.encrypt && tag_given.is_none() {
+            self.streams.put_back(cv.to_vec(), s);
+            return Err(KmipError::missing(
+                "Authenticated Encryption Tag is missing from the last part",
+            ));
+        }
+        // A failed part ends the stream: its state is no longer sound.
+        let part = s
+            .gcm
+            .update(step.data)
+            .map_err(|_| crypto_fail("AES-GCM failed"))?;
+        let mut out = vec![
+            Ttlv::text(t::UNIQUE_IDENTIFIER, step.uid.to_owned()),
+            Ttlv::bytes(t::DATA, part),
+        ];
+        if !step.last {
+            self.streams.put_back(cv.to_vec(), s);
+            out.push(Ttlv::bytes(t::CORRELATION_VALUE, cv.to_vec()));
+        } else if s.encrypt {
+            let tag = s
+                .gcm
+                .finish_encrypt(s.tag_len)
+                .map_err(|_| crypto_fail("AES-GCM failed"))?;
+            out.push(Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag));
+        } else {
+            s.gcm
+                .finish_decrypt(tag_given.unwrap_or_default())
+                .map_err(|_| {
+                    crypto_fail("authentication failed: wrong key, IV, AAD, tag or ciphertext (the earlier parts' output must be discarded)")
+                })?;
         }
         Ok(out)
     }
@@ -1987,10 +2175,10 @@ fn check_key_size(alg: u32, len: Option<i32>) -> Result<i32, KmipError> {
             ))),
             None => Err(KmipError::missing("Cryptographic Length is missing")),
         },
-        crypto_alg::CHACHA20_POLY1305 => match len {
+        crypto_alg::CHACHA20_POLY1305 | crypto_alg::CHACHA20 => match len {
             None | Some(256) => Ok(256),
             Some(l) => Err(KmipError::invalid_field(format!(
-                "ChaCha20-Poly1305 keys are 256 bits, not {l}"
+                "ChaCha20 keys are 256 bits, not {l}"
             ))),
         },
         crypto_alg::TRIPLE_DES => match len {
@@ -2021,7 +2209,7 @@ fn check_key_size(alg: u32, len: Option<i32>) -> Result<i32, KmipError> {
         }
         other => Err(KmipError::new(
             Reason::FeatureNotSupported,
-            format!("cryptographic algorithm {other:#x} is not supported (AES, ChaCha20-Poly1305, HMAC-SHA* are)"),
+            format!("cryptographic algorithm {other:#x} is not supported (AES, ChaCha20, ChaCha20-Poly1305, HMAC-SHA* are)"),
         )),
     }
 }
