@@ -24,6 +24,8 @@ pub enum KmipCmd {
     /// KMIP objects by owner, type and state.
     Status,
     /// Let another client identity use an object ("*": every identity).
+    /// An XKS key (`xks:/STORE/KEY-ID`) is granted for reading its
+    /// attributes only: XKS keys never leave Keyhold.
     Grant { uid: String, identity: String },
     /// Take a grant back.
     Ungrant { uid: String, identity: String },
@@ -186,6 +188,21 @@ fn status(ctx: &Ctx) -> Result<(), String> {
 }
 
 fn grant(ctx: &Ctx, uid: &str, identity: &str, add: bool) -> Result<(), String> {
+    if keyhold_kmip::xks_keys::is_xks_uid(uid) {
+        let changed =
+            keyhold_kmip::xks_keys::set_grant(&ctx.service, uid, identity, add).map_err(e)?;
+        if !changed {
+            outln!("nothing to change");
+            return Ok(());
+        }
+        crate::lifecycle_cmd::in_force(ctx)?;
+        outln!(
+            "{} {identity:?} {} XKS key {uid} (attributes only: XKS keys are never exportable)",
+            if add { "granted" } else { "ungranted" },
+            if add { "the attributes of" } else { "from" }
+        );
+        return Ok(());
+    }
     for _ in 0..5 {
         let mut o = ctx.service.object(uid).map_err(e)?;
         let has = o

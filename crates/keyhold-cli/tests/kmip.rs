@@ -547,6 +547,108 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
     );
 }
 
+/// XKS keys are KMIP objects too (`xks:/STORE/KEY`): visible to the
+/// identities a custodian granted them to, never exportable, read-only,
+/// and under the same break glass.
+#[test]
+fn xks_keys_are_visible_over_kmip_but_never_leave() {
+    let k = start();
+    k.env.run_ok(&["store", "create", "/apps"]);
+    k.env.run_ok(&["key", "create", "/apps", "db-key"]);
+    let x = "xks:/apps/db-key";
+    let mut alice = Conn::open(&k, "alice");
+    let mut bob = Conn::open(&k, "bob");
+    // Nobody owns it over KMIP: refused and not located until granted.
+    failed(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
+    let found = uids(ok(&alice.one((2, 0), op::LOCATE, vec![])));
+    assert!(!found.contains(&x.to_owned()), "{found:?}");
+    // A custodian grants it to alice.
+    let out = k.env.run_ok(&["kmip", "grant", x, "alice"]);
+    assert!(out.contains("never exportable"), "{out}");
+    let out = k
+        .env
+        .cmd(&["kmip", "grant", "xks:/apps/no-such-key", "alice"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let m = String::from_utf8_lossy(&out.stderr);
+    assert!(m.contains("no-such-key"), "{m}");
+    let found = uids(ok(&alice.one(
+        (1, 4),
+        op::LOCATE,
+        vec![Ttlv::structure(
+            t::ATTRIBUTE,
+            vec![
+                Ttlv::text(t::ATTRIBUTE_NAME, "Object Group"),
+                Ttlv::text(t::ATTRIBUTE_VALUE, "/apps"),
+            ],
+        )],
+    )));
+    assert_eq!(found, vec![x.to_owned()]);
+    let found = uids(ok(&alice.one(
+        (1, 4),
+        op::LOCATE,
+        vec![name_attr("db-key")],
+    )));
+    assert_eq!(found, vec![x.to_owned()]);
+    assert_eq!(state_of(&mut alice, (1, 4), x), 2, "Active");
+    let attrs = format!("{:?}", ok(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x))));
+    for want in [
+        "CryptographicLength Integer(256)",
+        "CryptographicAlgorithm Enumeration(0x3)",
+        "NameValue TextString(\"db-key\")",
+        "NeverExtractable Boolean(true)",
+    ] {
+        assert!(attrs.contains(want), "{want} in {attrs}");
+    }
+    // Its material never leaves, in any version, wrapped or not.
+    let m = failed(&alice.one((2, 0), op::GET, uid(x)), 0x17); // Not Extractable
+    assert!(m.contains("not exportable"), "{m}");
+    failed(&alice.one((1, 0), op::GET, uid(x)), 0x0C);
+    // Not a KMIP working key either, and read-only.
+    let mut p = uid(x);
+    p.push(Ttlv::bytes(t::DATA, b"x".to_vec()));
+    let m = failed(&alice.one((2, 0), op::ENCRYPT, p), 0x0C);
+    assert!(m.contains("XKS API only"), "{m}");
+    for operation in [op::DESTROY, op::ACTIVATE, op::REKEY] {
+        let m = failed(&alice.one((2, 0), operation, uid(x)), 0x0C);
+        assert!(m.contains("keyhold key"), "{m}");
+    }
+    let mut p = uid(x);
+    p.push(Ttlv::structure(
+        t::REVOCATION_REASON,
+        vec![Ttlv::enumeration(t::REVOCATION_REASON_CODE, 1)],
+    ));
+    failed(&alice.one((2, 0), op::REVOKE, p), 0x0C);
+    // Bob was not granted it.
+    let m = failed(&bob.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
+    assert!(m.contains("not granted"), "{m}");
+    // Lifecycle and break glass from the custodian show at once.
+    k.env.run_ok(&["key", "deactivate", "/apps", "db-key"]);
+    assert_eq!(state_of(&mut alice, (1, 4), x), 3, "Deactivated");
+    k.env.run_ok(&["store", "disable", "/apps"]);
+    let attrs = format!("{:?}", ok(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x))));
+    assert!(attrs.contains("break glass"), "{attrs}");
+    k.env.run_ok(&["kmip", "ungrant", x, "alice"]);
+    failed(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
+    // The refused exports are on record, with who asked.
+    let recs = k.env.json(&[
+        "audit",
+        "query",
+        "--frontend",
+        "kmip",
+        "--key",
+        x,
+        "--operation",
+        "Get",
+    ]);
+    let recs = recs.as_array().unwrap();
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert!(recs
+        .iter()
+        .all(|r| r["actor"] == "alice" && r["result"] != "OK"));
+}
+
 fn name_attr(n: &str) -> Ttlv {
     Ttlv::structure(
         t::ATTRIBUTE,

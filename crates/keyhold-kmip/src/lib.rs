@@ -18,5 +18,6 @@ pub mod server;
 mod stream;
 pub mod tags;
 pub mod ttlv;
+pub mod xks_keys;
 
 pub use ops::{Client, Kmip};

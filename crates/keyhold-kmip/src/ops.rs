@@ -14,6 +14,7 @@ use crate::objects::{self as obj, effective_state};
 use crate::stream::{Stream, Streams};
 use crate::tags as t;
 use crate::ttlv::{Limits, Ttlv, Value};
+use crate::xks_keys;
 use keyhold_core::{AttrValue, Error, ManagedObject, ObjectAttr, ObjectState};
 use keyhold_crypto::gcm;
 use keyhold_crypto::sym::{self, MacHash};
@@ -334,6 +335,26 @@ impl Kmip {
         let empty = Ttlv::structure(t::REQUEST_PAYLOAD, vec![]);
         let p = item.payload.unwrap_or(&empty);
         let v2 = ctx.version.is_v2();
+        // XKS keys are read-only here: their lifecycle is the custodians'.
+        if matches!(
+            item.operation,
+            op::REKEY
+                | op::ADD_ATTRIBUTE
+                | op::MODIFY_ATTRIBUTE
+                | op::DELETE_ATTRIBUTE
+                | op::ACTIVATE
+                | op::REVOKE
+                | op::DESTROY
+                | crate::enums::operation2::SET_ATTRIBUTE
+                | crate::enums::operation2::ADJUST_ATTRIBUTE
+        ) {
+            if let Ok(uid) = self.uid_arg(ctx, p) {
+                if xks_keys::is_xks_uid(&uid) {
+                    self.load(ctx, &uid)?;
+                    return Err(service_err(xks_keys::read_only(&uid)));
+                }
+            }
+        }
         match item.operation {
             op::DISCOVER_VERSIONS => self.discover_versions(p),
             op::QUERY => self.query(ctx, p),
@@ -385,14 +406,24 @@ impl Kmip {
     /// Loads an object the client may use.
     fn load(&self, ctx: &mut Ctx<'_>, uid: &str) -> Result<ManagedObject, KmipError> {
         ctx.touched = Some(uid.to_owned());
-        let o = self.service.object(uid).map_err(service_err)?;
+        let xks = xks_keys::is_xks_uid(uid);
+        let o = if xks {
+            xks_keys::object(&self.service, uid)
+        } else {
+            self.service.object(uid)
+        }
+        .map_err(service_err)?;
         if !KeyService::may_use_object(&o, &ctx.client.identity) {
             return Err(KmipError::new(
                 Reason::PermissionDenied,
-                format!("object {uid} belongs to another client identity"),
+                if xks {
+                    format!("XKS key {uid} was not granted to this client identity")
+                } else {
+                    format!("object {uid} belongs to another client identity")
+                },
             ));
         }
-        if let Some(log) = &mut ctx.undo {
+        if let (Some(log), false) = (&mut ctx.undo, xks) {
             let seen = log.iter().any(|u| match u {
                 Undo::Updated(p) => p.uid == uid,
                 Undo::Created(c) => c == uid,
@@ -424,6 +455,9 @@ impl Kmip {
     }
 
     fn save(&self, ctx: &Ctx<'_>, o: &mut ManagedObject) -> Result<(), KmipError> {
+        if xks_keys::is_xks_uid(&o.uid) {
+            return Err(service_err(xks_keys::read_only(&o.uid)));
+        }
         o.set_attr(obj::LAST_CHANGE, AttrValue::DateTime(ctx.now));
         self.service.update_object(o).map_err(service_err)?;
         o.rev += 1;
@@ -431,6 +465,15 @@ impl Kmip {
     }
 
     fn material(&self, o: &ManagedObject) -> Result<Arc<keyhold_crypto::SecretBytes>, KmipError> {
+        if xks_keys::is_xks_uid(&o.uid) {
+            return Err(KmipError::new(
+                Reason::PermissionDenied,
+                format!(
+                    "{} is an XKS key: it serves AWS KMS through the XKS API only; KMIP may read its attributes",
+                    o.uid
+                ),
+            ));
+        }
         self.service.object_material(o).map_err(service_err)
     }
 
@@ -916,6 +959,11 @@ impl Kmip {
         let mask = int_of(p, t::STORAGE_STATUS_MASK)?.unwrap_or(1);
         let with_destroyed = mask & 4 != 0 || wanted.iter().any(|w| w.name == "State");
         let mut all = self.service.list_objects().map_err(service_err)?;
+        // XKS keys granted to someone come first: the newest-first order
+        // below puts KMIP's own objects ahead of them.
+        let mut xks = xks_keys::granted_objects(&self.service).map_err(service_err)?;
+        xks.append(&mut all);
+        let mut all = xks;
         all.retain(|o| {
             KeyService::may_use_object(o, &ctx.client.identity)
                 && (with_destroyed || !o.state.is_destroyed())

@@ -51,7 +51,8 @@ pub fn tls_config(
 }
 
 /// The identity a client certificate stands for: its subject common name,
-/// else the SHA-256 of the certificate.
+/// else (none, or empty) the SHA-256 of the certificate. Never empty: an
+/// object without an owner belongs to no client.
 pub fn identity_of(cert: &CertificateDer<'_>) -> String {
     if let Ok((_, c)) = x509_parser::parse_x509_certificate(cert.as_ref()) {
         if let Some(cn) = c
@@ -59,6 +60,7 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> String {
             .iter_common_name()
             .next()
             .and_then(|cn| cn.as_str().ok())
+            .filter(|cn| !cn.is_empty())
         {
             return cn.to_owned();
         }

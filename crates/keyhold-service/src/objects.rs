@@ -84,9 +84,10 @@ impl KeyService {
     }
 
     /// Whether `identity` may use the object: its owner, or an identity a
-    /// custodian granted it to.
+    /// custodian granted it to. An object without an owner (an XKS key seen
+    /// through KMIP) is only its grantees'.
     pub fn may_use_object(obj: &ManagedObject, identity: &str) -> bool {
-        obj.owner == identity
+        (!obj.owner.is_empty() && obj.owner == identity)
             || obj.attrs_named(GRANT_ATTR).any(|v| match v {
                 keyhold_core::AttrValue::Text(t) => t == identity || t == "*",
                 _ => false,
