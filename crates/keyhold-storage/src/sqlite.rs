@@ -176,9 +176,63 @@ struct Job {
     slot: Arc<Slot>,
 }
 
+/// A connection, held. Letting the writer connection go hands the turn to
+/// the owner of the oldest grouped write queued meanwhile: whoever used the
+/// connection (a grouped commit or any other write or read), a queued
+/// write never waits for a connection nobody holds.
+struct Held<'a> {
+    conn: Option<parking_lot::MutexGuard<'a, Connection>>,
+    /// The grouped writes' queue (writer connection only).
+    pending: Option<&'a Mutex<Vec<Job>>>,
+}
+
+impl<'a> Held<'a> {
+    fn plain(conn: parking_lot::MutexGuard<'a, Connection>) -> Self {
+        Self {
+            conn: Some(conn),
+            pending: None,
+        }
+    }
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        drop(self.conn.take());
+        let Some(pending) = self.pending else { return };
+        let next = pending.lock().first().map(|j| j.slot.clone());
+        if let Some(next) = next {
+            next.state.lock().turn = true;
+            next.wake.notify_one();
+        }
+    }
+}
+
+/// Where a queued write learns its outcome, or that it is its turn to
+/// commit the queue.
 #[derive(Default)]
 struct Slot {
-    result: Mutex<Option<Result<()>>>,
+    state: Mutex<SlotState>,
+    wake: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct SlotState {
+    result: Option<Result<()>>,
+    /// The writer before handed the connection on to this job's owner.
+    turn: bool,
 }
 
 const OBJECT_COLUMNS: &str =
@@ -261,15 +315,15 @@ impl SqliteStorage {
 
     /// A connection for reading objects: a free reader, else the writer's
     /// (in-memory databases have only that one).
-    fn reader(&self) -> parking_lot::MutexGuard<'_, Connection> {
+    fn reader(&self) -> Held<'_> {
         for r in &self.readers {
             if let Some(g) = r.try_lock() {
-                return g;
+                return Held::plain(g);
             }
         }
         match self.readers.first() {
-            Some(r) => r.lock(),
-            None => self.conn.lock(),
+            Some(r) => Held::plain(r.lock()),
+            None => self.writer(),
         }
     }
 
@@ -302,10 +356,13 @@ impl SqliteStorage {
     }
 
     /// Runs `run` in a transaction shared with the writes queued at the
-    /// same moment, so that concurrent writers pay for one fsync together
-    /// (flat combining: whoever gets the connection commits for everyone
-    /// queued). Each write runs inside its own savepoint: one failing
-    /// write does not undo the others. Returns once the write is durable.
+    /// same moment, so that concurrent writers pay for one fsync together:
+    /// whoever has the connection commits everything queued, then hands
+    /// the turn to the owner of the oldest write queued meanwhile. The
+    /// others sleep until their outcome is filled in (one wake-up each; no
+    /// thread takes the connection only to find its write already done).
+    /// Each write runs inside its own savepoint: one failing write does not
+    /// undo the others. Returns once the write is durable.
     fn write_grouped(
         &self,
         run: impl FnOnce(&Connection) -> Result<()> + Send + 'static,
@@ -316,19 +373,40 @@ impl SqliteStorage {
             slot: slot.clone(),
         });
         loop {
-            if let Some(r) = slot.result.lock().take() {
+            if let Some(conn) = self.conn.try_lock() {
+                self.commit_queued(Held {
+                    conn: Some(conn),
+                    pending: Some(&self.pending),
+                });
+            }
+            let mut st = slot.state.lock();
+            if st.result.is_none() && !st.turn {
+                // The timeout only guards against a wake-up lost to a race
+                // between the hand-off and this wait.
+                slot.wake
+                    .wait_for(&mut st, std::time::Duration::from_millis(10));
+            }
+            st.turn = false;
+            if let Some(r) = st.result.take() {
                 return r;
             }
-            // Sleeps until the connection is free (no polling): by then the
-            // writer that held it has usually committed this job too.
-            let mut conn = self.conn.lock();
-            if let Some(r) = slot.result.lock().take() {
-                return r;
-            }
-            let jobs = std::mem::take(&mut *self.pending.lock());
-            if !jobs.is_empty() {
-                Self::commit_jobs(&mut conn, jobs);
-            }
+        }
+    }
+
+    /// Holding the connection: commits every queued write in one
+    /// transaction (letting the connection go hands the turn on).
+    fn commit_queued(&self, mut conn: Held<'_>) {
+        let jobs = std::mem::take(&mut *self.pending.lock());
+        if !jobs.is_empty() {
+            Self::commit_jobs(&mut conn, jobs);
+        }
+    }
+
+    /// The writer connection, held.
+    fn writer(&self) -> Held<'_> {
+        Held {
+            conn: Some(self.conn.lock()),
+            pending: Some(&self.pending),
         }
     }
 
@@ -375,11 +453,12 @@ impl SqliteStorage {
     }
 
     fn fill(slot: &Slot, r: Result<()>) {
-        *slot.result.lock() = Some(r);
+        slot.state.lock().result = Some(r);
+        slot.wake.notify_one();
     }
 
     fn migrate(&self) -> Result<()> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -505,7 +584,7 @@ impl Storage for SqliteStorage {
         // data_version changes when another connection commits; the total
         // change counter covers this connection's own writes (but for
         // bookkeeping, see `quiet`).
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let dv: i64 = conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(db_err)?;
@@ -516,7 +595,7 @@ impl Storage for SqliteStorage {
     }
 
     fn ping(&self) -> Result<()> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
             .map(|_| ())
             .map_err(db_err)
@@ -533,7 +612,7 @@ impl Storage for SqliteStorage {
     }
 
     fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -552,7 +631,7 @@ impl Storage for SqliteStorage {
     }
 
     fn create_store(&self, store: &KeyStore) -> Result<()> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let n = conn
             .execute(
                 "INSERT OR IGNORE INTO stores(prefix, status, description, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -583,7 +662,7 @@ impl Storage for SqliteStorage {
     }
 
     fn list_stores(&self) -> Result<Vec<KeyStore>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare_cached(
                 "SELECT prefix, status, description, created_at FROM stores ORDER BY prefix",
@@ -609,7 +688,7 @@ impl Storage for SqliteStorage {
     }
 
     fn add_credential(&self, cred: &StoredCredential) -> Result<()> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         Self::require_store(&conn, &cred.store)?;
         conn.execute(
             "INSERT INTO credentials(access_key_id, store, wrapped_secret, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -640,7 +719,7 @@ impl Storage for SqliteStorage {
     }
 
     fn list_credentials(&self, prefix: &StorePrefix) -> Result<Vec<StoredCredential>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         Self::require_store(&conn, prefix)?;
         let mut st = conn
             .prepare_cached(
@@ -666,7 +745,7 @@ impl Storage for SqliteStorage {
     }
 
     fn create_keys(&self, keys: &[(Key, WrappedKeyVersion)]) -> Result<()> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -720,7 +799,7 @@ impl Storage for SqliteStorage {
     }
 
     fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT {KEY_COLUMNS} FROM keys WHERE store = ?1 AND key_id = ?2"
@@ -737,7 +816,7 @@ impl Storage for SqliteStorage {
         after: Option<&KeyId>,
         limit: usize,
     ) -> Result<Vec<Key>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         Self::require_store(&conn, prefix)?;
         let mut st = conn
             .prepare_cached(
@@ -770,7 +849,7 @@ impl Storage for SqliteStorage {
     }
 
     fn key_state_counts(&self) -> Result<Vec<(String, String, String, u64)>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare("SELECT store, state, status, count(*) FROM keys GROUP BY store, state, status ORDER BY store, state, status")
             .map_err(db_err)?;
@@ -817,7 +896,7 @@ impl Storage for SqliteStorage {
         id: &KeyId,
         version: &WrappedKeyVersion,
     ) -> Result<()> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -862,7 +941,7 @@ impl Storage for SqliteStorage {
         id: &KeyId,
         version: u32,
     ) -> Result<Option<WrappedKeyVersion>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare_cached(
                 "SELECT version, wrapped, created_at, flag FROM key_versions WHERE store = ?1 AND key_id = ?2 AND version = ?3",
@@ -881,7 +960,7 @@ impl Storage for SqliteStorage {
     }
 
     fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         match value {
             Some(v) => conn.execute(
                 "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
@@ -894,7 +973,7 @@ impl Storage for SqliteStorage {
     }
 
     fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare(
                 "SELECT name, value FROM meta WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
@@ -907,7 +986,7 @@ impl Storage for SqliteStorage {
     }
 
     fn get_policy(&self, scope: &str) -> Result<Option<String>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare_cached("SELECT body FROM policies WHERE scope = ?1")
             .map_err(db_err)?;
@@ -917,7 +996,7 @@ impl Storage for SqliteStorage {
     }
 
     fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let n = match body {
             Some(b) => conn.execute(
                 "INSERT INTO policies(scope, body, updated_at) VALUES (?1, ?2, ?3) \
@@ -931,7 +1010,7 @@ impl Storage for SqliteStorage {
     }
 
     fn list_policies(&self) -> Result<Vec<(String, String)>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare("SELECT scope, body FROM policies ORDER BY scope")
             .map_err(db_err)?;
@@ -942,7 +1021,7 @@ impl Storage for SqliteStorage {
     }
 
     fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let before = conn.total_changes();
         let r = Self::insert_checkpoint(&mut conn, c);
         self.quiet.fetch_add(
@@ -953,7 +1032,7 @@ impl Storage for SqliteStorage {
     }
 
     fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare("SELECT chain, kind, seq, head, ts_ms, mac FROM audit_checkpoints ORDER BY chain, seq")
             .map_err(db_err)?;
@@ -973,7 +1052,7 @@ impl Storage for SqliteStorage {
     }
 
     fn bump_counter(&self, name: &str) -> Result<u64> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -1020,7 +1099,7 @@ impl Storage for SqliteStorage {
     }
 
     fn destroy_key_material(&self, prefix: &StorePrefix, id: &KeyId, at: Timestamp) -> Result<()> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -1078,7 +1157,7 @@ impl Storage for SqliteStorage {
     }
 
     fn list_key_versions(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Vec<VersionInfo>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare_cached(
                 "SELECT version, created_at, flag, length(wrapped) > 0 FROM key_versions WHERE store = ?1 AND key_id = ?2 ORDER BY version",
@@ -1098,7 +1177,7 @@ impl Storage for SqliteStorage {
     }
 
     fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare_cached(&format!(
                 "SELECT {KEY_COLUMNS} FROM keys WHERE destroy_at <= ?1 AND state <> 'DESTROYED' \
@@ -1112,7 +1191,7 @@ impl Storage for SqliteStorage {
     }
 
     fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut out = Vec::new();
         let mut st = conn
             .prepare("SELECT name, value FROM meta ORDER BY name")
@@ -1283,7 +1362,7 @@ impl Storage for SqliteStorage {
     }
 
     fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let mut st = conn
             .prepare_cached(
                 "SELECT node_id, started_ms, heartbeat_ms, ack_epoch FROM nodes WHERE heartbeat_ms >= ?1 ORDER BY node_id",
@@ -1323,7 +1402,7 @@ impl Storage for SqliteStorage {
     }
 
     fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()> {
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let tx = conn.transaction().map_err(db_err)?;
         {
             let mut st = tx
@@ -1389,7 +1468,7 @@ impl Storage for SqliteStorage {
 
     fn restore(&self, snap: &Snapshot) -> Result<()> {
         snap.validate()?;
-        let mut conn = self.conn.lock();
+        let mut conn = self.writer();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -1422,7 +1501,7 @@ impl Storage for SqliteStorage {
     }
 
     fn replace_wrapped(&self, item: &WrappedItem, expected: &[u8], new: &[u8]) -> Result<bool> {
-        let conn = self.conn.lock();
+        let conn = self.writer();
         let n = match item {
             WrappedItem::Meta { name } => conn.execute(
                 "UPDATE meta SET value = ?3 WHERE name = ?1 AND value = ?2",
