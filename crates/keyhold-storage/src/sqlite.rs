@@ -1265,11 +1265,13 @@ impl Storage for SqliteStorage {
         let (object_type, state, exportable) = (o.object_type, o.state as u32, o.exportable);
         self.write_grouped(move |conn| {
             let n = conn
-                .execute(
+                .prepare_cached(
                     "INSERT OR IGNORE INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)",
-                    params![uid, object_type, owner, state, exportable, attrs, material, now_ms()],
                 )
+                .and_then(|mut st| {
+                    st.execute(params![uid, object_type, owner, state, exportable, attrs, material, now_ms()])
+                })
                 .map_err(db_err)?;
             if n == 0 {
                 return Err(Error::Conflict(format!("object {uid}")));
@@ -1280,23 +1282,22 @@ impl Storage for SqliteStorage {
 
     fn get_object(&self, uid: &str) -> Result<Option<ManagedObject>> {
         let conn = self.reader();
-        conn.query_row(
-            &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = ?1"),
-            [uid],
-            row_to_object,
-        )
-        .optional()
+        conn.prepare_cached(&format!(
+            "SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = ?1"
+        ))
+        .and_then(|mut st| st.query_row([uid], row_to_object).optional())
         .map_err(db_err)
     }
 
     fn object_material(&self, uid: &str) -> Result<Option<Vec<u8>>> {
         let conn = self.reader();
-        conn.query_row("SELECT material FROM objects WHERE uid = ?1", [uid], |r| {
-            r.get::<_, Option<Vec<u8>>>(0)
-        })
-        .optional()
-        .map(Option::flatten)
-        .map_err(db_err)
+        conn.prepare_cached("SELECT material FROM objects WHERE uid = ?1")
+            .and_then(|mut st| {
+                st.query_row([uid], |r| r.get::<_, Option<Vec<u8>>>(0))
+                    .optional()
+            })
+            .map(Option::flatten)
+            .map_err(db_err)
     }
 
     fn update_object(&self, o: &ManagedObject) -> Result<()> {
@@ -1306,12 +1307,14 @@ impl Storage for SqliteStorage {
         self.write_grouped(move |conn| {
             // Erasing the material is one-way: an update never brings it back.
             let n = conn
-                .execute(
+                .prepare_cached(
                     "UPDATE objects SET state = ?3, exportable = ?4, attrs = ?5, rev = rev + 1, \
                      material = CASE WHEN ?6 THEN material ELSE NULL END \
                      WHERE uid = ?1 AND rev = ?2",
-                    params![uid, rev, state, exportable, attrs, has_material],
                 )
+                .and_then(|mut st| {
+                    st.execute(params![uid, rev, state, exportable, attrs, has_material])
+                })
                 .map_err(db_err)?;
             if n == 1 {
                 return Ok(());
@@ -1332,7 +1335,8 @@ impl Storage for SqliteStorage {
     fn delete_object(&self, uid: &str) -> Result<()> {
         let uid = uid.to_owned();
         self.write_grouped(move |conn| {
-            conn.execute("DELETE FROM objects WHERE uid = ?1", [&uid])
+            conn.prepare_cached("DELETE FROM objects WHERE uid = ?1")
+                .and_then(|mut st| st.execute([&uid]))
                 .map_err(db_err)?;
             Ok(())
         })
