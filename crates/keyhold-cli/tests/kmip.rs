@@ -525,21 +525,7 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
     ok(&alice.one((1, 4), op::GET, uid(&open_key)));
 
     // The refused export is on record, with who asked.
-    let recs = k.env.json(&[
-        "audit",
-        "query",
-        "--frontend",
-        "kmip",
-        "--key",
-        &locked,
-        "--operation",
-        "Get",
-    ]);
-    let recs = recs.as_array().unwrap();
-    assert_eq!(recs.len(), 3, "{recs:?}");
-    assert!(recs
-        .iter()
-        .all(|r| r["actor"] == "alice" && r["result"] != "OK"));
+    assert_refused_gets_on_record(&k.env, &locked, "alice", 3);
     let out = k.env.run_ok(&["kmip", "status"]);
     assert!(
         out.contains("alice") && out.contains("SymmetricKey"),
@@ -632,21 +618,26 @@ fn xks_keys_are_visible_over_kmip_but_never_leave() {
     k.env.run_ok(&["kmip", "ungrant", x, "alice"]);
     failed(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
     // The refused exports are on record, with who asked.
-    let recs = k.env.json(&[
+    assert_refused_gets_on_record(&k.env, x, "alice", 2);
+}
+
+/// The audit log holds `n` KMIP Gets of `uid`, all by `actor`, all refused.
+fn assert_refused_gets_on_record(env: &Env, uid: &str, actor: &str, n: usize) {
+    let recs = env.json(&[
         "audit",
         "query",
         "--frontend",
         "kmip",
         "--key",
-        x,
+        uid,
         "--operation",
         "Get",
     ]);
     let recs = recs.as_array().unwrap();
-    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs.len(), n, "{recs:?}");
     assert!(recs
         .iter()
-        .all(|r| r["actor"] == "alice" && r["result"] != "OK"));
+        .all(|r| r["actor"] == actor && r["result"] != "OK"));
 }
 
 fn name_attr(n: &str) -> Ttlv {

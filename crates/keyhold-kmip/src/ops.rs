@@ -1741,7 +1741,6 @@ impl Kmip {
                 None => self.stream_start(ctx, step, k, iv, aad, params.random_iv),
             };
         }
-        let crypto_fail = |m: &str| KmipError::new(Reason::CryptographicFailure, m.to_owned());
         // The IV lengths each mode takes.
         let iv_lens: &[usize] = match (cipher, mode) {
             (Cipher::ChaCha, _) => &[12, 8, 16],
@@ -1791,22 +1790,7 @@ impl Kmip {
         };
         let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
         if encrypt {
-            let (iv, generated) = match iv {
-                Some(v) => {
-                    if params.random_iv == Some(true) {
-                        return Err(KmipError::invalid_field(
-                            "an IV was given although Random IV asks the server for one",
-                        ));
-                    }
-                    (v.to_vec(), false)
-                }
-                None => {
-                    let mut v = vec![0u8; iv_lens[0]];
-                    keyhold_crypto::fill_random(&mut v)
-                        .map_err(|_| crypto_fail("random number generator failed"))?;
-                    (v, iv_lens[0] > 0)
-                }
-            };
+            let (iv, generated) = encryption_iv(iv, params.random_iv, iv_lens[0])?;
             check_iv(&iv)?;
             let (ct, tag) = match (cipher, mode) {
                 (Cipher::ChaCha, _) => (
@@ -1910,25 +1894,13 @@ impl Kmip {
         aad: &[u8],
         random_iv: Option<bool>,
     ) -> Result<Vec<Ttlv>, KmipError> {
-        let crypto_fail = |m: &str| KmipError::new(Reason::CryptographicFailure, m.to_owned());
         let (iv, generated) = match iv {
-            Some(_) if random_iv == Some(true) => {
-                return Err(KmipError::invalid_field(
-                    "an IV was given although Random IV asks the server for one",
-                ))
-            }
-            Some(v) => (v.to_vec(), false),
-            None if step.encrypt => {
-                let mut v = vec![0u8; 12];
-                keyhold_crypto::fill_random(&mut v)
-                    .map_err(|_| crypto_fail("random number generator failed"))?;
-                (v, true)
-            }
-            None => {
+            None if !step.encrypt => {
                 return Err(KmipError::invalid_message(
                     "missing IV: IV/Counter/Nonce is required to decrypt in this mode",
                 ))
             }
+            iv => encryption_iv(iv, random_iv, 12)?,
         };
         if !(1..=MAX_GCM_IV).contains(&iv.len()) {
             return Err(KmipError::invalid_field(format!(
@@ -1974,7 +1946,6 @@ impl Kmip {
         cv: &[u8],
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
-        let crypto_fail = |m: &str| KmipError::new(Reason::CryptographicFailure, m.to_owned());
         let mut s = self
             .streams
             .take(cv, &ctx.client.identity, step.uid)
@@ -2108,6 +2079,32 @@ struct Params {
     algorithm: Option<u32>,
     random_iv: Option<bool>,
     tag_len: Option<i32>,
+}
+
+fn crypto_fail(m: &str) -> KmipError {
+    KmipError::new(Reason::CryptographicFailure, m.to_owned())
+}
+
+/// The IV to encrypt with: the client's, unless it asked for a random one
+/// (then giving one is an error), else `len` random bytes. Says whether
+/// the server made it (and must return it).
+fn encryption_iv(
+    given: Option<&[u8]>,
+    random_iv: Option<bool>,
+    len: usize,
+) -> Result<(Vec<u8>, bool), KmipError> {
+    match given {
+        Some(_) if random_iv == Some(true) => Err(KmipError::invalid_field(
+            "an IV was given although Random IV asks the server for one",
+        )),
+        Some(v) => Ok((v.to_vec(), false)),
+        None => {
+            let mut v = vec![0u8; len];
+            keyhold_crypto::fill_random(&mut v)
+                .map_err(|_| crypto_fail("random number generator failed"))?;
+            Ok((v, len > 0))
+        }
+    }
 }
 
 /// The request's Cryptographic Parameters, else the object's own.
