@@ -57,6 +57,28 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         m.insert(k, v);
     }
 
+    /// Puts a value just written to storage, unless the entry there is
+    /// newer (`keep(existing, v)`); fills read from storage before this
+    /// are dropped, as after [`Self::clear_key`].
+    pub fn put_written(&self, k: K, v: V, keep: impl Fn(&V, &V) -> bool) {
+        let mut m = self.map.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if m.get(&k).is_some_and(|have| keep(have, &v)) {
+            return;
+        }
+        if m.len() >= self.capacity && !m.contains_key(&k) {
+            let victims: Vec<K> = m
+                .keys()
+                .take((self.capacity / 16).max(1))
+                .cloned()
+                .collect();
+            for k in victims {
+                m.remove(&k);
+            }
+        }
+        m.insert(k, v);
+    }
+
     pub fn clear(&self) {
         let mut m = self.map.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
@@ -97,5 +119,27 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert_eq!(c.get("c"), Some(3));
         assert!(c.get("a").is_some() != c.get("b").is_some());
+    }
+
+    #[test]
+    fn a_written_value_replaces_older_ones_only_and_stops_stale_fills() {
+        let c: Cache<String, u32> = Cache::new(8);
+        let newer = |have: &u32, v: &u32| have >= v;
+        let g = c.generation();
+        c.put_written("a".into(), 3, newer);
+        c.insert(g, "a".into(), 1);
+        assert_eq!(
+            c.get("a"),
+            Some(3),
+            "a fill read before the write is dropped"
+        );
+        c.put_written("a".into(), 2, newer);
+        assert_eq!(
+            c.get("a"),
+            Some(3),
+            "an older write landing late is ignored"
+        );
+        c.put_written("a".into(), 4, newer);
+        assert_eq!(c.get("a"), Some(4));
     }
 }

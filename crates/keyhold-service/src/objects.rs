@@ -12,11 +12,28 @@ use std::sync::Arc;
 /// protocol clients.
 pub const GRANT_ATTR: &str = "keyhold:grant";
 
+/// Whether the cached object is at least as new as the one just written.
+fn newer_rev(have: &Arc<ManagedObject>, written: &Arc<ManagedObject>) -> bool {
+    have.rev >= written.rev
+}
+
 impl KeyService {
     /// Stores a new object with `material` wrapped under the root of trust.
+    /// The object is cached as written: a client's next request (a Get
+    /// right after its Create) is answered without reading it back.
     pub fn create_object(&self, obj: &ManagedObject, material: &[u8]) -> Result<()> {
         let wrapped = self.barrier().wrap_object(&obj.uid, material)?;
-        self.storage().create_object(obj, &wrapped)
+        self.storage().create_object(obj, &wrapped)?;
+        let mut stored = obj.clone();
+        stored.rev = 1;
+        self.objects
+            .put_written(obj.uid.clone(), Arc::new(stored), newer_rev);
+        self.materials.put_written(
+            obj.uid.clone(),
+            Arc::new(SecretBytes::new(material.to_vec())),
+            |_, _| false,
+        );
+        Ok(())
     }
 
     /// The object's record (cached until the database changes).
@@ -58,15 +75,25 @@ impl KeyService {
         Ok(m)
     }
 
-    /// Writes the object back if nobody changed it since it was read.
+    /// Writes the object back if nobody changed it since it was read; the
+    /// cache then holds it as written (unless a newer revision got there
+    /// first).
     pub fn update_object(&self, obj: &ManagedObject) -> Result<()> {
         if !obj.has_material {
             self.materials.clear_key(&obj.uid);
         }
         self.objects.clear_key(&obj.uid);
         let r = self.storage().update_object(obj);
-        // Again after the write, so no fill from before it survives.
-        self.objects.clear_key(&obj.uid);
+        match r {
+            Ok(()) => {
+                let mut stored = obj.clone();
+                stored.rev += 1;
+                self.objects
+                    .put_written(obj.uid.clone(), Arc::new(stored), newer_rev);
+            }
+            // Again after the write, so no fill from before it survives.
+            Err(_) => self.objects.clear_key(&obj.uid),
+        }
         r
     }
 
