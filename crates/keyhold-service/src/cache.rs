@@ -41,20 +41,26 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if m.len() >= self.capacity {
-            // Evict a sixteenth of the entries, in hash order (effectively
-            // random), so a working set larger than the cache degrades
-            // gradually instead of emptying it at once.
-            let victims: Vec<K> = m
-                .keys()
-                .take((self.capacity / 16).max(1))
-                .cloned()
-                .collect();
-            for k in victims {
-                m.remove(&k);
-            }
-        }
+        self.make_room(&mut m, &k);
         m.insert(k, v);
+    }
+
+    /// Before inserting `k` into a full map: evicts a sixteenth of the
+    /// entries, in hash order (effectively random), so a working set
+    /// larger than the cache degrades gradually instead of emptying it at
+    /// once.
+    fn make_room(&self, m: &mut HashMap<K, V>, k: &K) {
+        if m.len() < self.capacity || m.contains_key(k) {
+            return;
+        }
+        let victims: Vec<K> = m
+            .keys()
+            .take((self.capacity / 16).max(1))
+            .cloned()
+            .collect();
+        for k in victims {
+            m.remove(&k);
+        }
     }
 
     /// Puts a value just written to storage, unless the entry there is
@@ -66,16 +72,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         if m.get(&k).is_some_and(|have| keep(have, &v)) {
             return;
         }
-        if m.len() >= self.capacity && !m.contains_key(&k) {
-            let victims: Vec<K> = m
-                .keys()
-                .take((self.capacity / 16).max(1))
-                .cloned()
-                .collect();
-            for k in victims {
-                m.remove(&k);
-            }
-        }
+        self.make_room(&mut m, &k);
         m.insert(k, v);
     }
 
