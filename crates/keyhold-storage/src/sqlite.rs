@@ -161,9 +161,10 @@ pub struct SqliteStorage {
     readers: Vec<Mutex<Connection>>,
     /// Object writes waiting to be committed together (group commit).
     pending: Mutex<Vec<Job>>,
-    /// Rows this connection changed in bookkeeping tables (audit
-    /// checkpoints): left out of the change token, so that the server's
-    /// own checkpoints (several a second under load) do not drop its caches.
+    /// Rows this connection changed that the change token leaves out:
+    /// audit checkpoints (several a second under load) and grouped object
+    /// writes (whose process updates its own caches), so that neither
+    /// drops the writing process's caches.
     quiet: std::sync::atomic::AtomicU64,
 }
 
@@ -409,13 +410,20 @@ impl SqliteStorage {
             // (other processes see data_version move): left out of the
             // change token like bookkeeping, so that a KMIP client's writes
             // do not drop every cached key ten times a second.
-            let before = conn.total_changes();
-            Self::commit_jobs(&mut conn, jobs);
-            self.quiet.fetch_add(
-                conn.total_changes().wrapping_sub(before),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            self.quietly(&mut conn, |c| Self::commit_jobs(c, jobs));
         }
+    }
+
+    /// Runs `f` on the writer connection with the rows it changes left out
+    /// of the change token (see `quiet`).
+    fn quietly<R>(&self, conn: &mut Connection, f: impl FnOnce(&mut Connection) -> R) -> R {
+        let before = conn.total_changes();
+        let r = f(conn);
+        self.quiet.fetch_add(
+            conn.total_changes().wrapping_sub(before),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        r
     }
 
     /// The writer connection, held.
@@ -1038,13 +1046,7 @@ impl Storage for SqliteStorage {
 
     fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()> {
         let mut conn = self.writer();
-        let before = conn.total_changes();
-        let r = Self::insert_checkpoint(&mut conn, c);
-        self.quiet.fetch_add(
-            conn.total_changes().wrapping_sub(before),
-            std::sync::atomic::Ordering::Relaxed,
-        );
-        r
+        self.quietly(&mut conn, |conn| Self::insert_checkpoint(conn, c))
     }
 
     fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {
