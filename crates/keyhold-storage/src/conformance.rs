@@ -133,7 +133,7 @@ pub fn wrapped_items_and_compare_and_swap(s: &dyn Storage) {
     assert_eq!(s.get_meta("root_check").unwrap().unwrap(), b"x");
 }
 
-fn object(uid: &str) -> ManagedObject {
+pub(crate) fn object(uid: &str) -> ManagedObject {
     ManagedObject {
         uid: uid.into(),
         object_type: 2,
