@@ -16,5 +16,5 @@ pub mod time;
 pub use error::{Error, Result};
 pub use model::*;
 pub use names::*;
-pub use object::{AttrValue, ManagedObject, ObjectAttr, ObjectState};
+pub use object::{AttrValue, ManagedObject, ObjectAttr, ObjectState, GRANT_ATTR};
 pub use time::{Clock, ManualClock, SystemClock};

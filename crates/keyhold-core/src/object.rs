@@ -93,7 +93,18 @@ pub struct ManagedObject {
     pub rev: u64,
 }
 
+/// Internal attribute naming an identity, besides the owner, that may use
+/// an object. Set by custodians (`keyhold kmip grant`); never shown to
+/// protocol clients. (The storage migrations that index shared objects
+/// spell it out.)
+pub const GRANT_ATTR: &str = "keyhold:grant";
+
 impl ManagedObject {
+    /// Whether a custodian granted the object to anyone besides its owner.
+    pub fn is_shared(&self) -> bool {
+        self.attrs.iter().any(|a| a.name == GRANT_ATTR)
+    }
+
     /// The first value of the named attribute.
     pub fn attr(&self, name: &str) -> Option<&AttrValue> {
         self.attrs.iter().find(|a| a.name == name).map(|a| &a.value)

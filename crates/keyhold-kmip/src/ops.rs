@@ -960,16 +960,20 @@ impl Kmip {
         // Storage mask bit, or by a State criterion.
         let mask = int_of(p, t::STORAGE_STATUS_MASK)?.unwrap_or(1);
         let with_destroyed = mask & 4 != 0 || wanted.iter().any(|w| w.name == "State");
-        let mut all = self.service.list_objects().map_err(service_err)?;
+        // Only what this identity may see is read (through indexes).
+        let mut all = self
+            .service
+            .list_objects_for(&ctx.client.identity, with_destroyed)
+            .map_err(service_err)?;
         // XKS keys granted to someone come first: the newest-first order
         // below puts KMIP's own objects ahead of them.
         let mut xks = xks_keys::granted_objects(&self.service).map_err(service_err)?;
-        xks.append(&mut all);
-        let mut all = xks;
-        all.retain(|o| {
+        xks.retain(|o| {
             KeyService::may_use_object(o, &ctx.client.identity)
                 && (with_destroyed || !o.state.is_destroyed())
         });
+        xks.append(&mut all);
+        let mut all = xks;
         // Newest first: a client that locates by name takes the current key.
         all.reverse();
         let mut found = Vec::new();

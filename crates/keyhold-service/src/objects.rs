@@ -7,10 +7,7 @@ use keyhold_core::{Error, ManagedObject, Result};
 use keyhold_crypto::SecretBytes;
 use std::sync::Arc;
 
-/// Internal attribute naming an identity, besides the owner, that may use
-/// an object. Set by custodians (`keyhold kmip grant`); never shown to
-/// protocol clients.
-pub const GRANT_ATTR: &str = "keyhold:grant";
+pub use keyhold_core::GRANT_ATTR;
 
 /// Whether the cached object is at least as new as the one just written.
 fn newer_rev(have: &Arc<ManagedObject>, written: &Arc<ManagedObject>) -> bool {
@@ -108,6 +105,19 @@ impl KeyService {
 
     pub fn list_objects(&self) -> Result<Vec<ManagedObject>> {
         self.storage().list_objects()
+    }
+
+    /// The objects `identity` may see, oldest first, destroyed ones only
+    /// when asked: read through the owner and shared-object indexes, so
+    /// the cost follows what the identity has, not what the store holds.
+    pub fn list_objects_for(
+        &self,
+        identity: &str,
+        with_destroyed: bool,
+    ) -> Result<Vec<ManagedObject>> {
+        let mut v = self.storage().list_objects_for(identity, with_destroyed)?;
+        v.retain(|o| Self::may_use_object(o, identity));
+        Ok(v)
     }
 
     /// Whether `identity` may use the object: its owner, or an identity a

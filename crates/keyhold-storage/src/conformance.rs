@@ -183,6 +183,62 @@ pub fn objects_round_trip_conflict_and_erase(s: &dyn Storage) {
     assert_eq!(s.object_material("u1").unwrap(), None);
 }
 
+fn granted(uid: &str, owner: &str, to: &str) -> ManagedObject {
+    let mut o = object(uid);
+    o.owner = owner.into();
+    o.attrs.push(keyhold_core::ObjectAttr {
+        name: keyhold_core::GRANT_ATTR.into(),
+        value: keyhold_core::AttrValue::Text(to.into()),
+    });
+    o
+}
+
+fn uids(v: Vec<ManagedObject>) -> Vec<String> {
+    v.into_iter().map(|o| o.uid).collect()
+}
+
+/// What Locate reads: an identity's own objects and every shared one,
+/// oldest first, destroyed ones only when asked; a grant given or taken
+/// back moves an object in or out of the shared ones.
+pub fn objects_for_an_identity(s: &dyn Storage) {
+    s.create_object(&object("a1"), b"w").unwrap();
+    let mut bob = object("b1");
+    bob.owner = "bob".into();
+    s.create_object(&bob, b"w").unwrap();
+    let mut gone = object("a2");
+    s.create_object(&gone, b"w").unwrap();
+    gone.state = ObjectState::Destroyed;
+    gone.has_material = false;
+    s.update_object(&gone).unwrap();
+    s.create_object(&granted("b2", "bob", "carol"), b"w")
+        .unwrap();
+    assert_eq!(
+        uids(s.list_objects_for("alice", false).unwrap()),
+        ["a1", "b2"]
+    );
+    assert_eq!(
+        uids(s.list_objects_for("alice", true).unwrap()),
+        ["a1", "a2", "b2"]
+    );
+    assert_eq!(
+        uids(s.list_objects_for("bob", false).unwrap()),
+        ["b1", "b2"]
+    );
+    assert_eq!(uids(s.list_objects_for("dave", false).unwrap()), ["b2"]);
+    // Granting b1 makes it shared; ungranting b2 makes it bob's alone.
+    let mut b1 = s.get_object("b1").unwrap().unwrap();
+    b1.attrs = granted("b1", "bob", "alice").attrs;
+    s.update_object(&b1).unwrap();
+    let mut b2 = s.get_object("b2").unwrap().unwrap();
+    b2.attrs.retain(|a| a.name != keyhold_core::GRANT_ATTR);
+    s.update_object(&b2).unwrap();
+    assert_eq!(
+        uids(s.list_objects_for("alice", false).unwrap()),
+        ["a1", "b1"]
+    );
+    assert_eq!(uids(s.list_objects_for("carol", false).unwrap()), ["b1"]);
+}
+
 /// Concurrent writers each get their own outcome.
 pub fn writes_from_many_threads_all_land(s: Arc<dyn Storage>) {
     let threads: Vec<_> = (0..8)
@@ -396,6 +452,8 @@ pub fn fill(s: &dyn Storage) {
     })
     .unwrap();
     s.create_object(&object("o1"), b"wrapped").unwrap();
+    s.create_object(&granted("o3", "bob", "alice"), b"w3")
+        .unwrap();
     let mut gone = object("o2");
     s.create_object(&gone, b"w2").unwrap();
     gone.has_material = false;
@@ -424,6 +482,12 @@ pub fn snapshot_and_restore(a: &dyn Storage, b: &dyn Storage) {
     assert_eq!(k.current_version, 2);
     assert_eq!(k.lifecycle.deactivate_at, Some(99));
     assert_eq!(b.object_material("o2").unwrap(), None);
+    // The shared-object index is rebuilt.
+    assert_eq!(
+        uids(b.list_objects_for("alice", false).unwrap()),
+        uids(a.list_objects_for("alice", false).unwrap())
+    );
+    assert!(uids(b.list_objects_for("alice", false).unwrap()).contains(&"o3".to_owned()));
     assert!(matches!(b.restore(&snap), Err(Error::InvalidState(_))));
     let mut bad = snap.clone();
     bad.tables[0].rows[0].pop();

@@ -233,6 +233,11 @@ pub trait Storage: Send + Sync + 'static {
     /// erases the material for good.
     fn update_object(&self, o: &ManagedObject) -> Result<()>;
     fn list_objects(&self) -> Result<Vec<ManagedObject>>;
+    /// The objects `identity` owns and every shared one (granted to
+    /// anyone: the caller checks to whom), oldest first; destroyed ones only
+    /// with `with_destroyed`. Indexed: the cost follows the identity's
+    /// objects, not the whole table.
+    fn list_objects_for(&self, identity: &str, with_destroyed: bool) -> Result<Vec<ManagedObject>>;
     /// Removes an object outright (undoing its creation in a batch).
     fn delete_object(&self, uid: &str) -> Result<()>;
 

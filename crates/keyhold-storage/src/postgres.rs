@@ -162,7 +162,19 @@ CREATE TABLE audit_records (
     PRIMARY KEY (chain, seq)
 );
 "#,
+    // 3: indexes for Locate: an identity's objects by state, and the
+    // objects granted to anyone (`shared`, derived from the attributes).
+    r#"
+ALTER TABLE objects ADD COLUMN shared BIGINT NOT NULL DEFAULT 0;
+UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%';
+CREATE INDEX objects_owner ON objects(owner, state);
+CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;
+"#,
 ];
+
+/// Marks the shared objects (see the `shared` column) after rows were
+/// copied in without it.
+const MARK_SHARED: &str = r#"UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%'"#;
 
 /// An arbitrary constant naming Keyhold's migration lock.
 const MIGRATION_LOCK: i64 = 0x006b_6579_686f_6c64;
@@ -1305,8 +1317,8 @@ impl Storage for PostgresStorage {
     fn create_object(&self, o: &ManagedObject, material: &[u8]) -> Result<()> {
         let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
         let n = self.exec(
-            "INSERT INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8) ON CONFLICT DO NOTHING",
+            "INSERT INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms, shared) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9) ON CONFLICT DO NOTHING",
             params![
                 o.uid.clone(),
                 i64::from(o.object_type),
@@ -1315,7 +1327,8 @@ impl Storage for PostgresStorage {
                 i64::from(o.exportable),
                 attrs,
                 material.to_vec(),
-                now_ms()
+                now_ms(),
+                i64::from(o.is_shared())
             ],
         )?;
         if n == 0 {
@@ -1347,7 +1360,7 @@ impl Storage for PostgresStorage {
         let n = self.exec(
             // Erasing the material is one-way: an update never brings it back.
             "UPDATE objects SET state = $3, exportable = $4, attrs = $5, rev = rev + 1, \
-             material = CASE WHEN $6 THEN material ELSE NULL END \
+             material = CASE WHEN $6 THEN material ELSE NULL END, shared = $7 \
              WHERE uid = $1 AND rev = $2",
             params![
                 o.uid.clone(),
@@ -1355,7 +1368,8 @@ impl Storage for PostgresStorage {
                 o.state as i64,
                 i64::from(o.exportable),
                 attrs,
-                o.has_material
+                o.has_material,
+                i64::from(o.is_shared())
             ],
         )?;
         if n == 1 {
@@ -1374,6 +1388,23 @@ impl Storage for PostgresStorage {
             params![],
             row_to_object,
         )
+    }
+
+    fn list_objects_for(&self, identity: &str, with_destroyed: bool) -> Result<Vec<ManagedObject>> {
+        let sql = if with_destroyed {
+            format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE owner = $1 OR shared = 1 \
+                 ORDER BY created_ms, uid"
+            )
+        } else {
+            format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects \
+                 WHERE (owner = $1 AND state < {d}) OR (shared = 1 AND state < {d}) \
+                 ORDER BY created_ms, uid",
+                d = ObjectState::Destroyed as i64
+            )
+        };
+        self.rows(sql, params![identity.to_owned()], row_to_object)
     }
 
     fn delete_object(&self, uid: &str) -> Result<()> {
@@ -1595,6 +1626,7 @@ impl Storage for PostgresStorage {
                     tx.execute(&st, &p).await.map_err(pg_err)?;
                 }
             }
+            tx.execute(MARK_SHARED, &[]).await.map_err(pg_err)?;
             tx.commit().await.map_err(pg_err)
         })
     }

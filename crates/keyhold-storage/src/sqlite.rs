@@ -126,7 +126,19 @@ CREATE TABLE audit_records (
     PRIMARY KEY (chain, seq)
 ) WITHOUT ROWID;
 "#,
+    // v9: indexes for Locate: an identity's objects by state, and the
+    // objects granted to anyone (`shared`, derived from the attributes).
+    r#"
+ALTER TABLE objects ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%';
+CREATE INDEX objects_owner ON objects(owner, state);
+CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;
+"#,
 ];
+
+/// Marks the shared objects (see the `shared` column) after rows were
+/// copied in without it.
+const MARK_SHARED: &str = r#"UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%'"#;
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
 const AUDIT_CHECKPOINTS_KEPT: i64 = 1_000;
@@ -1409,14 +1421,15 @@ impl Storage for SqliteStorage {
         let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
         let (uid, owner, material) = (o.uid.clone(), o.owner.clone(), material.to_vec());
         let (object_type, state, exportable) = (o.object_type, o.state as u32, o.exportable);
+        let shared = o.is_shared();
         self.write_grouped(move |conn| {
             let n = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8)",
+                    "INSERT OR IGNORE INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms, shared) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)",
                 )
                 .and_then(|mut st| {
-                    st.execute(params![uid, object_type, owner, state, exportable, attrs, material, now_ms()])
+                    st.execute(params![uid, object_type, owner, state, exportable, attrs, material, now_ms(), shared])
                 })
                 .map_err(db_err)?;
             if n == 0 {
@@ -1450,16 +1463,25 @@ impl Storage for SqliteStorage {
         let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
         let (uid, rev, state) = (o.uid.clone(), o.rev, o.state as u32);
         let (exportable, has_material) = (o.exportable, o.has_material);
+        let shared = o.is_shared();
         self.write_grouped(move |conn| {
             // Erasing the material is one-way: an update never brings it back.
             let n = conn
                 .prepare_cached(
                     "UPDATE objects SET state = ?3, exportable = ?4, attrs = ?5, rev = rev + 1, \
-                     material = CASE WHEN ?6 THEN material ELSE NULL END \
+                     material = CASE WHEN ?6 THEN material ELSE NULL END, shared = ?7 \
                      WHERE uid = ?1 AND rev = ?2",
                 )
                 .and_then(|mut st| {
-                    st.execute(params![uid, rev, state, exportable, attrs, has_material])
+                    st.execute(params![
+                        uid,
+                        rev,
+                        state,
+                        exportable,
+                        attrs,
+                        has_material,
+                        shared
+                    ])
                 })
                 .map_err(db_err)?;
             if n == 1 {
@@ -1496,6 +1518,27 @@ impl Storage for SqliteStorage {
             ))
             .map_err(db_err)?;
         let rows = st.query_map([], row_to_object).map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn list_objects_for(&self, identity: &str, with_destroyed: bool) -> Result<Vec<ManagedObject>> {
+        let conn = self.reader();
+        // Each side of the OR has its index (SQLite's OR-by-union plan).
+        let sql = if with_destroyed {
+            format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE owner = ?1 OR shared = 1 \
+                 ORDER BY created_ms, uid"
+            )
+        } else {
+            format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects \
+                 WHERE (owner = ?1 AND state < {d}) OR (shared = 1 AND state < {d}) \
+                 ORDER BY created_ms, uid",
+                d = ObjectState::Destroyed as u32
+            )
+        };
+        let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
+        let rows = st.query_map([identity], row_to_object).map_err(db_err)?;
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
@@ -1647,6 +1690,7 @@ impl Storage for SqliteStorage {
                 .map_err(db_err)?;
             }
         }
+        tx.execute(MARK_SHARED, []).map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
@@ -1716,6 +1760,34 @@ mod tests {
     #[test]
     fn objects_round_trip_conflict_and_erase() {
         c::objects_round_trip_conflict_and_erase(&SqliteStorage::open_in_memory().unwrap());
+    }
+
+    #[test]
+    fn objects_for_an_identity() {
+        c::objects_for_an_identity(&SqliteStorage::open_in_memory().unwrap());
+    }
+
+    /// Locate reads through the indexes, not the whole table.
+    #[test]
+    fn objects_for_an_identity_use_the_indexes() {
+        let s = SqliteStorage::open_in_memory().unwrap();
+        let conn = s.writer();
+        for sql in [
+            "SELECT uid FROM objects WHERE (owner = ?1 AND state < 5) OR (shared = 1 AND state < 5) ORDER BY created_ms, uid",
+            "SELECT uid FROM objects WHERE owner = ?1 OR shared = 1 ORDER BY created_ms, uid",
+        ] {
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(["x"], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(plan.contains("objects_owner"), "{plan}");
+            assert!(plan.contains("objects_shared"), "{plan}");
+            assert!(!plan.contains("SCAN objects"), "{plan}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn conformance_suite_on_postgres() {
     c::store_and_key_lifecycle(&fresh());
     c::wrapped_items_and_compare_and_swap(&fresh());
     c::objects_round_trip_conflict_and_erase(&fresh());
+    c::objects_for_an_identity(&fresh());
     c::writes_from_many_threads_all_land(Arc::new(fresh()));
     c::credentials_and_meta(&fresh());
     let url = fresh_url(&pg);
