@@ -50,6 +50,23 @@ pub(crate) fn group_by_chain(
     out
 }
 
+/// SQL (the same in both backends) that sets the derived `shared` column
+/// of objects granted to anyone, from their attributes: run by the
+/// migration that adds the column and after every restore (a snapshot does
+/// not carry it). A macro, so that migrations can `concat!` it.
+macro_rules! mark_shared_sql {
+    () => {
+        r#"UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%'"#
+    };
+}
+pub(crate) use mark_shared_sql;
+
+#[test]
+fn mark_shared_sql_names_the_grant_attribute() {
+    let quoted = format!("\"{}\"", keyhold_core::GRANT_ATTR);
+    assert!(mark_shared_sql!().contains(&quoted));
+}
+
 /// Why a restore refuses storage that already holds data.
 pub(crate) fn not_empty(table: &str) -> keyhold_core::Error {
     keyhold_core::Error::InvalidState(format!(

@@ -164,17 +164,13 @@ CREATE TABLE audit_records (
 "#,
     // 3: indexes for Locate: an identity's objects by state, and the
     // objects granted to anyone (`shared`, derived from the attributes).
-    r#"
-ALTER TABLE objects ADD COLUMN shared BIGINT NOT NULL DEFAULT 0;
-UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%';
-CREATE INDEX objects_owner ON objects(owner, state);
-CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;
-"#,
+    concat!(
+        "ALTER TABLE objects ADD COLUMN shared BIGINT NOT NULL DEFAULT 0;\n",
+        crate::mark_shared_sql!(),
+        ";\nCREATE INDEX objects_owner ON objects(owner, state);\n",
+        "CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;\n",
+    ),
 ];
-
-/// Marks the shared objects (see the `shared` column) after rows were
-/// copied in without it.
-const MARK_SHARED: &str = r#"UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%'"#;
 
 /// An arbitrary constant naming Keyhold's migration lock.
 const MIGRATION_LOCK: i64 = 0x006b_6579_686f_6c64;
@@ -1626,7 +1622,7 @@ impl Storage for PostgresStorage {
                     tx.execute(&st, &p).await.map_err(pg_err)?;
                 }
             }
-            tx.execute(MARK_SHARED, &[]).await.map_err(pg_err)?;
+            tx.execute(crate::mark_shared_sql!(), &[]).await.map_err(pg_err)?;
             tx.commit().await.map_err(pg_err)
         })
     }

@@ -128,17 +128,13 @@ CREATE TABLE audit_records (
 "#,
     // v9: indexes for Locate: an identity's objects by state, and the
     // objects granted to anyone (`shared`, derived from the attributes).
-    r#"
-ALTER TABLE objects ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
-UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%';
-CREATE INDEX objects_owner ON objects(owner, state);
-CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;
-"#,
+    concat!(
+        "ALTER TABLE objects ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;\n",
+        crate::mark_shared_sql!(),
+        ";\nCREATE INDEX objects_owner ON objects(owner, state);\n",
+        "CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;\n",
+    ),
 ];
-
-/// Marks the shared objects (see the `shared` column) after rows were
-/// copied in without it.
-const MARK_SHARED: &str = r#"UPDATE objects SET shared = 1 WHERE attrs LIKE '%"keyhold:grant"%'"#;
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
 const AUDIT_CHECKPOINTS_KEPT: i64 = 1_000;
@@ -1690,7 +1686,7 @@ impl Storage for SqliteStorage {
                 .map_err(db_err)?;
             }
         }
-        tx.execute(MARK_SHARED, []).map_err(db_err)?;
+        tx.execute(crate::mark_shared_sql!(), []).map_err(db_err)?;
         tx.commit().map_err(db_err)
     }
 
