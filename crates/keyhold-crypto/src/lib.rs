@@ -308,7 +308,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as u64;
-        assert!(now - ms < 60_000, "the time is in front");
+        assert!(now - ms < 60_000, "the UUID starts with its creation time");
     }
 
     #[test]
