@@ -129,6 +129,9 @@ done
 for c in 1 8 32; do
   echo; echo "\$ keyhold-bench --op kmip-encrypt -c $c"; "$B" "${kmip[@]}" --op kmip-encrypt -c "$c" -d "$D"
 done
+# Locate by Name, with every object the cycles above made and destroyed
+# still in the store (destroyed objects keep their attributes).
+echo; echo "\$ keyhold-bench --op kmip-locate -c 8 (after the cycles above)"; "$B" "${kmip[@]}" --op kmip-locate -c 8 -d "$D"
 if python3 -c "import kmip" 2>/dev/null; then
   echo; echo "One PyKMIP client, Create+Get+Destroy cycles:"
   printf '  Keyhold:        '

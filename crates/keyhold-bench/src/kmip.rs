@@ -1,5 +1,6 @@
 //! KMIP mode: persistent mutual-TLS connections, each a closed loop of
-//! request messages (TTLV), for Create+Get+Destroy cycles or Encrypt.
+//! request messages (TTLV), for Create+Get+Destroy cycles, Create, Encrypt
+//! or Locate.
 
 use crate::{fail, report, Args, Op};
 use keyhold_kmip::message::Version;
@@ -32,20 +33,40 @@ fn attr(name: &str, value: Value) -> Ttlv {
 }
 
 fn create_aes() -> Vec<u8> {
+    create_aes_with(vec![])
+}
+
+fn create_aes_with(mut extra: Vec<Ttlv>) -> Vec<u8> {
+    let mut attrs = vec![
+        attr("Cryptographic Algorithm", Value::Enumeration(3)),
+        attr("Cryptographic Length", Value::Integer(256)),
+        attr("Cryptographic Usage Mask", Value::Integer(4 | 8)),
+    ];
+    attrs.append(&mut extra);
     request(vec![(
         0x01,
         vec![
             Ttlv::enumeration(t::OBJECT_TYPE, 2),
-            Ttlv::structure(
-                t::TEMPLATE_ATTRIBUTE,
-                vec![
-                    attr("Cryptographic Algorithm", Value::Enumeration(3)),
-                    attr("Cryptographic Length", Value::Integer(256)),
-                    attr("Cryptographic Usage Mask", Value::Integer(4 | 8)),
-                ],
-            ),
+            Ttlv::structure(t::TEMPLATE_ATTRIBUTE, attrs),
         ],
     )])
+}
+
+/// The names kmip-locate gives its keys (this run's own, so that runs
+/// against one server do not find each other's).
+fn locate_name(i: u32) -> String {
+    format!("bench-locate-{}-{i}", std::process::id())
+}
+
+/// A Name attribute (uninterpreted text).
+fn name(n: &str) -> Ttlv {
+    attr(
+        "Name",
+        Value::Structure(vec![
+            Ttlv::text(t::NAME_VALUE, n),
+            Ttlv::enumeration(t::NAME_TYPE, 1),
+        ]),
+    )
 }
 
 fn with_uid(op: u32, uid: &str, mut extra: Vec<Ttlv>) -> Vec<u8> {
@@ -136,11 +157,22 @@ pub async fn run(args: Args) {
             .await
             .unwrap_or_else(|e| fail(e));
         Some(uid)
+    } else if args.op == Op::KmipLocate {
+        // 20 named keys, so that a Locate by one name finds one of them.
+        let mut c = connect(&addr, &tls).await;
+        for i in 0..20 {
+            call(&mut c, &create_aes_with(vec![name(&locate_name(i))]))
+                .await
+                .unwrap_or_else(|e| fail(e));
+        }
+        None
     } else if matches!(args.op, Op::KmipCycle | Op::KmipCreate) {
         None
     } else {
-        fail("KMIP mode runs --op kmip-cycle, kmip-create or kmip-encrypt")
+        fail("KMIP mode runs --op kmip-cycle, kmip-create, kmip-encrypt or kmip-locate")
     };
+    let locate =
+        (args.op == Op::KmipLocate).then(|| request(vec![(0x08, vec![name(&locate_name(7))])]));
     let create_only = args.op == Op::KmipCreate;
     let errors = Arc::new(AtomicU64::new(0));
     let cycles = Arc::new(AtomicU64::new(0));
@@ -150,6 +182,7 @@ pub async fn run(args: Args) {
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
         let (addr, tls, key) = (addr.clone(), tls.clone(), encrypt_key.clone());
+        let locate = locate.clone();
         let (errors, cycles) = (errors.clone(), cycles.clone());
         let data = vec![0x5au8; args.plaintext_bytes];
         tasks.push(tokio::spawn(async move {
@@ -174,6 +207,15 @@ pub async fn run(args: Args) {
                         call(&mut c, req).await?;
                         timed(t0);
                         return Ok(());
+                    }
+                    if let Some(req) = &locate {
+                        let t0 = Instant::now();
+                        let found = call(&mut c, req).await?;
+                        timed(t0);
+                        return match found.children(t::UNIQUE_IDENTIFIER).count() {
+                            1 => Ok(()),
+                            n => Err(format!("Locate found {n} keys, not 1")),
+                        };
                     }
                     let t0 = Instant::now();
                     let uid = uid_of(&call(&mut c, &create).await?)?;
@@ -210,6 +252,7 @@ pub async fn run(args: Args) {
     let label = match args.op {
         Op::KmipCycle => "KMIP operations (Create, Get, Destroy each counted)",
         Op::KmipCreate => "KMIP Create (AES-256 keys made)",
+        Op::KmipLocate => "KMIP Locate by Name",
         _ => "KMIP Encrypt",
     };
     report(

@@ -36,6 +36,9 @@ enum Op {
     KmipEncrypt,
     /// KMIP: Create an AES-256 key (key creation rate).
     KmipCreate,
+    /// KMIP: Locate by Name, one of 20 named keys made at the start (run it
+    /// after kmip-cycle to see Locate beside many destroyed objects).
+    KmipLocate,
 }
 
 #[derive(Parser, Debug)]
@@ -145,7 +148,7 @@ impl Shared {
         let meta = serde_json::json!({
             "awsPrincipalArn": "arn:aws:iam::111122223333:role/bench",
             "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/bench",
-            "kmsOperation": match op { Op::Encrypt => "GenerateDataKey", Op::Decrypt => "Decrypt", Op::Metadata => "DescribeKey", Op::Health | Op::KmipCycle | Op::KmipEncrypt | Op::KmipCreate => "KmsHealthCheck" },
+            "kmsOperation": match op { Op::Encrypt => "GenerateDataKey", Op::Decrypt => "Decrypt", Op::Metadata => "DescribeKey", Op::Health | Op::KmipCycle | Op::KmipEncrypt | Op::KmipCreate | Op::KmipLocate => "KmsHealthCheck" },
             "kmsRequestId": format!("bench-{n}"),
         });
         let (path, body) = match op {
@@ -174,7 +177,7 @@ impl Shared {
                 format!("{}/keys/{key}/metadata", self.target.base_path),
                 serde_json::json!({ "requestMetadata": meta }),
             ),
-            Op::Health | Op::KmipCycle | Op::KmipEncrypt | Op::KmipCreate => (
+            Op::Health | Op::KmipCycle | Op::KmipEncrypt | Op::KmipCreate | Op::KmipLocate => (
                 format!("{}/health", self.target.base_path),
                 serde_json::json!({ "requestMetadata": meta }),
             ),
