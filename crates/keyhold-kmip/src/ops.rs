@@ -1725,28 +1725,6 @@ impl Kmip {
             ));
         }
         let tag_len = tag_len as usize;
-        let init = bool_of(p, t::INIT_INDICATOR)? == Some(true);
-        let last = bool_of(p, t::FINAL_INDICATOR)? == Some(true);
-        let correlation = bytes_of(p, t::CORRELATION_VALUE)?;
-        if correlation.is_some() || (init && !last) {
-            if cipher != Cipher::Aes || mode != bcm::GCM {
-                return Err(KmipError::new(
-                    Reason::FeatureNotSupported,
-                    "streaming Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is offered for AES-GCM only",
-                ));
-            }
-            let step = Step {
-                uid: &uid,
-                encrypt,
-                data,
-                tag_len,
-                last,
-            };
-            return match correlation {
-                Some(cv) => self.stream_next(ctx, step, cv, p),
-                None => self.stream_start(ctx, step, k, iv, aad, params.random_iv),
-            };
-        }
         // The IV lengths each mode takes.
         let iv_lens: &[usize] = match (cipher, mode) {
             (Cipher::ChaCha, _) => &[12, 8, 16],
@@ -1784,6 +1762,35 @@ impl Kmip {
                 iv.len()
             )))
         };
+        let init = bool_of(p, t::INIT_INDICATOR)? == Some(true);
+        let last = bool_of(p, t::FINAL_INDICATOR)? == Some(true);
+        let correlation = bytes_of(p, t::CORRELATION_VALUE)?;
+        if correlation.is_some() || (init && !last) {
+            if cipher != Cipher::Aes || mode != bcm::GCM {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    "streaming Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is offered for AES-GCM only",
+                ));
+            }
+            let step = Step {
+                uid: &uid,
+                encrypt,
+                data,
+                tag_len,
+                last,
+            };
+            return match correlation {
+                Some(cv) => self.stream_next(ctx, step, cv, p),
+                None => {
+                    let (iv, generated) = match iv {
+                        None if !encrypt => return Err(missing_iv()),
+                        iv => encryption_iv(iv, params.random_iv, iv_lens[0])?,
+                    };
+                    check_iv(&iv)?;
+                    self.stream_start(ctx, step, k, iv, generated, aad)
+                }
+            };
+        }
         let pad = match params.padding {
             None | Some(padding::NONE) => false,
             Some(padding::PKCS5) => true,
@@ -1845,11 +1852,7 @@ impl Kmip {
                 // GCM clients that send IV || ciphertext || tag in Data.
                 None if mode == bcm::GCM && data.len() >= 12 + 16 => data.split_at(12),
                 None if iv_lens == [0] => (&[][..], data),
-                None => {
-                    return Err(KmipError::invalid_message(
-                        "missing IV: IV/Counter/Nonce is required to decrypt in this mode",
-                    ))
-                }
+                None => return Err(missing_iv()),
             };
             check_iv(iv)?;
             let pt = match (cipher, mode) {
@@ -1890,30 +1893,18 @@ impl Kmip {
     }
 
     /// The first part of a streamed AES-GCM encryption or decryption (Init
-    /// Indicator): answers its output and the stream's Correlation Value.
+    /// Indicator), with its IV already checked (`generated`: made by the
+    /// server, so returned): answers its output and the stream's
+    /// Correlation Value.
     fn stream_start(
         &self,
         ctx: &mut Ctx<'_>,
         step: Step<'_>,
         key: &[u8],
-        iv: Option<&[u8]>,
+        iv: Vec<u8>,
+        generated: bool,
         aad: &[u8],
-        random_iv: Option<bool>,
     ) -> Result<Vec<Ttlv>, KmipError> {
-        let (iv, generated) = match iv {
-            None if !step.encrypt => {
-                return Err(KmipError::invalid_message(
-                    "missing IV: IV/Counter/Nonce is required to decrypt in this mode",
-                ))
-            }
-            iv => encryption_iv(iv, random_iv, 12)?,
-        };
-        if !(1..=MAX_GCM_IV).contains(&iv.len()) {
-            return Err(KmipError::invalid_field(format!(
-                "the IV must be 1 to {MAX_GCM_IV} bytes for GCM, not {}",
-                iv.len()
-            )));
-        }
         let mut gcm = gcm::GcmStream::new(key, &iv, aad, step.encrypt)
             .map_err(|_| crypto_fail("AES-GCM could not start"))?;
         let part = gcm
@@ -2089,6 +2080,11 @@ struct Params {
 
 fn crypto_fail(m: &str) -> KmipError {
     KmipError::new(Reason::CryptographicFailure, m.to_owned())
+}
+
+/// A decryption without the IV its mode needs.
+fn missing_iv() -> KmipError {
+    KmipError::invalid_message("missing IV: IV/Counter/Nonce is required to decrypt in this mode")
 }
 
 /// The IV to encrypt with: the client's, unless it asked for a random one

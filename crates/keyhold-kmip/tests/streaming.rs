@@ -310,4 +310,25 @@ fn a_stream_is_its_owners_and_ends_with_its_last_part() {
     );
     assert_ne!(status, SUCCESS);
     assert!(format!("{m:?}").contains("AES-GCM only"), "{m:?}");
+    // A stream's IV is checked as a one-shot call's: required to decrypt,
+    // at most 256 bytes.
+    let start_with = |operation, iv: Option<Vec<u8>>| {
+        let mut p = vec![
+            Ttlv::text(t::UNIQUE_IDENTIFIER, &uid),
+            gcm_params(bcm::GCM),
+            Ttlv::bytes(t::DATA, vec![1; 16]),
+            Ttlv::boolean(t::INIT_INDICATOR, true),
+        ];
+        if let Some(iv) = iv {
+            p.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
+        }
+        call(&k, "alice", operation, p)
+    };
+    let (status, m) = start_with(op::DECRYPT, None);
+    assert_ne!(status, SUCCESS);
+    assert!(format!("{m:?}").contains("missing IV"), "{m:?}");
+    let (status, m) = start_with(op::ENCRYPT, Some(vec![0; 257]));
+    assert_ne!(status, SUCCESS);
+    assert!(format!("{m:?}").contains("1 to 256 bytes"), "{m:?}");
+    assert_eq!(start_with(op::ENCRYPT, Some(vec![0; 256])).0, SUCCESS);
 }
