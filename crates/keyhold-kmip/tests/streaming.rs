@@ -131,6 +131,17 @@ fn gcm_params(mode: u32) -> Ttlv {
     )
 }
 
+/// An Encrypt/Decrypt payload on `uid` in `mode`: Data, then `rest`.
+fn payload(uid: &str, mode: u32, data: Vec<u8>, rest: Vec<Ttlv>) -> Vec<Ttlv> {
+    let mut p = vec![
+        Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
+        gcm_params(mode),
+        Ttlv::bytes(t::DATA, data),
+    ];
+    p.extend(rest);
+    p
+}
+
 /// One streamed operation: `parts` of data, the first with the IV and
 /// AAD, the last with `last_extra` (a tag when decrypting). Returns the
 /// joined output and the last payload.
@@ -146,26 +157,28 @@ fn stream(
         k,
         who,
         operation,
-        vec![
-            Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
-            gcm_params(bcm::GCM),
-            Ttlv::bytes(t::DATA, parts[0].to_vec()),
-            Ttlv::bytes(t::IV_COUNTER_NONCE, b"nonce-of-any-length".to_vec()),
-            Ttlv::boolean(t::INIT_INDICATOR, true),
-            Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, b"aad".to_vec()),
-        ],
+        payload(
+            uid,
+            bcm::GCM,
+            parts[0].to_vec(),
+            vec![
+                Ttlv::bytes(t::IV_COUNTER_NONCE, b"nonce-of-any-length".to_vec()),
+                Ttlv::boolean(t::INIT_INDICATOR, true),
+                Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, b"aad".to_vec()),
+            ],
+        ),
     );
     assert_eq!(status, SUCCESS, "{first:?}");
     let cv = bytes(&first, t::CORRELATION_VALUE);
     let mut out = bytes(&first, t::DATA);
     for (i, part) in parts[1..].iter().enumerate() {
         let last = i + 2 == parts.len();
-        let mut p = vec![
-            Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
-            gcm_params(bcm::GCM),
-            Ttlv::bytes(t::DATA, part.to_vec()),
-            Ttlv::bytes(t::CORRELATION_VALUE, cv.clone()),
-        ];
+        let mut p = payload(
+            uid,
+            bcm::GCM,
+            part.to_vec(),
+            vec![Ttlv::bytes(t::CORRELATION_VALUE, cv.clone())],
+        );
         if last {
             p.push(Ttlv::boolean(t::FINAL_INDICATOR, true));
             p.extend(last_extra.clone());
@@ -203,14 +216,16 @@ fn a_streamed_encryption_decrypts_in_one_go_and_streamed() {
         &k,
         "alice",
         op::DECRYPT,
-        vec![
-            Ttlv::text(t::UNIQUE_IDENTIFIER, &uid),
-            gcm_params(bcm::GCM),
-            Ttlv::bytes(t::DATA, ct.clone()),
-            Ttlv::bytes(t::IV_COUNTER_NONCE, b"nonce-of-any-length".to_vec()),
-            Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, b"aad".to_vec()),
-            Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag.clone()),
-        ],
+        payload(
+            &uid,
+            bcm::GCM,
+            ct.clone(),
+            vec![
+                Ttlv::bytes(t::IV_COUNTER_NONCE, b"nonce-of-any-length".to_vec()),
+                Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA, b"aad".to_vec()),
+                Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag.clone()),
+            ],
+        ),
     );
     assert_eq!(status, SUCCESS, "{p:?}");
     assert_eq!(bytes(&p, t::DATA), msg);
@@ -248,25 +263,23 @@ fn a_stream_is_its_owners_and_ends_with_its_last_part() {
             &k,
             who,
             op::ENCRYPT,
-            vec![
-                Ttlv::text(t::UNIQUE_IDENTIFIER, &uid),
-                gcm_params(bcm::GCM),
-                Ttlv::bytes(t::DATA, vec![1; 16]),
-                Ttlv::bytes(t::IV_COUNTER_NONCE, vec![0; 12]),
-                Ttlv::boolean(t::INIT_INDICATOR, true),
-            ],
+            payload(
+                &uid,
+                bcm::GCM,
+                vec![1; 16],
+                vec![
+                    Ttlv::bytes(t::IV_COUNTER_NONCE, vec![0; 12]),
+                    Ttlv::boolean(t::INIT_INDICATOR, true),
+                ],
+            ),
         )
     };
     let (status, first) = start("alice");
     assert_eq!(status, SUCCESS);
     let cv = bytes(&first, t::CORRELATION_VALUE);
+    let continuing = || vec![Ttlv::bytes(t::CORRELATION_VALUE, cv.clone())];
     let next = |who: &str, last: bool| {
-        let mut p = vec![
-            Ttlv::text(t::UNIQUE_IDENTIFIER, &uid),
-            gcm_params(bcm::GCM),
-            Ttlv::bytes(t::DATA, vec![2; 5]),
-            Ttlv::bytes(t::CORRELATION_VALUE, cv.clone()),
-        ];
+        let mut p = payload(&uid, bcm::GCM, vec![2; 5], continuing());
         if last {
             p.push(Ttlv::boolean(t::FINAL_INDICATOR, true));
         }
@@ -279,12 +292,7 @@ fn a_stream_is_its_owners_and_ends_with_its_last_part() {
         &k,
         "alice",
         op::DECRYPT,
-        vec![
-            Ttlv::text(t::UNIQUE_IDENTIFIER, &uid),
-            gcm_params(bcm::GCM),
-            Ttlv::bytes(t::DATA, vec![2; 5]),
-            Ttlv::bytes(t::CORRELATION_VALUE, cv.clone()),
-        ],
+        payload(&uid, bcm::GCM, vec![2; 5], continuing()),
     );
     assert_ne!(status, SUCCESS);
     assert!(format!("{m:?}").contains("Encrypt stream"), "{m:?}");
@@ -301,28 +309,26 @@ fn a_stream_is_its_owners_and_ends_with_its_last_part() {
         &k,
         "alice",
         op::ENCRYPT,
-        vec![
-            Ttlv::text(t::UNIQUE_IDENTIFIER, &uid),
-            gcm_params(bcm::CBC),
-            Ttlv::bytes(t::DATA, vec![1; 16]),
-            Ttlv::boolean(t::INIT_INDICATOR, true),
-        ],
+        payload(
+            &uid,
+            bcm::CBC,
+            vec![1; 16],
+            vec![Ttlv::boolean(t::INIT_INDICATOR, true)],
+        ),
     );
     assert_ne!(status, SUCCESS);
     assert!(format!("{m:?}").contains("AES-GCM only"), "{m:?}");
     // A stream's IV is checked as a one-shot call's: required to decrypt,
     // at most 256 bytes.
     let start_with = |operation, iv: Option<Vec<u8>>| {
-        let mut p = vec![
-            Ttlv::text(t::UNIQUE_IDENTIFIER, &uid),
-            gcm_params(bcm::GCM),
-            Ttlv::bytes(t::DATA, vec![1; 16]),
-            Ttlv::boolean(t::INIT_INDICATOR, true),
-        ];
-        if let Some(iv) = iv {
-            p.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
-        }
-        call(&k, "alice", operation, p)
+        let mut rest = vec![Ttlv::boolean(t::INIT_INDICATOR, true)];
+        rest.extend(iv.map(|iv| Ttlv::bytes(t::IV_COUNTER_NONCE, iv)));
+        call(
+            &k,
+            "alice",
+            operation,
+            payload(&uid, bcm::GCM, vec![1; 16], rest),
+        )
     };
     let (status, m) = start_with(op::DECRYPT, None);
     assert_ne!(status, SUCCESS);
