@@ -119,3 +119,126 @@ fn every_request_and_admin_command_is_recorded_and_verifiable() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("newest records were removed"), "{text}");
 }
+
+/// The README's quick start as a user types it: the default, relative
+/// `keyhold-data`, admin commands from that directory and from another one
+/// (naming it relative to there), a server started with the relative
+/// default and used through the admin API, then `audit verify`: one audit
+/// directory, every record in it, and the chain intact.
+#[test]
+fn the_default_relative_data_dir_keeps_one_verifiable_audit_log() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let top = tempfile::tempdir().unwrap();
+    let elsewhere = top.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let keyhold = |cwd: &std::path::Path, args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.current_dir(cwd)
+            .args(args)
+            .env_remove("KEYHOLD_DATA_DIR")
+            .env_remove("KEYHOLD_PASSPHRASE")
+            .env_remove("KEYHOLD_ADMIN_TOKEN")
+            .stdin(Stdio::null());
+        c
+    };
+    let ok = |cwd: &std::path::Path, args: &[&str]| {
+        let o = keyhold(cwd, args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "keyhold {args:?} in {}: {}",
+            cwd.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    ok(top.path(), &["init", "--listen", "127.0.0.1:0"]);
+    ok(top.path(), &["store", "create", "/x"]);
+    ok(top.path(), &["key", "create", "/x", "k1"]);
+    ok(
+        &elsewhere,
+        &["--data-dir", "../keyhold-data", "key", "create", "/x", "k2"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        top.path(),
+        &[
+            "--json",
+            "admin",
+            "token",
+            "create",
+            "c",
+            "--role",
+            "custodian",
+        ],
+    ))
+    .unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+
+    let mut server = keyhold(top.path(), &["serve", "--admin-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    let admin = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("keyhold admin on ").map(str::to_owned))
+        .expect("the admin listener's address");
+    let port = admin.rsplit(':').next().unwrap();
+    let remote = keyhold(
+        &elsewhere,
+        &[
+            "--server",
+            &format!("https://localhost:{port}"),
+            "--server-ca",
+            "../keyhold-data/tls/ca.pem",
+            "key",
+            "create",
+            "/x",
+            "k3",
+        ],
+    )
+    .env("KEYHOLD_ADMIN_TOKEN", &token)
+    .output()
+    .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        remote.status.success(),
+        "{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+
+    // One audit directory, where the data directory is.
+    let data = top.path().join("keyhold-data");
+    assert!(data.join("audit/admin").is_dir());
+    assert!(
+        !data.join("keyhold-data").exists(),
+        "a second data directory was made inside the first"
+    );
+    let created: Vec<String> = serde_json::from_str::<serde_json::Value>(&ok(
+        top.path(),
+        &["--json", "audit", "query", "--operation", "key create"],
+    ))
+    .unwrap()
+    .as_array()
+    .unwrap()
+    .iter()
+    .map(|r| r["key"].as_str().unwrap_or("").to_owned())
+    .collect();
+    for k in ["k1", "k2", "k3"] {
+        assert!(created.iter().any(|c| c == k), "{k} missing: {created:?}");
+    }
+    for cwd in [top.path(), elsewhere.as_path()] {
+        let dd = if cwd == top.path() {
+            "keyhold-data"
+        } else {
+            "../keyhold-data"
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(cwd, &["--data-dir", dd, "--json", "audit", "verify"]))
+                .unwrap();
+        assert_eq!(v["ok"], true, "{v}");
+    }
+}

@@ -300,10 +300,17 @@ impl Config {
             path: path.into(),
             message: e.to_string(),
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        if c.data_dir.is_relative() {
-            c.data_dir = base.join(&c.data_dir);
-        }
+        // Resolved to absolute paths once, so that nothing derived from them
+        // depends on the directory a later step runs in.
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        c.data_dir =
+            std::path::absolute(base.join(&c.data_dir)).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
         let dd = c.data_dir.clone();
         c.resolve_paths(&dd);
         Ok(c)
@@ -376,6 +383,7 @@ mod tests {
         .unwrap();
         let c = Config::load(&p).unwrap();
         assert_eq!(c.data_dir, d.path().join("data"));
+        assert!(c.audit.dir.is_absolute());
         assert_eq!(c.tls.cert.unwrap(), d.path().join("data/tls/s.pem"));
         assert_eq!(c.tls.key.unwrap(), PathBuf::from("/abs/s.key"));
         assert_eq!(c.listen.port(), 9000);

@@ -32,10 +32,15 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// A data directory with its database in it (SQLite).
+    /// A data directory with its database in it (SQLite). A relative path
+    /// is resolved once, here, against the current directory: everything
+    /// derived from it (the audit directory, checkpoint files, what a
+    /// server records) must name the same place whatever directory a later
+    /// step runs in.
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
         Self {
-            path: path.into(),
+            path: std::path::absolute(&path).unwrap_or(path),
             storage: StorageSection::default(),
         }
     }
