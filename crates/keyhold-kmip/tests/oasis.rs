@@ -27,7 +27,42 @@ use std::sync::Arc;
 /// Mandatory cases of the committed profiles that do not pass yet, and why.
 const KNOWN_GAPS: &[(&str, &str)] = &[];
 
-const COMMITTED: &[&str] = &["BL", "SKLC", "SKFF", "CS-BC"];
+/// The profiles Keyhold claims: every one of their mandatory cases must
+/// pass (apart from `KNOWN_GAPS`), or the run fails.
+const COMMITTED: &[&str] = &["BL", "SKLC", "SKFF", "CS-BC", "OMOS"];
+
+/// Why a profile is not claimed (yet), printed beside its row so that a
+/// reader of the table can tell a gap from a regression.
+const NOT_CLAIMED: &[(&str, &str)] = &[
+    ("AKLC", "asymmetric keys: not yet (Create Key Pair)"),
+    ("AX", "attestation: batches with Undo around Destroy"),
+    ("CS-AC", "asymmetric keys: not yet (Sign, Verify, RSA-OAEP, Hash)"),
+    ("CS-RNG", "RNG Seed not offered; RNG Retrieve's bytes differ by nature"),
+    ("MSGENC-HTTPS", "TTLV over TLS only: no HTTPS message encoding"),
+    ("MSGENC-JSON", "TTLV over TLS only: no JSON message encoding"),
+    ("MSGENC-XML", "TTLV over TLS only: no XML message encoding"),
+    ("PKCS11", "the PKCS#11 profile: not offered"),
+    ("QS", "Query's lists are not yet the profile's exact ones"),
+    ("SASED", "self-encrypting drives: not yet (Query lists, Locate)"),
+    ("SUITEB_128", "Suite B: EC keys not yet"),
+    ("SUITEB_192", "Suite B: EC keys not yet"),
+    ("TL", "tape library: not yet (its Locate+Get forms)"),
+];
+
+/// What the table says of a profile's row.
+fn claim(profile: &str, kind: &str) -> String {
+    if COMMITTED.contains(&profile) {
+        return if kind == "mandatory" {
+            "claimed: every case must pass".into()
+        } else {
+            "optional cases: not claimed".into()
+        };
+    }
+    match NOT_CLAIMED.iter().find(|(p, _)| *p == profile) {
+        Some((_, why)) => format!("not claimed: {why}"),
+        None => "not claimed".into(),
+    }
+}
 
 // ---------- a small XML reader (the test files' subset) ----------
 
@@ -506,21 +541,22 @@ fn oasis_profile_test_cases() {
         match r {
             Ok(()) => e.0 += 1,
             Err(m) => {
-                let committed = *kind == "mandatory"
-                    && COMMITTED.iter().any(|c| {
-                        profile == *c || profile.starts_with(&format!("{c}-")) && *c == "CS-BC"
-                    });
+                let committed = *kind == "mandatory" && COMMITTED.contains(&profile.as_str());
                 failures.push((file, committed, m));
             }
         }
     }
     println!("\nOASIS KMIP profile test cases (XML), replayed against Keyhold:");
     println!(
-        "{:<14} {:<5} {:<10} {:>6} {:>6}",
+        "{:<14} {:<5} {:<10} {:>6} {:>6}  STATUS",
         "PROFILE", "KMIP", "KIND", "PASS", "TOTAL"
     );
     for ((p, v, k), (pass, total)) in &table {
-        println!("{p:<14} {:<5} {k:<10} {pass:>6} {total:>6}", &v[1..]);
+        println!(
+            "{p:<14} {:<5} {k:<10} {pass:>6} {total:>6}  {}",
+            &v[1..],
+            claim(p, k)
+        );
     }
     let mut bad = Vec::new();
     for (file, committed, m) in &failures {
@@ -535,5 +571,11 @@ fn oasis_profile_test_cases() {
             bad.push(format!("{f} passes now: remove it from KNOWN_GAPS"));
         }
     }
-    assert!(bad.is_empty(), "committed profile cases failing: {bad:#?}");
+    for (p, _) in NOT_CLAIMED {
+        assert!(
+            table.keys().any(|(q, _, _)| q == p),
+            "{p} has a reason but no test case"
+        );
+    }
+    assert!(bad.is_empty(), "claimed profile cases failing: {bad:#?}");
 }
