@@ -36,14 +36,29 @@ const COMMITTED: &[&str] = &["BL", "SKLC", "SKFF", "CS-BC", "OMOS"];
 const NOT_CLAIMED: &[(&str, &str)] = &[
     ("AKLC", "asymmetric keys: not yet (Create Key Pair)"),
     ("AX", "attestation: batches with Undo around Destroy"),
-    ("CS-AC", "asymmetric keys: not yet (Sign, Verify, RSA-OAEP, Hash)"),
-    ("CS-RNG", "RNG Seed not offered; RNG Retrieve's bytes differ by nature"),
-    ("MSGENC-HTTPS", "TTLV over TLS only: no HTTPS message encoding"),
-    ("MSGENC-JSON", "TTLV over TLS only: no JSON message encoding"),
+    (
+        "CS-AC",
+        "asymmetric keys: not yet (Sign, Verify, RSA-OAEP, Hash)",
+    ),
+    (
+        "CS-RNG",
+        "RNG Seed not offered; RNG Retrieve's bytes differ by nature",
+    ),
+    (
+        "MSGENC-HTTPS",
+        "TTLV over TLS only: no HTTPS message encoding",
+    ),
+    (
+        "MSGENC-JSON",
+        "TTLV over TLS only: no JSON message encoding",
+    ),
     ("MSGENC-XML", "TTLV over TLS only: no XML message encoding"),
     ("PKCS11", "the PKCS#11 profile: not offered"),
     ("QS", "Query's lists are not yet the profile's exact ones"),
-    ("SASED", "self-encrypting drives: not yet (Query lists, Locate)"),
+    (
+        "SASED",
+        "self-encrypting drives: not yet (Query lists, Locate)",
+    ),
     ("SUITEB_128", "Suite B: EC keys not yet"),
     ("SUITEB_192", "Suite B: EC keys not yet"),
     ("TL", "tape library: not yet (its Locate+Get forms)"),
