@@ -142,6 +142,21 @@ pub fn status(ctx: &Ctx) -> Result<(), String> {
     } else {
         None
     };
+    let now_ms = keyhold_core::now() * 1000;
+    let servers = keyhold_server::presence::running_servers(&ctx.data_dir);
+    let servers_json: Vec<_> = servers
+        .iter()
+        .map(|s| {
+            json!({
+                "pid": s.pid,
+                "version": s.version,
+                "started_at": output::time(s.started_ms / 1000),
+                "uptime_s": (now_ms - s.started_ms).max(0) / 1000,
+                "listeners": s.listeners.iter().map(|(what, addr)| (what.clone(), json!(addr)))
+                    .collect::<serde_json::Map<_, _>>(),
+            })
+        })
+        .collect();
     let v = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "health": health.status().as_str(),
@@ -151,6 +166,7 @@ pub fn status(ctx: &Ctx) -> Result<(), String> {
         "lockdown": svc.is_locked_down(),
         "keys": by_state,
         "live_servers": nodes,
+        "servers": servers_json,
     });
     if ctx.json {
         output::json(&v);
@@ -174,8 +190,29 @@ pub fn status(ctx: &Ctx) -> Result<(), String> {
         "lockdown   {}",
         if svc.is_locked_down() { "ON" } else { "off" }
     );
+    match servers.len() {
+        0 => outln!("servers    none running on {}", ctx.data_dir.display()),
+        n => outln!("servers    {n} running on {}", ctx.data_dir.display()),
+    }
+    for s in &servers {
+        let listeners: Vec<String> = s
+            .listeners
+            .iter()
+            .map(|(what, addr)| format!("{what} {addr}"))
+            .collect();
+        outln!(
+            "  pid {}  up {}  {}",
+            s.pid,
+            output::duration((now_ms - s.started_ms).max(0) / 1000),
+            if listeners.is_empty() {
+                "(starting)".to_owned()
+            } else {
+                listeners.join(", ")
+            }
+        );
+    }
     if let Some(n) = nodes {
-        outln!("servers    {n} live on the shared database");
+        outln!("nodes      {n} live on the shared database (every host)");
     }
     outln!("keys       {}", by_state.values().sum::<u64>());
     for (state, n) in &by_state {

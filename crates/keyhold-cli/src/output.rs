@@ -36,3 +36,26 @@ pub fn json(v: &serde_json::Value) {
 pub fn time(t: i64) -> String {
     keyhold_core::time::format_rfc3339(t)
 }
+
+/// Formats seconds as a short duration: `42s`, `3m 12s`, `5h 07m`, `2d 04h`.
+pub fn duration(s: i64) -> String {
+    let s = s.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        let d = super::duration;
+        assert_eq!(
+            [d(-1), d(42), d(192), d(18_420), d(187_200)],
+            ["0s", "42s", "3m 12s", "5h 07m", "2d 04h"]
+        );
+    }
+}

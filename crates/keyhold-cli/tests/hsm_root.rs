@@ -530,11 +530,13 @@ fn xks_survives_the_hsm_going_away_and_coming_back() {
     let away = h.hsm.dir.join("away");
     std::fs::rename(&token, &away).unwrap();
 
-    // AES-GCM in the HSM fails with InternalException, quickly; a wrapped
-    // key already unwrapped into the cache keeps serving.
+    // AES-GCM in the HSM fails with InternalException, quickly: a 500 (not
+    // the 503 of xks.hsm_timeout_ms, 2 s) says the server answered before
+    // its timeout; the bound here only catches a hang. A wrapped key
+    // already unwrapped into the cache keeps serving.
     let t = std::time::Instant::now();
     encrypt(&server, &cred, "hk").assert_error(500, "InternalException");
-    assert!(t.elapsed() < std::time::Duration::from_secs(3));
+    assert!(t.elapsed() < std::time::Duration::from_secs(15));
     assert_eq!(encrypt(&server, &cred, "soft").status, 200);
     eventually("health turns UNAVAILABLE", || {
         health(&server, &cred) == "UNAVAILABLE"

@@ -8,7 +8,7 @@ use common::*;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn encrypt(server: &Server, cred: &Cred, key: &str) -> Resp {
     demo_encrypt(server, cred, key, b"data key")
@@ -165,7 +165,9 @@ fn break_glass_holds_for_the_very_next_request() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(400));
+        eventually("traffic is served", || {
+            log.lock().unwrap().iter().any(|(_, s)| *s == 200)
+        });
         let issued = Instant::now();
         let out = env.cmd(&command).output().unwrap();
         let returned = Instant::now();
@@ -176,7 +178,15 @@ fn break_glass_holds_for_the_very_next_request() {
         );
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(said.contains("in force on 1 running server"), "{said}");
-        std::thread::sleep(Duration::from_millis(400));
+        // Every client has sent (and had answered) requests after it.
+        eventually("traffic goes on after the command", || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _)| *t >= returned)
+                .count()
+                >= 8
+        });
         stop.store(true, Ordering::Relaxed);
         for c in clients {
             c.join().unwrap();

@@ -104,14 +104,12 @@ fn acknowledged_keys_survive_sigkill() {
     for id in &ids {
         let path = format!("/demo/kms/xks/v1/keys/{id}/encrypt");
         let mut r = Curl::new(&server, &cred).send(&path, &encrypt_body(id.as_bytes(), b"aad"));
-        for _ in 0..100 {
-            if r.status == 200 {
-                break;
+        eventually(&format!("{id} encrypts"), || {
+            if r.status != 200 {
+                r = Curl::new(&server, &cred).send(&path, &encrypt_body(id.as_bytes(), b"aad"));
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            r = Curl::new(&server, &cred).send(&path, &encrypt_body(id.as_bytes(), b"aad"));
-        }
-        assert_eq!(r.status, 200, "{id}: {r:?}");
+            r.status == 200
+        });
         encrypted.push((id.clone(), r.json()));
     }
     assert_eq!(
@@ -372,4 +370,36 @@ fn tls_versions_and_suites_follow_the_spec() {
         .arg("1.1")
         .send(path, HEALTH);
     assert_eq!(r.status, 0, "{r:?}");
+}
+
+/// `keyhold status` lists the servers running on the data directory: pid,
+/// uptime and every listener; a stopped one is gone from the list.
+#[test]
+fn status_lists_the_running_servers_and_their_listeners() {
+    let env = Env::new();
+    let none = env.json(&["status"]);
+    assert_eq!(none["servers"], json!([]), "{none}");
+    let server = env.serve(&["--admin-listen", "127.0.0.1:0"]);
+    let pid = server.child.id();
+    let mut listed = serde_json::Value::Null;
+    eventually("the listeners are registered", || {
+        listed = env.json(&["status"]);
+        listed["servers"][0]["listeners"]["admin"].is_string()
+    });
+    let s = &listed["servers"][0];
+    assert_eq!(listed["servers"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(s["pid"], pid, "{listed}");
+    assert_eq!(
+        s["listeners"]["xks"],
+        format!("https://127.0.0.1:{}", server.port),
+        "{listed}"
+    );
+    assert!(s["uptime_s"].as_i64().unwrap() >= 0);
+    let text = env.run_ok(&["status"]);
+    assert!(
+        text.contains(&format!("pid {pid}")) && text.contains("1 running on"),
+        "{text}"
+    );
+    server.terminate();
+    assert_eq!(env.json(&["status"])["servers"], json!([]));
 }

@@ -2,7 +2,8 @@
 //! each has applied: how `keyhold key disable` (and friends) know that the
 //! change holds for the very next request before they return.
 //!
-//! On SQLite, a server writes `run/<pid>.pid` when it starts. After each
+//! On SQLite, a server writes `run/<pid>.pid` when it starts (its pid,
+//! start time and listeners: what `keyhold status` shows). After each
 //! refresh that saw a change (caches dropped, in-flight requests drained) it
 //! writes the break-glass epoch it read into `run/<pid>.ack`. On storage
 //! shared by several nodes (PostgreSQL) the same facts go into the
@@ -35,36 +36,153 @@ fn run_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("run")
 }
 
-/// This server's registration; removed on drop.
-pub enum Presence {
-    Files(FilePresence),
-    Node(NodePresence),
+/// What a running server says of itself in `run/<pid>.pid`: what
+/// `keyhold status` lists, and how a break-glass command recognises a live
+/// server (the process's start time tells it from a later process that got
+/// the same pid, whatever the binary is called).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerInfo {
+    pub pid: u32,
+    /// The process's start time in clock ticks since boot (`/proc/PID/stat`).
+    #[serde(default)]
+    pub start_ticks: Option<u64>,
+    /// Unix milliseconds.
+    #[serde(default)]
+    pub started_ms: i64,
+    #[serde(default)]
+    pub version: String,
+    /// (what, address): `xks https://127.0.0.1:8443`, `admin …`, …
+    #[serde(default)]
+    pub listeners: Vec<(String, String)>,
+}
+
+impl ServerInfo {
+    /// This process.
+    pub fn this_process() -> Self {
+        let pid = std::process::id();
+        Self {
+            pid,
+            start_ticks: start_ticks(pid),
+            started_ms: now_ms(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            listeners: Vec::new(),
+        }
+    }
+
+    /// Reads the registration of process `pid`; what an older version
+    /// wrote (only the pid), or a file cut short, says only that.
+    fn parse(pid: u32, text: &str) -> Self {
+        serde_json::from_str::<Self>(text)
+            .ok()
+            .filter(|i| i.pid == pid)
+            .unwrap_or(Self {
+                pid,
+                start_ticks: None,
+                started_ms: 0,
+                version: String::new(),
+                listeners: Vec::new(),
+            })
+    }
+
+    /// Whether the process this describes still runs (not another process
+    /// that reused its pid).
+    pub fn alive(&self) -> bool {
+        if self.pid == std::process::id() {
+            return true;
+        }
+        match (self.start_ticks, start_ticks(self.pid)) {
+            (Some(want), Some(now)) => want == now,
+            (None, Some(_)) => true,
+            (_, None) => false,
+        }
+    }
+}
+
+/// A process's start time (field 22 of `/proc/PID/stat`), if it runs.
+fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count
+    // from the last ')'. Field 3 (the state) is the first after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The servers running on `data_dir` (registrations of dead processes are
+/// removed on the way), oldest first.
+pub fn running_servers(data_dir: &Path) -> Vec<ServerInfo> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(run_dir(data_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("pid") {
+            continue;
+        }
+        let Some(pid) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let info = ServerInfo::parse(pid, &std::fs::read_to_string(&path).unwrap_or_default());
+        if info.alive() {
+            v.push(info);
+        } else {
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path.with_extension("ack"));
+        }
+    }
+    v.sort_by_key(|i| (i.started_ms, i.pid));
+    v
+}
+
+/// This server's registration: its file in the data directory's `run/`
+/// (always), and on shared storage its entry in the database's node list.
+/// Removed on drop.
+pub struct Presence {
+    run: RunFile,
+    node: Option<NodePresence>,
 }
 
 impl Presence {
-    /// Registers with the node list of shared storage, else with the data
-    /// directory.
+    /// Registers in the data directory, and with the node list of shared
+    /// storage.
     pub fn register(data_dir: &Path, storage: &Arc<dyn Storage>) -> Result<Self> {
-        if storage.shared() {
-            NodePresence::register(storage.clone()).map(Presence::Node)
+        let run = RunFile::register(data_dir)?;
+        let node = if storage.shared() {
+            Some(NodePresence::register(storage.clone())?)
         } else {
-            FilePresence::register(data_dir).map(Presence::Files)
-        }
+            None
+        };
+        Ok(Self { run, node })
     }
 
     /// Records that every change up to `epoch` is in force here.
     pub fn ack(&self, epoch: u64) {
-        match self {
-            Presence::Files(f) => f.ack(epoch),
-            Presence::Node(n) => n.ack(epoch),
+        match &self.node {
+            Some(n) => n.ack(epoch),
+            None => self.run.ack(epoch),
         }
+    }
+
+    /// Says which listeners this server has bound (for `keyhold status`).
+    pub fn set_listeners(&self, listeners: Vec<(String, String)>) {
+        self.run.set_listeners(listeners);
     }
 
     /// The number of live nodes, kept current, on shared storage.
     pub fn fleet(&self) -> Option<Arc<AtomicU32>> {
-        match self {
-            Presence::Files(_) => None,
-            Presence::Node(n) => Some(n.fleet.clone()),
+        self.node.as_ref().map(|n| n.fleet.clone())
+    }
+
+    /// Removes the registration now (a clean stop).
+    pub fn deregister(&self) {
+        self.run.remove();
+        if let Some(n) = &self.node {
+            n.stop();
         }
     }
 }
@@ -139,36 +257,62 @@ impl NodePresence {
     }
 }
 
-impl Drop for NodePresence {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.storage.remove_node(&self.info.id);
+impl NodePresence {
+    fn stop(&self) {
+        if !self.stop.swap(true, Ordering::SeqCst) {
+            let _ = self.storage.remove_node(&self.info.id);
+        }
     }
 }
 
-/// A server's files in the data directory's `run/`.
-pub struct FilePresence {
-    pid_file: PathBuf,
-    ack_file: PathBuf,
+impl Drop for NodePresence {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
-impl FilePresence {
-    pub fn register(data_dir: &Path) -> Result<Self> {
+/// A server's files in the data directory's `run/`: `<pid>.pid` (its
+/// [`ServerInfo`]) and `<pid>.ack` (the break-glass epoch it applied).
+struct RunFile {
+    pid_file: PathBuf,
+    ack_file: PathBuf,
+    info: parking_lot::Mutex<ServerInfo>,
+}
+
+impl RunFile {
+    fn register(data_dir: &Path) -> Result<Self> {
         let dir = run_dir(data_dir);
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Internal(format!("cannot create {}: {e}", dir.display())))?;
-        let pid = std::process::id();
+        let info = ServerInfo::this_process();
         let p = Self {
-            pid_file: dir.join(format!("{pid}.pid")),
-            ack_file: dir.join(format!("{pid}.ack")),
+            pid_file: dir.join(format!("{}.pid", info.pid)),
+            ack_file: dir.join(format!("{}.ack", info.pid)),
+            info: parking_lot::Mutex::new(info),
         };
-        std::fs::write(&p.pid_file, pid.to_string())
-            .map_err(|e| Error::Internal(format!("cannot write {}: {e}", p.pid_file.display())))?;
+        p.write()?;
         Ok(p)
     }
 
+    /// Writes the registration whole (a reader never sees half of it).
+    fn write(&self) -> Result<()> {
+        let text = serde_json::to_string(&*self.info.lock())
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let tmp = self.pid_file.with_extension("pid.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.pid_file))
+            .map_err(|e| Error::Internal(format!("cannot write {}: {e}", self.pid_file.display())))
+    }
+
+    fn set_listeners(&self, listeners: Vec<(String, String)>) {
+        self.info.lock().listeners = listeners;
+        if let Err(e) = self.write() {
+            tracing::warn!(error = %e, "cannot record this server's listeners");
+        }
+    }
+
     /// Records that every change up to `epoch` is in force here.
-    pub fn ack(&self, epoch: u64) {
+    fn ack(&self, epoch: u64) {
         let tmp = self.ack_file.with_extension("ack.tmp");
         if std::fs::write(&tmp, epoch.to_string())
             .and_then(|()| std::fs::rename(&tmp, &self.ack_file))
@@ -177,12 +321,16 @@ impl FilePresence {
             tracing::warn!(file = %self.ack_file.display(), "cannot record the break-glass acknowledgement");
         }
     }
-}
 
-impl Drop for FilePresence {
-    fn drop(&mut self) {
+    fn remove(&self) {
         let _ = std::fs::remove_file(&self.pid_file);
         let _ = std::fs::remove_file(&self.ack_file);
+    }
+}
+
+impl Drop for RunFile {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -194,12 +342,6 @@ pub struct AckReport {
     /// Of them, how many applied the change in time.
     pub acknowledged: usize,
     pub elapsed: Duration,
-}
-
-/// Whether `pid` is a running Keyhold process (not a reused pid).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|c| c.starts_with("keyhold") || pid == std::process::id())
 }
 
 /// Waits until every live server (of the shared storage's node list, else
@@ -240,39 +382,20 @@ fn wait_for_node_acks(storage: &dyn Storage, epoch: u64, timeout: Duration) -> A
 fn wait_for_file_acks(data_dir: &Path, epoch: u64, timeout: Duration) -> AckReport {
     let started = Instant::now();
     loop {
-        let mut servers = 0;
-        let mut acknowledged = 0;
-        let entries = std::fs::read_dir(run_dir(data_dir)).into_iter().flatten();
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.extension().and_then(|x| x.to_str()) != Some("pid") {
-                continue;
-            }
-            let Some(pid) = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if !alive(pid) {
-                let _ = std::fs::remove_file(&path);
-                let _ = std::fs::remove_file(path.with_extension("ack"));
-                continue;
-            }
-            servers += 1;
-            let acked = std::fs::read_to_string(path.with_extension("ack"))
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .is_some_and(|a| a >= epoch);
-            if acked {
-                acknowledged += 1;
-            }
-        }
+        let servers = running_servers(data_dir);
+        let acknowledged = servers
+            .iter()
+            .filter(|s| {
+                std::fs::read_to_string(run_dir(data_dir).join(format!("{}.ack", s.pid)))
+                    .ok()
+                    .and_then(|a| a.trim().parse::<u64>().ok())
+                    .is_some_and(|a| a >= epoch)
+            })
+            .count();
         let elapsed = started.elapsed();
-        if acknowledged == servers || elapsed >= timeout {
+        if acknowledged == servers.len() || elapsed >= timeout {
             return AckReport {
-                servers,
+                servers: servers.len(),
                 acknowledged,
                 elapsed,
             };
@@ -305,6 +428,27 @@ mod tests {
         let r = wait(3, Duration::from_secs(1));
         assert_eq!(r.servers, 1);
         assert!(!d.path().join("run/999999999.pid").exists());
+        // A live process of another name, and one that reused a dead
+        // server's pid, are told apart by their start time.
+        let mut other = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let mut info = ServerInfo::this_process();
+        info.pid = other.id();
+        info.start_ticks = start_ticks(other.id());
+        let f = d.path().join(format!("run/{}.pid", other.id()));
+        std::fs::write(&f, serde_json::to_string(&info).unwrap()).unwrap();
+        assert_eq!(
+            running_servers(d.path()).len(),
+            2,
+            "a renamed binary counts"
+        );
+        info.start_ticks = info.start_ticks.map(|t| t + 1);
+        std::fs::write(&f, serde_json::to_string(&info).unwrap()).unwrap();
+        assert_eq!(running_servers(d.path()).len(), 1, "a reused pid does not");
+        let _ = other.kill();
+        let _ = other.wait();
         drop(p);
         assert_eq!(wait(3, Duration::ZERO).servers, 0);
     }

@@ -59,7 +59,7 @@ fn xks_config(c: &Config) -> XksConfig {
 /// is acknowledged (see [`crate::presence`]); scheduled key tasks (rotation,
 /// destruction) run every [`DUE_INTERVAL`]. It stops when the service is
 /// dropped elsewhere.
-fn spawn_refresher(service: &Arc<KeyService>, presence: Option<crate::presence::Presence>) {
+fn spawn_refresher(service: &Arc<KeyService>, presence: Option<Arc<crate::presence::Presence>>) {
     let weak = Arc::downgrade(service);
     std::thread::Builder::new()
         .name("keyhold-refresh".into())
@@ -181,7 +181,7 @@ pub async fn serve(
     };
     let (listener, addr) = bind(config.listen).await?;
     let presence = match crate::presence::Presence::register(&config.data_dir, service.storage()) {
-        Ok(p) => Some(p),
+        Ok(p) => Some(Arc::new(p)),
         Err(e) => {
             tracing::warn!(error = %e, "cannot register with the data directory; break-glass commands will not wait for this server");
             None
@@ -191,7 +191,9 @@ pub async fn serve(
     if config.xks.fleet_size.is_none() {
         xks.live_fleet = presence.as_ref().and_then(|p| p.fleet());
     }
-    spawn_refresher(&service, presence);
+    spawn_refresher(&service, presence.clone());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut listeners = vec![("xks".to_owned(), format!("{scheme}://{addr}"))];
     let mut api = XksApi::new(service.clone(), xks);
     let audit_log = if config.audit.enabled {
         let node = crate::data_dir::DataDir::new(config.data_dir.clone())
@@ -224,6 +226,7 @@ pub async fn serve(
         let (l, bound) = bind(maddr).await?;
         tracing::info!(addr = %bound, "metrics on http://{bound}/metrics");
         also_bound("metrics", bound);
+        listeners.push(("metrics".into(), format!("http://{bound}/metrics")));
         tokio::spawn(crate::metrics::serve_metrics(
             l,
             api.clone(),
@@ -250,6 +253,8 @@ pub async fn serve(
         };
         tracing::info!(addr = %bound, tls = admin_tls.is_some(), "admin API listening");
         also_bound("admin", bound);
+        let scheme = if admin_tls.is_some() { "https" } else { "http" };
+        listeners.push(("admin".into(), format!("{scheme}://{bound}")));
         tokio::spawn(crate::admin_api::serve_admin(
             l,
             admin_tls,
@@ -266,6 +271,7 @@ pub async fn serve(
         }
         tracing::info!(addr = %bound, "KMIP listening (mutual TLS)");
         also_bound("kmip", bound);
+        listeners.push(("kmip".into(), bound.to_string()));
         let stats = Arc::new(keyhold_kmip::server::ListenerStats::default());
         let seen = stats.clone();
         service.register_live(
@@ -289,6 +295,10 @@ pub async fn serve(
             }),
         );
         tokio::spawn(keyhold_kmip::server::serve(l, tls, Arc::new(kmip), stats));
+    }
+
+    if let Some(p) = &presence {
+        p.set_listeners(listeners);
     }
 
     tokio::pin!(shutdown);
@@ -342,6 +352,9 @@ pub async fn serve(
         });
     }
     drop(listener);
+    if let Some(p) = &presence {
+        p.deregister();
+    }
     tracing::info!("shutting down: draining connections");
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
         .await

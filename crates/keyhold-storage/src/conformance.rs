@@ -378,13 +378,14 @@ pub fn lifecycle_versions_shredding_and_due_keys(s: &dyn Storage) {
     assert!(s.get_meta("x").unwrap().is_none());
 }
 
-/// Waits (at most a second) for `s`'s change token to move from `t0`.
+/// Waits for `s`'s change token to move from `t0` (ten seconds at most: a
+/// bound no loaded machine misses; how fast it moves is measured elsewhere).
 fn token_moves(s: &dyn Storage, t0: u64) {
     let started = std::time::Instant::now();
     while s.change_token().unwrap() == t0 {
         assert!(
-            started.elapsed() < std::time::Duration::from_secs(1),
-            "the change was not noticed within a second"
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "the change was not noticed within ten seconds"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
