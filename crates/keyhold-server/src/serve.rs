@@ -39,7 +39,7 @@ pub enum ServeError {
 fn xks_config(c: &Config) -> XksConfig {
     let mut x = XksConfig::default();
     if let Some(b) = c.xks.max_body_bytes {
-        x.max_body_bytes = b;
+        x.body.max_bytes = b;
     }
     if let Some(f) = c.xks.fleet_size {
         x.fleet_size = f;

@@ -6,7 +6,7 @@ use crate::route::{self, Op};
 use crate::sigv4::{self, AuthError, RequestParts, SigningKeys};
 use crate::wire::{self, RequestMetadata};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -19,9 +19,10 @@ use std::time::Instant;
 /// Settings of the XKS front-end.
 #[derive(Debug, Clone)]
 pub struct XksConfig {
-    /// Largest accepted request body. The spec's minimums (4300 bytes of
-    /// plaintext, 8192 of AAD, 2048-character ARNs) need about 20 KiB.
-    pub max_body_bytes: usize,
+    /// How request bodies are read: the largest accepted (the spec's
+    /// minimums, 4300 bytes of plaintext, 8192 of AAD and 2048-character
+    /// ARNs, need about 20 KiB), the deadline, and the memory they may hold.
+    pub body: crate::body::BodyLimits,
     /// Largest plaintext/ciphertext accepted; beyond it UnsupportedOperation.
     pub max_data_bytes: usize,
     /// Largest AAD accepted (at most 65535: its length is a u16 in the AAD).
@@ -46,7 +47,7 @@ pub struct XksConfig {
 impl Default for XksConfig {
     fn default() -> Self {
         Self {
-            max_body_bytes: 256 * 1024,
+            body: crate::body::BodyLimits::default(),
             max_data_bytes: 64 * 1024,
             max_aad_bytes: 65535,
             vendor: "Keyhold".into(),
@@ -90,9 +91,6 @@ impl TokenBucket {
         }
     }
 }
-
-/// Oversized bodies up to this size are drained (unparsed) before the 413.
-const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
 pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
@@ -256,7 +254,32 @@ impl XksApi {
         // Read the (bounded) body before answering anything: an HTTP/2 peer
         // whose upload is cut short by an early answer sees a reset stream
         // instead of our error.
-        let body = self.read_body(&parts, body).await;
+        let (body, unread) = match self.read_body(&parts, body).await {
+            Ok((b, share)) => (Ok((b, share)), false),
+            Err((e, unread)) => (Err(e), unread),
+        };
+        let mut r = self.answer(&parts, body, started).await;
+        // What is left of a body that was not read must not be taken for
+        // the next request: HTTP/1.1 closes (HTTP/2 resets the stream).
+        if unread && parts.version < hyper::Version::HTTP_2 {
+            r.headers_mut()
+                .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+
+    /// The answer to a request whose body was read (or refused).
+    async fn answer(
+        self: &Arc<Self>,
+        parts: &hyper::http::request::Parts,
+        body: Result<(Bytes, crate::body::PoolShare), XksError>,
+        started: Instant,
+    ) -> HttpResponse {
+        // The body's pool share is given back once the request is answered.
+        let (body, _share) = match body {
+            Ok((b, s)) => (Ok(b), Some(s)),
+            Err(e) => (Err(e), None),
+        };
         let path = parts.uri.path();
         if path == "/ping" {
             return if matches!(parts.method, Method::GET | Method::HEAD) {
@@ -281,7 +304,7 @@ impl XksApi {
         if parts.method != Method::POST {
             return method_not_allowed("POST");
         }
-        if self.service.miss_blocks() && !self.warm_caches(&parts, &route).await {
+        if self.service.miss_blocks() && !self.warm_caches(parts, &route).await {
             let e = hsm_timeout(self.config.hsm_timeout);
             audit(None, Some(&route), None, &Outcome::Err(&e), started);
             return self
@@ -295,11 +318,11 @@ impl XksApi {
             Ok(body) if self.needs_hsm(&route, &body) => {
                 // Encrypt/Decrypt run inside the HSM: a blocking call, on a
                 // blocking thread, waited for at most hsm_timeout.
-                let (m, r, a) = self.handle_api_blocking(&parts, body, noted.clone()).await;
+                let (m, r, a) = self.handle_api_blocking(parts, body, noted.clone()).await;
                 akid_owned = a;
                 (m, r)
             }
-            Ok(body) => self.handle_api(&parts, &body, &route, &mut akid, &noted),
+            Ok(body) => self.handle_api(parts, &body, &route, &mut akid, &noted),
             Err(e) => (None, Err(e)),
         };
         let akid = akid.or(akid_owned.as_deref());
@@ -503,58 +526,63 @@ impl XksApi {
             .is_ok()
     }
 
-    /// Reads the request body, refusing oversized ones (413) without parsing.
+    /// Reads the request body within [`crate::body::BodyLimits`]; an error
+    /// says whether part of the body is still unread on the connection.
     async fn read_body<B>(
         &self,
         parts: &hyper::http::request::Parts,
         body: B,
-    ) -> Result<Bytes, XksError>
+    ) -> Result<(Bytes, crate::body::PoolShare), (XksError, bool)>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let limit = self.config.max_body_bytes;
-        let too_large = || {
-            let mut e = XksError::new(
-                ErrorName::ValidationException,
-                format!("request body is larger than {limit} bytes"),
-            );
-            e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
-            e
-        };
-        if let Some(len) = parts.headers.get(CONTENT_LENGTH) {
-            match len.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
-                Some(n) if n > limit as u64 => {
-                    // Read and discard a moderately oversized body so the
-                    // client sees the 413 rather than a reset stream; never
-                    // parse it. Far larger bodies are cut off unread.
-                    if n <= DRAIN_LIMIT as u64 {
-                        let _ = Limited::new(body, DRAIN_LIMIT).collect().await;
-                    }
-                    return Err(too_large());
-                }
-                Some(_) => {}
+        use crate::body::BodyError;
+        let limits = &self.config.body;
+        let announced = match parts.headers.get(CONTENT_LENGTH) {
+            None => None,
+            Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+                Some(n) => Some(n),
                 None => {
-                    return Err(XksError::new(
-                        ErrorName::ValidationException,
-                        "bad Content-Length",
-                    ))
+                    let e = XksError::new(ErrorName::ValidationException, "bad Content-Length");
+                    return Err((e, true));
                 }
-            }
-        }
-        match Limited::new(body, limit).collect().await {
-            Ok(b) => Ok(b.to_bytes()),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                Err(too_large())
-            }
-            Err(_) => Err(XksError::new(
-                ErrorName::ValidationException,
-                "could not read the request body",
-            )),
-        }
+            },
+        };
+        crate::body::read(body, announced, limits)
+            .await
+            .map_err(|why| {
+                let e = match why {
+                    BodyError::TooLarge { .. } => {
+                        let mut e = XksError::new(
+                            ErrorName::ValidationException,
+                            format!("request body is larger than {} bytes", limits.max_bytes),
+                        );
+                        e.status = Some(StatusCode::PAYLOAD_TOO_LARGE);
+                        e
+                    }
+                    BodyError::Busy { .. } => XksError::new(
+                        ErrorName::ThrottlingException,
+                        "the proxy is receiving many large requests at once; retry",
+                    ),
+                    BodyError::Timeout => {
+                        let mut e = XksError::new(
+                            ErrorName::ValidationException,
+                            format!(
+                                "the request body did not arrive within {} s",
+                                limits.deadline.as_secs_f64()
+                            ),
+                        );
+                        e.status = Some(StatusCode::REQUEST_TIMEOUT);
+                        e
+                    }
+                    BodyError::Broken => XksError::new(
+                        ErrorName::ValidationException,
+                        "could not read the request body",
+                    ),
+                };
+                (e, why.unread())
+            })
     }
 
     /// Authenticates and runs one API call. `access_key_id` is set to the

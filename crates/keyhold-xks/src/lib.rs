@@ -9,6 +9,7 @@
 //! outcome and latency for every call.
 
 pub mod api;
+pub mod body;
 pub mod error;
 pub mod metrics;
 mod ops;

@@ -58,11 +58,16 @@ fn check_algorithm(alg: Option<&str>) -> Result<(), XksError> {
 
 impl XksApi {
     pub(crate) fn health(&self, store: &KeyStore, body: &[u8]) -> OpResult {
-        // Health is lenient about its body: it is signed, and the spec allows
-        // no ValidationException here.
-        let meta = wire::parse_json::<MetadataRequest>(body)
-            .ok()
-            .and_then(|r| r.request_metadata);
+        // kmsRequestId and kmsOperation are REQUIRED here too, and AWS's
+        // conformance checks expect a ValidationException without them
+        // (unknown extra fields are still ignored).
+        let meta = match wire::parse_json::<MetadataRequest>(body) {
+            Ok(r) => r.request_metadata,
+            Err(e) => return (None, Err(e)),
+        };
+        if let Err(e) = check_meta(&meta, false, false) {
+            return (meta, Err(e));
+        }
         if store.status != Status::Enabled {
             return (
                 meta,
@@ -204,6 +209,15 @@ impl XksApi {
         self.check_sizes(plaintext.len(), aad.len())?;
 
         let h = self.usable_key(ctx, req.request_metadata.as_ref(), Operation::Encrypt)?;
+        // A CDIV is computed over a result that is then proven by decrypting
+        // it (Appendix C, step 3: an XKS API decrypt), which a key without
+        // DECRYPT refuses: no ciphertext goes out.
+        if want_cdiv && !h.key.usage.decrypt {
+            return Err(XksError::new(
+                ErrorName::InvalidKeyUsageException,
+                "ciphertextDataIntegrityValueAlgorithm needs a key whose usage includes DECRYPT: the result is verified by decrypting it",
+            ));
+        }
         let (version, key) = h.current()?;
         ctx.noted.set_version(version);
         let ctm = ctm::encode(version);
