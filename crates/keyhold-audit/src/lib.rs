@@ -16,10 +16,12 @@
 //!   MAC'd marker, so verification still accounts for every record.
 
 mod chain;
+mod refusals;
 mod ship;
 mod verify;
 
 pub use chain::{AuditLog, AuditLogConfig, AuditStatus, ChainWriter, CheckpointSink};
+pub use refusals::RefusalBudget;
 pub use ship::ChainTail;
 pub use verify::{query, read_all, verify, verify_with, Filter, Shipped, VerifyReport};
 

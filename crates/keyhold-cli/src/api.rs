@@ -131,47 +131,21 @@ fn files(cmd: &Command) -> (Vec<PathBuf>, Vec<PathBuf>) {
 pub struct Executor {
     service: Arc<KeyService>,
     data_dir: DataDir,
-    refusals: parking_lot::Mutex<RefusalBudget>,
+    refusals: parking_lot::Mutex<keyhold_audit::RefusalBudget>,
 }
 
-/// Requests without a valid token cost their sender nothing, and each audit
-/// record costs the server a synced write: at most this many are recorded
-/// a second, and the next record says how many were left out.
+/// Requests without a valid token: at most this many records a second (see
+/// [`keyhold_audit::RefusalBudget`]).
 const REFUSALS_RECORDED_PER_SEC: u32 = 10;
-
-#[derive(Default)]
-struct RefusalBudget {
-    window: Option<std::time::Instant>,
-    recorded: u32,
-    skipped: u64,
-}
-
-impl RefusalBudget {
-    /// Whether to record one more refusal now; if so, how many were skipped
-    /// before it.
-    fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
-        if self
-            .window
-            .is_none_or(|w| now.duration_since(w) >= std::time::Duration::from_secs(1))
-        {
-            self.window = Some(now);
-            self.recorded = 0;
-        }
-        if self.recorded >= REFUSALS_RECORDED_PER_SEC {
-            self.skipped += 1;
-            return None;
-        }
-        self.recorded += 1;
-        Some(std::mem::take(&mut self.skipped))
-    }
-}
 
 impl Executor {
     pub fn new(service: Arc<KeyService>, data_dir: DataDir) -> Self {
         Self {
             service,
             data_dir,
-            refusals: Default::default(),
+            refusals: parking_lot::Mutex::new(keyhold_audit::RefusalBudget::new(
+                REFUSALS_RECORDED_PER_SEC,
+            )),
         }
     }
 
@@ -382,24 +356,6 @@ mod tests {
         Cli::try_parse_from(std::iter::once("keyhold").chain(args.iter().copied()))
             .unwrap()
             .command
-    }
-
-    #[test]
-    fn refusal_records_are_rate_limited() {
-        let mut b = RefusalBudget::default();
-        let t = std::time::Instant::now();
-        for _ in 0..REFUSALS_RECORDED_PER_SEC {
-            assert_eq!(b.admit(t), Some(0));
-        }
-        assert_eq!(b.admit(t), None);
-        assert_eq!(b.admit(t), None);
-        let later = t + std::time::Duration::from_secs(1);
-        assert_eq!(
-            b.admit(later),
-            Some(2),
-            "the next record counts the skipped"
-        );
-        assert_eq!(b.admit(later), Some(0));
     }
 
     #[test]

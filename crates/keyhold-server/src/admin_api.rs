@@ -26,6 +26,19 @@ use std::time::Duration;
 /// Largest request body (policy files, backups to verify).
 pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's headers must arrive within this (a connection that holds
+/// half a header is closed), as on the XKS listener.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The body of an authenticated request (up to 64 MiB: a backup to
+/// verify) must arrive within this.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections at most on the admin listener, in all and from one address;
+/// and how long one may stay quiet.
+pub const LIMITS: crate::conn::ConnLimits = crate::conn::ConnLimits {
+    max_connections: 256,
+    max_per_address: 32,
+    idle: Duration::from_secs(60),
+};
 
 /// One command for the server to run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -162,16 +175,32 @@ async fn handle(
             &serde_json::json!({ "name": who.name, "role": who.role.as_str(), "token_id": who.token_id }),
         );
     }
-    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
+    let body = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect(),
+    )
+    .await
     {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &format!("the request is larger than {MAX_REQUEST_BYTES} bytes or was cut off"),
             )
+        }
+        Err(_) => {
+            let mut r = error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            );
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return r;
         }
     };
     let request: AdminRequest = match serde_json::from_slice(&body) {
@@ -201,34 +230,58 @@ pub async fn serve_admin(
     service: Arc<KeyService>,
     exec: Arc<dyn AdminExecutor>,
 ) {
+    let conns = crate::conn::ConnLimiter::new(LIMITS);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Some(slot) = conns.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let (service, exec, tls) = (service.clone(), exec.clone(), tls.clone());
         tokio::spawn(async move {
+            let _slot = slot;
+            let activity = crate::conn::Activity::new();
+            let busy = activity.clone();
             let svc = hyper::service::service_fn(move |req| {
                 let (service, exec) = (service.clone(), exec.clone());
-                async move { Ok::<_, std::convert::Infallible>(handle(req, peer, service, exec).await) }
+                let working = busy.working();
+                async move {
+                    let r = handle(req, peer, service, exec).await;
+                    drop(working);
+                    Ok::<_, std::convert::Infallible>(r)
+                }
             });
-            let http = hyper::server::conn::http1::Builder::new();
-            match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(s)) => {
-                            let _ = http
-                                .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                                .await;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let tcp = crate::conn::Watched::new(tcp, activity.clone());
+            let served = async {
+                match tls {
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(s)) => {
+                                let _ = http
+                                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                                    .await;
+                            }
+                            _ => tracing::info!(%peer, "admin API: TLS handshake failed"),
                         }
-                        _ => tracing::info!(%peer, "admin API: TLS handshake failed"),
+                    }
+                    None => {
+                        let _ = http
+                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                            .await;
                     }
                 }
-                None => {
-                    let _ = http
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
-                }
+            };
+            tokio::select! {
+                _ = served => {}
+                _ = activity.idle_for(LIMITS.idle) => {}
             }
         });
     }

@@ -17,6 +17,13 @@
 //! fleet_size = 1
 //! store_quota_rps = 1800              # optional, per key store
 //! hsm_timeout_ms = 2000               # answer 503 when the HSM takes longer
+//! max_connections = 4096              # open connections at most (over it: closed at once)
+//! max_connections_per_address = 256   # from one source address
+//! request_timeout_ms = 10000          # headers, and then the whole body, within this
+//!                                     # (also how long HTTP/1.1 keep-alive waits for the next request)
+//! idle_timeout_ms = 60000             # any connection quiet this long closes (HTTP/2)
+//! http2_max_streams = 32              # concurrent requests on one HTTP/2 connection
+//! body_pool_mb = 8                    # memory for bodies beyond 16 KiB each, shared
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9464"           # Prometheus GET /metrics (plain HTTP); off when absent
@@ -277,6 +284,33 @@ pub struct XksSection {
     /// Longest wait for the HSM in one request, in milliseconds; past it
     /// the request gets DependencyTimeoutException.
     pub hsm_timeout_ms: Option<u64>,
+    /// Open connections at most, and from one source address.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_address: Option<usize>,
+    /// A request's headers, then its whole body, must arrive within this.
+    pub request_timeout_ms: Option<u64>,
+    /// A connection that moves no byte for this long is closed.
+    pub idle_timeout_ms: Option<u64>,
+    /// Concurrent requests (streams) on one HTTP/2 connection.
+    pub http2_max_streams: Option<u32>,
+    /// Memory shared by request bodies beyond their first 16 KiB, in MiB.
+    pub body_pool_mb: Option<usize>,
+}
+
+impl XksSection {
+    /// The listener's connection bounds, defaults filled in.
+    pub fn conn_limits(&self) -> crate::conn::ConnLimits {
+        crate::conn::ConnLimits {
+            max_connections: self.max_connections.unwrap_or(4096).max(1),
+            max_per_address: self.max_connections_per_address.unwrap_or(256).max(1),
+            idle: std::time::Duration::from_millis(self.idle_timeout_ms.unwrap_or(60_000).max(1)),
+        }
+    }
+
+    /// How long a request's headers, then its body, may take to arrive.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_timeout_ms.unwrap_or(10_000).max(1))
+    }
 }
 
 fn default_listen() -> SocketAddr {

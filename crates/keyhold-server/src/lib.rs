@@ -6,6 +6,7 @@
 pub mod admin_api;
 pub mod audit;
 pub mod config;
+pub mod conn;
 pub mod data_dir;
 pub mod metrics;
 pub mod presence;

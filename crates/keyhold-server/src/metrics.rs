@@ -14,9 +14,18 @@ use std::sync::Arc;
 
 /// The whole exposition. Blocking (storage, HSM health): call it off the
 /// async workers.
-pub fn render(api: &XksApi, service: &KeyService) -> String {
+pub fn render(api: &XksApi, service: &KeyService, conns: &crate::conn::ConnLimiter) -> String {
     let mut out = String::with_capacity(8 * 1024);
     api.metrics.render(&mut out);
+
+    out.push_str("# HELP keyhold_xks_connections_open Connections open on the XKS listener.\n# TYPE keyhold_xks_connections_open gauge\n");
+    let _ = writeln!(out, "keyhold_xks_connections_open {}", conns.open());
+    out.push_str("# HELP keyhold_xks_connections_refused_total Connections closed at once because a cap (in all, or per source address) was reached.\n# TYPE keyhold_xks_connections_refused_total counter\n");
+    let _ = writeln!(
+        out,
+        "keyhold_xks_connections_refused_total {}",
+        conns.refused()
+    );
 
     out.push_str("# HELP keyhold_keys Keys by key store, lifecycle state and status.\n# TYPE keyhold_keys gauge\n");
     match service.storage().key_state_counts() {
@@ -86,16 +95,17 @@ pub async fn serve_metrics(
     api: Arc<XksApi>,
     service: Arc<KeyService>,
     require_token: bool,
+    conns: Arc<crate::conn::ConnLimiter>,
 ) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
-        let (api, service) = (api.clone(), service.clone());
+        let (api, service, conns) = (api.clone(), service.clone(), conns.clone());
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (api, service) = (api.clone(), service.clone());
+                let (api, service, conns) = (api.clone(), service.clone(), conns.clone());
                 async move {
                     let resp = if req.uri().path() != "/metrics" {
                         let mut r = Response::new(Full::new(Bytes::from_static(b"not found\n")));
@@ -108,9 +118,10 @@ pub async fn serve_metrics(
                         *r.status_mut() = StatusCode::UNAUTHORIZED;
                         r
                     } else {
-                        let text = tokio::task::spawn_blocking(move || render(&api, &service))
-                            .await
-                            .unwrap_or_default();
+                        let text =
+                            tokio::task::spawn_blocking(move || render(&api, &service, &conns))
+                                .await
+                                .unwrap_or_default();
                         let mut r = Response::new(Full::new(Bytes::from(text)));
                         r.headers_mut().insert(
                             hyper::header::CONTENT_TYPE,

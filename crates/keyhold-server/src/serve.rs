@@ -51,6 +51,10 @@ fn xks_config(c: &Config) -> XksConfig {
     if let Some(t) = c.xks.hsm_timeout_ms {
         x.hsm_timeout = std::time::Duration::from_millis(t.max(1));
     }
+    x.body.deadline = c.xks.request_timeout();
+    if let Some(mb) = c.xks.body_pool_mb {
+        x.body.pool = Arc::new(keyhold_xks::body::BytePool::new(mb << 20));
+    }
     x
 }
 
@@ -211,14 +215,44 @@ pub async fn serve(
         None
     };
     let api = Arc::new(api);
+    // What one client can hold before it authenticates: headers within the
+    // request deadline (the body's is the XKS API's; HTTP/1.1 keep-alive
+    // waits for the next request under it too), an 8 KiB read buffer
+    // (measured by scripts/dos.sh: 64 KiB let 1,000 slow clients pin about
+    // 100 MiB more), few streams and small flow-control windows on HTTP/2,
+    // and header blocks of sane size.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(config.xks.request_timeout())
+        .max_buf_size(8 * 1024)
         .keep_alive(true);
-    builder.http2().max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.xks.http2_max_streams.unwrap_or(32).max(1))
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(256 * 1024)
+        .max_header_list_size(64 * 1024)
+        .max_send_buf_size(64 * 1024);
     let builder = Arc::new(builder);
+    let nofile = crate::conn::raise_open_file_limit();
+    let mut limits = config.xks.conn_limits();
+    if let Some(n) = nofile {
+        // Keep descriptors for the database, the audit log and the other
+        // listeners.
+        let room = (n as usize).saturating_sub(256).max(64);
+        if limits.max_connections > room {
+            tracing::warn!(
+                configured = limits.max_connections,
+                open_file_limit = n,
+                "xks.max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
+            );
+            limits.max_connections = room;
+        }
+    }
+    let conns = crate::conn::ConnLimiter::new(limits);
     let graceful = GracefulShutdown::new();
     tracing::info!(%addr, tls = tls.is_some(), mtls = config.tls.client_ca.is_some(), "keyhold listening");
     on_listening(addr, tls.is_some());
@@ -232,6 +266,7 @@ pub async fn serve(
             api.clone(),
             service.clone(),
             config.metrics.require_token,
+            conns.clone(),
         ));
     }
     if let (Some(aaddr), Some(exec)) = (config.admin.listen, admin) {
@@ -315,12 +350,21 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // Over a cap: closed at once, before any TLS work.
+        let Some(slot) = conns.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let api = api.clone();
         let builder = builder.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let idle = limits.idle;
         tokio::spawn(async move {
+            let _slot = slot;
+            let activity = crate::conn::Activity::new();
+            let tcp = crate::conn::Watched::new(tcp, activity.clone());
             let svc = service_fn(move |req| {
                 let api = api.clone();
                 async move { Ok::<_, Infallible>(api.handle(req).await) }
@@ -342,11 +386,17 @@ pub async fn serve(
                             }
                         };
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    tokio::select! {
+                        _ = watcher.watch(conn.into_owned()) => {}
+                        _ = activity.idle_for(idle) => {}
+                    }
                 }
                 None => {
                     let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    tokio::select! {
+                        _ = watcher.watch(conn.into_owned()) => {}
+                        _ = activity.idle_for(idle) => {}
+                    }
                 }
             }
         });

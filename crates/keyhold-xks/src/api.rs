@@ -37,6 +37,10 @@ pub struct XksConfig {
     /// Optional request quota per key store (requests/s, burst of one
     /// second); over it, ThrottlingException. AWS's default is 1800.
     pub store_quota_rps: Option<u32>,
+    /// Refusals of requests that never authenticated are recorded in the
+    /// audit log at most this many times a second; the next record says
+    /// how many were left out.
+    pub unauthenticated_records_per_sec: u32,
     /// Longest a request waits for the HSM (a cache miss that unwraps, or
     /// AES-GCM in the HSM); past it, DependencyTimeoutException. The
     /// PKCS#11 call itself cannot be cancelled: it finishes on its blocking
@@ -55,6 +59,7 @@ impl Default for XksConfig {
             fleet_size: 1,
             live_fleet: None,
             store_quota_rps: None,
+            unauthenticated_records_per_sec: 10,
             hsm_timeout: std::time::Duration::from_secs(2),
         }
     }
@@ -70,6 +75,7 @@ pub struct XksApi {
     /// Request counts and latencies for /metrics.
     pub metrics: crate::metrics::RequestMetrics,
     quotas: parking_lot::Mutex<std::collections::HashMap<String, TokenBucket>>,
+    refusals: parking_lot::Mutex<keyhold_audit::RefusalBudget>,
 }
 
 /// A token bucket: `rate` tokens a second, at most `rate` banked.
@@ -108,6 +114,9 @@ pub(crate) struct Noted {
     /// The key version used (0: none).
     version: std::sync::atomic::AtomicU32,
     compromised: std::sync::atomic::AtomicBool,
+    /// The request named a configured key store (only those become metric
+    /// labels: junk paths must not create series).
+    store_known: std::sync::atomic::AtomicBool,
     /// The policy rule that decided, if any.
     rule: parking_lot::Mutex<Option<String>>,
 }
@@ -118,6 +127,13 @@ impl Noted {
     }
     pub fn key_version(&self) -> Option<u32> {
         Some(self.version.load(std::sync::atomic::Ordering::Relaxed)).filter(|v| *v != 0)
+    }
+    pub fn set_store_known(&self) {
+        self.store_known
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn store_known(&self) -> bool {
+        self.store_known.load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn set_compromised(&self) {
         self.compromised
@@ -200,10 +216,13 @@ impl XksApi {
     pub fn new(service: Arc<KeyService>, config: XksConfig) -> Self {
         Self {
             service,
-            config,
             audit: None,
             metrics: crate::metrics::RequestMetrics::default(),
             quotas: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            refusals: parking_lot::Mutex::new(keyhold_audit::RefusalBudget::new(
+                config.unauthenticated_records_per_sec,
+            )),
+            config,
         }
     }
 
@@ -349,7 +368,10 @@ impl XksApi {
     ) -> HttpResponse {
         self.metrics.observe(
             route.map(|r| r.op.name()).unwrap_or("-"),
-            route.map(|r| r.prefix).unwrap_or("-"),
+            route
+                .filter(|_| noted.store_known())
+                .map(|r| r.prefix)
+                .unwrap_or("-"),
             match &result {
                 Ok(_) => "OK",
                 Err(e) => e.name.as_str(),
@@ -362,6 +384,23 @@ impl XksApi {
                 Err(e) => error_response(&e),
             };
         };
+        // Refusals of clients that never authenticated: a bounded number
+        // a second goes into the log, and the next one counts the rest.
+        let mut left_out = None;
+        if access_key_id.is_none() {
+            if let Err(e) = &result {
+                match self.refusals.lock().admit(Instant::now()) {
+                    None => return error_response(e),
+                    Some(0) => {}
+                    Some(n) => {
+                        left_out = Some(format!(
+                            "{n} more refusals of unauthenticated requests before this one were not recorded (over {}/s)",
+                            self.config.unauthenticated_records_per_sec
+                        ))
+                    }
+                }
+            }
+        }
         let m = meta.unwrap_or_default();
         let (result_name, status) = match &result {
             Ok(_) => ("OK", 200),
@@ -385,7 +424,7 @@ impl XksApi {
             kms_via_service: m.kms_via_service.as_deref(),
             aws_source_vpc: m.aws_source_vpc.as_deref(),
             aws_source_vpce: m.aws_source_vpce.as_deref(),
-            detail: noted.detail(),
+            detail: left_out.as_deref().or(noted.detail()),
             rule: rule.as_deref(),
         };
         match log.record(&ev).await {
@@ -611,6 +650,7 @@ impl XksApi {
             }
             Err(e) => return (None, Err(e.into())),
         };
+        noted.set_store_known();
 
         // Authenticate before looking at the body.
         let rp = RequestParts {

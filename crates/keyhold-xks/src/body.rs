@@ -39,8 +39,8 @@ impl Default for BodyLimits {
     fn default() -> Self {
         Self {
             max_bytes: 256 * 1024,
-            free_bytes: 32 * 1024,
-            pool: Arc::new(BytePool::new(16 << 20)),
+            free_bytes: 16 * 1024,
+            pool: Arc::new(BytePool::new(8 << 20)),
             drain_limit: 64 << 20,
             deadline: Duration::from_secs(10),
         }
