@@ -350,15 +350,26 @@ pub fn init(
         }));
     } else {
         outln!("Initialised {}", dd.path.display());
-        outln!(
-            "  root of trust: {} ({})",
-            dd.root().display(),
-            if pass.is_some() {
-                "sealed with a passphrase"
-            } else {
-                "plain: protect this file"
-            }
-        );
+        match hsm {
+            Some(cfg) => outln!(
+                "  root of trust: key {:?} in HSM token {} (settings in {}; the PIN is never written there)",
+                cfg.kek_label,
+                cfg.token_label
+                    .as_deref()
+                    .map(|l| format!("{l:?}"))
+                    .unwrap_or_else(|| "(by serial)".into()),
+                dd.pkcs11_root().display()
+            ),
+            None => outln!(
+                "  root of trust: {} ({})",
+                dd.root().display(),
+                if pass.is_some() {
+                    "sealed with a passphrase"
+                } else {
+                    "plain: protect this file"
+                }
+            ),
+        }
         match &dd.storage.url {
             Some(_) => outln!("  database:      PostgreSQL (see [storage] in the config)"),
             None => outln!("  database:      {}", dd.db().display()),

@@ -213,6 +213,14 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It says what it did: a key in the token, no root.key.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("\"keyhold-kek\" in HSM token \"keyhold\"")
+            && said.contains("root.pkcs11.toml")
+            && !said.contains("root.key"),
+        "{said}"
+    );
     let migrate_args = [
         "root",
         "migrate-to-hsm",
@@ -376,6 +384,24 @@ fn hsm_resident_keys_created_and_imported() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-label"));
+    // Keyhold's own keys in the token are never adopted as customer keys.
+    for own in ["keyhold-kek", "keyhold-kek-health"] {
+        let out = env
+            .cmd(&[
+                "key",
+                "import-hsm",
+                "/demo",
+                "--label",
+                own,
+                "--key-id",
+                "stolen",
+            ])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{own} was adopted");
+        assert!(said.contains("Keyhold's own key"), "{said}");
+    }
     let labels = env.json(&["hsm", "list-keys"]);
     assert!(labels
         .as_array()

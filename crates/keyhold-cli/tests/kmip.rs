@@ -516,6 +516,39 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
     assert_eq!(found, 0, "Locate shows Bob none of Alice's objects");
     k.env.run_ok(&["kmip", "grant", &open_key, "bob"]);
     ok(&bob.one((1, 4), op::GET, uid(&open_key)));
+    // A grant is for use: Bob may read and use the key, never change it,
+    // end it or take its name (in either KMIP version).
+    ok(&bob.one((1, 4), op::GET_ATTRIBUTES, uid(&open_key)));
+    let mut named = uid(&open_key);
+    named.push(attr(
+        "Name",
+        Ttlv::structure(
+            0,
+            vec![
+                Ttlv::text(t::NAME_VALUE, "bobs-now"),
+                Ttlv::enumeration(t::NAME_TYPE, 1),
+            ],
+        ),
+    ));
+    let mut revoke = uid(&open_key);
+    revoke.push(Ttlv::structure(
+        t::REVOCATION_REASON,
+        vec![Ttlv::enumeration(t::REVOCATION_REASON_CODE, 1)],
+    ));
+    for (version, operation, payload) in [
+        ((1, 4), op::DESTROY, uid(&open_key)),
+        ((2, 1), op::DESTROY, uid(&open_key)),
+        ((1, 4), op::REVOKE, revoke.clone()),
+        ((1, 4), op::REKEY, uid(&open_key)),
+        ((1, 4), op::ACTIVATE, uid(&open_key)),
+        ((1, 4), op::ADD_ATTRIBUTE, named.clone()),
+        ((1, 4), op::MODIFY_ATTRIBUTE, named.clone()),
+    ] {
+        let m = failed(&bob.one(version, operation, payload), 0x0C);
+        assert!(m.contains("for use only"), "{operation:#x}: {m}");
+    }
+    // The owner still may.
+    ok(&alice.one((1, 4), op::ACTIVATE, uid(&open_key)));
 
     // Break glass: every KMIP use of key material is refused until unlock.
     k.env.run_ok(&["lockdown"]);

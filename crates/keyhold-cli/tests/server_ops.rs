@@ -53,6 +53,20 @@ fn mutual_tls_checks_ca_and_subject() {
         trusted.issue_client("cks.kms.evil.example.com").unwrap(),
     );
     write("wrong-ca", other.issue_client(subject).unwrap());
+    // A subject with two common names, one of them the right one, either
+    // way round.
+    write(
+        "two-names-first",
+        trusted
+            .issue_client_two_names(subject, "cks.kms.evil.example.com")
+            .unwrap(),
+    );
+    write(
+        "two-names-second",
+        trusted
+            .issue_client_two_names("cks.kms.evil.example.com", subject)
+            .unwrap(),
+    );
     std::fs::write(dir.join("client-ca.pem"), trusted.cert_pem()).unwrap();
     let mut cfg = std::fs::read_to_string(env.config()).unwrap();
     cfg.push_str(&format!(
@@ -72,7 +86,12 @@ fn mutual_tls_checks_ca_and_subject() {
     };
     let ok = with_cert("good");
     assert_eq!(ok.status, 200, "{ok:?}");
-    for bad in ["wrong-subject", "wrong-ca"] {
+    for bad in [
+        "wrong-subject",
+        "wrong-ca",
+        "two-names-first",
+        "two-names-second",
+    ] {
         let r = with_cert(bad);
         assert_eq!(r.status, 0, "{bad} must be refused in the handshake: {r:?}");
     }

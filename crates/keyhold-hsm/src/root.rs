@@ -250,6 +250,10 @@ impl HsmKeys for Pkcs11Root {
         self.run(|t| t.check_key(label))
     }
 
+    fn is_reserved(&self, label: &str) -> bool {
+        self.members.iter().any(|m| m.token.is_reserved(label))
+    }
+
     fn encrypt(
         &self,
         label: &str,

@@ -571,10 +571,15 @@ impl Pkcs11Token {
         Ok(())
     }
 
+    /// Whether the label is the KEK's or the health key's.
+    pub fn is_reserved(&self, label: &str) -> bool {
+        label == self.cfg.kek_label || label == format!("{}-health", self.cfg.kek_label)
+    }
+
     /// Destroys the key with this label (never the KEK). A key already
     /// absent counts as destroyed.
     pub fn destroy_key(&self, label: &str) -> Result<()> {
-        if label == self.cfg.kek_label || label == format!("{}-health", self.cfg.kek_label) {
+        if self.is_reserved(label) {
             return Err(Error::invalid(
                 "HSM key label",
                 "Keyhold's own keys are not destroyed this way",

@@ -79,6 +79,10 @@ pub trait HsmKeys: Send + Sync {
     fn destroy_key(&self, label: &str) -> Result<()>;
     /// Checks that a usable AES-256 key with this label exists.
     fn check_key(&self, label: &str) -> Result<()>;
+    /// Whether the label is one of Keyhold's own keys in the HSM (the root
+    /// of trust's key-encryption key, its health key): never adopted as a
+    /// customer key, never destroyed as one.
+    fn is_reserved(&self, label: &str) -> bool;
     /// AES-GCM encryption in the HSM with a 96-bit IV from the module's RNG.
     /// Returns `(iv, ciphertext, tag)`.
     fn encrypt(

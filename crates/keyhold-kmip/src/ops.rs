@@ -435,6 +435,22 @@ impl Kmip {
         Ok(o)
     }
 
+    /// Loads an object the client may manage: change its attributes, state
+    /// or material (Activate, Revoke, Destroy, Re-key, attribute changes).
+    /// That is its owner's alone; a grant gives use only.
+    fn load_owned(&self, ctx: &mut Ctx<'_>, uid: &str) -> Result<ManagedObject, KmipError> {
+        let o = self.load(ctx, uid)?;
+        if o.owner.is_empty() || o.owner != ctx.client.identity {
+            return Err(KmipError::new(
+                Reason::PermissionDenied,
+                format!(
+                    "object {uid} was granted to this client identity for use only: changing it is its owner's"
+                ),
+            ));
+        }
+        Ok(o)
+    }
+
     /// Puts back what a failed "Undo" batch changed, newest first.
     fn undo(&self, log: Vec<Undo>) {
         for u in log.into_iter().rev() {
@@ -875,7 +891,7 @@ impl Kmip {
 
     fn rekey(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let mut old = self.load(ctx, &uid)?;
+        let mut old = self.load_owned(ctx, &uid)?;
         if old.object_type != object_type::SYMMETRIC_KEY {
             return Err(KmipError::new(
                 Reason::IllegalOperation,
@@ -1295,7 +1311,7 @@ impl Kmip {
 
     fn add_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let mut o = self.load(ctx, &uid)?;
+        let mut o = self.load_owned(ctx, &uid)?;
         let a = if ctx.version.is_v2() {
             attrs::parse_v2_attribute(
                 p.child(t::NEW_ATTRIBUTE)
@@ -1343,7 +1359,7 @@ impl Kmip {
 
     fn modify_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let mut o = self.load(ctx, &uid)?;
+        let mut o = self.load_owned(ctx, &uid)?;
         let (new, current) = if ctx.version.is_v2() {
             let new = p
                 .child(t::NEW_ATTRIBUTE)
@@ -1400,7 +1416,7 @@ impl Kmip {
 
     fn set_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let mut o = self.load(ctx, &uid)?;
+        let mut o = self.load_owned(ctx, &uid)?;
         let new = p
             .child(t::NEW_ATTRIBUTE)
             .and_then(|n| n.items().first())
@@ -1426,7 +1442,7 @@ impl Kmip {
 
     fn delete_attribute(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let mut o = self.load(ctx, &uid)?;
+        let mut o = self.load_owned(ctx, &uid)?;
         let (name, index, value) = if ctx.version.is_v2() {
             if let Some(c) = p
                 .child(t::CURRENT_ATTRIBUTE)
@@ -1501,7 +1517,7 @@ impl Kmip {
 
     fn activate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let mut o = self.load(ctx, &uid)?;
+        let mut o = self.load_owned(ctx, &uid)?;
         if effective_state(&o, ctx.now) != ObjectState::PreActive {
             return Err(obj::wrong_state(
                 &o,
@@ -1517,7 +1533,7 @@ impl Kmip {
 
     fn revoke(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let mut o = self.load(ctx, &uid)?;
+        let mut o = self.load_owned(ctx, &uid)?;
         let reason = p
             .child(t::REVOCATION_REASON)
             .ok_or_else(|| KmipError::missing("Revocation Reason is missing"))?;
@@ -1569,7 +1585,7 @@ impl Kmip {
                 "Destroy erases key material and cannot be undone: send it without the Undo option",
             ));
         }
-        let mut o = self.load(ctx, &uid)?;
+        let mut o = self.load_owned(ctx, &uid)?;
         let state = effective_state(&o, ctx.now);
         o.state = match state {
             ObjectState::PreActive | ObjectState::Deactivated => ObjectState::Destroyed,

@@ -50,19 +50,17 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
-/// The identity a client certificate stands for: its subject common name,
-/// else (none, or empty) the SHA-256 of the certificate. Never empty: an
-/// object without an owner belongs to no client.
+/// The identity a client certificate stands for: its subject common name
+/// when it has exactly one, else (none, empty, or several, which would be
+/// ambiguous) the SHA-256 of the certificate. Never empty: an object
+/// without an owner belongs to no client.
 pub fn identity_of(cert: &CertificateDer<'_>) -> String {
     if let Ok((_, c)) = x509_parser::parse_x509_certificate(cert.as_ref()) {
-        if let Some(cn) = c
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .filter(|cn| !cn.is_empty())
-        {
-            return cn.to_owned();
+        let mut cns = c.subject().iter_common_name();
+        if let (Some(cn), None) = (cns.next(), cns.next()) {
+            if let Some(cn) = cn.as_str().ok().filter(|cn| !cn.is_empty()) {
+                return cn.to_owned();
+            }
         }
     }
     format!(

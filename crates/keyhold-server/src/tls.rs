@@ -109,8 +109,9 @@ pub fn server_config(
 }
 
 /// Verifies the client chain with WebPKI, then requires the end-entity
-/// certificate's subject common name to equal the configured one, so a
-/// handshake with any other subject fails.
+/// certificate's subject to hold exactly one common name, equal to the
+/// configured one, so a handshake with any other subject fails (a subject
+/// with several common names is refused even when one of them matches).
 #[derive(Debug)]
 struct SubjectCheckingVerifier {
     inner: Arc<dyn ClientCertVerifier>,
@@ -144,18 +145,17 @@ impl ClientCertVerifier for SubjectCheckingVerifier {
             .inner
             .verify_client_cert(end_entity, intermediates, now)?;
         let cns = subject_common_names(end_entity);
-        if cns.iter().any(|cn| cn == &self.subject) {
-            Ok(ok)
-        } else {
-            tracing::warn!(
-                presented = ?cns,
-                expected = %self.subject,
-                "TLS client certificate subject refused"
-            );
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
+        if matches!(cns.as_slice(), [cn] if cn == &self.subject) {
+            return Ok(ok);
         }
+        tracing::warn!(
+            presented = ?cns,
+            expected = %self.subject,
+            "TLS client certificate subject refused"
+        );
+        Err(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::ApplicationVerificationFailure,
+        ))
     }
 
     fn verify_tls12_signature(
@@ -286,6 +286,22 @@ impl LocalCa {
     /// Issues a client certificate with subject CN=`common_name`.
     pub fn issue_client(&self, common_name: &str) -> Result<IssuedCert, TlsError> {
         sign_new(client_params(common_name)?, &self.issuer)
+    }
+
+    /// Issues a client certificate whose subject holds two common names,
+    /// `first` then `second`. Such certificates exist (a CA may issue
+    /// them); the subject checks must not be fooled by them.
+    pub fn issue_client_two_names(
+        &self,
+        first: &str,
+        second: &str,
+    ) -> Result<IssuedCert, TlsError> {
+        let mut p = client_params(first)?;
+        // The CN attribute type (2.5.4.3) a second time, under another key
+        // of rcgen's name map.
+        p.distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 3]), second);
+        sign_new(p, &self.issuer)
     }
 }
 

@@ -1017,7 +1017,14 @@ impl KeyService {
         usage: Usage,
         label: &str,
     ) -> Result<Key> {
-        self.hsm()?.check_key(label)?;
+        let hsm = self.hsm()?;
+        if hsm.is_reserved(label) {
+            return Err(Error::invalid(
+                "HSM key label",
+                format!("{label:?} is Keyhold's own key (the root of trust's key-encryption key or its health key): it is never adopted as a customer key"),
+            ));
+        }
+        hsm.check_key(label)?;
         self.record_hsm_key(prefix, id, usage, label.to_owned())
     }
 

@@ -71,6 +71,9 @@ impl HsmKeys for SlowHsm {
     fn check_key(&self, _label: &str) -> Result<()> {
         Ok(())
     }
+    fn is_reserved(&self, _label: &str) -> bool {
+        false
+    }
     fn destroy_key(&self, _label: &str) -> Result<()> {
         Ok(())
     }
