@@ -240,7 +240,12 @@ impl Filter {
         };
         eq(&self.store, r.store.as_deref())
             && eq(&self.key, r.key.as_deref())
-            && eq(&self.principal, r.principal.as_deref())
+            && self.principal.as_deref().is_none_or(|p| {
+                // Who made the call: the AWS principal of an XKS call, the
+                // client identity (its certificate) of a KMIP one.
+                r.principal.as_deref() == Some(p)
+                    || (r.frontend == "kmip" && r.actor.as_deref() == Some(p))
+            })
             && self
                 .operation
                 .as_deref()

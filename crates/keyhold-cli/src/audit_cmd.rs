@@ -18,7 +18,8 @@ pub struct FilterArgs {
     store: Option<String>,
     #[arg(long)]
     key: Option<String>,
-    /// awsPrincipalArn
+    /// Who made the call: the awsPrincipalArn of an XKS call, the client
+    /// identity (certificate common name) of a KMIP one.
     #[arg(long)]
     principal: Option<String>,
     /// Encrypt, Decrypt, GetKeyMetadata, GetHealthStatus, a KMIP operation

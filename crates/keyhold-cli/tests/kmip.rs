@@ -293,6 +293,11 @@ fn pykmip_interoperates_over_mutual_tls() {
     let recs = recs.as_array().unwrap();
     assert!(recs.len() > 30, "{} KMIP audit records", recs.len());
     assert!(recs.iter().all(|r| r["actor"] == "alice"));
+    // Found by the client's identity too.
+    let by_principal = k
+        .env
+        .json(&["audit", "query", "--principal", "alice", "--limit", "1000"]);
+    assert_eq!(by_principal.as_array().unwrap().len(), recs.len());
     for opname in [
         "Create", "Get", "Encrypt", "Decrypt", "MAC", "Register", "Revoke", "Destroy", "Locate",
     ] {
@@ -506,6 +511,25 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
     let mut p = uid(&locked);
     p.push(spec);
     failed(&alice.one((2, 0), op::GET, p), 0x17);
+
+    // Past its Protect Stop Date a key no longer encrypts: Permission
+    // Denied up to KMIP 2.0, Wrong Key Lifecycle State from 2.1, as the
+    // profiles' cases of each version expect.
+    let stopped = uid_of(ok(&alice.one(
+        (1, 4),
+        op::CREATE,
+        create_aes(vec![attr(
+            "Protect Stop Date",
+            Ttlv::date_time(0, 1_000_000_000),
+        )]),
+    )));
+    ok(&alice.one((1, 4), op::ACTIVATE, uid(&stopped)));
+    for (version, reason) in [((1, 4), 0x0C), ((2, 0), 0x0C), ((2, 1), 0x43)] {
+        let mut p = uid(&stopped);
+        p.push(Ttlv::bytes(t::DATA, b"late".to_vec()));
+        let m = failed(&alice.one(version, op::ENCRYPT, p), reason);
+        assert!(m.contains("Protect Stop Date"), "{m}");
+    }
 
     // Bob may not use Alice's key until a custodian grants it.
     let open_key = uid_of(ok(&alice.one((1, 4), op::CREATE, create_aes(vec![]))));

@@ -84,15 +84,21 @@ pub enum Reason {
     ObjectNotFound,
     UnsupportedProtocolVersion,
     WrongKeyLifecycleState,
+    /// Protecting (Encrypt, MAC) with an object past its Protect Stop
+    /// Date: the profiles' cases expect Permission Denied up to KMIP 2.0,
+    /// Wrong Key Lifecycle State from 2.1.
+    PastProtectStopDate,
     GeneralFailure,
 }
 
 impl Reason {
-    /// The Result Reason value for a client speaking `major`.
-    pub fn code(self, major: i32) -> u32 {
+    /// The Result Reason value for a client speaking `major.minor`.
+    pub fn code(self, major: i32, minor: i32) -> u32 {
         use Reason::*;
         let v2 = major >= 2;
         match self {
+            PastProtectStopDate if (major, minor) >= (2, 1) => 0x43,
+            PastProtectStopDate => 0x0C,
             ItemNotFound => 0x01,
             ResponseTooLarge => 0x02,
             AuthenticationNotSuccessful => 0x03,

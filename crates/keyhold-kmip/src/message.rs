@@ -309,7 +309,10 @@ impl ResponseItem {
         }
         v.push(Ttlv::enumeration(t::RESULT_STATUS, self.status));
         if let Some(r) = self.reason {
-            v.push(Ttlv::enumeration(t::RESULT_REASON, r.code(version.major)));
+            v.push(Ttlv::enumeration(
+                t::RESULT_REASON,
+                r.code(version.major, version.minor),
+            ));
         }
         if let Some(m) = &self.message {
             v.push(Ttlv::text(t::RESULT_MESSAGE, m.clone()));
@@ -403,5 +406,16 @@ mod tests {
         };
         assert_eq!(reason(&r1), 0x0C);
         assert_eq!(reason(&r2), 0x43);
+        // Past the Protect Stop Date: Permission Denied up to 2.0.
+        let e = KmipError::new(Reason::PastProtectStopDate, "no");
+        let by = |v| reason(&response(v, 0, &[ResponseItem::failure(Some(2), None, &e)]));
+        assert_eq!(
+            [
+                by(Version::new(1, 4)),
+                by(Version::new(2, 0)),
+                by(Version::new(2, 1))
+            ],
+            [0x0C, 0x0C, 0x43]
+        );
     }
 }

@@ -1644,7 +1644,7 @@ impl Kmip {
         let protect = mask & (usage_mask::ENCRYPT | usage_mask::MAC_GENERATE) != 0;
         if protect && date("Protect Stop Date").is_some_and(|t| t <= ctx.now) {
             return Err(KmipError::new(
-                Reason::WrongKeyLifecycleState,
+                Reason::PastProtectStopDate,
                 format!("object {uid} is past its Protect Stop Date: it can no longer {what}"),
             ));
         }
