@@ -974,3 +974,60 @@ fn flows_of_real_clients() {
         "the replacement of an active key is active"
     );
 }
+
+/// Query lists exactly the operations a client's version has and Keyhold
+/// serves (and only those are served to it); Obtain Lease renews the lease
+/// a Get grants, for an Active object, and never during a lockdown.
+#[test]
+fn query_lists_each_versions_operations_and_leases_renew() {
+    let k = start();
+    let mut alice = Conn::open(&k, "alice");
+    let listed = |c: &mut Conn, v: (i32, i32)| -> Vec<u32> {
+        let q = vec![Ttlv::enumeration(t::QUERY_FUNCTION, 1)];
+        ok(&c.one(v, op::QUERY, q))
+            .children(t::OPERATION)
+            .map(|o| match o.value {
+                Value::Enumeration(e) => e,
+                _ => panic!("an Operation is an Enumeration"),
+            })
+            .collect()
+    };
+    let (v10, v14, v20) = (
+        listed(&mut alice, (1, 0)),
+        listed(&mut alice, (1, 4)),
+        listed(&mut alice, (2, 0)),
+    );
+    for o in [op::CHECK, op::OBTAIN_LEASE, op::ADD_ATTRIBUTE, op::GET] {
+        assert!(
+            v10.contains(&o) && v14.contains(&o) && v20.contains(&o),
+            "{o:#x}"
+        );
+    }
+    for o in [op::DISCOVER_VERSIONS, op::ENCRYPT, op::RNG_RETRIEVE] {
+        assert!(!v10.contains(&o) && v14.contains(&o), "{o:#x}");
+    }
+    let set_attribute = keyhold_kmip::enums::operation2::SET_ATTRIBUTE;
+    assert!(!v14.contains(&set_attribute) && v20.contains(&set_attribute));
+    // What a version lacks is not served to it.
+    let mut p = uid("whatever");
+    p.push(Ttlv::bytes(t::DATA, b"x".to_vec()));
+    failed(&alice.one((1, 0), op::ENCRYPT, p), 0x05);
+
+    // Obtain Lease.
+    let key = uid_of(ok(&alice.one((1, 4), op::CREATE, create_aes(vec![]))));
+    failed(&alice.one((1, 4), op::OBTAIN_LEASE, uid(&key)), 0x0C); // Pre-Active
+    ok(&alice.one((1, 4), op::ACTIVATE, uid(&key)));
+    for v in [(1, 0), (1, 4), (2, 1)] {
+        let lease = alice.one(v, op::OBTAIN_LEASE, uid(&key));
+        let l = ok(&lease);
+        assert_eq!(l.child(t::LEASE_TIME).unwrap().value, Value::Interval(3600));
+        assert!(l.child(t::LAST_CHANGE_DATE).is_some());
+        assert_eq!(uid_of(l), key);
+    }
+    k.env.run_ok(&["lockdown"]);
+    failed(&alice.one((1, 4), op::OBTAIN_LEASE, uid(&key)), 0x0C);
+    k.env.run_ok(&["unlock"]);
+    ok(&alice.one((1, 4), op::OBTAIN_LEASE, uid(&key)));
+    let mut bob = Conn::open(&k, "bob");
+    failed(&bob.one((1, 4), op::OBTAIN_LEASE, uid(&key)), 0x0C);
+}

@@ -69,28 +69,42 @@ const MAX_RNG: i32 = 1 << 16;
 const MAX_REGISTERED: usize = 64 * 1024;
 
 /// Operations Keyhold answers (Query Operations lists them).
-const OPERATIONS: &[u32] = &[
-    op::CREATE,
-    op::REGISTER,
-    op::REKEY,
-    op::LOCATE,
-    op::GET,
-    op::GET_ATTRIBUTES,
-    op::GET_ATTRIBUTE_LIST,
-    op::ADD_ATTRIBUTE,
-    op::MODIFY_ATTRIBUTE,
-    op::DELETE_ATTRIBUTE,
-    op::ACTIVATE,
-    op::REVOKE,
-    op::DESTROY,
-    op::QUERY,
-    op::DISCOVER_VERSIONS,
-    op::ENCRYPT,
-    op::DECRYPT,
-    op::MAC,
-    op::MAC_VERIFY,
-    op::RNG_RETRIEVE,
+/// The operations Keyhold serves, each with the KMIP version that defined
+/// it: a client is served (and Query lists) exactly those of its version.
+const OPERATIONS: &[(u32, Version)] = &[
+    (op::CREATE, Version::new(1, 0)),
+    (op::REGISTER, Version::new(1, 0)),
+    (op::REKEY, Version::new(1, 0)),
+    (op::LOCATE, Version::new(1, 0)),
+    (op::CHECK, Version::new(1, 0)),
+    (op::GET, Version::new(1, 0)),
+    (op::GET_ATTRIBUTES, Version::new(1, 0)),
+    (op::GET_ATTRIBUTE_LIST, Version::new(1, 0)),
+    (op::ADD_ATTRIBUTE, Version::new(1, 0)),
+    (op::MODIFY_ATTRIBUTE, Version::new(1, 0)),
+    (op::DELETE_ATTRIBUTE, Version::new(1, 0)),
+    (op::OBTAIN_LEASE, Version::new(1, 0)),
+    (op::ACTIVATE, Version::new(1, 0)),
+    (op::REVOKE, Version::new(1, 0)),
+    (op::DESTROY, Version::new(1, 0)),
+    (op::QUERY, Version::new(1, 0)),
+    (op::DISCOVER_VERSIONS, Version::new(1, 1)),
+    (op::ENCRYPT, Version::new(1, 2)),
+    (op::DECRYPT, Version::new(1, 2)),
+    (op::MAC, Version::new(1, 2)),
+    (op::MAC_VERIFY, Version::new(1, 2)),
+    (op::RNG_RETRIEVE, Version::new(1, 2)),
+    (crate::enums::operation2::LOG, Version::new(2, 0)),
+    (crate::enums::operation2::SET_ATTRIBUTE, Version::new(2, 0)),
+    (crate::enums::operation2::INTEROP, Version::new(2, 0)),
 ];
+
+/// Whether Keyhold serves `operation` to a client speaking `version`.
+fn served(operation: u32, version: Version) -> bool {
+    OPERATIONS
+        .iter()
+        .any(|(o, since)| *o == operation && version >= *since)
+}
 
 fn service_err(e: Error) -> KmipError {
     match e {
@@ -334,7 +348,6 @@ impl Kmip {
     fn dispatch(&self, ctx: &mut Ctx<'_>, item: &RequestItem<'_>) -> Result<Vec<Ttlv>, KmipError> {
         let empty = Ttlv::structure(t::REQUEST_PAYLOAD, vec![]);
         let p = item.payload.unwrap_or(&empty);
-        let v2 = ctx.version.is_v2();
         // XKS keys are read-only here: their lifecycle is the custodians'.
         if matches!(
             item.operation,
@@ -355,6 +368,17 @@ impl Kmip {
                 }
             }
         }
+        if !served(item.operation, ctx.version) {
+            return Err(KmipError::new(
+                Reason::OperationNotSupported,
+                format!(
+                    "operation {} ({:#x}) is not supported in KMIP {}",
+                    crate::enums::operation::name(item.operation),
+                    item.operation,
+                    ctx.version
+                ),
+            ));
+        }
         match item.operation {
             op::DISCOVER_VERSIONS => self.discover_versions(p),
             op::QUERY => self.query(ctx, p),
@@ -367,9 +391,10 @@ impl Kmip {
             op::GET_ATTRIBUTE_LIST => self.get_attribute_list(ctx, p),
             op::ADD_ATTRIBUTE => self.add_attribute(ctx, p),
             op::CHECK => self.check(ctx, p),
+            op::OBTAIN_LEASE => self.obtain_lease(ctx, p),
             op::MODIFY_ATTRIBUTE => self.modify_attribute(ctx, p),
             op::DELETE_ATTRIBUTE => self.delete_attribute(ctx, p),
-            crate::enums::operation2::SET_ATTRIBUTE if v2 => self.set_attribute(ctx, p),
+            crate::enums::operation2::SET_ATTRIBUTE => self.set_attribute(ctx, p),
             op::ACTIVATE => self.activate(ctx, p),
             op::REVOKE => self.revoke(ctx, p),
             op::DESTROY => self.destroy(ctx, p),
@@ -380,7 +405,7 @@ impl Kmip {
             op::RNG_RETRIEVE => self.rng_retrieve(p),
             // Test-suite bracketing and client log lines: accepted (the
             // audit record carries the operation).
-            crate::enums::operation2::INTEROP | crate::enums::operation2::LOG if v2 => Ok(vec![]),
+            crate::enums::operation2::INTEROP | crate::enums::operation2::LOG => Ok(vec![]),
             other => Err(KmipError::new(
                 Reason::OperationNotSupported,
                 format!(
@@ -674,8 +699,8 @@ impl Kmip {
                 query_function::OPERATIONS => out.extend(
                     OPERATIONS
                         .iter()
-                        .filter(|o| !(ctx.version.is_v2() && **o == op::ADD_ATTRIBUTE))
-                        .map(|o| Ttlv::enumeration(t::OPERATION, *o)),
+                        .filter(|(_, since)| ctx.version >= *since)
+                        .map(|(o, _)| Ttlv::enumeration(t::OPERATION, *o)),
                 ),
                 query_function::OBJECTS => out.extend(
                     [object_type::SYMMETRIC_KEY, object_type::SECRET_DATA]
@@ -1488,6 +1513,35 @@ impl Kmip {
     }
 
     /// Check: would the object allow this usage mask / this many uses?
+    /// Obtain Lease: a new Lease Time for an object the client may use, and
+    /// its Last Change Date. None is granted for an object that may not be
+    /// used now (not Active, or Keyhold locked down): the client must then
+    /// stop using what it cached.
+    fn obtain_lease(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let o = self.load(ctx, &uid)?;
+        self.service.refuse_in_lockdown().map_err(service_err)?;
+        if effective_state(&o, ctx.now) != ObjectState::Active {
+            return Err(obj::wrong_state(
+                &o,
+                ctx.now,
+                "a lease is granted only for an Active object",
+            ));
+        }
+        let changed = [obj::LAST_CHANGE, obj::INITIAL_DATE]
+            .iter()
+            .find_map(|n| match o.attr(n) {
+                Some(AttrValue::DateTime(t)) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(ctx.now);
+        Ok(vec![
+            Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
+            Ttlv::interval(t::LEASE_TIME, LEASE_TIME_SECS),
+            Ttlv::date_time(t::LAST_CHANGE_DATE, changed),
+        ])
+    }
+
     fn check(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let o = self.load(ctx, &uid)?;
