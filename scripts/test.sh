@@ -13,6 +13,8 @@ command -v curl >/dev/null || need+=(curl)
 command -v cc >/dev/null || need+=(gcc libc6-dev)
 command -v python3 >/dev/null || need+=(python3)
 command -v sha256sum >/dev/null || need+=(coreutils)
+# OpenSSL's command line: an independent implementation for cross-checks.
+command -v openssl >/dev/null || need+=(openssl)
 # SoftHSMv2 stands in for a real HSM; OpenSC's pkcs11-tool is an independent client.
 [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need+=(opensc)

@@ -1031,3 +1031,99 @@ fn query_lists_each_versions_operations_and_leases_renew() {
     let mut bob = Conn::open(&k, "bob");
     failed(&bob.one((1, 4), op::OBTAIN_LEASE, uid(&key)), 0x0C);
 }
+
+/// Triple DES Encrypt/Decrypt (CBC and ECB, with and without PKCS#5
+/// padding) on a registered key, checked against OpenSSL's own
+/// des-ede3-cbc and des-ede3 (an independent implementation).
+#[test]
+fn triple_des_encrypts_as_openssl_does() {
+    let k = start();
+    let mut c = Conn::open(&k, "alice");
+    let v = (1, 4);
+    let key: Vec<u8> = (1u8..=24).collect();
+    let reg = vec![
+        Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
+        Ttlv::structure(
+            t::TEMPLATE_ATTRIBUTE,
+            vec![attr("Cryptographic Usage Mask", Ttlv::int(0, 4 | 8))],
+        ),
+        Ttlv::structure(
+            t::SYMMETRIC_KEY,
+            vec![Ttlv::structure(
+                t::KEY_BLOCK,
+                vec![
+                    Ttlv::enumeration(t::KEY_FORMAT_TYPE, 1),
+                    Ttlv::structure(
+                        t::KEY_VALUE,
+                        vec![Ttlv::bytes(t::KEY_MATERIAL, key.clone())],
+                    ),
+                    Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, 2), // Triple DES
+                    Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, 192),
+                ],
+            )],
+        ),
+    ];
+    let id = uid_of(ok(&c.one(v, op::REGISTER, reg)));
+    ok(&c.one(v, op::ACTIVATE, uid(&id)));
+    let iv = b"8bytesIV".to_vec();
+    let plain = b"legacy data, 3DES".to_vec();
+    for (mode, cipher, with_iv) in [(1u32, "des-ede3-cbc", true), (2, "des-ede3", false)] {
+        for padded in [true, false] {
+            let data = if padded {
+                plain.clone()
+            } else {
+                plain[..16].to_vec()
+            };
+            let mut params = vec![Ttlv::enumeration(t::BLOCK_CIPHER_MODE, mode)];
+            if padded {
+                params.push(Ttlv::enumeration(t::PADDING_METHOD, 3)); // PKCS5
+            }
+            let mut p = uid(&id);
+            p.push(Ttlv::structure(t::CRYPTOGRAPHIC_PARAMETERS, params.clone()));
+            p.push(Ttlv::bytes(t::DATA, data.clone()));
+            if with_iv {
+                p.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv.clone()));
+            }
+            let enc = c.one(v, op::ENCRYPT, p);
+            let Value::ByteString(ct) = ok(&enc).child(t::DATA).unwrap().value.clone() else {
+                panic!("Data is bytes")
+            };
+            // OpenSSL, from the same key, IV and data.
+            let dir = tempfile::tempdir().unwrap();
+            let input = dir.path().join("in");
+            std::fs::write(&input, &data).unwrap();
+            let mut cmd = std::process::Command::new("openssl");
+            cmd.args(["enc", &format!("-{cipher}"), "-K", &hex(&key)]);
+            if with_iv {
+                cmd.args(["-iv", &hex(&iv)]);
+            }
+            if !padded {
+                cmd.arg("-nopad");
+            }
+            cmd.arg("-in").arg(&input);
+            let out = cmd.output().expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(ct, out.stdout, "{cipher} padded={padded}");
+            // And back.
+            let mut p = uid(&id);
+            p.push(Ttlv::structure(t::CRYPTOGRAPHIC_PARAMETERS, params));
+            p.push(Ttlv::bytes(t::DATA, ct));
+            if with_iv {
+                p.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv.clone()));
+            }
+            let dec = c.one(v, op::DECRYPT, p);
+            assert_eq!(
+                ok(&dec).child(t::DATA).unwrap().value,
+                Value::ByteString(data)
+            );
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -268,6 +268,105 @@ pub fn aes_ecb_decrypt(key: &[u8], ciphertext: &[u8], pkcs7: bool) -> Result<Vec
     Ok(buf)
 }
 
+/// Triple DES block (and CBC IV) length.
+pub const TDES_BLOCK: usize = 8;
+
+/// Triple DES (TDEA, SP 800-67), for KMIP clients and legacy data only
+/// (SP 800-131A disallows it for new encryption; it is never used by
+/// Keyhold itself). Keys are 24 bytes (three keys) or 16 (two keys: K1, K2,
+/// K1). `iv` is 8 bytes for CBC, and None for ECB. With `pkcs7` the data is
+/// padded (PKCS#5), otherwise it must be whole 8-byte blocks.
+pub fn tdes_encrypt(
+    key: &[u8],
+    iv: Option<&[u8]>,
+    plaintext: &[u8],
+    pkcs7: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    use cbc::cipher::block_padding::{NoPadding, Pkcs7};
+    use cbc::cipher::{BlockModeEncrypt, KeyInit, KeyIvInit};
+    if !pkcs7 && !plaintext.len().is_multiple_of(TDES_BLOCK) {
+        return Err(CryptoError::Failed);
+    }
+    let key = tdes_key(key)?;
+    let bad_key = |_| CryptoError::InvalidKeyLength;
+    Ok(match (iv, pkcs7) {
+        (Some(iv), pad) => {
+            let iv: &[u8; TDES_BLOCK] =
+                iv.try_into().map_err(|_| CryptoError::InvalidNonceLength)?;
+            let e =
+                cbc::Encryptor::<des::TdesEde3>::new_from_slices(&key[..], iv).map_err(bad_key)?;
+            if pad {
+                e.encrypt_padded_vec::<Pkcs7>(plaintext)
+            } else {
+                e.encrypt_padded_vec::<NoPadding>(plaintext)
+            }
+        }
+        (None, pad) => {
+            let e = ecb::Encryptor::<des::TdesEde3>::new_from_slice(&key[..]).map_err(bad_key)?;
+            if pad {
+                e.encrypt_padded_vec::<Pkcs7>(plaintext)
+            } else {
+                e.encrypt_padded_vec::<NoPadding>(plaintext)
+            }
+        }
+    })
+}
+
+/// Triple DES decryption; see [`tdes_encrypt`]. Wrong padding is
+/// `AuthenticationFailed` (without detail).
+pub fn tdes_decrypt(
+    key: &[u8],
+    iv: Option<&[u8]>,
+    ciphertext: &[u8],
+    pkcs7: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    use cbc::cipher::block_padding::{NoPadding, Pkcs7};
+    use cbc::cipher::{BlockModeDecrypt, KeyInit, KeyIvInit};
+    if ciphertext.is_empty() || !ciphertext.len().is_multiple_of(TDES_BLOCK) {
+        return Err(CryptoError::Failed);
+    }
+    let key = tdes_key(key)?;
+    let bad_key = |_| CryptoError::InvalidKeyLength;
+    let bad_pad = |_| CryptoError::AuthenticationFailed;
+    match iv {
+        Some(iv) => {
+            let iv: &[u8; TDES_BLOCK] =
+                iv.try_into().map_err(|_| CryptoError::InvalidNonceLength)?;
+            let d =
+                cbc::Decryptor::<des::TdesEde3>::new_from_slices(&key[..], iv).map_err(bad_key)?;
+            if pkcs7 {
+                d.decrypt_padded_vec::<Pkcs7>(ciphertext).map_err(bad_pad)
+            } else {
+                d.decrypt_padded_vec::<NoPadding>(ciphertext)
+                    .map_err(bad_pad)
+            }
+        }
+        None => {
+            let d = ecb::Decryptor::<des::TdesEde3>::new_from_slice(&key[..]).map_err(bad_key)?;
+            if pkcs7 {
+                d.decrypt_padded_vec::<Pkcs7>(ciphertext).map_err(bad_pad)
+            } else {
+                d.decrypt_padded_vec::<NoPadding>(ciphertext)
+                    .map_err(bad_pad)
+            }
+        }
+    }
+}
+
+/// A Triple DES key as three keys (a two-key one is K1, K2, K1).
+fn tdes_key(key: &[u8]) -> Result<zeroize::Zeroizing<[u8; 24]>, CryptoError> {
+    let mut k = zeroize::Zeroizing::new([0u8; 24]);
+    match key.len() {
+        24 => k.copy_from_slice(key),
+        16 => {
+            k[..16].copy_from_slice(key);
+            k[16..].copy_from_slice(&key[..8]);
+        }
+        _ => return Err(CryptoError::InvalidKeyLength),
+    }
+    Ok(k)
+}
+
 /// AES-CTR with a 128-bit initial counter block (encrypt = decrypt).
 pub fn aes_ctr(key: &[u8], iv: &[u8], data: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let unbound = UnboundCipherKey::new(aes_alg(key)?, key).map_err(|_| CryptoError::Failed)?;
@@ -450,6 +549,48 @@ mod tests {
         let ctp = aes_cbc_encrypt(&key, &iv, &pt, true).unwrap();
         assert_eq!(ctp.len(), 48);
         assert_eq!(aes_cbc_decrypt(&key, &iv, &ctp, true).unwrap(), pt);
+    }
+
+    // SP 800-67 Rev. 2, the TDEA example (three keys, ECB), then CBC
+    // checked against ECB of the IV-chained blocks, padding, and two-key.
+    #[test]
+    fn tdes_sp800_67_example() {
+        let key = h("0123456789ABCDEF23456789ABCDEF01456789ABCDEF0123");
+        let pt = h("5468652071756663 6B2062726F776E20 666F78206A756D70"
+            .replace(' ', "")
+            .as_str());
+        let ct = tdes_encrypt(&key, None, &pt, false).unwrap();
+        assert_eq!(
+            hex::encode_upper(&ct),
+            "A826FD8CE53B855FCCE21C8112256FE668D5C05DD9B6B900"
+        );
+        assert_eq!(tdes_decrypt(&key, None, &ct, false).unwrap(), pt);
+        let iv = h("0001020304050607");
+        let cbc = tdes_encrypt(&key, Some(&iv), &pt, false).unwrap();
+        let mut prev = iv.clone();
+        for (i, block) in pt.chunks(8).enumerate() {
+            let x: Vec<u8> = block.iter().zip(&prev).map(|(a, b)| a ^ b).collect();
+            let c = tdes_encrypt(&key, None, &x, false).unwrap();
+            assert_eq!(c, cbc[i * 8..i * 8 + 8]);
+            prev = c;
+        }
+        assert_eq!(tdes_decrypt(&key, Some(&iv), &cbc, false).unwrap(), pt);
+        let padded = tdes_encrypt(&key, Some(&iv), b"five!", true).unwrap();
+        assert_eq!(padded.len(), 8);
+        assert_eq!(
+            tdes_decrypt(&key, Some(&iv), &padded, true).unwrap(),
+            b"five!"
+        );
+        assert!(tdes_encrypt(&key, None, b"five!", false).is_err());
+        assert!(tdes_encrypt(&key, Some(&iv[..7]), &pt, false).is_err());
+        // Two keys: K1, K2, K1.
+        let two = &key[..16];
+        let three: Vec<u8> = [two, &key[..8]].concat();
+        assert_eq!(
+            tdes_encrypt(two, None, &pt, false).unwrap(),
+            tdes_encrypt(&three, None, &pt, false).unwrap()
+        );
+        assert!(tdes_encrypt(&key[..8], None, &pt, false).is_err());
     }
 
     // RFC 3394 section 4.1 (128-bit KEK, 128-bit key data) and a padded

@@ -51,6 +51,8 @@ enum Cipher {
     ChaChaPoly,
     /// Raw ChaCha20 (no authentication).
     ChaCha,
+    /// Triple DES, CBC or ECB (legacy; the CS-BC profile has a case).
+    TripleDes,
 }
 
 /// One part of a streamed Encrypt/Decrypt.
@@ -1757,10 +1759,13 @@ impl Kmip {
             Some(crypto_alg::AES) => Cipher::Aes,
             Some(crypto_alg::CHACHA20_POLY1305) => Cipher::ChaChaPoly,
             Some(crypto_alg::CHACHA20) => Cipher::ChaCha,
+            Some(crypto_alg::TRIPLE_DES) => Cipher::TripleDes,
             _ => {
                 return Err(KmipError::new(
                     Reason::IllegalOperation,
-                    format!("object {uid} is not an AES, ChaCha20 or ChaCha20-Poly1305 key"),
+                    format!(
+                        "object {uid} is not an AES, Triple DES, ChaCha20 or ChaCha20-Poly1305 key"
+                    ),
                 ))
             }
         };
@@ -1776,6 +1781,7 @@ impl Kmip {
             // A stream cipher: no block cipher mode.
             (Cipher::ChaCha, _) => 0,
             (Cipher::Aes, m) => m.unwrap_or(bcm::GCM),
+            (Cipher::TripleDes, m) => m.unwrap_or(bcm::CBC),
         };
         let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
         if data.len() > MAX_DATA {
@@ -1799,6 +1805,14 @@ impl Kmip {
         let iv_lens: &[usize] = match (cipher, mode) {
             (Cipher::ChaCha, _) => &[12, 8, 16],
             (Cipher::ChaChaPoly, _) => &[12],
+            (Cipher::TripleDes, bcm::CBC) => &[8],
+            (Cipher::TripleDes, bcm::ECB) => &[0],
+            (Cipher::TripleDes, other) => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("Triple DES takes block cipher mode CBC or ECB, not {other:#x}"),
+                ))
+            }
             (_, bcm::GCM) => &[12],
             (_, bcm::CBC | bcm::CTR) => &[16],
             (_, bcm::ECB) => &[0],
@@ -1880,6 +1894,13 @@ impl Kmip {
                     sym::chacha20(k, &iv, data).map_err(|_| crypto_fail("ChaCha20 failed"))?,
                     None,
                 ),
+                (Cipher::TripleDes, _) => (
+                    sym::tdes_encrypt(k, (mode == bcm::CBC).then_some(&iv[..]), data, pad)
+                        .map_err(|_| {
+                            crypto_fail("encryption failed (without padding, Data must be whole 8-byte blocks)")
+                        })?,
+                    None,
+                ),
                 (_, bcm::GCM) => {
                     let (ct, tag) = match cipher {
                         Cipher::ChaChaPoly => sym::chacha20_poly1305_seal(k, &iv, aad, data)
@@ -1928,6 +1949,11 @@ impl Kmip {
             let pt = match (cipher, mode) {
                 (Cipher::ChaCha, _) => {
                     sym::chacha20(k, iv, rest).map_err(|_| crypto_fail("ChaCha20 failed"))?
+                }
+                (Cipher::TripleDes, _) => {
+                    sym::tdes_decrypt(k, (mode == bcm::CBC).then_some(iv), rest, pad).map_err(
+                        |_| crypto_fail("decryption failed: wrong key, IV, padding or length"),
+                    )?
                 }
                 (_, bcm::GCM) => {
                     let (ct, tag) = match tag_given {
