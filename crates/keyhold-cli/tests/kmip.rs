@@ -1127,3 +1127,34 @@ fn triple_des_encrypts_as_openssl_does() {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// A KMIP object that has made 2^32 AES-GCM encryptions with IVs the
+/// server drew at random encrypts no more that way (NIST SP 800-38D 8.3);
+/// IVs the client chooses are its own business.
+#[test]
+fn server_made_gcm_ivs_stop_at_the_bound() {
+    use keyhold_storage::Storage;
+    let k = start();
+    let mut c = Conn::open(&k, "alice");
+    let id = uid_of(ok(&c.one((1, 4), op::CREATE, create_aes(vec![]))));
+    ok(&c.one((1, 4), op::ACTIVATE, uid(&id)));
+    let enc = |c: &mut Conn, iv: Option<&[u8]>| {
+        let mut p = uid(&id);
+        p.push(Ttlv::structure(
+            t::CRYPTOGRAPHIC_PARAMETERS,
+            vec![Ttlv::enumeration(t::BLOCK_CIPHER_MODE, 9)], // GCM
+        ));
+        p.push(Ttlv::bytes(t::DATA, b"x".to_vec()));
+        if let Some(iv) = iv {
+            p.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv.to_vec()));
+        }
+        c.one((1, 4), op::ENCRYPT, p)
+    };
+    keyhold_storage::SqliteStorage::open(&k.env.data().join("keyhold.db"))
+        .unwrap()
+        .reserve_count(&format!("object {id}"), keyhold_service::gcm_budget::LIMIT)
+        .unwrap();
+    let m = failed(&enc(&mut c, None), 0x0C);
+    assert!(m.contains("2^32"), "{m}");
+    ok(&enc(&mut c, Some(&[7u8; 12])));
+}

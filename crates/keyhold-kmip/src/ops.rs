@@ -462,6 +462,19 @@ impl Kmip {
         Ok(o)
     }
 
+    /// Charges an AEAD encryption whose IV the server drew at random to the
+    /// object: at 2^32 of them it encrypts no more (NIST SP 800-38D 8.3);
+    /// the client re-keys. (IVs a client chooses are the client's own
+    /// business.)
+    fn charge_random_iv(&self, uid: &str) -> Result<(), KmipError> {
+        self.service
+            .charge_object_encryption(uid)
+            .map_err(|e| match e {
+                Error::InvalidState(m) => KmipError::new(Reason::PermissionDenied, m),
+                other => service_err(other),
+            })
+    }
+
     /// Loads an object the client may manage: change its attributes, state
     /// or material (Activate, Revoke, Destroy, Re-key, attribute changes).
     /// That is its owner's alone; a grant gives use only.
@@ -1871,6 +1884,9 @@ impl Kmip {
                         iv => encryption_iv(iv, params.random_iv, iv_lens[0])?,
                     };
                     check_iv(&iv)?;
+                    if generated {
+                        self.charge_random_iv(&uid)?;
+                    }
                     self.stream_start(ctx, step, k, iv, generated, aad)
                 }
             };
@@ -1885,10 +1901,13 @@ impl Kmip {
                 ))
             }
         };
-        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, &uid)];
         if encrypt {
             let (iv, generated) = encryption_iv(iv, params.random_iv, iv_lens[0])?;
             check_iv(&iv)?;
+            if generated && mode == bcm::GCM {
+                self.charge_random_iv(&uid)?;
+            }
             let (ct, tag) = match (cipher, mode) {
                 (Cipher::ChaCha, _) => (
                     sym::chacha20(k, &iv, data).map_err(|_| crypto_fail("ChaCha20 failed"))?,

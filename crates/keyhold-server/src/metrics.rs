@@ -56,6 +56,12 @@ pub fn render(api: &XksApi, service: &KeyService, conns: &crate::conn::ConnLimit
         );
     }
 
+    let (highest, past_warning) = service.gcm_figures();
+    out.push_str("# HELP keyhold_gcm_random_iv_encryptions_highest The most AES-GCM encryptions with random IVs one key version or object has made (as this server saw): rotated at 2^31, refused at 2^32.\n# TYPE keyhold_gcm_random_iv_encryptions_highest gauge\n");
+    let _ = writeln!(out, "keyhold_gcm_random_iv_encryptions_highest {highest}");
+    out.push_str("# HELP keyhold_gcm_keys_past_warning Key versions and objects past 2^30 AES-GCM encryptions with random IVs.\n# TYPE keyhold_gcm_keys_past_warning gauge\n");
+    let _ = writeln!(out, "keyhold_gcm_keys_past_warning {past_warning}");
+
     out.push_str("# HELP keyhold_cached_keys Keys held unwrapped in the request-path cache.\n# TYPE keyhold_cached_keys gauge\n");
     let _ = writeln!(out, "keyhold_cached_keys {}", service.cached_keys());
     out.push_str("# HELP keyhold_lockdown 1 while `keyhold lockdown` is in force.\n# TYPE keyhold_lockdown gauge\n");

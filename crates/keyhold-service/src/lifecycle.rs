@@ -357,6 +357,22 @@ impl KeyService {
                 report.failed.push((p, id, e.to_string()));
             }
         }
+        // Keys whose current version is past half its random-IV bound.
+        for (store, key) in self.gcm.take_rotations() {
+            let (Ok(p), Ok(id)) = (StorePrefix::parse(&store), KeyId::parse(&key)) else {
+                continue;
+            };
+            match self.rotate_key(&p, &id) {
+                Ok(_) => {
+                    tracing::warn!(store = %p, key = %id, "rotated: the current version was past 2^31 AES-GCM encryptions with random IVs");
+                    report.rotated.push((p, id));
+                }
+                Err(e) => {
+                    tracing::error!(store = %p, key = %id, error = %e, "rotation for the AES-GCM bound failed");
+                    report.failed.push((p, id, e.to_string()));
+                }
+            }
+        }
         Ok(report)
     }
 }

@@ -331,6 +331,49 @@ pub struct KeyService {
     /// What running front-ends report about themselves (listeners,
     /// connections), by name: only a server has any.
     live: parking_lot::RwLock<Vec<(&'static str, LiveStatus)>>,
+    /// AES-GCM encryptions with random IVs, per key version and object.
+    pub(crate) gcm: crate::gcm_budget::GcmBudget,
+}
+
+impl KeyService {
+    /// Charges one AES-GCM encryption with a random IV to version `version`
+    /// of the key `h` (see [`crate::gcm_budget`]): refused at the bound;
+    /// past half of it the key is rotated by the scheduled tasks.
+    pub fn charge_encryption(&self, h: &KeyHandle, version: u32) -> Result<()> {
+        let subject = format!(
+            "key {}/{} version {version}",
+            h.key.store,
+            h.key.id.as_str()
+        );
+        let charged = self.gcm.charge(&**self.storage(), &subject);
+        // Past half the bound, or at it (a version that reached it only
+        // serves again through a new one), the key is rotated.
+        let due = match &charged {
+            Ok(c) => c.rotate,
+            Err(Error::InvalidState(_)) => true,
+            Err(_) => false,
+        };
+        if due && version == h.key.current_version {
+            self.gcm
+                .rotate_soon(h.key.store.as_str(), h.key.id.as_str());
+        }
+        charged.map(drop)
+    }
+
+    /// Charges one AES-GCM (or ChaCha20-Poly1305) encryption with a
+    /// server-made random IV to the managed object `uid`: refused at the
+    /// bound (the client re-keys).
+    pub fn charge_object_encryption(&self, uid: &str) -> Result<()> {
+        self.gcm
+            .charge(&**self.storage(), &format!("object {uid}"))
+            .map(drop)
+    }
+
+    /// (the highest number of random-IV encryptions one key has made, as
+    /// this process saw; how many keys are past 2^30) for the metrics.
+    pub fn gcm_figures(&self) -> (u64, u64) {
+        self.gcm.figures()
+    }
 }
 
 /// A front-end's report of itself, as JSON.
@@ -387,6 +430,7 @@ impl KeyService {
             clock,
             inflight: parking_lot::RwLock::new(()),
             live: parking_lot::RwLock::new(Vec::new()),
+            gcm: crate::gcm_budget::GcmBudget::new(),
         })
     }
 

@@ -176,6 +176,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Adds one to the counter `name` (a decimal meta value, 0 when absent)
     /// and returns the new value, atomically.
     fn bump_counter(&self, name: &str) -> Result<u64>;
+    /// Adds `n` to the reservation counter `name` (0 when absent) and
+    /// returns the new total, atomically and durably. Counters only grow;
+    /// writing one moves no change token (no cache depends on it).
+    fn reserve_count(&self, name: &str, n: u64) -> Result<u64>;
 
     fn create_store(&self, store: &KeyStore) -> Result<()>;
     fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>>;

@@ -170,6 +170,14 @@ CREATE TABLE audit_records (
         ";\nCREATE INDEX objects_owner ON objects(owner, state);\n",
         "CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;\n",
     ),
+    // 4: AES-GCM encryptions reserved per key version or KMIP object (no
+    // trigger: no cache depends on it).
+    r#"
+CREATE TABLE encryption_counts (
+    name     TEXT PRIMARY KEY,
+    reserved BIGINT NOT NULL
+);
+"#,
 ];
 
 /// An arbitrary constant naming Keyhold's migration lock.
@@ -856,6 +864,19 @@ impl Storage for PostgresStorage {
                 })
             },
         )
+    }
+
+    fn reserve_count(&self, name: &str, n: u64) -> Result<u64> {
+        let r = self.row(
+            "INSERT INTO encryption_counts(name, reserved) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET reserved = encryption_counts.reserved + excluded.reserved \
+             RETURNING reserved"
+                .into(),
+            params![name.to_owned(), n as i64],
+            |r| col::<i64>(r, 0),
+        )?;
+        r.map(|t| t as u64)
+            .ok_or_else(|| Error::Storage("the reservation returned no row".into()))
     }
 
     fn bump_counter(&self, name: &str) -> Result<u64> {

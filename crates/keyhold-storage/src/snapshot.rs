@@ -92,6 +92,12 @@ pub const SNAPSHOT_TABLES: &[TableSpec] = &[
         ],
         order_by: "uid",
     },
+    // Restored with the rest: counts may not go back below what was used.
+    TableSpec {
+        name: "encryption_counts",
+        columns: &["name", "reserved"],
+        order_by: "name",
+    },
 ];
 
 impl TableSpec {

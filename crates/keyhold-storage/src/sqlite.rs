@@ -134,6 +134,15 @@ CREATE TABLE audit_records (
         ";\nCREATE INDEX objects_owner ON objects(owner, state);\n",
         "CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;\n",
     ),
+    // v10: how many AES-GCM encryptions with random IVs each key version
+    // (or KMIP object) may have made, reserved in blocks (never counted
+    // down, never reused).
+    r#"
+CREATE TABLE encryption_counts (
+    name     TEXT PRIMARY KEY,
+    reserved INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
@@ -1205,6 +1214,27 @@ impl Storage for SqliteStorage {
         rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
     }
 
+    fn reserve_count(&self, name: &str, n: u64) -> Result<u64> {
+        // Bookkeeping: left out of the change token (no cache depends on it).
+        let mut conn = self.writer();
+        self.quietly(&mut conn, |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let total: i64 = tx
+                .query_row(
+                    "INSERT INTO encryption_counts(name, reserved) VALUES (?1, ?2) \
+                     ON CONFLICT(name) DO UPDATE SET reserved = reserved + excluded.reserved \
+                     RETURNING reserved",
+                    params![name, n as i64],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(total as u64)
+        })
+    }
+
     fn bump_counter(&self, name: &str) -> Result<u64> {
         let mut conn = self.writer();
         let tx = conn
@@ -1859,6 +1889,11 @@ mod tests {
     #[test]
     fn nodes_heartbeat_and_expire() {
         c::nodes_heartbeat_and_expire(&SqliteStorage::open_in_memory().unwrap());
+    }
+
+    #[test]
+    fn reservations_only_grow() {
+        c::reservations_only_grow(Arc::new(SqliteStorage::open_in_memory().unwrap()));
     }
 
     #[test]

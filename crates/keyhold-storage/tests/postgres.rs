@@ -38,6 +38,7 @@ fn conformance_suite_on_postgres() {
     c::nodes_heartbeat_and_expire(&fresh());
     c::snapshot_and_restore(&fresh(), &fresh());
     c::audit_records_are_shipped_once(&fresh());
+    c::reservations_only_grow(Arc::new(fresh()));
 
     // Snapshots move between the backends unchanged: SQLite to
     // PostgreSQL and back again.

@@ -220,6 +220,8 @@ impl XksApi {
         }
         let (version, key) = h.current()?;
         ctx.noted.set_version(version);
+        // The random-IV bound of AES-GCM: counted, never crossed.
+        self.service.charge_encryption(&h, version)?;
         let ctm = ctm::encode(version);
         let full_aad = build_aad(&aad, &ctm)
             .ok_or_else(|| validation("additionalAuthenticatedData is too long"))?;
