@@ -92,6 +92,7 @@ pub fn access(cmd: &Command) -> Option<Access> {
         Command::Policy(_) => Change,
         Command::Audit(_) => Audit,
         Command::Kmip(KmipCmd::Status) => Status,
+        Command::Kmip(KmipCmd::ClientCert(ClientCertCmd::List)) => Read,
         Command::Kmip(_) => Change,
         Command::Backup(_) => Change,
         Command::Lockdown | Command::Unlock => Change,
@@ -113,7 +114,7 @@ fn files(cmd: &Command) -> (Vec<PathBuf>, Vec<PathBuf>) {
         Command::Store(StoreCmd::KmsConfig {
             output: Some(f), ..
         }) => (vec![], vec![f.clone()]),
-        Command::Kmip(KmipCmd::ClientCert(ClientCertCmd::Issue { name, out })) => {
+        Command::Kmip(KmipCmd::ClientCert(ClientCertCmd::Issue { name, out, .. })) => {
             let dir = out.clone().unwrap_or_else(|| PathBuf::from("."));
             (
                 vec![],
@@ -364,6 +365,11 @@ mod tests {
             // (command, [operator, auditor, custodian])
             (&["status"], [true, true, true]),
             (&["kmip", "status"], [true, true, true]),
+            (&["kmip", "client-cert", "list"], [false, true, true]),
+            (
+                &["kmip", "client-cert", "revoke", "bob"],
+                [false, false, true],
+            ),
             (&["key", "list", "/t"], [false, true, true]),
             (&["key", "versions", "/t", "k"], [false, true, true]),
             (&["policy", "test", "--store", "/t"], [false, true, true]),

@@ -8,6 +8,7 @@ use clap::Subcommand;
 use keyhold_core::{AttrValue, ObjectAttr};
 use keyhold_server::config::KMIP_CA_DIR;
 use keyhold_server::tls::StoredCa;
+use keyhold_service::client_certs::ClientCertRecord;
 use keyhold_service::objects::GRANT_ATTR;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -40,19 +41,34 @@ pub enum ClientCertCmd {
         /// Directory for NAME.pem and NAME.key (default: the current one).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Days it is valid (from now).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
     },
+    /// The certificates issued (and revoked): identity, serial, expiry, status.
+    List,
+    /// Refuse a certificate from the next handshake on, on every server,
+    /// and close its open connections: by identity (every certificate
+    /// issued for it) or by serial number (also one issued elsewhere).
+    Revoke { name_or_serial: String },
 }
 
 pub fn run(ctx: &Ctx, cmd: &KmipCmd) -> Result<(), String> {
     match cmd {
-        KmipCmd::ClientCert(ClientCertCmd::Issue { name, out }) => issue(ctx, name, out.as_ref()),
+        KmipCmd::ClientCert(ClientCertCmd::Issue { name, out, days }) => {
+            issue(ctx, name, out.as_ref(), *days)
+        }
+        KmipCmd::ClientCert(ClientCertCmd::List) => list_certs(ctx),
+        KmipCmd::ClientCert(ClientCertCmd::Revoke { name_or_serial }) => {
+            revoke_certs(ctx, name_or_serial)
+        }
         KmipCmd::Status => status(ctx),
         KmipCmd::Grant { uid, identity } => grant(ctx, uid, identity, true),
         KmipCmd::Ungrant { uid, identity } => grant(ctx, uid, identity, false),
     }
 }
 
-fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>) -> Result<(), String> {
+fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>, days: u32) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == '/') {
         return Err("the client name must be 1 to 64 printable characters without '/'".into());
     }
@@ -72,7 +88,18 @@ fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>) -> Result<(), String> {
         write_file(&dir.join("ca.pem"), cert_pem.as_bytes(), 0o644)?;
         ca
     };
-    let issued = ca.issue_client(name).map_err(e)?;
+    let (issued, serial) = ca.issue_client_for(name, days).map_err(e)?;
+    let now = keyhold_core::now();
+    let not_after = now + i64::from(days) * 86_400;
+    ctx.service
+        .record_client_cert(&ClientCertRecord {
+            name: name.to_owned(),
+            serial: serial.clone(),
+            not_after,
+            issued_at: now,
+            revoked_at: None,
+        })
+        .map_err(e)?;
     let out = out.cloned().unwrap_or_else(|| PathBuf::from("."));
     let (cert, key) = (
         out.join(format!("{name}.pem")),
@@ -85,16 +112,86 @@ fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>) -> Result<(), String> {
     if ctx.json {
         output::json(&json!({
             "identity": name,
+            "serial": serial,
+            "not_after": output::time(not_after),
             "certificate": cert,
             "key": key,
             "client_ca": dir.join("ca.pem"),
             "server_ca": server_ca,
         }));
     } else {
-        outln!("Issued a KMIP client certificate for identity {name:?}");
+        outln!(
+            "Issued a KMIP client certificate for identity {name:?} (serial {serial}, valid until {})",
+            output::time(not_after)
+        );
         outln!("  certificate: {}", cert.display());
         outln!("  key:         {}", key.display());
         outln!("  trust the server with: {}", server_ca.display());
+    }
+    Ok(())
+}
+
+fn cert_json(r: &ClientCertRecord, now: i64) -> serde_json::Value {
+    json!({
+        "identity": r.name,
+        "serial": r.serial,
+        "issued_at": output::time(r.issued_at),
+        "not_after": (r.not_after != 0).then(|| output::time(r.not_after)),
+        "revoked_at": r.revoked_at.map(output::time),
+        "status": r.status(now),
+    })
+}
+
+fn list_certs(ctx: &Ctx) -> Result<(), String> {
+    let now = keyhold_core::now();
+    let certs = ctx.service.client_certs().map_err(e)?;
+    if ctx.json {
+        output::json(&json!(certs
+            .iter()
+            .map(|r| cert_json(r, now))
+            .collect::<Vec<_>>()));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = certs
+        .iter()
+        .map(|r| {
+            vec![
+                if r.name.is_empty() {
+                    "(issued elsewhere)".into()
+                } else {
+                    r.name.clone()
+                },
+                r.serial.clone(),
+                if r.not_after == 0 {
+                    "-".into()
+                } else {
+                    output::time(r.not_after)
+                },
+                r.status(now).to_owned(),
+            ]
+        })
+        .collect();
+    output::table(&["IDENTITY", "SERIAL", "NOT AFTER", "STATUS"], &rows);
+    Ok(())
+}
+
+fn revoke_certs(ctx: &Ctx, who: &str) -> Result<(), String> {
+    let revoked = ctx.service.revoke_client_certs(who).map_err(e)?;
+    // In force on every server (refused handshakes, closed connections)
+    // before this returns.
+    crate::lifecycle_cmd::in_force(ctx)?;
+    let now = keyhold_core::now();
+    if ctx.json {
+        output::json(&json!(revoked
+            .iter()
+            .map(|r| cert_json(r, now))
+            .collect::<Vec<_>>()));
+    } else if revoked.is_empty() {
+        outln!("Nothing to revoke: every certificate for {who:?} was revoked already");
+    } else {
+        for r in &revoked {
+            outln!("Revoked serial {} ({})", r.serial, r.name);
+        }
     }
     Ok(())
 }

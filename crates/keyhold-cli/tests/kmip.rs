@@ -1158,3 +1158,126 @@ fn server_made_gcm_ivs_stop_at_the_bound() {
     assert!(m.contains("2^32"), "{m}");
     ok(&enc(&mut c, Some(&[7u8; 12])));
 }
+
+/// Client certificates are valid for a year unless asked otherwise, are
+/// listed with their expiry, and a revoked one is refused from the next
+/// handshake on, its open connection closed at its next message, while
+/// others go on.
+#[test]
+fn client_certificates_expire_and_can_be_revoked() {
+    let k = start();
+    let listed = k.env.json(&["kmip", "client-cert", "list"]);
+    let rows = listed.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{listed}");
+    let alice = rows.iter().find(|r| r["identity"] == "alice").unwrap();
+    assert_eq!(alice["status"], "valid");
+    // A year from now (not the year 4096), as the certificate itself says.
+    let year = |s: &str| s[..4].parse::<i32>().unwrap();
+    let now_year = year(&keyhold_core::time::format_rfc3339(keyhold_core::now()));
+    let not_after = alice["not_after"].as_str().unwrap();
+    assert!(
+        (now_year..=now_year + 1).contains(&year(not_after)),
+        "{not_after}"
+    );
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-enddate", "-serial", "-in"])
+        .arg(k.env.dir.path().join("alice.pem"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        said.contains(&format!(" {}", year(not_after))),
+        "{said} vs {not_after}"
+    );
+    assert!(
+        said.contains(&format!("serial={}", alice["serial"].as_str().unwrap())),
+        "{said}"
+    );
+    // --days.
+    let short = k.env.json(&[
+        "kmip",
+        "client-cert",
+        "issue",
+        "carol",
+        "--days",
+        "30",
+        "--out",
+        k.env.dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        year(short["not_after"].as_str().unwrap()),
+        year(&keyhold_core::time::format_rfc3339(
+            keyhold_core::now() + 30 * 86_400
+        ))
+    );
+
+    // Bob's open connection works, then bob is revoked.
+    let mut bob = Conn::open(&k, "bob");
+    let mut alice_conn = Conn::open(&k, "alice");
+    let q = || vec![Ttlv::enumeration(t::QUERY_FUNCTION, 3)];
+    ok(&bob.one((1, 4), op::QUERY, q()));
+    let r = k.env.json(&["kmip", "client-cert", "revoke", "bob"]);
+    assert_eq!(r[0]["identity"], "bob");
+    assert_eq!(r[0]["status"], "revoked");
+    // His open connection: closed at the next message, no answer.
+    assert!(
+        bob.raw(&request((1, 4), vec![(op::QUERY, q())]).encode())
+            .is_none(),
+        "a revoked certificate's connection still answers"
+    );
+    // A new handshake is refused (in TLS 1.3 the client learns it at its
+    // first read: the server checks the client's certificate last).
+    let d = k.env.dir.path();
+    let refused = |who: &str| match Conn::with(
+        k.port,
+        client_config(
+            &k.server.ca,
+            Some((&d.join(format!("{who}.pem")), &d.join(format!("{who}.key")))),
+        ),
+    ) {
+        Err(_) => true,
+        Ok(mut c) => c
+            .raw(&request((1, 4), vec![(op::QUERY, q())]).encode())
+            .is_none(),
+    };
+    assert!(refused("bob"), "a revoked certificate was served");
+    eventually("the handshake itself refused it", || {
+        common::read(&k.server.log)
+            .lines()
+            .any(|l| l.contains("KMIP TLS handshake refused") && l.contains("Revoked"))
+    });
+    // Alice is untouched; then revoked by serial.
+    ok(&alice_conn.one((1, 4), op::QUERY, q()));
+    let serial = alice["serial"].as_str().unwrap().to_uppercase();
+    k.env.run_ok(&["kmip", "client-cert", "revoke", &serial]);
+    assert!(refused("alice"));
+    assert!(!refused("carol"), "carol's certificate still works");
+    let mut statuses: Vec<String> = k
+        .env
+        .json(&["kmip", "client-cert", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}={}",
+                r["identity"].as_str().unwrap(),
+                r["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    statuses.sort();
+    assert_eq!(statuses, ["alice=revoked", "bob=revoked", "carol=valid"]);
+    // Revoking again changes nothing; an unknown name is an error.
+    assert_eq!(
+        k.env.json(&["kmip", "client-cert", "revoke", "bob"]),
+        serde_json::json!([])
+    );
+    assert!(!k
+        .env
+        .cmd(&["kmip", "client-cert", "revoke", "nobody-here"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+}

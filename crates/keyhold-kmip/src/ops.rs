@@ -199,6 +199,12 @@ impl Kmip {
         })
     }
 
+    /// Whether the client certificate with this serial number was revoked
+    /// (`keyhold kmip client-cert revoke`).
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.service.is_cert_revoked(serial)
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -29,18 +29,23 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether a client certificate's serial number was revoked.
+pub type IsRevoked = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// A TLS configuration that requires a client certificate chaining to one
-/// of `client_roots`.
+/// of `client_roots`, and not revoked.
 pub fn tls_config(
     provider: Arc<rustls::crypto::CryptoProvider>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     client_roots: RootCertStore,
+    revoked: IsRevoked,
 ) -> Result<Arc<ServerConfig>, String> {
-    let verifier =
+    let inner =
         WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
             .build()
             .map_err(|e| format!("KMIP client CA: {e}"))?;
+    let verifier = Arc::new(RevocationChecking { inner, revoked });
     let cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
@@ -67,6 +72,75 @@ pub fn identity_of(cert: &CertificateDer<'_>) -> String {
         "sha256:{}",
         hex::encode(keyhold_crypto::sha256(&[cert.as_ref()]))
     )
+}
+
+/// WebPKI's checks (chain, validity), then the revocation list: a revoked
+/// certificate fails the handshake itself (alert: certificate revoked).
+struct RevocationChecking {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    revoked: IsRevoked,
+}
+
+impl std::fmt::Debug for RevocationChecking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationChecking")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for RevocationChecking {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if serial_of(end_entity).is_some_and(|s| (self.revoked)(&s)) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Revoked,
+            ));
+        }
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A certificate's serial number: lowercase hex without leading zero
+/// bytes (as `keyhold kmip client-cert list` shows it).
+pub fn serial_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, c) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let raw = c.raw_serial();
+    let first = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    Some(hex::encode(&raw[first..]))
 }
 
 /// What the listener has seen since it started (for `keyhold kmip status`
@@ -218,13 +292,18 @@ async fn connection(
             return Err("TLS handshake timed out".to_owned());
         }
     };
-    let identity = {
+    let (identity, serial) = {
         let (_, conn) = tls.get_ref();
-        conn.peer_certificates()
+        let cert = conn
+            .peer_certificates()
             .and_then(|c| c.first())
-            .map(identity_of)
-            .ok_or_else(|| "no client certificate".to_owned())?
+            .ok_or_else(|| "no client certificate".to_owned())?;
+        (identity_of(cert), serial_of(cert))
     };
+    // A revoked certificate fails the handshake (see RevocationChecking);
+    // a connection already open when it was revoked closes at its next
+    // message.
+    let revoked = || serial.as_deref().is_some_and(|s| kmip.is_revoked(s));
     let open = stats.connected(&identity);
     let client = Arc::new(Client {
         identity,
@@ -260,6 +339,11 @@ async fn connection(
             let _ = tls.write_all(&resp.encode()).await;
             let _ = tls.shutdown().await;
             return Err(why);
+        }
+        if revoked() {
+            tracing::info!(%peer, "KMIP client certificate revoked: connection closed");
+            let _ = tls.shutdown().await;
+            return Err("revoked client certificate".into());
         }
         open.message();
         let mut buf = vec![0u8; HEADER_LEN + len];

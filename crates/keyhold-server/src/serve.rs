@@ -109,7 +109,10 @@ fn spawn_refresher(service: &Arc<KeyService>, presence: Option<Arc<crate::presen
 
 /// The KMIP listener's TLS: the server certificate, and client
 /// certificates required from the KMIP client CA.
-fn kmip_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+fn kmip_tls(
+    config: &Config,
+    service: &Arc<KeyService>,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
     let k = &config.kmip;
     let cert = k
         .cert
@@ -142,6 +145,12 @@ fn kmip_tls(config: &Config) -> Result<Arc<rustls::ServerConfig>, ServeError> {
         crate::tls::load_certs(cert).map_err(|e| ServeError::Kmip(e.to_string()))?,
         crate::tls::load_key(key).map_err(|e| ServeError::Kmip(e.to_string()))?,
         roots,
+        {
+            // Revocations reach every server through storage; the check
+            // reads this server's copy (no storage call in a handshake).
+            let weak = Arc::downgrade(service);
+            Arc::new(move |serial: &str| weak.upgrade().is_some_and(|s| s.is_cert_revoked(serial)))
+        },
     )
     .map_err(ServeError::Kmip)
 }
@@ -298,7 +307,7 @@ pub async fn serve(
         ));
     }
     if let Some(kaddr) = config.kmip.listen {
-        let tls = kmip_tls(config)?;
+        let tls = kmip_tls(config, &service)?;
         let (l, bound) = bind(kaddr).await?;
         let mut kmip = keyhold_kmip::Kmip::new(service.clone(), audit_log.clone());
         if let Some(m) = config.kmip.max_message_bytes {

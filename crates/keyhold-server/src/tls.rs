@@ -249,9 +249,26 @@ impl StoredCa {
         })
     }
 
-    /// Issues a client certificate with subject CN=`common_name`.
-    pub fn issue_client(&self, common_name: &str) -> Result<IssuedCert, TlsError> {
-        sign_new(client_params(common_name)?, &self.issuer)
+    /// Issues a client certificate with subject CN=`common_name`, valid
+    /// from five minutes ago (clocks differ) for `days` days, with a random
+    /// serial number: returns it and the serial (lowercase hex, as
+    /// `keyhold_kmip::server::serial_of` reads it back).
+    pub fn issue_client_for(
+        &self,
+        common_name: &str,
+        days: u32,
+    ) -> Result<(IssuedCert, String), TlsError> {
+        let mut p = client_params(common_name)?;
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::minutes(5);
+        p.not_after = now + time::Duration::days(i64::from(days));
+        let mut serial = [0u8; 16];
+        keyhold_crypto::fill_random(&mut serial).map_err(|e| TlsError::Config(e.to_string()))?;
+        serial[0] &= 0x7f; // positive
+        serial[0] |= 0x40; // and 16 bytes long, as DER keeps it
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let issued = sign_new(p, &self.issuer)?;
+        Ok((issued, hex::encode(serial)))
     }
 }
 

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod backup;
 mod cache;
+pub mod client_certs;
 pub mod gcm_budget;
 mod health;
 mod lifecycle;

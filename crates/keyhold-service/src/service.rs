@@ -333,6 +333,8 @@ pub struct KeyService {
     live: parking_lot::RwLock<Vec<(&'static str, LiveStatus)>>,
     /// AES-GCM encryptions with random IVs, per key version and object.
     pub(crate) gcm: crate::gcm_budget::GcmBudget,
+    /// Serial numbers of revoked KMIP client certificates.
+    pub(crate) revoked_certs: parking_lot::RwLock<Arc<std::collections::HashSet<String>>>,
 }
 
 impl KeyService {
@@ -414,7 +416,7 @@ impl KeyService {
         let token = storage.change_token()?;
         let locked = storage.get_meta(LOCKDOWN_META)?.is_some();
         let any_policies = !storage.list_policies()?.is_empty();
-        Ok(Self {
+        let svc = Self {
             storage,
             barrier,
             keys: Cache::new(KEY_CACHE_CAPACITY),
@@ -431,7 +433,10 @@ impl KeyService {
             inflight: parking_lot::RwLock::new(()),
             live: parking_lot::RwLock::new(Vec::new()),
             gcm: crate::gcm_budget::GcmBudget::new(),
-        })
+            revoked_certs: Default::default(),
+        };
+        svc.load_revoked_certs();
+        Ok(svc)
     }
 
     /// Lets a running front-end report on itself (see [`Self::live_status`]).
@@ -523,6 +528,7 @@ impl KeyService {
                     match s {
                         ChangeScope::All => {
                             self.invalidate();
+                            self.load_revoked_certs();
                             break;
                         }
                         ChangeScope::Key { store, id } => self.keys.clear_key(&(store, id)),
@@ -533,7 +539,10 @@ impl KeyService {
                     }
                 }
             }
-            None => self.invalidate(),
+            None => {
+                self.invalidate();
+                self.load_revoked_certs();
+            }
         }
         if let Ok(l) = self.storage.get_meta(LOCKDOWN_META) {
             self.lockdown
