@@ -335,10 +335,10 @@ pub fn init(
     hsm: Option<&Pkcs11Config>,
     root_key: Option<&std::path::Path>,
     listen: &str,
-    tls_names: &[String],
+    tls: &TlsChoice<'_>,
     as_json: bool,
 ) -> Result<(), String> {
-    create_node(dd, pass, hsm, root_key, listen, tls_names)?;
+    create_node(dd, pass, hsm, root_key, listen, tls)?;
     let ca = dd.tls_dir().join("ca.pem");
     if as_json {
         output::json(&json!({
@@ -380,6 +380,14 @@ pub fn init(
     Ok(())
 }
 
+/// The local TLS certificates a new data directory gets: extra names for
+/// the server certificate, and the key type of its CA and certificate.
+#[derive(Debug, Default)]
+pub struct TlsChoice<'a> {
+    pub names: &'a [String],
+    pub key_type: keyhold_server::tls::KeyType,
+}
+
 /// Creates a data directory: root of trust (new, adopted or in an HSM),
 /// database, local TLS certificates and the config file.
 pub fn create_node(
@@ -388,7 +396,7 @@ pub fn create_node(
     hsm: Option<&Pkcs11Config>,
     root_key: Option<&std::path::Path>,
     listen: &str,
-    tls_names: &[String],
+    tls: &TlsChoice<'_>,
 ) -> Result<(), String> {
     let _: std::net::SocketAddr = listen
         .parse()
@@ -398,15 +406,15 @@ pub fn create_node(
         (None, Some(from)) => dd.adopt_root(from, pass).map_err(e)?,
         (None, None) => dd.create(pass).map_err(e)?,
     };
-    let tls = dd.tls_dir();
-    create_private_dir(&tls).map_err(e)?;
-    let ca = LocalCa::new("Keyhold local CA").map_err(e)?;
+    let dir = dd.tls_dir();
+    create_private_dir(&dir).map_err(e)?;
+    let ca = LocalCa::new_with("Keyhold local CA", tls.key_type).map_err(e)?;
     let mut names = vec!["localhost", "127.0.0.1"];
-    names.extend(tls_names.iter().map(String::as_str));
+    names.extend(tls.names.iter().map(String::as_str));
     let server = ca.issue_server(&names).map_err(e)?;
-    write_file(&tls.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
-    write_file(&tls.join("server.pem"), server.cert_pem.as_bytes(), 0o644)?;
-    write_file(&tls.join("server.key"), server.key_pem.as_bytes(), 0o600)?;
+    write_file(&dir.join("ca.pem"), ca.cert_pem().as_bytes(), 0o644)?;
+    write_file(&dir.join("server.pem"), server.cert_pem.as_bytes(), 0o644)?;
+    write_file(&dir.join("server.key"), server.key_pem.as_bytes(), 0o600)?;
     let config = format!(
         "# Keyhold server configuration (see keyhold-server/src/config.rs).\n\
          data_dir = \".\"\n\

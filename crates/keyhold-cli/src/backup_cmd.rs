@@ -146,7 +146,7 @@ pub fn restore(
         hsm.as_ref(),
         args.join.root_key.as_deref(),
         &args.listen,
-        &[],
+        &crate::admin::TlsChoice::default(),
     )?;
     dd.open_storage()
         .and_then(|s| s.restore(&snap))

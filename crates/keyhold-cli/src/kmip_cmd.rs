@@ -44,6 +44,10 @@ pub enum ClientCertCmd {
         /// Days it is valid (from now).
         #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
         days: u32,
+        /// The client's key: ECDSA P-256, or RSA-3072 for clients that
+        /// cannot sign with ECDSA.
+        #[arg(long, value_enum, default_value = "ecdsa")]
+        key_type: keyhold_server::tls::KeyType,
     },
     /// The certificates issued (and revoked): identity, serial, expiry, status.
     List,
@@ -55,9 +59,12 @@ pub enum ClientCertCmd {
 
 pub fn run(ctx: &Ctx, cmd: &KmipCmd) -> Result<(), String> {
     match cmd {
-        KmipCmd::ClientCert(ClientCertCmd::Issue { name, out, days }) => {
-            issue(ctx, name, out.as_ref(), *days)
-        }
+        KmipCmd::ClientCert(ClientCertCmd::Issue {
+            name,
+            out,
+            days,
+            key_type,
+        }) => issue(ctx, name, out.as_ref(), *days, *key_type),
         KmipCmd::ClientCert(ClientCertCmd::List) => list_certs(ctx),
         KmipCmd::ClientCert(ClientCertCmd::Revoke { name_or_serial }) => {
             revoke_certs(ctx, name_or_serial)
@@ -68,7 +75,13 @@ pub fn run(ctx: &Ctx, cmd: &KmipCmd) -> Result<(), String> {
     }
 }
 
-fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>, days: u32) -> Result<(), String> {
+fn issue(
+    ctx: &Ctx,
+    name: &str,
+    out: Option<&PathBuf>,
+    days: u32,
+    key_type: keyhold_server::tls::KeyType,
+) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == '/') {
         return Err("the client name must be 1 to 64 printable characters without '/'".into());
     }
@@ -88,7 +101,7 @@ fn issue(ctx: &Ctx, name: &str, out: Option<&PathBuf>, days: u32) -> Result<(), 
         write_file(&dir.join("ca.pem"), cert_pem.as_bytes(), 0o644)?;
         ca
     };
-    let (issued, serial) = ca.issue_client_for(name, days).map_err(e)?;
+    let (issued, serial) = ca.issue_client_for(name, days, key_type).map_err(e)?;
     let now = keyhold_core::now();
     let not_after = now + i64::from(days) * 86_400;
     ctx.service

@@ -59,6 +59,10 @@ pub(crate) enum Command {
         /// Extra DNS names / IP addresses for the local server certificate.
         #[arg(long = "tls-name")]
         tls_names: Vec<String>,
+        /// Key of the local CA and server certificate: ECDSA P-256, or
+        /// RSA-3072 for clients that cannot do ECDSA (some KMIP clients).
+        #[arg(long, value_enum, default_value = "ecdsa")]
+        tls_key_type: keyhold_server::tls::KeyType,
         #[command(flatten)]
         hsm: admin::HsmArgs,
         #[command(flatten)]
@@ -369,6 +373,7 @@ fn main() -> ExitCode {
             sealed,
             listen,
             tls_names,
+            tls_key_type,
             hsm,
             join,
         } => data_dir(&cli).and_then(|dd| {
@@ -394,7 +399,10 @@ fn main() -> ExitCode {
                 hsm.as_ref(),
                 join.root_key.as_deref(),
                 listen,
-                tls_names,
+                &admin::TlsChoice {
+                    names: tls_names,
+                    key_type: *tls_key_type,
+                },
                 cli.json,
             )
         }),

@@ -43,6 +43,11 @@ fn start() -> Kmip {
     let env = Env::new();
     issue(&env, "alice");
     issue(&env, "bob");
+    serve_kmip(env)
+}
+
+/// Starts `env`'s server with a KMIP listener (and the admin API).
+fn serve_kmip(env: Env) -> Kmip {
     let server = env.serve(&[
         "--kmip-listen",
         "127.0.0.1:0",
@@ -1280,4 +1285,51 @@ fn client_certificates_expire_and_can_be_revoked() {
         .unwrap()
         .status
         .success());
+}
+
+/// For KMIP clients that cannot do ECDSA: a data directory made with
+/// `--tls-key-type rsa` serves an RSA certificate chain, and client
+/// certificates can have RSA keys; checked with OpenSSL limited to RSA
+/// signatures both ways, in TLS 1.2 and 1.3, then with a KMIP request.
+#[test]
+fn rsa_certificates_for_clients_without_ecdsa() {
+    let env = Env::with_init_args(&["--tls-key-type", "rsa"], vec![]);
+    env.run_ok(&[
+        "kmip",
+        "client-cert",
+        "issue",
+        "legacy",
+        "--key-type",
+        "rsa",
+        "--out",
+        env.dir.path().to_str().unwrap(),
+    ]);
+    let k = serve_kmip(env);
+    let d = k.env.dir.path();
+    for version in ["-tls1_2", "-tls1_3"] {
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{}", k.port)])
+            .args(["-servername", "localhost", "-verify_return_error", "-brief"])
+            .args(["-sigalgs", "RSA-PSS+SHA256:RSA+SHA256"])
+            .args(["-client_sigalgs", "RSA-PSS+SHA256:RSA+SHA256", version])
+            .arg("-CAfile")
+            .arg(&k.server.ca)
+            .arg("-cert")
+            .arg(d.join("legacy.pem"))
+            .arg("-key")
+            .arg(d.join("legacy.key"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains("Verification: OK"),
+            "{version}: {said}"
+        );
+        assert!(said.contains("RSA"), "{version}: {said}");
+    }
+    let mut c = Conn::open(&k, "legacy");
+    let q = vec![Ttlv::enumeration(t::QUERY_FUNCTION, 3)];
+    ok(&c.one((1, 4), op::QUERY, q));
 }

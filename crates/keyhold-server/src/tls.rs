@@ -190,6 +190,28 @@ pub struct IssuedCert {
 /// A small local certificate authority (ECDSA P-256), for local use and tests.
 pub struct LocalCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
+    key_type: KeyType,
+}
+
+/// The key of a certificate Keyhold makes: ECDSA P-256 (the default), or
+/// RSA-3072 for clients that cannot do ECDSA (some KMIP clients).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyType {
+    #[default]
+    Ecdsa,
+    Rsa,
+}
+
+impl KeyType {
+    fn generate(self) -> Result<KeyPair, TlsError> {
+        match self {
+            KeyType::Ecdsa => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyType::Rsa => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_3072)
+            }
+        }
+        .map_err(rc)
+    }
 }
 
 /// A local CA kept on disk (certificate and key PEM files), for issuing
@@ -219,11 +241,27 @@ fn client_params(common_name: &str) -> Result<CertificateParams, TlsError> {
 
 /// Signs a leaf certificate (digital signature only) with a fresh key.
 fn sign_new(
-    mut p: CertificateParams,
+    p: CertificateParams,
     issuer: &rcgen::Issuer<'_, KeyPair>,
 ) -> Result<IssuedCert, TlsError> {
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    let key = KeyPair::generate().map_err(rc)?;
+    sign_new_with(p, issuer, KeyType::Ecdsa)
+}
+
+/// [`sign_new`] with a key of this type.
+fn sign_new_with(
+    mut p: CertificateParams,
+    issuer: &rcgen::Issuer<'_, KeyPair>,
+    key_type: KeyType,
+) -> Result<IssuedCert, TlsError> {
+    p.key_usages = match key_type {
+        KeyType::Ecdsa => vec![KeyUsagePurpose::DigitalSignature],
+        // RSA key exchange in TLS 1.2 also needs key encipherment.
+        KeyType::Rsa => vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ],
+    };
+    let key = key_type.generate()?;
     let cert = p.signed_by(&key, issuer).map_err(rc)?;
     Ok(IssuedCert {
         cert_pem: cert.pem(),
@@ -257,6 +295,7 @@ impl StoredCa {
         &self,
         common_name: &str,
         days: u32,
+        key_type: KeyType,
     ) -> Result<(IssuedCert, String), TlsError> {
         let mut p = client_params(common_name)?;
         let now = time::OffsetDateTime::now_utc();
@@ -267,7 +306,7 @@ impl StoredCa {
         serial[0] &= 0x7f; // positive
         serial[0] |= 0x40; // and 16 bytes long, as DER keeps it
         p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
-        let issued = sign_new(p, &self.issuer)?;
+        let issued = sign_new_with(p, &self.issuer, key_type)?;
         Ok((issued, hex::encode(serial)))
     }
 }
@@ -278,9 +317,16 @@ fn rc(e: rcgen::Error) -> TlsError {
 
 impl LocalCa {
     pub fn new(common_name: &str) -> Result<Self, TlsError> {
-        let key = KeyPair::generate().map_err(rc)?;
+        Self::new_with(common_name, KeyType::Ecdsa)
+    }
+
+    /// A CA whose own key, and the server certificates it issues, are of
+    /// this type.
+    pub fn new_with(common_name: &str, key_type: KeyType) -> Result<Self, TlsError> {
+        let key = key_type.generate()?;
         Ok(Self {
             issuer: CertifiedIssuer::self_signed(ca_params(common_name)?, key).map_err(rc)?,
+            key_type,
         })
     }
 
@@ -297,7 +343,7 @@ impl LocalCa {
             names.first().cloned().unwrap_or_default(),
         );
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        sign_new(p, &self.issuer)
+        sign_new_with(p, &self.issuer, self.key_type)
     }
 
     /// Issues a client certificate with subject CN=`common_name`.
