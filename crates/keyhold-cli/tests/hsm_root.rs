@@ -408,7 +408,85 @@ fn hsm_resident_keys_created_and_imported() {
         .unwrap()
         .contains(&json!("keyhold:/demo:hk")));
 
+    // A key's usage is in the token too, as OpenSC's pkcs11-tool reads it:
+    // exactly encrypt and/or decrypt, never wrap, unwrap, sign or verify.
+    env.run_ok(&[
+        "key",
+        "create",
+        "/demo",
+        "enc-hsm",
+        "--protection",
+        "hsm",
+        "--usage",
+        "ENCRYPT",
+    ]);
+    env.run_ok(&[
+        "key",
+        "create",
+        "/demo",
+        "none-hsm",
+        "--protection",
+        "hsm",
+        "--usage",
+        "NONE",
+    ]);
+    let token_usage = |label: &str| -> String {
+        let out = Command::new("pkcs11-tool")
+            .args([
+                "--module",
+                MODULE,
+                "--token-label",
+                "keyhold",
+                "--login",
+                "--pin",
+                PIN,
+            ])
+            .args(["--list-objects", "--type", "secrkey"])
+            .env("SOFTHSM2_CONF", conf)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Objects are listed one block each: its label, then its usage.
+        let mut current = "";
+        for l in text.lines().map(str::trim) {
+            if let Some(n) = l.strip_prefix("label:") {
+                current = n.trim();
+            } else if let Some(u) = l.strip_prefix("Usage:") {
+                if current == label {
+                    return u.trim().to_owned();
+                }
+            }
+        }
+        panic!("no usage for {label}: {text}")
+    };
+    assert_eq!(token_usage("keyhold:/demo:hk"), "encrypt, decrypt");
+    assert_eq!(token_usage("keyhold:/demo:enc-hsm"), "encrypt");
+    assert_eq!(token_usage("keyhold:/demo:none-hsm"), "none");
+    // The adopted key's attributes now say its usage (both) and no more.
+    assert_eq!(token_usage("legacy-key"), "encrypt, decrypt");
+    let out = env
+        .cmd(&["key", "set-usage", "/demo", "enc-hsm", "--usage", "DECRYPT"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("attributes in the HSM token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(token_usage("keyhold:/demo:enc-hsm"), "decrypt");
+    env.run_ok(&["key", "set-usage", "/demo", "enc-hsm", "--usage", "ENCRYPT"]);
+
     let server = env.serve(&[]);
+    // An encrypt-only HSM key encrypts (the token could not decrypt to
+    // check it; it refuses a CDIV, which needs that).
+    let body = json!({
+        "requestMetadata": meta("Encrypt"), "plaintext": b64(b"x"),
+        "encryptionAlgorithm": "AES_GCM",
+    });
+    let r =
+        Curl::new(&server, &cred).send("/demo/kms/xks/v1/keys/enc-hsm/encrypt", &body.to_string());
+    assert_eq!(r.status, 200, "{r:?}");
     // Rotation of an HSM-resident key: a new key in the HSM per version;
     // ciphertext of every live version decrypts; retired versions are
     // refused, then trimmed out of the HSM.

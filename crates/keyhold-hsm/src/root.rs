@@ -226,8 +226,26 @@ impl Pkcs11Root {
 impl HsmKeys for Pkcs11Root {
     /// Generates the key in the first token that works. With failover
     /// tokens, the HSM's own replication must copy it to the others.
-    fn generate_key(&self, label: &str) -> Result<()> {
-        self.run(|t| t.generate_key(label))
+    fn generate_key(&self, label: &str, usage: keyhold_core::Usage) -> Result<()> {
+        self.run(|t| t.generate_key(label, usage))
+    }
+
+    /// In every token (a failover token that is down makes this fail:
+    /// re-run once it is back); `false` if any refused the change.
+    fn set_usage(&self, label: &str, usage: keyhold_core::Usage) -> Result<bool> {
+        let mut all = true;
+        for m in &self.members {
+            all &= m
+                .token
+                .recovering(|| m.token.set_usage(label, usage))
+                .map_err(|(e, _)| {
+                    Error::RootOfTrust(format!(
+                        "could not set the usage of {label:?} in HSM token {:?}: {e}",
+                        m.token.name()
+                    ))
+                })?;
+        }
+        Ok(all)
     }
 
     /// Destroys the key in every token: a failover token that is down

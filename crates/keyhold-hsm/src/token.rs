@@ -14,7 +14,7 @@ use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
-use keyhold_core::{Error, Result};
+use keyhold_core::{Error, Result, Usage};
 use keyhold_crypto::{ct_eq, fill_random, SecretBytes, GCM_IV_LEN};
 use parking_lot::Mutex;
 use secrecy::SecretString;
@@ -113,8 +113,8 @@ impl From<CkError> for SessionFailure {
 
 /// The template of every AES-256 key Keyhold generates in a token: a token
 /// object, private, sensitive, never extractable, for encrypt and decrypt.
-fn aes256_key_template(label: &str) -> [Attribute; 10] {
-    [
+fn aes256_key_template(label: &str, usage: Usage) -> Vec<Attribute> {
+    let mut t = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
         Attribute::ValueLen(32.into()),
@@ -122,9 +122,23 @@ fn aes256_key_template(label: &str) -> [Attribute; 10] {
         Attribute::Private(true),
         Attribute::Sensitive(true),
         Attribute::Extractable(false),
-        Attribute::Encrypt(true),
-        Attribute::Decrypt(true),
         Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    t.extend(usage_attributes(usage));
+    t
+}
+
+/// What a key may do, said to the token: encrypt and decrypt as `usage`
+/// says, and nothing else (modules default some of these to true).
+fn usage_attributes(usage: Usage) -> [Attribute; 7] {
+    [
+        Attribute::Encrypt(usage.encrypt),
+        Attribute::Decrypt(usage.decrypt),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Derive(false),
     ]
 }
 
@@ -262,7 +276,7 @@ impl Pkcs11Token {
         match found {
             Some(_) => self.key_handle(&self.cfg.kek_label).map(|_| ()),
             None if create_kek => {
-                let template = aes256_key_template(&self.cfg.kek_label);
+                let template = aes256_key_template(&self.cfg.kek_label, Usage::BOTH);
                 self.with_session("create the key-encryption key", |s| {
                     s.generate_key(&Mechanism::AesKeyGen, &template)
                 })
@@ -519,9 +533,16 @@ impl Pkcs11Token {
                 )))
             }
         };
-        if !(facts.aes256 && facts.encrypt && facts.decrypt) {
+        if !facts.aes256 {
             return Err(Error::RootOfTrust(format!(
-                "the HSM key labelled {label:?} must be an AES-256 key allowed to encrypt and decrypt"
+                "the HSM key labelled {label:?} must be an AES-256 key"
+            )));
+        }
+        // Customer keys may do what their usage allows (the token refuses
+        // the rest); Keyhold's own must encrypt and decrypt.
+        if self.is_reserved(label) && !(facts.encrypt && facts.decrypt) {
+            return Err(Error::RootOfTrust(format!(
+                "the HSM key labelled {label:?} must be allowed to encrypt and decrypt"
             )));
         }
         let kek_may_leave = facts.extractable || !facts.sensitive;
@@ -553,15 +574,16 @@ impl Pkcs11Token {
         Ok(out)
     }
 
-    /// Generates a non-extractable AES-256 key with this label.
-    pub fn generate_key(&self, label: &str) -> Result<()> {
+    /// Generates a non-extractable AES-256 key with this label, allowed to
+    /// do exactly `usage`.
+    pub fn generate_key(&self, label: &str, usage: Usage) -> Result<()> {
         if self.key_handle(label).is_ok() {
             return Err(Error::invalid(
                 "HSM key label",
                 format!("{label:?} is already in use"),
             ));
         }
-        let template = aes256_key_template(label);
+        let template = aes256_key_template(label, usage);
         let h = self
             .with_session("generate key", |s| {
                 s.generate_key(&Mechanism::AesKeyGen, &template)
@@ -600,6 +622,25 @@ impl Pkcs11Token {
         self.keys.lock().remove(label);
         tracing::warn!(label, token = %self.name(), "destroyed the HSM key");
         Ok(())
+    }
+
+    /// Makes the key allowed to do exactly `usage` (C_SetAttributeValue).
+    /// `Ok(false)`: the token refuses to change these attributes.
+    pub fn set_usage(&self, label: &str, usage: Usage) -> Result<bool> {
+        match self.with_key(label, |s, h| {
+            s.update_attributes(h, &usage_attributes(usage))
+        }) {
+            Ok(()) => Ok(true),
+            Err(SessionFailure::Ck(CkError::Pkcs11(
+                RvError::AttributeReadOnly
+                | RvError::AttributeValueInvalid
+                | RvError::AttributeTypeInvalid
+                | RvError::ActionProhibited
+                | RvError::TemplateInconsistent,
+                _,
+            ))) => Ok(false),
+            Err(e) => Err(ck("C_SetAttributeValue", e)),
+        }
     }
 
     pub fn check_key(&self, label: &str) -> Result<()> {
@@ -695,7 +736,7 @@ impl Pkcs11Token {
             if !self.answers() {
                 return Err(e);
             }
-            self.generate_key(&label)?;
+            self.generate_key(&label, Usage::BOTH)?;
         }
         let mut probe = [0u8; 32];
         fill_random(&mut probe).map_err(|e| Error::Internal(e.to_string()))?;

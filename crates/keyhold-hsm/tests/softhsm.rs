@@ -216,9 +216,11 @@ fn a_busy_pool_times_out_instead_of_hanging() {
 fn hsm_resident_key_gcm() {
     use keyhold_keystore::HsmKeys;
     let root = Pkcs11Root::open(config("kek-resident"), true).unwrap();
-    root.generate_key("resident-1").unwrap();
+    root.generate_key("resident-1", keyhold_core::Usage::BOTH)
+        .unwrap();
     assert!(
-        root.generate_key("resident-1").is_err(),
+        root.generate_key("resident-1", keyhold_core::Usage::BOTH)
+            .is_err(),
         "labels are unique"
     );
     let (iv, ct, tag) = root.encrypt("resident-1", b"aad", b"secret").unwrap();

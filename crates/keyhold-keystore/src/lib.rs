@@ -72,8 +72,14 @@ pub trait RootOfTrust: Send + Sync + 'static {
 /// AES-256 keys that live in an HSM and are used there (AES-GCM inside the
 /// module). Labels are PKCS#11 `CKA_LABEL`s.
 pub trait HsmKeys: Send + Sync {
-    /// Generates a new non-extractable AES-256 key with this label.
-    fn generate_key(&self, label: &str) -> Result<()>;
+    /// Generates a new non-extractable AES-256 key with this label, whose
+    /// attributes allow exactly `usage` (CKA_ENCRYPT, CKA_DECRYPT) and
+    /// nothing else (no wrap, unwrap, sign, verify or derive): the token
+    /// enforces the key's usage too, not only Keyhold.
+    fn generate_key(&self, label: &str, usage: keyhold_core::Usage) -> Result<()>;
+    /// Makes the key's attributes allow exactly `usage`. `Ok(false)`: the
+    /// token does not allow the change (usage is then Keyhold's alone).
+    fn set_usage(&self, label: &str, usage: keyhold_core::Usage) -> Result<bool>;
     /// Destroys the key with this label (C_DestroyObject): crypto-shredding
     /// of an HSM-resident key.
     fn destroy_key(&self, label: &str) -> Result<()>;

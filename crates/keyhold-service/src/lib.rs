@@ -26,7 +26,7 @@ pub use health::{EkmReport, HealthReport, HealthStatus};
 pub use lifecycle::{next_state, DueReport, Transition, MAX_DESTROY_DAYS, MIN_DESTROY_DAYS};
 pub use service::{
     CredentialEntry, CredentialInfo, KeyHandle, KeyMaterial, KeyService, LiveStatus, NewCredential,
-    Operation,
+    Operation, UsageEnforcement,
 };
 
 pub use keyhold_keystore::Barrier;

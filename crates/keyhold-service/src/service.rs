@@ -378,6 +378,17 @@ impl KeyService {
     }
 }
 
+/// Who enforces a key's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageEnforcement {
+    /// A software key: Keyhold.
+    Keyhold,
+    /// An HSM-resident key: Keyhold and the token's attributes.
+    KeyholdAndToken,
+    /// An HSM-resident key whose token would not change its attributes.
+    KeyholdOnlyTokenRefused,
+}
+
 /// A front-end's report of itself, as JSON.
 pub type LiveStatus = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
@@ -1038,10 +1049,31 @@ impl KeyService {
         Ok(())
     }
 
-    pub fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()> {
+    /// Sets a key's usage. An HSM-resident key's versions get it in the
+    /// token too (CKA_ENCRYPT, CKA_DECRYPT) where the token allows the
+    /// change: the answer says whether it did.
+    pub fn set_key_usage(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        usage: Usage,
+    ) -> Result<UsageEnforcement> {
+        let key = self.get_key(prefix, id)?;
         self.storage.set_key_usage(prefix, id, usage)?;
         self.after_write();
-        Ok(())
+        let Some(base) = &key.hsm_label else {
+            return Ok(UsageEnforcement::Keyhold);
+        };
+        let hsm = self.hsm()?;
+        let mut all = true;
+        for v in key.lifecycle.min_decrypt_version.max(1)..=key.current_version {
+            all &= hsm.set_usage(&hsm_version_label(base, v), usage)?;
+        }
+        Ok(if all {
+            UsageEnforcement::KeyholdAndToken
+        } else {
+            UsageEnforcement::KeyholdOnlyTokenRefused
+        })
     }
 
     /// Creates a key whose material is generated in, and never leaves, the
@@ -1057,7 +1089,7 @@ impl KeyService {
         let label = label
             .map(str::to_owned)
             .unwrap_or_else(|| format!("keyhold:{}:{}", prefix.as_str(), id));
-        hsm.generate_key(&label)?;
+        hsm.generate_key(&label, usage)?;
         self.record_hsm_key(prefix, id, usage, label)
     }
 
@@ -1078,6 +1110,11 @@ impl KeyService {
             ));
         }
         hsm.check_key(label)?;
+        // The adopted key's attributes become its usage, where the token
+        // lets them change.
+        if !hsm.set_usage(label, usage)? {
+            tracing::warn!(label, "the HSM token would not set the adopted key's usage attributes: Keyhold alone enforces its usage");
+        }
         self.record_hsm_key(prefix, id, usage, label.to_owned())
     }
 
@@ -1136,7 +1173,7 @@ impl KeyService {
         let v = match &key.hsm_label {
             Some(base) => {
                 let label = hsm_version_label(base, next);
-                self.hsm()?.generate_key(&label)?;
+                self.hsm()?.generate_key(&label, key.usage)?;
                 let v = WrappedKeyVersion {
                     version: next,
                     wrapped: Vec::new(),

@@ -230,6 +230,17 @@ impl XksApi {
         // The spec's order: compute the CDIV first, then prove the answer
         // decrypts, and only then reply.
         let cdiv = want_cdiv.then(|| cdiv(&aad, &ctm, &iv, &ct, &tag));
+        // An HSM-resident key without DECRYPT cannot decrypt in its token
+        // either: its result is the HSM's word (and it has no CDIV).
+        if key.is_hsm() && !h.key.usage.decrypt {
+            return ok_json(&EncryptResponse {
+                authentication_tag: b64(&tag),
+                ciphertext: b64(&ct),
+                ciphertext_data_integrity_value: None,
+                ciphertext_metadata: Some(b64(&ctm)),
+                initialization_vector: b64(&iv),
+            });
+        }
         let check = key.open(&iv, &full_aad, &ct, &tag).map_err(|e| match e {
             keyhold_core::Error::InvalidCiphertext => XksError::new(
                 ErrorName::InternalException,

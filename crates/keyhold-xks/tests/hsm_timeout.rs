@@ -65,8 +65,11 @@ impl RootOfTrust for SlowHsm {
 }
 
 impl HsmKeys for SlowHsm {
-    fn generate_key(&self, _label: &str) -> Result<()> {
+    fn generate_key(&self, _label: &str, _usage: keyhold_core::Usage) -> Result<()> {
         Ok(())
+    }
+    fn set_usage(&self, _label: &str, _usage: keyhold_core::Usage) -> Result<bool> {
+        Ok(true)
     }
     fn check_key(&self, _label: &str) -> Result<()> {
         Ok(())
