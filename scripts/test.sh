@@ -24,7 +24,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v runuser >/dev/null || need+=(util-linux)
 # PyKMIP (from PyPI) is the independent KMIP client of the interop tests.
-python3 -c "import kmip, requests, botocore" 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+python3 -c "import kmip, requests, botocore, pymongo, pymongocrypt" 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need[@]}" ca-certificates >/dev/null
@@ -41,6 +41,11 @@ if ! python3 -c "import requests, botocore" 2>/dev/null; then
   python3 -m pip install -q requests botocore 2>/dev/null || python3 -m pip install -q --break-system-packages requests botocore
 fi
 python3 -c "import requests, botocore" || { echo "requests and botocore are not importable" >&2; exit 1; }
+# MongoDB's KMIP client (libmongocrypt, through pymongo and pymongocrypt).
+if ! python3 -c "import pymongo, pymongocrypt" 2>/dev/null; then
+  python3 -m pip install -q pymongo pymongocrypt 2>/dev/null || python3 -m pip install -q --break-system-packages pymongo pymongocrypt
+fi
+python3 -c "import pymongo, pymongocrypt" || { echo "pymongo and pymongocrypt are not importable" >&2; exit 1; }
 # curl must speak SigV4 (7.75+).
 curl --help all 2>/dev/null | grep -q -- --aws-sigv4 || { echo "curl without --aws-sigv4" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true

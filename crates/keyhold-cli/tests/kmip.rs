@@ -1333,3 +1333,45 @@ fn rsa_certificates_for_clients_without_ecdsa() {
     let q = vec![Ttlv::enumeration(t::QUERY_FUNCTION, 3)];
     ok(&c.one((1, 4), op::QUERY, q));
 }
+
+/// MongoDB's KMIP client (libmongocrypt via pymongo and pymongocrypt) in
+/// both its modes: data keys under Secret Data, and delegated encryption.
+/// Every object it makes is audited with its identity.
+#[test]
+fn mongodb_client_side_encryption_uses_keyhold() {
+    let k = start();
+    let d = k.env.dir.path();
+    let both = d.join("alice-cert-and-key.pem");
+    std::fs::write(
+        &both,
+        common::read(&d.join("alice.pem")) + &common::read(&d.join("alice.key")),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kmip/mongodb_kmip.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(k.port.to_string())
+        .arg(&both)
+        .arg(&k.server.ca)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("OK mongodb"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ops: Vec<String> = k
+        .env
+        .json(&["audit", "query", "--principal", "alice", "--limit", "1000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["operation"].as_str().unwrap_or("").to_owned())
+        .collect();
+    for op in [
+        "Register", "Activate", "Get", "Create", "Encrypt", "Decrypt",
+    ] {
+        assert!(ops.iter().any(|o| o == op), "{op} not audited: {ops:?}");
+    }
+}
