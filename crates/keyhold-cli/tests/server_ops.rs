@@ -422,3 +422,149 @@ fn status_lists_the_running_servers_and_their_listeners() {
     server.terminate();
     assert_eq!(env.json(&["status"])["servers"], json!([]));
 }
+
+/// The certificate a listener presents, as `openssl s_client` receives it
+/// (PEM), trusting `ca`; with `client` (certificate, key) when the
+/// listener wants one.
+fn presented_cert(
+    port: u16,
+    ca: &std::path::Path,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> String {
+    let mut c = std::process::Command::new("openssl");
+    c.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", "localhost", "-verify_return_error"])
+        .arg("-CAfile")
+        .arg(ca)
+        .stdin(std::process::Stdio::null());
+    if let Some((cert, key)) = client {
+        c.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    match (
+        text.find("-----BEGIN CERTIFICATE-----"),
+        text.find("-----END CERTIFICATE-----"),
+    ) {
+        (Some(a), Some(b)) => text[a..b].split_whitespace().collect(),
+        _ => String::new(),
+    }
+}
+
+fn pem_body(pem: &str) -> String {
+    let b = pem.find("-----END CERTIFICATE-----").unwrap();
+    pem[..b].split_whitespace().collect()
+}
+
+/// Certificates are replaced under load, as certbot or a PKI renews them:
+/// every listener (XKS, admin API, KMIP) presents the new one to the next
+/// connection, no request fails, and SIGHUP does not stop the server.
+#[test]
+fn tls_certificates_reload_without_a_restart() {
+    use keyhold_server::tls::LocalCa;
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = std::sync::Arc::new(env.add_credential("/demo"));
+    env.run_ok(&["key", "create", "/demo", "k"]);
+    let d = env.dir.path().to_owned();
+    env.run_ok(&[
+        "kmip",
+        "client-cert",
+        "issue",
+        "c",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    let server = env.serve(&[
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--kmip-listen",
+        "127.0.0.1:0",
+    ]);
+    let mut ports = (0u16, 0u16);
+    eventually("the admin and KMIP listeners", || {
+        let out = read(&d.join("serve.stdout"));
+        let port = |what: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("keyhold {what} on 127.0.0.1:")))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0)
+        };
+        ports = (port("admin"), port("kmip"));
+        ports.0 != 0 && ports.1 != 0
+    });
+    // Clients trust the old CA and the new one.
+    let ca = LocalCa::new("renewed CA").unwrap();
+    let new = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    let bundle = d.join("bundle.pem");
+    std::fs::write(&bundle, read(&env.ca()) + &ca.cert_pem()).unwrap();
+    let client = (d.join("c.pem"), d.join("c.key"));
+    let client = Some((client.0.as_path(), client.1.as_path()));
+    let old = read(&env.data().join("tls/server.pem"));
+    for port in [server.port, ports.0] {
+        assert_eq!(presented_cert(port, &bundle, None), pem_body(&old));
+    }
+    assert_eq!(presented_cert(ports.1, &bundle, client), pem_body(&old));
+
+    // Load: a new connection per request (curl), trusting both CAs.
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (s, cred, stop, done, bundle) = (
+            server.detached(),
+            cred.clone(),
+            stop.clone(),
+            done.clone(),
+            bundle.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut statuses = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let mut s2 = s.detached();
+                s2.ca = bundle.clone();
+                statuses.push(demo_encrypt(&s2, &cred, "k", b"during renewal").status);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            statuses
+        })
+    };
+    eventually("load runs", || done.load(Ordering::Relaxed) > 2);
+    // The key first, then the certificate, each replaced whole (rename):
+    // in between the pair does not match and the old one is kept.
+    let tls = env.data().join("tls");
+    for (name, data) in [("server.key", &new.key_pem), ("server.pem", &new.cert_pem)] {
+        let tmp = tls.join(format!("{name}.new"));
+        std::fs::write(&tmp, data).unwrap();
+        std::fs::rename(&tmp, tls.join(name)).unwrap();
+    }
+    eventually("every listener presents the new certificate", || {
+        presented_cert(server.port, &bundle, None) == pem_body(&new.cert_pem)
+            && presented_cert(ports.0, &bundle, None) == pem_body(&new.cert_pem)
+            && presented_cert(ports.1, &bundle, client) == pem_body(&new.cert_pem)
+    });
+    let at_switch = done.load(Ordering::Relaxed);
+    eventually("load goes on after the switch", || {
+        done.load(Ordering::Relaxed) > at_switch + 2
+    });
+    // SIGHUP reloads at once and does not stop the server.
+    let pid = server.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    eventually("the reload is logged", || {
+        read(&server.log).contains("TLS certificate reloaded")
+    });
+    stop.store(true, Ordering::Relaxed);
+    let statuses = load.join().unwrap();
+    assert!(!statuses.is_empty());
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "failed requests: {statuses:?}"
+    );
+    let mut s2 = server.detached();
+    s2.ca = bundle.clone();
+    assert_eq!(demo_encrypt(&s2, &cred, "k", b"after").status, 200);
+}

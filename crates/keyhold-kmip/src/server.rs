@@ -11,7 +11,7 @@ use crate::message::{self, KmipError, Version};
 use crate::ops::{Client, Kmip};
 use crate::tags;
 use crate::ttlv::{self, read_header, HEADER_LEN};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use std::collections::BTreeMap;
@@ -36,8 +36,7 @@ pub type IsRevoked = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// of `client_roots`, and not revoked.
 pub fn tls_config(
     provider: Arc<rustls::crypto::CryptoProvider>,
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
+    certs: Arc<dyn rustls::server::ResolvesServerCert>,
     client_roots: RootCertStore,
     revoked: IsRevoked,
 ) -> Result<Arc<ServerConfig>, String> {
@@ -50,8 +49,7 @@ pub fn tls_config(
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("KMIP server certificate: {e}"))?;
+        .with_cert_resolver(certs);
     Ok(Arc::new(cfg))
 }
 

@@ -112,18 +112,9 @@ fn spawn_refresher(service: &Arc<KeyService>, presence: Option<Arc<crate::presen
 fn kmip_tls(
     config: &Config,
     service: &Arc<KeyService>,
+    certs: Arc<crate::tls::CertSource>,
 ) -> Result<Arc<rustls::ServerConfig>, ServeError> {
     let k = &config.kmip;
-    let cert = k
-        .cert
-        .as_ref()
-        .or(config.tls.cert.as_ref())
-        .expect("validated");
-    let key = k
-        .key
-        .as_ref()
-        .or(config.tls.key.as_ref())
-        .expect("validated");
     let ca = k.client_ca.clone().unwrap_or_else(|| {
         config
             .data_dir
@@ -142,8 +133,7 @@ fn kmip_tls(
     }
     keyhold_kmip::server::tls_config(
         Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-        crate::tls::load_certs(cert).map_err(|e| ServeError::Kmip(e.to_string()))?,
-        crate::tls::load_key(key).map_err(|e| ServeError::Kmip(e.to_string()))?,
+        certs,
         roots,
         {
             // Revocations reach every server through storage; the check
@@ -157,6 +147,65 @@ fn kmip_tls(
 
 /// How often scheduled key tasks are looked for.
 pub const DUE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often certificate files are looked at for changes (SIGHUP: at once).
+pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The certificate sources of the listeners: the `[tls]` pair (XKS, admin
+/// API, and KMIP unless it has its own), and KMIP's own pair if set.
+/// (the `[tls]` pair, the pair KMIP uses)
+type CertSources = (
+    Option<Arc<crate::tls::CertSource>>,
+    Option<Arc<crate::tls::CertSource>>,
+);
+
+fn cert_sources(config: &Config) -> Result<CertSources, ServeError> {
+    let main = match (&config.tls.cert, &config.tls.key) {
+        (Some(c), Some(k)) => Some(crate::tls::CertSource::load(c, k)?),
+        _ => None,
+    };
+    let kmip = match (&config.kmip.cert, &config.kmip.key) {
+        (Some(c), Some(k)) if Some(c) != config.tls.cert.as_ref() => {
+            Some(crate::tls::CertSource::load(c, k).map_err(|e| ServeError::Kmip(e.to_string()))?)
+        }
+        _ => main.clone(),
+    };
+    Ok((main, kmip))
+}
+
+/// Reads the certificate files again when they change, and at once on
+/// SIGHUP: each new handshake then gets the new pair, connections already
+/// open keep theirs. A pair that does not load is reported and the old one
+/// kept (a renewal tool writing the certificate before the key, say).
+fn spawn_cert_reloader(sources: Vec<Arc<crate::tls::CertSource>>) {
+    tokio::spawn(async move {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: certificates reload on change only");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(CERT_RELOAD_INTERVAL);
+        loop {
+            let force = tokio::select! {
+                _ = tick.tick() => false,
+                Some(()) = async { match &mut hup { Some(h) => h.recv().await, None => None } } => true,
+            };
+            for s in &sources {
+                match s.reload_if_changed(force) {
+                    Ok(true) => {
+                        tracing::info!(cert = %s.cert_path().display(), "TLS certificate reloaded")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS certificate not reloaded: the previous one stays in use")
+                    }
+                }
+            }
+        }
+    });
+}
 
 /// Binds a listener (XKS, metrics, admin, KMIP); port 0 picks a free one,
 /// and the address really bound comes back.
@@ -177,21 +226,26 @@ pub async fn serve(
     also_bound: impl Fn(&'static str, SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let (main_certs, kmip_certs) = cert_sources(config)?;
     let tls = if config.insecure_http {
         tracing::warn!("serving plain HTTP (insecure_http): for local testing only");
         None
     } else {
-        let (cert, key) = (
-            config.tls.cert.as_deref().expect("validated"),
-            config.tls.key.as_deref().expect("validated"),
-        );
         Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-            cert,
-            key,
+            main_certs.clone().expect("validated"),
             config.tls.client_ca.as_deref(),
             config.tls.client_subject.as_deref(),
         )?))
     };
+    {
+        let mut all: Vec<_> = main_certs.iter().cloned().collect();
+        if let Some(k) = &kmip_certs {
+            if !all.iter().any(|m| Arc::ptr_eq(m, k)) {
+                all.push(k.clone());
+            }
+        }
+        spawn_cert_reloader(all);
+    }
     let (listener, addr) = bind(config.listen).await?;
     let presence = match crate::presence::Presence::register(&config.data_dir, service.storage()) {
         Ok(p) => Some(Arc::new(p)),
@@ -283,8 +337,7 @@ pub async fn serve(
         let admin_tls = match &tls {
             Some(_) => {
                 let mut cfg = (*crate::tls::server_config(
-                    config.tls.cert.as_deref().expect("validated"),
-                    config.tls.key.as_deref().expect("validated"),
+                    main_certs.clone().expect("validated"),
                     None,
                     None,
                 )?)
@@ -307,7 +360,7 @@ pub async fn serve(
         ));
     }
     if let Some(kaddr) = config.kmip.listen {
-        let tls = kmip_tls(config, &service)?;
+        let tls = kmip_tls(config, &service, kmip_certs.clone().expect("validated"))?;
         let (l, bound) = bind(kaddr).await?;
         let mut kmip = keyhold_kmip::Kmip::new(service.clone(), audit_log.clone());
         if let Some(m) = config.kmip.max_message_bytes {

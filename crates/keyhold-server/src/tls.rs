@@ -19,7 +19,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +67,109 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| read_err(path, e))
 }
 
+/// A server certificate and key read from files, read again when the
+/// files change (see [`CertSource::reload_if_changed`]) or on request
+/// (SIGHUP), so that certificates from certbot or a PKI can be rotated
+/// without a restart. Each new handshake gets the current pair; a pair that
+/// does not load (half written, or a key that does not match the
+/// certificate) leaves the previous one in place.
+pub struct CertSource {
+    cert: PathBuf,
+    key: PathBuf,
+    current: parking_lot::RwLock<Arc<rustls::sign::CertifiedKey>>,
+    seen: parking_lot::Mutex<Option<FileStamps>>,
+}
+
+/// What the two files looked like when last loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamps(Vec<(Option<std::time::SystemTime>, u64)>);
+
+impl FileStamps {
+    fn of(paths: &[&Path]) -> Self {
+        Self(
+            paths
+                .iter()
+                .map(|p| match std::fs::metadata(p) {
+                    Ok(m) => (m.modified().ok(), m.len()),
+                    Err(_) => (None, 0),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Debug for CertSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertSource")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertSource {
+    /// Loads the pair (failing if it does not load).
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<Self>, TlsError> {
+        let stamps = FileStamps::of(&[cert, key]);
+        let ck = certified_key(cert, key)?;
+        Ok(Arc::new(Self {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            current: parking_lot::RwLock::new(Arc::new(ck)),
+            seen: parking_lot::Mutex::new(Some(stamps)),
+        }))
+    }
+
+    /// Reads the pair again if either file changed (or always, with
+    /// `force`). Returns whether a new pair is now served.
+    pub fn reload_if_changed(&self, force: bool) -> Result<bool, TlsError> {
+        let stamps = FileStamps::of(&[&self.cert, &self.key]);
+        let mut seen = self.seen.lock();
+        if !force && seen.as_ref() == Some(&stamps) {
+            return Ok(false);
+        }
+        let ck = certified_key(&self.cert, &self.key)?;
+        *seen = Some(stamps);
+        *self.current.write() = Arc::new(ck);
+        Ok(true)
+    }
+
+    /// The certificate file.
+    pub fn cert_path(&self) -> &Path {
+        &self.cert
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertSource {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current.read().clone())
+    }
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let chain = load_certs(cert)?;
+    let key = load_key(key)?;
+    let signing = provider::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;
+    let ck = rustls::sign::CertifiedKey::new(chain, signing);
+    ck.keys_match().map_err(|e| {
+        TlsError::Config(format!(
+            "{} and its key do not belong together: {e}",
+            cert.display()
+        ))
+    })?;
+    Ok(ck)
+}
+
 /// Builds the server TLS configuration.
 pub fn server_config(
-    cert: &Path,
-    key: &Path,
+    certs: Arc<CertSource>,
     client_ca: Option<&Path>,
     client_subject: Option<&str>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
@@ -101,9 +200,7 @@ pub fn server_config(
             ))
         }
     };
-    let mut cfg = builder
-        .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut cfg = builder.with_cert_resolver(certs);
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -388,9 +485,19 @@ mod tests {
             w("s.key", &s.key_pem),
             w("ca.pem", &ca.cert_pem()),
         );
-        server_config(&sc, &sk, None, None).unwrap();
-        server_config(&sc, &sk, Some(&ca_p), Some("x")).unwrap();
-        assert!(server_config(&sc, &sk, Some(&ca_p), None).is_err());
+        let certs = CertSource::load(&sc, &sk).unwrap();
+        server_config(certs.clone(), None, None).unwrap();
+        server_config(certs.clone(), Some(&ca_p), Some("x")).unwrap();
+        assert!(server_config(certs.clone(), Some(&ca_p), None).is_err());
+        // A new pair is read when the files change; a half-made one (the
+        // new certificate beside the old key) leaves the old pair served.
+        assert!(!certs.reload_if_changed(false).unwrap());
+        let s2 = ca.issue_server(&["localhost"]).unwrap();
+        std::fs::write(&sc, &s2.cert_pem).unwrap();
+        assert!(certs.reload_if_changed(false).is_err());
+        std::fs::write(&sk, &s2.key_pem).unwrap();
+        assert!(certs.reload_if_changed(false).unwrap());
+        assert!(certs.reload_if_changed(true).unwrap());
         let der = CertificateDer::from_pem_slice(c.cert_pem.as_bytes()).unwrap();
         assert_eq!(
             subject_common_names(&der),
