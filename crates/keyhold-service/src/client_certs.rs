@@ -124,7 +124,8 @@ impl KeyService {
     /// Whether the certificate with this serial (as [`normalize_serial`]
     /// gives it) has been revoked, as this process last read.
     pub fn is_cert_revoked(&self, serial: &str) -> bool {
-        self.revoked_certs.read().contains(serial)
+        let set = self.revoked_certs.read();
+        !set.is_empty() && set.contains(serial)
     }
 
     /// Reads the revoked serials again (at start, and after changes).

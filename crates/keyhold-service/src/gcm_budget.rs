@@ -17,9 +17,9 @@
 
 use keyhold_core::{Error, Result};
 use keyhold_storage::Storage;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Encryptions with random IVs one key may make (SP 800-38D 8.3).
@@ -31,21 +31,38 @@ pub const WARN_AT: u64 = 1 << 30;
 /// Encryptions reserved in storage at a time by one process.
 pub const BLOCK: u64 = 1 << 16;
 
-/// One subject's counter in this process: encryptions numbered
-/// `used + 1 ..= end` are reserved for it and not yet made.
-#[derive(Default)]
-struct Counter {
-    used: u64,
-    end: u64,
-    warned: bool,
+/// One subject's counter in this process: encryptions numbered up to
+/// `end` are reserved for it, and `next` is the last one handed out. The
+/// request path only adds to `next`; reserving a new block takes `reserve`.
+pub struct Counter {
+    subject: String,
+    next: AtomicU64,
+    end: AtomicU64,
+    reserve: Mutex<()>,
+    warned: AtomicBool,
+}
+
+impl Counter {
+    fn new(subject: String) -> Self {
+        Self {
+            subject,
+            next: AtomicU64::new(0),
+            end: AtomicU64::new(0),
+            reserve: Mutex::new(()),
+            warned: AtomicBool::new(false),
+        }
+    }
 }
 
 /// The counters of one process.
 pub(crate) struct GcmBudget {
-    counters: Mutex<HashMap<String, Arc<Mutex<Counter>>>>,
+    counters: RwLock<HashMap<String, Arc<Counter>>>,
+    /// Managed objects' counters by uid (found without allocating).
+    objects: RwLock<HashMap<String, Arc<Counter>>>,
     /// XKS keys past [`ROTATE_AT`] that scheduled tasks should rotate.
     rotate: Mutex<HashSet<(String, String)>>,
-    /// The highest encryption number handed out, any subject.
+    /// The highest count reserved for one subject (within a block of what
+    /// was made).
     highest: AtomicU64,
     /// Subjects past [`WARN_AT`] (seen by this process).
     past_warning: AtomicU64,
@@ -64,44 +81,74 @@ pub struct Charge {
 impl GcmBudget {
     pub(crate) fn new() -> Self {
         Self {
-            counters: Mutex::new(HashMap::new()),
+            counters: RwLock::new(HashMap::new()),
+            objects: RwLock::new(HashMap::new()),
             rotate: Mutex::new(HashSet::new()),
             highest: AtomicU64::new(0),
             past_warning: AtomicU64::new(0),
         }
     }
 
+    /// The counter of `subject` (made on first use); callers may keep it.
+    pub(crate) fn counter(&self, subject: &str) -> Arc<Counter> {
+        if let Some(c) = self.counters.read().get(subject) {
+            return c.clone();
+        }
+        self.counters
+            .write()
+            .entry(subject.to_owned())
+            .or_insert_with(|| Arc::new(Counter::new(subject.to_owned())))
+            .clone()
+    }
+
+    /// The counter of managed object `uid` (subject `object <uid>`).
+    pub(crate) fn object_counter(&self, uid: &str) -> Arc<Counter> {
+        if let Some(c) = self.objects.read().get(uid) {
+            return c.clone();
+        }
+        let c = self.counter(&format!("object {uid}"));
+        self.objects.write().insert(uid.to_owned(), c.clone());
+        c
+    }
+
     /// Charges one encryption to `subject`, or refuses it at the bound.
     pub(crate) fn charge(&self, storage: &dyn Storage, subject: &str) -> Result<Charge> {
-        let counter = self
-            .counters
-            .lock()
-            .entry(subject.to_owned())
-            .or_default()
-            .clone();
-        let mut c = counter.lock();
-        if c.used == c.end {
-            let total = storage.reserve_count(subject, BLOCK)?;
-            c.end = total;
-            c.used = total.saturating_sub(BLOCK);
-        }
-        if c.used >= LIMIT {
+        self.charge_counter(storage, &self.counter(subject))
+    }
+
+    /// Charges one encryption to `c`: an atomic add, and a storage write
+    /// once a block.
+    pub(crate) fn charge_counter(&self, storage: &dyn Storage, c: &Counter) -> Result<Charge> {
+        let number = loop {
+            let end = c.end.load(Ordering::Acquire);
+            let n = c.next.fetch_add(1, Ordering::AcqRel) + 1;
+            // At the bound nothing more is reserved: refused below.
+            if n <= end || end >= LIMIT {
+                break n;
+            }
+            let _one = c.reserve.lock();
+            if c.end.load(Ordering::Acquire) != end {
+                continue; // another thread reserved meanwhile
+            }
+            let total = storage.reserve_count(&c.subject, BLOCK)?;
+            c.next.store(total.saturating_sub(BLOCK), Ordering::Release);
+            c.end.store(total, Ordering::Release);
+            self.highest.fetch_max(total, Ordering::Relaxed);
+        };
+        if number > LIMIT {
             return Err(Error::InvalidState(format!(
-                "{subject} has made 2^32 AES-GCM encryptions with random IVs, the most NIST SP 800-38D allows one key: rotate it (its older ciphertexts still decrypt)"
+                "{} has made 2^32 AES-GCM encryptions with random IVs, the most NIST SP 800-38D allows one key: rotate it (its older ciphertexts still decrypt)",
+                c.subject
             )));
         }
-        c.used += 1;
-        let number = c.used;
-        if number >= WARN_AT && !c.warned {
-            c.warned = true;
+        if number >= WARN_AT && !c.warned.swap(true, Ordering::Relaxed) {
             self.past_warning.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                subject,
+                subject = %c.subject,
                 encryptions = number,
                 "an AES-GCM key has made over 2^30 encryptions with random IVs: rotated at 2^31, refused at 2^32"
             );
         }
-        self.highest.fetch_max(number, Ordering::Relaxed);
         Ok(Charge {
             number,
             rotate: number >= ROTATE_AT,
@@ -120,7 +167,7 @@ impl GcmBudget {
         self.rotate.lock().drain().collect()
     }
 
-    /// (the highest encryption number handed out, subjects past the
+    /// (the highest count reserved for one subject, subjects past the
     /// warning) as this process saw them.
     pub(crate) fn figures(&self) -> (u64, u64) {
         (
@@ -156,12 +203,14 @@ mod tests {
         let c = b.charge(&s, "far").unwrap();
         assert_eq!(c.number, LIMIT - BLOCK + 1);
         assert!(c.rotate);
+        let far = b.counter("far");
         for _ in 1..BLOCK {
-            b.charge(&s, "far").unwrap();
+            b.charge_counter(&s, &far).unwrap();
         }
         let e = b.charge(&s, "far").unwrap_err();
         assert!(e.to_string().contains("2^32"), "{e}");
         assert!(b.charge(&s, "far").is_err(), "and stays refused");
-        assert_eq!(b.figures(), (LIMIT, 2));
+        assert_eq!(b.figures().1, 2);
+        assert_eq!(b.figures().0, LIMIT, "nothing reserved past the bound");
     }
 }

@@ -137,6 +137,8 @@ pub struct KeyHandle {
     versions: Mutex<Vec<(u32, Arc<KeyMaterial>, VersionFlag)>>,
     /// The store's and the key's secondary-authorization policies.
     pub(crate) policies: Vec<Arc<crate::policy::Policy>>,
+    /// The current version's random-IV counter, found once per handle.
+    gcm: std::sync::OnceLock<Arc<crate::gcm_budget::Counter>>,
 }
 
 impl std::fmt::Debug for KeyHandle {
@@ -342,12 +344,19 @@ impl KeyService {
     /// of the key `h` (see [`crate::gcm_budget`]): refused at the bound;
     /// past half of it the key is rotated by the scheduled tasks.
     pub fn charge_encryption(&self, h: &KeyHandle, version: u32) -> Result<()> {
-        let subject = format!(
-            "key {}/{} version {version}",
-            h.key.store,
-            h.key.id.as_str()
-        );
-        let charged = self.gcm.charge(&**self.storage(), &subject);
+        let subject = || {
+            format!(
+                "key {}/{} version {version}",
+                h.key.store,
+                h.key.id.as_str()
+            )
+        };
+        let charged = if version == h.key.current_version {
+            let c = h.gcm.get_or_init(|| self.gcm.counter(&subject()));
+            self.gcm.charge_counter(&**self.storage(), c)
+        } else {
+            self.gcm.charge(&**self.storage(), &subject())
+        };
         // Past half the bound, or at it (a version that reached it only
         // serves again through a new one), the key is rotated.
         let due = match &charged {
@@ -367,7 +376,7 @@ impl KeyService {
     /// bound (the client re-keys).
     pub fn charge_object_encryption(&self, uid: &str) -> Result<()> {
         self.gcm
-            .charge(&**self.storage(), &format!("object {uid}"))
+            .charge_counter(&**self.storage(), &self.gcm.object_counter(uid))
             .map(drop)
     }
 
@@ -710,6 +719,7 @@ impl KeyService {
             versions: Mutex::new(Vec::new()),
             policies,
             key,
+            gcm: std::sync::OnceLock::new(),
         });
         self.keys.insert(g, ck, h.clone());
         Ok(h)
