@@ -69,6 +69,7 @@ pub fn access(cmd: &Command) -> Option<Access> {
         | Command::Serve { .. }
         | Command::Hsm(_)
         | Command::Root(_)
+        | Command::Doctor(_)
         | Command::Backup(BackupCmd::Restore(_)) => return None,
         Command::Status => Status,
         Command::Admin(AdminCmd::Whoami) => Status,

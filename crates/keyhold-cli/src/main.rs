@@ -8,6 +8,7 @@ mod api;
 mod audit_cmd;
 mod backup_cmd;
 mod cmdio;
+mod doctor;
 mod kmip_cmd;
 mod lifecycle_cmd;
 mod output;
@@ -88,6 +89,10 @@ pub(crate) enum Command {
     },
     /// Health, lockdown, keys by state, live servers.
     Status,
+    /// Check, from this machine, what AWS KMS needs of this server: the
+    /// certificate (chain, name, expiry), how it listens, the clock, and
+    /// every key store called with its credential through the public name.
+    Doctor(doctor::DoctorArgs),
     /// The admin API's tokens and roles.
     #[command(subcommand)]
     Admin(admin_cmd::AdminCmd),
@@ -351,6 +356,7 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
         Command::Backup(cmd) => backup_cmd::run(ctx, cmd),
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
         Command::Status => admin_cmd::status(ctx),
+        Command::Doctor(args) => doctor::run(ctx, dd, args),
         Command::Init { .. } | Command::Serve { .. } | Command::Hsm(_) | Command::Root(_) => {
             Err("this command does not run on an open data directory".into())
         }
@@ -442,6 +448,7 @@ fn main() -> ExitCode {
         | Command::Policy(_)
         | Command::Kmip(_)
         | Command::Status
+        | Command::Doctor(_)
         | Command::Admin(_)
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),

@@ -568,3 +568,67 @@ fn tls_certificates_reload_without_a_restart() {
     s2.ca = bundle.clone();
     assert_eq!(demo_encrypt(&s2, &cred, "k", b"after").status, 200);
 }
+
+/// `keyhold doctor` checks what AWS KMS will need: with a certificate from
+/// a CA the client trusts, for the public name, every key store answers;
+/// a store without a credential, a wrong name, Keyhold's own local CA and
+/// a stopped server are each reported with what to do.
+#[test]
+fn doctor_checks_what_aws_kms_needs() {
+    use keyhold_server::tls::LocalCa;
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    env.add_credential("/demo");
+    env.run_ok(&["store", "create", "/bare"]);
+    let doctor = |extra: &[&str]| {
+        let mut a = vec!["--json", "doctor"];
+        a.extend_from_slice(extra);
+        let out = env.cmd(&a).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.success(), v)
+    };
+    let status = |v: &serde_json::Value, check: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"] == check)
+            .map(|f| f["status"].as_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {check} in {v}"))
+    };
+    // Keyhold's own local CA, no server: both said.
+    let (ok, v) = doctor(&[]);
+    assert!(!ok);
+    assert_eq!(status(&v, "certificate chain"), "FAIL", "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("Keyhold's own local CA") && text.contains("no server is running"),
+        "{v}"
+    );
+
+    // A certificate from a CA the client trusts (a stand-in for a public
+    // one), for the public name.
+    let ca = LocalCa::new("Stand-in Public CA").unwrap();
+    let cert = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
+    std::fs::write(env.data().join("tls/server.pem"), &cert.cert_pem).unwrap();
+    std::fs::write(env.data().join("tls/server.key"), &cert.key_pem).unwrap();
+    let trust = env.dir.path().join("public-ca.pem");
+    std::fs::write(&trust, ca.cert_pem()).unwrap();
+    let trust = trust.to_str().unwrap();
+    let _server = env.serve(&[]);
+    let (ok, v) = doctor(&["--public-name", "localhost", "--trust", trust]);
+    assert_eq!(status(&v, "certificate chain"), "ok", "{v}");
+    assert_eq!(status(&v, "key store /demo"), "ok", "{v}");
+    assert_eq!(status(&v, "key store /bare"), "FAIL", "{v}");
+    assert_eq!(status(&v, "listen"), "warn", "not port 443: {v}");
+    assert!(!ok, "a store without a credential fails the run");
+    env.add_credential("/bare");
+    let (ok, v) = doctor(&["--public-name", "localhost", "--trust", trust]);
+    assert_eq!(status(&v, "key store /bare"), "ok", "{v}");
+    assert!(ok, "warnings alone pass: {v}");
+    // The name AWS would call is not on the certificate.
+    let (ok, v) = doctor(&["--public-name", "xks.example.com", "--trust", trust]);
+    assert!(!ok);
+    assert_eq!(status(&v, "certificate chain"), "FAIL", "{v}");
+    assert_eq!(status(&v, "key store /demo"), "FAIL", "{v}");
+}
