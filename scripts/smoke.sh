@@ -11,9 +11,12 @@ tmp=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 pid=
 kpid=
+drains=()
 cleanup() {
   [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   [ -n "$kpid" ] && kill "$kpid" 2>/dev/null || true
+  # The drains read pipes this script holds open: they end only when killed.
+  for d in "${drains[@]}"; do kill "$d" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$tmp"
 }
@@ -36,6 +39,7 @@ while [ $SECONDS -lt $deadline ]; do
 done
 grep -q "keyhold --help." "$tmp/out" || { echo "quick start did not come up" >&2; cat "$tmp/out" "$tmp/err" >&2; exit 1; }
 cat <&4 >/dev/null &
+drains+=($!)
 
 # The commands as printed, run in a directory of the user's own.
 work=$tmp/user
@@ -97,6 +101,7 @@ while [ $SECONDS -lt $deadline ]; do
 done
 [ -n "$kaddr" ] || { echo "KMIP listener did not come up" >&2; cat "$tmp/kerr" >&2; exit 1; }
 cat <&5 >/dev/null &
+drains+=($!)
 for op in kmip-cycle kmip-encrypt kmip-locate; do
   out=$("$BENCH" --kmip "$kaddr" --client-cert "$tmp/smoke.pem" --client-key "$tmp/smoke.key" \
     --cacert "$KEYHOLD_DATA_DIR/tls/ca.pem" --op $op -c 2 -d 1)
