@@ -71,6 +71,15 @@ fi
 grep -E "^(OASIS|PROFILE|[A-Z][A-Z0-9_-]+ +[12]\.[0-9] )" "$oasis"
 echo "== quick start and load generator smoke test"
 scripts/smoke.sh
+echo "== the Debian package: build, install, serve as the keyhold user, remove"
+if [ "$(id -u)" = 0 ]; then
+  scripts/package_test.sh
+elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+  sudo scripts/package_test.sh
+else
+  echo "the package test needs root (dpkg -i): run scripts/package_test.sh as root" >&2
+  exit 1
+fi
 echo "== fuzz targets (network-facing parsers)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh
 # One closing line for the whole run (cargo prints one per test binary).

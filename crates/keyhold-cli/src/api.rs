@@ -70,6 +70,8 @@ pub fn access(cmd: &Command) -> Option<Access> {
         | Command::Hsm(_)
         | Command::Root(_)
         | Command::Doctor(_)
+        | Command::Completions { .. }
+        | Command::ManPages { .. }
         | Command::Backup(BackupCmd::Restore(_)) => return None,
         Command::Status => Status,
         Command::Admin(AdminCmd::Whoami) => Status,

@@ -124,6 +124,14 @@ pub(crate) enum Command {
     Lockdown,
     /// Lift a lockdown.
     Unlock,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (keyhold.1, keyhold-store.1, ...) into DIR.
+    #[command(hide = true)]
+    ManPages { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -357,7 +365,12 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
         Command::Status => admin_cmd::status(ctx),
         Command::Doctor(args) => doctor::run(ctx, dd, args),
-        Command::Init { .. } | Command::Serve { .. } | Command::Hsm(_) | Command::Root(_) => {
+        Command::Init { .. }
+        | Command::Serve { .. }
+        | Command::Hsm(_)
+        | Command::Root(_)
+        | Command::Completions { .. }
+        | Command::ManPages { .. } => {
             Err("this command does not run on an open data directory".into())
         }
     }
@@ -375,6 +388,12 @@ fn main() -> ExitCode {
         };
     }
     let r = match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(*shell, &mut Cli::command(), "keyhold", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::ManPages { dir } => man_pages(dir),
         Command::Init {
             sealed,
             listen,
@@ -483,6 +502,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `keyhold.1` and a page per subcommand (`keyhold-key-create.1`,
+/// ...) into `dir`, from the same definitions as `--help`.
+fn man_pages(dir: &std::path::Path) -> Result<(), String> {
+    use clap::CommandFactory;
+    fn write(dir: &std::path::Path, cmd: &clap::Command, name: &str) -> Result<(), String> {
+        let cmd = cmd.clone().name(name.to_owned());
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd.clone())
+            .render(&mut page)
+            .map_err(|e| e.to_string())?;
+        let f = dir.join(format!("{name}.1"));
+        std::fs::write(&f, page).map_err(|e| format!("cannot write {}: {e}", f.display()))?;
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(dir, sub, &format!("{name}-{}", sub.get_name()))?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    write(dir, &Cli::command(), "keyhold")
 }
 
 fn cli_ctx(cli: &Cli, dd: DataDir) -> Result<admin::Ctx, String> {
