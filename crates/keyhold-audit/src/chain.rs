@@ -132,6 +132,9 @@ pub struct ChainWriter {
     head: String,
     since_checkpoint: u64,
     last_checkpoint: Instant,
+    /// A checkpoint that failed (a sink unreachable) is tried again from
+    /// this moment, records or not.
+    retry_at: Option<Instant>,
     /// Reused for each batch's lines.
     buf: Vec<u8>,
     /// The batch buffer the [`AuditLog`] swaps with its queue.
@@ -230,6 +233,7 @@ impl ChainWriter {
             head,
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
+            retry_at: None,
             buf: Vec::new(),
             spare: Encoded::default(),
             retired: Vec::new(),
@@ -342,6 +346,7 @@ impl ChainWriter {
     /// Signs a checkpoint of the current head; counts as a checkpoint taken.
     fn sign_head(&mut self) -> Checkpoint {
         self.since_checkpoint = 0;
+        self.retry_at = None;
         self.last_checkpoint = Instant::now();
         Checkpoint::new(
             &self.key,
@@ -355,9 +360,10 @@ impl ChainWriter {
 
     /// Whether a checkpoint is due.
     pub fn checkpoint_due(&self) -> bool {
-        self.since_checkpoint > 0
-            && (self.since_checkpoint >= self.cfg.checkpoint_records
-                || self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval)
+        self.retry_at.is_some_and(|t| Instant::now() >= t)
+            || self.since_checkpoint > 0
+                && (self.since_checkpoint >= self.cfg.checkpoint_records
+                    || self.last_checkpoint.elapsed() >= self.cfg.checkpoint_interval)
     }
 
     /// What a checkpoint of the current head needs: the file to sync, the
@@ -642,6 +648,15 @@ impl Drop for AuditLog {
     }
 }
 
+/// How soon a failed checkpoint is tried again.
+const CHECKPOINT_RETRY: Duration = Duration::from_secs(1);
+/// How the status names a failure of the checkpoint (not of a write).
+const CHECKPOINT_FAILED: &str = "checkpoint failed: ";
+
+fn is_checkpoint_failure(why: &str) -> bool {
+    why.starts_with(CHECKPOINT_FAILED)
+}
+
 fn checkpoint_loop(w: &std::sync::Weak<Mutex<ChainWriter>>, status: &Mutex<AuditStatus>) {
     let mut last_disk_check = Instant::now();
     loop {
@@ -662,8 +677,20 @@ fn checkpoint_loop(w: &std::sync::Weak<Mutex<ChainWriter>>, status: &Mutex<Audit
                 sync_all_of(&files)?;
                 emit_to(&sinks, &c)
             }) {
-                Ok(()) => {}
-                Err(e) => status.lock().failing = Some(e),
+                // A checkpoint that got through ends a failure that a
+                // checkpoint caused (a write failure ends with a write).
+                Ok(()) => {
+                    let mut st = status.lock();
+                    if st.failing.as_deref().is_some_and(is_checkpoint_failure) {
+                        st.failing = None;
+                    }
+                }
+                Err(e) => {
+                    // Tried again in a second, whether records come or not:
+                    // health comes back by itself once the sink does.
+                    writer.lock().retry_at = Some(Instant::now() + CHECKPOINT_RETRY);
+                    status.lock().failing = Some(format!("{CHECKPOINT_FAILED}{e}"));
+                }
             }
         }
         if last_disk_check.elapsed() >= Duration::from_secs(5) {
