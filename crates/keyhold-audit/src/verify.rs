@@ -263,13 +263,22 @@ impl Filter {
 
 /// Calls `f` with every readable record under `dir` (all chains, each in
 /// order), as written, then with those of the `shipped` chains that have no
-/// directory here. Lines that do not parse are skipped (verify reports
-/// them).
-pub fn read_all(dir: &Path, shipped: &Shipped, mut f: impl FnMut(&Record, &str)) {
+/// directory here, and whether the record's own MAC holds under `key`
+/// (false: the line was altered or forged; `verify` says more). Lines that
+/// do not parse are skipped (verify reports them).
+pub fn read_all(
+    dir: &Path,
+    shipped: &Shipped,
+    key: &HmacKey,
+    mut f: impl FnMut(&Record, &str, bool),
+) {
     let dirs = chain_dirs(dir);
-    let mut each = |line: &str| {
-        if let Ok(r) = serde_json::from_str::<Record>(line) {
-            f(&r, line);
+    let mut each = |line: &str| match open_line(key, line) {
+        Ok((r, _)) => f(&r, line, true),
+        Err(_) => {
+            if let Ok(r) = serde_json::from_str::<Record>(line) {
+                f(&r, line, false);
+            }
         }
     };
     for (_, cdir) in &dirs {
@@ -288,18 +297,25 @@ pub fn read_all(dir: &Path, shipped: &Shipped, mut f: impl FnMut(&Record, &str))
 }
 
 /// Records under `dir` (and the `shipped` chains) matching `filter`,
-/// oldest first, at most `limit` (the newest `limit` when there are more).
-pub fn query(dir: &Path, shipped: &Shipped, filter: &Filter, limit: usize) -> Vec<Record> {
+/// oldest first, at most `limit` (the newest `limit` when there are more),
+/// each with whether its MAC holds under `key`.
+pub fn query(
+    dir: &Path,
+    shipped: &Shipped,
+    key: &HmacKey,
+    filter: &Filter,
+    limit: usize,
+) -> Vec<(Record, bool)> {
     let mut out = std::collections::VecDeque::new();
-    read_all(dir, shipped, |r, _| {
+    read_all(dir, shipped, key, |r, _, authentic| {
         if filter.matches(r) {
             if out.len() == limit {
                 out.pop_front();
             }
-            out.push_back(r.clone());
+            out.push_back((r.clone(), authentic));
         }
     });
-    let mut v: Vec<Record> = out.into();
-    v.sort_by_key(|r| (r.ts_ms, r.chain.clone(), r.seq));
+    let mut v: Vec<(Record, bool)> = out.into();
+    v.sort_by_key(|(r, _)| (r.ts_ms, r.chain.clone(), r.seq));
     v
 }

@@ -95,6 +95,7 @@ fn an_intact_chain_verifies_and_reopens_where_it_stopped() {
     let q = query(
         d.path(),
         &[],
+        &key(),
         &Filter {
             kms_request_id: Some("req-4".into()),
             ..Filter::default()
@@ -102,6 +103,7 @@ fn an_intact_chain_verifies_and_reopens_where_it_stopped() {
         100,
     );
     assert_eq!(q.len(), 2, "req-4 was written by both runs");
+    assert!(q.iter().all(|(_, authentic)| *authentic));
 }
 
 #[test]

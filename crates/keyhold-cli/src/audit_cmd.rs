@@ -185,10 +185,22 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
             }
         }
         AuditCmd::Query { filter, limit } => {
-            let recs = keyhold_audit::query(&sec.dir, &shipped(ctx)?, &filter.filter()?, *limit);
+            let key = ctx.service.audit_key().map_err(e)?;
+            let checked =
+                keyhold_audit::query(&sec.dir, &shipped(ctx)?, &key, &filter.filter()?, *limit);
+            let forged = checked.iter().filter(|(_, ok)| !ok).count();
             if ctx.json {
-                output::json(&json!(recs));
+                // Every record says whether its MAC holds.
+                output::json(&json!(checked
+                    .iter()
+                    .map(|(r, ok)| {
+                        let mut v = json!(r);
+                        v["verified"] = json!(ok);
+                        v
+                    })
+                    .collect::<Vec<_>>()));
             } else {
+                let recs: Vec<&keyhold_audit::Record> = checked.iter().map(|(r, _)| r).collect();
                 output::table(
                     &[
                         "TIME",
@@ -221,7 +233,19 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
                                 o(&r.kms_request_id),
                             ]
                         })
+                        .zip(&checked)
+                        .map(|(mut row, (_, ok))| {
+                            if !ok {
+                                row[3] = format!("NOT VERIFIED: {}", row[3]);
+                            }
+                            row
+                        })
                         .collect::<Vec<_>>(),
+                );
+            }
+            if forged > 0 {
+                errln!(
+                    "warning: {forged} record(s) above do not verify (altered or forged): keyhold audit verify says where"
                 );
             }
         }
@@ -236,10 +260,18 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
                 )),
                 None => Box::new(std::io::BufWriter::new(crate::cmdio::Stdout)),
             };
+            let key = ctx.service.audit_key().map_err(e)?;
             let mut n = 0u64;
+            let mut left_out = 0u64;
             let mut failed = None;
-            keyhold_audit::read_all(&sec.dir, &shipped(ctx)?, |r, line| {
+            keyhold_audit::read_all(&sec.dir, &shipped(ctx)?, &key, |r, line, authentic| {
                 if failed.is_none() && f.matches(r) {
+                    // A record whose MAC does not hold is not exported as
+                    // if it were genuine.
+                    if !authentic {
+                        left_out += 1;
+                        return;
+                    }
                     n += 1;
                     if let Err(err) = writeln!(w, "{line}") {
                         failed = Some(err);
@@ -256,6 +288,11 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
             }
             if out.is_some() {
                 errln!("exported {n} records");
+            }
+            if left_out > 0 {
+                return Err(format!(
+                    "{left_out} record(s) that do not verify (altered or forged) were left out of the export: keyhold audit verify says where"
+                ));
             }
         }
     }

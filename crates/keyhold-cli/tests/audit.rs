@@ -111,6 +111,35 @@ fn every_request_and_admin_command_is_recorded_and_verifiable() {
         text.contains("line 1") && text.contains("altered"),
         "{text}"
     );
+    // query marks it; export leaves it out and says so.
+    let q = env.json(&["audit", "query", "--frontend", "xks", "--limit", "1000"]);
+    let q = q.as_array().unwrap();
+    let unverified: Vec<_> = q.iter().filter(|r| r["verified"] == false).collect();
+    assert_eq!(unverified.len(), 1, "{q:?}");
+    assert_eq!(unverified[0]["result"], "OX");
+    assert!(q.iter().filter(|r| r["verified"] == true).count() == 20);
+    let text = env.run_ok(&["audit", "query", "--frontend", "xks", "--limit", "1000"]);
+    assert!(text.contains("NOT VERIFIED: Encrypt"), "{text}");
+    let out2 = env.dir.path().join("export2.jsonl");
+    let o = env
+        .cmd(&[
+            "audit",
+            "export",
+            "--frontend",
+            "xks",
+            "--out",
+            out2.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("1 record(s) that do not verify"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(read(&out2).lines().count(), 20);
+    assert!(!read(&out2).contains("\"OX\""));
 
     // The newest records cut off: caught by the checkpoint in the database.
     let kept: Vec<&str> = original.lines().take(15).collect();
