@@ -173,15 +173,35 @@ impl AdminExecutor for Executor {
     fn execute(&self, who: &AdminIdentity, peer: SocketAddr, req: AdminRequest) -> Outcome {
         let actor = format!("{} from {}", who.actor(), peer.ip());
         let ctx = self.ctx(req.json, actor);
-        if req.args.first().is_some_and(|a| a.starts_with('-')) {
-            return Outcome::BadRequest(
+        // Every authenticated call is recorded, the ones refused here too.
+        let bad = |msg: String| {
+            self.record(&ctx, &req.args, &Err(format!("refused: {msg}")));
+            Outcome::BadRequest(msg)
+        };
+        // Global options are the client's: none reaches the server, first
+        // or anywhere else (clap would take them after the command too).
+        const GLOBAL: [&str; 6] = [
+            "--data-dir",
+            "--config",
+            "--passphrase-file",
+            "--server",
+            "--server-ca",
+            "--token-file",
+        ];
+        let global = req.args.iter().any(|a| {
+            GLOBAL
+                .iter()
+                .any(|g| a == g || a.strip_prefix(g).is_some_and(|r| r.starts_with('=')))
+        });
+        if global || req.args.first().is_some_and(|a| a.starts_with('-')) {
+            return bad(
                 "global options (--data-dir, --config, --server, …) are not sent to the server; args start with the command".into(),
             );
         }
         let argv = std::iter::once("keyhold".to_owned()).chain(req.args.iter().cloned());
         let cli = match Cli::try_parse_from(argv) {
             Ok(c) => c,
-            Err(err) => return Outcome::BadRequest(err.to_string()),
+            Err(err) => return bad(err.to_string()),
         };
         // How refusals name the command.
         let what = req
@@ -210,7 +230,10 @@ impl AdminExecutor for Executor {
         }
         let inputs = match decode_inputs(&req) {
             Ok(i) => i,
-            Err(err) => return Outcome::BadRequest(err),
+            Err(err) => {
+                self.record(&ctx, &req.args, &Err(format!("refused: {err}")));
+                return Outcome::BadRequest(err);
+            }
         };
         let (r, captured) = crate::cmdio::capture(inputs, || {
             crate::run_admin(&ctx, &self.data_dir, &cli.command)
@@ -235,6 +258,18 @@ impl AdminExecutor for Executor {
                 })
                 .collect(),
         })
+    }
+
+    fn record_call(
+        &self,
+        who: &AdminIdentity,
+        peer: SocketAddr,
+        what: &str,
+        outcome: Result<(), String>,
+    ) {
+        let ctx = self.ctx(false, format!("{} from {}", who.actor(), peer.ip()));
+        let words: Vec<String> = what.split(' ').map(str::to_owned).collect();
+        self.record(&ctx, &words, &outcome);
     }
 
     fn refused(&self, peer: SocketAddr, why: &str) {

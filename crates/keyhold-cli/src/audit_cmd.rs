@@ -330,24 +330,12 @@ pub fn record_admin(
     let node = dd.node_name(ctx.service.storage().shared()).map_err(e)?;
     let mut w =
         keyhold_server::audit::admin_writer(&ctx.service, &sec, node.as_deref()).map_err(e)?;
-    let positional: Vec<&String> = words.iter().filter(|w| !w.starts_with('-')).collect();
-    let op = crate::subcommand_path(words);
-    let store = positional
-        .iter()
-        .find(|w| w.starts_with('/'))
-        .map(|s| s.to_string());
-    let key = match op.first().map(String::as_str) {
-        Some("key") => positional
-            .iter()
-            .skip_while(|w| !w.starts_with('/'))
-            .nth(1)
-            .map(|s| s.to_string()),
-        _ => None,
-    };
+    let target = crate::command_target(words);
+    let (store, key) = (target.store, target.key);
     let rec = Record {
         ts_ms: keyhold_audit::now_ms(),
         frontend: "admin".into(),
-        operation: op.join(" "),
+        operation: target.path.join(" "),
         result: match outcome {
             Ok(()) => "OK",
             Err(err) if err.starts_with("access denied") => "AccessDenied",

@@ -315,27 +315,51 @@ fn command_words() -> Vec<String> {
     args[start.min(args.len())..].to_vec()
 }
 
-/// The subcommand names of `words` (e.g. `key disable`), without their
-/// arguments; the words up to the first option when they do not parse.
-pub(crate) fn subcommand_path(words: &[String]) -> Vec<String> {
+/// What a command line names, as the parser reads it (never guessed from
+/// its words): the subcommand path (e.g. `key disable`), and the key store
+/// and key it is about, if any.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Target {
+    pub path: Vec<String>,
+    pub store: Option<String>,
+    pub key: Option<String>,
+}
+
+/// The [`Target`] of `words` (the command line after `keyhold` and its
+/// global options). Words that do not parse name only their leading
+/// subcommand words, and no store or key.
+pub(crate) fn command_target(words: &[String]) -> Target {
     use clap::CommandFactory;
     let argv = std::iter::once("keyhold".to_owned()).chain(words.iter().cloned());
     match Cli::command().try_get_matches_from(argv) {
         Ok(m) => {
-            let mut path = Vec::new();
+            let mut t = Target::default();
             let mut cur = &m;
             while let Some((name, sub)) = cur.subcommand() {
-                path.push(name.to_owned());
+                t.path.push(name.to_owned());
                 cur = sub;
             }
-            path
+            let value = |ids: &[&str]| {
+                ids.iter().find_map(|id| {
+                    cur.try_get_one::<String>(id)
+                        .ok()
+                        .flatten()
+                        .map(ToOwned::to_owned)
+                })
+            };
+            t.store = value(&["prefix", "store"]);
+            t.key = value(&["key_id", "key"]);
+            t
         }
-        Err(_) => words
-            .iter()
-            .take_while(|w| !w.starts_with('-') && !w.starts_with('/'))
-            .take(3)
-            .cloned()
-            .collect(),
+        Err(_) => Target {
+            path: words
+                .iter()
+                .take_while(|w| !w.starts_with('-') && !w.starts_with('/'))
+                .take(3)
+                .cloned()
+                .collect(),
+            ..Target::default()
+        },
     }
 }
 

@@ -326,6 +326,43 @@ fn roles_decide_what_each_token_may_do_and_every_call_is_audited() {
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["ok"], true);
+    // Global options anywhere in the args are refused; missing arguments
+    // too; whoami runs; and every one of these authenticated calls is in
+    // the audit log, named as the parser reads it (never a guessed store).
+    let (code, body) = raw(
+        "/admin/v1/command",
+        Some(r#"{"args":["store","list","--config","/decoy"]}"#),
+    );
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = raw("/admin/v1/command", Some(r#"{"args":["key","disable"]}"#));
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(raw("/admin/v1/whoami", None).0, 200);
+    let by_alice: Vec<serde_json::Value> = env
+        .json(&["audit", "query", "--frontend", "admin", "--limit", "10000"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["actor"]
+                .as_str()
+                .is_some_and(|a| a.contains("token alice"))
+        })
+        .cloned()
+        .collect();
+    let seen = |op: &str, detail: &str| {
+        by_alice.iter().any(|r| {
+            r["operation"] == op && r["detail"].as_str().is_some_and(|d| d.contains(detail))
+        })
+    };
+    assert!(seen("admin whoami", ""), "{by_alice:#?}");
+    assert!(seen("command (unreadable)", "malformed request"));
+    assert!(seen("no-such-command", "refused"));
+    assert!(seen("key disable", "refused"));
+    assert!(seen("store list", "/decoy"));
+    assert!(
+        by_alice.iter().all(|r| r["store"] != "/decoy"),
+        "the record named a store from the words"
+    );
     // Another CA's client does not trust the server.
     let other = Env::new();
     let e = Client {

@@ -90,6 +90,15 @@ pub trait AdminExecutor: Send + Sync + 'static {
     fn execute(&self, who: &AdminIdentity, peer: SocketAddr, req: AdminRequest) -> Outcome;
     /// Records a request that presented no valid token.
     fn refused(&self, peer: SocketAddr, why: &str);
+    /// Records an authenticated call that ran no command (`whoami`, or a
+    /// body that could not be read): every authenticated call is audited.
+    fn record_call(
+        &self,
+        who: &AdminIdentity,
+        peer: SocketAddr,
+        what: &str,
+        outcome: Result<(), String>,
+    );
 }
 
 fn json_response(status: StatusCode, v: &serde_json::Value) -> Response<Full<Bytes>> {
@@ -170,42 +179,56 @@ async fn handle(
         }
     };
     if route == "whoami" {
+        let (e2, w2) = (exec.clone(), who.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, "admin whoami", Ok(())))
+                .await;
         return json_response(
             StatusCode::OK,
             &serde_json::json!({ "name": who.name, "role": who.role.as_str(), "token_id": who.token_id }),
         );
     }
-    let body = match tokio::time::timeout(
+    let read = match tokio::time::timeout(
         BODY_TIMEOUT,
         Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect(),
     )
     .await
     {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(_)) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("the request is larger than {MAX_REQUEST_BYTES} bytes or was cut off"),
-            )
-        }
-        Err(_) => {
-            let mut r = error(
-                StatusCode::REQUEST_TIMEOUT,
-                &format!(
-                    "the request body did not arrive within {} s",
-                    BODY_TIMEOUT.as_secs()
-                ),
-            );
-            r.headers_mut().insert(
-                hyper::header::CONNECTION,
-                hyper::header::HeaderValue::from_static("close"),
-            );
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request is larger than {MAX_REQUEST_BYTES} bytes or was cut off"),
+        )),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )),
+    };
+    let request = read.and_then(|body| {
+        serde_json::from_slice::<AdminRequest>(&body)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
+    });
+    let request = match request {
+        Ok(r) => r,
+        Err((status, why)) => {
+            // Authenticated, but no command could be read: recorded too.
+            let (e2, w2, why2) = (exec.clone(), who.clone(), why.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                e2.record_call(&w2, peer, "command (unreadable)", Err(why2))
+            })
+            .await;
+            let mut r = error(status, &why);
+            if status == StatusCode::REQUEST_TIMEOUT {
+                r.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
             return r;
         }
-    };
-    let request: AdminRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("malformed request: {e}")),
     };
     let outcome = tokio::task::spawn_blocking(move || exec.execute(&who, peer, request)).await;
     match outcome {
