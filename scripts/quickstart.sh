@@ -43,7 +43,7 @@ command -v cargo >/dev/null || { echo "Rust is needed: https://rustup.rs" >&2; e
 # no LTO, no debug info); benchmarks build with the release profile.
 BIN_DIR=$PWD/target/quickstart
 if [ ! -x "$BIN_DIR/keyhold" ]; then
-  echo "Building keyhold: about 2 minutes on 2 quiet cores the first time (crates already"
+  echo "Building keyhold: about a minute and a half on 2 quiet cores the first time (crates already"
   echo "downloaded), seconds afterwards. Progress:"
 fi
 started=$(date +%s)
