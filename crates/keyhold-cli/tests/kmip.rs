@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{eventually, Env, Server};
+use common::{eventually, files_holding, Env, Server};
 use keyhold_kmip::enums::{object_type, operation as op};
 use keyhold_kmip::message::Version;
 use keyhold_kmip::tags as t;
@@ -1162,6 +1162,43 @@ fn server_made_gcm_ivs_stop_at_the_bound() {
     let m = failed(&enc(&mut c, None), 0x0C);
     assert!(m.contains("2^32"), "{m}");
     ok(&enc(&mut c, Some(&[7u8; 12])));
+}
+
+/// KMIP Destroy crypto-shreds: no file in the data directory keeps any
+/// piece of the object's wrapped material (database or WAL), while the
+/// server holding both open goes on serving.
+#[test]
+fn destroyed_objects_leave_no_copy_in_the_data_directory() {
+    use keyhold_storage::Storage;
+    let k = start();
+    let mut c = Conn::open(&k, "alice");
+    let make = |c: &mut Conn| {
+        let id = uid_of(ok(&c.one((1, 4), op::CREATE, create_aes(vec![]))));
+        ok(&c.one((1, 4), op::ACTIVATE, uid(&id)));
+        id
+    };
+    let (gone, kept) = (make(&mut c), make(&mut c));
+    let material = |id: &str| {
+        keyhold_storage::SqliteStorage::open(&k.env.data().join("keyhold.db"))
+            .unwrap()
+            .object_material(id)
+            .unwrap()
+            .expect("material")
+    };
+    let secret = material(&gone);
+    assert!(!files_holding(&k.env.data(), &secret).is_empty());
+    let mut p = uid(&gone);
+    p.push(Ttlv::structure(
+        t::REVOCATION_REASON,
+        vec![Ttlv::enumeration(t::REVOCATION_REASON_CODE, 6)],
+    ));
+    ok(&c.one((1, 4), op::REVOKE, p));
+    ok(&c.one((1, 4), op::DESTROY, uid(&gone)));
+    assert_eq!(files_holding(&k.env.data(), &secret), Vec::<PathBuf>::new());
+    let mut p = uid(&kept);
+    p.push(Ttlv::bytes(t::DATA, b"still here".to_vec()));
+    ok(&c.one((1, 4), op::ENCRYPT, p));
+    assert!(!files_holding(&k.env.data(), &material(&kept)).is_empty());
 }
 
 /// Client certificates are valid for a year unless asked otherwise, are

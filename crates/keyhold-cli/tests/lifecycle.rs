@@ -214,3 +214,52 @@ fn break_glass_holds_for_the_very_next_request() {
         );
     }
 }
+
+/// Crypto-shredding on SQLite: once a retired version or a whole key is
+/// destroyed, no file in the data directory holds any piece of its wrapped
+/// material: not the database, not its write-ahead log, while a server
+/// has both open and goes on serving.
+#[test]
+fn destroyed_material_leaves_no_copy_in_the_data_directory() {
+    use keyhold_storage::Storage;
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "k"]);
+    env.run_ok(&["key", "create", "/demo", "other"]);
+    let server = env.serve(&[]);
+    assert_eq!(encrypt(&server, &cred, "k").status, 200);
+    env.run_ok(&["key", "rotate", "/demo", "k"]);
+    let wrapped = |v: u32| {
+        let s = keyhold_storage::SqliteStorage::open(&env.data().join("keyhold.db")).unwrap();
+        let (p, id) = (
+            keyhold_core::StorePrefix::parse("/demo").unwrap(),
+            keyhold_core::KeyId::parse("k").unwrap(),
+        );
+        s.get_key_version(&p, &id, v).unwrap().unwrap().wrapped
+    };
+    let (v1, v2) = (wrapped(1), wrapped(2));
+    // The scan finds material that is there.
+    assert!(!files_holding(&env.data(), &v1).is_empty());
+    assert!(!files_holding(&env.data(), &v2).is_empty());
+
+    env.run_ok(&["key", "set-min-decrypt-version", "/demo", "k", "2"]);
+    assert_eq!(
+        env.json(&["key", "trim-versions", "/demo", "k"])["shredded_versions"],
+        1
+    );
+    assert_eq!(
+        files_holding(&env.data(), &v1),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert!(!files_holding(&env.data(), &v2).is_empty());
+    assert_eq!(encrypt(&server, &cred, "k").status, 200);
+
+    env.run_ok(&["key", "destroy", "/demo", "k", "--now", "--confirm", "k"]);
+    assert_eq!(
+        files_holding(&env.data(), &v2),
+        Vec::<std::path::PathBuf>::new()
+    );
+    encrypt(&server, &cred, "k").assert_error(400, "InvalidStateException");
+    assert_eq!(encrypt(&server, &cred, "other").status, 200);
+}

@@ -1677,6 +1677,12 @@ impl Kmip {
         o.has_material = false;
         o.set_attr("Destroy Date", AttrValue::DateTime(ctx.now));
         self.save(ctx, &mut o)?;
+        self.service.purge_erased_copies().map_err(|e| {
+            KmipError::new(
+                Reason::GeneralFailure,
+                format!("the object is destroyed, but {e}"),
+            )
+        })?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }
 

@@ -207,6 +207,7 @@ impl KeyService {
         self.storage()
             .destroy_key_material(prefix, id, self.now())?;
         self.after_write();
+        self.storage().purge_erased_copies()?;
         tracing::warn!(target: "keyhold::audit", action = "destroy", store = %prefix, key = %id, "key destroyed (crypto-shredded)");
         self.get_key(prefix, id)
     }
@@ -285,6 +286,9 @@ impl KeyService {
             self.storage()
                 .shred_versions_below(prefix, id, key.lifecycle.min_decrypt_version)?;
         self.after_write();
+        if n > 0 {
+            self.storage().purge_erased_copies()?;
+        }
         Ok(n)
     }
 

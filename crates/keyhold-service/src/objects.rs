@@ -94,6 +94,13 @@ impl KeyService {
         r
     }
 
+    /// After an object's material was erased (KMIP Destroy): no older
+    /// copy of it stays in the storage's own files (see
+    /// [`keyhold_storage::Storage::purge_erased_copies`]).
+    pub fn purge_erased_copies(&self) -> Result<()> {
+        self.storage().purge_erased_copies()
+    }
+
     /// Removes an object outright (a batch undoing its creation).
     pub fn delete_object(&self, uid: &str) -> Result<()> {
         self.materials.clear_key(uid);

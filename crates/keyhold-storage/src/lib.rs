@@ -232,6 +232,18 @@ pub trait Storage: Send + Sync + 'static {
     /// Erases the material of versions below `below` (retired ones);
     /// returns how many were erased.
     fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64>;
+    /// Crypto-shredding, second half: once material was erased (a key or
+    /// its old versions destroyed, a KMIP object destroyed), leaves no
+    /// older copy of it in this backend's own files on this machine (for
+    /// SQLite: the write-ahead log is copied back and truncated, and
+    /// `secure_delete` has already zeroed the freed bytes). Returns once
+    /// every erasure committed before the call is covered. Copies the
+    /// backend cannot reach (PostgreSQL's WAL archives, replicas, base
+    /// backups, Keyhold backups) are made useless by rotating the root of
+    /// trust instead.
+    fn purge_erased_copies(&self) -> Result<()> {
+        Ok(())
+    }
     fn set_version_flag(
         &self,
         prefix: &StorePrefix,

@@ -186,7 +186,32 @@ pub struct SqliteStorage {
     /// Copies the WAL back into the database file beside the writer (file
     /// databases only).
     checkpointer: Option<Checkpointer>,
+    /// Full checkpoints that truncate the WAL after erasures, shared by
+    /// the erasures waiting at the same moment.
+    purges: Purges,
 }
+
+/// Truncating checkpoints after crypto-shredding. Each one copies the whole
+/// WAL back and empties it, so it covers every erasure committed before it
+/// began: concurrent destroys wait for one together instead of one each.
+#[derive(Default)]
+struct Purges {
+    state: Mutex<PurgeState>,
+    done: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct PurgeState {
+    /// Purges begun, and finished, so far (the finished one's outcome).
+    started: u64,
+    finished: u64,
+    running: bool,
+    outcome: Option<std::result::Result<(), String>>,
+}
+
+/// How long a purge waits for readers and other checkpoints to let go of
+/// the WAL before it reports failure.
+const PURGE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// WAL pages after which the checkpoint thread is asked to copy the WAL
 /// back into the database file.
@@ -470,6 +495,45 @@ impl SqliteStorage {
         }
     }
 
+    /// Copies the whole WAL back into the database file and truncates it
+    /// to nothing, so that no page image written before (an erased key's
+    /// material among them) stays in `keyhold.db-wal`. Readers in the
+    /// middle of a read and the checkpoint thread make SQLite answer
+    /// "busy": tried again, the writer let go between tries, until
+    /// [`PURGE_PATIENCE`] has passed.
+    fn truncate_wal(&self) -> std::result::Result<(), String> {
+        let deadline = std::time::Instant::now() + PURGE_PATIENCE;
+        loop {
+            let (busy, frames) = {
+                // No busy handler inside: it would sleep (1 ms, then
+                // longer) with the writer held and every write queued
+                // behind it. A busy answer lets go of the writer instead.
+                let conn = self.writer();
+                let set = |t| conn.busy_timeout(t).map_err(|e| e.to_string());
+                set(std::time::Duration::ZERO)?;
+                let r = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                });
+                set(std::time::Duration::from_secs(10))?;
+                r.map_err(|e| format!("truncating the WAL after an erasure: {e}"))?
+            };
+            // In-memory databases have no WAL (-1 frames).
+            if busy == 0 && frames <= 0 {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "the erasure is committed, but readers kept the WAL busy for {}s: \
+                     an older copy of the erased material may stay in keyhold.db-wal \
+                     until the next erasure, or until every process using the database \
+                     has stopped cleanly",
+                    PURGE_PATIENCE.as_secs()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
     /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self> {
         Self::from_connection(Connection::open_in_memory().map_err(db_err)?)
@@ -501,6 +565,7 @@ impl SqliteStorage {
             pending: Mutex::new(Vec::new()),
             quiet: std::sync::atomic::AtomicU64::new(0),
             checkpointer: None,
+            purges: Purges::default(),
         };
         s.migrate()?;
         Ok(s)
@@ -1305,6 +1370,35 @@ impl Storage for SqliteStorage {
         tx.commit().map_err(db_err)
     }
 
+    fn purge_erased_copies(&self) -> Result<()> {
+        // A purge already running may have begun before the caller's
+        // erasure committed: only one begun after now covers it.
+        let mut g = self.purges.state.lock();
+        let need = g.started + 1;
+        loop {
+            if g.finished >= need {
+                return match g.outcome.clone() {
+                    Some(Err(why)) => Err(Error::DependencyTimeout(why)),
+                    _ => Ok(()),
+                };
+            }
+            if g.running {
+                self.purges.done.wait(&mut g);
+                continue;
+            }
+            g.running = true;
+            g.started += 1;
+            let mine = g.started;
+            drop(g);
+            let outcome = self.truncate_wal();
+            g = self.purges.state.lock();
+            g.running = false;
+            g.finished = mine;
+            g.outcome = Some(outcome);
+            self.purges.done.notify_all();
+        }
+    }
+
     fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64> {
         self.conn
             .lock()
@@ -1756,6 +1850,37 @@ mod tests {
     #[test]
     fn store_and_key_lifecycle() {
         c::store_and_key_lifecycle(&SqliteStorage::open_in_memory().unwrap());
+    }
+
+    /// Purges asked for at the same moment share truncating checkpoints,
+    /// and each leaves the WAL empty of everything committed before it,
+    /// while readers and writers carry on beside them.
+    #[test]
+    fn concurrent_purges_empty_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let s = Arc::new(SqliteStorage::open(&path).unwrap());
+        let wal = path.with_extension("db-wal");
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let s = s.clone();
+                scope.spawn(move || {
+                    for i in 0..20 {
+                        s.set_meta(&format!("m{t}-{i}"), Some(&[7u8; 3000]))
+                            .unwrap();
+                        s.list_meta("m").unwrap();
+                        s.purge_erased_copies().unwrap();
+                    }
+                });
+            }
+        });
+        s.set_meta("last", Some(b"x")).unwrap();
+        assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+        s.purge_erased_copies().unwrap();
+        assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+        let g = s.purges.state.lock();
+        assert!(g.finished <= 161 && g.finished >= 1, "{}", g.finished);
+        assert_eq!(s.list_meta("m").unwrap().len(), 160);
     }
 
     #[test]

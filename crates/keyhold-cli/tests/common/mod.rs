@@ -342,3 +342,29 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 pub fn read(p: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
 }
+
+/// The files under `dir` that still hold any 16-byte piece of `secret`
+/// (crypto-shredding checks: the database, its WAL, anything else).
+#[allow(dead_code)]
+pub fn files_holding(dir: &Path, secret: &[u8]) -> Vec<PathBuf> {
+    assert!(secret.len() >= 16, "too short to look for");
+    let pieces: Vec<&[u8]> = secret.chunks_exact(16).collect();
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if pieces
+                    .iter()
+                    .any(|piece| bytes.windows(16).any(|w| w == *piece))
+                {
+                    found.push(p);
+                }
+            }
+        }
+    }
+    found
+}
