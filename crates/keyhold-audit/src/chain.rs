@@ -19,6 +19,21 @@ use std::time::{Duration, Instant};
 /// on another volume…). An error is logged and shown in the status.
 pub type CheckpointSink = Arc<dyn Fn(&Checkpoint) -> Result<(), String> + Send + Sync>;
 
+/// Where a chain's earlier checkpoints are read back from when it is
+/// opened (the key database): they hold its high-water mark.
+pub type CheckpointHistory = Arc<dyn Fn(&str) -> Result<Vec<Checkpoint>, String> + Send + Sync>;
+
+/// Checkpoint kinds. A `reserve` says that records up to its `seq` may be
+/// written: it reaches the sinks before any record beyond the previous
+/// one, so that after a crash (or records cut from the end of the log)
+/// the chain goes on after it and never numbers two records alike. A
+/// `stop` is a checkpoint written when the chain is closed cleanly.
+pub const KIND_CHECKPOINT: &str = "checkpoint";
+pub const KIND_RESERVE: &str = "reserve";
+pub const KIND_STOP: &str = "stop";
+/// The operation of the record a chain starts with after an unclean stop.
+pub const UNCLEAN_START: &str = "audit.unclean_start";
+
 /// Events encoded and waiting for their chain: their fields' JSON one
 /// after another, and for each its time and where its fields are. Reused
 /// from batch to batch, so that steady traffic allocates nothing.
@@ -62,6 +77,11 @@ pub struct AuditLogConfig {
     /// Below this much free space on the audit volume, raise the alarm.
     pub min_free_bytes: u64,
     pub sinks: Vec<CheckpointSink>,
+    /// Earlier checkpoints, for the high-water mark (none: the log alone
+    /// says where the chain stands).
+    pub history: Option<CheckpointHistory>,
+    /// Sequence numbers reserved at a time.
+    pub reserve_block: u64,
 }
 
 impl AuditLogConfig {
@@ -75,6 +95,8 @@ impl AuditLogConfig {
             timeout: Duration::from_secs(1),
             min_free_bytes: 256 << 20,
             sinks: Vec::new(),
+            history: None,
+            reserve_block: 65_536,
         }
     }
 }
@@ -143,7 +165,48 @@ pub struct ChainWriter {
     /// next checkpoint syncs them before the current file (an fsync of a
     /// full file inside a request's write would stall every request).
     retired: Vec<File>,
+    /// Records up to this one may be written: a `reserve` checkpoint
+    /// saying so has reached the sinks.
+    reserved: u64,
+    /// The last reservation that could not reach the sinks, and when.
+    reserve_failed: Option<(Instant, String)>,
     _lock: File,
+}
+
+/// How soon a reservation that failed on a request's path is tried there
+/// again (the checkpoint thread tries every second meanwhile).
+const RESERVE_RETRY: Duration = Duration::from_secs(1);
+
+/// What a chain's earlier checkpoints say about where it stands.
+struct HighWater {
+    /// The highest sequence number any checkpoint names.
+    seq: u64,
+    /// Whether the last run closed the chain cleanly at `at_seq`/`head`.
+    clean: bool,
+}
+
+/// Reads the high-water mark of `chain`, whose log ends at `seq`/`head`,
+/// from its authentic checkpoints.
+fn high_water(cps: &[Checkpoint], key: &HmacKey, chain: &str, seq: u64, head: &str) -> HighWater {
+    let mine: Vec<&Checkpoint> = cps
+        .iter()
+        .filter(|c| c.chain == chain && c.is_authentic(key))
+        .collect();
+    let top = mine.iter().map(|c| c.seq).max().unwrap_or(0);
+    let last_reserve = mine
+        .iter()
+        .filter(|c| c.kind == KIND_RESERVE)
+        .map(|c| c.ts_ms)
+        .max();
+    // Clean: the last run's stop names the log's end, and no run reserved
+    // numbers after it. (Logs from before reservations have none.)
+    let clean = match last_reserve {
+        None => top <= seq,
+        Some(r) => mine
+            .iter()
+            .any(|c| c.kind == KIND_STOP && c.seq == seq && c.head == head && c.ts_ms >= r),
+    };
+    HighWater { seq: top, clean }
 }
 
 fn io_err(what: &str, p: &Path, e: impl std::fmt::Display) -> String {
@@ -222,7 +285,11 @@ impl ChainWriter {
                 .map_err(|e| io_err("cannot repair", &path, e))?;
             tracing::warn!(file = %path.display(), "removed a partial audit line left by a crash");
         }
-        Ok(Self {
+        let hw = match &cfg.history {
+            Some(h) => Some(high_water(&h(chain)?, &key, chain, seq, &head)),
+            None => None,
+        };
+        let mut w = Self {
             chain: chain.to_owned(),
             dir,
             key,
@@ -237,8 +304,111 @@ impl ChainWriter {
             buf: Vec::new(),
             spare: Encoded::default(),
             retired: Vec::new(),
+            reserved: seq,
+            reserve_failed: None,
             _lock: lock,
-        })
+        };
+        if let Some(hw) = hw.filter(|hw| !hw.clean) {
+            w.start_after_unclean_stop(hw.seq)?;
+        }
+        // The next records' numbers, reserved before any is written.
+        w.ensure_reserved(w.seq + 1);
+        Ok(w)
+    }
+
+    /// The last run stopped without closing the chain (a crash, a kill, a
+    /// power cut, or records cut from the end of its log): numbers up to
+    /// `high` may have been given to records that are not in the log now.
+    /// The chain goes on after them, with a record that says so (which
+    /// `keyhold audit verify` reports).
+    fn start_after_unclean_stop(&mut self, high: u64) -> Result<(), String> {
+        let end = self.seq;
+        let skipped = high.saturating_sub(end);
+        tracing::warn!(chain = %self.chain, log_ends_at = end, high_water = high, "the audit chain was not closed cleanly: starting after its high-water mark");
+        let detail = if skipped == 0 {
+            format!("the previous run stopped without closing the chain after record {end}")
+        } else {
+            format!(
+                "the previous run stopped without closing the chain; the log ends at record {end}, \
+                 but numbers up to {high} had been reserved: {skipped} number(s) skipped, and any record \
+                 written after the last checkpoint and not in the log now was lost or removed"
+            )
+        };
+        self.seq = self.seq.max(high);
+        let rec = Record {
+            frontend: "audit".into(),
+            operation: UNCLEAN_START.into(),
+            result: "OK".into(),
+            detail: Some(detail),
+            ts_ms: now_ms(),
+            ..Record::default()
+        };
+        let r = self.append(std::slice::from_ref(&rec));
+        if r.is_err() {
+            self.seq = end;
+        }
+        r
+    }
+
+    /// Makes sure a reservation covers records up to `upto` before they are
+    /// written. A reservation that cannot reach the sinks does not stop the
+    /// write (key use goes on through a database outage): it is reported,
+    /// and tried again.
+    fn ensure_reserved(&mut self, upto: u64) {
+        if upto <= self.reserved || self.cfg.history.is_none() {
+            return;
+        }
+        if self
+            .reserve_failed
+            .as_ref()
+            .is_some_and(|(t, _)| t.elapsed() < RESERVE_RETRY)
+        {
+            return;
+        }
+        let target = upto + self.cfg.reserve_block;
+        let c = Checkpoint::new(
+            &self.key,
+            &self.chain,
+            KIND_RESERVE,
+            target,
+            &self.head,
+            now_ms(),
+        );
+        match emit_to(&self.cfg.sinks, &c) {
+            Ok(()) => {
+                self.reserved = target;
+                self.reserve_failed = None;
+            }
+            Err(e) => {
+                self.reserve_failed = Some((Instant::now(), e));
+                self.retry_at
+                    .get_or_insert(Instant::now() + CHECKPOINT_RETRY);
+            }
+        }
+    }
+
+    /// Closes the chain cleanly: syncs the log and writes a `stop`
+    /// checkpoint of its head, so that the next run knows nothing after it
+    /// was written.
+    pub fn close(mut self) -> Result<Checkpoint, String> {
+        self.close_in_place()
+    }
+
+    fn close_in_place(&mut self) -> Result<Checkpoint, String> {
+        sync_all_of(&std::mem::take(&mut self.retired))?;
+        self.file
+            .sync_data()
+            .map_err(|e| format!("cannot sync the audit log: {e}"))?;
+        self.since_checkpoint = 0;
+        let c = Checkpoint::new(
+            &self.key,
+            &self.chain,
+            KIND_STOP,
+            self.seq,
+            &self.head,
+            now_ms(),
+        );
+        emit_to(&self.cfg.sinks, &c).map(|()| c)
     }
 
     pub fn chain(&self) -> &str {
@@ -264,6 +434,7 @@ impl ChainWriter {
     /// Appends the encoded events in one write, each as the chain's next
     /// record.
     fn append_encoded(&mut self, enc: &Encoded) -> Result<(), String> {
+        self.ensure_reserved(self.seq + enc.len() as u64);
         let (seq0, head0) = (self.seq, self.head.clone());
         self.buf.clear();
         for &(ts_ms, a, b) in &enc.items {
@@ -351,7 +522,7 @@ impl ChainWriter {
         Checkpoint::new(
             &self.key,
             &self.chain,
-            "checkpoint",
+            KIND_CHECKPOINT,
             self.seq,
             &self.head,
             now_ms(),
@@ -641,8 +812,8 @@ impl AuditLog {
 impl Drop for AuditLog {
     fn drop(&mut self) {
         if let Some(mut w) = self.writer.try_lock_for(Duration::from_secs(1)) {
-            if w.since_checkpoint > 0 {
-                let _ = w.checkpoint();
+            if let Err(e) = w.close_in_place() {
+                tracing::error!(chain = %w.chain, error = %e, "cannot close the audit chain cleanly");
             }
         }
     }
@@ -655,6 +826,46 @@ const CHECKPOINT_FAILED: &str = "checkpoint failed: ";
 
 fn is_checkpoint_failure(why: &str) -> bool {
     why.starts_with(CHECKPOINT_FAILED)
+}
+
+/// Reserves the next block of sequence numbers once half of the current
+/// one is used, so that requests seldom wait for a reservation.
+fn reserve_ahead(writer: &Mutex<ChainWriter>, status: &Mutex<AuditStatus>) {
+    let (c, sinks) = {
+        let g = writer.lock();
+        let block = g.cfg.reserve_block;
+        let wanted = g.cfg.history.is_some()
+            && g.reserved.saturating_sub(g.seq) < block / 2
+            && g.reserve_failed
+                .as_ref()
+                .is_none_or(|(t, _)| t.elapsed() >= RESERVE_RETRY);
+        if !wanted {
+            return;
+        }
+        let c = Checkpoint::new(
+            &g.key,
+            &g.chain,
+            KIND_RESERVE,
+            g.seq + block,
+            &g.head,
+            now_ms(),
+        );
+        (c, g.cfg.sinks.clone())
+    };
+    let r = emit_to(&sinks, &c);
+    let mut g = writer.lock();
+    match r {
+        Ok(()) => {
+            g.reserved = g.reserved.max(c.seq);
+            g.reserve_failed = None;
+        }
+        Err(e) => {
+            status.lock().failing = Some(format!(
+                "{CHECKPOINT_FAILED}cannot reserve audit sequence numbers: {e}"
+            ));
+            g.reserve_failed = Some((Instant::now(), e));
+        }
+    }
 }
 
 fn checkpoint_loop(w: &std::sync::Weak<Mutex<ChainWriter>>, status: &Mutex<AuditStatus>) {
@@ -672,6 +883,7 @@ fn checkpoint_loop(w: &std::sync::Weak<Mutex<ChainWriter>>, status: &Mutex<Audit
                 None
             }
         };
+        reserve_ahead(&writer, status);
         if let Some(snap) = snap {
             match snap.and_then(|(files, c, sinks)| {
                 sync_all_of(&files)?;

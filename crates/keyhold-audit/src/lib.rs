@@ -20,7 +20,10 @@ mod refusals;
 mod ship;
 mod verify;
 
-pub use chain::{AuditLog, AuditLogConfig, AuditStatus, ChainWriter, CheckpointSink};
+pub use chain::{
+    AuditLog, AuditLogConfig, AuditStatus, ChainWriter, CheckpointHistory, CheckpointSink,
+    KIND_CHECKPOINT, KIND_RESERVE, KIND_STOP, UNCLEAN_START,
+};
 pub use refusals::RefusalBudget;
 pub use ship::ChainTail;
 pub use verify::{query, read_all, verify, verify_with, Filter, Shipped, VerifyReport};

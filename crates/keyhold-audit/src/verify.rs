@@ -2,7 +2,10 @@
 //! records back for queries and exports.
 
 use crate::chain::chain_files;
-use crate::{genesis, open_line, Checkpoint, CheckpointMac, Record};
+use crate::{
+    genesis, open_line, Checkpoint, CheckpointMac, Record, KIND_CHECKPOINT, KIND_RESERVE,
+    KIND_STOP, UNCLEAN_START,
+};
 use keyhold_crypto::HmacKey;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -20,6 +23,10 @@ pub struct VerifyReport {
     pub checkpoints_checked: usize,
     /// Everything wrong, each saying where.
     pub problems: Vec<String>,
+    /// What the log cannot prove either way: each start after an unclean
+    /// stop (a crash, a kill, or records cut from the end), where records
+    /// written after the last checkpoint may be missing.
+    pub warnings: Vec<String>,
 }
 
 impl VerifyReport {
@@ -87,7 +94,7 @@ pub fn verify_with(
         verify_chain(chain, lines, key, &cps, &mut report);
     }
     for (chain, cps) in by_chain {
-        if cps.iter().any(|c| c.kind == "checkpoint" && c.seq > 0) {
+        if cps.iter().any(|c| is_head_checkpoint(c) && c.seq > 0) {
             report.problems.push(format!(
                 "chain {chain} has checkpoints but no log files: the whole chain was removed"
             ));
@@ -119,6 +126,11 @@ fn file_lines(cdir: &Path) -> impl Iterator<Item = (String, std::io::Result<Stri
     })
 }
 
+/// Checkpoints that name a chain's head at a record.
+fn is_head_checkpoint(c: &Checkpoint) -> bool {
+    c.kind == KIND_CHECKPOINT || c.kind == KIND_STOP
+}
+
 fn verify_chain(
     chain: &str,
     lines: impl Iterator<Item = (String, std::io::Result<String>)>,
@@ -128,7 +140,7 @@ fn verify_chain(
 ) {
     let mut problems = Vec::new();
     let mut want: HashMap<u64, Vec<&Checkpoint>> = HashMap::new();
-    for c in cps.iter().filter(|c| c.kind == "checkpoint") {
+    for c in cps.iter().filter(|c| is_head_checkpoint(c)) {
         want.entry(c.seq).or_default().push(c);
     }
     let retention: Vec<_> = cps.iter().filter(|c| c.kind == "retention").collect();
@@ -152,7 +164,12 @@ fn verify_chain(
             match expect_seq {
                 None => {
                     first = rec.seq;
-                    if rec.seq != 1 {
+                    if rec.operation == UNCLEAN_START && rec.prev == genesis() {
+                        report.warnings.push(format!(
+                            "{at}: chain {chain} starts after an unclean stop before its first record (numbers 1..{} skipped): records written then may have been lost or cut off",
+                            rec.seq - 1
+                        ));
+                    } else if rec.seq != 1 {
                         let covered = retention
                             .iter()
                             .any(|c| c.seq + 1 == rec.seq && c.head == rec.prev);
@@ -167,7 +184,17 @@ fn verify_chain(
                     }
                 }
                 Some(s) => {
-                    if rec.seq != s {
+                    if rec.operation == UNCLEAN_START && rec.seq >= s && rec.prev == prev {
+                        report.warnings.push(format!(
+                            "{at}: chain {chain} was not closed cleanly after record {}{}: records written after its last checkpoint before then may have been lost or cut off",
+                            s - 1,
+                            if rec.seq > s {
+                                format!(" (numbers {s}..{} skipped)", rec.seq - 1)
+                            } else {
+                                String::new()
+                            }
+                        ));
+                    } else if rec.seq != s {
                         problems.push(format!(
                             "{at}: record {} where {s} was expected: records were deleted, inserted or reordered",
                             rec.seq
@@ -212,6 +239,29 @@ fn verify_chain(
                     )),
                 }
             }
+        }
+    }
+    // Reserved after its last clean stop: in use now, or left open by a
+    // crash, a kill or a cut. Nothing proves its newest records complete.
+    let last_reserve = cps
+        .iter()
+        .filter(|c| c.kind == KIND_RESERVE)
+        .map(|c| c.ts_ms)
+        .max();
+    if let Some(r) = last_reserve {
+        let closed = cps
+            .iter()
+            .any(|c| c.kind == KIND_STOP && c.ts_ms >= r && c.seq == last);
+        if !closed {
+            let covered = want
+                .keys()
+                .copied()
+                .filter(|s| *s <= last)
+                .max()
+                .unwrap_or(0);
+            report.warnings.push(format!(
+                "chain {chain} is in use by a running server or was not closed cleanly: records after record {covered} (its newest checkpoint) cannot be proven complete"
+            ));
         }
     }
     report.chains.push((chain.to_owned(), count, first, last));

@@ -272,3 +272,155 @@ fn the_default_relative_data_dir_keeps_one_verifiable_audit_log() {
         assert_eq!(v["ok"], true, "{v}");
     }
 }
+
+/// The sequence numbers of a chain's records, in file order.
+fn chain_seqs(env: &Env, chain: &str) -> Vec<u64> {
+    audit_files(env, chain)
+        .iter()
+        .flat_map(|f| read(f).lines().map(str::to_owned).collect::<Vec<_>>())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(&l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Cuts the last `n` lines off a chain's newest file.
+fn cut_tail(env: &Env, chain: &str, n: usize) {
+    let f = audit_files(env, chain).pop().unwrap();
+    let text = read(&f);
+    let lines: Vec<&str> = text.lines().collect();
+    let kept = &lines[..lines.len() - n];
+    std::fs::write(
+        &f,
+        kept.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+/// A server killed (SIGKILL) before its next checkpoint, and the newest
+/// lines of its log cut off: `verify` says the chain was not closed cleanly
+/// and records may be missing, the restarted server records its unclean
+/// start and numbers its records after the high-water mark it reserved
+/// (never a number twice); with a checkpoint file off the box, the cut
+/// records are caught outright once the off-box interval has passed.
+#[test]
+fn cutting_the_newest_records_after_a_kill_is_seen_and_no_number_is_reused() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "k"]);
+    let server = env.serve(&[]);
+    for i in 0..5 {
+        assert_eq!(encrypt(&server, &cred, &format!("a-{i}")).status, 200);
+    }
+    drop(server); // SIGKILL, long before the 10 s checkpoint.
+    let before = chain_seqs(&env, "xks");
+    assert_eq!(before.len(), 5, "{before:?}");
+    cut_tail(&env, "xks", 2);
+
+    // Before any restart: the chain was left open, and verify says so.
+    let v = env.json(&["audit", "verify"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("not closed cleanly"), "{v}");
+    assert!(warnings.contains("cannot be proven complete"), "{v}");
+
+    let server = env.serve(&[]);
+    assert_eq!(encrypt(&server, &cred, "b-0").status, 200);
+    server.terminate();
+    let after = chain_seqs(&env, "xks");
+    let max_before = *before.iter().max().unwrap();
+    let new: Vec<u64> = after.iter().copied().filter(|s| *s > 3).collect();
+    assert_eq!(new.len(), 2, "the unclean-start record and b-0: {after:?}");
+    assert!(
+        new.iter().all(|s| *s > max_before),
+        "numbers {:?} reused: the log had reached {max_before}",
+        new
+    );
+    let starts = env.json(&["audit", "query", "--operation", "audit.unclean_start"]);
+    let starts = starts.as_array().unwrap();
+    assert_eq!(starts.len(), 1, "{starts:?}");
+    assert!(
+        starts[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ends at record 3"),
+        "{starts:?}"
+    );
+    let out = env.cmd(&["audit", "verify"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("WARNING") && text.contains("skipped"),
+        "{text}"
+    );
+    assert!(text.contains("see the warnings"), "{text}");
+    // A clean stop leaves nothing to warn about next time.
+    let server = env.serve(&[]);
+    assert_eq!(encrypt(&server, &cred, "c-0").status, 200);
+    server.terminate();
+    assert_eq!(
+        env.json(&["audit", "query", "--operation", "audit.unclean_start"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Off the box: a checkpoint file, written every 200 ms under traffic.
+    let offbox = env.dir.path().join("offbox-checkpoints.jsonl");
+    let cfg = read(&env.config())
+        + &format!(
+            "\n[audit]\ncheckpoint_file = {:?}\noffbox_checkpoint_interval_ms = 200\n",
+            offbox.to_str().unwrap()
+        );
+    std::fs::write(env.config(), cfg).unwrap();
+    let server = env.serve(&[]);
+    for i in 0..5 {
+        assert_eq!(encrypt(&server, &cred, &format!("d-{i}")).status, 200);
+    }
+    let last = *chain_seqs(&env, "xks").last().unwrap();
+    eventually("an off-box checkpoint of the newest record", || {
+        read(&offbox).lines().any(|l| {
+            let c: serde_json::Value = serde_json::from_str(l).unwrap();
+            c["chain"] == "xks" && c["kind"] == "checkpoint" && c["seq"].as_u64() == Some(last)
+        })
+    });
+    drop(server);
+    cut_tail(&env, "xks", 2);
+    let out = env.cmd(&["audit", "verify"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("newest records were removed"), "{text}");
+}
+
+/// An admin change that committed is reported as done even when its audit
+/// checkpoint cannot be written to the database (seen during a failover):
+/// the record is in the log, and the CLI warns about the checkpoint.
+#[test]
+fn a_committed_admin_change_is_not_reported_failed_for_its_checkpoint() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let db = env.data().join("keyhold.db");
+    let st = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             c.execute(\"CREATE TRIGGER no_cp BEFORE INSERT ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'checkpoints refused'); END\"); \
+             c.commit()",
+            db.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = env.cmd(&["key", "create", "/demo", "k"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("checkpoint"), "{err}");
+    let keys = env.run_ok(&["key", "list", "/demo"]);
+    assert!(keys.contains('k'), "{keys}");
+    let q = env.json(&["audit", "query", "--operation", "key create"]);
+    assert_eq!(q.as_array().unwrap().len(), 1, "{q}");
+}

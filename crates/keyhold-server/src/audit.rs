@@ -2,7 +2,9 @@
 //! for a data directory, the server's chain, and the admin CLI's chain.
 
 use crate::config::AuditSection;
-use keyhold_audit::{AuditLog, AuditLogConfig, ChainTail, ChainWriter, Checkpoint, CheckpointSink};
+use keyhold_audit::{
+    AuditLog, AuditLogConfig, ChainTail, ChainWriter, Checkpoint, CheckpointHistory, CheckpointSink,
+};
 use keyhold_core::{Error, Result};
 use keyhold_service::KeyService;
 use keyhold_storage::Storage;
@@ -24,6 +26,19 @@ pub fn log_config(service: &KeyService, section: &AuditSection) -> AuditLogConfi
     let db: CheckpointSink =
         Arc::new(move |c: &Checkpoint| storage.add_audit_checkpoint(c).map_err(|e| e.to_string()));
     cfg.sinks.push(db);
+    let storage = service.storage().clone();
+    let history: CheckpointHistory = Arc::new(move |chain: &str| {
+        let mut all = storage.audit_checkpoints().map_err(|e| {
+            format!("cannot read the audit chain's high-water mark from the key database: {e}")
+        })?;
+        all.retain(|c| c.chain == chain);
+        Ok(all)
+    });
+    cfg.history = Some(history);
+    if section.checkpoint_file.is_some() || section.checkpoint_syslog.is_some() {
+        let offbox = Duration::from_millis(section.offbox_checkpoint_interval_ms.max(10));
+        cfg.checkpoint_interval = cfg.checkpoint_interval.min(offbox);
+    }
     if let Some(path) = section.checkpoint_file.clone() {
         let file: CheckpointSink = Arc::new(move |c: &Checkpoint| {
             let line = serde_json::to_string(c).map_err(|e| e.to_string())?;

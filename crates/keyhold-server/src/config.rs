@@ -223,10 +223,18 @@ pub struct AuditSection {
     /// A signed checkpoint at least this often while records come in.
     #[serde(default = "default_checkpoint_interval_ms")]
     pub checkpoint_interval_ms: u64,
+    /// With a checkpoint file or syslog configured (off the box), a
+    /// checkpoint at least this often while records come in: the longest
+    /// that acknowledged records stay uncovered by one that left the box.
+    #[serde(default = "default_offbox_checkpoint_interval_ms")]
+    pub offbox_checkpoint_interval_ms: u64,
 }
 
 fn default_checkpoint_interval_ms() -> u64 {
     10_000
+}
+fn default_offbox_checkpoint_interval_ms() -> u64 {
+    1_000
 }
 
 impl Default for AuditSection {
@@ -241,6 +249,7 @@ impl Default for AuditSection {
             timeout_ms: default_audit_timeout_ms(),
             min_free_mb: default_min_free_mb(),
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
+            offbox_checkpoint_interval_ms: default_offbox_checkpoint_interval_ms(),
         }
     }
 }

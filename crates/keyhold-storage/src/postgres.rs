@@ -838,9 +838,9 @@ impl Storage for PostgresStorage {
             .await
             .map_err(pg_err)?;
             tx.execute(
-                "DELETE FROM audit_checkpoints WHERE chain = $1 AND kind = 'checkpoint' AND seq < \
-                 (SELECT seq FROM audit_checkpoints WHERE chain = $1 AND kind = 'checkpoint' ORDER BY seq DESC LIMIT 1 OFFSET $2)",
-                &[&cp.chain, &(AUDIT_CHECKPOINTS_KEPT - 1)],
+                "DELETE FROM audit_checkpoints WHERE chain = $1 AND kind = $3 AND kind <> 'retention' AND seq < \
+                 (SELECT seq FROM audit_checkpoints WHERE chain = $1 AND kind = $3 ORDER BY seq DESC LIMIT 1 OFFSET $2)",
+                &[&cp.chain, &(AUDIT_CHECKPOINTS_KEPT - 1), &cp.kind],
             )
             .await
             .map_err(pg_err)?;

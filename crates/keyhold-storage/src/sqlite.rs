@@ -803,10 +803,12 @@ impl SqliteStorage {
             params![c.chain, c.kind, c.seq as i64, c.head, c.ts_ms, c.mac],
         )
         .map_err(db_err)?;
+        // Checkpoints, reservations and stops: the newest of each kind
+        // (retention markers are all kept).
         tx.execute(
-            "DELETE FROM audit_checkpoints WHERE chain = ?1 AND kind = 'checkpoint' AND seq < \
-             (SELECT seq FROM audit_checkpoints WHERE chain = ?1 AND kind = 'checkpoint' ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-            params![c.chain, AUDIT_CHECKPOINTS_KEPT - 1],
+            "DELETE FROM audit_checkpoints WHERE chain = ?1 AND kind = ?3 AND kind <> 'retention' AND seq < \
+             (SELECT seq FROM audit_checkpoints WHERE chain = ?1 AND kind = ?3 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            params![c.chain, AUDIT_CHECKPOINTS_KEPT - 1, c.kind],
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)
