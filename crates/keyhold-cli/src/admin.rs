@@ -338,7 +338,9 @@ pub fn init(
     tls: &TlsChoice<'_>,
     as_json: bool,
 ) -> Result<(), String> {
+    let made = NewDir::begin(&dd.path);
     create_node(dd, pass, hsm, root_key, listen, tls)?;
+    made.keep();
     let ca = dd.tls_dir().join("ca.pem");
     if as_json {
         output::json(&json!({
@@ -386,6 +388,63 @@ pub fn init(
 pub struct TlsChoice<'a> {
     pub names: &'a [String],
     pub key_type: keyhold_server::tls::KeyType,
+}
+
+/// What a command that makes a data directory leaves behind when it fails
+/// part-way (a full disk, a database that refuses, a failed restore):
+/// nothing. Whatever it created is removed on drop unless [`NewDir::keep`]
+/// was called; a directory that existed before keeps what was in it.
+pub struct NewDir {
+    path: std::path::PathBuf,
+    existed: Option<std::collections::HashSet<std::ffi::OsString>>,
+    keep: bool,
+}
+
+impl NewDir {
+    pub fn begin(path: &std::path::Path) -> Self {
+        let existed = std::fs::read_dir(path)
+            .ok()
+            .map(|d| d.flatten().map(|e| e.file_name()).collect());
+        Self {
+            path: path.to_owned(),
+            existed,
+            keep: false,
+        }
+    }
+
+    /// The directory is complete: keep it.
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for NewDir {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        match &self.existed {
+            None => {
+                let _ = std::fs::remove_dir_all(&self.path);
+            }
+            Some(before) => {
+                for e in std::fs::read_dir(&self.path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if !before.contains(&e.file_name()) {
+                        let p = e.path();
+                        let _ = if p.is_dir() {
+                            std::fs::remove_dir_all(&p)
+                        } else {
+                            std::fs::remove_file(&p)
+                        };
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Creates a data directory: root of trust (new, adopted or in an HSM),

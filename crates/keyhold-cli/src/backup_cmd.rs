@@ -140,6 +140,7 @@ pub fn restore(
     let heads = snap.take("audit_checkpoints");
     drop(root);
     let dd = dd.with_storage(args.join.storage());
+    let made = crate::admin::NewDir::begin(&dd.path);
     crate::admin::create_node(
         &dd,
         pass,
@@ -150,14 +151,87 @@ pub fn restore(
     )?;
     dd.open_storage()
         .and_then(|s| s.restore(&snap))
-        .map_err(|err| format!("the data directory was created, but the restore failed: {err}"))?;
+        .map_err(|err| format!("the restore failed (nothing is left of it): {err}"))?;
     // Opening checks that the restored database belongs to this root.
-    dd.open(pass).map_err(e)?;
+    let svc = dd.open(pass).map_err(e)?;
+    // A key destroyed, disabled or scheduled for destruction after the
+    // backup was made comes back as it was then: nothing restored serves
+    // until a custodian has re-applied what changed since and lifted the
+    // lockdown (`keyhold unlock`, an audited decision).
+    svc.set_lockdown(true).map_err(e)?;
+    let keys = restored_keys(&svc).map_err(e)?;
+    let objects = svc.list_objects().map_err(e)?;
     if let Some(t) = heads {
         let f = dd.path.join("audit-heads-from-backup.json");
         let text = serde_json::to_string_pretty(&t).map_err(e)?;
         crate::admin::write_file(&f, text.as_bytes(), 0o600)?;
     }
-    print(as_json, "restored", &args.file, &h);
+    made.keep();
+    let created = keyhold_core::time::format_rfc3339(h.created_ms / 1000);
+    if as_json {
+        output::json(&json!({
+            "file": args.file,
+            "created_ms": h.created_ms,
+            "backend": h.backend,
+            "rows": h.rows,
+            "lockdown": true,
+            "keys": keys.iter().map(|(store, id, state)| json!({
+                "store": store, "key_id": id, "state": state,
+            })).collect::<Vec<_>>(),
+            "kmip_objects": objects.iter().map(|o| json!({
+                "uid": o.uid, "state": o.state.name(),
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        outln!("restored {}: {}", args.file.display(), summary(&h));
+        for (store, id, state) in &keys {
+            outln!("  key {store} {id}: {state}");
+        }
+        for o in &objects {
+            outln!("  KMIP object {}: {}", o.uid, o.state.name());
+        }
+        outln!(
+            "The restored node is in LOCKDOWN: every key is refused on every front-end.\n\
+             Keys destroyed, disabled or scheduled for destruction after the backup ({created})\n\
+             are back as they were then. Re-apply those changes (the old node's `keyhold audit\n\
+             export` lists them), then lift the lockdown with `keyhold unlock`."
+        );
+    }
     Ok(dd)
+}
+
+/// Every restored key: store, id, and its state as the backup had it.
+fn restored_keys(
+    svc: &keyhold_service::KeyService,
+) -> keyhold_core::Result<Vec<(String, String, String)>> {
+    let mut out = Vec::new();
+    for store in svc.list_stores()? {
+        let mut after: Option<keyhold_core::KeyId> = None;
+        loop {
+            let page = svc.list_keys(&store.prefix, after.as_ref(), 1000)?;
+            for k in &page {
+                let mut state = format!(
+                    "{} {}",
+                    k.lifecycle.state_at(keyhold_core::now()).as_str(),
+                    k.status.as_str()
+                );
+                if let Some(t) = k.lifecycle.destroy_at {
+                    state.push_str(&format!(
+                        ", destruction scheduled for {}",
+                        keyhold_core::time::format_rfc3339(t)
+                    ));
+                }
+                out.push((
+                    store.prefix.display().to_owned(),
+                    k.id.as_str().to_owned(),
+                    state,
+                ));
+            }
+            match page.last() {
+                Some(k) if page.len() == 1000 => after = Some(k.id.clone()),
+                _ => break,
+            }
+        }
+    }
+    Ok(out)
 }

@@ -263,3 +263,88 @@ fn destroyed_material_leaves_no_copy_in_the_data_directory() {
     encrypt(&server, &cred, "k").assert_error(400, "InvalidStateException");
     assert_eq!(encrypt(&server, &cred, "other").status, 200);
 }
+
+/// A backup restored after keys were disabled, destroyed and scheduled for
+/// destruction brings them back as they were, so the restored node starts
+/// in lockdown: it says so, lists every key with its state, refuses every
+/// key until a custodian runs `keyhold unlock` (an audited decision), and
+/// the disabled key can be disabled again before that.
+#[test]
+fn a_restored_backup_serves_nothing_until_a_custodian_unlocks_it() {
+    let env = Env::new();
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    for k in [
+        "kept",
+        "disabled-later",
+        "destroyed-later",
+        "scheduled-later",
+    ] {
+        env.run_ok(&["key", "create", "/demo", k]);
+    }
+    let file = env.dir.path().join("before.backup");
+    env.run_ok(&["backup", "create", file.to_str().unwrap()]);
+    env.run_ok(&["key", "disable", "/demo", "disabled-later"]);
+    env.run_ok(&[
+        "key",
+        "destroy",
+        "/demo",
+        "destroyed-later",
+        "--now",
+        "--confirm",
+        "destroyed-later",
+    ]);
+    env.run_ok(&["key", "destroy", "/demo", "scheduled-later"]);
+
+    let restored = Env {
+        dir: tempfile::tempdir().unwrap(),
+        extra_env: vec![],
+    };
+    let root = env.data().join("root.key");
+    let said = restored.run_ok(&[
+        "backup",
+        "restore",
+        file.to_str().unwrap(),
+        "--root-key",
+        root.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(said.contains("LOCKDOWN"), "{said}");
+    for k in [
+        "kept",
+        "disabled-later",
+        "destroyed-later",
+        "scheduled-later",
+    ] {
+        assert!(
+            said.contains(&format!("key /demo {k}: ACTIVE ENABLED")),
+            "{k}: {said}"
+        );
+    }
+    let status = restored.json(&["status"]);
+    assert_eq!(status["lockdown"], true, "{status}");
+    let server = restored.serve(&[]);
+    for k in ["kept", "destroyed-later"] {
+        encrypt(&server, &cred, k).assert_error(400, "InvalidStateException");
+    }
+    // The custodian re-applies what changed after the backup, then unlocks.
+    restored.run_ok(&["key", "disable", "/demo", "disabled-later"]);
+    restored.run_ok(&[
+        "key",
+        "destroy",
+        "/demo",
+        "destroyed-later",
+        "--now",
+        "--confirm",
+        "destroyed-later",
+    ]);
+    restored.run_ok(&["unlock"]);
+    drop(server);
+    let server = restored.serve(&[]);
+    assert_eq!(encrypt(&server, &cred, "kept").status, 200);
+    encrypt(&server, &cred, "disabled-later").assert_error(400, "InvalidStateException");
+    encrypt(&server, &cred, "destroyed-later").assert_error(400, "InvalidStateException");
+    let unlocks = restored.json(&["audit", "query", "--operation", "unlock"]);
+    assert_eq!(unlocks.as_array().unwrap().len(), 1, "{unlocks}");
+}

@@ -332,8 +332,15 @@ fn backup_during_traffic_restores_on_either_backend() {
         if let Some(u) = storage {
             args.extend(["--storage-url", u]);
         }
-        restored.run_ok(&args);
+        let said = restored.run_ok(&args);
+        assert!(said.contains("LOCKDOWN"), "{said}");
         restored.run_ok(&["audit", "verify"]);
+        // Nothing serves until a custodian lifts the restore's lockdown.
+        let s = restored.serve(&[]);
+        let (k, _, enc) = &made[0];
+        demo_decrypt(&s, &cred, k, enc).assert_error(400, "InvalidStateException");
+        drop(s);
+        restored.run_ok(&["unlock"]);
         let s = restored.serve(&[]);
         decrypts_all(&s, &cred, &made);
         // Policies came along.
@@ -379,6 +386,7 @@ fn backup_during_traffic_restores_on_either_backend() {
         "--listen",
         "127.0.0.1:0",
     ]);
+    back.run_ok(&["unlock"]);
     let s = back.serve(&[]);
     decrypts_all(&s, &cred, &made[..3]);
 }

@@ -77,12 +77,19 @@ impl XksApi {
                 )),
             );
         }
+        (meta, self.health_answer(false))
+    }
+
+    /// GetHealthStatus's answer: the service's health, UNAVAILABLE where
+    /// the audit log cannot be written (or when `audit_failed`: this very
+    /// request's record could not be), DEGRADED on a low disk.
+    pub(crate) fn health_answer(&self, audit_failed: bool) -> Result<HttpResponse, XksError> {
         let mut report = self.service.health();
         // The audit log is part of serving: if records cannot be written,
         // no key use can be; a low disk is a warning.
         if let Some(st) = self.audit.as_ref().map(|a| a.status()) {
             for e in &mut report.ekms {
-                if st.failing.is_some() {
+                if audit_failed || st.failing.is_some() {
                     e.status = keyhold_service::HealthStatus::Unavailable;
                 } else if st.low_disk && e.status == keyhold_service::HealthStatus::Active {
                     e.status = keyhold_service::HealthStatus::Degraded;
@@ -113,7 +120,7 @@ impl XksApi {
                 })
                 .collect(),
         };
-        (meta, ok_json(&resp))
+        ok_json(&resp)
     }
 
     /// The request's key, once secondary authorization and the key's own
