@@ -30,6 +30,13 @@ pub enum KmipCmd {
     Grant { uid: String, identity: String },
     /// Take a grant back.
     Ungrant { uid: String, identity: String },
+    /// Remove what is left of objects destroyed at least this long ago
+    /// (servers do it hourly after `kmip.destroyed_retention_days`).
+    PurgeDestroyed {
+        /// e.g. 30d, 12h, 0s.
+        #[arg(long)]
+        older_than: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -72,6 +79,18 @@ pub fn run(ctx: &Ctx, cmd: &KmipCmd) -> Result<(), String> {
         KmipCmd::Status => status(ctx),
         KmipCmd::Grant { uid, identity } => grant(ctx, uid, identity, true),
         KmipCmd::Ungrant { uid, identity } => grant(ctx, uid, identity, false),
+        KmipCmd::PurgeDestroyed { older_than } => {
+            let secs = keyhold_core::time::parse_duration(older_than).ok_or_else(|| {
+                format!("{older_than:?} is not a duration like 90d, 12h or 3600s")
+            })?;
+            let purged = ctx.service.purge_destroyed_objects(secs).map_err(e)?;
+            if ctx.json {
+                crate::output::json(&serde_json::json!({ "purged": purged }));
+            } else {
+                outln!("{} destroyed object(s) purged", purged.len());
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1199,6 +1199,30 @@ fn destroyed_objects_leave_no_copy_in_the_data_directory() {
     p.push(Ttlv::bytes(t::DATA, b"still here".to_vec()));
     ok(&c.one((1, 4), op::ENCRYPT, p));
     assert!(!files_holding(&k.env.data(), &material(&kept)).is_empty());
+
+    // What is left of a destroyed object (its attributes) stays for the
+    // retention period, then is purged; live objects are never touched.
+    ok(&c.one((1, 4), op::GET_ATTRIBUTES, uid(&gone)));
+    let none = k
+        .env
+        .json(&["kmip", "purge-destroyed", "--older-than", "1d"]);
+    assert_eq!(none["purged"], serde_json::json!([]), "{none}");
+    let purged = k
+        .env
+        .json(&["kmip", "purge-destroyed", "--older-than", "0s"]);
+    assert_eq!(
+        purged["purged"],
+        serde_json::json!([gone.clone()]),
+        "{purged}"
+    );
+    eventually("the server forgets the purged object", || {
+        status(&c.one((1, 4), op::GET_ATTRIBUTES, uid(&gone))).1 == Some(0x01)
+    });
+    ok(&c.one((1, 4), op::GET_ATTRIBUTES, uid(&kept)));
+    let q = k
+        .env
+        .json(&["audit", "query", "--operation", "kmip purge-destroyed"]);
+    assert_eq!(q.as_array().unwrap().len(), 2, "{q}");
 }
 
 /// Client certificates are valid for a year unless asked otherwise, are

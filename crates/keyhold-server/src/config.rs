@@ -171,7 +171,7 @@ impl StorageSection {
 
 /// The KMIP listener (off unless `listen` is set). Mutual TLS always:
 /// clients must present a certificate from `client_ca`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KmipSection {
     /// e.g. "127.0.0.1:5696".
@@ -184,6 +184,27 @@ pub struct KmipSection {
     pub client_ca: Option<PathBuf>,
     /// Largest request message accepted, in bytes (default 1 MiB).
     pub max_message_bytes: Option<usize>,
+    /// Destroyed objects' attributes are kept this many days (Get
+    /// Attributes answers for them meanwhile), then purged; 0 keeps them.
+    #[serde(default = "default_destroyed_retention_days")]
+    pub destroyed_retention_days: u64,
+}
+
+fn default_destroyed_retention_days() -> u64 {
+    90
+}
+
+impl Default for KmipSection {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            cert: None,
+            key: None,
+            client_ca: None,
+            max_message_bytes: None,
+            destroyed_retention_days: default_destroyed_retention_days(),
+        }
+    }
 }
 
 /// Where `keyhold kmip client-cert issue` keeps its CA, in the data dir.

@@ -63,12 +63,18 @@ fn xks_config(c: &Config) -> XksConfig {
 /// is acknowledged (see [`crate::presence`]); scheduled key tasks (rotation,
 /// destruction) run every [`DUE_INTERVAL`]. It stops when the service is
 /// dropped elsewhere.
-fn spawn_refresher(service: &Arc<KeyService>, presence: Option<Arc<crate::presence::Presence>>) {
+fn spawn_refresher(
+    service: &Arc<KeyService>,
+    presence: Option<Arc<crate::presence::Presence>>,
+    destroyed_retention_days: u64,
+) {
     let weak = Arc::downgrade(service);
     std::thread::Builder::new()
         .name("keyhold-refresh".into())
         .spawn(move || {
             let mut last_due = std::time::Instant::now();
+            // The first purge comes one interval after start.
+            let mut last_purge = std::time::Instant::now();
             // The first pass acknowledges what is in force at start.
             let mut changed = true;
             loop {
@@ -90,6 +96,23 @@ fn spawn_refresher(service: &Arc<KeyService>, presence: Option<Arc<crate::presen
                         }
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "cannot run scheduled key tasks"),
+                    }
+                    if destroyed_retention_days > 0 && last_purge.elapsed() >= PURGE_INTERVAL {
+                        last_purge = std::time::Instant::now();
+                        let keep = i64::try_from(destroyed_retention_days)
+                            .unwrap_or(i64::MAX / 86_400)
+                            .saturating_mul(86_400);
+                        match s.purge_destroyed_objects(keep) {
+                            Ok(p) if !p.is_empty() => tracing::info!(
+                                purged = p.len(),
+                                retention_days = destroyed_retention_days,
+                                "destroyed KMIP objects past their retention purged"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot purge destroyed KMIP objects")
+                            }
+                        }
                     }
                 }
                 drop(s);
@@ -147,6 +170,8 @@ fn kmip_tls(
 
 /// How often scheduled key tasks are looked for.
 pub const DUE_INTERVAL: Duration = Duration::from_secs(10);
+/// How often destroyed KMIP objects past their retention are purged.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// How often certificate files are looked at for changes (SIGHUP: at once).
 pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -258,7 +283,11 @@ pub async fn serve(
     if config.xks.fleet_size.is_none() {
         xks.live_fleet = presence.as_ref().and_then(|p| p.fleet());
     }
-    spawn_refresher(&service, presence.clone());
+    spawn_refresher(
+        &service,
+        presence.clone(),
+        config.kmip.destroyed_retention_days,
+    );
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut listeners = vec![("xks".to_owned(), format!("{scheme}://{addr}"))];
     let mut api = XksApi::new(service.clone(), xks);

@@ -114,6 +114,29 @@ impl KeyService {
         self.storage().list_objects()
     }
 
+    /// Removes what is left of objects destroyed at least `older_than`
+    /// seconds ago (their attributes: the material went at destruction);
+    /// returns their identifiers. Objects destroyed before Keyhold kept a
+    /// Destroy Date are left alone.
+    pub fn purge_destroyed_objects(&self, older_than: i64) -> Result<Vec<String>> {
+        let cutoff = self.now().saturating_sub(older_than);
+        let mut purged = Vec::new();
+        for o in self.storage().list_objects()? {
+            if !o.state.is_destroyed() {
+                continue;
+            }
+            let destroyed_at = o.attrs_named("Destroy Date").find_map(|v| match v {
+                keyhold_core::AttrValue::DateTime(t) => Some(*t),
+                _ => None,
+            });
+            if destroyed_at.is_some_and(|t| t <= cutoff) {
+                self.delete_object(&o.uid)?;
+                purged.push(o.uid);
+            }
+        }
+        Ok(purged)
+    }
+
     /// The objects `identity` may see, oldest first, destroyed ones only
     /// when asked: read through the owner and shared-object indexes, so
     /// the cost follows what the identity has, not what the store holds.
