@@ -541,3 +541,97 @@ fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
         200
     );
 }
+
+/// Admin changes made through a node's admin API drop only what they
+/// touched from that node's caches: when the database fails right after
+/// (a failover), the node goes on serving every other cached key, with
+/// the credential it cached, until `max_staleness`.
+#[test]
+fn an_admin_change_before_a_database_outage_leaves_the_rest_of_the_cache_serving() {
+    let mut pg = PgCluster::start(&[("fsync", "off")]);
+    let url = pg.create_database("keyhold");
+    let env = node(&url, None);
+    let mut c = read(&env.config());
+    c.push_str("op_timeout_ms = 1000\n");
+    std::fs::write(env.config(), c).unwrap();
+    env.run_ok(&["store", "create", "/demo"]);
+    env.run_ok(&["store", "create", "/other"]);
+    let cred = env.add_credential("/demo");
+    for k in ["hot", "warm", "changed"] {
+        env.run_ok(&["key", "create", "/demo", k]);
+    }
+    let token = env.json(&["admin", "token", "create", "c", "--role", "custodian"])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let server = env.serve(&["--admin-listen", "127.0.0.1:0"]);
+    let out = env.dir.path().join("serve.stdout");
+    let mut admin = String::new();
+    eventually("the admin listener", || {
+        match read(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("keyhold admin on "))
+        {
+            Some(a) => {
+                admin = a.to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    let port = admin.rsplit(':').next().unwrap().to_owned();
+    let api = |args: &[&str]| {
+        let o = std::process::Command::new(BIN)
+            .current_dir(env.dir.path())
+            .env("KEYHOLD_ADMIN_TOKEN", &token)
+            .env_remove("KEYHOLD_DATA_DIR")
+            .stdin(std::process::Stdio::null())
+            .arg("--server")
+            .arg(format!("https://localhost:{port}"))
+            .arg("--server-ca")
+            .arg(env.ca())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    for k in ["hot", "warm", "changed"] {
+        assert_eq!(demo_encrypt(&server, &cred, k, b"cache me").status, 200);
+    }
+    // Through this node's admin API: a new key, a rotation, a policy on
+    // another store, a new store, a credential elsewhere, break glass.
+    api(&["key", "create", "/demo", "new"]);
+    api(&["key", "rotate", "/demo", "changed"]);
+    api(&["store", "create", "/third"]);
+    api(&["store", "credential", "add", "/other"]);
+    api(&["key", "disable", "/demo", "changed"]);
+    let policy = env.dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"no-s3\"\neffect = \"deny\"\nvia_service = [\"s3\"]\n",
+    )
+    .unwrap();
+    api(&[
+        "policy",
+        "set",
+        "--store",
+        "/other",
+        "--file",
+        policy.to_str().unwrap(),
+    ]);
+    // The break-glass command returned once the node applied it; the node
+    // has seen every change (the last one waited for all before it).
+    demo_encrypt(&server, &cred, "changed", b"x").assert_error(400, "InvalidStateException");
+
+    pg.stop();
+    for k in ["hot", "warm"] {
+        let r = demo_encrypt(&server, &cred, k, b"during the outage");
+        assert_eq!(r.status, 200, "{k}: {r:?}");
+    }
+    // What was changed is not served from a stale cache.
+    demo_encrypt(&server, &cred, "changed", b"x").assert_error(400, "InvalidStateException");
+}

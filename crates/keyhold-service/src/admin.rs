@@ -13,7 +13,7 @@ use keyhold_core::{Error, Result};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-const META_PREFIX: &str = "admin-token:";
+pub(crate) const TOKEN_META_PREFIX: &str = "admin-token:";
 const TOKEN_PREFIX: &str = "khadm_";
 /// Hex digits of a token id.
 const ID_LEN: usize = 16;
@@ -135,7 +135,7 @@ impl KeyService {
         let body = serde_json::to_vec(&token).map_err(|e| Error::Internal(e.to_string()))?;
         let stored = self
             .storage()
-            .put_meta_if_absent(&format!("{META_PREFIX}{id}"), &body)?;
+            .put_meta_if_absent(&format!("{TOKEN_META_PREFIX}{id}"), &body)?;
         if stored != body {
             return Err(Error::Internal("token id collision; try again".into()));
         }
@@ -150,7 +150,7 @@ impl KeyService {
     pub fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
         let mut v: Vec<AdminToken> = self
             .storage()
-            .list_meta(META_PREFIX)?
+            .list_meta(TOKEN_META_PREFIX)?
             .into_iter()
             .filter_map(|(_, body)| serde_json::from_slice(&body).ok())
             .collect();
@@ -167,7 +167,7 @@ impl KeyService {
             .find(|t| t.name == name || t.id == name)
             .ok_or_else(|| Error::invalid("token", format!("no admin token named {name}")))?;
         self.storage()
-            .set_meta(&format!("{META_PREFIX}{}", t.id), None)?;
+            .set_meta(&format!("{TOKEN_META_PREFIX}{}", t.id), None)?;
         Ok(t)
     }
 
@@ -188,7 +188,10 @@ impl KeyService {
             return Ok(None);
         };
         let secret = zeroize::Zeroizing::new(secret);
-        let Some(body) = self.storage().get_meta(&format!("{META_PREFIX}{id}"))? else {
+        let Some(body) = self
+            .storage()
+            .get_meta(&format!("{TOKEN_META_PREFIX}{id}"))?
+        else {
             return Ok(None);
         };
         let Ok(t) = serde_json::from_slice::<AdminToken>(&body) else {
@@ -235,7 +238,7 @@ mod tests {
         assert_eq!(who.role, Role::Custodian);
         assert_eq!(who.token_id, t.id);
         // The secret is not stored, only its digest.
-        let stored = s.storage().list_meta(META_PREFIX).unwrap();
+        let stored = s.storage().list_meta(TOKEN_META_PREFIX).unwrap();
         let secret_part = secret
             .expose_secret()
             .rsplit('_')

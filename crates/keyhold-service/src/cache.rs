@@ -93,6 +93,14 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         m.remove(k);
     }
 
+    /// Drops the entries `f` picks (and keeps fills computed before from
+    /// landing, as [`Self::clear_key`]).
+    pub fn clear_where(&self, f: impl Fn(&K, &V) -> bool) {
+        let mut m = self.map.write();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        m.retain(|k, v| !f(k, v));
+    }
+
     pub fn len(&self) -> usize {
         self.map.read().len()
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-const META_PREFIX: &str = "kmip-cert:";
+pub(crate) const CERT_META_PREFIX: &str = "kmip-cert:";
 
 /// One client certificate, as issued (or as revoked, for one that was not
 /// issued here).
@@ -67,14 +67,14 @@ impl KeyService {
     pub fn record_client_cert(&self, r: &ClientCertRecord) -> Result<()> {
         let v = serde_json::to_vec(r).map_err(|e| Error::Internal(e.to_string()))?;
         self.storage()
-            .set_meta(&format!("{META_PREFIX}{}", r.serial), Some(&v))
+            .set_meta(&format!("{CERT_META_PREFIX}{}", r.serial), Some(&v))
     }
 
     /// Every recorded certificate, oldest first.
     pub fn client_certs(&self) -> Result<Vec<ClientCertRecord>> {
         let mut v: Vec<ClientCertRecord> = self
             .storage()
-            .list_meta(META_PREFIX)?
+            .list_meta(CERT_META_PREFIX)?
             .into_iter()
             .filter_map(|(_, b)| serde_json::from_slice(&b).ok())
             .collect();

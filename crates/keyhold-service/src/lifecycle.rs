@@ -9,7 +9,7 @@ use crate::service::{KeyService, LOCKDOWN_META};
 use keyhold_core::{Error, Key, KeyId, KeyState, Result, StorePrefix, Timestamp, VersionFlag};
 
 /// The counter of restricting changes (see [`KeyService::bump_epoch`]).
-const EPOCH_META: &str = "break_glass_epoch";
+pub(crate) const EPOCH_META: &str = "break_glass_epoch";
 
 /// Waiting period before a scheduled destruction, in days (as AWS KMS).
 pub const MIN_DESTROY_DAYS: u32 = 7;
@@ -95,7 +95,7 @@ impl KeyService {
         }
         self.storage()
             .set_key_lifecycle(prefix, id, &key.lifecycle)?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         Ok(key)
     }
 
@@ -151,7 +151,7 @@ impl KeyService {
         }
         self.storage()
             .set_key_lifecycle(prefix, id, &key.lifecycle)?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         Ok(key)
     }
 
@@ -174,7 +174,7 @@ impl KeyService {
         key.lifecycle.destroy_at = Some(self.now() + i64::from(days) * 86_400);
         self.storage()
             .set_key_lifecycle(prefix, id, &key.lifecycle)?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         Ok(key)
     }
 
@@ -189,7 +189,7 @@ impl KeyService {
         key.lifecycle.destroy_at = None;
         self.storage()
             .set_key_lifecycle(prefix, id, &key.lifecycle)?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         Ok(key)
     }
 
@@ -206,7 +206,7 @@ impl KeyService {
         }
         self.storage()
             .destroy_key_material(prefix, id, self.now())?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         self.storage().purge_erased_copies()?;
         tracing::warn!(target: "keyhold::audit", action = "destroy", store = %prefix, key = %id, "key destroyed (crypto-shredded)");
         self.get_key(prefix, id)
@@ -238,7 +238,7 @@ impl KeyService {
         key.lifecycle.next_rotation_at = period.map(|p| current + p);
         self.storage()
             .set_key_lifecycle(prefix, id, &key.lifecycle)?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         Ok(key)
     }
 
@@ -266,7 +266,7 @@ impl KeyService {
         key.lifecycle.min_decrypt_version = min;
         self.storage()
             .set_key_lifecycle(prefix, id, &key.lifecycle)?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         Ok(key)
     }
 
@@ -285,7 +285,7 @@ impl KeyService {
         let n =
             self.storage()
                 .shred_versions_below(prefix, id, key.lifecycle.min_decrypt_version)?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         if n > 0 {
             self.storage().purge_erased_copies()?;
         }
@@ -303,7 +303,7 @@ impl KeyService {
     ) -> Result<()> {
         self.get_key(prefix, id)?;
         self.storage().set_version_flag(prefix, id, version, flag)?;
-        self.after_write();
+        self.after_write(crate::service::key_scope(prefix, id));
         Ok(())
     }
 
@@ -314,7 +314,7 @@ impl KeyService {
         self.storage()
             .set_meta(LOCKDOWN_META, on.then_some(v.as_bytes()))?;
         self.set_locked_down(on);
-        self.after_write();
+        self.after_write(keyhold_storage::ChangeScope::Meta(LOCKDOWN_META.into()));
         Ok(())
     }
 

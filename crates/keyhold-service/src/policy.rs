@@ -443,13 +443,13 @@ impl crate::KeyService {
             }
         }
         self.storage().set_policy(&scope.name(), Some(text))?;
-        self.after_write();
+        self.after_write(keyhold_storage::ChangeScope::Policy(scope.name()));
         Ok(p)
     }
 
     pub fn remove_policy(&self, scope: &PolicyScope) -> Result<bool> {
         let r = self.storage().set_policy(&scope.name(), None)?;
-        self.after_write();
+        self.after_write(keyhold_storage::ChangeScope::Policy(scope.name()));
         Ok(r)
     }
 

@@ -303,6 +303,14 @@ fn check_new_lifecycle(l: &Lifecycle) -> Result<()> {
     Ok(())
 }
 
+/// What a write to key `id` of `prefix` touched.
+pub(crate) fn key_scope(prefix: &StorePrefix, id: &KeyId) -> ChangeScope {
+    ChangeScope::Key {
+        store: prefix.as_str().to_owned(),
+        id: id.as_str().to_owned(),
+    }
+}
+
 /// The key service. Cheap to share (`Arc`); all methods take `&self`.
 pub struct KeyService {
     storage: Arc<dyn Storage>,
@@ -544,24 +552,14 @@ impl KeyService {
         // its ability to serve through a database outage) alone.
         match self.storage.changes_since(since) {
             Some(scopes) => {
-                for s in scopes {
-                    match s {
-                        ChangeScope::All => {
-                            self.invalidate();
-                            self.load_revoked_certs();
-                            break;
-                        }
-                        ChangeScope::Key { store, id } => self.keys.clear_key(&(store, id)),
-                        ChangeScope::Object(uid) => {
-                            self.objects.clear_key(&uid);
-                            self.materials.clear_key(&uid);
-                        }
+                for s in &scopes {
+                    if !self.forget(s) {
+                        break;
                     }
                 }
             }
             None => {
-                self.invalidate();
-                self.load_revoked_certs();
+                self.forget(&ChangeScope::All);
             }
         }
         if let Ok(l) = self.storage.get_meta(LOCKDOWN_META) {
@@ -635,11 +633,66 @@ impl KeyService {
         }
     }
 
-    pub(crate) fn after_write(&self) {
-        self.invalidate();
-        if let Ok(t) = self.storage.change_token() {
-            *self.last_token.lock() = t;
+    /// Drops what a change of `scope` may have made stale; false when that
+    /// was everything.
+    fn forget(&self, scope: &ChangeScope) -> bool {
+        match scope {
+            ChangeScope::All => {
+                self.invalidate();
+                self.load_revoked_certs();
+                return false;
+            }
+            ChangeScope::Key { store, id } => {
+                self.keys.clear_key(&(store.clone(), id.clone()));
+            }
+            ChangeScope::Object(uid) => {
+                self.objects.clear_key(uid);
+                self.materials.clear_key(uid);
+            }
+            // A store's status is in each of its keys' handles, and its
+            // credentials lead to it.
+            ChangeScope::Store(prefix) => {
+                self.stores.clear_key(prefix);
+                self.keys.clear_where(|(s, _), _| s == prefix);
+                self.creds
+                    .clear_where(|_, c| c.as_ref().is_some_and(|c| c.store.as_str() == prefix));
+            }
+            ChangeScope::Credential(akid) => self.creds.clear_key(akid),
+            // Policies are in the handles of the keys they govern.
+            ChangeScope::Policy(name) => {
+                self.policies.clear_key(name);
+                match name.split_once(' ') {
+                    Some(("store", p)) => self.keys.clear_where(|(s, _), _| s == p),
+                    Some(("key", rest)) => match rest.split_once(' ') {
+                        Some((p, k)) => self.keys.clear_key(&(p.to_owned(), k.to_owned())),
+                        None => self.keys.clear(),
+                    },
+                    _ => self.keys.clear(),
+                }
+                if let Ok(p) = self.storage.list_policies() {
+                    self.any_policies
+                        .store(!p.is_empty(), std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+            // Read where used, not cached: the break-glass epoch, lockdown
+            // (read by every refresh), admin tokens.
+            ChangeScope::Meta(name)
+                if name == crate::lifecycle::EPOCH_META
+                    || name == LOCKDOWN_META
+                    || name.starts_with(crate::admin::TOKEN_META_PREFIX) => {}
+            ChangeScope::Meta(name) if name.starts_with(crate::client_certs::CERT_META_PREFIX) => {
+                self.load_revoked_certs();
+            }
+            ChangeScope::Meta(_) => return self.forget(&ChangeScope::All),
         }
+        true
+    }
+
+    /// After a write by this process: drops what it touched, here, at once
+    /// (the periodic refresh handles everyone else's writes; on storage that
+    /// says what changed, only what they touched too).
+    pub(crate) fn after_write(&self, scope: ChangeScope) {
+        self.forget(&scope);
     }
 
     // ----- request path -------------------------------------------------
@@ -890,7 +943,7 @@ impl KeyService {
             created_at: now(),
         };
         self.storage.create_store(&s)?;
-        self.after_write();
+        self.after_write(ChangeScope::Store(prefix.as_str().to_owned()));
         Ok(s)
     }
 
@@ -906,7 +959,7 @@ impl KeyService {
 
     pub fn set_store_status(&self, prefix: &StorePrefix, status: Status) -> Result<()> {
         self.storage.set_store_status(prefix, status)?;
-        self.after_write();
+        self.after_write(ChangeScope::Store(prefix.as_str().to_owned()));
         Ok(())
     }
 
@@ -952,13 +1005,13 @@ impl KeyService {
             wrapped_secret: wrapped,
             created_at: now(),
         })?;
-        self.after_write();
+        self.after_write(ChangeScope::Credential(access_key_id.to_owned()));
         Ok(())
     }
 
     pub fn remove_credential(&self, prefix: &StorePrefix, access_key_id: &str) -> Result<()> {
         self.storage.remove_credential(prefix, access_key_id)?;
-        self.after_write();
+        self.after_write(ChangeScope::Credential(access_key_id.to_owned()));
         Ok(())
     }
 
@@ -1015,7 +1068,9 @@ impl KeyService {
             })
             .collect::<Result<Vec<_>>>()?;
         self.storage.create_keys(&batch)?;
-        self.after_write();
+        for id in ids {
+            self.after_write(key_scope(prefix, id));
+        }
         Ok(batch.into_iter().map(|(k, _)| k).collect())
     }
 
@@ -1055,7 +1110,7 @@ impl KeyService {
 
     pub fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()> {
         self.storage.set_key_status(prefix, id, status)?;
-        self.after_write();
+        self.after_write(key_scope(prefix, id));
         Ok(())
     }
 
@@ -1070,7 +1125,7 @@ impl KeyService {
     ) -> Result<UsageEnforcement> {
         let key = self.get_key(prefix, id)?;
         self.storage.set_key_usage(prefix, id, usage)?;
-        self.after_write();
+        self.after_write(key_scope(prefix, id));
         let Some(base) = &key.hsm_label else {
             return Ok(UsageEnforcement::Keyhold);
         };
@@ -1154,7 +1209,7 @@ impl KeyService {
             flag: VersionFlag::Good,
         };
         self.storage.create_keys(&[(key.clone(), v)])?;
-        self.after_write();
+        self.after_write(key_scope(prefix, id));
         Ok(key)
     }
 
@@ -1208,7 +1263,7 @@ impl KeyService {
             l.next_rotation_at = Some(v.created_at + p);
             self.storage.set_key_lifecycle(prefix, id, &l)?;
         }
-        self.after_write();
+        self.after_write(key_scope(prefix, id));
         self.get_key(prefix, id)
     }
 }
@@ -1237,6 +1292,62 @@ mod tests {
         let st = SqliteStorage::open(&dir.path().join("k.db")).unwrap();
         let s = KeyService::open(Arc::new(st), Arc::new(root)).unwrap();
         (dir, s)
+    }
+
+    /// A write drops only what it touched from this process's caches: what
+    /// else is cached keeps serving (through a database outage too).
+    #[test]
+    fn writes_drop_only_what_they_touched() {
+        let (_d, s) = service();
+        let (a, b) = (
+            StorePrefix::parse("/a").unwrap(),
+            StorePrefix::parse("/b").unwrap(),
+        );
+        for p in [&a, &b] {
+            s.create_store(p, "").unwrap();
+            for k in ["k1", "k2"] {
+                s.create_key(p, &KeyId::parse(k).unwrap(), Usage::BOTH)
+                    .unwrap();
+            }
+        }
+        let akid = s.add_credential(&b).unwrap().access_key_id;
+        let warm = |s: &KeyService| {
+            for p in [&a, &b] {
+                s.store_by_prefix(p.as_str()).unwrap();
+                for k in ["k1", "k2"] {
+                    s.key_handle(p, k).unwrap();
+                }
+            }
+            s.credential(&akid).unwrap();
+        };
+        let cached = |s: &KeyService, p: &StorePrefix, k: &str| {
+            s.keys.get(&(p.as_str().to_owned(), k.to_owned())).is_some()
+        };
+        warm(&s);
+        s.set_key_status(&a, &KeyId::parse("k1").unwrap(), Status::Disabled)
+            .unwrap();
+        assert!(!cached(&s, &a, "k1"));
+        assert!(cached(&s, &a, "k2") && cached(&s, &b, "k1"));
+        assert!(s.creds.get(&akid).is_some());
+
+        warm(&s);
+        s.set_store_status(&a, Status::Disabled).unwrap();
+        assert!(!cached(&s, &a, "k1") && !cached(&s, &a, "k2"));
+        assert!(cached(&s, &b, "k1") && cached(&s, &b, "k2"));
+        assert!(s.creds.get(&akid).is_some() && s.stores.get(b.as_str()).is_some());
+
+        warm(&s);
+        s.set_policy(
+            &crate::policy::PolicyScope::Key(b.clone(), "k2".into()),
+            "[[rule]]\nname = \"r\"\neffect = \"deny\"\nvia_service = [\"s3\"]\n",
+        )
+        .unwrap();
+        assert!(!cached(&s, &b, "k2"));
+        assert!(cached(&s, &b, "k1") && cached(&s, &a, "k1"));
+
+        s.remove_credential(&b, &akid).unwrap();
+        assert!(s.creds.get(&akid).is_none());
+        assert!(s.credential(&akid).unwrap().is_none());
     }
 
     #[test]

@@ -105,6 +105,14 @@ pub enum ChangeScope {
     Key { store: String, id: String },
     /// One managed object.
     Object(String),
+    /// One key store's row (its status: every key of it).
+    Store(String),
+    /// One credential (by access key id).
+    Credential(String),
+    /// One policy, by its scope name (`store /p` or `key /p k`).
+    Policy(String),
+    /// One metadata value, by name.
+    Meta(String),
 }
 
 /// The persistence operations the key service needs.

@@ -178,6 +178,36 @@ CREATE TABLE encryption_counts (
     reserved BIGINT NOT NULL
 );
 "#,
+    // 5: stores, credentials, policies and metadata say which row changed
+    // (they said "anything"), so that a node drops only what a change
+    // touched and keeps serving the rest through a database outage.
+    r#"
+CREATE FUNCTION keyhold_notify_row() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r record; p text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+    IF TG_TABLE_NAME = 'stores' THEN p := 's:' || r.prefix;
+    ELSIF TG_TABLE_NAME = 'credentials' THEN p := 'c:' || r.access_key_id;
+    ELSIF TG_TABLE_NAME = 'policies' THEN p := 'p:' || r.scope;
+    ELSIF TG_TABLE_NAME = 'meta' THEN p := 'm:' || r.name;
+    ELSE p := '*';
+    END IF;
+    PERFORM pg_notify('keyhold_changes', p);
+    RETURN NULL;
+END $$;
+DROP TRIGGER meta_changed ON meta;
+DROP TRIGGER stores_changed ON stores;
+DROP TRIGGER credentials_changed ON credentials;
+DROP TRIGGER policies_changed ON policies;
+CREATE TRIGGER meta_changed AFTER INSERT OR UPDATE OR DELETE ON meta
+    FOR EACH ROW EXECUTE FUNCTION keyhold_notify_row();
+CREATE TRIGGER stores_changed AFTER INSERT OR UPDATE OR DELETE ON stores
+    FOR EACH ROW EXECUTE FUNCTION keyhold_notify_row();
+CREATE TRIGGER credentials_changed AFTER INSERT OR UPDATE OR DELETE ON credentials
+    FOR EACH ROW EXECUTE FUNCTION keyhold_notify_row();
+CREATE TRIGGER policies_changed AFTER INSERT OR UPDATE OR DELETE ON policies
+    FOR EACH ROW EXECUTE FUNCTION keyhold_notify_row();
+"#,
 ];
 
 /// An arbitrary constant naming Keyhold's migration lock.
@@ -264,8 +294,21 @@ impl Changes {
                 };
             }
         }
-        if let Some(uid) = payload.strip_prefix("o:") {
-            return ChangeScope::Object(uid.to_owned());
+        let one = |prefix: &str| payload.strip_prefix(prefix).map(str::to_owned);
+        if let Some(uid) = one("o:") {
+            return ChangeScope::Object(uid);
+        }
+        if let Some(p) = one("s:") {
+            return ChangeScope::Store(p);
+        }
+        if let Some(a) = one("c:") {
+            return ChangeScope::Credential(a);
+        }
+        if let Some(p) = one("p:") {
+            return ChangeScope::Policy(p);
+        }
+        if let Some(m) = one("m:") {
+            return ChangeScope::Meta(m);
         }
         ChangeScope::All
     }
