@@ -155,6 +155,12 @@ pub fn in_force(ctx: &Ctx) -> Result<(), String> {
             r.elapsed.as_secs_f64() * 1e3
         );
     }
+    for (node, last) in &r.waited_out {
+        errln!(
+            "  node {node} did not answer (its last heartbeat was at {}): waited until its lease ran out; it serves nothing cached since",
+            keyhold_core::time::format_rfc3339(last / 1000)
+        );
+    }
     Ok(())
 }
 

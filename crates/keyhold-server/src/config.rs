@@ -41,6 +41,7 @@
 //! timeout_ms = 1000                   # a request fails if its record is not written in time
 //! min_free_mb = 256                   # low-disk alarm below this
 //! checkpoint_interval_ms = 10000      # signed checkpoints at least this often
+//! offbox_checkpoint_interval_ms = 1000 # ... and this often with checkpoint_file/_syslog
 //! enabled = true                      # false only to measure what auditing costs
 //!
 //! [storage]                           # absent: SQLite in the data dir
@@ -49,7 +50,9 @@
 //! pool_size = 16
 //! op_timeout_ms = 5000                # longest wait for one database call
 //! cache_ttl_ms = 60000                # caches dropped at least this often
-//! max_staleness_ms = 300000           # cached keys serve this long while the database is down
+//! lease_ms = 5000                     # a node serves cached keys this long after its last
+//!                                     # heartbeat reached the database; break glass waits
+//!                                     # for each node's acknowledgement or this
 //! ```
 
 use serde::Deserialize;
@@ -114,8 +117,16 @@ pub struct StorageSection {
     pub pool_size: Option<usize>,
     pub op_timeout_ms: Option<u64>,
     pub cache_ttl_ms: Option<u64>,
+    /// The older name of `lease_ms`.
     pub max_staleness_ms: Option<u64>,
+    /// On shared storage: how long a node may serve cached keys after its
+    /// last heartbeat reached the database (default 5 s). Break glass waits
+    /// for each node's acknowledgement or for its lease to run out.
+    pub lease_ms: Option<u64>,
 }
+
+/// The lease when none is configured.
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl StorageSection {
     /// Only the `[storage]` table of a config file (absent: the default).
@@ -155,6 +166,13 @@ impl StorageSection {
         Ok(s)
     }
 
+    /// The node lease (`lease_ms`, or `max_staleness_ms` as it was called).
+    pub fn lease(&self) -> std::time::Duration {
+        self.lease_ms
+            .or(self.max_staleness_ms)
+            .map_or(DEFAULT_LEASE, std::time::Duration::from_millis)
+    }
+
     /// The PostgreSQL settings, defaults filled in.
     pub fn pg_options(&self) -> keyhold_storage::PgOptions {
         let d = keyhold_storage::PgOptions::default();
@@ -163,7 +181,7 @@ impl StorageSection {
             pool_size: self.pool_size.unwrap_or(d.pool_size),
             op_timeout: self.op_timeout_ms.map_or(d.op_timeout, ms),
             cache_ttl: self.cache_ttl_ms.map_or(d.cache_ttl, ms),
-            max_staleness: self.max_staleness_ms.map_or(d.max_staleness, ms),
+            max_staleness: self.lease(),
             tls_ca: self.tls_ca.clone(),
         }
     }

@@ -14,14 +14,18 @@
 use keyhold_core::{Error, Result};
 use keyhold_storage::{NodeInfo, Storage};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often a node on shared storage says it is alive.
+/// How often a node on shared storage says it is alive (and renews its
+/// lease), at most: a short lease is renewed four times in its life.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
-/// A node silent for this long is no longer counted.
+/// A node silent for this long is no longer counted in the fleet size.
 pub const NODE_TTL: Duration = Duration::from_secs(3);
+/// How far two nodes' clocks may disagree: break glass waits this much
+/// longer than a silent node's lease before it counts it out.
+pub const CLOCK_SKEW: Duration = Duration::from_millis(500);
 
 use keyhold_audit::now_ms;
 
@@ -149,15 +153,21 @@ pub struct Presence {
 
 impl Presence {
     /// Registers in the data directory, and with the node list of shared
-    /// storage.
-    pub fn register(data_dir: &Path, storage: &Arc<dyn Storage>) -> Result<Self> {
+    /// storage under a lease of `lease`.
+    pub fn register(data_dir: &Path, storage: &Arc<dyn Storage>, lease: Duration) -> Result<Self> {
         let run = RunFile::register(data_dir)?;
         let node = if storage.shared() {
-            Some(NodePresence::register(storage.clone())?)
+            Some(NodePresence::register(storage.clone(), lease)?)
         } else {
             None
         };
         Ok(Self { run, node })
+    }
+
+    /// On shared storage: until when (Unix ms) this node may serve what it
+    /// has cached, kept current by the heartbeat.
+    pub fn lease_until(&self) -> Option<Arc<AtomicI64>> {
+        self.node.as_ref().map(|n| n.lease_until.clone())
     }
 
     /// Records that every change up to `epoch` is in force here.
@@ -194,10 +204,32 @@ pub struct NodePresence {
     ack: Arc<AtomicU64>,
     fleet: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
+    /// Unix ms until which this node may serve cached keys: the time a
+    /// heartbeat that reached the database was taken, plus the lease.
+    lease_until: Arc<AtomicI64>,
+}
+
+/// Writes one heartbeat; on success the lease runs from the moment it was
+/// taken (the moment the other nodes see in the database).
+fn beat(
+    storage: &dyn Storage,
+    info: &NodeInfo,
+    ack_epoch: u64,
+    lease_until: &AtomicI64,
+) -> Result<()> {
+    let t = now_ms();
+    let b = NodeInfo {
+        heartbeat_ms: t,
+        ack_epoch,
+        ..info.clone()
+    };
+    storage.node_heartbeat(&b)?;
+    lease_until.fetch_max(t + info.lease_ms, Ordering::SeqCst);
+    Ok(())
 }
 
 impl NodePresence {
-    fn register(storage: Arc<dyn Storage>) -> Result<Self> {
+    fn register(storage: Arc<dyn Storage>, lease: Duration) -> Result<Self> {
         let host = hostname();
         let started_ms = now_ms();
         let info = NodeInfo {
@@ -205,39 +237,38 @@ impl NodePresence {
             started_ms,
             heartbeat_ms: started_ms,
             ack_epoch: 0,
+            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2),
         };
-        storage.node_heartbeat(&info)?;
+        let lease_until = Arc::new(AtomicI64::new(0));
+        beat(&*storage, &info, 0, &lease_until)?;
         let p = Self {
             info,
             storage,
             ack: Arc::new(AtomicU64::new(0)),
             fleet: Arc::new(AtomicU32::new(1)),
             stop: Arc::new(AtomicBool::new(false)),
+            lease_until,
         };
-        let (info, storage, ack, fleet, stop) = (
+        let (info, storage, ack, fleet, stop, until) = (
             p.info.clone(),
             p.storage.clone(),
             p.ack.clone(),
             p.fleet.clone(),
             p.stop.clone(),
+            p.lease_until.clone(),
         );
+        let every = HEARTBEAT.min(lease / 4).max(Duration::from_millis(10));
         std::thread::Builder::new()
             .name("keyhold-heartbeat".into())
             .spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
-                    let beat = NodeInfo {
-                        heartbeat_ms: now_ms(),
-                        ack_epoch: ack.load(Ordering::SeqCst),
-                        ..info.clone()
-                    };
-                    match storage
-                        .node_heartbeat(&beat)
+                    match beat(&*storage, &info, ack.load(Ordering::SeqCst), &until)
                         .and_then(|()| storage.live_nodes(now_ms() - NODE_TTL.as_millis() as i64))
                     {
                         Ok(nodes) => fleet.store(nodes.len().max(1) as u32, Ordering::SeqCst),
                         Err(e) => tracing::warn!(error = %e, "cannot record this node's heartbeat"),
                     }
-                    std::thread::sleep(HEARTBEAT);
+                    std::thread::sleep(every);
                 }
             })
             .map_err(|e| Error::Internal(format!("cannot start the heartbeat: {e}")))?;
@@ -246,12 +277,7 @@ impl NodePresence {
 
     fn ack(&self, epoch: u64) {
         self.ack.store(epoch, Ordering::SeqCst);
-        let beat = NodeInfo {
-            heartbeat_ms: now_ms(),
-            ack_epoch: epoch,
-            ..self.info.clone()
-        };
-        if let Err(e) = self.storage.node_heartbeat(&beat) {
+        if let Err(e) = beat(&*self.storage, &self.info, epoch, &self.lease_until) {
             tracing::warn!(error = %e, "cannot record the break-glass acknowledgement");
         }
     }
@@ -342,6 +368,10 @@ pub struct AckReport {
     /// Of them, how many applied the change in time.
     pub acknowledged: usize,
     pub elapsed: Duration,
+    /// Nodes that neither acknowledged nor renewed their lease (cut off
+    /// from the database): waited out until their lease ran out, with the
+    /// time of their last heartbeat (Unix ms).
+    pub waited_out: Vec<(String, i64)>,
 }
 
 /// Waits until every live server (of the shared storage's node list, else
@@ -359,20 +389,92 @@ pub fn wait_for_acks(
     }
 }
 
+/// When a node's lease, as the database last saw it, ends (clock skew
+/// allowed for). Nodes from before leases: their heartbeat's TTL.
+fn lease_end(n: &NodeInfo) -> i64 {
+    let lease = if n.lease_ms > 0 {
+        n.lease_ms
+    } else {
+        NODE_TTL.as_millis() as i64
+    };
+    n.heartbeat_ms
+        .saturating_add(lease)
+        .saturating_add(CLOCK_SKEW.as_millis() as i64)
+}
+
+/// Waits until every node that may still serve has acknowledged `epoch`,
+/// or has let its lease run out (a node cut off from the database stops
+/// serving then, by itself). A node that keeps renewing its lease without
+/// acknowledging is waited for `timeout` at most (reported unconfirmed).
 fn wait_for_node_acks(storage: &dyn Storage, epoch: u64, timeout: Duration) -> AckReport {
     let started = Instant::now();
+    let mut waited_out: Vec<(String, i64)> = Vec::new();
+    let mut progress = Instant::now();
     loop {
-        let nodes = storage
-            .live_nodes(now_ms() - NODE_TTL.as_millis() as i64)
-            .unwrap_or_default();
-        let acknowledged = nodes.iter().filter(|n| n.ack_epoch >= epoch).count();
+        let now = now_ms();
+        // Any node heard from in the last day may hold a (long) lease.
+        let nodes = match storage.live_nodes(now - 86_400_000) {
+            Ok(n) => n,
+            Err(e) => {
+                // Not knowing the nodes is not knowing the change holds.
+                if started.elapsed() >= timeout {
+                    tracing::error!(error = %e, "cannot read the node list");
+                    return AckReport {
+                        servers: 1,
+                        acknowledged: 0,
+                        elapsed: started.elapsed(),
+                        waited_out,
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let mut serving = 0;
+        let mut acknowledged = 0;
+        let mut renewing_unacked = 0;
+        let mut latest_end = 0;
+        for n in &nodes {
+            if n.ack_epoch >= epoch {
+                serving += 1;
+                acknowledged += 1;
+            } else if lease_end(n) > now {
+                serving += 1;
+                latest_end = latest_end.max(lease_end(n));
+                if n.heartbeat_ms > now - NODE_TTL.as_millis() as i64 {
+                    renewing_unacked += 1;
+                }
+                if !waited_out.iter().any(|(id, _)| *id == n.id) {
+                    waited_out.push((n.id.clone(), n.heartbeat_ms));
+                }
+            }
+        }
+        // Nodes that acknowledged after all were not waited out.
+        waited_out.retain(|(id, _)| !nodes.iter().any(|n| n.id == *id && n.ack_epoch >= epoch));
         let elapsed = started.elapsed();
-        if acknowledged == nodes.len() || elapsed >= timeout {
-            return AckReport {
-                servers: nodes.len(),
-                acknowledged,
-                elapsed,
-            };
+        let report = |servers, acknowledged, waited_out: &Vec<(String, i64)>| AckReport {
+            servers,
+            acknowledged,
+            elapsed,
+            waited_out: waited_out.clone(),
+        };
+        if acknowledged == serving {
+            // Every node left is acknowledged; the others' leases ran out.
+            let gone = waited_out.len();
+            return report(acknowledged + gone, acknowledged + gone, &waited_out);
+        }
+        // Live but not applying it: give up after `timeout` (the caller
+        // says the change is not confirmed everywhere).
+        if renewing_unacked > 0 && elapsed >= timeout {
+            return report(serving, acknowledged, &waited_out);
+        }
+        if progress.elapsed() >= Duration::from_secs(5) {
+            progress = Instant::now();
+            tracing::warn!(
+                nodes = serving - acknowledged,
+                lease_ends_in_ms = latest_end - now,
+                "waiting for nodes that did not acknowledge the change to apply it or let their lease run out"
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -398,6 +500,7 @@ fn wait_for_file_acks(data_dir: &Path, epoch: u64, timeout: Duration) -> AckRepo
                 servers: servers.len(),
                 acknowledged,
                 elapsed,
+                waited_out: Vec::new(),
             };
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -416,7 +519,7 @@ mod tests {
         let wait = |epoch, t| wait_for_acks(d.path(), &*s, epoch, t);
         let r = wait(1, Duration::from_millis(10));
         assert_eq!((r.servers, r.acknowledged), (0, 0));
-        let p = Presence::register(d.path(), &s).unwrap();
+        let p = Presence::register(d.path(), &s, Duration::from_secs(5)).unwrap();
         assert!(p.fleet().is_none());
         let r = wait(3, Duration::from_millis(20));
         assert_eq!((r.servers, r.acknowledged), (1, 0));

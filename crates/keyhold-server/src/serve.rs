@@ -272,8 +272,18 @@ pub async fn serve(
         spawn_cert_reloader(all);
     }
     let (listener, addr) = bind(config.listen).await?;
-    let presence = match crate::presence::Presence::register(&config.data_dir, service.storage()) {
-        Ok(p) => Some(Arc::new(p)),
+    let presence = match crate::presence::Presence::register(
+        &config.data_dir,
+        service.storage(),
+        config.storage.lease(),
+    ) {
+        Ok(p) => {
+            // On shared storage, cached keys serve only under the lease.
+            if let Some(until) = p.lease_until() {
+                service.set_lease(until);
+            }
+            Some(Arc::new(p))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "cannot register with the data directory; break-glass commands will not wait for this server");
             None

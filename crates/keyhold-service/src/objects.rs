@@ -35,7 +35,7 @@ impl KeyService {
 
     /// The object's record (cached until the database changes).
     pub fn object(&self, uid: &str) -> Result<ManagedObject> {
-        if let Some(o) = self.objects.get(uid) {
+        if let Some(o) = self.objects.get(uid).filter(|_| self.cache_valid()) {
             return Ok((*o).clone());
         }
         let generation = self.objects.generation();

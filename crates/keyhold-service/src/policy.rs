@@ -381,7 +381,7 @@ impl PolicyScope {
 
 impl crate::KeyService {
     fn policy(&self, scope: String) -> Result<Option<std::sync::Arc<Policy>>> {
-        if let Some(p) = self.policies.get(&scope) {
+        if let Some(p) = self.policies.get(&scope).filter(|_| self.cache_valid()) {
             return Ok(p);
         }
         let g = self.policies.generation();

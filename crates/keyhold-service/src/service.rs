@@ -303,6 +303,13 @@ fn check_new_lifecycle(l: &Lifecycle) -> Result<()> {
     Ok(())
 }
 
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// What a write to key `id` of `prefix` touched.
 pub(crate) fn key_scope(prefix: &StorePrefix, id: &KeyId) -> ChangeScope {
     ChangeScope::Key {
@@ -328,6 +335,8 @@ pub struct KeyService {
     /// is acknowledged no request still runs on what it replaced.
     inflight: parking_lot::RwLock<()>,
     pub(crate) policies: Cache<String, Option<Arc<crate::policy::Policy>>>,
+    /// A node's lease on shared storage (see [`KeyService::set_lease`]).
+    lease: std::sync::OnceLock<Arc<std::sync::atomic::AtomicI64>>,
     /// Whether any policy exists (none: the request path skips policies).
     pub(crate) any_policies: std::sync::atomic::AtomicBool,
     /// Unwrapped material of managed objects, by uid. Material never
@@ -451,6 +460,7 @@ impl KeyService {
             creds: Cache::new(CRED_CACHE_CAPACITY),
             stores: Cache::new(STORE_CACHE_CAPACITY),
             policies: Cache::new(STORE_CACHE_CAPACITY),
+            lease: std::sync::OnceLock::new(),
             materials: Cache::new(KEY_CACHE_CAPACITY),
             objects: Cache::new(KEY_CACHE_CAPACITY),
             any_policies: std::sync::atomic::AtomicBool::new(any_policies),
@@ -493,7 +503,7 @@ impl KeyService {
 
     /// Whether `credential(access_key_id)` would be answered from memory.
     pub fn is_credential_cached(&self, access_key_id: &str) -> bool {
-        self.creds.get(access_key_id).is_some()
+        self.cache_valid() && self.creds.get(access_key_id).is_some()
     }
 
     /// Whether the (cached) key's material lives in an HSM, so that using it blocks.
@@ -505,9 +515,11 @@ impl KeyService {
 
     /// Whether `key_handle(store, id)` would be answered from memory.
     pub fn is_key_cached(&self, store: &StorePrefix, id: &str) -> bool {
-        self.keys
-            .get(&(store.as_str().to_owned(), id.to_owned()))
-            .is_some()
+        self.cache_valid()
+            && self
+                .keys
+                .get(&(store.as_str().to_owned(), id.to_owned()))
+                .is_some()
     }
 
     /// Whether decrypting with `version` of this key needs no unwrap: the
@@ -575,6 +587,23 @@ impl KeyService {
     /// (see [`KeyService::refresh`]). Never take it twice in one thread.
     pub fn request_guard(&self) -> parking_lot::RwLockReadGuard<'_, ()> {
         self.inflight.read()
+    }
+
+    /// From now on cached entries serve only until the Unix ms time in
+    /// `until` (a node's lease on shared storage, renewed by its heartbeat);
+    /// past it every lookup goes to storage, which a node cut off from the
+    /// database cannot reach.
+    pub fn set_lease(&self, until: Arc<std::sync::atomic::AtomicI64>) {
+        let _ = self.lease.set(until);
+    }
+
+    /// Whether cached entries may serve (no lease, or one not run out).
+    #[inline]
+    pub(crate) fn cache_valid(&self) -> bool {
+        match self.lease.get() {
+            None => true,
+            Some(u) => unix_ms() < u.load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     pub(crate) fn set_locked_down(&self, on: bool) {
@@ -699,7 +728,7 @@ impl KeyService {
 
     /// Looks up a key store by its URI prefix (cached).
     pub fn store_by_prefix(&self, prefix: &str) -> Result<Option<KeyStore>> {
-        if let Some(s) = self.stores.get(prefix) {
+        if let Some(s) = self.stores.get(prefix).filter(|_| self.cache_valid()) {
             return Ok(s);
         }
         let g = self.stores.generation();
@@ -713,7 +742,7 @@ impl KeyService {
 
     /// Resolves an access key id to its store and secret (cached).
     pub fn credential(&self, access_key_id: &str) -> Result<Option<Arc<CredentialEntry>>> {
-        if let Some(c) = self.creds.get(access_key_id) {
+        if let Some(c) = self.creds.get(access_key_id).filter(|_| self.cache_valid()) {
             return Ok(c);
         }
         if validate_access_key_id(access_key_id).is_err() {
@@ -741,7 +770,7 @@ impl KeyService {
     /// Resolves a key of a store for use (cached). Unknown → `KeyNotFound`.
     pub fn key_handle(&self, store: &StorePrefix, id: &str) -> Result<Arc<KeyHandle>> {
         let ck = (store.as_str().to_owned(), id.to_owned());
-        if let Some(h) = self.keys.get(&ck) {
+        if let Some(h) = self.keys.get(&ck).filter(|_| self.cache_valid()) {
             return Ok(h);
         }
         let not_found = || Error::KeyNotFound {

@@ -398,6 +398,7 @@ pub fn nodes_heartbeat_and_expire(s: &dyn Storage) {
         started_ms: 1,
         heartbeat_ms: beat,
         ack_epoch: epoch,
+        lease_ms: 0,
     };
     s.node_heartbeat(&n("a", 1_000, 0)).unwrap();
     s.node_heartbeat(&n("b", 2_000, 0)).unwrap();

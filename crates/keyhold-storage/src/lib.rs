@@ -94,6 +94,9 @@ pub struct NodeInfo {
     pub heartbeat_ms: i64,
     /// The break-glass epoch this node has put in force.
     pub ack_epoch: u64,
+    /// How long after `heartbeat_ms` the node may serve cached keys
+    /// without renewing (its lease); 0 from nodes older than leases.
+    pub lease_ms: i64,
 }
 
 /// What a change made elsewhere touched, so that caches drop only that.

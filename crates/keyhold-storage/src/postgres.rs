@@ -208,6 +208,9 @@ CREATE TRIGGER credentials_changed AFTER INSERT OR UPDATE OR DELETE ON credentia
 CREATE TRIGGER policies_changed AFTER INSERT OR UPDATE OR DELETE ON policies
     FOR EACH ROW EXECUTE FUNCTION keyhold_notify_row();
 "#,
+    // 6: each node's lease: how long after its heartbeat it may serve
+    // cached keys (break glass waits for an acknowledgement or for that).
+    "ALTER TABLE nodes ADD COLUMN lease_ms BIGINT NOT NULL DEFAULT 0;",
 ];
 
 /// An arbitrary constant naming Keyhold's migration lock.
@@ -1551,16 +1554,17 @@ impl Storage for PostgresStorage {
 
     fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
         self.exec(
-            "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch",
-            params![n.id.clone(), n.started_ms, n.heartbeat_ms, n.ack_epoch as i64],
+            "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch, \
+             lease_ms = excluded.lease_ms",
+            params![n.id.clone(), n.started_ms, n.heartbeat_ms, n.ack_epoch as i64, n.lease_ms],
         )
         .map(drop)
     }
 
     fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>> {
         self.rows(
-            "SELECT node_id, started_ms, heartbeat_ms, ack_epoch FROM nodes WHERE heartbeat_ms >= $1 ORDER BY node_id".into(),
+            "SELECT node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms FROM nodes WHERE heartbeat_ms >= $1 ORDER BY node_id".into(),
             params![since_ms],
             |r| {
                 Ok(NodeInfo {
@@ -1568,6 +1572,7 @@ impl Storage for PostgresStorage {
                     started_ms: col(r, 1)?,
                     heartbeat_ms: col(r, 2)?,
                     ack_epoch: col::<i64>(r, 3)? as u64,
+                    lease_ms: col(r, 4)?,
                 })
             },
         )

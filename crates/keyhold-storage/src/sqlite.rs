@@ -167,6 +167,8 @@ ALTER TABLE objects_v11 RENAME TO objects;
 CREATE INDEX objects_owner ON objects(owner, state);
 CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;
 "#,
+    // v12: each node's lease (see the PostgreSQL backend).
+    "ALTER TABLE nodes ADD COLUMN lease_ms INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
@@ -1692,9 +1694,10 @@ impl Storage for SqliteStorage {
         self.conn
             .lock()
             .execute(
-                "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT(node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch",
-                params![n.id, n.started_ms, n.heartbeat_ms, n.ack_epoch as i64],
+                "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch, \
+                 lease_ms = excluded.lease_ms",
+                params![n.id, n.started_ms, n.heartbeat_ms, n.ack_epoch as i64, n.lease_ms],
             )
             .map(drop)
             .map_err(db_err)
@@ -1704,7 +1707,7 @@ impl Storage for SqliteStorage {
         let conn = self.writer();
         let mut st = conn
             .prepare_cached(
-                "SELECT node_id, started_ms, heartbeat_ms, ack_epoch FROM nodes WHERE heartbeat_ms >= ?1 ORDER BY node_id",
+                "SELECT node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms FROM nodes WHERE heartbeat_ms >= ?1 ORDER BY node_id",
             )
             .map_err(db_err)?;
         let rows = st
@@ -1714,6 +1717,7 @@ impl Storage for SqliteStorage {
                     started_ms: r.get(1)?,
                     heartbeat_ms: r.get(2)?,
                     ack_epoch: r.get::<_, i64>(3)? as u64,
+                    lease_ms: r.get(4)?,
                 })
             })
             .map_err(db_err)?;
