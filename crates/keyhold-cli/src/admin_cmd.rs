@@ -86,23 +86,31 @@ pub fn run(ctx: &Ctx, cmd: &AdminCmd) -> Result<(), String> {
         }
         AdminCmd::Token(TokenCmd::List) => {
             let tokens = svc.admin_tokens().map_err(e)?;
+            let genuine = tokens
+                .iter()
+                .map(|t| svc.admin_token_is_genuine(t))
+                .collect::<Result<Vec<bool>, _>>()
+                .map_err(e)?;
             if ctx.json {
                 output::json(&json!(tokens
                     .iter()
-                    .map(|t| json!({
+                    .zip(&genuine)
+                    .map(|(t, ok)| json!({
                         "name": t.name,
                         "id": t.id,
                         "role": t.role.as_str(),
                         "created": output::time(t.created_ms / 1000),
                         "expires": t.expires_ms.map(|m| output::time(m / 1000)),
+                        "genuine": ok,
                     }))
                     .collect::<Vec<_>>()));
             } else {
                 output::table(
-                    &["NAME", "ROLE", "ID", "CREATED", "EXPIRES"],
+                    &["NAME", "ROLE", "ID", "CREATED", "EXPIRES", "ROW"],
                     &tokens
                         .iter()
-                        .map(|t| {
+                        .zip(&genuine)
+                        .map(|(t, ok)| {
                             vec![
                                 t.name.clone(),
                                 t.role.as_str().to_owned(),
@@ -111,6 +119,11 @@ pub fn run(ctx: &Ctx, cmd: &AdminCmd) -> Result<(), String> {
                                 t.expires_ms
                                     .map(|m| output::time(m / 1000))
                                     .unwrap_or_else(|| "never".into()),
+                                if *ok {
+                                    "ok".to_owned()
+                                } else {
+                                    "NOT GENUINE (refused; revoke it)".to_owned()
+                                },
                             ]
                         })
                         .collect::<Vec<_>>(),

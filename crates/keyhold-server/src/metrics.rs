@@ -64,6 +64,12 @@ pub fn render(api: &XksApi, service: &KeyService, conns: &crate::conn::ConnLimit
 
     out.push_str("# HELP keyhold_cached_keys Keys held unwrapped in the request-path cache.\n# TYPE keyhold_cached_keys gauge\n");
     let _ = writeln!(out, "keyhold_cached_keys {}", service.cached_keys());
+    out.push_str("# HELP keyhold_integrity_failures_total Stored rows refused because they did not verify (written or changed outside Keyhold).\n# TYPE keyhold_integrity_failures_total counter\n");
+    let _ = writeln!(
+        out,
+        "keyhold_integrity_failures_total {}",
+        service.integrity_failures()
+    );
     out.push_str("# HELP keyhold_lockdown 1 while `keyhold lockdown` is in force.\n# TYPE keyhold_lockdown gauge\n");
     let _ = writeln!(
         out,

@@ -1,11 +1,14 @@
 //! Who may use the admin API: named bearer tokens, each with one role.
 //!
 //! A token is `khadm_<id>_<secret>`. Storage keeps, per id, the name, the
-//! role, the expiry and the SHA-256 of the 256-bit secret (never the
-//! secret): a copy of the database does not give a usable token, and the
-//! check compares digests in constant time. Whoever holds the root of trust
-//! on the host (the local CLI) makes the first tokens; custodians can make
-//! more through the API.
+//! role, the expiry and a keyed MAC of the 256-bit secret (never the
+//! secret), and the whole row is sealed by a second MAC; both keys derive
+//! from the audit key, which only the root of trust unwraps. A copy of the
+//! database gives no usable token, and write access to it cannot make one
+//! (a row inserted or edited outside Keyhold is refused and reported).
+//! Checks compare in constant time. Whoever holds the root of trust on the
+//! host (the local CLI) makes the first tokens; custodians can make more
+//! through the API.
 
 use crate::KeyService;
 use base64::Engine as _;
@@ -61,8 +64,51 @@ pub struct AdminToken {
     pub created_ms: i64,
     /// None: does not expire.
     pub expires_ms: Option<i64>,
-    /// Hex SHA-256 of the secret part.
+    /// Hex keyed MAC of the id and the secret part.
     digest: String,
+    /// Hex MAC over every field above: the row as Keyhold wrote it.
+    #[serde(default)]
+    seal: String,
+}
+
+impl AdminToken {
+    /// The MAC sealing the row's fields.
+    fn row_mac(&self, key: &keyhold_crypto::HmacKey) -> [u8; 32] {
+        let created = self.created_ms.to_string();
+        let expires = self
+            .expires_ms
+            .map_or_else(|| "-".to_owned(), |e| e.to_string());
+        key.sign_parts(&[
+            b"keyhold admin token row v2\0",
+            self.id.as_bytes(),
+            b"\0",
+            self.name.as_bytes(),
+            b"\0",
+            self.role.as_str().as_bytes(),
+            b"\0",
+            created.as_bytes(),
+            b"\0",
+            expires.as_bytes(),
+            b"\0",
+            self.digest.as_bytes(),
+        ])
+    }
+
+    /// Whether the row is as Keyhold wrote it (tokens from before sealed
+    /// rows are not: re-issue them).
+    fn is_genuine(&self, key: &keyhold_crypto::HmacKey) -> bool {
+        hex::decode(&self.seal).is_ok_and(|m| keyhold_crypto::ct_eq(&m, &self.row_mac(key)))
+    }
+}
+
+/// The keyed MAC of a token's secret, bound to its id.
+fn secret_mac(key: &keyhold_crypto::HmacKey, id: &str, secret: &[u8]) -> [u8; 32] {
+    key.sign_parts(&[
+        b"keyhold admin token secret v2\0",
+        id.as_bytes(),
+        b"\0",
+        secret,
+    ])
 }
 
 /// The authenticated caller of an admin request.
@@ -124,14 +170,17 @@ impl KeyService {
         let id = hex::encode(id);
         let secret =
             keyhold_crypto::random_secret(32).map_err(|e| Error::Internal(e.to_string()))?;
-        let token = AdminToken {
+        let key = self.token_key()?;
+        let mut token = AdminToken {
             id: id.clone(),
             name: name.to_owned(),
             role,
             created_ms: now_ms(),
             expires_ms,
-            digest: hex::encode(keyhold_crypto::sha256(&[secret.expose()])),
+            digest: hex::encode(secret_mac(&key, &id, secret.expose())),
+            seal: String::new(),
         };
+        token.seal = hex::encode(token.row_mac(&key));
         let body = serde_json::to_vec(&token).map_err(|e| Error::Internal(e.to_string()))?;
         let stored = self
             .storage()
@@ -144,6 +193,19 @@ impl KeyService {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret.expose())
         );
         Ok((token, SecretString::from(text)))
+    }
+
+    /// The key of token MACs: derived from the audit key (unwrapped by
+    /// the root of trust), never stored.
+    fn token_key(&self) -> Result<keyhold_crypto::HmacKey> {
+        let k = self.audit_key()?.sign(b"keyhold admin token key v2");
+        Ok(keyhold_crypto::HmacKey::new(&k))
+    }
+
+    /// Whether a stored token is as Keyhold wrote it; a row written or
+    /// changed by anything else (or from before sealed rows) is not.
+    pub fn admin_token_is_genuine(&self, t: &AdminToken) -> Result<bool> {
+        Ok(t.is_genuine(&self.token_key()?))
     }
 
     /// Every token, by name.
@@ -197,8 +259,17 @@ impl KeyService {
         let Ok(t) = serde_json::from_slice::<AdminToken>(&body) else {
             return Ok(None);
         };
+        let key = self.token_key()?;
+        if !t.is_genuine(&key) || t.id != id {
+            // Written or changed outside Keyhold (or from before sealed
+            // rows): never obeyed, and said loudly.
+            self.integrity_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(token_id = %id, name = %t.name, "an admin token row does not verify: it was written or changed outside Keyhold (or predates sealed tokens); refused");
+            return Ok(None);
+        }
         let expected = hex::decode(&t.digest).unwrap_or_default();
-        let got = keyhold_crypto::sha256(&[&secret]);
+        let got = secret_mac(&key, id, &secret);
         if !keyhold_crypto::ct_eq(&got, &expected) || t.expires_ms.is_some_and(|e| e <= now_ms()) {
             return Ok(None);
         }
@@ -239,12 +310,15 @@ mod tests {
         assert_eq!(who.token_id, t.id);
         // The secret is not stored, only its digest.
         let stored = s.storage().list_meta(TOKEN_META_PREFIX).unwrap();
+        // (The secret's base64 may itself hold '_': split after the id.)
         let secret_part = secret
             .expose_secret()
-            .rsplit('_')
-            .next()
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|r| r.split_once('_'))
             .unwrap()
+            .1
             .to_owned();
+        assert!(secret_part.len() >= 43);
         assert!(!String::from_utf8_lossy(&stored[0].1).contains(&secret_part));
 
         assert!(s.create_admin_token("alice", Role::Auditor, None).is_err());
@@ -282,5 +356,54 @@ mod tests {
             .create_admin_token("bad name", Role::Operator, None)
             .is_err());
         assert!(Role::parse("root").is_err());
+    }
+
+    /// Write access to the database alone cannot make a token: a row
+    /// inserted with a chosen secret's SHA-256 (the old format), or a real
+    /// row whose role was raised, is refused and counted.
+    #[test]
+    fn token_rows_written_outside_keyhold_are_refused() {
+        let (_d, s) = service();
+        let (t, secret) = s.create_admin_token("ann", Role::Auditor, None).unwrap();
+        let forged_secret = [7u8; 32];
+        let forged_id = "00112233445566ff";
+        let forged = serde_json::json!({
+            "id": forged_id, "name": "mallory", "role": "custodian", "created_ms": 1,
+            "expires_ms": null, "digest": hex::encode(keyhold_crypto::sha256(&[&forged_secret])),
+        });
+        s.storage()
+            .set_meta(
+                &format!("{TOKEN_META_PREFIX}{forged_id}"),
+                Some(forged.to_string().as_bytes()),
+            )
+            .unwrap();
+        let text = format!(
+            "{TOKEN_PREFIX}{forged_id}_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged_secret)
+        );
+        assert_eq!(s.authenticate_admin(&text).unwrap(), None);
+        // The auditor's row, promoted to custodian.
+        let key = format!("{TOKEN_META_PREFIX}{}", t.id);
+        let body = String::from_utf8(s.storage().get_meta(&key).unwrap().unwrap()).unwrap();
+        let promoted = body.replace("\"auditor\"", "\"custodian\"");
+        assert_ne!(body, promoted);
+        s.storage()
+            .set_meta(&key, Some(promoted.as_bytes()))
+            .unwrap();
+        assert_eq!(s.authenticate_admin(secret.expose_secret()).unwrap(), None);
+        assert_eq!(s.integrity_failures(), 2);
+        // Put back as it was, it works again.
+        s.storage().set_meta(&key, Some(body.as_bytes())).unwrap();
+        assert!(s
+            .authenticate_admin(secret.expose_secret())
+            .unwrap()
+            .is_some());
+        let genuine: Vec<_> = s
+            .admin_tokens()
+            .unwrap()
+            .iter()
+            .map(|t| (t.name.clone(), s.admin_token_is_genuine(t).unwrap()))
+            .collect();
+        assert_eq!(genuine, [("ann".into(), true), ("mallory".into(), false)]);
     }
 }

@@ -337,6 +337,8 @@ pub struct KeyService {
     pub(crate) policies: Cache<String, Option<Arc<crate::policy::Policy>>>,
     /// A node's lease on shared storage (see [`KeyService::set_lease`]).
     lease: std::sync::OnceLock<Arc<std::sync::atomic::AtomicI64>>,
+    /// Rows refused because they did not verify (written outside Keyhold).
+    pub(crate) integrity_failures: std::sync::atomic::AtomicU64,
     /// Whether any policy exists (none: the request path skips policies).
     pub(crate) any_policies: std::sync::atomic::AtomicBool,
     /// Unwrapped material of managed objects, by uid. Material never
@@ -461,6 +463,7 @@ impl KeyService {
             stores: Cache::new(STORE_CACHE_CAPACITY),
             policies: Cache::new(STORE_CACHE_CAPACITY),
             lease: std::sync::OnceLock::new(),
+            integrity_failures: std::sync::atomic::AtomicU64::new(0),
             materials: Cache::new(KEY_CACHE_CAPACITY),
             objects: Cache::new(KEY_CACHE_CAPACITY),
             any_policies: std::sync::atomic::AtomicBool::new(any_policies),
@@ -595,6 +598,13 @@ impl KeyService {
     /// database cannot reach.
     pub fn set_lease(&self, until: Arc<std::sync::atomic::AtomicI64>) {
         let _ = self.lease.set(until);
+    }
+
+    /// Rows refused so far because they did not verify: written or changed
+    /// outside Keyhold (health and metrics report it).
+    pub fn integrity_failures(&self) -> u64 {
+        self.integrity_failures
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether cached entries may serve (no lease, or one not run out).
