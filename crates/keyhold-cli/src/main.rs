@@ -142,6 +142,16 @@ pub(crate) enum RootCmd {
         #[command(flatten)]
         hsm: admin::HsmArgs,
     },
+    /// Replace the software root of trust with a new one, online: running
+    /// servers keep serving; every value is re-wrapped under the new root;
+    /// the old one is kept as root.key.retired-TIME until destroyed. Once it
+    /// (and every copy of it) is destroyed, no older copy of the database,
+    /// its WAL or a backup can be unwrapped. Safe to interrupt and run again.
+    Rotate,
+    /// Destroy the roots retired by `rotate` (or `migrate-to-hsm`) in this
+    /// data directory, after checking that every value unwraps under the
+    /// current root.
+    DestroyRetired,
 }
 
 /// Resolves the passphrase for a sealed root, if one is needed.
@@ -495,6 +505,73 @@ fn main() -> ExitCode {
         | Command::Admin(_)
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
+        Command::Root(RootCmd::Rotate) => data_dir(&cli).and_then(|dd| {
+            let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
+            let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
+            let mut last = std::time::Instant::now();
+            let r = dd
+                .rotate_root(pass.as_ref(), |n, total| {
+                    if last.elapsed().as_secs() >= 2 || n == total {
+                        eprintln!("re-wrapped {n}/{total}");
+                        last = std::time::Instant::now();
+                    }
+                })
+                .map_err(|e| e.to_string());
+            let ctx = cli_ctx(&cli, dd.clone())?;
+            audit_cmd::record_admin(
+                &ctx,
+                &dd,
+                &command_words(),
+                &r.as_ref().map(drop).map_err(Clone::clone),
+            )?;
+            let r = r?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "old_root": r.old_id, "new_root": r.new_id,
+                        "rewrapped": r.rewrap.rewrapped, "already": r.rewrap.already,
+                        "retired": r.retired, "servers_confirmed": r.servers,
+                    })
+                );
+            } else {
+                println!(
+                    "The root of trust is now {}: {} values re-wrapped ({} were already); {} running server(s) switched without a restart.",
+                    r.new_id, r.rewrap.rewrapped, r.rewrap.already, r.servers
+                );
+                if let Some(f) = &r.retired {
+                    println!(
+                        "The old root {} is kept as {}. Escrow the new root.key now; copy it to every other node's data directory; then run `keyhold root destroy-retired` and destroy every other copy of the old root. From then on backups made before this rotation cannot be restored.",
+                        r.old_id,
+                        f.display()
+                    );
+                }
+            }
+            Ok(())
+        }),
+        Command::Root(RootCmd::DestroyRetired) => data_dir(&cli).and_then(|dd| {
+            let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
+            let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
+            let r = dd
+                .destroy_retired_roots(pass.as_ref())
+                .map_err(|e| e.to_string());
+            let ctx = cli_ctx(&cli, dd.clone())?;
+            audit_cmd::record_admin(
+                &ctx,
+                &dd,
+                &command_words(),
+                &r.as_ref().map(drop).map_err(Clone::clone),
+            )?;
+            let gone = r?;
+            for f in &gone {
+                println!("destroyed {}", f.display());
+            }
+            println!(
+                "{} retired root(s) destroyed here. Escrowed copies, other nodes' files and backups of the data directory are yours to destroy.",
+                gone.len()
+            );
+            Ok(())
+        }),
         Command::Root(RootCmd::MigrateToHsm { hsm }) => data_dir(&cli).and_then(|dd| {
             let cfg = hsm.config()?;
             let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;

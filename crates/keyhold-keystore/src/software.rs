@@ -176,7 +176,53 @@ impl SoftwareRoot {
         Self::from_master(&master)
     }
 
-    fn from_master(master: &SecretBytes) -> Result<Self> {
+    /// Writes a root file for `master` (a new root that was made elsewhere,
+    /// e.g. during a root rotation) to `path`, which must not exist.
+    pub fn write_file(
+        path: &Path,
+        master: &SecretBytes,
+        passphrase: Option<&SecretString>,
+    ) -> Result<Self> {
+        let file = match passphrase {
+            None => RootFile {
+                format: FORMAT.into(),
+                kind: "plain".into(),
+                key: Some(B64.encode(master.expose())),
+                kdf: None,
+                sealed_key: None,
+            },
+            Some(pass) => {
+                let salt = random_secret(16).map_err(root_err)?;
+                let kdf = KdfParams {
+                    alg: "argon2id".into(),
+                    m_cost_kib: ARGON2_M_KIB,
+                    t_cost: ARGON2_T,
+                    p_cost: ARGON2_P,
+                    salt: B64.encode(salt.expose()),
+                };
+                let pk = derive_passphrase_key(pass, &kdf)?;
+                let sealed = pk
+                    .seal_combined(FORMAT.as_bytes(), master.expose())
+                    .map_err(root_err)?;
+                RootFile {
+                    format: FORMAT.into(),
+                    kind: "sealed".into(),
+                    key: None,
+                    kdf: Some(kdf),
+                    sealed_key: Some(B64.encode(sealed)),
+                }
+            }
+        };
+        let json = Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(root_err)?);
+        write_private_file(path, &json)?;
+        Self::from_master(master)
+    }
+
+    /// The root of a 256-bit master key.
+    pub fn from_master(master: &SecretBytes) -> Result<Self> {
+        if master.len() != 32 {
+            return Err(root_err("master key must be 256 bits"));
+        }
         let mut kek = Zeroizing::new([0u8; 32]);
         hkdf_sha256(master.expose(), b"keyhold", b"keyhold/kek/v1", kek.as_mut())
             .map_err(root_err)?;

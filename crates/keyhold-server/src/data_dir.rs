@@ -309,6 +309,169 @@ impl DataDir {
     }
 }
 
+/// The new root's file while a rotation is under way.
+pub const ROOT_NEXT_FILE: &str = "root.key.next";
+/// Roots retired by a rotation (or a move to an HSM), until destroyed.
+pub const RETIRED_PREFIX: &str = "root.key.retired-";
+
+/// What `keyhold root rotate` did.
+#[derive(Debug, Clone)]
+pub struct RotationReport {
+    pub rewrap: keyhold_service::RewrapReport,
+    pub old_id: String,
+    pub new_id: String,
+    /// The old root's file, kept until `keyhold root destroy-retired`.
+    pub retired: Option<PathBuf>,
+    /// Running servers that confirmed they wrap under the new root.
+    pub servers: usize,
+}
+
+impl DataDir {
+    /// Rotates the software root of trust online: a new root, made known
+    /// to running servers through the database (they wrap under it from
+    /// the moment they confirm), every value re-wrapped under it, then the
+    /// new root becomes `root.key` and the old one `root.key.retired-TIME`.
+    /// Safe to interrupt and run again. `progress(done, total)`.
+    pub fn rotate_root(
+        &self,
+        passphrase: Option<&SecretString>,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<RotationReport> {
+        use keyhold_service::rotation::{begin_rotation, ROOT_NEXT_CONTEXT, ROOT_NEXT_META};
+        if self.uses_hsm() {
+            return Err(Error::invalid(
+                "root of trust",
+                "the root of trust is an HSM KEK: rotating it is not built yet (make a new KEK and use the HSM's tools)",
+            ));
+        }
+        let next_path = self.path.join(ROOT_NEXT_FILE);
+        let current = Arc::new(SoftwareRoot::load(&self.root(), passphrase)?);
+        let storage = self.open_storage()?;
+        // Interrupted after the switch: the root here is already the new
+        // one; finish by removing the rotation row.
+        if !next_path.exists() {
+            if let Some(w) = storage.get_meta(ROOT_NEXT_META)? {
+                if current.unwrap(ROOT_NEXT_CONTEXT, &w).is_err() {
+                    keyhold_service::verify_all(&*storage, &*current)?;
+                    storage.set_meta(ROOT_NEXT_META, None)?;
+                    storage.purge_erased_copies()?;
+                    let id = current.info().id;
+                    return Ok(RotationReport {
+                        rewrap: Default::default(),
+                        old_id: String::new(),
+                        new_id: id,
+                        retired: None,
+                        servers: 0,
+                    });
+                }
+            }
+        }
+        // The service checks the root against the database first.
+        let svc = KeyService::open(storage.clone(), current.clone())?;
+        let master = begin_rotation(&*storage, &*current)?;
+        let next = SoftwareRoot::from_master(&master)?;
+        if next_path.exists() {
+            let f = SoftwareRoot::load(&next_path, passphrase)?;
+            if f.info().id != next.info().id {
+                return Err(Error::InvalidState(format!(
+                    "{} does not belong to the rotation under way: move it away and run again",
+                    next_path.display()
+                )));
+            }
+        } else {
+            SoftwareRoot::write_file(&next_path, &master, passphrase)?;
+            sync_dir(&self.path);
+        }
+        // Every running server wraps under the next root before anything
+        // is re-wrapped: nothing new lands under the old one afterwards.
+        let epoch = svc.bump_epoch()?;
+        let acks = crate::presence::wait_for_acks(
+            &self.path,
+            &*storage,
+            epoch,
+            std::time::Duration::from_secs(10),
+        );
+        if acks.acknowledged < acks.servers {
+            return Err(Error::InvalidState(format!(
+                "{} of {} running server(s) did not confirm the next root of trust; nothing was re-wrapped yet: run again",
+                acks.servers - acks.acknowledged,
+                acks.servers
+            )));
+        }
+        let rewrap = keyhold_service::rewrap_all(&*storage, &*current, &next, progress)?;
+        // Switch: the old root stays as a retired file until destroyed.
+        let retired = self
+            .path
+            .join(format!("{RETIRED_PREFIX}{}", keyhold_audit::now_ms()));
+        std::fs::hard_link(self.root(), &retired)
+            .map_err(|e| Error::Internal(format!("cannot keep the old root: {e}")))?;
+        std::fs::rename(&next_path, self.root())
+            .map_err(|e| Error::Internal(format!("cannot switch to the new root: {e}")))?;
+        sync_dir(&self.path);
+        storage.set_meta(ROOT_NEXT_META, None)?;
+        storage.purge_erased_copies()?;
+        Ok(RotationReport {
+            rewrap,
+            old_id: current.info().id,
+            new_id: next.info().id,
+            retired: Some(retired),
+            servers: acks.servers,
+        })
+    }
+
+    /// Destroys the roots retired by rotations (and moves to an HSM) kept
+    /// in this data directory, once every value unwraps under the current
+    /// root: overwritten, synced, removed. Returns the files destroyed.
+    pub fn destroy_retired_roots(&self, passphrase: Option<&SecretString>) -> Result<Vec<PathBuf>> {
+        use keyhold_service::rotation::{ROOT_NEXT_CONTEXT, ROOT_NEXT_META};
+        let svc = self.open(passphrase)?;
+        let storage = svc.storage().clone();
+        if let Some(w) = storage.get_meta(ROOT_NEXT_META)? {
+            if svc.barrier().root().unwrap(ROOT_NEXT_CONTEXT, &w).is_ok() {
+                return Err(Error::InvalidState(
+                    "a root rotation is under way: finish it with `keyhold root rotate` first"
+                        .into(),
+                ));
+            }
+        }
+        keyhold_service::verify_all(&*storage, &**svc.barrier().root())?;
+        let mut gone = Vec::new();
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.path)
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(RETIRED_PREFIX))
+            })
+            .collect();
+        entries.sort();
+        for p in entries {
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            let wipe = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .and_then(|mut f| {
+                    use std::io::Write;
+                    f.write_all(&vec![0u8; len as usize])?;
+                    f.sync_all()
+                });
+            if let Err(e) = wipe {
+                return Err(Error::Internal(format!(
+                    "cannot overwrite {}: {e}",
+                    p.display()
+                )));
+            }
+            std::fs::remove_file(&p)
+                .map_err(|e| Error::Internal(format!("cannot remove {}: {e}", p.display())))?;
+            gone.push(p);
+        }
+        sync_dir(&self.path);
+        Ok(gone)
+    }
+}
+
 /// Writes a file and makes it durable (file and directory entry).
 fn write_synced(p: &Path, data: &[u8]) -> Result<()> {
     let mut o = std::fs::OpenOptions::new();
@@ -357,4 +520,81 @@ pub fn create_private_dir(p: &Path) -> Result<()> {
     }
     b.create(p)
         .map_err(|e| Error::Internal(format!("cannot create {}: {e}", p.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_core::{KeyId, StorePrefix, Usage};
+    use keyhold_service::rotation::{begin_rotation, ROOT_NEXT_CONTEXT, ROOT_NEXT_META};
+
+    fn store_with_keys(dd: &DataDir) {
+        let svc = dd.create(None).unwrap();
+        let p = StorePrefix::parse("/t").unwrap();
+        svc.create_store(&p, "").unwrap();
+        svc.add_credential(&p).unwrap();
+        for i in 0..4 {
+            svc.create_key(&p, &KeyId::parse(&format!("k{i}")).unwrap(), Usage::BOTH)
+                .unwrap();
+        }
+    }
+
+    /// A rotation interrupted at any step finishes when run again: after
+    /// the next root was recorded (before its file), after some values
+    /// were re-wrapped, after the switch (the rotation row left behind).
+    #[test]
+    fn an_interrupted_rotation_finishes_when_run_again() {
+        let d = tempfile::tempdir().unwrap();
+        let dd = DataDir::new(d.path().join("data"));
+        store_with_keys(&dd);
+        let old = SoftwareRoot::load(&dd.root(), None).unwrap();
+        let old_id = old.info().id;
+        // Killed right after the next root was recorded.
+        let storage = dd.open_storage().unwrap();
+        let master = begin_rotation(&*storage, &old).unwrap();
+        let next_id = SoftwareRoot::from_master(&master).unwrap().info().id;
+        // Killed part-way through the re-wrap: one value moved by hand.
+        let (item, blob) = storage
+            .wrapped_items()
+            .unwrap()
+            .into_iter()
+            .find(|(i, _)| matches!(i, keyhold_core::WrappedItem::KeyVersion { .. }))
+            .unwrap();
+        let ctx = keyhold_keystore::wrap_context(&item).unwrap();
+        let next = SoftwareRoot::from_master(&master).unwrap();
+        let moved = next
+            .wrap(&ctx, old.unwrap(&ctx, &blob).unwrap().expose())
+            .unwrap();
+        assert!(storage.replace_wrapped(&item, &blob, &moved).unwrap());
+        drop(storage);
+        let r = dd.rotate_root(None, |_, _| {}).unwrap();
+        assert_eq!(
+            (r.old_id.as_str(), r.new_id.as_str()),
+            (old_id.as_str(), next_id.as_str())
+        );
+        assert!(
+            r.rewrap.already >= 1 && r.rewrap.rewrapped >= 1,
+            "{:?}",
+            r.rewrap
+        );
+        assert!(!d.path().join("data").join(ROOT_NEXT_FILE).exists());
+        // Killed after the switch, before the rotation row was removed.
+        let storage = dd.open_storage().unwrap();
+        let w = old.wrap(ROOT_NEXT_CONTEXT, master.expose()).unwrap();
+        storage.set_meta(ROOT_NEXT_META, Some(&w)).unwrap();
+        drop(storage);
+        let r = dd.rotate_root(None, |_, _| {}).unwrap();
+        assert_eq!(r.new_id, next_id);
+        assert!(r.retired.is_none());
+        assert!(dd
+            .open_storage()
+            .unwrap()
+            .get_meta(ROOT_NEXT_META)
+            .unwrap()
+            .is_none());
+        // Everything opens under the new root; the old one is retired.
+        let svc = dd.open(None).unwrap();
+        keyhold_service::verify_all(&**svc.storage(), &**svc.barrier().root()).unwrap();
+        assert_eq!(dd.destroy_retired_roots(None).unwrap().len(), 1);
+    }
 }

@@ -20,6 +20,7 @@ mod lifecycle;
 pub mod objects;
 pub mod policy;
 mod rewrap;
+pub mod rotation;
 mod service;
 
 pub use health::{EkmReport, HealthReport, HealthStatus};
@@ -31,4 +32,4 @@ pub use service::{
 
 pub use keyhold_keystore::Barrier;
 pub use keyhold_storage::VersionInfo;
-pub use rewrap::{rewrap_all, RewrapReport};
+pub use rewrap::{rewrap_all, verify_all, RewrapReport};

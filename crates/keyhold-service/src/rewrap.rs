@@ -70,6 +70,24 @@ pub fn rewrap_all(
     Ok(report)
 }
 
+/// Checks that every wrapped value of `storage` unwraps under `root`;
+/// names the first that does not.
+pub fn verify_all(storage: &dyn Storage, root: &dyn RootOfTrust) -> Result<usize> {
+    let mut n = 0;
+    for (item, blob) in storage.wrapped_items()? {
+        if let Some(ctx) = wrap_context(&item) {
+            root.unwrap(&ctx, &blob).map_err(|e| {
+                Error::RootOfTrust(format!(
+                    "{item:?} does not unwrap under the current root of trust ({e}): \
+                     it is still under an older one; run `keyhold root rotate` again"
+                ))
+            })?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,6 +337,8 @@ pub struct KeyService {
     pub(crate) policies: Cache<String, Option<Arc<crate::policy::Policy>>>,
     /// A node's lease on shared storage (see [`KeyService::set_lease`]).
     lease: std::sync::OnceLock<Arc<std::sync::atomic::AtomicI64>>,
+    /// The root of trust, and the next one during a rotation.
+    rotation: Arc<crate::rotation::RotatingRoot>,
     /// Rows refused because they did not verify (written outside Keyhold).
     pub(crate) integrity_failures: std::sync::atomic::AtomicU64,
     /// Whether any policy exists (none: the request path skips policies).
@@ -436,7 +438,9 @@ impl KeyService {
         root: Arc<dyn RootOfTrust>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
-        let barrier = Barrier::new(root);
+        let rotation = Arc::new(crate::rotation::RotatingRoot::new(root));
+        rotation.load_next(&*storage)?;
+        let barrier = Barrier::new(rotation.clone());
         barrier.verify_root(
             |n| storage.get_meta(n),
             |n, v| storage.put_meta_if_absent(n, v),
@@ -463,6 +467,7 @@ impl KeyService {
             stores: Cache::new(STORE_CACHE_CAPACITY),
             policies: Cache::new(STORE_CACHE_CAPACITY),
             lease: std::sync::OnceLock::new(),
+            rotation,
             integrity_failures: std::sync::atomic::AtomicU64::new(0),
             materials: Cache::new(KEY_CACHE_CAPACITY),
             objects: Cache::new(KEY_CACHE_CAPACITY),
@@ -577,6 +582,11 @@ impl KeyService {
                 self.forget(&ChangeScope::All);
             }
         }
+        // A root rotation begun elsewhere: wrap under the next root from
+        // now on (before this refresh is acknowledged).
+        if let Err(e) = self.rotation.load_next(&*self.storage) {
+            tracing::warn!(error = %e, "cannot read the root rotation state");
+        }
         if let Ok(l) = self.storage.get_meta(LOCKDOWN_META) {
             self.lockdown
                 .store(l.is_some(), std::sync::atomic::Ordering::SeqCst);
@@ -618,6 +628,11 @@ impl KeyService {
 
     pub(crate) fn set_locked_down(&self, on: bool) {
         self.lockdown.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The root of trust rotation under way, if any (its next root).
+    pub fn rotation(&self) -> &Arc<crate::rotation::RotatingRoot> {
+        &self.rotation
     }
 
     /// The audit log's MAC key (unwrapped by the root of trust).

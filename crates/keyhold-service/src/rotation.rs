@@ -1,0 +1,123 @@
+//! Root of trust rotation, online: a new software root is made and kept in
+//! the database wrapped under the current one ([`ROOT_NEXT_META`]) while
+//! every value is re-wrapped under it. Each process holding the current
+//! root finds it there (at start and on every change it sees), unwraps
+//! with both, and wraps new values under the new one, so servers keep
+//! serving throughout; `keyhold root rotate` then makes the new root the
+//! data directory's and retires the old one, which a custodian destroys.
+//! From then on no copy of the database, its WAL or a backup made before
+//! can be unwrapped.
+
+use keyhold_core::{Error, Result};
+use keyhold_crypto::SecretBytes;
+use keyhold_keystore::{EkmHealth, HsmKeys, RootInfo, RootOfTrust, SoftwareRoot};
+use keyhold_storage::Storage;
+use parking_lot::RwLock;
+use std::sync::Arc;
+
+/// The meta row holding the next root's master key, wrapped under the
+/// current root, while a rotation is under way.
+pub const ROOT_NEXT_META: &str = "root-next";
+/// Wrapping context of that row.
+pub const ROOT_NEXT_CONTEXT: &[u8] = b"keyhold/root-next/v1";
+
+/// The root of trust as the key service uses it: the data directory's
+/// root, and during a rotation the next one too (new values are wrapped
+/// under the next; values under either unwrap).
+pub struct RotatingRoot {
+    current: Arc<dyn RootOfTrust>,
+    next: RwLock<Option<Arc<SoftwareRoot>>>,
+}
+
+impl RotatingRoot {
+    pub fn new(current: Arc<dyn RootOfTrust>) -> Self {
+        Self {
+            current,
+            next: RwLock::new(None),
+        }
+    }
+
+    /// Reads the rotation row: a rotation under way makes the next root
+    /// known here. A row this root cannot unwrap (left by a finished
+    /// rotation, seen by the new root) changes nothing.
+    pub fn load_next(&self, storage: &dyn Storage) -> Result<bool> {
+        let Some(w) = storage.get_meta(ROOT_NEXT_META)? else {
+            return Ok(false);
+        };
+        let master = match self.current.unwrap(ROOT_NEXT_CONTEXT, &w) {
+            Ok(m) => m,
+            Err(Error::UnwrapFailed) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let next = SoftwareRoot::from_master(&master)?;
+        let mut g = self.next.write();
+        if g.as_ref().map(|n| n.info().id) != Some(next.info().id) {
+            tracing::info!(next = %next.info().id, "a root of trust rotation is under way: new values are wrapped under the next root");
+            *g = Some(Arc::new(next));
+        }
+        Ok(true)
+    }
+
+    /// The next root, if a rotation is under way.
+    pub fn next(&self) -> Option<Arc<SoftwareRoot>> {
+        self.next.read().clone()
+    }
+}
+
+/// Starts a rotation (or finds the one under way): the next root's master
+/// key, kept in the database wrapped under `current`.
+pub fn begin_rotation(storage: &dyn Storage, current: &dyn RootOfTrust) -> Result<SecretBytes> {
+    if let Some(w) = storage.get_meta(ROOT_NEXT_META)? {
+        return current.unwrap(ROOT_NEXT_CONTEXT, &w);
+    }
+    let master = keyhold_crypto::random_secret(32).map_err(|e| Error::Internal(e.to_string()))?;
+    let w = current.wrap(ROOT_NEXT_CONTEXT, master.expose())?;
+    let stored = storage.put_meta_if_absent(ROOT_NEXT_META, &w)?;
+    // Another run got there first: use its key.
+    current.unwrap(ROOT_NEXT_CONTEXT, &stored)
+}
+
+impl RootOfTrust for RotatingRoot {
+    fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        match self.next() {
+            Some(n) => n.wrap(context, plaintext),
+            None => self.current.wrap(context, plaintext),
+        }
+    }
+
+    fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
+        match self.next() {
+            Some(n) => match n.unwrap(context, wrapped) {
+                Ok(p) => Ok(p),
+                Err(_) => self.current.unwrap(context, wrapped),
+            },
+            None => self.current.unwrap(context, wrapped),
+        }
+    }
+
+    fn info(&self) -> RootInfo {
+        self.current.info()
+    }
+
+    fn blocks(&self) -> bool {
+        self.current.blocks()
+    }
+
+    fn unwrap_with_each(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
+        match self.next() {
+            Some(n) => match n.unwrap(context, wrapped) {
+                Ok(p) => Ok(p),
+                Err(_) => self.current.unwrap_with_each(context, wrapped),
+            },
+            None => self.current.unwrap_with_each(context, wrapped),
+        }
+    }
+
+    fn ekm_health(&self) -> Vec<EkmHealth> {
+        self.current.ekm_health()
+    }
+
+    fn hsm_keys(&self) -> Option<&dyn HsmKeys> {
+        self.current.hsm_keys()
+    }
+}
