@@ -864,8 +864,7 @@ impl Storage for SqliteStorage {
     }
 
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
-        self.conn
-            .lock()
+        self.writer()
             .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
                 r.get(0)
             })
@@ -912,8 +911,7 @@ impl Storage for SqliteStorage {
     }
 
     fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>> {
-        self.conn
-            .lock()
+        self.writer()
             .query_row(
                 "SELECT prefix, status, description, created_at FROM stores WHERE prefix = ?1",
                 [prefix.as_str()],
@@ -995,8 +993,7 @@ impl Storage for SqliteStorage {
     }
 
     fn get_credential(&self, access_key_id: &str) -> Result<Option<StoredCredential>> {
-        self.conn
-            .lock()
+        self.writer()
             .query_row(
                 "SELECT access_key_id, store, wrapped_secret, created_at FROM credentials WHERE access_key_id = ?1",
                 [access_key_id],
@@ -1099,8 +1096,7 @@ impl Storage for SqliteStorage {
     }
 
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
-        self.conn
-            .lock()
+        self.writer()
             .query_row(
                 "SELECT count(*) FROM keys WHERE store = ?1",
                 [prefix.as_str()],
@@ -1428,8 +1424,7 @@ impl Storage for SqliteStorage {
     }
 
     fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64> {
-        self.conn
-            .lock()
+        self.writer()
             .execute(
                 "UPDATE key_versions SET wrapped = x'' WHERE store = ?1 AND key_id = ?2 AND version < ?3 AND length(wrapped) > 0",
                 params![prefix.as_str(), id.as_str(), below],
@@ -1691,8 +1686,7 @@ impl Storage for SqliteStorage {
     }
 
     fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
-        self.conn
-            .lock()
+        self.writer()
             .execute(
                 "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT(node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch, \
@@ -1725,16 +1719,14 @@ impl Storage for SqliteStorage {
     }
 
     fn remove_node(&self, id: &str) -> Result<()> {
-        self.conn
-            .lock()
+        self.writer()
             .execute("DELETE FROM nodes WHERE node_id = ?1", [id])
             .map(drop)
             .map_err(db_err)
     }
 
     fn audit_shipped(&self, chain: &str) -> Result<u64> {
-        self.conn
-            .lock()
+        self.writer()
             .query_row(
                 "SELECT coalesce(max(seq), 0) FROM audit_records WHERE chain = ?1",
                 [chain],
