@@ -34,6 +34,8 @@ pub enum ServeError {
     Audit(String),
     #[error("KMIP: {0}")]
     Kmip(String),
+    #[error("{0}")]
+    Nodes(String),
 }
 
 fn xks_config(c: &Config) -> XksConfig {
@@ -283,6 +285,13 @@ pub async fn serve(
                 service.set_lease(until);
             }
             Some(Arc::new(p))
+        }
+        // On shared storage a node that is not in the node list would
+        // serve outside every lease and break-glass wait: it does not start.
+        Err(e) if service.storage().shared() => {
+            return Err(ServeError::Nodes(format!(
+                "cannot join the database's node list ({e}): not starting, since break glass could not reach this node"
+            )));
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot register with the data directory; break-glass commands will not wait for this server");
