@@ -170,6 +170,9 @@ pub struct ChainWriter {
     reserved: u64,
     /// The last reservation that could not reach the sinks, and when.
     reserve_failed: Option<(Instant, String)>,
+    /// Closed cleanly: nothing more is reserved (a reservation after the
+    /// `stop` would make the next run look like one after a crash).
+    closed: bool,
     _lock: File,
 }
 
@@ -306,6 +309,7 @@ impl ChainWriter {
             retired: Vec::new(),
             reserved: seq,
             reserve_failed: None,
+            closed: false,
             _lock: lock,
         };
         if let Some(hw) = hw.filter(|hw| !hw.clean) {
@@ -355,7 +359,7 @@ impl ChainWriter {
     /// write (key use goes on through a database outage): it is reported,
     /// and tried again.
     fn ensure_reserved(&mut self, upto: u64) {
-        if upto <= self.reserved || self.cfg.history.is_none() {
+        if upto <= self.reserved || self.cfg.history.is_none() || self.closed {
             return;
         }
         if self
@@ -400,6 +404,7 @@ impl ChainWriter {
             .sync_data()
             .map_err(|e| format!("cannot sync the audit log: {e}"))?;
         self.since_checkpoint = 0;
+        self.closed = true;
         let c = Checkpoint::new(
             &self.key,
             &self.chain,
@@ -835,6 +840,7 @@ fn reserve_ahead(writer: &Mutex<ChainWriter>, status: &Mutex<AuditStatus>) {
         let g = writer.lock();
         let block = g.cfg.reserve_block;
         let wanted = g.cfg.history.is_some()
+            && !g.closed
             && g.reserved.saturating_sub(g.seq) < block / 2
             && g.reserve_failed
                 .as_ref()
