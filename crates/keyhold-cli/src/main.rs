@@ -142,15 +142,17 @@ pub(crate) enum RootCmd {
         #[command(flatten)]
         hsm: admin::HsmArgs,
     },
-    /// Replace the software root of trust with a new one, online: running
-    /// servers keep serving; every value is re-wrapped under the new root;
-    /// the old one is kept as root.key.retired-TIME until destroyed. Once it
-    /// (and every copy of it) is destroyed, no older copy of the database,
-    /// its WAL or a backup can be unwrapped. Safe to interrupt and run again.
+    /// Replace the software root of trust with a new one, online.
+    ///
+    /// Running servers keep serving; every value is re-wrapped under the new
+    /// root; the old one is kept as root.key.retired-TIME until destroyed.
+    /// Once it (and every copy of it) is destroyed, no older copy of the
+    /// database, its WAL or a backup can be unwrapped. Safe to interrupt and
+    /// run again.
     Rotate,
-    /// Destroy the roots retired by `rotate` (or `migrate-to-hsm`) in this
-    /// data directory, after checking that every value unwraps under the
-    /// current root.
+    /// Destroy the roots retired by `rotate` (or `migrate-to-hsm`) here.
+    ///
+    /// Checks first that every value unwraps under the current root.
     DestroyRetired,
 }
 
