@@ -492,7 +492,7 @@ fn main() -> ExitCode {
             let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
             let dd = backup_cmd::restore(dd, args, pass.as_ref(), cli.json)?;
             // The restore is the new node's first audited command.
-            let ctx = cli_ctx(&cli, dd.clone())?;
+            let ctx = ctx_with(&cli, dd.clone(), pass.as_ref())?;
             audit_cmd::record_admin(&ctx, &dd, &command_words(), &Ok(()))
         }),
         Command::Store(_)
@@ -508,25 +508,16 @@ fn main() -> ExitCode {
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
         Command::Root(RootCmd::Rotate) => data_dir(&cli).and_then(|dd| {
-            let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
-            let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
-            let mut last = std::time::Instant::now();
-            let r = dd
-                .rotate_root(pass.as_ref(), |n, total| {
+            let r = audited_with_root(&cli, dd, |dd, pass| {
+                let mut last = std::time::Instant::now();
+                dd.rotate_root(pass, |n, total| {
                     if last.elapsed().as_secs() >= 2 || n == total {
                         eprintln!("re-wrapped {n}/{total}");
                         last = std::time::Instant::now();
                     }
                 })
-                .map_err(|e| e.to_string());
-            let ctx = cli_ctx(&cli, dd.clone())?;
-            audit_cmd::record_admin(
-                &ctx,
-                &dd,
-                &command_words(),
-                &r.as_ref().map(drop).map_err(Clone::clone),
-            )?;
-            let r = r?;
+                .map_err(|e| e.to_string())
+            })?;
             if cli.json {
                 println!(
                     "{}",
@@ -552,19 +543,9 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Root(RootCmd::DestroyRetired) => data_dir(&cli).and_then(|dd| {
-            let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
-            let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
-            let r = dd
-                .destroy_retired_roots(pass.as_ref())
-                .map_err(|e| e.to_string());
-            let ctx = cli_ctx(&cli, dd.clone())?;
-            audit_cmd::record_admin(
-                &ctx,
-                &dd,
-                &command_words(),
-                &r.as_ref().map(drop).map_err(Clone::clone),
-            )?;
-            let gone = r?;
+            let gone = audited_with_root(&cli, dd, |dd, pass| {
+                dd.destroy_retired_roots(pass).map_err(|e| e.to_string())
+            })?;
             for f in &gone {
                 println!("destroyed {}", f.display());
             }
@@ -635,7 +616,33 @@ fn cli_ctx(cli: &Cli, dd: DataDir) -> Result<admin::Ctx, String> {
         false
     };
     let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
-    let service = dd.open(pass.as_ref()).map_err(|e| e.to_string())?;
+    ctx_with(cli, dd, pass.as_ref())
+}
+
+/// Runs a command that works on the root of trust itself (it opens the
+/// root with the passphrase), then records it, with its outcome, in the
+/// admin chain: the passphrase is asked for once.
+fn audited_with_root<T>(
+    cli: &Cli,
+    dd: DataDir,
+    run: impl FnOnce(&DataDir, Option<&SecretString>) -> Result<T, String>,
+) -> Result<T, String> {
+    let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
+    let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
+    let r = run(&dd, pass.as_ref());
+    let ctx = ctx_with(cli, dd.clone(), pass.as_ref())?;
+    audit_cmd::record_admin(
+        &ctx,
+        &dd,
+        &command_words(),
+        &r.as_ref().map(drop).map_err(Clone::clone),
+    )?;
+    r
+}
+
+/// The admin context of data directory `dd`, opened with `pass`.
+fn ctx_with(cli: &Cli, dd: DataDir, pass: Option<&SecretString>) -> Result<admin::Ctx, String> {
+    let service = dd.open(pass).map_err(|e| e.to_string())?;
     Ok(admin::Ctx {
         service: std::sync::Arc::new(service),
         actor: None,
