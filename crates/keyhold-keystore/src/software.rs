@@ -93,46 +93,14 @@ impl SoftwareRoot {
     /// Generates a new master key and writes it to `path` (which must not
     /// exist), plain or sealed under `passphrase`.
     pub fn create(path: &Path, passphrase: Option<&SecretString>) -> Result<Self> {
+        if passphrase.is_some_and(|p| p.expose_secret().chars().count() < 12) {
+            return Err(Error::invalid(
+                "passphrase",
+                "must be at least 12 characters",
+            ));
+        }
         let master = random_secret(32).map_err(root_err)?;
-        let file = match passphrase {
-            None => RootFile {
-                format: FORMAT.into(),
-                kind: "plain".into(),
-                key: Some(B64.encode(master.expose())),
-                kdf: None,
-                sealed_key: None,
-            },
-            Some(pass) => {
-                if pass.expose_secret().chars().count() < 12 {
-                    return Err(Error::invalid(
-                        "passphrase",
-                        "must be at least 12 characters",
-                    ));
-                }
-                let salt = random_secret(16).map_err(root_err)?;
-                let kdf = KdfParams {
-                    alg: "argon2id".into(),
-                    m_cost_kib: ARGON2_M_KIB,
-                    t_cost: ARGON2_T,
-                    p_cost: ARGON2_P,
-                    salt: B64.encode(salt.expose()),
-                };
-                let pk = derive_passphrase_key(pass, &kdf)?;
-                let sealed = pk
-                    .seal_combined(FORMAT.as_bytes(), master.expose())
-                    .map_err(root_err)?;
-                RootFile {
-                    format: FORMAT.into(),
-                    kind: "sealed".into(),
-                    key: None,
-                    kdf: Some(kdf),
-                    sealed_key: Some(B64.encode(sealed)),
-                }
-            }
-        };
-        let json = Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(root_err)?);
-        write_private_file(path, &json)?;
-        Self::from_master(&master)
+        Self::write_file(path, &master, passphrase)
     }
 
     /// Reads the kind of a root file without unsealing it.
