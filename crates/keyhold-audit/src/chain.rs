@@ -359,34 +359,51 @@ impl ChainWriter {
     /// write (key use goes on through a database outage): it is reported,
     /// and tried again.
     fn ensure_reserved(&mut self, upto: u64) {
-        if upto <= self.reserved || self.cfg.history.is_none() || self.closed {
+        if upto <= self.reserved {
             return;
         }
-        if self
+        let Some(c) = self.reservation(upto + self.cfg.reserve_block) else {
+            return;
+        };
+        let r = emit_to(&self.cfg.sinks, &c);
+        if self.reservation_sent(&c, r).is_err() {
+            self.retry_at
+                .get_or_insert(Instant::now() + CHECKPOINT_RETRY);
+        }
+    }
+
+    /// A signed reservation of the numbers up to `target`, unless this
+    /// chain reserves nothing (no history, closed) or a reservation failed
+    /// less than [`RESERVE_RETRY`] ago.
+    fn reservation(&self, target: u64) -> Option<Checkpoint> {
+        let failed_recently = self
             .reserve_failed
             .as_ref()
-            .is_some_and(|(t, _)| t.elapsed() < RESERVE_RETRY)
-        {
-            return;
+            .is_some_and(|(t, _)| t.elapsed() < RESERVE_RETRY);
+        if self.cfg.history.is_none() || self.closed || failed_recently {
+            return None;
         }
-        let target = upto + self.cfg.reserve_block;
-        let c = Checkpoint::new(
+        Some(Checkpoint::new(
             &self.key,
             &self.chain,
             KIND_RESERVE,
             target,
             &self.head,
             now_ms(),
-        );
-        match emit_to(&self.cfg.sinks, &c) {
+        ))
+    }
+
+    /// Takes note of what the sinks answered to reservation `c`.
+    fn reservation_sent(&mut self, c: &Checkpoint, r: Result<(), String>) -> Result<(), String> {
+        match r {
             Ok(()) => {
-                self.reserved = target;
+                self.reserved = self.reserved.max(c.seq);
                 self.reserve_failed = None;
+                Ok(())
             }
             Err(e) => {
-                self.reserve_failed = Some((Instant::now(), e));
-                self.retry_at
-                    .get_or_insert(Instant::now() + CHECKPOINT_RETRY);
+                self.reserve_failed = Some((Instant::now(), e.clone()));
+                Err(e)
             }
         }
     }
@@ -399,21 +416,8 @@ impl ChainWriter {
     }
 
     fn close_in_place(&mut self) -> Result<Checkpoint, String> {
-        sync_all_of(&std::mem::take(&mut self.retired))?;
-        self.file
-            .sync_data()
-            .map_err(|e| format!("cannot sync the audit log: {e}"))?;
-        self.since_checkpoint = 0;
         self.closed = true;
-        let c = Checkpoint::new(
-            &self.key,
-            &self.chain,
-            KIND_STOP,
-            self.seq,
-            &self.head,
-            now_ms(),
-        );
-        emit_to(&self.cfg.sinks, &c).map(|()| c)
+        self.sync_and_emit(KIND_STOP)
     }
 
     pub fn chain(&self) -> &str {
@@ -520,18 +524,11 @@ impl ChainWriter {
     }
 
     /// Signs a checkpoint of the current head; counts as a checkpoint taken.
-    fn sign_head(&mut self) -> Checkpoint {
+    fn sign_head(&mut self, kind: &str) -> Checkpoint {
         self.since_checkpoint = 0;
         self.retry_at = None;
         self.last_checkpoint = Instant::now();
-        Checkpoint::new(
-            &self.key,
-            &self.chain,
-            KIND_CHECKPOINT,
-            self.seq,
-            &self.head,
-            now_ms(),
-        )
+        Checkpoint::new(&self.key, &self.chain, kind, self.seq, &self.head, now_ms())
     }
 
     /// Whether a checkpoint is due.
@@ -552,17 +549,27 @@ impl ChainWriter {
             .map_err(|e| format!("cannot sync the audit log: {e}"))?;
         let mut files = std::mem::take(&mut self.retired);
         files.push(file);
-        Ok((files, self.sign_head(), self.cfg.sinks.clone()))
+        Ok((
+            files,
+            self.sign_head(KIND_CHECKPOINT),
+            self.cfg.sinks.clone(),
+        ))
     }
 
     /// Syncs the file (and files rotated out since the last checkpoint) and
     /// writes a checkpoint of the chain's head to every sink. Returns it.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
+        self.sync_and_emit(KIND_CHECKPOINT)
+    }
+
+    /// Syncs what was written (files rotated out first), then signs the
+    /// head as a checkpoint of `kind` and gives it to every sink.
+    fn sync_and_emit(&mut self, kind: &str) -> Result<Checkpoint, String> {
         sync_all_of(&std::mem::take(&mut self.retired))?;
         self.file
             .sync_data()
             .map_err(|e| format!("cannot sync the audit log: {e}"))?;
-        let c = self.sign_head();
+        let c = self.sign_head(kind);
         emit_to(&self.cfg.sinks, &c).map(|()| c)
     }
 
@@ -839,38 +846,19 @@ fn reserve_ahead(writer: &Mutex<ChainWriter>, status: &Mutex<AuditStatus>) {
     let (c, sinks) = {
         let g = writer.lock();
         let block = g.cfg.reserve_block;
-        let wanted = g.cfg.history.is_some()
-            && !g.closed
-            && g.reserved.saturating_sub(g.seq) < block / 2
-            && g.reserve_failed
-                .as_ref()
-                .is_none_or(|(t, _)| t.elapsed() >= RESERVE_RETRY);
-        if !wanted {
+        if g.reserved.saturating_sub(g.seq) >= block / 2 {
             return;
         }
-        let c = Checkpoint::new(
-            &g.key,
-            &g.chain,
-            KIND_RESERVE,
-            g.seq + block,
-            &g.head,
-            now_ms(),
-        );
+        let Some(c) = g.reservation(g.seq + block) else {
+            return;
+        };
         (c, g.cfg.sinks.clone())
     };
     let r = emit_to(&sinks, &c);
-    let mut g = writer.lock();
-    match r {
-        Ok(()) => {
-            g.reserved = g.reserved.max(c.seq);
-            g.reserve_failed = None;
-        }
-        Err(e) => {
-            status.lock().failing = Some(format!(
-                "{CHECKPOINT_FAILED}cannot reserve audit sequence numbers: {e}"
-            ));
-            g.reserve_failed = Some((Instant::now(), e));
-        }
+    if let Err(e) = writer.lock().reservation_sent(&c, r) {
+        status.lock().failing = Some(format!(
+            "{CHECKPOINT_FAILED}cannot reserve audit sequence numbers: {e}"
+        ));
     }
 }
 
