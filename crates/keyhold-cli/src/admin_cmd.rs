@@ -155,6 +155,8 @@ pub fn status(ctx: &Ctx) -> Result<(), String> {
     } else {
         None
     };
+    // Every row that grants or limits power, checked against its seal.
+    let refused = svc.scan_integrity().map_err(e)?;
     let now_ms = keyhold_core::now() * 1000;
     let servers = keyhold_server::presence::running_servers(&ctx.data_dir);
     let servers_json: Vec<_> = servers
@@ -177,6 +179,7 @@ pub fn status(ctx: &Ctx) -> Result<(), String> {
             "id": r.id, "model": r.model, "status": r.status.as_str(), "detail": r.detail,
         })).collect::<Vec<_>>(),
         "lockdown": svc.is_locked_down(),
+        "integrity": {"genuine": refused.is_empty(), "refused": refused},
         "keys": by_state,
         "live_servers": nodes,
         "servers": servers_json,
@@ -203,6 +206,17 @@ pub fn status(ctx: &Ctx) -> Result<(), String> {
         "lockdown   {}",
         if svc.is_locked_down() { "ON" } else { "off" }
     );
+    if refused.is_empty() {
+        outln!("integrity  every stored row verifies");
+    } else {
+        outln!(
+            "integrity  {} stored rows NOT GENUINE (changed outside Keyhold; refused):",
+            refused.len()
+        );
+        for r in &refused {
+            outln!("  {r}");
+        }
+    }
     match servers.len() {
         0 => outln!("servers    none running on {}", ctx.data_dir.display()),
         n => outln!("servers    {n} running on {}", ctx.data_dir.display()),

@@ -598,6 +598,37 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
 /// XKS keys are KMIP objects too (`xks:/STORE/KEY`): visible to the
 /// identities a custodian granted them to, never exportable, read-only,
 /// and under the same break glass.
+/// Ownership, grants and the export flag live in the database, which is
+/// untrusted: changed there behind Keyhold's back, they are refused, not
+/// obeyed.
+#[test]
+fn owners_and_export_flags_changed_in_the_database_are_refused() {
+    let k = start();
+    let mut alice = Conn::open(&k, "alice");
+    let mut bob = Conn::open(&k, "bob");
+    let mine = uid_of(ok(&alice.one((1, 4), op::CREATE, create_aes(vec![]))));
+    let p = create_aes(vec![attr("Extractable", Ttlv::boolean(0, false))]);
+    let stays = uid_of(ok(&alice.one((1, 4), op::CREATE, p)));
+    ok(&alice.one((1, 4), op::GET, uid(&mine)));
+    failed(&bob.one((1, 4), op::GET, uid(&mine)), 0x0C);
+    let db = rusqlite::Connection::open(k.env.data().join("keyhold.db")).unwrap();
+    db.execute("UPDATE objects SET owner = 'bob' WHERE uid = ?1", [&mine])
+        .unwrap();
+    db.execute("UPDATE objects SET exportable = 1 WHERE uid = ?1", [&stays])
+        .unwrap();
+    eventually("the changed rows refused", || {
+        let m = status(&bob.one((1, 4), op::GET, uid(&mine)));
+        assert_ne!(m.0, 0, "bob got a key the database said was his");
+        m.1 == Some(0x100) && m.2.contains("does not verify")
+    });
+    let m = failed(&alice.one((1, 4), op::GET, uid(&stays)), 0x100);
+    assert!(m.contains("does not verify"), "{m}");
+    // Nor does Locate list them to their new owner.
+    let found = bob.one((1, 4), op::LOCATE, vec![]);
+    assert!(!uids(ok(&found)).contains(&mine));
+    assert!(common::read(&k.server.log).contains(&format!("object {mine} does not verify")));
+}
+
 #[test]
 fn xks_keys_are_visible_over_kmip_but_never_leave() {
     let k = start();
@@ -1236,6 +1267,10 @@ fn client_certificates_expire_and_can_be_revoked() {
     let rows = listed.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{listed}");
     let alice = rows.iter().find(|r| r["identity"] == "alice").unwrap();
+    let bob_serial = rows.iter().find(|r| r["identity"] == "bob").unwrap()["serial"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(alice["status"], "valid");
     // A year from now (not the year 4096), as the certificate itself says.
     let year = |s: &str| s[..4].parse::<i32>().unwrap();
@@ -1346,6 +1381,26 @@ fn client_certificates_expire_and_can_be_revoked() {
         .unwrap()
         .status
         .success());
+    // The database is untrusted: deleting bob's revocation there does not
+    // bring his certificate back; tampering with the sealed list of
+    // revocations refuses every certificate until a custodian revokes again.
+    let db = rusqlite::Connection::open(k.env.data().join("keyhold.db")).unwrap();
+    db.execute(
+        "UPDATE meta SET value = CAST('{}' AS BLOB) WHERE name LIKE 'kmip-cert:%' AND value LIKE '%\"bob\"%'",
+        [],
+    )
+    .unwrap();
+    assert!(
+        refused("bob"),
+        "a revocation deleted in the database was undone"
+    );
+    db.execute("DELETE FROM meta WHERE name = 'kmip-revoked'", [])
+        .unwrap();
+    eventually("every certificate refused", || refused("carol"));
+    k.env
+        .run_ok(&["kmip", "client-cert", "revoke", &bob_serial]);
+    eventually("carol served again", || !refused("carol"));
+    assert!(refused("bob") && refused("alice"));
 }
 
 /// For KMIP clients that cannot do ECDSA: a data directory made with

@@ -39,6 +39,10 @@ pub enum Error {
     UnwrapFailed,
     #[error("storage: {0}")]
     Storage(String),
+    /// A stored row does not verify: it was written or changed outside
+    /// Keyhold. Never obeyed; counted and reported.
+    #[error("integrity: {0}")]
+    Integrity(String),
     /// A dependency (database, HSM) did not answer in time; retrying may work.
     #[error("dependency timed out: {0}")]
     DependencyTimeout(String),

@@ -127,6 +127,13 @@ fn service_err(e: Error) -> KmipError {
         Error::DependencyTimeout(m) => {
             KmipError::new(Reason::GeneralFailure, format!("dependency timed out: {m}"))
         }
+        Error::Integrity(m) => {
+            tracing::error!(error = %m, "KMIP request refused: a stored row does not verify");
+            KmipError::new(
+                Reason::GeneralFailure,
+                "a stored record does not verify (changed outside Keyhold); refused",
+            )
+        }
         other => {
             tracing::warn!(error = %other, "KMIP request failed inside Keyhold");
             KmipError::new(Reason::GeneralFailure, "internal error")

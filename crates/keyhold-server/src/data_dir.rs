@@ -305,7 +305,33 @@ impl DataDir {
         } else {
             Arc::new(SoftwareRoot::load(&self.root(), passphrase)?)
         };
-        KeyService::open(self.open_storage()?, root)
+        self.service(self.open_storage()?, root)
+    }
+
+    /// The file that records that this directory's database has sealed
+    /// rows (see `keyhold_service::integrity`): from then on an unsealed
+    /// row is one written outside Keyhold, never one from before sealing.
+    pub fn rows_sealed_file(&self) -> PathBuf {
+        self.path.join("rows.sealed")
+    }
+
+    /// Opens the key service of this directory's database, and records
+    /// that its rows are sealed.
+    fn service(&self, storage: Arc<dyn Storage>, root: Arc<dyn RootOfTrust>) -> Result<KeyService> {
+        let anchor = self.rows_sealed_file();
+        let svc = KeyService::open_with(
+            storage,
+            root,
+            Arc::new(keyhold_core::SystemClock),
+            anchor.exists(),
+        )?;
+        if !anchor.exists()
+            && *svc.seal_state() != keyhold_service::integrity::SealState::MarkerTampered
+        {
+            write_private(&anchor, b"this database's rows are sealed (keyhold)\n")?;
+            sync_dir(&self.path);
+        }
+        Ok(svc)
     }
 }
 
@@ -367,7 +393,7 @@ impl DataDir {
             }
         }
         // The service checks the root against the database first.
-        let svc = KeyService::open(storage.clone(), current.clone())?;
+        let svc = self.service(storage.clone(), current.clone())?;
         let master = begin_rotation(&*storage, &*current)?;
         let next = SoftwareRoot::from_master(&master)?;
         if next_path.exists() {

@@ -263,9 +263,8 @@ impl KeyService {
         if !t.is_genuine(&key) || t.id != id {
             // Written or changed outside Keyhold (or from before sealed
             // rows): never obeyed, and said loudly.
-            self.integrity_failures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(token_id = %id, name = %t.name, "an admin token row does not verify: it was written or changed outside Keyhold (or predates sealed tokens); refused");
+            self.row_key
+                .report(&format!("admin token {} ({id})", t.name));
             return Ok(None);
         }
         let expected = hex::decode(&t.digest).unwrap_or_default();

@@ -16,6 +16,14 @@ use std::sync::Arc;
 
 pub(crate) const CERT_META_PREFIX: &str = "kmip-cert:";
 
+/// The sealed list of every revoked serial (see [`crate::integrity`]): a
+/// revocation record deleted from storage does not bring a certificate
+/// back, and a list that does not verify refuses every client certificate.
+pub(crate) const REVOKED_LIST_META: &str = "kmip-revoked";
+const REVOKED_LIST: &str = "revoked client certificates";
+/// In the revoked set: every certificate is refused.
+const REFUSE_ALL: &str = "*";
+
 /// One client certificate, as issued (or as revoked, for one that was not
 /// issued here).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,25 +125,66 @@ impl KeyService {
             self.record_client_cert(&r)?;
             revoked.push(r);
         }
+        self.write_revoked_list()?;
         self.load_revoked_certs();
         Ok(revoked)
     }
 
+    /// Rewrites the sealed list of revoked serials: those the list held
+    /// (when it verifies) and every record marked revoked.
+    pub(crate) fn write_revoked_list(&self) -> Result<()> {
+        let mut serials: Vec<String> = self
+            .storage()
+            .get_meta(REVOKED_LIST_META)?
+            .and_then(|v| self.row_key.open_list(REVOKED_LIST, &v))
+            .unwrap_or_default();
+        serials.extend(
+            self.client_certs()?
+                .into_iter()
+                .filter(|r| r.revoked_at.is_some())
+                .map(|r| r.serial),
+        );
+        let v = self.row_key.seal_list(REVOKED_LIST, &serials);
+        self.storage().set_meta(REVOKED_LIST_META, Some(&v))
+    }
+
     /// Whether the certificate with this serial (as [`normalize_serial`]
-    /// gives it) has been revoked, as this process last read.
+    /// gives it) has been revoked, as this process last read. While the
+    /// stored list of revocations does not verify, every one is refused.
     pub fn is_cert_revoked(&self, serial: &str) -> bool {
         let set = self.revoked_certs.read();
-        !set.is_empty() && set.contains(serial)
+        !set.is_empty() && (set.contains(serial) || set.contains(REFUSE_ALL))
     }
 
     /// Reads the revoked serials again (at start, and after changes).
     pub(crate) fn load_revoked_certs(&self) {
+        let list = match self.storage().get_meta(REVOKED_LIST_META) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the revoked client certificates");
+                return;
+            }
+        };
+        let listed = match list
+            .as_deref()
+            .map(|v| self.row_key.open_list(REVOKED_LIST, v))
+        {
+            Some(Some(l)) => l,
+            // Deleted or changed outside Keyhold: no certificate is trusted
+            // until a custodian revokes again (which rewrites the list).
+            _ => {
+                self.row_key
+                    .report("the list of revoked client certificates");
+                vec![REFUSE_ALL.to_owned()]
+            }
+        };
         match self.client_certs() {
             Ok(all) => {
                 let set: HashSet<String> = all
                     .into_iter()
                     .filter(|r| r.revoked_at.is_some())
                     .map(|r| r.serial)
+                    .chain(listed)
                     .collect();
                 *self.revoked_certs.write() = Arc::new(set);
             }

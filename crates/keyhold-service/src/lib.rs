@@ -16,6 +16,7 @@ mod cache;
 pub mod client_certs;
 pub mod gcm_budget;
 mod health;
+pub mod integrity;
 mod lifecycle;
 pub mod objects;
 pub mod policy;

@@ -310,9 +310,8 @@ impl KeyService {
     /// `keyhold lockdown` / `keyhold unlock`: every key refused on every
     /// front-end, or not.
     pub fn set_lockdown(&self, on: bool) -> Result<()> {
-        let v = format!("{}", self.now());
-        self.storage()
-            .set_meta(LOCKDOWN_META, on.then_some(v.as_bytes()))?;
+        let v = self.row_key.lockdown_value(on, self.now());
+        self.storage().set_meta(LOCKDOWN_META, Some(&v))?;
         self.set_locked_down(on);
         self.after_write(keyhold_storage::ChangeScope::Meta(LOCKDOWN_META.into()));
         Ok(())

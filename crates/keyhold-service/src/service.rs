@@ -340,7 +340,11 @@ pub struct KeyService {
     /// The root of trust, and the next one during a rotation.
     rotation: Arc<crate::rotation::RotatingRoot>,
     /// Rows refused because they did not verify (written outside Keyhold).
-    pub(crate) integrity_failures: std::sync::atomic::AtomicU64,
+    pub(crate) integrity_failures: Arc<std::sync::atomic::AtomicU64>,
+    /// The key of row seals (see [`crate::integrity`]).
+    pub(crate) row_key: Arc<crate::integrity::RowKey>,
+    /// How this database's rows came to be trusted.
+    seal_state: crate::integrity::SealState,
     /// Whether any policy exists (none: the request path skips policies).
     pub(crate) any_policies: std::sync::atomic::AtomicBool,
     /// Unwrapped material of managed objects, by uid. Material never
@@ -422,7 +426,11 @@ pub enum UsageEnforcement {
 /// A front-end's report of itself, as JSON.
 pub type LiveStatus = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// The meta entry that records a lockdown (present = locked down).
+/// How long after a stored row was refused health says so (DEGRADED).
+pub const INTEGRITY_REPORT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The meta entry that records a lockdown (sealed: on or off; absent or
+/// changed outside Keyhold = locked down).
 pub(crate) const LOCKDOWN_META: &str = "lockdown";
 
 impl KeyService {
@@ -437,6 +445,19 @@ impl KeyService {
         storage: Arc<dyn Storage>,
         root: Arc<dyn RootOfTrust>,
         clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        Self::open_with(storage, root, clock, false)
+    }
+
+    /// [`KeyService::open_with_clock`]; `rows_sealed_before`: the data
+    /// directory records that this database's rows were sealed already, so
+    /// that unsealed rows are never taken for rows from before sealing
+    /// (see [`crate::integrity`]).
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        root: Arc<dyn RootOfTrust>,
+        clock: Arc<dyn Clock>,
+        rows_sealed_before: bool,
     ) -> Result<Self> {
         let rotation = Arc::new(crate::rotation::RotatingRoot::new(root));
         rotation.load_next(&*storage)?;
@@ -456,9 +477,33 @@ impl KeyService {
                 storage.put_meta_if_absent(name, &w)?;
             }
         }
+        let integrity_failures = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let row_key = {
+            let w = storage
+                .get_meta(AUDIT_KEY_META)?
+                .ok_or_else(|| Error::Internal("the audit key is missing".into()))?;
+            let k = barrier.root().unwrap(AUDIT_KEY_CONTEXT, &w)?;
+            Arc::new(crate::integrity::RowKey::derive(
+                &HmacKey::new(k.expose()),
+                integrity_failures.clone(),
+            ))
+        };
+        let seal_state = crate::integrity::install(
+            &storage,
+            &row_key,
+            rows_sealed_before,
+            LOCKDOWN_META,
+            clock.now(),
+        )?;
         let token = storage.change_token()?;
-        let locked = storage.get_meta(LOCKDOWN_META)?.is_some();
-        let any_policies = !storage.list_policies()?.is_empty();
+        let locked = Self::read_lockdown(&row_key, &*storage)?;
+        // A policy set that does not verify: the request path asks storage,
+        // which refuses.
+        let any_policies = match storage.list_policies() {
+            Ok(p) => !p.is_empty(),
+            Err(Error::Integrity(_)) => true,
+            Err(e) => return Err(e),
+        };
         let svc = Self {
             storage,
             barrier,
@@ -468,7 +513,9 @@ impl KeyService {
             policies: Cache::new(STORE_CACHE_CAPACITY),
             lease: std::sync::OnceLock::new(),
             rotation,
-            integrity_failures: std::sync::atomic::AtomicU64::new(0),
+            integrity_failures,
+            row_key,
+            seal_state,
             materials: Cache::new(KEY_CACHE_CAPACITY),
             objects: Cache::new(KEY_CACHE_CAPACITY),
             any_policies: std::sync::atomic::AtomicBool::new(any_policies),
@@ -481,6 +528,11 @@ impl KeyService {
             gcm: crate::gcm_budget::GcmBudget::new(),
             revoked_certs: Default::default(),
         };
+        if matches!(svc.seal_state, crate::integrity::SealState::SealedNow(_)) {
+            // Sealed now (a new database, or one from before sealed rows):
+            // the revocations recorded so far, as they stand.
+            svc.write_revoked_list()?;
+        }
         svc.load_revoked_certs();
         Ok(svc)
     }
@@ -587,9 +639,9 @@ impl KeyService {
         if let Err(e) = self.rotation.load_next(&*self.storage) {
             tracing::warn!(error = %e, "cannot read the root rotation state");
         }
-        if let Ok(l) = self.storage.get_meta(LOCKDOWN_META) {
+        if let Ok(locked) = Self::read_lockdown(&self.row_key, &*self.storage) {
             self.lockdown
-                .store(l.is_some(), std::sync::atomic::Ordering::SeqCst);
+                .store(locked, std::sync::atomic::Ordering::SeqCst);
         }
         // Wait for requests still running on the dropped entries.
         drop(self.inflight.write());
@@ -608,6 +660,23 @@ impl KeyService {
     /// database cannot reach.
     pub fn set_lease(&self, until: Arc<std::sync::atomic::AtomicI64>) {
         let _ = self.lease.set(until);
+    }
+
+    /// Whether lockdown is in force as stored: a switch that does not
+    /// verify (changed or deleted outside Keyhold) locks down.
+    fn read_lockdown(key: &crate::integrity::RowKey, storage: &dyn Storage) -> Result<bool> {
+        let stored = storage.get_meta(LOCKDOWN_META)?;
+        let (locked, genuine) = key.read_lockdown(stored.as_deref());
+        if !genuine {
+            key.report("the lockdown switch");
+        }
+        Ok(locked)
+    }
+
+    /// How this database's rows came to be trusted when the service opened
+    /// it (sealed now, sealed before, or a tampered marker).
+    pub fn seal_state(&self) -> &crate::integrity::SealState {
+        &self.seal_state
     }
 
     /// Rows refused so far because they did not verify: written or changed
@@ -674,6 +743,20 @@ impl KeyService {
         h.reported(self.clock.now(), self.is_locked_down())
     }
 
+    /// Notes whether any policy exists (the request path skips policies
+    /// when none does). A set that does not verify, or cannot be read,
+    /// counts as some: keys then ask storage, which refuses.
+    fn note_any_policies(&self) {
+        let any = match self.storage.list_policies() {
+            Ok(p) => !p.is_empty(),
+            Err(Error::Integrity(_)) => true,
+            // Storage out of reach: what was known stands.
+            Err(_) => return,
+        };
+        self.any_policies
+            .store(any, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Drops every cached entry.
     pub fn invalidate(&self) {
         self.keys.clear();
@@ -681,10 +764,7 @@ impl KeyService {
         self.creds.clear();
         self.stores.clear();
         self.policies.clear();
-        if let Ok(p) = self.storage.list_policies() {
-            self.any_policies
-                .store(!p.is_empty(), std::sync::atomic::Ordering::SeqCst);
-        }
+        self.note_any_policies();
     }
 
     /// Drops what a change of `scope` may have made stale; false when that
@@ -713,6 +793,11 @@ impl KeyService {
             }
             ChangeScope::Credential(akid) => self.creds.clear_key(akid),
             // Policies are in the handles of the keys they govern.
+            // The sealed index of policy scopes changes with every policy,
+            // whose own change is announced too.
+            ChangeScope::Policy(name) if name == keyhold_storage::POLICY_INDEX_SCOPE => {
+                self.note_any_policies();
+            }
             ChangeScope::Policy(name) => {
                 self.policies.clear_key(name);
                 match name.split_once(' ') {
@@ -723,10 +808,7 @@ impl KeyService {
                     },
                     _ => self.keys.clear(),
                 }
-                if let Ok(p) = self.storage.list_policies() {
-                    self.any_policies
-                        .store(!p.is_empty(), std::sync::atomic::Ordering::SeqCst);
-                }
+                self.note_any_policies();
             }
             // Read where used, not cached: the break-glass epoch, lockdown
             // (read by every refresh), admin tokens.
@@ -734,7 +816,10 @@ impl KeyService {
                 if name == crate::lifecycle::EPOCH_META
                     || name == LOCKDOWN_META
                     || name.starts_with(crate::admin::TOKEN_META_PREFIX) => {}
-            ChangeScope::Meta(name) if name.starts_with(crate::client_certs::CERT_META_PREFIX) => {
+            ChangeScope::Meta(name)
+                if name.starts_with(crate::client_certs::CERT_META_PREFIX)
+                    || name == crate::client_certs::REVOKED_LIST_META =>
+            {
                 self.load_revoked_certs();
             }
             ChangeScope::Meta(_) => return self.forget(&ChangeScope::All),
@@ -960,9 +1045,69 @@ impl KeyService {
                 })
                 .collect()
         };
-        let r = HealthReport { ekms };
+        let mut r = HealthReport { ekms };
+        self.note_integrity(&mut r);
         *self.health.lock() = Some((Instant::now(), r.clone()));
         r
+    }
+
+    /// Stored rows refused lately (changed outside Keyhold) make an ACTIVE
+    /// report DEGRADED, saying so, for [`INTEGRITY_REPORT_WINDOW`] after
+    /// the last one.
+    fn note_integrity(&self, r: &mut HealthReport) {
+        let Some(last) = self.row_key.last_failure_ms() else {
+            return;
+        };
+        let now_ms = self.clock.now() * 1000;
+        if now_ms - last > INTEGRITY_REPORT_WINDOW.as_millis() as i64 {
+            return;
+        }
+        let detail = format!(
+            "{} stored rows refused since start: changed outside Keyhold (latest: {})",
+            self.integrity_failures(),
+            self.row_key
+                .recent_failures()
+                .last()
+                .map_or("", String::as_str)
+        );
+        for e in &mut r.ekms {
+            if e.status == HealthStatus::Active {
+                e.status = HealthStatus::Degraded;
+                e.detail = Some(detail.clone());
+            }
+        }
+    }
+
+    /// Every row that grants or limits power, read and checked now
+    /// (stores, keys, KMIP objects, policies, lockdown, admin tokens):
+    /// those refused, by name.
+    pub fn scan_integrity(&self) -> Result<Vec<String>> {
+        self.row_key.forget_recent();
+        let before = self.integrity_failures();
+        let st = &self.storage;
+        for store in st.list_stores()? {
+            let mut after: Option<KeyId> = None;
+            loop {
+                let page = st.list_keys(&store.prefix, after.as_ref(), 1000)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id.clone());
+            }
+        }
+        st.list_objects()?;
+        match st.list_policies() {
+            Ok(_) | Err(Error::Integrity(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Self::read_lockdown(&self.row_key, &**st)?;
+        for t in self.admin_tokens()? {
+            if !self.admin_token_is_genuine(&t)? {
+                self.row_key.report(&format!("admin token {}", t.name));
+            }
+        }
+        if self.integrity_failures() == before {
+            return Ok(Vec::new());
+        }
+        Ok(self.row_key.recent_failures())
     }
 
     fn deep_check(&self) -> Result<()> {

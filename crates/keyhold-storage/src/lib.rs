@@ -16,10 +16,12 @@
 #[doc(hidden)]
 pub mod conformance;
 mod postgres;
+mod seal;
 mod snapshot;
 mod sqlite;
 
 pub use postgres::{PgOptions, PostgresStorage, CHANGE_LOG_LEN};
+pub use seal::{RowSealer, POLICY_INDEX_SCOPE};
 pub use snapshot::{Cell, Snapshot, TableDump, SNAPSHOT_TABLES};
 pub use sqlite::SqliteStorage;
 
@@ -132,6 +134,18 @@ pub trait Storage: Send + Sync + 'static {
     fn changes_since(&self, _token: u64) -> Option<Vec<ChangeScope>> {
         None
     }
+
+    /// From now on seal every power-bearing row written, and refuse every
+    /// such row read that does not verify (see [`RowSealer`]).
+    fn set_row_sealer(&self, sealer: std::sync::Arc<dyn RowSealer>);
+
+    /// Seals every row that has no seal yet (a database from before sealed
+    /// rows), and the set of policy scopes, in one transaction; returns how
+    /// many rows it sealed. Rows with a wrong seal stay refused.
+    fn seal_unsealed_rows(&self) -> Result<u64>;
+
+    /// Whether any row carries a seal (a database written since sealed rows).
+    fn any_sealed_rows(&self) -> Result<bool>;
 
     /// Cheap liveness check of the backend.
     fn ping(&self) -> Result<()>;

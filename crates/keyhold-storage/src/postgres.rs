@@ -12,6 +12,7 @@
 //! unreachable the token holds still (nodes keep serving what they have
 //! cached) for at most `max_staleness`.
 
+use crate::seal::{self, RowSealer};
 use crate::{
     now_ms, Cell, ChangeScope, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES,
 };
@@ -211,7 +212,19 @@ CREATE TRIGGER policies_changed AFTER INSERT OR UPDATE OR DELETE ON policies
     // 6: each node's lease: how long after its heartbeat it may serve
     // cached keys (break glass waits for an acknowledgement or for that).
     "ALTER TABLE nodes ADD COLUMN lease_ms BIGINT NOT NULL DEFAULT 0;",
+    // 7: sealed rows (see `crate::seal`): NULL in rows from before.
+    r#"
+ALTER TABLE stores ADD COLUMN seal BYTEA;
+ALTER TABLE keys ADD COLUMN seal BYTEA;
+ALTER TABLE key_versions ADD COLUMN seal BYTEA;
+ALTER TABLE objects ADD COLUMN seal BYTEA;
+ALTER TABLE policies ADD COLUMN seal BYTEA;
+"#,
 ];
+
+/// An arbitrary constant naming the lock that orders policy changes (each
+/// rewrites the sealed index of policy scopes).
+const POLICY_LOCK: i64 = 0x006b_6579_706f_6c69;
 
 /// An arbitrary constant naming Keyhold's migration lock.
 const MIGRATION_LOCK: i64 = 0x006b_6579_686f_6c64;
@@ -219,12 +232,246 @@ const MIGRATION_LOCK: i64 = 0x006b_6579_686f_6c64;
 /// Checkpoints kept per audit chain (retention markers are all kept).
 const AUDIT_CHECKPOINTS_KEPT: i64 = 1_000;
 
-/// The columns [`row_to_key`] reads, in order.
-const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
-    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version";
-
 const OBJECT_COLUMNS: &str =
-    "uid, object_type, owner, state, exportable, attrs, material IS NOT NULL, rev";
+    "uid, object_type, owner, state, exportable, attrs, material IS NOT NULL, rev, seal";
+
+/// The columns [`row_to_key`] reads, in order, then the row's seal (16).
+const KEY_SEALED: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
+    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version, seal";
+
+/// The version columns sealed: (version, created_at, flag, has material, seal).
+const VERSION_SEALED: &str = "version, created_at, flag, length(wrapped) > 0, seal";
+
+type SealedKey = (Key, Option<Vec<u8>>);
+type SealedObject = (ManagedObject, String, Option<Vec<u8>>);
+type VersionRow = (u32, Timestamp, VersionFlag, bool, Option<Vec<u8>>);
+type Sealer = Option<Arc<dyn RowSealer>>;
+
+fn sealed_key(r: &Row) -> Result<SealedKey> {
+    Ok((row_to_key(r)?, col(r, 16)?))
+}
+
+fn sealed_store(r: &Row) -> Result<(KeyStore, Option<Vec<u8>>)> {
+    Ok((row_to_store(r)?, col(r, 4)?))
+}
+
+fn sealed_object(r: &Row) -> Result<SealedObject> {
+    Ok((row_to_object(r)?, col(r, 5)?, col(r, 8)?))
+}
+
+fn version_row(r: &Row) -> Result<VersionRow> {
+    Ok((
+        to_u32(col(r, 0)?)?,
+        col(r, 1)?,
+        VersionFlag::from_i64(col(r, 2)?),
+        col(r, 3)?,
+        col(r, 4)?,
+    ))
+}
+
+fn key_ok(s: Option<&dyn RowSealer>, (k, sealed): &SealedKey) -> bool {
+    seal::check(
+        s,
+        || seal::key_row(k),
+        sealed.as_deref(),
+        || format!("key {}/{}", k.store, k.id),
+    )
+}
+
+fn store_ok(s: Option<&dyn RowSealer>, (st, sealed): &(KeyStore, Option<Vec<u8>>)) -> bool {
+    seal::check(
+        s,
+        || seal::store_row(st),
+        sealed.as_deref(),
+        || format!("key store {}", st.prefix),
+    )
+}
+
+fn object_ok(s: Option<&dyn RowSealer>, (o, attrs, sealed): &SealedObject) -> bool {
+    seal::check(
+        s,
+        || seal::object_row(o, attrs),
+        sealed.as_deref(),
+        || format!("object {}", o.uid),
+    )
+}
+
+fn version_ok(s: Option<&dyn RowSealer>, prefix: &StorePrefix, id: &KeyId, r: &VersionRow) -> bool {
+    let (version, created_at, flag, has_material, sealed) = r;
+    seal::check(
+        s,
+        || seal::version_row(prefix, id, *version, *flag, *created_at, *has_material),
+        sealed.as_deref(),
+        || format!("version {version} of key {prefix}/{id}"),
+    )
+}
+
+/// Writes a key's row whole, with its seal.
+async fn write_key(c: &impl GenericClient, k: &Key, sealed: Option<Vec<u8>>) -> Result<()> {
+    let l = &k.lifecycle;
+    let (state, min) = lifecycle_params(l);
+    c.execute(
+        "UPDATE keys SET status = $3, usage = $4, current_version = $5, updated_at = $6, hsm_label = $7, \
+         state = $8, activate_at = $9, deactivate_at = $10, destroy_at = $11, compromised_at = $12, \
+         rotation_period = $13, next_rotation_at = $14, min_decrypt_version = $15, seal = $16 \
+         WHERE store = $1 AND key_id = $2",
+        &[
+            &k.store.as_str(),
+            &k.id.as_str(),
+            &k.status.as_str(),
+            &k.usage.to_bits(),
+            &i64::from(k.current_version),
+            &k.updated_at,
+            &k.hsm_label,
+            &state,
+            &l.activate_at,
+            &l.deactivate_at,
+            &l.destroy_at,
+            &l.compromised_at,
+            &l.rotation_period,
+            &l.next_rotation_at,
+            &min,
+            &sealed,
+        ],
+    )
+    .await
+    .map_err(pg_err)
+    .map(drop)
+}
+
+/// Reads a key's row for a change (locked), refused unless it verifies.
+async fn key_for_update(
+    c: &impl GenericClient,
+    sealer: Option<&dyn RowSealer>,
+    prefix: &StorePrefix,
+    id: &KeyId,
+) -> Result<Key> {
+    let row = c
+        .query_opt(
+            &format!("SELECT {KEY_SEALED} FROM keys WHERE store = $1 AND key_id = $2 FOR UPDATE"),
+            &[&prefix.as_str(), &id.as_str()],
+        )
+        .await
+        .map_err(pg_err)?
+        .ok_or_else(|| key_not_found(prefix, id))?;
+    let row = sealed_key(&row)?;
+    if !key_ok(sealer, &row) {
+        return Err(seal::refused(format!("key {prefix}/{id}")));
+    }
+    Ok(row.0)
+}
+
+/// Seals again the version rows of a key below `below` after their
+/// material was erased (erased versions grant nothing: not checked).
+async fn reseal_erased_versions(
+    c: &impl GenericClient,
+    sealer: Option<&dyn RowSealer>,
+    prefix: &StorePrefix,
+    id: &KeyId,
+    below: i64,
+) -> Result<()> {
+    let Some(sealer) = sealer else {
+        return Ok(());
+    };
+    let rows = c
+        .query(
+            &format!("SELECT {VERSION_SEALED} FROM key_versions WHERE store = $1 AND key_id = $2 AND version < $3"),
+            &[&prefix.as_str(), &id.as_str(), &below],
+        )
+        .await
+        .map_err(pg_err)?;
+    for r in &rows {
+        let (version, created_at, flag, has_material, _) = version_row(r)?;
+        let sealed = sealer.seal(&seal::version_row(
+            prefix,
+            id,
+            version,
+            flag,
+            created_at,
+            has_material,
+        ));
+        c.execute(
+            "UPDATE key_versions SET seal = $4 WHERE store = $1 AND key_id = $2 AND version = $3",
+            &[&prefix.as_str(), &id.as_str(), &i64::from(version), &sealed],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+    Ok(())
+}
+
+/// Every policy but the index row, checked against their seals and the
+/// sealed index of scopes.
+async fn policies_checked(
+    c: &impl GenericClient,
+    sealer: Option<&dyn RowSealer>,
+) -> Result<Vec<(String, String)>> {
+    let rows = c
+        .query("SELECT scope, body, seal FROM policies ORDER BY scope", &[])
+        .await
+        .map_err(pg_err)?;
+    let mut out = Vec::new();
+    let mut index: Option<(String, Option<Vec<u8>>)> = None;
+    for r in &rows {
+        let (scope, body, sealed): (String, String, Option<Vec<u8>>) =
+            (col(r, 0)?, col(r, 1)?, col(r, 2)?);
+        if scope == seal::POLICY_INDEX_SCOPE {
+            index = Some((body, sealed));
+            continue;
+        }
+        if !seal::check(
+            sealer,
+            || seal::policy_row(&scope, &body),
+            sealed.as_deref(),
+            || format!("the policy of {scope}"),
+        ) {
+            return Err(seal::refused(format!("the policy of {scope}")));
+        }
+        out.push((scope, body));
+    }
+    if let Some(s) = sealer {
+        let scopes: Vec<String> = out.iter().map(|(s, _)| s.clone()).collect();
+        let want = seal::policy_index_body(&scopes);
+        let ok = index.as_ref().is_some_and(|(body, sealed)| {
+            *body == want
+                && sealed
+                    .as_deref()
+                    .is_some_and(|x| s.verify(&seal::policy_row(seal::POLICY_INDEX_SCOPE, body), x))
+        });
+        if !ok {
+            s.refused("the set of policies");
+            return Err(seal::refused("the set of policies".into()));
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites the sealed index of policy scopes (in the changing transaction).
+async fn write_policy_index(c: &impl GenericClient, sealer: Option<&dyn RowSealer>) -> Result<()> {
+    let Some(sealer) = sealer else {
+        return Ok(());
+    };
+    let scopes: Vec<String> = c
+        .query(
+            "SELECT scope FROM policies WHERE scope <> $1",
+            &[&seal::POLICY_INDEX_SCOPE],
+        )
+        .await
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| col(r, 0))
+        .collect::<Result<_>>()?;
+    let body = seal::policy_index_body(&scopes);
+    let sealed = sealer.seal(&seal::policy_row(seal::POLICY_INDEX_SCOPE, &body));
+    c.execute(
+        "INSERT INTO policies(scope, body, updated_at, seal) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, seal = excluded.seal",
+        &[&seal::POLICY_INDEX_SCOPE, &body, &now(), &sealed],
+    )
+    .await
+    .map_err(pg_err)
+    .map(drop)
+}
 
 /// Settings of the PostgreSQL backend besides its URL.
 #[derive(Debug, Clone)]
@@ -361,6 +608,8 @@ pub struct PostgresStorage {
     opts: PgOptions,
     /// Redacted URL, for messages.
     target: String,
+    /// Seals rows written and checks rows read (see [`crate::seal`]).
+    sealer: seal::SealerSlot,
 }
 
 /// Maps a database error: a lost or refused connection is the dependency
@@ -571,6 +820,7 @@ impl PostgresStorage {
             changes: changes.clone(),
             opts: opts.clone(),
             target: redact(url),
+            sealer: seal::SealerSlot::default(),
         };
         s.migrate()?;
         let handle = s.runtime().handle().clone();
@@ -692,6 +942,63 @@ impl PostgresStorage {
     }
 }
 
+/// Sealed rows (see [`crate::seal`]).
+impl PostgresStorage {
+    fn keys_checked(&self, rows: Vec<SealedKey>) -> Vec<Key> {
+        let sealer = self.sealer.get();
+        rows.into_iter()
+            .filter(|r| key_ok(sealer.as_deref(), r))
+            .map(|r| r.0)
+            .collect()
+    }
+
+    fn objects_checked(&self, rows: Vec<SealedObject>) -> Vec<ManagedObject> {
+        let sealer = self.sealer.get();
+        rows.into_iter()
+            .filter(|r| object_ok(sealer.as_deref(), r))
+            .map(|r| r.0)
+            .collect()
+    }
+
+    fn new_version_seal(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        v: &WrappedKeyVersion,
+    ) -> Option<Vec<u8>> {
+        self.sealer.seal(|| {
+            seal::version_row(
+                prefix,
+                id,
+                v.version,
+                v.flag,
+                v.created_at,
+                !v.wrapped.is_empty(),
+            )
+        })
+    }
+
+    /// Changes one key's row: read and locked (refused unless it
+    /// verifies), changed by `f`, written back whole with its new seal.
+    fn modify_key(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        f: impl FnOnce(&mut Key) -> Result<()> + Send + 'static,
+    ) -> Result<()> {
+        let (p, k) = (prefix.clone(), id.clone());
+        let sealer: Sealer = self.sealer.get();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let mut key = key_for_update(&tx, sealer.as_deref(), &p, &k).await?;
+            f(&mut key)?;
+            let sealed = sealer.as_ref().map(|s| s.seal(&seal::key_row(&key)));
+            write_key(&tx, &key, sealed).await?;
+            tx.commit().await.map_err(pg_err)
+        })
+    }
+}
+
 impl Drop for PostgresStorage {
     fn drop(&mut self) {
         // Dropping a runtime inside another one's context panics; let its
@@ -782,6 +1089,137 @@ impl Storage for PostgresStorage {
         self.changes.since(token)
     }
 
+    fn set_row_sealer(&self, sealer: Arc<dyn RowSealer>) {
+        self.sealer.set(sealer);
+    }
+
+    fn any_sealed_rows(&self) -> Result<bool> {
+        self.row(
+            "SELECT EXISTS(SELECT 1 FROM stores WHERE seal IS NOT NULL) \
+             OR EXISTS(SELECT 1 FROM keys WHERE seal IS NOT NULL) \
+             OR EXISTS(SELECT 1 FROM key_versions WHERE seal IS NOT NULL) \
+             OR EXISTS(SELECT 1 FROM objects WHERE seal IS NOT NULL) \
+             OR EXISTS(SELECT 1 FROM policies WHERE seal IS NOT NULL)"
+                .into(),
+            params![],
+            |r| col(r, 0),
+        )
+        .map(|v| v.unwrap_or(false))
+    }
+
+    fn seal_unsealed_rows(&self) -> Result<u64> {
+        let sealer = self
+            .sealer
+            .get()
+            .ok_or_else(|| Error::Internal("no row sealer installed".into()))?;
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&POLICY_LOCK])
+                .await
+                .map_err(pg_err)?;
+            let mut n = 0u64;
+            for r in &tx
+                .query("SELECT prefix, status, description, created_at, seal FROM stores WHERE seal IS NULL FOR UPDATE", &[])
+                .await
+                .map_err(pg_err)?
+            {
+                let st = row_to_store(r)?;
+                tx.execute(
+                    "UPDATE stores SET seal = $2 WHERE prefix = $1",
+                    &[&st.prefix.as_str(), &sealer.seal(&seal::store_row(&st))],
+                )
+                .await
+                .map_err(pg_err)?;
+                n += 1;
+            }
+            for r in &tx
+                .query(&format!("SELECT {KEY_SEALED} FROM keys WHERE seal IS NULL FOR UPDATE"), &[])
+                .await
+                .map_err(pg_err)?
+            {
+                let k = row_to_key(r)?;
+                tx.execute(
+                    "UPDATE keys SET seal = $3 WHERE store = $1 AND key_id = $2",
+                    &[&k.store.as_str(), &k.id.as_str(), &sealer.seal(&seal::key_row(&k))],
+                )
+                .await
+                .map_err(pg_err)?;
+                n += 1;
+            }
+            for r in &tx
+                .query(
+                    "SELECT store, key_id, version, created_at, flag, length(wrapped) > 0 \
+                     FROM key_versions WHERE seal IS NULL FOR UPDATE",
+                    &[],
+                )
+                .await
+                .map_err(pg_err)?
+            {
+                let p = StorePrefix::parse(col(r, 0)?).map_err(bad_row)?;
+                let id = KeyId::parse(col(r, 1)?).map_err(bad_row)?;
+                let version = to_u32(col(r, 2)?)?;
+                let sealed = sealer.seal(&seal::version_row(
+                    &p,
+                    &id,
+                    version,
+                    VersionFlag::from_i64(col(r, 4)?),
+                    col(r, 3)?,
+                    col(r, 5)?,
+                ));
+                tx.execute(
+                    "UPDATE key_versions SET seal = $4 WHERE store = $1 AND key_id = $2 AND version = $3",
+                    &[&p.as_str(), &id.as_str(), &i64::from(version), &sealed],
+                )
+                .await
+                .map_err(pg_err)?;
+                n += 1;
+            }
+            for r in &tx
+                .query(&format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE seal IS NULL FOR UPDATE"), &[])
+                .await
+                .map_err(pg_err)?
+            {
+                let (o, attrs, _) = sealed_object(r)?;
+                tx.execute(
+                    "UPDATE objects SET seal = $2 WHERE uid = $1",
+                    &[&o.uid, &sealer.seal(&seal::object_row(&o, &attrs))],
+                )
+                .await
+                .map_err(pg_err)?;
+                n += 1;
+            }
+            for r in &tx
+                .query(
+                    "SELECT scope, body FROM policies WHERE seal IS NULL AND scope <> $1 FOR UPDATE",
+                    &[&seal::POLICY_INDEX_SCOPE],
+                )
+                .await
+                .map_err(pg_err)?
+            {
+                let (scope, body): (String, String) = (col(r, 0)?, col(r, 1)?);
+                tx.execute(
+                    "UPDATE policies SET seal = $2 WHERE scope = $1",
+                    &[&scope, &sealer.seal(&seal::policy_row(&scope, &body))],
+                )
+                .await
+                .map_err(pg_err)?;
+                n += 1;
+            }
+            let indexed = tx
+                .query_opt(
+                    "SELECT 1 FROM policies WHERE scope = $1 AND seal IS NOT NULL",
+                    &[&seal::POLICY_INDEX_SCOPE],
+                )
+                .await
+                .map_err(pg_err)?;
+            if indexed.is_none() {
+                write_policy_index(&tx, Some(&*sealer)).await?;
+            }
+            tx.commit().await.map_err(pg_err)?;
+            Ok(n)
+        })
+    }
+
     fn ping(&self) -> Result<()> {
         self.exec("SELECT 1", params![]).map(drop)
     }
@@ -842,6 +1280,18 @@ impl Storage for PostgresStorage {
     }
 
     fn get_policy(&self, scope: &str) -> Result<Option<String>> {
+        if scope == seal::POLICY_INDEX_SCOPE {
+            return Ok(None);
+        }
+        if self.sealer.get().is_some() {
+            // Policies are few: the whole sealed set is checked, so that a
+            // policy deleted outside Keyhold is noticed too.
+            return Ok(self
+                .list_policies()?
+                .into_iter()
+                .find(|(s, _)| s == scope)
+                .map(|(_, b)| b));
+        }
         self.row(
             "SELECT body FROM policies WHERE scope = $1".into(),
             params![scope.to_owned()],
@@ -850,26 +1300,40 @@ impl Storage for PostgresStorage {
     }
 
     fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool> {
-        let n = match body {
-            Some(b) => self.exec(
-                "INSERT INTO policies(scope, body, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                params![scope.to_owned(), b.to_owned(), now()],
-            )?,
-            None => self.exec(
-                "DELETE FROM policies WHERE scope = $1",
-                params![scope.to_owned()],
-            )?,
-        };
-        Ok(n > 0)
+        if scope == seal::POLICY_INDEX_SCOPE {
+            return Err(Error::invalid("policy scope", scope));
+        }
+        let sealer = self.sealer.get();
+        let (scope, body) = (scope.to_owned(), body.map(str::to_owned));
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&POLICY_LOCK])
+                .await
+                .map_err(pg_err)?;
+            let n = match &body {
+                Some(b) => {
+                    let sealed = sealer.as_ref().map(|s| s.seal(&seal::policy_row(&scope, b)));
+                    tx.execute(
+                        "INSERT INTO policies(scope, body, updated_at, seal) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, seal = excluded.seal",
+                        &[&scope, b, &now(), &sealed],
+                    )
+                    .await
+                }
+                None => tx.execute("DELETE FROM policies WHERE scope = $1", &[&scope]).await,
+            }
+            .map_err(pg_err)?;
+            write_policy_index(&tx, sealer.as_deref()).await?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(n > 0)
+        })
     }
 
     fn list_policies(&self) -> Result<Vec<(String, String)>> {
-        self.rows(
-            "SELECT scope, body FROM policies ORDER BY scope".into(),
-            params![],
-            |r| Ok((col(r, 0)?, col(r, 1)?)),
-        )
+        let sealer = self.sealer.get();
+        with_conn!(self, c => {
+            policies_checked(&c, sealer.as_deref()).await
+        })
     }
 
     fn add_audit_checkpoint(&self, cp: &AuditCheckpoint) -> Result<()> {
@@ -959,12 +1423,13 @@ impl Storage for PostgresStorage {
 
     fn create_store(&self, store: &KeyStore) -> Result<()> {
         let n = self.exec(
-            "INSERT INTO stores(prefix, status, description, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            "INSERT INTO stores(prefix, status, description, created_at, seal) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             params![
                 store.prefix.as_str().to_owned(),
                 store.status.as_str().to_owned(),
                 store.description.clone(),
-                store.created_at
+                store.created_at,
+                self.sealer.seal(|| seal::store_row(store))
             ],
         )?;
         if n == 0 {
@@ -974,30 +1439,61 @@ impl Storage for PostgresStorage {
     }
 
     fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>> {
-        self.row(
-            "SELECT prefix, status, description, created_at FROM stores WHERE prefix = $1".into(),
+        match self.row(
+            "SELECT prefix, status, description, created_at, seal FROM stores WHERE prefix = $1"
+                .into(),
             params![prefix.as_str().to_owned()],
-            row_to_store,
-        )
+            sealed_store,
+        )? {
+            None => Ok(None),
+            Some(r) if store_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
+            Some(_) => Err(seal::refused(format!("key store {prefix}"))),
+        }
     }
 
     fn list_stores(&self) -> Result<Vec<KeyStore>> {
-        self.rows(
-            "SELECT prefix, status, description, created_at FROM stores ORDER BY prefix".into(),
+        let rows = self.rows(
+            "SELECT prefix, status, description, created_at, seal FROM stores ORDER BY prefix"
+                .into(),
             params![],
-            row_to_store,
-        )
+            sealed_store,
+        )?;
+        let sealer = self.sealer.get();
+        Ok(rows
+            .into_iter()
+            .filter(|r| store_ok(sealer.as_deref(), r))
+            .map(|r| r.0)
+            .collect())
     }
 
     fn set_store_status(&self, prefix: &StorePrefix, status: Status) -> Result<()> {
-        let n = self.exec(
-            "UPDATE stores SET status = $2 WHERE prefix = $1",
-            params![prefix.as_str().to_owned(), status.as_str().to_owned()],
-        )?;
-        if n == 0 {
-            return Err(Error::StoreNotFound(prefix.display().to_owned()));
-        }
-        Ok(())
+        let sealer = self.sealer.get();
+        let p = prefix.clone();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let row = tx
+                .query_opt(
+                    "SELECT prefix, status, description, created_at, seal FROM stores WHERE prefix = $1 FOR UPDATE",
+                    &[&p.as_str()],
+                )
+                .await
+                .map_err(pg_err)?
+                .ok_or_else(|| Error::StoreNotFound(p.display().to_owned()))?;
+            let row = sealed_store(&row)?;
+            if !store_ok(sealer.as_deref(), &row) {
+                return Err(seal::refused(format!("key store {p}")));
+            }
+            let mut st = row.0;
+            st.status = status;
+            let sealed = sealer.as_ref().map(|s| s.seal(&seal::store_row(&st)));
+            tx.execute(
+                "UPDATE stores SET status = $2, seal = $3 WHERE prefix = $1",
+                &[&p.as_str(), &status.as_str(), &sealed],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)
+        })
     }
 
     fn add_credential(&self, cred: &StoredCredential) -> Result<()> {
@@ -1051,22 +1547,35 @@ impl Storage for PostgresStorage {
 
     fn create_keys(&self, keys: &[(Key, WrappedKeyVersion)]) -> Result<()> {
         let keys = keys.to_vec();
+        // (the key row's seal, its first version's seal)
+        type Seals = (Option<Vec<u8>>, Option<Vec<u8>>);
+        let seals: Vec<Seals> = keys
+            .iter()
+            .map(|(key, first)| {
+                let k = self.sealer.seal(|| {
+                    let mut k = key.clone();
+                    k.current_version = first.version;
+                    seal::key_row(&k)
+                });
+                (k, self.new_version_seal(&key.store, &key.id, first))
+            })
+            .collect();
         with_conn!(self, c => {
             let tx = c.transaction().await.map_err(pg_err)?;
             let ins_key = tx
                 .prepare(&format!(
-                    "INSERT INTO keys({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) ON CONFLICT DO NOTHING"
+                    "INSERT INTO keys({KEY_SEALED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT DO NOTHING"
                 ))
                 .await
                 .map_err(pg_err)?;
             let ins_version = tx
                 .prepare(
-                    "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag) VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag, seal) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .await
                 .map_err(pg_err)?;
             let mut checked: Option<StorePrefix> = None;
-            for (key, first) in &keys {
+            for ((key, first), (key_seal, version_seal)) in keys.iter().zip(&seals) {
                 if checked.as_ref() != Some(&key.store) {
                     require_store(&tx, &key.store).await?;
                     checked = Some(key.store.clone());
@@ -1093,6 +1602,7 @@ impl Storage for PostgresStorage {
                             &l.rotation_period,
                             &l.next_rotation_at,
                             &min,
+                            key_seal,
                         ],
                     )
                     .await
@@ -1112,6 +1622,7 @@ impl Storage for PostgresStorage {
                         &first.wrapped,
                         &first.created_at,
                         &first.flag.to_i64(),
+                        version_seal,
                     ],
                 )
                 .await
@@ -1122,11 +1633,15 @@ impl Storage for PostgresStorage {
     }
 
     fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>> {
-        self.row(
-            format!("SELECT {KEY_COLUMNS} FROM keys WHERE store = $1 AND key_id = $2"),
+        match self.row(
+            format!("SELECT {KEY_SEALED} FROM keys WHERE store = $1 AND key_id = $2"),
             params![prefix.as_str().to_owned(), id.as_str().to_owned()],
-            row_to_key,
-        )
+            sealed_key,
+        )? {
+            None => Ok(None),
+            Some(r) if key_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
+            Some(_) => Err(seal::refused(format!("key {prefix}/{id}"))),
+        }
     }
 
     fn list_keys(
@@ -1137,11 +1652,11 @@ impl Storage for PostgresStorage {
     ) -> Result<Vec<Key>> {
         let p = prefix.clone();
         let after = after.map(|a| a.as_str().to_owned()).unwrap_or_default();
-        with_conn!(self, c => {
+        let rows: Vec<SealedKey> = with_conn!(self, c => {
             require_store(&c, &p).await?;
             let st = c
                 .prepare_cached(&format!(
-                    "SELECT {KEY_COLUMNS} FROM keys WHERE store = $1 AND key_id > $2 ORDER BY key_id LIMIT $3"
+                    "SELECT {KEY_SEALED} FROM keys WHERE store = $1 AND key_id > $2 ORDER BY key_id LIMIT $3"
                 ))
                 .await
                 .map_err(pg_err)?;
@@ -1149,9 +1664,10 @@ impl Storage for PostgresStorage {
                 .await
                 .map_err(pg_err)?
                 .iter()
-                .map(row_to_key)
+                .map(sealed_key)
                 .collect()
-        })
+        })?;
+        Ok(self.keys_checked(rows))
     }
 
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
@@ -1172,29 +1688,19 @@ impl Storage for PostgresStorage {
     }
 
     fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()> {
-        let n = self.exec(
-            "UPDATE keys SET status = $3, updated_at = $4 WHERE store = $1 AND key_id = $2",
-            params![
-                prefix.as_str().to_owned(),
-                id.as_str().to_owned(),
-                status.as_str().to_owned(),
-                now()
-            ],
-        )?;
-        one_key_row(n, prefix, id)
+        self.modify_key(prefix, id, move |k| {
+            k.status = status;
+            k.updated_at = now();
+            Ok(())
+        })
     }
 
     fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()> {
-        let n = self.exec(
-            "UPDATE keys SET usage = $3, updated_at = $4 WHERE store = $1 AND key_id = $2",
-            params![
-                prefix.as_str().to_owned(),
-                id.as_str().to_owned(),
-                usage.to_bits(),
-                now()
-            ],
-        )?;
-        one_key_row(n, prefix, id)
+        self.modify_key(prefix, id, move |k| {
+            k.usage = usage;
+            k.updated_at = now();
+            Ok(())
+        })
     }
 
     fn add_key_version(
@@ -1204,32 +1710,22 @@ impl Storage for PostgresStorage {
         version: &WrappedKeyVersion,
     ) -> Result<()> {
         let (p, k, v) = (prefix.clone(), id.clone(), version.clone());
+        let sealer = self.sealer.get();
+        let version_seal = self.new_version_seal(prefix, id, version);
         with_conn!(self, c => {
             let tx = c.transaction().await.map_err(pg_err)?;
-            let n = tx
-                .execute(
-                    "UPDATE keys SET current_version = $3::bigint, updated_at = $4 WHERE store = $1 AND key_id = $2 AND current_version = $3::bigint - 1",
-                    &[&p.as_str(), &k.as_str(), &i64::from(v.version), &now()],
-                )
-                .await
-                .map_err(pg_err)?;
-            if n == 0 {
-                let exists = tx
-                    .query_opt(
-                        "SELECT 1 FROM keys WHERE store = $1 AND key_id = $2",
-                        &[&p.as_str(), &k.as_str()],
-                    )
-                    .await
-                    .map_err(pg_err)?;
-                return Err(match exists {
-                    None => key_not_found(&p, &k),
-                    Some(_) => {
-                        Error::InvalidState(format!("key {k} was rotated concurrently; retry"))
-                    }
-                });
+            let mut key = key_for_update(&tx, sealer.as_deref(), &p, &k).await?;
+            if key.current_version + 1 != v.version {
+                return Err(Error::InvalidState(format!(
+                    "key {k} was rotated concurrently; retry"
+                )));
             }
+            key.current_version = v.version;
+            key.updated_at = now();
+            let sealed = sealer.as_ref().map(|s| s.seal(&seal::key_row(&key)));
+            write_key(&tx, &key, sealed).await?;
             tx.execute(
-                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag) VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag, seal) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     &p.as_str(),
                     &k.as_str(),
@@ -1237,6 +1733,7 @@ impl Storage for PostgresStorage {
                     &v.wrapped,
                     &v.created_at,
                     &v.flag.to_i64(),
+                    &version_seal,
                 ],
             )
             .await
@@ -1251,51 +1748,62 @@ impl Storage for PostgresStorage {
         id: &KeyId,
         version: u32,
     ) -> Result<Option<WrappedKeyVersion>> {
-        self.row(
-            "SELECT version, wrapped, created_at, flag FROM key_versions WHERE store = $1 AND key_id = $2 AND version = $3".into(),
+        let row = self.row(
+            "SELECT version, wrapped, created_at, flag, seal FROM key_versions WHERE store = $1 AND key_id = $2 AND version = $3".into(),
             params![
                 prefix.as_str().to_owned(),
                 id.as_str().to_owned(),
                 i64::from(version)
             ],
             |r| {
-                Ok(WrappedKeyVersion {
-                    version: to_u32(col(r, 0)?)?,
-                    wrapped: col(r, 1)?,
-                    created_at: col(r, 2)?,
-                    flag: VersionFlag::from_i64(col(r, 3)?),
-                })
+                Ok((
+                    WrappedKeyVersion {
+                        version: to_u32(col(r, 0)?)?,
+                        wrapped: col(r, 1)?,
+                        created_at: col(r, 2)?,
+                        flag: VersionFlag::from_i64(col(r, 3)?),
+                    },
+                    col::<Option<Vec<u8>>>(r, 4)?,
+                ))
             },
-        )
+        )?;
+        match row {
+            None => Ok(None),
+            Some((v, sealed)) => {
+                let r = (
+                    v.version,
+                    v.created_at,
+                    v.flag,
+                    !v.wrapped.is_empty(),
+                    sealed,
+                );
+                if version_ok(self.sealer.get().as_deref(), prefix, id, &r) {
+                    Ok(Some(v))
+                } else {
+                    Err(seal::refused(format!(
+                        "version {version} of key {prefix}/{id}"
+                    )))
+                }
+            }
+        }
     }
 
     fn set_key_lifecycle(&self, prefix: &StorePrefix, id: &KeyId, l: &Lifecycle) -> Result<()> {
-        let (state, min) = lifecycle_params(l);
-        let n = self.exec(
-            "UPDATE keys SET state = $3, activate_at = $4, deactivate_at = $5, destroy_at = $6, compromised_at = $7, \
-             rotation_period = $8, next_rotation_at = $9, min_decrypt_version = $10, updated_at = $11 \
-             WHERE store = $1 AND key_id = $2",
-            params![
-                prefix.as_str().to_owned(),
-                id.as_str().to_owned(),
-                state,
-                l.activate_at,
-                l.deactivate_at,
-                l.destroy_at,
-                l.compromised_at,
-                l.rotation_period,
-                l.next_rotation_at,
-                min,
-                now()
-            ],
-        )?;
-        one_key_row(n, prefix, id)
+        let l = l.clone();
+        self.modify_key(prefix, id, move |k| {
+            k.lifecycle = l;
+            k.updated_at = now();
+            Ok(())
+        })
     }
 
     fn destroy_key_material(&self, prefix: &StorePrefix, id: &KeyId, at: Timestamp) -> Result<()> {
         let (p, k) = (prefix.clone(), id.clone());
+        let sealer = self.sealer.get();
         with_conn!(self, c => {
             let tx = c.transaction().await.map_err(pg_err)?;
+            // Destroying is never refused for a row that does not verify:
+            // it only takes power away.
             let n = tx
                 .execute(
                     "UPDATE keys SET state = 'DESTROYED', destroy_at = $3, next_rotation_at = NULL, updated_at = $3 \
@@ -1305,25 +1813,51 @@ impl Storage for PostgresStorage {
                 .await
                 .map_err(pg_err)?;
             one_key_row(n, &p, &k)?;
+            if let Some(s) = &sealer {
+                let row = tx
+                    .query_one(
+                        &format!("SELECT {KEY_SEALED} FROM keys WHERE store = $1 AND key_id = $2"),
+                        &[&p.as_str(), &k.as_str()],
+                    )
+                    .await
+                    .map_err(pg_err)?;
+                let key = sealed_key(&row)?.0;
+                tx.execute(
+                    "UPDATE keys SET seal = $3 WHERE store = $1 AND key_id = $2",
+                    &[&p.as_str(), &k.as_str(), &s.seal(&seal::key_row(&key))],
+                )
+                .await
+                .map_err(pg_err)?;
+            }
             tx.execute(
                 "UPDATE key_versions SET wrapped = '\\x'::bytea WHERE store = $1 AND key_id = $2",
                 &[&p.as_str(), &k.as_str()],
             )
             .await
             .map_err(pg_err)?;
+            reseal_erased_versions(&tx, sealer.as_deref(), &p, &k, i64::MAX).await?;
             tx.commit().await.map_err(pg_err)
         })
     }
 
     fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64> {
-        self.exec(
-            "UPDATE key_versions SET wrapped = '\\x'::bytea WHERE store = $1 AND key_id = $2 AND version < $3 AND length(wrapped) > 0",
-            params![
-                prefix.as_str().to_owned(),
-                id.as_str().to_owned(),
-                i64::from(below)
-            ],
-        )
+        let (p, k) = (prefix.clone(), id.clone());
+        let sealer = self.sealer.get();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let n = tx
+                .execute(
+                    "UPDATE key_versions SET wrapped = '\\x'::bytea WHERE store = $1 AND key_id = $2 AND version < $3 AND length(wrapped) > 0",
+                    &[&p.as_str(), &k.as_str(), &i64::from(below)],
+                )
+                .await
+                .map_err(pg_err)?;
+            if n > 0 {
+                reseal_erased_versions(&tx, sealer.as_deref(), &p, &k, i64::from(below)).await?;
+            }
+            tx.commit().await.map_err(pg_err)?;
+            Ok(n)
+        })
     }
 
     fn set_version_flag(
@@ -1333,55 +1867,77 @@ impl Storage for PostgresStorage {
         version: u32,
         flag: VersionFlag,
     ) -> Result<()> {
-        let n = self.exec(
-            "UPDATE key_versions SET flag = $4 WHERE store = $1 AND key_id = $2 AND version = $3",
-            params![
-                prefix.as_str().to_owned(),
-                id.as_str().to_owned(),
-                i64::from(version),
-                flag.to_i64()
-            ],
-        )?;
-        if n == 0 {
-            return Err(Error::invalid(
-                "version",
-                format!("key {id} has no version {version}"),
-            ));
-        }
-        Ok(())
+        let (p, k) = (prefix.clone(), id.clone());
+        let sealer = self.sealer.get();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            let row = tx
+                .query_opt(
+                    &format!("SELECT {VERSION_SEALED} FROM key_versions WHERE store = $1 AND key_id = $2 AND version = $3 FOR UPDATE"),
+                    &[&p.as_str(), &k.as_str(), &i64::from(version)],
+                )
+                .await
+                .map_err(pg_err)?
+                .ok_or_else(|| Error::invalid("version", format!("key {k} has no version {version}")))?;
+            let row = version_row(&row)?;
+            if !version_ok(sealer.as_deref(), &p, &k, &row) {
+                return Err(seal::refused(format!("version {version} of key {p}/{k}")));
+            }
+            let sealed = sealer
+                .as_ref()
+                .map(|s| s.seal(&seal::version_row(&p, &k, version, flag, row.1, row.3)));
+            tx.execute(
+                "UPDATE key_versions SET flag = $4, seal = $5 WHERE store = $1 AND key_id = $2 AND version = $3",
+                &[&p.as_str(), &k.as_str(), &i64::from(version), &flag.to_i64(), &sealed],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)
+        })
     }
 
     fn list_key_versions(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Vec<VersionInfo>> {
-        self.rows(
-            "SELECT version, created_at, flag, length(wrapped) > 0 FROM key_versions WHERE store = $1 AND key_id = $2 ORDER BY version".into(),
+        let rows = self.rows(
+            format!("SELECT {VERSION_SEALED} FROM key_versions WHERE store = $1 AND key_id = $2 ORDER BY version"),
             params![prefix.as_str().to_owned(), id.as_str().to_owned()],
-            |r| {
-                Ok(VersionInfo {
-                    version: to_u32(col(r, 0)?)?,
-                    created_at: col(r, 1)?,
-                    flag: VersionFlag::from_i64(col(r, 2)?),
-                    has_material: col(r, 3)?,
-                })
-            },
-        )
+            version_row,
+        )?;
+        let sealer = self.sealer.get();
+        Ok(rows
+            .into_iter()
+            .filter(|r| version_ok(sealer.as_deref(), prefix, id, r))
+            .map(|(version, created_at, flag, has_material, _)| VersionInfo {
+                version,
+                created_at,
+                flag,
+                has_material,
+            })
+            .collect())
     }
 
     fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>> {
-        self.rows(
+        let rows = self.rows(
             format!(
-                "SELECT {KEY_COLUMNS} FROM keys WHERE destroy_at <= $1 AND state <> 'DESTROYED' \
-                 UNION SELECT {KEY_COLUMNS} FROM keys WHERE next_rotation_at <= $1 LIMIT $2"
+                "SELECT {KEY_SEALED} FROM keys WHERE destroy_at <= $1 AND state <> 'DESTROYED' \
+                 UNION SELECT {KEY_SEALED} FROM keys WHERE next_rotation_at <= $1 LIMIT $2"
             ),
             params![now, limit as i64],
-            row_to_key,
-        )
+            sealed_key,
+        )?;
+        Ok(self.keys_checked(rows))
     }
 
     fn create_object(&self, o: &ManagedObject, material: &[u8]) -> Result<()> {
         let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
+        let sealed = self.sealer.seal(|| {
+            let mut row = o.clone();
+            row.rev = 1;
+            row.has_material = true;
+            seal::object_row(&row, &attrs)
+        });
         let n = self.exec(
-            "INSERT INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms, shared) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9) ON CONFLICT DO NOTHING",
+            "INSERT INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms, shared, seal) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $9, $10) ON CONFLICT DO NOTHING",
             params![
                 o.uid.clone(),
                 i64::from(o.object_type),
@@ -1391,7 +1947,8 @@ impl Storage for PostgresStorage {
                 attrs,
                 material.to_vec(),
                 now_ms(),
-                i64::from(o.is_shared())
+                i64::from(o.is_shared()),
+                sealed
             ],
         )?;
         if n == 0 {
@@ -1401,11 +1958,15 @@ impl Storage for PostgresStorage {
     }
 
     fn get_object(&self, uid: &str) -> Result<Option<ManagedObject>> {
-        self.row(
+        match self.row(
             format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = $1"),
             params![uid.to_owned()],
-            row_to_object,
-        )
+            sealed_object,
+        )? {
+            None => Ok(None),
+            Some(r) if object_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
+            Some(_) => Err(seal::refused(format!("object {uid}"))),
+        }
     }
 
     fn object_material(&self, uid: &str) -> Result<Option<Vec<u8>>> {
@@ -1420,11 +1981,19 @@ impl Storage for PostgresStorage {
 
     fn update_object(&self, o: &ManagedObject) -> Result<()> {
         let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
+        // The seal of the row as written: a row changed outside Keyhold
+        // since the caller read it (verified) ends up not verifying.
+        let sealed = self.sealer.seal(|| {
+            let mut row = o.clone();
+            row.rev = o.rev + 1;
+            seal::object_row(&row, &attrs)
+        });
         let n = self.exec(
-            // Erasing the material is one-way: an update never brings it back.
+            // Erasing the material is one-way: an update never brings it
+            // back, and one that says it is there when it is not loses.
             "UPDATE objects SET state = $3, exportable = $4, attrs = $5, rev = rev + 1, \
-             material = CASE WHEN $6 THEN material ELSE NULL END, shared = $7 \
-             WHERE uid = $1 AND rev = $2",
+             material = CASE WHEN $6 THEN material ELSE NULL END, shared = $7, seal = $8 \
+             WHERE uid = $1 AND rev = $2 AND ($6 = false OR material IS NOT NULL)",
             params![
                 o.uid.clone(),
                 o.rev as i64,
@@ -1432,13 +2001,21 @@ impl Storage for PostgresStorage {
                 i64::from(o.exportable),
                 attrs,
                 o.has_material,
-                i64::from(o.is_shared())
+                i64::from(o.is_shared()),
+                sealed
             ],
         )?;
         if n == 1 {
             return Ok(());
         }
-        Err(if self.get_object(&o.uid)?.is_some() {
+        let exists = self
+            .row(
+                "SELECT 1 FROM objects WHERE uid = $1".into(),
+                params![o.uid.clone()],
+                |_| Ok(()),
+            )?
+            .is_some();
+        Err(if exists {
             Error::Conflict(format!("object {}", o.uid))
         } else {
             Error::ObjectNotFound(o.uid.clone())
@@ -1446,11 +2023,12 @@ impl Storage for PostgresStorage {
     }
 
     fn list_objects(&self) -> Result<Vec<ManagedObject>> {
-        self.rows(
+        let rows = self.rows(
             format!("SELECT {OBJECT_COLUMNS} FROM objects ORDER BY created_ms, uid"),
             params![],
-            row_to_object,
-        )
+            sealed_object,
+        )?;
+        Ok(self.objects_checked(rows))
     }
 
     fn list_objects_for(&self, identity: &str, with_destroyed: bool) -> Result<Vec<ManagedObject>> {
@@ -1467,7 +2045,8 @@ impl Storage for PostgresStorage {
                 d = ObjectState::Destroyed as i64
             )
         };
-        self.rows(sql, params![identity.to_owned()], row_to_object)
+        let rows = self.rows(sql, params![identity.to_owned()], sealed_object)?;
+        Ok(self.objects_checked(rows))
     }
 
     fn delete_object(&self, uid: &str) -> Result<()> {
@@ -1670,8 +2249,8 @@ impl Storage for PostgresStorage {
             for (spec, t) in snap.ordered() {
                 let st = tx.prepare(&spec.insert('$')).await.map_err(pg_err)?;
                 for row in &t.rows {
-                    let vals: Vec<Box<dyn ToSql + Send + Sync>> = row
-                        .iter()
+                    let vals: Vec<Box<dyn ToSql + Send + Sync>> = spec
+                        .cells(row)
                         .zip(st.params())
                         .map(|(cell, ty)| -> Box<dyn ToSql + Send + Sync> {
                             match cell {

@@ -25,7 +25,7 @@ pub const SNAPSHOT_TABLES: &[TableSpec] = &[
     },
     TableSpec {
         name: "stores",
-        columns: &["prefix", "status", "description", "created_at"],
+        columns: &["prefix", "status", "description", "created_at", "seal"],
         order_by: "prefix",
     },
     TableSpec {
@@ -52,6 +52,7 @@ pub const SNAPSHOT_TABLES: &[TableSpec] = &[
             "rotation_period",
             "next_rotation_at",
             "min_decrypt_version",
+            "seal",
         ],
         order_by: "store, key_id",
     },
@@ -64,12 +65,13 @@ pub const SNAPSHOT_TABLES: &[TableSpec] = &[
             "wrapped",
             "created_at",
             "flag",
+            "seal",
         ],
         order_by: "store, key_id, version",
     },
     TableSpec {
         name: "policies",
-        columns: &["scope", "body", "updated_at"],
+        columns: &["scope", "body", "updated_at", "seal"],
         order_by: "scope",
     },
     TableSpec {
@@ -89,6 +91,7 @@ pub const SNAPSHOT_TABLES: &[TableSpec] = &[
             "material",
             "rev",
             "created_ms",
+            "seal",
         ],
         order_by: "uid",
     },
@@ -101,6 +104,21 @@ pub const SNAPSHOT_TABLES: &[TableSpec] = &[
 ];
 
 impl TableSpec {
+    /// Whether a row has this table's columns: all of them, or all but a
+    /// trailing `seal` (a backup from before sealed rows).
+    pub fn fits(&self, row: &[Cell]) -> bool {
+        row.len() == self.columns.len()
+            || (row.len() + 1 == self.columns.len() && self.columns.last() == Some(&"seal"))
+    }
+
+    /// A row's values in column order, a missing trailing `seal` as NULL.
+    pub fn cells<'a>(&self, row: &'a [Cell]) -> impl Iterator<Item = &'a Cell> {
+        const NULL: &Cell = &Cell::Null;
+        row.iter()
+            .chain(std::iter::repeat(NULL))
+            .take(self.columns.len())
+    }
+
     /// `SELECT columns FROM name ORDER BY order_by`.
     pub fn select(&self) -> String {
         format!(
@@ -181,7 +199,7 @@ impl Snapshot {
                 .ok_or_else(|| {
                     keyhold_core::Error::invalid("snapshot", format!("unknown table {}", t.name))
                 })?;
-            if let Some(r) = t.rows.iter().find(|r| r.len() != spec.columns.len()) {
+            if let Some(r) = t.rows.iter().find(|r| !spec.fits(r)) {
                 return Err(keyhold_core::Error::invalid(
                     "snapshot",
                     format!(

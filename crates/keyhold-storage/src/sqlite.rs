@@ -1,5 +1,6 @@
 //! The embedded SQLite backend.
 
+use crate::seal::{self, RowSealer};
 use crate::{now_ms, Cell, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES};
 use keyhold_core::{
     now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
@@ -169,6 +170,16 @@ CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;
 "#,
     // v12: each node's lease (see the PostgreSQL backend).
     "ALTER TABLE nodes ADD COLUMN lease_ms INTEGER NOT NULL DEFAULT 0;",
+    // v13: sealed rows (see `crate::seal`): a MAC per row that grants or
+    // limits power, NULL in rows from before (sealed once by the key
+    // service, see `Storage::seal_unsealed_rows`).
+    r#"
+ALTER TABLE stores ADD COLUMN seal BLOB;
+ALTER TABLE keys ADD COLUMN seal BLOB;
+ALTER TABLE key_versions ADD COLUMN seal BLOB;
+ALTER TABLE objects ADD COLUMN seal BLOB;
+ALTER TABLE policies ADD COLUMN seal BLOB;
+"#,
 ];
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
@@ -194,6 +205,17 @@ fn lifecycle_values(l: &Lifecycle) -> [Value; 8] {
 const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
     state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version";
 
+/// [`KEY_COLUMNS`] and the row's seal (column 16).
+const KEY_SEALED: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
+    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version, seal";
+
+/// A key row read with its seal.
+type SealedKey = (Key, Option<Vec<u8>>);
+
+/// A version row read for sealing: (version, created_at, flag, has
+/// material, seal).
+type VersionRow = (u32, Timestamp, VersionFlag, bool, Option<Vec<u8>>);
+
 /// SQLite storage: one file, WAL journal, `synchronous=FULL` so that every
 /// acknowledged commit survives a crash or power loss.
 /// Read-only connections for object reads.
@@ -215,6 +237,9 @@ pub struct SqliteStorage {
     /// Full checkpoints that truncate the WAL after erasures, shared by
     /// the erasures waiting at the same moment.
     purges: Purges,
+    /// Seals rows written and checks rows read, once the key service
+    /// installed it.
+    sealer: seal::SealerSlot,
 }
 
 /// Truncating checkpoints after crypto-shredding. Each one copies the whole
@@ -414,7 +439,14 @@ struct SlotState {
 }
 
 const OBJECT_COLUMNS: &str =
-    "uid, object_type, owner, state, exportable, attrs, material IS NOT NULL, rev";
+    "uid, object_type, owner, state, exportable, attrs, material IS NOT NULL, rev, seal";
+
+/// An object row read with its attributes' text and its seal.
+type SealedObject = (ManagedObject, String, Option<Vec<u8>>);
+
+fn sealed_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedObject> {
+    Ok((row_to_object(r)?, r.get(5)?, r.get(8)?))
+}
 
 fn row_to_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<ManagedObject> {
     let bad = |i: usize, what: String| {
@@ -592,6 +624,7 @@ impl SqliteStorage {
             quiet: std::sync::atomic::AtomicU64::new(0),
             checkpointer: None,
             purges: Purges::default(),
+            sealer: seal::SealerSlot::default(),
         };
         s.migrate()?;
         Ok(s)
@@ -819,6 +852,265 @@ impl SqliteStorage {
     }
 }
 
+/// Sealed rows (see [`crate::seal`]).
+impl SqliteStorage {
+    fn sealed_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedKey> {
+        Ok((Self::row_to_key(r)?, r.get(16)?))
+    }
+
+    /// Whether a key row read with its seal verifies (reported if not).
+    fn key_ok(s: Option<&dyn RowSealer>, (k, seal): &SealedKey) -> bool {
+        seal::check(
+            s,
+            || seal::key_row(k),
+            seal.as_deref(),
+            || format!("key {}/{}", k.store, k.id),
+        )
+    }
+
+    fn store_ok(s: Option<&dyn RowSealer>, st: &KeyStore, sealed: Option<&[u8]>) -> bool {
+        seal::check(
+            s,
+            || seal::store_row(st),
+            sealed,
+            || format!("key store {}", st.prefix),
+        )
+    }
+
+    fn object_ok(s: Option<&dyn RowSealer>, (o, attrs, sealed): &SealedObject) -> bool {
+        seal::check(
+            s,
+            || seal::object_row(o, attrs),
+            sealed.as_deref(),
+            || format!("object {}", o.uid),
+        )
+    }
+
+    fn version_ok(
+        s: Option<&dyn RowSealer>,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        (version, created_at, flag, has_material, sealed): &VersionRow,
+    ) -> bool {
+        seal::check(
+            s,
+            || seal::version_row(prefix, id, *version, *flag, *created_at, *has_material),
+            sealed.as_deref(),
+            || format!("version {version} of key {prefix}/{id}"),
+        )
+    }
+
+    fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            VersionFlag::from_i64(r.get(2)?),
+            r.get(3)?,
+            r.get(4)?,
+        ))
+    }
+
+    /// Runs `f` in one immediate transaction on the writer.
+    fn in_tx<R>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R>) -> Result<R> {
+        let mut conn = self.writer();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let r = f(&tx)?;
+        tx.commit().map_err(db_err)?;
+        Ok(r)
+    }
+
+    /// Changes one key's row: read (refused unless it verifies), changed
+    /// by `f`, written back whole with its new seal.
+    fn modify_key(
+        &self,
+        tx: &Connection,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        f: impl FnOnce(&mut Key) -> Result<()>,
+    ) -> Result<Key> {
+        let row = tx
+            .prepare_cached(&format!(
+                "SELECT {KEY_SEALED} FROM keys WHERE store = ?1 AND key_id = ?2"
+            ))
+            .and_then(|mut st| {
+                st.query_row(params![prefix.as_str(), id.as_str()], Self::sealed_key)
+                    .optional()
+            })
+            .map_err(db_err)?
+            .ok_or_else(|| Self::key_not_found(prefix, id))?;
+        let sealer = self.sealer.get();
+        if !Self::key_ok(sealer.as_deref(), &row) {
+            return Err(seal::refused(format!("key {prefix}/{id}")));
+        }
+        let mut k = row.0;
+        f(&mut k)?;
+        let sealed = sealer.map(|s| s.seal(&seal::key_row(&k)));
+        let mut v = vec![
+            Value::Text(prefix.as_str().to_owned()),
+            Value::Text(id.as_str().to_owned()),
+            Value::Text(k.status.as_str().to_owned()),
+            Value::Integer(k.usage.to_bits()),
+            Value::Integer(k.current_version.into()),
+            Value::Integer(k.updated_at),
+            k.hsm_label.clone().map_or(Value::Null, Value::Text),
+        ];
+        v.extend(lifecycle_values(&k.lifecycle));
+        v.push(sealed.map_or(Value::Null, Value::Blob));
+        tx.prepare_cached(
+            "UPDATE keys SET status = ?3, usage = ?4, current_version = ?5, updated_at = ?6, hsm_label = ?7, \
+             state = ?8, activate_at = ?9, deactivate_at = ?10, destroy_at = ?11, compromised_at = ?12, \
+             rotation_period = ?13, next_rotation_at = ?14, min_decrypt_version = ?15, seal = ?16 \
+             WHERE store = ?1 AND key_id = ?2",
+        )
+        .and_then(|mut st| st.execute(rusqlite::params_from_iter(v)))
+        .map_err(db_err)?;
+        Ok(k)
+    }
+
+    /// Seals again the version rows of a key (those below `below`, or all)
+    /// after their material was erased: erased versions grant nothing, so
+    /// they are not checked first.
+    fn reseal_erased_versions(
+        &self,
+        tx: &Connection,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        below: Option<u32>,
+    ) -> Result<()> {
+        let Some(sealer) = self.sealer.get() else {
+            return Ok(());
+        };
+        let rows: Vec<VersionRow> = tx
+            .prepare_cached(
+                "SELECT version, created_at, flag, length(wrapped) > 0, seal FROM key_versions \
+                 WHERE store = ?1 AND key_id = ?2 AND version < ?3",
+            )
+            .and_then(|mut st| {
+                st.query_map(
+                    params![prefix.as_str(), id.as_str(), below.unwrap_or(u32::MAX)],
+                    Self::version_row,
+                )?
+                .collect()
+            })
+            .map_err(db_err)?;
+        for (version, created_at, flag, has_material, _) in rows {
+            let sealed = sealer.seal(&seal::version_row(
+                prefix,
+                id,
+                version,
+                flag,
+                created_at,
+                has_material,
+            ));
+            tx.prepare_cached(
+                "UPDATE key_versions SET seal = ?4 WHERE store = ?1 AND key_id = ?2 AND version = ?3",
+            )
+            .and_then(|mut st| st.execute(params![prefix.as_str(), id.as_str(), version, sealed]))
+            .map_err(db_err)?;
+        }
+        Ok(())
+    }
+
+    /// The seal of a new version row.
+    fn new_version_seal(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        v: &WrappedKeyVersion,
+    ) -> Option<Vec<u8>> {
+        self.sealer.seal(|| {
+            seal::version_row(
+                prefix,
+                id,
+                v.version,
+                v.flag,
+                v.created_at,
+                !v.wrapped.is_empty(),
+            )
+        })
+    }
+
+    /// Every policy row but the index, checked, and whether the sealed
+    /// index names exactly their scopes.
+    fn policies_checked(&self, conn: &Connection) -> Result<Vec<(String, String)>> {
+        let rows: Vec<(String, String, Option<Vec<u8>>)> = conn
+            .prepare_cached("SELECT scope, body, seal FROM policies ORDER BY scope")
+            .and_then(|mut st| {
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect()
+            })
+            .map_err(db_err)?;
+        let sealer = self.sealer.get();
+        let mut out = Vec::new();
+        let mut index = None;
+        for (scope, body, sealed) in rows {
+            if scope == seal::POLICY_INDEX_SCOPE {
+                index = Some((body, sealed));
+                continue;
+            }
+            if !seal::check(
+                sealer.as_deref(),
+                || seal::policy_row(&scope, &body),
+                sealed.as_deref(),
+                || format!("the policy of {scope}"),
+            ) {
+                return Err(seal::refused(format!("the policy of {scope}")));
+            }
+            out.push((scope, body));
+        }
+        if let Some(s) = sealer.as_deref() {
+            let scopes: Vec<String> = out.iter().map(|(s, _)| s.clone()).collect();
+            let want = seal::policy_index_body(&scopes);
+            let ok = index.as_ref().is_some_and(|(body, sealed)| {
+                *body == want
+                    && sealed.as_deref().is_some_and(|x| {
+                        s.verify(&seal::policy_row(seal::POLICY_INDEX_SCOPE, body), x)
+                    })
+            });
+            if !ok {
+                s.refused("the set of policies");
+                return Err(seal::refused("the set of policies".into()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The objects of a listing that verify (the others are reported).
+    fn objects_checked(&self, rows: Vec<SealedObject>) -> Vec<ManagedObject> {
+        let sealer = self.sealer.get();
+        rows.into_iter()
+            .filter(|r| Self::object_ok(sealer.as_deref(), r))
+            .map(|r| r.0)
+            .collect()
+    }
+
+    /// Writes the sealed index of policy scopes (inside the transaction
+    /// that changed a policy).
+    fn write_policy_index(&self, conn: &Connection) -> Result<()> {
+        let Some(sealer) = self.sealer.get() else {
+            return Ok(());
+        };
+        let scopes: Vec<String> = conn
+            .prepare_cached("SELECT scope FROM policies WHERE scope <> ?1")
+            .and_then(|mut st| {
+                st.query_map([seal::POLICY_INDEX_SCOPE], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(db_err)?;
+        let body = seal::policy_index_body(&scopes);
+        let sealed = sealer.seal(&seal::policy_row(seal::POLICY_INDEX_SCOPE, &body));
+        conn.execute(
+            "INSERT INTO policies(scope, body, updated_at, seal) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT(scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, seal = excluded.seal",
+            params![seal::POLICY_INDEX_SCOPE, body, now(), sealed],
+        )
+        .map_err(db_err)?;
+        Ok(())
+    }
+}
+
 impl SqliteStorage {
     fn insert_checkpoint(conn: &mut Connection, c: &AuditCheckpoint) -> Result<()> {
         let tx = conn
@@ -854,6 +1146,135 @@ impl Storage for SqliteStorage {
             .total_changes()
             .wrapping_sub(self.quiet.load(std::sync::atomic::Ordering::Relaxed));
         Ok(((dv as u64) << 32) ^ own)
+    }
+
+    fn set_row_sealer(&self, sealer: Arc<dyn RowSealer>) {
+        self.sealer.set(sealer);
+    }
+
+    fn any_sealed_rows(&self) -> Result<bool> {
+        self.writer()
+            .query_row(
+                "SELECT EXISTS(SELECT 1 FROM stores WHERE seal IS NOT NULL) \
+                 OR EXISTS(SELECT 1 FROM keys WHERE seal IS NOT NULL) \
+                 OR EXISTS(SELECT 1 FROM key_versions WHERE seal IS NOT NULL) \
+                 OR EXISTS(SELECT 1 FROM objects WHERE seal IS NOT NULL) \
+                 OR EXISTS(SELECT 1 FROM policies WHERE seal IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err)
+    }
+
+    fn seal_unsealed_rows(&self) -> Result<u64> {
+        let sealer = self
+            .sealer
+            .get()
+            .ok_or_else(|| Error::Internal("no row sealer installed".into()))?;
+        self.in_tx(|tx| {
+            let mut n = 0u64;
+            let stores: Vec<KeyStore> = tx
+                .prepare("SELECT prefix, status, description, created_at FROM stores WHERE seal IS NULL")
+                .and_then(|mut st| st.query_map([], Self::row_to_store)?.collect())
+                .map_err(db_err)?;
+            for st in stores {
+                tx.execute(
+                    "UPDATE stores SET seal = ?2 WHERE prefix = ?1",
+                    params![st.prefix.as_str(), sealer.seal(&seal::store_row(&st))],
+                )
+                .map_err(db_err)?;
+                n += 1;
+            }
+            let keys: Vec<Key> = tx
+                .prepare(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE seal IS NULL"))
+                .and_then(|mut st| st.query_map([], Self::row_to_key)?.collect())
+                .map_err(db_err)?;
+            for k in keys {
+                tx.execute(
+                    "UPDATE keys SET seal = ?3 WHERE store = ?1 AND key_id = ?2",
+                    params![k.store.as_str(), k.id.as_str(), sealer.seal(&seal::key_row(&k))],
+                )
+                .map_err(db_err)?;
+                n += 1;
+            }
+            let versions: Vec<(StorePrefix, KeyId, VersionRow)> = tx
+                .prepare(
+                    "SELECT store, key_id, version, created_at, flag, length(wrapped) > 0, seal \
+                     FROM key_versions WHERE seal IS NULL",
+                )
+                .and_then(|mut st| {
+                    st.query_map([], |r| {
+                        Ok((
+                            parse_prefix(r.get(0)?)?,
+                            parse_key_id(r.get(1)?)?,
+                            (
+                                r.get(2)?,
+                                r.get(3)?,
+                                VersionFlag::from_i64(r.get(4)?),
+                                r.get(5)?,
+                                None,
+                            ),
+                        ))
+                    })?
+                    .collect()
+                })
+                .map_err(db_err)?;
+            for (p, id, (version, created_at, flag, has_material, _)) in versions {
+                let sealed = sealer.seal(&seal::version_row(
+                    &p,
+                    &id,
+                    version,
+                    flag,
+                    created_at,
+                    has_material,
+                ));
+                tx.execute(
+                    "UPDATE key_versions SET seal = ?4 WHERE store = ?1 AND key_id = ?2 AND version = ?3",
+                    params![p.as_str(), id.as_str(), version, sealed],
+                )
+                .map_err(db_err)?;
+                n += 1;
+            }
+            let objects: Vec<SealedObject> = tx
+                .prepare(&format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE seal IS NULL"))
+                .and_then(|mut st| st.query_map([], sealed_object)?.collect())
+                .map_err(db_err)?;
+            for (o, attrs, _) in objects {
+                tx.execute(
+                    "UPDATE objects SET seal = ?2 WHERE uid = ?1",
+                    params![o.uid, sealer.seal(&seal::object_row(&o, &attrs))],
+                )
+                .map_err(db_err)?;
+                n += 1;
+            }
+            let policies: Vec<(String, String)> = tx
+                .prepare("SELECT scope, body FROM policies WHERE seal IS NULL AND scope <> ?1")
+                .and_then(|mut st| {
+                    st.query_map([seal::POLICY_INDEX_SCOPE], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
+                })
+                .map_err(db_err)?;
+            for (scope, body) in policies {
+                tx.execute(
+                    "UPDATE policies SET seal = ?2 WHERE scope = ?1",
+                    params![scope, sealer.seal(&seal::policy_row(&scope, &body))],
+                )
+                .map_err(db_err)?;
+                n += 1;
+            }
+            let indexed: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM policies WHERE scope = ?1 AND seal IS NOT NULL",
+                    [seal::POLICY_INDEX_SCOPE],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db_err)?;
+            if indexed.is_none() {
+                self.write_policy_index(tx)?;
+            }
+            Ok(n)
+        })
     }
 
     fn ping(&self) -> Result<()> {
@@ -892,15 +1313,17 @@ impl Storage for SqliteStorage {
     }
 
     fn create_store(&self, store: &KeyStore) -> Result<()> {
+        let sealed = self.sealer.seal(|| seal::store_row(store));
         let conn = self.writer();
         let n = conn
             .execute(
-                "INSERT OR IGNORE INTO stores(prefix, status, description, created_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR IGNORE INTO stores(prefix, status, description, created_at, seal) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     store.prefix.as_str(),
                     store.status.as_str(),
                     store.description,
-                    store.created_at
+                    store.created_at,
+                    sealed
                 ],
             )
             .map_err(db_err)?;
@@ -911,40 +1334,72 @@ impl Storage for SqliteStorage {
     }
 
     fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>> {
-        self.writer()
+        let row = self
+            .writer()
             .query_row(
-                "SELECT prefix, status, description, created_at FROM stores WHERE prefix = ?1",
+                "SELECT prefix, status, description, created_at, seal FROM stores WHERE prefix = ?1",
                 [prefix.as_str()],
-                Self::row_to_store,
+                |r| Ok((Self::row_to_store(r)?, r.get::<_, Option<Vec<u8>>>(4)?)),
             )
             .optional()
-            .map_err(db_err)
+            .map_err(db_err)?;
+        match row {
+            None => Ok(None),
+            Some((st, sealed))
+                if Self::store_ok(self.sealer.get().as_deref(), &st, sealed.as_deref()) =>
+            {
+                Ok(Some(st))
+            }
+            Some(_) => Err(seal::refused(format!("key store {prefix}"))),
+        }
     }
 
     fn list_stores(&self) -> Result<Vec<KeyStore>> {
         let conn = self.writer();
         let mut st = conn
             .prepare_cached(
-                "SELECT prefix, status, description, created_at FROM stores ORDER BY prefix",
+                "SELECT prefix, status, description, created_at, seal FROM stores ORDER BY prefix",
             )
             .map_err(db_err)?;
-        let rows = st.query_map([], Self::row_to_store).map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        let rows = st
+            .query_map([], |r| {
+                Ok((Self::row_to_store(r)?, r.get::<_, Option<Vec<u8>>>(4)?))
+            })
+            .map_err(db_err)?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+        let sealer = self.sealer.get();
+        Ok(rows
+            .into_iter()
+            .filter(|(st, sealed)| Self::store_ok(sealer.as_deref(), st, sealed.as_deref()))
+            .map(|(st, _)| st)
+            .collect())
     }
 
     fn set_store_status(&self, prefix: &StorePrefix, status: Status) -> Result<()> {
-        let n = self
-            .conn
-            .lock()
-            .execute(
-                "UPDATE stores SET status = ?2 WHERE prefix = ?1",
-                params![prefix.as_str(), status.as_str()],
+        self.in_tx(|tx| {
+            let row = tx
+                .query_row(
+                    "SELECT prefix, status, description, created_at, seal FROM stores WHERE prefix = ?1",
+                    [prefix.as_str()],
+                    |r| Ok((Self::row_to_store(r)?, r.get::<_, Option<Vec<u8>>>(4)?)),
+                )
+                .optional()
+                .map_err(db_err)?
+                .ok_or_else(|| Error::StoreNotFound(prefix.display().to_owned()))?;
+            let sealer = self.sealer.get();
+            if !Self::store_ok(sealer.as_deref(), &row.0, row.1.as_deref()) {
+                return Err(seal::refused(format!("key store {prefix}")));
+            }
+            let mut st = row.0;
+            st.status = status;
+            let sealed = sealer.map(|s| s.seal(&seal::store_row(&st)));
+            tx.execute(
+                "UPDATE stores SET status = ?2, seal = ?3 WHERE prefix = ?1",
+                params![prefix.as_str(), status.as_str(), sealed],
             )
             .map_err(db_err)?;
-        if n == 0 {
-            return Err(Error::StoreNotFound(prefix.display().to_owned()));
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn add_credential(&self, cred: &StoredCredential) -> Result<()> {
@@ -1014,9 +1469,15 @@ impl Storage for SqliteStorage {
                 Self::require_store(&tx, &key.store)?;
                 checked = Some(&key.store);
             }
+            let key_seal = self.sealer.seal(|| {
+                let mut k = key.clone();
+                k.current_version = first.version;
+                seal::key_row(&k)
+            });
+            let version_seal = self.new_version_seal(&key.store, &key.id, first);
             let n = tx
                 .prepare_cached(
-                    &format!("INSERT OR IGNORE INTO keys({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+                    &format!("INSERT OR IGNORE INTO keys({KEY_SEALED}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
                 )
                 .and_then(|mut st| {
                     let mut v = vec![
@@ -1030,6 +1491,7 @@ impl Storage for SqliteStorage {
                         key.hsm_label.clone().map_or(Value::Null, Value::Text),
                     ];
                     v.extend(lifecycle_values(&key.lifecycle));
+                    v.push(key_seal.map_or(Value::Null, Value::Blob));
                     st.execute(rusqlite::params_from_iter(v))
                 })
                 .map_err(db_err)?;
@@ -1040,7 +1502,7 @@ impl Storage for SqliteStorage {
                 });
             }
             tx.prepare_cached(
-                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag, seal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -1049,7 +1511,8 @@ impl Storage for SqliteStorage {
                     first.version,
                     first.wrapped,
                     first.created_at,
-                    first.flag.to_i64()
+                    first.flag.to_i64(),
+                    version_seal
                 ])
             })
             .map_err(db_err)?;
@@ -1061,12 +1524,18 @@ impl Storage for SqliteStorage {
         let conn = self.writer();
         let mut st = conn
             .prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS} FROM keys WHERE store = ?1 AND key_id = ?2"
+                "SELECT {KEY_SEALED} FROM keys WHERE store = ?1 AND key_id = ?2"
             ))
             .map_err(db_err)?;
-        st.query_row(params![prefix.as_str(), id.as_str()], Self::row_to_key)
+        let row = st
+            .query_row(params![prefix.as_str(), id.as_str()], Self::sealed_key)
             .optional()
-            .map_err(db_err)
+            .map_err(db_err)?;
+        match row {
+            None => Ok(None),
+            Some(r) if Self::key_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
+            Some(_) => Err(seal::refused(format!("key {prefix}/{id}"))),
+        }
     }
 
     fn list_keys(
@@ -1079,7 +1548,7 @@ impl Storage for SqliteStorage {
         Self::require_store(&conn, prefix)?;
         let mut st = conn
             .prepare_cached(
-                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE store = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3"),
+                &format!("SELECT {KEY_SEALED} FROM keys WHERE store = ?1 AND key_id > ?2 ORDER BY key_id LIMIT ?3"),
             )
             .map_err(db_err)?;
         let rows = st
@@ -1089,10 +1558,16 @@ impl Storage for SqliteStorage {
                     after.map(|a| a.as_str()).unwrap_or(""),
                     limit as i64
                 ],
-                Self::row_to_key,
+                Self::sealed_key,
             )
             .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+        let sealer = self.sealer.get();
+        Ok(rows
+            .into_iter()
+            .filter(|r| Self::key_ok(sealer.as_deref(), r))
+            .map(|r| r.0)
+            .collect())
     }
 
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
@@ -1125,27 +1600,25 @@ impl Storage for SqliteStorage {
     }
 
     fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()> {
-        let n = self
-            .conn
-            .lock()
-            .execute(
-                "UPDATE keys SET status = ?3, updated_at = ?4 WHERE store = ?1 AND key_id = ?2",
-                params![prefix.as_str(), id.as_str(), status.as_str(), now()],
-            )
-            .map_err(db_err)?;
-        Self::one_key_row(n, prefix, id)
+        self.in_tx(|tx| {
+            self.modify_key(tx, prefix, id, |k| {
+                k.status = status;
+                k.updated_at = now();
+                Ok(())
+            })
+            .map(drop)
+        })
     }
 
     fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()> {
-        let n = self
-            .conn
-            .lock()
-            .execute(
-                "UPDATE keys SET usage = ?3, updated_at = ?4 WHERE store = ?1 AND key_id = ?2",
-                params![prefix.as_str(), id.as_str(), usage.to_bits(), now()],
-            )
-            .map_err(db_err)?;
-        Self::one_key_row(n, prefix, id)
+        self.in_tx(|tx| {
+            self.modify_key(tx, prefix, id, |k| {
+                k.usage = usage;
+                k.updated_at = now();
+                Ok(())
+            })
+            .map(drop)
+        })
     }
 
     fn add_key_version(
@@ -1154,43 +1627,33 @@ impl Storage for SqliteStorage {
         id: &KeyId,
         version: &WrappedKeyVersion,
     ) -> Result<()> {
-        let mut conn = self.writer();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        let n = tx
-            .execute(
-                "UPDATE keys SET current_version = ?3, updated_at = ?4 WHERE store = ?1 AND key_id = ?2 AND current_version = ?3 - 1",
-                params![prefix.as_str(), id.as_str(), version.version, now()],
+        let version_seal = self.new_version_seal(prefix, id, version);
+        self.in_tx(|tx| {
+            self.modify_key(tx, prefix, id, |k| {
+                if k.current_version + 1 != version.version {
+                    return Err(Error::InvalidState(format!(
+                        "key {id} was rotated concurrently; retry"
+                    )));
+                }
+                k.current_version = version.version;
+                k.updated_at = now();
+                Ok(())
+            })?;
+            tx.execute(
+                "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag, seal) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    prefix.as_str(),
+                    id.as_str(),
+                    version.version,
+                    version.wrapped,
+                    version.created_at,
+                    version.flag.to_i64(),
+                    version_seal
+                ],
             )
             .map_err(db_err)?;
-        if n == 0 {
-            let exists: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM keys WHERE store = ?1 AND key_id = ?2",
-                    params![prefix.as_str(), id.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db_err)?;
-            return Err(match exists {
-                None => Self::key_not_found(prefix, id),
-                Some(_) => Error::InvalidState(format!("key {id} was rotated concurrently; retry")),
-            });
-        }
-        tx.execute(
-            "INSERT INTO key_versions(store, key_id, version, wrapped, created_at, flag) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                prefix.as_str(),
-                id.as_str(),
-                version.version,
-                version.wrapped,
-                version.created_at,
-                version.flag.to_i64()
-            ],
-        )
-        .map_err(db_err)?;
-        tx.commit().map_err(db_err)
+            Ok(())
+        })
     }
 
     fn get_key_version(
@@ -1202,19 +1665,42 @@ impl Storage for SqliteStorage {
         let conn = self.writer();
         let mut st = conn
             .prepare_cached(
-                "SELECT version, wrapped, created_at, flag FROM key_versions WHERE store = ?1 AND key_id = ?2 AND version = ?3",
+                "SELECT version, wrapped, created_at, flag, seal FROM key_versions WHERE store = ?1 AND key_id = ?2 AND version = ?3",
             )
             .map_err(db_err)?;
-        st.query_row(params![prefix.as_str(), id.as_str(), version], |r| {
-            Ok(WrappedKeyVersion {
-                version: r.get(0)?,
-                wrapped: r.get(1)?,
-                created_at: r.get(2)?,
-                flag: VersionFlag::from_i64(r.get(3)?),
+        let row = st
+            .query_row(params![prefix.as_str(), id.as_str(), version], |r| {
+                Ok((
+                    WrappedKeyVersion {
+                        version: r.get(0)?,
+                        wrapped: r.get(1)?,
+                        created_at: r.get(2)?,
+                        flag: VersionFlag::from_i64(r.get(3)?),
+                    },
+                    r.get::<_, Option<Vec<u8>>>(4)?,
+                ))
             })
-        })
-        .optional()
-        .map_err(db_err)
+            .optional()
+            .map_err(db_err)?;
+        match row {
+            None => Ok(None),
+            Some((v, sealed)) => {
+                let r = (
+                    v.version,
+                    v.created_at,
+                    v.flag,
+                    !v.wrapped.is_empty(),
+                    sealed,
+                );
+                if Self::version_ok(self.sealer.get().as_deref(), prefix, id, &r) {
+                    Ok(Some(v))
+                } else {
+                    Err(seal::refused(format!(
+                        "version {version} of key {prefix}/{id}"
+                    )))
+                }
+            }
+        }
     }
 
     fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()> {
@@ -1244,7 +1730,19 @@ impl Storage for SqliteStorage {
     }
 
     fn get_policy(&self, scope: &str) -> Result<Option<String>> {
+        if scope == seal::POLICY_INDEX_SCOPE {
+            return Ok(None);
+        }
         let conn = self.writer();
+        if self.sealer.get().is_some() {
+            // Policies are few: the whole sealed set is checked, so that a
+            // policy deleted outside Keyhold is noticed too.
+            return Ok(self
+                .policies_checked(&conn)?
+                .into_iter()
+                .find(|(s, _)| s == scope)
+                .map(|(_, b)| b));
+        }
         let mut st = conn
             .prepare_cached("SELECT body FROM policies WHERE scope = ?1")
             .map_err(db_err)?;
@@ -1254,28 +1752,30 @@ impl Storage for SqliteStorage {
     }
 
     fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool> {
-        let conn = self.writer();
-        let n = match body {
-            Some(b) => conn.execute(
-                "INSERT INTO policies(scope, body, updated_at) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT(scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
-                params![scope, b, now()],
-            ),
-            None => conn.execute("DELETE FROM policies WHERE scope = ?1", [scope]),
+        if scope == seal::POLICY_INDEX_SCOPE {
+            return Err(Error::invalid("policy scope", scope));
         }
-        .map_err(db_err)?;
-        Ok(n > 0)
+        self.in_tx(|tx| {
+            let n = match body {
+                Some(b) => {
+                    let sealed = self.sealer.seal(|| seal::policy_row(scope, b));
+                    tx.execute(
+                        "INSERT INTO policies(scope, body, updated_at, seal) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT(scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, seal = excluded.seal",
+                        params![scope, b, now(), sealed],
+                    )
+                }
+                None => tx.execute("DELETE FROM policies WHERE scope = ?1", [scope]),
+            }
+            .map_err(db_err)?;
+            self.write_policy_index(tx)?;
+            Ok(n > 0)
+        })
     }
 
     fn list_policies(&self) -> Result<Vec<(String, String)>> {
         let conn = self.writer();
-        let mut st = conn
-            .prepare("SELECT scope, body FROM policies ORDER BY scope")
-            .map_err(db_err)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        self.policies_checked(&conn)
     }
 
     fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()> {
@@ -1350,48 +1850,52 @@ impl Storage for SqliteStorage {
     }
 
     fn set_key_lifecycle(&self, prefix: &StorePrefix, id: &KeyId, l: &Lifecycle) -> Result<()> {
-        let n = self
-            .conn
-            .lock()
-            .execute(
-                "UPDATE keys SET state = ?3, activate_at = ?4, deactivate_at = ?5, destroy_at = ?6, compromised_at = ?7, \
-                 rotation_period = ?8, next_rotation_at = ?9, min_decrypt_version = ?10, updated_at = ?11 \
-                 WHERE store = ?1 AND key_id = ?2",
-                rusqlite::params_from_iter(
-                    [
-                        Value::Text(prefix.as_str().to_owned()),
-                        Value::Text(id.as_str().to_owned()),
-                    ]
-                    .into_iter()
-                    .chain(lifecycle_values(l))
-                    .chain([Value::Integer(now())]),
-                ),
-            )
-            .map_err(db_err)?;
-        Self::one_key_row(n, prefix, id)
+        self.in_tx(|tx| {
+            self.modify_key(tx, prefix, id, |k| {
+                k.lifecycle = l.clone();
+                k.updated_at = now();
+                Ok(())
+            })
+            .map(drop)
+        })
     }
 
     fn destroy_key_material(&self, prefix: &StorePrefix, id: &KeyId, at: Timestamp) -> Result<()> {
-        let mut conn = self.writer();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        let n = tx
-            .execute(
-                "UPDATE keys SET state = 'DESTROYED', destroy_at = ?3, next_rotation_at = NULL, updated_at = ?3 \
-                 WHERE store = ?1 AND key_id = ?2",
-                params![prefix.as_str(), id.as_str(), at],
+        self.in_tx(|tx| {
+            // Destroying is never refused for a row that does not verify:
+            // it only takes power away.
+            let n = tx
+                .execute(
+                    "UPDATE keys SET state = 'DESTROYED', destroy_at = ?3, next_rotation_at = NULL, updated_at = ?3 \
+                     WHERE store = ?1 AND key_id = ?2",
+                    params![prefix.as_str(), id.as_str(), at],
+                )
+                .map_err(db_err)?;
+            Self::one_key_row(n, prefix, id)?;
+            if let Some(sealer) = self.sealer.get() {
+                let k = tx
+                    .query_row(
+                        &format!("SELECT {KEY_SEALED} FROM keys WHERE store = ?1 AND key_id = ?2"),
+                        params![prefix.as_str(), id.as_str()],
+                        Self::sealed_key,
+                    )
+                    .map_err(db_err)?
+                    .0;
+                tx.execute(
+                    "UPDATE keys SET seal = ?3 WHERE store = ?1 AND key_id = ?2",
+                    params![prefix.as_str(), id.as_str(), sealer.seal(&seal::key_row(&k))],
+                )
+                .map_err(db_err)?;
+            }
+            // The rows stay (version numbers remain known) with their material
+            // gone; secure_delete zeroes the freed bytes in the file.
+            tx.execute(
+                "UPDATE key_versions SET wrapped = x'' WHERE store = ?1 AND key_id = ?2",
+                params![prefix.as_str(), id.as_str()],
             )
             .map_err(db_err)?;
-        Self::one_key_row(n, prefix, id)?;
-        // The rows stay (version numbers remain known) with their material
-        // gone; secure_delete zeroes the freed bytes in the file.
-        tx.execute(
-            "UPDATE key_versions SET wrapped = x'' WHERE store = ?1 AND key_id = ?2",
-            params![prefix.as_str(), id.as_str()],
-        )
-        .map_err(db_err)?;
-        tx.commit().map_err(db_err)
+            self.reseal_erased_versions(tx, prefix, id, None)
+        })
     }
 
     fn purge_erased_copies(&self) -> Result<()> {
@@ -1424,13 +1928,18 @@ impl Storage for SqliteStorage {
     }
 
     fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64> {
-        self.writer()
-            .execute(
-                "UPDATE key_versions SET wrapped = x'' WHERE store = ?1 AND key_id = ?2 AND version < ?3 AND length(wrapped) > 0",
-                params![prefix.as_str(), id.as_str(), below],
-            )
-            .map(|n| n as u64)
-            .map_err(db_err)
+        self.in_tx(|tx| {
+            let n = tx
+                .execute(
+                    "UPDATE key_versions SET wrapped = x'' WHERE store = ?1 AND key_id = ?2 AND version < ?3 AND length(wrapped) > 0",
+                    params![prefix.as_str(), id.as_str(), below],
+                )
+                .map_err(db_err)?;
+            if n > 0 {
+                self.reseal_erased_versions(tx, prefix, id, Some(below))?;
+            }
+            Ok(n as u64)
+        })
     }
 
     fn set_version_flag(
@@ -1440,55 +1949,76 @@ impl Storage for SqliteStorage {
         version: u32,
         flag: VersionFlag,
     ) -> Result<()> {
-        let n = self
-            .conn
-            .lock()
-            .execute(
-                "UPDATE key_versions SET flag = ?4 WHERE store = ?1 AND key_id = ?2 AND version = ?3",
-                params![prefix.as_str(), id.as_str(), version, flag.to_i64()],
+        self.in_tx(|tx| {
+            let row = tx
+                .query_row(
+                    "SELECT version, created_at, flag, length(wrapped) > 0, seal FROM key_versions \
+                     WHERE store = ?1 AND key_id = ?2 AND version = ?3",
+                    params![prefix.as_str(), id.as_str(), version],
+                    Self::version_row,
+                )
+                .optional()
+                .map_err(db_err)?
+                .ok_or_else(|| {
+                    Error::invalid("version", format!("key {id} has no version {version}"))
+                })?;
+            let sealer = self.sealer.get();
+            if !Self::version_ok(sealer.as_deref(), prefix, id, &row) {
+                return Err(seal::refused(format!("version {version} of key {prefix}/{id}")));
+            }
+            let sealed = sealer
+                .map(|s| s.seal(&seal::version_row(prefix, id, version, flag, row.1, row.3)));
+            tx.execute(
+                "UPDATE key_versions SET flag = ?4, seal = ?5 WHERE store = ?1 AND key_id = ?2 AND version = ?3",
+                params![prefix.as_str(), id.as_str(), version, flag.to_i64(), sealed],
             )
             .map_err(db_err)?;
-        if n == 0 {
-            return Err(Error::invalid(
-                "version",
-                format!("key {id} has no version {version}"),
-            ));
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn list_key_versions(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Vec<VersionInfo>> {
         let conn = self.writer();
         let mut st = conn
             .prepare_cached(
-                "SELECT version, created_at, flag, length(wrapped) > 0 FROM key_versions WHERE store = ?1 AND key_id = ?2 ORDER BY version",
+                "SELECT version, created_at, flag, length(wrapped) > 0, seal FROM key_versions WHERE store = ?1 AND key_id = ?2 ORDER BY version",
             )
             .map_err(db_err)?;
         let rows = st
-            .query_map(params![prefix.as_str(), id.as_str()], |r| {
-                Ok(VersionInfo {
-                    version: r.get(0)?,
-                    created_at: r.get(1)?,
-                    flag: VersionFlag::from_i64(r.get(2)?),
-                    has_material: r.get(3)?,
-                })
-            })
+            .query_map(params![prefix.as_str(), id.as_str()], Self::version_row)
             .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+        let sealer = self.sealer.get();
+        Ok(rows
+            .into_iter()
+            .filter(|r| Self::version_ok(sealer.as_deref(), prefix, id, r))
+            .map(|(version, created_at, flag, has_material, _)| VersionInfo {
+                version,
+                created_at,
+                flag,
+                has_material,
+            })
+            .collect())
     }
 
     fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>> {
         let conn = self.writer();
         let mut st = conn
             .prepare_cached(&format!(
-                "SELECT {KEY_COLUMNS} FROM keys WHERE destroy_at <= ?1 AND state <> 'DESTROYED' \
-                 UNION SELECT {KEY_COLUMNS} FROM keys WHERE next_rotation_at <= ?1 LIMIT ?2"
+                "SELECT {KEY_SEALED} FROM keys WHERE destroy_at <= ?1 AND state <> 'DESTROYED' \
+                 UNION SELECT {KEY_SEALED} FROM keys WHERE next_rotation_at <= ?1 LIMIT ?2"
             ))
             .map_err(db_err)?;
         let rows = st
-            .query_map(params![now, limit as i64], Self::row_to_key)
+            .query_map(params![now, limit as i64], Self::sealed_key)
             .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+        let sealer = self.sealer.get();
+        Ok(rows
+            .into_iter()
+            .filter(|r| Self::key_ok(sealer.as_deref(), r))
+            .map(|r| r.0)
+            .collect())
     }
 
     fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>> {
@@ -1565,14 +2095,20 @@ impl Storage for SqliteStorage {
         let (uid, owner, material) = (o.uid.clone(), o.owner.clone(), material.to_vec());
         let (object_type, state, exportable) = (o.object_type, o.state as u32, o.exportable);
         let shared = o.is_shared();
+        let sealed = self.sealer.seal(|| {
+            let mut row = o.clone();
+            row.rev = 1;
+            row.has_material = true;
+            seal::object_row(&row, &attrs)
+        });
         self.write_grouped(move |conn| {
             let n = conn
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms, shared) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9)",
+                    "INSERT OR IGNORE INTO objects(uid, object_type, owner, state, exportable, attrs, material, rev, created_ms, shared, seal) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?10)",
                 )
                 .and_then(|mut st| {
-                    st.execute(params![uid, object_type, owner, state, exportable, attrs, material, now_ms(), shared])
+                    st.execute(params![uid, object_type, owner, state, exportable, attrs, material, now_ms(), shared, sealed])
                 })
                 .map_err(db_err)?;
             if n == 0 {
@@ -1583,12 +2119,19 @@ impl Storage for SqliteStorage {
     }
 
     fn get_object(&self, uid: &str) -> Result<Option<ManagedObject>> {
-        let conn = self.reader();
-        conn.prepare_cached(&format!(
-            "SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = ?1"
-        ))
-        .and_then(|mut st| st.query_row([uid], row_to_object).optional())
-        .map_err(db_err)
+        let row = {
+            let conn = self.reader();
+            conn.prepare_cached(&format!(
+                "SELECT {OBJECT_COLUMNS} FROM objects WHERE uid = ?1"
+            ))
+            .and_then(|mut st| st.query_row([uid], sealed_object).optional())
+            .map_err(db_err)?
+        };
+        match row {
+            None => Ok(None),
+            Some(r) if Self::object_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
+            Some(_) => Err(seal::refused(format!("object {uid}"))),
+        }
     }
 
     fn object_material(&self, uid: &str) -> Result<Option<Vec<u8>>> {
@@ -1607,13 +2150,21 @@ impl Storage for SqliteStorage {
         let (uid, rev, state) = (o.uid.clone(), o.rev, o.state as u32);
         let (exportable, has_material) = (o.exportable, o.has_material);
         let shared = o.is_shared();
+        // The seal of the row as written: a row changed outside Keyhold
+        // since the caller read it (verified) ends up not verifying.
+        let sealed = self.sealer.seal(|| {
+            let mut row = o.clone();
+            row.rev = o.rev + 1;
+            seal::object_row(&row, &attrs)
+        });
         self.write_grouped(move |conn| {
-            // Erasing the material is one-way: an update never brings it back.
+            // Erasing the material is one-way: an update never brings it
+            // back, and one that says it is there when it is not loses.
             let n = conn
                 .prepare_cached(
                     "UPDATE objects SET state = ?3, exportable = ?4, attrs = ?5, rev = rev + 1, \
-                     material = CASE WHEN ?6 THEN material ELSE NULL END, shared = ?7 \
-                     WHERE uid = ?1 AND rev = ?2",
+                     material = CASE WHEN ?6 THEN material ELSE NULL END, shared = ?7, seal = ?8 \
+                     WHERE uid = ?1 AND rev = ?2 AND (NOT ?6 OR material IS NOT NULL)",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
@@ -1623,7 +2174,8 @@ impl Storage for SqliteStorage {
                         exportable,
                         attrs,
                         has_material,
-                        shared
+                        shared,
+                        sealed
                     ])
                 })
                 .map_err(db_err)?;
@@ -1660,8 +2212,11 @@ impl Storage for SqliteStorage {
                 "SELECT {OBJECT_COLUMNS} FROM objects ORDER BY created_ms, uid"
             ))
             .map_err(db_err)?;
-        let rows = st.query_map([], row_to_object).map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        let rows = st.query_map([], sealed_object).map_err(db_err)?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+        drop(st);
+        drop(conn);
+        Ok(self.objects_checked(rows))
     }
 
     fn list_objects_for(&self, identity: &str, with_destroyed: bool) -> Result<Vec<ManagedObject>> {
@@ -1681,8 +2236,11 @@ impl Storage for SqliteStorage {
             )
         };
         let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
-        let rows = st.query_map([identity], row_to_object).map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+        let rows = st.query_map([identity], sealed_object).map_err(db_err)?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+        drop(st);
+        drop(conn);
+        Ok(self.objects_checked(rows))
     }
 
     fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
@@ -1823,12 +2381,14 @@ impl Storage for SqliteStorage {
         for (spec, t) in snap.ordered() {
             let mut st = tx.prepare(&spec.insert('?')).map_err(db_err)?;
             for row in &t.rows {
-                st.execute(rusqlite::params_from_iter(row.iter().map(|c| match c {
-                    Cell::Null => Value::Null,
-                    Cell::Int(v) => Value::Integer(*v),
-                    Cell::Text(t) => Value::Text(t.clone()),
-                    Cell::Bytes(b) => Value::Blob(b.clone()),
-                })))
+                st.execute(rusqlite::params_from_iter(spec.cells(row).map(
+                    |c| match c {
+                        Cell::Null => Value::Null,
+                        Cell::Int(v) => Value::Integer(*v),
+                        Cell::Text(t) => Value::Text(t.clone()),
+                        Cell::Bytes(b) => Value::Blob(b.clone()),
+                    },
+                )))
                 .map_err(db_err)?;
             }
         }
@@ -2075,6 +2635,17 @@ mod tests {
     #[test]
     fn audit_records_are_shipped_once() {
         c::audit_records_are_shipped_once(&SqliteStorage::open_in_memory().unwrap());
+    }
+
+    #[test]
+    fn sealed_rows_refuse_changes_made_outside() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("k.db");
+        let s = SqliteStorage::open(&path).unwrap();
+        let outside = Connection::open(&path).unwrap();
+        c::sealed_rows_refuse_changes_made_outside(&s, &|sql| {
+            outside.execute_batch(sql).unwrap();
+        });
     }
 
     #[test]

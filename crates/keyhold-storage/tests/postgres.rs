@@ -39,6 +39,10 @@ fn conformance_suite_on_postgres() {
     c::snapshot_and_restore(&fresh(), &fresh());
     c::audit_records_are_shipped_once(&fresh());
     c::reservations_only_grow(Arc::new(fresh()));
+    let url = pg.create_database("sealed");
+    c::sealed_rows_refuse_changes_made_outside(&open(&url), &|sql| {
+        pg.psql("sealed", sql);
+    });
 
     // Snapshots move between the backends unchanged: SQLite to
     // PostgreSQL and back again.

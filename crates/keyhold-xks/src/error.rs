@@ -112,6 +112,7 @@ impl From<keyhold_core::Error> for XksError {
             E::RootOfTrust(_)
             | E::UnwrapFailed
             | E::Storage(_)
+            | E::Integrity(_)
             | E::Internal(_)
             | E::ObjectNotFound(_)
             | E::Conflict(_) => ErrorName::InternalException,
