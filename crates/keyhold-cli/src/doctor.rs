@@ -90,6 +90,7 @@ pub fn run(ctx: &Ctx, dd: &DataDir, args: &DoctorArgs) -> Result<(), String> {
     let name = check_certificate(&mut r, &config, args.public_name.as_deref(), &roots);
     check_listen(&mut r, &config);
     check_clock(&mut r);
+    check_integrity(&mut r, ctx);
     check_stores(&mut r, ctx, dd, &config, name.as_deref(), &roots);
     print(ctx, &r);
     match r.worst() {
@@ -308,6 +309,29 @@ fn check_listen(r: &mut Report, config: &Config) {
     }
     if config.tls.client_ca.is_some() {
         r.add("mutual TLS", Level::Warn, "on", Some("AWS's guide marks mutual TLS for external key stores deprecated; SigV4 authenticates each request"));
+    }
+}
+
+/// Every stored row that grants or limits power verifies against its seal.
+fn check_integrity(r: &mut Report, ctx: &Ctx) {
+    match ctx.service.scan_integrity() {
+        Ok(bad) if bad.is_empty() => r.ok("stored rows", "every row verifies"),
+        Ok(bad) => r.add(
+            "stored rows",
+            Level::Fail,
+            format!(
+                "{} rows NOT GENUINE (changed outside Keyhold; refused): {}",
+                bad.len(),
+                bad.join(", ")
+            ),
+            Some("find who can write to the database; restore the rows from a backup or re-create them through Keyhold"),
+        ),
+        Err(err) => r.add(
+            "stored rows",
+            Level::Warn,
+            format!("cannot check: {err}"),
+            None,
+        ),
     }
 }
 

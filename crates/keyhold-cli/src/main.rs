@@ -142,14 +142,22 @@ pub(crate) enum RootCmd {
         #[command(flatten)]
         hsm: admin::HsmArgs,
     },
-    /// Replace the software root of trust with a new one, online.
+    /// Replace the root of trust with a new one, online.
     ///
-    /// Running servers keep serving; every value is re-wrapped under the new
-    /// root; the old one is kept as root.key.retired-TIME until destroyed.
-    /// Once it (and every copy of it) is destroyed, no older copy of the
-    /// database, its WAL or a backup can be unwrapped. Safe to interrupt and
-    /// run again.
-    Rotate,
+    /// A software root: a new root.key; the old one is kept as
+    /// root.key.retired-TIME until destroyed. An HSM root: a new KEK in the
+    /// HSM (made now, or with failover tokens provisioned in each with the
+    /// HSM's tools and named by --kek-label); the old KEK stays in the HSM,
+    /// reserved, until destroyed. Running servers keep serving; every value
+    /// is re-wrapped under the new root. Once the old one (and every copy of
+    /// it) is destroyed, no older copy of the database, its WAL or a backup
+    /// can be unwrapped. Safe to interrupt and run again.
+    Rotate {
+        /// HSM roots: the new KEK's label (default: the current one's base
+        /// and the time, e.g. keyhold-kek-r1764936000).
+        #[arg(long)]
+        kek_label: Option<String>,
+    },
     /// Destroy the roots retired by `rotate` (or `migrate-to-hsm`) here.
     ///
     /// Checks first that every value unwraps under the current root.
@@ -507,10 +515,10 @@ fn main() -> ExitCode {
         | Command::Admin(_)
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
-        Command::Root(RootCmd::Rotate) => data_dir(&cli).and_then(|dd| {
+        Command::Root(RootCmd::Rotate { kek_label }) => data_dir(&cli).and_then(|dd| {
             let r = audited_with_root(&cli, dd, |dd, pass| {
                 let mut last = std::time::Instant::now();
-                dd.rotate_root(pass, |n, total| {
+                dd.rotate_root(pass, kek_label.as_deref(), |n, total| {
                     if last.elapsed().as_secs() >= 2 || n == total {
                         eprintln!("re-wrapped {n}/{total}");
                         last = std::time::Instant::now();
@@ -532,12 +540,16 @@ fn main() -> ExitCode {
                     "The root of trust is now {}: {} values re-wrapped ({} were already); {} running server(s) switched without a restart.",
                     r.new_id, r.rewrap.rewrapped, r.rewrap.already, r.servers
                 );
-                if let Some(f) = &r.retired {
-                    println!(
-                        "The old root {} is kept as {}. Escrow the new root.key now; copy it to every other node's data directory; then run `keyhold root destroy-retired` and destroy every other copy of the old root. From then on backups made before this rotation cannot be restored.",
-                        r.old_id,
-                        f.display()
-                    );
+                match &r.retired {
+                    Some(f) if f.starts_with("KEK ") => println!(
+                        "The old {} is kept: {f}. Copy root.pkcs11.toml to every other node's data directory (or set its kek_label and retired_kek_labels); then run `keyhold root destroy-retired`. From then on backups made before this rotation cannot be restored.",
+                        r.old_id
+                    ),
+                    Some(f) => println!(
+                        "The old root {} is kept as {f}. Escrow the new root.key now; copy it to every other node's data directory; then run `keyhold root destroy-retired` and destroy every other copy of the old root. From then on backups made before this rotation cannot be restored.",
+                        r.old_id
+                    ),
+                    None => {}
                 }
             }
             Ok(())
@@ -547,7 +559,7 @@ fn main() -> ExitCode {
                 dd.destroy_retired_roots(pass).map_err(|e| e.to_string())
             })?;
             for f in &gone {
-                println!("destroyed {}", f.display());
+                println!("destroyed {f}");
             }
             println!(
                 "{} retired root(s) destroyed here. Escrowed copies, other nodes' files and backups of the data directory are yours to destroy.",

@@ -657,3 +657,110 @@ fn xks_survives_the_hsm_going_away_and_coming_back() {
     let mut server = server;
     assert!(server.child.try_wait().unwrap().is_none(), "still running");
 }
+
+/// `keyhold root rotate` with an HSM root: a new KEK in the token, every
+/// value re-wrapped online while the server serves (old ciphertext still
+/// decrypts, no restart), the old KEK kept reserved until `root
+/// destroy-retired` destroys it in the token; from then on a backup made
+/// before the rotation cannot be opened.
+#[test]
+fn the_hsm_kek_rotates_online_and_the_old_one_is_destroyed() {
+    let h = hsm_env();
+    let env = &h.env;
+    env.run_ok(&["store", "create", "/demo"]);
+    let cred = env.add_credential("/demo");
+    env.run_ok(&["key", "create", "/demo", "k1"]);
+    let backup = env.dir.path().join("before.khb");
+    env.run_ok(&["backup", "create", backup.to_str().unwrap()]);
+    env.run_ok(&["backup", "verify", backup.to_str().unwrap()]);
+    let server = env.serve(&[]);
+    let enc = encrypt(&server, &cred, "k1");
+    assert_eq!(enc.status, 200, "{enc:?}");
+    let enc = enc.json();
+    let decrypt = |server: &Server| {
+        let body = json!({
+            "requestMetadata": meta("Decrypt"),
+            "ciphertext": enc["ciphertext"], "ciphertextMetadata": enc["ciphertextMetadata"],
+            "initializationVector": enc["initializationVector"],
+            "authenticationTag": enc["authenticationTag"], "encryptionAlgorithm": "AES_GCM",
+        });
+        Curl::new(server, &cred).send("/demo/kms/xks/v1/keys/k1/decrypt", &body.to_string())
+    };
+
+    // With failover tokens the new KEK must be provisioned in each with the
+    // HSM's own tools, and named.
+    let cfg_path = env.data().join("root.pkcs11.toml");
+    let cfg = read(&cfg_path);
+    std::fs::write(
+        &cfg_path,
+        format!("{cfg}\n[[failover]]\ntoken_label = \"keyhold-second\"\n"),
+    )
+    .unwrap();
+    let out = env.cmd(&["root", "rotate"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kek-label"), "{err}");
+    std::fs::write(&cfg_path, cfg).unwrap();
+
+    let r = env.json(&["root", "rotate"]);
+    let new_label = r["new_root"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("KEK ")
+        .unwrap()
+        .to_owned();
+    assert!(new_label.starts_with("keyhold-kek-r"), "{r}");
+    assert_eq!(r["old_root"], "KEK keyhold-kek");
+    assert_eq!(r["servers_confirmed"], 1, "{r}");
+    assert!(r["rewrapped"].as_u64().unwrap() >= 4, "{r}");
+    let desc = read(&env.data().join("root.pkcs11.toml"));
+    assert!(
+        desc.contains(&format!("kek_label = \"{new_label}\"")),
+        "{desc}"
+    );
+    assert!(
+        desc.contains("retired_kek_labels = [\"keyhold-kek\"]"),
+        "{desc}"
+    );
+    let keys = env.json(&["hsm", "list-keys"]);
+    for l in ["keyhold-kek", new_label.as_str()] {
+        assert!(keys.as_array().unwrap().contains(&json!(l)), "{keys}");
+    }
+    // The server switched without a restart: old ciphertext decrypts, new
+    // keys are made under the new KEK, and it stays healthy.
+    assert_eq!(decrypt(&server).status, 200);
+    env.run_ok(&["key", "create", "/demo", "k2"]);
+    assert_eq!(encrypt(&server, &cred, "k2").status, 200);
+    assert_eq!(health(&server, &cred), "ACTIVE");
+    // The retired KEK is reserved: it cannot be adopted as a customer key.
+    let out = env
+        .cmd(&["key", "import-hsm", "/demo", "--label", "keyhold-kek"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    let out = env.run_ok(&["root", "destroy-retired"]);
+    assert!(
+        out.contains("destroyed KEK keyhold-kek in token keyhold"),
+        "{out}"
+    );
+    let keys = env.json(&["hsm", "list-keys"]);
+    assert!(
+        !keys.as_array().unwrap().contains(&json!("keyhold-kek")),
+        "{keys}"
+    );
+    assert!(!read(&env.data().join("root.pkcs11.toml")).contains("retired_kek_labels"));
+    // A backup from before the rotation no longer opens.
+    let out = env
+        .cmd(&["backup", "verify", backup.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an old backup still opens");
+    // A restart reads the new configuration.
+    drop(server);
+    let server = env.serve(&[]);
+    assert_eq!(decrypt(&server).status, 200);
+    assert_eq!(health(&server, &cred), "ACTIVE");
+    let st = env.json(&["hsm", "status"]);
+    assert_eq!(st["wrap_round_trip"], "ok");
+}

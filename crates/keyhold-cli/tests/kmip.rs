@@ -626,7 +626,10 @@ fn owners_and_export_flags_changed_in_the_database_are_refused() {
     // Nor does Locate list them to their new owner.
     let found = bob.one((1, 4), op::LOCATE, vec![]);
     assert!(!uids(ok(&found)).contains(&mine));
-    assert!(common::read(&k.server.log).contains(&format!("object {mine} does not verify")));
+    // (the log is written by a thread of its own)
+    eventually("the refusal in the log", || {
+        common::read(&k.server.log).contains(&format!("object {mine} does not verify"))
+    });
 }
 
 #[test]

@@ -47,6 +47,11 @@ pub struct Pkcs11Config {
     /// or a second slot), used in order when the ones before them fail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<FailoverToken>,
+    /// KEKs replaced by `keyhold root rotate`, kept in the token (and
+    /// reserved: never adopted or destroyed as a customer key) until
+    /// `keyhold root destroy-retired` destroys them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_kek_labels: Vec<String>,
 }
 
 /// A failover token: another token with the same KEK (and the same labels
@@ -93,6 +98,7 @@ impl Pkcs11Config {
             session_wait_ms: default_session_wait_ms(),
             reuse_sessions: true,
             failover: Vec::new(),
+            retired_kek_labels: Vec::new(),
         }
     }
 

@@ -89,6 +89,8 @@ fn is_final(e: &Error) -> bool {
 pub struct Pkcs11Root {
     members: Vec<Member>,
     kek_label: String,
+    /// The settings it was opened with (for [`RootOfTrust::with_kek`]).
+    cfg: Pkcs11Config,
 }
 
 impl std::fmt::Debug for Pkcs11Root {
@@ -141,8 +143,23 @@ impl Pkcs11Root {
         }
         Ok(Self {
             members,
-            kek_label: cfg.kek_label,
+            kek_label: cfg.kek_label.clone(),
+            cfg,
         })
+    }
+
+    /// The KEK's label.
+    pub fn kek_label(&self) -> &str {
+        &self.kek_label
+    }
+
+    /// Destroys a retired KEK (see [`Pkcs11Config::retired_kek_labels`]) in
+    /// every token: (token, outcome) for each.
+    pub fn destroy_retired_kek(&self, label: &str) -> Vec<(String, Result<()>)> {
+        self.members
+            .iter()
+            .map(|m| (m.token.name(), m.token.destroy_retired_kek(label)))
+            .collect()
     }
 
     /// Runs `op` on the first token that can serve it.
@@ -342,6 +359,14 @@ impl RootOfTrust for Pkcs11Root {
     fn info(&self) -> RootInfo {
         let s = self.members[0].token.summary();
         s.describe(&s.label)
+    }
+
+    /// The same tokens with the KEK labelled `label` (which must exist in
+    /// the main token).
+    fn with_kek(&self, label: &str) -> Result<std::sync::Arc<dyn RootOfTrust>> {
+        let mut cfg = self.cfg.clone();
+        cfg.kek_label = label.to_owned();
+        Ok(std::sync::Arc::new(Pkcs11Root::open(cfg, false)?))
     }
 
     /// One entry per token: ACTIVE when its health round trip works,

@@ -595,7 +595,38 @@ impl Pkcs11Token {
 
     /// Whether the label is the KEK's or the health key's.
     pub fn is_reserved(&self, label: &str) -> bool {
-        label == self.cfg.kek_label || label == format!("{}-health", self.cfg.kek_label)
+        std::iter::once(&self.cfg.kek_label)
+            .chain(&self.cfg.retired_kek_labels)
+            .any(|k| label == k || label == format!("{k}-health"))
+    }
+
+    /// Destroys a KEK retired by a rotation, and its health key, in this
+    /// token (absent ones count as destroyed). Only labels the
+    /// configuration lists as retired.
+    pub fn destroy_retired_kek(&self, label: &str) -> Result<()> {
+        if !self.cfg.retired_kek_labels.iter().any(|k| k == label) {
+            return Err(Error::invalid(
+                "HSM key label",
+                format!("{label:?} is not a retired key-encryption key"),
+            ));
+        }
+        for l in [label.to_owned(), format!("{label}-health")] {
+            let found = self
+                .with_session("find key", |s| {
+                    s.find_objects(&[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::Label(l.as_bytes().to_vec()),
+                    ])
+                })
+                .map_err(|e| ck("find HSM key", e))?;
+            for h in found {
+                self.with_session("destroy key", |s| s.destroy_object(h))
+                    .map_err(|e| ck("C_DestroyObject", e))?;
+            }
+            self.keys.lock().remove(&l);
+        }
+        tracing::warn!(label, token = %self.name(), "destroyed the retired key-encryption key");
+        Ok(())
     }
 
     /// Destroys the key with this label (never the KEK). A key already

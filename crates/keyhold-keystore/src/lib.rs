@@ -67,6 +67,13 @@ pub trait RootOfTrust: Send + Sync + 'static {
     fn hsm_keys(&self) -> Option<&dyn HsmKeys> {
         None
     }
+    /// The same root with another key-encryption key (an HSM KEK, by
+    /// label): what a rotation of an HSM root moves to.
+    fn with_kek(&self, _label: &str) -> Result<std::sync::Arc<dyn RootOfTrust>> {
+        Err(keyhold_core::Error::RootOfTrust(
+            "this root of trust has no key-encryption keys by label".into(),
+        ))
+    }
 }
 
 /// AES-256 keys that live in an HSM and are used there (AES-GCM inside the

@@ -346,8 +346,9 @@ pub struct RotationReport {
     pub rewrap: keyhold_service::RewrapReport,
     pub old_id: String,
     pub new_id: String,
-    /// The old root's file, kept until `keyhold root destroy-retired`.
-    pub retired: Option<PathBuf>,
+    /// The old root (a file, or a KEK in the HSM), kept until `keyhold
+    /// root destroy-retired`.
+    pub retired: Option<String>,
     /// Running servers that confirmed they wrap under the new root.
     pub servers: usize,
 }
@@ -361,35 +362,25 @@ impl DataDir {
     pub fn rotate_root(
         &self,
         passphrase: Option<&SecretString>,
+        kek_label: Option<&str>,
         progress: impl FnMut(usize, usize),
     ) -> Result<RotationReport> {
-        use keyhold_service::rotation::{begin_rotation, ROOT_NEXT_CONTEXT, ROOT_NEXT_META};
+        use keyhold_service::rotation::{begin_rotation, ROOT_NEXT_META};
         if self.uses_hsm() {
+            return self.rotate_hsm_root(kek_label, progress);
+        }
+        if kek_label.is_some() {
             return Err(Error::invalid(
-                "root of trust",
-                "the root of trust is an HSM KEK: rotating it is not built yet (make a new KEK and use the HSM's tools)",
+                "--kek-label",
+                "only an HSM root of trust has KEK labels",
             ));
         }
         let next_path = self.path.join(ROOT_NEXT_FILE);
         let current = Arc::new(SoftwareRoot::load(&self.root(), passphrase)?);
         let storage = self.open_storage()?;
-        // Interrupted after the switch: the root here is already the new
-        // one; finish by removing the rotation row.
         if !next_path.exists() {
-            if let Some(w) = storage.get_meta(ROOT_NEXT_META)? {
-                if current.unwrap(ROOT_NEXT_CONTEXT, &w).is_err() {
-                    keyhold_service::verify_all(&*storage, &*current)?;
-                    storage.set_meta(ROOT_NEXT_META, None)?;
-                    storage.purge_erased_copies()?;
-                    let id = current.info().id;
-                    return Ok(RotationReport {
-                        rewrap: Default::default(),
-                        old_id: String::new(),
-                        new_id: id,
-                        retired: None,
-                        servers: 0,
-                    });
-                }
+            if let Some(done) = Self::finish_switched(&*storage, current.clone())? {
+                return Ok(done);
             }
         }
         // The service checks the root against the database first.
@@ -408,22 +399,7 @@ impl DataDir {
             SoftwareRoot::write_file(&next_path, &master, passphrase)?;
             sync_dir(&self.path);
         }
-        // Every running server wraps under the next root before anything
-        // is re-wrapped: nothing new lands under the old one afterwards.
-        let epoch = svc.bump_epoch()?;
-        let acks = crate::presence::wait_for_acks(
-            &self.path,
-            &*storage,
-            epoch,
-            std::time::Duration::from_secs(10),
-        );
-        if acks.acknowledged < acks.servers {
-            return Err(Error::InvalidState(format!(
-                "{} of {} running server(s) did not confirm the next root of trust; nothing was re-wrapped yet: run again",
-                acks.servers - acks.acknowledged,
-                acks.servers
-            )));
-        }
+        let servers = self.next_root_confirmed(&svc)?;
         let rewrap = keyhold_service::rewrap_all(&*storage, &*current, &next, progress)?;
         // Switch: the old root stays as a retired file until destroyed.
         let retired = self
@@ -440,15 +416,143 @@ impl DataDir {
             rewrap,
             old_id: current.info().id,
             new_id: next.info().id,
-            retired: Some(retired),
-            servers: acks.servers,
+            retired: Some(retired.display().to_string()),
+            servers,
+        })
+    }
+
+    /// A rotation interrupted after the switch: the root here is already
+    /// the new one (it cannot unwrap the rotation row, made under the old
+    /// one); finishes by removing the row once everything unwraps.
+    fn finish_switched(
+        storage: &dyn Storage,
+        current: Arc<dyn RootOfTrust>,
+    ) -> Result<Option<RotationReport>> {
+        use keyhold_service::rotation::{ROOT_NEXT_CONTEXT, ROOT_NEXT_META};
+        let Some(w) = storage.get_meta(ROOT_NEXT_META)? else {
+            return Ok(None);
+        };
+        match current.unwrap(ROOT_NEXT_CONTEXT, &w) {
+            Err(Error::UnwrapFailed) => {}
+            Ok(_) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        keyhold_service::verify_all(storage, &*current)?;
+        storage.set_meta(ROOT_NEXT_META, None)?;
+        storage.purge_erased_copies()?;
+        Ok(Some(RotationReport {
+            rewrap: Default::default(),
+            old_id: String::new(),
+            new_id: current.info().id,
+            retired: None,
+            servers: 0,
+        }))
+    }
+
+    /// Every running server wraps under the next root before anything is
+    /// re-wrapped, so that nothing new lands under the old one afterwards:
+    /// returns how many confirmed.
+    fn next_root_confirmed(&self, svc: &KeyService) -> Result<usize> {
+        let epoch = svc.bump_epoch()?;
+        let acks = crate::presence::wait_for_acks(
+            &self.path,
+            &**svc.storage(),
+            epoch,
+            std::time::Duration::from_secs(10),
+        );
+        if acks.acknowledged < acks.servers {
+            return Err(Error::InvalidState(format!(
+                "{} of {} running server(s) did not confirm the next root of trust; nothing was re-wrapped yet: run again",
+                acks.servers - acks.acknowledged,
+                acks.servers
+            )));
+        }
+        Ok(acks.servers)
+    }
+
+    /// [`Self::rotate_root`] for an HSM root: a new KEK in the same tokens
+    /// (made now when there is one token; with failover tokens, provisioned
+    /// in each with the HSM's own tools first and named by `kek_label`),
+    /// everything re-wrapped under it online, then `root.pkcs11.toml` names
+    /// it and lists the old KEK as retired (still in the HSM, reserved,
+    /// until `keyhold root destroy-retired`).
+    fn rotate_hsm_root(
+        &self,
+        kek_label: Option<&str>,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<RotationReport> {
+        use keyhold_service::rotation::{begin_kek_rotation, ROOT_NEXT_META};
+        let cfg = Pkcs11Config::load(&self.pkcs11_root())?;
+        let current = Arc::new(Pkcs11Root::open(cfg.clone(), false)?);
+        let storage = self.open_storage()?;
+        if let Some(done) = Self::finish_switched(&*storage, current.clone())? {
+            return Ok(done);
+        }
+        let svc = self.service(storage.clone(), current.clone())?;
+        let several = !cfg.failover.is_empty();
+        let proposed = match kek_label {
+            Some(l) => l.to_owned(),
+            None if several => {
+                return Err(Error::invalid(
+                    "--kek-label",
+                    "with failover tokens, provision the new KEK in every token with the HSM's own tools, then name it with --kek-label",
+                ))
+            }
+            None => next_kek_label(&cfg.kek_label, keyhold_core::now()),
+        };
+        if proposed == cfg.kek_label || cfg.retired_kek_labels.contains(&proposed) {
+            return Err(Error::invalid(
+                "--kek-label",
+                format!("{proposed:?} is the current or a retired KEK"),
+            ));
+        }
+        // A new label must not name a key that exists already (a customer's
+        // HSM-resident key, say) unless the custodian provisioned it.
+        let exists = |l: &str| {
+            svc.barrier()
+                .root()
+                .hsm_keys()
+                .is_some_and(|k| k.check_key(l).is_ok())
+        };
+        if storage.get_meta(ROOT_NEXT_META)?.is_none() && !several && exists(&proposed) {
+            return Err(Error::invalid(
+                "--kek-label",
+                format!("a key labelled {proposed:?} exists in the HSM already"),
+            ));
+        }
+        let (label, _) = begin_kek_rotation(&*storage, &*current, &proposed)?;
+        let mut next_cfg = cfg.clone();
+        next_cfg.kek_label = label.clone();
+        next_cfg.retired_kek_labels.clear();
+        let next = Arc::new(Pkcs11Root::open(next_cfg, !several)?);
+        let servers = self.next_root_confirmed(&svc)?;
+        let rewrap = keyhold_service::rewrap_all(&*storage, &*current, &*next, progress)?;
+        // Switch: the configuration names the new KEK; the old one is
+        // retired (reserved) until destroyed.
+        let mut new_cfg = cfg.clone();
+        new_cfg.kek_label = label.clone();
+        new_cfg.retired_kek_labels.push(cfg.kek_label.clone());
+        let tmp = self.pkcs11_root().with_extension("toml.next");
+        write_synced(&tmp, new_cfg.to_toml().as_bytes())?;
+        std::fs::rename(&tmp, self.pkcs11_root())
+            .map_err(|e| Error::Internal(format!("cannot switch to the new KEK: {e}")))?;
+        sync_dir(&self.path);
+        storage.set_meta(ROOT_NEXT_META, None)?;
+        storage.purge_erased_copies()?;
+        Ok(RotationReport {
+            rewrap,
+            old_id: format!("KEK {}", cfg.kek_label),
+            new_id: format!("KEK {label}"),
+            retired: Some(format!("KEK {} (in the HSM, reserved)", cfg.kek_label)),
+            servers,
         })
     }
 
     /// Destroys the roots retired by rotations (and moves to an HSM) kept
     /// in this data directory, once every value unwraps under the current
-    /// root: overwritten, synced, removed. Returns the files destroyed.
-    pub fn destroy_retired_roots(&self, passphrase: Option<&SecretString>) -> Result<Vec<PathBuf>> {
+    /// root: files overwritten, synced, removed; retired HSM KEKs destroyed
+    /// in every token. Returns what was destroyed.
+    pub fn destroy_retired_roots(&self, passphrase: Option<&SecretString>) -> Result<Vec<String>> {
         use keyhold_service::rotation::{ROOT_NEXT_CONTEXT, ROOT_NEXT_META};
         let svc = self.open(passphrase)?;
         let storage = svc.storage().clone();
@@ -462,6 +566,9 @@ impl DataDir {
         }
         keyhold_service::verify_all(&*storage, &**svc.barrier().root())?;
         let mut gone = Vec::new();
+        if self.uses_hsm() {
+            gone.extend(self.destroy_retired_keks()?);
+        }
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&self.path)
             .map_err(|e| Error::Internal(e.to_string()))?
             .flatten()
@@ -491,9 +598,62 @@ impl DataDir {
             }
             std::fs::remove_file(&p)
                 .map_err(|e| Error::Internal(format!("cannot remove {}: {e}", p.display())))?;
-            gone.push(p);
+            gone.push(p.display().to_string());
         }
         sync_dir(&self.path);
+        Ok(gone)
+    }
+}
+
+/// The label of the KEK a rotation makes: the current one's base and the
+/// time (`keyhold-kek` → `keyhold-kek-r1764936000`).
+fn next_kek_label(current: &str, now: i64) -> String {
+    let base = match current.rsplit_once("-r") {
+        Some((b, n)) if !b.is_empty() && !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) => {
+            b
+        }
+        _ => current,
+    };
+    format!("{base}-r{now}")
+}
+
+impl DataDir {
+    /// Destroys the KEKs `root.pkcs11.toml` lists as retired, in every
+    /// token, and forgets those destroyed everywhere.
+    fn destroy_retired_keks(&self) -> Result<Vec<String>> {
+        let mut cfg = Pkcs11Config::load(&self.pkcs11_root())?;
+        if cfg.retired_kek_labels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let root = Pkcs11Root::open(cfg.clone(), false)?;
+        let mut gone = Vec::new();
+        let mut failed = Vec::new();
+        for label in cfg.retired_kek_labels.clone() {
+            let outcomes = root.destroy_retired_kek(&label);
+            let bad: Vec<String> = outcomes
+                .iter()
+                .filter_map(|(t, r)| r.as_ref().err().map(|e| format!("token {t}: {e}")))
+                .collect();
+            if bad.is_empty() {
+                cfg.retired_kek_labels.retain(|l| *l != label);
+                for (t, _) in outcomes {
+                    gone.push(format!("KEK {label} in token {t}"));
+                }
+            } else {
+                failed.push(format!("KEK {label} ({})", bad.join("; ")));
+            }
+        }
+        let tmp = self.pkcs11_root().with_extension("toml.next");
+        write_synced(&tmp, cfg.to_toml().as_bytes())?;
+        std::fs::rename(&tmp, self.pkcs11_root())
+            .map_err(|e| Error::Internal(format!("cannot rewrite root.pkcs11.toml: {e}")))?;
+        sync_dir(&self.path);
+        if !failed.is_empty() {
+            return Err(Error::RootOfTrust(format!(
+                "could not destroy {} (it stays listed as retired; run again once every token answers)",
+                failed.join(", ")
+            )));
+        }
         Ok(gone)
     }
 }
@@ -549,6 +709,14 @@ pub fn create_private_dir(p: &Path) -> Result<()> {
 }
 
 #[cfg(test)]
+#[test]
+fn kek_labels_of_rotations() {
+    assert_eq!(next_kek_label("keyhold-kek", 5), "keyhold-kek-r5");
+    assert_eq!(next_kek_label("keyhold-kek-r5", 9), "keyhold-kek-r9");
+    assert_eq!(next_kek_label("my-run-rx", 9), "my-run-rx-r9");
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use keyhold_core::{KeyId, StorePrefix, Usage};
@@ -593,7 +761,7 @@ mod tests {
             .unwrap();
         assert!(storage.replace_wrapped(&item, &blob, &moved).unwrap());
         drop(storage);
-        let r = dd.rotate_root(None, |_, _| {}).unwrap();
+        let r = dd.rotate_root(None, None, |_, _| {}).unwrap();
         assert_eq!(
             (r.old_id.as_str(), r.new_id.as_str()),
             (old_id.as_str(), next_id.as_str())
@@ -609,7 +777,7 @@ mod tests {
         let w = old.wrap(ROOT_NEXT_CONTEXT, master.expose()).unwrap();
         storage.set_meta(ROOT_NEXT_META, Some(&w)).unwrap();
         drop(storage);
-        let r = dd.rotate_root(None, |_, _| {}).unwrap();
+        let r = dd.rotate_root(None, None, |_, _| {}).unwrap();
         assert_eq!(r.new_id, next_id);
         assert!(r.retired.is_none());
         assert!(dd

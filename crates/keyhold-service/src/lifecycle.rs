@@ -196,7 +196,21 @@ impl KeyService {
     /// Crypto-shredding now: every version's wrapped material is erased from
     /// storage (and the caches); an HSM-resident key is destroyed in the HSM.
     pub fn destroy_now(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Key> {
-        let key = self.get_key(prefix, id)?;
+        let key = match self.get_key(prefix, id) {
+            // A row changed outside Keyhold: destroying only takes power
+            // away, so it is allowed, but nothing the row says is trusted
+            // (an HSM label in it could name another key): only the
+            // wrapped material in the database is shredded.
+            Err(Error::Integrity(why)) => {
+                tracing::warn!(target: "keyhold::audit", action = "destroy", store = %prefix, key = %id, %why, "destroying a key whose row does not verify");
+                self.storage()
+                    .destroy_key_material(prefix, id, self.now())?;
+                self.after_write(crate::service::key_scope(prefix, id));
+                self.storage().purge_erased_copies()?;
+                return self.get_key(prefix, id);
+            }
+            r => r?,
+        };
         next_state(key.lifecycle.state, Transition::Destroy)?;
         if let Some(label) = &key.hsm_label {
             let hsm = self.hsm()?;

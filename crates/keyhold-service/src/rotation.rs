@@ -1,6 +1,7 @@
 //! Root of trust rotation, online: a new software root is made and kept in
-//! the database wrapped under the current one ([`ROOT_NEXT_META`]) while
-//! every value is re-wrapped under it. Each process holding the current
+//! the database wrapped under the current one ([`ROOT_NEXT_META`]) — or,
+//! for an HSM root, a new KEK is made in the HSM and the row names it —
+//! while every value is re-wrapped under it. Each process holding the current
 //! root finds it there (at start and on every change it sees), unwraps
 //! with both, and wraps new values under the new one, so servers keep
 //! serving throughout; `keyhold root rotate` then makes the new root the
@@ -21,12 +22,33 @@ pub const ROOT_NEXT_META: &str = "root-next";
 /// Wrapping context of that row.
 pub const ROOT_NEXT_CONTEXT: &[u8] = b"keyhold/root-next/v1";
 
+/// What the rotation row names as the next root: a software root's master
+/// key, or (prefixed by [`KEK_PREFIX`]) the label of a new KEK in the same
+/// HSM.
+enum NextRoot {
+    Software(SecretBytes),
+    HsmKek(String),
+}
+
+/// Marks a rotation row that names an HSM KEK rather than holding a key.
+const KEK_PREFIX: &[u8] = b"keyhold pkcs11 kek:";
+
+fn decode(payload: SecretBytes) -> Result<NextRoot> {
+    match payload.expose().strip_prefix(KEK_PREFIX) {
+        Some(label) => String::from_utf8(label.to_vec())
+            .map(NextRoot::HsmKek)
+            .map_err(|_| Error::Internal("the rotation row names an invalid KEK label".into())),
+        None => Ok(NextRoot::Software(payload)),
+    }
+}
+
 /// The root of trust as the key service uses it: the data directory's
 /// root, and during a rotation the next one too (new values are wrapped
 /// under the next; values under either unwrap).
 pub struct RotatingRoot {
     current: Arc<dyn RootOfTrust>,
-    next: RwLock<Option<Arc<SoftwareRoot>>>,
+    /// The next root, and what identifies it (`software ID` or `kek LABEL`).
+    next: RwLock<Option<(String, Arc<dyn RootOfTrust>)>>,
 }
 
 impl RotatingRoot {
@@ -44,23 +66,33 @@ impl RotatingRoot {
         let Some(w) = storage.get_meta(ROOT_NEXT_META)? else {
             return Ok(false);
         };
-        let master = match self.current.unwrap(ROOT_NEXT_CONTEXT, &w) {
+        let payload = match self.current.unwrap(ROOT_NEXT_CONTEXT, &w) {
             Ok(m) => m,
             Err(Error::UnwrapFailed) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let next = SoftwareRoot::from_master(&master)?;
-        let mut g = self.next.write();
-        if g.as_ref().map(|n| n.info().id) != Some(next.info().id) {
-            tracing::info!(next = %next.info().id, "a root of trust rotation is under way: new values are wrapped under the next root");
-            *g = Some(Arc::new(next));
+        let next = decode(payload)?;
+        let name = match &next {
+            NextRoot::Software(m) => {
+                format!("software {}", SoftwareRoot::from_master(m)?.info().id)
+            }
+            NextRoot::HsmKek(label) => format!("kek {label}"),
+        };
+        if self.next.read().as_ref().map(|(n, _)| n) == Some(&name) {
+            return Ok(true);
         }
+        let next: Arc<dyn RootOfTrust> = match next {
+            NextRoot::Software(m) => Arc::new(SoftwareRoot::from_master(&m)?),
+            NextRoot::HsmKek(label) => self.current.with_kek(&label)?,
+        };
+        tracing::info!(next = %name, "a root of trust rotation is under way: new values are wrapped under the next root");
+        *self.next.write() = Some((name, next));
         Ok(true)
     }
 
     /// The next root, if a rotation is under way.
-    pub fn next(&self) -> Option<Arc<SoftwareRoot>> {
-        self.next.read().clone()
+    pub fn next(&self) -> Option<Arc<dyn RootOfTrust>> {
+        self.next.read().as_ref().map(|(_, r)| r.clone())
     }
 }
 
@@ -68,13 +100,45 @@ impl RotatingRoot {
 /// key, kept in the database wrapped under `current`.
 pub fn begin_rotation(storage: &dyn Storage, current: &dyn RootOfTrust) -> Result<SecretBytes> {
     if let Some(w) = storage.get_meta(ROOT_NEXT_META)? {
-        return current.unwrap(ROOT_NEXT_CONTEXT, &w);
+        return match decode(current.unwrap(ROOT_NEXT_CONTEXT, &w)?)? {
+            NextRoot::Software(m) => Ok(m),
+            NextRoot::HsmKek(l) => Err(Error::InvalidState(format!(
+                "a rotation to the HSM KEK {l:?} is under way"
+            ))),
+        };
     }
     let master = keyhold_crypto::random_secret(32).map_err(|e| Error::Internal(e.to_string()))?;
     let w = current.wrap(ROOT_NEXT_CONTEXT, master.expose())?;
     let stored = storage.put_meta_if_absent(ROOT_NEXT_META, &w)?;
     // Another run got there first: use its key.
     current.unwrap(ROOT_NEXT_CONTEXT, &stored)
+}
+
+/// Starts the rotation of an HSM root to a new KEK labelled `label` (or
+/// finds the one under way, whose label wins): returns the label, and
+/// whether the rotation was begun now.
+pub fn begin_kek_rotation(
+    storage: &dyn Storage,
+    current: &dyn RootOfTrust,
+    label: &str,
+) -> Result<(String, bool)> {
+    let read = |w: &[u8]| -> Result<String> {
+        match decode(current.unwrap(ROOT_NEXT_CONTEXT, w)?)? {
+            NextRoot::HsmKek(l) => Ok(l),
+            NextRoot::Software(_) => Err(Error::InvalidState(
+                "a rotation to a software root is under way".into(),
+            )),
+        }
+    };
+    if let Some(w) = storage.get_meta(ROOT_NEXT_META)? {
+        return Ok((read(&w)?, false));
+    }
+    let payload = [KEK_PREFIX, label.as_bytes()].concat();
+    let w = current.wrap(ROOT_NEXT_CONTEXT, &payload)?;
+    let stored = storage.put_meta_if_absent(ROOT_NEXT_META, &w)?;
+    let l = read(&stored)?;
+    let now = l == label && stored == w;
+    Ok((l, now))
 }
 
 impl RootOfTrust for RotatingRoot {
@@ -119,5 +183,9 @@ impl RootOfTrust for RotatingRoot {
 
     fn hsm_keys(&self) -> Option<&dyn HsmKeys> {
         self.current.hsm_keys()
+    }
+
+    fn with_kek(&self, label: &str) -> Result<Arc<dyn RootOfTrust>> {
+        self.current.with_kek(label)
     }
 }

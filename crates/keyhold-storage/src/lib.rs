@@ -69,6 +69,19 @@ fn mark_shared_sql_names_the_grant_attribute() {
     assert!(mark_shared_sql!().contains(&quoted));
 }
 
+/// SQL that finds a row of `table` that makes it "not empty" for a restore
+/// (the sealed index of policy scopes a new database has does not count).
+pub(crate) fn any_row_sql(table: &str) -> String {
+    if table == "policies" {
+        format!(
+            "SELECT 1 FROM policies WHERE scope <> '{}' LIMIT 1",
+            seal::POLICY_INDEX_SCOPE
+        )
+    } else {
+        format!("SELECT 1 FROM {table} LIMIT 1")
+    }
+}
+
 /// Why a restore refuses storage that already holds data.
 pub(crate) fn not_empty(table: &str) -> keyhold_core::Error {
     keyhold_core::Error::InvalidState(format!(

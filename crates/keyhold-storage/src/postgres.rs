@@ -2238,14 +2238,17 @@ impl Storage for PostgresStorage {
             let tx = c.transaction().await.map_err(pg_err)?;
             for spec in SNAPSHOT_TABLES.iter().filter(|s| s.name != "meta") {
                 let any = tx
-                    .query_opt(format!("SELECT 1 FROM {} LIMIT 1", spec.name).as_str(), &[])
+                    .query_opt(crate::any_row_sql(spec.name).as_str(), &[])
                     .await
                     .map_err(pg_err)?;
                 if any.is_some() {
                     return Err(crate::not_empty(spec.name));
                 }
             }
+            // The meta rows (and sealed index) a fresh database may have
+            // are replaced.
             tx.execute("DELETE FROM meta", &[]).await.map_err(pg_err)?;
+            tx.execute("DELETE FROM policies", &[]).await.map_err(pg_err)?;
             for (spec, t) in snap.ordered() {
                 let st = tx.prepare(&spec.insert('$')).await.map_err(pg_err)?;
                 for row in &t.rows {

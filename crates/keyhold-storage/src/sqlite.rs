@@ -2367,17 +2367,17 @@ impl Storage for SqliteStorage {
             .map_err(db_err)?;
         for spec in SNAPSHOT_TABLES.iter().filter(|s| s.name != "meta") {
             let any: Option<i64> = tx
-                .query_row(&format!("SELECT 1 FROM {} LIMIT 1", spec.name), [], |r| {
-                    r.get(0)
-                })
+                .query_row(&crate::any_row_sql(spec.name), [], |r| r.get(0))
                 .optional()
                 .map_err(db_err)?;
             if any.is_some() {
                 return Err(crate::not_empty(spec.name));
             }
         }
-        // The meta rows a fresh database may have are replaced.
+        // The meta rows (and sealed index) a fresh database may have are
+        // replaced.
         tx.execute("DELETE FROM meta", []).map_err(db_err)?;
+        tx.execute("DELETE FROM policies", []).map_err(db_err)?;
         for (spec, t) in snap.ordered() {
             let mut st = tx.prepare(&spec.insert('?')).map_err(db_err)?;
             for row in &t.rows {
@@ -2646,6 +2646,15 @@ mod tests {
         c::sealed_rows_refuse_changes_made_outside(&s, &|sql| {
             outside.execute_batch(sql).unwrap();
         });
+    }
+
+    #[test]
+    fn restore_into_a_sealed_database_and_from_old_backups() {
+        c::restore_into_a_sealed_database_and_from_old_backups(
+            &SqliteStorage::open_in_memory().unwrap(),
+            &SqliteStorage::open_in_memory().unwrap(),
+            &SqliteStorage::open_in_memory().unwrap(),
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn conformance_suite_on_postgres() {
     c::lifecycle_versions_shredding_and_due_keys(&fresh());
     c::nodes_heartbeat_and_expire(&fresh());
     c::snapshot_and_restore(&fresh(), &fresh());
+    c::restore_into_a_sealed_database_and_from_old_backups(&fresh(), &fresh(), &fresh());
     c::audit_records_are_shipped_once(&fresh());
     c::reservations_only_grow(Arc::new(fresh()));
     let url = pg.create_database("sealed");
