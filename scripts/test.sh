@@ -54,6 +54,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Licences, bans (ARCHITECTURE.md's "only this crate may use that") and
+# sources of every dependency (the advisory database needs the network).
+command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+echo "== cargo deny check licenses bans sources"
+cargo deny --locked check licenses bans sources
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

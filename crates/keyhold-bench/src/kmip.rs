@@ -142,7 +142,7 @@ async fn connect(addr: &str, tls: &TlsConnector) -> Conn {
         .unwrap_or_else(|e| fail(format!("KMIP TLS: {e}")))
 }
 
-pub async fn run(args: Args) {
+pub(crate) async fn run(args: Args) {
     let addr = args.kmip.clone().expect("kmip mode");
     let tls = connector(&args);
     let encrypt_key = if args.op == Op::KmipEncrypt {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 /// Options of `keyhold init` that put the root of trust in an HSM.
 #[derive(clap::Args, Debug)]
-pub struct HsmArgs {
+pub(crate) struct HsmArgs {
     /// PKCS#11 module: the root of trust becomes a KEK in this HSM.
     #[arg(long)]
     hsm_module: Option<std::path::PathBuf>,
@@ -42,7 +42,7 @@ pub struct HsmArgs {
 }
 
 impl HsmArgs {
-    pub fn config(&self) -> Result<Option<Pkcs11Config>, String> {
+    pub(crate) fn config(&self) -> Result<Option<Pkcs11Config>, String> {
         let Some(module) = &self.hsm_module else {
             return Ok(None);
         };
@@ -64,7 +64,7 @@ impl HsmArgs {
 }
 
 #[derive(Subcommand)]
-pub enum HsmCmd {
+pub(crate) enum HsmCmd {
     /// Create the key-encryption key in the token if it is absent.
     Init,
     /// Show the token, the KEK and the session pool, after a wrap/unwrap round trip.
@@ -73,7 +73,7 @@ pub enum HsmCmd {
     ListKeys,
 }
 
-pub fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), String> {
+pub(crate) fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), String> {
     let root = dd.open_hsm_root(matches!(cmd, HsmCmd::Init)).map_err(e)?;
     match cmd {
         HsmCmd::Init | HsmCmd::Status => {
@@ -159,7 +159,7 @@ pub fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), String> {
     Ok(())
 }
 
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub service: std::sync::Arc<KeyService>,
     pub json: bool,
     /// Who runs the command, when not the local user (the admin API's caller).
@@ -169,7 +169,7 @@ pub struct Ctx {
 }
 
 #[derive(Subcommand)]
-pub enum StoreCmd {
+pub(crate) enum StoreCmd {
     /// Create a key store at a path prefix (e.g. /tenant-a; "/" for none).
     Create {
         prefix: String,
@@ -197,7 +197,7 @@ pub enum StoreCmd {
 }
 
 #[derive(Subcommand)]
-pub enum CredentialCmd {
+pub(crate) enum CredentialCmd {
     /// Generate a credential; the secret is printed once and cannot be shown again.
     Add { prefix: String },
     /// Remove a credential (takes effect without restart).
@@ -210,7 +210,7 @@ pub enum CredentialCmd {
 }
 
 #[derive(Subcommand)]
-pub enum KeyCmd {
+pub(crate) enum KeyCmd {
     /// Create a key (AES-256) in a store.
     Create {
         prefix: String,
@@ -287,7 +287,7 @@ pub(crate) fn key_id(s: &str) -> Result<KeyId, String> {
 
 /// Where a new node's keys live, and the root of trust it shares.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct JoinArgs {
+pub(crate) struct JoinArgs {
     /// Keep keys in this PostgreSQL database (shared by every node that
     /// names it) instead of SQLite in the data directory. Several hosts may
     /// be listed (postgres://u@h1,h2/db?target_session_attrs=read-write).
@@ -303,7 +303,7 @@ pub struct JoinArgs {
 }
 
 impl JoinArgs {
-    pub fn storage(&self) -> keyhold_server::config::StorageSection {
+    pub(crate) fn storage(&self) -> keyhold_server::config::StorageSection {
         keyhold_server::config::StorageSection {
             url: self.storage_url.clone(),
             tls_ca: self
@@ -329,7 +329,7 @@ fn storage_toml(s: &keyhold_server::config::StorageSection) -> String {
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn init(
+pub(crate) fn init(
     dd: &DataDir,
     pass: Option<&SecretString>,
     hsm: Option<&Pkcs11Config>,
@@ -385,7 +385,7 @@ pub fn init(
 /// The local TLS certificates a new data directory gets: extra names for
 /// the server certificate, and the key type of its CA and certificate.
 #[derive(Debug, Default)]
-pub struct TlsChoice<'a> {
+pub(crate) struct TlsChoice<'a> {
     pub names: &'a [String],
     pub key_type: keyhold_server::tls::KeyType,
 }
@@ -394,14 +394,14 @@ pub struct TlsChoice<'a> {
 /// part-way (a full disk, a database that refuses, a failed restore):
 /// nothing. Whatever it created is removed on drop unless [`NewDir::keep`]
 /// was called; a directory that existed before keeps what was in it.
-pub struct NewDir {
+pub(crate) struct NewDir {
     path: std::path::PathBuf,
     existed: Option<std::collections::HashSet<std::ffi::OsString>>,
     keep: bool,
 }
 
 impl NewDir {
-    pub fn begin(path: &std::path::Path) -> Self {
+    pub(crate) fn begin(path: &std::path::Path) -> Self {
         let existed = std::fs::read_dir(path)
             .ok()
             .map(|d| d.flatten().map(|e| e.file_name()).collect());
@@ -413,7 +413,7 @@ impl NewDir {
     }
 
     /// The directory is complete: keep it.
-    pub fn keep(mut self) {
+    pub(crate) fn keep(mut self) {
         self.keep = true;
     }
 }
@@ -449,7 +449,7 @@ impl Drop for NewDir {
 
 /// Creates a data directory: root of trust (new, adopted or in an HSM),
 /// database, local TLS certificates and the config file.
-pub fn create_node(
+pub(crate) fn create_node(
     dd: &DataDir,
     pass: Option<&SecretString>,
     hsm: Option<&Pkcs11Config>,
@@ -636,7 +636,7 @@ fn with_counts(ctx: &Ctx, s: KeyStore) -> Result<(KeyStore, u64, usize), String>
     Ok((s, k, c))
 }
 
-pub fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
+pub(crate) fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
     let svc = &ctx.service;
     match cmd {
         StoreCmd::Create {
@@ -770,7 +770,7 @@ fn credential(ctx: &Ctx, cmd: &CredentialCmd) -> Result<(), String> {
     Ok(())
 }
 
-pub fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
+pub(crate) fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
     let svc = &ctx.service;
     match cmd {
         KeyCmd::Create {

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 #[derive(Subcommand, Debug)]
-pub enum AdminCmd {
+pub(crate) enum AdminCmd {
     /// Bearer tokens of the admin API.
     #[command(subcommand)]
     Token(TokenCmd),
@@ -19,7 +19,7 @@ pub enum AdminCmd {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum TokenCmd {
+pub(crate) enum TokenCmd {
     /// Make a token; it is printed once and kept nowhere (only its digest is stored).
     Create {
         name: String,
@@ -37,7 +37,7 @@ pub enum TokenCmd {
     Revoke { name: String },
 }
 
-pub fn run(ctx: &Ctx, cmd: &AdminCmd) -> Result<(), String> {
+pub(crate) fn run(ctx: &Ctx, cmd: &AdminCmd) -> Result<(), String> {
     let svc = &ctx.service;
     match cmd {
         AdminCmd::Whoami => {
@@ -140,7 +140,7 @@ pub fn run(ctx: &Ctx, cmd: &AdminCmd) -> Result<(), String> {
 
 /// `keyhold status`: health of the roots of trust and storage, lockdown,
 /// keys by state, live servers on shared storage.
-pub fn status(ctx: &Ctx) -> Result<(), String> {
+pub(crate) fn status(ctx: &Ctx) -> Result<(), String> {
     let svc = &ctx.service;
     let health = svc.health();
     let counts = svc.storage().key_state_counts().map_err(e)?;

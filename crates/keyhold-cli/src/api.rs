@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 /// What a command needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
+pub(crate) enum Access {
     /// Status: every role.
     Status,
     /// Read metadata (stores, keys, policies, tokens): auditor, custodian.
@@ -41,7 +41,7 @@ pub enum Access {
 }
 
 impl Access {
-    pub fn allows(self, role: Role) -> bool {
+    pub(crate) fn allows(self, role: Role) -> bool {
         match self {
             Access::Status => true,
             Access::Read => matches!(role, Role::Auditor | Role::Custodian),
@@ -62,7 +62,7 @@ impl Access {
 
 /// What `cmd` needs over the API; `None`: only locally, with the root of
 /// trust (it makes or opens data directories, or talks to the HSM).
-pub fn access(cmd: &Command) -> Option<Access> {
+pub(crate) fn access(cmd: &Command) -> Option<Access> {
     use Access::*;
     Some(match cmd {
         Command::Init { .. }
@@ -132,7 +132,7 @@ fn files(cmd: &Command) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// Runs admin commands inside the server for the admin API.
-pub struct Executor {
+pub(crate) struct Executor {
     service: Arc<KeyService>,
     data_dir: DataDir,
     refusals: parking_lot::Mutex<keyhold_audit::RefusalBudget>,
@@ -143,7 +143,7 @@ pub struct Executor {
 const REFUSALS_RECORDED_PER_SEC: u32 = 10;
 
 impl Executor {
-    pub fn new(service: Arc<KeyService>, data_dir: DataDir) -> Self {
+    pub(crate) fn new(service: Arc<KeyService>, data_dir: DataDir) -> Self {
         Self {
             service,
             data_dir,
@@ -287,7 +287,7 @@ impl AdminExecutor for Executor {
 
 /// Where the client finds the server and its credentials.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct RemoteArgs {
+pub(crate) struct RemoteArgs {
     /// Run the command on a server's admin API (https://HOST:PORT) instead
     /// of on a local data directory.
     #[arg(long, global = true, env = "KEYHOLD_SERVER")]
@@ -317,7 +317,7 @@ fn token(args: &RemoteArgs) -> Result<zeroize::Zeroizing<String>, String> {
 
 /// `keyhold --server URL COMMAND…`: runs COMMAND on the server, prints its
 /// output and writes the files it named.
-pub fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
+pub(crate) fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
     let args = &cli.remote;
     let url = args.server.as_deref().expect("called with --server");
     if access(&cli.command).is_none() {

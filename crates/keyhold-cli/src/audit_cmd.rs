@@ -13,7 +13,7 @@ use serde_json::json;
 use std::io::Write;
 
 #[derive(clap::Args, Debug, Default)]
-pub struct FilterArgs {
+pub(crate) struct FilterArgs {
     #[arg(long)]
     store: Option<String>,
     #[arg(long)]
@@ -68,7 +68,7 @@ impl FilterArgs {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum AuditCmd {
+pub(crate) enum AuditCmd {
     /// Check every chain's MACs and order, and compare with the checkpoints
     /// kept in the key database (and in --checkpoint-file). Exit status 1
     /// with the places found when anything was altered, removed or reordered.
@@ -109,7 +109,7 @@ fn shipped(ctx: &Ctx) -> Result<Vec<(String, Vec<String>)>, String> {
 }
 
 /// The data directory's audit settings (from its keyhold.toml when there).
-pub fn section(dd: &DataDir) -> Result<AuditSection, String> {
+pub(crate) fn section(dd: &DataDir) -> Result<AuditSection, String> {
     let mut s = if dd.config().exists() {
         Config::load(&dd.config()).map_err(e)?.audit
     } else {
@@ -126,7 +126,7 @@ pub fn section(dd: &DataDir) -> Result<AuditSection, String> {
     Ok(s)
 }
 
-pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
+pub(crate) fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
     let sec = section(dd)?;
     match cmd {
         AuditCmd::Verify { checkpoint_file } => {
@@ -307,7 +307,7 @@ pub fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
 
 /// Who runs this command: the invoking user (through sudo when used).
 /// The local user running the CLI (who holds the root of trust).
-pub fn local_actor() -> String {
+pub(crate) fn local_actor() -> String {
     let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))
@@ -326,7 +326,7 @@ pub fn local_actor() -> String {
 /// Records an admin command in the `admin` chain: the command words (never
 /// secrets: the CLI takes none on its command line), the store and key it
 /// names, and its outcome.
-pub fn record_admin(
+pub(crate) fn record_admin(
     ctx: &Ctx,
     dd: &DataDir,
     words: &[String],

@@ -13,7 +13,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
-pub enum BackupCmd {
+pub(crate) enum BackupCmd {
     /// Write a consistent, encrypted snapshot of keys, stores, credentials,
     /// policies, KMIP objects and audit checkpoints. Traffic goes on.
     Create { file: PathBuf },
@@ -25,7 +25,7 @@ pub enum BackupCmd {
 
 /// `keyhold backup restore`: a new data directory from a backup.
 #[derive(clap::Args)]
-pub struct RestoreArgs {
+pub(crate) struct RestoreArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub hsm: HsmArgs,
@@ -71,7 +71,7 @@ fn print(ctx_json: bool, what: &str, file: &Path, h: &BackupHeader) {
     }
 }
 
-pub fn run(ctx: &Ctx, cmd: &BackupCmd) -> Result<(), String> {
+pub(crate) fn run(ctx: &Ctx, cmd: &BackupCmd) -> Result<(), String> {
     let root = ctx.service.barrier().root();
     match cmd {
         BackupCmd::Create { file } => {
@@ -109,7 +109,7 @@ fn write_new(file: &Path, bytes: &[u8]) -> Result<(), String> {
 /// Restores into a data directory that does not exist yet: checks the
 /// backup with the root of trust it was made under, creates the directory
 /// with that root (and the storage named), then loads the snapshot.
-pub fn restore(
+pub(crate) fn restore(
     dd: DataDir,
     args: &RestoreArgs,
     pass: Option<&SecretString>,

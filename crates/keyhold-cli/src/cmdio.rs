@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// What one command did, when captured.
 #[derive(Debug, Default)]
-pub struct Captured {
+pub(crate) struct Captured {
     pub stdout: String,
     pub stderr: String,
     /// Path as the client named it → (bytes, Unix mode).
@@ -34,7 +34,10 @@ thread_local! {
 }
 
 /// Runs `f` with its output captured and `inputs` as the only readable files.
-pub fn capture<R>(inputs: BTreeMap<String, Vec<u8>>, f: impl FnOnce() -> R) -> (R, Captured) {
+pub(crate) fn capture<R>(
+    inputs: BTreeMap<String, Vec<u8>>,
+    f: impl FnOnce() -> R,
+) -> (R, Captured) {
     SESSION.with(|s| {
         *s.borrow_mut() = Some(Session {
             inputs,
@@ -64,7 +67,7 @@ pub fn capture<R>(inputs: BTreeMap<String, Vec<u8>>, f: impl FnOnce() -> R) -> (
 }
 
 /// Whether this thread runs a command for the admin API.
-pub fn is_remote() -> bool {
+pub(crate) fn is_remote() -> bool {
     SESSION.with(|s| s.borrow().is_some())
 }
 
@@ -74,12 +77,12 @@ fn with_session<R>(f: impl FnOnce(&mut Session) -> R) -> Option<R> {
 
 /// Which stream a line goes to.
 #[derive(Clone, Copy)]
-pub enum Stream {
+pub(crate) enum Stream {
     Out,
     Err,
 }
 
-pub fn line_fmt(to: Stream, args: fmt::Arguments) {
+pub(crate) fn line_fmt(to: Stream, args: fmt::Arguments) {
     let line = |o: &mut dyn Write| {
         let _ = o.write_fmt(args);
         let _ = o.write_all(b"\n");
@@ -107,7 +110,7 @@ macro_rules! errln {
 pub(crate) use {errln, outln};
 
 /// Standard output as a writer (captured for the admin API).
-pub struct Stdout;
+pub(crate) struct Stdout;
 
 impl Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -125,7 +128,7 @@ impl Write for Stdout {
 }
 
 /// Reads a file the user named on the command line.
-pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_input(path: &Path) -> Result<Vec<u8>, String> {
     let name = path.to_string_lossy().into_owned();
     match with_session(|s| s.inputs.get(&name).cloned()) {
         Some(Some(bytes)) => Ok(bytes),
@@ -136,7 +139,7 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>, String> {
 
 /// Writes a new file the user named on the command line (refusing to
 /// overwrite one), with `mode`.
-pub fn write_output(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+pub(crate) fn write_output(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     let name = path.to_string_lossy().into_owned();
     if with_session(|s| s.outputs.insert(name, (data.to_vec(), mode))).is_some() {
         return Ok(());

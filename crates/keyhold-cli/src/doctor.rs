@@ -27,7 +27,7 @@ use std::time::Duration;
 const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 #[derive(clap::Args, Debug)]
-pub struct DoctorArgs {
+pub(crate) struct DoctorArgs {
     /// The name AWS KMS will connect to (the external key store's proxy
     /// URI endpoint, without https://). Default: the certificate's first name.
     #[arg(long)]
@@ -83,7 +83,7 @@ impl Report {
     }
 }
 
-pub fn run(ctx: &Ctx, dd: &DataDir, args: &DoctorArgs) -> Result<(), String> {
+pub(crate) fn run(ctx: &Ctx, dd: &DataDir, args: &DoctorArgs) -> Result<(), String> {
     let mut r = Report::default();
     let config = Config::load(&dd.config()).map_err(e)?;
     let roots = load_roots(args.trust.as_deref().unwrap_or(Path::new(SYSTEM_CAS)))?;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 const CA_NAME: &str = "Keyhold KMIP client CA";
 
 #[derive(Subcommand)]
-pub enum KmipCmd {
+pub(crate) enum KmipCmd {
     /// Client certificates for KMIP clients (mutual TLS).
     #[command(subcommand)]
     ClientCert(ClientCertCmd),
@@ -40,7 +40,7 @@ pub enum KmipCmd {
 }
 
 #[derive(Subcommand)]
-pub enum ClientCertCmd {
+pub(crate) enum ClientCertCmd {
     /// Issue a client certificate (subject CN=NAME, the client's identity)
     /// from the data directory's KMIP client CA, made on first use.
     Issue {
@@ -64,7 +64,7 @@ pub enum ClientCertCmd {
     Revoke { name_or_serial: String },
 }
 
-pub fn run(ctx: &Ctx, cmd: &KmipCmd) -> Result<(), String> {
+pub(crate) fn run(ctx: &Ctx, cmd: &KmipCmd) -> Result<(), String> {
     match cmd {
         KmipCmd::ClientCert(ClientCertCmd::Issue {
             name,

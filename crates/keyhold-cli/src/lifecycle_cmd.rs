@@ -22,7 +22,7 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lifecycle options of `key create`.
 #[derive(clap::Args, Debug, Default)]
-pub struct CreateLifecycle {
+pub(crate) struct CreateLifecycle {
     /// Create the key PRE_ACTIVE: unusable until `key activate` or --activate-at.
     #[arg(long)]
     pre_active: bool,
@@ -38,7 +38,7 @@ pub struct CreateLifecycle {
 }
 
 impl CreateLifecycle {
-    pub fn lifecycle(&self) -> Result<Lifecycle, String> {
+    pub(crate) fn lifecycle(&self) -> Result<Lifecycle, String> {
         Ok(Lifecycle {
             state: if self.pre_active {
                 KeyState::PreActive
@@ -72,7 +72,7 @@ fn period(s: &str) -> Result<i64, String> {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum LifecycleCmd {
+pub(crate) enum LifecycleCmd {
     /// PRE_ACTIVE → ACTIVE.
     Activate { prefix: String, key_id: String },
     /// DEACTIVATED: decrypt only from now on.
@@ -137,7 +137,7 @@ pub enum LifecycleCmd {
 }
 
 /// Waits until every running server has applied the change just made.
-pub fn in_force(ctx: &Ctx) -> Result<(), String> {
+pub(crate) fn in_force(ctx: &Ctx) -> Result<(), String> {
     let epoch = ctx.service.bump_epoch().map_err(e)?;
     let r = wait_for_acks(&ctx.data_dir, &**ctx.service.storage(), epoch, ACK_TIMEOUT);
     if r.acknowledged < r.servers {
@@ -164,7 +164,7 @@ pub fn in_force(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-pub fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
+pub(crate) fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
     let svc = &ctx.service;
     use LifecycleCmd::*;
     let (p, id) = match cmd {
@@ -357,7 +357,7 @@ pub fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
 }
 
 /// `keyhold lockdown` / `keyhold unlock`.
-pub fn lockdown(ctx: &Ctx, on: bool) -> Result<(), String> {
+pub(crate) fn lockdown(ctx: &Ctx, on: bool) -> Result<(), String> {
     ctx.service.set_lockdown(on).map_err(e)?;
     in_force(ctx)?;
     if ctx.json {

@@ -3,7 +3,7 @@
 use crate::cmdio::outln;
 
 /// Prints rows as an aligned table with a header line.
-pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) {
     let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -28,17 +28,17 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 /// Prints a JSON value, pretty.
-pub fn json(v: &serde_json::Value) {
+pub(crate) fn json(v: &serde_json::Value) {
     outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 /// Formats Unix seconds as an RFC 3339 UTC time.
-pub fn time(t: i64) -> String {
+pub(crate) fn time(t: i64) -> String {
     keyhold_core::time::format_rfc3339(t)
 }
 
 /// Formats seconds as a short duration: `42s`, `3m 12s`, `5h 07m`, `2d 04h`.
-pub fn duration(s: i64) -> String {
+pub(crate) fn duration(s: i64) -> String {
     let s = s.max(0);
     match s {
         0..60 => format!("{s}s"),

@@ -8,7 +8,7 @@ use keyhold_service::policy::{decide_all, Decision, Policy, PolicyRequest, Polic
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
-pub struct ScopeArgs {
+pub(crate) struct ScopeArgs {
     /// The key store (XKS path prefix).
     #[arg(long)]
     store: String,
@@ -28,7 +28,7 @@ impl ScopeArgs {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum PolicyCmd {
+pub(crate) enum PolicyCmd {
     /// Set a policy from a TOML file (validated first; applied to running
     /// servers before the command returns).
     Set {
@@ -78,7 +78,7 @@ fn read(path: &std::path::Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))
 }
 
-pub fn run(ctx: &Ctx, cmd: &PolicyCmd) -> Result<(), String> {
+pub(crate) fn run(ctx: &Ctx, cmd: &PolicyCmd) -> Result<(), String> {
     let svc = &ctx.service;
     match cmd {
         PolicyCmd::Set { scope, file } => {

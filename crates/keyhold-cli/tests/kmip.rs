@@ -611,11 +611,14 @@ fn owners_and_export_flags_changed_in_the_database_are_refused() {
     let stays = uid_of(ok(&alice.one((1, 4), op::CREATE, p)));
     ok(&alice.one((1, 4), op::GET, uid(&mine)));
     failed(&bob.one((1, 4), op::GET, uid(&mine)), 0x0C);
-    let db = rusqlite::Connection::open(k.env.data().join("keyhold.db")).unwrap();
-    db.execute("UPDATE objects SET owner = 'bob' WHERE uid = ?1", [&mine])
-        .unwrap();
-    db.execute("UPDATE objects SET exportable = 1 WHERE uid = ?1", [&stays])
-        .unwrap();
+    let db = k.env.data().join("keyhold.db");
+    common::sqlite(
+        &db,
+        &format!(
+            "UPDATE objects SET owner = 'bob' WHERE uid = '{mine}'; \
+             UPDATE objects SET exportable = 1 WHERE uid = '{stays}';"
+        ),
+    );
     eventually("the changed rows refused", || {
         let m = status(&bob.one((1, 4), op::GET, uid(&mine)));
         assert_ne!(m.0, 0, "bob got a key the database said was his");
@@ -1387,18 +1390,16 @@ fn client_certificates_expire_and_can_be_revoked() {
     // The database is untrusted: deleting bob's revocation there does not
     // bring his certificate back; tampering with the sealed list of
     // revocations refuses every certificate until a custodian revokes again.
-    let db = rusqlite::Connection::open(k.env.data().join("keyhold.db")).unwrap();
-    db.execute(
+    let db = k.env.data().join("keyhold.db");
+    common::sqlite(
+        &db,
         "UPDATE meta SET value = CAST('{}' AS BLOB) WHERE name LIKE 'kmip-cert:%' AND value LIKE '%\"bob\"%'",
-        [],
-    )
-    .unwrap();
+    );
     assert!(
         refused("bob"),
         "a revocation deleted in the database was undone"
     );
-    db.execute("DELETE FROM meta WHERE name = 'kmip-revoked'", [])
-        .unwrap();
+    common::sqlite(&db, "DELETE FROM meta WHERE name = 'kmip-revoked'");
     eventually("every certificate refused", || refused("carol"));
     k.env
         .run_ok(&["kmip", "client-cert", "revoke", &bob_serial]);

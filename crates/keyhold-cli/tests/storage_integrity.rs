@@ -2,7 +2,7 @@
 //! back (someone with write access to it but not the root of trust) are
 //! refused, never obeyed, and reported: in GetHealthStatus, in `keyhold
 //! status`, in the log. The real binary, its real SQLite file, changed
-//! with a second SQLite connection while the server runs.
+//! with Python's sqlite3 while the server runs.
 
 mod common;
 
@@ -38,9 +38,11 @@ fn rows_changed_outside_keyhold_are_refused_and_reported() {
 
     // Someone with the database but not the root of trust enables the
     // disabled key: it is never served, whatever the cache held.
-    let db = rusqlite::Connection::open(env.data().join("keyhold.db")).unwrap();
-    db.execute("UPDATE keys SET status = 'ENABLED' WHERE key_id = 'k1'", [])
-        .unwrap();
+    let db = env.data().join("keyhold.db");
+    sqlite(
+        &db,
+        "UPDATE keys SET status = 'ENABLED' WHERE key_id = 'k1'",
+    );
     eventually("the changed row refused", || {
         let r = demo_encrypt(&server, &cred, "k1", b"x");
         assert_ne!(r.status, 200, "a key enabled outside Keyhold was used");
@@ -83,8 +85,7 @@ fn rows_changed_outside_keyhold_are_refused_and_reported() {
     env.run_ok(&["unlock"]);
     assert_eq!(demo_encrypt(&server, &cred, "k2", b"x").status, 200);
     env.run_ok(&["lockdown"]);
-    db.execute("DELETE FROM meta WHERE name = 'lockdown'", [])
-        .unwrap();
+    sqlite(&db, "DELETE FROM meta WHERE name = 'lockdown'");
     let status = env.json(&["status"]);
     assert_eq!(status["lockdown"], true);
     assert!(status["integrity"]["refused"]
@@ -116,11 +117,11 @@ fn a_database_is_sealed_once_and_never_again() {
     let anchor = env.data().join("rows.sealed");
     assert!(anchor.exists());
     // As if written by a Keyhold from before sealed rows.
-    let db = rusqlite::Connection::open(env.data().join("keyhold.db")).unwrap();
+    let db = env.data().join("keyhold.db");
     let strip = "UPDATE stores SET seal = NULL; UPDATE keys SET seal = NULL; \
                  UPDATE key_versions SET seal = NULL; DELETE FROM policies; \
                  DELETE FROM meta WHERE name IN ('rows-sealed', 'lockdown');";
-    db.execute_batch(strip).unwrap();
+    sqlite(&db, strip);
     std::fs::remove_file(&anchor).unwrap();
     let status = env.json(&["status"]);
     assert_eq!(status["integrity"]["genuine"], true, "{status}");
@@ -132,8 +133,8 @@ fn a_database_is_sealed_once_and_never_again() {
     );
 
     // Once sealed, the same stripping is tampering: refused, not re-sealed.
-    db.execute_batch(strip).unwrap();
-    db.execute("UPDATE keys SET usage = 3", []).unwrap();
+    sqlite(&db, strip);
+    sqlite(&db, "UPDATE keys SET usage = 3");
     let status = env.json(&["status"]);
     assert_eq!(status["integrity"]["genuine"], false, "{status}");
     assert_eq!(status["lockdown"], true);

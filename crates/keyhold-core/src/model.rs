@@ -349,11 +349,11 @@ mod usage_serde {
     use super::Usage;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    pub fn serialize<S: Serializer>(u: &Usage, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(u: &Usage, s: S) -> Result<S::Ok, S::Error> {
         u.names().serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Usage, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Usage, D::Error> {
         let v: Vec<String> = Vec::deserialize(d)?;
         Usage::parse(&v.join(",")).map_err(serde::de::Error::custom)
     }

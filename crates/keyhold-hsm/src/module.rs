@@ -44,7 +44,7 @@ fn initialize(ctx: &Pkcs11) -> std::result::Result<(), CkError> {
 
 impl Module {
     /// The module at `path`, loaded and initialised on first use.
-    pub fn get(path: &Path) -> Result<Arc<Module>> {
+    pub(crate) fn get(path: &Path) -> Result<Arc<Module>> {
         static MODULES: OnceLock<Mutex<HashMap<PathBuf, Arc<Module>>>> = OnceLock::new();
         let mut map = MODULES.get_or_init(|| Mutex::new(HashMap::new())).lock();
         if let Some(m) = map.get(path) {
@@ -71,18 +71,18 @@ impl Module {
     /// Holds off re-initialisation while the caller uses the module. Never
     /// call `enter` again while holding the guard (the lock is fair: a
     /// waiting re-initialisation would deadlock with the second read).
-    pub fn enter(&self) -> RwLockReadGuard<'_, Loaded> {
+    pub(crate) fn enter(&self) -> RwLockReadGuard<'_, Loaded> {
         self.state.read()
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.state.read().generation
     }
 
     /// Finalises and re-initialises the module, unless someone already did
     /// since `seen_generation`, or the last time was under a second ago.
     /// Returns whether the module is now past `seen_generation`.
-    pub fn reinitialize(&self, seen_generation: u64) -> bool {
+    pub(crate) fn reinitialize(&self, seen_generation: u64) -> bool {
         {
             let mut last = self.last_reinit.lock();
             if last.is_some_and(|t| t.elapsed() < MIN_REINIT_INTERVAL) {

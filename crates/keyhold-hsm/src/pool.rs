@@ -38,14 +38,14 @@ pub(crate) struct Lease<'a> {
 }
 
 impl Lease<'_> {
-    pub fn session(&self) -> &Session {
+    pub(crate) fn session(&self) -> &Session {
         self.session
             .as_ref()
             .expect("lease holds a session until dropped")
     }
 
     /// Closes the session instead of returning it (it may be dead).
-    pub fn discard(mut self) {
+    pub(crate) fn discard(mut self) {
         drop(self.session.take());
         self.pool.release_slot();
     }
@@ -68,7 +68,7 @@ impl Drop for Lease<'_> {
 }
 
 impl SessionPool {
-    pub fn new(max: usize, wait: Duration, reuse: bool) -> Self {
+    pub(crate) fn new(max: usize, wait: Duration, reuse: bool) -> Self {
         Self {
             state: Mutex::new(State {
                 idle: Vec::new(),
@@ -83,11 +83,11 @@ impl SessionPool {
     }
 
     /// Number of sessions open now (idle or on loan).
-    pub fn open_sessions(&self) -> usize {
+    pub(crate) fn open_sessions(&self) -> usize {
         self.state.lock().open
     }
 
-    pub fn max_sessions(&self) -> usize {
+    pub(crate) fn max_sessions(&self) -> usize {
         self.max
     }
 
@@ -101,7 +101,11 @@ impl SessionPool {
     /// Borrows a session of the module's `generation`, opening one with
     /// `open` when under the maximum. The caller holds the module's guard,
     /// so the generation cannot change while the lease is out.
-    pub fn get(&self, generation: u64, open: impl Fn() -> Result<Session>) -> Result<Lease<'_>> {
+    pub(crate) fn get(
+        &self,
+        generation: u64,
+        open: impl Fn() -> Result<Session>,
+    ) -> Result<Lease<'_>> {
         let deadline = Instant::now() + self.wait;
         let mut st = self.state.lock();
         if st.generation != generation {

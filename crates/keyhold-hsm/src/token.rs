@@ -36,7 +36,7 @@ pub(crate) struct TokenSummary {
 
 impl TokenSummary {
     /// How health reports and operators see the token called `name`.
-    pub fn describe(&self, name: &str) -> keyhold_keystore::RootInfo {
+    pub(crate) fn describe(&self, name: &str) -> keyhold_keystore::RootInfo {
         keyhold_keystore::RootInfo {
             id: format!("pkcs11-{name}-{}", self.serial),
             model: format!(
@@ -243,7 +243,7 @@ pub(crate) fn may_be_device(e: &Error) -> bool {
 impl Pkcs11Token {
     /// Loads the module and reads the PIN; the token itself is looked up on
     /// first use (and after every re-initialisation of the module).
-    pub fn new(cfg: Pkcs11Config) -> Result<Self> {
+    pub(crate) fn new(cfg: Pkcs11Config) -> Result<Self> {
         cfg.validate()?;
         let pin = cfg.read_pin()?;
         let module = Module::get(&cfg.module)?;
@@ -269,7 +269,7 @@ impl Pkcs11Token {
 
     /// Checks that the token is there, the PIN works and the KEK exists;
     /// with `create_kek`, generates the KEK when absent (`keyhold hsm init`).
-    pub fn connect(&self, create_kek: bool) -> Result<()> {
+    pub(crate) fn connect(&self, create_kek: bool) -> Result<()> {
         let found = self
             .with_session("find the key-encryption key", |s| self.find_kek(s))
             .map_err(|e| ck("C_FindObjects", e))?;
@@ -293,7 +293,7 @@ impl Pkcs11Token {
     }
 
     /// The token's label (or serial) for messages.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         let s = self.summary.lock();
         if s.label.is_empty() {
             s.serial.clone()
@@ -302,15 +302,15 @@ impl Pkcs11Token {
         }
     }
 
-    pub fn summary(&self) -> TokenSummary {
+    pub(crate) fn summary(&self) -> TokenSummary {
         self.summary.lock().clone()
     }
 
-    pub fn open_sessions(&self) -> usize {
+    pub(crate) fn open_sessions(&self) -> usize {
         self.pool.open_sessions()
     }
 
-    pub fn max_sessions(&self) -> usize {
+    pub(crate) fn max_sessions(&self) -> usize {
         self.pool.max_sessions()
     }
 
@@ -364,7 +364,7 @@ impl Pkcs11Token {
     }
 
     /// Whether the token still answers (C_GetTokenInfo on its slot).
-    pub fn answers(&self) -> bool {
+    pub(crate) fn answers(&self) -> bool {
         let m = self.module.enter();
         match self.locate(&m) {
             Ok(slot) => m.ctx.get_token_info(slot).is_ok(),
@@ -375,7 +375,7 @@ impl Pkcs11Token {
     /// Runs `op`; if it fails and the token has stopped answering, the
     /// module is re-initialised (at most once a second) and `op` runs once
     /// more. Returns the error and whether the token is down.
-    pub fn recovering<R>(
+    pub(crate) fn recovering<R>(
         &self,
         op: impl Fn() -> Result<R>,
     ) -> std::result::Result<R, (Error, bool)> {
@@ -556,7 +556,7 @@ impl Pkcs11Token {
     }
 
     /// Labels of the secret keys in the token.
-    pub fn list_secret_keys(&self) -> Result<Vec<String>> {
+    pub(crate) fn list_secret_keys(&self) -> Result<Vec<String>> {
         let mut out = self
             .with_session("list keys", |s| {
                 let mut out = Vec::new();
@@ -576,7 +576,7 @@ impl Pkcs11Token {
 
     /// Generates a non-extractable AES-256 key with this label, allowed to
     /// do exactly `usage`.
-    pub fn generate_key(&self, label: &str, usage: Usage) -> Result<()> {
+    pub(crate) fn generate_key(&self, label: &str, usage: Usage) -> Result<()> {
         if self.key_handle(label).is_ok() {
             return Err(Error::invalid(
                 "HSM key label",
@@ -594,7 +594,7 @@ impl Pkcs11Token {
     }
 
     /// Whether the label is the KEK's or the health key's.
-    pub fn is_reserved(&self, label: &str) -> bool {
+    pub(crate) fn is_reserved(&self, label: &str) -> bool {
         std::iter::once(&self.cfg.kek_label)
             .chain(&self.cfg.retired_kek_labels)
             .any(|k| label == k || label == format!("{k}-health"))
@@ -603,7 +603,7 @@ impl Pkcs11Token {
     /// Destroys a KEK retired by a rotation, and its health key, in this
     /// token (absent ones count as destroyed). Only labels the
     /// configuration lists as retired.
-    pub fn destroy_retired_kek(&self, label: &str) -> Result<()> {
+    pub(crate) fn destroy_retired_kek(&self, label: &str) -> Result<()> {
         if !self.cfg.retired_kek_labels.iter().any(|k| k == label) {
             return Err(Error::invalid(
                 "HSM key label",
@@ -631,7 +631,7 @@ impl Pkcs11Token {
 
     /// Destroys the key with this label (never the KEK). A key already
     /// absent counts as destroyed.
-    pub fn destroy_key(&self, label: &str) -> Result<()> {
+    pub(crate) fn destroy_key(&self, label: &str) -> Result<()> {
         if self.is_reserved(label) {
             return Err(Error::invalid(
                 "HSM key label",
@@ -657,7 +657,7 @@ impl Pkcs11Token {
 
     /// Makes the key allowed to do exactly `usage` (C_SetAttributeValue).
     /// `Ok(false)`: the token refuses to change these attributes.
-    pub fn set_usage(&self, label: &str, usage: Usage) -> Result<bool> {
+    pub(crate) fn set_usage(&self, label: &str, usage: Usage) -> Result<bool> {
         match self.with_key(label, |s, h| {
             s.update_attributes(h, &usage_attributes(usage))
         }) {
@@ -674,12 +674,12 @@ impl Pkcs11Token {
         }
     }
 
-    pub fn check_key(&self, label: &str) -> Result<()> {
+    pub(crate) fn check_key(&self, label: &str) -> Result<()> {
         self.key_handle(label).map(|_| ())
     }
 
     /// AES-GCM in the HSM with an IV from the module's RNG.
-    pub fn encrypt(
+    pub(crate) fn encrypt(
         &self,
         label: &str,
         aad: &[u8],
@@ -705,7 +705,7 @@ impl Pkcs11Token {
         Ok((iv, out, tag))
     }
 
-    pub fn decrypt(
+    pub(crate) fn decrypt(
         &self,
         label: &str,
         iv: &[u8],
@@ -726,7 +726,7 @@ impl Pkcs11Token {
     }
 
     /// Wraps under the KEK: format byte, IV, AES-GCM output (context as AAD).
-    pub fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn wrap(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut iv = [0u8; GCM_IV_LEN];
         fill_random(&mut iv).map_err(|e| Error::Internal(e.to_string()))?;
         let sealed = self
@@ -743,7 +743,7 @@ impl Pkcs11Token {
         Ok(out)
     }
 
-    pub fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
+    pub(crate) fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<SecretBytes> {
         let rest = match wrapped.split_first() {
             Some((&WRAP_FORMAT_PKCS11_GCM, rest)) if rest.len() >= GCM_IV_LEN + 16 => rest,
             _ => return Err(Error::RootOfTrust("not wrapped by a PKCS#11 root".into())),
@@ -760,7 +760,7 @@ impl Pkcs11Token {
     /// The deep health check of this token: an AES-GCM round trip inside
     /// it, on its own health key (generated on first use; never a customer
     /// key and never the KEK).
-    pub fn probe(&self) -> Result<()> {
+    pub(crate) fn probe(&self) -> Result<()> {
         let label = format!("{}-health", self.cfg.kek_label);
         let _one = self.probing.lock();
         if let Err(e) = self.check_key(&label) {

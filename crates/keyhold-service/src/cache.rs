@@ -14,7 +14,7 @@ pub(crate) struct Cache<K, V> {
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             map: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
@@ -22,7 +22,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         }
     }
 
-    pub fn get<Q>(&self, k: &Q) -> Option<V>
+    pub(crate) fn get<Q>(&self, k: &Q) -> Option<V>
     where
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,
@@ -32,11 +32,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
 
     /// The generation to pass to [`Self::insert`]; read it *before* reading
     /// the value from storage.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
 
-    pub fn insert(&self, generation: u64, k: K, v: V) {
+    pub(crate) fn insert(&self, generation: u64, k: K, v: V) {
         let mut m = self.map.write();
         if self.generation.load(Ordering::Acquire) != generation {
             return;
@@ -66,7 +66,7 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
     /// Puts a value just written to storage, unless the entry there is
     /// newer (`keep(existing, v)`); fills read from storage before this
     /// are dropped, as after [`Self::clear_key`].
-    pub fn put_written(&self, k: K, v: V, keep: impl Fn(&V, &V) -> bool) {
+    pub(crate) fn put_written(&self, k: K, v: V, keep: impl Fn(&V, &V) -> bool) {
         let mut m = self.map.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         if m.get(&k).is_some_and(|have| keep(have, &v)) {
@@ -76,14 +76,14 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
         m.insert(k, v);
     }
 
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         let mut m = self.map.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         m.clear();
     }
 
     /// Drops one entry (and keeps any fill computed before from landing).
-    pub fn clear_key<Q>(&self, k: &Q)
+    pub(crate) fn clear_key<Q>(&self, k: &Q)
     where
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized,
@@ -95,13 +95,13 @@ impl<K: Eq + Hash + Clone, V: Clone> Cache<K, V> {
 
     /// Drops the entries `f` picks (and keeps fills computed before from
     /// landing, as [`Self::clear_key`]).
-    pub fn clear_where(&self, f: impl Fn(&K, &V) -> bool) {
+    pub(crate) fn clear_where(&self, f: impl Fn(&K, &V) -> bool) {
         let mut m = self.map.write();
         self.generation.fetch_add(1, Ordering::AcqRel);
         m.retain(|k, v| !f(k, v));
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.map.read().len()
     }
 }

@@ -427,7 +427,7 @@ pub enum UsageEnforcement {
 pub type LiveStatus = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// How long after a stored row was refused health says so (DEGRADED).
-pub const INTEGRITY_REPORT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
+pub(crate) const INTEGRITY_REPORT_WINDOW: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The meta entry that records a lockdown (sealed: on or off; absent or
 /// changed outside Keyhold = locked down).
@@ -1471,7 +1471,7 @@ impl KeyService {
 /// is `base`: `base` itself, then `base#v2`, `base#v3`… Rotation makes a new
 /// non-extractable key in the HSM under the next label; storage keeps only
 /// the version rows (no material).
-pub fn hsm_version_label(base: &str, version: u32) -> String {
+pub(crate) fn hsm_version_label(base: &str, version: u32) -> String {
     if version <= 1 {
         base.to_owned()
     } else {

@@ -122,32 +122,32 @@ pub(crate) struct Noted {
 }
 
 impl Noted {
-    pub fn set_version(&self, v: u32) {
+    pub(crate) fn set_version(&self, v: u32) {
         self.version.store(v, std::sync::atomic::Ordering::Relaxed);
     }
-    pub fn key_version(&self) -> Option<u32> {
+    pub(crate) fn key_version(&self) -> Option<u32> {
         Some(self.version.load(std::sync::atomic::Ordering::Relaxed)).filter(|v| *v != 0)
     }
-    pub fn set_store_known(&self) {
+    pub(crate) fn set_store_known(&self) {
         self.store_known
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    pub fn store_known(&self) -> bool {
+    pub(crate) fn store_known(&self) -> bool {
         self.store_known.load(std::sync::atomic::Ordering::Relaxed)
     }
-    pub fn set_compromised(&self) {
+    pub(crate) fn set_compromised(&self) {
         self.compromised
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
-    pub fn set_rule(&self, rule: Option<String>) {
+    pub(crate) fn set_rule(&self, rule: Option<String>) {
         if rule.is_some() {
             *self.rule.lock() = rule;
         }
     }
-    pub fn rule(&self) -> Option<String> {
+    pub(crate) fn rule(&self) -> Option<String> {
         self.rule.lock().take()
     }
-    pub fn detail(&self) -> Option<&'static str> {
+    pub(crate) fn detail(&self) -> Option<&'static str> {
         self.compromised
             .load(std::sync::atomic::Ordering::Relaxed)
             .then_some("decrypted with a key or key version marked compromised")

@@ -9,25 +9,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_keyhold");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_keyhold");
 
 /// A data directory made with `keyhold init`.
-pub struct Env {
+pub(crate) struct Env {
     pub dir: tempfile::TempDir,
     pub extra_env: Vec<(String, String)>,
 }
 
-pub struct Cred {
+pub(crate) struct Cred {
     pub akid: String,
     pub secret: String,
 }
 
 impl Env {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::with_init_args(&[], vec![])
     }
 
-    pub fn with_init_args(args: &[&str], extra_env: Vec<(String, String)>) -> Self {
+    pub(crate) fn with_init_args(args: &[&str], extra_env: Vec<(String, String)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let env = Env { dir, extra_env };
         let mut a = vec!["init", "--listen", "127.0.0.1:0"];
@@ -36,11 +36,11 @@ impl Env {
         env
     }
 
-    pub fn data(&self) -> PathBuf {
+    pub(crate) fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    pub fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.arg("--data-dir").arg(self.data()).args(args);
         c.env_remove("KEYHOLD_PASSPHRASE");
@@ -52,7 +52,7 @@ impl Env {
     }
 
     /// Runs an admin command, which must succeed; returns stdout.
-    pub fn run_ok(&self, args: &[&str]) -> String {
+    pub(crate) fn run_ok(&self, args: &[&str]) -> String {
         let out = self.cmd(args).output().expect("run keyhold");
         assert!(
             out.status.success(),
@@ -63,13 +63,13 @@ impl Env {
     }
 
     /// Runs an admin command with `--json` and parses its output.
-    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         serde_json::from_str(&self.run_ok(&a)).expect("json output")
     }
 
-    pub fn add_credential(&self, prefix: &str) -> Cred {
+    pub(crate) fn add_credential(&self, prefix: &str) -> Cred {
         let v = self.json(&["store", "credential", "add", prefix]);
         Cred {
             akid: v["access_key_id"].as_str().unwrap().to_owned(),
@@ -77,16 +77,16 @@ impl Env {
         }
     }
 
-    pub fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.data().join("tls/ca.pem")
     }
 
-    pub fn config(&self) -> PathBuf {
+    pub(crate) fn config(&self) -> PathBuf {
         self.data().join("keyhold.toml")
     }
 
     /// Starts `keyhold serve`; waits until it is listening.
-    pub fn serve(&self, extra: &[&str]) -> Server {
+    pub(crate) fn serve(&self, extra: &[&str]) -> Server {
         let log = self.dir.path().join(format!(
             "serve-{}.log",
             std::time::SystemTime::now()
@@ -148,7 +148,7 @@ impl Env {
     }
 }
 
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     /// `https://localhost:PORT` (or http://).
     pub base: String,
@@ -160,7 +160,7 @@ pub struct Server {
 impl Server {
     /// A copy for another thread that talks to the same server (dropping it
     /// does not stop the server).
-    pub fn detached(&self) -> Server {
+    pub(crate) fn detached(&self) -> Server {
         Server {
             child: Command::new("true").spawn().expect("spawn true"),
             base: self.base.clone(),
@@ -175,7 +175,7 @@ impl Server {
     /// Stops the server as an operator would (SIGTERM) and waits for it to
     /// exit: it drains its connections and writes a final audit
     /// checkpoint, so what it did is all on disk when this returns.
-    pub fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let _ = self.child.wait();
@@ -191,7 +191,7 @@ impl Drop for Server {
 
 /// An HTTP answer.
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub body: String,
     /// What curl itself printed on standard error.
@@ -199,15 +199,15 @@ pub struct Resp {
 }
 
 impl Resp {
-    pub fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
-    pub fn error_name(&self) -> String {
+    pub(crate) fn error_name(&self) -> String {
         self.json()["errorName"].as_str().unwrap_or("").to_owned()
     }
     #[track_caller]
-    pub fn assert_error(&self, status: u16, name: &str) {
+    pub(crate) fn assert_error(&self, status: u16, name: &str) {
         assert_eq!(self.status, status, "{self:?}");
         assert_eq!(self.error_name(), name, "{self:?}");
         let msg = self.json()["errorMessage"]
@@ -220,7 +220,7 @@ impl Resp {
 }
 
 /// A `curl` invocation.
-pub struct Curl<'a> {
+pub(crate) struct Curl<'a> {
     pub server: &'a Server,
     pub cred: Option<&'a Cred>,
     pub extra: Vec<String>,
@@ -228,7 +228,7 @@ pub struct Curl<'a> {
 }
 
 impl<'a> Curl<'a> {
-    pub fn new(server: &'a Server, cred: &'a Cred) -> Self {
+    pub(crate) fn new(server: &'a Server, cred: &'a Cred) -> Self {
         Self {
             server,
             cred: Some(cred),
@@ -237,13 +237,13 @@ impl<'a> Curl<'a> {
         }
     }
 
-    pub fn arg(mut self, a: &str) -> Self {
+    pub(crate) fn arg(mut self, a: &str) -> Self {
         self.extra.push(a.to_owned());
         self
     }
 
     /// Sends `body` to `path`, signed with SigV4 by curl itself.
-    pub fn send(&self, path: &str, body: &str) -> Resp {
+    pub(crate) fn send(&self, path: &str, body: &str) -> Resp {
         let dir = tempfile::tempdir().unwrap();
         let body_file = dir.path().join("body.json");
         std::fs::write(&body_file, body).unwrap();
@@ -278,7 +278,7 @@ impl<'a> Curl<'a> {
     }
 }
 
-pub fn meta(op: &str) -> serde_json::Value {
+pub(crate) fn meta(op: &str) -> serde_json::Value {
     serde_json::json!({
         "awsPrincipalArn": "arn:aws:iam::123456789012:user/Alice",
         "kmsKeyArn": "arn:aws:kms:us-east-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
@@ -289,7 +289,7 @@ pub fn meta(op: &str) -> serde_json::Value {
 }
 
 /// XKS Encrypt of `pt` (AAD "ctx") with key `key` of store /demo.
-pub fn demo_encrypt(server: &Server, cred: &Cred, key: &str, pt: &[u8]) -> Resp {
+pub(crate) fn demo_encrypt(server: &Server, cred: &Cred, key: &str, pt: &[u8]) -> Resp {
     let body = serde_json::json!({
         "requestMetadata": meta("Encrypt"), "plaintext": b64(pt),
         "additionalAuthenticatedData": b64(b"ctx"), "encryptionAlgorithm": "AES_GCM",
@@ -301,7 +301,12 @@ pub fn demo_encrypt(server: &Server, cred: &Cred, key: &str, pt: &[u8]) -> Resp 
 }
 
 /// XKS Decrypt of what [`demo_encrypt`] answered (`enc`).
-pub fn demo_decrypt(server: &Server, cred: &Cred, key: &str, enc: &serde_json::Value) -> Resp {
+pub(crate) fn demo_decrypt(
+    server: &Server,
+    cred: &Cred,
+    key: &str,
+    enc: &serde_json::Value,
+) -> Resp {
     let body = serde_json::json!({
         "requestMetadata": meta("Decrypt"), "ciphertext": enc["ciphertext"],
         "ciphertextMetadata": enc["ciphertextMetadata"], "initializationVector": enc["initializationVector"],
@@ -314,12 +319,12 @@ pub fn demo_decrypt(server: &Server, cred: &Cred, key: &str, enc: &serde_json::V
     )
 }
 
-pub fn b64(b: &[u8]) -> String {
+pub(crate) fn b64(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-pub fn unb64(s: &str) -> Vec<u8> {
+pub(crate) fn unb64(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
@@ -328,7 +333,7 @@ pub fn unb64(s: &str) -> Vec<u8> {
 /// The bound, 30 s, only catches what never happens: no loaded machine
 /// comes near it for anything a test waits for.
 #[track_caller]
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(30) {
         if f() {
@@ -339,14 +344,14 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for: {what}");
 }
 
-pub fn read(p: &Path) -> String {
+pub(crate) fn read(p: &Path) -> String {
     String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned()
 }
 
 /// The files under `dir` that still hold any 16-byte piece of `secret`
 /// (crypto-shredding checks: the database, its WAL, anything else).
 #[allow(dead_code)]
-pub fn files_holding(dir: &Path, secret: &[u8]) -> Vec<PathBuf> {
+pub(crate) fn files_holding(dir: &Path, secret: &[u8]) -> Vec<PathBuf> {
     assert!(secret.len() >= 16, "too short to look for");
     let pieces: Vec<&[u8]> = secret.chunks_exact(16).collect();
     let mut found = Vec::new();
@@ -367,4 +372,24 @@ pub fn files_holding(dir: &Path, secret: &[u8]) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// Runs SQL statements straight on a SQLite database file, as someone with
+/// write access to it (but not the root of trust) would: Python's sqlite3,
+/// an independent client (WAL-safe beside a running server).
+pub(crate) fn sqlite(db: &Path, sql: &str) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=30)\nc.executescript(sys.argv[2])\nc.commit()\nc.close()",
+        ])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "sqlite3 {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
