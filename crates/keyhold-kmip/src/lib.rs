@@ -15,6 +15,7 @@ pub mod names;
 pub mod objects;
 pub mod ops;
 pub mod server;
+mod service_err;
 mod stream;
 pub mod tags;
 pub mod ttlv;

@@ -25,7 +25,13 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub fn new(identity: &str, uid: &str, encrypt: bool, tag_len: usize, gcm: GcmStream) -> Self {
+    pub(crate) fn new(
+        identity: &str,
+        uid: &str,
+        encrypt: bool,
+        tag_len: usize,
+        gcm: GcmStream,
+    ) -> Self {
         Self {
             identity: identity.to_owned(),
             uid: uid.to_owned(),
@@ -54,7 +60,7 @@ pub(crate) struct Streams {
 
 impl Streams {
     /// Opens `s`; returns its Correlation Value.
-    pub fn open(&self, s: Stream) -> Result<Vec<u8>, StreamError> {
+    pub(crate) fn open(&self, s: Stream) -> Result<Vec<u8>, StreamError> {
         let mut cv = vec![0u8; 16];
         keyhold_crypto::fill_random(&mut cv).map_err(|_| StreamError::Full)?;
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
@@ -69,7 +75,7 @@ impl Streams {
 
     /// Takes the stream `cv` of `identity` on object `uid` out (to be put
     /// back unless it ends).
-    pub fn take(&self, cv: &[u8], identity: &str, uid: &str) -> Result<Stream, StreamError> {
+    pub(crate) fn take(&self, cv: &[u8], identity: &str, uid: &str) -> Result<Stream, StreamError> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         match open.get(cv) {
             Some(s) if s.identity == identity && s.uid == uid && s.last_used.elapsed() < IDLE => {
@@ -84,7 +90,7 @@ impl Streams {
     }
 
     /// Puts a stream taken with [`Streams::take`] back.
-    pub fn put_back(&self, cv: Vec<u8>, mut s: Stream) {
+    pub(crate) fn put_back(&self, cv: Vec<u8>, mut s: Stream) {
         s.last_used = Instant::now();
         self.open
             .lock()

@@ -20,6 +20,22 @@ pub enum ErrorName {
 }
 
 impl ErrorName {
+    /// Every error name, in the specification's order.
+    pub const ALL: [ErrorName; 12] = [
+        ErrorName::ValidationException,
+        ErrorName::InvalidStateException,
+        ErrorName::InvalidCiphertextException,
+        ErrorName::InvalidKeyUsageException,
+        ErrorName::AuthenticationFailedException,
+        ErrorName::AccessDeniedException,
+        ErrorName::KeyNotFoundException,
+        ErrorName::InvalidUriPathException,
+        ErrorName::ThrottlingException,
+        ErrorName::UnsupportedOperationException,
+        ErrorName::DependencyTimeoutException,
+        ErrorName::InternalException,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorName::ValidationException => "ValidationException",
@@ -137,6 +153,33 @@ impl From<keyhold_core::Error> for XksError {
 mod tests {
     use super::*;
 
+    /// The specification's table of errors (XKS Proxy API, "Errors"):
+    /// every name Keyhold answers is one of them, with its status, and
+    /// every one of them can be answered.
+    const SPEC_ERRORS: [(&str, u16); 12] = [
+        ("ValidationException", 400),
+        ("InvalidStateException", 400),
+        ("InvalidCiphertextException", 400),
+        ("InvalidKeyUsageException", 400),
+        ("AuthenticationFailedException", 401),
+        ("AccessDeniedException", 403),
+        ("KeyNotFoundException", 404),
+        ("InvalidUriPathException", 404),
+        ("ThrottlingException", 429),
+        ("UnsupportedOperationException", 501),
+        ("DependencyTimeoutException", 503),
+        ("InternalException", 500),
+    ];
+
+    #[test]
+    fn error_names_and_statuses_are_the_specifications() {
+        let ours: Vec<(&str, u16)> = ErrorName::ALL
+            .iter()
+            .map(|n| (n.as_str(), n.status().as_u16()))
+            .collect();
+        assert_eq!(ours, SPEC_ERRORS);
+    }
+
     #[test]
     fn core_errors_map_to_spec_names() {
         use keyhold_core::Error as E;
@@ -165,6 +208,37 @@ mod tests {
             ),
             (E::Storage("disk on fire".into()), "InternalException", 500),
             (E::RootOfTrust("r".into()), "InternalException", 500),
+            (E::UnwrapFailed, "InternalException", 500),
+            (
+                E::Integrity("disk on fire".into()),
+                "InternalException",
+                500,
+            ),
+            (E::Internal("disk on fire".into()), "InternalException", 500),
+            (E::ObjectNotFound("u".into()), "InternalException", 500),
+            (E::Conflict("u".into()), "InternalException", 500),
+            (
+                E::AccessDenied {
+                    rule: Some("r1".into()),
+                    why: "denied by r1".into(),
+                },
+                "AccessDeniedException",
+                403,
+            ),
+            (E::StoreExists("/a".into()), "ValidationException", 400),
+            (
+                E::KeyExists {
+                    store: "/a".into(),
+                    key: "k".into(),
+                },
+                "ValidationException",
+                400,
+            ),
+            (
+                E::CredentialNotFound("AK".into()),
+                "ValidationException",
+                400,
+            ),
         ];
         for (e, name, status) in cases {
             let x = XksError::from(e);

@@ -1,0 +1,596 @@
+//! The cryptographic operations: Encrypt and Decrypt (single-shot and
+//! streamed), MAC and MAC Verify, RNG Retrieve; usage limits.
+
+use super::*;
+
+impl Kmip {
+    /// The key of an object usable for `mask` now.
+    pub(super) fn usable(
+        &self,
+        ctx: &mut Ctx<'_>,
+        uid: &str,
+        mask: i32,
+        what: &str,
+    ) -> Result<(ManagedObject, Arc<keyhold_crypto::SecretBytes>), KmipError> {
+        let o = self.load(ctx, uid)?;
+        if effective_state(&o, ctx.now) != ObjectState::Active {
+            return Err(obj::wrong_state(
+                &o,
+                ctx.now,
+                &format!("only an Active key can {what}"),
+            ));
+        }
+        if o.object_type != object_type::SYMMETRIC_KEY {
+            return Err(KmipError::new(
+                Reason::IllegalOperation,
+                format!("object {uid} is not a symmetric key"),
+            ));
+        }
+        if let Some(m) = obj::int_attr(&o, obj::USAGE_MASK) {
+            if m & mask == 0 {
+                return Err(KmipError::new(
+                    Reason::IncompatibleCryptographicUsageMask,
+                    format!("the usage mask of object {uid} does not allow it to {what}"),
+                ));
+            }
+        }
+        // Protecting (encrypt, MAC) stops at the Protect Stop Date;
+        // processing (decrypt, verify) starts at the Process Start Date.
+        let date = |n: &str| match o.attr(n) {
+            Some(AttrValue::DateTime(t)) => Some(*t),
+            _ => None,
+        };
+        let protect = mask & (usage_mask::ENCRYPT | usage_mask::MAC_GENERATE) != 0;
+        if protect && date("Protect Stop Date").is_some_and(|t| t <= ctx.now) {
+            return Err(KmipError::new(
+                Reason::PastProtectStopDate,
+                format!("object {uid} is past its Protect Stop Date: it can no longer {what}"),
+            ));
+        }
+        if !protect && date("Process Start Date").is_some_and(|t| t > ctx.now) {
+            return Err(KmipError::new(
+                Reason::WrongKeyLifecycleState,
+                format!("object {uid} is before its Process Start Date: it cannot {what} yet"),
+            ));
+        }
+        let m = self.material(&o)?;
+        Ok((o, m))
+    }
+
+    /// Counts a use against the object's Usage Limits, if it has any.
+    pub(super) fn consume_usage(
+        &self,
+        ctx: &Ctx<'_>,
+        o: &mut ManagedObject,
+        data_len: usize,
+    ) -> Result<(), KmipError> {
+        let Some((left, per_object)) = usage_limits(o) else {
+            return Ok(());
+        };
+        let need = if per_object { 1 } else { data_len as i64 };
+        if need > left {
+            return Err(KmipError::new(
+                Reason::PermissionDenied,
+                format!(
+                    "object {} has used up its Usage Limits ({left} left, {need} asked)",
+                    o.uid
+                ),
+            ));
+        }
+        let Some(AttrValue::Struct(fields)) = o.attr("Usage Limits") else {
+            return Ok(());
+        };
+        let mut next: Vec<(u32, AttrValue)> = fields
+            .iter()
+            .filter(|(tag, _)| *tag != t::USAGE_LIMITS_COUNT)
+            .cloned()
+            .collect();
+        next.push((t::USAGE_LIMITS_COUNT, AttrValue::Long(left - need)));
+        o.set_attr("Usage Limits", AttrValue::Struct(next));
+        self.save(ctx, o)
+    }
+
+    pub(super) fn crypt(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &Ttlv,
+        encrypt: bool,
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let (mask, what) = if encrypt {
+            (usage_mask::ENCRYPT, "encrypt")
+        } else {
+            (usage_mask::DECRYPT, "decrypt")
+        };
+        let (mut o, key) = self.usable(ctx, &uid, mask, what)?;
+        let cipher = match obj::enum_attr(&o, obj::ALGORITHM) {
+            Some(crypto_alg::AES) => Cipher::Aes,
+            Some(crypto_alg::CHACHA20_POLY1305) => Cipher::ChaChaPoly,
+            Some(crypto_alg::CHACHA20) => Cipher::ChaCha,
+            Some(crypto_alg::TRIPLE_DES) => Cipher::TripleDes,
+            _ => {
+                return Err(KmipError::new(
+                    Reason::IllegalOperation,
+                    format!(
+                        "object {uid} is not an AES, Triple DES, ChaCha20 or ChaCha20-Poly1305 key"
+                    ),
+                ))
+            }
+        };
+        let params = crypto_params(&o, p)?;
+        // ChaCha20-Poly1305 is an AEAD like GCM: same fields, same checks.
+        let mode = match (cipher, params.mode) {
+            (Cipher::ChaChaPoly, None | Some(bcm::AEAD)) => bcm::GCM,
+            (Cipher::ChaChaPoly, Some(m)) => {
+                return Err(KmipError::invalid_field(format!(
+                    "ChaCha20-Poly1305 takes Block Cipher Mode AEAD, not {m:#x}"
+                )))
+            }
+            // A stream cipher: no block cipher mode.
+            (Cipher::ChaCha, _) => 0,
+            (Cipher::Aes, m) => m.unwrap_or(bcm::GCM),
+            (Cipher::TripleDes, m) => m.unwrap_or(bcm::CBC),
+        };
+        let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
+        if data.len() > MAX_DATA {
+            return Err(KmipError::invalid_field(format!(
+                "Data is over {MAX_DATA} bytes"
+            )));
+        }
+        self.consume_usage(ctx, &mut o, data.len())?;
+        let iv = bytes_of(p, t::IV_COUNTER_NONCE)?;
+        let aad = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?.unwrap_or(&[]);
+        let k = key.expose();
+        let tag_len = params.tag_len.unwrap_or(16);
+        if mode == bcm::GCM && !(12..=16).contains(&tag_len) {
+            return Err(KmipError::new(
+                Reason::GeneralFailure,
+                format!("invalid tag length {tag_len}: AEAD tags are 12 to 16 bytes"),
+            ));
+        }
+        let tag_len = tag_len as usize;
+        // The IV lengths each mode takes.
+        let iv_lens: &[usize] = match (cipher, mode) {
+            (Cipher::ChaCha, _) => &[12, 8, 16],
+            (Cipher::ChaChaPoly, _) => &[12],
+            (Cipher::TripleDes, bcm::CBC) => &[8],
+            (Cipher::TripleDes, bcm::ECB) => &[0],
+            (Cipher::TripleDes, other) => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("Triple DES takes block cipher mode CBC or ECB, not {other:#x}"),
+                ))
+            }
+            (_, bcm::GCM) => &[12],
+            (_, bcm::CBC | bcm::CTR) => &[16],
+            (_, bcm::ECB) => &[0],
+            (_, other) => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!(
+                        "block cipher mode {other:#x} is not supported (GCM, CBC, CTR, ECB are)"
+                    ),
+                ))
+            }
+        };
+        // AES-GCM also takes IVs of other lengths (NIST SP 800-38D).
+        let any_gcm_iv = cipher == Cipher::Aes && mode == bcm::GCM;
+        let check_iv = |iv: &[u8]| {
+            if iv_lens.contains(&iv.len()) || (any_gcm_iv && (1..=MAX_GCM_IV).contains(&iv.len())) {
+                return Ok(());
+            }
+            let want = if any_gcm_iv {
+                format!("1 to {MAX_GCM_IV} bytes (12 recommended)")
+            } else {
+                iv_lens
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+                    + " bytes"
+            };
+            Err(KmipError::invalid_field(format!(
+                "the IV must be {want} for this mode, not {}",
+                iv.len()
+            )))
+        };
+        let init = bool_of(p, t::INIT_INDICATOR)? == Some(true);
+        let last = bool_of(p, t::FINAL_INDICATOR)? == Some(true);
+        let correlation = bytes_of(p, t::CORRELATION_VALUE)?;
+        if correlation.is_some() || (init && !last) {
+            if cipher != Cipher::Aes || mode != bcm::GCM {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    "streaming Encrypt/Decrypt (Init/Final Indicator, Correlation Value) is offered for AES-GCM only",
+                ));
+            }
+            let step = Step {
+                uid: &uid,
+                encrypt,
+                data,
+                tag_len,
+                last,
+            };
+            return match correlation {
+                Some(cv) => self.stream_next(ctx, step, cv, p),
+                None => {
+                    let (iv, generated) = match iv {
+                        None if !encrypt => return Err(missing_iv()),
+                        iv => encryption_iv(iv, params.random_iv, iv_lens[0])?,
+                    };
+                    check_iv(&iv)?;
+                    if generated {
+                        self.charge_random_iv(&uid)?;
+                    }
+                    self.stream_start(ctx, step, k, iv, generated, aad)
+                }
+            };
+        }
+        let pad = match params.padding {
+            None | Some(padding::NONE) => false,
+            Some(padding::PKCS5) => true,
+            Some(other) => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("padding method {other:#x} is not supported (None, PKCS5 are)"),
+                ))
+            }
+        };
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, &uid)];
+        if encrypt {
+            let (iv, generated) = encryption_iv(iv, params.random_iv, iv_lens[0])?;
+            check_iv(&iv)?;
+            if generated && mode == bcm::GCM {
+                self.charge_random_iv(&uid)?;
+            }
+            let (ct, tag) = match (cipher, mode) {
+                (Cipher::ChaCha, _) => (
+                    sym::chacha20(k, &iv, data).map_err(|_| crypto_fail("ChaCha20 failed"))?,
+                    None,
+                ),
+                (Cipher::TripleDes, _) => (
+                    sym::tdes_encrypt(k, (mode == bcm::CBC).then_some(&iv[..]), data, pad)
+                        .map_err(|_| {
+                            crypto_fail("encryption failed (without padding, Data must be whole 8-byte blocks)")
+                        })?,
+                    None,
+                ),
+                (_, bcm::GCM) => {
+                    let (ct, tag) = match cipher {
+                        Cipher::ChaChaPoly => sym::chacha20_poly1305_seal(k, &iv, aad, data)
+                            .map(|(c, t)| (c, t.to_vec())),
+                        _ if iv.len() == 12 => {
+                            sym::aes_gcm_seal(k, &iv, aad, data).map(|(c, t)| (c, t.to_vec()))
+                        }
+                        _ => gcm::seal_any_iv(k, &iv, aad, data, 16),
+                    }
+                    .map_err(|_| crypto_fail("AEAD encryption failed"))?;
+                    (ct, Some(tag[..tag_len].to_vec()))
+                }
+                (_, bcm::CBC | bcm::ECB) => {
+                    let ct = if mode == bcm::CBC {
+                        sym::aes_cbc_encrypt(k, &iv, data, pad)
+                    } else {
+                        sym::aes_ecb_encrypt(k, data, pad)
+                    }
+                    .map_err(|_| {
+                        crypto_fail("encryption failed (without padding, Data must be whole 16-byte blocks)")
+                    })?;
+                    (ct, None)
+                }
+                _ => (
+                    sym::aes_ctr(k, &iv, data).map_err(|_| crypto_fail("AES-CTR failed"))?,
+                    None,
+                ),
+            };
+            out.push(Ttlv::bytes(t::DATA, ct));
+            if generated {
+                out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
+            }
+            if let Some(tag) = tag {
+                out.push(Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag));
+            }
+        } else {
+            let tag_given = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_TAG)?;
+            let (iv, rest) = match iv {
+                Some(v) => (v, data),
+                // GCM clients that send IV || ciphertext || tag in Data.
+                None if mode == bcm::GCM && data.len() >= 12 + 16 => data.split_at(12),
+                None if iv_lens == [0] => (&[][..], data),
+                None => return Err(missing_iv()),
+            };
+            check_iv(iv)?;
+            let pt = match (cipher, mode) {
+                (Cipher::ChaCha, _) => {
+                    sym::chacha20(k, iv, rest).map_err(|_| crypto_fail("ChaCha20 failed"))?
+                }
+                (Cipher::TripleDes, _) => {
+                    sym::tdes_decrypt(k, (mode == bcm::CBC).then_some(iv), rest, pad).map_err(
+                        |_| crypto_fail("decryption failed: wrong key, IV, padding or length"),
+                    )?
+                }
+                (_, bcm::GCM) => {
+                    let (ct, tag) = match tag_given {
+                        Some(tag) => (rest, tag),
+                        None if rest.len() >= 16 => rest.split_at(rest.len() - 16),
+                        None => {
+                            return Err(KmipError::missing(
+                                "Authenticated Encryption Tag is missing",
+                            ))
+                        }
+                    };
+                    match cipher {
+                        Cipher::ChaChaPoly => {
+                            sym::chacha20_poly1305_open_short_tag(k, iv, aad, ct, tag)
+                        }
+                        _ if iv.len() == 12 => sym::aes_gcm_open_short_tag(k, iv, aad, ct, tag),
+                        _ => gcm::open_any_iv(k, iv, aad, ct, tag).map(|p| p.to_vec()),
+                    }
+                    .map_err(|_| {
+                        crypto_fail("authentication failed: wrong key, IV, AAD, tag or ciphertext")
+                    })?
+                }
+                (_, bcm::CBC) => sym::aes_cbc_decrypt(k, iv, rest, pad).map_err(|_| {
+                    crypto_fail("decryption failed: wrong key, IV, padding or length")
+                })?,
+                (_, bcm::ECB) => sym::aes_ecb_decrypt(k, rest, pad)
+                    .map_err(|_| crypto_fail("decryption failed: wrong key, padding or length"))?,
+                _ => sym::aes_ctr(k, iv, rest).map_err(|_| crypto_fail("AES-CTR failed"))?,
+            };
+            out.push(Ttlv::bytes(t::DATA, pt));
+        }
+        Ok(out)
+    }
+
+    /// The first part of a streamed AES-GCM encryption or decryption (Init
+    /// Indicator), with its IV already checked (`generated`: made by the
+    /// server, so returned): answers its output and the stream's
+    /// Correlation Value.
+    pub(super) fn stream_start(
+        &self,
+        ctx: &mut Ctx<'_>,
+        step: Step<'_>,
+        key: &[u8],
+        iv: Vec<u8>,
+        generated: bool,
+        aad: &[u8],
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let mut gcm = gcm::GcmStream::new(key, &iv, aad, step.encrypt)
+            .map_err(|_| crypto_fail("AES-GCM could not start"))?;
+        let part = gcm
+            .update(step.data)
+            .map_err(|_| crypto_fail("AES-GCM failed"))?;
+        let stream = Stream::new(
+            &ctx.client.identity,
+            step.uid,
+            step.encrypt,
+            step.tag_len,
+            gcm,
+        );
+        let cv = self.streams.open(stream).map_err(|_| {
+            KmipError::new(
+                Reason::GeneralFailure,
+                "too many streamed operations are open: finish some first",
+            )
+        })?;
+        let mut out = vec![
+            Ttlv::text(t::UNIQUE_IDENTIFIER, step.uid.to_owned()),
+            Ttlv::bytes(t::DATA, part),
+        ];
+        if generated {
+            out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
+        }
+        out.push(Ttlv::bytes(t::CORRELATION_VALUE, cv));
+        Ok(out)
+    }
+
+    /// A later part of a stream (its Correlation Value given); the last one
+    /// (Final Indicator) answers the tag, or checks it when decrypting.
+    pub(super) fn stream_next(
+        &self,
+        ctx: &mut Ctx<'_>,
+        step: Step<'_>,
+        cv: &[u8],
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let mut s = self
+            .streams
+            .take(cv, &ctx.client.identity, step.uid)
+            .map_err(|_| {
+                KmipError::invalid_field(format!(
+                    "no streamed operation on object {} has this Correlation Value (finished, idle for too long, or never started)",
+                    step.uid
+                ))
+            })?;
+        if s.encrypt != step.encrypt {
+            let started = if s.encrypt { "an Encrypt" } else { "a Decrypt" };
+            self.streams.put_back(cv.to_vec(), s);
+            return Err(KmipError::invalid_field(format!(
+                "this Correlation Value belongs to {started} stream"
+            )));
+        }
+        let tag_given = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_TAG)?;
+        if step.last && !s.encrypt && tag_given.is_none() {
+            self.streams.put_back(cv.to_vec(), s);
+            return Err(KmipError::missing(
+                "Authenticated Encryption Tag is missing from the last part",
+            ));
+        }
+        // A failed part ends the stream: its state is no longer sound.
+        let part = s
+            .gcm
+            .update(step.data)
+            .map_err(|_| crypto_fail("AES-GCM failed"))?;
+        let mut out = vec![
+            Ttlv::text(t::UNIQUE_IDENTIFIER, step.uid.to_owned()),
+            Ttlv::bytes(t::DATA, part),
+        ];
+        if !step.last {
+            self.streams.put_back(cv.to_vec(), s);
+            out.push(Ttlv::bytes(t::CORRELATION_VALUE, cv.to_vec()));
+        } else if s.encrypt {
+            let tag = s
+                .gcm
+                .finish_encrypt(s.tag_len)
+                .map_err(|_| crypto_fail("AES-GCM failed"))?;
+            out.push(Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag));
+        } else {
+            s.gcm
+                .finish_decrypt(tag_given.unwrap_or_default())
+                .map_err(|_| {
+                    crypto_fail("authentication failed: wrong key, IV, AAD, tag or ciphertext (the earlier parts' output must be discarded)")
+                })?;
+        }
+        Ok(out)
+    }
+
+    pub(super) fn mac(
+        &self,
+        ctx: &mut Ctx<'_>,
+        p: &Ttlv,
+        verify: bool,
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let (mask, what) = if verify {
+            (usage_mask::MAC_VERIFY, "verify MACs")
+        } else {
+            (usage_mask::MAC_GENERATE, "make MACs")
+        };
+        let (o, key) = self.usable(ctx, &uid, mask, what)?;
+        let params = crypto_params(&o, p)?;
+        let alg = params
+            .algorithm
+            .or_else(|| obj::enum_attr(&o, obj::ALGORITHM))
+            .unwrap_or(0);
+        let hash = match alg {
+            crypto_alg::HMAC_SHA1 => MacHash::Sha1,
+            crypto_alg::HMAC_SHA256 => MacHash::Sha256,
+            crypto_alg::HMAC_SHA384 => MacHash::Sha384,
+            crypto_alg::HMAC_SHA512 => MacHash::Sha512,
+            _ => {
+                return Err(KmipError::new(
+                    Reason::IllegalOperation,
+                    format!("object {uid} is not an HMAC key (HMAC-SHA1/256/384/512)"),
+                ))
+            }
+        };
+        let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
+        if data.len() > MAX_DATA {
+            return Err(KmipError::invalid_field(format!(
+                "Data is over {MAX_DATA} bytes"
+            )));
+        }
+        let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+        if verify {
+            let mac = bytes_of(p, t::MAC_DATA)?
+                .ok_or_else(|| KmipError::missing("MAC Data is missing"))?;
+            let ok = sym::hmac_verify(hash, key.expose(), data, mac);
+            out.push(Ttlv::enumeration(
+                t::VALIDITY_INDICATOR,
+                if ok { 1 } else { 2 },
+            ));
+        } else {
+            out.push(Ttlv::bytes(
+                t::MAC_DATA,
+                sym::hmac_sign(hash, key.expose(), data),
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(super) fn rng_retrieve(&self, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let n = int_of(p, t::DATA_LENGTH)?
+            .ok_or_else(|| KmipError::missing("Data Length is missing"))?;
+        if !(1..=MAX_RNG).contains(&n) {
+            return Err(KmipError::invalid_field(format!(
+                "Data Length must be 1 to {MAX_RNG}"
+            )));
+        }
+        let mut v = vec![0u8; n as usize];
+        keyhold_crypto::fill_random(&mut v).map_err(|_| {
+            KmipError::new(Reason::GeneralFailure, "random number generator failed")
+        })?;
+        Ok(vec![Ttlv::bytes(t::DATA, v)])
+    }
+}
+
+/// Cryptographic Parameters that matter to Keyhold's operations.
+#[derive(Debug, Default)]
+pub(super) struct Params {
+    mode: Option<u32>,
+    padding: Option<u32>,
+    algorithm: Option<u32>,
+    random_iv: Option<bool>,
+    tag_len: Option<i32>,
+}
+
+pub(super) fn crypto_fail(m: &str) -> KmipError {
+    KmipError::new(Reason::CryptographicFailure, m.to_owned())
+}
+
+/// A decryption without the IV its mode needs.
+pub(super) fn missing_iv() -> KmipError {
+    KmipError::invalid_message("missing IV: IV/Counter/Nonce is required to decrypt in this mode")
+}
+
+/// The IV to encrypt with: the client's, unless it asked for a random one
+/// (then giving one is an error), else `len` random bytes. Says whether
+/// the server made it (and must return it).
+pub(super) fn encryption_iv(
+    given: Option<&[u8]>,
+    random_iv: Option<bool>,
+    len: usize,
+) -> Result<(Vec<u8>, bool), KmipError> {
+    match given {
+        Some(_) if random_iv == Some(true) => Err(KmipError::invalid_field(
+            "an IV was given although Random IV asks the server for one",
+        )),
+        Some(v) => Ok((v.to_vec(), false)),
+        None => {
+            let mut v = vec![0u8; len];
+            keyhold_crypto::fill_random(&mut v)
+                .map_err(|_| crypto_fail("random number generator failed"))?;
+            Ok((v, len > 0))
+        }
+    }
+}
+
+/// The request's Cryptographic Parameters, else the object's own.
+pub(super) fn crypto_params(o: &ManagedObject, p: &Ttlv) -> Result<Params, KmipError> {
+    let from = |s: &Ttlv| -> Result<Params, KmipError> {
+        Ok(Params {
+            mode: enum_of(s, t::BLOCK_CIPHER_MODE)?,
+            padding: enum_of(s, t::PADDING_METHOD)?,
+            algorithm: enum_of(s, t::CRYPTOGRAPHIC_ALGORITHM)?,
+            random_iv: bool_of(s, t::RANDOM_IV)?,
+            tag_len: int_of(s, t::TAG_LENGTH)?,
+        })
+    };
+    if let Some(s) = p.child(t::CRYPTOGRAPHIC_PARAMETERS) {
+        return from(s);
+    }
+    if let Some(v) = o.attr(obj::PARAMETERS) {
+        return from(&Ttlv::new(t::CRYPTOGRAPHIC_PARAMETERS, attrs::to_value(v)));
+    }
+    Ok(Params::default())
+}
+
+/// An object's Usage Limits: the uses left (Usage Limits Count, else the
+/// Total) and whether a use is a whole operation (unit Object) rather
+/// than a byte. None when the object has no limits.
+pub(super) fn usage_limits(o: &ManagedObject) -> Option<(i64, bool)> {
+    let Some(AttrValue::Struct(fields)) = o.attr("Usage Limits") else {
+        return None;
+    };
+    let get = |tag: u32| {
+        fields.iter().find_map(|(t, v)| match (*t == tag, v) {
+            (true, AttrValue::Long(n)) => Some(*n),
+            (true, AttrValue::Int(n)) => Some(i64::from(*n)),
+            (true, AttrValue::Enum(n)) => Some(i64::from(*n)),
+            _ => None,
+        })
+    };
+    let total = get(t::USAGE_LIMITS_TOTAL)?;
+    let left = get(t::USAGE_LIMITS_COUNT).unwrap_or(total);
+    Some((left, get(t::USAGE_LIMITS_UNIT) == Some(2)))
+}

@@ -1,0 +1,345 @@
+//! Locate and Get: finding objects and handing out their material,
+//! in the clear or wrapped.
+
+use super::*;
+
+impl Kmip {
+    pub(super) fn locate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let max = int_of(p, t::MAXIMUM_ITEMS)?;
+        let offset = int_of(p, t::OFFSET_ITEMS)?.unwrap_or(0).max(0) as usize;
+        let mut wanted = attrs::parse_request_attributes(p)?;
+        // 2.x puts Object Type etc. inside Attributes; 1.x as Attributes too.
+        if let Some(ot) = enum_of(p, t::OBJECT_TYPE)? {
+            wanted.push(Incoming {
+                name: "Object Type".into(),
+                index: None,
+                value: Some(AttrValue::Enum(ot)),
+            });
+        }
+        let fresh_only = enum_of(p, t::OBJECT_GROUP_MEMBER)? == Some(1);
+        // Destroyed objects only when asked for: by the 2.x Destroyed
+        // Storage mask bit, or by a State criterion.
+        let mask = int_of(p, t::STORAGE_STATUS_MASK)?.unwrap_or(1);
+        let with_destroyed = mask & 4 != 0 || wanted.iter().any(|w| w.name == "State");
+        // Only what this identity may see is read (through indexes).
+        let mut all = self
+            .service
+            .list_objects_for(&ctx.client.identity, with_destroyed)
+            .map_err(service_err)?;
+        // XKS keys granted to someone come first: the newest-first order
+        // below puts KMIP's own objects ahead of them.
+        let mut xks = xks_keys::granted_objects(&self.service).map_err(service_err)?;
+        xks.retain(|o| {
+            KeyService::may_use_object(o, &ctx.client.identity)
+                && (with_destroyed || !o.state.is_destroyed())
+        });
+        xks.append(&mut all);
+        let mut all = xks;
+        // Newest first: a client that locates by name takes the current key.
+        all.reverse();
+        let mut found = Vec::new();
+        for o in &all {
+            let view = obj::view(o, ctx.now);
+            let matches = wanted.iter().enumerate().all(|(i, w)| {
+                let Some(want) = &w.value else { return true };
+                // Two values of one date attribute are a range.
+                if let AttrValue::DateTime(a) = want {
+                    let other = wanted.iter().enumerate().find(|(j, x)| {
+                        *j != i
+                            && x.name == w.name
+                            && matches!(x.value, Some(AttrValue::DateTime(_)))
+                    });
+                    if let Some((
+                        _,
+                        Incoming {
+                            value: Some(AttrValue::DateTime(b)),
+                            ..
+                        },
+                    )) = other
+                    {
+                        let (lo, hi) = ((*a).min(*b), (*a).max(*b));
+                        return view.iter().any(|(n, v)| {
+                            *n == w.name
+                                && matches!(v, AttrValue::DateTime(t) if (lo..=hi).contains(t))
+                        });
+                    }
+                }
+                view.iter()
+                    .filter(|(n, _)| *n == w.name)
+                    .any(|(_, have)| attr_matches(have, want))
+            });
+            if matches && (!fresh_only || o.attr("Fresh") == Some(&AttrValue::Bool(true))) {
+                found.push(o.uid.clone());
+            }
+        }
+        let total = found.len();
+        let mut out = Vec::new();
+        if ctx.version.at_least(1, 3) {
+            out.push(Ttlv::int(t::LOCATED_ITEMS, total as i32));
+        }
+        let take = max.map_or(usize::MAX, |m| m.max(0) as usize);
+        out.extend(
+            found
+                .into_iter()
+                .skip(offset)
+                .take(take)
+                .map(|u| Ttlv::text(t::UNIQUE_IDENTIFIER, u)),
+        );
+        Ok(out)
+    }
+
+    pub(super) fn get(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load(ctx, &uid)?;
+        if enum_of(p, t::KEY_COMPRESSION_TYPE)?.is_some() {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "key compression applies to elliptic-curve keys only",
+            ));
+        }
+        let state = effective_state(&o, ctx.now);
+        if state.is_destroyed() || !o.has_material {
+            return Err(KmipError::new(
+                Reason::ObjectDestroyed,
+                format!("object {uid} is destroyed: its material is gone"),
+            ));
+        }
+        if o.attr("Sensitive") == Some(&AttrValue::Bool(true)) {
+            return Err(KmipError::new(
+                Reason::Sensitive,
+                format!("object {uid} is sensitive: its material is never returned"),
+            ));
+        }
+        if !o.exportable {
+            return Err(KmipError::new(
+                Reason::NotExtractable,
+                format!("object {uid} is not exportable: its key material never leaves Keyhold"),
+            ));
+        }
+        let want_format = enum_of(p, t::KEY_FORMAT_TYPE)?;
+        let material = self.material(&o)?;
+        if let Some(tag) = stored_as_is(o.object_type) {
+            let holder = Ttlv::decode(material.expose(), &Limits::default()).map_err(|_| {
+                KmipError::new(Reason::GeneralFailure, "the stored object is damaged")
+            })?;
+            if p.child(t::KEY_WRAPPING_SPECIFICATION).is_some() {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    "wrapping is offered for symmetric keys and secret data only",
+                ));
+            }
+            let have = holder
+                .child(t::KEY_BLOCK)
+                .and_then(|b| match b.child(t::KEY_FORMAT_TYPE) {
+                    Some(Ttlv {
+                        value: Value::Enumeration(f),
+                        ..
+                    }) => Some(*f),
+                    _ => None,
+                });
+            if let (Some(want), Some(have)) = (want_format, have) {
+                if want != have {
+                    return Err(KmipError::new(
+                        Reason::KeyFormatTypeNotSupported,
+                        format!("object {uid} is kept in format {have:#x} only; converting to {want:#x} is not supported"),
+                    ));
+                }
+            }
+            self.mark_served(&mut o);
+            return Ok(vec![
+                Ttlv::enumeration(t::OBJECT_TYPE, o.object_type),
+                Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
+                Ttlv::new(tag, holder.value),
+            ]);
+        }
+        let want_format = want_format.or_else(|| obj::enum_attr(&o, FORMAT_ATTR));
+        let (holder_tag, format, extra) = match o.object_type {
+            object_type::SYMMETRIC_KEY => (
+                t::SYMMETRIC_KEY,
+                want_format.unwrap_or(key_format::RAW),
+                vec![],
+            ),
+            _ => (
+                t::SECRET_DATA,
+                want_format.unwrap_or(key_format::OPAQUE),
+                vec![Ttlv::enumeration(
+                    t::SECRET_DATA_TYPE,
+                    obj::enum_attr(&o, "keyhold:secret-data-type")
+                        .unwrap_or(crate::enums::secret_data_type::PASSWORD),
+                )],
+            ),
+        };
+        let key_material = match format {
+            key_format::RAW | key_format::OPAQUE => {
+                Ttlv::bytes(t::KEY_MATERIAL, material.expose().to_vec())
+            }
+            key_format::TRANSPARENT_SYMMETRIC_KEY
+                if o.object_type == object_type::SYMMETRIC_KEY =>
+            {
+                Ttlv::structure(
+                    t::KEY_MATERIAL,
+                    vec![Ttlv::bytes(t::KEY, material.expose().to_vec())],
+                )
+            }
+            other => {
+                return Err(KmipError::new(
+                    Reason::KeyFormatTypeNotSupported,
+                    format!("key format type {other:#x} is not supported for this object"),
+                ))
+            }
+        };
+        let mut key_value = Ttlv::structure(t::KEY_VALUE, vec![key_material]);
+        let mut wrapping_data = None;
+        if let Some(spec) = p.child(t::KEY_WRAPPING_SPECIFICATION) {
+            let w = self.wrapping(ctx, spec)?;
+            ctx.touched = Some(uid.clone());
+            let plain = if w.no_encoding {
+                match (format, &key_value.items()[0].value) {
+                    (key_format::RAW | key_format::OPAQUE, Value::ByteString(b)) => b.clone(),
+                    _ => {
+                        return Err(KmipError::invalid_field(
+                            "No Encoding wraps Raw or Opaque key material only",
+                        ))
+                    }
+                }
+            } else {
+                key_value.encode()
+            };
+            let wrapped = sym::aes_key_wrap(w.kek.expose(), &plain, w.padded)
+                .map_err(|_| KmipError::new(Reason::CryptographicFailure, "key wrapping failed"))?;
+            // No Encoding wraps just the Key Material, inside a plain Key
+            // Value; TTLV Encoding wraps the whole encoded Key Value.
+            key_value = if w.no_encoding {
+                Ttlv::structure(t::KEY_VALUE, vec![Ttlv::bytes(t::KEY_MATERIAL, wrapped)])
+            } else {
+                Ttlv::bytes(t::KEY_VALUE, wrapped)
+            };
+            wrapping_data = Some(w.data);
+        }
+        let mut block = vec![Ttlv::enumeration(t::KEY_FORMAT_TYPE, format), key_value];
+        if o.object_type == object_type::SYMMETRIC_KEY {
+            if let Some(a) = obj::enum_attr(&o, obj::ALGORITHM) {
+                block.push(Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, a));
+            }
+            if let Some(l) = obj::int_attr(&o, obj::LENGTH) {
+                block.push(Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, l));
+            }
+        }
+        block.extend(wrapping_data);
+        let mut holder = extra;
+        holder.push(Ttlv::structure(t::KEY_BLOCK, block));
+        self.mark_served(&mut o);
+        Ok(vec![
+            Ttlv::enumeration(t::OBJECT_TYPE, o.object_type),
+            Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
+            Ttlv::structure(holder_tag, holder),
+        ])
+    }
+
+    /// Clears Fresh on the first Get, and grants the client its lease: how
+    /// long it may use the key material before asking again.
+    pub(super) fn mark_served(&self, o: &mut ManagedObject) {
+        if o.attr("Fresh") == Some(&AttrValue::Bool(true)) {
+            o.set_attr("Fresh", AttrValue::Bool(false));
+            o.set_attr("Lease Time", AttrValue::Interval(LEASE_TIME_SECS));
+            // Losing this race only leaves Fresh set: not worth failing Get.
+            let _ = self.service.update_object(o);
+        }
+    }
+
+    /// The wrapping key and method a Key Wrapping Specification asks for.
+    pub(super) fn wrapping(&self, ctx: &mut Ctx<'_>, spec: &Ttlv) -> Result<Wrapping, KmipError> {
+        match enum_of(spec, t::WRAPPING_METHOD)? {
+            Some(1) => {}
+            Some(m) => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("wrapping method {m:#x} is not supported (Encrypt is)"),
+                ))
+            }
+            None => return Err(KmipError::missing("Wrapping Method is missing")),
+        }
+        if spec.child(t::MAC_SIGNATURE_KEY_INFORMATION).is_some() {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "MAC/signature key information is not supported",
+            ));
+        }
+        let eki = spec
+            .child(t::ENCRYPTION_KEY_INFORMATION)
+            .ok_or_else(|| KmipError::missing("Encryption Key Information is missing"))?;
+        let kuid = text_of(eki, t::UNIQUE_IDENTIFIER)?
+            .ok_or_else(|| KmipError::missing("the wrapping key's Unique Identifier is missing"))?
+            .to_owned();
+        let mode = match eki.child(t::CRYPTOGRAPHIC_PARAMETERS) {
+            Some(cp) => enum_of(cp, t::BLOCK_CIPHER_MODE)?.unwrap_or(bcm::NIST_KEY_WRAP),
+            None => bcm::NIST_KEY_WRAP,
+        };
+        let padded = match mode {
+            bcm::NIST_KEY_WRAP => false,
+            bcm::AES_KEY_WRAP_PADDING => true,
+            other => {
+                return Err(KmipError::new(
+                    Reason::FeatureNotSupported,
+                    format!("key wrapping mode {other:#x} is not supported (NIST Key Wrap, AES Key Wrap with Padding are)"),
+                ))
+            }
+        };
+        let no_encoding = enum_of(spec, t::ENCODING_OPTION)? == Some(1);
+        let (k, kek) = self.usable(ctx, &kuid, usage_mask::WRAP_KEY, "wrap keys")?;
+        if obj::enum_attr(&k, obj::ALGORITHM) != Some(crypto_alg::AES)
+            || !matches!(kek.len(), 16 | 32)
+        {
+            return Err(KmipError::new(
+                Reason::IllegalOperation,
+                format!("object {kuid} is not an AES-128 or AES-256 key"),
+            ));
+        }
+        let mut data = vec![
+            Ttlv::enumeration(t::WRAPPING_METHOD, 1),
+            Ttlv::structure(
+                t::ENCRYPTION_KEY_INFORMATION,
+                vec![
+                    Ttlv::text(t::UNIQUE_IDENTIFIER, kuid),
+                    Ttlv::structure(
+                        t::CRYPTOGRAPHIC_PARAMETERS,
+                        vec![Ttlv::enumeration(t::BLOCK_CIPHER_MODE, mode)],
+                    ),
+                ],
+            ),
+        ];
+        if ctx.version.at_least(1, 1) {
+            data.push(Ttlv::enumeration(
+                t::ENCODING_OPTION,
+                if no_encoding { 1 } else { 2 },
+            ));
+        }
+        Ok(Wrapping {
+            kek,
+            padded,
+            no_encoding,
+            data: Ttlv::structure(t::KEY_WRAPPING_DATA, data),
+        })
+    }
+}
+
+/// How a Get wraps the key it returns.
+pub(super) struct Wrapping {
+    kek: Arc<keyhold_crypto::SecretBytes>,
+    padded: bool,
+    no_encoding: bool,
+    /// The Key Wrapping Data to put in the Key Block.
+    data: Ttlv,
+}
+
+/// Whether a stored value satisfies a Locate criterion: equal, or for
+/// structures, every field the client gave is equal.
+pub(super) fn attr_matches(have: &AttrValue, want: &AttrValue) -> bool {
+    match (have, want) {
+        (AttrValue::Struct(h), AttrValue::Struct(w)) => w
+            .iter()
+            .all(|(tag, wv)| h.iter().any(|(ht, hv)| ht == tag && attr_matches(hv, wv))),
+        (AttrValue::Int(h), AttrValue::Int(w)) if *w != 0 => h & w == *w || h == w,
+        _ => have == want,
+    }
+}

@@ -1,0 +1,159 @@
+//! Obtain Lease, Check, Activate, Revoke and Destroy: an object's
+//! lifecycle.
+
+use super::*;
+
+impl Kmip {
+    /// Obtain Lease: a new Lease Time for an object the client may use, and
+    /// its Last Change Date. None is granted for an object that may not be
+    /// used now (not Active, or Keyhold locked down): the client must then
+    /// stop using what it cached.
+    pub(super) fn obtain_lease(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let o = self.load(ctx, &uid)?;
+        self.service.refuse_in_lockdown().map_err(service_err)?;
+        if effective_state(&o, ctx.now) != ObjectState::Active {
+            return Err(obj::wrong_state(
+                &o,
+                ctx.now,
+                "a lease is granted only for an Active object",
+            ));
+        }
+        let changed = [obj::LAST_CHANGE, obj::INITIAL_DATE]
+            .iter()
+            .find_map(|n| match o.attr(n) {
+                Some(AttrValue::DateTime(t)) => Some(*t),
+                _ => None,
+            })
+            .unwrap_or(ctx.now);
+        Ok(vec![
+            Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
+            Ttlv::interval(t::LEASE_TIME, LEASE_TIME_SECS),
+            Ttlv::date_time(t::LAST_CHANGE_DATE, changed),
+        ])
+    }
+
+    /// Check: would the object allow this usage mask / this many uses?
+    pub(super) fn check(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let o = self.load(ctx, &uid)?;
+        if let Some(want) = int_of(p, t::CRYPTOGRAPHIC_USAGE_MASK)? {
+            let have = obj::int_attr(&o, obj::USAGE_MASK).unwrap_or(0);
+            if have & want != want {
+                return Err(KmipError::new(
+                    Reason::IncompatibleCryptographicUsageMask,
+                    format!("the usage mask of object {uid} does not allow {want:#x}"),
+                ));
+            }
+        }
+        if let Some(n) = p.child(t::USAGE_LIMITS_COUNT).and_then(|c| match c.value {
+            Value::LongInteger(n) => Some(n),
+            Value::Integer(n) => Some(i64::from(n)),
+            _ => None,
+        }) {
+            if usage_limits(&o).is_some_and(|(left, _)| n > left) {
+                return Err(KmipError::new(
+                    Reason::PermissionDenied,
+                    format!("object {uid} has fewer than {n} uses left"),
+                ));
+            }
+        }
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    pub(super) fn activate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load_owned(ctx, &uid)?;
+        if effective_state(&o, ctx.now) != ObjectState::PreActive {
+            return Err(obj::wrong_state(
+                &o,
+                ctx.now,
+                "only a PreActive object can be activated",
+            ));
+        }
+        o.state = ObjectState::Active;
+        o.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(ctx.now));
+        self.save(ctx, &mut o)?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    pub(super) fn revoke(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        let mut o = self.load_owned(ctx, &uid)?;
+        let reason = p
+            .child(t::REVOCATION_REASON)
+            .ok_or_else(|| KmipError::missing("Revocation Reason is missing"))?;
+        let code = enum_of(reason, t::REVOCATION_REASON_CODE)?
+            .ok_or_else(|| KmipError::missing("Revocation Reason Code is missing"))?;
+        if !(1..=7).contains(&code) && code < 0x8000_0000 {
+            return Err(KmipError::invalid_field(format!(
+                "Revocation Reason Code {code} is not defined"
+            )));
+        }
+        let state = effective_state(&o, ctx.now);
+        if state.is_destroyed() {
+            return Err(obj::wrong_state(&o, ctx.now, "it cannot be revoked"));
+        }
+        let compromise = matches!(
+            code,
+            revocation_reason::KEY_COMPROMISE | revocation_reason::CA_COMPROMISE
+        );
+        if compromise {
+            let occurred = message::date_of(p, t::COMPROMISE_OCCURRENCE_DATE)?.unwrap_or(ctx.now);
+            o.state = ObjectState::Compromised;
+            o.set_attr("Compromise Date", AttrValue::DateTime(ctx.now));
+            o.set_attr("Compromise Occurrence Date", AttrValue::DateTime(occurred));
+        } else {
+            match state {
+                ObjectState::Active | ObjectState::PreActive => {
+                    o.state = ObjectState::Deactivated;
+                    o.set_attr(obj::DEACTIVATION_DATE, AttrValue::DateTime(ctx.now));
+                }
+                _ => {
+                    return Err(obj::wrong_state(
+                        &o,
+                        ctx.now,
+                        "it is no longer active; only a compromise can be recorded now",
+                    ))
+                }
+            }
+        }
+        o.set_attr("Revocation Reason", to_stored_struct(reason));
+        self.save(ctx, &mut o)?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+
+    pub(super) fn destroy(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = self.uid_arg(ctx, p)?;
+        if ctx.undo.is_some() {
+            return Err(KmipError::new(
+                Reason::FeatureNotSupported,
+                "Destroy erases key material and cannot be undone: send it without the Undo option",
+            ));
+        }
+        let mut o = self.load_owned(ctx, &uid)?;
+        let state = effective_state(&o, ctx.now);
+        o.state = match state {
+            ObjectState::PreActive | ObjectState::Deactivated => ObjectState::Destroyed,
+            ObjectState::Compromised => ObjectState::DestroyedCompromised,
+            ObjectState::Active => {
+                return Err(obj::wrong_state(
+                    &o,
+                    ctx.now,
+                    "revoke it before destroying it",
+                ))
+            }
+            _ => return Err(obj::wrong_state(&o, ctx.now, "it is already destroyed")),
+        };
+        o.has_material = false;
+        o.set_attr("Destroy Date", AttrValue::DateTime(ctx.now));
+        self.save(ctx, &mut o)?;
+        self.service.purge_erased_copies().map_err(|e| {
+            KmipError::new(
+                Reason::GeneralFailure,
+                format!("the object is destroyed, but {e}"),
+            )
+        })?;
+        Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
+    }
+}
