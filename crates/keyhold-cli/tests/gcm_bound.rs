@@ -9,7 +9,8 @@ mod common;
 
 use common::*;
 use keyhold_service::gcm_budget::{BLOCK, LIMIT};
-use keyhold_storage::{SqliteStorage, Storage};
+use keyhold_storage::prelude::*;
+use keyhold_storage::SqliteStorage;
 use serde_json::json;
 
 fn encrypt(server: &Server, cred: &Cred, key: &str) -> Resp {

@@ -1175,7 +1175,7 @@ fn hex(b: &[u8]) -> String {
 /// IVs the client chooses are its own business.
 #[test]
 fn server_made_gcm_ivs_stop_at_the_bound() {
-    use keyhold_storage::Storage;
+    use keyhold_storage::prelude::*;
     let k = start();
     let mut c = Conn::open(&k, "alice");
     let id = uid_of(ok(&c.one((1, 4), op::CREATE, create_aes(vec![]))));
@@ -1206,7 +1206,7 @@ fn server_made_gcm_ivs_stop_at_the_bound() {
 /// server holding both open goes on serving.
 #[test]
 fn destroyed_objects_leave_no_copy_in_the_data_directory() {
-    use keyhold_storage::Storage;
+    use keyhold_storage::prelude::*;
     let k = start();
     let mut c = Conn::open(&k, "alice");
     let make = |c: &mut Conn| {

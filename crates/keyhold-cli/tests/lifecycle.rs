@@ -221,7 +221,7 @@ fn break_glass_holds_for_the_very_next_request() {
 /// has both open and goes on serving.
 #[test]
 fn destroyed_material_leaves_no_copy_in_the_data_directory() {
-    use keyhold_storage::Storage;
+    use keyhold_storage::prelude::*;
     let env = Env::new();
     env.run_ok(&["store", "create", "/demo"]);
     let cred = env.add_credential("/demo");

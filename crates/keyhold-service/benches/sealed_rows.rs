@@ -9,7 +9,8 @@ use keyhold_core::{KeyId, StorePrefix, Usage};
 use keyhold_keystore::SoftwareRoot;
 use keyhold_service::integrity::RowKey;
 use keyhold_service::KeyService;
-use keyhold_storage::{SqliteStorage, Storage};
+use keyhold_storage::prelude::*;
+use keyhold_storage::SqliteStorage;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -150,6 +150,7 @@ pub fn open(bytes: &[u8], root: &dyn RootOfTrust) -> Result<(BackupHeader, Snaps
 mod tests {
     use super::*;
     use keyhold_keystore::SoftwareRoot;
+    use keyhold_storage::prelude::*;
     use keyhold_storage::SqliteStorage;
 
     #[test]

@@ -180,6 +180,7 @@ impl GcmBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyhold_storage::prelude::*;
     use keyhold_storage::SqliteStorage;
 
     #[test]

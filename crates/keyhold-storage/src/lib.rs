@@ -8,7 +8,7 @@
 //! commit). [`PostgresStorage`] lets several Keyhold nodes share one
 //! PostgreSQL cluster, whose replication and failover do the rest. Writes
 //! from elsewhere (another node, the admin CLI) are noticed through
-//! [`Storage::change_token`].
+//! [`Backend::change_token`].
 //!
 //! Both backends pass the same [`conformance`] suite, and both can dump and
 //! load a consistent [`Snapshot`] (backups, and moves between backends).
@@ -22,6 +22,16 @@ mod sqlite;
 
 pub use postgres::{PgOptions, PostgresStorage, CHANGE_LOG_LEN};
 pub use seal::{RowSealer, POLICY_INDEX_SCOPE};
+
+/// Every storage trait, for code that calls them on a concrete backend
+/// (`use keyhold_storage::prelude::*;`); through `dyn Storage` they need
+/// no import.
+pub mod prelude {
+    pub use crate::{
+        AuditStore, Backend, KeyRepo, Maintenance, MetaStore, NodeRegistry, ObjectRepo,
+        PolicyStore, RowSealing, Storage, StoreRepo,
+    };
+}
 pub use snapshot::{Cell, Snapshot, TableDump, SNAPSHOT_TABLES};
 pub use sqlite::SqliteStorage;
 
@@ -133,11 +143,48 @@ pub enum ChangeScope {
     Meta(String),
 }
 
-/// The persistence operations the key service needs.
+/// The persistence operations the key service needs, by concern: each
+/// sub-trait below is one concern with its own conformance checks, and
+/// `Storage` is all of them (implemented for every type that has them all).
 ///
 /// Every method is a single transaction. Implementations must be safe to call
 /// from many threads.
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage:
+    Backend
+    + RowSealing
+    + MetaStore
+    + PolicyStore
+    + AuditStore
+    + NodeRegistry
+    + StoreRepo
+    + KeyRepo
+    + ObjectRepo
+    + Maintenance
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> Storage for T where
+    T: Backend
+        + RowSealing
+        + MetaStore
+        + PolicyStore
+        + AuditStore
+        + NodeRegistry
+        + StoreRepo
+        + KeyRepo
+        + ObjectRepo
+        + Maintenance
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Liveness and change notification: what a cache needs to know whether to trust itself.
+pub trait Backend: Send + Sync {
     /// A value that changes whenever any writer (this process or another) has
     /// committed a change since the last call. Used to invalidate caches.
     fn change_token(&self) -> Result<u64>;
@@ -148,6 +195,24 @@ pub trait Storage: Send + Sync + 'static {
         None
     }
 
+    /// Cheap liveness check of the backend.
+    fn ping(&self) -> Result<()>;
+
+    /// Whether a call may wait on the network (a database server): callers
+    /// on an async runtime then go through a blocking thread.
+    fn blocks(&self) -> bool {
+        false
+    }
+
+    /// Whether other nodes may share this storage (a database server rather
+    /// than a file of this machine).
+    fn shared(&self) -> bool {
+        false
+    }
+}
+
+/// Sealed rows (see [`RowSealer`]).
+pub trait RowSealing: Send + Sync {
     /// From now on seal every power-bearing row written, and refuse every
     /// such row read that does not verify (see [`RowSealer`]).
     fn set_row_sealer(&self, sealer: std::sync::Arc<dyn RowSealer>);
@@ -159,83 +224,104 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Whether any row carries a seal (a database written since sealed rows).
     fn any_sealed_rows(&self) -> Result<bool>;
+}
 
-    /// Cheap liveness check of the backend.
-    fn ping(&self) -> Result<()>;
-
-    /// Whether a call may wait on the network (a database server): callers
-    /// on an async runtime then go through a blocking thread.
-    fn blocks(&self) -> bool {
-        false
-    }
-    /// Whether other nodes may share this storage (a database server rather
-    /// than a file of this machine).
-    fn shared(&self) -> bool {
-        false
-    }
-    /// Records that node `n` is alive (upsert).
-    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()>;
-    /// Nodes whose last heartbeat is at or after `since_ms`.
-    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>>;
-    /// Forgets a node (it stopped).
-    fn remove_node(&self, id: &str) -> Result<()>;
-
-    /// The last record of audit chain `chain` copied here (0: none).
-    fn audit_shipped(&self, chain: &str) -> Result<u64>;
-    /// Copies sealed audit lines (sequence number, line) of one chain
-    /// here; lines already copied are left as they are.
-    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()>;
-    /// Every copied chain, each chain's lines in order.
-    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>>;
-
-    /// Everything but the node list, read in one consistent transaction
-    /// while writers carry on.
-    fn snapshot(&self) -> Result<Snapshot>;
-    /// Loads a snapshot into empty storage, in one transaction (refused if
-    /// any key store, key, credential, object or policy exists).
-    fn restore(&self, s: &Snapshot) -> Result<()>;
-
+/// Named values (wrapped keys, switches, tokens) and counters.
+pub trait MetaStore: Send + Sync {
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
     /// Sets `name` only if it has no value yet; returns the value now stored.
     fn put_meta_if_absent(&self, name: &str, value: &[u8]) -> Result<Vec<u8>>;
+
     /// Sets (or with `None`, removes) `name`.
     fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()>;
+
     /// Every meta value whose name starts with `prefix`, by name.
     fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>>;
-    /// The policy text of a scope (`store PREFIX` or `key PREFIX ID`).
-    fn get_policy(&self, scope: &str) -> Result<Option<String>>;
-    /// Sets or (with `None`) removes a scope's policy; returns whether a row changed.
-    fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool>;
-    fn list_policies(&self) -> Result<Vec<(String, String)>>;
-    /// Keeps an audit checkpoint (older ones beyond a bound are pruned;
-    /// retention markers are kept).
-    fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()>;
-    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>>;
+
     /// Adds one to the counter `name` (a decimal meta value, 0 when absent)
     /// and returns the new value, atomically.
     fn bump_counter(&self, name: &str) -> Result<u64>;
+
     /// Adds `n` to the reservation counter `name` (0 when absent) and
     /// returns the new total, atomically and durably. Counters only grow;
     /// writing one moves no change token (no cache depends on it).
     fn reserve_count(&self, name: &str, n: u64) -> Result<u64>;
+}
 
+/// Secondary-authorization policies, per key store or key.
+pub trait PolicyStore: Send + Sync {
+    /// The policy text of a scope (`store PREFIX` or `key PREFIX ID`).
+    fn get_policy(&self, scope: &str) -> Result<Option<String>>;
+
+    /// Sets or (with `None`) removes a scope's policy; returns whether a row changed.
+    fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool>;
+
+    fn list_policies(&self) -> Result<Vec<(String, String)>>;
+}
+
+/// Audit checkpoints and the audit records shipped from every node.
+pub trait AuditStore: Send + Sync {
+    /// The last record of audit chain `chain` copied here (0: none).
+    fn audit_shipped(&self, chain: &str) -> Result<u64>;
+
+    /// Copies sealed audit lines (sequence number, line) of one chain
+    /// here; lines already copied are left as they are.
+    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()>;
+
+    /// Every copied chain, each chain's lines in order.
+    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>>;
+
+    /// Keeps an audit checkpoint (older ones beyond a bound are pruned;
+    /// retention markers are kept).
+    fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()>;
+
+    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>>;
+}
+
+/// The nodes sharing the storage, their heartbeats and leases.
+pub trait NodeRegistry: Send + Sync {
+    /// Records that node `n` is alive (upsert).
+    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()>;
+
+    /// Nodes whose last heartbeat is at or after `since_ms`.
+    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>>;
+
+    /// Forgets a node (it stopped).
+    fn remove_node(&self, id: &str) -> Result<()>;
+}
+
+/// Key stores (XKS tenants) and their SigV4 credentials.
+pub trait StoreRepo: Send + Sync {
     fn create_store(&self, store: &KeyStore) -> Result<()>;
+
     fn get_store(&self, prefix: &StorePrefix) -> Result<Option<KeyStore>>;
+
     fn list_stores(&self) -> Result<Vec<KeyStore>>;
+
     fn set_store_status(&self, prefix: &StorePrefix, status: Status) -> Result<()>;
 
     fn add_credential(&self, cred: &StoredCredential) -> Result<()>;
-    fn remove_credential(&self, prefix: &StorePrefix, access_key_id: &str) -> Result<()>;
-    fn list_credentials(&self, prefix: &StorePrefix) -> Result<Vec<StoredCredential>>;
-    fn get_credential(&self, access_key_id: &str) -> Result<Option<StoredCredential>>;
 
+    fn remove_credential(&self, prefix: &StorePrefix, access_key_id: &str) -> Result<()>;
+
+    fn list_credentials(&self, prefix: &StorePrefix) -> Result<Vec<StoredCredential>>;
+
+    fn get_credential(&self, access_key_id: &str) -> Result<Option<StoredCredential>>;
+}
+
+/// Keys, their versions and lifecycle, crypto-shredding.
+pub trait KeyRepo: Send + Sync {
     /// Creates a key with its first version, atomically.
     fn create_key(&self, key: &Key, first: &WrappedKeyVersion) -> Result<()> {
         self.create_keys(&[(key.clone(), first.clone())])
     }
+
     /// Creates several keys in one transaction: all or none.
     fn create_keys(&self, keys: &[(Key, WrappedKeyVersion)]) -> Result<()>;
+
     fn get_key(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Option<Key>>;
+
     /// Lists keys of a store in id order, at most `limit`, after `after`.
     fn list_keys(
         &self,
@@ -243,11 +329,16 @@ pub trait Storage: Send + Sync + 'static {
         after: Option<&KeyId>,
         limit: usize,
     ) -> Result<Vec<Key>>;
+
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64>;
+
     /// Key counts by (store, lifecycle state, status), for metrics.
     fn key_state_counts(&self) -> Result<Vec<(String, String, String, u64)>>;
+
     fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()>;
+
     fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()>;
+
     /// Adds `version` (which must be `current_version + 1`) and makes it current.
     fn add_key_version(
         &self,
@@ -255,6 +346,7 @@ pub trait Storage: Send + Sync + 'static {
         id: &KeyId,
         version: &WrappedKeyVersion,
     ) -> Result<()>;
+
     fn get_key_version(
         &self,
         prefix: &StorePrefix,
@@ -264,12 +356,15 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Replaces the lifecycle fields of a key.
     fn set_key_lifecycle(&self, prefix: &StorePrefix, id: &KeyId, l: &Lifecycle) -> Result<()>;
+
     /// Crypto-shredding: erases the wrapped material of every version and
     /// marks the key DESTROYED at `at`, in one transaction.
     fn destroy_key_material(&self, prefix: &StorePrefix, id: &KeyId, at: Timestamp) -> Result<()>;
+
     /// Erases the material of versions below `below` (retired ones);
     /// returns how many were erased.
     fn shred_versions_below(&self, prefix: &StorePrefix, id: &KeyId, below: u32) -> Result<u64>;
+
     /// Crypto-shredding, second half: once material was erased (a key or
     /// its old versions destroyed, a KMIP object destroyed), leaves no
     /// older copy of it in this backend's own files on this machine (for
@@ -282,6 +377,7 @@ pub trait Storage: Send + Sync + 'static {
     fn purge_erased_copies(&self) -> Result<()> {
         Ok(())
     }
+
     fn set_version_flag(
         &self,
         prefix: &StorePrefix,
@@ -289,32 +385,55 @@ pub trait Storage: Send + Sync + 'static {
         version: u32,
         flag: VersionFlag,
     ) -> Result<()>;
+
     fn list_key_versions(&self, prefix: &StorePrefix, id: &KeyId) -> Result<Vec<VersionInfo>>;
+
     /// Keys with work due at `now`: destruction or rotation.
     fn due_keys(&self, now: Timestamp, limit: usize) -> Result<Vec<Key>>;
+}
 
+/// KMIP managed objects.
+pub trait ObjectRepo: Send + Sync {
     /// Stores a new managed object with its wrapped material
-    /// ([`Error::Conflict`] if the uid exists).
+    /// ([`Error::Conflict`](keyhold_core::Error::Conflict) if the uid exists).
     fn create_object(&self, o: &ManagedObject, material: &[u8]) -> Result<()>;
+
     fn get_object(&self, uid: &str) -> Result<Option<ManagedObject>>;
+
     /// The object's wrapped material (`None` once destroyed).
     fn object_material(&self, uid: &str) -> Result<Option<Vec<u8>>>;
+
     /// Writes state, attributes and exportability if the stored revision is
-    /// still `o.rev` ([`Error::Conflict`] otherwise); `has_material: false`
+    /// still `o.rev` ([`Error::Conflict`](keyhold_core::Error::Conflict) otherwise); `has_material: false`
     /// erases the material for good.
     fn update_object(&self, o: &ManagedObject) -> Result<()>;
+
     fn list_objects(&self) -> Result<Vec<ManagedObject>>;
+
     /// The objects `identity` owns and every shared one (granted to
     /// anyone: the caller checks to whom), oldest first; destroyed ones only
     /// with `with_destroyed`. Indexed: the cost follows the identity's
     /// objects, not the whole table.
     fn list_objects_for(&self, identity: &str, with_destroyed: bool) -> Result<Vec<ManagedObject>>;
+
     /// Removes an object outright (undoing its creation in a batch).
     fn delete_object(&self, uid: &str) -> Result<()>;
+}
+
+/// Whole-database operations: backups and restores, changes of root of trust.
+pub trait Maintenance: Send + Sync {
+    /// Everything but the node list, read in one consistent transaction
+    /// while writers carry on.
+    fn snapshot(&self) -> Result<Snapshot>;
+
+    /// Loads a snapshot into empty storage, in one transaction (refused if
+    /// any key store, key, credential, object or policy exists).
+    fn restore(&self, s: &Snapshot) -> Result<()>;
 
     /// Every wrapped value (key versions, credential secrets, meta values,
     /// object material), for a change of root of trust.
     fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>>;
+
     /// Replaces one wrapped value if it still equals `expected`; returns
     /// whether it did (one durable transaction).
     fn replace_wrapped(&self, item: &WrappedItem, expected: &[u8], new: &[u8]) -> Result<bool>;

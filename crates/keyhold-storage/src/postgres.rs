@@ -7,14 +7,15 @@
 //!
 //! Changes made by any node are announced with `NOTIFY` by triggers, which
 //! PostgreSQL delivers only once the transaction committed; a listening
-//! connection turns them into a new [`Storage::change_token`]. As a safety
+//! connection turns them into a new [`Backend::change_token`](crate::Backend::change_token). As a safety
 //! net the token also moves every `cache_ttl`. While the database is
 //! unreachable the token holds still (nodes keep serving what they have
 //! cached) for at most `max_staleness`.
 
+use crate::prelude::*;
 use crate::seal::{self, RowSealer};
 use crate::{
-    now_ms, Cell, ChangeScope, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES,
+    now_ms, Cell, ChangeScope, NodeInfo, Snapshot, TableDump, VersionInfo, SNAPSHOT_TABLES,
 };
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -502,7 +503,7 @@ impl Default for PgOptions {
     }
 }
 
-/// Changes remembered for [`Storage::changes_since`]; a node further behind
+/// Changes remembered for [`Backend::changes_since`](crate::Backend::changes_since); a node further behind
 /// than this drops everything.
 pub const CHANGE_LOG_LEN: usize = 4096;
 
@@ -1080,7 +1081,7 @@ macro_rules! params {
     }};
 }
 
-impl Storage for PostgresStorage {
+impl Backend for PostgresStorage {
     fn change_token(&self) -> Result<u64> {
         Ok(self.changes.token.load(Ordering::SeqCst))
     }
@@ -1089,6 +1090,20 @@ impl Storage for PostgresStorage {
         self.changes.since(token)
     }
 
+    fn ping(&self) -> Result<()> {
+        self.exec("SELECT 1", params![]).map(drop)
+    }
+
+    fn blocks(&self) -> bool {
+        true
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+impl RowSealing for PostgresStorage {
     fn set_row_sealer(&self, sealer: Arc<dyn RowSealer>) {
         self.sealer.set(sealer);
     }
@@ -1219,19 +1234,9 @@ impl Storage for PostgresStorage {
             Ok(n)
         })
     }
+}
 
-    fn ping(&self) -> Result<()> {
-        self.exec("SELECT 1", params![]).map(drop)
-    }
-
-    fn blocks(&self) -> bool {
-        true
-    }
-
-    fn shared(&self) -> bool {
-        true
-    }
-
+impl MetaStore for PostgresStorage {
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.row(
             "SELECT value FROM meta WHERE name = $1".into(),
@@ -1279,6 +1284,53 @@ impl Storage for PostgresStorage {
         )
     }
 
+    fn reserve_count(&self, name: &str, n: u64) -> Result<u64> {
+        let r = self.row(
+            "INSERT INTO encryption_counts(name, reserved) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET reserved = encryption_counts.reserved + excluded.reserved \
+             RETURNING reserved"
+                .into(),
+            params![name.to_owned(), n as i64],
+            |r| col::<i64>(r, 0),
+        )?;
+        r.map(|t| t as u64)
+            .ok_or_else(|| Error::Storage("the reservation returned no row".into()))
+    }
+
+    fn bump_counter(&self, name: &str) -> Result<u64> {
+        let name = name.to_owned();
+        with_conn!(self, c => {
+            let tx = c.transaction().await.map_err(pg_err)?;
+            // Serialise concurrent bumps on the row (or its absence).
+            tx.execute(
+                "INSERT INTO meta(name, value) VALUES ($1, '\\x30'::bytea) ON CONFLICT (name) DO NOTHING",
+                &[&name],
+            )
+            .await
+            .map_err(pg_err)?;
+            let r = tx
+                .query_one("SELECT value FROM meta WHERE name = $1 FOR UPDATE", &[&name])
+                .await
+                .map_err(pg_err)?;
+            let old: Vec<u8> = col(&r, 0)?;
+            let n = String::from_utf8(old)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + 1;
+            tx.execute(
+                "UPDATE meta SET value = $2 WHERE name = $1",
+                &[&name, &n.to_string().into_bytes()],
+            )
+            .await
+            .map_err(pg_err)?;
+            tx.commit().await.map_err(pg_err)?;
+            Ok(n)
+        })
+    }
+}
+
+impl PolicyStore for PostgresStorage {
     fn get_policy(&self, scope: &str) -> Result<Option<String>> {
         if scope == seal::POLICY_INDEX_SCOPE {
             return Ok(None);
@@ -1335,7 +1387,9 @@ impl Storage for PostgresStorage {
             policies_checked(&c, sealer.as_deref()).await
         })
     }
+}
 
+impl AuditStore for PostgresStorage {
     fn add_audit_checkpoint(&self, cp: &AuditCheckpoint) -> Result<()> {
         let cp = cp.clone();
         with_conn!(self, c => {
@@ -1376,51 +1430,73 @@ impl Storage for PostgresStorage {
         )
     }
 
-    fn reserve_count(&self, name: &str, n: u64) -> Result<u64> {
-        let r = self.row(
-            "INSERT INTO encryption_counts(name, reserved) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET reserved = encryption_counts.reserved + excluded.reserved \
-             RETURNING reserved"
-                .into(),
-            params![name.to_owned(), n as i64],
-            |r| col::<i64>(r, 0),
+    fn audit_shipped(&self, chain: &str) -> Result<u64> {
+        self.row(
+            "SELECT coalesce(max(seq), 0) FROM audit_records WHERE chain = $1".into(),
+            params![chain.to_owned()],
+            |r| Ok(col::<i64>(r, 0)? as u64),
+        )
+        .map(Option::unwrap_or_default)
+    }
+
+    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()> {
+        let seqs: Vec<i64> = lines.iter().map(|(s, _)| *s as i64).collect();
+        let texts: Vec<String> = lines.iter().map(|(_, l)| l.clone()).collect();
+        self.exec(
+            "INSERT INTO audit_records(chain, seq, line) \
+             SELECT $1, s, l FROM unnest($2::bigint[], $3::text[]) AS t(s, l) ON CONFLICT DO NOTHING",
+            params![chain.to_owned(), seqs, texts],
+        )
+        .map(drop)
+    }
+
+    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let rows = self.rows(
+            "SELECT chain, line FROM audit_records ORDER BY chain, seq".into(),
+            params![],
+            |r| Ok((col::<String>(r, 0)?, col::<String>(r, 1)?)),
         )?;
-        r.map(|t| t as u64)
-            .ok_or_else(|| Error::Storage("the reservation returned no row".into()))
+        Ok(crate::group_by_chain(rows))
+    }
+}
+
+impl NodeRegistry for PostgresStorage {
+    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
+        self.exec(
+            "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch, \
+             lease_ms = excluded.lease_ms",
+            params![n.id.clone(), n.started_ms, n.heartbeat_ms, n.ack_epoch as i64, n.lease_ms],
+        )
+        .map(drop)
     }
 
-    fn bump_counter(&self, name: &str) -> Result<u64> {
-        let name = name.to_owned();
-        with_conn!(self, c => {
-            let tx = c.transaction().await.map_err(pg_err)?;
-            // Serialise concurrent bumps on the row (or its absence).
-            tx.execute(
-                "INSERT INTO meta(name, value) VALUES ($1, '\\x30'::bytea) ON CONFLICT (name) DO NOTHING",
-                &[&name],
-            )
-            .await
-            .map_err(pg_err)?;
-            let r = tx
-                .query_one("SELECT value FROM meta WHERE name = $1 FOR UPDATE", &[&name])
-                .await
-                .map_err(pg_err)?;
-            let old: Vec<u8> = col(&r, 0)?;
-            let n = String::from_utf8(old)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-                + 1;
-            tx.execute(
-                "UPDATE meta SET value = $2 WHERE name = $1",
-                &[&name, &n.to_string().into_bytes()],
-            )
-            .await
-            .map_err(pg_err)?;
-            tx.commit().await.map_err(pg_err)?;
-            Ok(n)
-        })
+    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>> {
+        self.rows(
+            "SELECT node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms FROM nodes WHERE heartbeat_ms >= $1 ORDER BY node_id".into(),
+            params![since_ms],
+            |r| {
+                Ok(NodeInfo {
+                    id: col(r, 0)?,
+                    started_ms: col(r, 1)?,
+                    heartbeat_ms: col(r, 2)?,
+                    ack_epoch: col::<i64>(r, 3)? as u64,
+                    lease_ms: col(r, 4)?,
+                })
+            },
+        )
     }
 
+    fn remove_node(&self, id: &str) -> Result<()> {
+        self.exec(
+            "DELETE FROM nodes WHERE node_id = $1",
+            params![id.to_owned()],
+        )
+        .map(drop)
+    }
+}
+
+impl StoreRepo for PostgresStorage {
     fn create_store(&self, store: &KeyStore) -> Result<()> {
         let n = self.exec(
             "INSERT INTO stores(prefix, status, description, created_at, seal) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -1544,7 +1620,9 @@ impl Storage for PostgresStorage {
             row_to_cred,
         )
     }
+}
 
+impl KeyRepo for PostgresStorage {
     fn create_keys(&self, keys: &[(Key, WrappedKeyVersion)]) -> Result<()> {
         let keys = keys.to_vec();
         // (the key row's seal, its first version's seal)
@@ -1926,7 +2004,9 @@ impl Storage for PostgresStorage {
         )?;
         Ok(self.keys_checked(rows))
     }
+}
 
+impl ObjectRepo for PostgresStorage {
     fn create_object(&self, o: &ManagedObject, material: &[u8]) -> Result<()> {
         let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
         let sealed = self.sealer.seal(|| {
@@ -2056,7 +2136,9 @@ impl Storage for PostgresStorage {
         )
         .map(drop)
     }
+}
 
+impl Maintenance for PostgresStorage {
     fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>> {
         let mut out = self.rows(
             "SELECT name, value FROM meta ORDER BY name".into(),
@@ -2129,69 +2211,6 @@ impl Storage for PostgresStorage {
             ),
         }?;
         Ok(changed == 1)
-    }
-
-    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
-        self.exec(
-            "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch, \
-             lease_ms = excluded.lease_ms",
-            params![n.id.clone(), n.started_ms, n.heartbeat_ms, n.ack_epoch as i64, n.lease_ms],
-        )
-        .map(drop)
-    }
-
-    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>> {
-        self.rows(
-            "SELECT node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms FROM nodes WHERE heartbeat_ms >= $1 ORDER BY node_id".into(),
-            params![since_ms],
-            |r| {
-                Ok(NodeInfo {
-                    id: col(r, 0)?,
-                    started_ms: col(r, 1)?,
-                    heartbeat_ms: col(r, 2)?,
-                    ack_epoch: col::<i64>(r, 3)? as u64,
-                    lease_ms: col(r, 4)?,
-                })
-            },
-        )
-    }
-
-    fn remove_node(&self, id: &str) -> Result<()> {
-        self.exec(
-            "DELETE FROM nodes WHERE node_id = $1",
-            params![id.to_owned()],
-        )
-        .map(drop)
-    }
-
-    fn audit_shipped(&self, chain: &str) -> Result<u64> {
-        self.row(
-            "SELECT coalesce(max(seq), 0) FROM audit_records WHERE chain = $1".into(),
-            params![chain.to_owned()],
-            |r| Ok(col::<i64>(r, 0)? as u64),
-        )
-        .map(Option::unwrap_or_default)
-    }
-
-    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()> {
-        let seqs: Vec<i64> = lines.iter().map(|(s, _)| *s as i64).collect();
-        let texts: Vec<String> = lines.iter().map(|(_, l)| l.clone()).collect();
-        self.exec(
-            "INSERT INTO audit_records(chain, seq, line) \
-             SELECT $1, s, l FROM unnest($2::bigint[], $3::text[]) AS t(s, l) ON CONFLICT DO NOTHING",
-            params![chain.to_owned(), seqs, texts],
-        )
-        .map(drop)
-    }
-
-    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>> {
-        let rows = self.rows(
-            "SELECT chain, line FROM audit_records ORDER BY chain, seq".into(),
-            params![],
-            |r| Ok((col::<String>(r, 0)?, col::<String>(r, 1)?)),
-        )?;
-        Ok(crate::group_by_chain(rows))
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

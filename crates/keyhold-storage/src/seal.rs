@@ -5,7 +5,7 @@
 //!
 //! The backends compute the seal in the same transaction that writes the
 //! row and check it on every read once a [`RowSealer`] is installed
-//! ([`crate::Storage::set_row_sealer`]). A row that does not verify (written
+//! ([`crate::RowSealing::set_row_sealer`]). A row that does not verify (written
 //! or changed outside Keyhold) is refused: a lookup fails with
 //! [`Error::Integrity`], a listing leaves it out, and the sealer counts and
 //! reports it. Nothing here knows the key.

@@ -1,7 +1,8 @@
 //! The embedded SQLite backend.
 
+use crate::prelude::*;
 use crate::seal::{self, RowSealer};
-use crate::{now_ms, Cell, NodeInfo, Snapshot, Storage, TableDump, VersionInfo, SNAPSHOT_TABLES};
+use crate::{now_ms, Cell, NodeInfo, Snapshot, TableDump, VersionInfo, SNAPSHOT_TABLES};
 use keyhold_core::{
     now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
     ObjectState, Result, Status, StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag,
@@ -172,7 +173,7 @@ CREATE INDEX objects_shared ON objects(shared) WHERE shared = 1;
     "ALTER TABLE nodes ADD COLUMN lease_ms INTEGER NOT NULL DEFAULT 0;",
     // v13: sealed rows (see `crate::seal`): a MAC per row that grants or
     // limits power, NULL in rows from before (sealed once by the key
-    // service, see `Storage::seal_unsealed_rows`).
+    // service, see `RowSealing::seal_unsealed_rows`).
     r#"
 ALTER TABLE stores ADD COLUMN seal BLOB;
 ALTER TABLE keys ADD COLUMN seal BLOB;
@@ -1133,7 +1134,7 @@ impl SqliteStorage {
     }
 }
 
-impl Storage for SqliteStorage {
+impl Backend for SqliteStorage {
     fn change_token(&self) -> Result<u64> {
         // data_version changes when another connection commits; the total
         // change counter covers this connection's own writes (but for
@@ -1148,6 +1149,15 @@ impl Storage for SqliteStorage {
         Ok(((dv as u64) << 32) ^ own)
     }
 
+    fn ping(&self) -> Result<()> {
+        let conn = self.writer();
+        conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(db_err)
+    }
+}
+
+impl RowSealing for SqliteStorage {
     fn set_row_sealer(&self, sealer: Arc<dyn RowSealer>) {
         self.sealer.set(sealer);
     }
@@ -1276,14 +1286,9 @@ impl Storage for SqliteStorage {
             Ok(n)
         })
     }
+}
 
-    fn ping(&self) -> Result<()> {
-        let conn = self.writer();
-        conn.query_row("SELECT count(*) FROM meta", [], |r| r.get::<_, i64>(0))
-            .map(|_| ())
-            .map_err(db_err)
-    }
-
+impl MetaStore for SqliteStorage {
     fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>> {
         self.writer()
             .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
@@ -1312,6 +1317,240 @@ impl Storage for SqliteStorage {
         Ok(v)
     }
 
+    fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()> {
+        let conn = self.writer();
+        match value {
+            Some(v) => conn.execute(
+                "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, v],
+            ),
+            None => conn.execute("DELETE FROM meta WHERE name = ?1", [name]),
+        }
+        .map(drop)
+        .map_err(db_err)
+    }
+
+    fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let conn = self.writer();
+        let mut st = conn
+            .prepare(
+                "SELECT name, value FROM meta WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn reserve_count(&self, name: &str, n: u64) -> Result<u64> {
+        // Bookkeeping: left out of the change token (no cache depends on it).
+        let mut conn = self.writer();
+        self.quietly(&mut conn, |conn| {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            let total: i64 = tx
+                .query_row(
+                    "INSERT INTO encryption_counts(name, reserved) VALUES (?1, ?2) \
+                     ON CONFLICT(name) DO UPDATE SET reserved = reserved + excluded.reserved \
+                     RETURNING reserved",
+                    params![name, n as i64],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(total as u64)
+        })
+    }
+
+    fn bump_counter(&self, name: &str) -> Result<u64> {
+        let mut conn = self.writer();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let old: Option<Vec<u8>> = tx
+            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db_err)?;
+        let n = old
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        tx.execute(
+            "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            params![name, n.to_string().into_bytes()],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(n)
+    }
+}
+
+impl PolicyStore for SqliteStorage {
+    fn get_policy(&self, scope: &str) -> Result<Option<String>> {
+        if scope == seal::POLICY_INDEX_SCOPE {
+            return Ok(None);
+        }
+        let conn = self.writer();
+        if self.sealer.get().is_some() {
+            // Policies are few: the whole sealed set is checked, so that a
+            // policy deleted outside Keyhold is noticed too.
+            return Ok(self
+                .policies_checked(&conn)?
+                .into_iter()
+                .find(|(s, _)| s == scope)
+                .map(|(_, b)| b));
+        }
+        let mut st = conn
+            .prepare_cached("SELECT body FROM policies WHERE scope = ?1")
+            .map_err(db_err)?;
+        st.query_row([scope], |r| r.get(0))
+            .optional()
+            .map_err(db_err)
+    }
+
+    fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool> {
+        if scope == seal::POLICY_INDEX_SCOPE {
+            return Err(Error::invalid("policy scope", scope));
+        }
+        self.in_tx(|tx| {
+            let n = match body {
+                Some(b) => {
+                    let sealed = self.sealer.seal(|| seal::policy_row(scope, b));
+                    tx.execute(
+                        "INSERT INTO policies(scope, body, updated_at, seal) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT(scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, seal = excluded.seal",
+                        params![scope, b, now(), sealed],
+                    )
+                }
+                None => tx.execute("DELETE FROM policies WHERE scope = ?1", [scope]),
+            }
+            .map_err(db_err)?;
+            self.write_policy_index(tx)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn list_policies(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.writer();
+        self.policies_checked(&conn)
+    }
+}
+
+impl AuditStore for SqliteStorage {
+    fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()> {
+        let mut conn = self.writer();
+        self.quietly(&mut conn, |conn| Self::insert_checkpoint(conn, c))
+    }
+
+    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {
+        let conn = self.writer();
+        let mut st = conn
+            .prepare("SELECT chain, kind, seq, head, ts_ms, mac FROM audit_checkpoints ORDER BY chain, seq")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(AuditCheckpoint {
+                    chain: r.get(0)?,
+                    kind: r.get(1)?,
+                    seq: r.get::<_, i64>(2)? as u64,
+                    head: r.get(3)?,
+                    ts_ms: r.get(4)?,
+                    mac: r.get(5)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn audit_shipped(&self, chain: &str) -> Result<u64> {
+        self.writer()
+            .query_row(
+                "SELECT coalesce(max(seq), 0) FROM audit_records WHERE chain = ?1",
+                [chain],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(db_err)
+    }
+
+    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(db_err)?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO audit_records(chain, seq, line) VALUES (?1, ?2, ?3)",
+                )
+                .map_err(db_err)?;
+            for (seq, line) in lines {
+                st.execute(params![chain, *seq as i64, line])
+                    .map_err(db_err)?;
+            }
+        }
+        tx.commit().map_err(db_err)
+    }
+
+    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let conn = self.reader();
+        let mut st = conn
+            .prepare("SELECT chain, line FROM audit_records ORDER BY chain, seq")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(db_err)?;
+        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
+        Ok(crate::group_by_chain(rows))
+    }
+}
+
+impl NodeRegistry for SqliteStorage {
+    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
+        self.writer()
+            .execute(
+                "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT(node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch, \
+                 lease_ms = excluded.lease_ms",
+                params![n.id, n.started_ms, n.heartbeat_ms, n.ack_epoch as i64, n.lease_ms],
+            )
+            .map(drop)
+            .map_err(db_err)
+    }
+
+    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>> {
+        let conn = self.writer();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms FROM nodes WHERE heartbeat_ms >= ?1 ORDER BY node_id",
+            )
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([since_ms], |r| {
+                Ok(NodeInfo {
+                    id: r.get(0)?,
+                    started_ms: r.get(1)?,
+                    heartbeat_ms: r.get(2)?,
+                    ack_epoch: r.get::<_, i64>(3)? as u64,
+                    lease_ms: r.get(4)?,
+                })
+            })
+            .map_err(db_err)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
+    }
+
+    fn remove_node(&self, id: &str) -> Result<()> {
+        self.writer()
+            .execute("DELETE FROM nodes WHERE node_id = ?1", [id])
+            .map(drop)
+            .map_err(db_err)
+    }
+}
+
+impl StoreRepo for SqliteStorage {
     fn create_store(&self, store: &KeyStore) -> Result<()> {
         let sealed = self.sealer.seal(|| seal::store_row(store));
         let conn = self.writer();
@@ -1457,7 +1696,9 @@ impl Storage for SqliteStorage {
             .optional()
             .map_err(db_err)
     }
+}
 
+impl KeyRepo for SqliteStorage {
     fn create_keys(&self, keys: &[(Key, WrappedKeyVersion)]) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn
@@ -1703,152 +1944,6 @@ impl Storage for SqliteStorage {
         }
     }
 
-    fn set_meta(&self, name: &str, value: Option<&[u8]>) -> Result<()> {
-        let conn = self.writer();
-        match value {
-            Some(v) => conn.execute(
-                "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                params![name, v],
-            ),
-            None => conn.execute("DELETE FROM meta WHERE name = ?1", [name]),
-        }
-        .map(drop)
-        .map_err(db_err)
-    }
-
-    fn list_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let conn = self.writer();
-        let mut st = conn
-            .prepare(
-                "SELECT name, value FROM meta WHERE substr(name, 1, length(?1)) = ?1 ORDER BY name",
-            )
-            .map_err(db_err)?;
-        let rows = st
-            .query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
-    }
-
-    fn get_policy(&self, scope: &str) -> Result<Option<String>> {
-        if scope == seal::POLICY_INDEX_SCOPE {
-            return Ok(None);
-        }
-        let conn = self.writer();
-        if self.sealer.get().is_some() {
-            // Policies are few: the whole sealed set is checked, so that a
-            // policy deleted outside Keyhold is noticed too.
-            return Ok(self
-                .policies_checked(&conn)?
-                .into_iter()
-                .find(|(s, _)| s == scope)
-                .map(|(_, b)| b));
-        }
-        let mut st = conn
-            .prepare_cached("SELECT body FROM policies WHERE scope = ?1")
-            .map_err(db_err)?;
-        st.query_row([scope], |r| r.get(0))
-            .optional()
-            .map_err(db_err)
-    }
-
-    fn set_policy(&self, scope: &str, body: Option<&str>) -> Result<bool> {
-        if scope == seal::POLICY_INDEX_SCOPE {
-            return Err(Error::invalid("policy scope", scope));
-        }
-        self.in_tx(|tx| {
-            let n = match body {
-                Some(b) => {
-                    let sealed = self.sealer.seal(|| seal::policy_row(scope, b));
-                    tx.execute(
-                        "INSERT INTO policies(scope, body, updated_at, seal) VALUES (?1, ?2, ?3, ?4) \
-                         ON CONFLICT(scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, seal = excluded.seal",
-                        params![scope, b, now(), sealed],
-                    )
-                }
-                None => tx.execute("DELETE FROM policies WHERE scope = ?1", [scope]),
-            }
-            .map_err(db_err)?;
-            self.write_policy_index(tx)?;
-            Ok(n > 0)
-        })
-    }
-
-    fn list_policies(&self) -> Result<Vec<(String, String)>> {
-        let conn = self.writer();
-        self.policies_checked(&conn)
-    }
-
-    fn add_audit_checkpoint(&self, c: &AuditCheckpoint) -> Result<()> {
-        let mut conn = self.writer();
-        self.quietly(&mut conn, |conn| Self::insert_checkpoint(conn, c))
-    }
-
-    fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpoint>> {
-        let conn = self.writer();
-        let mut st = conn
-            .prepare("SELECT chain, kind, seq, head, ts_ms, mac FROM audit_checkpoints ORDER BY chain, seq")
-            .map_err(db_err)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(AuditCheckpoint {
-                    chain: r.get(0)?,
-                    kind: r.get(1)?,
-                    seq: r.get::<_, i64>(2)? as u64,
-                    head: r.get(3)?,
-                    ts_ms: r.get(4)?,
-                    mac: r.get(5)?,
-                })
-            })
-            .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
-    }
-
-    fn reserve_count(&self, name: &str, n: u64) -> Result<u64> {
-        // Bookkeeping: left out of the change token (no cache depends on it).
-        let mut conn = self.writer();
-        self.quietly(&mut conn, |conn| {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            let total: i64 = tx
-                .query_row(
-                    "INSERT INTO encryption_counts(name, reserved) VALUES (?1, ?2) \
-                     ON CONFLICT(name) DO UPDATE SET reserved = reserved + excluded.reserved \
-                     RETURNING reserved",
-                    params![name, n as i64],
-                    |r| r.get(0),
-                )
-                .map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
-            Ok(total as u64)
-        })
-    }
-
-    fn bump_counter(&self, name: &str) -> Result<u64> {
-        let mut conn = self.writer();
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(db_err)?;
-        let old: Option<Vec<u8>> = tx
-            .query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(db_err)?;
-        let n = old
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            + 1;
-        tx.execute(
-            "INSERT INTO meta(name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-            params![name, n.to_string().into_bytes()],
-        )
-        .map_err(db_err)?;
-        tx.commit().map_err(db_err)?;
-        Ok(n)
-    }
-
     fn set_key_lifecycle(&self, prefix: &StorePrefix, id: &KeyId, l: &Lifecycle) -> Result<()> {
         self.in_tx(|tx| {
             self.modify_key(tx, prefix, id, |k| {
@@ -2020,76 +2115,9 @@ impl Storage for SqliteStorage {
             .map(|r| r.0)
             .collect())
     }
+}
 
-    fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>> {
-        let conn = self.writer();
-        let mut out = Vec::new();
-        let mut st = conn
-            .prepare("SELECT name, value FROM meta ORDER BY name")
-            .map_err(db_err)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    WrappedItem::Meta { name: r.get(0)? },
-                    r.get::<_, Vec<u8>>(1)?,
-                ))
-            })
-            .map_err(db_err)?;
-        for r in rows {
-            out.push(r.map_err(db_err)?);
-        }
-        let mut st = conn
-            .prepare("SELECT access_key_id, store, wrapped_secret FROM credentials ORDER BY access_key_id")
-            .map_err(db_err)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    WrappedItem::Credential {
-                        access_key_id: r.get(0)?,
-                        store: parse_prefix(r.get(1)?)?,
-                    },
-                    r.get::<_, Vec<u8>>(2)?,
-                ))
-            })
-            .map_err(db_err)?;
-        for r in rows {
-            out.push(r.map_err(db_err)?);
-        }
-        let mut st = conn
-            .prepare("SELECT store, key_id, version, wrapped FROM key_versions WHERE length(wrapped) > 0 ORDER BY store, key_id, version")
-            .map_err(db_err)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    WrappedItem::KeyVersion {
-                        store: parse_prefix(r.get(0)?)?,
-                        id: parse_key_id(r.get(1)?)?,
-                        version: r.get(2)?,
-                    },
-                    r.get::<_, Vec<u8>>(3)?,
-                ))
-            })
-            .map_err(db_err)?;
-        for r in rows {
-            out.push(r.map_err(db_err)?);
-        }
-        let mut st = conn
-            .prepare("SELECT uid, material FROM objects WHERE material IS NOT NULL ORDER BY uid")
-            .map_err(db_err)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    WrappedItem::Object { uid: r.get(0)? },
-                    r.get::<_, Vec<u8>>(1)?,
-                ))
-            })
-            .map_err(db_err)?;
-        for r in rows {
-            out.push(r.map_err(db_err)?);
-        }
-        Ok(out)
-    }
-
+impl ObjectRepo for SqliteStorage {
     fn create_object(&self, o: &ManagedObject, material: &[u8]) -> Result<()> {
         let attrs = serde_json::to_string(&o.attrs).map_err(|e| Error::Internal(e.to_string()))?;
         let (uid, owner, material) = (o.uid.clone(), o.owner.clone(), material.to_vec());
@@ -2242,85 +2270,76 @@ impl Storage for SqliteStorage {
         drop(conn);
         Ok(self.objects_checked(rows))
     }
+}
 
-    fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
-        self.writer()
-            .execute(
-                "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms) VALUES (?1, ?2, ?3, ?4, ?5) \
-                 ON CONFLICT(node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, ack_epoch = excluded.ack_epoch, \
-                 lease_ms = excluded.lease_ms",
-                params![n.id, n.started_ms, n.heartbeat_ms, n.ack_epoch as i64, n.lease_ms],
-            )
-            .map(drop)
-            .map_err(db_err)
-    }
-
-    fn live_nodes(&self, since_ms: i64) -> Result<Vec<NodeInfo>> {
+impl Maintenance for SqliteStorage {
+    fn wrapped_items(&self) -> Result<Vec<(WrappedItem, Vec<u8>)>> {
         let conn = self.writer();
+        let mut out = Vec::new();
         let mut st = conn
-            .prepare_cached(
-                "SELECT node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms FROM nodes WHERE heartbeat_ms >= ?1 ORDER BY node_id",
-            )
+            .prepare("SELECT name, value FROM meta ORDER BY name")
             .map_err(db_err)?;
         let rows = st
-            .query_map([since_ms], |r| {
-                Ok(NodeInfo {
-                    id: r.get(0)?,
-                    started_ms: r.get(1)?,
-                    heartbeat_ms: r.get(2)?,
-                    ack_epoch: r.get::<_, i64>(3)? as u64,
-                    lease_ms: r.get(4)?,
-                })
+            .query_map([], |r| {
+                Ok((
+                    WrappedItem::Meta { name: r.get(0)? },
+                    r.get::<_, Vec<u8>>(1)?,
+                ))
             })
             .map_err(db_err)?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)
-    }
-
-    fn remove_node(&self, id: &str) -> Result<()> {
-        self.writer()
-            .execute("DELETE FROM nodes WHERE node_id = ?1", [id])
-            .map(drop)
-            .map_err(db_err)
-    }
-
-    fn audit_shipped(&self, chain: &str) -> Result<u64> {
-        self.writer()
-            .query_row(
-                "SELECT coalesce(max(seq), 0) FROM audit_records WHERE chain = ?1",
-                [chain],
-                |r| r.get::<_, i64>(0),
-            )
-            .map(|n| n as u64)
-            .map_err(db_err)
-    }
-
-    fn ship_audit(&self, chain: &str, lines: &[(u64, String)]) -> Result<()> {
-        let mut conn = self.writer();
-        let tx = conn.transaction().map_err(db_err)?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO audit_records(chain, seq, line) VALUES (?1, ?2, ?3)",
-                )
-                .map_err(db_err)?;
-            for (seq, line) in lines {
-                st.execute(params![chain, *seq as i64, line])
-                    .map_err(db_err)?;
-            }
+        for r in rows {
+            out.push(r.map_err(db_err)?);
         }
-        tx.commit().map_err(db_err)
-    }
-
-    fn shipped_audit(&self) -> Result<Vec<(String, Vec<String>)>> {
-        let conn = self.reader();
         let mut st = conn
-            .prepare("SELECT chain, line FROM audit_records ORDER BY chain, seq")
+            .prepare("SELECT access_key_id, store, wrapped_secret FROM credentials ORDER BY access_key_id")
             .map_err(db_err)?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    WrappedItem::Credential {
+                        access_key_id: r.get(0)?,
+                        store: parse_prefix(r.get(1)?)?,
+                    },
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
+            })
             .map_err(db_err)?;
-        let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
-        Ok(crate::group_by_chain(rows))
+        for r in rows {
+            out.push(r.map_err(db_err)?);
+        }
+        let mut st = conn
+            .prepare("SELECT store, key_id, version, wrapped FROM key_versions WHERE length(wrapped) > 0 ORDER BY store, key_id, version")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    WrappedItem::KeyVersion {
+                        store: parse_prefix(r.get(0)?)?,
+                        id: parse_key_id(r.get(1)?)?,
+                        version: r.get(2)?,
+                    },
+                    r.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(db_err)?;
+        for r in rows {
+            out.push(r.map_err(db_err)?);
+        }
+        let mut st = conn
+            .prepare("SELECT uid, material FROM objects WHERE material IS NOT NULL ORDER BY uid")
+            .map_err(db_err)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    WrappedItem::Object { uid: r.get(0)? },
+                    r.get::<_, Vec<u8>>(1)?,
+                ))
+            })
+            .map_err(db_err)?;
+        for r in rows {
+            out.push(r.map_err(db_err)?);
+        }
+        Ok(out)
     }
 
     fn snapshot(&self) -> Result<Snapshot> {

@@ -4,7 +4,8 @@
 //! while it is unreachable.
 
 use keyhold_storage::conformance as c;
-use keyhold_storage::{PgOptions, PostgresStorage, Storage};
+use keyhold_storage::prelude::*;
+use keyhold_storage::{PgOptions, PostgresStorage};
 use keyhold_testpg::PgCluster;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
