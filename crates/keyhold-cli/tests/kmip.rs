@@ -708,6 +708,26 @@ fn xks_keys_are_visible_over_kmip_but_never_leave() {
     // Bob was not granted it.
     let m = failed(&bob.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
     assert!(m.contains("not granted"), "{m}");
+    // Nor does granting it to him in the database work: the set of grants
+    // is sealed; the one written outside Keyhold is refused (alice's too).
+    common::sqlite(
+        &k.env.data().join("keyhold.db"),
+        &format!(
+            "UPDATE meta SET value = CAST('[\"alice\",\"bob\"]' AS BLOB) WHERE name = 'kmip-grant:{x}'"
+        ),
+    );
+    eventually("the forged grant refused", || {
+        let r = bob.one((2, 0), op::GET_ATTRIBUTES, uid(x));
+        assert_ne!(
+            status(&r).0,
+            0,
+            "bob saw a key granted to him in the database"
+        );
+        status(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x))).0 != 0
+    });
+    k.env.run_ok(&["kmip", "grant", x, "alice"]);
+    ok(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x)));
+    failed(&bob.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
     // Lifecycle and break glass from the custodian show at once.
     k.env.run_ok(&["key", "deactivate", "/apps", "db-key"]);
     assert_eq!(state_of(&mut alice, (1, 4), x), 3, "Deactivated");

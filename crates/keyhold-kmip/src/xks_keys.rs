@@ -36,10 +36,6 @@ pub fn uid_of(store: &StorePrefix, id: &KeyId) -> String {
     format!("{PREFIX}{store}/{id}")
 }
 
-fn grant_meta(uid: &str) -> String {
-    format!("kmip-grant:{uid}")
-}
-
 /// The store and key an `xks:` identifier names (NotFound when it names
 /// none that could exist).
 fn parse(uid: &str) -> Result<(StorePrefix, KeyId)> {
@@ -53,11 +49,7 @@ fn parse(uid: &str) -> Result<(StorePrefix, KeyId)> {
 
 /// The identities granted the XKS key `uid`.
 pub fn grants(service: &KeyService, uid: &str) -> Result<Vec<String>> {
-    match service.storage().get_meta(&grant_meta(uid))? {
-        None => Ok(Vec::new()),
-        Some(v) => serde_json::from_slice(&v)
-            .map_err(|e| Error::Internal(format!("grants of {uid} are unreadable: {e}"))),
-    }
+    service.xks_key_grants(uid)
 }
 
 /// Grants (`add`) or takes back the XKS key `uid` from `identity`;
@@ -75,15 +67,7 @@ pub fn set_grant(service: &KeyService, uid: &str, identity: &str, add: bool) -> 
     } else {
         ids.retain(|i| i != identity);
     }
-    let value = if ids.is_empty() {
-        None
-    } else {
-        Some(serde_json::to_vec(&ids).map_err(|e| Error::Internal(e.to_string()))?)
-    };
-    service
-        .storage()
-        .set_meta(&grant_meta(uid), value.as_deref())?;
-    service.invalidate();
+    service.set_xks_key_grants(uid, &ids)?;
     Ok(true)
 }
 
@@ -170,8 +154,11 @@ pub fn object(service: &KeyService, uid: &str) -> Result<ManagedObject> {
 /// Every XKS key granted to anyone, as managed objects (for Locate).
 pub fn granted_objects(service: &KeyService) -> Result<Vec<ManagedObject>> {
     let mut out = Vec::new();
-    for (name, _) in service.storage().list_meta("kmip-grant:xks:")? {
-        let uid = &name["kmip-grant:".len()..];
+    for uid in service.xks_keys_granted()? {
+        let uid = uid.as_str();
+        if !is_xks_uid(uid) {
+            continue;
+        }
         match object(service, uid) {
             Ok(o) => out.push(o),
             // A key removed since it was granted.

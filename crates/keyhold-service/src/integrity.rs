@@ -105,33 +105,50 @@ impl RowKey {
         }
     }
 
-    /// The sealed form of a list of names (without spaces or commas)
-    /// kept as one value, e.g. the revoked certificate serials.
+    /// The sealed form of a set of names kept as one value (the revoked
+    /// certificate serials, the identities an XKS key is granted to):
+    /// JSON `{"items": [...], "mac": "..."}`, the MAC over `what` (which
+    /// names the value, binding it to its place) and every item.
     pub fn seal_list(&self, what: &str, items: &[String]) -> Vec<u8> {
         let mut items = items.to_vec();
         items.sort_unstable();
         items.dedup();
-        let body = items.join(",");
-        let mac = self.mac(&[
-            b"keyhold list v1\0",
-            what.as_bytes(),
-            b"\0",
-            body.as_bytes(),
-        ]);
-        format!("{body} {}", hex::encode(mac)).into_bytes()
+        let mac = self.list_mac(what, &items);
+        serde_json::to_vec(&serde_json::json!({"items": items, "mac": hex::encode(mac)}))
+            .unwrap_or_default()
     }
 
-    /// The names of a list sealed by [`Self::seal_list`]; `None` when it
+    fn list_mac(&self, what: &str, items: &[String]) -> [u8; 32] {
+        let mut parts: Vec<Vec<u8>> = vec![
+            b"keyhold list v2\0".to_vec(),
+            (what.len() as u64).to_be_bytes().to_vec(),
+            what.as_bytes().to_vec(),
+        ];
+        for i in items {
+            parts.push((i.len() as u64).to_be_bytes().to_vec());
+            parts.push(i.as_bytes().to_vec());
+        }
+        let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        self.mac(&refs)
+    }
+
+    /// The names of a set sealed by [`Self::seal_list`]; `None` when it
     /// does not verify.
     pub fn open_list(&self, what: &str, stored: &[u8]) -> Option<Vec<String>> {
-        let text = std::str::from_utf8(stored).ok()?;
-        let (body, _) = text.rsplit_once(' ')?;
-        let items: Vec<String> = body
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
-        keyhold_crypto::ct_eq(&self.seal_list(what, &items), stored).then_some(items)
+        #[derive(serde::Deserialize)]
+        struct Sealed {
+            items: Vec<String>,
+            mac: String,
+        }
+        let s: Sealed = serde_json::from_slice(stored).ok()?;
+        let mut sorted = s.items.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted != s.items {
+            return None;
+        }
+        let mac = hex::decode(&s.mac).ok()?;
+        keyhold_crypto::ct_eq(&self.list_mac(what, &s.items), &mac).then_some(s.items)
     }
 
     /// Counts and reports one refused row or value.
@@ -274,8 +291,12 @@ mod tests {
         let v = k.seal_list("x", &["b".into(), "a".into()]);
         assert_eq!(k.open_list("x", &v), Some(vec!["a".into(), "b".into()]));
         assert_eq!(k.open_list("y", &v), None);
-        let shorter = String::from_utf8(v).unwrap().replacen("a,", "", 1);
+        let shorter = String::from_utf8(v).unwrap().replacen("\"a\",", "", 1);
         assert_eq!(k.open_list("x", shorter.as_bytes()), None);
+        // Names with commas and spaces (certificate names) round-trip.
+        let odd = vec!["CN=a, O=b".to_owned(), "c d".to_owned()];
+        let v = k.seal_list("x", &odd);
+        assert_eq!(k.open_list("x", &v), Some(odd));
         let empty = k.seal_list("x", &[]);
         assert_eq!(k.open_list("x", &empty), Some(vec![]));
     }

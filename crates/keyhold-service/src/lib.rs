@@ -23,6 +23,7 @@ pub mod policy;
 mod rewrap;
 pub mod rotation;
 mod service;
+mod xks_grants;
 
 pub use health::{EkmReport, HealthReport, HealthStatus};
 pub use lifecycle::{next_state, DueReport, Transition, MAX_DESTROY_DAYS, MIN_DESTROY_DAYS};

@@ -532,6 +532,7 @@ impl KeyService {
             // Sealed now (a new database, or one from before sealed rows):
             // the revocations recorded so far, as they stand.
             svc.write_revoked_list()?;
+            svc.seal_legacy_xks_grants()?;
         }
         svc.load_revoked_certs();
         Ok(svc)
