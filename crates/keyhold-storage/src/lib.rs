@@ -10,10 +10,11 @@
 //! from elsewhere (another node, the admin CLI) are noticed through
 //! [`Backend::change_token`].
 //!
-//! Both backends pass the same [`conformance`] suite, and both can dump and
+//! Both backends pass the same `conformance` suite (behind the feature of
+//! that name: tests only, never in the binary), and both can dump and
 //! load a consistent [`Snapshot`] (backups, and moves between backends).
 
-#[doc(hidden)]
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod postgres;
 mod seal;
