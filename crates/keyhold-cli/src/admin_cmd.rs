@@ -143,15 +143,15 @@ pub(crate) fn run(ctx: &Ctx, cmd: &AdminCmd) -> Result<(), String> {
 pub(crate) fn status(ctx: &Ctx) -> Result<(), String> {
     let svc = &ctx.service;
     let health = svc.health();
-    let counts = svc.storage().key_state_counts().map_err(e)?;
+    let counts = svc.key_state_counts().map_err(e)?;
     let mut by_state = std::collections::BTreeMap::<String, u64>::new();
     for (_, state, status, n) in &counts {
         *by_state.entry(format!("{state}/{status}")).or_default() += n;
     }
-    let nodes = if svc.storage().shared() {
+    let nodes = if svc.shared_storage() {
         let since =
             keyhold_core::now() * 1000 - keyhold_server::presence::NODE_TTL.as_millis() as i64;
-        Some(svc.storage().live_nodes(since).map_err(e)?.len())
+        Some(svc.nodes().live_nodes(since).map_err(e)?.len())
     } else {
         None
     };

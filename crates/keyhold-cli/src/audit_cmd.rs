@@ -100,9 +100,8 @@ const SHIPPING_GRACE_MS: i64 = 30_000;
 
 /// The chains every node copied to shared storage (none on SQLite).
 fn shipped(ctx: &Ctx) -> Result<Vec<(String, Vec<String>)>, String> {
-    let s = ctx.service.storage();
-    if s.shared() {
-        s.shipped_audit().map_err(e)
+    if ctx.service.shared_storage() {
+        ctx.service.audit_store().shipped_audit().map_err(e)
     } else {
         Ok(Vec::new())
     }
@@ -131,7 +130,7 @@ pub(crate) fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String>
     match cmd {
         AuditCmd::Verify { checkpoint_file } => {
             let key = ctx.service.audit_key().map_err(e)?;
-            let mut cps = ctx.service.storage().audit_checkpoints().map_err(e)?;
+            let mut cps = ctx.service.audit_store().audit_checkpoints().map_err(e)?;
             if let Some(f) = checkpoint_file {
                 let text = crate::cmdio::read_input(f)?;
                 cps.extend(keyhold_server::audit::parse_checkpoints(
@@ -145,7 +144,7 @@ pub(crate) fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String>
             // to the shared database (or from a shared audit directory).
             // Their newest checkpoints may be ahead of what they shipped
             // (copies go out every second): those are left out.
-            let node = dd.node_name(ctx.service.storage().shared()).map_err(e)?;
+            let node = dd.node_name(ctx.service.shared_storage()).map_err(e)?;
             let shipped = shipped(ctx)?;
             let recent = keyhold_audit::now_ms() - SHIPPING_GRACE_MS;
             cps.retain(|c| {
@@ -333,7 +332,7 @@ pub(crate) fn record_admin(
     outcome: &Result<(), String>,
 ) -> Result<(), String> {
     let sec = section(dd)?;
-    let node = dd.node_name(ctx.service.storage().shared()).map_err(e)?;
+    let node = dd.node_name(ctx.service.shared_storage()).map_err(e)?;
     let mut w =
         keyhold_server::audit::admin_writer(&ctx.service, &sec, node.as_deref()).map_err(e)?;
     let target = crate::command_target(words);
@@ -369,7 +368,7 @@ pub(crate) fn record_admin(
     // it even when no server runs on this one.
     if let Some(n) = node {
         keyhold_server::audit::ship_once(
-            &**ctx.service.storage(),
+            &*ctx.service.audit_store(),
             &sec.dir,
             &n,
             &mut Default::default(),

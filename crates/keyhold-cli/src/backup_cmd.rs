@@ -37,7 +37,7 @@ pub(crate) struct RestoreArgs {
 }
 
 fn backend(ctx: &Ctx) -> &'static str {
-    if ctx.service.storage().shared() {
+    if ctx.service.shared_storage() {
         "postgres"
     } else {
         "sqlite"
@@ -76,7 +76,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: &BackupCmd) -> Result<(), String> {
     match cmd {
         BackupCmd::Create { file } => {
             let (bytes, h) =
-                backup::create(&**ctx.service.storage(), &**root, backend(ctx)).map_err(e)?;
+                backup::create(ctx.service.maintenance(), &**root, backend(ctx)).map_err(e)?;
             write_new(file, &bytes)?;
             print(ctx.json, "wrote", file, &h);
             Ok(())

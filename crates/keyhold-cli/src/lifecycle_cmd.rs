@@ -139,7 +139,7 @@ pub(crate) enum LifecycleCmd {
 /// Waits until every running server has applied the change just made.
 pub(crate) fn in_force(ctx: &Ctx) -> Result<(), String> {
     let epoch = ctx.service.bump_epoch().map_err(e)?;
-    let r = wait_for_acks(&ctx.data_dir, &**ctx.service.storage(), epoch, ACK_TIMEOUT);
+    let r = wait_for_acks(&ctx.data_dir, &*ctx.service.nodes(), epoch, ACK_TIMEOUT);
     if r.acknowledged < r.servers {
         return Err(format!(
             "the change is committed, but {} of {} running server(s) did not confirm it within {} s",
@@ -292,7 +292,7 @@ pub(crate) fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
             return Ok(());
         }
         Versions { .. } => {
-            let vs = svc.storage().list_key_versions(&p, &id).map_err(e)?;
+            let vs = svc.key_versions(&p, &id).map_err(e)?;
             let key = svc.get_key(&p, &id).map_err(e)?;
             let status = |v: &keyhold_service::VersionInfo| {
                 if !v.has_material && key.hsm_label.is_none() {

@@ -7,7 +7,7 @@ use keyhold_audit::{
 };
 use keyhold_core::{Error, Result};
 use keyhold_service::KeyService;
-use keyhold_storage::Storage;
+use keyhold_storage::AuditStore;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,11 +22,11 @@ pub fn log_config(service: &KeyService, section: &AuditSection) -> AuditLogConfi
     cfg.timeout = Duration::from_millis(section.timeout_ms.max(1));
     cfg.min_free_bytes = section.min_free_mb << 20;
     cfg.checkpoint_interval = Duration::from_millis(section.checkpoint_interval_ms.max(10));
-    let storage = service.storage().clone();
+    let storage = service.audit_store();
     let db: CheckpointSink =
         Arc::new(move |c: &Checkpoint| storage.add_audit_checkpoint(c).map_err(|e| e.to_string()));
     cfg.sinks.push(db);
-    let storage = service.storage().clone();
+    let storage = service.audit_store();
     let history: CheckpointHistory = Arc::new(move |chain: &str| {
         let mut all = storage.audit_checkpoints().map_err(|e| {
             format!("cannot read the audit chain's high-water mark from the key database: {e}")
@@ -169,7 +169,7 @@ pub type ShipState = std::collections::HashMap<String, (ChainTail, Vec<(u64, Str
 /// Copies what this node's chains (`*@NODE` under `dir`) appended since the
 /// last call to shared storage; returns how many records went out.
 pub fn ship_once(
-    storage: &dyn Storage,
+    storage: &dyn AuditStore,
     dir: &Path,
     node: &str,
     state: &mut ShipState,
@@ -215,7 +215,7 @@ pub fn spawn_shipper(service: &Arc<KeyService>, dir: std::path::PathBuf, node: S
             loop {
                 std::thread::sleep(SHIP_INTERVAL);
                 let Some(s) = weak.upgrade() else { return };
-                if let Err(e) = ship_once(&**s.storage(), &dir, &node, &mut state) {
+                if let Err(e) = ship_once(&*s.audit_store(), &dir, &node, &mut state) {
                     tracing::warn!(error = %e, "cannot copy audit records to the shared database; retrying");
                 }
             }

@@ -456,7 +456,7 @@ impl DataDir {
         let epoch = svc.bump_epoch()?;
         let acks = crate::presence::wait_for_acks(
             &self.path,
-            &**svc.storage(),
+            &*svc.nodes(),
             epoch,
             std::time::Duration::from_secs(10),
         );
@@ -553,18 +553,13 @@ impl DataDir {
     /// root: files overwritten, synced, removed; retired HSM KEKs destroyed
     /// in every token. Returns what was destroyed.
     pub fn destroy_retired_roots(&self, passphrase: Option<&SecretString>) -> Result<Vec<String>> {
-        use keyhold_service::rotation::{ROOT_NEXT_CONTEXT, ROOT_NEXT_META};
         let svc = self.open(passphrase)?;
-        let storage = svc.storage().clone();
-        if let Some(w) = storage.get_meta(ROOT_NEXT_META)? {
-            if svc.barrier().root().unwrap(ROOT_NEXT_CONTEXT, &w).is_ok() {
-                return Err(Error::InvalidState(
-                    "a root rotation is under way: finish it with `keyhold root rotate` first"
-                        .into(),
-                ));
-            }
+        if svc.rotation_under_way()? {
+            return Err(Error::InvalidState(
+                "a root rotation is under way: finish it with `keyhold root rotate` first".into(),
+            ));
         }
-        keyhold_service::verify_all(&*storage, &**svc.barrier().root())?;
+        keyhold_service::verify_all(svc.maintenance(), &**svc.barrier().root())?;
         let mut gone = Vec::new();
         if self.uses_hsm() {
             gone.extend(self.destroy_retired_keks()?);
@@ -788,7 +783,7 @@ mod tests {
             .is_none());
         // Everything opens under the new root; the old one is retired.
         let svc = dd.open(None).unwrap();
-        keyhold_service::verify_all(&**svc.storage(), &**svc.barrier().root()).unwrap();
+        keyhold_service::verify_all(svc.maintenance(), &**svc.barrier().root()).unwrap();
         assert_eq!(dd.destroy_retired_roots(None).unwrap().len(), 1);
     }
 }

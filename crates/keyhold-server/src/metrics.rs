@@ -28,7 +28,7 @@ pub fn render(api: &XksApi, service: &KeyService, conns: &crate::conn::ConnLimit
     );
 
     out.push_str("# HELP keyhold_keys Keys by key store, lifecycle state and status.\n# TYPE keyhold_keys gauge\n");
-    match service.storage().key_state_counts() {
+    match service.key_state_counts() {
         Ok(rows) => {
             for (store, state, status, n) in rows {
                 let _ = writeln!(

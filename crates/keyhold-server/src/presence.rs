@@ -12,7 +12,7 @@
 //! its change and waits until every live server has acknowledged it.
 
 use keyhold_core::{Error, Result};
-use keyhold_storage::{NodeInfo, Storage};
+use keyhold_storage::{NodeInfo, NodeRegistry};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -154,7 +154,11 @@ pub struct Presence {
 impl Presence {
     /// Registers in the data directory, and with the node list of shared
     /// storage under a lease of `lease`.
-    pub fn register(data_dir: &Path, storage: &Arc<dyn Storage>, lease: Duration) -> Result<Self> {
+    pub fn register(
+        data_dir: &Path,
+        storage: &Arc<dyn NodeRegistry>,
+        lease: Duration,
+    ) -> Result<Self> {
         let run = RunFile::register(data_dir)?;
         let node = if storage.shared() {
             Some(NodePresence::register(storage.clone(), lease)?)
@@ -200,7 +204,7 @@ impl Presence {
 /// A node in the database's node list, with a heartbeat thread.
 pub struct NodePresence {
     info: NodeInfo,
-    storage: Arc<dyn Storage>,
+    storage: Arc<dyn NodeRegistry>,
     ack: Arc<AtomicU64>,
     fleet: Arc<AtomicU32>,
     stop: Arc<AtomicBool>,
@@ -212,7 +216,7 @@ pub struct NodePresence {
 /// Writes one heartbeat; on success the lease runs from the moment it was
 /// taken (the moment the other nodes see in the database).
 fn beat(
-    storage: &dyn Storage,
+    storage: &dyn NodeRegistry,
     info: &NodeInfo,
     ack_epoch: u64,
     lease_until: &AtomicI64,
@@ -229,7 +233,7 @@ fn beat(
 }
 
 impl NodePresence {
-    fn register(storage: Arc<dyn Storage>, lease: Duration) -> Result<Self> {
+    fn register(storage: Arc<dyn NodeRegistry>, lease: Duration) -> Result<Self> {
         let host = hostname();
         let started_ms = now_ms();
         let info = NodeInfo {
@@ -378,7 +382,7 @@ pub struct AckReport {
 /// on `data_dir`) has acknowledged `epoch`, for at most `timeout`.
 pub fn wait_for_acks(
     data_dir: &Path,
-    storage: &dyn Storage,
+    storage: &dyn NodeRegistry,
     epoch: u64,
     timeout: Duration,
 ) -> AckReport {
@@ -406,7 +410,7 @@ fn lease_end(n: &NodeInfo) -> i64 {
 /// or has let its lease run out (a node cut off from the database stops
 /// serving then, by itself). A node that keeps renewing its lease without
 /// acknowledging is waited for `timeout` at most (reported unconfirmed).
-fn wait_for_node_acks(storage: &dyn Storage, epoch: u64, timeout: Duration) -> AckReport {
+fn wait_for_node_acks(storage: &dyn NodeRegistry, epoch: u64, timeout: Duration) -> AckReport {
     let started = Instant::now();
     let mut waited_out: Vec<(String, i64)> = Vec::new();
     let mut progress = Instant::now();
@@ -514,7 +518,7 @@ mod tests {
     #[test]
     fn acks_are_awaited_and_dead_servers_forgotten() {
         let d = tempfile::tempdir().unwrap();
-        let s: Arc<dyn Storage> =
+        let s: Arc<dyn NodeRegistry> =
             Arc::new(keyhold_storage::SqliteStorage::open_in_memory().unwrap());
         let wait = |epoch, t| wait_for_acks(d.path(), &*s, epoch, t);
         let r = wait(1, Duration::from_millis(10));

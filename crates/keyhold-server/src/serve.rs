@@ -276,7 +276,7 @@ pub async fn serve(
     let (listener, addr) = bind(config.listen).await?;
     let presence = match crate::presence::Presence::register(
         &config.data_dir,
-        service.storage(),
+        &service.nodes(),
         config.storage.lease(),
     ) {
         Ok(p) => {
@@ -288,7 +288,7 @@ pub async fn serve(
         }
         // On shared storage a node that is not in the node list would
         // serve outside every lease and break-glass wait: it does not start.
-        Err(e) if service.storage().shared() => {
+        Err(e) if service.shared_storage() => {
             return Err(ServeError::Nodes(format!(
                 "cannot join the database's node list ({e}): not starting, since break glass could not reach this node"
             )));
@@ -312,7 +312,7 @@ pub async fn serve(
     let mut api = XksApi::new(service.clone(), xks);
     let audit_log = if config.audit.enabled {
         let node = crate::data_dir::DataDir::new(config.data_dir.clone())
-            .node_name(service.storage().shared())
+            .node_name(service.shared_storage())
             .map_err(|e| ServeError::Audit(e.to_string()))?;
         let log = crate::audit::start_server_log(&service, &config.audit, node.as_deref())
             .map_err(|e| ServeError::Audit(e.to_string()))?;

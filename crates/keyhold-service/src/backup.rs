@@ -20,7 +20,7 @@ use base64::Engine;
 use keyhold_core::{Error, Result};
 use keyhold_crypto::{random_secret, Aes256Key, AES256_KEY_LEN};
 use keyhold_keystore::RootOfTrust;
-use keyhold_storage::{Snapshot, Storage};
+use keyhold_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -46,7 +46,7 @@ pub struct BackupHeader {
 /// Takes a snapshot of `storage` (online: writers carry on) and seals it.
 /// Returns the backup and its header.
 pub fn create(
-    storage: &dyn Storage,
+    storage: &dyn keyhold_storage::Maintenance,
     root: &dyn RootOfTrust,
     backend: &str,
 ) -> Result<(Vec<u8>, BackupHeader)> {

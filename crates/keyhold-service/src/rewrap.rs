@@ -8,7 +8,7 @@
 
 use keyhold_core::{Error, Result};
 use keyhold_keystore::{wrap_context, RootOfTrust};
-use keyhold_storage::Storage;
+use keyhold_storage::Maintenance;
 
 /// What a re-wrap run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub struct RewrapReport {
 /// Re-wraps every wrapped value of `storage` from `from` to `to`, then checks
 /// that every value unwraps under `to`.
 pub fn rewrap_all(
-    storage: &dyn Storage,
+    storage: &dyn Maintenance,
     from: &dyn RootOfTrust,
     to: &dyn RootOfTrust,
     mut progress: impl FnMut(usize, usize),
@@ -72,7 +72,7 @@ pub fn rewrap_all(
 
 /// Checks that every wrapped value of `storage` unwraps under `root`;
 /// names the first that does not.
-pub fn verify_all(storage: &dyn Storage, root: &dyn RootOfTrust) -> Result<usize> {
+pub fn verify_all(storage: &dyn Maintenance, root: &dyn RootOfTrust) -> Result<usize> {
     let mut n = 0;
     for (item, blob) in storage.wrapped_items()? {
         if let Some(ctx) = wrap_context(&item) {
@@ -94,7 +94,7 @@ mod tests {
     use crate::KeyService;
     use keyhold_core::{KeyId, StorePrefix, Usage};
     use keyhold_keystore::SoftwareRoot;
-    use keyhold_storage::SqliteStorage;
+    use keyhold_storage::{SqliteStorage, Storage};
     use std::sync::Arc;
 
     #[test]

@@ -189,3 +189,14 @@ impl RootOfTrust for RotatingRoot {
         self.current.with_kek(label)
     }
 }
+
+impl crate::KeyService {
+    /// Whether a rotation of this service's root of trust is under way
+    /// (a rotation row that its root can unwrap).
+    pub fn rotation_under_way(&self) -> Result<bool> {
+        match self.storage().get_meta(ROOT_NEXT_META)? {
+            None => Ok(false),
+            Some(w) => Ok(self.barrier().root().unwrap(ROOT_NEXT_CONTEXT, &w).is_ok()),
+        }
+    }
+}

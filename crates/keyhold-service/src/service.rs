@@ -606,8 +606,47 @@ impl KeyService {
         &self.barrier
     }
 
-    pub fn storage(&self) -> &Arc<dyn Storage> {
+    /// Everything storage does: for the service itself. Front-ends and the
+    /// server get the narrow parts below.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// The nodes sharing the storage: heartbeats, leases, break-glass
+    /// acknowledgements, and whether other nodes may share it at all.
+    pub fn nodes(&self) -> Arc<dyn keyhold_storage::NodeRegistry> {
+        self.storage.clone()
+    }
+
+    /// Where audit checkpoints and the records shipped from every node are
+    /// kept.
+    pub fn audit_store(&self) -> Arc<dyn keyhold_storage::AuditStore> {
+        self.storage.clone()
+    }
+
+    /// Whole-database operations: consistent snapshots (backups) and the
+    /// wrapped values a change of root of trust re-wraps.
+    pub fn maintenance(&self) -> &dyn keyhold_storage::Maintenance {
+        &*self.storage
+    }
+
+    /// Whether other nodes share this service's storage.
+    pub fn shared_storage(&self) -> bool {
+        self.storage.shared()
+    }
+
+    /// A key's versions (never their material).
+    pub fn key_versions(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+    ) -> Result<Vec<keyhold_storage::VersionInfo>> {
+        self.storage.list_key_versions(prefix, id)
+    }
+
+    /// Key counts by (store, lifecycle state, status), for metrics.
+    pub fn key_state_counts(&self) -> Result<Vec<(String, String, String, u64)>> {
+        self.storage.key_state_counts()
     }
 
     /// Drops every cached entry if storage changed since the last call.

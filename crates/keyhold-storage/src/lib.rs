@@ -204,12 +204,6 @@ pub trait Backend: Send + Sync {
     fn blocks(&self) -> bool {
         false
     }
-
-    /// Whether other nodes may share this storage (a database server rather
-    /// than a file of this machine).
-    fn shared(&self) -> bool {
-        false
-    }
 }
 
 /// Sealed rows (see [`RowSealer`]).
@@ -282,6 +276,12 @@ pub trait AuditStore: Send + Sync {
 
 /// The nodes sharing the storage, their heartbeats and leases.
 pub trait NodeRegistry: Send + Sync {
+    /// Whether other nodes may share this storage (a database server rather
+    /// than a file of this machine).
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Records that node `n` is alive (upsert).
     fn node_heartbeat(&self, n: &NodeInfo) -> Result<()>;
 

@@ -1097,10 +1097,6 @@ impl Backend for PostgresStorage {
     fn blocks(&self) -> bool {
         true
     }
-
-    fn shared(&self) -> bool {
-        true
-    }
 }
 
 impl RowSealing for PostgresStorage {
@@ -1461,6 +1457,10 @@ impl AuditStore for PostgresStorage {
 }
 
 impl NodeRegistry for PostgresStorage {
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn node_heartbeat(&self, n: &NodeInfo) -> Result<()> {
         self.exec(
             "INSERT INTO nodes(node_id, started_ms, heartbeat_ms, ack_epoch, lease_ms) VALUES ($1, $2, $3, $4, $5) \
