@@ -253,14 +253,13 @@ fn verify_chain(
             .iter()
             .any(|c| c.kind == KIND_STOP && c.ts_ms >= r && c.seq == last);
         if !closed {
-            let covered = want
-                .keys()
-                .copied()
-                .filter(|s| *s <= last)
-                .max()
-                .unwrap_or(0);
+            let covered = want.keys().copied().filter(|s| *s <= last).max();
+            let since = match covered {
+                Some(c) => format!("records after record {c} (its newest checkpoint)"),
+                None => "its records (it has no checkpoint yet)".to_owned(),
+            };
             report.warnings.push(format!(
-                "chain {chain} is in use by a running server or was not closed cleanly: records after record {covered} (its newest checkpoint) cannot be proven complete"
+                "chain {chain} is in use by a running server or was not closed cleanly: {since} cannot be proven complete"
             ));
         }
     }

@@ -27,18 +27,22 @@ pub fn rewrap_all(
     to: &dyn RootOfTrust,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<RewrapReport> {
-    let items = storage.wrapped_items()?;
+    // Only values under a wrapping context are re-wrapped (and counted in
+    // the progress): other metadata is not wrapped at all.
+    let items: Vec<_> = storage
+        .wrapped_items()?
+        .into_iter()
+        .filter_map(|(item, blob)| wrap_context(&item).map(|ctx| (item, blob, ctx)))
+        .collect();
     let total = items.len();
     let mut report = RewrapReport::default();
-    for (n, (item, blob)) in items.iter().enumerate() {
-        let Some(ctx) = wrap_context(item) else {
-            continue;
-        };
-        match from.unwrap(&ctx, blob) {
+    for (n, (item, blob, ctx)) in items.iter().enumerate() {
+        let blob = blob.as_slice();
+        match from.unwrap(ctx, blob) {
             Ok(plain) => {
-                let new = to.wrap(&ctx, plain.expose())?;
+                let new = to.wrap(ctx, plain.expose())?;
                 // Prove the new blob before it replaces the old one.
-                if to.unwrap(&ctx, &new)?.expose() != plain.expose() {
+                if to.unwrap(ctx, &new)?.expose() != plain.expose() {
                     return Err(Error::RootOfTrust(format!(
                         "re-wrapped value of {item:?} does not unwrap"
                     )));
@@ -50,7 +54,7 @@ pub fn rewrap_all(
                 }
                 report.rewrapped += 1;
             }
-            Err(_) if to.unwrap(&ctx, blob).is_ok() => report.already += 1,
+            Err(_) if to.unwrap(ctx, blob).is_ok() => report.already += 1,
             Err(e) => {
                 return Err(Error::RootOfTrust(format!(
                     "{item:?} unwraps under neither root of trust: {e}"
@@ -128,9 +132,15 @@ mod tests {
                 .unwrap();
             storage.replace_wrapped(item, blob, &new).unwrap();
         }
-        let r = rewrap_all(storage.as_ref(), a.as_ref(), b.as_ref(), |_, _| {}).unwrap();
+        let mut last = (0, 0);
+        let r = rewrap_all(storage.as_ref(), a.as_ref(), b.as_ref(), |n, t| {
+            last = (n, t)
+        })
+        .unwrap();
         assert_eq!(r.already, 4);
         assert_eq!(r.rewrapped + r.already, items.len());
+        // Progress counts exactly the values that are wrapped.
+        assert_eq!(last, (items.len(), items.len()));
         let again = rewrap_all(storage.as_ref(), a.as_ref(), b.as_ref(), |_, _| {}).unwrap();
         assert_eq!((again.rewrapped, again.already), (0, items.len()));
         // The new root opens everything; the old one no longer does.
