@@ -243,9 +243,7 @@ const KEY_SEALED: &str = "store, key_id, status, usage, current_version, created
 /// The version columns sealed: (version, created_at, flag, has material, seal).
 const VERSION_SEALED: &str = "version, created_at, flag, length(wrapped) > 0, seal";
 
-type SealedKey = (Key, Option<Vec<u8>>);
-type SealedObject = (ManagedObject, String, Option<Vec<u8>>);
-type VersionRow = (u32, Timestamp, VersionFlag, bool, Option<Vec<u8>>);
+use seal::{key_ok, object_ok, store_ok, version_ok, SealedKey, SealedObject, VersionRow};
 type Sealer = Option<Arc<dyn RowSealer>>;
 
 fn sealed_key(r: &Row) -> Result<SealedKey> {
@@ -268,43 +266,6 @@ fn version_row(r: &Row) -> Result<VersionRow> {
         col(r, 3)?,
         col(r, 4)?,
     ))
-}
-
-fn key_ok(s: Option<&dyn RowSealer>, (k, sealed): &SealedKey) -> bool {
-    seal::check(
-        s,
-        || seal::key_row(k),
-        sealed.as_deref(),
-        || format!("key {}/{}", k.store, k.id),
-    )
-}
-
-fn store_ok(s: Option<&dyn RowSealer>, (st, sealed): &(KeyStore, Option<Vec<u8>>)) -> bool {
-    seal::check(
-        s,
-        || seal::store_row(st),
-        sealed.as_deref(),
-        || format!("key store {}", st.prefix),
-    )
-}
-
-fn object_ok(s: Option<&dyn RowSealer>, (o, attrs, sealed): &SealedObject) -> bool {
-    seal::check(
-        s,
-        || seal::object_row(o, attrs),
-        sealed.as_deref(),
-        || format!("object {}", o.uid),
-    )
-}
-
-fn version_ok(s: Option<&dyn RowSealer>, prefix: &StorePrefix, id: &KeyId, r: &VersionRow) -> bool {
-    let (version, created_at, flag, has_material, sealed) = r;
-    seal::check(
-        s,
-        || seal::version_row(prefix, id, *version, *flag, *created_at, *has_material),
-        sealed.as_deref(),
-        || format!("version {version} of key {prefix}/{id}"),
-    )
 }
 
 /// Writes a key's row whole, with its seal.
@@ -410,41 +371,11 @@ async fn policies_checked(
     let rows = c
         .query("SELECT scope, body, seal FROM policies ORDER BY scope", &[])
         .await
-        .map_err(pg_err)?;
-    let mut out = Vec::new();
-    let mut index: Option<(String, Option<Vec<u8>>)> = None;
-    for r in &rows {
-        let (scope, body, sealed): (String, String, Option<Vec<u8>>) =
-            (col(r, 0)?, col(r, 1)?, col(r, 2)?);
-        if scope == seal::POLICY_INDEX_SCOPE {
-            index = Some((body, sealed));
-            continue;
-        }
-        if !seal::check(
-            sealer,
-            || seal::policy_row(&scope, &body),
-            sealed.as_deref(),
-            || format!("the policy of {scope}"),
-        ) {
-            return Err(seal::refused(format!("the policy of {scope}")));
-        }
-        out.push((scope, body));
-    }
-    if let Some(s) = sealer {
-        let scopes: Vec<String> = out.iter().map(|(s, _)| s.clone()).collect();
-        let want = seal::policy_index_body(&scopes);
-        let ok = index.as_ref().is_some_and(|(body, sealed)| {
-            *body == want
-                && sealed
-                    .as_deref()
-                    .is_some_and(|x| s.verify(&seal::policy_row(seal::POLICY_INDEX_SCOPE, body), x))
-        });
-        if !ok {
-            s.refused("the set of policies");
-            return Err(seal::refused("the set of policies".into()));
-        }
-    }
-    Ok(out)
+        .map_err(pg_err)?
+        .iter()
+        .map(|r| Ok((col(r, 0)?, col(r, 1)?, col(r, 2)?)))
+        .collect::<Result<Vec<_>>>()?;
+    seal::checked_policies(sealer, rows)
 }
 
 /// Rewrites the sealed index of policy scopes (in the changing transaction).
@@ -462,8 +393,7 @@ async fn write_policy_index(c: &impl GenericClient, sealer: Option<&dyn RowSeale
         .iter()
         .map(|r| col(r, 0))
         .collect::<Result<_>>()?;
-    let body = seal::policy_index_body(&scopes);
-    let sealed = sealer.seal(&seal::policy_row(seal::POLICY_INDEX_SCOPE, &body));
+    let (body, sealed) = seal::policy_index(sealer, &scopes);
     c.execute(
         "INSERT INTO policies(scope, body, updated_at, seal) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, seal = excluded.seal",
@@ -945,40 +875,6 @@ impl PostgresStorage {
 
 /// Sealed rows (see [`crate::seal`]).
 impl PostgresStorage {
-    fn keys_checked(&self, rows: Vec<SealedKey>) -> Vec<Key> {
-        let sealer = self.sealer.get();
-        rows.into_iter()
-            .filter(|r| key_ok(sealer.as_deref(), r))
-            .map(|r| r.0)
-            .collect()
-    }
-
-    fn objects_checked(&self, rows: Vec<SealedObject>) -> Vec<ManagedObject> {
-        let sealer = self.sealer.get();
-        rows.into_iter()
-            .filter(|r| object_ok(sealer.as_deref(), r))
-            .map(|r| r.0)
-            .collect()
-    }
-
-    fn new_version_seal(
-        &self,
-        prefix: &StorePrefix,
-        id: &KeyId,
-        v: &WrappedKeyVersion,
-    ) -> Option<Vec<u8>> {
-        self.sealer.seal(|| {
-            seal::version_row(
-                prefix,
-                id,
-                v.version,
-                v.flag,
-                v.created_at,
-                !v.wrapped.is_empty(),
-            )
-        })
-    }
-
     /// Changes one key's row: read and locked (refused unless it
     /// verifies), changed by `f`, written back whole with its new seal.
     fn modify_key(
@@ -1635,7 +1531,7 @@ impl KeyRepo for PostgresStorage {
                     k.current_version = first.version;
                     seal::key_row(&k)
                 });
-                (k, self.new_version_seal(&key.store, &key.id, first))
+                (k, self.sealer.version_seal(&key.store, &key.id, first))
             })
             .collect();
         with_conn!(self, c => {
@@ -1745,7 +1641,7 @@ impl KeyRepo for PostgresStorage {
                 .map(sealed_key)
                 .collect()
         })?;
-        Ok(self.keys_checked(rows))
+        Ok(self.sealer.keys(rows))
     }
 
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
@@ -1789,7 +1685,7 @@ impl KeyRepo for PostgresStorage {
     ) -> Result<()> {
         let (p, k, v) = (prefix.clone(), id.clone(), version.clone());
         let sealer = self.sealer.get();
-        let version_seal = self.new_version_seal(prefix, id, version);
+        let version_seal = self.sealer.version_seal(prefix, id, version);
         with_conn!(self, c => {
             let tx = c.transaction().await.map_err(pg_err)?;
             let mut key = key_for_update(&tx, sealer.as_deref(), &p, &k).await?;
@@ -2002,7 +1898,7 @@ impl KeyRepo for PostgresStorage {
             params![now, limit as i64],
             sealed_key,
         )?;
-        Ok(self.keys_checked(rows))
+        Ok(self.sealer.keys(rows))
     }
 }
 
@@ -2108,7 +2004,7 @@ impl ObjectRepo for PostgresStorage {
             params![],
             sealed_object,
         )?;
-        Ok(self.objects_checked(rows))
+        Ok(self.sealer.objects(rows))
     }
 
     fn list_objects_for(&self, identity: &str, with_destroyed: bool) -> Result<Vec<ManagedObject>> {
@@ -2126,7 +2022,7 @@ impl ObjectRepo for PostgresStorage {
             )
         };
         let rows = self.rows(sql, params![identity.to_owned()], sealed_object)?;
-        Ok(self.objects_checked(rows))
+        Ok(self.sealer.objects(rows))
     }
 
     fn delete_object(&self, uid: &str) -> Result<()> {

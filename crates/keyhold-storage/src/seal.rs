@@ -14,7 +14,8 @@
 //! sealed as well, in one more row of `policies` ([`POLICY_INDEX_SCOPE`]).
 
 use keyhold_core::{
-    Error, Key, KeyId, KeyStore, ManagedObject, StorePrefix, Timestamp, VersionFlag,
+    Error, Key, KeyId, KeyStore, ManagedObject, Result, StorePrefix, Timestamp, VersionFlag,
+    WrappedKeyVersion,
 };
 
 /// Computes and checks row seals; implemented by the key service.
@@ -195,6 +196,108 @@ pub(crate) fn policy_index_body(scopes: &[String]) -> String {
     s.join("\n")
 }
 
+/// A key row read with its seal.
+pub(crate) type SealedKey = (Key, Option<Vec<u8>>);
+/// A key store's row read with its seal.
+pub(crate) type SealedStore = (KeyStore, Option<Vec<u8>>);
+/// An object row read with its attributes' text and its seal.
+pub(crate) type SealedObject = (ManagedObject, String, Option<Vec<u8>>);
+/// A version row read for sealing: (version, created_at, flag, has
+/// material, seal).
+pub(crate) type VersionRow = (u32, Timestamp, VersionFlag, bool, Option<Vec<u8>>);
+
+/// Whether a key row read with its seal verifies (reported if not).
+pub(crate) fn key_ok(s: Option<&dyn RowSealer>, (k, sealed): &SealedKey) -> bool {
+    check(
+        s,
+        || key_row(k),
+        sealed.as_deref(),
+        || format!("key {}/{}", k.store, k.id),
+    )
+}
+
+/// Whether a key store's row read with its seal verifies.
+pub(crate) fn store_ok(s: Option<&dyn RowSealer>, (st, sealed): &SealedStore) -> bool {
+    check(
+        s,
+        || store_row(st),
+        sealed.as_deref(),
+        || format!("key store {}", st.prefix),
+    )
+}
+
+/// Whether an object's row read with its seal verifies.
+pub(crate) fn object_ok(s: Option<&dyn RowSealer>, (o, attrs, sealed): &SealedObject) -> bool {
+    check(
+        s,
+        || object_row(o, attrs),
+        sealed.as_deref(),
+        || format!("object {}", o.uid),
+    )
+}
+
+/// Whether a key version's row read with its seal verifies.
+pub(crate) fn version_ok(
+    s: Option<&dyn RowSealer>,
+    prefix: &StorePrefix,
+    id: &KeyId,
+    (version, created_at, flag, has_material, sealed): &VersionRow,
+) -> bool {
+    check(
+        s,
+        || version_row(prefix, id, *version, *flag, *created_at, *has_material),
+        sealed.as_deref(),
+        || format!("version {version} of key {prefix}/{id}"),
+    )
+}
+
+/// The policies among `rows` (scope, body, seal: every row of the table),
+/// each checked, and the sealed index checked to name exactly their scopes.
+pub(crate) fn checked_policies(
+    sealer: Option<&dyn RowSealer>,
+    rows: Vec<(String, String, Option<Vec<u8>>)>,
+) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut index = None;
+    for (scope, body, sealed) in rows {
+        if scope == POLICY_INDEX_SCOPE {
+            index = Some((body, sealed));
+            continue;
+        }
+        if !check(
+            sealer,
+            || policy_row(&scope, &body),
+            sealed.as_deref(),
+            || format!("the policy of {scope}"),
+        ) {
+            return Err(refused(format!("the policy of {scope}")));
+        }
+        out.push((scope, body));
+    }
+    if let Some(s) = sealer {
+        let scopes: Vec<String> = out.iter().map(|(s, _)| s.clone()).collect();
+        let want = policy_index_body(&scopes);
+        let ok = index.as_ref().is_some_and(|(body, sealed)| {
+            *body == want
+                && sealed
+                    .as_deref()
+                    .is_some_and(|x| s.verify(&policy_row(POLICY_INDEX_SCOPE, body), x))
+        });
+        if !ok {
+            s.refused("the set of policies");
+            return Err(refused("the set of policies".into()));
+        }
+    }
+    Ok(out)
+}
+
+/// The index row of a set of policy scopes: its body and its seal.
+pub(crate) fn policy_index(sealer: &dyn RowSealer, scopes: &[String]) -> (String, Vec<u8>) {
+    let body = policy_index_body(scopes);
+    let sealed = sealer.seal(&policy_row(POLICY_INDEX_SCOPE, &body));
+    (body, sealed)
+}
+
 /// Checks one row: `Ok(true)` when it verifies (or no sealer is
 /// installed), `Ok(false)` (reported) when it does not.
 pub(crate) fn check(
@@ -234,6 +337,43 @@ impl SealerSlot {
     /// The seal of `row` (`None` without a sealer: the row stays unsealed).
     pub(crate) fn seal(&self, row: impl FnOnce() -> Vec<u8>) -> Option<Vec<u8>> {
         self.0.read().as_ref().map(|s| s.seal(&row()))
+    }
+
+    /// The seal of a new key version's row.
+    pub(crate) fn version_seal(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        v: &WrappedKeyVersion,
+    ) -> Option<Vec<u8>> {
+        self.seal(|| {
+            version_row(
+                prefix,
+                id,
+                v.version,
+                v.flag,
+                v.created_at,
+                !v.wrapped.is_empty(),
+            )
+        })
+    }
+
+    /// The keys of a listing whose rows verify (the others are reported).
+    pub(crate) fn keys(&self, rows: Vec<SealedKey>) -> Vec<Key> {
+        let s = self.get();
+        rows.into_iter()
+            .filter(|r| key_ok(s.as_deref(), r))
+            .map(|r| r.0)
+            .collect()
+    }
+
+    /// The objects of a listing whose rows verify (the others are reported).
+    pub(crate) fn objects(&self, rows: Vec<SealedObject>) -> Vec<ManagedObject> {
+        let s = self.get();
+        rows.into_iter()
+            .filter(|r| object_ok(s.as_deref(), r))
+            .map(|r| r.0)
+            .collect()
     }
 }
 

@@ -1,7 +1,9 @@
 //! The embedded SQLite backend.
 
 use crate::prelude::*;
-use crate::seal::{self, RowSealer};
+use crate::seal::{
+    self, key_ok, object_ok, store_ok, version_ok, RowSealer, SealedKey, SealedObject, VersionRow,
+};
 use crate::{now_ms, Cell, NodeInfo, Snapshot, TableDump, VersionInfo, SNAPSHOT_TABLES};
 use keyhold_core::{
     now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
@@ -209,13 +211,6 @@ const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, create
 /// [`KEY_COLUMNS`] and the row's seal (column 16).
 const KEY_SEALED: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
     state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version, seal";
-
-/// A key row read with its seal.
-type SealedKey = (Key, Option<Vec<u8>>);
-
-/// A version row read for sealing: (version, created_at, flag, has
-/// material, seal).
-type VersionRow = (u32, Timestamp, VersionFlag, bool, Option<Vec<u8>>);
 
 /// SQLite storage: one file, WAL journal, `synchronous=FULL` so that every
 /// acknowledged commit survives a crash or power loss.
@@ -441,9 +436,6 @@ struct SlotState {
 
 const OBJECT_COLUMNS: &str =
     "uid, object_type, owner, state, exportable, attrs, material IS NOT NULL, rev, seal";
-
-/// An object row read with its attributes' text and its seal.
-type SealedObject = (ManagedObject, String, Option<Vec<u8>>);
 
 fn sealed_object(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedObject> {
     Ok((row_to_object(r)?, r.get(5)?, r.get(8)?))
@@ -859,48 +851,6 @@ impl SqliteStorage {
         Ok((Self::row_to_key(r)?, r.get(16)?))
     }
 
-    /// Whether a key row read with its seal verifies (reported if not).
-    fn key_ok(s: Option<&dyn RowSealer>, (k, seal): &SealedKey) -> bool {
-        seal::check(
-            s,
-            || seal::key_row(k),
-            seal.as_deref(),
-            || format!("key {}/{}", k.store, k.id),
-        )
-    }
-
-    fn store_ok(s: Option<&dyn RowSealer>, st: &KeyStore, sealed: Option<&[u8]>) -> bool {
-        seal::check(
-            s,
-            || seal::store_row(st),
-            sealed,
-            || format!("key store {}", st.prefix),
-        )
-    }
-
-    fn object_ok(s: Option<&dyn RowSealer>, (o, attrs, sealed): &SealedObject) -> bool {
-        seal::check(
-            s,
-            || seal::object_row(o, attrs),
-            sealed.as_deref(),
-            || format!("object {}", o.uid),
-        )
-    }
-
-    fn version_ok(
-        s: Option<&dyn RowSealer>,
-        prefix: &StorePrefix,
-        id: &KeyId,
-        (version, created_at, flag, has_material, sealed): &VersionRow,
-    ) -> bool {
-        seal::check(
-            s,
-            || seal::version_row(prefix, id, *version, *flag, *created_at, *has_material),
-            sealed.as_deref(),
-            || format!("version {version} of key {prefix}/{id}"),
-        )
-    }
-
     fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {
         Ok((
             r.get(0)?,
@@ -942,7 +892,7 @@ impl SqliteStorage {
             .map_err(db_err)?
             .ok_or_else(|| Self::key_not_found(prefix, id))?;
         let sealer = self.sealer.get();
-        if !Self::key_ok(sealer.as_deref(), &row) {
+        if !key_ok(sealer.as_deref(), &row) {
             return Err(seal::refused(format!("key {prefix}/{id}")));
         }
         let mut k = row.0;
@@ -1014,25 +964,6 @@ impl SqliteStorage {
         Ok(())
     }
 
-    /// The seal of a new version row.
-    fn new_version_seal(
-        &self,
-        prefix: &StorePrefix,
-        id: &KeyId,
-        v: &WrappedKeyVersion,
-    ) -> Option<Vec<u8>> {
-        self.sealer.seal(|| {
-            seal::version_row(
-                prefix,
-                id,
-                v.version,
-                v.flag,
-                v.created_at,
-                !v.wrapped.is_empty(),
-            )
-        })
-    }
-
     /// Every policy row but the index, checked, and whether the sealed
     /// index names exactly their scopes.
     fn policies_checked(&self, conn: &Connection) -> Result<Vec<(String, String)>> {
@@ -1043,48 +974,7 @@ impl SqliteStorage {
                     .collect()
             })
             .map_err(db_err)?;
-        let sealer = self.sealer.get();
-        let mut out = Vec::new();
-        let mut index = None;
-        for (scope, body, sealed) in rows {
-            if scope == seal::POLICY_INDEX_SCOPE {
-                index = Some((body, sealed));
-                continue;
-            }
-            if !seal::check(
-                sealer.as_deref(),
-                || seal::policy_row(&scope, &body),
-                sealed.as_deref(),
-                || format!("the policy of {scope}"),
-            ) {
-                return Err(seal::refused(format!("the policy of {scope}")));
-            }
-            out.push((scope, body));
-        }
-        if let Some(s) = sealer.as_deref() {
-            let scopes: Vec<String> = out.iter().map(|(s, _)| s.clone()).collect();
-            let want = seal::policy_index_body(&scopes);
-            let ok = index.as_ref().is_some_and(|(body, sealed)| {
-                *body == want
-                    && sealed.as_deref().is_some_and(|x| {
-                        s.verify(&seal::policy_row(seal::POLICY_INDEX_SCOPE, body), x)
-                    })
-            });
-            if !ok {
-                s.refused("the set of policies");
-                return Err(seal::refused("the set of policies".into()));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The objects of a listing that verify (the others are reported).
-    fn objects_checked(&self, rows: Vec<SealedObject>) -> Vec<ManagedObject> {
-        let sealer = self.sealer.get();
-        rows.into_iter()
-            .filter(|r| Self::object_ok(sealer.as_deref(), r))
-            .map(|r| r.0)
-            .collect()
+        seal::checked_policies(self.sealer.get().as_deref(), rows)
     }
 
     /// Writes the sealed index of policy scopes (inside the transaction
@@ -1100,8 +990,7 @@ impl SqliteStorage {
                     .collect()
             })
             .map_err(db_err)?;
-        let body = seal::policy_index_body(&scopes);
-        let sealed = sealer.seal(&seal::policy_row(seal::POLICY_INDEX_SCOPE, &body));
+        let (body, sealed) = seal::policy_index(&*sealer, &scopes);
         conn.execute(
             "INSERT INTO policies(scope, body, updated_at, seal) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT(scope) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at, seal = excluded.seal",
@@ -1584,11 +1473,7 @@ impl StoreRepo for SqliteStorage {
             .map_err(db_err)?;
         match row {
             None => Ok(None),
-            Some((st, sealed))
-                if Self::store_ok(self.sealer.get().as_deref(), &st, sealed.as_deref()) =>
-            {
-                Ok(Some(st))
-            }
+            Some(r) if store_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
             Some(_) => Err(seal::refused(format!("key store {prefix}"))),
         }
     }
@@ -1609,8 +1494,8 @@ impl StoreRepo for SqliteStorage {
         let sealer = self.sealer.get();
         Ok(rows
             .into_iter()
-            .filter(|(st, sealed)| Self::store_ok(sealer.as_deref(), st, sealed.as_deref()))
-            .map(|(st, _)| st)
+            .filter(|r| store_ok(sealer.as_deref(), r))
+            .map(|r| r.0)
             .collect())
     }
 
@@ -1626,7 +1511,7 @@ impl StoreRepo for SqliteStorage {
                 .map_err(db_err)?
                 .ok_or_else(|| Error::StoreNotFound(prefix.display().to_owned()))?;
             let sealer = self.sealer.get();
-            if !Self::store_ok(sealer.as_deref(), &row.0, row.1.as_deref()) {
+            if !store_ok(sealer.as_deref(), &row) {
                 return Err(seal::refused(format!("key store {prefix}")));
             }
             let mut st = row.0;
@@ -1715,7 +1600,7 @@ impl KeyRepo for SqliteStorage {
                 k.current_version = first.version;
                 seal::key_row(&k)
             });
-            let version_seal = self.new_version_seal(&key.store, &key.id, first);
+            let version_seal = self.sealer.version_seal(&key.store, &key.id, first);
             let n = tx
                 .prepare_cached(
                     &format!("INSERT OR IGNORE INTO keys({KEY_SEALED}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
@@ -1774,7 +1659,7 @@ impl KeyRepo for SqliteStorage {
             .map_err(db_err)?;
         match row {
             None => Ok(None),
-            Some(r) if Self::key_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
+            Some(r) if key_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
             Some(_) => Err(seal::refused(format!("key {prefix}/{id}"))),
         }
     }
@@ -1803,12 +1688,7 @@ impl KeyRepo for SqliteStorage {
             )
             .map_err(db_err)?;
         let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
-        let sealer = self.sealer.get();
-        Ok(rows
-            .into_iter()
-            .filter(|r| Self::key_ok(sealer.as_deref(), r))
-            .map(|r| r.0)
-            .collect())
+        Ok(self.sealer.keys(rows))
     }
 
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
@@ -1868,7 +1748,7 @@ impl KeyRepo for SqliteStorage {
         id: &KeyId,
         version: &WrappedKeyVersion,
     ) -> Result<()> {
-        let version_seal = self.new_version_seal(prefix, id, version);
+        let version_seal = self.sealer.version_seal(prefix, id, version);
         self.in_tx(|tx| {
             self.modify_key(tx, prefix, id, |k| {
                 if k.current_version + 1 != version.version {
@@ -1933,7 +1813,7 @@ impl KeyRepo for SqliteStorage {
                     !v.wrapped.is_empty(),
                     sealed,
                 );
-                if Self::version_ok(self.sealer.get().as_deref(), prefix, id, &r) {
+                if version_ok(self.sealer.get().as_deref(), prefix, id, &r) {
                     Ok(Some(v))
                 } else {
                     Err(seal::refused(format!(
@@ -2058,7 +1938,7 @@ impl KeyRepo for SqliteStorage {
                     Error::invalid("version", format!("key {id} has no version {version}"))
                 })?;
             let sealer = self.sealer.get();
-            if !Self::version_ok(sealer.as_deref(), prefix, id, &row) {
+            if !version_ok(sealer.as_deref(), prefix, id, &row) {
                 return Err(seal::refused(format!("version {version} of key {prefix}/{id}")));
             }
             let sealed = sealer
@@ -2086,7 +1966,7 @@ impl KeyRepo for SqliteStorage {
         let sealer = self.sealer.get();
         Ok(rows
             .into_iter()
-            .filter(|r| Self::version_ok(sealer.as_deref(), prefix, id, r))
+            .filter(|r| version_ok(sealer.as_deref(), prefix, id, r))
             .map(|(version, created_at, flag, has_material, _)| VersionInfo {
                 version,
                 created_at,
@@ -2108,12 +1988,7 @@ impl KeyRepo for SqliteStorage {
             .query_map(params![now, limit as i64], Self::sealed_key)
             .map_err(db_err)?;
         let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
-        let sealer = self.sealer.get();
-        Ok(rows
-            .into_iter()
-            .filter(|r| Self::key_ok(sealer.as_deref(), r))
-            .map(|r| r.0)
-            .collect())
+        Ok(self.sealer.keys(rows))
     }
 }
 
@@ -2157,7 +2032,7 @@ impl ObjectRepo for SqliteStorage {
         };
         match row {
             None => Ok(None),
-            Some(r) if Self::object_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
+            Some(r) if object_ok(self.sealer.get().as_deref(), &r) => Ok(Some(r.0)),
             Some(_) => Err(seal::refused(format!("object {uid}"))),
         }
     }
@@ -2244,7 +2119,7 @@ impl ObjectRepo for SqliteStorage {
         let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
         drop(st);
         drop(conn);
-        Ok(self.objects_checked(rows))
+        Ok(self.sealer.objects(rows))
     }
 
     fn list_objects_for(&self, identity: &str, with_destroyed: bool) -> Result<Vec<ManagedObject>> {
@@ -2268,7 +2143,7 @@ impl ObjectRepo for SqliteStorage {
         let rows = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_err)?;
         drop(st);
         drop(conn);
-        Ok(self.objects_checked(rows))
+        Ok(self.sealer.objects(rows))
     }
 }
 
