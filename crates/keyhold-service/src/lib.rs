@@ -1,5 +1,9 @@
-//! The key service: the one core every front-end (XKS, later KMIP and the
-//! admin API) calls.
+//! The key service: the one core every front-end (XKS, KMIP, the admin
+//! API) calls. A key use is one call ([`KeyService::encrypt`],
+//! [`KeyService::decrypt`], [`KeyService::describe`]) that returns its
+//! result with the facts for the audit record; [`KeyService::placement`]
+//! says whether a request may wait (an HSM, a database) and so belongs on
+//! a blocking thread.
 //!
 //! It owns the lifecycle rules (which key may be used for what, in which
 //! state), the credential store of each key store, and the in-memory caches
@@ -17,6 +21,7 @@ pub mod client_certs;
 pub mod gcm_budget;
 mod health;
 pub mod integrity;
+mod key_use;
 mod lifecycle;
 pub mod objects;
 pub mod policy;
@@ -26,11 +31,14 @@ mod service;
 mod xks_grants;
 
 pub use health::{EkmReport, HealthReport, HealthStatus};
+pub use key_use::{
+    EncryptOptions, GcmInput, KeyUse, NotRun, Placement, Sealed, Touches, UseFacts, Used,
+};
 pub use lifecycle::{next_state, DueReport, Transition, MAX_DESTROY_DAYS, MIN_DESTROY_DAYS};
 pub use service::{
-    CredentialEntry, CredentialInfo, KeyHandle, KeyMaterial, KeyService, LiveStatus, NewCredential,
-    Operation, UsageEnforcement,
+    CredentialEntry, CredentialInfo, KeyService, LiveStatus, NewCredential, UsageEnforcement,
 };
+pub(crate) use service::{KeyHandle, Operation};
 
 pub use keyhold_keystore::Barrier;
 pub use keyhold_storage::VersionInfo;

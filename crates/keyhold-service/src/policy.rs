@@ -27,7 +27,7 @@ use keyhold_core::{Error, Result};
 use serde::Deserialize;
 
 /// What a policy looks at in a request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PolicyRequest<'a> {
     pub principal: Option<&'a str>,
     pub kms_key_arn: Option<&'a str>,
@@ -415,7 +415,7 @@ impl crate::KeyService {
     /// Secondary authorization of a request on a key: the store's and the
     /// key's policies, held by its handle (none = allow). Returns the rule
     /// that allowed, or AccessDenied naming the rule that refused.
-    pub fn check_policy(
+    pub(crate) fn check_policy(
         &self,
         h: &crate::KeyHandle,
         req: &PolicyRequest<'_>,

@@ -32,7 +32,7 @@ const STORE_CACHE_CAPACITY: usize = 4_096;
 
 /// The operation a front-end wants to perform with a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
+pub(crate) enum Operation {
     Metadata,
     Encrypt,
     Decrypt,
@@ -73,7 +73,7 @@ pub struct CredentialInfo {
 
 /// Key material ready for AES-GCM: in memory (unwrapped from storage) or
 /// resident in the HSM (used there through the root of trust).
-pub enum KeyMaterial {
+pub(crate) enum KeyMaterial {
     Software(Aes256Key),
     Hsm {
         root: Arc<dyn RootOfTrust>,
@@ -92,12 +92,12 @@ impl std::fmt::Debug for KeyMaterial {
 
 impl KeyMaterial {
     /// Whether using this key calls into an HSM (and so may block).
-    pub fn is_hsm(&self) -> bool {
+    pub(crate) fn is_hsm(&self) -> bool {
         matches!(self, KeyMaterial::Hsm { .. })
     }
 
     /// AES-GCM encryption of `in_out` in place with a fresh 96-bit IV.
-    pub fn seal(&self, aad: &[u8], in_out: &mut [u8]) -> Result<([u8; 12], [u8; 16])> {
+    pub(crate) fn seal(&self, aad: &[u8], in_out: &mut [u8]) -> Result<([u8; 12], [u8; 16])> {
         match self {
             KeyMaterial::Software(k) => k
                 .seal_in_place(aad, in_out)
@@ -114,7 +114,7 @@ impl KeyMaterial {
     }
 
     /// AES-GCM decryption; a wrong tag (or IV, AAD…) is `InvalidCiphertext`.
-    pub fn open(&self, iv: &[u8], aad: &[u8], ct: &[u8], tag: &[u8]) -> Result<SecretBytes> {
+    pub(crate) fn open(&self, iv: &[u8], aad: &[u8], ct: &[u8], tag: &[u8]) -> Result<SecretBytes> {
         match self {
             KeyMaterial::Software(k) => k
                 .open(iv, aad, ct, tag)
@@ -128,7 +128,7 @@ impl KeyMaterial {
 }
 
 /// A key resolved for use on the request path.
-pub struct KeyHandle {
+pub(crate) struct KeyHandle {
     pub key: Key,
     store_status: Status,
     /// The current version's material; `None` once the key is destroyed.
@@ -151,7 +151,7 @@ impl std::fmt::Debug for KeyHandle {
 
 impl KeyHandle {
     /// The newest version and its key: encrypt always uses it.
-    pub fn current(&self) -> Result<(u32, &KeyMaterial)> {
+    pub(crate) fn current(&self) -> Result<(u32, &KeyMaterial)> {
         self.current_material()
             .map(|m| (self.key.current_version, &**m))
     }
@@ -166,7 +166,7 @@ impl KeyHandle {
     /// Break glass (a disabled store or key) and the lifecycle state answer
     /// InvalidState; an operation the key's state or usage does not allow
     /// answers KeyUsage.
-    pub fn check(&self, op: Operation, now: Timestamp) -> Result<()> {
+    pub(crate) fn check(&self, op: Operation, now: Timestamp) -> Result<()> {
         if self.store_status != Status::Enabled {
             return Err(Error::InvalidState(format!(
                 "key store {} is disabled",
@@ -228,7 +228,7 @@ impl KeyHandle {
     /// What XKS GetKeyMetadata reports at `now`: `keyStatus` and `keyUsage`.
     /// A key that cannot serve requests is DISABLED; a deactivated or
     /// compromised one only DECRYPTs.
-    pub fn reported(&self, now: Timestamp, lockdown: bool) -> (Status, Usage) {
+    pub(crate) fn reported(&self, now: Timestamp, lockdown: bool) -> (Status, Usage) {
         let l = &self.key.lifecycle;
         let state = l.state_at(now);
         let usable = !lockdown
@@ -368,7 +368,7 @@ impl KeyService {
     /// Charges one AES-GCM encryption with a random IV to version `version`
     /// of the key `h` (see [`crate::gcm_budget`]): refused at the bound;
     /// past half of it the key is rotated by the scheduled tasks.
-    pub fn charge_encryption(&self, h: &KeyHandle, version: u32) -> Result<()> {
+    pub(crate) fn charge_encryption(&self, h: &KeyHandle, version: u32) -> Result<()> {
         let subject = || {
             format!(
                 "key {}/{} version {version}",
@@ -563,19 +563,19 @@ impl KeyService {
     }
 
     /// Whether `credential(access_key_id)` would be answered from memory.
-    pub fn is_credential_cached(&self, access_key_id: &str) -> bool {
+    pub(crate) fn is_credential_cached(&self, access_key_id: &str) -> bool {
         self.cache_valid() && self.creds.get(access_key_id).is_some()
     }
 
     /// Whether the (cached) key's material lives in an HSM, so that using it blocks.
-    pub fn is_key_hsm_resident(&self, store: &StorePrefix, id: &str) -> bool {
+    pub(crate) fn is_key_hsm_resident(&self, store: &StorePrefix, id: &str) -> bool {
         self.keys
             .get(&(store.as_str().to_owned(), id.to_owned()))
             .is_some_and(|h| h.current.as_ref().is_some_and(|m| m.is_hsm()))
     }
 
     /// Whether `key_handle(store, id)` would be answered from memory.
-    pub fn is_key_cached(&self, store: &StorePrefix, id: &str) -> bool {
+    pub(crate) fn is_key_cached(&self, store: &StorePrefix, id: &str) -> bool {
         self.cache_valid()
             && self
                 .keys
@@ -585,7 +585,7 @@ impl KeyService {
 
     /// Whether decrypting with `version` of this key needs no unwrap: the
     /// key is cached with that version (current or older) already unwrapped.
-    pub fn is_version_cached(&self, store: &StorePrefix, id: &str, version: u32) -> bool {
+    pub(crate) fn is_version_cached(&self, store: &StorePrefix, id: &str, version: u32) -> bool {
         self.keys
             .get(&(store.as_str().to_owned(), id.to_owned()))
             .is_some_and(|h| {
@@ -595,7 +595,7 @@ impl KeyService {
     }
 
     /// Whether `health()` would be answered from its cache.
-    pub fn is_health_cached(&self) -> bool {
+    pub(crate) fn is_health_cached(&self) -> bool {
         self.health
             .lock()
             .as_ref()
@@ -771,7 +771,7 @@ impl KeyService {
 
     /// Checks that `op` may run with this key now: lockdown, break glass,
     /// lifecycle state and usage.
-    pub fn authorize(&self, h: &KeyHandle, op: Operation) -> Result<()> {
+    pub(crate) fn authorize(&self, h: &KeyHandle, op: Operation) -> Result<()> {
         if op != Operation::Metadata {
             self.refuse_in_lockdown()?;
         }
@@ -779,7 +779,7 @@ impl KeyService {
     }
 
     /// XKS `keyStatus` and `keyUsage` of a resolved key now.
-    pub fn reported(&self, h: &KeyHandle) -> (Status, Usage) {
+    pub(crate) fn reported(&self, h: &KeyHandle) -> (Status, Usage) {
         h.reported(self.clock.now(), self.is_locked_down())
     }
 
@@ -918,7 +918,7 @@ impl KeyService {
     }
 
     /// Resolves a key of a store for use (cached). Unknown → `KeyNotFound`.
-    pub fn key_handle(&self, store: &StorePrefix, id: &str) -> Result<Arc<KeyHandle>> {
+    pub(crate) fn key_handle(&self, store: &StorePrefix, id: &str) -> Result<Arc<KeyHandle>> {
         let ck = (store.as_str().to_owned(), id.to_owned());
         if let Some(h) = self.keys.get(&ck).filter(|_| self.cache_valid()) {
             return Ok(h);
@@ -987,7 +987,7 @@ impl KeyService {
     /// minimum decryption version) or one marked compromised is refused
     /// (InvalidState). A compromised version whose use was explicitly allowed
     /// comes back with its flag, for the caller to report.
-    pub fn key_version(
+    pub(crate) fn key_version(
         &self,
         h: &KeyHandle,
         version: u32,

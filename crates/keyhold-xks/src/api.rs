@@ -12,7 +12,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use keyhold_core::StorePrefix;
 use keyhold_crypto::HmacKey;
-use keyhold_service::KeyService;
+use keyhold_service::{KeyService, NotRun, Placement, Touches, UseFacts};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,57 +100,49 @@ impl TokenBucket {
 
 pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
-/// The outcome of one operation, before it becomes an HTTP response.
+/// The key store and key of one operation.
 pub(crate) struct Ctx<'a> {
     pub store: &'a StorePrefix,
     pub key_id: &'a str,
-    /// Set by the operation for the audit record.
-    pub noted: &'a Noted,
 }
 
-/// What an operation tells the audit record besides its outcome.
-#[derive(Default)]
-pub(crate) struct Noted {
-    /// The key version used (0: none).
-    version: std::sync::atomic::AtomicU32,
-    compromised: std::sync::atomic::AtomicBool,
-    /// The request named a configured key store (only those become metric
-    /// labels: junk paths must not create series).
-    store_known: std::sync::atomic::AtomicBool,
-    /// The policy rule that decided, if any.
-    rule: parking_lot::Mutex<Option<String>>,
+/// What an operation produced: its answer, the request metadata it saw
+/// (so the audit record names it even on failure) and the key service's
+/// facts for the audit record.
+pub(crate) struct OpAnswer {
+    pub meta: Option<RequestMetadata>,
+    pub result: Result<HttpResponse, XksError>,
+    pub facts: UseFacts,
 }
 
-impl Noted {
-    pub(crate) fn set_version(&self, v: u32) {
-        self.version.store(v, std::sync::atomic::Ordering::Relaxed);
-    }
-    pub(crate) fn key_version(&self) -> Option<u32> {
-        Some(self.version.load(std::sync::atomic::Ordering::Relaxed)).filter(|v| *v != 0)
-    }
-    pub(crate) fn set_store_known(&self) {
-        self.store_known
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    pub(crate) fn store_known(&self) -> bool {
-        self.store_known.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    pub(crate) fn set_compromised(&self) {
-        self.compromised
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-    pub(crate) fn set_rule(&self, rule: Option<String>) {
-        if rule.is_some() {
-            *self.rule.lock() = rule;
+impl OpAnswer {
+    pub(crate) fn refused(meta: Option<RequestMetadata>, e: XksError) -> Self {
+        Self {
+            meta,
+            result: Err(e),
+            facts: UseFacts::default(),
         }
     }
-    pub(crate) fn rule(&self) -> Option<String> {
-        self.rule.lock().take()
-    }
-    pub(crate) fn detail(&self) -> Option<&'static str> {
-        self.compromised
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then_some("decrypted with a key or key version marked compromised")
+}
+
+/// What answering one request produced, for the response, the metrics and
+/// the audit record.
+struct Handled {
+    op: OpAnswer,
+    /// The access key id that signed the request, once verified.
+    access_key_id: Option<String>,
+    /// The request named a configured key store (only those become metric
+    /// labels: junk paths must not create series).
+    store_known: bool,
+}
+
+impl Handled {
+    fn refused(e: XksError) -> Self {
+        Self {
+            op: OpAnswer::refused(None, e),
+            access_key_id: None,
+            store_known: false,
+        }
     }
 }
 
@@ -315,43 +307,19 @@ impl XksApi {
                 ErrorName::InvalidUriPathException,
                 format!("no XKS API at this path ({} characters)", path.len()),
             );
-            audit(None, None, None, &Outcome::Err(&e), started);
-            return self
-                .record(None, None, None, &Noted::default(), Err(e), started)
-                .await;
+            return self.record(None, Handled::refused(e), started).await;
         };
         if parts.method != Method::POST {
             return method_not_allowed("POST");
         }
-        if self.service.miss_blocks() && !self.warm_caches(parts, &route).await {
-            let e = hsm_timeout(self.config.hsm_timeout);
-            audit(None, Some(&route), None, &Outcome::Err(&e), started);
-            return self
-                .record(None, Some(&route), None, &Noted::default(), Err(e), started)
-                .await;
-        }
-        let mut akid = None;
-        let mut akid_owned = None;
-        let noted = Arc::new(Noted::default());
-        let (meta, result) = match body {
-            Ok(body) if self.needs_hsm(&route, &body) => {
-                // Encrypt/Decrypt run inside the HSM: a blocking call, on a
-                // blocking thread, waited for at most hsm_timeout.
-                let (m, r, a) = self.handle_api_blocking(parts, body, noted.clone()).await;
-                akid_owned = a;
-                (m, r)
-            }
-            Ok(body) => self.handle_api(parts, &body, &route, &mut akid, &noted),
-            Err(e) => (None, Err(e)),
+        let handled = match body {
+            Err(e) => Handled::refused(e),
+            Ok(body) => match self.placement(parts, &route, &body) {
+                Placement::Inline => self.handle_api(parts, &body, &route),
+                Placement::Blocking => self.handle_api_blocking(parts, body).await,
+            },
         };
-        let akid = akid.or(akid_owned.as_deref());
-        let outcome = match &result {
-            Ok(_) => Outcome::Ok,
-            Err(e) => Outcome::Err(e),
-        };
-        audit(meta.as_ref(), Some(&route), akid, &outcome, started);
-        self.record(meta, Some(&route), akid, &noted, result, started)
-            .await
+        self.record(Some(&route), handled, started).await
     }
 
     /// Writes the request's record to the audit log and returns the answer,
@@ -359,17 +327,26 @@ impl XksApi {
     /// use goes unrecorded.
     async fn record(
         &self,
-        meta: Option<RequestMetadata>,
         route: Option<&route::Route<'_>>,
-        access_key_id: Option<&str>,
-        noted: &Noted,
-        result: Result<HttpResponse, XksError>,
+        handled: Handled,
         started: Instant,
     ) -> HttpResponse {
+        let Handled {
+            op:
+                OpAnswer {
+                    meta,
+                    result,
+                    facts,
+                },
+            access_key_id,
+            store_known,
+        } = handled;
+        let access_key_id = access_key_id.as_deref();
+        trace_request(meta.as_ref(), route, access_key_id, &result, started);
         self.metrics.observe(
             route.map(|r| r.op.name()).unwrap_or("-"),
             route
-                .filter(|_| noted.store_known())
+                .filter(|_| store_known)
                 .map(|r| r.prefix)
                 .unwrap_or("-"),
             match &result {
@@ -406,7 +383,6 @@ impl XksApi {
             Ok(_) => ("OK", 200),
             Err(e) => (e.name.as_str(), e.status().as_u16()),
         };
-        let rule = noted.rule();
         let ev = keyhold_audit::Event {
             frontend: "xks",
             operation: route.map(|r| r.op.name()).unwrap_or("-"),
@@ -414,7 +390,7 @@ impl XksApi {
             status: Some(status),
             store: route.map(|r| r.prefix),
             key: route.map(|r| r.key_id).filter(|k| !k.is_empty()),
-            key_version: noted.key_version(),
+            key_version: facts.key_version,
             latency_us: Some(started.elapsed().as_micros() as u64),
             actor: access_key_id,
             principal: m.aws_principal_arn.as_deref(),
@@ -424,8 +400,8 @@ impl XksApi {
             kms_via_service: m.kms_via_service.as_deref(),
             aws_source_vpc: m.aws_source_vpc.as_deref(),
             aws_source_vpce: m.aws_source_vpce.as_deref(),
-            detail: left_out.as_deref().or(noted.detail()),
-            rule: rule.as_deref(),
+            detail: left_out.as_deref().or(facts.detail()),
+            rule: facts.rule.as_deref(),
         };
         match log.record(&ev).await {
             Ok(()) => match result {
@@ -449,127 +425,75 @@ impl XksApi {
         }
     }
 
+    /// Where the key service says this request runs: inline unless a cache
+    /// miss may block (an HSM, a database) or AES-GCM runs in an HSM.
+    fn placement(
+        &self,
+        parts: &hyper::http::request::Parts,
+        route: &route::Route<'_>,
+        body: &[u8],
+    ) -> Placement {
+        // Without a root of trust or storage that blocks, nothing does:
+        // the request is not looked into any further.
+        if !self.service.miss_blocks() {
+            return Placement::Inline;
+        }
+        let akid = parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| sigv4::parse_authorization(v).ok())
+            .map(|a| a.access_key_id);
+        let store = keyhold_core::StorePrefix::parse(route.prefix)
+            .ok()
+            .filter(|p| p.as_str() == route.prefix);
+        let version = (route.op == Op::Decrypt)
+            .then(|| wire::parse_json::<wire::DecryptRequest>(body).ok())
+            .flatten()
+            .and_then(|r| r.ciphertext_metadata)
+            .and_then(|m| wire::b64_optional("ciphertextMetadata", Some(&m)).ok())
+            .and_then(|m| wire::ctm::parse(&m));
+        self.service.placement(&Touches {
+            credential: akid,
+            key: store
+                .as_ref()
+                .filter(|_| route.op != Op::Health)
+                .map(|p| (p, route.key_id)),
+            crypt: matches!(route.op, Op::Encrypt | Op::Decrypt),
+            version,
+            health: route.op == Op::Health,
+        })
+    }
+
     /// Runs [`Self::handle_api`] on a blocking thread, waiting at most
-    /// `hsm_timeout`. Returns the access key id that signed, if verified.
-    /// What the operation notes for the audit record goes into `noted`.
+    /// `hsm_timeout`.
     async fn handle_api_blocking(
         self: &Arc<Self>,
         parts: &hyper::http::request::Parts,
         body: Bytes,
-        noted: Arc<Noted>,
-    ) -> (
-        Option<RequestMetadata>,
-        Result<HttpResponse, XksError>,
-        Option<String>,
-    ) {
+    ) -> Handled {
         let (mut owned, ()) = Request::new(()).into_parts();
         owned.method = parts.method.clone();
         owned.uri = parts.uri.clone();
         owned.version = parts.version;
         owned.headers = parts.headers.clone();
         let api = Arc::clone(self);
-        let job = tokio::task::spawn_blocking(move || {
-            let Some(route) = route::parse(owned.uri.path()) else {
-                return (
-                    None,
-                    Err(XksError::new(ErrorName::InternalException, "route")),
-                    None,
-                );
-            };
-            let mut akid = None;
-            let (m, r) = api.handle_api(&owned, &body, &route, &mut akid, &noted);
-            (m, r, akid.map(str::to_owned))
-        });
-        match tokio::time::timeout(self.config.hsm_timeout, job).await {
-            Ok(Ok(done)) => done,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "XKS request task failed");
-                (
-                    None,
-                    Err(XksError::new(
-                        ErrorName::InternalException,
-                        "internal error in the key manager",
-                    )),
-                    None,
-                )
-            }
-            Err(_) => (None, Err(hsm_timeout(self.config.hsm_timeout)), None),
-        }
-    }
-
-    /// Whether this request will call the HSM after its caches were warmed
-    /// (on a multi-threaded runtime, where blocking can be handed off): it
-    /// runs AES-GCM inside the HSM, or decrypts under an older key version
-    /// not unwrapped yet.
-    fn needs_hsm(&self, route: &route::Route<'_>, body: &[u8]) -> bool {
-        if !(self.service.miss_blocks()
-            && matches!(route.op, Op::Encrypt | Op::Decrypt)
-            && tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread))
-        {
-            return false;
-        }
-        let Ok(p) = keyhold_core::StorePrefix::parse(route.prefix) else {
-            return false;
+        let job = move || match route::parse(owned.uri.path()) {
+            Some(route) => api.handle_api(&owned, &body, &route),
+            None => Handled::refused(XksError::new(ErrorName::InternalException, "route")),
         };
-        if self.service.is_key_hsm_resident(&p, route.key_id) {
-            return true;
-        }
-        route.op == Op::Decrypt
-            && wire::parse_json::<wire::DecryptRequest>(body)
-                .ok()
-                .and_then(|r| r.ciphertext_metadata)
-                .and_then(|m| wire::b64_optional("ciphertextMetadata", Some(&m)).ok())
-                .and_then(|m| wire::ctm::parse(&m))
-                .is_some_and(|v| !self.service.is_version_cached(&p, route.key_id, v))
-    }
-
-    /// With a root of trust that blocks (an HSM), loads what this request
-    /// will need (its credential, its key, a fresh health result) on a
-    /// blocking thread, so that a cache miss never stalls an async worker.
-    /// Errors are ignored here: the request itself reports them. Returns
-    /// false when the work took longer than `hsm_timeout`.
-    async fn warm_caches(
-        &self,
-        parts: &hyper::http::request::Parts,
-        route: &route::Route<'_>,
-    ) -> bool {
-        let akid = parts
-            .headers
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| sigv4::parse_authorization(v).ok())
-            .map(|a| a.access_key_id.to_owned())
-            .filter(|a| !self.service.is_credential_cached(a));
-        let store = keyhold_core::StorePrefix::parse(route.prefix)
-            .ok()
-            .filter(|p| p.as_str() == route.prefix);
-        let key = match (&store, route.op) {
-            (_, Op::Health) => None,
-            (Some(p), _) if !self.service.is_key_cached(p, route.key_id) => {
-                Some((p.clone(), route.key_id.to_owned()))
-            }
-            _ => None,
-        };
-        let health = route.op == Op::Health && !self.service.is_health_cached();
-        if akid.is_none() && key.is_none() && !health {
-            return true;
-        }
-        let svc = self.service.clone();
-        let job = tokio::task::spawn_blocking(move || {
-            if let Some(a) = akid {
-                let _ = svc.credential(&a);
-            }
-            if let Some((p, k)) = key {
-                let _ = svc.key_handle(&p, &k);
-            }
-            if health {
-                let _ = svc.health();
-            }
-        });
-        tokio::time::timeout(self.config.hsm_timeout, job)
+        match self
+            .service
+            .run_blocking(self.config.hsm_timeout, job)
             .await
-            .is_ok()
+        {
+            Ok(done) => done,
+            Err(NotRun::TimedOut(t)) => Handled::refused(hsm_timeout(t)),
+            Err(NotRun::Failed) => Handled::refused(XksError::new(
+                ErrorName::InternalException,
+                "internal error in the key manager",
+            )),
+        }
     }
 
     /// Reads the request body within [`crate::body::BodyLimits`]; an error
@@ -631,33 +555,31 @@ impl XksApi {
             })
     }
 
-    /// Authenticates and runs one API call. `access_key_id` is set to the
-    /// credential that signed the request, once verified.
-    fn handle_api<'p>(
+    /// Authenticates and runs one API call.
+    fn handle_api(
         &self,
-        parts: &'p hyper::http::request::Parts,
+        parts: &hyper::http::request::Parts,
         body: &[u8],
         route: &route::Route<'_>,
-        access_key_id: &mut Option<&'p str>,
-        noted: &Noted,
-    ) -> (Option<RequestMetadata>, Result<HttpResponse, XksError>) {
+    ) -> Handled {
         // A change (a disable, a lockdown) is acknowledged only once no
         // request still runs on what the caches held before it.
         let _inflight = self.service.request_guard();
         let store = match self.service.store_by_prefix(route.prefix) {
             Ok(Some(s)) => s,
             Ok(None) => {
-                return (
-                    None,
-                    Err(XksError::new(
-                        ErrorName::InvalidUriPathException,
-                        "no key store is configured at this path prefix",
-                    )),
-                )
+                return Handled::refused(XksError::new(
+                    ErrorName::InvalidUriPathException,
+                    "no key store is configured at this path prefix",
+                ))
             }
-            Err(e) => return (None, Err(e.into())),
+            Err(e) => return Handled::refused(e.into()),
         };
-        noted.set_store_known();
+        let refused = |e: XksError, access_key_id: Option<String>| Handled {
+            op: OpAnswer::refused(None, e),
+            access_key_id,
+            store_known: true,
+        };
 
         // Authenticate before looking at the body.
         let rp = RequestParts {
@@ -671,31 +593,33 @@ impl XksApi {
             service: &self.service,
             store: &store.prefix,
         };
-        match sigv4::verify(&rp, body, &keys, unix_now()) {
-            Ok(id) => *access_key_id = Some(id),
-            Err(e) => return (None, Err(auth_error(e))),
-        }
+        let access_key_id = match sigv4::verify(&rp, body, &keys, unix_now()) {
+            Ok(id) => Some(id.to_owned()),
+            Err(e) => return refused(auth_error(e), None),
+        };
 
         if !self.within_quota(route.prefix) {
-            return (
-                None,
-                Err(XksError::new(
-                    ErrorName::ThrottlingException,
-                    "request rate above this key store's quota",
-                )),
+            let e = XksError::new(
+                ErrorName::ThrottlingException,
+                "request rate above this key store's quota",
             );
+            return refused(e, access_key_id);
         }
 
         let ctx = Ctx {
             store: &store.prefix,
             key_id: route.key_id,
-            noted,
         };
-        match route.op {
+        let op = match route.op {
             Op::Health => self.health(&store, body),
             Op::Metadata => self.metadata(&ctx, body),
             Op::Encrypt => self.encrypt(&ctx, body),
             Op::Decrypt => self.decrypt(&ctx, body),
+        };
+        Handled {
+            op,
+            access_key_id,
+            store_known: true,
         }
     }
 }
@@ -721,27 +645,22 @@ fn method_not_allowed(allow: &'static str) -> HttpResponse {
     r
 }
 
-enum Outcome<'a> {
-    Ok,
-    Err(&'a XksError),
-}
-
 /// A debug line per request (the audit log proper is keyhold-audit): who,
 /// what, when, the KMS request id, the outcome and the latency. Never any
 /// plaintext, AAD or key material.
-fn audit(
+fn trace_request(
     meta: Option<&RequestMetadata>,
     route: Option<&route::Route<'_>>,
     access_key_id: Option<&str>,
-    outcome: &Outcome<'_>,
+    result: &Result<HttpResponse, XksError>,
     started: Instant,
 ) {
     let field = |f: fn(&RequestMetadata) -> &Option<String>| {
         meta.and_then(|m| f(m).as_deref()).unwrap_or("")
     };
-    let (status, error_name, error_message) = match outcome {
-        Outcome::Ok => (200u16, "", ""),
-        Outcome::Err(e) => (e.status().as_u16(), e.name.as_str(), e.message.as_str()),
+    let (status, error_name, error_message) = match result {
+        Ok(_) => (200u16, "", ""),
+        Err(e) => (e.status().as_u16(), e.name.as_str(), e.message.as_str()),
     };
     // The tamper-evident audit log holds the record; this line is for
     // debugging (KEYHOLD_LOG=keyhold::audit=debug).

@@ -143,7 +143,12 @@ impl From<keyhold_core::Error> for XksError {
                 tracing::warn!(error = %e, "dependency timed out serving XKS request");
                 "the key manager's storage did not answer in time; retry".to_owned()
             }
-            _ => e.to_string(),
+            // The rule's own words, as the policy gave them.
+            _ => match e {
+                E::AccessDenied { why, .. } => why,
+                E::InvalidCiphertext => "the ciphertext, IV, tag, additional authenticated data or ciphertext metadata is corrupted, missing or otherwise invalid".to_owned(),
+                e => e.to_string(),
+            },
         };
         XksError::new(name, message)
     }

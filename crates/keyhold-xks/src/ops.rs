@@ -2,16 +2,15 @@
 //! calls the key service and builds the answer; each returns the request
 //! metadata it saw so the audit line can name it even on failure.
 
-use crate::api::{ok_json, Ctx, HttpResponse, XksApi};
+use crate::api::{ok_json, Ctx, HttpResponse, OpAnswer, XksApi};
 use crate::error::{ErrorName, XksError};
 use crate::wire::{self, *};
 use keyhold_core::KeyStore;
 use keyhold_core::Status;
-use keyhold_crypto::{ct_eq, GCM_TAG_LEN};
-use keyhold_service::Operation;
+use keyhold_crypto::GCM_TAG_LEN;
+use keyhold_service::policy::PolicyRequest;
+use keyhold_service::{EncryptOptions, GcmInput, KeyUse, UseFacts, Used};
 use zeroize::Zeroizing;
-
-type OpResult = (Option<RequestMetadata>, Result<HttpResponse, XksError>);
 
 fn validation(msg: impl Into<String>) -> XksError {
     XksError::new(ErrorName::ValidationException, msg)
@@ -57,27 +56,29 @@ fn check_algorithm(alg: Option<&str>) -> Result<(), XksError> {
 }
 
 impl XksApi {
-    pub(crate) fn health(&self, store: &KeyStore, body: &[u8]) -> OpResult {
+    pub(crate) fn health(&self, store: &KeyStore, body: &[u8]) -> OpAnswer {
         // kmsRequestId and kmsOperation are REQUIRED here too, and AWS's
         // conformance checks expect a ValidationException without them
         // (unknown extra fields are still ignored).
         let meta = match wire::parse_json::<MetadataRequest>(body) {
             Ok(r) => r.request_metadata,
-            Err(e) => return (None, Err(e)),
+            Err(e) => return OpAnswer::refused(None, e),
         };
         if let Err(e) = check_meta(&meta, false, false) {
-            return (meta, Err(e));
+            return OpAnswer::refused(meta, e);
         }
         if store.status != Status::Enabled {
-            return (
-                meta,
-                Err(XksError::new(
-                    ErrorName::InvalidStateException,
-                    format!("key store {} is disabled", store.prefix),
-                )),
+            let e = XksError::new(
+                ErrorName::InvalidStateException,
+                format!("key store {} is disabled", store.prefix),
             );
+            return OpAnswer::refused(meta, e);
         }
-        (meta, self.health_answer(false))
+        OpAnswer {
+            meta,
+            result: self.health_answer(false),
+            facts: UseFacts::default(),
+        }
     }
 
     /// GetHealthStatus's answer: the service's health, UNAVAILABLE where
@@ -123,151 +124,100 @@ impl XksApi {
         ok_json(&resp)
     }
 
-    /// The request's key, once secondary authorization and the key's own
-    /// state allow `op` (in that order: a denial says nothing of the key).
-    fn usable_key(
-        &self,
-        ctx: &Ctx<'_>,
-        m: Option<&RequestMetadata>,
-        op: Operation,
-    ) -> Result<std::sync::Arc<keyhold_service::KeyHandle>, XksError> {
-        let h = self.service.key_handle(ctx.store, ctx.key_id)?;
-        self.check_policy(ctx, &h, m)?;
-        self.service.authorize(&h, op)?;
-        Ok(h)
-    }
-
-    /// Secondary authorization (never for health); the deciding rule goes
-    /// into the audit record.
-    fn check_policy(
-        &self,
-        ctx: &Ctx<'_>,
-        h: &keyhold_service::KeyHandle,
-        m: Option<&RequestMetadata>,
-    ) -> Result<(), XksError> {
-        let f = |g: fn(&RequestMetadata) -> &Option<String>| m.and_then(|m| g(m).as_deref());
-        let req = keyhold_service::policy::PolicyRequest {
-            principal: f(|m| &m.aws_principal_arn),
-            kms_key_arn: f(|m| &m.kms_key_arn),
-            kms_operation: f(|m| &m.kms_operation),
-            via_service: f(|m| &m.kms_via_service),
-            source_vpc: f(|m| &m.aws_source_vpc),
-            source_vpce: f(|m| &m.aws_source_vpce),
-        };
-        match self.service.check_policy(h, &req) {
-            Ok(rule) => {
-                ctx.noted.set_rule(rule);
-                Ok(())
-            }
-            Err(keyhold_core::Error::AccessDenied { rule, why }) => {
-                ctx.noted
-                    .set_rule(Some(rule.unwrap_or_else(|| "(no rule allows)".into())));
-                Err(XksError::new(ErrorName::AccessDeniedException, why))
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    pub(crate) fn metadata(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    pub(crate) fn metadata(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpAnswer {
         let meta = match wire::parse_json::<MetadataRequest>(body) {
             Ok(r) => r.request_metadata,
-            Err(e) => return (None, Err(e)),
+            Err(e) => return OpAnswer::refused(None, e),
         };
-        let r = (|| {
-            check_meta(&meta, true, false)?;
-            let h = self.usable_key(ctx, meta.as_ref(), Operation::Metadata)?;
-            let (status, usage) = self.service.reported(&h);
+        if let Err(e) = check_meta(&meta, true, false) {
+            return OpAnswer::refused(meta, e);
+        }
+        let Used { result, facts } = self.service.describe(&key_use(ctx, meta.as_ref()));
+        let result = result.map_err(XksError::from).and_then(|(status, usage)| {
             ok_json(&MetadataResponse {
                 key_spec: "AES_256",
                 key_usage: usage.names(),
                 key_status: status.as_str(),
             })
-        })();
-        (meta, r)
+        });
+        OpAnswer {
+            meta,
+            result,
+            facts,
+        }
     }
 
-    pub(crate) fn encrypt(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    pub(crate) fn encrypt(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpAnswer {
         let req = match wire::parse_json::<EncryptRequest>(body) {
             Ok(r) => r,
-            Err(e) => return (None, Err(e)),
+            Err(e) => return OpAnswer::refused(None, e),
         };
-        let r = self.encrypt_inner(ctx, &req);
-        (req.request_metadata, r)
+        let Used { result, facts } = self.encrypt_inner(ctx, &req);
+        OpAnswer {
+            meta: req.request_metadata,
+            result,
+            facts,
+        }
     }
 
-    fn encrypt_inner(&self, ctx: &Ctx<'_>, req: &EncryptRequest) -> Result<HttpResponse, XksError> {
-        check_meta(&req.request_metadata, true, true)?;
-        let plaintext = Zeroizing::new(b64_required("plaintext", req.plaintext.as_deref())?);
-        check_algorithm(req.encryption_algorithm.as_deref())?;
-        let aad = b64_optional(
-            "additionalAuthenticatedData",
-            req.additional_authenticated_data.as_deref(),
-        )?;
-        let want_cdiv = match req.ciphertext_data_integrity_value_algorithm.as_deref() {
-            None => false,
-            Some(SHA_256) => true,
-            Some(_) => {
-                return Err(XksError::new(
-                    ErrorName::UnsupportedOperationException,
-                    "ciphertextDataIntegrityValueAlgorithm must be SHA_256",
-                ))
-            }
+    fn encrypt_inner(&self, ctx: &Ctx<'_>, req: &EncryptRequest) -> Used<HttpResponse, XksError> {
+        let checked = (|| {
+            check_meta(&req.request_metadata, true, true)?;
+            let plaintext = Zeroizing::new(b64_required("plaintext", req.plaintext.as_deref())?);
+            check_algorithm(req.encryption_algorithm.as_deref())?;
+            let aad = b64_optional(
+                "additionalAuthenticatedData",
+                req.additional_authenticated_data.as_deref(),
+            )?;
+            let want_cdiv = match req.ciphertext_data_integrity_value_algorithm.as_deref() {
+                None => false,
+                Some(SHA_256) => true,
+                Some(_) => {
+                    return Err(XksError::new(
+                        ErrorName::UnsupportedOperationException,
+                        "ciphertextDataIntegrityValueAlgorithm must be SHA_256",
+                    ))
+                }
+            };
+            self.check_sizes(plaintext.len(), aad.len())?;
+            Ok((plaintext, aad, want_cdiv))
+        })();
+        let (plaintext, aad, want_cdiv) = match checked {
+            Ok(c) => c,
+            Err(e) => return refused(e),
         };
-        self.check_sizes(plaintext.len(), aad.len())?;
-
-        let h = self.usable_key(ctx, req.request_metadata.as_ref(), Operation::Encrypt)?;
-        // A CDIV is computed over a result that is then proven by decrypting
-        // it (Appendix C, step 3: an XKS API decrypt), which a key without
-        // DECRYPT refuses: no ciphertext goes out.
-        if want_cdiv && !h.key.usage.decrypt {
-            return Err(XksError::new(
-                ErrorName::InvalidKeyUsageException,
-                "ciphertextDataIntegrityValueAlgorithm needs a key whose usage includes DECRYPT: the result is verified by decrypting it",
-            ));
-        }
-        let (version, key) = h.current()?;
-        ctx.noted.set_version(version);
-        // The random-IV bound of AES-GCM: counted, never crossed.
-        self.service.charge_encryption(&h, version)?;
-        let ctm = ctm::encode(version);
-        let full_aad = build_aad(&aad, &ctm)
-            .ok_or_else(|| validation("additionalAuthenticatedData is too long"))?;
-        let mut ct = plaintext.to_vec();
-        let (iv, tag) = key.seal(&full_aad, &mut ct)?;
-        // The spec's order: compute the CDIV first, then prove the answer
-        // decrypts, and only then reply.
-        let cdiv = want_cdiv.then(|| cdiv(&aad, &ctm, &iv, &ct, &tag));
-        // An HSM-resident key without DECRYPT cannot decrypt in its token
-        // either: its result is the HSM's word (and it has no CDIV).
-        if key.is_hsm() && !h.key.usage.decrypt {
-            return ok_json(&EncryptResponse {
-                authentication_tag: b64(&tag),
-                ciphertext: b64(&ct),
-                ciphertext_data_integrity_value: None,
+        // A CDIV is computed over a result that is then proven by
+        // decrypting it (Appendix C, step 3: an XKS API decrypt), which a
+        // key without DECRYPT refuses: no ciphertext goes out.
+        let opts = EncryptOptions {
+            require_decrypt_usage: want_cdiv,
+        };
+        let full_aad = |version| {
+            build_aad(&aad, &ctm::encode(version))
+                .ok_or_else(|| validation("additionalAuthenticatedData is too long"))
+        };
+        let used = self.service.encrypt(
+            &key_use(ctx, req.request_metadata.as_ref()),
+            &plaintext,
+            opts,
+            full_aad,
+        );
+        let result = used.result.and_then(|sealed| {
+            let ctm = ctm::encode(sealed.version);
+            let (iv, ct, tag) = (&sealed.iv, &sealed.ciphertext, &sealed.tag);
+            ok_json(&EncryptResponse {
+                authentication_tag: b64(tag),
+                ciphertext: b64(ct),
+                ciphertext_data_integrity_value: want_cdiv
+                    .then(|| b64(&cdiv(&aad, &ctm, iv, ct, tag))),
                 ciphertext_metadata: Some(b64(&ctm)),
-                initialization_vector: b64(&iv),
-            });
+                initialization_vector: b64(iv),
+            })
+        });
+        Used {
+            result,
+            facts: used.facts,
         }
-        let check = key.open(&iv, &full_aad, &ct, &tag).map_err(|e| match e {
-            keyhold_core::Error::InvalidCiphertext => XksError::new(
-                ErrorName::InternalException,
-                "encryption result failed verification",
-            ),
-            other => other.into(),
-        })?;
-        if !ct_eq(check.expose(), &plaintext) {
-            return Err(XksError::new(
-                ErrorName::InternalException,
-                "encryption result failed verification",
-            ));
-        }
-        ok_json(&EncryptResponse {
-            authentication_tag: b64(&tag),
-            ciphertext: b64(&ct),
-            ciphertext_data_integrity_value: cdiv.map(|c| b64(&c)),
-            ciphertext_metadata: Some(b64(&ctm)),
-            initialization_vector: b64(&iv),
-        })
     }
 
     fn check_sizes(&self, data: usize, aad: usize) -> Result<(), XksError> {
@@ -292,69 +242,106 @@ impl XksApi {
         Ok(())
     }
 
-    pub(crate) fn decrypt(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpResult {
+    pub(crate) fn decrypt(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpAnswer {
         let req = match wire::parse_json::<DecryptRequest>(body) {
             Ok(r) => r,
-            Err(e) => return (None, Err(e)),
+            Err(e) => return OpAnswer::refused(None, e),
         };
-        let r = self.decrypt_inner(ctx, &req);
-        (req.request_metadata, r)
+        let Used { result, facts } = self.decrypt_inner(ctx, &req);
+        OpAnswer {
+            meta: req.request_metadata,
+            result,
+            facts,
+        }
     }
 
-    fn decrypt_inner(&self, ctx: &Ctx<'_>, req: &DecryptRequest) -> Result<HttpResponse, XksError> {
-        check_meta(&req.request_metadata, true, true)?;
-        let ct = b64_required("ciphertext", req.ciphertext.as_deref())?;
-        let iv = b64_required("initializationVector", req.initialization_vector.as_deref())?;
-        let tag = b64_required("authenticationTag", req.authentication_tag.as_deref())?;
-        check_algorithm(req.encryption_algorithm.as_deref())?;
-        let aad = b64_optional(
-            "additionalAuthenticatedData",
-            req.additional_authenticated_data.as_deref(),
-        )?;
-        let ctm_bytes = b64_optional("ciphertextMetadata", req.ciphertext_metadata.as_deref())?;
-        self.check_sizes(ct.len(), aad.len())?;
-
-        let h = self.usable_key(ctx, req.request_metadata.as_ref(), Operation::Decrypt)?;
-
-        if iv.len() != 12 && iv.len() != 16 {
-            return Err(invalid_ciphertext(
-                "initializationVector must be 12 or 16 bytes",
-            ));
-        }
-        if tag.len() != GCM_TAG_LEN {
-            return Err(invalid_ciphertext("authenticationTag must be 16 bytes"));
-        }
-        if ctm_bytes.len() > MAX_CTM_LEN {
-            return Err(invalid_ciphertext(
-                "ciphertextMetadata must be at most 20 bytes",
-            ));
-        }
-        let generic = || {
-            invalid_ciphertext(
-                "the ciphertext, IV, tag, additional authenticated data or ciphertext metadata is corrupted, missing or otherwise invalid",
-            )
+    fn decrypt_inner(&self, ctx: &Ctx<'_>, req: &DecryptRequest) -> Used<HttpResponse, XksError> {
+        let checked = (|| {
+            check_meta(&req.request_metadata, true, true)?;
+            let ct = b64_required("ciphertext", req.ciphertext.as_deref())?;
+            let iv = b64_required("initializationVector", req.initialization_vector.as_deref())?;
+            let tag = b64_required("authenticationTag", req.authentication_tag.as_deref())?;
+            check_algorithm(req.encryption_algorithm.as_deref())?;
+            let aad = b64_optional(
+                "additionalAuthenticatedData",
+                req.additional_authenticated_data.as_deref(),
+            )?;
+            let ctm = b64_optional("ciphertextMetadata", req.ciphertext_metadata.as_deref())?;
+            self.check_sizes(ct.len(), aad.len())?;
+            Ok((ct, iv, tag, aad, ctm))
+        })();
+        let (ct, iv, tag, aad, ctm_bytes) = match checked {
+            Ok(c) => c,
+            Err(e) => return refused(e),
         };
-        let version = ctm::parse(&ctm_bytes).ok_or_else(generic)?;
-        ctx.noted.set_version(version);
-        let (key, flag) = self.service.key_version(&h, version).map_err(|e| match e {
-            keyhold_core::Error::InvalidCiphertext => generic(),
-            other => other.into(),
-        })?;
-        let compromised = flag != keyhold_core::VersionFlag::Good
-            || h.key.lifecycle.state == keyhold_core::KeyState::Compromised;
-        if compromised {
-            ctx.noted.set_compromised();
-            tracing::warn!(target: "keyhold::audit", store = %ctx.store, key = %ctx.key_id, version,
-                "decrypt with a key or key version marked compromised (allowed by override or state)");
+        // The ciphertext's shape is looked at once the caller may decrypt.
+        let input = || {
+            if iv.len() != 12 && iv.len() != 16 {
+                return Err(invalid_ciphertext(
+                    "initializationVector must be 12 or 16 bytes",
+                ));
+            }
+            if tag.len() != GCM_TAG_LEN {
+                return Err(invalid_ciphertext("authenticationTag must be 16 bytes"));
+            }
+            if ctm_bytes.len() > MAX_CTM_LEN {
+                return Err(invalid_ciphertext(
+                    "ciphertextMetadata must be at most 20 bytes",
+                ));
+            }
+            let version = ctm::parse(&ctm_bytes).ok_or_else(generic_invalid)?;
+            Ok(GcmInput {
+                version,
+                iv: &iv,
+                aad: build_aad(&aad, &ctm_bytes).ok_or_else(generic_invalid)?,
+                ciphertext: &ct,
+                tag: &tag,
+            })
+        };
+        let used = self
+            .service
+            .decrypt(&key_use(ctx, req.request_metadata.as_ref()), input);
+        let result = used.result.and_then(|pt| {
+            let encoded = Zeroizing::new(b64(pt.expose()));
+            ok_json(&DecryptResponse {
+                plaintext: encoded.to_string(),
+            })
+        });
+        Used {
+            result,
+            facts: used.facts,
         }
-        let full_aad = build_aad(&aad, &ctm_bytes).ok_or_else(generic)?;
-        let pt = key.open(&iv, &full_aad, &ct, &tag).map_err(|e| match e {
-            keyhold_core::Error::InvalidCiphertext => generic(),
-            other => other.into(),
-        })?;
-        let encoded = Zeroizing::new(b64(pt.expose()));
-        ok_json(&DecryptResponse {
-            plaintext: encoded.to_string(),
-        })
+    }
+}
+
+/// A request refused before the key service was asked.
+fn refused<T>(e: XksError) -> Used<T, XksError> {
+    Used {
+        result: Err(e),
+        facts: UseFacts::default(),
+    }
+}
+
+fn generic_invalid() -> XksError {
+    invalid_ciphertext(
+        "the ciphertext, IV, tag, additional authenticated data or ciphertext metadata is corrupted, missing or otherwise invalid",
+    )
+}
+
+/// The key use a request asks for, with its metadata as the context of
+/// secondary authorization.
+fn key_use<'a>(ctx: &Ctx<'a>, m: Option<&'a RequestMetadata>) -> KeyUse<'a> {
+    let f = |g: fn(&RequestMetadata) -> &Option<String>| m.and_then(|m| g(m).as_deref());
+    KeyUse {
+        store: ctx.store,
+        key: ctx.key_id,
+        context: PolicyRequest {
+            principal: f(|m| &m.aws_principal_arn),
+            kms_key_arn: f(|m| &m.kms_key_arn),
+            kms_operation: f(|m| &m.kms_operation),
+            via_service: f(|m| &m.kms_via_service),
+            source_vpc: f(|m| &m.aws_source_vpc),
+            source_vpce: f(|m| &m.aws_source_vpce),
+        },
     }
 }

@@ -1,0 +1,446 @@
+//! Key use: the one call a front-end makes to describe, encrypt or decrypt
+//! with a key of a key store, and where that call runs.
+//!
+//! The service decides the order of the checks — the key, then secondary
+//! authorization (a denial says nothing of the key's state), then lockdown,
+//! lifecycle state and usage, then the random-IV budget — and hands back,
+//! beside the result, the facts the audit record needs ([`UseFacts`]): the
+//! version used, the policy rule that decided, whether a compromised
+//! version was used. A front-end only translates its wire format.
+//!
+//! Front-end specific steps that must run at a given point of that order
+//! are closures: the additional authenticated data once the version is
+//! known (the XKS ciphertext metadata names it), the ciphertext's shape
+//! once the caller is authorized.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyhold_core::{Error, KeyState, Result, Status, StorePrefix, Usage, VersionFlag};
+use keyhold_crypto::{ct_eq, SecretBytes};
+
+use crate::policy::PolicyRequest;
+use crate::{KeyHandle, KeyService, Operation};
+
+/// Who uses which key, and the request's context for secondary authorization.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyUse<'a> {
+    pub store: &'a StorePrefix,
+    pub key: &'a str,
+    pub context: PolicyRequest<'a>,
+}
+
+/// What the audit record of a key use says besides its outcome.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UseFacts {
+    /// The key version used (or asked for, on decryption), once known.
+    pub key_version: Option<u32>,
+    /// The policy rule that decided, if one did; `(no rule allows)` when a
+    /// policy refused without a rule of its own.
+    pub rule: Option<String>,
+    /// A version (or key) marked compromised was used, by override.
+    pub compromised: bool,
+}
+
+impl UseFacts {
+    /// The audit record's detail line, if the use calls for one.
+    pub fn detail(&self) -> Option<&'static str> {
+        self.compromised
+            .then_some("decrypted with a key or key version marked compromised")
+    }
+}
+
+/// A key use's result and the facts for its audit record, which exist
+/// whether it succeeded or not.
+#[must_use]
+#[derive(Debug)]
+pub struct Used<T, E = Error> {
+    pub result: std::result::Result<T, E>,
+    pub facts: UseFacts,
+}
+
+/// An AES-GCM encryption's result.
+#[derive(Debug)]
+pub struct Sealed {
+    pub version: u32,
+    pub iv: [u8; 12],
+    pub tag: [u8; 16],
+    pub ciphertext: Vec<u8>,
+}
+
+/// How an encryption is made.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EncryptOptions {
+    /// The result is to be proven by decrypting it (an integrity value is
+    /// returned over it): a key whose usage lacks decrypt is refused.
+    pub require_decrypt_usage: bool,
+}
+
+/// An AES-GCM ciphertext to open, as the front-end parsed it.
+#[derive(Debug)]
+pub struct GcmInput<'a> {
+    pub version: u32,
+    pub iv: &'a [u8],
+    /// The complete additional authenticated data.
+    pub aad: Vec<u8>,
+    pub ciphertext: &'a [u8],
+    pub tag: &'a [u8],
+}
+
+/// What a request will touch, so that the service can say where it runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Touches<'a> {
+    /// The access key id that signed it.
+    pub credential: Option<&'a str>,
+    /// The key it uses.
+    pub key: Option<(&'a StorePrefix, &'a str)>,
+    /// It encrypts or decrypts with that key.
+    pub crypt: bool,
+    /// It decrypts under this version.
+    pub version: Option<u32>,
+    /// It reads the service's health.
+    pub health: bool,
+}
+
+/// Where a request runs: on the async worker that received it, or on a
+/// blocking thread (it may wait for an HSM or the database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Inline,
+    Blocking,
+}
+
+/// Why a job on a blocking thread gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRun {
+    /// It outlived its time limit (it finishes on its own, unheard).
+    TimedOut(Duration),
+    /// It panicked.
+    Failed,
+}
+
+/// Sets the rule into `facts` from a policy decision and passes the
+/// decision on.
+fn note_rule(facts: &mut UseFacts, decided: Result<Option<String>>) -> Result<()> {
+    match decided {
+        Ok(rule) => {
+            facts.rule = rule;
+            Ok(())
+        }
+        Err(Error::AccessDenied { rule, why }) => {
+            let rule = rule.unwrap_or_else(|| "(no rule allows)".into());
+            facts.rule = Some(rule.clone());
+            Err(Error::AccessDenied {
+                rule: Some(rule),
+                why,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl KeyService {
+    /// The key of `u`, once secondary authorization and the key's own
+    /// state allow `op` (in that order: a denial says nothing of the key).
+    fn usable(
+        &self,
+        u: &KeyUse<'_>,
+        op: Operation,
+        facts: &mut UseFacts,
+    ) -> Result<Arc<KeyHandle>> {
+        let h = self.key_handle(u.store, u.key)?;
+        note_rule(facts, self.check_policy(&h, &u.context))?;
+        self.authorize(&h, op)?;
+        Ok(h)
+    }
+
+    /// A key's status and usage as reported to its cloud (XKS metadata).
+    pub fn describe(&self, u: &KeyUse<'_>) -> Used<(Status, Usage)> {
+        let mut facts = UseFacts::default();
+        let result = self
+            .usable(u, Operation::Metadata, &mut facts)
+            .map(|h| self.reported(&h));
+        Used { result, facts }
+    }
+
+    /// Encrypts `plaintext` with the current version of the key, under the
+    /// additional authenticated data `aad` makes for that version. The
+    /// result is decrypted again and compared before it is returned, except
+    /// with an HSM-resident key that may not decrypt (its token's word).
+    pub fn encrypt<E: From<Error>>(
+        &self,
+        u: &KeyUse<'_>,
+        plaintext: &[u8],
+        opts: EncryptOptions,
+        aad: impl FnOnce(u32) -> std::result::Result<Vec<u8>, E>,
+    ) -> Used<Sealed, E> {
+        let mut facts = UseFacts::default();
+        let result = self.encrypt_inner(u, plaintext, opts, aad, &mut facts);
+        Used { result, facts }
+    }
+
+    fn encrypt_inner<E: From<Error>>(
+        &self,
+        u: &KeyUse<'_>,
+        plaintext: &[u8],
+        opts: EncryptOptions,
+        aad: impl FnOnce(u32) -> std::result::Result<Vec<u8>, E>,
+        facts: &mut UseFacts,
+    ) -> std::result::Result<Sealed, E> {
+        let h = self.usable(u, Operation::Encrypt, facts)?;
+        if opts.require_decrypt_usage && !h.key.usage.decrypt {
+            return Err(Error::KeyUsage(
+                "ciphertextDataIntegrityValueAlgorithm needs a key whose usage includes DECRYPT: the result is verified by decrypting it".into(),
+            )
+            .into());
+        }
+        let (version, key) = h.current()?;
+        facts.key_version = Some(version);
+        // The random-IV bound of AES-GCM: counted, never crossed.
+        self.charge_encryption(&h, version)?;
+        let aad = aad(version)?;
+        let mut ciphertext = plaintext.to_vec();
+        let (iv, tag) = key.seal(&aad, &mut ciphertext)?;
+        // An HSM-resident key without decrypt usage cannot decrypt in its
+        // token either: its result is the HSM's word.
+        if h.key.usage.decrypt || !key.is_hsm() {
+            let failed = || Error::Internal("encryption result failed verification".into());
+            let check = key
+                .open(&iv, &aad, &ciphertext, &tag)
+                .map_err(|e| match e {
+                    Error::InvalidCiphertext => failed(),
+                    other => other,
+                })?;
+            if !ct_eq(check.expose(), plaintext) {
+                return Err(failed().into());
+            }
+        }
+        Ok(Sealed {
+            version,
+            iv,
+            tag,
+            ciphertext,
+        })
+    }
+
+    /// Decrypts what `input` parses, once the caller may decrypt with the
+    /// key (`input` runs after authorization: a caller who may not use the
+    /// key learns nothing of what it sent). A retired or compromised
+    /// version is refused unless its use was explicitly allowed; the facts
+    /// then say so.
+    pub fn decrypt<'b, E: From<Error>>(
+        &self,
+        u: &KeyUse<'_>,
+        input: impl FnOnce() -> std::result::Result<GcmInput<'b>, E>,
+    ) -> Used<SecretBytes, E> {
+        let mut facts = UseFacts::default();
+        let result = self.decrypt_inner(u, input, &mut facts);
+        Used { result, facts }
+    }
+
+    fn decrypt_inner<'b, E: From<Error>>(
+        &self,
+        u: &KeyUse<'_>,
+        input: impl FnOnce() -> std::result::Result<GcmInput<'b>, E>,
+        facts: &mut UseFacts,
+    ) -> std::result::Result<SecretBytes, E> {
+        let h = self.usable(u, Operation::Decrypt, facts)?;
+        let c = input()?;
+        facts.key_version = Some(c.version);
+        let (key, flag) = self.key_version(&h, c.version)?;
+        if flag != VersionFlag::Good || h.key.lifecycle.state == KeyState::Compromised {
+            facts.compromised = true;
+            tracing::warn!(target: "keyhold::audit", store = %u.store, key = %u.key, version = c.version,
+                "decrypt with a key or key version marked compromised (allowed by override or state)");
+        }
+        Ok(key.open(c.iv, &c.aad, c.ciphertext, c.tag)?)
+    }
+
+    /// Where a request that touches `t` should run: on a blocking thread
+    /// when answering it may wait — a cache miss with a root of trust or
+    /// storage that blocks, or AES-GCM inside an HSM.
+    pub fn placement(&self, t: &Touches<'_>) -> Placement {
+        if !self.miss_blocks() {
+            return Placement::Inline;
+        }
+        let cred_miss = t.credential.is_some_and(|a| !self.is_credential_cached(a));
+        let key_waits = t.key.is_some_and(|(store, id)| {
+            !self.is_key_cached(store, id)
+                || (t.crypt && self.is_key_hsm_resident(store, id))
+                || t.version
+                    .is_some_and(|v| !self.is_version_cached(store, id, v))
+        });
+        let health_miss = t.health && !self.is_health_cached();
+        if cred_miss || key_waits || health_miss {
+            Placement::Blocking
+        } else {
+            Placement::Inline
+        }
+    }
+
+    /// Runs `job` on a blocking thread, waiting at most `limit` for it.
+    pub async fn run_blocking<T: Send + 'static>(
+        &self,
+        limit: Duration,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> std::result::Result<T, NotRun> {
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(job)).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "a blocking key-service job failed");
+                Err(NotRun::Failed)
+            }
+            Err(_) => Err(NotRun::TimedOut(limit)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyScope;
+    use keyhold_core::{KeyId, Usage};
+    use keyhold_keystore::SoftwareRoot;
+    use keyhold_storage::SqliteStorage;
+
+    fn service() -> (tempfile::TempDir, KeyService, StorePrefix) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap();
+        let st = SqliteStorage::open(&dir.path().join("k.db")).unwrap();
+        let s = KeyService::open(Arc::new(st), Arc::new(root)).unwrap();
+        let p = StorePrefix::parse("/t").unwrap();
+        s.create_store(&p, "").unwrap();
+        (dir, s, p)
+    }
+
+    fn key_use<'a>(p: &'a StorePrefix, key: &'a str, principal: &'a str) -> KeyUse<'a> {
+        KeyUse {
+            store: p,
+            key,
+            context: PolicyRequest {
+                principal: Some(principal),
+                ..PolicyRequest::default()
+            },
+        }
+    }
+
+    fn aad(v: u32) -> Result<Vec<u8>> {
+        Ok(format!("aad-v{v}").into_bytes())
+    }
+
+    #[test]
+    fn encrypt_then_decrypt_reports_the_version_used() {
+        let (_d, s, p) = service();
+        s.create_key(&p, &KeyId::parse("k").unwrap(), Usage::BOTH)
+            .unwrap();
+        let u = key_use(&p, "k", "alice");
+        let sealed = s.encrypt(&u, b"secret", EncryptOptions::default(), aad);
+        assert_eq!(sealed.facts.key_version, Some(1));
+        assert_eq!(sealed.facts.rule, None);
+        let sealed = sealed.result.unwrap();
+        assert_ne!(sealed.ciphertext, b"secret");
+
+        let opened = s.decrypt(&u, || {
+            Ok::<_, Error>(GcmInput {
+                version: sealed.version,
+                iv: &sealed.iv,
+                aad: aad(sealed.version)?,
+                ciphertext: &sealed.ciphertext,
+                tag: &sealed.tag,
+            })
+        });
+        assert_eq!(opened.facts.key_version, Some(1));
+        assert!(!opened.facts.compromised);
+        assert_eq!(opened.result.unwrap().expose(), b"secret");
+
+        // The wrong AAD: an invalid ciphertext, the version still reported.
+        let wrong = s.decrypt(&u, || {
+            Ok::<_, Error>(GcmInput {
+                version: 1,
+                iv: &sealed.iv,
+                aad: b"other".to_vec(),
+                ciphertext: &sealed.ciphertext,
+                tag: &sealed.tag,
+            })
+        });
+        assert!(matches!(wrong.result, Err(Error::InvalidCiphertext)));
+        assert_eq!(wrong.facts.key_version, Some(1));
+    }
+
+    #[test]
+    fn a_denial_comes_before_the_key_state_and_the_input() {
+        let (_d, s, p) = service();
+        let id = KeyId::parse("k").unwrap();
+        s.create_key(&p, &id, Usage::BOTH).unwrap();
+        s.set_key_status(&p, &id, Status::Disabled).unwrap();
+        let policy = "[[rule]]\nname = \"only-bob\"\neffect = \"allow\"\nprincipal = [\"bob\"]\n";
+        s.set_policy(&PolicyScope::Store(p.clone()), policy)
+            .unwrap();
+
+        // Alice is refused, whatever the key's state, and her input is
+        // never looked at.
+        let denied = s.decrypt(&key_use(&p, "k", "alice"), || -> Result<GcmInput<'_>> {
+            panic!("input parsed before authorization")
+        });
+        assert!(matches!(denied.result, Err(Error::AccessDenied { .. })));
+        assert_eq!(denied.facts.rule.as_deref(), Some("(no rule allows)"));
+        assert_eq!(denied.facts.key_version, None);
+
+        // Bob is allowed by his rule, then refused by the key's state.
+        let bob = key_use(&p, "k", "bob");
+        let off = s.encrypt(&bob, b"x", EncryptOptions::default(), aad);
+        assert!(matches!(off.result, Err(Error::InvalidState(_))));
+        assert_eq!(off.facts.rule.as_deref(), Some("only-bob"));
+        let described = s.describe(&bob);
+        assert_eq!(described.result.unwrap().0, Status::Disabled);
+        assert_eq!(described.facts.rule.as_deref(), Some("only-bob"));
+    }
+
+    #[test]
+    fn a_proven_result_needs_decrypt_usage() {
+        let (_d, s, p) = service();
+        let usage = Usage {
+            encrypt: true,
+            decrypt: false,
+        };
+        s.create_key(&p, &KeyId::parse("enc").unwrap(), usage)
+            .unwrap();
+        let u = key_use(&p, "enc", "alice");
+        let proven = EncryptOptions {
+            require_decrypt_usage: true,
+        };
+        let r = s.encrypt(&u, b"x", proven, aad);
+        assert!(matches!(r.result, Err(Error::KeyUsage(_))));
+        // Nothing was charged or sealed: no version was used.
+        assert_eq!(r.facts.key_version, None);
+        let r = s.encrypt(&u, b"x", EncryptOptions::default(), aad);
+        assert_eq!(r.result.unwrap().version, 1);
+    }
+
+    #[test]
+    fn the_aad_closure_can_refuse() {
+        let (_d, s, p) = service();
+        s.create_key(&p, &KeyId::parse("k").unwrap(), Usage::BOTH)
+            .unwrap();
+        let r = s.encrypt(
+            &key_use(&p, "k", "alice"),
+            b"x",
+            EncryptOptions::default(),
+            |_| Err(Error::invalid("aad", "too long")),
+        );
+        assert!(matches!(r.result, Err(Error::Invalid { what: "aad", .. })));
+    }
+
+    #[test]
+    fn nothing_blocks_without_an_hsm_or_a_database() {
+        let (_d, s, p) = service();
+        let t = Touches {
+            credential: Some("AKID"),
+            key: Some((&p, "never-seen")),
+            crypt: true,
+            version: Some(7),
+            health: true,
+        };
+        assert_eq!(s.placement(&t), Placement::Inline);
+    }
+}
