@@ -103,34 +103,9 @@ impl Kmip {
             (usage_mask::DECRYPT, "decrypt")
         };
         let (mut o, key) = self.usable(ctx, &uid, mask, what)?;
-        let cipher = match obj::enum_attr(&o, obj::ALGORITHM) {
-            Some(crypto_alg::AES) => Cipher::Aes,
-            Some(crypto_alg::CHACHA20_POLY1305) => Cipher::ChaChaPoly,
-            Some(crypto_alg::CHACHA20) => Cipher::ChaCha,
-            Some(crypto_alg::TRIPLE_DES) => Cipher::TripleDes,
-            _ => {
-                return Err(KmipError::new(
-                    Reason::IllegalOperation,
-                    format!(
-                        "object {uid} is not an AES, Triple DES, ChaCha20 or ChaCha20-Poly1305 key"
-                    ),
-                ))
-            }
-        };
+        let cipher = cipher::of_object(&o)?;
         let params = crypto_params(&o, p)?;
-        // ChaCha20-Poly1305 is an AEAD like GCM: same fields, same checks.
-        let mode = match (cipher, params.mode) {
-            (Cipher::ChaChaPoly, None | Some(bcm::AEAD)) => bcm::GCM,
-            (Cipher::ChaChaPoly, Some(m)) => {
-                return Err(KmipError::invalid_field(format!(
-                    "ChaCha20-Poly1305 takes Block Cipher Mode AEAD, not {m:#x}"
-                )))
-            }
-            // A stream cipher: no block cipher mode.
-            (Cipher::ChaCha, _) => 0,
-            (Cipher::Aes, m) => m.unwrap_or(bcm::GCM),
-            (Cipher::TripleDes, m) => m.unwrap_or(bcm::CBC),
-        };
+        let mode = cipher::mode(cipher, params.mode)?;
         let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
         if data.len() > MAX_DATA {
             return Err(KmipError::invalid_field(format!(
@@ -140,60 +115,8 @@ impl Kmip {
         self.consume_usage(ctx, &mut o, data.len())?;
         let iv = bytes_of(p, t::IV_COUNTER_NONCE)?;
         let aad = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA)?.unwrap_or(&[]);
-        let k = key.expose();
-        let tag_len = params.tag_len.unwrap_or(16);
-        if mode == bcm::GCM && !(12..=16).contains(&tag_len) {
-            return Err(KmipError::new(
-                Reason::GeneralFailure,
-                format!("invalid tag length {tag_len}: AEAD tags are 12 to 16 bytes"),
-            ));
-        }
-        let tag_len = tag_len as usize;
-        // The IV lengths each mode takes.
-        let iv_lens: &[usize] = match (cipher, mode) {
-            (Cipher::ChaCha, _) => &[12, 8, 16],
-            (Cipher::ChaChaPoly, _) => &[12],
-            (Cipher::TripleDes, bcm::CBC) => &[8],
-            (Cipher::TripleDes, bcm::ECB) => &[0],
-            (Cipher::TripleDes, other) => {
-                return Err(KmipError::new(
-                    Reason::FeatureNotSupported,
-                    format!("Triple DES takes block cipher mode CBC or ECB, not {other:#x}"),
-                ))
-            }
-            (_, bcm::GCM) => &[12],
-            (_, bcm::CBC | bcm::CTR) => &[16],
-            (_, bcm::ECB) => &[0],
-            (_, other) => {
-                return Err(KmipError::new(
-                    Reason::FeatureNotSupported,
-                    format!(
-                        "block cipher mode {other:#x} is not supported (GCM, CBC, CTR, ECB are)"
-                    ),
-                ))
-            }
-        };
-        // AES-GCM also takes IVs of other lengths (NIST SP 800-38D).
-        let any_gcm_iv = cipher == Cipher::Aes && mode == bcm::GCM;
-        let check_iv = |iv: &[u8]| {
-            if iv_lens.contains(&iv.len()) || (any_gcm_iv && (1..=MAX_GCM_IV).contains(&iv.len())) {
-                return Ok(());
-            }
-            let want = if any_gcm_iv {
-                format!("1 to {MAX_GCM_IV} bytes (12 recommended)")
-            } else {
-                iv_lens
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-                    + " bytes"
-            };
-            Err(KmipError::invalid_field(format!(
-                "the IV must be {want} for this mode, not {}",
-                iv.len()
-            )))
-        };
+        let tag_len = cipher::tag_len(mode, params.tag_len)?;
+        let ivs = cipher::IvRule::new(cipher, mode)?;
         let init = bool_of(p, t::INIT_INDICATOR)? == Some(true);
         let last = bool_of(p, t::FINAL_INDICATOR)? == Some(true);
         let correlation = bytes_of(p, t::CORRELATION_VALUE)?;
@@ -216,73 +139,31 @@ impl Kmip {
                 None => {
                     let (iv, generated) = match iv {
                         None if !encrypt => return Err(missing_iv()),
-                        iv => encryption_iv(iv, params.random_iv, iv_lens[0])?,
+                        iv => encryption_iv(iv, params.random_iv, ivs.default_len())?,
                     };
-                    check_iv(&iv)?;
+                    ivs.check(&iv)?;
                     if generated {
                         self.charge_random_iv(&uid)?;
                     }
-                    self.stream_start(ctx, step, k, iv, generated, aad)
+                    self.stream_start(ctx, step, key.expose(), iv, generated, aad)
                 }
             };
         }
-        let pad = match params.padding {
-            None | Some(padding::NONE) => false,
-            Some(padding::PKCS5) => true,
-            Some(other) => {
-                return Err(KmipError::new(
-                    Reason::FeatureNotSupported,
-                    format!("padding method {other:#x} is not supported (None, PKCS5 are)"),
-                ))
-            }
+        let spec = cipher::Spec {
+            cipher,
+            mode,
+            pad: cipher::padding(params.padding)?,
+            tag_len,
+            ivs,
         };
         let mut out = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, &uid)];
         if encrypt {
-            let (iv, generated) = encryption_iv(iv, params.random_iv, iv_lens[0])?;
-            check_iv(&iv)?;
+            let (iv, generated) = encryption_iv(iv, params.random_iv, spec.ivs.default_len())?;
+            spec.ivs.check(&iv)?;
             if generated && mode == bcm::GCM {
                 self.charge_random_iv(&uid)?;
             }
-            let (ct, tag) = match (cipher, mode) {
-                (Cipher::ChaCha, _) => (
-                    sym::chacha20(k, &iv, data).map_err(|_| crypto_fail("ChaCha20 failed"))?,
-                    None,
-                ),
-                (Cipher::TripleDes, _) => (
-                    sym::tdes_encrypt(k, (mode == bcm::CBC).then_some(&iv[..]), data, pad)
-                        .map_err(|_| {
-                            crypto_fail("encryption failed (without padding, Data must be whole 8-byte blocks)")
-                        })?,
-                    None,
-                ),
-                (_, bcm::GCM) => {
-                    let (ct, tag) = match cipher {
-                        Cipher::ChaChaPoly => sym::chacha20_poly1305_seal(k, &iv, aad, data)
-                            .map(|(c, t)| (c, t.to_vec())),
-                        _ if iv.len() == 12 => {
-                            sym::aes_gcm_seal(k, &iv, aad, data).map(|(c, t)| (c, t.to_vec()))
-                        }
-                        _ => gcm::seal_any_iv(k, &iv, aad, data, 16),
-                    }
-                    .map_err(|_| crypto_fail("AEAD encryption failed"))?;
-                    (ct, Some(tag[..tag_len].to_vec()))
-                }
-                (_, bcm::CBC | bcm::ECB) => {
-                    let ct = if mode == bcm::CBC {
-                        sym::aes_cbc_encrypt(k, &iv, data, pad)
-                    } else {
-                        sym::aes_ecb_encrypt(k, data, pad)
-                    }
-                    .map_err(|_| {
-                        crypto_fail("encryption failed (without padding, Data must be whole 16-byte blocks)")
-                    })?;
-                    (ct, None)
-                }
-                _ => (
-                    sym::aes_ctr(k, &iv, data).map_err(|_| crypto_fail("AES-CTR failed"))?,
-                    None,
-                ),
-            };
+            let (ct, tag) = spec.encrypt(key.expose(), &iv, aad, data)?;
             out.push(Ttlv::bytes(t::DATA, ct));
             if generated {
                 out.push(Ttlv::bytes(t::IV_COUNTER_NONCE, iv));
@@ -291,52 +172,8 @@ impl Kmip {
                 out.push(Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag));
             }
         } else {
-            let tag_given = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_TAG)?;
-            let (iv, rest) = match iv {
-                Some(v) => (v, data),
-                // GCM clients that send IV || ciphertext || tag in Data.
-                None if mode == bcm::GCM && data.len() >= 12 + 16 => data.split_at(12),
-                None if iv_lens == [0] => (&[][..], data),
-                None => return Err(missing_iv()),
-            };
-            check_iv(iv)?;
-            let pt = match (cipher, mode) {
-                (Cipher::ChaCha, _) => {
-                    sym::chacha20(k, iv, rest).map_err(|_| crypto_fail("ChaCha20 failed"))?
-                }
-                (Cipher::TripleDes, _) => {
-                    sym::tdes_decrypt(k, (mode == bcm::CBC).then_some(iv), rest, pad).map_err(
-                        |_| crypto_fail("decryption failed: wrong key, IV, padding or length"),
-                    )?
-                }
-                (_, bcm::GCM) => {
-                    let (ct, tag) = match tag_given {
-                        Some(tag) => (rest, tag),
-                        None if rest.len() >= 16 => rest.split_at(rest.len() - 16),
-                        None => {
-                            return Err(KmipError::missing(
-                                "Authenticated Encryption Tag is missing",
-                            ))
-                        }
-                    };
-                    match cipher {
-                        Cipher::ChaChaPoly => {
-                            sym::chacha20_poly1305_open_short_tag(k, iv, aad, ct, tag)
-                        }
-                        _ if iv.len() == 12 => sym::aes_gcm_open_short_tag(k, iv, aad, ct, tag),
-                        _ => gcm::open_any_iv(k, iv, aad, ct, tag).map(|p| p.to_vec()),
-                    }
-                    .map_err(|_| {
-                        crypto_fail("authentication failed: wrong key, IV, AAD, tag or ciphertext")
-                    })?
-                }
-                (_, bcm::CBC) => sym::aes_cbc_decrypt(k, iv, rest, pad).map_err(|_| {
-                    crypto_fail("decryption failed: wrong key, IV, padding or length")
-                })?,
-                (_, bcm::ECB) => sym::aes_ecb_decrypt(k, rest, pad)
-                    .map_err(|_| crypto_fail("decryption failed: wrong key, padding or length"))?,
-                _ => sym::aes_ctr(k, iv, rest).map_err(|_| crypto_fail("AES-CTR failed"))?,
-            };
+            let tag = bytes_of(p, t::AUTHENTICATED_ENCRYPTION_TAG)?;
+            let pt = spec.decrypt(key.expose(), iv, aad, data, tag)?;
             out.push(Ttlv::bytes(t::DATA, pt));
         }
         Ok(out)

@@ -97,54 +97,11 @@ impl Kmip {
                 "key compression applies to elliptic-curve keys only",
             ));
         }
-        let state = effective_state(&o, ctx.now);
-        if state.is_destroyed() || !o.has_material {
-            return Err(KmipError::new(
-                Reason::ObjectDestroyed,
-                format!("object {uid} is destroyed: its material is gone"),
-            ));
-        }
-        if o.attr("Sensitive") == Some(&AttrValue::Bool(true)) {
-            return Err(KmipError::new(
-                Reason::Sensitive,
-                format!("object {uid} is sensitive: its material is never returned"),
-            ));
-        }
-        if !o.exportable {
-            return Err(KmipError::new(
-                Reason::NotExtractable,
-                format!("object {uid} is not exportable: its key material never leaves Keyhold"),
-            ));
-        }
+        check_may_export(&o, ctx.now)?;
         let want_format = enum_of(p, t::KEY_FORMAT_TYPE)?;
         let material = self.material(&o)?;
         if let Some(tag) = stored_as_is(o.object_type) {
-            let holder = Ttlv::decode(material.expose(), &Limits::default()).map_err(|_| {
-                KmipError::new(Reason::GeneralFailure, "the stored object is damaged")
-            })?;
-            if p.child(t::KEY_WRAPPING_SPECIFICATION).is_some() {
-                return Err(KmipError::new(
-                    Reason::FeatureNotSupported,
-                    "wrapping is offered for symmetric keys and secret data only",
-                ));
-            }
-            let have = holder
-                .child(t::KEY_BLOCK)
-                .and_then(|b| match b.child(t::KEY_FORMAT_TYPE) {
-                    Some(Ttlv {
-                        value: Value::Enumeration(f),
-                        ..
-                    }) => Some(*f),
-                    _ => None,
-                });
-            if let (Some(want), Some(have)) = (want_format, have) {
-                if want != have {
-                    return Err(KmipError::new(
-                        Reason::KeyFormatTypeNotSupported,
-                        format!("object {uid} is kept in format {have:#x} only; converting to {want:#x} is not supported"),
-                    ));
-                }
-            }
+            let holder = as_stored(&o, material.expose(), p, want_format)?;
             self.mark_served(&mut o);
             return Ok(vec![
                 Ttlv::enumeration(t::OBJECT_TYPE, o.object_type),
@@ -153,67 +110,14 @@ impl Kmip {
             ]);
         }
         let want_format = want_format.or_else(|| obj::enum_attr(&o, FORMAT_ATTR));
-        let (holder_tag, format, extra) = match o.object_type {
-            object_type::SYMMETRIC_KEY => (
-                t::SYMMETRIC_KEY,
-                want_format.unwrap_or(key_format::RAW),
-                vec![],
-            ),
-            _ => (
-                t::SECRET_DATA,
-                want_format.unwrap_or(key_format::OPAQUE),
-                vec![Ttlv::enumeration(
-                    t::SECRET_DATA_TYPE,
-                    obj::enum_attr(&o, "keyhold:secret-data-type")
-                        .unwrap_or(crate::enums::secret_data_type::PASSWORD),
-                )],
-            ),
-        };
-        let key_material = match format {
-            key_format::RAW | key_format::OPAQUE => {
-                Ttlv::bytes(t::KEY_MATERIAL, material.expose().to_vec())
-            }
-            key_format::TRANSPARENT_SYMMETRIC_KEY
-                if o.object_type == object_type::SYMMETRIC_KEY =>
-            {
-                Ttlv::structure(
-                    t::KEY_MATERIAL,
-                    vec![Ttlv::bytes(t::KEY, material.expose().to_vec())],
-                )
-            }
-            other => {
-                return Err(KmipError::new(
-                    Reason::KeyFormatTypeNotSupported,
-                    format!("key format type {other:#x} is not supported for this object"),
-                ))
-            }
-        };
+        let (holder_tag, format, extra) = holder_of(&o, want_format);
+        let key_material = key_material(&o, format, material.expose())?;
         let mut key_value = Ttlv::structure(t::KEY_VALUE, vec![key_material]);
         let mut wrapping_data = None;
         if let Some(spec) = p.child(t::KEY_WRAPPING_SPECIFICATION) {
             let w = self.wrapping(ctx, spec)?;
             ctx.touched = Some(uid.clone());
-            let plain = if w.no_encoding {
-                match (format, &key_value.items()[0].value) {
-                    (key_format::RAW | key_format::OPAQUE, Value::ByteString(b)) => b.clone(),
-                    _ => {
-                        return Err(KmipError::invalid_field(
-                            "No Encoding wraps Raw or Opaque key material only",
-                        ))
-                    }
-                }
-            } else {
-                key_value.encode()
-            };
-            let wrapped = sym::aes_key_wrap(w.kek.expose(), &plain, w.padded)
-                .map_err(|_| KmipError::new(Reason::CryptographicFailure, "key wrapping failed"))?;
-            // No Encoding wraps just the Key Material, inside a plain Key
-            // Value; TTLV Encoding wraps the whole encoded Key Value.
-            key_value = if w.no_encoding {
-                Ttlv::structure(t::KEY_VALUE, vec![Ttlv::bytes(t::KEY_MATERIAL, wrapped)])
-            } else {
-                Ttlv::bytes(t::KEY_VALUE, wrapped)
-            };
+            key_value = wrap_key_value(&w, format, key_value)?;
             wrapping_data = Some(w.data);
         }
         let mut block = vec![Ttlv::enumeration(t::KEY_FORMAT_TYPE, format), key_value];
@@ -342,4 +246,131 @@ pub(super) fn attr_matches(have: &AttrValue, want: &AttrValue) -> bool {
         (AttrValue::Int(h), AttrValue::Int(w)) if *w != 0 => h & w == *w || h == w,
         _ => have == want,
     }
+}
+
+/// Whether the object's material may leave Keyhold now: not destroyed,
+/// not Sensitive, exportable.
+fn check_may_export(o: &ManagedObject, now: i64) -> Result<(), KmipError> {
+    let uid = &o.uid;
+    if effective_state(o, now).is_destroyed() || !o.has_material {
+        return Err(KmipError::new(
+            Reason::ObjectDestroyed,
+            format!("object {uid} is destroyed: its material is gone"),
+        ));
+    }
+    if o.attr("Sensitive") == Some(&AttrValue::Bool(true)) {
+        return Err(KmipError::new(
+            Reason::Sensitive,
+            format!("object {uid} is sensitive: its material is never returned"),
+        ));
+    }
+    if !o.exportable {
+        return Err(KmipError::new(
+            Reason::NotExtractable,
+            format!("object {uid} is not exportable: its key material never leaves Keyhold"),
+        ));
+    }
+    Ok(())
+}
+
+/// An object kept as the client registered it (its TTLV holder): returned
+/// as is, in the format it was given in, never wrapped.
+fn as_stored(
+    o: &ManagedObject,
+    material: &[u8],
+    p: &Ttlv,
+    want_format: Option<u32>,
+) -> Result<Ttlv, KmipError> {
+    let holder = Ttlv::decode(material, &Limits::default())
+        .map_err(|_| KmipError::new(Reason::GeneralFailure, "the stored object is damaged"))?;
+    if p.child(t::KEY_WRAPPING_SPECIFICATION).is_some() {
+        return Err(KmipError::new(
+            Reason::FeatureNotSupported,
+            "wrapping is offered for symmetric keys and secret data only",
+        ));
+    }
+    let have = holder
+        .child(t::KEY_BLOCK)
+        .and_then(|b| match b.child(t::KEY_FORMAT_TYPE) {
+            Some(Ttlv {
+                value: Value::Enumeration(f),
+                ..
+            }) => Some(*f),
+            _ => None,
+        });
+    if let (Some(want), Some(have)) = (want_format, have) {
+        if want != have {
+            return Err(KmipError::new(
+                Reason::KeyFormatTypeNotSupported,
+                format!(
+                    "object {} is kept in format {have:#x} only; converting to {want:#x} is not supported",
+                    o.uid
+                ),
+            ));
+        }
+    }
+    Ok(holder)
+}
+
+/// The holder's tag, the key format answered and the holder's fields
+/// before its Key Block, for a symmetric key or secret data.
+fn holder_of(o: &ManagedObject, want_format: Option<u32>) -> (u32, u32, Vec<Ttlv>) {
+    match o.object_type {
+        object_type::SYMMETRIC_KEY => (
+            t::SYMMETRIC_KEY,
+            want_format.unwrap_or(key_format::RAW),
+            vec![],
+        ),
+        _ => (
+            t::SECRET_DATA,
+            want_format.unwrap_or(key_format::OPAQUE),
+            vec![Ttlv::enumeration(
+                t::SECRET_DATA_TYPE,
+                obj::enum_attr(o, "keyhold:secret-data-type")
+                    .unwrap_or(crate::enums::secret_data_type::PASSWORD),
+            )],
+        ),
+    }
+}
+
+/// The Key Material field in `format`.
+fn key_material(o: &ManagedObject, format: u32, material: &[u8]) -> Result<Ttlv, KmipError> {
+    match format {
+        key_format::RAW | key_format::OPAQUE => Ok(Ttlv::bytes(t::KEY_MATERIAL, material.to_vec())),
+        key_format::TRANSPARENT_SYMMETRIC_KEY if o.object_type == object_type::SYMMETRIC_KEY => {
+            Ok(Ttlv::structure(
+                t::KEY_MATERIAL,
+                vec![Ttlv::bytes(t::KEY, material.to_vec())],
+            ))
+        }
+        other => Err(KmipError::new(
+            Reason::KeyFormatTypeNotSupported,
+            format!("key format type {other:#x} is not supported for this object"),
+        )),
+    }
+}
+
+/// The Key Value wrapped as `w` says: No Encoding wraps just the Key
+/// Material, inside a plain Key Value; TTLV Encoding wraps the whole
+/// encoded Key Value.
+fn wrap_key_value(w: &Wrapping, format: u32, key_value: Ttlv) -> Result<Ttlv, KmipError> {
+    let plain = if w.no_encoding {
+        match (format, &key_value.items()[0].value) {
+            (key_format::RAW | key_format::OPAQUE, Value::ByteString(b)) => b.clone(),
+            _ => {
+                return Err(KmipError::invalid_field(
+                    "No Encoding wraps Raw or Opaque key material only",
+                ))
+            }
+        }
+    } else {
+        key_value.encode()
+    };
+    let wrapped = sym::aes_key_wrap(w.kek.expose(), &plain, w.padded)
+        .map_err(|_| KmipError::new(Reason::CryptographicFailure, "key wrapping failed"))?;
+    Ok(if w.no_encoding {
+        Ttlv::structure(t::KEY_VALUE, vec![Ttlv::bytes(t::KEY_MATERIAL, wrapped)])
+    } else {
+        Ttlv::bytes(t::KEY_VALUE, wrapped)
+    })
 }

@@ -2,6 +2,7 @@
 //! response message out, every batch item audited with the client identity.
 
 mod attributes;
+mod cipher;
 mod create;
 mod crypt;
 mod get;
@@ -248,54 +249,9 @@ impl Kmip {
             undo: (req.header.on_error == OnError::Undo).then(Vec::new),
         };
         let mut out = Vec::with_capacity(req.items.len());
-        let unsupported_version = !SUPPORTED.contains(&asked);
+        let unsupported = (!SUPPORTED.contains(&asked)).then_some(asked);
         for item in &req.items {
-            let started = Instant::now();
-            ctx.touched = None;
-            let result = if unsupported_version && item.operation != op::DISCOVER_VERSIONS {
-                Err(KmipError::new(
-                    Reason::UnsupportedProtocolVersion,
-                    format!(
-                        "KMIP {asked} is not supported; Discover Versions lists those that are"
-                    ),
-                ))
-            } else {
-                self.dispatch(&mut ctx, item)
-            };
-            let mut resp = match result {
-                Ok(payload) => ResponseItem::success(item.operation, item.id.clone(), payload),
-                Err(e) => ResponseItem::failure(Some(item.operation), item.id.clone(), &e),
-            };
-            if let (Some(max), Some(p)) = (req.header.max_response_size, &resp.payload) {
-                if p.encoded_len() > max.max(0) as usize {
-                    resp = ResponseItem::failure(
-                        Some(item.operation),
-                        item.id.clone(),
-                        &KmipError::new(
-                            Reason::ResponseTooLarge,
-                            format!(
-                                "the response payload is {} bytes, over the Maximum Response Size of {max}",
-                                p.encoded_len()
-                            ),
-                        ),
-                    );
-                }
-            }
-            let audited = self.audit_one(
-                client,
-                crate::enums::operation::name(item.operation),
-                ctx.touched.as_deref(),
-                resp.reason,
-                resp.message.as_deref().unwrap_or(""),
-                started.elapsed().as_micros() as u64,
-            );
-            if let Err(m) = audited {
-                resp = ResponseItem::failure(
-                    Some(item.operation),
-                    item.id.clone(),
-                    &KmipError::new(Reason::GeneralFailure, m),
-                );
-            }
+            let resp = self.answer_item(&mut ctx, item, unsupported, req.header.max_response_size);
             let failed = !resp.is_success();
             out.push(resp);
             if failed && req.header.on_error != OnError::Continue {
@@ -310,6 +266,63 @@ impl Kmip {
             }
         }
         message::response(version, now, &out)
+    }
+
+    /// Answers one batch item (recorded in the audit log: an item whose
+    /// record cannot be written fails). `unsupported`: the message asked
+    /// for a version Keyhold does not speak, which only Discover Versions
+    /// answers.
+    fn answer_item(
+        &self,
+        ctx: &mut Ctx<'_>,
+        item: &RequestItem<'_>,
+        unsupported: Option<Version>,
+        max_response_size: Option<i32>,
+    ) -> ResponseItem {
+        let started = Instant::now();
+        ctx.touched = None;
+        let result = match unsupported {
+            Some(asked) if item.operation != op::DISCOVER_VERSIONS => Err(KmipError::new(
+                Reason::UnsupportedProtocolVersion,
+                format!("KMIP {asked} is not supported; Discover Versions lists those that are"),
+            )),
+            _ => self.dispatch(ctx, item),
+        };
+        let mut resp = match result {
+            Ok(payload) => ResponseItem::success(item.operation, item.id.clone(), payload),
+            Err(e) => ResponseItem::failure(Some(item.operation), item.id.clone(), &e),
+        };
+        if let (Some(max), Some(p)) = (max_response_size, &resp.payload) {
+            if p.encoded_len() > max.max(0) as usize {
+                resp = ResponseItem::failure(
+                    Some(item.operation),
+                    item.id.clone(),
+                    &KmipError::new(
+                        Reason::ResponseTooLarge,
+                        format!(
+                            "the response payload is {} bytes, over the Maximum Response Size of {max}",
+                            p.encoded_len()
+                        ),
+                    ),
+                );
+            }
+        }
+        let audited = self.audit_one(
+            ctx.client,
+            crate::enums::operation::name(item.operation),
+            ctx.touched.as_deref(),
+            resp.reason,
+            resp.message.as_deref().unwrap_or(""),
+            started.elapsed().as_micros() as u64,
+        );
+        if let Err(m) = audited {
+            resp = ResponseItem::failure(
+                Some(item.operation),
+                item.id.clone(),
+                &KmipError::new(Reason::GeneralFailure, m),
+            );
+        }
+        resp
     }
 
     fn audit_one(
