@@ -2,37 +2,19 @@
 //! (stored plus server-computed attributes), and access rules.
 
 use crate::attrs;
-use crate::enums::Reason;
 use crate::message::{KmipError, Version};
 use crate::ttlv::Ttlv;
-use keyhold_core::{AttrValue, ManagedObject, ObjectState};
+use keyhold_core::{AttrValue, ManagedObject};
 
-pub const ACTIVATION_DATE: &str = "Activation Date";
-pub const DEACTIVATION_DATE: &str = "Deactivation Date";
+pub use keyhold_service::object_rules::attr::{ACTIVATION_DATE, DEACTIVATION_DATE, USAGE_MASK};
 pub const NAME: &str = "Name";
 pub const ALGORITHM: &str = "Cryptographic Algorithm";
 pub const LENGTH: &str = "Cryptographic Length";
-pub const USAGE_MASK: &str = "Cryptographic Usage Mask";
 pub const PARAMETERS: &str = "Cryptographic Parameters";
 pub const LAST_CHANGE: &str = "Last Change Date";
 pub const INITIAL_DATE: &str = "Initial Date";
 
-/// The state an object is in at `now`, taking its activation and
-/// deactivation dates into account.
-pub fn effective_state(o: &ManagedObject, now: i64) -> ObjectState {
-    let date = |n: &str| match o.attr(n) {
-        Some(AttrValue::DateTime(t)) => Some(*t),
-        _ => None,
-    };
-    let mut s = o.state;
-    if s == ObjectState::PreActive && date(ACTIVATION_DATE).is_some_and(|t| t <= now) {
-        s = ObjectState::Active;
-    }
-    if s == ObjectState::Active && date(DEACTIVATION_DATE).is_some_and(|t| t <= now) {
-        s = ObjectState::Deactivated;
-    }
-    s
-}
+pub use keyhold_service::object_rules::effective_state;
 
 pub fn int_attr(o: &ManagedObject, name: &str) -> Option<i32> {
     match o.attr(name) {
@@ -147,12 +129,5 @@ pub fn attribute_names(o: &ManagedObject, now: i64) -> Vec<String> {
 
 /// A failure for an object in the wrong state for an operation.
 pub fn wrong_state(o: &ManagedObject, now: i64, what: &str) -> KmipError {
-    KmipError::new(
-        Reason::WrongKeyLifecycleState,
-        format!(
-            "object {} is {}: {what}",
-            o.uid,
-            effective_state(o, now).name()
-        ),
-    )
+    crate::service_err::refused(keyhold_service::object_rules::wrong_state(o, now, what))
 }

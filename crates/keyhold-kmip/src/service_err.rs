@@ -5,6 +5,22 @@
 use crate::enums::Reason;
 use crate::message::KmipError;
 use keyhold_core::Error;
+use keyhold_service::object_rules::{Refusal, Refused};
+
+/// Maps a refusal of the managed-object rules to its KMIP Result Reason.
+pub(crate) fn refused(r: Refused) -> KmipError {
+    let reason = match r.why {
+        Refusal::WrongState | Refusal::BeforeProcessStart => Reason::WrongKeyLifecycleState,
+        Refusal::NotSymmetric => Reason::IllegalOperation,
+        Refusal::UsageMask => Reason::IncompatibleCryptographicUsageMask,
+        Refusal::PastProtectStop => Reason::PastProtectStopDate,
+        Refusal::UsageLimits | Refusal::ExportabilityNarrowsOnly => Reason::PermissionDenied,
+        Refusal::Destroyed => Reason::ObjectDestroyed,
+        Refusal::Sensitive => Reason::Sensitive,
+        Refusal::NotExtractable => Reason::NotExtractable,
+    };
+    KmipError::new(reason, r.message)
+}
 
 /// Maps a key service error to the KMIP failure a client receives. Internal
 /// details (storage, root of trust) go to the log, not the wire.
@@ -75,6 +91,34 @@ fn e_text(e: &Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every refusal of the object rules and the reason a client sees.
+    #[test]
+    fn every_object_refusal_has_its_reason() {
+        let table = [
+            (Refusal::WrongState, Reason::WrongKeyLifecycleState),
+            (Refusal::BeforeProcessStart, Reason::WrongKeyLifecycleState),
+            (Refusal::NotSymmetric, Reason::IllegalOperation),
+            (
+                Refusal::UsageMask,
+                Reason::IncompatibleCryptographicUsageMask,
+            ),
+            (Refusal::PastProtectStop, Reason::PastProtectStopDate),
+            (Refusal::UsageLimits, Reason::PermissionDenied),
+            (Refusal::ExportabilityNarrowsOnly, Reason::PermissionDenied),
+            (Refusal::Destroyed, Reason::ObjectDestroyed),
+            (Refusal::Sensitive, Reason::Sensitive),
+            (Refusal::NotExtractable, Reason::NotExtractable),
+        ];
+        for (why, reason) in table {
+            let e = refused(Refused {
+                why,
+                message: "object u: why".into(),
+            });
+            assert_eq!(e.reason, reason, "{why:?}");
+            assert_eq!(e.message, "object u: why");
+        }
+    }
 
     /// Every error the service returns, the reason a client sees, and what
     /// the message must (or must not) say.

@@ -23,6 +23,7 @@ mod health;
 pub mod integrity;
 mod key_use;
 mod lifecycle;
+pub mod object_rules;
 pub mod objects;
 pub mod policy;
 mod rewrap;

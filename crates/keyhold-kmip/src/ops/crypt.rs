@@ -4,55 +4,15 @@
 use super::*;
 
 impl Kmip {
-    /// The key of an object usable for `mask` now.
+    /// The key of an object usable for `purpose` now.
     pub(super) fn usable(
         &self,
         ctx: &mut Ctx<'_>,
         uid: &str,
-        mask: i32,
-        what: &str,
+        purpose: Purpose,
     ) -> Result<(ManagedObject, Arc<keyhold_crypto::SecretBytes>), KmipError> {
         let o = self.load(ctx, uid)?;
-        if effective_state(&o, ctx.now) != ObjectState::Active {
-            return Err(obj::wrong_state(
-                &o,
-                ctx.now,
-                &format!("only an Active key can {what}"),
-            ));
-        }
-        if o.object_type != object_type::SYMMETRIC_KEY {
-            return Err(KmipError::new(
-                Reason::IllegalOperation,
-                format!("object {uid} is not a symmetric key"),
-            ));
-        }
-        if let Some(m) = obj::int_attr(&o, obj::USAGE_MASK) {
-            if m & mask == 0 {
-                return Err(KmipError::new(
-                    Reason::IncompatibleCryptographicUsageMask,
-                    format!("the usage mask of object {uid} does not allow it to {what}"),
-                ));
-            }
-        }
-        // Protecting (encrypt, MAC) stops at the Protect Stop Date;
-        // processing (decrypt, verify) starts at the Process Start Date.
-        let date = |n: &str| match o.attr(n) {
-            Some(AttrValue::DateTime(t)) => Some(*t),
-            _ => None,
-        };
-        let protect = mask & (usage_mask::ENCRYPT | usage_mask::MAC_GENERATE) != 0;
-        if protect && date("Protect Stop Date").is_some_and(|t| t <= ctx.now) {
-            return Err(KmipError::new(
-                Reason::PastProtectStopDate,
-                format!("object {uid} is past its Protect Stop Date: it can no longer {what}"),
-            ));
-        }
-        if !protect && date("Process Start Date").is_some_and(|t| t > ctx.now) {
-            return Err(KmipError::new(
-                Reason::WrongKeyLifecycleState,
-                format!("object {uid} is before its Process Start Date: it cannot {what} yet"),
-            ));
-        }
+        rules::check_use(&o, purpose, ctx.now).map_err(refused)?;
         let m = self.material(&o)?;
         Ok((o, m))
     }
@@ -64,30 +24,10 @@ impl Kmip {
         o: &mut ManagedObject,
         data_len: usize,
     ) -> Result<(), KmipError> {
-        let Some((left, per_object)) = usage_limits(o) else {
-            return Ok(());
-        };
-        let need = if per_object { 1 } else { data_len as i64 };
-        if need > left {
-            return Err(KmipError::new(
-                Reason::PermissionDenied,
-                format!(
-                    "object {} has used up its Usage Limits ({left} left, {need} asked)",
-                    o.uid
-                ),
-            ));
+        if rules::charge_usage(o, data_len).map_err(refused)? {
+            self.save(ctx, o)?;
         }
-        let Some(AttrValue::Struct(fields)) = o.attr("Usage Limits") else {
-            return Ok(());
-        };
-        let mut next: Vec<(u32, AttrValue)> = fields
-            .iter()
-            .filter(|(tag, _)| *tag != t::USAGE_LIMITS_COUNT)
-            .cloned()
-            .collect();
-        next.push((t::USAGE_LIMITS_COUNT, AttrValue::Long(left - need)));
-        o.set_attr("Usage Limits", AttrValue::Struct(next));
-        self.save(ctx, o)
+        Ok(())
     }
 
     pub(super) fn crypt(
@@ -97,12 +37,12 @@ impl Kmip {
         encrypt: bool,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let (mask, what) = if encrypt {
-            (usage_mask::ENCRYPT, "encrypt")
+        let purpose = if encrypt {
+            Purpose::ENCRYPT
         } else {
-            (usage_mask::DECRYPT, "decrypt")
+            Purpose::DECRYPT
         };
-        let (mut o, key) = self.usable(ctx, &uid, mask, what)?;
+        let (mut o, key) = self.usable(ctx, &uid, purpose)?;
         let cipher = cipher::of_object(&o)?;
         let params = crypto_params(&o, p)?;
         let mode = cipher::mode(cipher, params.mode)?;
@@ -288,12 +228,12 @@ impl Kmip {
         verify: bool,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let (mask, what) = if verify {
-            (usage_mask::MAC_VERIFY, "verify MACs")
+        let purpose = if verify {
+            Purpose::MAC_VERIFY
         } else {
-            (usage_mask::MAC_GENERATE, "make MACs")
+            Purpose::MAC_GENERATE
         };
-        let (o, key) = self.usable(ctx, &uid, mask, what)?;
+        let (o, key) = self.usable(ctx, &uid, purpose)?;
         let params = crypto_params(&o, p)?;
         let alg = params
             .algorithm
@@ -410,24 +350,4 @@ pub(super) fn crypto_params(o: &ManagedObject, p: &Ttlv) -> Result<Params, KmipE
         return from(&Ttlv::new(t::CRYPTOGRAPHIC_PARAMETERS, attrs::to_value(v)));
     }
     Ok(Params::default())
-}
-
-/// An object's Usage Limits: the uses left (Usage Limits Count, else the
-/// Total) and whether a use is a whole operation (unit Object) rather
-/// than a byte. None when the object has no limits.
-pub(super) fn usage_limits(o: &ManagedObject) -> Option<(i64, bool)> {
-    let Some(AttrValue::Struct(fields)) = o.attr("Usage Limits") else {
-        return None;
-    };
-    let get = |tag: u32| {
-        fields.iter().find_map(|(t, v)| match (*t == tag, v) {
-            (true, AttrValue::Long(n)) => Some(*n),
-            (true, AttrValue::Int(n)) => Some(i64::from(*n)),
-            (true, AttrValue::Enum(n)) => Some(i64::from(*n)),
-            _ => None,
-        })
-    };
-    let total = get(t::USAGE_LIMITS_TOTAL)?;
-    let left = get(t::USAGE_LIMITS_COUNT).unwrap_or(total);
-    Some((left, get(t::USAGE_LIMITS_UNIT) == Some(2)))
 }

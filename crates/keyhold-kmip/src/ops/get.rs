@@ -97,7 +97,7 @@ impl Kmip {
                 "key compression applies to elliptic-curve keys only",
             ));
         }
-        check_may_export(&o, ctx.now)?;
+        rules::check_export(&o, ctx.now).map_err(refused)?;
         let want_format = enum_of(p, t::KEY_FORMAT_TYPE)?;
         let material = self.material(&o)?;
         if let Some(tag) = stored_as_is(o.object_type) {
@@ -190,7 +190,7 @@ impl Kmip {
             }
         };
         let no_encoding = enum_of(spec, t::ENCODING_OPTION)? == Some(1);
-        let (k, kek) = self.usable(ctx, &kuid, usage_mask::WRAP_KEY, "wrap keys")?;
+        let (k, kek) = self.usable(ctx, &kuid, Purpose::WRAP_KEY)?;
         if obj::enum_attr(&k, obj::ALGORITHM) != Some(crypto_alg::AES)
             || !matches!(kek.len(), 16 | 32)
         {
@@ -246,31 +246,6 @@ pub(super) fn attr_matches(have: &AttrValue, want: &AttrValue) -> bool {
         (AttrValue::Int(h), AttrValue::Int(w)) if *w != 0 => h & w == *w || h == w,
         _ => have == want,
     }
-}
-
-/// Whether the object's material may leave Keyhold now: not destroyed,
-/// not Sensitive, exportable.
-fn check_may_export(o: &ManagedObject, now: i64) -> Result<(), KmipError> {
-    let uid = &o.uid;
-    if effective_state(o, now).is_destroyed() || !o.has_material {
-        return Err(KmipError::new(
-            Reason::ObjectDestroyed,
-            format!("object {uid} is destroyed: its material is gone"),
-        ));
-    }
-    if o.attr("Sensitive") == Some(&AttrValue::Bool(true)) {
-        return Err(KmipError::new(
-            Reason::Sensitive,
-            format!("object {uid} is sensitive: its material is never returned"),
-        ));
-    }
-    if !o.exportable {
-        return Err(KmipError::new(
-            Reason::NotExtractable,
-            format!("object {uid} is not exportable: its key material never leaves Keyhold"),
-        ));
-    }
-    Ok(())
 }
 
 /// An object kept as the client registered it (its TTLV holder): returned

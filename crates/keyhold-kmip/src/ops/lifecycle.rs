@@ -12,13 +12,8 @@ impl Kmip {
         let uid = self.uid_arg(ctx, p)?;
         let o = self.load(ctx, &uid)?;
         self.service.refuse_in_lockdown().map_err(service_err)?;
-        if effective_state(&o, ctx.now) != ObjectState::Active {
-            return Err(obj::wrong_state(
-                &o,
-                ctx.now,
-                "a lease is granted only for an Active object",
-            ));
-        }
+        rules::check_active(&o, ctx.now, "a lease is granted only for an Active object")
+            .map_err(refused)?;
         let changed = [obj::LAST_CHANGE, obj::INITIAL_DATE]
             .iter()
             .find_map(|n| match o.attr(n) {
@@ -37,42 +32,20 @@ impl Kmip {
     pub(super) fn check(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let o = self.load(ctx, &uid)?;
-        if let Some(want) = int_of(p, t::CRYPTOGRAPHIC_USAGE_MASK)? {
-            let have = obj::int_attr(&o, obj::USAGE_MASK).unwrap_or(0);
-            if have & want != want {
-                return Err(KmipError::new(
-                    Reason::IncompatibleCryptographicUsageMask,
-                    format!("the usage mask of object {uid} does not allow {want:#x}"),
-                ));
-            }
-        }
-        if let Some(n) = p.child(t::USAGE_LIMITS_COUNT).and_then(|c| match c.value {
+        let mask = int_of(p, t::CRYPTOGRAPHIC_USAGE_MASK)?;
+        let uses = p.child(t::USAGE_LIMITS_COUNT).and_then(|c| match c.value {
             Value::LongInteger(n) => Some(n),
             Value::Integer(n) => Some(i64::from(n)),
             _ => None,
-        }) {
-            if usage_limits(&o).is_some_and(|(left, _)| n > left) {
-                return Err(KmipError::new(
-                    Reason::PermissionDenied,
-                    format!("object {uid} has fewer than {n} uses left"),
-                ));
-            }
-        }
+        });
+        rules::check_allows(&o, mask, uses).map_err(refused)?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }
 
     pub(super) fn activate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let mut o = self.load_owned(ctx, &uid)?;
-        if effective_state(&o, ctx.now) != ObjectState::PreActive {
-            return Err(obj::wrong_state(
-                &o,
-                ctx.now,
-                "only a PreActive object can be activated",
-            ));
-        }
-        o.state = ObjectState::Active;
-        o.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(ctx.now));
+        rules::activate(&mut o, ctx.now).map_err(refused)?;
         self.save(ctx, &mut o)?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }
@@ -90,34 +63,16 @@ impl Kmip {
                 "Revocation Reason Code {code} is not defined"
             )));
         }
-        let state = effective_state(&o, ctx.now);
-        if state.is_destroyed() {
-            return Err(obj::wrong_state(&o, ctx.now, "it cannot be revoked"));
-        }
         let compromise = matches!(
             code,
             revocation_reason::KEY_COMPROMISE | revocation_reason::CA_COMPROMISE
         );
-        if compromise {
-            let occurred = message::date_of(p, t::COMPROMISE_OCCURRENCE_DATE)?.unwrap_or(ctx.now);
-            o.state = ObjectState::Compromised;
-            o.set_attr("Compromise Date", AttrValue::DateTime(ctx.now));
-            o.set_attr("Compromise Occurrence Date", AttrValue::DateTime(occurred));
+        let compromised_at = if compromise {
+            Some(message::date_of(p, t::COMPROMISE_OCCURRENCE_DATE)?.unwrap_or(ctx.now))
         } else {
-            match state {
-                ObjectState::Active | ObjectState::PreActive => {
-                    o.state = ObjectState::Deactivated;
-                    o.set_attr(obj::DEACTIVATION_DATE, AttrValue::DateTime(ctx.now));
-                }
-                _ => {
-                    return Err(obj::wrong_state(
-                        &o,
-                        ctx.now,
-                        "it is no longer active; only a compromise can be recorded now",
-                    ))
-                }
-            }
-        }
+            None
+        };
+        rules::revoke(&mut o, compromised_at, ctx.now).map_err(refused)?;
         o.set_attr("Revocation Reason", to_stored_struct(reason));
         self.save(ctx, &mut o)?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
@@ -132,21 +87,7 @@ impl Kmip {
             ));
         }
         let mut o = self.load_owned(ctx, &uid)?;
-        let state = effective_state(&o, ctx.now);
-        o.state = match state {
-            ObjectState::PreActive | ObjectState::Deactivated => ObjectState::Destroyed,
-            ObjectState::Compromised => ObjectState::DestroyedCompromised,
-            ObjectState::Active => {
-                return Err(obj::wrong_state(
-                    &o,
-                    ctx.now,
-                    "revoke it before destroying it",
-                ))
-            }
-            _ => return Err(obj::wrong_state(&o, ctx.now, "it is already destroyed")),
-        };
-        o.has_material = false;
-        o.set_attr("Destroy Date", AttrValue::DateTime(ctx.now));
+        rules::destroy(&mut o, ctx.now).map_err(refused)?;
         self.save(ctx, &mut o)?;
         self.service.purge_erased_copies().map_err(|e| {
             KmipError::new(

@@ -11,19 +11,18 @@ mod lifecycle;
 // Shared by the operation families.
 use attributes::{check_type, name_text, to_stored_struct};
 use create::{stored_as_is, FORMAT_ATTR};
-use crypt::usage_limits;
 
 use crate::attrs::{self, Incoming, Setter};
 use crate::enums::{
     block_cipher_mode as bcm, crypto_alg, key_format, object_type, operation as op, padding,
-    query_function, revocation_reason, usage_mask, Reason,
+    query_function, revocation_reason, Reason,
 };
 use crate::message::{
     self, bool_of, bytes_of, enum_of, int_of, text_of, KmipError, OnError, RequestItem,
     ResponseItem, Version, SUPPORTED,
 };
 use crate::objects::{self as obj, effective_state};
-use crate::service_err::service_err;
+use crate::service_err::{refused, service_err};
 use crate::stream::{Stream, Streams};
 use crate::tags as t;
 use crate::ttlv::{Limits, Ttlv, Value};
@@ -31,6 +30,7 @@ use crate::xks_keys;
 use keyhold_core::{AttrValue, Error, ManagedObject, ObjectAttr, ObjectState};
 use keyhold_crypto::gcm;
 use keyhold_crypto::sym::{self, MacHash};
+use keyhold_service::object_rules::{self as rules, Purpose};
 use keyhold_service::KeyService;
 use std::sync::Arc;
 use std::time::Instant;
@@ -575,24 +575,14 @@ impl Kmip {
             match a.name.as_str() {
                 "Extractable" => {
                     if let AttrValue::Bool(b) = value {
-                        if b && !o.exportable && !creating {
-                            return Err(KmipError::new(
-                                Reason::PermissionDenied,
-                                "a non-extractable object cannot be made extractable",
-                            ));
-                        }
-                        o.exportable = b;
+                        rules::set_exportable(o, b, creating).map_err(refused)?;
                     }
                 }
                 "Sensitive" if value == AttrValue::Bool(true) => {
                     o.exportable = false;
                 }
-                obj::ACTIVATION_DATE if !creating && o.state != ObjectState::PreActive => {
-                    return Err(obj::wrong_state(
-                        o,
-                        ctx.now,
-                        "the activation date can only change before activation",
-                    ));
+                obj::ACTIVATION_DATE => {
+                    rules::check_activation_date_change(o, ctx.now, creating).map_err(refused)?;
                 }
                 // Names need not be unique (PyKMIP gives every secret the
                 // same default name); Locate lists newest first.
