@@ -409,7 +409,7 @@ fn service() -> (tempfile::TempDir, Arc<keyhold_service::KeyService>) {
 fn run_case(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).unwrap();
     let (_dir, svc) = service();
-    let kmip = Kmip::new(svc, None);
+    let kmip = Kmip::new(svc);
     let client = Client {
         identity: "oasis".into(),
         peer: None,

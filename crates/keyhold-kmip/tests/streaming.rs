@@ -15,7 +15,7 @@ fn kmip() -> (tempfile::TempDir, Kmip) {
     let root = keyhold_keystore::SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap();
     let storage = keyhold_storage::SqliteStorage::open_in_memory().unwrap();
     let s = keyhold_service::KeyService::open(Arc::new(storage), Arc::new(root)).unwrap();
-    (dir, Kmip::new(Arc::new(s), None))
+    (dir, Kmip::new(Arc::new(s)))
 }
 
 fn client(name: &str) -> Client {

@@ -309,8 +309,8 @@ pub async fn serve(
     );
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut listeners = vec![("xks".to_owned(), format!("{scheme}://{addr}"))];
-    let mut api = XksApi::new(service.clone(), xks);
-    let audit_log = if config.audit.enabled {
+    let api = XksApi::new(service.clone(), xks);
+    if config.audit.enabled {
         let node = crate::data_dir::DataDir::new(config.data_dir.clone())
             .node_name(service.shared_storage())
             .map_err(|e| ServeError::Audit(e.to_string()))?;
@@ -319,12 +319,12 @@ pub async fn serve(
         if let Some(n) = node {
             crate::audit::spawn_shipper(&service, config.audit.dir.clone(), n);
         }
-        api = api.with_audit(log.clone());
-        Some(log)
+        if !service.audit().attach(log) {
+            tracing::warn!("the key service records into the audit log it already had");
+        }
     } else {
         tracing::warn!("the audit log is off (audit.enabled = false): key use is not recorded");
-        None
-    };
+    }
     let api = Arc::new(api);
     // What one client can hold before it authenticates: headers within the
     // request deadline (the body's is the XKS API's; HTTP/1.1 keep-alive
@@ -410,7 +410,7 @@ pub async fn serve(
     if let Some(kaddr) = config.kmip.listen {
         let tls = kmip_tls(config, &service, kmip_certs.clone().expect("validated"))?;
         let (l, bound) = bind(kaddr).await?;
-        let mut kmip = keyhold_kmip::Kmip::new(service.clone(), audit_log.clone());
+        let mut kmip = keyhold_kmip::Kmip::new(service.clone());
         if let Some(m) = config.kmip.max_message_bytes {
             kmip = kmip.with_max_message(m);
         }

@@ -15,6 +15,7 @@
 //! directory), so a disable takes effect within one refresh interval.
 
 pub mod admin;
+mod audit_broker;
 pub mod backup;
 mod cache;
 pub mod client_certs;
@@ -31,6 +32,7 @@ pub mod rotation;
 mod service;
 mod xks_grants;
 
+pub use audit_broker::AuditBroker;
 pub use health::{EkmReport, HealthReport, HealthStatus};
 pub use key_use::{
     EncryptOptions, GcmInput, KeyUse, NotRun, Placement, Sealed, Touches, UseFacts, Used,

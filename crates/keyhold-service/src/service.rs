@@ -362,6 +362,8 @@ pub struct KeyService {
     pub(crate) gcm: crate::gcm_budget::GcmBudget,
     /// Serial numbers of revoked KMIP client certificates.
     pub(crate) revoked_certs: parking_lot::RwLock<Arc<std::collections::HashSet<String>>>,
+    /// Where every front-end records its key uses.
+    audit: crate::AuditBroker,
 }
 
 impl KeyService {
@@ -527,6 +529,7 @@ impl KeyService {
             live: parking_lot::RwLock::new(Vec::new()),
             gcm: crate::gcm_budget::GcmBudget::new(),
             revoked_certs: Default::default(),
+            audit: Default::default(),
         };
         if matches!(svc.seal_state, crate::integrity::SealState::SealedNow(_)) {
             // Sealed now (a new database, or one from before sealed rows):
@@ -553,6 +556,11 @@ impl KeyService {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, f)| f())
+    }
+
+    /// The audit broker every front-end records its key uses through.
+    pub fn audit(&self) -> &crate::AuditBroker {
+        &self.audit
     }
 
     /// Whether a cache miss may block on the root of trust (an HSM) or on

@@ -69,9 +69,6 @@ impl Default for XksConfig {
 pub struct XksApi {
     pub(crate) service: Arc<KeyService>,
     pub(crate) config: XksConfig,
-    /// The tamper-evident audit log; a request whose record cannot be
-    /// written fails. `None` only in benchmarks of the cost of auditing.
-    pub(crate) audit: Option<Arc<keyhold_audit::AuditLog>>,
     /// Request counts and latencies for /metrics.
     pub metrics: crate::metrics::RequestMetrics,
     quotas: parking_lot::Mutex<std::collections::HashMap<String, TokenBucket>>,
@@ -208,7 +205,6 @@ impl XksApi {
     pub fn new(service: Arc<KeyService>, config: XksConfig) -> Self {
         Self {
             service,
-            audit: None,
             metrics: crate::metrics::RequestMetrics::default(),
             quotas: parking_lot::Mutex::new(std::collections::HashMap::new()),
             refusals: parking_lot::Mutex::new(keyhold_audit::RefusalBudget::new(
@@ -218,16 +214,9 @@ impl XksApi {
         }
     }
 
-    /// Writes a record of every request to `audit` (and fails requests
-    /// whose record cannot be written).
-    pub fn with_audit(mut self, audit: Arc<keyhold_audit::AuditLog>) -> Self {
-        self.audit = Some(audit);
-        self
-    }
-
-    /// The audit log's state, for health and metrics.
+    /// The state of the audit log the key service records into.
     pub fn audit_status(&self) -> Option<keyhold_audit::AuditStatus> {
-        self.audit.as_ref().map(|a| a.status())
+        self.service.audit().status()
     }
 
     /// Charges one request to a key store's quota, if one is configured.
@@ -355,12 +344,13 @@ impl XksApi {
             },
             started.elapsed().as_secs_f64(),
         );
-        let Some(log) = &self.audit else {
+        let log = self.service.audit();
+        if !log.is_attached() {
             return match result {
                 Ok(r) => r,
                 Err(e) => error_response(&e),
             };
-        };
+        }
         // Refusals of clients that never authenticated: a bounded number
         // a second goes into the log, and the next one counts the rest.
         let mut left_out = None;

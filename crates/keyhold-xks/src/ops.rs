@@ -88,7 +88,7 @@ impl XksApi {
         let mut report = self.service.health();
         // The audit log is part of serving: if records cannot be written,
         // no key use can be; a low disk is a warning.
-        if let Some(st) = self.audit.as_ref().map(|a| a.status()) {
+        if let Some(st) = self.service.audit().status() {
             for e in &mut report.ekms {
                 if audit_failed || st.failing.is_some() {
                     e.status = keyhold_service::HealthStatus::Unavailable;

@@ -48,7 +48,6 @@ pub struct Client {
 /// The KMIP front-end over one key service.
 pub struct Kmip {
     service: Arc<KeyService>,
-    audit: Option<Arc<keyhold_audit::AuditLog>>,
     limits: Limits,
     /// Streamed Encrypt/Decrypt in progress.
     streams: Streams,
@@ -145,10 +144,11 @@ enum Undo {
 }
 
 impl Kmip {
-    pub fn new(service: Arc<KeyService>, audit: Option<Arc<keyhold_audit::AuditLog>>) -> Self {
+    /// KMIP over a key service; every operation is recorded through the
+    /// service's audit broker.
+    pub fn new(service: Arc<KeyService>) -> Self {
         Self {
             service,
-            audit,
             limits: Limits::default(),
             streams: Streams::default(),
         }
@@ -334,9 +334,6 @@ impl Kmip {
         message: &str,
         latency_us: u64,
     ) -> Result<(), String> {
-        let Some(log) = &self.audit else {
-            return Ok(());
-        };
         let result = reason.map(|r| format!("{r:?}"));
         let ev = keyhold_audit::Event {
             frontend: "kmip",
@@ -348,7 +345,9 @@ impl Kmip {
             detail: (!message.is_empty()).then_some(message),
             ..Default::default()
         };
-        log.record_blocking(&ev)
+        self.service
+            .audit()
+            .record_blocking(&ev)
             .map_err(|e| format!("the audit log could not record the operation: {e}"))
     }
 
