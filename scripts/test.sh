@@ -46,6 +46,11 @@ if ! python3 -c "import pymongo, pymongocrypt" 2>/dev/null; then
   python3 -m pip install -q pymongo pymongocrypt 2>/dev/null || python3 -m pip install -q --break-system-packages pymongo pymongocrypt
 fi
 python3 -c "import pymongo, pymongocrypt" || { echo "pymongo and pymongocrypt are not importable" >&2; exit 1; }
+# An independent check that the admin API's OpenAPI document is valid.
+if ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
+  python3 -m pip install -q openapi-spec-validator 2>/dev/null || python3 -m pip install -q --break-system-packages openapi-spec-validator
+fi
+python3 -c "import openapi_spec_validator" || { echo "openapi-spec-validator is not importable" >&2; exit 1; }
 # curl must speak SigV4 (7.75+).
 curl --help all 2>/dev/null | grep -q -- --aws-sigv4 || { echo "curl without --aws-sigv4" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
@@ -59,6 +64,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
 echo "== cargo deny check licenses bans sources"
 cargo deny --locked check licenses bans sources
+echo "== the admin API's OpenAPI document (docs/openapi.json) is valid OpenAPI"
+python3 - <<'PY'
+from openapi_spec_validator import validate
+from openapi_spec_validator.readers import read_from_filename
+spec, _ = read_from_filename("docs/openapi.json")
+validate(spec)
+print("docs/openapi.json: valid OpenAPI", spec["openapi"])
+PY
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -21,44 +21,11 @@ use keyhold_server::admin_api::{
     OutputFile,
 };
 use keyhold_server::data_dir::DataDir;
-use keyhold_service::admin::{AdminIdentity, Role};
+use keyhold_service::admin::{Access, AdminIdentity};
 use keyhold_service::KeyService;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// What a command needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Status: every role.
-    Status,
-    /// Read metadata (stores, keys, policies, tokens): auditor, custodian.
-    Read,
-    /// Read the audit log: auditor.
-    Audit,
-    /// Change anything: custodian.
-    Change,
-}
-
-impl Access {
-    pub(crate) fn allows(self, role: Role) -> bool {
-        match self {
-            Access::Status => true,
-            Access::Read => matches!(role, Role::Auditor | Role::Custodian),
-            Access::Audit => role == Role::Auditor,
-            Access::Change => role == Role::Custodian,
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Access::Status => "any role",
-            Access::Read => "the auditor or custodian role",
-            Access::Audit => "the auditor role",
-            Access::Change => "the custodian role",
-        }
-    }
-}
 
 /// What `cmd` needs over the API; `None`: only locally, with the root of
 /// trust (it makes or opens data directories, or talks to the HSM).
@@ -219,12 +186,7 @@ impl AdminExecutor for Executor {
             return Outcome::BadRequest(msg);
         };
         if !need.allows(who.role) {
-            let msg = format!(
-                "access denied: `{what}` needs {}; token {:?} has the {} role",
-                need.describe(),
-                who.name,
-                who.role.as_str()
-            );
+            let msg = need.denied(&what, who);
             self.record(&ctx, &req.args, &Err(msg.clone()));
             return Outcome::Forbidden(msg);
         }
@@ -390,6 +352,7 @@ fn api_error(status: u16, v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyhold_service::admin::Role;
 
     fn cmd(args: &[&str]) -> Command {
         Cli::try_parse_from(std::iter::once("keyhold").chain(args.iter().copied()))

@@ -4,7 +4,9 @@
 //! `POST /admin/v1/command` runs one `keyhold` admin command on the server
 //! (`{"args": ["key", "disable", "/t", "k1"], "json": false, "inputs":
 //! {PATH: BASE64}}`) and answers with its output and the files it wrote;
-//! `GET /admin/v1/whoami` names the caller. Which role may run which
+//! `GET /admin/v1/whoami` names the caller. The typed API, `/v1/…`
+//! (resources as JSON, described by an OpenAPI document), is
+//! [`crate::admin_v1`]. Which role may run which
 //! command, and the audit record of each call, belong to the executor (the
 //! CLI, which owns the command set); this module authenticates, limits
 //! sizes and moves bytes.
@@ -137,24 +139,18 @@ pub(crate) async fn authenticate(
         .map_err(|e| e.to_string())
 }
 
-async fn handle(
-    req: Request<hyper::body::Incoming>,
+/// The caller of an authenticated request, or the answer to one that is
+/// not (401, recorded within the refusal budget; 503 without storage).
+async fn caller(
+    headers: &hyper::HeaderMap,
     peer: SocketAddr,
-    service: Arc<KeyService>,
-    exec: Arc<dyn AdminExecutor>,
-) -> Response<Full<Bytes>> {
-    let route = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/admin/v1/command") => "command",
-        (&Method::GET, "/admin/v1/whoami") => "whoami",
-        (_, "/admin/v1/command" | "/admin/v1/whoami") => {
-            return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        _ => return error(StatusCode::NOT_FOUND, "no such admin API path"),
-    };
-    let token = bearer(req.headers());
+    service: &Arc<KeyService>,
+    exec: &Arc<dyn AdminExecutor>,
+) -> Result<AdminIdentity, Response<Full<Bytes>>> {
+    let token = bearer(headers);
     let presented = token.is_some();
-    let who = match authenticate(&service, token).await {
-        Ok(Some(w)) => w,
+    match authenticate(service, token).await {
+        Ok(Some(w)) => Ok(w),
         Ok(None) => {
             let why = if presented {
                 "invalid, expired or revoked admin token"
@@ -168,29 +164,23 @@ async fn handle(
                 hyper::header::WWW_AUTHENTICATE,
                 hyper::header::HeaderValue::from_static("Bearer realm=\"keyhold-admin\""),
             );
-            return r;
+            Err(r)
         }
         Err(e) => {
             tracing::warn!(error = %e, "admin API: cannot check a token");
-            return error(
+            Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "cannot check the token now: storage unavailable",
-            );
+            ))
         }
-    };
-    if route == "whoami" {
-        let (e2, w2) = (exec.clone(), who.clone());
-        let _ =
-            tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, "admin whoami", Ok(())))
-                .await;
-        return json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "name": who.name, "role": who.role.as_str(), "token_id": who.token_id }),
-        );
     }
-    let read = match tokio::time::timeout(
+}
+
+/// Reads a request body within [`MAX_REQUEST_BYTES`] and [`BODY_TIMEOUT`].
+async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, (StatusCode, String)> {
+    match tokio::time::timeout(
         BODY_TIMEOUT,
-        Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect(),
+        Limited::new(body, MAX_REQUEST_BYTES).collect(),
     )
     .await
     {
@@ -206,7 +196,65 @@ async fn handle(
                 BODY_TIMEOUT.as_secs()
             ),
         )),
+    }
+}
+
+/// The answer to an authenticated request whose body could not be read:
+/// recorded too (as `what`), and the connection closed when part of the
+/// body may still be on the wire.
+async fn unreadable(
+    exec: &Arc<dyn AdminExecutor>,
+    who: &AdminIdentity,
+    peer: SocketAddr,
+    what: &'static str,
+    status: StatusCode,
+    why: String,
+) -> Response<Full<Bytes>> {
+    let (e2, w2, why2) = (exec.clone(), who.clone(), why.clone());
+    let _ = tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, what, Err(why2))).await;
+    let mut r = error(status, &why);
+    if status == StatusCode::REQUEST_TIMEOUT {
+        r.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    r
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    service: Arc<KeyService>,
+    exec: Arc<dyn AdminExecutor>,
+    ops: Arc<crate::admin_ops::AdminOps>,
+) -> Response<Full<Bytes>> {
+    if req.uri().path().starts_with(crate::admin_v1::PREFIX) {
+        return v1(req, peer, service, exec, ops).await;
+    }
+    let route = match (req.method(), req.uri().path()) {
+        (&Method::POST, "/admin/v1/command") => "command",
+        (&Method::GET, "/admin/v1/whoami") => "whoami",
+        (_, "/admin/v1/command" | "/admin/v1/whoami") => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => return error(StatusCode::NOT_FOUND, "no such admin API path"),
     };
+    let who = match caller(req.headers(), peer, &service, &exec).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if route == "whoami" {
+        let (e2, w2) = (exec.clone(), who.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, "admin whoami", Ok(())))
+                .await;
+        return json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "name": who.name, "role": who.role.as_str(), "token_id": who.token_id }),
+        );
+    }
+    let read = read_body(req.into_body()).await;
     let request = read.and_then(|body| {
         serde_json::from_slice::<AdminRequest>(&body)
             .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
@@ -214,20 +262,7 @@ async fn handle(
     let request = match request {
         Ok(r) => r,
         Err((status, why)) => {
-            // Authenticated, but no command could be read: recorded too.
-            let (e2, w2, why2) = (exec.clone(), who.clone(), why.clone());
-            let _ = tokio::task::spawn_blocking(move || {
-                e2.record_call(&w2, peer, "command (unreadable)", Err(why2))
-            })
-            .await;
-            let mut r = error(status, &why);
-            if status == StatusCode::REQUEST_TIMEOUT {
-                r.headers_mut().insert(
-                    hyper::header::CONNECTION,
-                    hyper::header::HeaderValue::from_static("close"),
-                );
-            }
-            return r;
+            return unreadable(&exec, &who, peer, "command (unreadable)", status, why).await
         }
     };
     let outcome = tokio::task::spawn_blocking(move || exec.execute(&who, peer, request)).await;
@@ -245,6 +280,77 @@ async fn handle(
     }
 }
 
+/// A `/v1/…` request: the typed API (see [`crate::admin_v1`]).
+async fn v1(
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    service: Arc<KeyService>,
+    exec: Arc<dyn AdminExecutor>,
+    ops: Arc<crate::admin_ops::AdminOps>,
+) -> Response<Full<Bytes>> {
+    use crate::admin_v1::{self as api, NoRoute, Route};
+    let route = match api::route(req.method(), req.uri().path()) {
+        Ok(r) => r,
+        Err(NoRoute::NotFound) => return error(StatusCode::NOT_FOUND, "no such admin API path"),
+        Err(NoRoute::MethodNotAllowed) => {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+    };
+    if route == Route::OpenApi {
+        let mut r = Response::new(Full::new(Bytes::from(api::openapi_json())));
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
+        return r;
+    }
+    let who = match caller(req.headers(), peer, &service, &exec).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err((status, why)) => {
+            return unreadable(&exec, &who, peer, "api (unreadable)", status, why).await
+        }
+    };
+    let job = move || {
+        let what = route.audit_words(&body);
+        let need = route.access();
+        if !need.allows(who.role) {
+            let msg = need.denied(&what, &who);
+            exec.record_call(&who, peer, &what, Err(msg.clone()));
+            return Err(crate::admin_ops::OpError::new(403, msg));
+        }
+        let r = api::run(&ops, &route, &query, &body);
+        exec.record_call(
+            &who,
+            peer,
+            &what,
+            r.as_ref().map(drop).map_err(|e| e.error.clone()),
+        );
+        r
+    };
+    match tokio::task::spawn_blocking(job).await {
+        Ok(Ok((status, v))) if status == StatusCode::NO_CONTENT => {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = status;
+            drop(v);
+            r
+        }
+        Ok(Ok((status, v))) => json_response(status, &v),
+        Ok(Err(e)) => json_response(
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            &serde_json::json!({ "error": e.error }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "admin API operation panicked");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
+}
+
 /// Serves the admin API on `listener` (TLS unless `tls` is None) until the
 /// task is dropped.
 pub async fn serve_admin(
@@ -252,7 +358,9 @@ pub async fn serve_admin(
     tls: Option<tokio_rustls::TlsAcceptor>,
     service: Arc<KeyService>,
     exec: Arc<dyn AdminExecutor>,
+    data_dir: std::path::PathBuf,
 ) {
+    let ops = Arc::new(crate::admin_ops::AdminOps::new(service.clone(), &data_dir));
     let conns = crate::conn::ConnLimiter::new(LIMITS);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
@@ -263,16 +371,16 @@ pub async fn serve_admin(
             drop(tcp);
             continue;
         };
-        let (service, exec, tls) = (service.clone(), exec.clone(), tls.clone());
+        let (service, exec, tls, ops) = (service.clone(), exec.clone(), tls.clone(), ops.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let activity = crate::conn::Activity::new();
             let busy = activity.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let (service, exec) = (service.clone(), exec.clone());
+                let (service, exec, ops) = (service.clone(), exec.clone(), ops.clone());
                 let working = busy.working();
                 async move {
-                    let r = handle(req, peer, service, exec).await;
+                    let r = handle(req, peer, service, exec, ops).await;
                     drop(working);
                     Ok::<_, std::convert::Infallible>(r)
                 }

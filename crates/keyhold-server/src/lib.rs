@@ -4,6 +4,8 @@
 //! operator asks for it explicitly, plain HTTP for local testing.
 
 pub mod admin_api;
+pub mod admin_ops;
+pub mod admin_v1;
 pub mod audit;
 pub mod config;
 pub mod conn;

@@ -405,6 +405,7 @@ pub async fn serve(
             admin_tls,
             service.clone(),
             exec,
+            config.data_dir.clone(),
         ));
     }
     if let Some(kaddr) = config.kmip.listen {

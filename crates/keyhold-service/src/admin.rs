@@ -33,6 +33,50 @@ pub enum Role {
     Custodian,
 }
 
+/// What an admin operation needs of its caller's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Status: every role.
+    Status,
+    /// Read metadata (stores, keys, policies, tokens): auditor, custodian.
+    Read,
+    /// Read the audit log: auditor.
+    Audit,
+    /// Change anything: custodian.
+    Change,
+}
+
+impl Access {
+    pub fn allows(self, role: Role) -> bool {
+        match self {
+            Access::Status => true,
+            Access::Read => matches!(role, Role::Auditor | Role::Custodian),
+            Access::Audit => role == Role::Auditor,
+            Access::Change => role == Role::Custodian,
+        }
+    }
+
+    /// The refusal of `what` (the operation, as the CLI spells it) to `who`.
+    pub fn denied(self, what: &str, who: &AdminIdentity) -> String {
+        format!(
+            "access denied: `{what}` needs {}; token {:?} has the {} role",
+            self.describe(),
+            who.name,
+            who.role.as_str()
+        )
+    }
+
+    /// Who may, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Access::Status => "any role",
+            Access::Read => "the auditor or custodian role",
+            Access::Audit => "the auditor role",
+            Access::Change => "the custodian role",
+        }
+    }
+}
+
 impl Role {
     pub fn parse(s: &str) -> Result<Self> {
         match s {

@@ -1,0 +1,452 @@
+//! Typed administration operations: what the admin API's `/v1/…` resources
+//! do, as functions over the key service that take and return typed values
+//! (views), never text. The HTTP layer ([`crate::admin_v1`]) translates
+//! routes and JSON; a change that servers must apply (a disable, a
+//! lockdown) returns once every running server acknowledged it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyhold_core::{Error, Key, KeyId, KeyStore, Status, StorePrefix, Usage};
+use keyhold_service::KeyService;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// How long a change waits for running servers to acknowledge it.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most keys one listing returns.
+pub const MAX_LIST: usize = 1000;
+
+/// A failed operation: the HTTP status it answers with and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct OpError {
+    #[serde(skip)]
+    pub status: u16,
+    /// What went wrong, for people.
+    pub error: String,
+}
+
+impl OpError {
+    pub fn new(status: u16, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<Error> for OpError {
+    fn from(e: Error) -> Self {
+        let status = match &e {
+            Error::Invalid { .. } | Error::KeyUsage(_) => 400,
+            Error::AccessDenied { .. } => 403,
+            Error::StoreNotFound(_)
+            | Error::KeyNotFound { .. }
+            | Error::ObjectNotFound(_)
+            | Error::CredentialNotFound(_) => 404,
+            Error::StoreExists(_)
+            | Error::KeyExists { .. }
+            | Error::Conflict(_)
+            | Error::InvalidState(_) => 409,
+            Error::DependencyTimeout(_) | Error::Storage(_) => 503,
+            Error::InvalidCiphertext
+            | Error::RootOfTrust(_)
+            | Error::UnwrapFailed
+            | Error::Integrity(_)
+            | Error::Internal(_) => 500,
+        };
+        if status == 500 || status == 503 {
+            tracing::error!(error = %e, "admin API operation failed");
+        }
+        let error = match status {
+            500 => "internal error in the key manager (see the server log)".to_owned(),
+            503 => "storage unavailable; retry".to_owned(),
+            _ => e.to_string(),
+        };
+        Self { status, error }
+    }
+}
+
+pub type OpResult<T> = Result<T, OpError>;
+
+/// ENABLED or DISABLED: the break-glass switch of a store or a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatusName {
+    Enabled,
+    Disabled,
+}
+
+impl From<StatusName> for Status {
+    fn from(s: StatusName) -> Self {
+        match s {
+            StatusName::Enabled => Status::Enabled,
+            StatusName::Disabled => Status::Disabled,
+        }
+    }
+}
+
+/// A key store, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StoreView {
+    /// The store's path prefix, e.g. `/payments`.
+    pub prefix: String,
+    /// The XKS proxy URI path AWS KMS is configured with.
+    pub uri_path: String,
+    pub status: StatusName,
+    pub description: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// How many keys it holds.
+    pub keys: u64,
+    /// How many SigV4 credentials it has.
+    pub credentials: usize,
+}
+
+/// A key, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub store: String,
+    pub key_id: String,
+    /// Always `AES_256`.
+    pub key_spec: String,
+    pub status: StatusName,
+    /// `ENCRYPT`, `DECRYPT`.
+    pub usage: Vec<String>,
+    pub current_version: u32,
+    /// `SOFTWARE` (wrapped under the root of trust) or `HSM`.
+    pub protection: String,
+    pub hsm_label: Option<String>,
+    /// Lifecycle state now: PRE_ACTIVE, ACTIVE, DEACTIVATED, COMPROMISED, DESTROYED.
+    pub state: String,
+    pub activate_at: Option<String>,
+    pub deactivate_at: Option<String>,
+    pub destroy_at: Option<String>,
+    pub compromised_at: Option<String>,
+    pub rotation_period_s: Option<i64>,
+    pub next_rotation_at: Option<String>,
+    pub min_decrypt_version: u32,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// A SigV4 credential of a store, as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CredentialView {
+    pub access_key_id: String,
+    pub store: String,
+    pub created_at: String,
+}
+
+/// A credential just made: its secret is shown this once.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct NewCredentialView {
+    pub store: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for NewCredentialView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCredentialView")
+            .field("store", &self.store)
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new key store.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateStore {
+    /// The store's path prefix, e.g. `/payments`.
+    pub prefix: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// A new key (software, AES-256, made in Keyhold).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    pub key_id: String,
+    /// `ENCRYPT`, `DECRYPT` (both when absent).
+    #[serde(default)]
+    pub usage: Option<Vec<String>>,
+}
+
+/// A change of the break-glass switch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStatus {
+    pub status: StatusName,
+}
+
+/// Whether Keyhold is locked down (every key refused on every front-end).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LockdownView {
+    pub lockdown: bool,
+}
+
+fn time(t: i64) -> String {
+    keyhold_core::time::format_rfc3339(t)
+}
+
+fn status_name(s: Status) -> StatusName {
+    match s {
+        Status::Enabled => StatusName::Enabled,
+        Status::Disabled => StatusName::Disabled,
+    }
+}
+
+impl KeyView {
+    pub fn of(k: &Key) -> Self {
+        let l = &k.lifecycle;
+        Self {
+            store: k.store.display().to_owned(),
+            key_id: k.id.as_str().to_owned(),
+            key_spec: "AES_256".into(),
+            status: status_name(k.status),
+            usage: k.usage.names().into_iter().map(str::to_owned).collect(),
+            current_version: k.current_version,
+            protection: if k.hsm_label.is_some() {
+                "HSM"
+            } else {
+                "SOFTWARE"
+            }
+            .into(),
+            hsm_label: k.hsm_label.clone(),
+            state: l.state_at(keyhold_core::now()).as_str().to_owned(),
+            activate_at: l.activate_at.map(time),
+            deactivate_at: l.deactivate_at.map(time),
+            destroy_at: l.destroy_at.map(time),
+            compromised_at: l.compromised_at.map(time),
+            rotation_period_s: l.rotation_period,
+            next_rotation_at: l.next_rotation_at.map(time),
+            min_decrypt_version: l.min_decrypt_version,
+            created_at: time(k.created_at),
+            updated_at: time(k.updated_at),
+        }
+    }
+}
+
+/// A store prefix from a path segment: `payments`, `/payments` and the
+/// percent-encoded `%2Fpayments` all name `/payments`.
+pub fn store_prefix(segment: &str) -> OpResult<StorePrefix> {
+    let s = segment.trim_start_matches('/');
+    StorePrefix::parse(&format!("/{s}")).map_err(OpError::from)
+}
+
+fn key_id(s: &str) -> OpResult<KeyId> {
+    KeyId::parse(s).map_err(OpError::from)
+}
+
+/// The administration of one key service on one data directory.
+pub struct AdminOps {
+    service: Arc<KeyService>,
+    data_dir: std::path::PathBuf,
+}
+
+impl AdminOps {
+    pub fn new(service: Arc<KeyService>, data_dir: &Path) -> Self {
+        Self {
+            service,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// Waits until every running server applied the last change.
+    fn in_force(&self) -> OpResult<()> {
+        let epoch = self.service.bump_epoch()?;
+        let r = crate::presence::wait_for_acks(
+            &self.data_dir,
+            &*self.service.nodes(),
+            epoch,
+            ACK_TIMEOUT,
+        );
+        if r.acknowledged < r.servers {
+            return Err(OpError::new(
+                504,
+                format!(
+                    "the change is committed, but {} of {} running server(s) did not confirm it within {} s",
+                    r.servers - r.acknowledged,
+                    r.servers,
+                    ACK_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn store_view(&self, s: KeyStore) -> OpResult<StoreView> {
+        Ok(StoreView {
+            keys: self.service.count_keys(&s.prefix)?,
+            credentials: self.service.list_credentials(&s.prefix)?.len(),
+            prefix: s.prefix.display().to_owned(),
+            uri_path: s.prefix.uri_path(),
+            status: status_name(s.status),
+            description: s.description,
+            created_at: time(s.created_at),
+        })
+    }
+
+    pub fn list_stores(&self) -> OpResult<Vec<StoreView>> {
+        self.service
+            .list_stores()?
+            .into_iter()
+            .map(|s| self.store_view(s))
+            .collect()
+    }
+
+    pub fn get_store(&self, store: &str) -> OpResult<StoreView> {
+        let s = self.service.get_store(&store_prefix(store)?)?;
+        self.store_view(s)
+    }
+
+    pub fn create_store(&self, req: &CreateStore) -> OpResult<StoreView> {
+        let p = StorePrefix::parse(&req.prefix)?;
+        let s = self.service.create_store(&p, &req.description)?;
+        self.store_view(s)
+    }
+
+    pub fn set_store_status(&self, store: &str, req: &SetStatus) -> OpResult<StoreView> {
+        let p = store_prefix(store)?;
+        self.service.set_store_status(&p, req.status.into())?;
+        self.in_force()?;
+        self.store_view(self.service.get_store(&p)?)
+    }
+
+    pub fn list_credentials(&self, store: &str) -> OpResult<Vec<CredentialView>> {
+        let p = store_prefix(store)?;
+        self.service.get_store(&p)?;
+        Ok(self
+            .service
+            .list_credentials(&p)?
+            .into_iter()
+            .map(|c| CredentialView {
+                access_key_id: c.access_key_id,
+                store: c.store.display().to_owned(),
+                created_at: time(c.created_at),
+            })
+            .collect())
+    }
+
+    pub fn add_credential(&self, store: &str) -> OpResult<NewCredentialView> {
+        let c = self.service.add_credential(&store_prefix(store)?)?;
+        let secret = std::str::from_utf8(c.secret_access_key.expose())
+            .map_err(|_| OpError::new(500, "the new secret is not text"))?;
+        Ok(NewCredentialView {
+            store: c.store.display().to_owned(),
+            access_key_id: c.access_key_id,
+            secret_access_key: secret.to_owned(),
+        })
+    }
+
+    pub fn remove_credential(&self, store: &str, access_key_id: &str) -> OpResult<()> {
+        self.service
+            .remove_credential(&store_prefix(store)?, access_key_id)?;
+        self.in_force()
+    }
+
+    /// Keys of a store in id order: at most `limit` (and [`MAX_LIST`]),
+    /// after the key id `after`.
+    pub fn list_keys(
+        &self,
+        store: &str,
+        after: Option<&str>,
+        limit: Option<usize>,
+    ) -> OpResult<Vec<KeyView>> {
+        let p = store_prefix(store)?;
+        self.service.get_store(&p)?;
+        let after = after.map(key_id).transpose()?;
+        let limit = limit.unwrap_or(MAX_LIST).clamp(1, MAX_LIST);
+        Ok(self
+            .service
+            .list_keys(&p, after.as_ref(), limit)?
+            .iter()
+            .map(KeyView::of)
+            .collect())
+    }
+
+    pub fn get_key(&self, store: &str, key: &str) -> OpResult<KeyView> {
+        let k = self.service.get_key(&store_prefix(store)?, &key_id(key)?)?;
+        Ok(KeyView::of(&k))
+    }
+
+    pub fn create_key(&self, store: &str, req: &CreateKey) -> OpResult<KeyView> {
+        let usage = match &req.usage {
+            None => Usage::BOTH,
+            Some(names) => Usage::parse(&names.join(","))?,
+        };
+        let k = self
+            .service
+            .create_key(&store_prefix(store)?, &key_id(&req.key_id)?, usage)?;
+        Ok(KeyView::of(&k))
+    }
+
+    pub fn set_key_status(&self, store: &str, key: &str, req: &SetStatus) -> OpResult<KeyView> {
+        let (p, id) = (store_prefix(store)?, key_id(key)?);
+        self.service.set_key_status(&p, &id, req.status.into())?;
+        self.in_force()?;
+        Ok(KeyView::of(&self.service.get_key(&p, &id)?))
+    }
+
+    pub fn rotate_key(&self, store: &str, key: &str) -> OpResult<KeyView> {
+        let k = self
+            .service
+            .rotate_key(&store_prefix(store)?, &key_id(key)?)?;
+        Ok(KeyView::of(&k))
+    }
+
+    pub fn lockdown(&self) -> OpResult<LockdownView> {
+        Ok(LockdownView {
+            lockdown: self.service.is_locked_down(),
+        })
+    }
+
+    /// Locks every key down (`true`) or lifts the lockdown, in force on
+    /// every running server when it returns.
+    pub fn set_lockdown(&self, req: &LockdownView) -> OpResult<LockdownView> {
+        self.service.set_lockdown(req.lockdown)?;
+        self.in_force()?;
+        Ok(*req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_segments_name_prefixes() {
+        for s in ["payments", "/payments", "//payments"] {
+            assert_eq!(store_prefix(s).unwrap().display(), "/payments");
+        }
+        assert_eq!(store_prefix("bad prefix!").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn service_errors_have_their_statuses() {
+        let table = [
+            (Error::invalid("x", "y"), 400),
+            (Error::StoreNotFound("/s".into()), 404),
+            (
+                Error::KeyExists {
+                    store: "/s".into(),
+                    key: "k".into(),
+                },
+                409,
+            ),
+            (Error::InvalidState("locked".into()), 409),
+            (Error::Storage("db down".into()), 503),
+            (Error::Internal("bug".into()), 500),
+        ];
+        for (e, status) in table {
+            let o = OpError::from(e);
+            assert_eq!(o.status, status, "{o:?}");
+            assert!(!o.error.contains("db down") && !o.error.contains("bug"));
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! The typed admin API, `/v1/…`: key stores, their credentials and keys,
+//! and the lockdown, as JSON resources. Every call but the OpenAPI document
+//! carries a bearer token; the token's role decides what it may do (the
+//! same roles as the CLI's), and every authenticated call is recorded in
+//! the audit log's admin chain, refused ones included.
+//!
+//! The OpenAPI document is generated from the handlers below (their
+//! `#[utoipa::path]` attributes and the views' schemas), served at
+//! `GET /v1/openapi.json` without a token, and checked in as
+//! `docs/openapi.json` (a test fails when they differ).
+
+use hyper::{Method, StatusCode};
+use keyhold_service::admin::Access;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use utoipa::OpenApi;
+
+use crate::admin_ops::{
+    AdminOps, CreateKey, CreateStore, CredentialView, KeyView, LockdownView, NewCredentialView,
+    OpError, OpResult, SetStatus, StatusName, StoreView,
+};
+
+/// The typed API's paths start with this.
+pub const PREFIX: &str = "/v1/";
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/v1/openapi.json";
+
+/// One resource operation, with its path parameters (decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Route {
+    OpenApi,
+    ListStores,
+    CreateStore,
+    GetStore(String),
+    SetStoreStatus(String),
+    ListCredentials(String),
+    AddCredential(String),
+    RemoveCredential(String, String),
+    ListKeys(String),
+    CreateKey(String),
+    GetKey(String, String),
+    SetKeyStatus(String, String),
+    RotateKey(String, String),
+    GetLockdown,
+    SetLockdown,
+}
+
+/// Why a request matched no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoRoute {
+    NotFound,
+    MethodNotAllowed,
+}
+
+fn decode(segment: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// The route of `method` on `path` (which starts with [`PREFIX`]).
+pub(crate) fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
+    let rest = path.strip_prefix(PREFIX).ok_or(NoRoute::NotFound)?;
+    let segs: Vec<String> = rest
+        .split('/')
+        .map(decode)
+        .collect::<Option<_>>()
+        .ok_or(NoRoute::NotFound)?;
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = method.clone();
+    let allowed = |r: Route, ok: bool| {
+        if ok {
+            Ok(r)
+        } else {
+            Err(NoRoute::MethodNotAllowed)
+        }
+    };
+    let (get, post, patch, delete) = (
+        m == Method::GET,
+        m == Method::POST,
+        m == Method::PATCH,
+        m == Method::DELETE,
+    );
+    let s = |i: usize| segs[i].to_owned();
+    match segs.as_slice() {
+        ["openapi.json"] => allowed(Route::OpenApi, get),
+        ["stores"] if post => Ok(Route::CreateStore),
+        ["stores"] => allowed(Route::ListStores, get),
+        ["stores", _] if patch => Ok(Route::SetStoreStatus(s(1))),
+        ["stores", _] => allowed(Route::GetStore(s(1)), get),
+        ["stores", _, "credentials"] if post => Ok(Route::AddCredential(s(1))),
+        ["stores", _, "credentials"] => allowed(Route::ListCredentials(s(1)), get),
+        ["stores", _, "credentials", _] => allowed(Route::RemoveCredential(s(1), s(3)), delete),
+        ["stores", _, "keys"] if post => Ok(Route::CreateKey(s(1))),
+        ["stores", _, "keys"] => allowed(Route::ListKeys(s(1)), get),
+        ["stores", _, "keys", _] if patch => Ok(Route::SetKeyStatus(s(1), s(3))),
+        ["stores", _, "keys", _] => allowed(Route::GetKey(s(1), s(3)), get),
+        ["stores", _, "keys", _, "rotate"] => allowed(Route::RotateKey(s(1), s(3)), post),
+        ["lockdown"] if get => Ok(Route::GetLockdown),
+        ["lockdown"] => allowed(Route::SetLockdown, m == Method::PUT),
+        _ => Err(NoRoute::NotFound),
+    }
+}
+
+impl Route {
+    /// What the caller's role must allow.
+    pub(crate) fn access(&self) -> Access {
+        match self {
+            Route::OpenApi | Route::GetLockdown => Access::Status,
+            Route::ListStores
+            | Route::GetStore(_)
+            | Route::ListCredentials(_)
+            | Route::ListKeys(_)
+            | Route::GetKey(..) => Access::Read,
+            Route::CreateStore
+            | Route::SetStoreStatus(_)
+            | Route::AddCredential(_)
+            | Route::RemoveCredential(..)
+            | Route::CreateKey(_)
+            | Route::SetKeyStatus(..)
+            | Route::RotateKey(..)
+            | Route::SetLockdown => Access::Change,
+        }
+    }
+
+    /// The operation as the CLI spells it, for the audit record (the
+    /// same record whether a custodian used the CLI or the API). `body`
+    /// completes what the path does not say.
+    pub(crate) fn audit_words(&self, body: &[u8]) -> String {
+        let field = |name: &str| {
+            serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get(name).and_then(|f| f.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "?".into())
+        };
+        let switch = || match field("status").as_str() {
+            "ENABLED" => "enable",
+            "DISABLED" => "disable",
+            _ => "set-status",
+        };
+        let p = |s: &str| format!("/{}", s.trim_start_matches('/'));
+        match self {
+            Route::OpenApi => "api openapi".into(),
+            Route::ListStores => "store list".into(),
+            Route::CreateStore => format!("store create {}", p(&field("prefix"))),
+            Route::GetStore(s) => format!("store show {}", p(s)),
+            Route::SetStoreStatus(s) => format!("store {} {}", switch(), p(s)),
+            Route::ListCredentials(s) => format!("store credential list {}", p(s)),
+            Route::AddCredential(s) => format!("store credential add {}", p(s)),
+            Route::RemoveCredential(s, a) => format!("store credential remove {} {a}", p(s)),
+            Route::ListKeys(s) => format!("key list {}", p(s)),
+            Route::CreateKey(s) => format!("key create {} {}", p(s), field("key_id")),
+            Route::GetKey(s, k) => format!("key show {} {k}", p(s)),
+            Route::SetKeyStatus(s, k) => format!("key {} {} {k}", switch(), p(s)),
+            Route::RotateKey(s, k) => format!("key rotate {} {k}", p(s)),
+            Route::GetLockdown => "lockdown show".into(),
+            Route::SetLockdown => {
+                let on = serde_json::from_slice::<LockdownView>(body).map(|l| l.lockdown);
+                match on {
+                    Ok(true) => "lockdown".into(),
+                    Ok(false) => "unlock".into(),
+                    Err(_) => "lockdown set".into(),
+                }
+            }
+        }
+    }
+}
+
+fn body<T: DeserializeOwned>(bytes: &[u8]) -> OpResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| OpError::new(400, format!("malformed request: {e}")))
+}
+
+fn json<T: Serialize>(status: StatusCode, v: T) -> OpResult<(StatusCode, serde_json::Value)> {
+    serde_json::to_value(v)
+        .map(|v| (status, v))
+        .map_err(|e| OpError::new(500, e.to_string()))
+}
+
+/// A query parameter's value.
+fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Runs `route` (blocking: on a blocking thread).
+pub(crate) fn run(
+    ops: &AdminOps,
+    route: &Route,
+    query: &str,
+    bytes: &[u8],
+) -> OpResult<(StatusCode, serde_json::Value)> {
+    use StatusCode as S;
+    match route {
+        Route::OpenApi => json(S::OK, ApiDoc::openapi()),
+        Route::ListStores => json(S::OK, list_stores(ops)?),
+        Route::CreateStore => json(S::CREATED, create_store(ops, body(bytes)?)?),
+        Route::GetStore(s) => json(S::OK, get_store(ops, s)?),
+        Route::SetStoreStatus(s) => json(S::OK, set_store_status(ops, s, body(bytes)?)?),
+        Route::ListCredentials(s) => json(S::OK, list_credentials(ops, s)?),
+        Route::AddCredential(s) => json(S::CREATED, add_credential(ops, s)?),
+        Route::RemoveCredential(s, a) => {
+            remove_credential(ops, s, a)?;
+            Ok((S::NO_CONTENT, serde_json::Value::Null))
+        }
+        Route::ListKeys(s) => {
+            let limit = match query_param(query, "limit") {
+                None => None,
+                Some(v) => Some(
+                    v.parse()
+                        .map_err(|_| OpError::new(400, "limit must be a whole number of keys"))?,
+                ),
+            };
+            json(
+                S::OK,
+                list_keys(ops, s, query_param(query, "after"), limit)?,
+            )
+        }
+        Route::CreateKey(s) => json(S::CREATED, create_key(ops, s, body(bytes)?)?),
+        Route::GetKey(s, k) => json(S::OK, get_key(ops, s, k)?),
+        Route::SetKeyStatus(s, k) => json(S::OK, set_key_status(ops, s, k, body(bytes)?)?),
+        Route::RotateKey(s, k) => json(S::OK, rotate_key(ops, s, k)?),
+        Route::GetLockdown => json(S::OK, get_lockdown(ops)?),
+        Route::SetLockdown => json(S::OK, set_lockdown(ops, body(bytes)?)?),
+    }
+}
+
+/// Key stores.
+#[utoipa::path(get, path = "/v1/stores", tag = "stores",
+    description = "Every key store. Role: auditor or custodian.",
+    responses((status = 200, body = [StoreView]), (status = 403, body = OpError)),
+    security(("bearer" = [])))]
+fn list_stores(ops: &AdminOps) -> OpResult<Vec<StoreView>> {
+    ops.list_stores()
+}
+
+/// Creates a key store.
+#[utoipa::path(post, path = "/v1/stores", tag = "stores", request_body = CreateStore,
+    description = "Role: custodian.",
+    responses((status = 201, body = StoreView), (status = 400, body = OpError),
+        (status = 409, body = OpError, description = "the store exists")),
+    security(("bearer" = [])))]
+fn create_store(ops: &AdminOps, req: CreateStore) -> OpResult<StoreView> {
+    ops.create_store(&req)
+}
+
+/// One key store.
+#[utoipa::path(get, path = "/v1/stores/{store}", tag = "stores",
+    params(("store" = String, Path, description = "the prefix without its leading slash (percent-encode inner slashes)")),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = StoreView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+fn get_store(ops: &AdminOps, store: &str) -> OpResult<StoreView> {
+    ops.get_store(store)
+}
+
+/// Enables or disables a key store (break glass for all its keys).
+#[utoipa::path(patch, path = "/v1/stores/{store}", tag = "stores", request_body = SetStatus,
+    params(("store" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = StoreView), (status = 404, body = OpError),
+        (status = 504, body = OpError, description = "committed, but not every server confirmed it in time")),
+    security(("bearer" = [])))]
+fn set_store_status(ops: &AdminOps, store: &str, req: SetStatus) -> OpResult<StoreView> {
+    ops.set_store_status(store, &req)
+}
+
+/// A store's SigV4 credentials (never their secrets).
+#[utoipa::path(get, path = "/v1/stores/{store}/credentials", tag = "credentials",
+    params(("store" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = [CredentialView]), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+fn list_credentials(ops: &AdminOps, store: &str) -> OpResult<Vec<CredentialView>> {
+    ops.list_credentials(store)
+}
+
+/// Makes a SigV4 credential for AWS KMS; its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/stores/{store}/credentials", tag = "credentials",
+    params(("store" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 201, body = NewCredentialView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+fn add_credential(ops: &AdminOps, store: &str) -> OpResult<NewCredentialView> {
+    ops.add_credential(store)
+}
+
+/// Removes a credential: requests signed with it fail from now on.
+#[utoipa::path(delete, path = "/v1/stores/{store}/credentials/{access_key_id}", tag = "credentials",
+    params(("store" = String, Path), ("access_key_id" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 204), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+fn remove_credential(ops: &AdminOps, store: &str, access_key_id: &str) -> OpResult<()> {
+    ops.remove_credential(store, access_key_id)
+}
+
+/// A store's keys, in key id order.
+#[utoipa::path(get, path = "/v1/stores/{store}/keys", tag = "keys",
+    params(("store" = String, Path),
+        ("after" = Option<String>, Query, description = "list keys after this key id"),
+        ("limit" = Option<usize>, Query, description = "at most this many (1 to 1000, default 1000)")),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = [KeyView]), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+fn list_keys(
+    ops: &AdminOps,
+    store: &str,
+    after: Option<&str>,
+    limit: Option<usize>,
+) -> OpResult<Vec<KeyView>> {
+    ops.list_keys(store, after, limit)
+}
+
+/// Creates an AES-256 key, made and wrapped in Keyhold.
+#[utoipa::path(post, path = "/v1/stores/{store}/keys", tag = "keys", request_body = CreateKey,
+    params(("store" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 201, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError), (status = 409, body = OpError)),
+    security(("bearer" = [])))]
+fn create_key(ops: &AdminOps, store: &str, req: CreateKey) -> OpResult<KeyView> {
+    ops.create_key(store, &req)
+}
+
+/// One key.
+#[utoipa::path(get, path = "/v1/stores/{store}/keys/{key}", tag = "keys",
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = KeyView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+fn get_key(ops: &AdminOps, store: &str, key: &str) -> OpResult<KeyView> {
+    ops.get_key(store, key)
+}
+
+/// Enables or disables a key (break glass for one key).
+#[utoipa::path(patch, path = "/v1/stores/{store}/keys/{key}", tag = "keys", request_body = SetStatus,
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 404, body = OpError),
+        (status = 504, body = OpError)),
+    security(("bearer" = [])))]
+fn set_key_status(ops: &AdminOps, store: &str, key: &str, req: SetStatus) -> OpResult<KeyView> {
+    ops.set_key_status(store, key, &req)
+}
+
+/// Rotates a key: new encryptions use a new version; older ones still decrypt.
+#[utoipa::path(post, path = "/v1/stores/{store}/keys/{key}/rotate", tag = "keys",
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 404, body = OpError),
+        (status = 409, body = OpError)),
+    security(("bearer" = [])))]
+fn rotate_key(ops: &AdminOps, store: &str, key: &str) -> OpResult<KeyView> {
+    ops.rotate_key(store, key)
+}
+
+/// Whether Keyhold is locked down.
+#[utoipa::path(get, path = "/v1/lockdown", tag = "break glass",
+    description = "Role: any.",
+    responses((status = 200, body = LockdownView)),
+    security(("bearer" = [])))]
+fn get_lockdown(ops: &AdminOps) -> OpResult<LockdownView> {
+    ops.lockdown()
+}
+
+/// Locks every key down on every front-end (`true`), or lifts it.
+#[utoipa::path(put, path = "/v1/lockdown", tag = "break glass", request_body = LockdownView,
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = LockdownView), (status = 504, body = OpError)),
+    security(("bearer" = [])))]
+fn set_lockdown(ops: &AdminOps, req: LockdownView) -> OpResult<LockdownView> {
+    ops.set_lockdown(&req)
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let comps = api.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "an admin token (`keyhold admin token create NAME --role ROLE`)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The typed admin API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keyhold admin API", version = "1",
+        description = "Key stores, credentials, keys and break glass, for custodians, auditors and operators. Every call is recorded in the audit log.",
+        license(name = "Apache-2.0 OR MIT")),
+    paths(list_stores, create_store, get_store, set_store_status, list_credentials,
+        add_credential, remove_credential, list_keys, create_key, get_key, set_key_status,
+        rotate_key, get_lockdown, set_lockdown),
+    components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
+        CreateKey, SetStatus, StatusName, LockdownView, OpError)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as served (pretty JSON, with a final newline).
+pub fn openapi_json() -> String {
+    let mut s = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_methods() {
+        let r = |m: Method, p: &str| route(&m, p);
+        assert_eq!(r(Method::GET, "/v1/stores"), Ok(Route::ListStores));
+        assert_eq!(r(Method::POST, "/v1/stores"), Ok(Route::CreateStore));
+        assert_eq!(
+            r(Method::GET, "/v1/stores/a%2Fb/keys/k1"),
+            Ok(Route::GetKey("a/b".into(), "k1".into()))
+        );
+        assert_eq!(
+            r(Method::PATCH, "/v1/stores/demo/keys/k1"),
+            Ok(Route::SetKeyStatus("demo".into(), "k1".into()))
+        );
+        assert_eq!(
+            r(Method::DELETE, "/v1/stores/demo/credentials/AK"),
+            Ok(Route::RemoveCredential("demo".into(), "AK".into()))
+        );
+        assert_eq!(
+            r(Method::GET, "/v1/stores/demo/keys/k1/rotate"),
+            Err(NoRoute::MethodNotAllowed)
+        );
+        assert_eq!(r(Method::PUT, "/v1/stores"), Err(NoRoute::MethodNotAllowed));
+        assert_eq!(r(Method::GET, "/v1/nothing"), Err(NoRoute::NotFound));
+        assert_eq!(r(Method::GET, "/v1/stores/%FF"), Err(NoRoute::NotFound));
+        assert_eq!(r(Method::PUT, "/v1/lockdown"), Ok(Route::SetLockdown));
+    }
+
+    #[test]
+    fn audit_records_name_the_cli_command() {
+        let k = Route::SetKeyStatus("demo".into(), "k1".into());
+        assert_eq!(
+            k.audit_words(br#"{"status":"DISABLED"}"#),
+            "key disable /demo k1"
+        );
+        assert_eq!(
+            Route::CreateStore.audit_words(br#"{"prefix":"/p"}"#),
+            "store create /p"
+        );
+        assert_eq!(
+            Route::SetLockdown.audit_words(br#"{"lockdown":false}"#),
+            "unlock"
+        );
+    }
+
+    #[test]
+    fn roles() {
+        use keyhold_service::admin::Role;
+        let key = Route::GetKey("s".into(), "k".into());
+        assert!(key.access().allows(Role::Auditor));
+        assert!(!key.access().allows(Role::Operator));
+        assert!(!Route::SetLockdown.access().allows(Role::Auditor));
+        assert!(Route::GetLockdown.access().allows(Role::Operator));
+    }
+
+    /// The document in the repository is the one the code makes: change
+    /// the API, then run `UPDATE_OPENAPI=1 cargo test -p keyhold-server
+    /// openapi` and commit docs/openapi.json.
+    #[test]
+    fn openapi_document_is_checked_in() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+        let made = openapi_json();
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(path, &made).unwrap();
+        }
+        let kept = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            kept == made,
+            "docs/openapi.json differs from the API: run UPDATE_OPENAPI=1 cargo test -p keyhold-server openapi"
+        );
+        let v: serde_json::Value = serde_json::from_str(&made).unwrap();
+        assert_eq!(v["openapi"].as_str().map(|s| &s[..2]), Some("3."));
+        assert!(v["paths"]["/v1/stores/{store}/keys/{key}"]["patch"].is_object());
+    }
+}
