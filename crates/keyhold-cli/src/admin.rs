@@ -5,7 +5,7 @@
 use crate::cmdio::{errln, outln};
 use crate::output;
 use clap::Subcommand;
-use keyhold_core::{Key, KeyId, KeyStore, Status, StorePrefix, Usage};
+use keyhold_core::{Key, KeyId, StorePrefix, Usage};
 use keyhold_hsm::{PinSource, Pkcs11Config};
 use keyhold_server::data_dir::{create_private_dir, DataDir};
 use keyhold_server::tls::LocalCa;
@@ -503,175 +503,23 @@ pub(crate) fn write_file(p: &std::path::Path, data: &[u8], mode: u32) -> Result<
     f.sync_all().map_err(e)
 }
 
-fn store_json(s: &KeyStore, keys: Option<u64>, creds: Option<usize>) -> serde_json::Value {
-    let mut v = json!({
-        "prefix": s.prefix.display(),
-        "uri_path": s.prefix.uri_path(),
-        "status": s.status.as_str(),
-        "description": s.description,
-        "created_at": output::time(s.created_at),
-    });
-    if let Some(k) = keys {
-        v["keys"] = json!(k);
-    }
-    if let Some(c) = creds {
-        v["credentials"] = json!(c);
-    }
-    v
-}
-
-fn key_json(k: &Key) -> serde_json::Value {
-    json!({
-        "store": k.store.display(),
-        "key_id": k.id.as_str(),
-        "key_spec": "AES_256",
-        "status": k.status.as_str(),
-        "usage": k.usage.names(),
-        "current_version": k.current_version,
-        "protection": if k.hsm_label.is_some() { "HSM" } else { "SOFTWARE" },
-        "hsm_label": k.hsm_label,
-        "state": k.lifecycle.state_at(keyhold_core::now()).as_str(),
-        "activate_at": k.lifecycle.activate_at.map(output::time),
-        "deactivate_at": k.lifecycle.deactivate_at.map(output::time),
-        "destroy_at": k.lifecycle.destroy_at.map(output::time),
-        "compromised_at": k.lifecycle.compromised_at.map(output::time),
-        "rotation_period_s": k.lifecycle.rotation_period,
-        "next_rotation_at": k.lifecycle.next_rotation_at.map(output::time),
-        "min_decrypt_version": k.lifecycle.min_decrypt_version,
-        "created_at": output::time(k.created_at),
-        "updated_at": output::time(k.updated_at),
-    })
-}
-
-/// The state column: lifecycle state, and a scheduled destruction.
-fn state_cell(k: &Key) -> String {
-    let s = k
-        .lifecycle
-        .state_at(keyhold_core::now())
-        .as_str()
-        .to_owned();
-    match k.lifecycle.destroy_at {
-        Some(t) if k.lifecycle.pending_destruction() => {
-            format!("{s} (destroy at {})", output::time(t))
-        }
-        _ => s,
-    }
-}
-
 pub(crate) fn print_keys(ctx: &Ctx, keys: &[Key]) {
-    if ctx.json {
-        output::json(&json!(keys.iter().map(key_json).collect::<Vec<_>>()));
-    } else {
-        output::table(
-            &[
-                "STORE",
-                "KEY ID",
-                "STATUS",
-                "STATE",
-                "USAGE",
-                "VERSION",
-                "PROTECTION",
-                "UPDATED",
-            ],
-            &keys
-                .iter()
-                .map(|k| {
-                    vec![
-                        k.store.display().to_owned(),
-                        k.id.to_string(),
-                        k.status.as_str().to_owned(),
-                        state_cell(k),
-                        k.usage.to_string(),
-                        k.current_version.to_string(),
-                        if k.hsm_label.is_some() {
-                            "HSM"
-                        } else {
-                            "SOFTWARE"
-                        }
-                        .to_owned(),
-                        output::time(k.updated_at),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-}
-
-fn print_stores(ctx: &Ctx, stores: &[(KeyStore, u64, usize)]) {
-    if ctx.json {
-        output::json(&json!(stores
-            .iter()
-            .map(|(s, k, c)| store_json(s, Some(*k), Some(*c)))
-            .collect::<Vec<_>>()));
-    } else {
-        output::table(
-            &[
-                "PREFIX",
-                "URI PATH",
-                "STATUS",
-                "KEYS",
-                "CREDENTIALS",
-                "DESCRIPTION",
-            ],
-            &stores
-                .iter()
-                .map(|(s, k, c)| {
-                    vec![
-                        s.prefix.display().to_owned(),
-                        s.prefix.uri_path(),
-                        s.status.as_str().to_owned(),
-                        k.to_string(),
-                        c.to_string(),
-                        s.description.clone(),
-                    ]
-                })
-                .collect::<Vec<_>>(),
-        );
-    }
-}
-
-fn with_counts(ctx: &Ctx, s: KeyStore) -> Result<(KeyStore, u64, usize), String> {
-    let k = ctx.service.count_keys(&s.prefix).map_err(e)?;
-    let c = ctx.service.list_credentials(&s.prefix).map_err(e)?.len();
-    Ok((s, k, c))
+    let views: Vec<keyhold_server::admin_ops::KeyView> = keys
+        .iter()
+        .map(keyhold_server::admin_ops::KeyView::of)
+        .collect();
+    crate::typed::print_keys(ctx.json, &views);
 }
 
 pub(crate) fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
     let svc = &ctx.service;
     match cmd {
-        StoreCmd::Create {
-            prefix: p,
-            description,
-        } => {
-            let s = svc.create_store(&prefix(p)?, description).map_err(e)?;
-            print_stores(ctx, &[(s, 0, 0)]);
-        }
-        StoreCmd::List => {
-            let all = svc
-                .list_stores()
-                .map_err(e)?
-                .into_iter()
-                .map(|s| with_counts(ctx, s))
-                .collect::<Result<Vec<_>, _>>()?;
-            print_stores(ctx, &all);
-        }
-        StoreCmd::Show { prefix: p } => {
-            let s = svc.get_store(&prefix(p)?).map_err(e)?;
-            print_stores(ctx, &[with_counts(ctx, s)?]);
-        }
-        StoreCmd::Disable { prefix: p } | StoreCmd::Enable { prefix: p } => {
-            let status = if matches!(cmd, StoreCmd::Disable { .. }) {
-                Status::Disabled
-            } else {
-                Status::Enabled
-            };
-            let p = prefix(p)?;
-            svc.set_store_status(&p, status).map_err(e)?;
-            crate::lifecycle_cmd::in_force(ctx)?;
-            let s = svc.get_store(&p).map_err(e)?;
-            print_stores(ctx, &[with_counts(ctx, s)?]);
-        }
-        StoreCmd::Credential(c) => credential(ctx, c)?,
+        StoreCmd::Create { .. }
+        | StoreCmd::List
+        | StoreCmd::Show { .. }
+        | StoreCmd::Disable { .. }
+        | StoreCmd::Enable { .. }
+        | StoreCmd::Credential(_) => return Err(crate::typed::NOT_TYPED.into()),
         StoreCmd::KmsConfig { prefix: p, output } => {
             let p = prefix(p)?;
             let c = svc.add_credential(&p).map_err(e)?;
@@ -701,69 +549,6 @@ pub(crate) fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
                     );
                 }
                 None => outln!("{}", text.as_str()),
-            }
-        }
-    }
-    Ok(())
-}
-
-fn credential(ctx: &Ctx, cmd: &CredentialCmd) -> Result<(), String> {
-    let svc = &ctx.service;
-    match cmd {
-        CredentialCmd::Add { prefix: p } => {
-            let p = prefix(p)?;
-            let c = svc.add_credential(&p).map_err(e)?;
-            let secret = std::str::from_utf8(c.secret_access_key.expose()).map_err(e)?;
-            if ctx.json {
-                output::json(&json!({
-                    "store": p.display(),
-                    "access_key_id": c.access_key_id,
-                    "secret_access_key": secret,
-                }));
-            } else {
-                outln!("Access key id:     {}", c.access_key_id);
-                outln!("Secret access key: {secret}");
-                outln!("The secret is shown only now. Store it safely.");
-            }
-        }
-        CredentialCmd::Remove {
-            prefix: p,
-            access_key_id,
-        } => {
-            svc.remove_credential(&prefix(p)?, access_key_id)
-                .map_err(e)?;
-            crate::lifecycle_cmd::in_force(ctx)?;
-            if ctx.json {
-                output::json(&json!({"removed": access_key_id}));
-            } else {
-                outln!("Removed {access_key_id}");
-            }
-        }
-        CredentialCmd::List { prefix: p } => {
-            let list = svc.list_credentials(&prefix(p)?).map_err(e)?;
-            if ctx.json {
-                output::json(&json!(list
-                    .iter()
-                    .map(|c| json!({
-                        "store": c.store.display(),
-                        "access_key_id": c.access_key_id,
-                        "created_at": output::time(c.created_at),
-                    }))
-                    .collect::<Vec<_>>()));
-            } else {
-                output::table(
-                    &["ACCESS KEY ID", "STORE", "CREATED"],
-                    &list
-                        .iter()
-                        .map(|c| {
-                            vec![
-                                c.access_key_id.clone(),
-                                c.store.display().to_owned(),
-                                output::time(c.created_at),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
             }
         }
     }
@@ -860,38 +645,10 @@ pub(crate) fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
                 .map_err(e)?;
             print_keys(ctx, &keys);
         }
-        KeyCmd::Show {
-            prefix: p,
-            key_id: id,
-        } => {
-            let k = svc.get_key(&prefix(p)?, &key_id(id)?).map_err(e)?;
-            print_keys(ctx, &[k]);
-        }
-        KeyCmd::Enable {
-            prefix: p,
-            key_id: id,
-        }
-        | KeyCmd::Disable {
-            prefix: p,
-            key_id: id,
-        } => {
-            let status = if matches!(cmd, KeyCmd::Disable { .. }) {
-                Status::Disabled
-            } else {
-                Status::Enabled
-            };
-            let (p, id) = (prefix(p)?, key_id(id)?);
-            svc.set_key_status(&p, &id, status).map_err(e)?;
-            crate::lifecycle_cmd::in_force(ctx)?;
-            print_keys(ctx, &[svc.get_key(&p, &id).map_err(e)?]);
-        }
-        KeyCmd::Rotate {
-            prefix: p,
-            key_id: id,
-        } => {
-            let k = svc.rotate_key(&prefix(p)?, &key_id(id)?).map_err(e)?;
-            print_keys(ctx, &[k]);
-        }
+        KeyCmd::Show { .. }
+        | KeyCmd::Enable { .. }
+        | KeyCmd::Disable { .. }
+        | KeyCmd::Rotate { .. } => return Err(crate::typed::NOT_TYPED.into()),
         KeyCmd::SetUsage {
             prefix: p,
             key_id: id,

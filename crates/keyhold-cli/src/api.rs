@@ -288,7 +288,7 @@ pub(crate) fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
     let client = Client::new(url, args.server_ca.as_deref())?;
     let token = token(args)?;
     if matches!(cli.command, Command::Admin(AdminCmd::Whoami)) {
-        let (status, v) = client.call(&token, Method::GET, "/admin/v1/whoami", None)?;
+        let (status, v) = client.call(&token, Method::GET, "/admin/v1/whoami", None::<&()>)?;
         if !status.is_success() {
             return Err(api_error(status.as_u16(), &v));
         }
@@ -302,6 +302,14 @@ pub(crate) fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
             );
         }
         return Ok(());
+    }
+    if let Some(t) = crate::typed::of(&cli.command) {
+        let (method, path) = t.path();
+        let (status, v) = client.call(&token, method, &path, t.body.as_ref())?;
+        if !status.is_success() {
+            return Err(api_error(status.as_u16(), &v));
+        }
+        return crate::typed::render(cli.json, &t.route, v);
     }
     let (inputs, outputs) = files(&cli.command);
     let mut req = AdminRequest {

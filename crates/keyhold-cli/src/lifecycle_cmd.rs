@@ -355,17 +355,3 @@ pub(crate) fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
     print_keys(ctx, &[key]);
     Ok(())
 }
-
-/// `keyhold lockdown` / `keyhold unlock`.
-pub(crate) fn lockdown(ctx: &Ctx, on: bool) -> Result<(), String> {
-    ctx.service.set_lockdown(on).map_err(e)?;
-    in_force(ctx)?;
-    if ctx.json {
-        output::json(&json!({"lockdown": on}));
-    } else if on {
-        outln!("LOCKDOWN: every key is refused on every front-end until `keyhold unlock`");
-    } else {
-        outln!("lockdown lifted");
-    }
-    Ok(())
-}

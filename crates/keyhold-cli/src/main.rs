@@ -13,6 +13,7 @@ mod kmip_cmd;
 mod lifecycle_cmd;
 mod output;
 mod policy_cmd;
+mod typed;
 
 use clap::{Parser, Subcommand};
 use keyhold_server::data_dir::DataDir;
@@ -397,11 +398,13 @@ fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
 
 /// Runs one admin command (locally, or in the server for the admin API).
 pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result<(), String> {
+    // Typed operations run the way the admin API runs them.
+    if let Some(t) = typed::of(cmd) {
+        return typed::run_local(ctx, &t);
+    }
     match cmd {
         Command::Store(cmd) => admin::store(ctx, cmd),
         Command::Key(cmd) => admin::key(ctx, cmd),
-        Command::Lockdown => lifecycle_cmd::lockdown(ctx, true),
-        Command::Unlock => lifecycle_cmd::lockdown(ctx, false),
         Command::Audit(cmd) => audit_cmd::run(ctx, dd, cmd),
         Command::Policy(cmd) => policy_cmd::run(ctx, cmd),
         Command::Kmip(cmd) => kmip_cmd::run(ctx, cmd),
@@ -409,6 +412,7 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
         Command::Status => admin_cmd::status(ctx),
         Command::Doctor(args) => doctor::run(ctx, dd, args),
+        Command::Lockdown | Command::Unlock => Err(typed::NOT_TYPED.into()),
         Command::Init { .. }
         | Command::Serve { .. }
         | Command::Hsm(_)

@@ -495,12 +495,12 @@ impl Client {
     }
 
     /// Sends one request; returns the HTTP status and the JSON body.
-    pub fn call(
+    pub fn call<B: Serialize>(
         &self,
         token: &str,
         method: Method,
         path: &str,
-        body: Option<&AdminRequest>,
+        body: Option<&B>,
     ) -> Result<(StatusCode, serde_json::Value), String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -509,12 +509,12 @@ impl Client {
         rt.block_on(self.exchange(token, method, path, body))
     }
 
-    async fn exchange(
+    async fn exchange<B: Serialize>(
         &self,
         token: &str,
         method: Method,
         path: &str,
-        body: Option<&AdminRequest>,
+        body: Option<&B>,
     ) -> Result<(StatusCode, serde_json::Value), String> {
         let addr = format!("{}:{}", self.host, self.port);
         let tcp = tokio::net::TcpStream::connect(&addr)
@@ -552,6 +552,9 @@ impl Client {
             .await
             .map_err(|e| format!("reading the answer: {e}"))?
             .to_bytes();
+        if bytes.is_empty() && status == StatusCode::NO_CONTENT {
+            return Ok((status, serde_json::Value::Null));
+        }
         let v = serde_json::from_slice(&bytes)
             .map_err(|_| format!("the admin API answered {status} with a body that is not JSON"))?;
         Ok((status, v))

@@ -16,8 +16,8 @@ use serde::Serialize;
 use utoipa::OpenApi;
 
 use crate::admin_ops::{
-    AdminOps, CreateKey, CreateStore, CredentialView, KeyView, LockdownView, NewCredentialView,
-    OpError, OpResult, SetStatus, StatusName, StoreView,
+    AdminOps, CreateKey, CreateStore, CredentialView, InForceView, KeyView, LockdownView,
+    NewCredentialView, OpError, OpResult, SetStatus, StatusName, StoreView, WaitedOut,
 };
 
 /// The typed API's paths start with this.
@@ -27,7 +27,7 @@ pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
 /// One resource operation, with its path parameters (decoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Route {
+pub enum Route {
     OpenApi,
     ListStores,
     CreateStore,
@@ -47,7 +47,7 @@ pub(crate) enum Route {
 
 /// Why a request matched no route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NoRoute {
+pub enum NoRoute {
     NotFound,
     MethodNotAllowed,
 }
@@ -60,7 +60,7 @@ fn decode(segment: &str) -> Option<String> {
 }
 
 /// The route of `method` on `path` (which starts with [`PREFIX`]).
-pub(crate) fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
+pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
     let rest = path.strip_prefix(PREFIX).ok_or(NoRoute::NotFound)?;
     let segs: Vec<String> = rest
         .split('/')
@@ -103,9 +103,50 @@ pub(crate) fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
     }
 }
 
+/// A path segment, percent-encoded where it must be (a store prefix's
+/// inner slashes).
+fn seg(s: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.');
+    percent_encoding::utf8_percent_encode(s.trim_start_matches('/'), SEGMENT).to_string()
+}
+
 impl Route {
+    /// The method and path that name this route: what a client sends
+    /// ([`route`] reads it back).
+    pub fn request(&self) -> (Method, String) {
+        let (m, p) = match self {
+            Route::OpenApi => (Method::GET, "openapi.json".to_owned()),
+            Route::ListStores => (Method::GET, "stores".into()),
+            Route::CreateStore => (Method::POST, "stores".into()),
+            Route::GetStore(s) => (Method::GET, format!("stores/{}", seg(s))),
+            Route::SetStoreStatus(s) => (Method::PATCH, format!("stores/{}", seg(s))),
+            Route::ListCredentials(s) => (Method::GET, format!("stores/{}/credentials", seg(s))),
+            Route::AddCredential(s) => (Method::POST, format!("stores/{}/credentials", seg(s))),
+            Route::RemoveCredential(s, a) => (
+                Method::DELETE,
+                format!("stores/{}/credentials/{}", seg(s), seg(a)),
+            ),
+            Route::ListKeys(s) => (Method::GET, format!("stores/{}/keys", seg(s))),
+            Route::CreateKey(s) => (Method::POST, format!("stores/{}/keys", seg(s))),
+            Route::GetKey(s, k) => (Method::GET, format!("stores/{}/keys/{}", seg(s), seg(k))),
+            Route::SetKeyStatus(s, k) => {
+                (Method::PATCH, format!("stores/{}/keys/{}", seg(s), seg(k)))
+            }
+            Route::RotateKey(s, k) => (
+                Method::POST,
+                format!("stores/{}/keys/{}/rotate", seg(s), seg(k)),
+            ),
+            Route::GetLockdown => (Method::GET, "lockdown".into()),
+            Route::SetLockdown => (Method::PUT, "lockdown".into()),
+        };
+        (m, format!("{PREFIX}{p}"))
+    }
+
     /// What the caller's role must allow.
-    pub(crate) fn access(&self) -> Access {
+    pub fn access(&self) -> Access {
         match self {
             Route::OpenApi | Route::GetLockdown => Access::Status,
             Route::ListStores
@@ -127,7 +168,7 @@ impl Route {
     /// The operation as the CLI spells it, for the audit record (the
     /// same record whether a custodian used the CLI or the API). `body`
     /// completes what the path does not say.
-    pub(crate) fn audit_words(&self, body: &[u8]) -> String {
+    pub fn audit_words(&self, body: &[u8]) -> String {
         let field = |name: &str| {
             serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
@@ -187,7 +228,7 @@ fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
 }
 
 /// Runs `route` (blocking: on a blocking thread).
-pub(crate) fn run(
+pub fn run(
     ops: &AdminOps,
     route: &Route,
     query: &str,
@@ -302,7 +343,7 @@ fn remove_credential(ops: &AdminOps, store: &str, access_key_id: &str) -> OpResu
 #[utoipa::path(get, path = "/v1/stores/{store}/keys", tag = "keys",
     params(("store" = String, Path),
         ("after" = Option<String>, Query, description = "list keys after this key id"),
-        ("limit" = Option<usize>, Query, description = "at most this many (1 to 1000, default 1000)")),
+        ("limit" = Option<usize>, Query, description = "at most this many (1 to 10000, default 1000)")),
     description = "Role: auditor or custodian.",
     responses((status = 200, body = [KeyView]), (status = 404, body = OpError)),
     security(("bearer" = [])))]
@@ -406,7 +447,7 @@ impl utoipa::Modify for BearerAuth {
         add_credential, remove_credential, list_keys, create_key, get_key, set_key_status,
         rotate_key, get_lockdown, set_lockdown),
     components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
-        CreateKey, SetStatus, StatusName, LockdownView, OpError)),
+        CreateKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -449,6 +490,37 @@ mod tests {
         assert_eq!(r(Method::GET, "/v1/nothing"), Err(NoRoute::NotFound));
         assert_eq!(r(Method::GET, "/v1/stores/%FF"), Err(NoRoute::NotFound));
         assert_eq!(r(Method::PUT, "/v1/lockdown"), Ok(Route::SetLockdown));
+    }
+
+    #[test]
+    fn every_route_round_trips_through_its_request() {
+        let (s, k) = ("a/b".to_owned(), "k.1".to_owned());
+        let all = [
+            Route::OpenApi,
+            Route::ListStores,
+            Route::CreateStore,
+            Route::GetStore(s.clone()),
+            Route::SetStoreStatus(s.clone()),
+            Route::ListCredentials(s.clone()),
+            Route::AddCredential(s.clone()),
+            Route::RemoveCredential(s.clone(), "AKID".into()),
+            Route::ListKeys(s.clone()),
+            Route::CreateKey(s.clone()),
+            Route::GetKey(s.clone(), k.clone()),
+            Route::SetKeyStatus(s.clone(), k.clone()),
+            Route::RotateKey(s.clone(), k.clone()),
+            Route::GetLockdown,
+            Route::SetLockdown,
+        ];
+        for r in all {
+            let (m, p) = r.request();
+            assert_eq!(route(&m, &p), Ok(r.clone()), "{m} {p}");
+        }
+        // The root store ("/") has a path of its own too.
+        let root = Route::GetStore("/".into());
+        let (m, p) = root.request();
+        assert_eq!(p, "/v1/stores/");
+        assert_eq!(route(&m, &p), Ok(Route::GetStore(String::new())));
     }
 
     #[test]
