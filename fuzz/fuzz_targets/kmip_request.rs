@@ -17,7 +17,7 @@ fn kmip() -> &'static Kmip {
             .unwrap();
         let storage = keyhold_storage::SqliteStorage::open_in_memory().unwrap();
         let service = keyhold_service::KeyService::open(Arc::new(storage), Arc::new(root)).unwrap();
-        Kmip::new(Arc::new(service), None)
+        Kmip::new(Arc::new(service))
     })
 }
 

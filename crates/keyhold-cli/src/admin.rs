@@ -649,28 +649,9 @@ pub(crate) fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
         | KeyCmd::Enable { .. }
         | KeyCmd::Disable { .. }
         | KeyCmd::Rotate { .. } => return Err(crate::typed::NOT_TYPED.into()),
-        KeyCmd::SetUsage {
-            prefix: p,
-            key_id: id,
-            usage,
-        } => {
-            let (p, id) = (prefix(p)?, key_id(id)?);
-            let enforced = svc
-                .set_key_usage(&p, &id, Usage::parse(usage).map_err(e)?)
-                .map_err(e)?;
-            crate::lifecycle_cmd::in_force(ctx)?;
-            match enforced {
-                keyhold_service::UsageEnforcement::Keyhold => {}
-                keyhold_service::UsageEnforcement::KeyholdAndToken => {
-                    errln!("the key's attributes in the HSM token now allow the same usage")
-                }
-                keyhold_service::UsageEnforcement::KeyholdOnlyTokenRefused => errln!(
-                    "warning: the HSM token would not change the key's attributes: Keyhold alone enforces this usage"
-                ),
-            }
-            print_keys(ctx, &[svc.get_key(&p, &id).map_err(e)?]);
+        KeyCmd::SetUsage { .. } | KeyCmd::Lifecycle(_) => {
+            return Err(crate::typed::NOT_TYPED.into())
         }
-        KeyCmd::Lifecycle(cmd) => crate::lifecycle_cmd::run(ctx, cmd)?,
     }
     Ok(())
 }

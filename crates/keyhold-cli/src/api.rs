@@ -304,6 +304,7 @@ pub(crate) fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
         return Ok(());
     }
     if let Some(t) = crate::typed::of(&cli.command) {
+        let t = t?;
         let (method, path) = t.path();
         let (status, v) = client.call(&token, method, &path, t.body.as_ref())?;
         if !status.is_success() {

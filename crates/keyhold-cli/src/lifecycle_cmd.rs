@@ -7,14 +7,12 @@
 //! data directory has applied it: from then on no request is served under
 //! the old rules.
 
-use crate::admin::{e, key_id, prefix, print_keys, Ctx};
-use crate::cmdio::{errln, outln};
-use crate::output;
+use crate::admin::{e, Ctx};
+use crate::cmdio::errln;
 use clap::Subcommand;
 use keyhold_core::time::{parse_duration, parse_rfc3339};
-use keyhold_core::{KeyState, Lifecycle, Timestamp, VersionFlag};
+use keyhold_core::{KeyState, Lifecycle, Timestamp};
 use keyhold_server::presence::wait_for_acks;
-use serde_json::json;
 use std::time::Duration;
 
 /// How long a break-glass command waits for running servers.
@@ -58,16 +56,7 @@ fn time(s: &str) -> Result<Timestamp, String> {
         .ok_or_else(|| format!("{s:?} is not an RFC 3339 UTC time like 2027-01-31T00:00:00Z"))
 }
 
-/// A time, or `none` to clear it.
-fn time_or_none(s: &str) -> Result<Option<Timestamp>, String> {
-    if s.eq_ignore_ascii_case("none") {
-        Ok(None)
-    } else {
-        time(s).map(Some)
-    }
-}
-
-fn period(s: &str) -> Result<i64, String> {
+pub(crate) fn period(s: &str) -> Result<i64, String> {
     parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 90d, 12h or 3600s"))
 }
 
@@ -161,197 +150,5 @@ pub(crate) fn in_force(ctx: &Ctx) -> Result<(), String> {
             keyhold_core::time::format_rfc3339(last / 1000)
         );
     }
-    Ok(())
-}
-
-pub(crate) fn run(ctx: &Ctx, cmd: &LifecycleCmd) -> Result<(), String> {
-    let svc = &ctx.service;
-    use LifecycleCmd::*;
-    let (p, id) = match cmd {
-        Activate {
-            prefix: p,
-            key_id: k,
-        }
-        | Deactivate {
-            prefix: p,
-            key_id: k,
-        }
-        | Compromise {
-            prefix: p,
-            key_id: k,
-        }
-        | SetDates {
-            prefix: p,
-            key_id: k,
-            ..
-        }
-        | Destroy {
-            prefix: p,
-            key_id: k,
-            ..
-        }
-        | CancelDestroy {
-            prefix: p,
-            key_id: k,
-        }
-        | SetRotation {
-            prefix: p,
-            key_id: k,
-            ..
-        }
-        | SetMinDecryptVersion {
-            prefix: p,
-            key_id: k,
-            ..
-        }
-        | TrimVersions {
-            prefix: p,
-            key_id: k,
-        }
-        | Versions {
-            prefix: p,
-            key_id: k,
-        }
-        | FlagVersion {
-            prefix: p,
-            key_id: k,
-            ..
-        } => (prefix(p)?, key_id(k)?),
-    };
-    let key = match cmd {
-        Activate { .. } => {
-            let k = svc.activate_key(&p, &id).map_err(e)?;
-            in_force(ctx)?;
-            k
-        }
-        Deactivate { .. } => {
-            let k = svc.deactivate_key(&p, &id).map_err(e)?;
-            in_force(ctx)?;
-            k
-        }
-        Compromise { .. } => {
-            let k = svc.compromise_key(&p, &id).map_err(e)?;
-            in_force(ctx)?;
-            k
-        }
-        SetDates {
-            activate_at,
-            deactivate_at,
-            ..
-        } => {
-            let a = activate_at.as_deref().map(time_or_none).transpose()?;
-            let d = deactivate_at.as_deref().map(time_or_none).transpose()?;
-            if a.is_none() && d.is_none() {
-                return Err("give --activate-at and/or --deactivate-at".into());
-            }
-            let k = svc.set_key_dates(&p, &id, a, d).map_err(e)?;
-            in_force(ctx)?;
-            k
-        }
-        Destroy {
-            days, now, confirm, ..
-        } => {
-            let k = if *now {
-                if confirm.as_deref() != Some(id.as_str()) {
-                    return Err(format!(
-                        "destroying now cannot be undone: repeat the key id with --confirm {id}"
-                    ));
-                }
-                svc.destroy_now(&p, &id).map_err(e)?
-            } else {
-                svc.schedule_destroy(&p, &id, *days).map_err(e)?
-            };
-            in_force(ctx)?;
-            k
-        }
-        CancelDestroy { .. } => {
-            let k = svc.cancel_destroy(&p, &id).map_err(e)?;
-            in_force(ctx)?;
-            k
-        }
-        SetRotation { period: per, .. } => {
-            let per = if per.eq_ignore_ascii_case("off") {
-                None
-            } else {
-                Some(period(per)?)
-            };
-            svc.set_rotation_period(&p, &id, per).map_err(e)?
-        }
-        SetMinDecryptVersion { version, .. } => {
-            let k = svc.set_min_decrypt_version(&p, &id, *version).map_err(e)?;
-            in_force(ctx)?;
-            k
-        }
-        TrimVersions { .. } => {
-            let n = svc.trim_versions(&p, &id).map_err(e)?;
-            if ctx.json {
-                output::json(&json!({"shredded_versions": n}));
-            } else {
-                outln!("crypto-shredded {n} retired version(s)");
-            }
-            return Ok(());
-        }
-        Versions { .. } => {
-            let vs = svc.key_versions(&p, &id).map_err(e)?;
-            let key = svc.get_key(&p, &id).map_err(e)?;
-            let status = |v: &keyhold_service::VersionInfo| {
-                if !v.has_material && key.hsm_label.is_none() {
-                    "DESTROYED"
-                } else if v.version < key.lifecycle.min_decrypt_version {
-                    "RETIRED"
-                } else {
-                    match v.flag {
-                        VersionFlag::Good => "GOOD",
-                        VersionFlag::Compromised => "COMPROMISED",
-                        VersionFlag::CompromisedAllowed => "COMPROMISED_ALLOWED",
-                    }
-                }
-            };
-            if ctx.json {
-                output::json(&json!(vs
-                    .iter()
-                    .map(|v| json!({
-                        "version": v.version,
-                        "created_at": output::time(v.created_at),
-                        "status": status(v),
-                        "current": v.version == key.current_version,
-                    }))
-                    .collect::<Vec<_>>()));
-            } else {
-                output::table(
-                    &["VERSION", "CREATED", "STATUS"],
-                    &vs.iter()
-                        .map(|v| {
-                            vec![
-                                format!(
-                                    "{}{}",
-                                    v.version,
-                                    if v.version == key.current_version {
-                                        " (current)"
-                                    } else {
-                                        ""
-                                    }
-                                ),
-                                output::time(v.created_at),
-                                status(v).to_owned(),
-                            ]
-                        })
-                        .collect::<Vec<_>>(),
-                );
-            }
-            return Ok(());
-        }
-        FlagVersion { version, flag, .. } => {
-            let f = match flag.as_str() {
-                "compromised" => VersionFlag::Compromised,
-                "compromised-allowed" => VersionFlag::CompromisedAllowed,
-                _ => VersionFlag::Good,
-            };
-            svc.set_version_flag(&p, &id, *version, f).map_err(e)?;
-            in_force(ctx)?;
-            svc.get_key(&p, &id).map_err(e)?
-        }
-    };
-    print_keys(ctx, &[key]);
     Ok(())
 }

@@ -400,7 +400,7 @@ fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
 pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result<(), String> {
     // Typed operations run the way the admin API runs them.
     if let Some(t) = typed::of(cmd) {
-        return typed::run_local(ctx, &t);
+        return typed::run_local(ctx, &t?);
     }
     match cmd {
         Command::Store(cmd) => admin::store(ctx, cmd),

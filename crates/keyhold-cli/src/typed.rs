@@ -7,11 +7,12 @@
 
 use crate::admin::{CredentialCmd, KeyCmd, StoreCmd};
 use crate::cmdio::{errln, outln};
+use crate::lifecycle_cmd::LifecycleCmd;
 use crate::output;
 use crate::Command;
 use keyhold_server::admin_ops::{
-    AdminOps, CredentialView, InForceView, KeyView, LockdownView, NewCredentialView, StoreView,
-    MAX_LIST,
+    AdminOps, CredentialView, InForceView, KeyAction, KeyView, LockdownView, NewCredentialView,
+    StoreView, TrimmedView, VersionView, MAX_LIST,
 };
 use keyhold_server::admin_v1::{self, Route};
 use serde::de::DeserializeOwned;
@@ -58,9 +59,13 @@ fn status(enable: bool) -> Value {
     json!({ "status": if enable { "ENABLED" } else { "DISABLED" } })
 }
 
-/// The typed operation of `cmd`, when it is one.
-pub(crate) fn of(cmd: &Command) -> Option<Typed> {
-    Some(match cmd {
+/// The typed operation of `cmd`, when it is one (or why its arguments
+/// make none).
+pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
+    if let Command::Key(KeyCmd::Lifecycle(l)) = cmd {
+        return Some(lifecycle(l));
+    }
+    Some(Ok(match cmd {
         Command::Store(s) => match s {
             StoreCmd::Create {
                 prefix,
@@ -96,7 +101,90 @@ pub(crate) fn of(cmd: &Command) -> Option<Typed> {
         Command::Lockdown => Typed::with(Route::SetLockdown, json!({ "lockdown": true })),
         Command::Unlock => Typed::with(Route::SetLockdown, json!({ "lockdown": false })),
         _ => return None,
-    })
+    }))
+}
+
+fn lifecycle(cmd: &LifecycleCmd) -> Result<Typed, String> {
+    use LifecycleCmd::*;
+    let key = |p: &String, k: &String| (p.clone(), k.clone());
+    let action = |p, k, a| Ok(Typed::new(Route::KeyAction(p, k, a)));
+    match cmd {
+        Activate { prefix, key_id } => {
+            let (p, k) = key(prefix, key_id);
+            action(p, k, KeyAction::Activate)
+        }
+        Deactivate { prefix, key_id } => {
+            let (p, k) = key(prefix, key_id);
+            action(p, k, KeyAction::Deactivate)
+        }
+        Compromise { prefix, key_id } => {
+            let (p, k) = key(prefix, key_id);
+            action(p, k, KeyAction::Compromise)
+        }
+        CancelDestroy { prefix, key_id } => {
+            let (p, k) = key(prefix, key_id);
+            action(p, k, KeyAction::CancelDestroy)
+        }
+        SetDates {
+            prefix,
+            key_id,
+            activate_at,
+            deactivate_at,
+        } => Ok(Typed::with(
+            Route::SetKeyDates(prefix.clone(), key_id.clone()),
+            json!({ "activate_at": activate_at, "deactivate_at": deactivate_at }),
+        )),
+        Destroy {
+            prefix,
+            key_id,
+            days,
+            now,
+            confirm,
+        } => Ok(Typed::with(
+            Route::DestroyKey(prefix.clone(), key_id.clone()),
+            json!({ "days": days, "now": now, "confirm": confirm }),
+        )),
+        SetRotation {
+            prefix,
+            key_id,
+            period,
+        } => {
+            let period_s = if period.eq_ignore_ascii_case("off") {
+                None
+            } else {
+                Some(crate::lifecycle_cmd::period(period)?)
+            };
+            Ok(Typed::with(
+                Route::SetRotation(prefix.clone(), key_id.clone()),
+                json!({ "period_s": period_s }),
+            ))
+        }
+        SetMinDecryptVersion {
+            prefix,
+            key_id,
+            version,
+        } => Ok(Typed::with(
+            Route::SetMinDecryptVersion(prefix.clone(), key_id.clone()),
+            json!({ "version": version }),
+        )),
+        TrimVersions { prefix, key_id } => Ok(Typed::new(Route::TrimVersions(
+            prefix.clone(),
+            key_id.clone(),
+        ))),
+        Versions { prefix, key_id } => Ok(Typed::new(Route::ListVersions(
+            prefix.clone(),
+            key_id.clone(),
+        ))),
+        FlagVersion {
+            prefix,
+            key_id,
+            version,
+            flag,
+        } => Ok(Typed::with(
+            Route::SetVersionFlag(prefix.clone(), key_id.clone(), *version),
+            json!({ "flag": flag }),
+        )),
+    }
 }
 
 fn key(cmd: &KeyCmd) -> Option<Typed> {
@@ -144,6 +232,17 @@ fn key(cmd: &KeyCmd) -> Option<Typed> {
         KeyCmd::Rotate { prefix, key_id } => {
             Typed::new(Route::RotateKey(prefix.clone(), key_id.clone()))
         }
+        KeyCmd::SetUsage {
+            prefix,
+            key_id,
+            usage,
+        } => {
+            let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
+            Typed::with(
+                Route::SetUsage(prefix.clone(), key_id.clone()),
+                json!({ "usage": usage }),
+            )
+        }
         _ => return None,
     })
 }
@@ -173,13 +272,22 @@ pub(crate) fn render(json: bool, route: &Route, v: Value) -> Result<(), String> 
             print_stores(json, std::slice::from_ref(&s));
         }
         Route::ListKeys(_) => print_keys(json, &view::<Vec<KeyView>>(v)?),
-        Route::GetKey(..)
-        | Route::CreateKey(_)
-        | Route::SetKeyStatus(..)
-        | Route::RotateKey(..) => {
+        r if r.answers_one_key() => {
             let k: KeyView = view(v)?;
             in_force(k.in_force.as_ref());
+            if let Some(note) = &k.usage_note {
+                errln!("{note}");
+            }
             print_keys(json, std::slice::from_ref(&k));
+        }
+        Route::ListVersions(..) => print_versions(json, &view::<Vec<VersionView>>(v)?),
+        Route::TrimVersions(..) => {
+            let t: TrimmedView = view(v)?;
+            if json {
+                output::json(&json!({ "shredded_versions": t.shredded_versions }));
+            } else {
+                outln!("crypto-shredded {} retired version(s)", t.shredded_versions);
+            }
         }
         Route::ListCredentials(_) => print_credentials(json, &view::<Vec<CredentialView>>(v)?),
         Route::AddCredential(_) => print_new_credential(json, &view(v)?),
@@ -201,7 +309,8 @@ pub(crate) fn render(json: bool, route: &Route, v: Value) -> Result<(), String> 
                 outln!("lockdown lifted");
             }
         }
-        Route::OpenApi => output::json(&v),
+        // Anything else (the OpenAPI document): as it came.
+        _ => output::json(&v),
     }
     Ok(())
 }
@@ -315,6 +424,25 @@ pub(crate) fn print_keys(json: bool, keys: &[KeyView]) {
                     k.current_version.to_string(),
                     k.protection.clone(),
                     k.updated_at.clone(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+fn print_versions(json: bool, vs: &[VersionView]) {
+    if json {
+        output::json(&listed(vs));
+        return;
+    }
+    output::table(
+        &["VERSION", "CREATED", "STATUS"],
+        &vs.iter()
+            .map(|v| {
+                vec![
+                    format!("{}{}", v.version, if v.current { " (current)" } else { "" }),
+                    v.created_at.clone(),
+                    v.status.clone(),
                 ]
             })
             .collect::<Vec<_>>(),

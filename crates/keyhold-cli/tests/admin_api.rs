@@ -510,6 +510,56 @@ fn typed_api_resources_roles_audit_and_openapi() {
     demo_encrypt(&server, &cred, "k1", b"x").assert_error(400, "InvalidStateException");
     call(&alice, "PUT", "/v1/lockdown", Some(r#"{"lockdown":false}"#));
     assert_eq!(demo_encrypt(&server, &cred, "k1", b"x").status, 200);
+    // Lifecycle: versions, usage, dates, destruction with its confirmation.
+    let (code, vs) = call(&ann, "GET", "/v1/stores/demo/keys/k1/versions", None);
+    assert_eq!(code, 200);
+    assert_eq!(vs.as_array().map(Vec::len), Some(2), "{vs}");
+    assert_eq!(vs[1]["current"], true);
+    let (code, k) = call(
+        &alice,
+        "PUT",
+        "/v1/stores/demo/keys/k1/usage",
+        Some(r#"{"usage":["DECRYPT"]}"#),
+    );
+    assert_eq!(
+        (code, k["usage"].clone()),
+        (200, serde_json::json!(["DECRYPT"]))
+    );
+    demo_encrypt(&server, &cred, "k1", b"x").assert_error(400, "InvalidKeyUsageException");
+    call(
+        &alice,
+        "PUT",
+        "/v1/stores/demo/keys/k1/usage",
+        Some(r#"{"usage":["ENCRYPT","DECRYPT"]}"#),
+    );
+    let (code, _) = call(
+        &alice,
+        "PUT",
+        "/v1/stores/demo/keys/k1/dates",
+        Some(r#"{"deactivate_at":"yesterday"}"#),
+    );
+    assert_eq!(code, 400);
+    call(
+        &alice,
+        "POST",
+        "/v1/stores/demo/keys",
+        Some(r#"{"key_id":"gone"}"#),
+    );
+    let (code, e) = call(
+        &alice,
+        "POST",
+        "/v1/stores/demo/keys/gone/destroy",
+        Some(r#"{"now":true,"confirm":"other"}"#),
+    );
+    assert_eq!(code, 400, "{e}");
+    let (code, k) = call(&alice, "POST", "/v1/stores/demo/keys/gone/deactivate", None);
+    assert_eq!((code, k["state"].as_str()), (200, Some("DEACTIVATED")));
+    let (code, k) = call(&alice, "POST", "/v1/stores/demo/keys/gone/destroy", None);
+    assert_eq!(code, 200, "{k}");
+    assert!(k["destroy_at"].is_string(), "{k}");
+    let (code, _) = call(&alice, "POST", "/v1/stores/demo/keys/gone/activate", None);
+    assert_eq!(code, 409, "a deactivated key does not activate again");
+
     let path = format!("/v1/stores/demo/credentials/{}", cred.akid);
     assert_eq!(call(&alice, "DELETE", &path, None).0, 204);
     demo_encrypt(&server, &cred, "k1", b"x").assert_error(401, "AuthenticationFailedException");
@@ -531,6 +581,9 @@ fn typed_api_resources_roles_audit_and_openapi() {
     assert!(find("lockdown", "OK", "token alice"));
     assert!(find("unlock", "OK", "token alice"));
     assert!(find("store credential remove", "OK", "token alice"));
+    assert!(find("key set-usage", "OK", "token alice"));
+    assert!(find("key destroy", "OK", "token alice"));
+    assert!(find("key versions", "OK", "token ann"));
     assert!(records
         .iter()
         .any(|r| r["operation"] == "key disable" && r["store"] == "/demo" && r["key"] == "k1"));

@@ -15,10 +15,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::OpenApi;
 
-use crate::admin_ops::{
-    AdminOps, CreateKey, CreateStore, CredentialView, InForceView, KeyView, LockdownView,
-    NewCredentialView, OpError, OpResult, SetStatus, StatusName, StoreView, WaitedOut,
-};
+mod handlers;
+
+use handlers::*;
+pub use handlers::{openapi_json, ApiDoc};
+
+use crate::admin_ops::{AdminOps, KeyAction, LockdownView, OpError, OpResult};
 
 /// The typed API's paths start with this.
 pub const PREFIX: &str = "/v1/";
@@ -41,6 +43,16 @@ pub enum Route {
     GetKey(String, String),
     SetKeyStatus(String, String),
     RotateKey(String, String),
+    /// activate, deactivate, compromise, cancel-destroy.
+    KeyAction(String, String, KeyAction),
+    DestroyKey(String, String),
+    SetKeyDates(String, String),
+    SetRotation(String, String),
+    SetMinDecryptVersion(String, String),
+    SetUsage(String, String),
+    ListVersions(String, String),
+    TrimVersions(String, String),
+    SetVersionFlag(String, String, u32),
     GetLockdown,
     SetLockdown,
 }
@@ -76,10 +88,11 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
             Err(NoRoute::MethodNotAllowed)
         }
     };
-    let (get, post, patch, delete) = (
+    let (get, post, patch, put, delete) = (
         m == Method::GET,
         m == Method::POST,
         m == Method::PATCH,
+        m == Method::PUT,
         m == Method::DELETE,
     );
     let s = |i: usize| segs[i].to_owned();
@@ -97,8 +110,25 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores", _, "keys", _] if patch => Ok(Route::SetKeyStatus(s(1), s(3))),
         ["stores", _, "keys", _] => allowed(Route::GetKey(s(1), s(3)), get),
         ["stores", _, "keys", _, "rotate"] => allowed(Route::RotateKey(s(1), s(3)), post),
+        ["stores", _, "keys", _, "destroy"] => allowed(Route::DestroyKey(s(1), s(3)), post),
+        ["stores", _, "keys", _, "dates"] => allowed(Route::SetKeyDates(s(1), s(3)), put),
+        ["stores", _, "keys", _, "rotation"] => allowed(Route::SetRotation(s(1), s(3)), put),
+        ["stores", _, "keys", _, "min-decrypt-version"] => {
+            allowed(Route::SetMinDecryptVersion(s(1), s(3)), put)
+        }
+        ["stores", _, "keys", _, "usage"] => allowed(Route::SetUsage(s(1), s(3)), put),
+        ["stores", _, "keys", _, "versions"] => allowed(Route::ListVersions(s(1), s(3)), get),
+        ["stores", _, "keys", _, "trim-versions"] => allowed(Route::TrimVersions(s(1), s(3)), post),
+        ["stores", _, "keys", _, "versions", v, "flag"] => match v.parse() {
+            Ok(v) => allowed(Route::SetVersionFlag(s(1), s(3), v), put),
+            Err(_) => Err(NoRoute::NotFound),
+        },
+        ["stores", _, "keys", _, action] => match KeyAction::parse(action) {
+            Some(a) => allowed(Route::KeyAction(s(1), s(3), a), post),
+            None => Err(NoRoute::NotFound),
+        },
         ["lockdown"] if get => Ok(Route::GetLockdown),
-        ["lockdown"] => allowed(Route::SetLockdown, m == Method::PUT),
+        ["lockdown"] => allowed(Route::SetLockdown, put),
         _ => Err(NoRoute::NotFound),
     }
 }
@@ -111,6 +141,11 @@ fn seg(s: &str) -> String {
         .remove(b'_')
         .remove(b'.');
     percent_encoding::utf8_percent_encode(s.trim_start_matches('/'), SEGMENT).to_string()
+}
+
+/// A key's sub-resource `sub`.
+fn key_sub(m: Method, s: &str, k: &str, sub: &str) -> (Method, String) {
+    (m, format!("stores/{}/keys/{}/{sub}", seg(s), seg(k)))
 }
 
 impl Route {
@@ -139,10 +174,42 @@ impl Route {
                 Method::POST,
                 format!("stores/{}/keys/{}/rotate", seg(s), seg(k)),
             ),
+            Route::KeyAction(s, k, a) => (
+                Method::POST,
+                format!("stores/{}/keys/{}/{}", seg(s), seg(k), a.name()),
+            ),
+            Route::DestroyKey(s, k) => key_sub(Method::POST, s, k, "destroy"),
+            Route::SetKeyDates(s, k) => key_sub(Method::PUT, s, k, "dates"),
+            Route::SetRotation(s, k) => key_sub(Method::PUT, s, k, "rotation"),
+            Route::SetMinDecryptVersion(s, k) => key_sub(Method::PUT, s, k, "min-decrypt-version"),
+            Route::SetUsage(s, k) => key_sub(Method::PUT, s, k, "usage"),
+            Route::ListVersions(s, k) => key_sub(Method::GET, s, k, "versions"),
+            Route::TrimVersions(s, k) => key_sub(Method::POST, s, k, "trim-versions"),
+            Route::SetVersionFlag(s, k, v) => {
+                key_sub(Method::PUT, s, k, &format!("versions/{v}/flag"))
+            }
             Route::GetLockdown => (Method::GET, "lockdown".into()),
             Route::SetLockdown => (Method::PUT, "lockdown".into()),
         };
         (m, format!("{PREFIX}{p}"))
+    }
+
+    /// Whether the answer is one key ([`crate::admin_ops::KeyView`]).
+    pub fn answers_one_key(&self) -> bool {
+        matches!(
+            self,
+            Route::GetKey(..)
+                | Route::CreateKey(_)
+                | Route::SetKeyStatus(..)
+                | Route::RotateKey(..)
+                | Route::KeyAction(..)
+                | Route::DestroyKey(..)
+                | Route::SetKeyDates(..)
+                | Route::SetRotation(..)
+                | Route::SetMinDecryptVersion(..)
+                | Route::SetUsage(..)
+                | Route::SetVersionFlag(..)
+        )
     }
 
     /// What the caller's role must allow.
@@ -153,15 +220,10 @@ impl Route {
             | Route::GetStore(_)
             | Route::ListCredentials(_)
             | Route::ListKeys(_)
-            | Route::GetKey(..) => Access::Read,
-            Route::CreateStore
-            | Route::SetStoreStatus(_)
-            | Route::AddCredential(_)
-            | Route::RemoveCredential(..)
-            | Route::CreateKey(_)
-            | Route::SetKeyStatus(..)
-            | Route::RotateKey(..)
-            | Route::SetLockdown => Access::Change,
+            | Route::GetKey(..)
+            | Route::ListVersions(..) => Access::Read,
+            // Everything else changes something.
+            _ => Access::Change,
         }
     }
 
@@ -195,6 +257,17 @@ impl Route {
             Route::GetKey(s, k) => format!("key show {} {k}", p(s)),
             Route::SetKeyStatus(s, k) => format!("key {} {} {k}", switch(), p(s)),
             Route::RotateKey(s, k) => format!("key rotate {} {k}", p(s)),
+            Route::KeyAction(s, k, a) => format!("key {} {} {k}", a.name(), p(s)),
+            Route::DestroyKey(s, k) => format!("key destroy {} {k}", p(s)),
+            Route::SetKeyDates(s, k) => format!("key set-dates {} {k}", p(s)),
+            Route::SetRotation(s, k) => format!("key set-rotation {} {k}", p(s)),
+            Route::SetMinDecryptVersion(s, k) => {
+                format!("key set-min-decrypt-version {} {k}", p(s))
+            }
+            Route::SetUsage(s, k) => format!("key set-usage {} {k}", p(s)),
+            Route::ListVersions(s, k) => format!("key versions {} {k}", p(s)),
+            Route::TrimVersions(s, k) => format!("key trim-versions {} {k}", p(s)),
+            Route::SetVersionFlag(s, k, _) => format!("key flag-version {} {k}", p(s)),
             Route::GetLockdown => "lockdown show".into(),
             Route::SetLockdown => {
                 let on = serde_json::from_slice::<LockdownView>(body).map(|l| l.lockdown);
@@ -210,6 +283,14 @@ impl Route {
 
 fn body<T: DeserializeOwned>(bytes: &[u8]) -> OpResult<T> {
     serde_json::from_slice(bytes).map_err(|e| OpError::new(400, format!("malformed request: {e}")))
+}
+
+/// A body that may be empty (then the defaults).
+fn body_or_default<T: DeserializeOwned + Default>(bytes: &[u8]) -> OpResult<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    body(bytes)
 }
 
 fn json<T: Serialize>(status: StatusCode, v: T) -> OpResult<(StatusCode, serde_json::Value)> {
@@ -264,201 +345,22 @@ pub fn run(
         Route::GetKey(s, k) => json(S::OK, get_key(ops, s, k)?),
         Route::SetKeyStatus(s, k) => json(S::OK, set_key_status(ops, s, k, body(bytes)?)?),
         Route::RotateKey(s, k) => json(S::OK, rotate_key(ops, s, k)?),
+        Route::KeyAction(s, k, a) => json(S::OK, key_action(ops, s, k, *a)?),
+        Route::DestroyKey(s, k) => json(S::OK, destroy_key(ops, s, k, body_or_default(bytes)?)?),
+        Route::SetKeyDates(s, k) => json(S::OK, set_key_dates(ops, s, k, body(bytes)?)?),
+        Route::SetRotation(s, k) => json(S::OK, set_rotation(ops, s, k, body(bytes)?)?),
+        Route::SetMinDecryptVersion(s, k) => {
+            json(S::OK, set_min_decrypt_version(ops, s, k, body(bytes)?)?)
+        }
+        Route::SetUsage(s, k) => json(S::OK, set_usage(ops, s, k, body(bytes)?)?),
+        Route::ListVersions(s, k) => json(S::OK, list_versions(ops, s, k)?),
+        Route::TrimVersions(s, k) => json(S::OK, trim_versions(ops, s, k)?),
+        Route::SetVersionFlag(s, k, v) => {
+            json(S::OK, set_version_flag(ops, s, k, *v, body(bytes)?)?)
+        }
         Route::GetLockdown => json(S::OK, get_lockdown(ops)?),
         Route::SetLockdown => json(S::OK, set_lockdown(ops, body(bytes)?)?),
     }
-}
-
-/// Key stores.
-#[utoipa::path(get, path = "/v1/stores", tag = "stores",
-    description = "Every key store. Role: auditor or custodian.",
-    responses((status = 200, body = [StoreView]), (status = 403, body = OpError)),
-    security(("bearer" = [])))]
-fn list_stores(ops: &AdminOps) -> OpResult<Vec<StoreView>> {
-    ops.list_stores()
-}
-
-/// Creates a key store.
-#[utoipa::path(post, path = "/v1/stores", tag = "stores", request_body = CreateStore,
-    description = "Role: custodian.",
-    responses((status = 201, body = StoreView), (status = 400, body = OpError),
-        (status = 409, body = OpError, description = "the store exists")),
-    security(("bearer" = [])))]
-fn create_store(ops: &AdminOps, req: CreateStore) -> OpResult<StoreView> {
-    ops.create_store(&req)
-}
-
-/// One key store.
-#[utoipa::path(get, path = "/v1/stores/{store}", tag = "stores",
-    params(("store" = String, Path, description = "the prefix without its leading slash (percent-encode inner slashes)")),
-    description = "Role: auditor or custodian.",
-    responses((status = 200, body = StoreView), (status = 404, body = OpError)),
-    security(("bearer" = [])))]
-fn get_store(ops: &AdminOps, store: &str) -> OpResult<StoreView> {
-    ops.get_store(store)
-}
-
-/// Enables or disables a key store (break glass for all its keys).
-#[utoipa::path(patch, path = "/v1/stores/{store}", tag = "stores", request_body = SetStatus,
-    params(("store" = String, Path)),
-    description = "In force on every running server when it answers. Role: custodian.",
-    responses((status = 200, body = StoreView), (status = 404, body = OpError),
-        (status = 504, body = OpError, description = "committed, but not every server confirmed it in time")),
-    security(("bearer" = [])))]
-fn set_store_status(ops: &AdminOps, store: &str, req: SetStatus) -> OpResult<StoreView> {
-    ops.set_store_status(store, &req)
-}
-
-/// A store's SigV4 credentials (never their secrets).
-#[utoipa::path(get, path = "/v1/stores/{store}/credentials", tag = "credentials",
-    params(("store" = String, Path)),
-    description = "Role: auditor or custodian.",
-    responses((status = 200, body = [CredentialView]), (status = 404, body = OpError)),
-    security(("bearer" = [])))]
-fn list_credentials(ops: &AdminOps, store: &str) -> OpResult<Vec<CredentialView>> {
-    ops.list_credentials(store)
-}
-
-/// Makes a SigV4 credential for AWS KMS; its secret is in this answer only.
-#[utoipa::path(post, path = "/v1/stores/{store}/credentials", tag = "credentials",
-    params(("store" = String, Path)),
-    description = "Role: custodian.",
-    responses((status = 201, body = NewCredentialView), (status = 404, body = OpError)),
-    security(("bearer" = [])))]
-fn add_credential(ops: &AdminOps, store: &str) -> OpResult<NewCredentialView> {
-    ops.add_credential(store)
-}
-
-/// Removes a credential: requests signed with it fail from now on.
-#[utoipa::path(delete, path = "/v1/stores/{store}/credentials/{access_key_id}", tag = "credentials",
-    params(("store" = String, Path), ("access_key_id" = String, Path)),
-    description = "Role: custodian.",
-    responses((status = 204), (status = 404, body = OpError)),
-    security(("bearer" = [])))]
-fn remove_credential(ops: &AdminOps, store: &str, access_key_id: &str) -> OpResult<()> {
-    ops.remove_credential(store, access_key_id)
-}
-
-/// A store's keys, in key id order.
-#[utoipa::path(get, path = "/v1/stores/{store}/keys", tag = "keys",
-    params(("store" = String, Path),
-        ("after" = Option<String>, Query, description = "list keys after this key id"),
-        ("limit" = Option<usize>, Query, description = "at most this many (1 to 10000, default 1000)")),
-    description = "Role: auditor or custodian.",
-    responses((status = 200, body = [KeyView]), (status = 404, body = OpError)),
-    security(("bearer" = [])))]
-fn list_keys(
-    ops: &AdminOps,
-    store: &str,
-    after: Option<&str>,
-    limit: Option<usize>,
-) -> OpResult<Vec<KeyView>> {
-    ops.list_keys(store, after, limit)
-}
-
-/// Creates an AES-256 key, made and wrapped in Keyhold.
-#[utoipa::path(post, path = "/v1/stores/{store}/keys", tag = "keys", request_body = CreateKey,
-    params(("store" = String, Path)),
-    description = "Role: custodian.",
-    responses((status = 201, body = KeyView), (status = 400, body = OpError),
-        (status = 404, body = OpError), (status = 409, body = OpError)),
-    security(("bearer" = [])))]
-fn create_key(ops: &AdminOps, store: &str, req: CreateKey) -> OpResult<KeyView> {
-    ops.create_key(store, &req)
-}
-
-/// One key.
-#[utoipa::path(get, path = "/v1/stores/{store}/keys/{key}", tag = "keys",
-    params(("store" = String, Path), ("key" = String, Path)),
-    description = "Role: auditor or custodian.",
-    responses((status = 200, body = KeyView), (status = 404, body = OpError)),
-    security(("bearer" = [])))]
-fn get_key(ops: &AdminOps, store: &str, key: &str) -> OpResult<KeyView> {
-    ops.get_key(store, key)
-}
-
-/// Enables or disables a key (break glass for one key).
-#[utoipa::path(patch, path = "/v1/stores/{store}/keys/{key}", tag = "keys", request_body = SetStatus,
-    params(("store" = String, Path), ("key" = String, Path)),
-    description = "In force on every running server when it answers. Role: custodian.",
-    responses((status = 200, body = KeyView), (status = 404, body = OpError),
-        (status = 504, body = OpError)),
-    security(("bearer" = [])))]
-fn set_key_status(ops: &AdminOps, store: &str, key: &str, req: SetStatus) -> OpResult<KeyView> {
-    ops.set_key_status(store, key, &req)
-}
-
-/// Rotates a key: new encryptions use a new version; older ones still decrypt.
-#[utoipa::path(post, path = "/v1/stores/{store}/keys/{key}/rotate", tag = "keys",
-    params(("store" = String, Path), ("key" = String, Path)),
-    description = "Role: custodian.",
-    responses((status = 200, body = KeyView), (status = 404, body = OpError),
-        (status = 409, body = OpError)),
-    security(("bearer" = [])))]
-fn rotate_key(ops: &AdminOps, store: &str, key: &str) -> OpResult<KeyView> {
-    ops.rotate_key(store, key)
-}
-
-/// Whether Keyhold is locked down.
-#[utoipa::path(get, path = "/v1/lockdown", tag = "break glass",
-    description = "Role: any.",
-    responses((status = 200, body = LockdownView)),
-    security(("bearer" = [])))]
-fn get_lockdown(ops: &AdminOps) -> OpResult<LockdownView> {
-    ops.lockdown()
-}
-
-/// Locks every key down on every front-end (`true`), or lifts it.
-#[utoipa::path(put, path = "/v1/lockdown", tag = "break glass", request_body = LockdownView,
-    description = "In force on every running server when it answers. Role: custodian.",
-    responses((status = 200, body = LockdownView), (status = 504, body = OpError)),
-    security(("bearer" = [])))]
-fn set_lockdown(ops: &AdminOps, req: LockdownView) -> OpResult<LockdownView> {
-    ops.set_lockdown(&req)
-}
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let comps = api.components.get_or_insert_with(Default::default);
-        comps.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "an admin token (`keyhold admin token create NAME --role ROLE`)",
-                    ))
-                    .build(),
-            ),
-        );
-    }
-}
-
-/// The typed admin API's OpenAPI document.
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Keyhold admin API", version = "1",
-        description = "Key stores, credentials, keys and break glass, for custodians, auditors and operators. Every call is recorded in the audit log.",
-        license(name = "Apache-2.0 OR MIT")),
-    paths(list_stores, create_store, get_store, set_store_status, list_credentials,
-        add_credential, remove_credential, list_keys, create_key, get_key, set_key_status,
-        rotate_key, get_lockdown, set_lockdown),
-    components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
-        CreateKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError)),
-    modifiers(&BearerAuth)
-)]
-pub struct ApiDoc;
-
-/// The OpenAPI document as served (pretty JSON, with a final newline).
-pub fn openapi_json() -> String {
-    let mut s = ApiDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    s.push('\n');
-    s
 }
 
 #[cfg(test)]
@@ -509,6 +411,18 @@ mod tests {
             Route::GetKey(s.clone(), k.clone()),
             Route::SetKeyStatus(s.clone(), k.clone()),
             Route::RotateKey(s.clone(), k.clone()),
+            Route::KeyAction(s.clone(), k.clone(), KeyAction::Activate),
+            Route::KeyAction(s.clone(), k.clone(), KeyAction::Deactivate),
+            Route::KeyAction(s.clone(), k.clone(), KeyAction::Compromise),
+            Route::KeyAction(s.clone(), k.clone(), KeyAction::CancelDestroy),
+            Route::DestroyKey(s.clone(), k.clone()),
+            Route::SetKeyDates(s.clone(), k.clone()),
+            Route::SetRotation(s.clone(), k.clone()),
+            Route::SetMinDecryptVersion(s.clone(), k.clone()),
+            Route::SetUsage(s.clone(), k.clone()),
+            Route::ListVersions(s.clone(), k.clone()),
+            Route::TrimVersions(s.clone(), k.clone()),
+            Route::SetVersionFlag(s.clone(), k.clone(), 3),
             Route::GetLockdown,
             Route::SetLockdown,
         ];

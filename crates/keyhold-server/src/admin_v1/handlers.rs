@@ -1,0 +1,347 @@
+//! The handlers of the typed admin API: one function per operation, whose
+//! `#[utoipa::path]` attribute describes it in the OpenAPI document.
+
+use utoipa::OpenApi;
+
+use crate::admin_ops::*;
+
+/// Key stores.
+#[utoipa::path(get, path = "/v1/stores", tag = "stores",
+    description = "Every key store. Role: auditor or custodian.",
+    responses((status = 200, body = [StoreView]), (status = 403, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn list_stores(ops: &AdminOps) -> OpResult<Vec<StoreView>> {
+    ops.list_stores()
+}
+
+/// Creates a key store.
+#[utoipa::path(post, path = "/v1/stores", tag = "stores", request_body = CreateStore,
+    description = "Role: custodian.",
+    responses((status = 201, body = StoreView), (status = 400, body = OpError),
+        (status = 409, body = OpError, description = "the store exists")),
+    security(("bearer" = [])))]
+pub(super) fn create_store(ops: &AdminOps, req: CreateStore) -> OpResult<StoreView> {
+    ops.create_store(&req)
+}
+
+/// One key store.
+#[utoipa::path(get, path = "/v1/stores/{store}", tag = "stores",
+    params(("store" = String, Path, description = "the prefix without its leading slash (percent-encode inner slashes)")),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = StoreView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn get_store(ops: &AdminOps, store: &str) -> OpResult<StoreView> {
+    ops.get_store(store)
+}
+
+/// Enables or disables a key store (break glass for all its keys).
+#[utoipa::path(patch, path = "/v1/stores/{store}", tag = "stores", request_body = SetStatus,
+    params(("store" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = StoreView), (status = 404, body = OpError),
+        (status = 504, body = OpError, description = "committed, but not every server confirmed it in time")),
+    security(("bearer" = [])))]
+pub(super) fn set_store_status(ops: &AdminOps, store: &str, req: SetStatus) -> OpResult<StoreView> {
+    ops.set_store_status(store, &req)
+}
+
+/// A store's SigV4 credentials (never their secrets).
+#[utoipa::path(get, path = "/v1/stores/{store}/credentials", tag = "credentials",
+    params(("store" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = [CredentialView]), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn list_credentials(ops: &AdminOps, store: &str) -> OpResult<Vec<CredentialView>> {
+    ops.list_credentials(store)
+}
+
+/// Makes a SigV4 credential for AWS KMS; its secret is in this answer only.
+#[utoipa::path(post, path = "/v1/stores/{store}/credentials", tag = "credentials",
+    params(("store" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 201, body = NewCredentialView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn add_credential(ops: &AdminOps, store: &str) -> OpResult<NewCredentialView> {
+    ops.add_credential(store)
+}
+
+/// Removes a credential: requests signed with it fail from now on.
+#[utoipa::path(delete, path = "/v1/stores/{store}/credentials/{access_key_id}", tag = "credentials",
+    params(("store" = String, Path), ("access_key_id" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 204), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn remove_credential(ops: &AdminOps, store: &str, access_key_id: &str) -> OpResult<()> {
+    ops.remove_credential(store, access_key_id)
+}
+
+/// A store's keys, in key id order.
+#[utoipa::path(get, path = "/v1/stores/{store}/keys", tag = "keys",
+    params(("store" = String, Path),
+        ("after" = Option<String>, Query, description = "list keys after this key id"),
+        ("limit" = Option<usize>, Query, description = "at most this many (1 to 10000, default 1000)")),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = [KeyView]), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn list_keys(
+    ops: &AdminOps,
+    store: &str,
+    after: Option<&str>,
+    limit: Option<usize>,
+) -> OpResult<Vec<KeyView>> {
+    ops.list_keys(store, after, limit)
+}
+
+/// Creates an AES-256 key, made and wrapped in Keyhold.
+#[utoipa::path(post, path = "/v1/stores/{store}/keys", tag = "keys", request_body = CreateKey,
+    params(("store" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 201, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError), (status = 409, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn create_key(ops: &AdminOps, store: &str, req: CreateKey) -> OpResult<KeyView> {
+    ops.create_key(store, &req)
+}
+
+/// One key.
+#[utoipa::path(get, path = "/v1/stores/{store}/keys/{key}", tag = "keys",
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = KeyView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn get_key(ops: &AdminOps, store: &str, key: &str) -> OpResult<KeyView> {
+    ops.get_key(store, key)
+}
+
+/// Enables or disables a key (break glass for one key).
+#[utoipa::path(patch, path = "/v1/stores/{store}/keys/{key}", tag = "keys", request_body = SetStatus,
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 404, body = OpError),
+        (status = 504, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_key_status(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    req: SetStatus,
+) -> OpResult<KeyView> {
+    ops.set_key_status(store, key, &req)
+}
+
+/// Rotates a key: new encryptions use a new version; older ones still decrypt.
+#[utoipa::path(post, path = "/v1/stores/{store}/keys/{key}/rotate", tag = "keys",
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 404, body = OpError),
+        (status = 409, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn rotate_key(ops: &AdminOps, store: &str, key: &str) -> OpResult<KeyView> {
+    ops.rotate_key(store, key)
+}
+
+/// A lifecycle transition: `activate` (PRE_ACTIVE → ACTIVE), `deactivate`
+/// (decrypt only from now on), `compromise` (decrypt only, every use
+/// reported), `cancel-destroy`.
+#[utoipa::path(post, path = "/v1/stores/{store}/keys/{key}/{action}", tag = "key lifecycle",
+    params(("store" = String, Path), ("key" = String, Path),
+        ("action" = String, Path, description = "activate, deactivate, compromise or cancel-destroy")),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 404, body = OpError),
+        (status = 409, body = OpError, description = "not allowed from the key's state")),
+    security(("bearer" = [])))]
+pub(super) fn key_action(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    action: KeyAction,
+) -> OpResult<KeyView> {
+    ops.key_action(store, key, action)
+}
+
+/// Schedules destruction (crypto-shredding) after a waiting period, or
+/// destroys at once (`now`, with the key id in `confirm`).
+#[utoipa::path(post, path = "/v1/stores/{store}/keys/{key}/destroy", tag = "key lifecycle",
+    request_body(content = Destroy, description = "may be empty: 30 days"),
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError), (status = 409, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn destroy_key(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    req: Destroy,
+) -> OpResult<KeyView> {
+    ops.destroy_key(store, key, &req)
+}
+
+/// Sets or clears the dates on which a key activates or deactivates by itself.
+#[utoipa::path(put, path = "/v1/stores/{store}/keys/{key}/dates", tag = "key lifecycle",
+    request_body = SetDates, params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError), (status = 409, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_key_dates(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    req: SetDates,
+) -> OpResult<KeyView> {
+    ops.set_key_dates(store, key, &req)
+}
+
+/// Sets (or turns off) automatic rotation.
+#[utoipa::path(put, path = "/v1/stores/{store}/keys/{key}/rotation", tag = "key lifecycle",
+    request_body = SetRotation, params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_rotation(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    req: SetRotation,
+) -> OpResult<KeyView> {
+    ops.set_rotation(store, key, &req)
+}
+
+/// Retires the versions below `version`: their ciphertext no longer decrypts.
+#[utoipa::path(put, path = "/v1/stores/{store}/keys/{key}/min-decrypt-version", tag = "key lifecycle",
+    request_body = SetMinDecryptVersion, params(("store" = String, Path), ("key" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_min_decrypt_version(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    req: SetMinDecryptVersion,
+) -> OpResult<KeyView> {
+    ops.set_min_decrypt_version(store, key, &req)
+}
+
+/// Changes which operations a key allows.
+#[utoipa::path(put, path = "/v1/stores/{store}/keys/{key}/usage", tag = "keys",
+    request_body = SetUsage, params(("store" = String, Path), ("key" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_usage(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    req: SetUsage,
+) -> OpResult<KeyView> {
+    ops.set_usage(store, key, &req)
+}
+
+/// A key's versions.
+#[utoipa::path(get, path = "/v1/stores/{store}/keys/{key}/versions", tag = "key lifecycle",
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = [VersionView]), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn list_versions(ops: &AdminOps, store: &str, key: &str) -> OpResult<Vec<VersionView>> {
+    ops.key_versions(store, key)
+}
+
+/// Crypto-shreds the retired versions (below the minimum decryption version).
+#[utoipa::path(post, path = "/v1/stores/{store}/keys/{key}/trim-versions", tag = "key lifecycle",
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 200, body = TrimmedView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn trim_versions(ops: &AdminOps, store: &str, key: &str) -> OpResult<TrimmedView> {
+    ops.trim_versions(store, key)
+}
+
+/// Marks one version good, compromised (decryption refused) or
+/// compromised-allowed (allowed by override, every use reported).
+#[utoipa::path(put, path = "/v1/stores/{store}/keys/{key}/versions/{version}/flag", tag = "key lifecycle",
+    request_body = SetVersionFlag,
+    params(("store" = String, Path), ("key" = String, Path), ("version" = u32, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_version_flag(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    version: u32,
+    req: SetVersionFlag,
+) -> OpResult<KeyView> {
+    ops.set_version_flag(store, key, version, &req)
+}
+
+/// Whether Keyhold is locked down.
+#[utoipa::path(get, path = "/v1/lockdown", tag = "break glass",
+    description = "Role: any.",
+    responses((status = 200, body = LockdownView)),
+    security(("bearer" = [])))]
+pub(super) fn get_lockdown(ops: &AdminOps) -> OpResult<LockdownView> {
+    ops.lockdown()
+}
+
+/// Locks every key down on every front-end (`true`), or lifts it.
+#[utoipa::path(put, path = "/v1/lockdown", tag = "break glass", request_body = LockdownView,
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = LockdownView), (status = 504, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_lockdown(ops: &AdminOps, req: LockdownView) -> OpResult<LockdownView> {
+    ops.set_lockdown(&req)
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let comps = api.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "an admin token (`keyhold admin token create NAME --role ROLE`)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The typed admin API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Keyhold admin API", version = "1",
+        description = "Key stores, credentials, keys and break glass, for custodians, auditors and operators. Every call is recorded in the audit log.",
+        license(name = "Apache-2.0 OR MIT")),
+    paths(list_stores, create_store, get_store, set_store_status, list_credentials,
+        add_credential, remove_credential, list_keys, create_key, get_key, set_key_status,
+        rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
+        set_min_decrypt_version, set_usage, list_versions, trim_versions, set_version_flag,
+        get_lockdown, set_lockdown),
+    components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
+        CreateKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
+        Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
+        VersionView, TrimmedView)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as served (pretty JSON, with a final newline).
+pub fn openapi_json() -> String {
+    let mut s = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
+}
