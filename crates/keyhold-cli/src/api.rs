@@ -72,9 +72,6 @@ pub(crate) fn access(cmd: &Command) -> Option<Access> {
 /// Files `cmd` reads (sent with the request) and writes (accepted back).
 fn files(cmd: &Command) -> (Vec<PathBuf>, Vec<PathBuf>) {
     match cmd {
-        Command::Policy(PolicyCmd::Set { file, .. } | PolicyCmd::Validate { file }) => {
-            (vec![file.clone()], vec![])
-        }
         Command::Audit(AuditCmd::Verify {
             checkpoint_file: Some(f),
         }) => (vec![f.clone()], vec![]),
@@ -308,9 +305,9 @@ pub(crate) fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
         let (method, path) = t.path();
         let (status, v) = client.call(&token, method, &path, t.body.as_ref())?;
         if !status.is_success() {
-            return Err(api_error(status.as_u16(), &v));
+            return Err(t.error(api_error(status.as_u16(), &v)));
         }
-        return crate::typed::render(cli.json, &t.route, v);
+        return crate::typed::render(cli.json, &t, v);
     }
     let (inputs, outputs) = files(&cli.command);
     let mut req = AdminRequest {

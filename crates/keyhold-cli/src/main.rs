@@ -406,13 +406,12 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
         Command::Store(cmd) => admin::store(ctx, cmd),
         Command::Key(cmd) => admin::key(ctx, cmd),
         Command::Audit(cmd) => audit_cmd::run(ctx, dd, cmd),
-        Command::Policy(cmd) => policy_cmd::run(ctx, cmd),
         Command::Kmip(cmd) => kmip_cmd::run(ctx, cmd),
         Command::Backup(cmd) => backup_cmd::run(ctx, cmd),
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
         Command::Status => admin_cmd::status(ctx),
         Command::Doctor(args) => doctor::run(ctx, dd, args),
-        Command::Lockdown | Command::Unlock => Err(typed::NOT_TYPED.into()),
+        Command::Lockdown | Command::Unlock | Command::Policy(_) => Err(typed::NOT_TYPED.into()),
         Command::Init { .. }
         | Command::Serve { .. }
         | Command::Hsm(_)

@@ -9,10 +9,12 @@ use crate::admin::{CredentialCmd, KeyCmd, StoreCmd};
 use crate::cmdio::{errln, outln};
 use crate::lifecycle_cmd::LifecycleCmd;
 use crate::output;
+use crate::policy_cmd::{PolicyCmd, ScopeArgs};
 use crate::Command;
 use keyhold_server::admin_ops::{
     AdminOps, CredentialView, InForceView, KeyAction, KeyView, LockdownView, NewCredentialView,
-    StoreView, TrimmedView, VersionView, MAX_LIST,
+    PolicyCheck, PolicyDecision, PolicyRemoved, PolicySummary, PolicyView, StoreView, TrimmedView,
+    VersionView, MAX_LIST,
 };
 use keyhold_server::admin_v1::{self, Route};
 use serde::de::DeserializeOwned;
@@ -26,6 +28,8 @@ pub(crate) struct Typed {
     pub route: Route,
     pub query: String,
     pub body: Option<Value>,
+    /// The file the request was read from, which names its errors.
+    pub file: Option<String>,
 }
 
 impl Typed {
@@ -34,6 +38,7 @@ impl Typed {
             route,
             query: String::new(),
             body: None,
+            file: None,
         }
     }
 
@@ -41,6 +46,14 @@ impl Typed {
         Self {
             body: Some(body),
             ..Self::new(route)
+        }
+    }
+
+    /// An error of the operation, named by its file when it has one.
+    pub(crate) fn error(&self, e: String) -> String {
+        match &self.file {
+            Some(f) => format!("{f}: {e}"),
+            None => e,
         }
     }
 
@@ -64,6 +77,9 @@ fn status(enable: bool) -> Value {
 pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
     if let Command::Key(KeyCmd::Lifecycle(l)) = cmd {
         return Some(lifecycle(l));
+    }
+    if let Command::Policy(p) = cmd {
+        return Some(policy(p));
     }
     Some(Ok(match cmd {
         Command::Store(s) => match s {
@@ -102,6 +118,58 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
         Command::Unlock => Typed::with(Route::SetLockdown, json!({ "lockdown": false })),
         _ => return None,
     }))
+}
+
+/// A policy file's text, named by its path.
+fn policy_text(file: &std::path::Path, route: Route) -> Result<Typed, String> {
+    let bytes = crate::cmdio::read_input(file)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", file.display()))?;
+    let mut t = Typed::with(route, json!({ "text": text }));
+    t.file = Some(file.display().to_string());
+    Ok(t)
+}
+
+fn policy(cmd: &PolicyCmd) -> Result<Typed, String> {
+    let scope = |s: &ScopeArgs| (s.store.clone(), s.key.clone());
+    Ok(match cmd {
+        PolicyCmd::Set { scope: s, file } => {
+            let (p, k) = scope(s);
+            policy_text(file, Route::SetPolicy(p, k))?
+        }
+        PolicyCmd::Validate { file } => policy_text(file, Route::ValidatePolicy)?,
+        PolicyCmd::Show { scope: s } => {
+            let (p, k) = scope(s);
+            Typed::new(Route::GetPolicy(p, k))
+        }
+        PolicyCmd::Remove { scope: s } => {
+            let (p, k) = scope(s);
+            Typed::new(Route::RemovePolicy(p, k))
+        }
+        PolicyCmd::List => Typed::new(Route::ListPolicies),
+        PolicyCmd::Test {
+            scope: s,
+            principal,
+            kms_key_arn,
+            kms_operation,
+            via_service,
+            source_vpc,
+            source_vpce,
+        } => {
+            let (p, k) = scope(s);
+            Typed::with(
+                Route::TestPolicy(p, k),
+                json!({
+                    "principal": principal,
+                    "kms_key_arn": kms_key_arn,
+                    "kms_operation": kms_operation,
+                    "via_service": via_service,
+                    "source_vpc": source_vpc,
+                    "source_vpce": source_vpce,
+                }),
+            )
+        }
+    })
 }
 
 fn lifecycle(cmd: &LifecycleCmd) -> Result<Typed, String> {
@@ -254,8 +322,8 @@ pub(crate) fn run_local(ctx: &crate::admin::Ctx, t: &Typed) -> Result<(), String
         Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    let (_, v) = admin_v1::run(&ops, &t.route, &t.query, &body).map_err(|e| e.error)?;
-    render(ctx.json, &t.route, v)
+    let (_, v) = admin_v1::run(&ops, &t.route, &t.query, &body).map_err(|e| t.error(e.error))?;
+    render(ctx.json, t, v)
 }
 
 fn view<T: DeserializeOwned>(v: Value) -> Result<T, String> {
@@ -263,8 +331,8 @@ fn view<T: DeserializeOwned>(v: Value) -> Result<T, String> {
 }
 
 /// Prints the answer `v` of `route` as the command prints it.
-pub(crate) fn render(json: bool, route: &Route, v: Value) -> Result<(), String> {
-    match route {
+pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
+    match &t.route {
         Route::ListStores => print_stores(json, &view::<Vec<StoreView>>(v)?),
         Route::GetStore(_) | Route::CreateStore | Route::SetStoreStatus(_) => {
             let s: StoreView = view(v)?;
@@ -307,6 +375,33 @@ pub(crate) fn render(json: bool, route: &Route, v: Value) -> Result<(), String> 
                 outln!("LOCKDOWN: every key is refused on every front-end until `keyhold unlock`");
             } else {
                 outln!("lockdown lifted");
+            }
+        }
+        Route::ListPolicies => print_policies(json, &view::<Vec<PolicySummary>>(v)?),
+        Route::GetPolicy(..) => outln!("{}", view::<PolicyView>(v)?.text.trim_end()),
+        Route::SetPolicy(..) => {
+            let p: PolicyView = view(v)?;
+            in_force(p.in_force.as_ref());
+            outln!("policy of {} set: {} rule(s)", p.scope, p.rules);
+        }
+        Route::RemovePolicy(..) => {
+            let p: PolicyRemoved = view(v)?;
+            in_force(Some(&p.in_force));
+            outln!("policy of {} removed", p.scope);
+        }
+        Route::ValidatePolicy => {
+            let c: PolicyCheck = view(v)?;
+            let file = t.file.as_deref().unwrap_or("policy");
+            outln!("{file}: valid, {} rule(s)", c.rules);
+        }
+        Route::TestPolicy(..) => {
+            let d: PolicyDecision = view(v)?;
+            if json {
+                output::json(
+                    &json!({ "decision": d.decision, "rule": d.rule, "reason": d.reason }),
+                );
+            } else {
+                outln!("{}: {}", d.decision, d.reason);
             }
         }
         // Anything else (the OpenAPI document): as it came.
@@ -443,6 +538,24 @@ fn print_versions(json: bool, vs: &[VersionView]) {
                     format!("{}{}", v.version, if v.current { " (current)" } else { "" }),
                     v.created_at.clone(),
                     v.status.clone(),
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+fn print_policies(json: bool, all: &[PolicySummary]) {
+    if json {
+        output::json(&json!(all.iter().map(|p| &p.scope).collect::<Vec<_>>()));
+        return;
+    }
+    output::table(
+        &["SCOPE", "RULES"],
+        &all.iter()
+            .map(|p| {
+                vec![
+                    p.scope.clone(),
+                    p.rules.map_or_else(|| "INVALID".into(), |n| n.to_string()),
                 ]
             })
             .collect::<Vec<_>>(),

@@ -280,6 +280,120 @@ pub(super) fn set_version_flag(
     ops.set_version_flag(store, key, version, &req)
 }
 
+/// Every scope that has a policy.
+#[utoipa::path(get, path = "/v1/policies", tag = "policies",
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = [PolicySummary])),
+    security(("bearer" = [])))]
+pub(super) fn list_policies(ops: &AdminOps) -> OpResult<Vec<PolicySummary>> {
+    ops.list_policies()
+}
+
+/// Checks a policy without applying it.
+#[utoipa::path(post, path = "/v1/policies/validate", tag = "policies", request_body = PolicyText,
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = PolicyCheck), (status = 400, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn validate_policy(ops: &AdminOps, req: PolicyText) -> OpResult<PolicyCheck> {
+    ops.validate_policy(&req)
+}
+
+/// A store's policy.
+#[utoipa::path(get, path = "/v1/stores/{store}/policy", tag = "policies",
+    params(("store" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = PolicyView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn get_policy(ops: &AdminOps, store: &str) -> OpResult<PolicyView> {
+    ops.get_policy(store, None)
+}
+
+/// Sets a store's policy, validated first.
+#[utoipa::path(put, path = "/v1/stores/{store}/policy", tag = "policies", request_body = PolicyText,
+    params(("store" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = PolicyView), (status = 400, body = OpError),
+        (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_policy(ops: &AdminOps, store: &str, req: PolicyText) -> OpResult<PolicyView> {
+    ops.set_policy(store, None, &req)
+}
+
+/// Removes a store's policy.
+#[utoipa::path(delete, path = "/v1/stores/{store}/policy", tag = "policies",
+    params(("store" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = PolicyRemoved), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn remove_policy(ops: &AdminOps, store: &str) -> OpResult<PolicyRemoved> {
+    ops.remove_policy(store, None)
+}
+
+/// Evaluates a sample request against the store's policy.
+#[utoipa::path(post, path = "/v1/stores/{store}/policy/test", tag = "policies",
+    request_body = PolicyTest, params(("store" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = PolicyDecision), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn test_policy(
+    ops: &AdminOps,
+    store: &str,
+    req: PolicyTest,
+) -> OpResult<PolicyDecision> {
+    ops.test_policy(store, None, &req)
+}
+
+/// A key's policy (applied on top of its store's: deny wins).
+#[utoipa::path(get, path = "/v1/stores/{store}/keys/{key}/policy", tag = "policies",
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = PolicyView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn get_key_policy(ops: &AdminOps, store: &str, key: &str) -> OpResult<PolicyView> {
+    ops.get_policy(store, Some(key))
+}
+
+/// Sets a key's policy, validated first.
+#[utoipa::path(put, path = "/v1/stores/{store}/keys/{key}/policy", tag = "policies",
+    request_body = PolicyText, params(("store" = String, Path), ("key" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = PolicyView), (status = 400, body = OpError),
+        (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn set_key_policy(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    req: PolicyText,
+) -> OpResult<PolicyView> {
+    ops.set_policy(store, Some(key), &req)
+}
+
+/// Removes a key's policy.
+#[utoipa::path(delete, path = "/v1/stores/{store}/keys/{key}/policy", tag = "policies",
+    params(("store" = String, Path), ("key" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = PolicyRemoved), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn remove_key_policy(ops: &AdminOps, store: &str, key: &str) -> OpResult<PolicyRemoved> {
+    ops.remove_policy(store, Some(key))
+}
+
+/// Evaluates a sample request against the store's and the key's policies.
+#[utoipa::path(post, path = "/v1/stores/{store}/keys/{key}/policy/test", tag = "policies",
+    request_body = PolicyTest, params(("store" = String, Path), ("key" = String, Path)),
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = PolicyDecision), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn test_key_policy(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    req: PolicyTest,
+) -> OpResult<PolicyDecision> {
+    ops.test_policy(store, Some(key), &req)
+}
+
 /// Whether Keyhold is locked down.
 #[utoipa::path(get, path = "/v1/lockdown", tag = "break glass",
     description = "Role: any.",
@@ -328,11 +442,14 @@ impl utoipa::Modify for BearerAuth {
         add_credential, remove_credential, list_keys, create_key, get_key, set_key_status,
         rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
         set_min_decrypt_version, set_usage, list_versions, trim_versions, set_version_flag,
+        list_policies, validate_policy, get_policy, set_policy, remove_policy, test_policy,
+        get_key_policy, set_key_policy, remove_key_policy, test_key_policy,
         get_lockdown, set_lockdown),
     components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
         CreateKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
-        VersionView, TrimmedView)),
+        VersionView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
+        PolicyCheck, PolicyTest, PolicyDecision)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -53,6 +53,13 @@ pub enum Route {
     ListVersions(String, String),
     TrimVersions(String, String),
     SetVersionFlag(String, String, u32),
+    ListPolicies,
+    ValidatePolicy,
+    /// A store's policy, or (with a key id) a key's.
+    GetPolicy(String, Option<String>),
+    SetPolicy(String, Option<String>),
+    RemovePolicy(String, Option<String>),
+    TestPolicy(String, Option<String>),
     GetLockdown,
     SetLockdown,
 }
@@ -96,6 +103,13 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         m == Method::DELETE,
     );
     let s = |i: usize| segs[i].to_owned();
+    // A store's or key's policy: read, set, removed.
+    let policy = |store: String, key: Option<String>| match m {
+        Method::GET => Ok(Route::GetPolicy(store, key)),
+        Method::PUT => Ok(Route::SetPolicy(store, key)),
+        Method::DELETE => Ok(Route::RemovePolicy(store, key)),
+        _ => Err(NoRoute::MethodNotAllowed),
+    };
     match segs.as_slice() {
         ["openapi.json"] => allowed(Route::OpenApi, get),
         ["stores"] if post => Ok(Route::CreateStore),
@@ -105,6 +119,14 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores", _, "credentials"] if post => Ok(Route::AddCredential(s(1))),
         ["stores", _, "credentials"] => allowed(Route::ListCredentials(s(1)), get),
         ["stores", _, "credentials", _] => allowed(Route::RemoveCredential(s(1), s(3)), delete),
+        ["policies"] => allowed(Route::ListPolicies, get),
+        ["policies", "validate"] => allowed(Route::ValidatePolicy, post),
+        ["stores", _, "policy"] => policy(s(1), None),
+        ["stores", _, "keys", _, "policy"] => policy(s(1), Some(s(3))),
+        ["stores", _, "policy", "test"] => allowed(Route::TestPolicy(s(1), None), post),
+        ["stores", _, "keys", _, "policy", "test"] => {
+            allowed(Route::TestPolicy(s(1), Some(s(3))), post)
+        }
         ["stores", _, "keys"] if post => Ok(Route::CreateKey(s(1))),
         ["stores", _, "keys"] => allowed(Route::ListKeys(s(1)), get),
         ["stores", _, "keys", _] if patch => Ok(Route::SetKeyStatus(s(1), s(3))),
@@ -141,6 +163,14 @@ fn seg(s: &str) -> String {
         .remove(b'_')
         .remove(b'.');
     percent_encoding::utf8_percent_encode(s.trim_start_matches('/'), SEGMENT).to_string()
+}
+
+/// The policy of a store, or of one of its keys.
+fn policy_path(s: &str, k: Option<&str>) -> String {
+    match k {
+        Some(k) => format!("stores/{}/keys/{}/policy", seg(s), seg(k)),
+        None => format!("stores/{}/policy", seg(s)),
+    }
 }
 
 /// A key's sub-resource `sub`.
@@ -188,6 +218,15 @@ impl Route {
             Route::SetVersionFlag(s, k, v) => {
                 key_sub(Method::PUT, s, k, &format!("versions/{v}/flag"))
             }
+            Route::ListPolicies => (Method::GET, "policies".into()),
+            Route::ValidatePolicy => (Method::POST, "policies/validate".into()),
+            Route::GetPolicy(s, k) => (Method::GET, policy_path(s, k.as_deref())),
+            Route::SetPolicy(s, k) => (Method::PUT, policy_path(s, k.as_deref())),
+            Route::RemovePolicy(s, k) => (Method::DELETE, policy_path(s, k.as_deref())),
+            Route::TestPolicy(s, k) => (
+                Method::POST,
+                format!("{}/test", policy_path(s, k.as_deref())),
+            ),
             Route::GetLockdown => (Method::GET, "lockdown".into()),
             Route::SetLockdown => (Method::PUT, "lockdown".into()),
         };
@@ -221,7 +260,11 @@ impl Route {
             | Route::ListCredentials(_)
             | Route::ListKeys(_)
             | Route::GetKey(..)
-            | Route::ListVersions(..) => Access::Read,
+            | Route::ListVersions(..)
+            | Route::ListPolicies
+            | Route::ValidatePolicy
+            | Route::GetPolicy(..)
+            | Route::TestPolicy(..) => Access::Read,
             // Everything else changes something.
             _ => Access::Change,
         }
@@ -268,6 +311,14 @@ impl Route {
             Route::ListVersions(s, k) => format!("key versions {} {k}", p(s)),
             Route::TrimVersions(s, k) => format!("key trim-versions {} {k}", p(s)),
             Route::SetVersionFlag(s, k, _) => format!("key flag-version {} {k}", p(s)),
+            Route::ListPolicies => "policy list".into(),
+            Route::ValidatePolicy => "policy validate --file (sent)".into(),
+            Route::GetPolicy(s, k) => format!("policy show {}", scope_words(s, k)),
+            Route::SetPolicy(s, k) => {
+                format!("policy set {} --file (sent)", scope_words(s, k))
+            }
+            Route::RemovePolicy(s, k) => format!("policy remove {}", scope_words(s, k)),
+            Route::TestPolicy(s, k) => format!("policy test {}", scope_words(s, k)),
             Route::GetLockdown => "lockdown show".into(),
             Route::SetLockdown => {
                 let on = serde_json::from_slice::<LockdownView>(body).map(|l| l.lockdown);
@@ -278,6 +329,15 @@ impl Route {
                 }
             }
         }
+    }
+}
+
+/// `--store /s [--key k]`, as the policy commands take a scope.
+fn scope_words(s: &str, k: &Option<String>) -> String {
+    let store = format!("--store /{}", s.trim_start_matches('/'));
+    match k {
+        Some(k) => format!("{store} --key {k}"),
+        None => store,
     }
 }
 
@@ -358,6 +418,18 @@ pub fn run(
         Route::SetVersionFlag(s, k, v) => {
             json(S::OK, set_version_flag(ops, s, k, *v, body(bytes)?)?)
         }
+        Route::ListPolicies => json(S::OK, list_policies(ops)?),
+        Route::ValidatePolicy => json(S::OK, validate_policy(ops, body(bytes)?)?),
+        Route::GetPolicy(s, None) => json(S::OK, get_policy(ops, s)?),
+        Route::GetPolicy(s, Some(k)) => json(S::OK, get_key_policy(ops, s, k)?),
+        Route::SetPolicy(s, None) => json(S::OK, set_policy(ops, s, body(bytes)?)?),
+        Route::SetPolicy(s, Some(k)) => json(S::OK, set_key_policy(ops, s, k, body(bytes)?)?),
+        Route::RemovePolicy(s, None) => json(S::OK, remove_policy(ops, s)?),
+        Route::RemovePolicy(s, Some(k)) => json(S::OK, remove_key_policy(ops, s, k)?),
+        Route::TestPolicy(s, None) => json(S::OK, test_policy(ops, s, body_or_default(bytes)?)?),
+        Route::TestPolicy(s, Some(k)) => {
+            json(S::OK, test_key_policy(ops, s, k, body_or_default(bytes)?)?)
+        }
         Route::GetLockdown => json(S::OK, get_lockdown(ops)?),
         Route::SetLockdown => json(S::OK, set_lockdown(ops, body(bytes)?)?),
     }
@@ -423,6 +495,16 @@ mod tests {
             Route::ListVersions(s.clone(), k.clone()),
             Route::TrimVersions(s.clone(), k.clone()),
             Route::SetVersionFlag(s.clone(), k.clone(), 3),
+            Route::ListPolicies,
+            Route::ValidatePolicy,
+            Route::GetPolicy(s.clone(), None),
+            Route::GetPolicy(s.clone(), Some(k.clone())),
+            Route::SetPolicy(s.clone(), None),
+            Route::SetPolicy(s.clone(), Some(k.clone())),
+            Route::RemovePolicy(s.clone(), None),
+            Route::RemovePolicy(s.clone(), Some(k.clone())),
+            Route::TestPolicy(s.clone(), None),
+            Route::TestPolicy(s.clone(), Some(k.clone())),
             Route::GetLockdown,
             Route::SetLockdown,
         ];
