@@ -409,9 +409,10 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
         Command::Kmip(cmd) => kmip_cmd::run(ctx, cmd),
         Command::Backup(cmd) => backup_cmd::run(ctx, cmd),
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
-        Command::Status => admin_cmd::status(ctx),
         Command::Doctor(args) => doctor::run(ctx, dd, args),
-        Command::Lockdown | Command::Unlock | Command::Policy(_) => Err(typed::NOT_TYPED.into()),
+        Command::Lockdown | Command::Unlock | Command::Policy(_) | Command::Status => {
+            Err(typed::NOT_TYPED.into())
+        }
         Command::Init { .. }
         | Command::Serve { .. }
         | Command::Hsm(_)

@@ -6,6 +6,7 @@
 //! keys at once, HSM keys, lifecycle dates) keep their own path.
 
 use crate::admin::{CredentialCmd, KeyCmd, StoreCmd};
+use crate::admin_cmd::{AdminCmd, TokenCmd};
 use crate::cmdio::{errln, outln};
 use crate::lifecycle_cmd::LifecycleCmd;
 use crate::output;
@@ -13,8 +14,8 @@ use crate::policy_cmd::{PolicyCmd, ScopeArgs};
 use crate::Command;
 use keyhold_server::admin_ops::{
     AdminOps, CredentialView, InForceView, KeyAction, KeyView, LockdownView, NewCredentialView,
-    PolicyCheck, PolicyDecision, PolicyRemoved, PolicySummary, PolicyView, StoreView, TrimmedView,
-    VersionView, MAX_LIST,
+    NewTokenView, PolicyCheck, PolicyDecision, PolicyRemoved, PolicySummary, PolicyView,
+    StatusView, StoreView, TokenView, TrimmedView, VersionView, MAX_LIST,
 };
 use keyhold_server::admin_v1::{self, Route};
 use serde::de::DeserializeOwned;
@@ -81,6 +82,9 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
     if let Command::Policy(p) = cmd {
         return Some(policy(p));
     }
+    if let Command::Admin(AdminCmd::Token(t)) = cmd {
+        return Some(token(t));
+    }
     Some(Ok(match cmd {
         Command::Store(s) => match s {
             StoreCmd::Create {
@@ -114,10 +118,36 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
             StoreCmd::KmsConfig { .. } => return None,
         },
         Command::Key(k) => key(k)?,
+        Command::Status => Typed::new(Route::Status),
         Command::Lockdown => Typed::with(Route::SetLockdown, json!({ "lockdown": true })),
         Command::Unlock => Typed::with(Route::SetLockdown, json!({ "lockdown": false })),
         _ => return None,
     }))
+}
+
+fn token(cmd: &TokenCmd) -> Result<Typed, String> {
+    Ok(match cmd {
+        TokenCmd::Create {
+            name,
+            role,
+            expires_in,
+        } => {
+            let expires_in_s = match expires_in {
+                None => None,
+                Some(d) => Some(
+                    keyhold_core::time::parse_duration(d)
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| format!("--expires-in {d}: use e.g. 90d, 12h, 30m"))?,
+                ),
+            };
+            Typed::with(
+                Route::CreateToken,
+                json!({ "name": name, "role": role, "expires_in_s": expires_in_s }),
+            )
+        }
+        TokenCmd::List => Typed::new(Route::ListTokens),
+        TokenCmd::Revoke { name } => Typed::new(Route::RevokeToken(name.clone())),
+    })
 }
 
 /// A policy file's text, named by its path.
@@ -404,6 +434,27 @@ pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
                 outln!("{}: {}", d.decision, d.reason);
             }
         }
+        Route::Status => print_status(json, &view(v)?),
+        Route::ListTokens => print_tokens(json, &view::<Vec<TokenView>>(v)?),
+        Route::CreateToken => {
+            let t: NewTokenView = view(v)?;
+            if json {
+                output::json(&json!({
+                    "name": t.name, "id": t.id, "role": t.role, "expires": t.expires, "token": t.token,
+                }));
+            } else {
+                outln!("{}", t.token);
+                errln!(
+                    "Admin token {:?} ({}) made: it is shown once. Give it to the client as KEYHOLD_ADMIN_TOKEN or --token-file.",
+                    t.name,
+                    t.role
+                );
+            }
+        }
+        Route::RevokeToken(_) => {
+            let t: TokenView = view(v)?;
+            outln!("Revoked admin token {:?} ({}).", t.name, t.role);
+        }
         // Anything else (the OpenAPI document): as it came.
         _ => output::json(&v),
     }
@@ -560,6 +611,94 @@ fn print_policies(json: bool, all: &[PolicySummary]) {
             })
             .collect::<Vec<_>>(),
     );
+}
+
+fn print_tokens(json: bool, tokens: &[TokenView]) {
+    if json {
+        output::json(&listed(tokens));
+        return;
+    }
+    output::table(
+        &["NAME", "ROLE", "ID", "CREATED", "EXPIRES", "ROW"],
+        &tokens
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.role.clone(),
+                    t.id.clone(),
+                    t.created.clone(),
+                    t.expires.clone().unwrap_or_else(|| "never".into()),
+                    if t.genuine {
+                        "ok".to_owned()
+                    } else {
+                        "NOT GENUINE (refused; revoke it)".to_owned()
+                    },
+                ]
+            })
+            .collect::<Vec<_>>(),
+    );
+}
+
+fn print_status(json: bool, s: &StatusView) {
+    if json {
+        let mut v = serde_json::to_value(s).unwrap_or_default();
+        if let Value::Object(o) = &mut v {
+            o.remove("data_dir");
+        }
+        output::json(&v);
+        return;
+    }
+    outln!("version    {}", s.version);
+    outln!("health     {}", s.health);
+    for r in &s.ekms {
+        let detail = r
+            .detail
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default();
+        outln!("  {} ({}): {}{detail}", r.id, r.model, r.status);
+    }
+    outln!("lockdown   {}", if s.lockdown { "ON" } else { "off" });
+    if s.integrity.genuine {
+        outln!("integrity  every stored row verifies");
+    } else {
+        outln!(
+            "integrity  {} stored rows NOT GENUINE (changed outside Keyhold; refused):",
+            s.integrity.refused.len()
+        );
+        for r in &s.integrity.refused {
+            outln!("  {r}");
+        }
+    }
+    match s.servers.len() {
+        0 => outln!("servers    none running on {}", s.data_dir),
+        n => outln!("servers    {n} running on {}", s.data_dir),
+    }
+    for srv in &s.servers {
+        let listeners: Vec<String> = srv
+            .listeners
+            .iter()
+            .map(|(what, addr)| format!("{what} {addr}"))
+            .collect();
+        outln!(
+            "  pid {}  up {}  {}",
+            srv.pid,
+            output::duration(srv.uptime_s),
+            if listeners.is_empty() {
+                "(starting)".to_owned()
+            } else {
+                listeners.join(", ")
+            }
+        );
+    }
+    if let Some(n) = s.live_servers {
+        outln!("nodes      {n} live on the shared database (every host)");
+    }
+    outln!("keys       {}", s.keys.values().sum::<u64>());
+    for (state, n) in &s.keys {
+        outln!("  {state}: {n}");
+    }
 }
 
 fn print_credentials(json: bool, list: &[CredentialView]) {

@@ -15,8 +15,10 @@ use utoipa::ToSchema;
 
 mod lifecycle;
 mod policies;
+mod tokens;
 pub use lifecycle::*;
 pub use policies::*;
+pub use tokens::*;
 
 /// How long a change waits for running servers to acknowledge it.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -280,6 +280,43 @@ pub(super) fn set_version_flag(
     ops.set_version_flag(store, key, version, &req)
 }
 
+/// Health, lockdown, row integrity, keys by state, running servers.
+#[utoipa::path(get, path = "/v1/status", tag = "status",
+    description = "Role: any.",
+    responses((status = 200, body = StatusView)),
+    security(("bearer" = [])))]
+pub(super) fn status(ops: &AdminOps) -> OpResult<StatusView> {
+    ops.status()
+}
+
+/// The admin API's tokens (never their secrets).
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = [TokenView])),
+    security(("bearer" = [])))]
+pub(super) fn list_tokens(ops: &AdminOps) -> OpResult<Vec<TokenView>> {
+    ops.list_tokens()
+}
+
+/// Makes a token; its secret is in this answer only (only a digest is kept).
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken,
+    description = "Role: custodian.",
+    responses((status = 201, body = NewTokenView), (status = 400, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn create_token(ops: &AdminOps, req: CreateToken) -> OpResult<NewTokenView> {
+    ops.create_token(&req)
+}
+
+/// Revokes a token (by name or id): refused from the next request on.
+#[utoipa::path(delete, path = "/v1/tokens/{name}", tag = "tokens",
+    params(("name" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 200, body = TokenView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn revoke_token(ops: &AdminOps, name: &str) -> OpResult<TokenView> {
+    ops.revoke_token(name)
+}
+
 /// Every scope that has a policy.
 #[utoipa::path(get, path = "/v1/policies", tag = "policies",
     description = "Role: auditor or custodian.",
@@ -442,6 +479,7 @@ impl utoipa::Modify for BearerAuth {
         add_credential, remove_credential, list_keys, create_key, get_key, set_key_status,
         rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
         set_min_decrypt_version, set_usage, list_versions, trim_versions, set_version_flag,
+        status, list_tokens, create_token, revoke_token,
         list_policies, validate_policy, get_policy, set_policy, remove_policy, test_policy,
         get_key_policy, set_key_policy, remove_key_policy, test_key_policy,
         get_lockdown, set_lockdown),
@@ -449,7 +487,8 @@ impl utoipa::Modify for BearerAuth {
         CreateKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
         VersionView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
-        PolicyCheck, PolicyTest, PolicyDecision)),
+        PolicyCheck, PolicyTest, PolicyDecision, CreateToken, TokenView, NewTokenView, StatusView,
+        EkmView, IntegrityView, ServerView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -53,6 +53,10 @@ pub enum Route {
     ListVersions(String, String),
     TrimVersions(String, String),
     SetVersionFlag(String, String, u32),
+    Status,
+    ListTokens,
+    CreateToken,
+    RevokeToken(String),
     ListPolicies,
     ValidatePolicy,
     /// A store's policy, or (with a key id) a key's.
@@ -119,6 +123,10 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores", _, "credentials"] if post => Ok(Route::AddCredential(s(1))),
         ["stores", _, "credentials"] => allowed(Route::ListCredentials(s(1)), get),
         ["stores", _, "credentials", _] => allowed(Route::RemoveCredential(s(1), s(3)), delete),
+        ["status"] => allowed(Route::Status, get),
+        ["tokens"] if post => Ok(Route::CreateToken),
+        ["tokens"] => allowed(Route::ListTokens, get),
+        ["tokens", _] => allowed(Route::RevokeToken(s(1)), delete),
         ["policies"] => allowed(Route::ListPolicies, get),
         ["policies", "validate"] => allowed(Route::ValidatePolicy, post),
         ["stores", _, "policy"] => policy(s(1), None),
@@ -218,6 +226,10 @@ impl Route {
             Route::SetVersionFlag(s, k, v) => {
                 key_sub(Method::PUT, s, k, &format!("versions/{v}/flag"))
             }
+            Route::Status => (Method::GET, "status".into()),
+            Route::ListTokens => (Method::GET, "tokens".into()),
+            Route::CreateToken => (Method::POST, "tokens".into()),
+            Route::RevokeToken(n) => (Method::DELETE, format!("tokens/{}", seg(n))),
             Route::ListPolicies => (Method::GET, "policies".into()),
             Route::ValidatePolicy => (Method::POST, "policies/validate".into()),
             Route::GetPolicy(s, k) => (Method::GET, policy_path(s, k.as_deref())),
@@ -254,13 +266,14 @@ impl Route {
     /// What the caller's role must allow.
     pub fn access(&self) -> Access {
         match self {
-            Route::OpenApi | Route::GetLockdown => Access::Status,
+            Route::OpenApi | Route::GetLockdown | Route::Status => Access::Status,
             Route::ListStores
             | Route::GetStore(_)
             | Route::ListCredentials(_)
             | Route::ListKeys(_)
             | Route::GetKey(..)
             | Route::ListVersions(..)
+            | Route::ListTokens
             | Route::ListPolicies
             | Route::ValidatePolicy
             | Route::GetPolicy(..)
@@ -311,6 +324,13 @@ impl Route {
             Route::ListVersions(s, k) => format!("key versions {} {k}", p(s)),
             Route::TrimVersions(s, k) => format!("key trim-versions {} {k}", p(s)),
             Route::SetVersionFlag(s, k, _) => format!("key flag-version {} {k}", p(s)),
+            Route::Status => "status".into(),
+            Route::ListTokens => "admin token list".into(),
+            Route::CreateToken => {
+                let role = field("role");
+                format!("admin token create {} --role {role}", field("name"))
+            }
+            Route::RevokeToken(n) => format!("admin token revoke {n}"),
             Route::ListPolicies => "policy list".into(),
             Route::ValidatePolicy => "policy validate --file (sent)".into(),
             Route::GetPolicy(s, k) => format!("policy show {}", scope_words(s, k)),
@@ -418,6 +438,10 @@ pub fn run(
         Route::SetVersionFlag(s, k, v) => {
             json(S::OK, set_version_flag(ops, s, k, *v, body(bytes)?)?)
         }
+        Route::Status => json(S::OK, status(ops)?),
+        Route::ListTokens => json(S::OK, list_tokens(ops)?),
+        Route::CreateToken => json(S::CREATED, create_token(ops, body(bytes)?)?),
+        Route::RevokeToken(n) => json(S::OK, revoke_token(ops, n)?),
         Route::ListPolicies => json(S::OK, list_policies(ops)?),
         Route::ValidatePolicy => json(S::OK, validate_policy(ops, body(bytes)?)?),
         Route::GetPolicy(s, None) => json(S::OK, get_policy(ops, s)?),
@@ -495,6 +519,10 @@ mod tests {
             Route::ListVersions(s.clone(), k.clone()),
             Route::TrimVersions(s.clone(), k.clone()),
             Route::SetVersionFlag(s.clone(), k.clone(), 3),
+            Route::Status,
+            Route::ListTokens,
+            Route::CreateToken,
+            Route::RevokeToken("alice".into()),
             Route::ListPolicies,
             Route::ValidatePolicy,
             Route::GetPolicy(s.clone(), None),
