@@ -558,49 +558,11 @@ pub(crate) fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
 pub(crate) fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
     let svc = &ctx.service;
     match cmd {
-        KeyCmd::Create {
-            prefix: p,
-            key_id: id,
-            usage,
-            count,
-            protection,
-            hsm_label,
-            lifecycle,
-        } if protection == "hsm" => {
-            if lifecycle.lifecycle()? != keyhold_core::Lifecycle::default() {
-                return Err("lifecycle options at creation are for software keys; use `key deactivate`, `key set-dates` afterwards".into());
-            }
-            if *count != 1 {
-                return Err("--count is for software keys; create HSM keys one at a time".into());
-            }
-            let p = prefix(p)?;
-            let id = match id {
-                Some(id) => key_id(id)?,
-                None => key_id(&keyhold_crypto::random_uuid().map_err(e)?)?,
-            };
-            let k = svc
-                .create_hsm_key(
-                    &p,
-                    &id,
-                    Usage::parse(usage).map_err(e)?,
-                    hsm_label.as_deref(),
-                )
-                .map_err(e)?;
-            print_keys(ctx, &[k]);
+        // One key is a typed operation; several at once are made here.
+        KeyCmd::Create { protection, .. } if protection == "hsm" => {
+            return Err("--count is for software keys; create HSM keys one at a time".into())
         }
-        KeyCmd::ImportHsm {
-            prefix: p,
-            label,
-            key_id: id,
-            usage,
-        } => {
-            let p = prefix(p)?;
-            let id = key_id(id.as_deref().unwrap_or(label))?;
-            let k = svc
-                .import_hsm_key(&p, &id, Usage::parse(usage).map_err(e)?, label)
-                .map_err(e)?;
-            print_keys(ctx, &[k]);
-        }
+        KeyCmd::ImportHsm { .. } => return Err(crate::typed::NOT_TYPED.into()),
         KeyCmd::Create {
             prefix: p,
             key_id: id,

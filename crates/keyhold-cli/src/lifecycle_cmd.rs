@@ -26,10 +26,10 @@ pub(crate) struct CreateLifecycle {
     pre_active: bool,
     /// With --pre-active: the key becomes ACTIVE at this time (RFC 3339 UTC).
     #[arg(long, requires = "pre_active")]
-    activate_at: Option<String>,
+    pub activate_at: Option<String>,
     /// The key becomes DEACTIVATED (decrypt only) at this time (RFC 3339 UTC).
     #[arg(long)]
-    deactivate_at: Option<String>,
+    pub deactivate_at: Option<String>,
     /// Rotate automatically every PERIOD (e.g. 90d; at least 1d).
     #[arg(long)]
     rotation_period: Option<String>,

@@ -117,7 +117,7 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
             )),
             StoreCmd::KmsConfig { .. } => return None,
         },
-        Command::Key(k) => key(k)?,
+        Command::Key(k) => return key(k),
         Command::Status => Typed::new(Route::Status),
         Command::Lockdown => Typed::with(Route::SetLockdown, json!({ "lockdown": true })),
         Command::Unlock => Typed::with(Route::SetLockdown, json!({ "lockdown": false })),
@@ -285,23 +285,48 @@ fn lifecycle(cmd: &LifecycleCmd) -> Result<Typed, String> {
     }
 }
 
-fn key(cmd: &KeyCmd) -> Option<Typed> {
-    Some(match cmd {
+fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
+    Some(Ok(match cmd {
+        // One key at a time (several at once stay a command of their own).
         KeyCmd::Create {
             prefix,
-            key_id: Some(id),
+            key_id,
             usage,
             count: 1,
             protection,
-            hsm_label: None,
+            hsm_label,
             lifecycle,
-        } if protection == "software"
-            && lifecycle.lifecycle().ok()? == keyhold_core::Lifecycle::default() =>
-        {
+        } => {
+            // Dates and periods are checked here first, as the command always did.
+            let l = match lifecycle.lifecycle() {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
             let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
             Typed::with(
                 Route::CreateKey(prefix.clone()),
-                json!({ "key_id": id, "usage": usage }),
+                json!({
+                    "key_id": key_id,
+                    "usage": usage,
+                    "protection": protection,
+                    "hsm_label": hsm_label,
+                    "pre_active": l.state == keyhold_core::KeyState::PreActive,
+                    "activate_at": lifecycle.activate_at,
+                    "deactivate_at": lifecycle.deactivate_at,
+                    "rotation_period_s": l.rotation_period,
+                }),
+            )
+        }
+        KeyCmd::ImportHsm {
+            prefix,
+            label,
+            key_id,
+            usage,
+        } => {
+            let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
+            Typed::with(
+                Route::ImportHsmKey(prefix.clone()),
+                json!({ "label": label, "key_id": key_id, "usage": usage }),
             )
         }
         KeyCmd::List {
@@ -342,7 +367,7 @@ fn key(cmd: &KeyCmd) -> Option<Typed> {
             )
         }
         _ => return None,
-    })
+    }))
 }
 
 /// Runs `t` on the data directory's key service and prints its answer.

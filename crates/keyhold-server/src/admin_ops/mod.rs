@@ -210,14 +210,88 @@ pub struct CreateStore {
     pub description: String,
 }
 
-/// A new key (software, AES-256, made in Keyhold).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A new AES-256 key: made and wrapped in Keyhold (`software`), or
+/// generated and used inside the HSM (`hsm`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    pub key_id: String,
+    /// Its external key id (absent: a random UUID).
+    #[serde(default)]
+    pub key_id: Option<String>,
     /// `ENCRYPT`, `DECRYPT` (both when absent).
     #[serde(default)]
     pub usage: Option<Vec<String>>,
+    /// `software` (default) or `hsm`.
+    #[serde(default)]
+    pub protection: Option<String>,
+    /// The PKCS#11 label of an HSM key (default keyhold:<prefix>:<key id>).
+    #[serde(default)]
+    pub hsm_label: Option<String>,
+    /// Made PRE_ACTIVE: unusable until activated (or `activate_at`).
+    #[serde(default)]
+    pub pre_active: bool,
+    /// With `pre_active`: when it activates by itself (RFC 3339 UTC).
+    #[serde(default)]
+    pub activate_at: Option<String>,
+    /// When it deactivates by itself (RFC 3339 UTC).
+    #[serde(default)]
+    pub deactivate_at: Option<String>,
+    /// Rotate automatically every this many seconds (at least a day).
+    #[serde(default)]
+    pub rotation_period_s: Option<i64>,
+}
+
+/// A key that already exists in the HSM, adopted (e.g. from another XKS proxy).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportHsmKey {
+    /// Its PKCS#11 label in the HSM.
+    pub label: String,
+    /// Its external key id (absent: the label).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub usage: Option<Vec<String>>,
+}
+
+fn usage_of(names: &Option<Vec<String>>) -> OpResult<Usage> {
+    Ok(match names {
+        None => Usage::BOTH,
+        Some(names) => Usage::parse(&names.join(","))?,
+    })
+}
+
+fn rfc3339(what: &str, s: &Option<String>) -> OpResult<Option<i64>> {
+    s.as_deref()
+        .map(|t| {
+            keyhold_core::time::parse_rfc3339(t).ok_or_else(|| {
+                OpError::new(
+                    400,
+                    format!("{what}: {t:?} is not an RFC 3339 UTC time like 2027-01-31T00:00:00Z"),
+                )
+            })
+        })
+        .transpose()
+}
+
+impl CreateKey {
+    /// The lifecycle the key starts with.
+    fn lifecycle(&self) -> OpResult<keyhold_core::Lifecycle> {
+        if self.activate_at.is_some() && !self.pre_active {
+            return Err(OpError::new(400, "activate_at needs pre_active"));
+        }
+        Ok(keyhold_core::Lifecycle {
+            state: if self.pre_active {
+                keyhold_core::KeyState::PreActive
+            } else {
+                keyhold_core::KeyState::Active
+            },
+            activate_at: rfc3339("activate_at", &self.activate_at)?,
+            deactivate_at: rfc3339("deactivate_at", &self.deactivate_at)?,
+            rotation_period: self.rotation_period_s,
+            ..keyhold_core::Lifecycle::default()
+        })
+    }
 }
 
 /// A change of the break-glass switch.
@@ -440,13 +514,54 @@ impl AdminOps {
     }
 
     pub fn create_key(&self, store: &str, req: &CreateKey) -> OpResult<KeyView> {
-        let usage = match &req.usage {
-            None => Usage::BOTH,
-            Some(names) => Usage::parse(&names.join(","))?,
+        let p = store_prefix(store)?;
+        let usage = usage_of(&req.usage)?;
+        let lifecycle = req.lifecycle()?;
+        let id = match &req.key_id {
+            Some(id) => key_id(id)?,
+            None => key_id(
+                &keyhold_crypto::random_uuid()
+                    .map_err(|_| OpError::new(500, "random number generator failed"))?,
+            )?,
         };
+        let k = match req.protection.as_deref().unwrap_or("software") {
+            "hsm" => {
+                if lifecycle != keyhold_core::Lifecycle::default() {
+                    return Err(OpError::new(400, "lifecycle options at creation are for software keys; use `key deactivate`, `key set-dates` afterwards"));
+                }
+                self.service
+                    .create_hsm_key(&p, &id, usage, req.hsm_label.as_deref())?
+            }
+            "software" if req.hsm_label.is_some() => {
+                return Err(OpError::new(
+                    400,
+                    "hsm_label is for HSM keys (protection hsm)",
+                ))
+            }
+            "software" => {
+                let made = self
+                    .service
+                    .create_keys_with(&p, &[id], usage, &lifecycle)?;
+                made.into_iter()
+                    .next()
+                    .ok_or_else(|| OpError::new(500, "the key was not made"))?
+            }
+            other => {
+                return Err(OpError::new(
+                    400,
+                    format!("protection {other:?}: use software or hsm"),
+                ))
+            }
+        };
+        Ok(KeyView::of(&k))
+    }
+
+    pub fn import_hsm_key(&self, store: &str, req: &ImportHsmKey) -> OpResult<KeyView> {
+        let p = store_prefix(store)?;
+        let id = key_id(req.key_id.as_deref().unwrap_or(&req.label))?;
         let k = self
             .service
-            .create_key(&store_prefix(store)?, &key_id(&req.key_id)?, usage)?;
+            .import_hsm_key(&p, &id, usage_of(&req.usage)?, &req.label)?;
         Ok(KeyView::of(&k))
     }
 

@@ -92,7 +92,7 @@ pub(super) fn list_keys(
     ops.list_keys(store, after, limit)
 }
 
-/// Creates an AES-256 key, made and wrapped in Keyhold.
+/// Creates an AES-256 key: made and wrapped in Keyhold, or generated in the HSM.
 #[utoipa::path(post, path = "/v1/stores/{store}/keys", tag = "keys", request_body = CreateKey,
     params(("store" = String, Path)),
     description = "Role: custodian.",
@@ -101,6 +101,17 @@ pub(super) fn list_keys(
     security(("bearer" = [])))]
 pub(super) fn create_key(ops: &AdminOps, store: &str, req: CreateKey) -> OpResult<KeyView> {
     ops.create_key(store, &req)
+}
+
+/// Adopts an AES-256 key that already exists in the HSM.
+#[utoipa::path(post, path = "/v1/stores/{store}/hsm-keys", tag = "keys", request_body = ImportHsmKey,
+    params(("store" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 201, body = KeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError), (status = 409, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn import_hsm_key(ops: &AdminOps, store: &str, req: ImportHsmKey) -> OpResult<KeyView> {
+    ops.import_hsm_key(store, &req)
 }
 
 /// One key.
@@ -476,7 +487,7 @@ impl utoipa::Modify for BearerAuth {
         description = "Key stores, credentials, keys and break glass, for custodians, auditors and operators. Every call is recorded in the audit log.",
         license(name = "Apache-2.0 OR MIT")),
     paths(list_stores, create_store, get_store, set_store_status, list_credentials,
-        add_credential, remove_credential, list_keys, create_key, get_key, set_key_status,
+        add_credential, remove_credential, list_keys, create_key, import_hsm_key, get_key, set_key_status,
         rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
         set_min_decrypt_version, set_usage, list_versions, trim_versions, set_version_flag,
         status, list_tokens, create_token, revoke_token,
@@ -484,7 +495,7 @@ impl utoipa::Modify for BearerAuth {
         get_key_policy, set_key_policy, remove_key_policy, test_key_policy,
         get_lockdown, set_lockdown),
     components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
-        CreateKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
+        CreateKey, ImportHsmKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
         VersionView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
         PolicyCheck, PolicyTest, PolicyDecision, CreateToken, TokenView, NewTokenView, StatusView,

@@ -40,6 +40,7 @@ pub enum Route {
     RemoveCredential(String, String),
     ListKeys(String),
     CreateKey(String),
+    ImportHsmKey(String),
     GetKey(String, String),
     SetKeyStatus(String, String),
     RotateKey(String, String),
@@ -135,6 +136,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores", _, "keys", _, "policy", "test"] => {
             allowed(Route::TestPolicy(s(1), Some(s(3))), post)
         }
+        ["stores", _, "hsm-keys"] => allowed(Route::ImportHsmKey(s(1)), post),
         ["stores", _, "keys"] if post => Ok(Route::CreateKey(s(1))),
         ["stores", _, "keys"] => allowed(Route::ListKeys(s(1)), get),
         ["stores", _, "keys", _] if patch => Ok(Route::SetKeyStatus(s(1), s(3))),
@@ -204,6 +206,7 @@ impl Route {
             ),
             Route::ListKeys(s) => (Method::GET, format!("stores/{}/keys", seg(s))),
             Route::CreateKey(s) => (Method::POST, format!("stores/{}/keys", seg(s))),
+            Route::ImportHsmKey(s) => (Method::POST, format!("stores/{}/hsm-keys", seg(s))),
             Route::GetKey(s, k) => (Method::GET, format!("stores/{}/keys/{}", seg(s), seg(k))),
             Route::SetKeyStatus(s, k) => {
                 (Method::PATCH, format!("stores/{}/keys/{}", seg(s), seg(k)))
@@ -251,6 +254,7 @@ impl Route {
             self,
             Route::GetKey(..)
                 | Route::CreateKey(_)
+                | Route::ImportHsmKey(_)
                 | Route::SetKeyStatus(..)
                 | Route::RotateKey(..)
                 | Route::KeyAction(..)
@@ -309,7 +313,11 @@ impl Route {
             Route::AddCredential(s) => format!("store credential add {}", p(s)),
             Route::RemoveCredential(s, a) => format!("store credential remove {} {a}", p(s)),
             Route::ListKeys(s) => format!("key list {}", p(s)),
-            Route::CreateKey(s) => format!("key create {} {}", p(s), field("key_id")),
+            Route::CreateKey(s) => match field("key_id").as_str() {
+                "?" => format!("key create {}", p(s)),
+                id => format!("key create {} {id}", p(s)),
+            },
+            Route::ImportHsmKey(s) => format!("key import-hsm {} --label {}", p(s), field("label")),
             Route::GetKey(s, k) => format!("key show {} {k}", p(s)),
             Route::SetKeyStatus(s, k) => format!("key {} {} {k}", switch(), p(s)),
             Route::RotateKey(s, k) => format!("key rotate {} {k}", p(s)),
@@ -422,6 +430,7 @@ pub fn run(
             )
         }
         Route::CreateKey(s) => json(S::CREATED, create_key(ops, s, body(bytes)?)?),
+        Route::ImportHsmKey(s) => json(S::CREATED, import_hsm_key(ops, s, body(bytes)?)?),
         Route::GetKey(s, k) => json(S::OK, get_key(ops, s, k)?),
         Route::SetKeyStatus(s, k) => json(S::OK, set_key_status(ops, s, k, body(bytes)?)?),
         Route::RotateKey(s, k) => json(S::OK, rotate_key(ops, s, k)?),
@@ -504,6 +513,7 @@ mod tests {
             Route::RemoveCredential(s.clone(), "AKID".into()),
             Route::ListKeys(s.clone()),
             Route::CreateKey(s.clone()),
+            Route::ImportHsmKey(s.clone()),
             Route::GetKey(s.clone(), k.clone()),
             Route::SetKeyStatus(s.clone(), k.clone()),
             Route::RotateKey(s.clone(), k.clone()),
