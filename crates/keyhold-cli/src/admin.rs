@@ -2,7 +2,7 @@
 //! directory directly (SQLite allows the running server and these commands
 //! to share it); the server picks changes up within 100 ms.
 
-use crate::cmdio::{errln, outln};
+use crate::cmdio::outln;
 use crate::output;
 use clap::Subcommand;
 use keyhold_core::{Key, KeyId, StorePrefix, Usage};
@@ -509,50 +509,6 @@ pub(crate) fn print_keys(ctx: &Ctx, keys: &[Key]) {
         .map(keyhold_server::admin_ops::KeyView::of)
         .collect();
     crate::typed::print_keys(ctx.json, &views);
-}
-
-pub(crate) fn store(ctx: &Ctx, cmd: &StoreCmd) -> Result<(), String> {
-    let svc = &ctx.service;
-    match cmd {
-        StoreCmd::Create { .. }
-        | StoreCmd::List
-        | StoreCmd::Show { .. }
-        | StoreCmd::Disable { .. }
-        | StoreCmd::Enable { .. }
-        | StoreCmd::Credential(_) => return Err(crate::typed::NOT_TYPED.into()),
-        StoreCmd::KmsConfig { prefix: p, output } => {
-            let p = prefix(p)?;
-            let c = svc.add_credential(&p).map_err(e)?;
-            let secret = std::str::from_utf8(c.secret_access_key.expose()).map_err(e)?;
-            let text = zeroize::Zeroizing::new(
-                serde_json::to_string_pretty(&json!({
-                    "XksProxyUriPath": p.uri_path(),
-                    "XksProxyAuthenticationCredential": {
-                        "AccessKeyId": c.access_key_id,
-                        "RawSecretAccessKey": secret,
-                    }
-                }))
-                .map_err(e)?,
-            );
-            match output {
-                Some(path) => {
-                    crate::cmdio::write_output(
-                        path,
-                        format!("{}\n", text.as_str()).as_bytes(),
-                        0o600,
-                    )?;
-                    errln!(
-                        "Wrote {} with new credential {} for {}",
-                        path.display(),
-                        c.access_key_id,
-                        p.uri_path()
-                    );
-                }
-                None => outln!("{}", text.as_str()),
-            }
-        }
-    }
-    Ok(())
 }
 
 pub(crate) fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {

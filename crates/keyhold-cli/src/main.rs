@@ -403,16 +403,17 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
         return typed::run_local(ctx, &t?);
     }
     match cmd {
-        Command::Store(cmd) => admin::store(ctx, cmd),
         Command::Key(cmd) => admin::key(ctx, cmd),
         Command::Audit(cmd) => audit_cmd::run(ctx, dd, cmd),
         Command::Kmip(cmd) => kmip_cmd::run(ctx, cmd),
         Command::Backup(cmd) => backup_cmd::run(ctx, cmd),
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
         Command::Doctor(args) => doctor::run(ctx, dd, args),
-        Command::Lockdown | Command::Unlock | Command::Policy(_) | Command::Status => {
-            Err(typed::NOT_TYPED.into())
-        }
+        Command::Store(_)
+        | Command::Lockdown
+        | Command::Unlock
+        | Command::Policy(_)
+        | Command::Status => Err(typed::NOT_TYPED.into()),
         Command::Init { .. }
         | Command::Serve { .. }
         | Command::Hsm(_)

@@ -31,6 +31,15 @@ pub(crate) struct Typed {
     pub body: Option<Value>,
     /// The file the request was read from, which names its errors.
     pub file: Option<String>,
+    /// A new credential is printed as the file the AWS KMS console imports
+    /// (written to this path when there is one).
+    pub kms_config: Option<KmsConfig>,
+}
+
+/// Where `store kms-config` puts the file AWS KMS imports.
+pub(crate) struct KmsConfig {
+    uri_path: String,
+    output: Option<std::path::PathBuf>,
 }
 
 impl Typed {
@@ -40,6 +49,7 @@ impl Typed {
             query: String::new(),
             body: None,
             file: None,
+            kms_config: None,
         }
     }
 
@@ -115,7 +125,22 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
                 prefix.clone(),
                 access_key_id.clone(),
             )),
-            StoreCmd::KmsConfig { .. } => return None,
+            StoreCmd::KmsConfig { prefix, output } => {
+                let uri_path = match keyhold_core::StorePrefix::parse(prefix) {
+                    Ok(p) => p.uri_path(),
+                    Err(e) => return Some(Err(e.to_string())),
+                };
+                // Never overwritten, and no credential made for nothing.
+                if let Some(o) = output.as_ref().filter(|o| o.exists()) {
+                    return Some(Err(format!("cannot create {}: it exists", o.display())));
+                }
+                let mut t = Typed::new(Route::AddCredential(prefix.clone()));
+                t.kms_config = Some(KmsConfig {
+                    uri_path,
+                    output: output.clone(),
+                });
+                t
+            }
         },
         Command::Key(k) => return key(k),
         Command::Status => Typed::new(Route::Status),
@@ -413,7 +438,10 @@ pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
             }
         }
         Route::ListCredentials(_) => print_credentials(json, &view::<Vec<CredentialView>>(v)?),
-        Route::AddCredential(_) => print_new_credential(json, &view(v)?),
+        Route::AddCredential(_) => match &t.kms_config {
+            Some(k) => write_kms_config(k, &view(v)?)?,
+            None => print_new_credential(json, &view(v)?),
+        },
         Route::RemoveCredential(_, akid) => {
             if json {
                 output::json(&json!({ "removed": akid }));
@@ -744,6 +772,33 @@ fn print_credentials(json: bool, list: &[CredentialView]) {
             })
             .collect::<Vec<_>>(),
     );
+}
+
+/// The file the AWS KMS console imports for an external key store.
+fn write_kms_config(k: &KmsConfig, c: &NewCredentialView) -> Result<(), String> {
+    let text = zeroize::Zeroizing::new(
+        serde_json::to_string_pretty(&json!({
+            "XksProxyUriPath": k.uri_path,
+            "XksProxyAuthenticationCredential": {
+                "AccessKeyId": c.access_key_id,
+                "RawSecretAccessKey": c.secret_access_key,
+            }
+        }))
+        .map_err(|e| e.to_string())?,
+    );
+    match &k.output {
+        Some(path) => {
+            crate::cmdio::write_output(path, format!("{}\n", text.as_str()).as_bytes(), 0o600)?;
+            errln!(
+                "Wrote {} with new credential {} for {}",
+                path.display(),
+                c.access_key_id,
+                k.uri_path
+            );
+        }
+        None => outln!("{}", text.as_str()),
+    }
+    Ok(())
 }
 
 fn print_new_credential(json: bool, c: &NewCredentialView) {
