@@ -449,6 +449,14 @@ pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
                 outln!("Removed {akid}");
             }
         }
+        _ => return render_admin(json, t, v),
+    }
+    Ok(())
+}
+
+/// The answers of break glass, policies, status and tokens.
+fn render_admin(json: bool, t: &Typed, v: Value) -> Result<(), String> {
+    match &t.route {
         Route::SetLockdown | Route::GetLockdown => {
             let l: LockdownView = view(v)?;
             in_force(l.in_force.as_ref());
@@ -460,7 +468,41 @@ pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
                 outln!("lockdown lifted");
             }
         }
-        Route::ListPolicies => print_policies(json, &view::<Vec<PolicySummary>>(v)?),
+        Route::ListPolicies
+        | Route::GetPolicy(..)
+        | Route::SetPolicy(..)
+        | Route::RemovePolicy(..)
+        | Route::ValidatePolicy
+        | Route::TestPolicy(..) => render_policy(json, t, v)?,
+        Route::Status => print_status(json, &view(v)?),
+        Route::ListTokens => print_tokens(json, &view::<Vec<TokenView>>(v)?),
+        Route::CreateToken => {
+            let t: NewTokenView = view(v)?;
+            if json {
+                output::json(&json!({
+                    "name": t.name, "id": t.id, "role": t.role, "expires": t.expires, "token": t.token,
+                }));
+            } else {
+                outln!("{}", t.token);
+                errln!(
+                    "Admin token {:?} ({}) made: it is shown once. Give it to the client as KEYHOLD_ADMIN_TOKEN or --token-file.",
+                    t.name,
+                    t.role
+                );
+            }
+        }
+        Route::RevokeToken(_) => {
+            let t: TokenView = view(v)?;
+            outln!("Revoked admin token {:?} ({}).", t.name, t.role);
+        }
+        // Anything else (the OpenAPI document): as it came.
+        _ => output::json(&v),
+    }
+    Ok(())
+}
+
+fn render_policy(json: bool, t: &Typed, v: Value) -> Result<(), String> {
+    match &t.route {
         Route::GetPolicy(..) => outln!("{}", view::<PolicyView>(v)?.text.trim_end()),
         Route::SetPolicy(..) => {
             let p: PolicyView = view(v)?;
@@ -487,29 +529,7 @@ pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
                 outln!("{}: {}", d.decision, d.reason);
             }
         }
-        Route::Status => print_status(json, &view(v)?),
-        Route::ListTokens => print_tokens(json, &view::<Vec<TokenView>>(v)?),
-        Route::CreateToken => {
-            let t: NewTokenView = view(v)?;
-            if json {
-                output::json(&json!({
-                    "name": t.name, "id": t.id, "role": t.role, "expires": t.expires, "token": t.token,
-                }));
-            } else {
-                outln!("{}", t.token);
-                errln!(
-                    "Admin token {:?} ({}) made: it is shown once. Give it to the client as KEYHOLD_ADMIN_TOKEN or --token-file.",
-                    t.name,
-                    t.role
-                );
-            }
-        }
-        Route::RevokeToken(_) => {
-            let t: TokenView = view(v)?;
-            outln!("Revoked admin token {:?} ({}).", t.name, t.role);
-        }
-        // Anything else (the OpenAPI document): as it came.
-        _ => output::json(&v),
+        _ => print_policies(json, &view::<Vec<PolicySummary>>(v)?),
     }
     Ok(())
 }
