@@ -78,16 +78,6 @@ fn files(cmd: &Command) -> (Vec<PathBuf>, Vec<PathBuf>) {
         Command::Audit(AuditCmd::Export { out: Some(f), .. }) => (vec![], vec![f.clone()]),
         Command::Backup(BackupCmd::Verify { file }) => (vec![file.clone()], vec![]),
         Command::Backup(BackupCmd::Create { file }) => (vec![], vec![file.clone()]),
-        Command::Kmip(KmipCmd::ClientCert(ClientCertCmd::Issue { name, out, .. })) => {
-            let dir = out.clone().unwrap_or_else(|| PathBuf::from("."));
-            (
-                vec![],
-                vec![
-                    dir.join(format!("{name}.pem")),
-                    dir.join(format!("{name}.key")),
-                ],
-            )
-        }
         _ => (vec![], vec![]),
     }
 }

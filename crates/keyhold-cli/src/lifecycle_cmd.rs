@@ -2,21 +2,15 @@
 //! destroy (scheduled or now), rotation schedules, retired and compromised
 //! versions, lockdown.
 //!
-//! A command that changes what keys may do (break glass and its reversal,
-//! lifecycle transitions) returns only once every running server on the
-//! data directory has applied it: from then on no request is served under
-//! the old rules.
+//! Each is a typed operation of the admin API (see `typed.rs`). A command
+//! that changes what keys may do (break glass and its reversal, lifecycle
+//! transitions) returns only once every running server on the data
+//! directory has applied it: from then on no request is served under the
+//! old rules (`keyhold_server::admin_ops`).
 
-use crate::admin::{e, Ctx};
-use crate::cmdio::errln;
 use clap::Subcommand;
 use keyhold_core::time::{parse_duration, parse_rfc3339};
 use keyhold_core::{KeyState, Lifecycle, Timestamp};
-use keyhold_server::presence::wait_for_acks;
-use std::time::Duration;
-
-/// How long a break-glass command waits for running servers.
-const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lifecycle options of `key create`.
 #[derive(clap::Args, Debug, Default)]
@@ -123,32 +117,4 @@ pub(crate) enum LifecycleCmd {
         #[arg(long, value_parser = ["compromised", "compromised-allowed", "good"])]
         flag: String,
     },
-}
-
-/// Waits until every running server has applied the change just made.
-pub(crate) fn in_force(ctx: &Ctx) -> Result<(), String> {
-    let epoch = ctx.service.bump_epoch().map_err(e)?;
-    let r = wait_for_acks(&ctx.data_dir, &*ctx.service.nodes(), epoch, ACK_TIMEOUT);
-    if r.acknowledged < r.servers {
-        return Err(format!(
-            "the change is committed, but {} of {} running server(s) did not confirm it within {} s",
-            r.servers - r.acknowledged,
-            r.servers,
-            ACK_TIMEOUT.as_secs()
-        ));
-    }
-    if r.servers > 0 {
-        errln!(
-            "in force on {} running server(s) after {:.1} ms",
-            r.servers,
-            r.elapsed.as_secs_f64() * 1e3
-        );
-    }
-    for (node, last) in &r.waited_out {
-        errln!(
-            "  node {node} did not answer (its last heartbeat was at {}): waited until its lease ran out; it serves nothing cached since",
-            keyhold_core::time::format_rfc3339(last / 1000)
-        );
-    }
-    Ok(())
 }

@@ -8,6 +8,7 @@
 use crate::admin::{CredentialCmd, KeyCmd, StoreCmd};
 use crate::admin_cmd::{AdminCmd, TokenCmd};
 use crate::cmdio::{errln, outln};
+use crate::kmip_cmd::{ClientCertCmd, KmipCmd};
 use crate::lifecycle_cmd::LifecycleCmd;
 use crate::output;
 use crate::policy_cmd::{PolicyCmd, ScopeArgs};
@@ -34,6 +35,8 @@ pub(crate) struct Typed {
     /// A new credential is printed as the file the AWS KMS console imports
     /// (written to this path when there is one).
     pub kms_config: Option<KmsConfig>,
+    /// A client certificate issued is written to NAME.pem and NAME.key here.
+    pub cert_dir: Option<std::path::PathBuf>,
 }
 
 /// Where `store kms-config` puts the file AWS KMS imports.
@@ -50,6 +53,7 @@ impl Typed {
             body: None,
             file: None,
             kms_config: None,
+            cert_dir: None,
         }
     }
 
@@ -94,6 +98,9 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
     }
     if let Command::Admin(AdminCmd::Token(t)) = cmd {
         return Some(token(t));
+    }
+    if let Command::Kmip(k) = cmd {
+        return Some(kmip(k));
     }
     Some(Ok(match cmd {
         Command::Store(s) => match s {
@@ -148,6 +155,53 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
         Command::Unlock => Typed::with(Route::SetLockdown, json!({ "lockdown": false })),
         _ => return None,
     }))
+}
+
+fn kmip(cmd: &KmipCmd) -> Result<Typed, String> {
+    Ok(match cmd {
+        KmipCmd::Status => Typed::new(Route::KmipStatus),
+        KmipCmd::ClientCert(ClientCertCmd::List) => Typed::new(Route::ListClientCerts),
+        KmipCmd::ClientCert(ClientCertCmd::Revoke { name_or_serial }) => {
+            Typed::new(Route::RevokeClientCerts(name_or_serial.clone()))
+        }
+        KmipCmd::ClientCert(ClientCertCmd::Issue {
+            name,
+            out,
+            days,
+            key_type,
+        }) => {
+            let dir = out.clone().unwrap_or_else(|| std::path::PathBuf::from("."));
+            // Never overwritten, and no certificate issued for nothing.
+            for f in [format!("{name}.pem"), format!("{name}.key")] {
+                let p = dir.join(f);
+                if p.exists() {
+                    return Err(format!("cannot create {}: it exists", p.display()));
+                }
+            }
+            let key_type = match key_type {
+                keyhold_server::tls::KeyType::Ecdsa => "ecdsa",
+                keyhold_server::tls::KeyType::Rsa => "rsa",
+            };
+            let mut t = Typed::with(
+                Route::IssueClientCert,
+                json!({ "name": name, "days": days, "key_type": key_type }),
+            );
+            t.cert_dir = Some(dir);
+            t
+        }
+        KmipCmd::Grant { uid, identity } => {
+            Typed::new(Route::SetGrant(uid.clone(), identity.clone(), true))
+        }
+        KmipCmd::Ungrant { uid, identity } => {
+            Typed::new(Route::SetGrant(uid.clone(), identity.clone(), false))
+        }
+        KmipCmd::PurgeDestroyed { older_than } => {
+            let secs = keyhold_core::time::parse_duration(older_than).ok_or_else(|| {
+                format!("{older_than:?} is not a duration like 90d, 12h or 3600s")
+            })?;
+            Typed::with(Route::PurgeDestroyed, json!({ "older_than_s": secs }))
+        }
+    })
 }
 
 fn token(cmd: &TokenCmd) -> Result<Typed, String> {
@@ -406,7 +460,7 @@ pub(crate) fn run_local(ctx: &crate::admin::Ctx, t: &Typed) -> Result<(), String
     render(ctx.json, t, v)
 }
 
-fn view<T: DeserializeOwned>(v: Value) -> Result<T, String> {
+pub(crate) fn view<T: DeserializeOwned>(v: Value) -> Result<T, String> {
     serde_json::from_value(v).map_err(|e| format!("unexpected answer: {e}"))
 }
 
@@ -475,6 +529,12 @@ fn render_admin(json: bool, t: &Typed, v: Value) -> Result<(), String> {
         | Route::ValidatePolicy
         | Route::TestPolicy(..) => render_policy(json, t, v)?,
         Route::Status => print_status(json, &view(v)?),
+        Route::KmipStatus
+        | Route::ListClientCerts
+        | Route::IssueClientCert
+        | Route::RevokeClientCerts(_)
+        | Route::SetGrant(..)
+        | Route::PurgeDestroyed => crate::kmip_cmd::render(json, t, v)?,
         Route::ListTokens => print_tokens(json, &view::<Vec<TokenView>>(v)?),
         Route::CreateToken => {
             let t: NewTokenView = view(v)?;
@@ -535,7 +595,7 @@ fn render_policy(json: bool, t: &Typed, v: Value) -> Result<(), String> {
 }
 
 /// Says how running servers confirmed a change.
-fn in_force(f: Option<&InForceView>) {
+pub(crate) fn in_force(f: Option<&InForceView>) {
     let Some(f) = f else { return };
     if f.servers > 0 {
         errln!(
@@ -554,7 +614,7 @@ fn in_force(f: Option<&InForceView>) {
 }
 
 /// The JSON of views as the commands print it (without confirmations).
-fn listed<T: serde::Serialize>(items: &[T]) -> Value {
+pub(crate) fn listed<T: serde::Serialize>(items: &[T]) -> Value {
     let mut v = serde_json::to_value(items).unwrap_or_default();
     if let Value::Array(a) = &mut v {
         for item in a {

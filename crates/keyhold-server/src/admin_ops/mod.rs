@@ -13,9 +13,11 @@ use keyhold_service::KeyService;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod kmip;
 mod lifecycle;
 mod policies;
 mod tokens;
+pub use kmip::*;
 pub use lifecycle::*;
 pub use policies::*;
 pub use tokens::*;

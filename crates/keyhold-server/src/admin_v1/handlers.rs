@@ -300,6 +300,78 @@ pub(super) fn status(ops: &AdminOps) -> OpResult<StatusView> {
     ops.status()
 }
 
+/// The KMIP front-end: objects by owner, type and state; the listener's counters.
+#[utoipa::path(get, path = "/v1/kmip/status", tag = "kmip",
+    description = "Role: any.",
+    responses((status = 200, body = KmipStatusView)),
+    security(("bearer" = [])))]
+pub(super) fn kmip_status(ops: &AdminOps) -> OpResult<KmipStatusView> {
+    ops.kmip_status()
+}
+
+/// The KMIP client certificates issued (and revoked).
+#[utoipa::path(get, path = "/v1/kmip/client-certs", tag = "kmip",
+    description = "Role: auditor or custodian.",
+    responses((status = 200, body = [ClientCertView])),
+    security(("bearer" = [])))]
+pub(super) fn list_client_certs(ops: &AdminOps) -> OpResult<Vec<ClientCertView>> {
+    ops.list_client_certs()
+}
+
+/// Issues a KMIP client certificate (subject CN = the identity) from the
+/// data directory's client CA; its private key is in this answer only.
+#[utoipa::path(post, path = "/v1/kmip/client-certs", tag = "kmip", request_body = IssueClientCert,
+    description = "Role: custodian.",
+    responses((status = 201, body = IssuedCertView), (status = 400, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn issue_client_cert(ops: &AdminOps, req: IssueClientCert) -> OpResult<IssuedCertView> {
+    ops.issue_client_cert(&req)
+}
+
+/// Revokes client certificates by identity (every one issued for it) or
+/// serial: refused from the next handshake, open connections closed.
+#[utoipa::path(delete, path = "/v1/kmip/client-certs/{name_or_serial}", tag = "kmip",
+    params(("name_or_serial" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = RevokedCertsView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn revoke_client_certs(
+    ops: &AdminOps,
+    name_or_serial: &str,
+) -> OpResult<RevokedCertsView> {
+    ops.revoke_client_certs(name_or_serial)
+}
+
+/// Lets another identity ("*": every one) use an object; an XKS key
+/// (`xks:/STORE/KEY-ID`) is granted for reading its attributes only.
+#[utoipa::path(put, path = "/v1/kmip/objects/{uid}/grants/{identity}", tag = "kmip",
+    params(("uid" = String, Path), ("identity" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = GrantView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn grant(ops: &AdminOps, uid: &str, identity: &str) -> OpResult<GrantView> {
+    ops.set_grant(uid, identity, true)
+}
+
+/// Takes a grant back.
+#[utoipa::path(delete, path = "/v1/kmip/objects/{uid}/grants/{identity}", tag = "kmip",
+    params(("uid" = String, Path), ("identity" = String, Path)),
+    description = "In force on every running server when it answers. Role: custodian.",
+    responses((status = 200, body = GrantView), (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn ungrant(ops: &AdminOps, uid: &str, identity: &str) -> OpResult<GrantView> {
+    ops.set_grant(uid, identity, false)
+}
+
+/// Removes what is left of objects destroyed at least this long ago.
+#[utoipa::path(post, path = "/v1/kmip/purge-destroyed", tag = "kmip", request_body = PurgeDestroyed,
+    description = "Role: custodian.",
+    responses((status = 200, body = PurgedView)),
+    security(("bearer" = [])))]
+pub(super) fn purge_destroyed(ops: &AdminOps, req: PurgeDestroyed) -> OpResult<PurgedView> {
+    ops.purge_destroyed(&req)
+}
+
 /// The admin API's tokens (never their secrets).
 #[utoipa::path(get, path = "/v1/tokens", tag = "tokens",
     description = "Role: auditor or custodian.",
@@ -490,7 +562,8 @@ impl utoipa::Modify for BearerAuth {
         add_credential, remove_credential, list_keys, create_key, import_hsm_key, get_key, set_key_status,
         rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
         set_min_decrypt_version, set_usage, list_versions, trim_versions, set_version_flag,
-        status, list_tokens, create_token, revoke_token,
+        status, list_tokens, create_token, revoke_token, kmip_status, list_client_certs,
+        issue_client_cert, revoke_client_certs, grant, ungrant, purge_destroyed,
         list_policies, validate_policy, get_policy, set_policy, remove_policy, test_policy,
         get_key_policy, set_key_policy, remove_key_policy, test_key_policy,
         get_lockdown, set_lockdown),
@@ -499,7 +572,8 @@ impl utoipa::Modify for BearerAuth {
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
         VersionView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
         PolicyCheck, PolicyTest, PolicyDecision, CreateToken, TokenView, NewTokenView, StatusView,
-        EkmView, IntegrityView, ServerView)),
+        EkmView, IntegrityView, ServerView, ClientCertView, IssueClientCert, IssuedCertView,
+        RevokedCertsView, GrantView, PurgeDestroyed, PurgedView, ObjectCount, KmipStatusView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

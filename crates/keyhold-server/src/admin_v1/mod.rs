@@ -55,6 +55,13 @@ pub enum Route {
     TrimVersions(String, String),
     SetVersionFlag(String, String, u32),
     Status,
+    KmipStatus,
+    ListClientCerts,
+    IssueClientCert,
+    RevokeClientCerts(String),
+    /// Grant (true) or take back an object's use by an identity.
+    SetGrant(String, String, bool),
+    PurgeDestroyed,
     ListTokens,
     CreateToken,
     RevokeToken(String),
@@ -125,6 +132,16 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores", _, "credentials"] => allowed(Route::ListCredentials(s(1)), get),
         ["stores", _, "credentials", _] => allowed(Route::RemoveCredential(s(1), s(3)), delete),
         ["status"] => allowed(Route::Status, get),
+        ["kmip", "status"] => allowed(Route::KmipStatus, get),
+        ["kmip", "client-certs"] if post => Ok(Route::IssueClientCert),
+        ["kmip", "client-certs"] => allowed(Route::ListClientCerts, get),
+        ["kmip", "client-certs", _] => allowed(Route::RevokeClientCerts(s(2)), delete),
+        ["kmip", "objects", _, "grants", _] => match m {
+            Method::PUT => Ok(Route::SetGrant(s(2), s(4), true)),
+            Method::DELETE => Ok(Route::SetGrant(s(2), s(4), false)),
+            _ => Err(NoRoute::MethodNotAllowed),
+        },
+        ["kmip", "purge-destroyed"] => allowed(Route::PurgeDestroyed, post),
         ["tokens"] if post => Ok(Route::CreateToken),
         ["tokens"] => allowed(Route::ListTokens, get),
         ["tokens", _] => allowed(Route::RevokeToken(s(1)), delete),
@@ -230,6 +247,17 @@ impl Route {
                 key_sub(Method::PUT, s, k, &format!("versions/{v}/flag"))
             }
             Route::Status => (Method::GET, "status".into()),
+            Route::KmipStatus => (Method::GET, "kmip/status".into()),
+            Route::ListClientCerts => (Method::GET, "kmip/client-certs".into()),
+            Route::IssueClientCert => (Method::POST, "kmip/client-certs".into()),
+            Route::RevokeClientCerts(n) => {
+                (Method::DELETE, format!("kmip/client-certs/{}", seg(n)))
+            }
+            Route::SetGrant(uid, who, grant) => (
+                if *grant { Method::PUT } else { Method::DELETE },
+                format!("kmip/objects/{}/grants/{}", seg(uid), seg(who)),
+            ),
+            Route::PurgeDestroyed => (Method::POST, "kmip/purge-destroyed".into()),
             Route::ListTokens => (Method::GET, "tokens".into()),
             Route::CreateToken => (Method::POST, "tokens".into()),
             Route::RevokeToken(n) => (Method::DELETE, format!("tokens/{}", seg(n))),
@@ -270,7 +298,9 @@ impl Route {
     /// What the caller's role must allow.
     pub fn access(&self) -> Access {
         match self {
-            Route::OpenApi | Route::GetLockdown | Route::Status => Access::Status,
+            Route::OpenApi | Route::GetLockdown | Route::Status | Route::KmipStatus => {
+                Access::Status
+            }
             Route::ListStores
             | Route::GetStore(_)
             | Route::ListCredentials(_)
@@ -278,6 +308,7 @@ impl Route {
             | Route::GetKey(..)
             | Route::ListVersions(..)
             | Route::ListTokens
+            | Route::ListClientCerts
             | Route::ListPolicies
             | Route::ValidatePolicy
             | Route::GetPolicy(..)
@@ -333,6 +364,13 @@ impl Route {
             Route::TrimVersions(s, k) => format!("key trim-versions {} {k}", p(s)),
             Route::SetVersionFlag(s, k, _) => format!("key flag-version {} {k}", p(s)),
             Route::Status => "status".into(),
+            Route::KmipStatus => "kmip status".into(),
+            Route::ListClientCerts => "kmip client-cert list".into(),
+            Route::IssueClientCert => format!("kmip client-cert issue {}", field("name")),
+            Route::RevokeClientCerts(n) => format!("kmip client-cert revoke {n}"),
+            Route::SetGrant(uid, who, true) => format!("kmip grant {uid} {who}"),
+            Route::SetGrant(uid, who, false) => format!("kmip ungrant {uid} {who}"),
+            Route::PurgeDestroyed => "kmip purge-destroyed".into(),
             Route::ListTokens => "admin token list".into(),
             Route::CreateToken => {
                 let role = field("role");
@@ -448,6 +486,13 @@ pub fn run(
             json(S::OK, set_version_flag(ops, s, k, *v, body(bytes)?)?)
         }
         Route::Status => json(S::OK, status(ops)?),
+        Route::KmipStatus => json(S::OK, kmip_status(ops)?),
+        Route::ListClientCerts => json(S::OK, list_client_certs(ops)?),
+        Route::IssueClientCert => json(S::CREATED, issue_client_cert(ops, body(bytes)?)?),
+        Route::RevokeClientCerts(n) => json(S::OK, revoke_client_certs(ops, n)?),
+        Route::SetGrant(uid, who, true) => json(S::OK, grant(ops, uid, who)?),
+        Route::SetGrant(uid, who, false) => json(S::OK, ungrant(ops, uid, who)?),
+        Route::PurgeDestroyed => json(S::OK, purge_destroyed(ops, body(bytes)?)?),
         Route::ListTokens => json(S::OK, list_tokens(ops)?),
         Route::CreateToken => json(S::CREATED, create_token(ops, body(bytes)?)?),
         Route::RevokeToken(n) => json(S::OK, revoke_token(ops, n)?),
@@ -530,6 +575,13 @@ mod tests {
             Route::TrimVersions(s.clone(), k.clone()),
             Route::SetVersionFlag(s.clone(), k.clone(), 3),
             Route::Status,
+            Route::KmipStatus,
+            Route::ListClientCerts,
+            Route::IssueClientCert,
+            Route::RevokeClientCerts("db1".into()),
+            Route::SetGrant("xks:/a/b/k1".into(), "*".into(), true),
+            Route::SetGrant("0193-uid".into(), "bob".into(), false),
+            Route::PurgeDestroyed,
             Route::ListTokens,
             Route::CreateToken,
             Route::RevokeToken("alice".into()),
