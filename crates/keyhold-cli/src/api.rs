@@ -9,7 +9,6 @@
 
 use crate::admin::{CredentialCmd, Ctx, KeyCmd, StoreCmd};
 use crate::admin_cmd::{AdminCmd, TokenCmd};
-use crate::audit_cmd::AuditCmd;
 use crate::backup_cmd::BackupCmd;
 use crate::kmip_cmd::{ClientCertCmd, KmipCmd};
 use crate::lifecycle_cmd::LifecycleCmd;
@@ -72,10 +71,6 @@ pub(crate) fn access(cmd: &Command) -> Option<Access> {
 /// Files `cmd` reads (sent with the request) and writes (accepted back).
 fn files(cmd: &Command) -> (Vec<PathBuf>, Vec<PathBuf>) {
     match cmd {
-        Command::Audit(AuditCmd::Verify {
-            checkpoint_file: Some(f),
-        }) => (vec![f.clone()], vec![]),
-        Command::Audit(AuditCmd::Export { out: Some(f), .. }) => (vec![], vec![f.clone()]),
         Command::Backup(BackupCmd::Verify { file }) => (vec![file.clone()], vec![]),
         Command::Backup(BackupCmd::Create { file }) => (vec![], vec![file.clone()]),
         _ => (vec![], vec![]),

@@ -4,9 +4,11 @@
 use crate::admin::{e, Ctx};
 use crate::cmdio::{errln, outln};
 use crate::output;
+use crate::typed::{view, Typed};
 use clap::Subcommand;
-use keyhold_audit::{Filter, Record};
-use keyhold_core::time::parse_rfc3339;
+use keyhold_audit::Record;
+use keyhold_server::admin_ops::{AuditExportView, AuditVerifyView};
+use keyhold_server::admin_v1::Route;
 use keyhold_server::config::AuditSection;
 use keyhold_server::{Config, DataDir};
 use serde_json::json;
@@ -43,26 +45,18 @@ pub(crate) struct FilterArgs {
 }
 
 impl FilterArgs {
-    fn filter(&self) -> Result<Filter, String> {
-        let t = |s: &Option<String>| -> Result<Option<i64>, String> {
-            s.as_deref()
-                .map(|v| {
-                    parse_rfc3339(v)
-                        .map(|t| t * 1000)
-                        .ok_or_else(|| format!("{v:?} is not an RFC 3339 UTC time"))
-                })
-                .transpose()
-        };
-        Ok(Filter {
-            store: self.store.clone(),
-            key: self.key.clone(),
-            principal: self.principal.clone(),
-            operation: self.operation.clone(),
-            result: self.result.clone(),
-            kms_request_id: self.kms_request_id.clone(),
-            frontend: self.frontend.clone(),
-            since_ms: t(&self.since)?,
-            until_ms: t(&self.until)?,
+    /// The filter as the typed API takes it.
+    fn body(&self) -> serde_json::Value {
+        json!({
+            "store": self.store,
+            "key": self.key,
+            "principal": self.principal,
+            "operation": self.operation,
+            "result": self.result,
+            "kms_request_id": self.kms_request_id,
+            "frontend": self.frontend,
+            "since": self.since,
+            "until": self.until,
         })
     }
 }
@@ -95,18 +89,6 @@ pub(crate) enum AuditCmd {
     },
 }
 
-/// How far a node's shipped copy may lag behind its checkpoints.
-const SHIPPING_GRACE_MS: i64 = 30_000;
-
-/// The chains every node copied to shared storage (none on SQLite).
-fn shipped(ctx: &Ctx) -> Result<Vec<(String, Vec<String>)>, String> {
-    if ctx.service.shared_storage() {
-        ctx.service.audit_store().shipped_audit().map_err(e)
-    } else {
-        Ok(Vec::new())
-    }
-}
-
 /// The data directory's audit settings (from its keyhold.toml when there).
 pub(crate) fn section(dd: &DataDir) -> Result<AuditSection, String> {
     let mut s = if dd.config().exists() {
@@ -125,181 +107,158 @@ pub(crate) fn section(dd: &DataDir) -> Result<AuditSection, String> {
     Ok(s)
 }
 
-pub(crate) fn run(ctx: &Ctx, dd: &DataDir, cmd: &AuditCmd) -> Result<(), String> {
-    let sec = section(dd)?;
-    match cmd {
+/// The typed operation of an audit command.
+pub(crate) fn typed(cmd: &AuditCmd) -> Result<Typed, String> {
+    Ok(match cmd {
         AuditCmd::Verify { checkpoint_file } => {
-            let key = ctx.service.audit_key().map_err(e)?;
-            let mut cps = ctx.service.audit_store().audit_checkpoints().map_err(e)?;
-            if let Some(f) = checkpoint_file {
-                let text = crate::cmdio::read_input(f)?;
-                cps.extend(keyhold_server::audit::parse_checkpoints(
-                    &String::from_utf8_lossy(&text),
-                ));
-            }
-            if let Some(f) = sec.checkpoint_file.as_ref().filter(|f| f.exists()) {
-                cps.extend(keyhold_server::audit::read_checkpoint_file(f).map_err(e)?);
-            }
-            // Other nodes' chains are checked from the copies they shipped
-            // to the shared database (or from a shared audit directory).
-            // Their newest checkpoints may be ahead of what they shipped
-            // (copies go out every second): those are left out.
-            let node = dd.node_name(ctx.service.shared_storage()).map_err(e)?;
-            let shipped = shipped(ctx)?;
-            let recent = keyhold_audit::now_ms() - SHIPPING_GRACE_MS;
-            cps.retain(|c| {
-                keyhold_server::audit::is_local_chain(&c.chain, node.as_deref())
-                    || sec.dir.join(&c.chain).is_dir()
-                    || (shipped.iter().any(|(n, _)| *n == c.chain) && c.ts_ms < recent)
-            });
-            let r = keyhold_audit::verify_with(&sec.dir, &shipped, &key, &cps);
-            if ctx.json {
-                output::json(&json!({
-                    "ok": r.ok(),
-                    "chains": r.chains.iter().map(|(c, n, first, last)| json!({
-                        "chain": c, "records": n, "first_seq": first, "last_seq": last,
-                    })).collect::<Vec<_>>(),
-                    "checkpoints_checked": r.checkpoints_checked,
-                    "problems": r.problems,
-                    "warnings": r.warnings,
-                }));
-            } else {
-                for (c, n, first, last) in &r.chains {
-                    outln!("chain {c}: {n} records ({first}..{last})");
+            let checkpoints = match checkpoint_file {
+                Some(f) => {
+                    Some(String::from_utf8_lossy(&crate::cmdio::read_input(f)?).into_owned())
                 }
-                outln!("{} checkpoints compared", r.checkpoints_checked);
-                for w in &r.warnings {
-                    outln!("WARNING: {w}");
-                }
-                for p in &r.problems {
-                    outln!("PROBLEM: {p}");
-                }
-                outln!(
-                    "{}",
-                    if r.ok() && r.warnings.is_empty() {
-                        "audit log verified: intact"
-                    } else if r.ok() {
-                        "audit log verified: intact, but see the warnings: records may be missing after an unclean stop"
-                    } else {
-                        "audit log verification FAILED"
-                    }
-                );
-            }
-            if !r.ok() {
-                return Err(format!("{} problem(s) found", r.problems.len()));
-            }
+                None => None,
+            };
+            Typed::with(Route::AuditVerify, json!({ "checkpoints": checkpoints }))
         }
         AuditCmd::Query { filter, limit } => {
-            let key = ctx.service.audit_key().map_err(e)?;
-            let checked =
-                keyhold_audit::query(&sec.dir, &shipped(ctx)?, &key, &filter.filter()?, *limit);
-            let forged = checked.iter().filter(|(_, ok)| !ok).count();
-            if ctx.json {
-                // Every record says whether its MAC holds.
-                output::json(&json!(checked
-                    .iter()
-                    .map(|(r, ok)| {
-                        let mut v = json!(r);
-                        v["verified"] = json!(ok);
-                        v
-                    })
-                    .collect::<Vec<_>>()));
-            } else {
-                let recs: Vec<&keyhold_audit::Record> = checked.iter().map(|(r, _)| r).collect();
-                output::table(
-                    &[
-                        "TIME",
-                        "CHAIN",
-                        "SEQ",
-                        "OPERATION",
-                        "RESULT",
-                        "STORE",
-                        "KEY",
-                        "VER",
-                        "ACTOR",
-                        "PRINCIPAL",
-                        "KMS REQUEST ID",
-                    ],
-                    &recs
-                        .iter()
-                        .map(|r| {
-                            let o = |v: &Option<String>| v.clone().unwrap_or_default();
-                            vec![
-                                output::time(r.ts_ms / 1000),
-                                r.chain.clone(),
-                                r.seq.to_string(),
-                                r.operation.clone(),
-                                r.result.clone(),
-                                o(&r.store),
-                                o(&r.key),
-                                r.key_version.map(|v| v.to_string()).unwrap_or_default(),
-                                o(&r.actor),
-                                o(&r.principal),
-                                o(&r.kms_request_id),
-                            ]
-                        })
-                        .zip(&checked)
-                        .map(|(mut row, (_, ok))| {
-                            if !ok {
-                                row[3] = format!("NOT VERIFIED: {}", row[3]);
-                            }
-                            row
-                        })
-                        .collect::<Vec<_>>(),
-                );
-            }
-            if forged > 0 {
-                errln!(
-                    "warning: {forged} record(s) above do not verify (altered or forged): keyhold audit verify says where"
-                );
-            }
+            let mut body = filter.body();
+            body["limit"] = json!(limit);
+            Typed::with(Route::AuditQuery, body)
         }
         AuditCmd::Export { filter, out } => {
-            let f = filter.filter()?;
-            // For the admin API the export is collected, then sent back.
-            let mut collected = Vec::new();
-            let mut w: Box<dyn Write> = match out {
-                Some(_) if crate::cmdio::is_remote() => Box::new(&mut collected),
-                Some(p) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(p).map_err(|err| format!("{}: {err}", p.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(crate::cmdio::Stdout)),
-            };
-            let key = ctx.service.audit_key().map_err(e)?;
-            let mut n = 0u64;
-            let mut left_out = 0u64;
-            let mut failed = None;
-            keyhold_audit::read_all(&sec.dir, &shipped(ctx)?, &key, |r, line, authentic| {
-                if failed.is_none() && f.matches(r) {
-                    // A record whose MAC does not hold is not exported as
-                    // if it were genuine.
-                    if !authentic {
-                        left_out += 1;
-                        return;
-                    }
-                    n += 1;
-                    if let Err(err) = writeln!(w, "{line}") {
-                        failed = Some(err);
-                    }
-                }
-            });
-            if let Some(err) = failed {
-                return Err(err.to_string());
+            if let Some(o) = out.as_ref().filter(|o| o.exists()) {
+                return Err(format!("cannot create {}: it exists", o.display()));
             }
-            w.flush().map_err(e)?;
-            drop(w);
-            if let Some(p) = out.as_ref().filter(|_| crate::cmdio::is_remote()) {
-                crate::cmdio::write_output(p, &collected, 0o600)?;
-            }
-            if out.is_some() {
-                errln!("exported {n} records");
-            }
-            if left_out > 0 {
-                return Err(format!(
-                    "{left_out} record(s) that do not verify (altered or forged) were left out of the export: keyhold audit verify says where"
-                ));
-            }
+            let mut t = Typed::with(Route::AuditExport, filter.body());
+            t.out = out.clone();
+            t
         }
+    })
+}
+
+/// Prints the typed answer of an audit command.
+pub(crate) fn render(json: bool, t: &Typed, v: serde_json::Value) -> Result<(), String> {
+    match &t.route {
+        Route::AuditVerify => print_verify(json, &view(v)?),
+        Route::AuditQuery => print_query(json, v),
+        _ => write_export(t.out.as_deref(), &view(v)?),
+    }
+}
+
+fn print_verify(json: bool, r: &AuditVerifyView) -> Result<(), String> {
+    if json {
+        output::json(&serde_json::to_value(r).unwrap_or_default());
+    } else {
+        for c in &r.chains {
+            outln!(
+                "chain {}: {} records ({}..{})",
+                c.chain,
+                c.records,
+                c.first_seq,
+                c.last_seq
+            );
+        }
+        outln!("{} checkpoints compared", r.checkpoints_checked);
+        for w in &r.warnings {
+            outln!("WARNING: {w}");
+        }
+        for p in &r.problems {
+            outln!("PROBLEM: {p}");
+        }
+        outln!(
+            "{}",
+            if r.ok && r.warnings.is_empty() {
+                "audit log verified: intact"
+            } else if r.ok {
+                "audit log verified: intact, but see the warnings: records may be missing after an unclean stop"
+            } else {
+                "audit log verification FAILED"
+            }
+        );
+    }
+    if !r.ok {
+        return Err(format!("{} problem(s) found", r.problems.len()));
+    }
+    Ok(())
+}
+
+fn print_query(json: bool, v: serde_json::Value) -> Result<(), String> {
+    let records: Vec<serde_json::Value> = view(v)?;
+    let forged = records.iter().filter(|r| r["verified"] == false).count();
+    if json {
+        output::json(&json!(records));
+    } else {
+        let rows: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or("").to_owned();
+                let n = |k: &str| r[k].as_u64().map(|v| v.to_string()).unwrap_or_default();
+                let op = if r["verified"] == false {
+                    format!("NOT VERIFIED: {}", s("operation"))
+                } else {
+                    s("operation")
+                };
+                vec![
+                    output::time(r["ts_ms"].as_i64().unwrap_or(0) / 1000),
+                    s("chain"),
+                    n("seq"),
+                    op,
+                    s("result"),
+                    s("store"),
+                    s("key"),
+                    n("key_version"),
+                    s("actor"),
+                    s("principal"),
+                    s("kms_request_id"),
+                ]
+            })
+            .collect();
+        output::table(
+            &[
+                "TIME",
+                "CHAIN",
+                "SEQ",
+                "OPERATION",
+                "RESULT",
+                "STORE",
+                "KEY",
+                "VER",
+                "ACTOR",
+                "PRINCIPAL",
+                "KMS REQUEST ID",
+            ],
+            &rows,
+        );
+    }
+    if forged > 0 {
+        errln!(
+            "warning: {forged} record(s) above do not verify (altered or forged): keyhold audit verify says where"
+        );
+    }
+    Ok(())
+}
+
+fn write_export(out: Option<&std::path::Path>, x: &AuditExportView) -> Result<(), String> {
+    let mut text = String::new();
+    for l in &x.lines {
+        text.push_str(l);
+        text.push('\n');
+    }
+    match out {
+        Some(p) => {
+            crate::cmdio::write_output(p, text.as_bytes(), 0o600)?;
+            errln!("exported {} records", x.lines.len());
+        }
+        None => {
+            let mut w = crate::cmdio::Stdout;
+            w.write_all(text.as_bytes()).map_err(e)?;
+            w.flush().map_err(e)?;
+        }
+    }
+    if x.left_out > 0 {
+        return Err(format!(
+            "{} record(s) that do not verify (altered or forged) were left out of the export: keyhold audit verify says where",
+            x.left_out
+        ));
     }
     Ok(())
 }

@@ -404,7 +404,6 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
     }
     match cmd {
         Command::Key(cmd) => admin::key(ctx, cmd),
-        Command::Audit(cmd) => audit_cmd::run(ctx, dd, cmd),
         Command::Backup(cmd) => backup_cmd::run(ctx, cmd),
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
         Command::Doctor(args) => doctor::run(ctx, dd, args),
@@ -413,6 +412,7 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
         | Command::Unlock
         | Command::Policy(_)
         | Command::Kmip(_)
+        | Command::Audit(_)
         | Command::Status => Err(typed::NOT_TYPED.into()),
         Command::Init { .. }
         | Command::Serve { .. }

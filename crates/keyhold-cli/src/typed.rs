@@ -37,6 +37,8 @@ pub(crate) struct Typed {
     pub kms_config: Option<KmsConfig>,
     /// A client certificate issued is written to NAME.pem and NAME.key here.
     pub cert_dir: Option<std::path::PathBuf>,
+    /// Where an export goes (standard output when absent).
+    pub out: Option<std::path::PathBuf>,
 }
 
 /// Where `store kms-config` puts the file AWS KMS imports.
@@ -46,7 +48,7 @@ pub(crate) struct KmsConfig {
 }
 
 impl Typed {
-    fn new(route: Route) -> Self {
+    pub(crate) fn new(route: Route) -> Self {
         Self {
             route,
             query: String::new(),
@@ -54,10 +56,11 @@ impl Typed {
             file: None,
             kms_config: None,
             cert_dir: None,
+            out: None,
         }
     }
 
-    fn with(route: Route, body: Value) -> Self {
+    pub(crate) fn with(route: Route, body: Value) -> Self {
         Self {
             body: Some(body),
             ..Self::new(route)
@@ -101,6 +104,9 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
     }
     if let Command::Kmip(k) = cmd {
         return Some(kmip(k));
+    }
+    if let Command::Audit(a) = cmd {
+        return Some(crate::audit_cmd::typed(a));
     }
     Some(Ok(match cmd {
         Command::Store(s) => match s {
@@ -535,6 +541,9 @@ fn render_admin(json: bool, t: &Typed, v: Value) -> Result<(), String> {
         | Route::RevokeClientCerts(_)
         | Route::SetGrant(..)
         | Route::PurgeDestroyed => crate::kmip_cmd::render(json, t, v)?,
+        Route::AuditVerify | Route::AuditQuery | Route::AuditExport => {
+            crate::audit_cmd::render(json, t, v)?
+        }
         Route::ListTokens => print_tokens(json, &view::<Vec<TokenView>>(v)?),
         Route::CreateToken => {
             let t: NewTokenView = view(v)?;

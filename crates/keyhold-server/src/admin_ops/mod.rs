@@ -13,10 +13,12 @@ use keyhold_service::KeyService;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod audit;
 mod kmip;
 mod lifecycle;
 mod policies;
 mod tokens;
+pub use audit::*;
 pub use kmip::*;
 pub use lifecycle::*;
 pub use policies::*;

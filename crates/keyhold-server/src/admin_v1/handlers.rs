@@ -300,6 +300,38 @@ pub(super) fn status(ops: &AdminOps) -> OpResult<StatusView> {
     ops.status()
 }
 
+/// Verifies every audit chain's MACs and order against its checkpoints
+/// (those in the database, the configured file and the request's).
+#[utoipa::path(post, path = "/v1/audit/verify", tag = "audit",
+    request_body(content = AuditVerify, description = "may be empty"),
+    description = "Role: auditor.",
+    responses((status = 200, body = AuditVerifyView)),
+    security(("bearer" = [])))]
+pub(super) fn audit_verify(ops: &AdminOps, req: AuditVerify) -> OpResult<AuditVerifyView> {
+    ops.audit_verify(&req)
+}
+
+/// The newest matching audit records, oldest first, each with `verified`
+/// (whether its MAC holds).
+#[utoipa::path(post, path = "/v1/audit/query", tag = "audit",
+    request_body(content = AuditFilter, description = "may be empty: every record"),
+    description = "Role: auditor.",
+    responses((status = 200, body = [Object]), (status = 400, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn audit_query(ops: &AdminOps, req: AuditFilter) -> OpResult<Vec<serde_json::Value>> {
+    ops.audit_query(&req)
+}
+
+/// Every matching record that verifies, as its JSON line (MAC included).
+#[utoipa::path(post, path = "/v1/audit/export", tag = "audit",
+    request_body(content = AuditFilter, description = "may be empty: every record"),
+    description = "Role: auditor.",
+    responses((status = 200, body = AuditExportView), (status = 400, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn audit_export(ops: &AdminOps, req: AuditFilter) -> OpResult<AuditExportView> {
+    ops.audit_export(&req)
+}
+
 /// The KMIP front-end: objects by owner, type and state; the listener's counters.
 #[utoipa::path(get, path = "/v1/kmip/status", tag = "kmip",
     description = "Role: any.",
@@ -563,7 +595,8 @@ impl utoipa::Modify for BearerAuth {
         rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
         set_min_decrypt_version, set_usage, list_versions, trim_versions, set_version_flag,
         status, list_tokens, create_token, revoke_token, kmip_status, list_client_certs,
-        issue_client_cert, revoke_client_certs, grant, ungrant, purge_destroyed,
+        issue_client_cert, revoke_client_certs, grant, ungrant, purge_destroyed, audit_verify,
+        audit_query, audit_export,
         list_policies, validate_policy, get_policy, set_policy, remove_policy, test_policy,
         get_key_policy, set_key_policy, remove_key_policy, test_key_policy,
         get_lockdown, set_lockdown),
@@ -573,7 +606,8 @@ impl utoipa::Modify for BearerAuth {
         VersionView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
         PolicyCheck, PolicyTest, PolicyDecision, CreateToken, TokenView, NewTokenView, StatusView,
         EkmView, IntegrityView, ServerView, ClientCertView, IssueClientCert, IssuedCertView,
-        RevokedCertsView, GrantView, PurgeDestroyed, PurgedView, ObjectCount, KmipStatusView)),
+        RevokedCertsView, GrantView, PurgeDestroyed, PurgedView, ObjectCount, KmipStatusView,
+        AuditFilter, AuditVerify, AuditVerifyView, ChainView, AuditExportView)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -55,6 +55,9 @@ pub enum Route {
     TrimVersions(String, String),
     SetVersionFlag(String, String, u32),
     Status,
+    AuditVerify,
+    AuditQuery,
+    AuditExport,
     KmipStatus,
     ListClientCerts,
     IssueClientCert,
@@ -132,6 +135,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores", _, "credentials"] => allowed(Route::ListCredentials(s(1)), get),
         ["stores", _, "credentials", _] => allowed(Route::RemoveCredential(s(1), s(3)), delete),
         ["status"] => allowed(Route::Status, get),
+        ["audit", "verify"] => allowed(Route::AuditVerify, post),
+        ["audit", "query"] => allowed(Route::AuditQuery, post),
+        ["audit", "export"] => allowed(Route::AuditExport, post),
         ["kmip", "status"] => allowed(Route::KmipStatus, get),
         ["kmip", "client-certs"] if post => Ok(Route::IssueClientCert),
         ["kmip", "client-certs"] => allowed(Route::ListClientCerts, get),
@@ -247,6 +253,9 @@ impl Route {
                 key_sub(Method::PUT, s, k, &format!("versions/{v}/flag"))
             }
             Route::Status => (Method::GET, "status".into()),
+            Route::AuditVerify => (Method::POST, "audit/verify".into()),
+            Route::AuditQuery => (Method::POST, "audit/query".into()),
+            Route::AuditExport => (Method::POST, "audit/export".into()),
             Route::KmipStatus => (Method::GET, "kmip/status".into()),
             Route::ListClientCerts => (Method::GET, "kmip/client-certs".into()),
             Route::IssueClientCert => (Method::POST, "kmip/client-certs".into()),
@@ -313,6 +322,7 @@ impl Route {
             | Route::ValidatePolicy
             | Route::GetPolicy(..)
             | Route::TestPolicy(..) => Access::Read,
+            Route::AuditVerify | Route::AuditQuery | Route::AuditExport => Access::Audit,
             // Everything else changes something.
             _ => Access::Change,
         }
@@ -364,6 +374,9 @@ impl Route {
             Route::TrimVersions(s, k) => format!("key trim-versions {} {k}", p(s)),
             Route::SetVersionFlag(s, k, _) => format!("key flag-version {} {k}", p(s)),
             Route::Status => "status".into(),
+            Route::AuditVerify => "audit verify".into(),
+            Route::AuditQuery => "audit query".into(),
+            Route::AuditExport => "audit export".into(),
             Route::KmipStatus => "kmip status".into(),
             Route::ListClientCerts => "kmip client-cert list".into(),
             Route::IssueClientCert => format!("kmip client-cert issue {}", field("name")),
@@ -486,6 +499,9 @@ pub fn run(
             json(S::OK, set_version_flag(ops, s, k, *v, body(bytes)?)?)
         }
         Route::Status => json(S::OK, status(ops)?),
+        Route::AuditVerify => json(S::OK, audit_verify(ops, body_or_default(bytes)?)?),
+        Route::AuditQuery => json(S::OK, audit_query(ops, body_or_default(bytes)?)?),
+        Route::AuditExport => json(S::OK, audit_export(ops, body_or_default(bytes)?)?),
         Route::KmipStatus => json(S::OK, kmip_status(ops)?),
         Route::ListClientCerts => json(S::OK, list_client_certs(ops)?),
         Route::IssueClientCert => json(S::CREATED, issue_client_cert(ops, body(bytes)?)?),
@@ -575,6 +591,9 @@ mod tests {
             Route::TrimVersions(s.clone(), k.clone()),
             Route::SetVersionFlag(s.clone(), k.clone(), 3),
             Route::Status,
+            Route::AuditVerify,
+            Route::AuditQuery,
+            Route::AuditExport,
             Route::KmipStatus,
             Route::ListClientCerts,
             Route::IssueClientCert,
