@@ -1,83 +1,26 @@
-//! The admin commands over the admin API: which role may run which
-//! command, the server side that runs them for an authenticated caller
-//! (and audits who did it), and the client side (`keyhold --server URL …`).
+//! The admin commands over the admin API: the server side records every
+//! call (and every refusal) in the audit log; the client side
+//! (`keyhold --server URL …`) sends a command's typed operation and prints
+//! its answer.
 //!
 //! Local use of the CLI on the data directory needs the root of trust (the
 //! root key file and its passphrase, or the HSM PIN) and may do everything:
 //! it is the custodians' way to bootstrap and to recover. Everyone else
 //! goes through the API with a token and gets exactly its role.
 
-use crate::admin::{CredentialCmd, Ctx, KeyCmd, StoreCmd};
-use crate::admin_cmd::{AdminCmd, TokenCmd};
-use crate::backup_cmd::BackupCmd;
-use crate::kmip_cmd::{ClientCertCmd, KmipCmd};
-use crate::lifecycle_cmd::LifecycleCmd;
-use crate::policy_cmd::PolicyCmd;
+use crate::admin::Ctx;
+use crate::admin_cmd::AdminCmd;
 use crate::{Cli, Command};
-use clap::Parser;
-use keyhold_server::admin_api::{
-    b64, decode_inputs, AdminExecutor, AdminRequest, AdminResponse, Client, Method, Outcome,
-    OutputFile,
-};
+use keyhold_server::admin_api::{AdminExecutor, Client, Method};
 use keyhold_server::data_dir::DataDir;
-use keyhold_service::admin::{Access, AdminIdentity};
+use keyhold_service::admin::AdminIdentity;
 use keyhold_service::KeyService;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-/// What `cmd` needs over the API; `None`: only locally, with the root of
-/// trust (it makes or opens data directories, or talks to the HSM).
-pub(crate) fn access(cmd: &Command) -> Option<Access> {
-    use Access::*;
-    Some(match cmd {
-        Command::Init { .. }
-        | Command::Serve { .. }
-        | Command::Hsm(_)
-        | Command::Root(_)
-        | Command::Doctor(_)
-        | Command::Completions { .. }
-        | Command::ManPages { .. }
-        | Command::Backup(BackupCmd::Restore(_)) => return None,
-        Command::Status => Status,
-        Command::Admin(AdminCmd::Whoami) => Status,
-        Command::Admin(AdminCmd::Token(TokenCmd::List)) => Read,
-        Command::Admin(AdminCmd::Token(_)) => Change,
-        Command::Store(StoreCmd::List | StoreCmd::Show { .. })
-        | Command::Store(StoreCmd::Credential(CredentialCmd::List { .. })) => Read,
-        Command::Store(_) => Change,
-        Command::Key(
-            KeyCmd::List { .. }
-            | KeyCmd::Show { .. }
-            | KeyCmd::Lifecycle(LifecycleCmd::Versions { .. }),
-        ) => Read,
-        Command::Key(_) => Change,
-        Command::Policy(
-            PolicyCmd::Show { .. }
-            | PolicyCmd::List
-            | PolicyCmd::Test { .. }
-            | PolicyCmd::Validate { .. },
-        ) => Read,
-        Command::Policy(_) => Change,
-        Command::Audit(_) => Audit,
-        Command::Kmip(KmipCmd::Status) => Status,
-        Command::Kmip(KmipCmd::ClientCert(ClientCertCmd::List)) => Read,
-        Command::Kmip(_) => Change,
-        Command::Backup(_) => Change,
-        Command::Lockdown | Command::Unlock => Change,
-    })
-}
-
-/// Files `cmd` reads (sent with the request) and writes (accepted back).
-fn files(cmd: &Command) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    match cmd {
-        Command::Backup(BackupCmd::Verify { file }) => (vec![file.clone()], vec![]),
-        Command::Backup(BackupCmd::Create { file }) => (vec![], vec![file.clone()]),
-        _ => (vec![], vec![]),
-    }
-}
-
-/// Runs admin commands inside the server for the admin API.
+/// Records the admin API's calls in the audit log's admin chain, for the
+/// server (which runs each call as a typed operation).
 pub(crate) struct Executor {
     service: Arc<KeyService>,
     data_dir: DataDir,
@@ -99,10 +42,10 @@ impl Executor {
         }
     }
 
-    fn ctx(&self, json: bool, actor: String) -> Ctx {
+    fn ctx(&self, actor: String) -> Ctx {
         Ctx {
             service: self.service.clone(),
-            json,
+            json: false,
             data_dir: self.data_dir.path.clone(),
             actor: Some(actor),
         }
@@ -116,91 +59,6 @@ impl Executor {
 }
 
 impl AdminExecutor for Executor {
-    fn execute(&self, who: &AdminIdentity, peer: SocketAddr, req: AdminRequest) -> Outcome {
-        let actor = format!("{} from {}", who.actor(), peer.ip());
-        let ctx = self.ctx(req.json, actor);
-        // Every authenticated call is recorded, the ones refused here too.
-        let bad = |msg: String| {
-            self.record(&ctx, &req.args, &Err(format!("refused: {msg}")));
-            Outcome::BadRequest(msg)
-        };
-        // Global options are the client's: none reaches the server, first
-        // or anywhere else (clap would take them after the command too).
-        const GLOBAL: [&str; 6] = [
-            "--data-dir",
-            "--config",
-            "--passphrase-file",
-            "--server",
-            "--server-ca",
-            "--token-file",
-        ];
-        let global = req.args.iter().any(|a| {
-            GLOBAL
-                .iter()
-                .any(|g| a == g || a.strip_prefix(g).is_some_and(|r| r.starts_with('=')))
-        });
-        if global || req.args.first().is_some_and(|a| a.starts_with('-')) {
-            return bad(
-                "global options (--data-dir, --config, --server, …) are not sent to the server; args start with the command".into(),
-            );
-        }
-        let argv = std::iter::once("keyhold".to_owned()).chain(req.args.iter().cloned());
-        let cli = match Cli::try_parse_from(argv) {
-            Ok(c) => c,
-            Err(err) => return bad(err.to_string()),
-        };
-        // How refusals name the command.
-        let what = req
-            .args
-            .iter()
-            .take(2)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(" ");
-        let Some(need) = access(&cli.command) else {
-            let msg = format!(
-                "`{what}` is not available over the admin API: run it on the server's host with the root of trust"
-            );
-            self.record(&ctx, &req.args, &Err(format!("refused: {msg}")));
-            return Outcome::BadRequest(msg);
-        };
-        if !need.allows(who.role) {
-            let msg = need.denied(&what, who);
-            self.record(&ctx, &req.args, &Err(msg.clone()));
-            return Outcome::Forbidden(msg);
-        }
-        let inputs = match decode_inputs(&req) {
-            Ok(i) => i,
-            Err(err) => {
-                self.record(&ctx, &req.args, &Err(format!("refused: {err}")));
-                return Outcome::BadRequest(err);
-            }
-        };
-        let (r, captured) = crate::cmdio::capture(inputs, || {
-            crate::run_admin(&ctx, &self.data_dir, &cli.command)
-        });
-        self.record(&ctx, &req.args, &r);
-        Outcome::Ran(AdminResponse {
-            ok: r.is_ok(),
-            stdout: captured.stdout,
-            stderr: captured.stderr,
-            error: r.err(),
-            outputs: captured
-                .outputs
-                .into_iter()
-                .map(|(k, (data, mode))| {
-                    (
-                        k,
-                        OutputFile {
-                            data: b64(&data),
-                            mode,
-                        },
-                    )
-                })
-                .collect(),
-        })
-    }
-
     fn record_call(
         &self,
         who: &AdminIdentity,
@@ -208,7 +66,7 @@ impl AdminExecutor for Executor {
         what: &str,
         outcome: Result<(), String>,
     ) {
-        let ctx = self.ctx(false, format!("{} from {}", who.actor(), peer.ip()));
+        let ctx = self.ctx(format!("{} from {}", who.actor(), peer.ip()));
         let words: Vec<String> = what.split(' ').map(str::to_owned).collect();
         self.record(&ctx, &words, &outcome);
     }
@@ -221,7 +79,7 @@ impl AdminExecutor for Executor {
             0 => why.to_owned(),
             n => format!("{why} ({n} more refusals before this one were not recorded: over {REFUSALS_RECORDED_PER_SEC}/s)"),
         };
-        let ctx = self.ctx(false, format!("unauthenticated from {}", peer.ip()));
+        let ctx = self.ctx(format!("unauthenticated from {}", peer.ip()));
         self.record(&ctx, &["authenticate".to_owned()], &Err(why));
     }
 }
@@ -256,18 +114,20 @@ fn token(args: &RemoteArgs) -> Result<zeroize::Zeroizing<String>, String> {
     Ok(t)
 }
 
-/// `keyhold --server URL COMMAND…`: runs COMMAND on the server, prints its
-/// output and writes the files it named.
-pub(crate) fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
+/// `keyhold --server URL COMMAND…`: runs COMMAND's typed operation on the
+/// server's admin API and prints its answer as the command does.
+pub(crate) fn run_remote(cli: &Cli) -> Result<(), String> {
     let args = &cli.remote;
     let url = args.server.as_deref().expect("called with --server");
-    if access(&cli.command).is_none() {
-        return Err("this command runs only on the server's host, with the root of trust (not with --server)".into());
-    }
+    let typed = match crate::typed::of(&cli.command) {
+        Some(t) => Some(t?),
+        None if matches!(cli.command, Command::Admin(AdminCmd::Whoami)) => None,
+        None => return Err("this command runs only on the server's host, with the root of trust (not with --server)".into()),
+    };
     let client = Client::new(url, args.server_ca.as_deref())?;
     let token = token(args)?;
-    if matches!(cli.command, Command::Admin(AdminCmd::Whoami)) {
-        let (status, v) = client.call(&token, Method::GET, "/admin/v1/whoami", None::<&()>)?;
+    let Some(t) = typed else {
+        let (status, v) = client.call(&token, Method::GET, "/v1/whoami", None::<&()>)?;
         if !status.is_success() {
             return Err(api_error(status.as_u16(), &v));
         }
@@ -281,53 +141,13 @@ pub(crate) fn run_remote(cli: &Cli, words: &[String]) -> Result<(), String> {
             );
         }
         return Ok(());
-    }
-    if let Some(t) = crate::typed::of(&cli.command) {
-        let t = t?;
-        let (method, path) = t.path();
-        let (status, v) = client.call(&token, method, &path, t.body.as_ref())?;
-        if !status.is_success() {
-            return Err(t.error(api_error(status.as_u16(), &v)));
-        }
-        return crate::typed::render(cli.json, &t, v);
-    }
-    let (inputs, outputs) = files(&cli.command);
-    let mut req = AdminRequest {
-        args: words.to_vec(),
-        json: cli.json,
-        ..Default::default()
     };
-    for p in inputs {
-        let bytes =
-            std::fs::read(&p).map_err(|err| format!("cannot read {}: {err}", p.display()))?;
-        req.inputs
-            .insert(p.to_string_lossy().into_owned(), b64(&bytes));
-    }
-    let (status, v) = client.call(&token, Method::POST, "/admin/v1/command", Some(&req))?;
+    let (method, path) = t.path();
+    let (status, v) = client.call(&token, method, &path, t.body.as_ref())?;
     if !status.is_success() {
-        return Err(api_error(status.as_u16(), &v));
+        return Err(t.error(api_error(status.as_u16(), &v)));
     }
-    let resp: AdminResponse =
-        serde_json::from_value(v).map_err(|err| format!("unexpected answer: {err}"))?;
-    print!("{}", resp.stdout);
-    eprint!("{}", resp.stderr);
-    for (path, f) in &resp.outputs {
-        // Only the files this command named: the server cannot make the
-        // client write anywhere else.
-        let p = Path::new(path);
-        if !outputs.iter().any(|o| o == p) {
-            return Err(format!(
-                "the server sent a file that was not asked for: {path}"
-            ));
-        }
-        let data = keyhold_server::admin_api::unb64(&f.data)
-            .map_err(|err| format!("the server sent {path}: {err}"))?;
-        crate::admin::write_file(p, &data, f.mode & 0o644)?;
-    }
-    match resp.error {
-        Some(err) if !resp.ok => Err(err),
-        _ => Ok(()),
-    }
+    crate::typed::render(cli.json, &t, v)
 }
 
 fn api_error(status: u16, v: &serde_json::Value) -> String {
@@ -340,6 +160,7 @@ fn api_error(status: u16, v: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use keyhold_service::admin::Role;
 
     fn cmd(args: &[&str]) -> Command {
@@ -348,6 +169,8 @@ mod tests {
             .command
     }
 
+    /// Every command the admin API runs is a typed operation, and the
+    /// route's role rule gives each role exactly its commands.
     #[test]
     fn roles_get_exactly_their_commands() {
         let table: &[(&[&str], [bool; 3])] = &[
@@ -382,8 +205,21 @@ mod tests {
             ),
             (&["backup", "create", "f"], [false, false, true]),
         ];
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("p");
+        std::fs::write(&policy, "[[rule]]\nname = \"x\"\neffect = \"allow\"\n").unwrap();
+        let backup = dir.path().join("f");
         for (args, want) in table {
-            let a = access(&cmd(args)).unwrap();
+            let args: Vec<&str> = args
+                .iter()
+                .map(|a| match *a {
+                    "p" => policy.to_str().unwrap(),
+                    "f" => backup.to_str().unwrap(),
+                    a => a,
+                })
+                .collect();
+            let t = crate::typed::of(&cmd(&args)).unwrap().unwrap();
+            let a = t.route.access();
             let got = [Role::Operator, Role::Auditor, Role::Custodian].map(|r| a.allows(r));
             assert_eq!(&got, want, "{args:?}");
         }
@@ -393,7 +229,7 @@ mod tests {
             &["hsm", "status"],
             &["backup", "restore", "f", "--root-key", "r"],
         ] {
-            assert!(access(&cmd(local)).is_none(), "{local:?}");
+            assert!(crate::typed::of(&cmd(local)).is_none(), "{local:?}");
         }
     }
 }

@@ -249,7 +249,7 @@ fn write_export(out: Option<&std::path::Path>, x: &AuditExportView) -> Result<()
             errln!("exported {} records", x.lines.len());
         }
         None => {
-            let mut w = crate::cmdio::Stdout;
+            let mut w = std::io::stdout().lock();
             w.write_all(text.as_bytes()).map_err(e)?;
             w.flush().map_err(e)?;
         }

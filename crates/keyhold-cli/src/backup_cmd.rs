@@ -1,15 +1,19 @@
 //! `keyhold backup create|verify|restore`: encrypted, authenticated
 //! snapshots of the database (either backend), taken online.
 
-use crate::admin::{e, Ctx, HsmArgs, JoinArgs};
+use crate::admin::{e, HsmArgs, JoinArgs};
 use crate::cmdio::outln;
 use crate::output;
+use crate::typed::{view, Typed};
 use clap::Subcommand;
 use keyhold_keystore::{RootOfTrust, SoftwareRoot};
+use keyhold_server::admin_ops::{BackupMade, BackupView};
+use keyhold_server::admin_v1::Route;
 use keyhold_server::data_dir::DataDir;
-use keyhold_service::backup::{self, BackupHeader};
+use keyhold_service::backup;
 use secrecy::SecretString;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -36,16 +40,8 @@ pub(crate) struct RestoreArgs {
     pub listen: String,
 }
 
-fn backend(ctx: &Ctx) -> &'static str {
-    if ctx.service.shared_storage() {
-        "postgres"
-    } else {
-        "sqlite"
-    }
-}
-
-fn summary(h: &BackupHeader) -> String {
-    let n = |t: &str| h.rows.get(t).copied().unwrap_or(0);
+fn summary(rows: &BTreeMap<String, usize>) -> String {
+    let n = |t: &str| rows.get(t).copied().unwrap_or(0);
     format!(
         "{} key store(s), {} key(s) with {} version(s), {} credential(s), {} policy(ies), {} KMIP object(s), {} audit checkpoint(s)",
         n("stores"),
@@ -58,52 +54,72 @@ fn summary(h: &BackupHeader) -> String {
     )
 }
 
-fn print(ctx_json: bool, what: &str, file: &Path, h: &BackupHeader) {
-    if ctx_json {
+fn print(
+    json: bool,
+    what: &str,
+    file: &Path,
+    created_ms: i64,
+    backend: &str,
+    rows: &BTreeMap<String, usize>,
+) {
+    if json {
         output::json(&json!({
             "file": file,
-            "created_ms": h.created_ms,
-            "backend": h.backend,
-            "rows": h.rows,
+            "created_ms": created_ms,
+            "backend": backend,
+            "rows": rows,
         }));
     } else {
-        outln!("{what} {}: {}", file.display(), summary(h));
+        outln!("{what} {}: {}", file.display(), summary(rows));
     }
 }
 
-pub(crate) fn run(ctx: &Ctx, cmd: &BackupCmd) -> Result<(), String> {
-    let root = ctx.service.barrier().root();
-    match cmd {
+/// The typed operation of `backup create` and `backup verify` (restore
+/// makes a data directory, so it is not one).
+pub(crate) fn typed(cmd: &BackupCmd) -> Option<Result<Typed, String>> {
+    Some(match cmd {
         BackupCmd::Create { file } => {
-            let (bytes, h) =
-                backup::create(ctx.service.maintenance(), &**root, backend(ctx)).map_err(e)?;
-            write_new(file, &bytes)?;
-            print(ctx.json, "wrote", file, &h);
-            Ok(())
+            if file.exists() {
+                return Some(Err(format!("cannot create {}: it exists", file.display())));
+            }
+            let mut t = Typed::new(Route::CreateBackup);
+            t.out = Some(file.clone());
+            Ok(t)
         }
-        BackupCmd::Verify { file } => {
-            let bytes = read(file)?;
-            let (h, _) = backup::open(&bytes, &**root).map_err(e)?;
-            print(ctx.json, "verified", file, &h);
-            Ok(())
-        }
-        BackupCmd::Restore(_) => unreachable!("restore has no data directory to open"),
-    }
+        BackupCmd::Verify { file } => crate::cmdio::read_input(file).map(|bytes| {
+            let mut t = Typed::with(
+                Route::VerifyBackup,
+                json!({ "data": keyhold_server::admin_api::b64(&bytes) }),
+            );
+            t.out = Some(file.clone());
+            t
+        }),
+        BackupCmd::Restore(_) => return None,
+    })
 }
 
-fn read(file: &Path) -> Result<Vec<u8>, String> {
-    crate::cmdio::read_input(file)
-}
-
-/// Writes the backup next to its final name, then renames it into place,
-/// so that an interrupted backup never looks complete.
-fn write_new(file: &Path, bytes: &[u8]) -> Result<(), String> {
-    if crate::cmdio::is_remote() {
-        return crate::cmdio::write_output(file, bytes, 0o600);
+/// Writes a backup just made (next to its final name, then renamed into
+/// place, so an interrupted write never looks complete), or says what a
+/// verified one holds.
+pub(crate) fn render(json: bool, t: &Typed, v: serde_json::Value) -> Result<(), String> {
+    let file = t.out.clone().unwrap_or_default();
+    if t.route == Route::CreateBackup {
+        let made: BackupMade = view(v)?;
+        let bytes = zeroize::Zeroizing::new(
+            keyhold_server::admin_api::unb64(&made.data)
+                .map_err(|_| "the backup came back damaged (not base64)".to_owned())?,
+        );
+        let tmp = file.with_extension("partial");
+        crate::admin::write_file(&tmp, &bytes, 0o600)?;
+        std::fs::rename(&tmp, &file)
+            .map_err(|err| format!("cannot write {}: {err}", file.display()))?;
+        let b = &made.backup;
+        print(json, "wrote", &file, b.created_ms, &b.backend, &b.rows);
+    } else {
+        let b: BackupView = view(v)?;
+        print(json, "verified", &file, b.created_ms, &b.backend, &b.rows);
     }
-    let tmp = file.with_extension("partial");
-    crate::admin::write_file(&tmp, bytes, 0o600)?;
-    std::fs::rename(&tmp, file).map_err(|err| format!("cannot write {}: {err}", file.display()))
+    Ok(())
 }
 
 /// Restores into a data directory that does not exist yet: checks the
@@ -132,7 +148,7 @@ pub(crate) fn restore(
             )
         }
     };
-    let bytes = read(&args.file)?;
+    let bytes = crate::cmdio::read_input(&args.file)?;
     let (h, mut snap) = backup::open(&bytes, &*root).map_err(e)?;
     // The audit checkpoints describe the old node's logs, which the new
     // node does not have: it starts chains of its own. The heads are kept
@@ -183,7 +199,7 @@ pub(crate) fn restore(
             })).collect::<Vec<_>>(),
         }));
     } else {
-        outln!("restored {}: {}", args.file.display(), summary(&h));
+        outln!("restored {}: {}", args.file.display(), summary(&h.rows));
         for (store, id, state) in &keys {
             outln!("  key {store} {id}: {state}");
         }

@@ -404,7 +404,6 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
     }
     match cmd {
         Command::Key(cmd) => admin::key(ctx, cmd),
-        Command::Backup(cmd) => backup_cmd::run(ctx, cmd),
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
         Command::Doctor(args) => doctor::run(ctx, dd, args),
         Command::Store(_)
@@ -413,6 +412,7 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
         | Command::Policy(_)
         | Command::Kmip(_)
         | Command::Audit(_)
+        | Command::Backup(_)
         | Command::Status => Err(typed::NOT_TYPED.into()),
         Command::Init { .. }
         | Command::Serve { .. }
@@ -428,7 +428,7 @@ pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.remote.server.is_some() {
-        return match api::run_remote(&cli, &command_words()) {
+        return match api::run_remote(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("keyhold: {e}");

@@ -14,9 +14,9 @@ use crate::output;
 use crate::policy_cmd::{PolicyCmd, ScopeArgs};
 use crate::Command;
 use keyhold_server::admin_ops::{
-    AdminOps, CredentialView, InForceView, KeyAction, KeyView, LockdownView, NewCredentialView,
-    NewTokenView, PolicyCheck, PolicyDecision, PolicyRemoved, PolicySummary, PolicyView,
-    StatusView, StoreView, TokenView, TrimmedView, VersionView, MAX_LIST,
+    AdminOps, CredentialView, InForceView, KeyAction, KeyView, KeysMade, LockdownView,
+    NewCredentialView, NewTokenView, PolicyCheck, PolicyDecision, PolicyRemoved, PolicySummary,
+    PolicyView, StatusView, StoreView, TokenView, TrimmedView, VersionView, MAX_LIST,
 };
 use keyhold_server::admin_v1::{self, Route};
 use serde::de::DeserializeOwned;
@@ -107,6 +107,9 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
     }
     if let Command::Audit(a) = cmd {
         return Some(crate::audit_cmd::typed(a));
+    }
+    if let Command::Backup(b) = cmd {
+        return crate::backup_cmd::typed(b);
     }
     Some(Ok(match cmd {
         Command::Store(s) => match s {
@@ -402,6 +405,37 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
                 }),
             )
         }
+        KeyCmd::Create { protection, .. } if protection == "hsm" => {
+            return Some(Err(
+                "--count is for software keys; create HSM keys one at a time".into(),
+            ))
+        }
+        KeyCmd::Create {
+            prefix,
+            key_id,
+            usage,
+            count,
+            lifecycle,
+            ..
+        } => {
+            let l = match lifecycle.lifecycle() {
+                Ok(l) => l,
+                Err(e) => return Some(Err(e)),
+            };
+            let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
+            Typed::with(
+                Route::CreateKeys(prefix.clone()),
+                json!({
+                    "count": count,
+                    "key_id": key_id,
+                    "usage": usage,
+                    "pre_active": l.state == keyhold_core::KeyState::PreActive,
+                    "activate_at": lifecycle.activate_at,
+                    "deactivate_at": lifecycle.deactivate_at,
+                    "rotation_period_s": l.rotation_period,
+                }),
+            )
+        }
         KeyCmd::ImportHsm {
             prefix,
             label,
@@ -418,7 +452,8 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
             prefix,
             limit,
             after,
-        } if *limit <= MAX_LIST => {
+        } => {
+            let limit = (*limit).min(MAX_LIST);
             let mut t = Typed::new(Route::ListKeys(prefix.clone()));
             t.query = format!("limit={limit}");
             if let Some(a) = after {
@@ -480,6 +515,13 @@ pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
             print_stores(json, std::slice::from_ref(&s));
         }
         Route::ListKeys(_) => print_keys(json, &view::<Vec<KeyView>>(v)?),
+        Route::CreateKeys(_) => {
+            let m: KeysMade = view(v)?;
+            if m.created > 1000 && !json {
+                outln!("Created {} keys; the first 1000:", m.created);
+            }
+            print_keys(json, &m.keys);
+        }
         r if r.answers_one_key() => {
             let k: KeyView = view(v)?;
             in_force(k.in_force.as_ref());
@@ -544,6 +586,7 @@ fn render_admin(json: bool, t: &Typed, v: Value) -> Result<(), String> {
         Route::AuditVerify | Route::AuditQuery | Route::AuditExport => {
             crate::audit_cmd::render(json, t, v)?
         }
+        Route::CreateBackup | Route::VerifyBackup => crate::backup_cmd::render(json, t, v)?,
         Route::ListTokens => print_tokens(json, &view::<Vec<TokenView>>(v)?),
         Route::CreateToken => {
             let t: NewTokenView = view(v)?;

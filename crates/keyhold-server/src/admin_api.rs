@@ -1,15 +1,10 @@
-//! The admin API: the custodians' commands over HTTPS, authenticated by a
-//! bearer token that carries one role (custodian, auditor, operator).
-//!
-//! `POST /admin/v1/command` runs one `keyhold` admin command on the server
-//! (`{"args": ["key", "disable", "/t", "k1"], "json": false, "inputs":
-//! {PATH: BASE64}}`) and answers with its output and the files it wrote;
-//! `GET /admin/v1/whoami` names the caller. The typed API, `/v1/…`
-//! (resources as JSON, described by an OpenAPI document), is
-//! [`crate::admin_v1`]. Which role may run which
-//! command, and the audit record of each call, belong to the executor (the
-//! CLI, which owns the command set); this module authenticates, limits
-//! sizes and moves bytes.
+//! The admin API: key stores, keys, policies, tokens, audit, KMIP
+//! administration and backups over HTTPS, as typed JSON resources under
+//! `/v1/…` ([`crate::admin_v1`]), authenticated by a bearer token that
+//! carries one role (custodian, auditor, operator). This module is the
+//! HTTP side: TLS, connection and size limits, the token, reading the
+//! body; every authenticated call and every refusal is recorded through
+//! the [`AdminExecutor`].
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -18,8 +13,8 @@ pub use hyper::Method;
 use hyper::{Request, Response, StatusCode};
 use keyhold_service::admin::AdminIdentity;
 use keyhold_service::KeyService;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Serialize;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,58 +37,13 @@ pub const LIMITS: crate::conn::ConnLimits = crate::conn::ConnLimits {
     idle: Duration::from_secs(60),
 };
 
-/// One command for the server to run.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminRequest {
-    /// The command words, as after `keyhold` (no global options).
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub json: bool,
-    /// Files the command reads, by the path named in `args`: base64.
-    #[serde(default)]
-    pub inputs: BTreeMap<String, String>,
-}
-
-/// A file the command wrote, for the client to write at the path it named.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutputFile {
-    /// Base64.
-    pub data: String,
-    pub mode: u32,
-}
-
-/// What the command did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct AdminResponse {
-    pub ok: bool,
-    #[serde(default)]
-    pub stdout: String,
-    #[serde(default)]
-    pub stderr: String,
-    pub error: Option<String>,
-    #[serde(default)]
-    pub outputs: BTreeMap<String, OutputFile>,
-}
-
-/// The executor's verdict on a request.
-pub enum Outcome {
-    /// The command ran (successfully or not).
-    Ran(AdminResponse),
-    /// The caller's role may not run this command (403).
-    Forbidden(String),
-    /// Not a command the API runs (400).
-    BadRequest(String),
-}
-
-/// Runs admin commands for authenticated callers (blocking: it is called
+/// Records the admin API's calls in the audit log (blocking: it is called
 /// on a blocking thread).
 pub trait AdminExecutor: Send + Sync + 'static {
-    fn execute(&self, who: &AdminIdentity, peer: SocketAddr, req: AdminRequest) -> Outcome;
     /// Records a request that presented no valid token.
     fn refused(&self, peer: SocketAddr, why: &str);
-    /// Records an authenticated call that ran no command (`whoami`, or a
-    /// body that could not be read): every authenticated call is audited.
+    /// Records an authenticated call (`what`: the command it amounts to)
+    /// and its outcome: every authenticated call is audited.
     fn record_call(
         &self,
         who: &AdminIdentity,
@@ -232,52 +182,10 @@ async fn handle(
     if req.uri().path().starts_with(crate::admin_v1::PREFIX) {
         return v1(req, peer, service, exec, ops).await;
     }
-    let route = match (req.method(), req.uri().path()) {
-        (&Method::POST, "/admin/v1/command") => "command",
-        (&Method::GET, "/admin/v1/whoami") => "whoami",
-        (_, "/admin/v1/command" | "/admin/v1/whoami") => {
-            return error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
-        _ => return error(StatusCode::NOT_FOUND, "no such admin API path"),
-    };
-    let who = match caller(req.headers(), peer, &service, &exec).await {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    if route == "whoami" {
-        let (e2, w2) = (exec.clone(), who.clone());
-        let _ =
-            tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, "admin whoami", Ok(())))
-                .await;
-        return json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "name": who.name, "role": who.role.as_str(), "token_id": who.token_id }),
-        );
-    }
-    let read = read_body(req.into_body()).await;
-    let request = read.and_then(|body| {
-        serde_json::from_slice::<AdminRequest>(&body)
-            .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed request: {e}")))
-    });
-    let request = match request {
-        Ok(r) => r,
-        Err((status, why)) => {
-            return unreadable(&exec, &who, peer, "command (unreadable)", status, why).await
-        }
-    };
-    let outcome = tokio::task::spawn_blocking(move || exec.execute(&who, peer, request)).await;
-    match outcome {
-        Ok(Outcome::Ran(resp)) => json_response(
-            StatusCode::OK,
-            &serde_json::to_value(resp).unwrap_or_default(),
-        ),
-        Ok(Outcome::Forbidden(why)) => error(StatusCode::FORBIDDEN, &why),
-        Ok(Outcome::BadRequest(why)) => error(StatusCode::BAD_REQUEST, &why),
-        Err(e) => {
-            tracing::error!(error = %e, "admin command panicked");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-        }
-    }
+    error(
+        StatusCode::NOT_FOUND,
+        "no such admin API path (the API is under /v1/)",
+    )
 }
 
 /// A `/v1/…` request: the typed API (see [`crate::admin_v1`]).
@@ -308,6 +216,18 @@ async fn v1(
         Ok(w) => w,
         Err(r) => return r,
     };
+    if route == Route::Whoami {
+        let (e2, w2) = (exec.clone(), who.clone());
+        let _ =
+            tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, "admin whoami", Ok(())))
+                .await;
+        let v = crate::admin_ops::WhoamiView {
+            name: who.name.clone(),
+            role: who.role.as_str().into(),
+            token_id: who.token_id.clone(),
+        };
+        return json_response(StatusCode::OK, &serde_json::to_value(v).unwrap_or_default());
+    }
     let query = req.uri().query().unwrap_or("").to_owned();
     let body = match read_body(req.into_body()).await {
         Ok(b) => b,
@@ -416,19 +336,6 @@ pub async fn serve_admin(
             }
         });
     }
-}
-
-/// Decodes a request's input files.
-pub fn decode_inputs(req: &AdminRequest) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    req.inputs
-        .iter()
-        .map(|(k, v)| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v)
-                .map(|b| (k.clone(), b))
-                .map_err(|_| format!("input file {k}: not base64"))
-        })
-        .collect()
 }
 
 /// Decodes bytes of a request or response.

@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 mod audit;
+mod backups;
 mod kmip;
 mod lifecycle;
 mod policies;
 mod tokens;
 pub use audit::*;
+pub use backups::*;
 pub use kmip::*;
 pub use lifecycle::*;
 pub use policies::*;
@@ -28,7 +30,7 @@ pub use tokens::*;
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most keys one listing returns, and how many when not told.
-pub const MAX_LIST: usize = 10_000;
+pub const MAX_LIST: usize = 100_000;
 pub const DEFAULT_LIST: usize = 1000;
 
 /// A failed operation: the HTTP status it answers with and why.
@@ -243,6 +245,34 @@ pub struct CreateKey {
     /// Rotate automatically every this many seconds (at least a day).
     #[serde(default)]
     pub rotation_period_s: Option<i64>,
+}
+
+/// Many software keys at once: ids `KEY_ID-000001`… (random when no
+/// `key_id`), the same usage and lifecycle, 1,000 to a transaction.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeys {
+    pub count: u32,
+    #[serde(default)]
+    pub key_id: Option<String>,
+    #[serde(default)]
+    pub usage: Option<Vec<String>>,
+    #[serde(default)]
+    pub pre_active: bool,
+    #[serde(default)]
+    pub activate_at: Option<String>,
+    #[serde(default)]
+    pub deactivate_at: Option<String>,
+    #[serde(default)]
+    pub rotation_period_s: Option<i64>,
+}
+
+/// Keys made at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KeysMade {
+    pub created: u32,
+    /// The first 1,000 of them.
+    pub keys: Vec<KeyView>,
 }
 
 /// A key that already exists in the HSM, adopted (e.g. from another XKS proxy).
@@ -558,6 +588,45 @@ impl AdminOps {
             }
         };
         Ok(KeyView::of(&k))
+    }
+
+    pub fn create_keys(&self, store: &str, req: &CreateKeys) -> OpResult<KeysMade> {
+        let p = store_prefix(store)?;
+        let usage = usage_of(&req.usage)?;
+        let lifecycle = CreateKey {
+            pre_active: req.pre_active,
+            activate_at: req.activate_at.clone(),
+            deactivate_at: req.deactivate_at.clone(),
+            rotation_period_s: req.rotation_period_s,
+            ..CreateKey::default()
+        }
+        .lifecycle()?;
+        let random = || {
+            keyhold_crypto::random_uuid()
+                .map_err(|_| OpError::new(500, "random number generator failed"))
+        };
+        let mut made = Vec::new();
+        // Batches of 1000 keys per transaction: 100k keys take seconds, not minutes.
+        let mut batch = Vec::with_capacity(1000);
+        for i in 0..req.count {
+            batch.push(match (&req.key_id, req.count) {
+                (Some(id), 1) => key_id(id)?,
+                (Some(id), _) => key_id(&format!("{id}-{:06}", i + 1))?,
+                (None, _) => key_id(&random()?)?,
+            });
+            if batch.len() == 1000 || i + 1 == req.count {
+                let keys = self
+                    .service
+                    .create_keys_with(&p, &batch, usage, &lifecycle)?;
+                let room = 1000usize.saturating_sub(made.len());
+                made.extend(keys.iter().take(room).map(KeyView::of));
+                batch.clear();
+            }
+        }
+        Ok(KeysMade {
+            created: req.count,
+            keys: made,
+        })
     }
 
     pub fn import_hsm_key(&self, store: &str, req: &ImportHsmKey) -> OpResult<KeyView> {

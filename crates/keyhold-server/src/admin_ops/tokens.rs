@@ -58,6 +58,15 @@ impl std::fmt::Debug for NewTokenView {
     }
 }
 
+/// The caller of the admin API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WhoamiView {
+    pub name: String,
+    /// custodian, auditor or operator.
+    pub role: String,
+    pub token_id: String,
+}
+
 /// One external key manager's health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EkmView {

@@ -79,7 +79,7 @@ pub(super) fn remove_credential(ops: &AdminOps, store: &str, access_key_id: &str
 #[utoipa::path(get, path = "/v1/stores/{store}/keys", tag = "keys",
     params(("store" = String, Path),
         ("after" = Option<String>, Query, description = "list keys after this key id"),
-        ("limit" = Option<usize>, Query, description = "at most this many (1 to 10000, default 1000)")),
+        ("limit" = Option<usize>, Query, description = "at most this many (1 to 100000, default 1000)")),
     description = "Role: auditor or custodian.",
     responses((status = 200, body = [KeyView]), (status = 404, body = OpError)),
     security(("bearer" = [])))]
@@ -101,6 +101,17 @@ pub(super) fn list_keys(
     security(("bearer" = [])))]
 pub(super) fn create_key(ops: &AdminOps, store: &str, req: CreateKey) -> OpResult<KeyView> {
     ops.create_key(store, &req)
+}
+
+/// Creates many software keys at once.
+#[utoipa::path(post, path = "/v1/stores/{store}/keys/batch", tag = "keys", request_body = CreateKeys,
+    params(("store" = String, Path)),
+    description = "Role: custodian.",
+    responses((status = 201, body = KeysMade), (status = 400, body = OpError),
+        (status = 404, body = OpError), (status = 409, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn create_keys(ops: &AdminOps, store: &str, req: CreateKeys) -> OpResult<KeysMade> {
+    ops.create_keys(store, &req)
 }
 
 /// Adopts an AES-256 key that already exists in the HSM.
@@ -298,6 +309,32 @@ pub(super) fn set_version_flag(
     security(("bearer" = [])))]
 pub(super) fn status(ops: &AdminOps) -> OpResult<StatusView> {
     ops.status()
+}
+
+/// Names the caller: the token's name, role and id.
+#[utoipa::path(get, path = "/v1/whoami", tag = "status",
+    description = "Role: any.",
+    responses((status = 200, body = WhoamiView)),
+    security(("bearer" = [])))]
+#[allow(dead_code)]
+pub(super) fn whoami() {}
+
+/// Takes a consistent, encrypted backup online (traffic goes on).
+#[utoipa::path(post, path = "/v1/backups", tag = "backups",
+    description = "Role: custodian.",
+    responses((status = 201, body = BackupMade)),
+    security(("bearer" = [])))]
+pub(super) fn create_backup(ops: &AdminOps) -> OpResult<BackupMade> {
+    ops.create_backup()
+}
+
+/// Checks a backup with this key manager's root of trust.
+#[utoipa::path(post, path = "/v1/backups/verify", tag = "backups", request_body = BackupData,
+    description = "Role: custodian.",
+    responses((status = 200, body = BackupView), (status = 400, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn verify_backup(ops: &AdminOps, req: BackupData) -> OpResult<BackupView> {
+    ops.verify_backup(&req)
 }
 
 /// Verifies every audit chain's MACs and order against its checkpoints
@@ -591,23 +628,25 @@ impl utoipa::Modify for BearerAuth {
         description = "Key stores, credentials, keys and break glass, for custodians, auditors and operators. Every call is recorded in the audit log.",
         license(name = "Apache-2.0 OR MIT")),
     paths(list_stores, create_store, get_store, set_store_status, list_credentials,
-        add_credential, remove_credential, list_keys, create_key, import_hsm_key, get_key, set_key_status,
+        add_credential, remove_credential, list_keys, create_key, create_keys, import_hsm_key, get_key, set_key_status,
         rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
         set_min_decrypt_version, set_usage, list_versions, trim_versions, set_version_flag,
         status, list_tokens, create_token, revoke_token, kmip_status, list_client_certs,
-        issue_client_cert, revoke_client_certs, grant, ungrant, purge_destroyed, audit_verify,
+        issue_client_cert, revoke_client_certs, grant, ungrant, purge_destroyed, whoami,
+        create_backup, verify_backup, audit_verify,
         audit_query, audit_export,
         list_policies, validate_policy, get_policy, set_policy, remove_policy, test_policy,
         get_key_policy, set_key_policy, remove_key_policy, test_key_policy,
         get_lockdown, set_lockdown),
     components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
-        CreateKey, ImportHsmKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
+        CreateKey, CreateKeys, KeysMade, ImportHsmKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
         VersionView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
         PolicyCheck, PolicyTest, PolicyDecision, CreateToken, TokenView, NewTokenView, StatusView,
         EkmView, IntegrityView, ServerView, ClientCertView, IssueClientCert, IssuedCertView,
         RevokedCertsView, GrantView, PurgeDestroyed, PurgedView, ObjectCount, KmipStatusView,
-        AuditFilter, AuditVerify, AuditVerifyView, ChainView, AuditExportView)),
+        AuditFilter, AuditVerify, AuditVerifyView, ChainView, AuditExportView, WhoamiView,
+        BackupMade, BackupView, BackupData)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -40,6 +40,7 @@ pub enum Route {
     RemoveCredential(String, String),
     ListKeys(String),
     CreateKey(String),
+    CreateKeys(String),
     ImportHsmKey(String),
     GetKey(String, String),
     SetKeyStatus(String, String),
@@ -55,6 +56,9 @@ pub enum Route {
     TrimVersions(String, String),
     SetVersionFlag(String, String, u32),
     Status,
+    Whoami,
+    CreateBackup,
+    VerifyBackup,
     AuditVerify,
     AuditQuery,
     AuditExport,
@@ -135,6 +139,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores", _, "credentials"] => allowed(Route::ListCredentials(s(1)), get),
         ["stores", _, "credentials", _] => allowed(Route::RemoveCredential(s(1), s(3)), delete),
         ["status"] => allowed(Route::Status, get),
+        ["whoami"] => allowed(Route::Whoami, get),
+        ["backups"] => allowed(Route::CreateBackup, post),
+        ["backups", "verify"] => allowed(Route::VerifyBackup, post),
         ["audit", "verify"] => allowed(Route::AuditVerify, post),
         ["audit", "query"] => allowed(Route::AuditQuery, post),
         ["audit", "export"] => allowed(Route::AuditExport, post),
@@ -162,6 +169,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores", _, "hsm-keys"] => allowed(Route::ImportHsmKey(s(1)), post),
         ["stores", _, "keys"] if post => Ok(Route::CreateKey(s(1))),
         ["stores", _, "keys"] => allowed(Route::ListKeys(s(1)), get),
+        ["stores", _, "keys", "batch"] if post => Ok(Route::CreateKeys(s(1))),
         ["stores", _, "keys", _] if patch => Ok(Route::SetKeyStatus(s(1), s(3))),
         ["stores", _, "keys", _] => allowed(Route::GetKey(s(1), s(3)), get),
         ["stores", _, "keys", _, "rotate"] => allowed(Route::RotateKey(s(1), s(3)), post),
@@ -230,6 +238,7 @@ impl Route {
             Route::ListKeys(s) => (Method::GET, format!("stores/{}/keys", seg(s))),
             Route::CreateKey(s) => (Method::POST, format!("stores/{}/keys", seg(s))),
             Route::ImportHsmKey(s) => (Method::POST, format!("stores/{}/hsm-keys", seg(s))),
+            Route::CreateKeys(s) => (Method::POST, format!("stores/{}/keys/batch", seg(s))),
             Route::GetKey(s, k) => (Method::GET, format!("stores/{}/keys/{}", seg(s), seg(k))),
             Route::SetKeyStatus(s, k) => {
                 (Method::PATCH, format!("stores/{}/keys/{}", seg(s), seg(k)))
@@ -253,6 +262,9 @@ impl Route {
                 key_sub(Method::PUT, s, k, &format!("versions/{v}/flag"))
             }
             Route::Status => (Method::GET, "status".into()),
+            Route::Whoami => (Method::GET, "whoami".into()),
+            Route::CreateBackup => (Method::POST, "backups".into()),
+            Route::VerifyBackup => (Method::POST, "backups/verify".into()),
             Route::AuditVerify => (Method::POST, "audit/verify".into()),
             Route::AuditQuery => (Method::POST, "audit/query".into()),
             Route::AuditExport => (Method::POST, "audit/export".into()),
@@ -307,9 +319,11 @@ impl Route {
     /// What the caller's role must allow.
     pub fn access(&self) -> Access {
         match self {
-            Route::OpenApi | Route::GetLockdown | Route::Status | Route::KmipStatus => {
-                Access::Status
-            }
+            Route::OpenApi
+            | Route::GetLockdown
+            | Route::Status
+            | Route::KmipStatus
+            | Route::Whoami => Access::Status,
             Route::ListStores
             | Route::GetStore(_)
             | Route::ListCredentials(_)
@@ -359,6 +373,7 @@ impl Route {
                 id => format!("key create {} {id}", p(s)),
             },
             Route::ImportHsmKey(s) => format!("key import-hsm {} --label {}", p(s), field("label")),
+            Route::CreateKeys(s) => format!("key create {} --count (sent)", p(s)),
             Route::GetKey(s, k) => format!("key show {} {k}", p(s)),
             Route::SetKeyStatus(s, k) => format!("key {} {} {k}", switch(), p(s)),
             Route::RotateKey(s, k) => format!("key rotate {} {k}", p(s)),
@@ -374,6 +389,9 @@ impl Route {
             Route::TrimVersions(s, k) => format!("key trim-versions {} {k}", p(s)),
             Route::SetVersionFlag(s, k, _) => format!("key flag-version {} {k}", p(s)),
             Route::Status => "status".into(),
+            Route::Whoami => "admin whoami".into(),
+            Route::CreateBackup => "backup create (sent)".into(),
+            Route::VerifyBackup => "backup verify (sent)".into(),
             Route::AuditVerify => "audit verify".into(),
             Route::AuditQuery => "audit query".into(),
             Route::AuditExport => "audit export".into(),
@@ -482,6 +500,7 @@ pub fn run(
         }
         Route::CreateKey(s) => json(S::CREATED, create_key(ops, s, body(bytes)?)?),
         Route::ImportHsmKey(s) => json(S::CREATED, import_hsm_key(ops, s, body(bytes)?)?),
+        Route::CreateKeys(s) => json(S::CREATED, create_keys(ops, s, body(bytes)?)?),
         Route::GetKey(s, k) => json(S::OK, get_key(ops, s, k)?),
         Route::SetKeyStatus(s, k) => json(S::OK, set_key_status(ops, s, k, body(bytes)?)?),
         Route::RotateKey(s, k) => json(S::OK, rotate_key(ops, s, k)?),
@@ -499,6 +518,13 @@ pub fn run(
             json(S::OK, set_version_flag(ops, s, k, *v, body(bytes)?)?)
         }
         Route::Status => json(S::OK, status(ops)?),
+        // The caller is named by the HTTP layer, which knows it.
+        Route::Whoami => Err(OpError::new(
+            400,
+            "whoami names the caller of the admin API",
+        )),
+        Route::CreateBackup => json(S::CREATED, create_backup(ops)?),
+        Route::VerifyBackup => json(S::OK, verify_backup(ops, body(bytes)?)?),
         Route::AuditVerify => json(S::OK, audit_verify(ops, body_or_default(bytes)?)?),
         Route::AuditQuery => json(S::OK, audit_query(ops, body_or_default(bytes)?)?),
         Route::AuditExport => json(S::OK, audit_export(ops, body_or_default(bytes)?)?),
@@ -575,6 +601,7 @@ mod tests {
             Route::ListKeys(s.clone()),
             Route::CreateKey(s.clone()),
             Route::ImportHsmKey(s.clone()),
+            Route::CreateKeys(s.clone()),
             Route::GetKey(s.clone(), k.clone()),
             Route::SetKeyStatus(s.clone(), k.clone()),
             Route::RotateKey(s.clone(), k.clone()),
@@ -591,6 +618,9 @@ mod tests {
             Route::TrimVersions(s.clone(), k.clone()),
             Route::SetVersionFlag(s.clone(), k.clone(), 3),
             Route::Status,
+            Route::Whoami,
+            Route::CreateBackup,
+            Route::VerifyBackup,
             Route::AuditVerify,
             Route::AuditQuery,
             Route::AuditExport,
