@@ -373,9 +373,30 @@ fn lifecycle(cmd: &LifecycleCmd) -> Result<Typed, String> {
     }
 }
 
+/// The body of a key creation: usage and lifecycle (checked here first,
+/// as the command always did), plus `extra` fields.
+fn create_body(
+    usage: &str,
+    lifecycle: &crate::lifecycle_cmd::CreateLifecycle,
+    extra: Value,
+) -> Result<Value, String> {
+    let l = lifecycle.lifecycle()?;
+    let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
+    let mut body = json!({
+        "usage": usage,
+        "pre_active": l.state == keyhold_core::KeyState::PreActive,
+        "activate_at": lifecycle.activate_at,
+        "deactivate_at": lifecycle.deactivate_at,
+        "rotation_period_s": l.rotation_period,
+    });
+    if let (Value::Object(b), Value::Object(x)) = (&mut body, extra) {
+        b.extend(x);
+    }
+    Ok(body)
+}
+
 fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
     Some(Ok(match cmd {
-        // One key at a time (several at once stay a command of their own).
         KeyCmd::Create {
             prefix,
             key_id,
@@ -385,31 +406,19 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
             hsm_label,
             lifecycle,
         } => {
-            // Dates and periods are checked here first, as the command always did.
-            let l = match lifecycle.lifecycle() {
-                Ok(l) => l,
+            let extra =
+                json!({ "key_id": key_id, "protection": protection, "hsm_label": hsm_label });
+            match create_body(usage, lifecycle, extra) {
+                Ok(b) => Typed::with(Route::CreateKey(prefix.clone()), b),
                 Err(e) => return Some(Err(e)),
-            };
-            let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
-            Typed::with(
-                Route::CreateKey(prefix.clone()),
-                json!({
-                    "key_id": key_id,
-                    "usage": usage,
-                    "protection": protection,
-                    "hsm_label": hsm_label,
-                    "pre_active": l.state == keyhold_core::KeyState::PreActive,
-                    "activate_at": lifecycle.activate_at,
-                    "deactivate_at": lifecycle.deactivate_at,
-                    "rotation_period_s": l.rotation_period,
-                }),
-            )
+            }
         }
         KeyCmd::Create { protection, .. } if protection == "hsm" => {
             return Some(Err(
                 "--count is for software keys; create HSM keys one at a time".into(),
             ))
         }
+        // Several at once: in batches, in one request.
         KeyCmd::Create {
             prefix,
             key_id,
@@ -417,25 +426,14 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
             count,
             lifecycle,
             ..
-        } => {
-            let l = match lifecycle.lifecycle() {
-                Ok(l) => l,
-                Err(e) => return Some(Err(e)),
-            };
-            let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
-            Typed::with(
-                Route::CreateKeys(prefix.clone()),
-                json!({
-                    "count": count,
-                    "key_id": key_id,
-                    "usage": usage,
-                    "pre_active": l.state == keyhold_core::KeyState::PreActive,
-                    "activate_at": lifecycle.activate_at,
-                    "deactivate_at": lifecycle.deactivate_at,
-                    "rotation_period_s": l.rotation_period,
-                }),
-            )
-        }
+        } => match create_body(
+            usage,
+            lifecycle,
+            json!({ "count": count, "key_id": key_id }),
+        ) {
+            Ok(b) => Typed::with(Route::CreateKeys(prefix.clone()), b),
+            Err(e) => return Some(Err(e)),
+        },
         KeyCmd::ImportHsm {
             prefix,
             label,
