@@ -21,6 +21,20 @@ fn softhsm_token(label: &str) -> SoftHsm {
     h
 }
 
+/// Copies a directory tree (SoftHSM's token store: a few small files).
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
 struct HsmEnv {
     env: Env,
     hsm: SoftHsm,
@@ -221,6 +235,30 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             && !said.contains("root.key"),
         "{said}"
     );
+    // SoftHSM rewrites its token file on every login, in place: a kill
+    // during that write leaves SoftHSM unable to read its own token (a real
+    // HSM is transactional). A migration writes no object to the token,
+    // so the token as it is now is the token as it must stay: it is put
+    // back whenever a kill broke SoftHSM's file, and only then.
+    let tokens = hsm.dir.join("tokens");
+    let saved = hsm.dir.join("tokens.saved");
+    copy_dir(&tokens, &saved);
+    let mend_token = || {
+        let slots = Command::new("softhsm2-util")
+            .arg("--show-slots")
+            .env("SOFTHSM2_CONF", conf)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&slots.stdout);
+        if !listed
+            .lines()
+            .any(|l| l.trim() == "Label:            keyhold")
+        {
+            eprintln!("SoftHSM's token file was cut by the kill: put back");
+            std::fs::remove_dir_all(&tokens).unwrap();
+            copy_dir(&saved, &tokens);
+        }
+    };
     let migrate_args = [
         "root",
         "migrate-to-hsm",
@@ -263,6 +301,7 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             kills += 1;
         }
         child.wait().unwrap();
+        mend_token();
         if env.data().join("root.pkcs11.toml.pending").exists() {
             // An interrupted move is refused, not half-used.
             let out = env
