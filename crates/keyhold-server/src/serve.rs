@@ -254,50 +254,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (main_certs, kmip_certs) = cert_sources(config)?;
-    let tls = if config.insecure_http {
-        tracing::warn!("serving plain HTTP (insecure_http): for local testing only");
-        None
-    } else {
-        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-            main_certs.clone().expect("validated"),
-            config.tls.client_ca.as_deref(),
-            config.tls.client_subject.as_deref(),
-        )?))
-    };
-    {
-        let mut all: Vec<_> = main_certs.iter().cloned().collect();
-        if let Some(k) = &kmip_certs {
-            if !all.iter().any(|m| Arc::ptr_eq(m, k)) {
-                all.push(k.clone());
-            }
-        }
-        spawn_cert_reloader(all);
-    }
+    let tls = xks_tls(config, &main_certs, &kmip_certs)?;
     let (listener, addr) = bind(config.listen).await?;
-    let presence = match crate::presence::Presence::register(
-        &config.data_dir,
-        &service.nodes(),
-        config.storage.lease(),
-    ) {
-        Ok(p) => {
-            // On shared storage, cached keys serve only under the lease.
-            if let Some(until) = p.lease_until() {
-                service.set_lease(until);
-            }
-            Some(Arc::new(p))
-        }
-        // On shared storage a node that is not in the node list would
-        // serve outside every lease and break-glass wait: it does not start.
-        Err(e) if service.shared_storage() => {
-            return Err(ServeError::Nodes(format!(
-                "cannot join the database's node list ({e}): not starting, since break glass could not reach this node"
-            )));
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot register with the data directory; break-glass commands will not wait for this server");
-            None
-        }
-    };
+    let presence = join_nodes(config, &service)?;
     let mut xks = xks_config(config);
     if config.xks.fleet_size.is_none() {
         xks.live_fleet = presence.as_ref().and_then(|p| p.fleet());
@@ -310,59 +269,10 @@ pub async fn serve(
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut listeners = vec![("xks".to_owned(), format!("{scheme}://{addr}"))];
     let api = XksApi::new(service.clone(), xks);
-    if config.audit.enabled {
-        let node = crate::data_dir::DataDir::new(config.data_dir.clone())
-            .node_name(service.shared_storage())
-            .map_err(|e| ServeError::Audit(e.to_string()))?;
-        let log = crate::audit::start_server_log(&service, &config.audit, node.as_deref())
-            .map_err(|e| ServeError::Audit(e.to_string()))?;
-        if let Some(n) = node {
-            crate::audit::spawn_shipper(&service, config.audit.dir.clone(), n);
-        }
-        if !service.audit().attach(log) {
-            tracing::warn!("the key service records into the audit log it already had");
-        }
-    } else {
-        tracing::warn!("the audit log is off (audit.enabled = false): key use is not recorded");
-    }
+    start_audit(config, &service)?;
     let api = Arc::new(api);
-    // What one client can hold before it authenticates: headers within the
-    // request deadline (the body's is the XKS API's; HTTP/1.1 keep-alive
-    // waits for the next request under it too), an 8 KiB read buffer
-    // (measured by scripts/dos.sh: 64 KiB let 1,000 slow clients pin about
-    // 100 MiB more), few streams and small flow-control windows on HTTP/2,
-    // and header blocks of sane size.
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.xks.request_timeout())
-        .max_buf_size(8 * 1024)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(config.xks.http2_max_streams.unwrap_or(32).max(1))
-        .initial_stream_window_size(64 * 1024)
-        .initial_connection_window_size(256 * 1024)
-        .max_header_list_size(64 * 1024)
-        .max_send_buf_size(64 * 1024);
-    let builder = Arc::new(builder);
-    let nofile = crate::conn::raise_open_file_limit();
-    let mut limits = config.xks.conn_limits();
-    if let Some(n) = nofile {
-        // Keep descriptors for the database, the audit log and the other
-        // listeners.
-        let room = (n as usize).saturating_sub(256).max(64);
-        if limits.max_connections > room {
-            tracing::warn!(
-                configured = limits.max_connections,
-                open_file_limit = n,
-                "xks.max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
-            );
-            limits.max_connections = room;
-        }
-    }
+    let builder = Arc::new(xks_http(config));
+    let limits = xks_conn_limits(config);
     let conns = crate::conn::ConnLimiter::new(limits);
     let graceful = GracefulShutdown::new();
     tracing::info!(%addr, tls = tls.is_some(), mtls = config.tls.client_ca.is_some(), "keyhold listening");
@@ -381,137 +291,28 @@ pub async fn serve(
         ));
     }
     if let (Some(aaddr), Some(exec)) = (config.admin.listen, admin) {
-        let (l, bound) = bind(aaddr).await?;
-        let admin_tls = match &tls {
-            Some(_) => {
-                let mut cfg = (*crate::tls::server_config(
-                    main_certs.clone().expect("validated"),
-                    None,
-                    None,
-                )?)
-                .clone();
-                // The admin API speaks HTTP/1.1 only.
-                cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
-            }
-            None => None,
-        };
-        tracing::info!(addr = %bound, tls = admin_tls.is_some(), "admin API listening");
-        also_bound("admin", bound);
-        let scheme = if admin_tls.is_some() { "https" } else { "http" };
-        listeners.push(("admin".into(), format!("{scheme}://{bound}")));
-        tokio::spawn(crate::admin_api::serve_admin(
-            l,
-            admin_tls,
-            service.clone(),
-            exec,
-            config.data_dir.clone(),
-        ));
+        let (name, bound, url) =
+            start_admin(config, aaddr, &service, exec, tls.is_some(), &main_certs).await?;
+        also_bound(name, bound);
+        listeners.push((name.into(), url));
     }
     if let Some(kaddr) = config.kmip.listen {
-        let tls = kmip_tls(config, &service, kmip_certs.clone().expect("validated"))?;
-        let (l, bound) = bind(kaddr).await?;
-        let mut kmip = keyhold_kmip::Kmip::new(service.clone());
-        if let Some(m) = config.kmip.max_message_bytes {
-            kmip = kmip.with_max_message(m);
-        }
-        tracing::info!(addr = %bound, "KMIP listening (mutual TLS)");
-        also_bound("kmip", bound);
-        listeners.push(("kmip".into(), bound.to_string()));
-        let stats = Arc::new(keyhold_kmip::server::ListenerStats::default());
-        let seen = stats.clone();
-        service.register_live(
-            "kmip",
-            Box::new(move || {
-                let s = seen.snapshot();
-                serde_json::json!({
-                    "listen": bound.to_string(),
-                    "connections_open": s.connections_open,
-                    "connections_total": s.connections_total,
-                    "handshakes_refused": s.handshakes_refused,
-                    "messages": s.messages,
-                    "clients": s.clients.iter().map(|(id, c)| serde_json::json!({
-                        "identity": id,
-                        "connections_open": c.open,
-                        "connections": c.connections,
-                        "messages": c.messages,
-                        "last_seen": keyhold_core::time::format_rfc3339(c.last_seen_ms / 1000),
-                    })).collect::<Vec<_>>(),
-                })
-            }),
-        );
-        tokio::spawn(keyhold_kmip::server::serve(l, tls, Arc::new(kmip), stats));
+        let certs = kmip_certs.clone().expect("validated");
+        let (name, bound) = start_kmip(config, kaddr, &service, certs).await?;
+        also_bound(name, bound);
+        listeners.push((name.into(), bound.to_string()));
     }
-
     if let Some(p) = &presence {
         p.set_listeners(listeners);
     }
 
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        // Over a cap: closed at once, before any TLS work.
-        let Some(slot) = conns.admit(peer.ip()) else {
-            drop(tcp);
-            continue;
-        };
-        let _ = tcp.set_nodelay(true);
-        let api = api.clone();
-        let builder = builder.clone();
-        let tls = tls.clone();
-        let watcher = graceful.watcher();
-        let idle = limits.idle;
-        tokio::spawn(async move {
-            let _slot = slot;
-            let activity = crate::conn::Activity::new();
-            let tcp = crate::conn::Watched::new(tcp, activity.clone());
-            let svc = service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, Infallible>(api.handle(req).await) }
-            });
-            match tls {
-                Some(acceptor) => {
-                    let stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::info!(%peer, error = %e, "TLS handshake refused");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::info!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = watcher.watch(conn.into_owned()) => {}
-                        _ = activity.idle_for(idle) => {}
-                    }
-                }
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-                    tokio::select! {
-                        _ = watcher.watch(conn.into_owned()) => {}
-                        _ = activity.idle_for(idle) => {}
-                    }
-                }
-            }
-        });
-    }
+    let conn = XksConnection {
+        api,
+        builder,
+        tls,
+        idle: limits.idle,
+    };
+    accept_until(&listener, &conns, &conn, &graceful, shutdown).await;
     drop(listener);
     if let Some(p) = &presence {
         p.deregister();
@@ -524,4 +325,289 @@ pub async fn serve(
         tracing::warn!("connections still open after the grace period");
     }
     Ok(())
+}
+
+/// The XKS listener's TLS (none with `insecure_http`), and the reloader
+/// of every certificate on SIGHUP and on change.
+fn xks_tls(
+    config: &Config,
+    main_certs: &Option<Arc<crate::tls::CertSource>>,
+    kmip_certs: &Option<Arc<crate::tls::CertSource>>,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, ServeError> {
+    let tls = if config.insecure_http {
+        tracing::warn!("serving plain HTTP (insecure_http): for local testing only");
+        None
+    } else {
+        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
+            main_certs.clone().expect("validated"),
+            config.tls.client_ca.as_deref(),
+            config.tls.client_subject.as_deref(),
+        )?))
+    };
+    let mut all: Vec<_> = main_certs.iter().cloned().collect();
+    if let Some(k) = kmip_certs {
+        if !all.iter().any(|m| Arc::ptr_eq(m, k)) {
+            all.push(k.clone());
+        }
+    }
+    spawn_cert_reloader(all);
+    Ok(tls)
+}
+
+/// Registers this server with the data directory (or the shared
+/// database's node list, under a lease).
+fn join_nodes(
+    config: &Config,
+    service: &Arc<KeyService>,
+) -> Result<Option<Arc<crate::presence::Presence>>, ServeError> {
+    match crate::presence::Presence::register(
+        &config.data_dir,
+        &service.nodes(),
+        config.storage.lease(),
+    ) {
+        Ok(p) => {
+            // On shared storage, cached keys serve only under the lease.
+            if let Some(until) = p.lease_until() {
+                service.set_lease(until);
+            }
+            Ok(Some(Arc::new(p)))
+        }
+        // On shared storage a node that is not in the node list would
+        // serve outside every lease and break-glass wait: it does not start.
+        Err(e) if service.shared_storage() => Err(ServeError::Nodes(format!(
+            "cannot join the database's node list ({e}): not starting, since break glass could not reach this node"
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register with the data directory; break-glass commands will not wait for this server");
+            Ok(None)
+        }
+    }
+}
+
+/// Opens the audit log and attaches it to the key service's broker (and
+/// ships it to the shared database on several nodes).
+fn start_audit(config: &Config, service: &Arc<KeyService>) -> Result<(), ServeError> {
+    if !config.audit.enabled {
+        tracing::warn!("the audit log is off (audit.enabled = false): key use is not recorded");
+        return Ok(());
+    }
+    let node = crate::data_dir::DataDir::new(config.data_dir.clone())
+        .node_name(service.shared_storage())
+        .map_err(|e| ServeError::Audit(e.to_string()))?;
+    let log = crate::audit::start_server_log(service, &config.audit, node.as_deref())
+        .map_err(|e| ServeError::Audit(e.to_string()))?;
+    if let Some(n) = node {
+        crate::audit::spawn_shipper(service, config.audit.dir.clone(), n);
+    }
+    if !service.audit().attach(log) {
+        tracing::warn!("the key service records into the audit log it already had");
+    }
+    Ok(())
+}
+
+/// The XKS listener's HTTP settings. What one client can hold before it
+/// authenticates: headers within the request deadline (the body's is the
+/// XKS API's; HTTP/1.1 keep-alive waits for the next request under it
+/// too), an 8 KiB read buffer (measured by scripts/dos.sh: 64 KiB let
+/// 1,000 slow clients pin about 100 MiB more), few streams and small
+/// flow-control windows on HTTP/2, and header blocks of sane size.
+fn xks_http(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.xks.request_timeout())
+        .max_buf_size(8 * 1024)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.xks.http2_max_streams.unwrap_or(32).max(1))
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(256 * 1024)
+        .max_header_list_size(64 * 1024)
+        .max_send_buf_size(64 * 1024);
+    builder
+}
+
+/// The XKS listener's connection limits, within the open-file limit
+/// (raised as far as allowed), keeping descriptors for the database, the
+/// audit log and the other listeners.
+fn xks_conn_limits(config: &Config) -> crate::conn::ConnLimits {
+    let nofile = crate::conn::raise_open_file_limit();
+    let mut limits = config.xks.conn_limits();
+    if let Some(n) = nofile {
+        let room = (n as usize).saturating_sub(256).max(64);
+        if limits.max_connections > room {
+            tracing::warn!(
+                configured = limits.max_connections,
+                open_file_limit = n,
+                "xks.max_connections lowered to fit the open-file limit (raise LimitNOFILE)"
+            );
+            limits.max_connections = room;
+        }
+    }
+    limits
+}
+
+/// Starts the admin API's listener: (name, address, URL).
+async fn start_admin(
+    config: &Config,
+    addr: SocketAddr,
+    service: &Arc<KeyService>,
+    exec: Arc<dyn crate::admin_api::AdminExecutor>,
+    tls: bool,
+    main_certs: &Option<Arc<crate::tls::CertSource>>,
+) -> Result<(&'static str, SocketAddr, String), ServeError> {
+    let (l, bound) = bind(addr).await?;
+    let admin_tls = if tls {
+        let mut cfg =
+            (*crate::tls::server_config(main_certs.clone().expect("validated"), None, None)?)
+                .clone();
+        // The admin API speaks HTTP/1.1 only.
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+    } else {
+        None
+    };
+    tracing::info!(addr = %bound, tls = admin_tls.is_some(), "admin API listening");
+    let scheme = if admin_tls.is_some() { "https" } else { "http" };
+    tokio::spawn(crate::admin_api::serve_admin(
+        l,
+        admin_tls,
+        service.clone(),
+        exec,
+        config.data_dir.clone(),
+    ));
+    Ok(("admin", bound, format!("{scheme}://{bound}")))
+}
+
+/// Starts the KMIP listener (mutual TLS), its counters shown by `kmip status`.
+async fn start_kmip(
+    config: &Config,
+    addr: SocketAddr,
+    service: &Arc<KeyService>,
+    certs: Arc<crate::tls::CertSource>,
+) -> Result<(&'static str, SocketAddr), ServeError> {
+    let tls = kmip_tls(config, service, certs)?;
+    let (l, bound) = bind(addr).await?;
+    let mut kmip = keyhold_kmip::Kmip::new(service.clone());
+    if let Some(m) = config.kmip.max_message_bytes {
+        kmip = kmip.with_max_message(m);
+    }
+    tracing::info!(addr = %bound, "KMIP listening (mutual TLS)");
+    let stats = Arc::new(keyhold_kmip::server::ListenerStats::default());
+    let seen = stats.clone();
+    service.register_live(
+        "kmip",
+        Box::new(move || {
+            let s = seen.snapshot();
+            serde_json::json!({
+                "listen": bound.to_string(),
+                "connections_open": s.connections_open,
+                "connections_total": s.connections_total,
+                "handshakes_refused": s.handshakes_refused,
+                "messages": s.messages,
+                "clients": s.clients.iter().map(|(id, c)| serde_json::json!({
+                    "identity": id,
+                    "connections_open": c.open,
+                    "connections": c.connections,
+                    "messages": c.messages,
+                    "last_seen": keyhold_core::time::format_rfc3339(c.last_seen_ms / 1000),
+                })).collect::<Vec<_>>(),
+            })
+        }),
+    );
+    tokio::spawn(keyhold_kmip::server::serve(l, tls, Arc::new(kmip), stats));
+    Ok(("kmip", bound))
+}
+
+/// Accepts XKS connections (within the connection limits) until `shutdown`.
+async fn accept_until(
+    listener: &TcpListener,
+    conns: &Arc<crate::conn::ConnLimiter>,
+    conn: &XksConnection,
+    graceful: &GracefulShutdown,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        // Over a cap: closed at once, before any TLS work.
+        let Some(slot) = conns.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(conn.clone().serve(tcp, peer, slot, graceful.watcher()));
+    }
+}
+
+/// What serving one XKS connection needs.
+#[derive(Clone)]
+struct XksConnection {
+    api: Arc<XksApi>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    idle: Duration,
+}
+
+impl XksConnection {
+    /// Serves one accepted connection: TLS within its deadline, then HTTP
+    /// until it closes, goes idle, or the server shuts down.
+    async fn serve(
+        self,
+        tcp: tokio::net::TcpStream,
+        peer: SocketAddr,
+        slot: crate::conn::ConnSlot,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        let _slot = slot;
+        let activity = crate::conn::Activity::new();
+        let tcp = crate::conn::Watched::new(tcp, activity.clone());
+        let api = self.api;
+        let svc = service_fn(move |req| {
+            let api = api.clone();
+            async move { Ok::<_, Infallible>(api.handle(req).await) }
+        });
+        match self.tls {
+            Some(acceptor) => {
+                let stream =
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(%peer, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let conn = self.builder.serve_connection(TokioIo::new(stream), svc);
+                tokio::select! {
+                    _ = watcher.watch(conn.into_owned()) => {}
+                    _ = activity.idle_for(self.idle) => {}
+                }
+            }
+            None => {
+                let conn = self.builder.serve_connection(TokioIo::new(tcp), svc);
+                tokio::select! {
+                    _ = watcher.watch(conn.into_owned()) => {}
+                    _ = activity.idle_for(self.idle) => {}
+                }
+            }
+        }
+    }
 }
