@@ -9,8 +9,7 @@ use clap::Subcommand;
 use keyhold_audit::Record;
 use keyhold_server::admin_ops::{AuditExportView, AuditVerifyView};
 use keyhold_server::admin_v1::Route;
-use keyhold_server::config::AuditSection;
-use keyhold_server::{Config, DataDir};
+use keyhold_server::DataDir;
 use serde_json::json;
 use std::io::Write;
 
@@ -87,24 +86,6 @@ pub(crate) enum AuditCmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
-}
-
-/// The data directory's audit settings (from its keyhold.toml when there).
-pub(crate) fn section(dd: &DataDir) -> Result<AuditSection, String> {
-    let mut s = if dd.config().exists() {
-        Config::load(&dd.config()).map_err(e)?.audit
-    } else {
-        AuditSection::default()
-    };
-    if s.dir.is_relative() {
-        s.dir = dd.path.join(&s.dir);
-    }
-    if let Some(p) = &mut s.checkpoint_file {
-        if p.is_relative() {
-            *p = dd.path.join(&*p);
-        }
-    }
-    Ok(s)
 }
 
 /// The typed operation of an audit command.
@@ -290,7 +271,7 @@ pub(crate) fn record_admin(
     words: &[String],
     outcome: &Result<(), String>,
 ) -> Result<(), String> {
-    let sec = section(dd)?;
+    let sec = dd.audit_section()?;
     let node = dd.node_name(ctx.service.shared_storage()).map_err(e)?;
     let mut w =
         keyhold_server::audit::admin_writer(&ctx.service, &sec, node.as_deref()).map_err(e)?;

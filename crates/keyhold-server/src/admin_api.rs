@@ -172,6 +172,8 @@ async fn unreadable(
     r
 }
 
+/// One admin API request: the typed API under `/v1/` (see
+/// [`crate::admin_v1`]); nothing else is served.
 async fn handle(
     req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
@@ -179,24 +181,13 @@ async fn handle(
     exec: Arc<dyn AdminExecutor>,
     ops: Arc<crate::admin_ops::AdminOps>,
 ) -> Response<Full<Bytes>> {
-    if req.uri().path().starts_with(crate::admin_v1::PREFIX) {
-        return v1(req, peer, service, exec, ops).await;
-    }
-    error(
-        StatusCode::NOT_FOUND,
-        "no such admin API path (the API is under /v1/)",
-    )
-}
-
-/// A `/v1/…` request: the typed API (see [`crate::admin_v1`]).
-async fn v1(
-    req: Request<hyper::body::Incoming>,
-    peer: SocketAddr,
-    service: Arc<KeyService>,
-    exec: Arc<dyn AdminExecutor>,
-    ops: Arc<crate::admin_ops::AdminOps>,
-) -> Response<Full<Bytes>> {
     use crate::admin_v1::{self as api, NoRoute, Route};
+    if !req.uri().path().starts_with(api::PREFIX) {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no such admin API path (the API is under /v1/)",
+        );
+    }
     let route = match api::route(req.method(), req.uri().path()) {
         Ok(r) => r,
         Err(NoRoute::NotFound) => return error(StatusCode::NOT_FOUND, "no such admin API path"),

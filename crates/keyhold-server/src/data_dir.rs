@@ -32,6 +32,27 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// The audit settings (from keyhold.toml when there), with relative
+    /// paths taken from the data directory.
+    pub fn audit_section(&self) -> std::result::Result<crate::config::AuditSection, String> {
+        let mut s = if self.config().exists() {
+            crate::Config::load(&self.config())
+                .map_err(|e| e.to_string())?
+                .audit
+        } else {
+            crate::config::AuditSection::default()
+        };
+        if s.dir.is_relative() {
+            s.dir = self.path.join(&s.dir);
+        }
+        if let Some(p) = &mut s.checkpoint_file {
+            if p.is_relative() {
+                *p = self.path.join(&*p);
+            }
+        }
+        Ok(s)
+    }
+
     /// A data directory with its database in it (SQLite). A relative path
     /// is resolved once, here, against the current directory: everything
     /// derived from it (the audit directory, checkpoint files, what a

@@ -113,23 +113,9 @@ pub struct AuditExportView {
 impl AdminOps {
     /// The data directory's audit settings (from its keyhold.toml).
     fn audit_section(&self) -> OpResult<AuditSection> {
-        let dd = crate::data_dir::DataDir::new(self.data_dir.clone());
-        let mut s = if dd.config().exists() {
-            crate::Config::load(&dd.config())
-                .map_err(|e| OpError::new(500, e.to_string()))?
-                .audit
-        } else {
-            AuditSection::default()
-        };
-        if s.dir.is_relative() {
-            s.dir = dd.path.join(&s.dir);
-        }
-        if let Some(p) = &mut s.checkpoint_file {
-            if p.is_relative() {
-                *p = dd.path.join(&*p);
-            }
-        }
-        Ok(s)
+        crate::data_dir::DataDir::new(self.data_dir.clone())
+            .audit_section()
+            .map_err(|e| OpError::new(500, e))
     }
 
     /// The chains every node copied to shared storage (none on SQLite).
