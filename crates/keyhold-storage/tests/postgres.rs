@@ -41,6 +41,7 @@ fn conformance_suite_on_postgres() {
     c::restore_into_a_sealed_database_and_from_old_backups(&fresh(), &fresh(), &fresh());
     c::audit_records_are_shipped_once(&fresh());
     c::reservations_only_grow(Arc::new(fresh()));
+    c::policies_set_replace_and_remove(&fresh());
     let url = pg.create_database("sealed");
     c::sealed_rows_refuse_changes_made_outside(&open(&url), &|sql| {
         pg.psql("sealed", sql);
