@@ -1,0 +1,228 @@
+//! What the request path holds of a key: its unwrapped versions, and the
+//! credentials it checks signatures with.
+
+use super::*;
+
+/// The operation a front-end wants to perform with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Operation {
+    Metadata,
+    Encrypt,
+    Decrypt,
+}
+
+/// A SigV4 credential resolved for the request path.
+pub struct CredentialEntry {
+    pub store: StorePrefix,
+    /// The secret access key, for SigV4 verification.
+    pub secret: SecretBytes,
+    /// Signing keys derived for (date, region), cached: the derivation is four
+    /// HMACs and the date changes once a day.
+    pub signing_keys: Mutex<Vec<(String, Arc<HmacKey>)>>,
+}
+
+impl std::fmt::Debug for CredentialEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialEntry")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `credential add` returns, once: the secret is not retrievable later.
+pub struct NewCredential {
+    pub store: StorePrefix,
+    pub access_key_id: String,
+    pub secret_access_key: SecretBytes,
+}
+
+/// A credential as listed to operators: never the secret.
+#[derive(Debug, Clone)]
+pub struct CredentialInfo {
+    pub access_key_id: String,
+    pub store: StorePrefix,
+    pub created_at: Timestamp,
+}
+
+/// Key material ready for AES-GCM: in memory (unwrapped from storage) or
+/// resident in the HSM (used there through the root of trust).
+pub(crate) enum KeyMaterial {
+    Software(Aes256Key),
+    Hsm {
+        root: Arc<dyn RootOfTrust>,
+        label: String,
+    },
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyMaterial::Software(_) => f.write_str("KeyMaterial::Software([REDACTED])"),
+            KeyMaterial::Hsm { label, .. } => write!(f, "KeyMaterial::Hsm({label:?})"),
+        }
+    }
+}
+
+impl KeyMaterial {
+    /// Whether using this key calls into an HSM (and so may block).
+    pub(crate) fn is_hsm(&self) -> bool {
+        matches!(self, KeyMaterial::Hsm { .. })
+    }
+
+    /// AES-GCM encryption of `in_out` in place with a fresh 96-bit IV.
+    pub(crate) fn seal(&self, aad: &[u8], in_out: &mut [u8]) -> Result<([u8; 12], [u8; 16])> {
+        match self {
+            KeyMaterial::Software(k) => k
+                .seal_in_place(aad, in_out)
+                .map_err(|e| Error::Internal(e.to_string())),
+            KeyMaterial::Hsm { root, label } => {
+                let hsm = root
+                    .hsm_keys()
+                    .ok_or_else(|| Error::RootOfTrust("the root of trust has no HSM".into()))?;
+                let (iv, ct, tag) = hsm.encrypt(label, aad, in_out)?;
+                in_out.copy_from_slice(&ct);
+                Ok((iv, tag))
+            }
+        }
+    }
+
+    /// AES-GCM decryption; a wrong tag (or IV, AAD…) is `InvalidCiphertext`.
+    pub(crate) fn open(&self, iv: &[u8], aad: &[u8], ct: &[u8], tag: &[u8]) -> Result<SecretBytes> {
+        match self {
+            KeyMaterial::Software(k) => k
+                .open(iv, aad, ct, tag)
+                .map_err(|_| Error::InvalidCiphertext),
+            KeyMaterial::Hsm { root, label } => root
+                .hsm_keys()
+                .ok_or_else(|| Error::RootOfTrust("the root of trust has no HSM".into()))?
+                .decrypt(label, iv, aad, ct, tag),
+        }
+    }
+}
+
+/// A key resolved for use on the request path.
+pub(crate) struct KeyHandle {
+    pub key: Key,
+    pub(super) store_status: Status,
+    /// The current version's material; `None` once the key is destroyed.
+    pub(super) current: Option<Arc<KeyMaterial>>,
+    pub(super) current_flag: VersionFlag,
+    pub(super) versions: Mutex<Vec<(u32, Arc<KeyMaterial>, VersionFlag)>>,
+    /// The store's and the key's secondary-authorization policies.
+    pub(crate) policies: Vec<Arc<crate::policy::Policy>>,
+    /// The current version's random-IV counter, found once per handle.
+    pub(super) gcm: std::sync::OnceLock<Arc<crate::gcm_budget::Counter>>,
+}
+
+impl std::fmt::Debug for KeyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyHandle")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyHandle {
+    /// The newest version and its key: encrypt always uses it.
+    pub(crate) fn current(&self) -> Result<(u32, &KeyMaterial)> {
+        self.current_material()
+            .map(|m| (self.key.current_version, &**m))
+    }
+
+    pub(super) fn current_material(&self) -> Result<&Arc<KeyMaterial>> {
+        self.current
+            .as_ref()
+            .ok_or_else(|| Error::InvalidState(format!("key {} is destroyed", self.key.id)))
+    }
+
+    /// Checks that the key (and its store) may perform `op` at time `now`.
+    /// Break glass (a disabled store or key) and the lifecycle state answer
+    /// InvalidState; an operation the key's state or usage does not allow
+    /// answers KeyUsage.
+    pub(crate) fn check(&self, op: Operation, now: Timestamp) -> Result<()> {
+        if self.store_status != Status::Enabled {
+            return Err(Error::InvalidState(format!(
+                "key store {} is disabled",
+                self.key.store
+            )));
+        }
+        if op == Operation::Metadata {
+            return Ok(());
+        }
+        let id = &self.key.id;
+        if self.key.status != Status::Enabled {
+            return Err(Error::InvalidState(format!("key {id} is disabled")));
+        }
+        let l = &self.key.lifecycle;
+        if let Some(t) = l.destroy_at.filter(|_| l.pending_destruction()) {
+            return Err(Error::InvalidState(format!(
+                "key {id} is scheduled for destruction at {}",
+                keyhold_core::time::format_rfc3339(t)
+            )));
+        }
+        let state = l.state_at(now);
+        match (state, op) {
+            (KeyState::PreActive, _) => {
+                return Err(Error::InvalidState(format!("key {id} is not active yet")))
+            }
+            (KeyState::Destroyed, _) => {
+                return Err(Error::InvalidState(format!("key {id} is destroyed")))
+            }
+            (KeyState::Deactivated | KeyState::Compromised, Operation::Encrypt) => {
+                return Err(Error::KeyUsage(format!(
+                    "key {id} is {state}: it decrypts only"
+                )))
+            }
+            (KeyState::Active, Operation::Encrypt) if self.current_flag != VersionFlag::Good => {
+                return Err(Error::KeyUsage(format!(
+                    "the current version of key {id} is marked compromised: rotate the key"
+                )))
+            }
+            _ => {}
+        }
+        let allowed = match op {
+            Operation::Encrypt => self.key.usage.encrypt,
+            Operation::Decrypt => self.key.usage.decrypt,
+            Operation::Metadata => true,
+        };
+        if !allowed {
+            return Err(Error::KeyUsage(format!(
+                "key {id} does not allow {} (usage: {})",
+                match op {
+                    Operation::Encrypt => "ENCRYPT",
+                    _ => "DECRYPT",
+                },
+                self.key.usage
+            )));
+        }
+        Ok(())
+    }
+
+    /// What XKS GetKeyMetadata reports at `now`: `keyStatus` and `keyUsage`.
+    /// A key that cannot serve requests is DISABLED; a deactivated or
+    /// compromised one only DECRYPTs.
+    pub(crate) fn reported(&self, now: Timestamp, lockdown: bool) -> (Status, Usage) {
+        let l = &self.key.lifecycle;
+        let state = l.state_at(now);
+        let usable = !lockdown
+            && self.store_status == Status::Enabled
+            && self.key.status == Status::Enabled
+            && !l.pending_destruction()
+            && matches!(
+                state,
+                KeyState::Active | KeyState::Deactivated | KeyState::Compromised
+            );
+        let mut usage = self.key.usage;
+        if state != KeyState::Active {
+            usage.encrypt = false;
+        }
+        (
+            if usable {
+                Status::Enabled
+            } else {
+                Status::Disabled
+            },
+            usage,
+        )
+    }
+}
