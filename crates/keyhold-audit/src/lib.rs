@@ -16,14 +16,16 @@
 //!   MAC'd marker, so verification still accounts for every record.
 
 mod chain;
+mod log;
 mod refusals;
 mod ship;
 mod verify;
 
 pub use chain::{
-    AuditLog, AuditLogConfig, AuditStatus, ChainWriter, CheckpointHistory, CheckpointSink,
-    KIND_CHECKPOINT, KIND_RESERVE, KIND_STOP, UNCLEAN_START,
+    AuditLogConfig, ChainWriter, CheckpointHistory, CheckpointSink, KIND_CHECKPOINT, KIND_RESERVE,
+    KIND_STOP, UNCLEAN_START,
 };
+pub use log::{AuditLog, AuditStatus};
 pub use refusals::RefusalBudget;
 pub use ship::ChainTail;
 pub use verify::{query, read_all, verify, verify_with, Filter, Shipped, VerifyReport};
