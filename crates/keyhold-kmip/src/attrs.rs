@@ -20,6 +20,7 @@ pub enum Setter {
 /// A known attribute.
 #[derive(Debug)]
 pub struct AttrDef {
+    pub attr: Attr,
     /// The KMIP 1.x Attribute Name.
     pub name: &'static str,
     /// The tag its value carries in KMIP 2.x.
@@ -38,58 +39,79 @@ const V1_4: Version = Version::new(1, 4);
 const V2_0: Version = Version::new(2, 0);
 
 macro_rules! defs {
-    ($(($name:literal, $tag:expr, $multi:expr, $setter:ident, $since:expr, $until:expr)),* $(,)?) => {
+    ($(($attr:ident, $name:literal, $tag:expr, $multi:expr, $setter:ident, $since:expr, $until:expr)),* $(,)?) => {
+        /// A known attribute, by its KMIP 1.x name (see [`DEFS`]).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Attr { $($attr),* }
+
+        /// Every known attribute, in [`Attr`] order.
         pub const DEFS: &[AttrDef] = &[$(AttrDef {
-            name: $name, tag: $tag, multi: $multi, setter: Setter::$setter, since: $since, until: $until,
+            attr: Attr::$attr, name: $name, tag: $tag, multi: $multi, setter: Setter::$setter, since: $since, until: $until,
         }),*];
     };
 }
 
 defs! {
-    ("Unique Identifier", t::UNIQUE_IDENTIFIER, false, Server, V1_0, None),
-    ("Name", t::NAME, true, Client, V1_0, None),
-    ("Certificate Type", t::CERTIFICATE_TYPE, false, Server, V1_0, None),
-    ("Certificate Length", t::CERTIFICATE_LENGTH, false, Server, V1_0, None),
-    ("Certificate Subject CN", t::CERTIFICATE_SUBJECT_CN, false, Server, V2_0, None),
-    ("Certificate Issuer CN", t::CERTIFICATE_ISSUER_CN, false, Server, V2_0, None),
-    ("Object Type", t::OBJECT_TYPE, false, Server, V1_0, None),
-    ("Cryptographic Algorithm", t::CRYPTOGRAPHIC_ALGORITHM, false, Create, V1_0, None),
-    ("Cryptographic Length", t::CRYPTOGRAPHIC_LENGTH, false, Create, V1_0, None),
-    ("Cryptographic Parameters", t::CRYPTOGRAPHIC_PARAMETERS, true, Client, V1_0, None),
-    ("Cryptographic Usage Mask", t::CRYPTOGRAPHIC_USAGE_MASK, false, Client, V1_0, None),
-    ("Digest", t::DIGEST, true, Server, V1_0, None),
-    ("Operation Policy Name", t::OPERATION_POLICY_NAME, false, Client, V1_0, Some(V2_0)),
-    ("State", t::STATE, false, Server, V1_0, None),
-    ("Usage Limits", t::USAGE_LIMITS, false, Client, V1_0, None),
-    ("Initial Date", t::INITIAL_DATE, false, Server, V1_0, None),
-    ("Activation Date", t::ACTIVATION_DATE, false, Client, V1_0, None),
-    ("Process Start Date", t::PROCESS_START_DATE, false, Client, V1_0, None),
-    ("Protect Stop Date", t::PROTECT_STOP_DATE, false, Client, V1_0, None),
-    ("Deactivation Date", t::DEACTIVATION_DATE, false, Client, V1_0, None),
-    ("Destroy Date", t::DESTROY_DATE, false, Server, V1_0, None),
-    ("Compromise Occurrence Date", t::COMPROMISE_OCCURRENCE_DATE, false, Server, V1_0, None),
-    ("Compromise Date", t::COMPROMISE_DATE, false, Server, V1_0, None),
-    ("Revocation Reason", t::REVOCATION_REASON, false, Server, V1_0, None),
-    ("Object Group", t::OBJECT_GROUP, true, Client, V1_0, None),
-    ("Link", t::LINK, true, Client, V1_0, None),
-    ("Application Specific Information", t::APPLICATION_SPECIFIC_INFORMATION, true, Client, V1_0, None),
-    ("Contact Information", t::CONTACT_INFORMATION, false, Client, V1_0, None),
-    ("Last Change Date", t::LAST_CHANGE_DATE, false, Server, V1_0, None),
-    ("Lease Time", t::LEASE_TIME, false, Server, V1_0, None),
-    ("Fresh", t::FRESH, false, Create, V1_1, None),
-    ("Alternative Name", t::ALTERNATIVE_NAME, true, Client, V1_2, None),
-    ("Key Value Present", t::KEY_VALUE_PRESENT, false, Server, V1_2, None),
-    ("Original Creation Date", t::ORIGINAL_CREATION_DATE, false, Create, V1_2, None),
-    ("Description", t::DESCRIPTION, false, Client, V1_4, None),
-    ("Comment", t::COMMENT, false, Client, V1_4, None),
-    ("Sensitive", t::SENSITIVE, false, Client, V1_4, None),
-    ("Always Sensitive", t::ALWAYS_SENSITIVE, false, Server, V1_4, None),
-    ("Extractable", t::EXTRACTABLE, false, Client, V1_4, None),
-    ("Never Extractable", t::NEVER_EXTRACTABLE, false, Server, V1_4, None),
-    ("Short Unique Identifier", t::SHORT_UNIQUE_IDENTIFIER, false, Server, V2_0, None),
-    ("Random Number Generator", t::RANDOM_NUMBER_GENERATOR, false, Server, V1_4, None),
-    ("Protection Storage Mask", t::PROTECTION_STORAGE_MASK, false, Server, V2_0, None),
-    ("Key Format Type", t::KEY_FORMAT_TYPE, false, Server, V2_0, None),
+    (UniqueIdentifier, "Unique Identifier", t::UNIQUE_IDENTIFIER, false, Server, V1_0, None),
+    (Name, "Name", t::NAME, true, Client, V1_0, None),
+    (CertificateType, "Certificate Type", t::CERTIFICATE_TYPE, false, Server, V1_0, None),
+    (CertificateLength, "Certificate Length", t::CERTIFICATE_LENGTH, false, Server, V1_0, None),
+    (CertificateSubjectCN, "Certificate Subject CN", t::CERTIFICATE_SUBJECT_CN, false, Server, V2_0, None),
+    (CertificateIssuerCN, "Certificate Issuer CN", t::CERTIFICATE_ISSUER_CN, false, Server, V2_0, None),
+    (ObjectType, "Object Type", t::OBJECT_TYPE, false, Server, V1_0, None),
+    (CryptographicAlgorithm, "Cryptographic Algorithm", t::CRYPTOGRAPHIC_ALGORITHM, false, Create, V1_0, None),
+    (CryptographicLength, "Cryptographic Length", t::CRYPTOGRAPHIC_LENGTH, false, Create, V1_0, None),
+    (CryptographicParameters, "Cryptographic Parameters", t::CRYPTOGRAPHIC_PARAMETERS, true, Client, V1_0, None),
+    (CryptographicUsageMask, "Cryptographic Usage Mask", t::CRYPTOGRAPHIC_USAGE_MASK, false, Client, V1_0, None),
+    (Digest, "Digest", t::DIGEST, true, Server, V1_0, None),
+    (OperationPolicyName, "Operation Policy Name", t::OPERATION_POLICY_NAME, false, Client, V1_0, Some(V2_0)),
+    (State, "State", t::STATE, false, Server, V1_0, None),
+    (UsageLimits, "Usage Limits", t::USAGE_LIMITS, false, Client, V1_0, None),
+    (InitialDate, "Initial Date", t::INITIAL_DATE, false, Server, V1_0, None),
+    (ActivationDate, "Activation Date", t::ACTIVATION_DATE, false, Client, V1_0, None),
+    (ProcessStartDate, "Process Start Date", t::PROCESS_START_DATE, false, Client, V1_0, None),
+    (ProtectStopDate, "Protect Stop Date", t::PROTECT_STOP_DATE, false, Client, V1_0, None),
+    (DeactivationDate, "Deactivation Date", t::DEACTIVATION_DATE, false, Client, V1_0, None),
+    (DestroyDate, "Destroy Date", t::DESTROY_DATE, false, Server, V1_0, None),
+    (CompromiseOccurrenceDate, "Compromise Occurrence Date", t::COMPROMISE_OCCURRENCE_DATE, false, Server, V1_0, None),
+    (CompromiseDate, "Compromise Date", t::COMPROMISE_DATE, false, Server, V1_0, None),
+    (RevocationReason, "Revocation Reason", t::REVOCATION_REASON, false, Server, V1_0, None),
+    (ObjectGroup, "Object Group", t::OBJECT_GROUP, true, Client, V1_0, None),
+    (Link, "Link", t::LINK, true, Client, V1_0, None),
+    (ApplicationSpecificInformation, "Application Specific Information", t::APPLICATION_SPECIFIC_INFORMATION, true, Client, V1_0, None),
+    (ContactInformation, "Contact Information", t::CONTACT_INFORMATION, false, Client, V1_0, None),
+    (LastChangeDate, "Last Change Date", t::LAST_CHANGE_DATE, false, Server, V1_0, None),
+    (LeaseTime, "Lease Time", t::LEASE_TIME, false, Server, V1_0, None),
+    (Fresh, "Fresh", t::FRESH, false, Create, V1_1, None),
+    (AlternativeName, "Alternative Name", t::ALTERNATIVE_NAME, true, Client, V1_2, None),
+    (KeyValuePresent, "Key Value Present", t::KEY_VALUE_PRESENT, false, Server, V1_2, None),
+    (OriginalCreationDate, "Original Creation Date", t::ORIGINAL_CREATION_DATE, false, Create, V1_2, None),
+    (Description, "Description", t::DESCRIPTION, false, Client, V1_4, None),
+    (Comment, "Comment", t::COMMENT, false, Client, V1_4, None),
+    (Sensitive, "Sensitive", t::SENSITIVE, false, Client, V1_4, None),
+    (AlwaysSensitive, "Always Sensitive", t::ALWAYS_SENSITIVE, false, Server, V1_4, None),
+    (Extractable, "Extractable", t::EXTRACTABLE, false, Client, V1_4, None),
+    (NeverExtractable, "Never Extractable", t::NEVER_EXTRACTABLE, false, Server, V1_4, None),
+    (ShortUniqueIdentifier, "Short Unique Identifier", t::SHORT_UNIQUE_IDENTIFIER, false, Server, V2_0, None),
+    (RandomNumberGenerator, "Random Number Generator", t::RANDOM_NUMBER_GENERATOR, false, Server, V1_4, None),
+    (ProtectionStorageMask, "Protection Storage Mask", t::PROTECTION_STORAGE_MASK, false, Server, V2_0, None),
+    (KeyFormatType, "Key Format Type", t::KEY_FORMAT_TYPE, false, Server, V2_0, None),
+}
+
+impl Attr {
+    pub const fn def(self) -> &'static AttrDef {
+        &DEFS[self as usize]
+    }
+
+    /// The KMIP 1.x Attribute Name.
+    pub const fn name(self) -> &'static str {
+        self.def().name
+    }
+
+    /// The attribute a KMIP 1.x name names, if Keyhold knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        def_by_name(name).map(|d| d.attr)
+    }
 }
 
 impl AttrDef {
@@ -361,5 +383,42 @@ mod tests {
         // Custom attributes round-trip between versions.
         let c = render("x-app", 0, &AttrValue::Text("v".into()), Version::new(2, 1)).unwrap();
         assert_eq!(parse_v2_attribute(&c).unwrap().name, "x-app");
+    }
+}
+
+#[cfg(test)]
+mod attr_table_tests {
+    use super::*;
+
+    #[test]
+    fn attrs_index_their_own_rows() {
+        for d in DEFS {
+            assert_eq!(d.attr.def().name, d.name);
+            assert_eq!(Attr::from_name(d.name), Some(d.attr));
+        }
+    }
+
+    /// The service's rules name the attributes they read; the names must be
+    /// the table's.
+    #[test]
+    fn the_service_rules_use_the_table_names() {
+        use keyhold_service::object_rules::attr as n;
+        for (rule, attr) in [
+            (n::ACTIVATION_DATE, Attr::ActivationDate),
+            (n::DEACTIVATION_DATE, Attr::DeactivationDate),
+            (n::PROTECT_STOP_DATE, Attr::ProtectStopDate),
+            (n::PROCESS_START_DATE, Attr::ProcessStartDate),
+            (n::USAGE_LIMITS, Attr::UsageLimits),
+            (n::SENSITIVE, Attr::Sensitive),
+            (n::USAGE_MASK, Attr::CryptographicUsageMask),
+            (n::COMPROMISE_DATE, Attr::CompromiseDate),
+            (
+                n::COMPROMISE_OCCURRENCE_DATE,
+                Attr::CompromiseOccurrenceDate,
+            ),
+            (n::DESTROY_DATE, Attr::DestroyDate),
+        ] {
+            assert_eq!(rule, attr.name());
+        }
     }
 }

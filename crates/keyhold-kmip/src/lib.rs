@@ -13,6 +13,7 @@ pub mod enums;
 pub mod message;
 pub mod names;
 pub mod objects;
+pub mod operation;
 pub mod ops;
 pub mod server;
 mod service_err;

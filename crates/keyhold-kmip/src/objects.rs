@@ -1,18 +1,18 @@
 //! How KMIP sees a stored object: its effective state, its attribute view
 //! (stored plus server-computed attributes), and access rules.
 
-use crate::attrs;
+use crate::attrs::{self, Attr};
 use crate::message::{KmipError, Version};
 use crate::ttlv::Ttlv;
 use keyhold_core::{AttrValue, ManagedObject};
 
 pub use keyhold_service::object_rules::attr::{ACTIVATION_DATE, DEACTIVATION_DATE, USAGE_MASK};
-pub const NAME: &str = "Name";
-pub const ALGORITHM: &str = "Cryptographic Algorithm";
-pub const LENGTH: &str = "Cryptographic Length";
-pub const PARAMETERS: &str = "Cryptographic Parameters";
-pub const LAST_CHANGE: &str = "Last Change Date";
-pub const INITIAL_DATE: &str = "Initial Date";
+pub const NAME: &str = Attr::Name.name();
+pub const ALGORITHM: &str = Attr::CryptographicAlgorithm.name();
+pub const LENGTH: &str = Attr::CryptographicLength.name();
+pub const PARAMETERS: &str = Attr::CryptographicParameters.name();
+pub const LAST_CHANGE: &str = Attr::LastChangeDate.name();
+pub const INITIAL_DATE: &str = Attr::InitialDate.name();
 
 pub use keyhold_service::object_rules::effective_state;
 
@@ -49,39 +49,48 @@ const PROTECTION_SOFTWARE: i32 = 0x1;
 pub fn view(o: &ManagedObject, now: i64) -> Vec<(String, AttrValue)> {
     let mut v = vec![
         (
-            "Unique Identifier".to_owned(),
+            Attr::UniqueIdentifier.name().to_owned(),
             AttrValue::Text(o.uid.clone()),
         ),
-        ("Object Type".to_owned(), AttrValue::Enum(o.object_type)),
         (
-            "State".to_owned(),
+            Attr::ObjectType.name().to_owned(),
+            AttrValue::Enum(o.object_type),
+        ),
+        (
+            Attr::State.name().to_owned(),
             AttrValue::Enum(effective_state(o, now) as u32),
         ),
     ];
     for a in &o.attrs {
         v.push((a.name.clone(), a.value.clone()));
     }
-    if o.attr("Extractable").is_none() {
-        v.push(("Extractable".to_owned(), AttrValue::Bool(o.exportable)));
+    if o.attr(Attr::Extractable.name()).is_none() {
+        v.push((
+            Attr::Extractable.name().to_owned(),
+            AttrValue::Bool(o.exportable),
+        ));
     }
-    if o.attr("Sensitive").is_none() {
-        v.push(("Sensitive".to_owned(), AttrValue::Bool(false)));
+    if o.attr(Attr::Sensitive.name()).is_none() {
+        v.push((Attr::Sensitive.name().to_owned(), AttrValue::Bool(false)));
     }
     v.push((
-        "Short Unique Identifier".to_owned(),
+        Attr::ShortUniqueIdentifier.name().to_owned(),
         AttrValue::Bytes(keyhold_crypto::sha256(&[o.uid.as_bytes()]).to_vec()),
     ));
     // Where the material is kept: wrapped under the root of trust and used
     // in software (KMIP 2.x Protection Storage Mask bit Software).
-    if o.has_material && o.attr("Protection Storage Mask").is_none() {
+    if o.has_material && o.attr(Attr::ProtectionStorageMask.name()).is_none() {
         v.push((
-            "Protection Storage Mask".to_owned(),
+            Attr::ProtectionStorageMask.name().to_owned(),
             AttrValue::Int(PROTECTION_SOFTWARE),
         ));
     }
     // Only said of an object without a key value (KMIP 1.2 §3.48).
     if !o.has_material {
-        v.push(("Key Value Present".to_owned(), AttrValue::Bool(false)));
+        v.push((
+            Attr::KeyValuePresent.name().to_owned(),
+            AttrValue::Bool(false),
+        ));
     }
     v
 }

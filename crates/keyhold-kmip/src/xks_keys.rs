@@ -11,6 +11,7 @@
 //! what KMIP reports follows it at once: a disabled store or key, or
 //! lockdown, shows in State and in every refusal.
 
+use crate::attrs::Attr;
 use crate::enums::{crypto_alg, object_type, usage_mask};
 use crate::objects as obj;
 use crate::tags as t;
@@ -114,25 +115,25 @@ pub fn object(service: &KeyService, uid: &str) -> Result<ManagedObject> {
                 (t::NAME_TYPE, AttrValue::Enum(1)),
             ]),
         ),
-        attr("Object Group", AttrValue::Text(store.to_string())),
+        attr(Attr::ObjectGroup.name(), AttrValue::Text(store.to_string())),
         attr(obj::INITIAL_DATE, AttrValue::DateTime(key.created_at)),
         attr(obj::LAST_CHANGE, AttrValue::DateTime(key.updated_at)),
-        attr("Never Extractable", AttrValue::Bool(true)),
+        attr(Attr::NeverExtractable.name(), AttrValue::Bool(true)),
     ];
     if key.hsm_label.is_some() {
         attrs.push(attr(
-            "Protection Storage Mask",
+            Attr::ProtectionStorageMask.name(),
             AttrValue::Int(PROTECTION_HARDWARE),
         ));
     }
     if let Some(at) = l.compromised_at {
-        attrs.push(attr("Compromise Date", AttrValue::DateTime(at)));
+        attrs.push(attr(Attr::CompromiseDate.name(), AttrValue::DateTime(at)));
     }
     if key.status == Status::Disabled || store_status == Status::Disabled {
         // Break glass shows to KMIP clients as a comment: KMIP has no
         // "disabled" state, and every use is refused meanwhile.
         attrs.push(attr(
-            "Comment",
+            Attr::Comment.name(),
             AttrValue::Text("disabled by a key custodian (break glass)".into()),
         ));
     }

@@ -268,29 +268,31 @@ pub(super) fn name_text(v: &AttrValue) -> Result<String, KmipError> {
 
 /// Checks the value type of a well-known attribute.
 pub(super) fn check_type(name: &str, v: &AttrValue) -> Result<(), KmipError> {
-    let ok = match name {
-        obj::ALGORITHM | "State" | "Object Type" => matches!(v, AttrValue::Enum(_)),
-        obj::LENGTH | obj::USAGE_MASK => matches!(v, AttrValue::Int(_)),
-        obj::ACTIVATION_DATE
-        | obj::DEACTIVATION_DATE
-        | "Process Start Date"
-        | "Protect Stop Date"
-        | "Original Creation Date" => {
+    use Attr as A;
+    let Some(attr) = Attr::from_name(name) else {
+        return Ok(());
+    };
+    let ok = match attr {
+        A::CryptographicAlgorithm | A::State | A::ObjectType => matches!(v, AttrValue::Enum(_)),
+        A::CryptographicLength | A::CryptographicUsageMask => matches!(v, AttrValue::Int(_)),
+        A::ActivationDate
+        | A::DeactivationDate
+        | A::ProcessStartDate
+        | A::ProtectStopDate
+        | A::OriginalCreationDate => {
             matches!(v, AttrValue::DateTime(_) | AttrValue::DateTimeExt(_))
         }
-        "Object Group"
-        | "Contact Information"
-        | "Operation Policy Name"
-        | "Description"
-        | "Comment" => {
-            matches!(v, AttrValue::Text(_))
-        }
-        "Extractable" | "Sensitive" => matches!(v, AttrValue::Bool(_)),
-        obj::NAME
-        | obj::PARAMETERS
-        | "Link"
-        | "Application Specific Information"
-        | "Alternative Name" => {
+        A::ObjectGroup
+        | A::ContactInformation
+        | A::OperationPolicyName
+        | A::Description
+        | A::Comment => matches!(v, AttrValue::Text(_)),
+        A::Extractable | A::Sensitive => matches!(v, AttrValue::Bool(_)),
+        A::Name
+        | A::CryptographicParameters
+        | A::Link
+        | A::ApplicationSpecificInformation
+        | A::AlternativeName => {
             matches!(v, AttrValue::Struct(_))
         }
         _ => true,

@@ -25,7 +25,7 @@ impl Kmip {
         };
         o.set_attr(obj::INITIAL_DATE, AttrValue::DateTime(ctx.now));
         o.set_attr(obj::LAST_CHANGE, AttrValue::DateTime(ctx.now));
-        o.set_attr("Fresh", AttrValue::Bool(true));
+        o.set_attr(Attr::Fresh.name(), AttrValue::Bool(true));
         Ok(o)
     }
 
@@ -44,14 +44,20 @@ impl Kmip {
             }
             self.apply(ctx, &mut o, a, true)?;
         }
-        if o.attr("Original Creation Date").is_none() {
-            o.set_attr("Original Creation Date", AttrValue::DateTime(ctx.now));
+        if o.attr(Attr::OriginalCreationDate.name()).is_none() {
+            o.set_attr(
+                Attr::OriginalCreationDate.name(),
+                AttrValue::DateTime(ctx.now),
+            );
         }
         o.set_attr(
-            "Always Sensitive",
-            AttrValue::Bool(o.attr("Sensitive") == Some(&AttrValue::Bool(true))),
+            Attr::AlwaysSensitive.name(),
+            AttrValue::Bool(o.attr(Attr::Sensitive.name()) == Some(&AttrValue::Bool(true))),
         );
-        o.set_attr("Never Extractable", AttrValue::Bool(!o.exportable));
+        o.set_attr(
+            Attr::NeverExtractable.name(),
+            AttrValue::Bool(!o.exportable),
+        );
         if matches!(
             o.object_type,
             object_type::SYMMETRIC_KEY
@@ -60,10 +66,10 @@ impl Kmip {
                 | object_type::PRIVATE_KEY
         ) {
             let f = obj::enum_attr(&o, FORMAT_ATTR).unwrap_or(key_format::RAW);
-            o.set_attr("Key Format Type", AttrValue::Enum(f));
+            o.set_attr(Attr::KeyFormatType.name(), AttrValue::Enum(f));
         }
         o.attrs.push(ObjectAttr {
-            name: "Digest".into(),
+            name: Attr::Digest.name().into(),
             value: AttrValue::Struct(vec![
                 (
                     t::HASHING_ALGORITHM,
@@ -134,7 +140,7 @@ impl Kmip {
         let mut o = self.new_object(ctx, ot)?;
         o.set_attr(obj::ALGORITHM, AttrValue::Enum(alg));
         o.set_attr(obj::LENGTH, AttrValue::Int(len));
-        o.set_attr("Random Number Generator", server_rng());
+        o.set_attr(Attr::RandomNumberGenerator.name(), server_rng());
         let uid = self.finish_new(ctx, o, incoming, material.expose())?;
         Ok(vec![
             Ttlv::enumeration(t::OBJECT_TYPE, ot),
@@ -250,9 +256,12 @@ impl Kmip {
             }
         }
         if let Some(ct) = enum_of(holder, t::CERTIFICATE_TYPE)? {
-            o.set_attr("Certificate Type", AttrValue::Enum(ct));
+            o.set_attr(Attr::CertificateType.name(), AttrValue::Enum(ct));
             if let Some(v) = bytes_of(holder, t::CERTIFICATE_VALUE)? {
-                o.set_attr("Certificate Length", AttrValue::Int(v.len() as i32));
+                o.set_attr(
+                    Attr::CertificateLength.name(),
+                    AttrValue::Int(v.len() as i32),
+                );
                 if let Ok((_, c)) = x509_parser::parse_x509_certificate(v) {
                     let cn = |n: &x509_parser::x509::X509Name<'_>| {
                         n.iter_common_name()
@@ -261,17 +270,22 @@ impl Kmip {
                             .map(str::to_owned)
                     };
                     if let Some(s) = cn(c.subject()) {
-                        o.set_attr("Certificate Subject CN", AttrValue::Text(s));
+                        o.set_attr(Attr::CertificateSubjectCN.name(), AttrValue::Text(s));
                     }
                     if let Some(s) = cn(c.issuer()) {
-                        o.set_attr("Certificate Issuer CN", AttrValue::Text(s));
+                        o.set_attr(Attr::CertificateIssuerCN.name(), AttrValue::Text(s));
                     }
                 }
             }
         }
         let incoming = incoming
             .into_iter()
-            .filter(|a| !matches!(a.name.as_str(), "Certificate Type" | "Certificate Length"))
+            .filter(|a| {
+                !matches!(
+                    Attr::from_name(&a.name),
+                    Some(Attr::CertificateType | Attr::CertificateLength)
+                )
+            })
             .collect();
         let uid = self.finish_new(ctx, o, incoming, &bytes)?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
@@ -304,17 +318,19 @@ impl Kmip {
         // Carry over what describes the key; names move to the new key.
         for a in &old.attrs {
             if matches!(
-                a.name.as_str(),
-                obj::ALGORITHM
-                    | obj::LENGTH
-                    | obj::USAGE_MASK
-                    | obj::PARAMETERS
-                    | "Object Group"
-                    | "Contact Information"
-                    | "Application Specific Information"
+                Attr::from_name(&a.name),
+                Some(
+                    Attr::CryptographicAlgorithm
+                        | Attr::CryptographicLength
+                        | Attr::CryptographicUsageMask
+                        | Attr::CryptographicParameters
+                        | Attr::ObjectGroup
+                        | Attr::ContactInformation
+                        | Attr::ApplicationSpecificInformation
+                        | Attr::Name
+                )
             ) || attrs::is_custom(&a.name)
                 || attrs::is_internal(&a.name)
-                || a.name == obj::NAME
             {
                 n.attrs.push(a.clone());
             }
@@ -332,14 +348,14 @@ impl Kmip {
             ])
         };
         n.attrs.push(ObjectAttr {
-            name: "Link".into(),
+            name: Attr::Link.name().into(),
             value: link(crate::enums::link_type::REPLACED_OBJECT, &old.uid),
         });
         let incoming = attrs::parse_request_attributes(p)?;
         // The names move to the new key.
         old.remove_attr(obj::NAME);
         old.attrs.push(ObjectAttr {
-            name: "Link".into(),
+            name: Attr::Link.name().into(),
             value: link(crate::enums::link_type::REPLACEMENT_OBJECT, &n.uid),
         });
         self.save(ctx, &mut old)?;

@@ -11,7 +11,7 @@ impl Kmip {
         // 2.x puts Object Type etc. inside Attributes; 1.x as Attributes too.
         if let Some(ot) = enum_of(p, t::OBJECT_TYPE)? {
             wanted.push(Incoming {
-                name: "Object Type".into(),
+                name: Attr::ObjectType.name().into(),
                 index: None,
                 value: Some(AttrValue::Enum(ot)),
             });
@@ -20,7 +20,7 @@ impl Kmip {
         // Destroyed objects only when asked for: by the 2.x Destroyed
         // Storage mask bit, or by a State criterion.
         let mask = int_of(p, t::STORAGE_STATUS_MASK)?.unwrap_or(1);
-        let with_destroyed = mask & 4 != 0 || wanted.iter().any(|w| w.name == "State");
+        let with_destroyed = mask & 4 != 0 || wanted.iter().any(|w| w.name == Attr::State.name());
         // Only what this identity may see is read (through indexes).
         let mut all = self
             .service
@@ -68,7 +68,9 @@ impl Kmip {
                     .filter(|(n, _)| *n == w.name)
                     .any(|(_, have)| attr_matches(have, want))
             });
-            if matches && (!fresh_only || o.attr("Fresh") == Some(&AttrValue::Bool(true))) {
+            if matches
+                && (!fresh_only || o.attr(Attr::Fresh.name()) == Some(&AttrValue::Bool(true)))
+            {
                 found.push(o.uid.clone());
             }
         }
@@ -143,9 +145,9 @@ impl Kmip {
     /// Clears Fresh on the first Get, and grants the client its lease: how
     /// long it may use the key material before asking again.
     pub(super) fn mark_served(&self, o: &mut ManagedObject) {
-        if o.attr("Fresh") == Some(&AttrValue::Bool(true)) {
-            o.set_attr("Fresh", AttrValue::Bool(false));
-            o.set_attr("Lease Time", AttrValue::Interval(LEASE_TIME_SECS));
+        if o.attr(Attr::Fresh.name()) == Some(&AttrValue::Bool(true)) {
+            o.set_attr(Attr::Fresh.name(), AttrValue::Bool(false));
+            o.set_attr(Attr::LeaseTime.name(), AttrValue::Interval(LEASE_TIME_SECS));
             // Losing this race only leaves Fresh set: not worth failing Get.
             let _ = self.service.update_object(o);
         }

@@ -73,7 +73,7 @@ impl Kmip {
             None
         };
         rules::revoke(&mut o, compromised_at, ctx.now).map_err(refused)?;
-        o.set_attr("Revocation Reason", to_stored_struct(reason));
+        o.set_attr(Attr::RevocationReason.name(), to_stored_struct(reason));
         self.save(ctx, &mut o)?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }

@@ -12,16 +12,17 @@ mod lifecycle;
 use attributes::{check_type, name_text, to_stored_struct};
 use create::{stored_as_is, FORMAT_ATTR};
 
-use crate::attrs::{self, Incoming, Setter};
+use crate::attrs::{self, Attr, Incoming, Setter};
 use crate::enums::{
-    block_cipher_mode as bcm, crypto_alg, key_format, object_type, operation as op, padding,
-    query_function, revocation_reason, Reason,
+    block_cipher_mode as bcm, crypto_alg, key_format, object_type, padding, query_function,
+    revocation_reason, Reason,
 };
 use crate::message::{
     self, bool_of, bytes_of, enum_of, int_of, text_of, KmipError, OnError, RequestItem,
     ResponseItem, Version, SUPPORTED,
 };
 use crate::objects::{self as obj, effective_state};
+use crate::operation::Operation;
 use crate::service_err::{refused, service_err};
 use crate::stream::{Stream, Streams};
 use crate::tags as t;
@@ -82,44 +83,6 @@ const MAX_RNG: i32 = 1 << 16;
 /// Largest Secret Data or key a client may register.
 const MAX_REGISTERED: usize = 64 * 1024;
 
-/// Operations Keyhold answers (Query Operations lists them).
-/// The operations Keyhold serves, each with the KMIP version that defined
-/// it: a client is served (and Query lists) exactly those of its version.
-const OPERATIONS: &[(u32, Version)] = &[
-    (op::CREATE, Version::new(1, 0)),
-    (op::REGISTER, Version::new(1, 0)),
-    (op::REKEY, Version::new(1, 0)),
-    (op::LOCATE, Version::new(1, 0)),
-    (op::CHECK, Version::new(1, 0)),
-    (op::GET, Version::new(1, 0)),
-    (op::GET_ATTRIBUTES, Version::new(1, 0)),
-    (op::GET_ATTRIBUTE_LIST, Version::new(1, 0)),
-    (op::ADD_ATTRIBUTE, Version::new(1, 0)),
-    (op::MODIFY_ATTRIBUTE, Version::new(1, 0)),
-    (op::DELETE_ATTRIBUTE, Version::new(1, 0)),
-    (op::OBTAIN_LEASE, Version::new(1, 0)),
-    (op::ACTIVATE, Version::new(1, 0)),
-    (op::REVOKE, Version::new(1, 0)),
-    (op::DESTROY, Version::new(1, 0)),
-    (op::QUERY, Version::new(1, 0)),
-    (op::DISCOVER_VERSIONS, Version::new(1, 1)),
-    (op::ENCRYPT, Version::new(1, 2)),
-    (op::DECRYPT, Version::new(1, 2)),
-    (op::MAC, Version::new(1, 2)),
-    (op::MAC_VERIFY, Version::new(1, 2)),
-    (op::RNG_RETRIEVE, Version::new(1, 2)),
-    (crate::enums::operation2::LOG, Version::new(2, 0)),
-    (crate::enums::operation2::SET_ATTRIBUTE, Version::new(2, 0)),
-    (crate::enums::operation2::INTEROP, Version::new(2, 0)),
-];
-
-/// Whether Keyhold serves `operation` to a client speaking `version`.
-fn served(operation: u32, version: Version) -> bool {
-    OPERATIONS
-        .iter()
-        .any(|(o, since)| *o == operation && version >= *since)
-}
-
 fn now_secs() -> i64 {
     keyhold_core::now()
 }
@@ -170,18 +133,7 @@ impl Kmip {
         req.children(t::BATCH_ITEM).all(|b| {
             matches!(
                 b.child(t::OPERATION).map(|o| &o.value),
-                Some(Value::Enumeration(
-                    op::ENCRYPT
-                        | op::DECRYPT
-                        | op::MAC
-                        | op::MAC_VERIFY
-                        | op::GET_ATTRIBUTES
-                        | op::GET_ATTRIBUTE_LIST
-                        | op::LOCATE
-                        | op::QUERY
-                        | op::DISCOVER_VERSIONS
-                        | op::RNG_RETRIEVE
-                ))
+                Some(&Value::Enumeration(c)) if Operation::from_code(c).is_some_and(Operation::is_quick)
             )
         })
     }
@@ -282,10 +234,14 @@ impl Kmip {
         let started = Instant::now();
         ctx.touched = None;
         let result = match unsupported {
-            Some(asked) if item.operation != op::DISCOVER_VERSIONS => Err(KmipError::new(
-                Reason::UnsupportedProtocolVersion,
-                format!("KMIP {asked} is not supported; Discover Versions lists those that are"),
-            )),
+            Some(asked) if item.operation != Operation::DiscoverVersions.code() => {
+                Err(KmipError::new(
+                    Reason::UnsupportedProtocolVersion,
+                    format!(
+                        "KMIP {asked} is not supported; Discover Versions lists those that are"
+                    ),
+                ))
+            }
             _ => self.dispatch(ctx, item),
         };
         let mut resp = match result {
@@ -354,19 +310,9 @@ impl Kmip {
     fn dispatch(&self, ctx: &mut Ctx<'_>, item: &RequestItem<'_>) -> Result<Vec<Ttlv>, KmipError> {
         let empty = Ttlv::structure(t::REQUEST_PAYLOAD, vec![]);
         let p = item.payload.unwrap_or(&empty);
+        let known = Operation::from_code(item.operation);
         // XKS keys are read-only here: their lifecycle is the custodians'.
-        if matches!(
-            item.operation,
-            op::REKEY
-                | op::ADD_ATTRIBUTE
-                | op::MODIFY_ATTRIBUTE
-                | op::DELETE_ATTRIBUTE
-                | op::ACTIVATE
-                | op::REVOKE
-                | op::DESTROY
-                | crate::enums::operation2::SET_ATTRIBUTE
-                | crate::enums::operation2::ADJUST_ATTRIBUTE
-        ) {
+        if known.is_some_and(Operation::changes_object) {
             if let Ok(uid) = self.uid_arg(ctx, p) {
                 if xks_keys::is_xks_uid(&uid) {
                     self.load(ctx, &uid)?;
@@ -374,50 +320,52 @@ impl Kmip {
                 }
             }
         }
-        if !served(item.operation, ctx.version) {
-            return Err(KmipError::new(
-                Reason::OperationNotSupported,
-                format!(
-                    "operation {} ({:#x}) is not supported in KMIP {}",
-                    crate::enums::operation::name(item.operation),
-                    item.operation,
-                    ctx.version
-                ),
-            ));
-        }
-        match item.operation {
-            op::DISCOVER_VERSIONS => self.discover_versions(p),
-            op::QUERY => self.query(ctx, p),
-            op::CREATE => self.create(ctx, p),
-            op::REGISTER => self.register(ctx, p),
-            op::REKEY => self.rekey(ctx, p),
-            op::LOCATE => self.locate(ctx, p),
-            op::GET => self.get(ctx, p),
-            op::GET_ATTRIBUTES => self.get_attributes(ctx, p),
-            op::GET_ATTRIBUTE_LIST => self.get_attribute_list(ctx, p),
-            op::ADD_ATTRIBUTE => self.add_attribute(ctx, p),
-            op::CHECK => self.check(ctx, p),
-            op::OBTAIN_LEASE => self.obtain_lease(ctx, p),
-            op::MODIFY_ATTRIBUTE => self.modify_attribute(ctx, p),
-            op::DELETE_ATTRIBUTE => self.delete_attribute(ctx, p),
-            crate::enums::operation2::SET_ATTRIBUTE => self.set_attribute(ctx, p),
-            op::ACTIVATE => self.activate(ctx, p),
-            op::REVOKE => self.revoke(ctx, p),
-            op::DESTROY => self.destroy(ctx, p),
-            op::ENCRYPT => self.crypt(ctx, p, true),
-            op::DECRYPT => self.crypt(ctx, p, false),
-            op::MAC => self.mac(ctx, p, false),
-            op::MAC_VERIFY => self.mac(ctx, p, true),
-            op::RNG_RETRIEVE => self.rng_retrieve(p),
+        let operation = match known {
+            Some(o) if o.served_in(ctx.version) => o,
+            _ => {
+                return Err(KmipError::new(
+                    Reason::OperationNotSupported,
+                    format!(
+                        "operation {} ({:#x}) is not supported in KMIP {}",
+                        crate::enums::operation::name(item.operation),
+                        item.operation,
+                        ctx.version
+                    ),
+                ))
+            }
+        };
+        use Operation as O;
+        match operation {
+            O::DiscoverVersions => self.discover_versions(p),
+            O::Query => self.query(ctx, p),
+            O::Create => self.create(ctx, p),
+            O::Register => self.register(ctx, p),
+            O::ReKey => self.rekey(ctx, p),
+            O::Locate => self.locate(ctx, p),
+            O::Get => self.get(ctx, p),
+            O::GetAttributes => self.get_attributes(ctx, p),
+            O::GetAttributeList => self.get_attribute_list(ctx, p),
+            O::AddAttribute => self.add_attribute(ctx, p),
+            O::Check => self.check(ctx, p),
+            O::ObtainLease => self.obtain_lease(ctx, p),
+            O::ModifyAttribute => self.modify_attribute(ctx, p),
+            O::DeleteAttribute => self.delete_attribute(ctx, p),
+            O::SetAttribute => self.set_attribute(ctx, p),
+            O::Activate => self.activate(ctx, p),
+            O::Revoke => self.revoke(ctx, p),
+            O::Destroy => self.destroy(ctx, p),
+            O::Encrypt => self.crypt(ctx, p, true),
+            O::Decrypt => self.crypt(ctx, p, false),
+            O::Mac => self.mac(ctx, p, false),
+            O::MacVerify => self.mac(ctx, p, true),
+            O::RngRetrieve => self.rng_retrieve(p),
             // Test-suite bracketing and client log lines: accepted (the
             // audit record carries the operation).
-            crate::enums::operation2::INTEROP | crate::enums::operation2::LOG => Ok(vec![]),
-            other => Err(KmipError::new(
+            O::Interop | O::Log => Ok(vec![]),
+            // Known, never served (`served_in` refused it above).
+            O::AdjustAttribute => Err(KmipError::new(
                 Reason::OperationNotSupported,
-                format!(
-                    "operation {} ({other:#x}) is not supported",
-                    crate::enums::operation::name(other)
-                ),
+                "operation Adjust Attribute is not supported",
             )),
         }
     }
@@ -571,21 +519,21 @@ impl Kmip {
                 ));
             }
             check_type(&a.name, &value)?;
-            match a.name.as_str() {
-                "Extractable" => {
+            match def.attr {
+                Attr::Extractable => {
                     if let AttrValue::Bool(b) = value {
                         rules::set_exportable(o, b, creating).map_err(refused)?;
                     }
                 }
-                "Sensitive" if value == AttrValue::Bool(true) => {
+                Attr::Sensitive if value == AttrValue::Bool(true) => {
                     o.exportable = false;
                 }
-                obj::ACTIVATION_DATE => {
+                Attr::ActivationDate => {
                     rules::check_activation_date_change(o, ctx.now, creating).map_err(refused)?;
                 }
                 // Names need not be unique (PyKMIP gives every secret the
                 // same default name); Locate lists newest first.
-                obj::NAME => {
+                Attr::Name => {
                     name_text(&value)?;
                 }
                 _ => {}
@@ -624,10 +572,10 @@ impl Kmip {
             };
             match f {
                 query_function::OPERATIONS => out.extend(
-                    OPERATIONS
-                        .iter()
-                        .filter(|(_, since)| ctx.version >= *since)
-                        .map(|(o, _)| Ttlv::enumeration(t::OPERATION, *o)),
+                    Operation::ALL
+                        .into_iter()
+                        .filter(|o| o.served_in(ctx.version))
+                        .map(|o| Ttlv::enumeration(t::OPERATION, o.code())),
                 ),
                 query_function::OBJECTS => out.extend(
                     [object_type::SYMMETRIC_KEY, object_type::SECRET_DATA]
