@@ -12,8 +12,8 @@ fn kmip() -> &'static Kmip {
     K.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("keyhold-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let root = keyhold_keystore::SoftwareRoot::create(&dir.join("root.key"), None)
-            .or_else(|_| keyhold_keystore::SoftwareRoot::load(&dir.join("root.key"), None))
+        let root = keyhold_root::SoftwareRoot::create(&dir.join("root.key"), None)
+            .or_else(|_| keyhold_root::SoftwareRoot::load(&dir.join("root.key"), None))
             .unwrap();
         let storage = keyhold_storage::SqliteStorage::open_in_memory().unwrap();
         let service = keyhold_service::KeyService::open(Arc::new(storage), Arc::new(root)).unwrap();

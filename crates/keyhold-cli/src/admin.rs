@@ -6,7 +6,7 @@ use crate::cmdio::outln;
 use crate::output;
 use clap::Subcommand;
 use keyhold_core::{Key, KeyId, StorePrefix, Usage};
-use keyhold_hsm::{PinSource, Pkcs11Config};
+use keyhold_root::{PinSource, Pkcs11Config};
 use keyhold_server::data_dir::{create_private_dir, DataDir};
 use keyhold_server::tls::LocalCa;
 use keyhold_service::KeyService;
@@ -77,7 +77,7 @@ pub(crate) fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), Strin
     let root = dd.open_hsm_root(matches!(cmd, HsmCmd::Init)).map_err(e)?;
     match cmd {
         HsmCmd::Init | HsmCmd::Status => {
-            use keyhold_keystore::RootOfTrust;
+            use keyhold_root::RootOfTrust;
             let probe = root.wrap(b"keyhold/hsm-status", b"probe").map_err(e)?;
             let ok = root
                 .unwrap(b"keyhold/hsm-status", &probe)

@@ -6,7 +6,7 @@ use crate::cmdio::outln;
 use crate::output;
 use crate::typed::{view, Typed};
 use clap::Subcommand;
-use keyhold_keystore::{RootOfTrust, SoftwareRoot};
+use keyhold_root::{RootOfTrust, SoftwareRoot};
 use keyhold_server::admin_ops::{BackupMade, BackupView};
 use keyhold_server::admin_v1::Route;
 use keyhold_server::data_dir::DataDir;
@@ -139,7 +139,7 @@ pub(crate) fn restore(
     }
     let hsm = args.hsm.config()?;
     let root: Box<dyn RootOfTrust> = match (&hsm, &args.join.root_key) {
-        (Some(cfg), None) => Box::new(keyhold_hsm::Pkcs11Root::open(cfg.clone(), false).map_err(e)?),
+        (Some(cfg), None) => Box::new(keyhold_root::Pkcs11Root::open(cfg.clone(), false).map_err(e)?),
         (None, Some(f)) => Box::new(SoftwareRoot::load(f, pass).map_err(e)?),
         _ => {
             return Err(

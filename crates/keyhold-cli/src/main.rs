@@ -460,9 +460,9 @@ fn main() -> ExitCode {
             let dd = dd.with_storage(join.storage());
             let pass = match &join.root_key {
                 Some(f) => {
-                    let sealed = keyhold_keystore::SoftwareRoot::file_kind(f)
+                    let sealed = keyhold_root::SoftwareRoot::file_kind(f)
                         .map_err(|e| e.to_string())?
-                        == keyhold_keystore::RootFileKind::Sealed;
+                        == keyhold_root::RootFileKind::Sealed;
                     passphrase(cli.passphrase_file.as_ref(), sealed, false)?
                 }
                 None => passphrase(cli.passphrase_file.as_ref(), *sealed, true)?,
@@ -497,8 +497,8 @@ fn main() -> ExitCode {
         Command::Backup(backup_cmd::BackupCmd::Restore(args)) => data_dir(&cli).and_then(|dd| {
             let sealed = match &args.join.root_key {
                 Some(f) => {
-                    keyhold_keystore::SoftwareRoot::file_kind(f).map_err(|e| e.to_string())?
-                        == keyhold_keystore::RootFileKind::Sealed
+                    keyhold_root::SoftwareRoot::file_kind(f).map_err(|e| e.to_string())?
+                        == keyhold_root::RootFileKind::Sealed
                 }
                 None => false,
             };

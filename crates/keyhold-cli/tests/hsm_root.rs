@@ -2,12 +2,10 @@
 //! real `keyhold` binary, and curl --aws-sigv4.
 
 mod common;
-#[path = "../../keyhold-hsm/tests/support/mod.rs"]
-mod softhsm;
 
 use common::*;
+use keyhold_testkit::softhsm::{SoftHsm, MODULE};
 use serde_json::json;
-use softhsm::{SoftHsm, MODULE};
 use std::path::PathBuf;
 use std::process::Command;
 

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use keyhold_testpg::PgCluster;
+use keyhold_testkit::PgCluster;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

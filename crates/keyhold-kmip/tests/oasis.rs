@@ -22,7 +22,6 @@ use keyhold_kmip::ttlv::{Limits, Ttlv, Value};
 use keyhold_kmip::{attrs, Client, Kmip};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// Mandatory cases of the committed profiles that do not pass yet, and why.
 const KNOWN_GAPS: &[(&str, &str)] = &[];
@@ -398,17 +397,9 @@ impl Cmp<'_> {
 
 // ---------- running a case ----------
 
-fn service() -> (tempfile::TempDir, Arc<keyhold_service::KeyService>) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = keyhold_keystore::SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap();
-    let storage = keyhold_storage::SqliteStorage::open_in_memory().unwrap();
-    let s = keyhold_service::KeyService::open(Arc::new(storage), Arc::new(root)).unwrap();
-    (dir, Arc::new(s))
-}
-
 fn run_case(path: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(path).unwrap();
-    let (_dir, svc) = service();
+    let (_dir, svc) = keyhold_testkit::service::fresh();
     let kmip = Kmip::new(svc);
     let client = Client {
         identity: "oasis".into(),

@@ -8,14 +8,10 @@ use keyhold_kmip::enums::{operation as op, usage_mask};
 use keyhold_kmip::tags as t;
 use keyhold_kmip::ttlv::{Ttlv, Value};
 use keyhold_kmip::{Client, Kmip};
-use std::sync::Arc;
 
 fn kmip() -> (tempfile::TempDir, Kmip) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = keyhold_keystore::SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap();
-    let storage = keyhold_storage::SqliteStorage::open_in_memory().unwrap();
-    let s = keyhold_service::KeyService::open(Arc::new(storage), Arc::new(root)).unwrap();
-    (dir, Kmip::new(Arc::new(s)))
+    let (dir, s) = keyhold_testkit::service::fresh();
+    (dir, Kmip::new(s))
 }
 
 fn client(name: &str) -> Client {

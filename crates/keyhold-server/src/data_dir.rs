@@ -6,8 +6,8 @@
 
 use crate::config::StorageSection;
 use keyhold_core::{Error, Result};
-use keyhold_hsm::{Pkcs11Config, Pkcs11Root};
-use keyhold_keystore::{RootFileKind, RootOfTrust, SoftwareRoot};
+use keyhold_root::{Pkcs11Config, Pkcs11Root};
+use keyhold_root::{RootFileKind, RootOfTrust, SoftwareRoot};
 use keyhold_service::KeyService;
 use keyhold_storage::{PostgresStorage, SqliteStorage, Storage};
 use secrecy::SecretString;
@@ -529,12 +529,7 @@ impl DataDir {
         }
         // A new label must not name a key that exists already (a customer's
         // HSM-resident key, say) unless the custodian provisioned it.
-        let exists = |l: &str| {
-            svc.barrier()
-                .root()
-                .hsm_keys()
-                .is_some_and(|k| k.check_key(l).is_ok())
-        };
+        let exists = |l: &str| svc.hsm_key_exists(l);
         if storage.get_meta(ROOT_NEXT_META)?.is_none() && !several && exists(&proposed) {
             return Err(Error::invalid(
                 "--kek-label",
@@ -580,7 +575,7 @@ impl DataDir {
                 "a root rotation is under way: finish it with `keyhold root rotate` first".into(),
             ));
         }
-        keyhold_service::verify_all(svc.maintenance(), &**svc.barrier().root())?;
+        svc.verify_wrapped()?;
         let mut gone = Vec::new();
         if self.uses_hsm() {
             gone.extend(self.destroy_retired_keks()?);
@@ -770,7 +765,7 @@ mod tests {
             .into_iter()
             .find(|(i, _)| matches!(i, keyhold_core::WrappedItem::KeyVersion { .. }))
             .unwrap();
-        let ctx = keyhold_keystore::wrap_context(&item).unwrap();
+        let ctx = keyhold_barrier::wrap_context(&item).unwrap();
         let next = SoftwareRoot::from_master(&master).unwrap();
         let moved = next
             .wrap(&ctx, old.unwrap(&ctx, &blob).unwrap().expose())
@@ -804,7 +799,7 @@ mod tests {
             .is_none());
         // Everything opens under the new root; the old one is retired.
         let svc = dd.open(None).unwrap();
-        keyhold_service::verify_all(svc.maintenance(), &**svc.barrier().root()).unwrap();
+        svc.verify_wrapped().unwrap();
         assert_eq!(dd.destroy_retired_roots(None).unwrap().len(), 1);
     }
 }

@@ -6,7 +6,7 @@
 //! `cargo bench -p keyhold-service --bench sealed_rows`.
 
 use keyhold_core::{KeyId, StorePrefix, Usage};
-use keyhold_keystore::SoftwareRoot;
+use keyhold_root::SoftwareRoot;
 use keyhold_service::integrity::RowKey;
 use keyhold_service::KeyService;
 use keyhold_storage::prelude::*;

@@ -331,8 +331,7 @@ mod tests {
 
     fn service() -> (tempfile::TempDir, KeyService) {
         let dir = tempfile::tempdir().unwrap();
-        let root =
-            keyhold_keystore::SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap();
+        let root = keyhold_root::SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap();
         let st = keyhold_storage::SqliteStorage::open(&dir.path().join("k.db")).unwrap();
         let s = KeyService::open(std::sync::Arc::new(st), std::sync::Arc::new(root)).unwrap();
         (dir, s)

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use keyhold_core::{Error, Result};
 use keyhold_crypto::{random_secret, Aes256Key, AES256_KEY_LEN};
-use keyhold_keystore::RootOfTrust;
+use keyhold_root::RootOfTrust;
 use keyhold_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -149,7 +149,7 @@ pub fn open(bytes: &[u8], root: &dyn RootOfTrust) -> Result<(BackupHeader, Snaps
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyhold_keystore::SoftwareRoot;
+    use keyhold_root::SoftwareRoot;
     use keyhold_storage::prelude::*;
     use keyhold_storage::SqliteStorage;
 

@@ -300,7 +300,7 @@ mod tests {
     use super::*;
     use crate::policy::PolicyScope;
     use keyhold_core::{KeyId, Usage};
-    use keyhold_keystore::SoftwareRoot;
+    use keyhold_root::SoftwareRoot;
     use keyhold_storage::SqliteStorage;
 
     fn service() -> (tempfile::TempDir, KeyService, StorePrefix) {

@@ -437,7 +437,7 @@ mod tests {
 
     use crate::{KeyService, Operation};
     use keyhold_core::{KeyId, Lifecycle, ManualClock, Status, StorePrefix, Usage};
-    use keyhold_keystore::SoftwareRoot;
+    use keyhold_root::SoftwareRoot;
     use keyhold_storage::SqliteStorage;
     use std::sync::Arc;
 

@@ -6,8 +6,9 @@
 //! left alone; a value neither root can unwrap stops the run with an error
 //! and is not touched. Nothing is ever deleted, so no key can be lost.
 
+use keyhold_barrier::wrap_context;
 use keyhold_core::{Error, Result};
-use keyhold_keystore::{wrap_context, RootOfTrust};
+use keyhold_root::RootOfTrust;
 use keyhold_storage::Maintenance;
 
 /// What a re-wrap run did.
@@ -97,7 +98,7 @@ mod tests {
     use super::*;
     use crate::KeyService;
     use keyhold_core::{KeyId, StorePrefix, Usage};
-    use keyhold_keystore::SoftwareRoot;
+    use keyhold_root::SoftwareRoot;
     use keyhold_storage::{SqliteStorage, Storage};
     use std::sync::Arc;
 

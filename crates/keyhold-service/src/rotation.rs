@@ -11,7 +11,7 @@
 
 use keyhold_core::{Error, Result};
 use keyhold_crypto::SecretBytes;
-use keyhold_keystore::{EkmHealth, HsmKeys, RootInfo, RootOfTrust, SoftwareRoot};
+use keyhold_root::{EkmHealth, HsmKeys, RootInfo, RootOfTrust, SoftwareRoot};
 use keyhold_storage::Storage;
 use parking_lot::RwLock;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 use keyhold_storage::conformance as c;
 use keyhold_storage::prelude::*;
 use keyhold_storage::{PgOptions, PostgresStorage};
-use keyhold_testpg::PgCluster;
+use keyhold_testkit::PgCluster;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Request;
 use keyhold_core::{KeyId, StorePrefix, Usage};
-use keyhold_keystore::SoftwareRoot;
+use keyhold_root::SoftwareRoot;
 use keyhold_service::KeyService;
 use keyhold_storage::SqliteStorage;
 use keyhold_xks::sigv4::{Signer, XKS_SERVICE};

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use keyhold_core::{KeyId, Result, StorePrefix, Usage};
 use keyhold_crypto::SecretBytes;
-use keyhold_keystore::{HsmKeys, RootInfo, RootOfTrust, SoftwareRoot};
+use keyhold_root::{HsmKeys, RootInfo, RootOfTrust, SoftwareRoot};
 use keyhold_service::KeyService;
 use keyhold_storage::SqliteStorage;
 use keyhold_xks::sigv4::{Signer, XKS_SERVICE};

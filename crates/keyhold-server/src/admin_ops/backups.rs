@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use keyhold_service::backup::{self, BackupHeader};
+use keyhold_service::backup::BackupHeader;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -51,13 +51,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 impl AdminOps {
     /// Takes a snapshot (traffic goes on) and seals it.
     pub fn create_backup(&self) -> OpResult<BackupMade> {
-        let backend = if self.service.shared_storage() {
-            "postgres"
-        } else {
-            "sqlite"
-        };
-        let root = self.service.barrier().root();
-        let (bytes, h) = backup::create(self.service.maintenance(), &**root, backend)?;
+        let (bytes, h) = self.service.create_backup()?;
         Ok(BackupMade {
             backup: view(&h),
             data: B64.encode(bytes),
@@ -69,8 +63,7 @@ impl AdminOps {
         let bytes = B64
             .decode(&req.data)
             .map_err(|_| OpError::new(400, "data is not base64"))?;
-        let root = self.service.barrier().root();
-        let (h, _) = backup::open(&bytes, &**root)?;
+        let (h, _) = self.service.open_backup(&bytes)?;
         Ok(view(&h))
     }
 }

@@ -301,7 +301,7 @@ impl KeyService {
         self.record_hsm_key(prefix, id, usage, label.to_owned())
     }
 
-    pub(crate) fn hsm(&self) -> Result<&dyn keyhold_keystore::HsmKeys> {
+    pub(crate) fn hsm(&self) -> Result<&dyn keyhold_root::HsmKeys> {
         self.barrier.root().hsm_keys().ok_or_else(|| {
             Error::invalid(
                 "protection",

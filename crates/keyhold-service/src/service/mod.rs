@@ -11,15 +11,16 @@ use crate::cache::Cache;
 use crate::health::{EkmReport, HealthReport, HealthStatus};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use keyhold_barrier::{
+    Barrier, AUDIT_KEY_CONTEXT, AUDIT_KEY_META, HEALTH_KEY_CONTEXT, HEALTH_KEY_META,
+};
 use keyhold_core::{
     now, validate_access_key_id, validate_secret_access_key, Clock, Error, Key, KeyId, KeyState,
     KeyStore, Lifecycle, ManagedObject, Result, Status, StorePrefix, StoredCredential, SystemClock,
     Timestamp, Usage, VersionFlag, WrappedKeyVersion, ACCESS_KEY_ID_ALPHABET,
 };
 use keyhold_crypto::{random_secret, Aes256Key, HmacKey, SecretBytes, AES256_KEY_LEN};
-use keyhold_keystore::{
-    Barrier, RootOfTrust, AUDIT_KEY_CONTEXT, AUDIT_KEY_META, HEALTH_KEY_CONTEXT, HEALTH_KEY_META,
-};
+use keyhold_root::RootOfTrust;
 use keyhold_storage::ChangeScope;
 use keyhold_storage::Storage;
 use parking_lot::Mutex;
@@ -347,8 +348,41 @@ impl KeyService {
             .is_some_and(|(at, _)| at.elapsed() < HEALTH_CACHE_TTL)
     }
 
-    pub fn barrier(&self) -> &Barrier {
+    pub(crate) fn barrier(&self) -> &Barrier {
         &self.barrier
+    }
+
+    /// A sealed backup of everything storage holds, taken while traffic
+    /// goes on (see [`crate::backup`]).
+    pub fn create_backup(&self) -> Result<(Vec<u8>, crate::backup::BackupHeader)> {
+        let backend = if self.shared_storage() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        crate::backup::create(&*self.storage, &**self.barrier.root(), backend)
+    }
+
+    /// Opens a backup with this key manager's root of trust.
+    pub fn open_backup(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(crate::backup::BackupHeader, keyhold_storage::Snapshot)> {
+        crate::backup::open(bytes, &**self.barrier.root())
+    }
+
+    /// Checks that the root of trust unwraps every wrapped item in storage;
+    /// returns how many it checked.
+    pub fn verify_wrapped(&self) -> Result<usize> {
+        crate::rewrap::verify_all(&*self.storage, &**self.barrier.root())
+    }
+
+    /// Whether the root of trust's HSM holds a usable key with this label.
+    pub fn hsm_key_exists(&self, label: &str) -> bool {
+        self.barrier
+            .root()
+            .hsm_keys()
+            .is_some_and(|k| k.check_key(label).is_ok())
     }
 
     /// Everything storage does: for the service itself. Front-ends and the
@@ -367,12 +401,6 @@ impl KeyService {
     /// kept.
     pub fn audit_store(&self) -> Arc<dyn keyhold_storage::AuditStore> {
         self.storage.clone()
-    }
-
-    /// Whole-database operations: consistent snapshots (backups) and the
-    /// wrapped values a change of root of trust re-wraps.
-    pub fn maintenance(&self) -> &dyn keyhold_storage::Maintenance {
-        &*self.storage
     }
 
     /// Whether other nodes share this service's storage.

@@ -1,5 +1,5 @@
 use super::*;
-use keyhold_keystore::SoftwareRoot;
+use keyhold_root::SoftwareRoot;
 use keyhold_storage::SqliteStorage;
 
 fn service() -> (tempfile::TempDir, KeyService) {

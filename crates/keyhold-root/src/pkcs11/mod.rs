@@ -1,11 +1,11 @@
 //! A root of trust in an HSM, through PKCS#11 (any v2.40 module; SoftHSMv2
 //! in tests).
 //!
-//! This is the only crate that touches PKCS#11. It uses the `cryptoki`
+//! This is the only module that touches PKCS#11. It uses the `cryptoki`
 //! crate (which fences the C calls); everything here is safe Rust and every
-//! PKCS#11 type stays inside this crate. What it offers:
+//! PKCS#11 type stays inside this module. What it offers:
 //!
-//! * [`Pkcs11Root`], a [`RootOfTrust`](keyhold_keystore::RootOfTrust) whose
+//! * [`Pkcs11Root`], a [`RootOfTrust`](crate::RootOfTrust) whose
 //!   key-encryption key (KEK) is an AES-256 key inside the token: sensitive,
 //!   never extractable. Wrapping is AES-GCM *inside the HSM* (C_Encrypt with
 //!   CKM_AES_GCM, the wrap context as AAD), so the key database alone is useless.

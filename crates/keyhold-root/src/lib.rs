@@ -1,22 +1,20 @@
-//! The barrier between Keyhold's key service and its storage.
+//! Keyhold's roots of trust: the one thing that can wrap and unwrap.
 //!
-//! * [`RootOfTrust`] is the seal: the one thing that can wrap and unwrap.
-//!   The embedded default is [`SoftwareRoot`], a 256-bit master key in its own
+//! * [`RootOfTrust`] is the seal every root implements (and [`HsmKeys`],
+//!   keys that live in an HSM and are used there).
+//! * [`SoftwareRoot`], the embedded default: a 256-bit master key in its own
 //!   file (mode 0600, outside the database), optionally sealed under a
-//!   passphrase with Argon2id. An HSM-backed root implements the same trait.
-//! * [`Barrier`] wraps key versions and credential secrets under the root,
-//!   binding each wrapped blob to what it is (store, key id, version), so a
-//!   blob moved to another row fails to unwrap.
+//!   passphrase with Argon2id.
+//! * [`Pkcs11Root`], a root in an HSM through PKCS#11 (see [`pkcs11`]). This
+//!   is the only crate that touches PKCS#11.
 //!
 //! Nothing here logs, and nothing returns key material except as
 //! zeroizing types.
 
-mod barrier;
+pub mod pkcs11;
 mod software;
 
-pub use barrier::{
-    wrap_context, Barrier, AUDIT_KEY_CONTEXT, AUDIT_KEY_META, HEALTH_KEY_CONTEXT, HEALTH_KEY_META,
-};
+pub use pkcs11::{FailoverToken, HsmStatus, PinSource, Pkcs11Config, Pkcs11Root};
 pub use software::{RootFileKind, SoftwareRoot};
 
 use keyhold_core::Result;

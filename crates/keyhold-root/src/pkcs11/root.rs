@@ -3,11 +3,11 @@
 //! a token that fails is marked down, skipped, and tried again once a
 //! second (by a request or by the health check) until it answers again.
 
-use crate::config::Pkcs11Config;
-use crate::token::{may_be_device, Pkcs11Token};
+use super::config::Pkcs11Config;
+use super::token::{may_be_device, Pkcs11Token};
+use crate::{EkmHealth, HsmKeys, RootInfo, RootOfTrust};
 use keyhold_core::{Error, Result};
 use keyhold_crypto::SecretBytes;
-use keyhold_keystore::{EkmHealth, HsmKeys, RootInfo, RootOfTrust};
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 

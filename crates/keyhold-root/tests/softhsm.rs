@@ -1,14 +1,12 @@
 //! The PKCS#11 root against a real module: SoftHSMv2, with a fresh token in a
 //! temporary directory for this test run (its own SOFTHSM2_CONF).
 
-mod support;
-
-use keyhold_hsm::{PinSource, Pkcs11Config, Pkcs11Root};
-use keyhold_keystore::RootOfTrust;
+use keyhold_root::RootOfTrust;
+use keyhold_root::{PinSource, Pkcs11Config, Pkcs11Root};
+use keyhold_testkit::softhsm::{SoftHsm, MODULE};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use support::{SoftHsm, MODULE};
 
 const PIN: &str = "4321-user-pin";
 const TOKEN: &str = "keyhold-test";
@@ -214,7 +212,7 @@ fn a_busy_pool_times_out_instead_of_hanging() {
 
 #[test]
 fn hsm_resident_key_gcm() {
-    use keyhold_keystore::HsmKeys;
+    use keyhold_root::HsmKeys;
     let root = Pkcs11Root::open(config("kek-resident"), true).unwrap();
     root.generate_key("resident-1", keyhold_core::Usage::BOTH)
         .unwrap();

@@ -1,8 +1,16 @@
+//! The barrier between Keyhold's key service and its storage: [`Barrier`]
+//! wraps key versions and credential secrets under the root of trust
+//! ([`keyhold_root::RootOfTrust`]), binding each wrapped blob to what it is
+//! (store, key id, version), so a blob moved to another row fails to unwrap.
+//!
+//! Nothing here logs, and nothing returns key material except as
+//! zeroizing types.
+
 //! Wrapping of key versions and credential secrets under the root of trust.
 
-use crate::RootOfTrust;
 use keyhold_core::{Error, KeyId, Result, StorePrefix, WrappedItem};
 use keyhold_crypto::{Aes256Key, SecretBytes, AES256_KEY_LEN};
+use keyhold_root::RootOfTrust;
 use std::sync::Arc;
 
 /// Name of the meta record holding the root check value.
@@ -158,7 +166,7 @@ impl Barrier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::SoftwareRoot;
+    use keyhold_root::SoftwareRoot;
 
     #[test]
     fn wrapped_key_is_bound_to_its_row() {

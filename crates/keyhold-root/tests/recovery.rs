@@ -3,15 +3,13 @@
 //! KEK, and recovery once the token is back, without reopening anything.
 //! One test: the module is shared by the whole process.
 
-mod support;
-
 use keyhold_core::Error;
-use keyhold_hsm::{FailoverToken, PinSource, Pkcs11Config, Pkcs11Root};
-use keyhold_keystore::RootOfTrust;
+use keyhold_root::RootOfTrust;
+use keyhold_root::{FailoverToken, PinSource, Pkcs11Config, Pkcs11Root};
+use keyhold_testkit::softhsm::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 const PIN: &str = "1111-user-pin";
 const KEK: &str = "cluster-kek";

@@ -1,14 +1,12 @@
 //! SoftHSMv2 for tests: a token directory of its own (SOFTHSM2_CONF), tokens
 //! made with softhsm2-util and keys written with pkcs11-tool.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-pub(crate) struct SoftHsm {
+pub struct SoftHsm {
     pub dir: PathBuf,
     pub conf: PathBuf,
 }
@@ -24,10 +22,16 @@ fn run(cmd: &mut Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+impl Default for SoftHsm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl SoftHsm {
     /// A fresh token directory under a new temporary directory (kept for
     /// the life of the test process: the module may still read it).
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap().keep();
         std::fs::create_dir_all(dir.join("tokens")).unwrap();
         let conf = dir.join("softhsm2.conf");
@@ -44,7 +48,7 @@ impl SoftHsm {
 
     /// Initialises a token; returns its directory (what to move away to
     /// make the token disappear).
-    pub(crate) fn add_token(&self, label: &str, pin: &str) -> PathBuf {
+    pub fn add_token(&self, label: &str, pin: &str) -> PathBuf {
         let before = self.token_dirs();
         run(
             Command::new("softhsm2-util")
@@ -76,7 +80,7 @@ impl SoftHsm {
 
     /// Writes a sensitive, non-extractable AES key with known bytes (the way
     /// an HSM cluster's members come to hold the same key).
-    pub(crate) fn write_aes_key(&self, token: &str, pin: &str, label: &str, key: &[u8; 32]) {
+    pub fn write_aes_key(&self, token: &str, pin: &str, label: &str, key: &[u8; 32]) {
         let file = self.dir.join(format!("{label}.bin"));
         std::fs::write(&file, key).unwrap();
         run(
@@ -111,7 +115,7 @@ impl SoftHsm {
 
 /// Moves a token's directory out of the token directory (the token is
 /// "removed"); moving it back returns it.
-pub(crate) fn take_away(dir: &Path) -> PathBuf {
+pub fn take_away(dir: &Path) -> PathBuf {
     let tokens = dir.parent().expect("token directory");
     let away = tokens
         .with_file_name("away")

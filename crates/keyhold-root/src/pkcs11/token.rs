@@ -4,9 +4,9 @@
 //! a failure whose cause is the token itself (it stopped answering) leads
 //! to one re-initialisation and one retry.
 
-use crate::config::Pkcs11Config;
-use crate::module::{Loaded, Module};
-use crate::pool::SessionPool;
+use super::config::Pkcs11Config;
+use super::module::{Loaded, Module};
+use super::pool::SessionPool;
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::aead::GcmParams;
@@ -36,8 +36,8 @@ pub(crate) struct TokenSummary {
 
 impl TokenSummary {
     /// How health reports and operators see the token called `name`.
-    pub(crate) fn describe(&self, name: &str) -> keyhold_keystore::RootInfo {
-        keyhold_keystore::RootInfo {
+    pub(crate) fn describe(&self, name: &str) -> crate::RootInfo {
+        crate::RootInfo {
             id: format!("pkcs11-{name}-{}", self.serial),
             model: format!(
                 "{} {} (PKCS#11 token {name})",
