@@ -155,6 +155,42 @@ fn check_certificate(
     roots: &rustls::RootCertStore,
 ) -> Option<String> {
     const C: &str = "certificate";
+    let chain = load_chain(r, config)?;
+    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(chain[0].as_ref()) else {
+        r.add(C, Level::Fail, "the certificate does not parse", None);
+        return None;
+    };
+    let names = dns_names(&leaf);
+    let issuer = leaf.issuer().to_string();
+    check_validity(r, &leaf);
+    let name = public_name
+        .map(str::to_owned)
+        .or_else(|| names.first().cloned());
+    let Some(name) = name else {
+        r.add(
+            "public name",
+            Level::Fail,
+            "the certificate names no DNS name",
+            Some("get a certificate for the name AWS KMS will call (--public-name)"),
+        );
+        return None;
+    };
+    if issuer.contains("Keyhold local CA") {
+        r.add(
+            "certificate issuer",
+            Level::Fail,
+            format!("issued by Keyhold's own local CA ({issuer})"),
+            Some("AWS KMS trusts public CAs only: get a certificate for the public name from one (the XKS specification lists them)"),
+        );
+    }
+    check_chain(r, &chain, &name, &issuer, roots);
+    Some(name)
+}
+
+/// The certificate chain the XKS listener serves, if it loads and goes
+/// with its key (each failure reported).
+fn load_chain(r: &mut Report, config: &Config) -> Option<Vec<CertificateDer<'static>>> {
+    const C: &str = "certificate";
     if config.insecure_http {
         r.add(
             C,
@@ -182,19 +218,18 @@ fn check_certificate(
         );
         return None;
     }
-    let chain = match keyhold_server::tls::load_certs(cert) {
-        Ok(c) => c,
+    match keyhold_server::tls::load_certs(cert) {
+        Ok(c) => Some(c),
         Err(err) => {
             r.add(C, Level::Fail, err.to_string(), None);
-            return None;
+            None
         }
-    };
-    let Ok((_, leaf)) = x509_parser::parse_x509_certificate(chain[0].as_ref()) else {
-        r.add(C, Level::Fail, "the certificate does not parse", None);
-        return None;
-    };
-    let names: Vec<String> = leaf
-        .subject_alternative_name()
+    }
+}
+
+/// The DNS names in a certificate's subject alternative names.
+fn dns_names(leaf: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    leaf.subject_alternative_name()
         .ok()
         .flatten()
         .map(|san| {
@@ -207,8 +242,12 @@ fn check_certificate(
                 })
                 .collect()
         })
-        .unwrap_or_default();
-    let issuer = leaf.issuer().to_string();
+        .unwrap_or_default()
+}
+
+/// Reports the certificate's validity dates against the clock.
+fn check_validity(r: &mut Report, leaf: &x509_parser::certificate::X509Certificate<'_>) {
+    const C: &str = "certificate";
     let now = keyhold_core::now();
     let not_after = leaf.validity().not_after.timestamp();
     let days_left = (not_after - now) / 86_400;
@@ -240,29 +279,18 @@ fn check_certificate(
             Some("check the clock, or the certificate's dates"),
         );
     }
-    let name = public_name
-        .map(str::to_owned)
-        .or_else(|| names.first().cloned());
-    let Some(name) = name else {
-        r.add(
-            "public name",
-            Level::Fail,
-            "the certificate names no DNS name",
-            Some("get a certificate for the name AWS KMS will call (--public-name)"),
-        );
-        return None;
-    };
-    if issuer.contains("Keyhold local CA") {
-        r.add(
-            "certificate issuer",
-            Level::Fail,
-            format!("issued by Keyhold's own local CA ({issuer})"),
-            Some("AWS KMS trusts public CAs only: get a certificate for the public name from one (the XKS specification lists them)"),
-        );
-    }
-    // The chain as a client that trusts `roots` checks it, for the name.
+}
+
+/// Checks the chain as a client that trusts `roots` does, for `name`.
+fn check_chain(
+    r: &mut Report,
+    chain: &[CertificateDer<'static>],
+    name: &str,
+    issuer: &str,
+    roots: &rustls::RootCertStore,
+) {
     let intermediates = &chain[1..];
-    let verified = ServerName::try_from(name.clone())
+    let verified = ServerName::try_from(name.to_owned())
         .map_err(e)
         .and_then(|sn| {
             verifier(roots)?
@@ -281,7 +309,6 @@ fn check_certificate(
             Some("the file must hold the leaf then every intermediate, from a public CA, for this name"),
         ),
     }
-    Some(name)
 }
 
 fn check_listen(r: &mut Report, config: &Config) {

@@ -13,6 +13,7 @@ mod kmip_cmd;
 mod lifecycle_cmd;
 mod output;
 mod policy_cmd;
+mod root_cmd;
 mod typed;
 
 use clap::{Parser, Subcommand};
@@ -439,7 +440,12 @@ fn main() -> ExitCode {
     let r = match &cli.command {
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(*shell, &mut Cli::command(), "keyhold", &mut std::io::stdout());
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "keyhold",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
         Command::ManPages { dir } => man_pages(dir),
@@ -451,33 +457,17 @@ fn main() -> ExitCode {
             hsm,
             join,
         } => data_dir(&cli).and_then(|dd| {
-            let hsm = hsm.config()?;
-            if hsm.is_some() && (*sealed || join.root_key.is_some()) {
-                return Err(
-                    "--sealed and --root-key are for the software root; an HSM root is protected by the HSM".into(),
-                );
-            }
-            let dd = dd.with_storage(join.storage());
-            let pass = match &join.root_key {
-                Some(f) => {
-                    let sealed = keyhold_root::SoftwareRoot::file_kind(f)
-                        .map_err(|e| e.to_string())?
-                        == keyhold_root::RootFileKind::Sealed;
-                    passphrase(cli.passphrase_file.as_ref(), sealed, false)?
-                }
-                None => passphrase(cli.passphrase_file.as_ref(), *sealed, true)?,
-            };
-            admin::init(
-                &dd,
-                pass.as_ref(),
-                hsm.as_ref(),
-                join.root_key.as_deref(),
-                listen,
-                &admin::TlsChoice {
-                    names: tls_names,
-                    key_type: *tls_key_type,
+            init(
+                &cli,
+                dd,
+                InitArgs {
+                    sealed: *sealed,
+                    listen,
+                    tls_names,
+                    tls_key_type: *tls_key_type,
+                    hsm,
+                    join,
                 },
-                cli.json,
             )
         }),
         Command::Serve {
@@ -494,20 +484,9 @@ fn main() -> ExitCode {
             kmip_listen.as_ref(),
             admin_listen.as_ref(),
         ),
-        Command::Backup(backup_cmd::BackupCmd::Restore(args)) => data_dir(&cli).and_then(|dd| {
-            let sealed = match &args.join.root_key {
-                Some(f) => {
-                    keyhold_root::SoftwareRoot::file_kind(f).map_err(|e| e.to_string())?
-                        == keyhold_root::RootFileKind::Sealed
-                }
-                None => false,
-            };
-            let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
-            let dd = backup_cmd::restore(dd, args, pass.as_ref(), cli.json)?;
-            // The restore is the new node's first audited command.
-            let ctx = ctx_with(&cli, dd.clone(), pass.as_ref())?;
-            audit_cmd::record_admin(&ctx, &dd, &command_words(), &Ok(()))
-        }),
+        Command::Backup(backup_cmd::BackupCmd::Restore(args)) => {
+            data_dir(&cli).and_then(|dd| restore(&cli, dd, args))
+        }
         Command::Store(_)
         | Command::Backup(_)
         | Command::Key(_)
@@ -520,81 +499,15 @@ fn main() -> ExitCode {
         | Command::Admin(_)
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
         Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
-        Command::Root(RootCmd::Rotate { kek_label }) => data_dir(&cli).and_then(|dd| {
-            let r = audited_with_root(&cli, dd, |dd, pass| {
-                let mut last = std::time::Instant::now();
-                dd.rotate_root(pass, kek_label.as_deref(), |n, total| {
-                    if last.elapsed().as_secs() >= 2 || n == total {
-                        eprintln!("re-wrapped {n}/{total}");
-                        last = std::time::Instant::now();
-                    }
-                })
-                .map_err(|e| e.to_string())
-            })?;
-            if cli.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "old_root": r.old_id, "new_root": r.new_id,
-                        "rewrapped": r.rewrap.rewrapped, "already": r.rewrap.already,
-                        "retired": r.retired, "servers_confirmed": r.servers,
-                    })
-                );
-            } else {
-                println!(
-                    "The root of trust is now {}: {} values re-wrapped ({} were already); {} running server(s) switched without a restart.",
-                    r.new_id, r.rewrap.rewrapped, r.rewrap.already, r.servers
-                );
-                match &r.retired {
-                    Some(f) if f.starts_with("KEK ") => println!(
-                        "The old {} is kept: {f}. Copy root.pkcs11.toml to every other node's data directory (or set its kek_label and retired_kek_labels); then run `keyhold root destroy-retired`. From then on backups made before this rotation cannot be restored.",
-                        r.old_id
-                    ),
-                    Some(f) => println!(
-                        "The old root {} is kept as {f}. Escrow the new root.key now; copy it to every other node's data directory; then run `keyhold root destroy-retired` and destroy every other copy of the old root. From then on backups made before this rotation cannot be restored.",
-                        r.old_id
-                    ),
-                    None => {}
-                }
-            }
-            Ok(())
-        }),
-        Command::Root(RootCmd::DestroyRetired) => data_dir(&cli).and_then(|dd| {
-            let gone = audited_with_root(&cli, dd, |dd, pass| {
-                dd.destroy_retired_roots(pass).map_err(|e| e.to_string())
-            })?;
-            for f in &gone {
-                println!("destroyed {f}");
-            }
-            println!(
-                "{} retired root(s) destroyed here. Escrowed copies, other nodes' files and backups of the data directory are yours to destroy.",
-                gone.len()
-            );
-            Ok(())
-        }),
-        Command::Root(RootCmd::MigrateToHsm { hsm }) => data_dir(&cli).and_then(|dd| {
-            let cfg = hsm.config()?;
-            let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
-            let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
-            let mut last = std::time::Instant::now();
-            let (report, retired) = dd
-                .migrate_to_hsm(cfg.as_ref(), pass.as_ref(), |n, total| {
-                    if last.elapsed().as_secs() >= 2 || n == total {
-                        eprintln!("re-wrapped {n}/{total}");
-                        last = std::time::Instant::now();
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-            println!(
-                "The root of trust is now the HSM: {} values re-wrapped ({} were already).",
-                report.rewrapped, report.already
-            );
-            println!(
-                "The old software root is kept as {}: destroy it (and backups that hold it) once you are satisfied.",
-                retired.display()
-            );
-            Ok(())
-        }),
+        Command::Root(RootCmd::Rotate { kek_label }) => {
+            data_dir(&cli).and_then(|dd| root_cmd::rotate(&cli, dd, kek_label.as_deref()))
+        }
+        Command::Root(RootCmd::DestroyRetired) => {
+            data_dir(&cli).and_then(|dd| root_cmd::destroy_retired(&cli, dd))
+        }
+        Command::Root(RootCmd::MigrateToHsm { hsm }) => {
+            data_dir(&cli).and_then(|dd| root_cmd::migrate_to_hsm(&cli, dd, hsm))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -603,6 +516,72 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `keyhold init`'s arguments.
+struct InitArgs<'a> {
+    sealed: bool,
+    listen: &'a str,
+    tls_names: &'a [String],
+    tls_key_type: keyhold_server::tls::KeyType,
+    hsm: &'a admin::HsmArgs,
+    join: &'a admin::JoinArgs,
+}
+
+/// `keyhold init`: a new data directory (or a node joining shared storage).
+fn init(cli: &Cli, dd: DataDir, a: InitArgs<'_>) -> Result<(), String> {
+    let InitArgs {
+        sealed,
+        listen,
+        tls_names,
+        tls_key_type,
+        hsm,
+        join,
+    } = a;
+    let hsm = hsm.config()?;
+    if hsm.is_some() && (sealed || join.root_key.is_some()) {
+        return Err(
+            "--sealed and --root-key are for the software root; an HSM root is protected by the HSM".into(),
+        );
+    }
+    let dd = dd.with_storage(join.storage());
+    let pass = match &join.root_key {
+        Some(f) => {
+            let sealed = keyhold_root::SoftwareRoot::file_kind(f).map_err(|e| e.to_string())?
+                == keyhold_root::RootFileKind::Sealed;
+            passphrase(cli.passphrase_file.as_ref(), sealed, false)?
+        }
+        None => passphrase(cli.passphrase_file.as_ref(), sealed, true)?,
+    };
+    admin::init(
+        &dd,
+        pass.as_ref(),
+        hsm.as_ref(),
+        join.root_key.as_deref(),
+        listen,
+        &admin::TlsChoice {
+            names: tls_names,
+            key_type: tls_key_type,
+        },
+        cli.json,
+    )
+}
+
+/// `keyhold backup restore`: a new data directory from a backup; the
+/// restore is the new node's first audited command.
+fn restore(cli: &Cli, dd: DataDir, args: &backup_cmd::RestoreArgs) -> Result<(), String> {
+    let sealed = match &args.join.root_key {
+        Some(f) => {
+            keyhold_root::SoftwareRoot::file_kind(f).map_err(|e| e.to_string())?
+                == keyhold_root::RootFileKind::Sealed
+        }
+        None => false,
+    };
+    let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;
+    let dd = backup_cmd::restore(dd, args, pass.as_ref(), cli.json)?;
+    // The restore is the new node's first audited command.
+    let ctx = ctx_with(cli, dd.clone(), pass.as_ref())?;
+    audit_cmd::record_admin(&ctx, &dd, &command_words(), &Ok(()))
 }
 
 /// Writes `keyhold.1` and a page per subcommand (`keyhold-key-create.1`,
