@@ -211,6 +211,59 @@ fn high_water(cps: &[Checkpoint], key: &HmacKey, chain: &str, seq: u64, head: &s
     HighWater { seq: top, clean }
 }
 
+/// Takes the chain's file lock: one writer per chain, across processes.
+fn lock_chain(dir: &Path, chain: &str, wait: bool) -> Result<File, String> {
+    let lock_path = dir.join(".lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| io_err("cannot open", &lock_path, e))?;
+    let mode = if wait {
+        rustix::fs::FlockOperation::LockExclusive
+    } else {
+        rustix::fs::FlockOperation::NonBlockingLockExclusive
+    };
+    rustix::fs::flock(&lock, mode)
+        .map_err(|e| format!("audit chain {chain} is in use by another process ({e})"))?;
+    Ok(lock)
+}
+
+/// Where a chain stands in `dir`: its last record's number and MAC, the
+/// file to append to, and that file's length up to its last whole line.
+fn chain_end(
+    dir: &Path,
+    chain: &str,
+    key: &HmacKey,
+) -> Result<(u64, String, PathBuf, u64), String> {
+    let files = chain_files(dir);
+    let Some(p) = files.last() else {
+        return Ok((0, genesis(), dir.join(file_name(1)), 0));
+    };
+    let (line, good_len) = last_line(p).map_err(|e| io_err("cannot read", p, e))?;
+    if let Some(l) = line {
+        let (rec, mac) = open_line(key, &l).map_err(|e| {
+            format!(
+                "audit chain {chain} is damaged at the end of {} ({e}): run `keyhold audit verify`",
+                p.display()
+            )
+        })?;
+        return Ok((rec.seq, mac, p.clone(), good_len));
+    }
+    // An empty file (rotated, then a crash): its name says where the chain
+    // stands; the previous file has the head.
+    match files.len().checked_sub(2).map(|i| &files[i]) {
+        Some(pp) => {
+            let (l, _) = last_line(pp).map_err(|e| io_err("cannot read", pp, e))?;
+            let l = l.ok_or_else(|| format!("audit chain {chain}: {} is empty", pp.display()))?;
+            let (rec, mac) = open_line(key, &l)?;
+            Ok((rec.seq, mac, p.clone(), 0))
+        }
+        None => Ok((0, genesis(), p.clone(), 0)),
+    }
+}
+
 fn io_err(what: &str, p: &Path, e: impl std::fmt::Display) -> String {
     format!("{what} {}: {e}", p.display())
 }
@@ -227,55 +280,8 @@ impl ChainWriter {
     ) -> Result<Self, String> {
         let dir = cfg.dir.join(chain);
         std::fs::create_dir_all(&dir).map_err(|e| io_err("cannot create", &dir, e))?;
-        let lock_path = dir.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_err("cannot open", &lock_path, e))?;
-        let mode = if wait {
-            rustix::fs::FlockOperation::LockExclusive
-        } else {
-            rustix::fs::FlockOperation::NonBlockingLockExclusive
-        };
-        rustix::fs::flock(&lock, mode)
-            .map_err(|e| format!("audit chain {chain} is in use by another process ({e})"))?;
-        let files = chain_files(&dir);
-        let (seq, head, path, len) = match files.last() {
-            None => (0, genesis(), dir.join(file_name(1)), 0),
-            Some(p) => {
-                let (line, good_len) = last_line(p).map_err(|e| io_err("cannot read", p, e))?;
-                match line {
-                    Some(l) => {
-                        let (rec, mac) = open_line(&key, &l).map_err(|e| {
-                            format!(
-                                "audit chain {chain} is damaged at the end of {} ({e}): run `keyhold audit verify`",
-                                p.display()
-                            )
-                        })?;
-                        (rec.seq, mac, p.clone(), good_len)
-                    }
-                    None => {
-                        // An empty file (rotated, then a crash): its name says
-                        // where the chain stands; the previous file has the head.
-                        let prev = files.len().checked_sub(2).map(|i| &files[i]);
-                        match prev {
-                            Some(pp) => {
-                                let (l, _) =
-                                    last_line(pp).map_err(|e| io_err("cannot read", pp, e))?;
-                                let l = l.ok_or_else(|| {
-                                    format!("audit chain {chain}: {} is empty", pp.display())
-                                })?;
-                                let (rec, mac) = open_line(&key, &l)?;
-                                (rec.seq, mac, p.clone(), 0)
-                            }
-                            None => (0, genesis(), p.clone(), 0),
-                        }
-                    }
-                }
-            }
-        };
+        let lock = lock_chain(&dir, chain, wait)?;
+        let (seq, head, path, len) = chain_end(&dir, chain, &key)?;
         let file = OpenOptions::new()
             .create(true)
             .append(true)

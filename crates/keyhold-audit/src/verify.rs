@@ -138,133 +138,198 @@ fn verify_chain(
     cps: &[&Checkpoint],
     report: &mut VerifyReport,
 ) {
-    let mut problems = Vec::new();
-    let mut want: HashMap<u64, Vec<&Checkpoint>> = HashMap::new();
-    for c in cps.iter().filter(|c| is_head_checkpoint(c)) {
-        want.entry(c.seq).or_default().push(c);
-    }
-    let retention: Vec<_> = cps.iter().filter(|c| c.kind == "retention").collect();
-    let (mut expect_seq, mut prev): (Option<u64>, String) = (None, genesis());
-    let (mut first, mut last, mut count) = (0u64, 0u64, 0u64);
-    let mut seen_macs: HashMap<u64, String> = HashMap::new();
-    {
-        for (at, line) in lines {
-            let Ok(line) = line else {
-                problems.push(format!("{at}: cannot be read"));
+    let mut w = Walk::new(chain, cps);
+    for (at, line) in lines {
+        let Ok(line) = line else {
+            w.problems.push(format!("{at}: cannot be read"));
+            continue;
+        };
+        match open_line(key, &line) {
+            Ok((rec, mac)) => w.record(&at, &rec, mac),
+            Err(e) => {
+                w.problems.push(format!("{at}: {e}"));
                 continue;
-            };
-            let (rec, mac) = match open_line(key, &line) {
-                Ok(x) => x,
-                Err(e) => {
-                    problems.push(format!("{at}: {e}"));
-                    continue;
-                }
-            };
-            count += 1;
-            match expect_seq {
-                None => {
-                    first = rec.seq;
-                    if rec.operation == UNCLEAN_START && rec.prev == genesis() {
-                        report.warnings.push(format!(
-                            "{at}: chain {chain} starts after an unclean stop before its first record (numbers 1..{} skipped): records written then may have been lost or cut off",
-                            rec.seq - 1
-                        ));
-                    } else if rec.seq != 1 {
-                        let covered = retention
-                            .iter()
-                            .any(|c| c.seq + 1 == rec.seq && c.head == rec.prev);
-                        if !covered {
-                            problems.push(format!(
-                                "{at}: the chain starts at record {} and no retention marker accounts for the records before it: they were deleted",
-                                rec.seq
-                            ));
-                        }
-                    } else if rec.prev != genesis() {
-                        problems.push(format!("{at}: the first record does not start the chain"));
-                    }
-                }
-                Some(s) => {
-                    if rec.operation == UNCLEAN_START && rec.seq >= s && rec.prev == prev {
-                        report.warnings.push(format!(
-                            "{at}: chain {chain} was not closed cleanly after record {}{}: records written after its last checkpoint before then may have been lost or cut off",
-                            s - 1,
-                            if rec.seq > s {
-                                format!(" (numbers {s}..{} skipped)", rec.seq - 1)
-                            } else {
-                                String::new()
-                            }
-                        ));
-                    } else if rec.seq != s {
-                        problems.push(format!(
-                            "{at}: record {} where {s} was expected: records were deleted, inserted or reordered",
-                            rec.seq
-                        ));
-                    } else if rec.prev != prev {
-                        problems.push(format!(
-                            "{at}: record {} does not follow the record before it: records were deleted, inserted or reordered",
-                            rec.seq
-                        ));
-                    }
-                }
-            }
-            if rec.chain != chain {
-                problems.push(format!("{at}: record belongs to chain {}", rec.chain));
-            }
-            if want.contains_key(&rec.seq) {
-                seen_macs.insert(rec.seq, mac.clone());
-            }
-            last = rec.seq;
-            expect_seq = Some(rec.seq + 1);
-            prev = mac;
-            if problems.len() >= MAX_PROBLEMS {
-                break;
             }
         }
+        if w.problems.len() >= MAX_PROBLEMS {
+            break;
+        }
     }
-    for (seq, list) in &want {
-        for c in list {
-            report.checkpoints_checked += 1;
-            if *seq > last {
-                problems.push(format!(
-                    "chain {chain} ends at record {last}, but a checkpoint of {} records was signed at {}: the newest records were removed",
-                    seq,
-                    keyhold_core::time::format_rfc3339(c.ts_ms / 1000)
+    w.check_checkpoints(report);
+    w.check_closed(cps);
+    report.warnings.append(&mut w.warnings);
+    report
+        .chains
+        .push((chain.to_owned(), w.count, w.first, w.last));
+    report.problems.append(&mut w.problems);
+}
+
+/// Walking one chain's records in order: what was expected next, what
+/// was seen, and what is wrong.
+struct Walk<'a> {
+    chain: &'a str,
+    /// Head checkpoints by the record number they signed.
+    want: HashMap<u64, Vec<&'a Checkpoint>>,
+    retention: Vec<&'a Checkpoint>,
+    expect_seq: Option<u64>,
+    prev: String,
+    first: u64,
+    last: u64,
+    count: u64,
+    /// The MACs of the records a checkpoint signed.
+    seen_macs: HashMap<u64, String>,
+    problems: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(chain: &'a str, cps: &[&'a Checkpoint]) -> Self {
+        let mut want: HashMap<u64, Vec<&Checkpoint>> = HashMap::new();
+        for c in cps.iter().filter(|c| is_head_checkpoint(c)) {
+            want.entry(c.seq).or_default().push(c);
+        }
+        Self {
+            chain,
+            want,
+            retention: cps
+                .iter()
+                .copied()
+                .filter(|c| c.kind == "retention")
+                .collect(),
+            expect_seq: None,
+            prev: genesis(),
+            first: 0,
+            last: 0,
+            count: 0,
+            seen_macs: HashMap::new(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// One record whose MAC verified, `at` a place in a file.
+    fn record(&mut self, at: &str, rec: &Record, mac: String) {
+        self.count += 1;
+        match self.expect_seq {
+            None => self.first_record(at, rec),
+            Some(s) => self.next_record(at, rec, s),
+        }
+        if rec.chain != self.chain {
+            self.problems
+                .push(format!("{at}: record belongs to chain {}", rec.chain));
+        }
+        if self.want.contains_key(&rec.seq) {
+            self.seen_macs.insert(rec.seq, mac.clone());
+        }
+        self.last = rec.seq;
+        self.expect_seq = Some(rec.seq + 1);
+        self.prev = mac;
+    }
+
+    /// The chain's first record: record 1, or one that a retention marker
+    /// or an unclean start accounts for.
+    fn first_record(&mut self, at: &str, rec: &Record) {
+        let chain = self.chain;
+        self.first = rec.seq;
+        if rec.operation == UNCLEAN_START && rec.prev == genesis() {
+            self.warnings.push(format!(
+                "{at}: chain {chain} starts after an unclean stop before its first record (numbers 1..{} skipped): records written then may have been lost or cut off",
+                rec.seq - 1
+            ));
+        } else if rec.seq != 1 {
+            let covered = self
+                .retention
+                .iter()
+                .any(|c| c.seq + 1 == rec.seq && c.head == rec.prev);
+            if !covered {
+                self.problems.push(format!(
+                    "{at}: the chain starts at record {} and no retention marker accounts for the records before it: they were deleted",
+                    rec.seq
                 ));
-            } else if *seq >= first {
-                match seen_macs.get(seq) {
-                    Some(m) if *m == c.head => {}
-                    _ => problems.push(format!(
-                        "chain {chain}: record {seq} is not the one the checkpoint of {} signed: the log was rewritten",
+            }
+        } else if rec.prev != genesis() {
+            self.problems
+                .push(format!("{at}: the first record does not start the chain"));
+        }
+    }
+
+    /// A record after the first, where record `s` was expected.
+    fn next_record(&mut self, at: &str, rec: &Record, s: u64) {
+        let chain = self.chain;
+        if rec.operation == UNCLEAN_START && rec.seq >= s && rec.prev == self.prev {
+            self.warnings.push(format!(
+                "{at}: chain {chain} was not closed cleanly after record {}{}: records written after its last checkpoint before then may have been lost or cut off",
+                s - 1,
+                if rec.seq > s {
+                    format!(" (numbers {s}..{} skipped)", rec.seq - 1)
+                } else {
+                    String::new()
+                }
+            ));
+        } else if rec.seq != s {
+            self.problems.push(format!(
+                "{at}: record {} where {s} was expected: records were deleted, inserted or reordered",
+                rec.seq
+            ));
+        } else if rec.prev != self.prev {
+            self.problems.push(format!(
+                "{at}: record {} does not follow the record before it: records were deleted, inserted or reordered",
+                rec.seq
+            ));
+        }
+    }
+
+    /// Every signed head is in the chain as signed.
+    fn check_checkpoints(&mut self, report: &mut VerifyReport) {
+        let (chain, first, last) = (self.chain, self.first, self.last);
+        for (seq, list) in &self.want {
+            for c in list {
+                report.checkpoints_checked += 1;
+                if *seq > last {
+                    self.problems.push(format!(
+                        "chain {chain} ends at record {last}, but a checkpoint of {} records was signed at {}: the newest records were removed",
+                        seq,
                         keyhold_core::time::format_rfc3339(c.ts_ms / 1000)
-                    )),
+                    ));
+                } else if *seq >= first {
+                    match self.seen_macs.get(seq) {
+                        Some(m) if *m == c.head => {}
+                        _ => self.problems.push(format!(
+                            "chain {chain}: record {seq} is not the one the checkpoint of {} signed: the log was rewritten",
+                            keyhold_core::time::format_rfc3339(c.ts_ms / 1000)
+                        )),
+                    }
                 }
             }
         }
     }
-    // Reserved after its last clean stop: in use now, or left open by a
-    // crash, a kill or a cut. Nothing proves its newest records complete.
-    let last_reserve = cps
-        .iter()
-        .filter(|c| c.kind == KIND_RESERVE)
-        .map(|c| c.ts_ms)
-        .max();
-    if let Some(r) = last_reserve {
+
+    /// Reserved after its last clean stop: in use now, or left open by a
+    /// crash, a kill or a cut. Nothing proves its newest records complete.
+    fn check_closed(&mut self, cps: &[&Checkpoint]) {
+        let (chain, last) = (self.chain, self.last);
+        let last_reserve = cps
+            .iter()
+            .filter(|c| c.kind == KIND_RESERVE)
+            .map(|c| c.ts_ms)
+            .max();
+        let Some(r) = last_reserve else {
+            return;
+        };
         let closed = cps
             .iter()
             .any(|c| c.kind == KIND_STOP && c.ts_ms >= r && c.seq == last);
         if !closed {
-            let covered = want.keys().copied().filter(|s| *s <= last).max();
+            let covered = self.want.keys().copied().filter(|s| *s <= last).max();
             let since = match covered {
                 Some(c) => format!("records after record {c} (its newest checkpoint)"),
                 None => "its records (it has no checkpoint yet)".to_owned(),
             };
-            report.warnings.push(format!(
+            self.warnings.push(format!(
                 "chain {chain} is in use by a running server or was not closed cleanly: {since} cannot be proven complete"
             ));
         }
     }
-    report.chains.push((chain.to_owned(), count, first, last));
-    report.problems.extend(problems);
 }
 
 /// Which records a query selects.

@@ -145,35 +145,7 @@ async fn connect(addr: &str, tls: &TlsConnector) -> Conn {
 pub(crate) async fn run(args: Args) {
     let addr = args.kmip.clone().expect("kmip mode");
     let tls = connector(&args);
-    let encrypt_key = if args.op == Op::KmipEncrypt {
-        let mut c = connect(&addr, &tls).await;
-        let uid = uid_of(
-            &call(&mut c, &create_aes())
-                .await
-                .unwrap_or_else(|e| fail(e)),
-        )
-        .unwrap_or_else(|e| fail(e));
-        call(&mut c, &with_uid(0x12, &uid, vec![]))
-            .await
-            .unwrap_or_else(|e| fail(e));
-        Some(uid)
-    } else if args.op == Op::KmipLocate {
-        // 20 named keys, so that a Locate by one name finds one of them.
-        let mut c = connect(&addr, &tls).await;
-        for i in 0..20 {
-            call(&mut c, &create_aes_with(vec![name(&locate_name(i))]))
-                .await
-                .unwrap_or_else(|e| fail(e));
-        }
-        None
-    } else if matches!(args.op, Op::KmipCycle | Op::KmipCreate) {
-        None
-    } else {
-        fail("KMIP mode runs --op kmip-cycle, kmip-create, kmip-encrypt or kmip-locate")
-    };
-    let locate =
-        (args.op == Op::KmipLocate).then(|| request(vec![(0x08, vec![name(&locate_name(7))])]));
-    let create_only = args.op == Op::KmipCreate;
+    let work = Arc::new(Work::prepare(&args, &addr, &tls).await);
     let errors = Arc::new(AtomicU64::new(0));
     let cycles = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -181,15 +153,11 @@ pub(crate) async fn run(args: Args) {
     let end = warm_end + Duration::from_secs_f64(args.duration);
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
-        let (addr, tls, key) = (addr.clone(), tls.clone(), encrypt_key.clone());
-        let locate = locate.clone();
+        let (addr, tls, work) = (addr.clone(), tls.clone(), work.clone());
         let (errors, cycles) = (errors.clone(), cycles.clone());
-        let data = vec![0x5au8; args.plaintext_bytes];
         tasks.push(tokio::spawn(async move {
             let mut c = connect(&addr, &tls).await;
             let mut lat = Vec::new();
-            let create = create_aes();
-            let encrypt = key.map(|k| with_uid(0x1F, &k, vec![Ttlv::bytes(t::DATA, data)]));
             loop {
                 let now = Instant::now();
                 if now >= end {
@@ -201,45 +169,18 @@ pub(crate) async fn run(args: Args) {
                         lat.push(t0.elapsed().as_micros() as u32);
                     }
                 };
-                let r: Result<(), String> = async {
-                    if let Some(req) = &encrypt {
-                        let t0 = Instant::now();
-                        call(&mut c, req).await?;
-                        timed(t0);
-                        return Ok(());
+                match work.once(&mut c, &mut timed).await {
+                    Ok(cycle) => {
+                        if cycle && measured {
+                            cycles.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                    if let Some(req) = &locate {
-                        let t0 = Instant::now();
-                        let found = call(&mut c, req).await?;
-                        timed(t0);
-                        return match found.children(t::UNIQUE_IDENTIFIER).count() {
-                            1 => Ok(()),
-                            n => Err(format!("Locate found {n} keys, not 1")),
-                        };
+                    Err(e) => {
+                        if errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            eprintln!("keyhold-bench: first KMIP error: {e}");
+                        }
+                        c = connect(&addr, &tls).await;
                     }
-                    let t0 = Instant::now();
-                    let uid = uid_of(&call(&mut c, &create).await?)?;
-                    timed(t0);
-                    if create_only {
-                        return Ok(());
-                    }
-                    let t0 = Instant::now();
-                    call(&mut c, &with_uid(0x0A, &uid, vec![])).await?;
-                    timed(t0);
-                    let t0 = Instant::now();
-                    call(&mut c, &with_uid(0x14, &uid, vec![])).await?;
-                    timed(t0);
-                    if measured {
-                        cycles.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(())
-                }
-                .await;
-                if let Err(e) = r {
-                    if errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                        eprintln!("keyhold-bench: first KMIP error: {e}");
-                    }
-                    c = connect(&addr, &tls).await;
                 }
             }
             lat
@@ -269,5 +210,88 @@ pub(crate) async fn run(args: Args) {
         } else {
             println!("  cycles: {n:.0} Create+Get+Destroy cycles/s");
         }
+    }
+}
+
+/// What each connection sends: Encrypt with one key, Locate by one name,
+/// or Create (then Get and Destroy, unless only Create is measured).
+struct Work {
+    encrypt: Option<Vec<u8>>,
+    locate: Option<Vec<u8>>,
+    create: Vec<u8>,
+    create_only: bool,
+}
+
+impl Work {
+    /// Makes what the operation needs first (an active key to encrypt
+    /// with, 20 named keys to locate among).
+    async fn prepare(args: &Args, addr: &str, tls: &TlsConnector) -> Self {
+        let encrypt_key = if args.op == Op::KmipEncrypt {
+            let mut c = connect(addr, tls).await;
+            let uid = uid_of(
+                &call(&mut c, &create_aes())
+                    .await
+                    .unwrap_or_else(|e| fail(e)),
+            )
+            .unwrap_or_else(|e| fail(e));
+            call(&mut c, &with_uid(0x12, &uid, vec![]))
+                .await
+                .unwrap_or_else(|e| fail(e));
+            Some(uid)
+        } else if args.op == Op::KmipLocate {
+            // 20 named keys, so that a Locate by one name finds one of them.
+            let mut c = connect(addr, tls).await;
+            for i in 0..20 {
+                call(&mut c, &create_aes_with(vec![name(&locate_name(i))]))
+                    .await
+                    .unwrap_or_else(|e| fail(e));
+            }
+            None
+        } else if matches!(args.op, Op::KmipCycle | Op::KmipCreate) {
+            None
+        } else {
+            fail("KMIP mode runs --op kmip-cycle, kmip-create, kmip-encrypt or kmip-locate")
+        };
+        let data = vec![0x5au8; args.plaintext_bytes];
+        Self {
+            encrypt: encrypt_key.map(|k| with_uid(0x1F, &k, vec![Ttlv::bytes(t::DATA, data)])),
+            locate: (args.op == Op::KmipLocate)
+                .then(|| request(vec![(0x08, vec![name(&locate_name(7))])])),
+            create: create_aes(),
+            create_only: args.op == Op::KmipCreate,
+        }
+    }
+
+    /// One unit of work; `timed` takes the start of each request. Whether
+    /// a Create+Get+Destroy cycle completed.
+    async fn once(&self, c: &mut Conn, timed: &mut impl FnMut(Instant)) -> Result<bool, String> {
+        if let Some(req) = &self.encrypt {
+            let t0 = Instant::now();
+            call(c, req).await?;
+            timed(t0);
+            return Ok(false);
+        }
+        if let Some(req) = &self.locate {
+            let t0 = Instant::now();
+            let found = call(c, req).await?;
+            timed(t0);
+            return match found.children(t::UNIQUE_IDENTIFIER).count() {
+                1 => Ok(false),
+                n => Err(format!("Locate found {n} keys, not 1")),
+            };
+        }
+        let t0 = Instant::now();
+        let uid = uid_of(&call(c, &self.create).await?)?;
+        timed(t0);
+        if self.create_only {
+            return Ok(false);
+        }
+        let t0 = Instant::now();
+        call(c, &with_uid(0x0A, &uid, vec![])).await?;
+        timed(t0);
+        let t0 = Instant::now();
+        call(c, &with_uid(0x14, &uid, vec![])).await?;
+        timed(t0);
+        Ok(true)
     }
 }

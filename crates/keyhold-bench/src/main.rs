@@ -445,48 +445,13 @@ async fn run(args: Args) {
         args,
     };
     if shared.args.op == Op::Decrypt {
-        // Make one ciphertext to decrypt over and over.
-        let mut c = connect(&shared).await.unwrap_or_else(|e| fail(e));
-        let req = shared.build(Op::Encrypt);
-        let (st, body) = send(&mut c, req).await.unwrap_or_else(|e| fail(e));
-        if st != 200 {
-            fail(format!(
-                "setup encrypt: HTTP {st}: {}",
-                String::from_utf8_lossy(&body)
-            ));
-        }
-        let r: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| fail(e));
-        shared.decrypt_body = Some(serde_json::json!({
-            "ciphertext": r["ciphertext"], "initializationVector": r["initializationVector"],
-            "authenticationTag": r["authenticationTag"], "ciphertextMetadata": r["ciphertextMetadata"],
-            "additionalAuthenticatedData": shared.aad_b64, "encryptionAlgorithm": "AES_GCM",
-        }));
+        shared.decrypt_body = Some(decrypt_body(&shared).await);
         shared.args.key_count = None;
     }
     let s = Arc::new(shared);
 
     if let Some(n) = s.args.cold {
-        let mut lat = Vec::with_capacity(n);
-        let t = Instant::now();
-        for _ in 0..n {
-            let t0 = Instant::now();
-            let mut c = connect(&s).await.unwrap_or_else(|e| fail(e));
-            let (st, body) = send(&mut c, s.build(s.args.op))
-                .await
-                .unwrap_or_else(|e| fail(e));
-            if st != 200 {
-                fail(format!("HTTP {st}: {}", String::from_utf8_lossy(&body)));
-            }
-            lat.push(t0.elapsed().as_micros() as u32);
-        }
-        report(
-            &s.args,
-            "cold requests (TCP + TLS handshake + request)",
-            lat,
-            t.elapsed().as_secs_f64(),
-            0,
-        );
-        return;
+        return cold(&s, n).await;
     }
 
     let start = Instant::now();
@@ -522,6 +487,50 @@ async fn run(args: Args) {
             println!("{msg}");
         }
     }
+}
+
+/// One ciphertext (made now) to decrypt over and over.
+async fn decrypt_body(shared: &Shared) -> serde_json::Value {
+    let mut c = connect(shared).await.unwrap_or_else(|e| fail(e));
+    let req = shared.build(Op::Encrypt);
+    let (st, body) = send(&mut c, req).await.unwrap_or_else(|e| fail(e));
+    if st != 200 {
+        fail(format!(
+            "setup encrypt: HTTP {st}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let r: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| fail(e));
+    serde_json::json!({
+        "ciphertext": r["ciphertext"], "initializationVector": r["initializationVector"],
+        "authenticationTag": r["authenticationTag"], "ciphertextMetadata": r["ciphertextMetadata"],
+        "additionalAuthenticatedData": shared.aad_b64, "encryptionAlgorithm": "AES_GCM",
+    })
+}
+
+/// `--cold N`: N requests one after another, each on a new connection
+/// (TCP and TLS handshakes included).
+async fn cold(s: &Shared, n: usize) {
+    let mut lat = Vec::with_capacity(n);
+    let t = Instant::now();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let mut c = connect(s).await.unwrap_or_else(|e| fail(e));
+        let (st, body) = send(&mut c, s.build(s.args.op))
+            .await
+            .unwrap_or_else(|e| fail(e));
+        if st != 200 {
+            fail(format!("HTTP {st}: {}", String::from_utf8_lossy(&body)));
+        }
+        lat.push(t0.elapsed().as_micros() as u32);
+    }
+    report(
+        &s.args,
+        "cold requests (TCP + TLS handshake + request)",
+        lat,
+        t.elapsed().as_secs_f64(),
+        0,
+    );
 }
 
 fn main() {

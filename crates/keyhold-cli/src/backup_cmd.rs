@@ -138,23 +138,11 @@ pub(crate) fn restore(
         ));
     }
     let hsm = args.hsm.config()?;
-    let root: Box<dyn RootOfTrust> = match (&hsm, &args.join.root_key) {
-        (Some(cfg), None) => Box::new(keyhold_root::Pkcs11Root::open(cfg.clone(), false).map_err(e)?),
-        (None, Some(f)) => Box::new(SoftwareRoot::load(f, pass).map_err(e)?),
-        _ => {
-            return Err(
-                "name the root of trust the backup was made under: --root-key FILE, or the --hsm-* options"
-                    .into(),
-            )
-        }
-    };
-    let bytes = crate::cmdio::read_input(&args.file)?;
-    let (h, mut snap) = backup::open(&bytes, &*root).map_err(e)?;
+    let (h, mut snap) = open_backup_file(args, hsm.as_ref(), pass)?;
     // The audit checkpoints describe the old node's logs, which the new
     // node does not have: it starts chains of its own. The heads are kept
     // beside it, for checking the old logs later.
     let heads = snap.take("audit_checkpoints");
-    drop(root);
     let dd = dd.with_storage(args.join.storage());
     let made = crate::admin::NewDir::begin(&dd.path);
     crate::admin::create_node(
@@ -183,6 +171,38 @@ pub(crate) fn restore(
         crate::admin::write_file(&f, text.as_bytes(), 0o600)?;
     }
     made.keep();
+    print_restored(args, &h, &keys, &objects, as_json);
+    Ok(dd)
+}
+
+/// Opens the backup file with the root of trust it was made under.
+fn open_backup_file(
+    args: &RestoreArgs,
+    hsm: Option<&keyhold_root::Pkcs11Config>,
+    pass: Option<&SecretString>,
+) -> Result<(backup::BackupHeader, backup::Snapshot), String> {
+    let root: Box<dyn RootOfTrust> = match (hsm, &args.join.root_key) {
+        (Some(cfg), None) => Box::new(keyhold_root::Pkcs11Root::open(cfg.clone(), false).map_err(e)?),
+        (None, Some(f)) => Box::new(SoftwareRoot::load(f, pass).map_err(e)?),
+        _ => {
+            return Err(
+                "name the root of trust the backup was made under: --root-key FILE, or the --hsm-* options"
+                    .into(),
+            )
+        }
+    };
+    let bytes = crate::cmdio::read_input(&args.file)?;
+    backup::open(&bytes, &*root).map_err(e)
+}
+
+/// Says what was restored, and that the node is in lockdown.
+fn print_restored(
+    args: &RestoreArgs,
+    h: &backup::BackupHeader,
+    keys: &[(String, String, String)],
+    objects: &[keyhold_core::ManagedObject],
+    as_json: bool,
+) {
     let created = keyhold_core::time::format_rfc3339(h.created_ms / 1000);
     if as_json {
         output::json(&json!({
@@ -200,10 +220,10 @@ pub(crate) fn restore(
         }));
     } else {
         outln!("restored {}: {}", args.file.display(), summary(&h.rows));
-        for (store, id, state) in &keys {
+        for (store, id, state) in keys {
             outln!("  key {store} {id}: {state}");
         }
-        for o in &objects {
+        for o in objects {
             outln!("  KMIP object {}: {}", o.uid, o.state.name());
         }
         outln!(
@@ -213,7 +233,6 @@ pub(crate) fn restore(
              export` lists them), then lift the lockdown with `keyhold unlock`."
         );
     }
-    Ok(dd)
 }
 
 /// Every restored key: store, id, and its state as the backup had it.

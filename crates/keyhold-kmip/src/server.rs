@@ -278,18 +278,7 @@ async fn connection(
     kmip: Arc<Kmip>,
     stats: &ListenerStats,
 ) -> Result<(), String> {
-    let mut tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            stats.refused.fetch_add(1, Relaxed);
-            tracing::info!(%peer, error = %e, "KMIP TLS handshake refused");
-            return Err(e.to_string());
-        }
-        Err(_) => {
-            stats.refused.fetch_add(1, Relaxed);
-            return Err("TLS handshake timed out".to_owned());
-        }
-    };
+    let mut tls = handshake(stream, peer, &acceptor, stats).await?;
     let (identity, serial) = {
         let (_, conn) = tls.get_ref();
         let cert = conn
@@ -317,18 +306,7 @@ async fn connection(
         }
         let (tag, ty, len) = read_header(&h);
         let len = len as usize;
-        let refuse = if tag != tags::REQUEST_MESSAGE || ty != ttlv::ty::STRUCTURE {
-            Some("the message does not start with a Request Message structure".to_owned())
-        } else if len > max.saturating_sub(HEADER_LEN) {
-            Some(format!(
-                "the message claims {len} bytes, over the limit of {max}"
-            ))
-        } else if !len.is_multiple_of(8) {
-            Some(format!("the message length {len} is not a multiple of 8"))
-        } else {
-            None
-        };
-        if let Some(why) = refuse {
+        if let Some(why) = header_refusal(tag, ty, len, max) {
             let resp = message::error_response(
                 Version::new(1, 0),
                 keyhold_core::now(),
@@ -350,24 +328,64 @@ async fn connection(
             Ok(Ok(_)) => {}
             _ => return Err("the connection ended inside a message".into()),
         }
-        // Reads and crypto answer on this worker; writes (which wait for
-        // the disk) and HSM work go to a blocking thread.
-        // The request is decoded once; a message that does not decode is
-        // answered (and audited) by handle_bytes.
-        let resp = match crate::ttlv::Ttlv::decode(&buf, kmip.limits()) {
-            Ok(req) if kmip.is_quick(&req) => kmip.handle(&client, &req).encode(),
-            decoded => {
-                let k = kmip.clone();
-                let c = client.clone();
-                tokio::task::spawn_blocking(move || match decoded {
-                    Ok(req) => k.handle(&c, &req).encode(),
-                    Err(_) => k.handle_bytes(&c, &buf),
-                })
-                .await
-                .map_err(|e| format!("request task failed: {e}"))?
-            }
-        };
+        let resp = answer(&kmip, &client, buf).await?;
         tls.write_all(&resp).await.map_err(|e| e.to_string())?;
         tls.flush().await.map_err(|e| e.to_string())?;
+    }
+}
+
+/// The TLS handshake, bounded in time; refusals are counted.
+async fn handshake(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    stats: &ListenerStats,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => {
+            stats.refused.fetch_add(1, Relaxed);
+            tracing::info!(%peer, error = %e, "KMIP TLS handshake refused");
+            Err(e.to_string())
+        }
+        Err(_) => {
+            stats.refused.fetch_add(1, Relaxed);
+            Err("TLS handshake timed out".to_owned())
+        }
+    }
+}
+
+/// Why a message header is refused before its body is read, if it is.
+fn header_refusal(tag: u32, ty: u8, len: usize, max: usize) -> Option<String> {
+    if tag != tags::REQUEST_MESSAGE || ty != ttlv::ty::STRUCTURE {
+        Some("the message does not start with a Request Message structure".to_owned())
+    } else if len > max.saturating_sub(HEADER_LEN) {
+        Some(format!(
+            "the message claims {len} bytes, over the limit of {max}"
+        ))
+    } else if !len.is_multiple_of(8) {
+        Some(format!("the message length {len} is not a multiple of 8"))
+    } else {
+        None
+    }
+}
+
+/// Answers one request message. Reads and crypto answer on this worker;
+/// writes (which wait for the disk) and HSM work go to a blocking thread.
+/// The request is decoded once; a message that does not decode is
+/// answered (and audited) by `handle_bytes`.
+async fn answer(kmip: &Arc<Kmip>, client: &Arc<Client>, buf: Vec<u8>) -> Result<Vec<u8>, String> {
+    match crate::ttlv::Ttlv::decode(&buf, kmip.limits()) {
+        Ok(req) if kmip.is_quick(&req) => Ok(kmip.handle(client, &req).encode()),
+        decoded => {
+            let k = kmip.clone();
+            let c = client.clone();
+            tokio::task::spawn_blocking(move || match decoded {
+                Ok(req) => k.handle(&c, &req).encode(),
+                Err(_) => k.handle_bytes(&c, &buf),
+            })
+            .await
+            .map_err(|e| format!("request task failed: {e}"))
+        }
     }
 }

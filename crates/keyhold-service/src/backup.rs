@@ -20,7 +20,7 @@ use base64::Engine;
 use keyhold_core::{Error, Result};
 use keyhold_crypto::{random_secret, Aes256Key, AES256_KEY_LEN};
 use keyhold_root::RootOfTrust;
-use keyhold_storage::Snapshot;
+pub use keyhold_storage::Snapshot;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -43,6 +43,5 @@ pub use service::{
 };
 pub(crate) use service::{KeyHandle, Operation};
 
-pub use keyhold_barrier::Barrier;
 pub use keyhold_storage::VersionInfo;
 pub use rewrap::{rewrap_all, verify_all, RewrapReport};

@@ -356,43 +356,22 @@ impl XksApi {
         let mut left_out = None;
         if access_key_id.is_none() {
             if let Err(e) = &result {
-                match self.refusals.lock().admit(Instant::now()) {
+                match self.admit_refusal() {
                     None => return error_response(e),
-                    Some(0) => {}
-                    Some(n) => {
-                        left_out = Some(format!(
-                            "{n} more refusals of unauthenticated requests before this one were not recorded (over {}/s)",
-                            self.config.unauthenticated_records_per_sec
-                        ))
-                    }
+                    Some(note) => left_out = note,
                 }
             }
         }
         let m = meta.unwrap_or_default();
-        let (result_name, status) = match &result {
-            Ok(_) => ("OK", 200),
-            Err(e) => (e.name.as_str(), e.status().as_u16()),
-        };
-        let ev = keyhold_audit::Event {
-            frontend: "xks",
-            operation: route.map(|r| r.op.name()).unwrap_or("-"),
-            result: result_name,
-            status: Some(status),
-            store: route.map(|r| r.prefix),
-            key: route.map(|r| r.key_id).filter(|k| !k.is_empty()),
-            key_version: facts.key_version,
-            latency_us: Some(started.elapsed().as_micros() as u64),
-            actor: access_key_id,
-            principal: m.aws_principal_arn.as_deref(),
-            kms_operation: m.kms_operation.as_deref(),
-            kms_request_id: m.kms_request_id.as_deref(),
-            kms_key_arn: m.kms_key_arn.as_deref(),
-            kms_via_service: m.kms_via_service.as_deref(),
-            aws_source_vpc: m.aws_source_vpc.as_deref(),
-            aws_source_vpce: m.aws_source_vpce.as_deref(),
-            detail: left_out.as_deref().or(facts.detail()),
-            rule: facts.rule.as_deref(),
-        };
+        let ev = audit_event(AuditFacts {
+            route,
+            meta: &m,
+            facts: &facts,
+            result: &result,
+            started,
+            access_key_id,
+            left_out: left_out.as_deref(),
+        });
         match log.record(&ev).await {
             Ok(()) => match result {
                 Ok(r) => r,
@@ -412,6 +391,19 @@ impl XksApi {
                     "the audit log cannot be written: key use refused",
                 ))
             }
+        }
+    }
+
+    /// Whether a refusal of a client that never authenticated goes into the
+    /// log: a bounded number a second do (`None`: this one is left out),
+    /// and the next one recorded notes how many were left out before it.
+    fn admit_refusal(&self) -> Option<Option<String>> {
+        match self.refusals.lock().admit(Instant::now())? {
+            0 => Some(None),
+            n => Some(Some(format!(
+                "{n} more refusals of unauthenticated requests before this one were not recorded (over {}/s)",
+                self.config.unauthenticated_records_per_sec
+            ))),
         }
     }
 
@@ -673,4 +665,44 @@ fn trace_request(
         latency_us = started.elapsed().as_micros() as u64,
         "xks request"
     );
+}
+
+/// What an XKS request's audit record is made of.
+struct AuditFacts<'a> {
+    route: Option<&'a route::Route<'a>>,
+    meta: &'a RequestMetadata,
+    facts: &'a UseFacts,
+    result: &'a Result<HttpResponse, XksError>,
+    started: Instant,
+    access_key_id: Option<&'a str>,
+    left_out: Option<&'a str>,
+}
+
+/// The audit record of an XKS request.
+fn audit_event<'a>(a: AuditFacts<'a>) -> keyhold_audit::Event<'a> {
+    let (result, status) = match a.result {
+        Ok(_) => ("OK", 200),
+        Err(e) => (e.name.as_str(), e.status().as_u16()),
+    };
+    let m = a.meta;
+    keyhold_audit::Event {
+        frontend: "xks",
+        operation: a.route.map(|r| r.op.name()).unwrap_or("-"),
+        result,
+        status: Some(status),
+        store: a.route.map(|r| r.prefix),
+        key: a.route.map(|r| r.key_id).filter(|k| !k.is_empty()),
+        key_version: a.facts.key_version,
+        latency_us: Some(a.started.elapsed().as_micros() as u64),
+        actor: a.access_key_id,
+        principal: m.aws_principal_arn.as_deref(),
+        kms_operation: m.kms_operation.as_deref(),
+        kms_request_id: m.kms_request_id.as_deref(),
+        kms_key_arn: m.kms_key_arn.as_deref(),
+        kms_via_service: m.kms_via_service.as_deref(),
+        aws_source_vpc: m.aws_source_vpc.as_deref(),
+        aws_source_vpce: m.aws_source_vpce.as_deref(),
+        detail: a.left_out.or(a.facts.detail()),
+        rule: a.facts.rule.as_deref(),
+    }
 }
