@@ -1,8 +1,8 @@
 //! `keyhold admin token …` (who may use the admin API, with which role) and
 //! `keyhold admin whoami`. Tokens and `keyhold status` run as typed
-//! operations (see `typed.rs`).
-use crate::admin::Ctx;
+//! operations (see `typed/`).
 use crate::cmdio::outln;
+use crate::local::CommandEnv;
 use crate::output;
 use clap::Subcommand;
 use serde_json::json;
@@ -35,7 +35,7 @@ pub(crate) enum TokenCmd {
     Revoke { name: String },
 }
 
-pub(crate) fn run(ctx: &Ctx, cmd: &AdminCmd) -> Result<(), String> {
+pub(crate) fn run(ctx: &CommandEnv, cmd: &AdminCmd) -> Result<(), String> {
     match cmd {
         AdminCmd::Whoami => {
             let who = ctx

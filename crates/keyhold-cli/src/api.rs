@@ -8,12 +8,12 @@
 //! it is the custodians' way to bootstrap and to recover. Everyone else
 //! goes through the API with a token and gets exactly its role.
 
-use crate::admin::Ctx;
 use crate::admin_cmd::AdminCmd;
+use crate::local::CommandEnv;
 use crate::{Cli, Command};
 use keyhold_server::admin_api::{AdminExecutor, Client, Method};
 use keyhold_server::data_dir::DataDir;
-use keyhold_service::admin::AdminIdentity;
+use keyhold_service::api_tokens::AdminIdentity;
 use keyhold_service::KeyService;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -42,8 +42,8 @@ impl Executor {
         }
     }
 
-    fn ctx(&self, actor: String) -> Ctx {
-        Ctx {
+    fn ctx(&self, actor: String) -> CommandEnv {
+        CommandEnv {
             service: self.service.clone(),
             json: false,
             data_dir: self.data_dir.path.clone(),
@@ -51,7 +51,7 @@ impl Executor {
         }
     }
 
-    fn record(&self, ctx: &Ctx, words: &[String], outcome: &Result<(), String>) {
+    fn record(&self, ctx: &CommandEnv, words: &[String], outcome: &Result<(), String>) {
         if let Err(err) = crate::audit_cmd::record_admin(ctx, &self.data_dir, words, outcome) {
             tracing::error!(error = %err, "admin API: cannot write the audit record");
         }
@@ -161,7 +161,7 @@ fn api_error(status: u16, v: &serde_json::Value) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
-    use keyhold_service::admin::Role;
+    use keyhold_service::api_tokens::Role;
 
     fn cmd(args: &[&str]) -> Command {
         Cli::try_parse_from(std::iter::once("keyhold").chain(args.iter().copied()))

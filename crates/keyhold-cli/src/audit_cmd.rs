@@ -1,8 +1,8 @@
 //! `keyhold audit verify|query|export`, and the record every admin command
 //! leaves in the `admin` chain.
 
-use crate::admin::{e, Ctx};
 use crate::cmdio::{errln, outln};
+use crate::local::{e, CommandEnv};
 use crate::output;
 use crate::typed::{view, Typed};
 use clap::Subcommand;
@@ -266,7 +266,7 @@ pub(crate) fn local_actor() -> String {
 /// secrets: the CLI takes none on its command line), the store and key it
 /// names, and its outcome.
 pub(crate) fn record_admin(
-    ctx: &Ctx,
+    ctx: &CommandEnv,
     dd: &DataDir,
     words: &[String],
     outcome: &Result<(), String>,

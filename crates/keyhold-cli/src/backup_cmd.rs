@@ -1,8 +1,8 @@
 //! `keyhold backup create|verify|restore`: encrypted, authenticated
 //! snapshots of the database (either backend), taken online.
 
-use crate::admin::{e, HsmArgs, JoinArgs};
 use crate::cmdio::outln;
+use crate::local::{e, HsmArgs, JoinArgs};
 use crate::output;
 use crate::typed::{view, Typed};
 use clap::Subcommand;
@@ -110,7 +110,7 @@ pub(crate) fn render(json: bool, t: &Typed, v: serde_json::Value) -> Result<(), 
                 .map_err(|_| "the backup came back damaged (not base64)".to_owned())?,
         );
         let tmp = file.with_extension("partial");
-        crate::admin::write_file(&tmp, &bytes, 0o600)?;
+        crate::local::write_file(&tmp, &bytes, 0o600)?;
         std::fs::rename(&tmp, &file)
             .map_err(|err| format!("cannot write {}: {err}", file.display()))?;
         let b = &made.backup;
@@ -144,14 +144,14 @@ pub(crate) fn restore(
     // beside it, for checking the old logs later.
     let heads = snap.take("audit_checkpoints");
     let dd = dd.with_storage(args.join.storage());
-    let made = crate::admin::NewDir::begin(&dd.path);
-    crate::admin::create_node(
+    let made = crate::local::NewDir::begin(&dd.path);
+    crate::local::create_node(
         &dd,
         pass,
         hsm.as_ref(),
         args.join.root_key.as_deref(),
         &args.listen,
-        &crate::admin::TlsChoice::default(),
+        &crate::local::TlsChoice::default(),
     )?;
     dd.open_storage()
         .and_then(|s| s.restore(&snap))
@@ -168,7 +168,7 @@ pub(crate) fn restore(
     if let Some(t) = heads {
         let f = dd.path.join("audit-heads-from-backup.json");
         let text = serde_json::to_string_pretty(&t).map_err(e)?;
-        crate::admin::write_file(&f, text.as_bytes(), 0o600)?;
+        crate::local::write_file(&f, text.as_bytes(), 0o600)?;
     }
     made.keep();
     print_restored(args, &h, &keys, &objects, as_json);

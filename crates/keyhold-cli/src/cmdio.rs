@@ -42,5 +42,5 @@ pub(crate) fn read_input(path: &Path) -> Result<Vec<u8>, String> {
 /// Writes a new file the user named on the command line (refusing to
 /// overwrite one), with `mode`.
 pub(crate) fn write_output(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
-    crate::admin::write_file(path, data, mode)
+    crate::local::write_file(path, data, mode)
 }

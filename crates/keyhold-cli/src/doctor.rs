@@ -9,8 +9,8 @@
 //!   with the store's own credential, over TLS to the running server with
 //!   the public name as SNI and Host, the certificate checked for that name.
 
-use crate::admin::{e, Ctx};
 use crate::cmdio::outln;
+use crate::local::{e, CommandEnv};
 use crate::output;
 use keyhold_server::config::Config;
 use keyhold_server::data_dir::DataDir;
@@ -83,7 +83,7 @@ impl Report {
     }
 }
 
-pub(crate) fn run(ctx: &Ctx, dd: &DataDir, args: &DoctorArgs) -> Result<(), String> {
+pub(crate) fn run(ctx: &CommandEnv, dd: &DataDir, args: &DoctorArgs) -> Result<(), String> {
     let mut r = Report::default();
     let config = Config::load(&dd.config()).map_err(e)?;
     let roots = load_roots(args.trust.as_deref().unwrap_or(Path::new(SYSTEM_CAS)))?;
@@ -99,7 +99,7 @@ pub(crate) fn run(ctx: &Ctx, dd: &DataDir, args: &DoctorArgs) -> Result<(), Stri
     }
 }
 
-fn print(ctx: &Ctx, r: &Report) {
+fn print(ctx: &CommandEnv, r: &Report) {
     if ctx.json {
         output::json(&json!(r
             .0
@@ -340,7 +340,7 @@ fn check_listen(r: &mut Report, config: &Config) {
 }
 
 /// Every stored row that grants or limits power verifies against its seal.
-fn check_integrity(r: &mut Report, ctx: &Ctx) {
+fn check_integrity(r: &mut Report, ctx: &CommandEnv) {
     match ctx.service.scan_integrity() {
         Ok(bad) if bad.is_empty() => r.ok("stored rows", "every row verifies"),
         Ok(bad) => r.add(
@@ -375,7 +375,7 @@ fn check_clock(r: &mut Report) {
 
 fn check_stores(
     r: &mut Report,
-    ctx: &Ctx,
+    ctx: &CommandEnv,
     dd: &DataDir,
     config: &Config,
     name: Option<&str>,
@@ -448,7 +448,7 @@ fn check_stores(
 /// GetHealthStatus for one store, as AWS KMS sends it: signed with the
 /// store's credential, SNI and Host the public name, over TLS to `addr`.
 fn call_health(
-    ctx: &Ctx,
+    ctx: &CommandEnv,
     config: &Config,
     addr: std::net::SocketAddr,
     name: &str,

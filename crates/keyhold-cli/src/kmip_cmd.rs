@@ -1,6 +1,6 @@
 //! `keyhold kmip`: client certificates, grants and status of the KMIP
 //! front-end. Each command is a typed operation of the admin API (see
-//! `typed.rs`); this module defines the commands and prints their answers.
+//! `typed/`); this module defines the commands and prints their answers.
 
 use crate::cmdio::outln;
 use crate::output;
@@ -60,7 +60,7 @@ pub(crate) enum ClientCertCmd {
     Revoke { name_or_serial: String },
 }
 
-/// Prints the typed answer of a `keyhold kmip` command (see `typed.rs`).
+/// Prints the typed answer of a `keyhold kmip` command (see `typed/`).
 pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
     match &t.route {
         Route::KmipStatus => print_status(json, &view(v)?),

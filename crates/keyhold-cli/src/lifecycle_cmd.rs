@@ -2,7 +2,7 @@
 //! destroy (scheduled or now), rotation schedules, retired and compromised
 //! versions, lockdown.
 //!
-//! Each is a typed operation of the admin API (see `typed.rs`). A command
+//! Each is a typed operation of the admin API (see `typed/`). A command
 //! that changes what keys may do (break glass and its reversal, lifecycle
 //! transitions) returns only once every running server on the data
 //! directory has applied it: from then on no request is served under the

@@ -2,7 +2,6 @@
 //! commands, which work directly on the data directory. The server notices
 //! their changes within a tenth of a second, without a restart.
 
-mod admin;
 mod admin_cmd;
 mod api;
 mod audit_cmd;
@@ -11,6 +10,7 @@ mod cmdio;
 mod doctor;
 mod kmip_cmd;
 mod lifecycle_cmd;
+mod local;
 mod output;
 mod policy_cmd;
 mod root_cmd;
@@ -67,9 +67,9 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value = "ecdsa")]
         tls_key_type: keyhold_server::tls::KeyType,
         #[command(flatten)]
-        hsm: admin::HsmArgs,
+        hsm: local::HsmArgs,
         #[command(flatten)]
-        join: admin::JoinArgs,
+        join: local::JoinArgs,
     },
     /// Run the server.
     Serve {
@@ -100,13 +100,13 @@ pub(crate) enum Command {
     Admin(admin_cmd::AdminCmd),
     /// Key stores (XKS path prefixes) and their credentials.
     #[command(subcommand)]
-    Store(admin::StoreCmd),
+    Store(local::StoreCmd),
     /// Keys of a key store.
     #[command(subcommand)]
-    Key(admin::KeyCmd),
+    Key(local::KeyCmd),
     /// The HSM root of trust (PKCS#11).
     #[command(subcommand)]
-    Hsm(admin::HsmCmd),
+    Hsm(local::HsmCmd),
     /// The root of trust of the data directory.
     #[command(subcommand)]
     Root(RootCmd),
@@ -142,7 +142,7 @@ pub(crate) enum RootCmd {
     /// Stop the server first. Safe to interrupt and run again (without options).
     MigrateToHsm {
         #[command(flatten)]
-        hsm: admin::HsmArgs,
+        hsm: local::HsmArgs,
     },
     /// Replace the root of trust with a new one, online.
     ///
@@ -398,13 +398,17 @@ fn audited(cli: &Cli, dd: DataDir) -> Result<(), String> {
 }
 
 /// Runs one admin command (locally, or in the server for the admin API).
-pub(crate) fn run_admin(ctx: &admin::Ctx, dd: &DataDir, cmd: &Command) -> Result<(), String> {
+pub(crate) fn run_admin(
+    ctx: &local::CommandEnv,
+    dd: &DataDir,
+    cmd: &Command,
+) -> Result<(), String> {
     // Typed operations run the way the admin API runs them.
     if let Some(t) = typed::of(cmd) {
         return typed::run_local(ctx, &t?);
     }
     match cmd {
-        Command::Key(cmd) => admin::key(ctx, cmd),
+        Command::Key(cmd) => local::key(ctx, cmd),
         Command::Admin(cmd) => admin_cmd::run(ctx, cmd),
         Command::Doctor(args) => doctor::run(ctx, dd, args),
         Command::Store(_)
@@ -498,7 +502,7 @@ fn main() -> ExitCode {
         | Command::Doctor(_)
         | Command::Admin(_)
         | Command::Audit(_) => data_dir(&cli).and_then(|dd| audited(&cli, dd)),
-        Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| admin::hsm(&dd, cmd, cli.json)),
+        Command::Hsm(cmd) => data_dir(&cli).and_then(|dd| local::hsm(&dd, cmd, cli.json)),
         Command::Root(RootCmd::Rotate { kek_label }) => {
             data_dir(&cli).and_then(|dd| root_cmd::rotate(&cli, dd, kek_label.as_deref()))
         }
@@ -524,8 +528,8 @@ struct InitArgs<'a> {
     listen: &'a str,
     tls_names: &'a [String],
     tls_key_type: keyhold_server::tls::KeyType,
-    hsm: &'a admin::HsmArgs,
-    join: &'a admin::JoinArgs,
+    hsm: &'a local::HsmArgs,
+    join: &'a local::JoinArgs,
 }
 
 /// `keyhold init`: a new data directory (or a node joining shared storage).
@@ -553,13 +557,13 @@ fn init(cli: &Cli, dd: DataDir, a: InitArgs<'_>) -> Result<(), String> {
         }
         None => passphrase(cli.passphrase_file.as_ref(), sealed, true)?,
     };
-    admin::init(
+    local::init(
         &dd,
         pass.as_ref(),
         hsm.as_ref(),
         join.root_key.as_deref(),
         listen,
-        &admin::TlsChoice {
+        &local::TlsChoice {
             names: tls_names,
             key_type: tls_key_type,
         },
@@ -605,7 +609,7 @@ fn man_pages(dir: &std::path::Path) -> Result<(), String> {
     write(dir, &Cli::command(), "keyhold")
 }
 
-fn cli_ctx(cli: &Cli, dd: DataDir) -> Result<admin::Ctx, String> {
+fn cli_ctx(cli: &Cli, dd: DataDir) -> Result<local::CommandEnv, String> {
     let sealed = if dd.exists() {
         dd.root_is_sealed().map_err(|e| e.to_string())?
     } else {
@@ -637,9 +641,13 @@ fn audited_with_root<T>(
 }
 
 /// The admin context of data directory `dd`, opened with `pass`.
-fn ctx_with(cli: &Cli, dd: DataDir, pass: Option<&SecretString>) -> Result<admin::Ctx, String> {
+fn ctx_with(
+    cli: &Cli,
+    dd: DataDir,
+    pass: Option<&SecretString>,
+) -> Result<local::CommandEnv, String> {
     let service = dd.open(pass).map_err(|e| e.to_string())?;
-    Ok(admin::Ctx {
+    Ok(local::CommandEnv {
         service: std::sync::Arc::new(service),
         actor: None,
         json: cli.json,

@@ -1,5 +1,5 @@
 //! `keyhold policy …`: secondary authorization rules per key store or key.
-//! Each command is a typed operation of the admin API (see `typed.rs`).
+//! Each command is a typed operation of the admin API (see `typed/`).
 
 use clap::Subcommand;
 

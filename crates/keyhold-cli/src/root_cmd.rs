@@ -2,7 +2,7 @@
 //! moving a software root into an HSM. Each runs on the data directory with
 //! the root of trust in hand and is audited like every admin command.
 
-use crate::{admin, audited_with_root, passphrase, Cli};
+use crate::{audited_with_root, local, passphrase, Cli};
 use keyhold_server::data_dir::DataDir;
 
 /// Reports re-wrapping progress at most every two seconds, and at the end.
@@ -67,7 +67,7 @@ pub(crate) fn destroy_retired(cli: &Cli, dd: DataDir) -> Result<(), String> {
 }
 
 /// `keyhold root migrate-to-hsm`.
-pub(crate) fn migrate_to_hsm(cli: &Cli, dd: DataDir, hsm: &admin::HsmArgs) -> Result<(), String> {
+pub(crate) fn migrate_to_hsm(cli: &Cli, dd: DataDir, hsm: &local::HsmArgs) -> Result<(), String> {
     let cfg = hsm.config()?;
     let sealed = dd.root_is_sealed().map_err(|e| e.to_string())?;
     let pass = passphrase(cli.passphrase_file.as_ref(), sealed, false)?;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 pub use hyper::Method;
 use hyper::{Request, Response, StatusCode};
-use keyhold_service::admin::AdminIdentity;
+use keyhold_service::api_tokens::AdminIdentity;
 use keyhold_service::KeyService;
 use serde::Serialize;
 

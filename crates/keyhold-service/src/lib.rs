@@ -14,7 +14,7 @@
 //! (this process's own writes, or the admin CLI's writes to the same data
 //! directory), so a disable takes effect within one refresh interval.
 
-pub mod admin;
+pub mod api_tokens;
 mod audit_broker;
 pub mod backup;
 mod cache;

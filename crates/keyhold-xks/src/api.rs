@@ -98,7 +98,7 @@ impl TokenBucket {
 pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
 /// The key store and key of one operation.
-pub(crate) struct Ctx<'a> {
+pub(crate) struct KeyRef<'a> {
     pub store: &'a StorePrefix,
     pub key_id: &'a str,
 }
@@ -588,7 +588,7 @@ impl XksApi {
             return refused(e, access_key_id);
         }
 
-        let ctx = Ctx {
+        let ctx = KeyRef {
             store: &store.prefix,
             key_id: route.key_id,
         };

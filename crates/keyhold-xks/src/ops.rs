@@ -2,7 +2,7 @@
 //! calls the key service and builds the answer; each returns the request
 //! metadata it saw so the audit line can name it even on failure.
 
-use crate::api::{ok_json, Ctx, HttpResponse, OpAnswer, XksApi};
+use crate::api::{ok_json, HttpResponse, KeyRef, OpAnswer, XksApi};
 use crate::error::{ErrorName, XksError};
 use crate::wire::{self, *};
 use keyhold_core::KeyStore;
@@ -124,7 +124,7 @@ impl XksApi {
         ok_json(&resp)
     }
 
-    pub(crate) fn metadata(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpAnswer {
+    pub(crate) fn metadata(&self, ctx: &KeyRef<'_>, body: &[u8]) -> OpAnswer {
         let meta = match wire::parse_json::<MetadataRequest>(body) {
             Ok(r) => r.request_metadata,
             Err(e) => return OpAnswer::refused(None, e),
@@ -147,7 +147,7 @@ impl XksApi {
         }
     }
 
-    pub(crate) fn encrypt(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpAnswer {
+    pub(crate) fn encrypt(&self, ctx: &KeyRef<'_>, body: &[u8]) -> OpAnswer {
         let req = match wire::parse_json::<EncryptRequest>(body) {
             Ok(r) => r,
             Err(e) => return OpAnswer::refused(None, e),
@@ -160,7 +160,11 @@ impl XksApi {
         }
     }
 
-    fn encrypt_inner(&self, ctx: &Ctx<'_>, req: &EncryptRequest) -> Used<HttpResponse, XksError> {
+    fn encrypt_inner(
+        &self,
+        ctx: &KeyRef<'_>,
+        req: &EncryptRequest,
+    ) -> Used<HttpResponse, XksError> {
         let checked = (|| {
             check_meta(&req.request_metadata, true, true)?;
             let plaintext = Zeroizing::new(b64_required("plaintext", req.plaintext.as_deref())?);
@@ -242,7 +246,7 @@ impl XksApi {
         Ok(())
     }
 
-    pub(crate) fn decrypt(&self, ctx: &Ctx<'_>, body: &[u8]) -> OpAnswer {
+    pub(crate) fn decrypt(&self, ctx: &KeyRef<'_>, body: &[u8]) -> OpAnswer {
         let req = match wire::parse_json::<DecryptRequest>(body) {
             Ok(r) => r,
             Err(e) => return OpAnswer::refused(None, e),
@@ -255,7 +259,11 @@ impl XksApi {
         }
     }
 
-    fn decrypt_inner(&self, ctx: &Ctx<'_>, req: &DecryptRequest) -> Used<HttpResponse, XksError> {
+    fn decrypt_inner(
+        &self,
+        ctx: &KeyRef<'_>,
+        req: &DecryptRequest,
+    ) -> Used<HttpResponse, XksError> {
         let checked = (|| {
             check_meta(&req.request_metadata, true, true)?;
             let ct = b64_required("ciphertext", req.ciphertext.as_deref())?;
@@ -330,7 +338,7 @@ fn generic_invalid() -> XksError {
 
 /// The key use a request asks for, with its metadata as the context of
 /// secondary authorization.
-fn key_use<'a>(ctx: &Ctx<'a>, m: Option<&'a RequestMetadata>) -> KeyUse<'a> {
+fn key_use<'a>(ctx: &KeyRef<'a>, m: Option<&'a RequestMetadata>) -> KeyUse<'a> {
     let f = |g: fn(&RequestMetadata) -> &Option<String>| m.and_then(|m| g(m).as_deref());
     KeyUse {
         store: ctx.store,

@@ -4,10 +4,10 @@
 //! (locally) or through the admin API (`--server`), and its typed answer
 //! is printed the same way (`render.rs`).
 
-use crate::admin::{CredentialCmd, KeyCmd, StoreCmd};
 use crate::admin_cmd::{AdminCmd, TokenCmd};
 use crate::kmip_cmd::{ClientCertCmd, KmipCmd};
 use crate::lifecycle_cmd::LifecycleCmd;
+use crate::local::{CredentialCmd, KeyCmd, StoreCmd};
 use crate::policy_cmd::{PolicyCmd, ScopeArgs};
 use crate::Command;
 use keyhold_server::admin_ops::{AdminOps, KeyAction, MAX_LIST};
@@ -484,7 +484,7 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
 }
 
 /// Runs `t` on the data directory's key service and prints its answer.
-pub(crate) fn run_local(ctx: &crate::admin::Ctx, t: &Typed) -> Result<(), String> {
+pub(crate) fn run_local(ctx: &crate::local::CommandEnv, t: &Typed) -> Result<(), String> {
     let ops = AdminOps::new(ctx.service.clone(), &ctx.data_dir);
     let body = match &t.body {
         Some(b) => serde_json::to_vec(b).map_err(|e| e.to_string())?,

@@ -6,7 +6,7 @@ use super::*;
 impl Kmip {
     pub(super) fn get_attributes(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
@@ -30,7 +30,7 @@ impl Kmip {
 
     pub(super) fn get_attribute_list(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
@@ -46,7 +46,7 @@ impl Kmip {
 
     pub(super) fn add_attribute(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
@@ -94,7 +94,7 @@ impl Kmip {
 
     pub(super) fn modify_attribute(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
@@ -151,7 +151,7 @@ impl Kmip {
 
     pub(super) fn set_attribute(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
@@ -181,7 +181,7 @@ impl Kmip {
 
     pub(super) fn delete_attribute(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
@@ -309,7 +309,7 @@ pub(super) fn check_type(name: &str, v: &AttrValue) -> Result<(), KmipError> {
 /// What Add, Modify and Delete Attribute answer: the object's identifier,
 /// and before KMIP 2.0 the attribute as it now stands (or as removed).
 fn attribute_answer(
-    ctx: &Ctx<'_>,
+    ctx: &MessageState<'_>,
     uid: String,
     name: &str,
     index: usize,

@@ -6,7 +6,7 @@ use super::*;
 impl Kmip {
     pub(super) fn new_object(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &MessageState<'_>,
         object_type: u32,
     ) -> Result<ManagedObject, KmipError> {
         let mut o = ManagedObject {
@@ -33,7 +33,7 @@ impl Kmip {
     /// stores the object with its material.
     pub(super) fn finish_new(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         mut o: ManagedObject,
         incoming: Vec<Incoming>,
         material: &[u8],
@@ -96,7 +96,11 @@ impl Kmip {
 
     // ---- operations ----
 
-    pub(super) fn create(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn create(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let ot = enum_of(p, t::OBJECT_TYPE)?
             .ok_or_else(|| KmipError::missing("Object Type is missing"))?;
         if ot != object_type::SYMMETRIC_KEY {
@@ -148,7 +152,11 @@ impl Kmip {
         ])
     }
 
-    pub(super) fn register(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn register(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let ot = enum_of(p, t::OBJECT_TYPE)?
             .ok_or_else(|| KmipError::missing("Object Type is missing"))?;
         let incoming = attrs::parse_request_attributes(p)?;
@@ -220,7 +228,7 @@ impl Kmip {
     /// structure is the wrapped material, and Get returns it as registered.
     pub(super) fn register_as_is(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         mut o: ManagedObject,
         incoming: Vec<Incoming>,
         p: &Ttlv,
@@ -291,7 +299,11 @@ impl Kmip {
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }
 
-    pub(super) fn rekey(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn rekey(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let mut old = self.load_owned(ctx, &uid)?;
         if old.object_type != object_type::SYMMETRIC_KEY {

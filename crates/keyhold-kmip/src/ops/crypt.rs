@@ -7,7 +7,7 @@ impl Kmip {
     /// The key of an object usable for `purpose` now.
     pub(super) fn usable(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         uid: &str,
         purpose: Purpose,
     ) -> Result<(ManagedObject, Arc<keyhold_crypto::SecretBytes>), KmipError> {
@@ -20,7 +20,7 @@ impl Kmip {
     /// Counts a use against the object's Usage Limits, if it has any.
     pub(super) fn consume_usage(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &MessageState<'_>,
         o: &mut ManagedObject,
         data_len: usize,
     ) -> Result<(), KmipError> {
@@ -32,7 +32,7 @@ impl Kmip {
 
     pub(super) fn crypt(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         p: &Ttlv,
         encrypt: bool,
     ) -> Result<Vec<Ttlv>, KmipError> {
@@ -125,7 +125,7 @@ impl Kmip {
     /// Correlation Value.
     pub(super) fn stream_start(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         step: Step<'_>,
         key: &[u8],
         iv: Vec<u8>,
@@ -165,7 +165,7 @@ impl Kmip {
     /// (Final Indicator) answers the tag, or checks it when decrypting.
     pub(super) fn stream_next(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         step: Step<'_>,
         cv: &[u8],
         p: &Ttlv,
@@ -223,7 +223,7 @@ impl Kmip {
 
     pub(super) fn mac(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         p: &Ttlv,
         verify: bool,
     ) -> Result<Vec<Ttlv>, KmipError> {

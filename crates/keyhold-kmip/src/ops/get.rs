@@ -4,7 +4,11 @@
 use super::*;
 
 impl Kmip {
-    pub(super) fn locate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn locate(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let max = int_of(p, t::MAXIMUM_ITEMS)?;
         let offset = int_of(p, t::OFFSET_ITEMS)?.unwrap_or(0).max(0) as usize;
         let mut wanted = attrs::parse_request_attributes(p)?;
@@ -90,7 +94,7 @@ impl Kmip {
         Ok(out)
     }
 
-    pub(super) fn get(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn get(&self, ctx: &mut MessageState<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let mut o = self.load(ctx, &uid)?;
         if enum_of(p, t::KEY_COMPRESSION_TYPE)?.is_some() {
@@ -154,7 +158,11 @@ impl Kmip {
     }
 
     /// The wrapping key and method a Key Wrapping Specification asks for.
-    pub(super) fn wrapping(&self, ctx: &mut Ctx<'_>, spec: &Ttlv) -> Result<Wrapping, KmipError> {
+    pub(super) fn wrapping(
+        &self,
+        ctx: &mut MessageState<'_>,
+        spec: &Ttlv,
+    ) -> Result<Wrapping, KmipError> {
         match enum_of(spec, t::WRAPPING_METHOD)? {
             Some(1) => {}
             Some(m) => {

@@ -8,7 +8,11 @@ impl Kmip {
     /// its Last Change Date. None is granted for an object that may not be
     /// used now (not Active, or Keyhold locked down): the client must then
     /// stop using what it cached.
-    pub(super) fn obtain_lease(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn obtain_lease(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let o = self.load(ctx, &uid)?;
         self.service.refuse_in_lockdown().map_err(service_err)?;
@@ -29,7 +33,11 @@ impl Kmip {
     }
 
     /// Check: would the object allow this usage mask / this many uses?
-    pub(super) fn check(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn check(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let o = self.load(ctx, &uid)?;
         let mask = int_of(p, t::CRYPTOGRAPHIC_USAGE_MASK)?;
@@ -42,7 +50,11 @@ impl Kmip {
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }
 
-    pub(super) fn activate(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn activate(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let mut o = self.load_owned(ctx, &uid)?;
         rules::activate(&mut o, ctx.now).map_err(refused)?;
@@ -50,7 +62,11 @@ impl Kmip {
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }
 
-    pub(super) fn revoke(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn revoke(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         let mut o = self.load_owned(ctx, &uid)?;
         let reason = p
@@ -78,7 +94,11 @@ impl Kmip {
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)])
     }
 
-    pub(super) fn destroy(&self, ctx: &mut Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    pub(super) fn destroy(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
         if ctx.undo.is_some() {
             return Err(KmipError::new(

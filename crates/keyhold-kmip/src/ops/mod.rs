@@ -88,7 +88,7 @@ fn now_secs() -> i64 {
 }
 
 /// Per-message state: the version answered in, the ID placeholder.
-struct Ctx<'a> {
+struct MessageState<'a> {
     client: &'a Client,
     version: Version,
     now: i64,
@@ -192,7 +192,7 @@ impl Kmip {
                 return message::error_response(version, now, &e);
             }
         };
-        let mut ctx = Ctx {
+        let mut ctx = MessageState {
             client,
             version,
             now,
@@ -226,7 +226,7 @@ impl Kmip {
     /// answers.
     fn answer_item(
         &self,
-        ctx: &mut Ctx<'_>,
+        ctx: &mut MessageState<'_>,
         item: &RequestItem<'_>,
         unsupported: Option<Version>,
         max_response_size: Option<i32>,
@@ -307,7 +307,11 @@ impl Kmip {
             .map_err(|e| format!("the audit log could not record the operation: {e}"))
     }
 
-    fn dispatch(&self, ctx: &mut Ctx<'_>, item: &RequestItem<'_>) -> Result<Vec<Ttlv>, KmipError> {
+    fn dispatch(
+        &self,
+        ctx: &mut MessageState<'_>,
+        item: &RequestItem<'_>,
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let empty = Ttlv::structure(t::REQUEST_PAYLOAD, vec![]);
         let p = item.payload.unwrap_or(&empty);
         let known = Operation::from_code(item.operation);
@@ -373,7 +377,7 @@ impl Kmip {
     // ---- helpers ----
 
     /// The Unique Identifier argument, or the ID placeholder.
-    fn uid_arg(&self, ctx: &Ctx<'_>, p: &Ttlv) -> Result<String, KmipError> {
+    fn uid_arg(&self, ctx: &MessageState<'_>, p: &Ttlv) -> Result<String, KmipError> {
         match text_of(p, t::UNIQUE_IDENTIFIER)? {
             Some(u) => Ok(u.to_owned()),
             None => ctx.placeholder.clone().ok_or_else(|| {
@@ -383,7 +387,7 @@ impl Kmip {
     }
 
     /// Loads an object the client may use.
-    fn load(&self, ctx: &mut Ctx<'_>, uid: &str) -> Result<ManagedObject, KmipError> {
+    fn load(&self, ctx: &mut MessageState<'_>, uid: &str) -> Result<ManagedObject, KmipError> {
         ctx.touched = Some(uid.to_owned());
         let xks = xks_keys::is_xks_uid(uid);
         let o = if xks {
@@ -430,7 +434,11 @@ impl Kmip {
     /// Loads an object the client may manage: change its attributes, state
     /// or material (Activate, Revoke, Destroy, Re-key, attribute changes).
     /// That is its owner's alone; a grant gives use only.
-    fn load_owned(&self, ctx: &mut Ctx<'_>, uid: &str) -> Result<ManagedObject, KmipError> {
+    fn load_owned(
+        &self,
+        ctx: &mut MessageState<'_>,
+        uid: &str,
+    ) -> Result<ManagedObject, KmipError> {
         let o = self.load(ctx, uid)?;
         if o.owner.is_empty() || o.owner != ctx.client.identity {
             return Err(KmipError::new(
@@ -462,7 +470,7 @@ impl Kmip {
         }
     }
 
-    fn save(&self, ctx: &Ctx<'_>, o: &mut ManagedObject) -> Result<(), KmipError> {
+    fn save(&self, ctx: &MessageState<'_>, o: &mut ManagedObject) -> Result<(), KmipError> {
         if xks_keys::is_xks_uid(&o.uid) {
             return Err(service_err(xks_keys::read_only(&o.uid)));
         }
@@ -489,7 +497,7 @@ impl Kmip {
     /// object is being made).
     fn apply(
         &self,
-        ctx: &Ctx<'_>,
+        ctx: &MessageState<'_>,
         o: &mut ManagedObject,
         a: Incoming,
         creating: bool,
@@ -562,7 +570,7 @@ impl Kmip {
             .collect())
     }
 
-    fn query(&self, ctx: &Ctx<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
+    fn query(&self, ctx: &MessageState<'_>, p: &Ttlv) -> Result<Vec<Ttlv>, KmipError> {
         let mut out = Vec::new();
         for f in p.children(t::QUERY_FUNCTION) {
             let Value::Enumeration(f) = f.value else {

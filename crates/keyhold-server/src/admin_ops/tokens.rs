@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use keyhold_service::admin::{AdminToken, Role};
+use keyhold_service::api_tokens::{AdminToken, Role};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

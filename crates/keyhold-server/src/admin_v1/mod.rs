@@ -10,7 +10,7 @@
 //! `docs/openapi.json` (a test fails when they differ).
 
 use hyper::{Method, StatusCode};
-use keyhold_service::admin::Access;
+use keyhold_service::api_tokens::Access;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::OpenApi;
@@ -677,7 +677,7 @@ mod tests {
 
     #[test]
     fn roles() {
-        use keyhold_service::admin::Role;
+        use keyhold_service::api_tokens::Role;
         let key = Route::GetKey("s".into(), "k".into());
         assert!(key.access().allows(Role::Auditor));
         assert!(!key.access().allows(Role::Operator));

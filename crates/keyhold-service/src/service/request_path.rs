@@ -62,7 +62,7 @@ impl KeyService {
             ChangeScope::Meta(name)
                 if name == crate::lifecycle::EPOCH_META
                     || name == LOCKDOWN_META
-                    || name.starts_with(crate::admin::TOKEN_META_PREFIX) => {}
+                    || name.starts_with(crate::api_tokens::TOKEN_META_PREFIX) => {}
             ChangeScope::Meta(name)
                 if name.starts_with(crate::client_certs::CERT_META_PREFIX)
                     || name == crate::client_certs::REVOKED_LIST_META =>

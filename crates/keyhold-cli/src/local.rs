@@ -1,6 +1,7 @@
-//! Admin commands: `init`, `store …`, `key …`. They work on the data
-//! directory directly (SQLite allows the running server and these commands
-//! to share it); the server picks changes up within 100 ms.
+//! Commands on the local data directory: `init`, `store …`, `key …`,
+//! `hsm …`. They work on the data directory directly (SQLite allows the
+//! running server and these commands to share it); the server picks
+//! changes up within 100 ms.
 
 use crate::cmdio::outln;
 use crate::output;
@@ -159,7 +160,7 @@ pub(crate) fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), Strin
     Ok(())
 }
 
-pub(crate) struct Ctx {
+pub(crate) struct CommandEnv {
     pub service: std::sync::Arc<KeyService>,
     pub json: bool,
     /// Who runs the command, when not the local user (the admin API's caller).
@@ -503,7 +504,7 @@ pub(crate) fn write_file(p: &std::path::Path, data: &[u8], mode: u32) -> Result<
     f.sync_all().map_err(e)
 }
 
-pub(crate) fn print_keys(ctx: &Ctx, keys: &[Key]) {
+pub(crate) fn print_keys(ctx: &CommandEnv, keys: &[Key]) {
     let views: Vec<keyhold_server::admin_ops::KeyView> = keys
         .iter()
         .map(keyhold_server::admin_ops::KeyView::of)
@@ -511,7 +512,7 @@ pub(crate) fn print_keys(ctx: &Ctx, keys: &[Key]) {
     crate::typed::print_keys(ctx.json, &views);
 }
 
-pub(crate) fn key(ctx: &Ctx, cmd: &KeyCmd) -> Result<(), String> {
+pub(crate) fn key(ctx: &CommandEnv, cmd: &KeyCmd) -> Result<(), String> {
     let svc = &ctx.service;
     match cmd {
         // One key is a typed operation; several at once are made here.
