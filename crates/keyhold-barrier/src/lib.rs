@@ -6,8 +6,6 @@
 //! Nothing here logs, and nothing returns key material except as
 //! zeroizing types.
 
-//! Wrapping of key versions and credential secrets under the root of trust.
-
 use keyhold_core::{Error, KeyId, Result, StorePrefix, WrappedItem};
 use keyhold_crypto::{Aes256Key, SecretBytes, AES256_KEY_LEN};
 use keyhold_root::RootOfTrust;

@@ -6,7 +6,7 @@
 //! their contents in `Debug`.
 //!
 //! This crate must never log, and never return key material except to the
-//! keystore that owns it.
+//! barrier that owns it.
 
 pub mod gcm;
 pub mod sym;

@@ -2,7 +2,8 @@
 //! Protocol 1.0–2.1, TTLV over mutual TLS).
 //!
 //! Layers: [`ttlv`] (the binary encoding, hardened against hostile input),
-//! [`message`] (headers, batches, versions), [`attrs`] and [`objects`] (how
+//! [`message`] (headers, batches, versions), [`operation`] (the typed
+//! operations), [`attrs`] (the one attribute table) and [`objects`] (how
 //! KMIP attributes map onto stored managed objects), [`ops`] (the
 //! operations over the key service, audited; streamed Encrypt/Decrypt keep
 //! their state in `stream`), and [`server`] (the mTLS

@@ -1,4 +1,6 @@
-//! Storage backends for Keyhold behind the [`Storage`] trait.
+//! Storage backends for Keyhold behind small traits, one per concern (keys,
+//! stores, objects, meta, policies, audit shipping, nodes, maintenance, row
+//! sealing); [`Storage`] is all of them together.
 //!
 //! Storage is untrusted: it sees key stores, key metadata and *wrapped* key
 //! versions and credential secrets, never plaintext key material. A copy of
