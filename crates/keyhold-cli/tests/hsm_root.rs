@@ -387,7 +387,16 @@ fn hsm_resident_keys_created_and_imported() {
     assert_eq!(k[0]["protection"], "HSM");
     assert_eq!(k[0]["hsm_label"], "keyhold:/demo:hk");
     env.run_ok(&["key", "create", "/demo", "soft"]);
-    // A key made by another tool (OpenSC's pkcs11-tool), adopted by label.
+    a_key_made_by_another_tool_is_adopted(env);
+    keyholds_own_keys_are_never_adopted(env);
+    let server = usage_is_in_the_token_too(env);
+    an_encrypt_only_key_encrypts(&server, &cred);
+    hsm_keys_rotate_and_retired_versions_leave_the_hsm(env, &server, &cred);
+    concurrent_requests_on_an_hsm_key_succeed(&server, &cred);
+}
+
+/// A key made by another tool (OpenSC's pkcs11-tool), adopted by label.
+fn a_key_made_by_another_tool_is_adopted(env: &Env) {
     let conf = &env.extra_env[0].1;
     let out = Command::new("pkcs11-tool")
         .args([
@@ -421,7 +430,10 @@ fn hsm_resident_keys_created_and_imported() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-label"));
-    // Keyhold's own keys in the token are never adopted as customer keys.
+}
+
+/// Keyhold's own keys in the token are never adopted as customer keys.
+fn keyholds_own_keys_are_never_adopted(env: &Env) {
     for own in ["keyhold-kek", "keyhold-kek-health"] {
         let out = env
             .cmd(&[
@@ -444,9 +456,12 @@ fn hsm_resident_keys_created_and_imported() {
         .as_array()
         .unwrap()
         .contains(&json!("keyhold:/demo:hk")));
+}
 
-    // A key's usage is in the token too, as OpenSC's pkcs11-tool reads it:
-    // exactly encrypt and/or decrypt, never wrap, unwrap, sign or verify.
+/// A key's usage is in the token too, as OpenSC's pkcs11-tool reads it:
+/// exactly encrypt and/or decrypt, never wrap, unwrap, sign or verify.
+fn usage_is_in_the_token_too(env: &Env) -> Server {
+    let conf = &env.extra_env[0].1;
     env.run_ok(&[
         "key",
         "create",
@@ -514,25 +529,31 @@ fn hsm_resident_keys_created_and_imported() {
     assert_eq!(token_usage("keyhold:/demo:enc-hsm"), "decrypt");
     env.run_ok(&["key", "set-usage", "/demo", "enc-hsm", "--usage", "ENCRYPT"]);
 
-    let server = env.serve(&[]);
-    // An encrypt-only HSM key encrypts (the token could not decrypt to
-    // check it; it refuses a CDIV, which needs that).
+    env.serve(&[])
+}
+
+/// An encrypt-only HSM key encrypts (the token could not decrypt to
+/// check it; it refuses a CDIV, which needs that).
+fn an_encrypt_only_key_encrypts(server: &Server, cred: &Cred) {
     let body = json!({
         "requestMetadata": meta("Encrypt"), "plaintext": b64(b"x"),
         "encryptionAlgorithm": "AES_GCM",
     });
     let r =
-        Curl::new(&server, &cred).send("/demo/kms/xks/v1/keys/enc-hsm/encrypt", &body.to_string());
+        Curl::new(server, cred).send("/demo/kms/xks/v1/keys/enc-hsm/encrypt", &body.to_string());
     assert_eq!(r.status, 200, "{r:?}");
-    // Rotation of an HSM-resident key: a new key in the HSM per version;
-    // ciphertext of every live version decrypts; retired versions are
-    // refused, then trimmed out of the HSM.
+}
+
+/// Rotation of an HSM-resident key: a new key in the HSM per version;
+/// ciphertext of every live version decrypts; retired versions are
+/// refused, then trimmed out of the HSM.
+fn hsm_keys_rotate_and_retired_versions_leave_the_hsm(env: &Env, server: &Server, cred: &Cred) {
     env.run_ok(&["key", "create", "/demo", "hr", "--protection", "hsm"]);
-    let (v1, d) = encrypt_decrypt(&server, &cred, "hr", b"under v1");
+    let (v1, d) = encrypt_decrypt(server, cred, "hr", b"under v1");
     assert_eq!(d.status, 200);
     env.run_ok(&["key", "rotate", "/demo", "hr"]);
     env.run_ok(&["key", "set-rotation", "/demo", "hr", "--period", "90d"]);
-    let (v2, d) = encrypt_decrypt(&server, &cred, "hr", b"under v2");
+    let (v2, d) = encrypt_decrypt(server, cred, "hr", b"under v2");
     assert_eq!(d.status, 200);
     let hr = env.json(&["key", "show", "/demo", "hr"]);
     assert_eq!(hr[0]["current_version"], 2, "{hr}");
@@ -542,7 +563,7 @@ fn hsm_resident_keys_created_and_imported() {
         .unwrap()
         .contains(&json!("keyhold:/demo:hr#v2")));
     let decrypt = |dec: &serde_json::Value| {
-        Curl::new(&server, &cred).send("/demo/kms/xks/v1/keys/hr/decrypt", &dec.to_string())
+        Curl::new(server, cred).send("/demo/kms/xks/v1/keys/hr/decrypt", &dec.to_string())
     };
     let d = decrypt(&v1);
     assert_eq!(d.status, 200, "{d:?}");
@@ -564,7 +585,7 @@ fn hsm_resident_keys_created_and_imported() {
     );
 
     for key in ["hk", "legacy-key", "soft"] {
-        let (mut dec, d) = encrypt_decrypt(&server, &cred, key, key.as_bytes());
+        let (mut dec, d) = encrypt_decrypt(server, cred, key, key.as_bytes());
         assert_eq!(d.status, 200, "{key}: {d:?}");
         assert_eq!(
             unb64(d.json()["plaintext"].as_str().unwrap()),
@@ -572,14 +593,17 @@ fn hsm_resident_keys_created_and_imported() {
         );
         // Tampering is caught by the HSM's GCM as well.
         dec["additionalAuthenticatedData"] = json!(b64(b"other"));
-        Curl::new(&server, &cred)
+        Curl::new(server, cred)
             .send(
                 &format!("/demo/kms/xks/v1/keys/{key}/decrypt"),
                 &dec.to_string(),
             )
             .assert_error(400, "InvalidCiphertextException");
     }
-    // Concurrent requests on an HSM-resident key all succeed.
+}
+
+/// Concurrent requests on an HSM-resident key all succeed.
+fn concurrent_requests_on_an_hsm_key_succeed(server: &Server, cred: &Cred) {
     let threads: Vec<_> = (0..8)
         .map(|i| {
             let base = server.base.clone();

@@ -180,7 +180,15 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
     let k = start();
     let mut alice = Conn::open(&k, "alice");
     let mut bob = Conn::open(&k, "bob");
-    // A key that may never leave Keyhold.
+    let locked = a_key_that_may_never_leave(&mut alice);
+    wrapped_export_and_the_key_that_stays_in(&mut alice, &locked);
+    past_its_protect_stop_date_a_key_no_longer_encrypts(&mut alice);
+    let open_key = grants_are_for_use_only(&k, &mut alice, &mut bob);
+    break_glass_refuses_kmip_and_refusals_are_on_record(&k, &mut alice, &open_key, &locked);
+}
+
+/// A key that may never leave Keyhold.
+fn a_key_that_may_never_leave(alice: &mut Conn) -> String {
     let p = create_aes(vec![attr("Extractable", Ttlv::boolean(0, false))]);
     let locked = uid_of(ok(&alice.one((1, 4), op::CREATE, p)));
     let m = failed(&alice.one((2, 0), op::GET, uid(&locked)), 0x17); // Not Extractable
@@ -206,8 +214,12 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
         Value::ByteString(b"secret".to_vec())
     );
 
-    // Wrapped export: the whole Key Value, TTLV-encoded, under AES key wrap
-    // with padding; a non-exportable key stays in even when wrapped.
+    locked
+}
+
+/// Wrapped export: the whole Key Value, TTLV-encoded, under AES key wrap
+/// with padding; a non-exportable key stays in even when wrapped.
+fn wrapped_export_and_the_key_that_stays_in(alice: &mut Conn, locked: &str) {
     let p = vec![
         Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
         Ttlv::structure(
@@ -267,13 +279,15 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
     let unwrapped = keyhold_crypto::sym::aes_key_unwrap(&kek_bytes, &wrapped, true).unwrap();
     let kv = Ttlv::decode(&unwrapped, &Limits::default()).unwrap();
     assert_eq!(kv, key_bytes(ok(&plain)), "unwraps to the Key Value");
-    let mut p = uid(&locked);
+    let mut p = uid(locked);
     p.push(spec);
     failed(&alice.one((2, 0), op::GET, p), 0x17);
+}
 
-    // Past its Protect Stop Date a key no longer encrypts: Permission
-    // Denied up to KMIP 2.0, Wrong Key Lifecycle State from 2.1, as the
-    // profiles' cases of each version expect.
+/// Past its Protect Stop Date a key no longer encrypts: Permission
+/// Denied up to KMIP 2.0, Wrong Key Lifecycle State from 2.1, as the
+/// profiles' cases of each version expect.
+fn past_its_protect_stop_date_a_key_no_longer_encrypts(alice: &mut Conn) {
     let stopped = uid_of(ok(&alice.one(
         (1, 4),
         op::CREATE,
@@ -289,8 +303,10 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
         let m = failed(&alice.one(version, op::ENCRYPT, p), reason);
         assert!(m.contains("Protect Stop Date"), "{m}");
     }
+}
 
-    // Bob may not use Alice's key until a custodian grants it.
+/// Bob may not use Alice's key until a custodian grants it.
+fn grants_are_for_use_only(k: &Kmip, alice: &mut Conn, bob: &mut Conn) -> String {
     let open_key = uid_of(ok(&alice.one((1, 4), op::CREATE, create_aes(vec![]))));
     failed(&bob.one((1, 4), op::GET, uid(&open_key)), 0x0C);
     let found = ok(&bob.one((1, 4), op::LOCATE, vec![]))
@@ -333,15 +349,24 @@ fn owner_export_policy_and_break_glass_apply_to_kmip_keys() {
     // The owner still may.
     ok(&alice.one((1, 4), op::ACTIVATE, uid(&open_key)));
 
-    // Break glass: every KMIP use of key material is refused until unlock.
+    open_key
+}
+
+/// Break glass: every KMIP use of key material is refused until unlock.
+fn break_glass_refuses_kmip_and_refusals_are_on_record(
+    k: &Kmip,
+    alice: &mut Conn,
+    open_key: &str,
+    locked: &str,
+) {
     k.env.run_ok(&["lockdown"]);
-    let m = failed(&alice.one((1, 4), op::GET, uid(&open_key)), 0x0C);
+    let m = failed(&alice.one((1, 4), op::GET, uid(open_key)), 0x0C);
     assert!(m.contains("locked down"), "{m}");
     k.env.run_ok(&["unlock"]);
-    ok(&alice.one((1, 4), op::GET, uid(&open_key)));
+    ok(&alice.one((1, 4), op::GET, uid(open_key)));
 
     // The refused export is on record, with who asked.
-    assert_refused_gets_on_record(&k.env, &locked, "alice", 3);
+    assert_refused_gets_on_record(&k.env, locked, "alice", 3);
     let out = k.env.run_ok(&["kmip", "status"]);
     assert!(
         out.contains("alice") && out.contains("SymmetricKey"),

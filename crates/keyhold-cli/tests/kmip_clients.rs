@@ -63,8 +63,19 @@ fn flows_of_real_clients() {
     let k = start();
     let mut c = Conn::open(&k, "alice");
 
-    // MongoDB Enterprise (KMIP 1.2 headers): Create, Activate, Get, then
-    // poll State; Encrypt/Decrypt for its audit log.
+    let key = mongodb_enterprise(&mut c);
+    percona_server_for_mongodb(&mut c, &key);
+    let sid = mongodb_client_side_encryption(&mut c);
+    mysql_keyring(&mut c);
+    pg_tde(&mut c);
+    vmware_vsphere(&mut c);
+    edb_tde(&mut c, &key);
+    appliances_rename_and_rekey(&mut c, &key, &sid);
+}
+
+/// MongoDB Enterprise (KMIP 1.2 headers): Create, Activate, Get, then
+/// poll State; Encrypt/Decrypt for its audit log.
+fn mongodb_enterprise(c: &mut Conn) -> String {
     let v = (1, 2);
     let key = uid_of(ok(&c.one(
         v,
@@ -73,7 +84,7 @@ fn flows_of_real_clients() {
     )));
     ok(&c.one(v, op::ACTIVATE, uid(&key)));
     ok(&c.one(v, op::GET, uid(&key)));
-    assert_eq!(state_of(&mut c, v, &key), 2, "Active");
+    assert_eq!(state_of(c, v, &key), 2, "Active");
     let mut p = uid(&key);
     p.push(Ttlv::bytes(t::DATA, b"audit line".to_vec()));
     let enc = c.one(v, op::ENCRYPT, p);
@@ -91,8 +102,12 @@ fn flows_of_real_clients() {
         Value::ByteString(b"audit line".to_vec())
     );
 
-    // Percona Server for MongoDB (always KMIP 1.0): the answer is 1.0 and
-    // carries nothing 1.0 does not define (no Located Items).
+    key
+}
+
+/// Percona Server for MongoDB (always KMIP 1.0): the answer is 1.0 and
+/// carries nothing 1.0 does not define (no Located Items).
+fn percona_server_for_mongodb(c: &mut Conn, key: &str) {
     let v = (1, 0);
     let r = c
         .raw(&request(v, vec![(op::LOCATE, vec![name_attr("mongodb-master")])]).encode())
@@ -111,10 +126,12 @@ fn flows_of_real_clients() {
         ok(item).child(t::LOCATED_ITEMS).is_none(),
         "1.0 has no Located Items"
     );
-    assert_eq!(uids(ok(item)), vec![key.clone()]);
+    assert_eq!(uids(ok(item)), vec![key.to_owned()]);
+}
 
-    // MongoDB client-side encryption: 96-byte Secret Data, registered and
-    // fetched back.
+/// MongoDB client-side encryption: 96-byte Secret Data, registered and
+/// fetched back.
+fn mongodb_client_side_encryption(c: &mut Conn) -> String {
     let v = (1, 4);
     let secret = vec![7u8; 96];
     let reg = vec![
@@ -151,7 +168,11 @@ fn flows_of_real_clients() {
         Value::ByteString(secret)
     );
 
-    // MySQL keyring (KMIP 1.1): server-made keys, found again by exact name.
+    sid
+}
+
+/// MySQL keyring (KMIP 1.1): server-made keys, found again by exact name.
+fn mysql_keyring(c: &mut Conn) {
     let v = (1, 1);
     let mk = uid_of(ok(&c.one(
         v,
@@ -165,8 +186,10 @@ fn flows_of_real_clients() {
     )));
     let found = c.one(v, op::LOCATE, vec![name_attr("mysql-key-1")]);
     assert_eq!(uids(ok(&found)), vec![mk], "exact name match only");
+}
 
-    // pg_tde via libkmip: Register with Name and Object Group, Locate by both.
+/// pg_tde via libkmip: Register with Name and Object Group, Locate by both.
+fn pg_tde(c: &mut Conn) {
     let v = (1, 4);
     let group = Ttlv::structure(
         t::ATTRIBUTE,
@@ -200,8 +223,10 @@ fn flows_of_real_clients() {
     let tde = uid_of(ok(&c.one(v, op::REGISTER, reg)));
     let found = c.one(v, op::LOCATE, vec![name_attr("tde-principal"), group]);
     assert_eq!(uids(ok(&found)), vec![tde.clone()]);
+}
 
-    // VMware vSphere (KMIP 1.1): Create AES-256, Get, Get Attributes, Activate.
+/// VMware vSphere (KMIP 1.1): Create AES-256, Get, Get Attributes, Activate.
+fn vmware_vsphere(c: &mut Conn) {
     let v = (1, 1);
     let vs = uid_of(ok(&c.one(v, op::CREATE, create_aes(vec![]))));
     ok(&c.one(v, op::GET, uid(&vs)));
@@ -223,11 +248,13 @@ fn flows_of_real_clients() {
         "{names:?}"
     );
     ok(&c.one(v, op::ACTIVATE, uid(&vs)));
+}
 
-    // EDB TDE (KMIP 2.1): Encrypt, then Decrypt with IV, ciphertext and tag
-    // sent in one Data field.
+/// EDB TDE (KMIP 2.1): Encrypt, then Decrypt with IV, ciphertext and tag
+/// sent in one Data field.
+fn edb_tde(c: &mut Conn, key: &str) {
     let v = (2, 1);
-    let mut p = uid(&key);
+    let mut p = uid(key);
     p.push(Ttlv::bytes(t::DATA, b"data key".to_vec()));
     let enc = c.one(v, op::ENCRYPT, p);
     let e = ok(&enc);
@@ -242,17 +269,19 @@ fn flows_of_real_clients() {
         };
         joined.extend_from_slice(b);
     }
-    let mut p = uid(&key);
+    let mut p = uid(key);
     p.push(Ttlv::bytes(t::DATA, joined));
     assert_eq!(
         ok(&c.one(v, op::DECRYPT, p)).child(t::DATA).unwrap().value,
         Value::ByteString(b"data key".to_vec())
     );
+}
 
-    // Appliances: Register secret data, then Modify Attribute its name; a
-    // Locate by the new name finds it, the old name no longer does.
+/// Appliances: Register secret data, then Modify Attribute its name; a
+/// Locate by the new name finds it, the old name no longer does.
+fn appliances_rename_and_rekey(c: &mut Conn, key: &str, sid: &str) {
     let v = (1, 2);
-    let mut p = uid(&sid);
+    let mut p = uid(sid);
     p.push(name_attr("appliance-secret"));
     ok(&c.one(v, op::MODIFY_ATTRIBUTE, p));
     assert_eq!(
@@ -261,7 +290,7 @@ fn flows_of_real_clients() {
             op::LOCATE,
             vec![name_attr("appliance-secret")]
         ))),
-        vec![sid.clone()]
+        vec![sid]
     );
     assert!(uids(ok(&c.one(
         v,
@@ -271,14 +300,14 @@ fn flows_of_real_clients() {
     .is_empty());
 
     // Re-key: a new key takes the name; the old one links to it.
-    let rk = c.one(v, op::REKEY, uid(&key));
+    let rk = c.one(v, op::REKEY, uid(key));
     let new = uid_of(ok(&rk));
     assert_ne!(new, key);
     assert_eq!(
         uids(ok(&c.one(v, op::LOCATE, vec![name_attr("mongodb-master")]))),
         vec![new.clone()]
     );
-    let mut p = uid(&key);
+    let mut p = uid(key);
     p.push(Ttlv::text(t::ATTRIBUTE_NAME, "Link"));
     let links = c.one(v, op::GET_ATTRIBUTES, p);
     let link = ok(&links)
@@ -291,7 +320,7 @@ fn flows_of_real_clients() {
         Value::TextString(new.clone())
     );
     assert_eq!(
-        state_of(&mut c, v, &new),
+        state_of(c, v, &new),
         2,
         "the replacement of an active key is active"
     );
