@@ -8,6 +8,7 @@
 //! This crate must never log, and never return key material except to the
 //! barrier that owns it.
 
+pub mod asym;
 pub mod gcm;
 pub mod sym;
 

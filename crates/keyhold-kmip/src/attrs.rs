@@ -61,6 +61,7 @@ defs! {
     (ObjectType, "Object Type", t::OBJECT_TYPE, false, Server, V1_0, None),
     (CryptographicAlgorithm, "Cryptographic Algorithm", t::CRYPTOGRAPHIC_ALGORITHM, false, Create, V1_0, None),
     (CryptographicLength, "Cryptographic Length", t::CRYPTOGRAPHIC_LENGTH, false, Create, V1_0, None),
+    (CryptographicDomainParameters, "Cryptographic Domain Parameters", t::CRYPTOGRAPHIC_DOMAIN_PARAMETERS, false, Create, V1_0, None),
     (CryptographicParameters, "Cryptographic Parameters", t::CRYPTOGRAPHIC_PARAMETERS, true, Client, V1_0, None),
     (CryptographicUsageMask, "Cryptographic Usage Mask", t::CRYPTOGRAPHIC_USAGE_MASK, false, Client, V1_0, None),
     (Digest, "Digest", t::DIGEST, true, Server, V1_0, None),

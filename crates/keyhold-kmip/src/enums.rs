@@ -156,11 +156,14 @@ pub mod object_type {
 pub mod crypto_alg {
     pub const TRIPLE_DES: u32 = 0x02;
     pub const AES: u32 = 0x03;
+    pub const RSA: u32 = 0x04;
+    pub const ECDSA: u32 = 0x06;
     pub const HMAC_SHA1: u32 = 0x07;
     pub const HMAC_SHA224: u32 = 0x08;
     pub const HMAC_SHA256: u32 = 0x09;
     pub const HMAC_SHA384: u32 = 0x0A;
     pub const HMAC_SHA512: u32 = 0x0B;
+    pub const EC: u32 = 0x1A;
     pub const CHACHA20: u32 = 0x1C;
     pub const CHACHA20_POLY1305: u32 = 0x1E;
 }
@@ -180,6 +183,13 @@ pub mod padding {
     pub const PKCS5: u32 = 0x03;
 }
 
+/// The NIST curves Keyhold makes keys on.
+pub mod recommended_curve {
+    pub const P_256: u32 = 0x07;
+    pub const P_384: u32 = 0x0A;
+    pub const P_521: u32 = 0x0D;
+}
+
 pub mod hashing {
     pub const SHA_1: u32 = 0x04;
     pub const SHA_256: u32 = 0x06;
@@ -190,6 +200,9 @@ pub mod hashing {
 pub mod key_format {
     pub const RAW: u32 = 0x01;
     pub const OPAQUE: u32 = 0x02;
+    pub const PKCS_1: u32 = 0x03;
+    pub const PKCS_8: u32 = 0x04;
+    pub const X_509: u32 = 0x05;
     pub const TRANSPARENT_SYMMETRIC_KEY: u32 = 0x07;
 }
 
@@ -224,6 +237,8 @@ pub mod query_function {
 }
 
 pub mod link_type {
+    pub const PUBLIC_KEY: u32 = 0x102;
+    pub const PRIVATE_KEY: u32 = 0x103;
     pub const REPLACEMENT_OBJECT: u32 = 0x106;
     pub const REPLACED_OBJECT: u32 = 0x107;
 }

@@ -10,6 +10,7 @@ use crate::message::Version;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     Create,
+    CreateKeyPair,
     Register,
     ReKey,
     Locate,
@@ -40,8 +41,9 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order Query lists those served.
-    pub const ALL: [Operation; 26] = [
+    pub const ALL: [Operation; 27] = [
         Self::Create,
+        Self::CreateKeyPair,
         Self::Register,
         Self::ReKey,
         Self::Locate,
@@ -78,6 +80,7 @@ impl Operation {
     pub const fn code(self) -> u32 {
         match self {
             Self::Create => code::CREATE,
+            Self::CreateKeyPair => code::CREATE_KEY_PAIR,
             Self::Register => code::REGISTER,
             Self::ReKey => code::REKEY,
             Self::Locate => code::LOCATE,

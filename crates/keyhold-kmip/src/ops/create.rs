@@ -68,6 +68,7 @@ impl Kmip {
             let f = obj::enum_attr(&o, FORMAT_ATTR).unwrap_or(key_format::RAW);
             o.set_attr(Attr::KeyFormatType.name(), AttrValue::Enum(f));
         }
+        let (digest, format) = digest_of(&o, material);
         o.attrs.push(ObjectAttr {
             name: Attr::Digest.name().into(),
             value: AttrValue::Struct(vec![
@@ -75,11 +76,8 @@ impl Kmip {
                     t::HASHING_ALGORITHM,
                     AttrValue::Enum(crate::enums::hashing::SHA_256),
                 ),
-                (
-                    t::DIGEST_VALUE,
-                    AttrValue::Bytes(keyhold_crypto::sha256(&[material]).to_vec()),
-                ),
-                (t::KEY_FORMAT_TYPE, AttrValue::Enum(key_format::RAW)),
+                (t::DIGEST_VALUE, AttrValue::Bytes(digest.to_vec())),
+                (t::KEY_FORMAT_TYPE, AttrValue::Enum(format)),
             ]),
         });
         o.state = effective_state(&o, ctx.now);
@@ -374,6 +372,30 @@ impl Kmip {
         let new_uid = self.finish_new(ctx, n, incoming, material.expose())?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, new_uid)])
     }
+}
+
+/// The Digest attribute's SHA-256 and Key Format Type: of the key's bytes
+/// as kept, for a public or private key kept with its Key Block; of the
+/// material itself otherwise. No copy of the material is made.
+fn digest_of(o: &ManagedObject, material: &[u8]) -> ([u8; 32], u32) {
+    if stored_as_is(o.object_type).is_some() {
+        if let Ok(holder) = Ttlv::decode(material, &Limits::default()) {
+            if let Some(block) = holder.child(t::KEY_BLOCK) {
+                let format = match block.child(t::KEY_FORMAT_TYPE).map(|f| &f.value) {
+                    Some(Value::Enumeration(f)) => *f,
+                    _ => key_format::RAW,
+                };
+                let key = block
+                    .child(t::KEY_VALUE)
+                    .and_then(|v| v.child(t::KEY_MATERIAL))
+                    .map(|m| &m.value);
+                if let Some(Value::ByteString(b)) = key {
+                    return (keyhold_crypto::sha256(&[b]), format);
+                }
+            }
+        }
+    }
+    (keyhold_crypto::sha256(&[material]), key_format::RAW)
 }
 
 /// Internal attribute: the Key Format Type a key was registered in (Get's

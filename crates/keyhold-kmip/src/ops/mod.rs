@@ -6,6 +6,7 @@ mod cipher;
 mod create;
 mod crypt;
 mod get;
+mod keypair;
 mod lifecycle;
 
 // Shared by the operation families.
@@ -343,6 +344,7 @@ impl Kmip {
             O::DiscoverVersions => self.discover_versions(p),
             O::Query => self.query(ctx, p),
             O::Create => self.create(ctx, p),
+            O::CreateKeyPair => self.create_key_pair(ctx, p),
             O::Register => self.register(ctx, p),
             O::ReKey => self.rekey(ctx, p),
             O::Locate => self.locate(ctx, p),
@@ -586,9 +588,14 @@ impl Kmip {
                         .map(|o| Ttlv::enumeration(t::OPERATION, o.code())),
                 ),
                 query_function::OBJECTS => out.extend(
-                    [object_type::SYMMETRIC_KEY, object_type::SECRET_DATA]
-                        .iter()
-                        .map(|o| Ttlv::enumeration(t::OBJECT_TYPE, *o)),
+                    [
+                        object_type::SYMMETRIC_KEY,
+                        object_type::SECRET_DATA,
+                        object_type::PRIVATE_KEY,
+                        object_type::PUBLIC_KEY,
+                    ]
+                    .iter()
+                    .map(|o| Ttlv::enumeration(t::OBJECT_TYPE, *o)),
                 ),
                 query_function::SERVER_INFORMATION => {
                     out.push(Ttlv::text(t::VENDOR_IDENTIFICATION, "Keyhold"));

@@ -1,0 +1,369 @@
+//! Asymmetric keys: RSA (2048, 3072, 4096 bits), ECDSA on P-256, P-384 and
+//! P-521, and Ed25519 — generation, the DER forms keys travel in, signing
+//! and verification, and RSA-OAEP. Everything is aws-lc-rs; this module only
+//! chooses its algorithms and converts between encodings.
+//!
+//! Private keys are DER: PKCS#1 `RSAPrivateKey` for RSA, PKCS#8 for EC and
+//! Ed25519 (either form is accepted for RSA). Public keys are DER: PKCS#1
+//! `RSAPublicKey` for RSA, X.509 `SubjectPublicKeyInfo` for EC and Ed25519
+//! (either form is accepted for RSA). Private keys only ever leave in
+//! [`SecretBytes`].
+
+use crate::{CryptoError, SecretBytes};
+use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{
+    KeyPair as RsaKeyPair, KeySize, OaepAlgorithm, OaepPrivateDecryptingKey,
+    OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey, PublicKey as RsaPublicKey,
+    OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OAEP_SHA384_MGF1SHA384, OAEP_SHA512_MGF1SHA512,
+};
+use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
+
+/// The kinds of key pair Keyhold makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairKind {
+    /// RSA with a modulus of 2048, 3072 or 4096 bits.
+    Rsa(u32),
+    EcP256,
+    EcP384,
+    EcP521,
+    Ed25519,
+}
+
+impl PairKind {
+    /// The key's size in bits, as KMIP's Cryptographic Length counts it.
+    pub fn bits(self) -> u32 {
+        match self {
+            Self::Rsa(b) => b,
+            Self::EcP256 | Self::Ed25519 => 256,
+            Self::EcP384 => 384,
+            Self::EcP521 => 521,
+        }
+    }
+}
+
+/// A new key pair: the private key (PKCS#1 for RSA, PKCS#8 otherwise) and
+/// the public key (PKCS#1 for RSA, SubjectPublicKeyInfo otherwise).
+pub struct NewPair {
+    pub private: SecretBytes,
+    pub public: Vec<u8>,
+}
+
+/// Hash functions of signatures and OAEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// Signature schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignScheme {
+    /// RSASSA-PKCS1-v1_5.
+    RsaPkcs1(Hash),
+    /// RSASSA-PSS with MGF1 of the same hash and a salt as long as the hash.
+    RsaPss(Hash),
+    /// ECDSA, the signature DER-encoded (X9.62).
+    Ecdsa(Hash),
+    Ed25519,
+}
+
+fn failed<E>(_: E) -> CryptoError {
+    CryptoError::Failed
+}
+
+/// Generates a key pair.
+pub fn generate(kind: PairKind) -> Result<NewPair, CryptoError> {
+    match kind {
+        PairKind::Rsa(bits) => {
+            let size = match bits {
+                2048 => KeySize::Rsa2048,
+                3072 => KeySize::Rsa3072,
+                4096 => KeySize::Rsa4096,
+                _ => return Err(CryptoError::InvalidKeyLength),
+            };
+            let kp = RsaKeyPair::generate(size).map_err(failed)?;
+            let pkcs8: Pkcs8V1Der<'static> = kp.as_der().map_err(failed)?;
+            Ok(NewPair {
+                private: rsa_private_to_pkcs1(pkcs8.as_ref())?,
+                public: kp.public_key().as_ref().to_vec(),
+            })
+        }
+        PairKind::EcP256 | PairKind::EcP384 | PairKind::EcP521 => {
+            let alg = ec_signing(kind)?;
+            let kp = EcdsaKeyPair::generate(alg).map_err(failed)?;
+            let pkcs8 = kp.to_pkcs8v1().map_err(failed)?;
+            let spki: PublicKeyX509Der<'static> = kp.public_key().as_der().map_err(failed)?;
+            Ok(NewPair {
+                private: SecretBytes::new(pkcs8.as_ref().to_vec()),
+                public: spki.as_ref().to_vec(),
+            })
+        }
+        PairKind::Ed25519 => {
+            let kp = Ed25519KeyPair::generate().map_err(failed)?;
+            let pkcs8 = kp.to_pkcs8v1().map_err(failed)?;
+            let spki: PublicKeyX509Der<'static> = kp.public_key().as_der().map_err(failed)?;
+            Ok(NewPair {
+                private: SecretBytes::new(pkcs8.as_ref().to_vec()),
+                public: spki.as_ref().to_vec(),
+            })
+        }
+    }
+}
+
+fn ec_signing(kind: PairKind) -> Result<&'static sig::EcdsaSigningAlgorithm, CryptoError> {
+    Ok(match kind {
+        PairKind::EcP256 => &sig::ECDSA_P256_SHA256_ASN1_SIGNING,
+        PairKind::EcP384 => &sig::ECDSA_P384_SHA384_ASN1_SIGNING,
+        PairKind::EcP521 => &sig::ECDSA_P521_SHA512_ASN1_SIGNING,
+        _ => return Err(CryptoError::Failed),
+    })
+}
+
+/// An RSA private key in PKCS#1, from PKCS#1 or PKCS#8 DER (checked).
+pub fn rsa_private_to_pkcs1(der: &[u8]) -> Result<SecretBytes, CryptoError> {
+    if RsaKeyPair::from_der(der).is_ok() {
+        return Ok(SecretBytes::new(der.to_vec()));
+    }
+    RsaKeyPair::from_pkcs8(der).map_err(failed)?;
+    let info = pkcs8::PrivateKeyInfo::try_from(der).map_err(failed)?;
+    Ok(SecretBytes::new(info.private_key.to_vec()))
+}
+
+/// An RSA private key in PKCS#8, from PKCS#1 or PKCS#8 DER (checked).
+pub fn rsa_private_to_pkcs8(der: &[u8]) -> Result<SecretBytes, CryptoError> {
+    let kp = RsaKeyPair::from_der(der)
+        .or_else(|_| RsaKeyPair::from_pkcs8(der))
+        .map_err(failed)?;
+    let pkcs8: Pkcs8V1Der<'static> = kp.as_der().map_err(failed)?;
+    Ok(SecretBytes::new(pkcs8.as_ref().to_vec()))
+}
+
+/// An RSA public key in PKCS#1, from PKCS#1 or SubjectPublicKeyInfo DER.
+pub fn rsa_public_to_pkcs1(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    Ok(RsaPublicKey::from_der(der)
+        .map_err(failed)?
+        .as_ref()
+        .to_vec())
+}
+
+/// An RSA public key as SubjectPublicKeyInfo, from PKCS#1 or SPKI DER.
+pub fn rsa_public_to_spki(der: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let k = RsaPublicKey::from_der(der).map_err(failed)?;
+    let spki: PublicKeyX509Der<'static> = k.as_der().map_err(failed)?;
+    Ok(spki.as_ref().to_vec())
+}
+
+/// The size in bits of an RSA key (private or public, any accepted form).
+pub fn rsa_bits(der: &[u8]) -> Result<u32, CryptoError> {
+    if let Ok(k) = RsaPublicKey::from_der(der) {
+        return Ok((k.modulus_len() * 8) as u32);
+    }
+    let kp = RsaKeyPair::from_der(der)
+        .or_else(|_| RsaKeyPair::from_pkcs8(der))
+        .map_err(failed)?;
+    Ok((kp.public_modulus_len() * 8) as u32)
+}
+
+/// Signs `msg` with a private key (see the module's forms).
+pub fn sign(private: &[u8], scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    match scheme {
+        SignScheme::RsaPkcs1(h) | SignScheme::RsaPss(h) => {
+            let kp = RsaKeyPair::from_der(private)
+                .or_else(|_| RsaKeyPair::from_pkcs8(private))
+                .map_err(failed)?;
+            let pss = matches!(scheme, SignScheme::RsaPss(_));
+            let enc: &'static dyn sig::RsaEncoding = match (pss, h) {
+                (false, Hash::Sha256) => &sig::RSA_PKCS1_SHA256,
+                (false, Hash::Sha384) => &sig::RSA_PKCS1_SHA384,
+                (false, Hash::Sha512) => &sig::RSA_PKCS1_SHA512,
+                (true, Hash::Sha256) => &sig::RSA_PSS_SHA256,
+                (true, Hash::Sha384) => &sig::RSA_PSS_SHA384,
+                (true, Hash::Sha512) => &sig::RSA_PSS_SHA512,
+                (_, Hash::Sha1) => return Err(CryptoError::Failed),
+            };
+            let mut out = vec![0u8; kp.public_modulus_len()];
+            kp.sign(enc, &SystemRandom::new(), msg, &mut out)
+                .map_err(failed)?;
+            Ok(out)
+        }
+        SignScheme::Ecdsa(h) => {
+            let alg = match h {
+                Hash::Sha256 => &sig::ECDSA_P256_SHA256_ASN1_SIGNING,
+                Hash::Sha384 => &sig::ECDSA_P384_SHA384_ASN1_SIGNING,
+                Hash::Sha512 => &sig::ECDSA_P521_SHA512_ASN1_SIGNING,
+                Hash::Sha1 => return Err(CryptoError::Failed),
+            };
+            let kp = EcdsaKeyPair::from_pkcs8(alg, private).map_err(failed)?;
+            let s = kp.sign(&SystemRandom::new(), msg).map_err(failed)?;
+            Ok(s.as_ref().to_vec())
+        }
+        SignScheme::Ed25519 => {
+            let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(private).map_err(failed)?;
+            Ok(kp.sign(msg).as_ref().to_vec())
+        }
+    }
+}
+
+/// Whether `signature` is `scheme`'s signature of `msg` under a public key
+/// (see the module's forms).
+pub fn verify(
+    public: &[u8],
+    scheme: SignScheme,
+    msg: &[u8],
+    signature: &[u8],
+) -> Result<bool, CryptoError> {
+    let (alg, key): (&'static dyn sig::VerificationAlgorithm, Vec<u8>) = match scheme {
+        SignScheme::RsaPkcs1(h) | SignScheme::RsaPss(h) => {
+            let pss = matches!(scheme, SignScheme::RsaPss(_));
+            let alg: &'static dyn sig::VerificationAlgorithm = match (pss, h) {
+                (false, Hash::Sha1) => &sig::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+                (false, Hash::Sha256) => &sig::RSA_PKCS1_2048_8192_SHA256,
+                (false, Hash::Sha384) => &sig::RSA_PKCS1_2048_8192_SHA384,
+                (false, Hash::Sha512) => &sig::RSA_PKCS1_2048_8192_SHA512,
+                (true, Hash::Sha256) => &sig::RSA_PSS_2048_8192_SHA256,
+                (true, Hash::Sha384) => &sig::RSA_PSS_2048_8192_SHA384,
+                (true, Hash::Sha512) => &sig::RSA_PSS_2048_8192_SHA512,
+                (true, Hash::Sha1) => return Err(CryptoError::Failed),
+            };
+            (alg, rsa_public_to_pkcs1(public)?)
+        }
+        SignScheme::Ecdsa(h) => {
+            let alg: &'static dyn sig::VerificationAlgorithm = match h {
+                Hash::Sha256 => &sig::ECDSA_P256_SHA256_ASN1,
+                Hash::Sha384 => &sig::ECDSA_P384_SHA384_ASN1,
+                Hash::Sha512 => &sig::ECDSA_P521_SHA512_ASN1,
+                Hash::Sha1 => return Err(CryptoError::Failed),
+            };
+            (alg, spki_key_bits(public)?)
+        }
+        SignScheme::Ed25519 => (&sig::ED25519, spki_key_bits(public)?),
+    };
+    Ok(sig::UnparsedPublicKey::new(alg, &key)
+        .verify(msg, signature)
+        .is_ok())
+}
+
+/// The key bits of a SubjectPublicKeyInfo (an EC point, an Ed25519 key).
+fn spki_key_bits(spki: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use pkcs8::der::Decode;
+    let info = pkcs8::spki::SubjectPublicKeyInfoRef::from_der(spki).map_err(failed)?;
+    Ok(info.subject_public_key.raw_bytes().to_vec())
+}
+
+fn oaep(h: Hash) -> &'static OaepAlgorithm {
+    match h {
+        Hash::Sha1 => &OAEP_SHA1_MGF1SHA1,
+        Hash::Sha256 => &OAEP_SHA256_MGF1SHA256,
+        Hash::Sha384 => &OAEP_SHA384_MGF1SHA384,
+        Hash::Sha512 => &OAEP_SHA512_MGF1SHA512,
+    }
+}
+
+/// RSA-OAEP encryption (MGF1 with the same hash) under a public key.
+pub fn oaep_encrypt(
+    public: &[u8],
+    h: Hash,
+    plaintext: &[u8],
+    label: Option<&[u8]>,
+) -> Result<Vec<u8>, CryptoError> {
+    let key = PublicEncryptingKey::from_der(&rsa_public_to_spki(public)?).map_err(failed)?;
+    let key = OaepPublicEncryptingKey::new(key).map_err(failed)?;
+    if plaintext.len() > key.max_plaintext_size(oaep(h)) {
+        return Err(CryptoError::Failed);
+    }
+    let mut out = vec![0u8; key.ciphertext_size()];
+    let n = key
+        .encrypt(oaep(h), plaintext, &mut out, label)
+        .map_err(failed)?
+        .len();
+    out.truncate(n);
+    Ok(out)
+}
+
+/// RSA-OAEP decryption (MGF1 with the same hash) with a private key.
+pub fn oaep_decrypt(
+    private: &[u8],
+    h: Hash,
+    ciphertext: &[u8],
+    label: Option<&[u8]>,
+) -> Result<SecretBytes, CryptoError> {
+    let pkcs8 = rsa_private_to_pkcs8(private)?;
+    let key = PrivateDecryptingKey::from_pkcs8(pkcs8.expose()).map_err(failed)?;
+    let key = OaepPrivateDecryptingKey::new(key).map_err(failed)?;
+    let mut out = vec![0u8; key.min_output_size()];
+    let n = key
+        .decrypt(oaep(h), ciphertext, &mut out, label)
+        .map_err(|_| CryptoError::AuthenticationFailed)?
+        .len();
+    out.truncate(n);
+    Ok(SecretBytes::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_signs_and_verifies() {
+        for (kind, scheme) in [
+            (PairKind::Rsa(2048), SignScheme::RsaPss(Hash::Sha256)),
+            (PairKind::Rsa(2048), SignScheme::RsaPkcs1(Hash::Sha384)),
+            (PairKind::EcP256, SignScheme::Ecdsa(Hash::Sha256)),
+            (PairKind::EcP384, SignScheme::Ecdsa(Hash::Sha384)),
+            (PairKind::EcP521, SignScheme::Ecdsa(Hash::Sha512)),
+            (PairKind::Ed25519, SignScheme::Ed25519),
+        ] {
+            let p = generate(kind).unwrap();
+            let s = sign(p.private.expose(), scheme, b"message").unwrap();
+            assert!(
+                verify(&p.public, scheme, b"message", &s).unwrap(),
+                "{kind:?}"
+            );
+            assert!(
+                !verify(&p.public, scheme, b"massage", &s).unwrap(),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rsa_forms_convert_both_ways() {
+        let p = generate(PairKind::Rsa(2048)).unwrap();
+        assert_eq!(rsa_bits(p.private.expose()).unwrap(), 2048);
+        assert_eq!(rsa_bits(&p.public).unwrap(), 2048);
+        let pkcs8 = rsa_private_to_pkcs8(p.private.expose()).unwrap();
+        assert_eq!(rsa_private_to_pkcs1(pkcs8.expose()).unwrap(), p.private);
+        let spki = rsa_public_to_spki(&p.public).unwrap();
+        assert_eq!(rsa_public_to_pkcs1(&spki).unwrap(), p.public);
+        // A signature under the PKCS#8 form verifies under the SPKI form.
+        let s = sign(pkcs8.expose(), SignScheme::RsaPss(Hash::Sha512), b"m").unwrap();
+        assert!(verify(&spki, SignScheme::RsaPss(Hash::Sha512), b"m", &s).unwrap());
+    }
+
+    #[test]
+    fn oaep_round_trips_and_refuses_a_changed_ciphertext() {
+        let p = generate(PairKind::Rsa(2048)).unwrap();
+        for h in [Hash::Sha1, Hash::Sha256, Hash::Sha384, Hash::Sha512] {
+            let mut c = oaep_encrypt(&p.public, h, b"secret", None).unwrap();
+            assert_eq!(
+                oaep_decrypt(p.private.expose(), h, &c, None)
+                    .unwrap()
+                    .expose(),
+                b"secret"
+            );
+            c[10] ^= 1;
+            assert!(oaep_decrypt(p.private.expose(), h, &c, None).is_err());
+        }
+    }
+
+    #[test]
+    fn garbage_keys_are_errors_not_panics() {
+        assert!(sign(b"nope", SignScheme::Ed25519, b"m").is_err());
+        assert!(verify(b"nope", SignScheme::Ecdsa(Hash::Sha256), b"m", b"s").is_err());
+        assert!(oaep_decrypt(b"nope", Hash::Sha256, b"c", None).is_err());
+        assert!(generate(PairKind::Rsa(1024)).is_err());
+    }
+}
