@@ -65,6 +65,9 @@ pub enum SignScheme {
     RsaPkcs1(Hash),
     /// RSASSA-PSS with MGF1 of the same hash and a salt as long as the hash.
     RsaPss(Hash),
+    /// RSASSA-PSS with MGF1 of the same hash and the longest salt the key
+    /// allows (modulus bytes − hash bytes − 2).
+    RsaPssMaxSalt(Hash),
     /// ECDSA, the signature DER-encoded (X9.62).
     Ecdsa(Hash),
     Ed25519,
@@ -170,20 +173,11 @@ pub fn rsa_bits(der: &[u8]) -> Result<u32, CryptoError> {
 /// Signs `msg` with a private key (see the module's forms).
 pub fn sign(private: &[u8], scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
     match scheme {
-        SignScheme::RsaPkcs1(h) | SignScheme::RsaPss(h) => {
+        SignScheme::RsaPkcs1(_) | SignScheme::RsaPss(_) | SignScheme::RsaPssMaxSalt(_) => {
             let kp = RsaKeyPair::from_der(private)
                 .or_else(|_| RsaKeyPair::from_pkcs8(private))
                 .map_err(failed)?;
-            let pss = matches!(scheme, SignScheme::RsaPss(_));
-            let enc: &'static dyn sig::RsaEncoding = match (pss, h) {
-                (false, Hash::Sha256) => &sig::RSA_PKCS1_SHA256,
-                (false, Hash::Sha384) => &sig::RSA_PKCS1_SHA384,
-                (false, Hash::Sha512) => &sig::RSA_PKCS1_SHA512,
-                (true, Hash::Sha256) => &sig::RSA_PSS_SHA256,
-                (true, Hash::Sha384) => &sig::RSA_PSS_SHA384,
-                (true, Hash::Sha512) => &sig::RSA_PSS_SHA512,
-                (_, Hash::Sha1) => return Err(CryptoError::Failed),
-            };
+            let enc = rsa_signing(scheme)?;
             let mut out = vec![0u8; kp.public_modulus_len()];
             kp.sign(enc, &SystemRandom::new(), msg, &mut out)
                 .map_err(failed)?;
@@ -216,19 +210,8 @@ pub fn verify(
     signature: &[u8],
 ) -> Result<bool, CryptoError> {
     let (alg, key): (&'static dyn sig::VerificationAlgorithm, Vec<u8>) = match scheme {
-        SignScheme::RsaPkcs1(h) | SignScheme::RsaPss(h) => {
-            let pss = matches!(scheme, SignScheme::RsaPss(_));
-            let alg: &'static dyn sig::VerificationAlgorithm = match (pss, h) {
-                (false, Hash::Sha1) => &sig::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
-                (false, Hash::Sha256) => &sig::RSA_PKCS1_2048_8192_SHA256,
-                (false, Hash::Sha384) => &sig::RSA_PKCS1_2048_8192_SHA384,
-                (false, Hash::Sha512) => &sig::RSA_PKCS1_2048_8192_SHA512,
-                (true, Hash::Sha256) => &sig::RSA_PSS_2048_8192_SHA256,
-                (true, Hash::Sha384) => &sig::RSA_PSS_2048_8192_SHA384,
-                (true, Hash::Sha512) => &sig::RSA_PSS_2048_8192_SHA512,
-                (true, Hash::Sha1) => return Err(CryptoError::Failed),
-            };
-            (alg, rsa_public_to_pkcs1(public)?)
+        SignScheme::RsaPkcs1(_) | SignScheme::RsaPss(_) | SignScheme::RsaPssMaxSalt(_) => {
+            (rsa_verification(scheme)?, rsa_public_to_pkcs1(public)?)
         }
         SignScheme::Ecdsa(h) => {
             let alg: &'static dyn sig::VerificationAlgorithm = match h {
@@ -244,6 +227,84 @@ pub fn verify(
     Ok(sig::UnparsedPublicKey::new(alg, &key)
         .verify(msg, signature)
         .is_ok())
+}
+
+/// aws-lc-rs's RSA signing encoding for a scheme.
+fn rsa_signing(scheme: SignScheme) -> Result<&'static dyn sig::RsaEncoding, CryptoError> {
+    use aws_lc_rs::rsa::RsaPssSaltLength::Max;
+    Ok(match scheme {
+        SignScheme::RsaPkcs1(Hash::Sha256) => &sig::RSA_PKCS1_SHA256,
+        SignScheme::RsaPkcs1(Hash::Sha384) => &sig::RSA_PKCS1_SHA384,
+        SignScheme::RsaPkcs1(Hash::Sha512) => &sig::RSA_PKCS1_SHA512,
+        SignScheme::RsaPss(Hash::Sha256) => &sig::RSA_PSS_SHA256,
+        SignScheme::RsaPss(Hash::Sha384) => &sig::RSA_PSS_SHA384,
+        SignScheme::RsaPss(Hash::Sha512) => &sig::RSA_PSS_SHA512,
+        SignScheme::RsaPssMaxSalt(Hash::Sha256) => {
+            &const { sig::RSA_PSS_SHA256.with_pss_salt_length(Max) }
+        }
+        SignScheme::RsaPssMaxSalt(Hash::Sha384) => {
+            &const { sig::RSA_PSS_SHA384.with_pss_salt_length(Max) }
+        }
+        SignScheme::RsaPssMaxSalt(Hash::Sha512) => {
+            &const { sig::RSA_PSS_SHA512.with_pss_salt_length(Max) }
+        }
+        _ => return Err(CryptoError::Failed),
+    })
+}
+
+/// aws-lc-rs's RSA verification algorithm for a scheme (2048 to 8192 bits).
+fn rsa_verification(
+    scheme: SignScheme,
+) -> Result<&'static dyn sig::VerificationAlgorithm, CryptoError> {
+    use aws_lc_rs::rsa::RsaPssSaltLength::Max;
+    Ok(match scheme {
+        SignScheme::RsaPkcs1(Hash::Sha1) => &sig::RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+        SignScheme::RsaPkcs1(Hash::Sha256) => &sig::RSA_PKCS1_2048_8192_SHA256,
+        SignScheme::RsaPkcs1(Hash::Sha384) => &sig::RSA_PKCS1_2048_8192_SHA384,
+        SignScheme::RsaPkcs1(Hash::Sha512) => &sig::RSA_PKCS1_2048_8192_SHA512,
+        SignScheme::RsaPss(Hash::Sha256) => &sig::RSA_PSS_2048_8192_SHA256,
+        SignScheme::RsaPss(Hash::Sha384) => &sig::RSA_PSS_2048_8192_SHA384,
+        SignScheme::RsaPss(Hash::Sha512) => &sig::RSA_PSS_2048_8192_SHA512,
+        SignScheme::RsaPssMaxSalt(Hash::Sha256) => {
+            &const { sig::RSA_PSS_2048_8192_SHA256.with_pss_salt_length(Max) }
+        }
+        SignScheme::RsaPssMaxSalt(Hash::Sha384) => {
+            &const { sig::RSA_PSS_2048_8192_SHA384.with_pss_salt_length(Max) }
+        }
+        SignScheme::RsaPssMaxSalt(Hash::Sha512) => {
+            &const { sig::RSA_PSS_2048_8192_SHA512.with_pss_salt_length(Max) }
+        }
+        _ => return Err(CryptoError::Failed),
+    })
+}
+
+/// The salt length, in bytes, of RSA-PSS with the longest salt for a key of
+/// `bits` and hash `h`.
+pub fn pss_max_salt(bits: u32, h: Hash) -> usize {
+    let em_len = (bits as usize - 1).div_ceil(8);
+    em_len.saturating_sub(hash_len(h) + 2)
+}
+
+/// The output length of a hash, in bytes.
+pub fn hash_len(h: Hash) -> usize {
+    match h {
+        Hash::Sha1 => 20,
+        Hash::Sha256 => 32,
+        Hash::Sha384 => 48,
+        Hash::Sha512 => 64,
+    }
+}
+
+/// The digest of `data`.
+pub fn digest(h: Hash, data: &[u8]) -> Vec<u8> {
+    use aws_lc_rs::digest;
+    let alg = match h {
+        Hash::Sha1 => &digest::SHA1_FOR_LEGACY_USE_ONLY,
+        Hash::Sha256 => &digest::SHA256,
+        Hash::Sha384 => &digest::SHA384,
+        Hash::Sha512 => &digest::SHA512,
+    };
+    digest::digest(alg, data).as_ref().to_vec()
 }
 
 /// The key bits of a SubjectPublicKeyInfo (an EC point, an Ed25519 key).
@@ -311,6 +372,7 @@ mod tests {
         for (kind, scheme) in [
             (PairKind::Rsa(2048), SignScheme::RsaPss(Hash::Sha256)),
             (PairKind::Rsa(2048), SignScheme::RsaPkcs1(Hash::Sha384)),
+            (PairKind::Rsa(3072), SignScheme::RsaPssMaxSalt(Hash::Sha256)),
             (PairKind::EcP256, SignScheme::Ecdsa(Hash::Sha256)),
             (PairKind::EcP384, SignScheme::Ecdsa(Hash::Sha384)),
             (PairKind::EcP521, SignScheme::Ecdsa(Hash::Sha512)),

@@ -31,6 +31,9 @@ pub enum Operation {
     Decrypt,
     Mac,
     MacVerify,
+    Sign,
+    SignatureVerify,
+    Hash,
     RngRetrieve,
     Log,
     SetAttribute,
@@ -41,7 +44,7 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order Query lists those served.
-    pub const ALL: [Operation; 27] = [
+    pub const ALL: [Operation; 30] = [
         Self::Create,
         Self::CreateKeyPair,
         Self::Register,
@@ -64,6 +67,9 @@ impl Operation {
         Self::Decrypt,
         Self::Mac,
         Self::MacVerify,
+        Self::Sign,
+        Self::SignatureVerify,
+        Self::Hash,
         Self::RngRetrieve,
         Self::Log,
         Self::SetAttribute,
@@ -101,6 +107,9 @@ impl Operation {
             Self::Decrypt => code::DECRYPT,
             Self::Mac => code::MAC,
             Self::MacVerify => code::MAC_VERIFY,
+            Self::Sign => code::SIGN,
+            Self::SignatureVerify => code::SIGNATURE_VERIFY,
+            Self::Hash => code::HASH,
             Self::RngRetrieve => code::RNG_RETRIEVE,
             Self::Log => code2::LOG,
             Self::SetAttribute => code2::SET_ATTRIBUTE,
@@ -115,9 +124,14 @@ impl Operation {
     pub const fn served_since(self) -> Option<Version> {
         Some(match self {
             Self::DiscoverVersions => Version::new(1, 1),
-            Self::Encrypt | Self::Decrypt | Self::Mac | Self::MacVerify | Self::RngRetrieve => {
-                Version::new(1, 2)
-            }
+            Self::Encrypt
+            | Self::Decrypt
+            | Self::Mac
+            | Self::MacVerify
+            | Self::Sign
+            | Self::SignatureVerify
+            | Self::Hash
+            | Self::RngRetrieve => Version::new(1, 2),
             Self::Log | Self::SetAttribute | Self::Interop => Version::new(2, 0),
             Self::AdjustAttribute => return None,
             _ => Version::new(1, 0),
@@ -181,7 +195,7 @@ mod tests {
             assert_eq!(Operation::from_code(o.code()), Some(o), "{o:?}");
             assert_ne!(o.name(), "Unknown", "{o:?}");
         }
-        assert_eq!(Operation::from_code(0x21), None, "Sign is not served");
+        assert_eq!(Operation::from_code(0x26), None, "RNG Seed is not served");
     }
 
     #[test]

@@ -34,6 +34,8 @@ pub mod usage_limits_field {
 
 /// Cryptographic Usage Mask bits.
 pub mod usage {
+    pub const SIGN: i32 = 0x01;
+    pub const VERIFY: i32 = 0x02;
     pub const ENCRYPT: i32 = 0x04;
     pub const DECRYPT: i32 = 0x08;
     pub const WRAP_KEY: i32 = 0x10;
@@ -41,8 +43,11 @@ pub mod usage {
     pub const MAC_VERIFY: i32 = 0x100;
 }
 
-/// KMIP Object Type of a symmetric key.
+/// KMIP Object Types the rules tell apart.
+pub const CERTIFICATE: u32 = 1;
 pub const SYMMETRIC_KEY: u32 = 2;
+pub const PUBLIC_KEY: u32 = 3;
+pub const PRIVATE_KEY: u32 = 4;
 
 /// Why a rule refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +120,18 @@ impl Purpose {
         mask: usage::WRAP_KEY,
         what: "wrap keys",
     };
+    pub const SIGN: Purpose = Purpose {
+        mask: usage::SIGN,
+        what: "sign",
+    };
+    pub const VERIFY: Purpose = Purpose {
+        mask: usage::VERIFY,
+        what: "verify signatures",
+    };
 
     /// Protecting (encrypting, making MACs) rather than processing.
     fn protects(self) -> bool {
-        self.mask & (usage::ENCRYPT | usage::MAC_GENERATE) != 0
+        self.mask & (usage::ENCRYPT | usage::MAC_GENERATE | usage::SIGN) != 0
     }
 }
 
@@ -166,15 +179,54 @@ pub fn check_active(o: &ManagedObject, now: i64, what: &str) -> Result<(), Refus
 /// usage mask allowing it, protecting before the Protect Stop Date and
 /// processing from the Process Start Date.
 pub fn check_use(o: &ManagedObject, p: Purpose, now: i64) -> Result<(), Refused> {
-    let uid = &o.uid;
-    let what = p.what;
-    check_active(o, now, &format!("only an Active key can {what}"))?;
+    check_active(o, now, &format!("only an Active key can {}", p.what))?;
     if o.object_type != SYMMETRIC_KEY {
         return Err(refuse(
             Refusal::NotSymmetric,
-            format!("object {uid} is not a symmetric key"),
+            format!("object {} is not a symmetric key", o.uid),
         ));
     }
+    check_use_rules(o, p, now)
+}
+
+/// Whether the private or public key `o` may be used for `p` now: the
+/// private key of a pair signs and decrypts, the public key (or a
+/// certificate) verifies and encrypts; then as for symmetric keys. Signing,
+/// decrypting and encrypting need an Active key; a Deactivated public key
+/// still verifies what was signed before.
+pub fn check_asymmetric_use(o: &ManagedObject, p: Purpose, now: i64) -> Result<(), Refused> {
+    let private = p.mask & (usage::SIGN | usage::DECRYPT) != 0;
+    let fits = if private {
+        o.object_type == PRIVATE_KEY
+    } else {
+        matches!(o.object_type, PUBLIC_KEY | CERTIFICATE)
+    };
+    if !fits {
+        let want = if private {
+            "a private key"
+        } else {
+            "a public key or certificate"
+        };
+        return Err(refuse(
+            Refusal::NotSymmetric,
+            format!("object {} is not {want}: it cannot {}", o.uid, p.what),
+        ));
+    }
+    if private || p.protects() {
+        check_active(o, now, &format!("only an Active key can {}", p.what))?;
+    } else if !matches!(
+        effective_state(o, now),
+        ObjectState::Active | ObjectState::Deactivated
+    ) {
+        return Err(wrong_state(o, now, &format!("it cannot {}", p.what)));
+    }
+    check_use_rules(o, p, now)
+}
+
+/// The usage mask and the protect and process dates.
+fn check_use_rules(o: &ManagedObject, p: Purpose, now: i64) -> Result<(), Refused> {
+    let uid = &o.uid;
+    let what = p.what;
     if let Some(AttrValue::Int(m)) = o.attr(attr::USAGE_MASK) {
         if m & p.mask == 0 {
             return Err(refuse(

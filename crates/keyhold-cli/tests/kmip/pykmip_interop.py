@@ -124,6 +124,59 @@ with ProxyKmipClient(hostname=host, port=int(port), cert=cert, key=key, ca=ca,
     s = c.get(suid)
     check(isinstance(s, objects.SecretData) and s.value == secret, "96-byte secret data")
 
+    # An RSA key pair: signatures and RSA-OAEP, each checked with an
+    # independent library (pyca/cryptography) on the public key Keyhold gives.
+    import base64
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding as apad
+    U = enums.CryptographicUsageMask
+    pub, priv = c.create_key_pair(
+        enums.CryptographicAlgorithm.RSA, 2048,
+        public_name=f"interop-rsa-pub-{tag}", public_usage_mask=[U.VERIFY, U.ENCRYPT],
+        private_name=f"interop-rsa-priv-{tag}", private_usage_mask=[U.SIGN, U.DECRYPT])
+    c.activate(pub)
+    c.activate(priv)
+    pk = c.get(pub)
+    check(isinstance(pk, objects.PublicKey)
+          and pk.key_format_type == enums.KeyFormatType.PKCS_1, f"public key in PKCS#1: {pk}")
+    pem = (b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(pk.value)
+           + b"-----END RSA PUBLIC KEY-----\n")
+    rsa_pub = serialization.load_pem_public_key(pem)
+    check(rsa_pub.key_size == 2048, "a 2048-bit RSA public key")
+    sp = {"cryptographic_algorithm": enums.CryptographicAlgorithm.RSA,
+          "padding_method": enums.PaddingMethod.PSS,
+          "hashing_algorithm": enums.HashingAlgorithm.SHA_256}
+    sig = c.sign(b"message", uid=priv, cryptographic_parameters=sp)
+    rsa_pub.verify(sig, b"message", apad.PSS(mgf=apad.MGF1(hashes.SHA256()), salt_length=32),
+                   hashes.SHA256())
+    check(c.signature_verify(b"message", sig, uid=pub, cryptographic_parameters=sp)
+          == enums.ValidityIndicator.VALID, "the server verifies its signature")
+    check(c.signature_verify(b"massage", sig, uid=pub, cryptographic_parameters=sp)
+          == enums.ValidityIndicator.INVALID, "a changed message does not verify")
+    p1 = dict(sp, padding_method=enums.PaddingMethod.PKCS1v15)
+    sig = c.sign(b"message", uid=priv, cryptographic_parameters=p1)
+    rsa_pub.verify(sig, b"message", apad.PKCS1v15(), hashes.SHA256())
+    op = {"cryptographic_algorithm": enums.CryptographicAlgorithm.RSA,
+          "padding_method": enums.PaddingMethod.OAEP,
+          "hashing_algorithm": enums.HashingAlgorithm.SHA_256}
+    ct = rsa_pub.encrypt(b"wrapped secret", apad.OAEP(mgf=apad.MGF1(hashes.SHA256()),
+                                                       algorithm=hashes.SHA256(), label=None))
+    check(c.decrypt(ct, uid=priv, cryptographic_parameters=op) == b"wrapped secret",
+          "the server decrypts RSA-OAEP made here")
+    ct2, _ = c.encrypt(b"and back", uid=pub, cryptographic_parameters=op)
+    check(c.decrypt(ct2, uid=priv, cryptographic_parameters=op) == b"and back",
+          "RSA-OAEP round trip on the server")
+    # The public key cannot sign; the private key signs only when Active.
+    expect_failure(enums.ResultReason.ILLEGAL_OPERATION,
+                   c.sign, b"m", uid=pub, cryptographic_parameters=sp)
+    c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, priv)
+    expect_failure(enums.ResultReason.WRONG_KEY_LIFECYCLE_STATE
+                   if version.startswith("2") else enums.ResultReason.PERMISSION_DENIED,
+                   c.sign, b"m", uid=priv, cryptographic_parameters=sp)
+    c.destroy(priv)
+    c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, pub)
+    c.destroy(pub)
+
     # Revoke and destroy; a destroyed key's material is gone.
     c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
     _, attrs = c.get_attributes(uid, ["State"])

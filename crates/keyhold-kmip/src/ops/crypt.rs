@@ -42,7 +42,15 @@ impl Kmip {
         } else {
             Purpose::DECRYPT
         };
-        let (mut o, key) = self.usable(ctx, &uid, purpose)?;
+        let mut o = self.load(ctx, &uid)?;
+        if matches!(
+            o.object_type,
+            object_type::PUBLIC_KEY | object_type::PRIVATE_KEY
+        ) {
+            return self.asymmetric_crypt(ctx, p, o, encrypt);
+        }
+        rules::check_use(&o, purpose, ctx.now).map_err(refused)?;
+        let key = self.material(&o)?;
         let cipher = cipher::of_object(&o)?;
         let params = crypto_params(&o, p)?;
         let mode = cipher::mode(cipher, params.mode)?;
