@@ -285,16 +285,75 @@ fn as_stored(
         });
     if let (Some(want), Some(have)) = (want_format, have) {
         if want != have {
-            return Err(KmipError::new(
-                Reason::KeyFormatTypeNotSupported,
-                format!(
-                    "object {} is kept in format {have:#x} only; converting to {want:#x} is not supported",
-                    o.uid
-                ),
-            ));
+            return convert_key(&holder, o.object_type, have, want).ok_or_else(|| {
+                KmipError::new(
+                    Reason::KeyFormatTypeNotSupported,
+                    format!(
+                        "object {} is kept in format {have:#x}; converting it to {want:#x} is not supported \
+                         (RSA keys convert between PKCS#1, PKCS#8 and X.509)",
+                        o.uid
+                    ),
+                )
+            });
         }
     }
     Ok(holder)
+}
+
+/// A public or private RSA key's holder with its Key Block in another
+/// format: PKCS#1 and PKCS#8 for private keys, PKCS#1 and X.509
+/// (SubjectPublicKeyInfo) for public keys. None: not a conversion offered.
+fn convert_key(holder: &Ttlv, object_type: u32, have: u32, want: u32) -> Option<Ttlv> {
+    use keyhold_crypto::asym;
+    let block = holder.child(t::KEY_BLOCK)?;
+    let der = match &block.child(t::KEY_VALUE)?.child(t::KEY_MATERIAL)?.value {
+        Value::ByteString(b) => b,
+        _ => return None,
+    };
+    let converted = match (object_type, have, want) {
+        (object_type::PRIVATE_KEY, key_format::PKCS_1, key_format::PKCS_8) => {
+            asym::rsa_private_to_pkcs8(der).ok()?.expose().to_vec()
+        }
+        (object_type::PRIVATE_KEY, key_format::PKCS_8, key_format::PKCS_1) => {
+            asym::rsa_private_to_pkcs1(der).ok()?.expose().to_vec()
+        }
+        (object_type::PUBLIC_KEY, key_format::PKCS_1, key_format::X_509) => {
+            asym::rsa_public_to_spki(der).ok()?
+        }
+        (object_type::PUBLIC_KEY, key_format::X_509, key_format::PKCS_1) => {
+            asym::rsa_public_to_pkcs1(der).ok()?
+        }
+        _ => return None,
+    };
+    let items: Vec<Ttlv> = block
+        .items()
+        .iter()
+        .map(|i| match i.tag {
+            t::KEY_FORMAT_TYPE => Ttlv::enumeration(t::KEY_FORMAT_TYPE, want),
+            t::KEY_VALUE => Ttlv::structure(
+                t::KEY_VALUE,
+                i.items()
+                    .iter()
+                    .map(|v| match v.tag {
+                        t::KEY_MATERIAL => Ttlv::bytes(t::KEY_MATERIAL, converted.clone()),
+                        _ => v.clone(),
+                    })
+                    .collect(),
+            ),
+            _ => i.clone(),
+        })
+        .collect();
+    Some(Ttlv::structure(
+        holder.tag,
+        holder
+            .items()
+            .iter()
+            .map(|i| match i.tag {
+                t::KEY_BLOCK => Ttlv::structure(t::KEY_BLOCK, items.clone()),
+                _ => i.clone(),
+            })
+            .collect(),
+    ))
 }
 
 /// The holder's tag, the key format answered and the holder's fields

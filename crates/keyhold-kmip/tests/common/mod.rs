@@ -1,0 +1,71 @@
+//! What the KMIP front-end's integration tests share: a front-end over a
+//! fresh key service, and one-item KMIP 2.1 requests answered directly.
+
+#![allow(dead_code)]
+
+use keyhold_kmip::tags as t;
+use keyhold_kmip::ttlv::{Ttlv, Value};
+use keyhold_kmip::{Client, Kmip};
+
+pub(crate) fn kmip() -> (tempfile::TempDir, Kmip) {
+    let (dir, s) = keyhold_testkit::service::fresh();
+    (dir, Kmip::new(s))
+}
+
+pub(crate) fn client(name: &str) -> Client {
+    Client {
+        identity: name.into(),
+        peer: None,
+    }
+}
+
+/// Sends one KMIP 2.1 batch item; returns (result status, payload or
+/// the result message).
+pub(crate) fn call(k: &Kmip, who: &str, operation: u32, payload: Vec<Ttlv>) -> (u32, Ttlv) {
+    let req = Ttlv::structure(
+        t::REQUEST_MESSAGE,
+        vec![
+            Ttlv::structure(
+                t::REQUEST_HEADER,
+                vec![
+                    Ttlv::structure(
+                        t::PROTOCOL_VERSION,
+                        vec![
+                            Ttlv::int(t::PROTOCOL_VERSION_MAJOR, 2),
+                            Ttlv::int(t::PROTOCOL_VERSION_MINOR, 1),
+                        ],
+                    ),
+                    Ttlv::int(t::BATCH_COUNT, 1),
+                ],
+            ),
+            Ttlv::structure(
+                t::BATCH_ITEM,
+                vec![
+                    Ttlv::enumeration(t::OPERATION, operation),
+                    Ttlv::structure(t::REQUEST_PAYLOAD, payload),
+                ],
+            ),
+        ],
+    );
+    let resp = k.handle(&client(who), &req);
+    let item = resp.child(t::BATCH_ITEM).expect("batch item");
+    let status = match item.child(t::RESULT_STATUS).map(|s| &s.value) {
+        Some(Value::Enumeration(s)) => *s,
+        other => panic!("no result status: {other:?}"),
+    };
+    let body = item
+        .child(t::RESPONSE_PAYLOAD)
+        .or(item.child(t::RESULT_MESSAGE))
+        .cloned()
+        .unwrap_or(Ttlv::structure(t::RESPONSE_PAYLOAD, vec![]));
+    (status, body)
+}
+
+pub(crate) const SUCCESS: u32 = 0;
+
+pub(crate) fn bytes(p: &Ttlv, tag: u32) -> Vec<u8> {
+    match p.child(tag).map(|c| &c.value) {
+        Some(Value::ByteString(b)) => b.clone(),
+        other => panic!("no byte string {tag:#x}: {other:?} in {p:?}"),
+    }
+}
