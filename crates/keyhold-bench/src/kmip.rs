@@ -194,6 +194,9 @@ pub(crate) async fn run(args: Args) {
         Op::KmipCycle => "KMIP operations (Create, Get, Destroy each counted)",
         Op::KmipCreate => "KMIP Create (AES-256 keys made)",
         Op::KmipLocate => "KMIP Locate by Name",
+        Op::KmipSignRsa => "KMIP Sign (RSA-2048, PSS, SHA-256)",
+        Op::KmipSignEc => "KMIP Sign (P-256, ECDSA, SHA-256)",
+        Op::KmipDecryptOaep => "KMIP Decrypt (RSA-2048, OAEP, SHA-256)",
         _ => "KMIP Encrypt",
     };
     report(
@@ -216,7 +219,8 @@ pub(crate) async fn run(args: Args) {
 /// What each connection sends: Encrypt with one key, Locate by one name,
 /// or Create (then Get and Destroy, unless only Create is measured).
 struct Work {
-    encrypt: Option<Vec<u8>>,
+    /// One request sent over and over (Encrypt, Sign, Decrypt).
+    repeat: Option<Vec<u8>>,
     locate: Option<Vec<u8>>,
     create: Vec<u8>,
     create_only: bool,
@@ -247,14 +251,25 @@ impl Work {
                     .unwrap_or_else(|e| fail(e));
             }
             None
-        } else if matches!(args.op, Op::KmipCycle | Op::KmipCreate) {
+        } else if matches!(
+            args.op,
+            Op::KmipCycle | Op::KmipCreate | Op::KmipSignRsa | Op::KmipSignEc | Op::KmipDecryptOaep
+        ) {
             None
         } else {
-            fail("KMIP mode runs --op kmip-cycle, kmip-create, kmip-encrypt or kmip-locate")
+            fail("KMIP mode runs --op kmip-cycle, kmip-create, kmip-encrypt, kmip-locate, kmip-sign-rsa, kmip-sign-ec or kmip-decrypt-oaep")
         };
         let data = vec![0x5au8; args.plaintext_bytes];
+        let asymmetric = match args.op {
+            Op::KmipSignRsa | Op::KmipSignEc | Op::KmipDecryptOaep => {
+                Some(asymmetric_request(args, addr, tls).await)
+            }
+            _ => None,
+        };
         Self {
-            encrypt: encrypt_key.map(|k| with_uid(0x1F, &k, vec![Ttlv::bytes(t::DATA, data)])),
+            repeat: encrypt_key
+                .map(|k| with_uid(0x1F, &k, vec![Ttlv::bytes(t::DATA, data)]))
+                .or(asymmetric),
             locate: (args.op == Op::KmipLocate)
                 .then(|| request(vec![(0x08, vec![name(&locate_name(7))])])),
             create: create_aes(),
@@ -265,7 +280,7 @@ impl Work {
     /// One unit of work; `timed` takes the start of each request. Whether
     /// a Create+Get+Destroy cycle completed.
     async fn once(&self, c: &mut Conn, timed: &mut impl FnMut(Instant)) -> Result<bool, String> {
-        if let Some(req) = &self.encrypt {
+        if let Some(req) = &self.repeat {
             let t0 = Instant::now();
             call(c, req).await?;
             timed(t0);
@@ -294,4 +309,79 @@ impl Work {
         timed(t0);
         Ok(true)
     }
+}
+
+/// Makes an Active key pair for an asymmetric operation and returns the
+/// request to repeat: a Sign of 32 bytes, or a Decrypt of an RSA-OAEP
+/// ciphertext the server made once with the public key.
+async fn asymmetric_request(args: &Args, addr: &str, tls: &TlsConnector) -> Vec<u8> {
+    let (alg, len) = match args.op {
+        Op::KmipSignEc => (0x1A, 256), // EC, P-256
+        _ => (0x04, 2048),             // RSA
+    };
+    let mut c = connect(addr, tls).await;
+    let made = call(
+        &mut c,
+        &request(vec![(
+            0x02,
+            vec![
+                Ttlv::structure(
+                    t::COMMON_TEMPLATE_ATTRIBUTE,
+                    vec![
+                        attr("Cryptographic Algorithm", Value::Enumeration(alg)),
+                        attr("Cryptographic Length", Value::Integer(len)),
+                    ],
+                ),
+                Ttlv::structure(
+                    t::PRIVATE_KEY_TEMPLATE_ATTRIBUTE,
+                    vec![attr(
+                        "Cryptographic Usage Mask",
+                        Value::Integer(0x01 | 0x08),
+                    )],
+                ),
+                Ttlv::structure(
+                    t::PUBLIC_KEY_TEMPLATE_ATTRIBUTE,
+                    vec![attr(
+                        "Cryptographic Usage Mask",
+                        Value::Integer(0x02 | 0x04),
+                    )],
+                ),
+            ],
+        )]),
+    )
+    .await
+    .unwrap_or_else(|e| fail(e));
+    let text = |tag| match made.child(tag).map(|v| &v.value) {
+        Some(Value::TextString(u)) => u.clone(),
+        _ => fail("Create Key Pair answered no identifiers"),
+    };
+    let (private, public) = (
+        text(t::PRIVATE_KEY_UNIQUE_IDENTIFIER),
+        text(t::PUBLIC_KEY_UNIQUE_IDENTIFIER),
+    );
+    for u in [&private, &public] {
+        call(&mut c, &with_uid(0x12, u, vec![]))
+            .await
+            .unwrap_or_else(|e| fail(e));
+    }
+    let params = |padding: u32| {
+        let mut p = vec![Ttlv::enumeration(t::HASHING_ALGORITHM, 0x06)]; // SHA-256
+        if alg == 0x04 {
+            p.push(Ttlv::enumeration(t::PADDING_METHOD, padding));
+        } else {
+            p.push(Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, 0x06)); // ECDSA
+        }
+        Ttlv::structure(t::CRYPTOGRAPHIC_PARAMETERS, p)
+    };
+    let data = Ttlv::bytes(t::DATA, vec![0x5a; 32]);
+    if args.op != Op::KmipDecryptOaep {
+        return with_uid(0x21, &private, vec![params(0x0A), data]); // Sign, PSS
+    }
+    let enc = call(&mut c, &with_uid(0x1F, &public, vec![params(0x02), data]))
+        .await
+        .unwrap_or_else(|e| fail(e));
+    let Some(ct) = enc.child(t::DATA).cloned() else {
+        fail("the OAEP encryption answered no data")
+    };
+    with_uid(0x20, &private, vec![params(0x02), ct])
 }

@@ -39,7 +39,14 @@ enum Op {
     /// KMIP: Locate by Name, one of 20 named keys made at the start (run it
     /// after kmip-cycle to see Locate beside many destroyed objects).
     KmipLocate,
+    /// KMIP: Sign 32 bytes with an RSA-2048 key (PSS, SHA-256).
+    KmipSignRsa,
+    /// KMIP: Sign 32 bytes with a P-256 key (ECDSA, SHA-256).
+    KmipSignEc,
+    /// KMIP: Decrypt an RSA-2048 OAEP (SHA-256) ciphertext.
+    KmipDecryptOaep,
 }
+
 
 #[derive(Parser, Debug)]
 #[command(name = "keyhold-bench", about = "Load generator for Keyhold's XKS API")]
@@ -148,7 +155,7 @@ impl Shared {
         let meta = serde_json::json!({
             "awsPrincipalArn": "arn:aws:iam::111122223333:role/bench",
             "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/bench",
-            "kmsOperation": match op { Op::Encrypt => "GenerateDataKey", Op::Decrypt => "Decrypt", Op::Metadata => "DescribeKey", Op::Health | Op::KmipCycle | Op::KmipEncrypt | Op::KmipCreate | Op::KmipLocate => "KmsHealthCheck" },
+            "kmsOperation": match op { Op::Encrypt => "GenerateDataKey", Op::Decrypt => "Decrypt", Op::Metadata => "DescribeKey", _ => "KmsHealthCheck" },
             "kmsRequestId": format!("bench-{n}"),
         });
         let (path, body) = match op {
@@ -177,7 +184,7 @@ impl Shared {
                 format!("{}/keys/{key}/metadata", self.target.base_path),
                 serde_json::json!({ "requestMetadata": meta }),
             ),
-            Op::Health | Op::KmipCycle | Op::KmipEncrypt | Op::KmipCreate | Op::KmipLocate => (
+            _ => (
                 format!("{}/health", self.target.base_path),
                 serde_json::json!({ "requestMetadata": meta }),
             ),
