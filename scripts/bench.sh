@@ -132,6 +132,15 @@ done
 # Locate by Name, with every object the cycles above made and destroyed
 # still in the store (destroyed objects keep their attributes).
 echo; echo "\$ keyhold-bench --op kmip-locate -c 8 (after the cycles above)"; "$B" "${kmip[@]}" --op kmip-locate -c 8 -d "$D"
+# Asymmetric keys over the same listener, beside what OpenSSL does alone
+# on this machine (the goal: within 20% of it).
+for op in kmip-sign-rsa kmip-sign-ec kmip-decrypt-oaep; do
+  echo; echo "\$ keyhold-bench --op $op -c 8"; "$B" "${kmip[@]}" --op "$op" -c 8 -d "$D"
+done
+if command -v openssl >/dev/null; then
+  echo; echo "\$ openssl speed -multi 2 rsa2048 ecdsap256 (both cores)"
+  openssl speed -multi 2 -seconds "${D%.*}" rsa2048 ecdsap256 2>/dev/null | grep -E "^(rsa|[ ]*256 bits ecdsa)|sign/s" | tail -4
+fi
 if python3 -c "import kmip" 2>/dev/null; then
   echo; echo "One PyKMIP client, Create+Get+Destroy cycles:"
   printf '  Keyhold:        '

@@ -47,7 +47,6 @@ enum Op {
     KmipDecryptOaep,
 }
 
-
 #[derive(Parser, Debug)]
 #[command(name = "keyhold-bench", about = "Load generator for Keyhold's XKS API")]
 struct Args {

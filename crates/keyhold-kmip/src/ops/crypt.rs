@@ -30,6 +30,8 @@ impl Kmip {
         Ok(())
     }
 
+    /// Encrypt or Decrypt: RSA-OAEP on a public or private key, else a
+    /// symmetric cipher.
     pub(super) fn crypt(
         &self,
         ctx: &mut MessageState<'_>,
@@ -37,18 +39,29 @@ impl Kmip {
         encrypt: bool,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let purpose = if encrypt {
-            Purpose::ENCRYPT
-        } else {
-            Purpose::DECRYPT
-        };
-        let mut o = self.load(ctx, &uid)?;
+        let o = self.load(ctx, &uid)?;
         if matches!(
             o.object_type,
             object_type::PUBLIC_KEY | object_type::PRIVATE_KEY
         ) {
             return self.asymmetric_crypt(ctx, p, o, encrypt);
         }
+        self.symmetric_crypt(ctx, p, o, encrypt)
+    }
+
+    fn symmetric_crypt(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+        mut o: ManagedObject,
+        encrypt: bool,
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = o.uid.clone();
+        let purpose = if encrypt {
+            Purpose::ENCRYPT
+        } else {
+            Purpose::DECRYPT
+        };
         rules::check_use(&o, purpose, ctx.now).map_err(refused)?;
         let key = self.material(&o)?;
         let cipher = cipher::of_object(&o)?;

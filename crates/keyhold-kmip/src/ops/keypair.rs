@@ -14,50 +14,12 @@ impl Kmip {
         ctx: &mut MessageState<'_>,
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
-        let common = attrs::parse_request_attributes(p)?;
-        let private_in = side_attributes(
-            p,
-            t::PRIVATE_KEY_TEMPLATE_ATTRIBUTE,
-            t::PRIVATE_KEY_ATTRIBUTES,
-        )?;
-        let public_in = side_attributes(
-            p,
-            t::PUBLIC_KEY_TEMPLATE_ATTRIBUTE,
-            t::PUBLIC_KEY_ATTRIBUTES,
-        )?;
-        // A side's own value wins over the common one.
-        let find = |side: &[Incoming], n: &str| {
-            side.iter()
-                .chain(common.iter())
-                .find(|a| a.name == n)
-                .and_then(|a| a.value.clone())
-        };
-        let alg = match find(&private_in, obj::ALGORITHM) {
-            Some(AttrValue::Enum(a)) => a,
-            Some(_) => {
-                return Err(KmipError::invalid_field(
-                    "Cryptographic Algorithm must be an Enumeration",
-                ))
-            }
-            None => return Err(KmipError::missing("Cryptographic Algorithm is missing")),
-        };
-        let len = match find(&private_in, obj::LENGTH) {
-            Some(AttrValue::Int(l)) => Some(l),
-            Some(_) => {
-                return Err(KmipError::invalid_field(
-                    "Cryptographic Length must be an Integer",
-                ))
-            }
-            None => None,
-        };
-        let curve = match find(&private_in, Attr::CryptographicDomainParameters.name()) {
-            Some(AttrValue::Struct(fields)) => fields.iter().find_map(|(tag, v)| match v {
-                AttrValue::Enum(c) if *tag == t::RECOMMENDED_CURVE => Some(*c),
-                _ => None,
-            }),
-            _ => None,
-        };
-        let kind = pair_kind(alg, len, curve)?;
+        let PairRequest {
+            kind,
+            alg,
+            private_in,
+            public_in,
+        } = pair_request(p)?;
         let pair = asym::generate(kind).map_err(|_| {
             KmipError::new(
                 Reason::CryptographicFailure,
@@ -106,16 +68,6 @@ impl Kmip {
         );
         let public_block =
             key_structure(t::PUBLIC_KEY, public_format, alg, kind.bits(), &pair.public).encode();
-        let without_size = |side: Vec<Incoming>| -> Vec<Incoming> {
-            common
-                .iter()
-                .cloned()
-                .chain(side)
-                .filter(|a| a.name != Attr::CryptographicDomainParameters.name())
-                .collect()
-        };
-        let public_in = without_size(public_in);
-        let private_in = without_size(private_in);
         // The ID Placeholder is left holding the private key.
         let public_uid = self.finish_new(ctx, public, public_in, &public_block)?;
         let private_uid = self.finish_new(ctx, private, private_in, private_block.expose())?;
@@ -124,6 +76,77 @@ impl Kmip {
             Ttlv::text(t::PUBLIC_KEY_UNIQUE_IDENTIFIER, public_uid),
         ])
     }
+}
+
+/// What a Create Key Pair asks for: the pair, its algorithm, and each
+/// side's attributes (the common ones included).
+struct PairRequest {
+    kind: PairKind,
+    alg: u32,
+    private_in: Vec<Incoming>,
+    public_in: Vec<Incoming>,
+}
+
+fn pair_request(p: &Ttlv) -> Result<PairRequest, KmipError> {
+    let common = attrs::parse_request_attributes(p)?;
+    let private_in = side_attributes(
+        p,
+        t::PRIVATE_KEY_TEMPLATE_ATTRIBUTE,
+        t::PRIVATE_KEY_ATTRIBUTES,
+    )?;
+    let public_in = side_attributes(
+        p,
+        t::PUBLIC_KEY_TEMPLATE_ATTRIBUTE,
+        t::PUBLIC_KEY_ATTRIBUTES,
+    )?;
+    // A side's own value wins over the common one.
+    let find = |side: &[Incoming], n: &str| {
+        side.iter()
+            .chain(common.iter())
+            .find(|a| a.name == n)
+            .and_then(|a| a.value.clone())
+    };
+    let alg = match find(&private_in, obj::ALGORITHM) {
+        Some(AttrValue::Enum(a)) => a,
+        Some(_) => {
+            return Err(KmipError::invalid_field(
+                "Cryptographic Algorithm must be an Enumeration",
+            ))
+        }
+        None => return Err(KmipError::missing("Cryptographic Algorithm is missing")),
+    };
+    let len = match find(&private_in, obj::LENGTH) {
+        Some(AttrValue::Int(l)) => Some(l),
+        Some(_) => {
+            return Err(KmipError::invalid_field(
+                "Cryptographic Length must be an Integer",
+            ))
+        }
+        None => None,
+    };
+    let curve = match find(&private_in, Attr::CryptographicDomainParameters.name()) {
+        Some(AttrValue::Struct(fields)) => fields.iter().find_map(|(tag, v)| match v {
+            AttrValue::Enum(c) if *tag == t::RECOMMENDED_CURVE => Some(*c),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let kind = pair_kind(alg, len, curve)?;
+    // The curve is settled by the pair; the rest applies to both sides.
+    let with_common = |side: Vec<Incoming>| -> Vec<Incoming> {
+        common
+            .iter()
+            .cloned()
+            .chain(side)
+            .filter(|a| a.name != Attr::CryptographicDomainParameters.name())
+            .collect()
+    };
+    Ok(PairRequest {
+        kind,
+        alg,
+        private_in: with_common(private_in),
+        public_in: with_common(public_in),
+    })
 }
 
 /// The attributes one side of a key pair asks for: a KMIP 1.x template
