@@ -49,78 +49,7 @@ impl RowSealing for PostgresStorage {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&POLICY_LOCK])
                 .await
                 .map_err(pg_err)?;
-            let s = &*sealer;
-            let mut n = seal_each(
-                &tx,
-                "SELECT prefix, status, description, created_at, seal FROM stores WHERE seal IS NULL FOR UPDATE",
-                &[],
-                |r| {
-                    let st = row_to_store(r)?;
-                    let sealed = s.seal(&seal::store_row(&st));
-                    Ok(("UPDATE stores SET seal = $2 WHERE prefix = $1", params![st.prefix.as_str().to_owned(), sealed]))
-                },
-            )
-            .await?;
-            n += seal_each(
-                &tx,
-                &format!("SELECT {KEY_SEALED} FROM keys WHERE seal IS NULL FOR UPDATE"),
-                &[],
-                |r| {
-                    let k = row_to_key(r)?;
-                    let sealed = s.seal(&seal::key_row(&k));
-                    Ok((
-                        "UPDATE keys SET seal = $3 WHERE store = $1 AND key_id = $2",
-                        params![k.store.as_str().to_owned(), k.id.as_str().to_owned(), sealed],
-                    ))
-                },
-            )
-            .await?;
-            n += seal_each(
-                &tx,
-                "SELECT store, key_id, version, created_at, flag, length(wrapped) > 0 \
-                 FROM key_versions WHERE seal IS NULL FOR UPDATE",
-                &[],
-                |r| {
-                    let p = StorePrefix::parse(col(r, 0)?).map_err(bad_row)?;
-                    let id = KeyId::parse(col(r, 1)?).map_err(bad_row)?;
-                    let version = to_u32(col(r, 2)?)?;
-                    let sealed = s.seal(&seal::version_row(
-                        &p,
-                        &id,
-                        version,
-                        VersionFlag::from_i64(col(r, 4)?),
-                        col(r, 3)?,
-                        col(r, 5)?,
-                    ));
-                    Ok((
-                        "UPDATE key_versions SET seal = $4 WHERE store = $1 AND key_id = $2 AND version = $3",
-                        params![p.as_str().to_owned(), id.as_str().to_owned(), i64::from(version), sealed],
-                    ))
-                },
-            )
-            .await?;
-            n += seal_each(
-                &tx,
-                &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE seal IS NULL FOR UPDATE"),
-                &[],
-                |r| {
-                    let (o, attrs, _) = sealed_object(r)?;
-                    let sealed = s.seal(&seal::object_row(&o, &attrs));
-                    Ok(("UPDATE objects SET seal = $2 WHERE uid = $1", params![o.uid, sealed]))
-                },
-            )
-            .await?;
-            n += seal_each(
-                &tx,
-                "SELECT scope, body FROM policies WHERE seal IS NULL AND scope <> $1 FOR UPDATE",
-                &[&seal::POLICY_INDEX_SCOPE],
-                |r| {
-                    let (scope, body): (String, String) = (col(r, 0)?, col(r, 1)?);
-                    let sealed = s.seal(&seal::policy_row(&scope, &body));
-                    Ok(("UPDATE policies SET seal = $2 WHERE scope = $1", params![scope, sealed]))
-                },
-            )
-            .await?;
+            let n = seal_every_table(&tx, &*sealer).await?;
             let indexed = tx
                 .query_opt(
                     "SELECT 1 FROM policies WHERE scope = $1 AND seal IS NOT NULL",
@@ -135,6 +64,93 @@ impl RowSealing for PostgresStorage {
             Ok(n)
         })
     }
+}
+
+/// Seals the rows of every sealed table that have no seal yet; returns how
+/// many it sealed.
+async fn seal_every_table(tx: &impl GenericClient, s: &dyn RowSealer) -> Result<u64> {
+    let mut n = seal_each(
+        tx,
+        "SELECT prefix, status, description, created_at, seal FROM stores WHERE seal IS NULL FOR UPDATE",
+        &[],
+        |r| {
+            let st = row_to_store(r)?;
+            let sealed = s.seal(&seal::store_row(&st));
+            Ok(("UPDATE stores SET seal = $2 WHERE prefix = $1", params![st.prefix.as_str().to_owned(), sealed]))
+        },
+    )
+    .await?;
+    n += seal_each(
+        tx,
+        &format!("SELECT {KEY_SEALED} FROM keys WHERE seal IS NULL FOR UPDATE"),
+        &[],
+        |r| {
+            let k = row_to_key(r)?;
+            let sealed = s.seal(&seal::key_row(&k));
+            Ok((
+                "UPDATE keys SET seal = $3 WHERE store = $1 AND key_id = $2",
+                params![
+                    k.store.as_str().to_owned(),
+                    k.id.as_str().to_owned(),
+                    sealed
+                ],
+            ))
+        },
+    )
+    .await?;
+    n += seal_each(
+        tx,
+        "SELECT store, key_id, version, created_at, flag, length(wrapped) > 0 \
+         FROM key_versions WHERE seal IS NULL FOR UPDATE",
+        &[],
+        |r| {
+            let p = StorePrefix::parse(col(r, 0)?).map_err(bad_row)?;
+            let id = KeyId::parse(col(r, 1)?).map_err(bad_row)?;
+            let version = to_u32(col(r, 2)?)?;
+            let sealed = s.seal(&seal::version_row(
+                &p,
+                &id,
+                version,
+                VersionFlag::from_i64(col(r, 4)?),
+                col(r, 3)?,
+                col(r, 5)?,
+            ));
+            Ok((
+                "UPDATE key_versions SET seal = $4 WHERE store = $1 AND key_id = $2 AND version = $3",
+                params![p.as_str().to_owned(), id.as_str().to_owned(), i64::from(version), sealed],
+            ))
+        },
+    )
+    .await?;
+    n += seal_each(
+        tx,
+        &format!("SELECT {OBJECT_COLUMNS} FROM objects WHERE seal IS NULL FOR UPDATE"),
+        &[],
+        |r| {
+            let (o, attrs, _) = sealed_object(r)?;
+            let sealed = s.seal(&seal::object_row(&o, &attrs));
+            Ok((
+                "UPDATE objects SET seal = $2 WHERE uid = $1",
+                params![o.uid, sealed],
+            ))
+        },
+    )
+    .await?;
+    n += seal_each(
+        tx,
+        "SELECT scope, body FROM policies WHERE seal IS NULL AND scope <> $1 FOR UPDATE",
+        &[&seal::POLICY_INDEX_SCOPE],
+        |r| {
+            let (scope, body): (String, String) = (col(r, 0)?, col(r, 1)?);
+            let sealed = s.seal(&seal::policy_row(&scope, &body));
+            Ok((
+                "UPDATE policies SET seal = $2 WHERE scope = $1",
+                params![scope, sealed],
+            ))
+        },
+    )
+    .await?;
+    Ok(n)
 }
 
 /// Seals every row `select` finds: `update` names the statement and the
