@@ -170,35 +170,103 @@ pub fn rsa_bits(der: &[u8]) -> Result<u32, CryptoError> {
     Ok((kp.public_modulus_len() * 8) as u32)
 }
 
-/// Signs `msg` with a private key (see the module's forms).
-pub fn sign(private: &[u8], scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    match scheme {
-        SignScheme::RsaPkcs1(_) | SignScheme::RsaPss(_) | SignScheme::RsaPssMaxSalt(_) => {
-            let kp = RsaKeyPair::from_der(private)
-                .or_else(|_| RsaKeyPair::from_pkcs8(private))
-                .map_err(failed)?;
-            let enc = rsa_signing(scheme)?;
-            let mut out = vec![0u8; kp.public_modulus_len()];
-            kp.sign(enc, &SystemRandom::new(), msg, &mut out)
-                .map_err(failed)?;
-            Ok(out)
+/// A private key parsed once, to sign or decrypt with many times (parsing
+/// and checking an RSA key costs more than a signature).
+pub struct PrivateKey(Parsed);
+
+enum Parsed {
+    Rsa {
+        pair: RsaKeyPair,
+        oaep: OaepPrivateDecryptingKey,
+    },
+    Ec(EcdsaKeyPair, Hash),
+    Ed25519(Ed25519KeyPair),
+}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PrivateKey(..)")
+    }
+}
+
+impl PrivateKey {
+    /// Parses and checks a private key (see the module's forms).
+    pub fn parse(der: &[u8]) -> Result<Self, CryptoError> {
+        if let Ok(pkcs8) = rsa_private_to_pkcs8(der) {
+            let pair = RsaKeyPair::from_pkcs8(pkcs8.expose()).map_err(failed)?;
+            let dk = PrivateDecryptingKey::from_pkcs8(pkcs8.expose()).map_err(failed)?;
+            let oaep = OaepPrivateDecryptingKey::new(dk).map_err(failed)?;
+            return Ok(Self(Parsed::Rsa { pair, oaep }));
         }
-        SignScheme::Ecdsa(h) => {
-            let alg = match h {
-                Hash::Sha256 => &sig::ECDSA_P256_SHA256_ASN1_SIGNING,
-                Hash::Sha384 => &sig::ECDSA_P384_SHA384_ASN1_SIGNING,
-                Hash::Sha512 => &sig::ECDSA_P521_SHA512_ASN1_SIGNING,
-                Hash::Sha1 => return Err(CryptoError::Failed),
-            };
-            let kp = EcdsaKeyPair::from_pkcs8(alg, private).map_err(failed)?;
-            let s = kp.sign(&SystemRandom::new(), msg).map_err(failed)?;
-            Ok(s.as_ref().to_vec())
+        for (alg, h) in [
+            (&sig::ECDSA_P256_SHA256_ASN1_SIGNING, Hash::Sha256),
+            (&sig::ECDSA_P384_SHA384_ASN1_SIGNING, Hash::Sha384),
+            (&sig::ECDSA_P521_SHA512_ASN1_SIGNING, Hash::Sha512),
+        ] {
+            if let Ok(k) = EcdsaKeyPair::from_pkcs8(alg, der) {
+                return Ok(Self(Parsed::Ec(k, h)));
+            }
         }
-        SignScheme::Ed25519 => {
-            let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(private).map_err(failed)?;
-            Ok(kp.sign(msg).as_ref().to_vec())
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map(|k| Self(Parsed::Ed25519(k)))
+            .map_err(failed)
+    }
+
+    /// The key's size in bits.
+    pub fn bits(&self) -> u32 {
+        match &self.0 {
+            Parsed::Rsa { pair, .. } => (pair.public_modulus_len() * 8) as u32,
+            Parsed::Ec(_, Hash::Sha384) => 384,
+            Parsed::Ec(_, Hash::Sha512) => 521,
+            Parsed::Ec(..) | Parsed::Ed25519(_) => 256,
         }
     }
+
+    /// Signs `msg`; the scheme must be one of the key's.
+    pub fn sign(&self, scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        match (&self.0, scheme) {
+            (
+                Parsed::Rsa { pair, .. },
+                SignScheme::RsaPkcs1(_) | SignScheme::RsaPss(_) | SignScheme::RsaPssMaxSalt(_),
+            ) => {
+                let mut out = vec![0u8; pair.public_modulus_len()];
+                pair.sign(rsa_signing(scheme)?, &SystemRandom::new(), msg, &mut out)
+                    .map_err(failed)?;
+                Ok(out)
+            }
+            // The curve fixes the hash (P-256 with SHA-256, and so on).
+            (Parsed::Ec(k, own), SignScheme::Ecdsa(h)) if *own == h => {
+                let s = k.sign(&SystemRandom::new(), msg).map_err(failed)?;
+                Ok(s.as_ref().to_vec())
+            }
+            (Parsed::Ed25519(k), SignScheme::Ed25519) => Ok(k.sign(msg).as_ref().to_vec()),
+            _ => Err(CryptoError::Failed),
+        }
+    }
+
+    /// RSA-OAEP decryption (MGF1 with the same hash).
+    pub fn oaep_decrypt(
+        &self,
+        h: Hash,
+        ciphertext: &[u8],
+        label: Option<&[u8]>,
+    ) -> Result<SecretBytes, CryptoError> {
+        let Parsed::Rsa { oaep, .. } = &self.0 else {
+            return Err(CryptoError::Failed);
+        };
+        let mut out = vec![0u8; oaep.min_output_size()];
+        let n = oaep
+            .decrypt(self::oaep(h), ciphertext, &mut out, label)
+            .map_err(|_| CryptoError::AuthenticationFailed)?
+            .len();
+        out.truncate(n);
+        Ok(SecretBytes::new(out))
+    }
+}
+
+/// Signs `msg` with a private key (see the module's forms).
+pub fn sign(private: &[u8], scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    PrivateKey::parse(private)?.sign(scheme, msg)
 }
 
 /// Whether `signature` is `scheme`'s signature of `msg` under a public key
@@ -351,16 +419,7 @@ pub fn oaep_decrypt(
     ciphertext: &[u8],
     label: Option<&[u8]>,
 ) -> Result<SecretBytes, CryptoError> {
-    let pkcs8 = rsa_private_to_pkcs8(private)?;
-    let key = PrivateDecryptingKey::from_pkcs8(pkcs8.expose()).map_err(failed)?;
-    let key = OaepPrivateDecryptingKey::new(key).map_err(failed)?;
-    let mut out = vec![0u8; key.min_output_size()];
-    let n = key
-        .decrypt(oaep(h), ciphertext, &mut out, label)
-        .map_err(|_| CryptoError::AuthenticationFailed)?
-        .len();
-    out.truncate(n);
-    Ok(SecretBytes::new(out))
+    PrivateKey::parse(private)?.oaep_decrypt(h, ciphertext, label)
 }
 
 #[cfg(test)]

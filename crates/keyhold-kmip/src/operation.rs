@@ -170,6 +170,9 @@ impl Operation {
                 | Self::Decrypt
                 | Self::Mac
                 | Self::MacVerify
+                | Self::Sign
+                | Self::SignatureVerify
+                | Self::Hash
                 | Self::GetAttributes
                 | Self::GetAttributeList
                 | Self::Locate

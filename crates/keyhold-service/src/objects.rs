@@ -72,12 +72,38 @@ impl KeyService {
         Ok(m)
     }
 
+    /// The object's private key, parsed by `parse` from its material the
+    /// first time and kept parsed (signing or decrypting does not parse
+    /// and check the key again). Refused in a lockdown like the material.
+    pub fn private_key(
+        &self,
+        obj: &ManagedObject,
+        parse: impl FnOnce(&SecretBytes) -> Result<keyhold_crypto::asym::PrivateKey>,
+    ) -> Result<Arc<keyhold_crypto::asym::PrivateKey>> {
+        self.refuse_in_lockdown()?;
+        if !obj.has_material {
+            return Err(Error::InvalidState(format!(
+                "object {} has no material",
+                obj.uid
+            )));
+        }
+        if let Some(k) = self.private_keys.get(&obj.uid) {
+            return Ok(k);
+        }
+        let generation = self.private_keys.generation();
+        let k = Arc::new(parse(&*self.object_material(obj)?)?);
+        self.private_keys
+            .insert(generation, obj.uid.clone(), k.clone());
+        Ok(k)
+    }
+
     /// Writes the object back if nobody changed it since it was read; the
     /// cache then holds it as written (unless a newer revision got there
     /// first).
     pub fn update_object(&self, obj: &ManagedObject) -> Result<()> {
         if !obj.has_material {
             self.materials.clear_key(&obj.uid);
+            self.private_keys.clear_key(&obj.uid);
         }
         self.objects.clear_key(&obj.uid);
         let r = self.storage().update_object(obj);
@@ -104,6 +130,7 @@ impl KeyService {
     /// Removes an object outright (a batch undoing its creation).
     pub fn delete_object(&self, uid: &str) -> Result<()> {
         self.materials.clear_key(uid);
+        self.private_keys.clear_key(uid);
         self.objects.clear_key(uid);
         let r = self.storage().delete_object(uid);
         self.objects.clear_key(uid);

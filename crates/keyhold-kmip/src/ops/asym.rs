@@ -40,11 +40,14 @@ impl Kmip {
         p: &Ttlv,
     ) -> Result<Vec<Ttlv>, KmipError> {
         let uid = self.uid_arg(ctx, p)?;
-        let (mut o, key) = self.asymmetric_key(ctx, &uid, Purpose::SIGN)?;
+        let mut o = self.load(ctx, &uid)?;
+        rules::check_asymmetric_use(&o, Purpose::SIGN, ctx.now).map_err(refused)?;
         let data = sign_data(p)?;
-        let scheme = sign_scheme(&o, &asym_params(&o, p)?, key.bits)?;
+        let key = self.private_key(&o)?;
+        let scheme = sign_scheme(&o, &asym_params(&o, p)?, key.bits())?;
         self.consume_usage(ctx, &mut o, data.len())?;
-        let signature = asym::sign(key.der.expose(), scheme, data)
+        let signature = key
+            .sign(scheme, data)
             .map_err(|_| crypto_fail("the signature could not be made with this key"))?;
         Ok(vec![
             Ttlv::text(t::UNIQUE_IDENTIFIER, uid),
@@ -94,18 +97,19 @@ impl Kmip {
             Purpose::DECRYPT
         };
         rules::check_asymmetric_use(&o, purpose, ctx.now).map_err(refused)?;
-        let key = self.key_of(&o)?;
         let params = asym_params(&o, p)?;
         let h = oaep_hash(&o, &params)?;
         let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
         self.consume_usage(ctx, &mut o, data.len())?;
         let label = params.label.as_deref().filter(|l| !l.is_empty());
         let out = if encrypt {
+            let key = self.key_of(&o)?;
             asym::oaep_encrypt(key.der.expose(), h, data, label).map_err(|_| {
                 crypto_fail("the data cannot be encrypted with this key (too long?)")
             })?
         } else {
-            asym::oaep_decrypt(key.der.expose(), h, data, label)
+            self.private_key(&o)?
+                .oaep_decrypt(h, data, label)
                 .map_err(|_| crypto_fail("decryption failed"))?
                 .expose()
                 .to_vec()
@@ -145,6 +149,31 @@ impl Kmip {
         rules::check_asymmetric_use(&o, purpose, ctx.now).map_err(refused)?;
         let key = self.key_of(&o)?;
         Ok((o, key))
+    }
+
+    /// The object's private key, parsed once and kept by the key service.
+    fn private_key(&self, o: &ManagedObject) -> Result<Arc<asym::PrivateKey>, KmipError> {
+        let damaged = || keyhold_core::Error::Internal("the stored key is damaged".into());
+        self.service
+            .private_key(o, |m| {
+                let holder = Ttlv::decode(m.expose(), &Limits::default()).map_err(|_| damaged())?;
+                let der = holder
+                    .child(t::KEY_BLOCK)
+                    .and_then(|b| b.child(t::KEY_VALUE))
+                    .and_then(|v| v.child(t::KEY_MATERIAL))
+                    .and_then(|m| match &m.value {
+                        Value::ByteString(b) => Some(b.as_slice()),
+                        _ => None,
+                    })
+                    .ok_or_else(damaged)?;
+                asym::PrivateKey::parse(der).map_err(|_| {
+                    keyhold_core::Error::invalid(
+                        "key",
+                        "not an RSA, P-256/384/521 or Ed25519 private key Keyhold can use",
+                    )
+                })
+            })
+            .map_err(service_err)
     }
 
     /// The DER bytes of a private key, public key or certificate's public

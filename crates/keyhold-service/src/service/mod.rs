@@ -37,6 +37,8 @@ const ACCESS_KEY_ID_LEN: usize = 24;
 const KEY_CACHE_CAPACITY: usize = 20_000;
 const CRED_CACHE_CAPACITY: usize = 4_096;
 const STORE_CACHE_CAPACITY: usize = 4_096;
+/// Parsed private keys are larger (an RSA-4096 key with its CRT values).
+const PRIVATE_KEY_CACHE_CAPACITY: usize = 4_096;
 
 pub(crate) use inventory::hsm_version_label;
 pub use material::*;
@@ -90,6 +92,9 @@ pub struct KeyService {
     /// objects have none), so the cache needs no invalidation for
     /// correctness.
     pub(crate) materials: Cache<String, Arc<SecretBytes>>,
+    /// Private keys of managed objects, parsed once, by uid: dropped
+    /// wherever `materials` drops the material.
+    pub(crate) private_keys: Cache<String, Arc<keyhold_crypto::asym::PrivateKey>>,
     /// Managed objects' rows, by uid: dropped on every refresh that sees
     /// the database change, and per uid on this process's own writes.
     pub(crate) objects: Cache<String, Arc<ManagedObject>>,
@@ -257,6 +262,7 @@ impl KeyService {
             row_key,
             seal_state,
             materials: Cache::new(KEY_CACHE_CAPACITY),
+            private_keys: Cache::new(PRIVATE_KEY_CACHE_CAPACITY),
             objects: Cache::new(KEY_CACHE_CAPACITY),
             any_policies: std::sync::atomic::AtomicBool::new(any_policies),
             last_token: Mutex::new(token),

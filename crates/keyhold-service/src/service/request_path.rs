@@ -29,6 +29,7 @@ impl KeyService {
             ChangeScope::Object(uid) => {
                 self.objects.clear_key(uid);
                 self.materials.clear_key(uid);
+                self.private_keys.clear_key(uid);
             }
             // A store's status is in each of its keys' handles, and its
             // credentials lead to it.
