@@ -5,6 +5,7 @@ pub mod operation {
     pub const CREATE_KEY_PAIR: u32 = 0x02;
     pub const REGISTER: u32 = 0x03;
     pub const REKEY: u32 = 0x04;
+    pub const REKEY_KEY_PAIR: u32 = 0x1D;
     pub const LOCATE: u32 = 0x08;
     pub const CHECK: u32 = 0x09;
     pub const GET: u32 = 0x0A;

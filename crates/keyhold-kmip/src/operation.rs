@@ -13,6 +13,7 @@ pub enum Operation {
     CreateKeyPair,
     Register,
     ReKey,
+    ReKeyKeyPair,
     Locate,
     Check,
     Get,
@@ -44,11 +45,12 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, in the order Query lists those served.
-    pub const ALL: [Operation; 30] = [
+    pub const ALL: [Operation; 31] = [
         Self::Create,
         Self::CreateKeyPair,
         Self::Register,
         Self::ReKey,
+        Self::ReKeyKeyPair,
         Self::Locate,
         Self::Check,
         Self::Get,
@@ -89,6 +91,7 @@ impl Operation {
             Self::CreateKeyPair => code::CREATE_KEY_PAIR,
             Self::Register => code::REGISTER,
             Self::ReKey => code::REKEY,
+            Self::ReKeyKeyPair => code::REKEY_KEY_PAIR,
             Self::Locate => code::LOCATE,
             Self::Check => code::CHECK,
             Self::Get => code::GET,
@@ -123,7 +126,7 @@ impl Operation {
     /// version.
     pub const fn served_since(self) -> Option<Version> {
         Some(match self {
-            Self::DiscoverVersions => Version::new(1, 1),
+            Self::DiscoverVersions | Self::ReKeyKeyPair => Version::new(1, 1),
             Self::Encrypt
             | Self::Decrypt
             | Self::Mac
@@ -149,6 +152,7 @@ impl Operation {
         matches!(
             self,
             Self::ReKey
+                | Self::ReKeyKeyPair
                 | Self::AddAttribute
                 | Self::ModifyAttribute
                 | Self::DeleteAttribute

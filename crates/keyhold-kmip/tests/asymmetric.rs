@@ -233,3 +233,82 @@ fn ec_pairs_sign_with_ecdsa_and_refuse_rsa_formats() {
         "{body:?}"
     );
 }
+
+/// The identifier a Link of `link_type` on object `u` points to.
+fn link_of(k: &Kmip, u: &str, link_type: u32) -> Option<String> {
+    let (s, body) = call(k, "alice", op::GET_ATTRIBUTES, uid(u));
+    assert_eq!(s, SUCCESS, "{body:?}");
+    let attrs = body.child(t::ATTRIBUTES).expect("attributes");
+    let found = attrs.children(t::LINK).find_map(|l| {
+        let ty = l.child(t::LINK_TYPE).map(|v| v.value.clone());
+        match (ty, l.child(t::LINKED_OBJECT_IDENTIFIER).map(|v| &v.value)) {
+            (Some(Value::Enumeration(x)), Some(Value::TextString(id))) if x == link_type => {
+                Some(id.clone())
+            }
+            _ => None,
+        }
+    });
+    found
+}
+
+#[test]
+fn rekey_key_pair_makes_a_linked_successor() {
+    let (_d, k) = kmip();
+    let (private, public) = pair(&k, crypto_alg::RSA, 2048);
+    assert_eq!(
+        link_of(&k, &private, 0x102).as_deref(),
+        Some(public.as_str())
+    );
+    assert_eq!(
+        link_of(&k, &public, 0x103).as_deref(),
+        Some(private.as_str())
+    );
+    let (s, body) = call(
+        &k,
+        "alice",
+        op::REKEY_KEY_PAIR,
+        vec![Ttlv::text(t::PRIVATE_KEY_UNIQUE_IDENTIFIER, &private)],
+    );
+    assert_eq!(s, SUCCESS, "{body:?}");
+    let text = |tag| match body.child(tag).map(|v| &v.value) {
+        Some(Value::TextString(u)) => u.clone(),
+        other => panic!("{other:?}"),
+    };
+    let (new_private, new_public) = (
+        text(t::PRIVATE_KEY_UNIQUE_IDENTIFIER),
+        text(t::PUBLIC_KEY_UNIQUE_IDENTIFIER),
+    );
+    assert_ne!(new_private, private);
+    // The new objects link to each other and to what they replace; the old
+    // ones to their replacements.
+    assert_eq!(link_of(&k, &new_private, 0x102), Some(new_public.clone()));
+    assert_eq!(link_of(&k, &new_private, 0x107), Some(private.clone()));
+    assert_eq!(link_of(&k, &new_public, 0x107), Some(public.clone()));
+    assert_eq!(link_of(&k, &private, 0x106), Some(new_private.clone()));
+    // The new pair is Active (the old one was) and is another key.
+    let p = || {
+        params(vec![
+            Ttlv::enumeration(t::PADDING_METHOD, PSS),
+            Ttlv::enumeration(t::HASHING_ALGORITHM, SHA_256),
+        ])
+    };
+    let (s, body) = sign(&k, &new_private, p(), b"data");
+    assert_eq!(s, SUCCESS, "{body:?}");
+    let Value::ByteString(sig) = &body.child(t::SIGNATURE_DATA).unwrap().value else {
+        panic!()
+    };
+    assert_eq!(verify(&k, &new_public, p(), b"data", sig), 1);
+    assert_eq!(
+        verify(&k, &public, p(), b"data", sig),
+        2,
+        "the old key differs"
+    );
+    // A public key is not re-keyed as a pair.
+    let (s, _) = call(
+        &k,
+        "alice",
+        op::REKEY_KEY_PAIR,
+        vec![Ttlv::text(t::PRIVATE_KEY_UNIQUE_IDENTIFIER, &public)],
+    );
+    assert_ne!(s, SUCCESS);
+}

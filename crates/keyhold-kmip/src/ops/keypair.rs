@@ -20,6 +20,75 @@ impl Kmip {
             private_in,
             public_in,
         } = pair_request(p)?;
+        let private = self.new_object(ctx, object_type::PRIVATE_KEY)?;
+        let public = self.new_object(ctx, object_type::PUBLIC_KEY)?;
+        self.make_pair(ctx, (kind, alg), (private, private_in), (public, public_in))
+    }
+
+    /// Re-key Key Pair: a new pair of the same kind replacing the pair of
+    /// a private key; descriptive attributes and names move to the new
+    /// objects, which link to the old ones (Replaced Object) and the old
+    /// ones to them (Replacement Object).
+    pub(super) fn rekey_key_pair(
+        &self,
+        ctx: &mut MessageState<'_>,
+        p: &Ttlv,
+    ) -> Result<Vec<Ttlv>, KmipError> {
+        let uid = match text_of(p, t::PRIVATE_KEY_UNIQUE_IDENTIFIER)? {
+            Some(u) => u.to_owned(),
+            None => ctx
+                .placeholder
+                .clone()
+                .ok_or_else(|| KmipError::missing("Private Key Unique Identifier is missing"))?,
+        };
+        let mut old_private = self.load_owned(ctx, &uid)?;
+        if old_private.object_type != object_type::PRIVATE_KEY {
+            return Err(KmipError::new(
+                Reason::IllegalOperation,
+                format!("object {uid} is not a private key"),
+            ));
+        }
+        if effective_state(&old_private, ctx.now).is_destroyed() {
+            return Err(obj::wrong_state(
+                &old_private,
+                ctx.now,
+                "it cannot be re-keyed",
+            ));
+        }
+        let offset = match p.child(t::OFFSET).map(|o| &o.value) {
+            Some(Value::Interval(s)) => Some(*s as i64),
+            Some(_) => return Err(KmipError::invalid_message("Offset must be an Interval")),
+            None => None,
+        };
+        let alg = obj::enum_attr(&old_private, obj::ALGORITHM).unwrap_or(crypto_alg::RSA);
+        let kind = pair_kind(alg, obj::int_attr(&old_private, obj::LENGTH), None)?;
+        let mut old_public = match linked(&old_private, crate::enums::link_type::PUBLIC_KEY) {
+            Some(u) => Some(self.load_owned(ctx, &u)?),
+            None => None,
+        };
+        let (private_in, public_in) = pair_request_sides(p)?;
+        let mut private = self.new_object(ctx, object_type::PRIVATE_KEY)?;
+        let mut public = self.new_object(ctx, object_type::PUBLIC_KEY)?;
+        for (new, old) in [
+            (&mut private, Some(&mut old_private)),
+            (&mut public, old_public.as_mut()),
+        ] {
+            let Some(old) = old else { continue };
+            succeed(new, old, offset, ctx.now);
+            self.save(ctx, old)?;
+        }
+        self.make_pair(ctx, (kind, alg), (private, private_in), (public, public_in))
+    }
+
+    /// Makes the key material of a pair and stores its two objects, linked
+    /// to each other; the ID Placeholder is left holding the private key.
+    fn make_pair(
+        &self,
+        ctx: &mut MessageState<'_>,
+        (kind, alg): (PairKind, u32),
+        (mut private, private_in): (ManagedObject, Vec<Incoming>),
+        (mut public, public_in): (ManagedObject, Vec<Incoming>),
+    ) -> Result<Vec<Ttlv>, KmipError> {
         let pair = asym::generate(kind).map_err(|_| {
             KmipError::new(
                 Reason::CryptographicFailure,
@@ -27,8 +96,6 @@ impl Kmip {
             )
         })?;
         let (private_format, public_format) = formats(kind);
-        let mut private = self.new_object(ctx, object_type::PRIVATE_KEY)?;
-        let mut public = self.new_object(ctx, object_type::PUBLIC_KEY)?;
         let (private_uid, public_uid) = (private.uid.clone(), public.uid.clone());
         for (o, format, other, link) in [
             (
@@ -48,13 +115,7 @@ impl Kmip {
             o.set_attr(obj::LENGTH, AttrValue::Int(kind.bits() as i32));
             o.set_attr(FORMAT_ATTR, AttrValue::Enum(format));
             o.set_attr(Attr::RandomNumberGenerator.name(), server_rng());
-            o.attrs.push(ObjectAttr {
-                name: Attr::Link.name().into(),
-                value: AttrValue::Struct(vec![
-                    (t::LINK_TYPE, AttrValue::Enum(link)),
-                    (t::LINKED_OBJECT_IDENTIFIER, AttrValue::Text(other)),
-                ]),
-            });
+            o.attrs.push(link_attr(link, other));
         }
         let private_block = keyhold_crypto::SecretBytes::new(
             key_structure(
@@ -68,7 +129,6 @@ impl Kmip {
         );
         let public_block =
             key_structure(t::PUBLIC_KEY, public_format, alg, kind.bits(), &pair.public).encode();
-        // The ID Placeholder is left holding the private key.
         let public_uid = self.finish_new(ctx, public, public_in, &public_block)?;
         let private_uid = self.finish_new(ctx, private, private_in, private_block.expose())?;
         Ok(vec![
@@ -78,6 +138,72 @@ impl Kmip {
     }
 }
 
+/// A Link attribute.
+fn link_attr(link: u32, to: String) -> ObjectAttr {
+    ObjectAttr {
+        name: Attr::Link.name().into(),
+        value: AttrValue::Struct(vec![
+            (t::LINK_TYPE, AttrValue::Enum(link)),
+            (t::LINKED_OBJECT_IDENTIFIER, AttrValue::Text(to)),
+        ]),
+    }
+}
+
+/// The object `o` links to with `link`, if any.
+fn linked(o: &ManagedObject, link: u32) -> Option<String> {
+    o.attrs_named(Attr::Link.name()).find_map(|v| match v {
+        AttrValue::Struct(fields) => {
+            let is = fields
+                .iter()
+                .any(|(t, v)| *t == t::LINK_TYPE && *v == AttrValue::Enum(link));
+            fields.iter().find_map(|(t, v)| match v {
+                AttrValue::Text(u) if is && *t == t::LINKED_OBJECT_IDENTIFIER => Some(u.clone()),
+                _ => None,
+            })
+        }
+        _ => None,
+    })
+}
+
+/// `new` succeeds `old` in a re-key: what describes the key, and the names,
+/// move over; activation follows the Offset (or `old` being active); each
+/// links to the other.
+fn succeed(new: &mut ManagedObject, old: &mut ManagedObject, offset: Option<i64>, now: i64) {
+    new.exportable = old.exportable;
+    for a in &old.attrs {
+        if matches!(
+            Attr::from_name(&a.name),
+            Some(
+                Attr::CryptographicUsageMask
+                    | Attr::CryptographicParameters
+                    | Attr::ObjectGroup
+                    | Attr::ContactInformation
+                    | Attr::ApplicationSpecificInformation
+                    | Attr::Name
+            )
+        ) || attrs::is_custom(&a.name)
+        {
+            new.attrs.push(a.clone());
+        }
+    }
+    match offset {
+        Some(s) => new.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(now + s)),
+        None if old.attr(obj::ACTIVATION_DATE).is_some() => {
+            new.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(now))
+        }
+        None => {}
+    }
+    new.attrs.push(link_attr(
+        crate::enums::link_type::REPLACED_OBJECT,
+        old.uid.clone(),
+    ));
+    old.remove_attr(obj::NAME);
+    old.attrs.push(link_attr(
+        crate::enums::link_type::REPLACEMENT_OBJECT,
+        new.uid.clone(),
+    ));
+}
+
 /// What a Create Key Pair asks for: the pair, its algorithm, and each
 /// side's attributes (the common ones included).
 struct PairRequest {
@@ -85,6 +211,33 @@ struct PairRequest {
     alg: u32,
     private_in: Vec<Incoming>,
     public_in: Vec<Incoming>,
+}
+
+/// The attributes a Re-key Key Pair asks for on each side (the algorithm
+/// and size are the old pair's).
+fn pair_request_sides(p: &Ttlv) -> Result<(Vec<Incoming>, Vec<Incoming>), KmipError> {
+    let common = attrs::parse_request_attributes(p)?;
+    let side = |v1, v2| -> Result<Vec<Incoming>, KmipError> {
+        Ok(common
+            .iter()
+            .cloned()
+            .chain(side_attributes(p, v1, v2)?)
+            .filter(|a| {
+                !matches!(
+                    Attr::from_name(&a.name),
+                    Some(
+                        Attr::CryptographicAlgorithm
+                            | Attr::CryptographicLength
+                            | Attr::CryptographicDomainParameters
+                    )
+                )
+            })
+            .collect())
+    };
+    Ok((
+        side(t::PRIVATE_KEY_TEMPLATE_ATTRIBUTE, t::PRIVATE_KEY_ATTRIBUTES)?,
+        side(t::PUBLIC_KEY_TEMPLATE_ATTRIBUTE, t::PUBLIC_KEY_ATTRIBUTES)?,
+    ))
 }
 
 fn pair_request(p: &Ttlv) -> Result<PairRequest, KmipError> {

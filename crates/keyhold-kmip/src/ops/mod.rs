@@ -346,6 +346,7 @@ impl Kmip {
             O::Query => self.query(ctx, p),
             O::Create => self.create(ctx, p),
             O::CreateKeyPair => self.create_key_pair(ctx, p),
+            O::ReKeyKeyPair => self.rekey_key_pair(ctx, p),
             O::Register => self.register(ctx, p),
             O::ReKey => self.rekey(ctx, p),
             O::Locate => self.locate(ctx, p),
