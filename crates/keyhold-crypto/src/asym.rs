@@ -203,7 +203,10 @@ impl PrivateKey {
             (&sig::ECDSA_P384_SHA384_ASN1_SIGNING, Hash::Sha384),
             (&sig::ECDSA_P521_SHA512_ASN1_SIGNING, Hash::Sha512),
         ] {
-            if let Ok(k) = EcdsaKeyPair::from_pkcs8(alg, der) {
+            // PKCS#8, or SEC1's ECPrivateKey (RFC 5915).
+            if let Ok(k) = EcdsaKeyPair::from_pkcs8(alg, der)
+                .or_else(|_| EcdsaKeyPair::from_private_key_der(alg, der))
+            {
                 return Ok(Self(Parsed::Ec(k, h)));
             }
         }
@@ -448,6 +451,22 @@ mod tests {
                 "{kind:?}"
             );
         }
+    }
+
+    #[test]
+    fn ec_private_keys_parse_from_sec1_too() {
+        use aws_lc_rs::encoding::EcPrivateKeyRfc5915Der;
+        let kp = EcdsaKeyPair::generate(&sig::ECDSA_P384_SHA384_ASN1_SIGNING).unwrap();
+        let sec1: EcPrivateKeyRfc5915Der<'static> = kp.private_key().as_der().unwrap();
+        let k = PrivateKey::parse(sec1.as_ref()).unwrap();
+        assert_eq!(k.bits(), 384);
+        let s = k.sign(SignScheme::Ecdsa(Hash::Sha384), b"m").unwrap();
+        let spki: PublicKeyX509Der<'static> = kp.public_key().as_der().unwrap();
+        assert!(verify(spki.as_ref(), SignScheme::Ecdsa(Hash::Sha384), b"m", &s).unwrap());
+        assert!(
+            k.sign(SignScheme::Ecdsa(Hash::Sha256), b"m").is_err(),
+            "P-384 signs with SHA-384"
+        );
     }
 
     #[test]

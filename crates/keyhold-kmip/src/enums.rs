@@ -204,6 +204,7 @@ pub mod key_format {
     pub const PKCS_1: u32 = 0x03;
     pub const PKCS_8: u32 = 0x04;
     pub const X_509: u32 = 0x05;
+    pub const EC_PRIVATE_KEY: u32 = 0x06;
     pub const TRANSPARENT_SYMMETRIC_KEY: u32 = 0x07;
 }
 

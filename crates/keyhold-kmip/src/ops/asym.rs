@@ -190,12 +190,17 @@ impl Kmip {
         } else {
             let block = holder.child(t::KEY_BLOCK).ok_or_else(damaged)?;
             match enum_of(block, t::KEY_FORMAT_TYPE)? {
-                Some(key_format::PKCS_1 | key_format::PKCS_8 | key_format::X_509) => {}
+                Some(
+                    key_format::PKCS_1
+                    | key_format::PKCS_8
+                    | key_format::X_509
+                    | key_format::EC_PRIVATE_KEY,
+                ) => {}
                 Some(f) => {
                     return Err(KmipError::new(
                         Reason::KeyFormatTypeNotSupported,
                         format!(
-                        "keys in format {f:#x} cannot be used here (PKCS#1, PKCS#8 and X.509 can)"
+                        "keys in format {f:#x} cannot be used here (PKCS#1, PKCS#8, X.509 and ECPrivateKey can)"
                     ),
                     ))
                 }
