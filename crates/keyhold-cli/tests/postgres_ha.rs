@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 fn health(server: &Server, cred: &Cred) -> Value {
@@ -262,7 +263,23 @@ fn backup_during_traffic_restores_on_either_backend() {
     env.run_ok(&["key", "rotate", "/demo", "rotated"]);
     made.extend(corpus(&server, &cred, &["rotated"], 3));
 
-    // Traffic goes on while the backup is taken.
+    let file_s = a_backup_taken_during_traffic(&env, &server, &cred);
+    flipped_bytes_are_detected(&env, &file_s);
+    drop(server);
+
+    // Without the root of trust, nothing.
+    let other = Env::new();
+    let out = other.cmd(&["backup", "verify", &file_s]).output().unwrap();
+    assert!(!out.status.success());
+
+    let root = env.data().join("root.key").to_string_lossy().into_owned();
+    let url = pg.create_database("restored");
+    restores_into_sqlite_and_postgres(&file_s, &root, &url, &cred, &made);
+    a_postgres_backup_restores_into_sqlite(&url, &root, &cred, &made);
+}
+
+/// Traffic goes on while the backup is taken.
+fn a_backup_taken_during_traffic(env: &Env, server: &Server, cred: &Arc<Cred>) -> String {
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(Mutex::new(0u32));
     let traffic = {
@@ -290,9 +307,13 @@ fn backup_during_traffic_restores_on_either_backend() {
     traffic.join().unwrap();
     assert!(*served.lock().unwrap() > 0);
     env.run_ok(&["backup", "verify", &file_s]);
+    file_s
+}
 
-    // A flipped byte anywhere is detected.
-    let bytes = std::fs::read(&file).unwrap();
+/// A flipped byte anywhere is detected.
+fn flipped_bytes_are_detected(env: &Env, file_s: &str) {
+    let file = Path::new(file_s);
+    let bytes = std::fs::read(file).unwrap();
     for at in [20, bytes.len() / 2, bytes.len() - 3] {
         let mut bad = bytes.clone();
         bad[at] ^= 0x40;
@@ -304,18 +325,18 @@ fn backup_during_traffic_restores_on_either_backend() {
             .unwrap();
         assert!(!out.status.success(), "flipped byte {at} not detected");
     }
-    drop(server);
+}
 
-    // Without the root of trust, nothing.
-    let other = Env::new();
-    let out = other.cmd(&["backup", "verify", &file_s]).output().unwrap();
-    assert!(!out.status.success());
-
-    let root = env.data().join("root.key").to_string_lossy().into_owned();
-    // Into a fresh SQLite node, then into PostgreSQL; both decrypt every
-    // ciphertext made before the backup, with the same credential.
-    let url = pg.create_database("restored");
-    for storage in [None, Some(url.as_str())] {
+/// Into a fresh SQLite node, then into PostgreSQL; both decrypt every
+/// ciphertext made before the backup, with the same credential.
+fn restores_into_sqlite_and_postgres(
+    file_s: &str,
+    root: &str,
+    url: &str,
+    cred: &Cred,
+    made: &[(String, Vec<u8>, Value)],
+) {
+    for storage in [None, Some(url)] {
         let dir = tempfile::tempdir().unwrap();
         let restored = Env {
             dir,
@@ -324,7 +345,7 @@ fn backup_during_traffic_restores_on_either_backend() {
         let mut args = vec![
             "backup",
             "restore",
-            file_s.as_str(),
+            file_s,
             "--root-key",
             &root,
             "--listen",
@@ -339,11 +360,11 @@ fn backup_during_traffic_restores_on_either_backend() {
         // Nothing serves until a custodian lifts the restore's lockdown.
         let s = restored.serve(&[]);
         let (k, _, enc) = &made[0];
-        demo_decrypt(&s, &cred, k, enc).assert_error(400, "InvalidStateException");
+        demo_decrypt(&s, cred, k, enc).assert_error(400, "InvalidStateException");
         drop(s);
         restored.run_ok(&["unlock"]);
         let s = restored.serve(&[]);
-        decrypts_all(&s, &cred, &made);
+        decrypts_all(&s, cred, made);
         // Policies came along.
         assert!(restored
             .run_ok(&["policy", "show", "--store", "/demo"])
@@ -352,8 +373,15 @@ fn backup_during_traffic_restores_on_either_backend() {
         let out = restored.cmd(&args).output().unwrap();
         assert!(!out.status.success());
     }
+}
 
-    // And back: a backup of the PostgreSQL node restores into SQLite.
+/// And back: a backup of the PostgreSQL node restores into SQLite.
+fn a_postgres_backup_restores_into_sqlite(
+    url: &str,
+    root: &str,
+    cred: &Cred,
+    made: &[(String, Vec<u8>, Value)],
+) {
     let pg_node = Env {
         dir: tempfile::tempdir().unwrap(),
         extra_env: vec![],
@@ -363,9 +391,9 @@ fn backup_during_traffic_restores_on_either_backend() {
         "--listen",
         "127.0.0.1:0",
         "--storage-url",
-        &url,
+        url,
         "--root-key",
-        &root,
+        root,
     ]);
     let file2 = pg_node
         .dir
@@ -383,14 +411,21 @@ fn backup_during_traffic_restores_on_either_backend() {
         "restore",
         &file2,
         "--root-key",
-        &root,
+        root,
         "--listen",
         "127.0.0.1:0",
     ]);
     back.run_ok(&["unlock"]);
     let s = back.serve(&[]);
-    decrypts_all(&s, &cred, &made[..3]);
+    decrypts_all(&s, cred, &made[..3]);
 }
+
+/// A key made during a failover: (name, acknowledged, when).
+type Made = (String, bool, Instant);
+/// An XKS request during a failover: (when, status, error).
+type Request = (Instant, u16, String);
+type Created = Arc<Mutex<Vec<Made>>>;
+type Served = Arc<Mutex<Vec<Request>>>;
 
 /// Primary with a synchronous streaming replica. Keys are created and
 /// XKS traffic runs without pause; the primary is killed with SIGKILL and
@@ -427,43 +462,10 @@ fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
     let stop = Arc::new(AtomicBool::new(false));
     // Key creation through the admin CLI: (name, acknowledged, when).
     let created = Arc::new(Mutex::new(Vec::<(String, bool, Instant)>::new()));
-    let creator = {
-        let (data, stop, created) = (env.data(), stop.clone(), created.clone());
-        std::thread::spawn(move || {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                i += 1;
-                let name = format!("k{i}");
-                let out = std::process::Command::new(BIN)
-                    .arg("--data-dir")
-                    .arg(&data)
-                    .args(["key", "create", "/demo", &name])
-                    .output()
-                    .unwrap();
-                created
-                    .lock()
-                    .unwrap()
-                    .push((name, out.status.success(), Instant::now()));
-            }
-        })
-    };
+    let creator = keep_creating_keys(&env, &stop, &created);
     // XKS traffic on the cached key: (when, status, error).
     let xks = Arc::new(Mutex::new(Vec::<(Instant, u16, String)>::new()));
-    let traffic = {
-        let (s, cred, stop, xks) = (server.detached(), cred.clone(), stop.clone(), xks.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                let r = demo_encrypt(&s, &cred, "hot", b"during failover");
-                let err = if r.status == 200 {
-                    String::new()
-                } else {
-                    r.body
-                };
-                xks.lock().unwrap().push((t, r.status, err));
-            }
-        })
-    };
+    let traffic = keep_encrypting(&server, &cred, &stop, &xks);
     // Both kinds of traffic run before the primary dies.
     eventually("keys made and XKS served before the failover", || {
         created.lock().unwrap().iter().filter(|c| c.1).count() >= 3
@@ -492,7 +494,70 @@ fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
     creator.join().unwrap();
     traffic.join().unwrap();
 
-    let created = created.lock().unwrap();
+    nothing_acknowledged_was_lost(
+        &env,
+        &server,
+        &cred,
+        (&created.lock().unwrap(), &xks.lock().unwrap()),
+        killed,
+    );
+}
+
+/// Creates keys through the admin CLI until `stop`, noting each: (name,
+/// acknowledged, when).
+fn keep_creating_keys(env: &Env, stop: &Arc<AtomicBool>, created: &Created) -> JoinHandle<()> {
+    let (data, stop, created) = (env.data(), stop.clone(), created.clone());
+    std::thread::spawn(move || {
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let name = format!("k{i}");
+            let out = std::process::Command::new(BIN)
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["key", "create", "/demo", &name])
+                .output()
+                .unwrap();
+            created
+                .lock()
+                .unwrap()
+                .push((name, out.status.success(), Instant::now()));
+        }
+    })
+}
+
+/// XKS Encrypt on the cached key "hot" until `stop`, noting each: (when,
+/// status, error).
+fn keep_encrypting(
+    server: &Server,
+    cred: &Arc<Cred>,
+    stop: &Arc<AtomicBool>,
+    xks: &Served,
+) -> JoinHandle<()> {
+    let (s, cred, stop, xks) = (server.detached(), cred.clone(), stop.clone(), xks.clone());
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let r = demo_encrypt(&s, &cred, "hot", b"during failover");
+            let err = if r.status == 200 {
+                String::new()
+            } else {
+                r.body
+            };
+            xks.lock().unwrap().push((t, r.status, err));
+        }
+    })
+}
+
+/// Every acknowledged key is still there, cached keys served throughout,
+/// and the node serves keys made after the failover (figures printed).
+fn nothing_acknowledged_was_lost(
+    env: &Env,
+    server: &Server,
+    cred: &Cred,
+    (created, xks): (&[Made], &[Request]),
+    killed: Instant,
+) {
     let acknowledged: Vec<&String> = created.iter().filter(|c| c.1).map(|c| &c.0).collect();
     let listed = env.json(&["key", "list", "/demo", "--limit", "100000"]);
     let present: std::collections::HashSet<&str> = listed
@@ -517,30 +582,26 @@ fn failover_to_a_synchronous_replica_loses_no_acknowledged_key() {
         .map(|c| c.2)
         .min()
         .unwrap();
-    let xks = xks.lock().unwrap();
     let xks_failed = xks.iter().filter(|x| x.1 != 200).count();
     if let Some(f) = xks.iter().find(|x| x.1 != 200) {
         println!("first XKS failure: {} {}", f.1, f.2);
     }
     println!(
-        "failover: {} keys acknowledged, {} lost; key creation unavailable for {:?} (kill to promote: 500 ms); \
-         XKS Encrypt on a cached key: {} of {} requests failed",
-        acknowledged.len(),
-        lost.len(),
-        first_after - last_before,
-        xks_failed,
-        xks.len()
-    );
+    "failover: {} keys acknowledged, {} lost; key creation unavailable for {:?} (kill to promote: 500 ms); \
+     XKS Encrypt on a cached key: {} of {} requests failed",
+    acknowledged.len(),
+    lost.len(),
+    first_after - last_before,
+    xks_failed,
+    xks.len()
+);
     assert!(lost.is_empty(), "acknowledged keys lost: {lost:?}");
     assert!(acknowledged.len() > 3);
     // Cached keys kept serving through the outage.
     assert_eq!(xks_failed, 0);
     // And the node serves keys made after the failover.
     let newest = created.iter().rev().find(|c| c.1).unwrap();
-    assert_eq!(
-        demo_encrypt(&server, &cred, &newest.0, b"after").status,
-        200
-    );
+    assert_eq!(demo_encrypt(server, cred, &newest.0, b"after").status, 200);
 }
 
 /// Admin changes made through a node's admin API drop only what they
