@@ -7,6 +7,7 @@ use keyhold_core::Error;
 use keyhold_root::RootOfTrust;
 use keyhold_root::{FailoverToken, PinSource, Pkcs11Config, Pkcs11Root};
 use keyhold_testkit::softhsm::*;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -80,85 +81,75 @@ fn tokens_taken_away_fail_over_and_recover_without_restart() {
         "{e}"
     );
 
-    // Traffic on four threads: wrap/unwrap with the KEK and AES-GCM with an
-    // HSM-resident key, counting failures.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let workers: Vec<_> = (0..4)
-        .map(|i| {
-            let (root, stop, ok, failed) = (root.clone(), stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let mut worst = Duration::ZERO;
-                while !stop.load(Ordering::Relaxed) {
-                    let t = Instant::now();
-                    let r = if i % 2 == 0 {
-                        root.wrap(b"ctx", b"data key")
-                            .and_then(|w| root.unwrap(b"ctx", &w))
-                            .map(drop)
-                    } else {
-                        let k = root.hsm_keys().unwrap();
-                        k.encrypt(KEY, b"", b"traffic")
-                            .and_then(|(iv, c, t)| k.decrypt(KEY, &iv, b"", &c, &t))
-                            .map(drop)
-                    };
-                    worst = worst.max(t.elapsed());
-                    match r {
-                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-                worst
-            })
-        })
-        .collect();
-    let long = Duration::from_secs(30);
+    let traffic = Traffic::start(&root);
     assert!(
-        eventually(long, || ok.load(Ordering::Relaxed) > 0),
+        eventually(Duration::from_secs(30), || traffic.ok() > 0),
         "traffic runs"
     );
+    let away = the_standby_takes_over(&root, &traffic, &primary, (&iv, &ct, &tag));
+    the_primary_is_used_again(&root, &away, &primary);
+    let away = without_tokens_requests_fail_fast(&root, &traffic, &primary, &standby);
+    service_resumes_on_its_own(&root, traffic, away, (&primary, &standby));
+}
 
-    // 1. The primary goes away: the standby takes over, no request fails.
-    let away = take_away(&primary);
+/// Step 1: The primary goes away: the standby takes over, no request fails.
+fn the_standby_takes_over(
+    root: &Pkcs11Root,
+    traffic: &Traffic,
+    primary: &Path,
+    (iv, ct, tag): (&[u8; 12], &[u8], &[u8; 16]),
+) -> PathBuf {
+    let long = Duration::from_secs(30);
+    let keys = root.hsm_keys().unwrap();
+    let away = take_away(primary);
     assert!(
         eventually(long, || root.status()[0].down.is_some()),
         "traffic finds the primary gone: {:?}",
         root.status()
     );
-    let before = ok.load(Ordering::Relaxed);
+    let before = traffic.ok();
     assert!(
-        eventually(long, || ok.load(Ordering::Relaxed) > before + 8),
+        eventually(long, || traffic.ok() > before + 8),
         "traffic goes on"
     );
-    assert_eq!(
-        failed.load(Ordering::Relaxed),
-        0,
-        "failover loses no request"
-    );
+    assert_eq!(traffic.failed(), 0, "failover loses no request");
     let st = root.status();
     assert!(st[0].down.is_some() && st[1].down.is_none(), "{st:?}");
     let health = root.probe_all();
     assert!(health[0].1.is_err() && health[1].1.is_ok(), "{health:?}");
     // Ciphertext made on the primary decrypts on the standby.
     assert_eq!(
-        keys.decrypt(KEY, &iv, b"aad", &ct, &tag).unwrap().expose(),
+        keys.decrypt(KEY, iv, b"aad", ct, tag).unwrap().expose(),
         b"made on the primary"
     );
+    away
+}
 
-    // 2. The primary comes back: it is used again, no restart.
-    std::fs::rename(&away, &primary).unwrap();
+/// Step 2: The primary comes back: it is used again, no restart.
+fn the_primary_is_used_again(root: &Pkcs11Root, away: &Path, primary: &Path) {
+    let long = Duration::from_secs(30);
+    std::fs::rename(away, primary).unwrap();
     assert!(
         eventually(long, || root.status()[0].down.is_none()),
         "the primary is back in service: {:?}",
         root.status()
     );
     assert!(root.probe_all().iter().all(|(_, r)| r.is_ok()));
+}
 
-    // 3. Both go away: requests fail fast with a root-of-trust error (an
-    // InternalException to XKS clients), never hang.
-    let away_p = take_away(&primary);
-    let away_s = take_away(&standby);
+/// Step 3: Both go away: requests fail fast with a root-of-trust error (an
+/// InternalException to XKS clients), never hang.
+fn without_tokens_requests_fail_fast(
+    root: &Pkcs11Root,
+    traffic: &Traffic,
+    primary: &Path,
+    standby: &Path,
+) -> (PathBuf, PathBuf) {
+    let long = Duration::from_secs(30);
+    let away_p = take_away(primary);
+    let away_s = take_away(standby);
     assert!(
-        eventually(long, || failed.load(Ordering::Relaxed) > 0),
+        eventually(long, || traffic.failed() > 0),
         "traffic fails once both are gone"
     );
     let t = Instant::now();
@@ -166,10 +157,19 @@ fn tokens_taken_away_fail_over_and_recover_without_restart() {
     assert!(matches!(e, Error::RootOfTrust(_)), "{e:?}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert!(root.probe_all().iter().all(|(_, r)| r.is_err()));
+    (away_p, away_s)
+}
 
-    // 4. Both come back: service resumes on its own.
-    std::fs::rename(&away_p, &primary).unwrap();
-    std::fs::rename(&away_s, &standby).unwrap();
+/// Step 4: Both come back: service resumes on its own.
+fn service_resumes_on_its_own(
+    root: &Pkcs11Root,
+    traffic: Traffic,
+    (away_p, away_s): (PathBuf, PathBuf),
+    (primary, standby): (&Path, &Path),
+) {
+    let long = Duration::from_secs(30);
+    std::fs::rename(&away_p, primary).unwrap();
+    std::fs::rename(&away_s, standby).unwrap();
     assert!(
         eventually(long, || root
             .wrap(b"ctx", b"x")
@@ -177,21 +177,16 @@ fn tokens_taken_away_fail_over_and_recover_without_restart() {
             .is_ok()),
         "service resumes"
     );
-    let failed_then = failed.load(Ordering::Relaxed);
-    let ok_then = ok.load(Ordering::Relaxed);
+    let failed_then = traffic.failed();
+    let ok_then = traffic.ok();
     assert!(
-        eventually(long, || ok.load(Ordering::Relaxed) > ok_then + 8),
+        eventually(long, || traffic.ok() > ok_then + 8),
         "traffic is served again"
     );
-    stop.store(true, Ordering::Relaxed);
-    let worst = workers
-        .into_iter()
-        .map(|w| w.join().unwrap())
-        .max()
-        .unwrap();
-    assert!(ok.load(Ordering::Relaxed) > ok_then);
+    let (worst, ok, failed) = traffic.stop();
+    assert!(ok > ok_then);
     assert!(
-        failed.load(Ordering::Relaxed) - failed_then <= 4,
+        failed - failed_then <= 4,
         "after recovery, requests succeed again"
     );
     assert!(worst < Duration::from_secs(5), "no request hung: {worst:?}");
@@ -199,4 +194,79 @@ fn tokens_taken_away_fail_over_and_recover_without_restart() {
         .status()
         .iter()
         .all(|s| s.open_sessions <= s.max_sessions));
+}
+
+/// Traffic on four threads until stopped: wrap/unwrap with the KEK and
+/// AES-GCM with an HSM-resident key, counting successes and failures.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    workers: Vec<std::thread::JoinHandle<Duration>>,
+}
+
+impl Traffic {
+    fn start(root: &Arc<Pkcs11Root>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let workers = (0..4)
+            .map(|i| {
+                let (root, stop, ok, failed) =
+                    (root.clone(), stop.clone(), ok.clone(), failed.clone());
+                std::thread::spawn(move || {
+                    let mut worst = Duration::ZERO;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        let r = if i % 2 == 0 {
+                            root.wrap(b"ctx", b"data key")
+                                .and_then(|w| root.unwrap(b"ctx", &w))
+                                .map(drop)
+                        } else {
+                            let k = root.hsm_keys().unwrap();
+                            k.encrypt(KEY, b"", b"traffic")
+                                .and_then(|(iv, c, t)| k.decrypt(KEY, &iv, b"", &c, &t))
+                                .map(drop)
+                        };
+                        worst = worst.max(t.elapsed());
+                        match r {
+                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                        };
+                    }
+                    worst
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self) -> usize {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the threads: the slowest request any of them saw, and the
+    /// final counts of successes and failures.
+    fn stop(self) -> (Duration, usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let worst = self
+            .workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .max()
+            .unwrap();
+        (
+            worst,
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
 }
