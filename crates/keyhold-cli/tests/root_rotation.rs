@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,8 +30,15 @@ fn the_root_rotates_online_and_old_copies_become_useless() {
     assert_eq!(made.status, 200);
     let made = made.json();
 
-    // Traffic on every key, with cache misses (new keys made meanwhile),
-    // for the whole rotation.
+    it_rotates_under_traffic(&env, &server, &cred);
+    everything_is_served_after(&env, server, &cred, &made);
+    old_copies_open_nothing(&env, &old_root, &before);
+    the_retired_root_is_destroyed_on_command(&env, &cred, &made);
+}
+
+/// Traffic on every key, with cache misses (new keys made meanwhile),
+/// for the whole rotation.
+fn it_rotates_under_traffic(env: &Env, server: &Server, cred: &Arc<Cred>) {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load = {
@@ -73,19 +81,23 @@ fn the_root_rotates_online_and_old_copies_become_useless() {
         "requests failed during the rotation"
     );
     assert!(ok.load(Ordering::SeqCst) >= 30);
+}
 
-    // The running server, and a restarted one, use everything.
-    assert_eq!(demo_decrypt(&server, &cred, "k1", &made).status, 200);
-    assert_eq!(demo_encrypt(&server, &cred, "after", b"x").status, 200);
+/// The running server, and a restarted one, use everything.
+fn everything_is_served_after(env: &Env, server: Server, cred: &Cred, made: &serde_json::Value) {
+    assert_eq!(demo_decrypt(&server, cred, "k1", made).status, 200);
+    assert_eq!(demo_encrypt(&server, cred, "after", b"x").status, 200);
     server.terminate();
     let server = env.serve(&[]);
-    let r = demo_decrypt(&server, &cred, "k1", &made);
+    let r = demo_decrypt(&server, cred, "k1", made);
     assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(demo_encrypt(&server, &cred, "after", b"x").status, 200);
+    assert_eq!(demo_encrypt(&server, cred, "after", b"x").status, 200);
     drop(server);
     env.run_ok(&["audit", "verify"]);
+}
 
-    // The old root opens nothing of the data directory now.
+/// The old root opens nothing of the data directory now.
+fn old_copies_open_nothing(env: &Env, old_root: &Path, before: &Path) {
     let copy = tempfile::tempdir().unwrap();
     let d2 = copy.path().join("data");
     let cp = std::process::Command::new("cp")
@@ -93,7 +105,7 @@ fn the_root_rotates_online_and_old_copies_become_useless() {
         .status()
         .unwrap();
     assert!(cp.success());
-    std::fs::copy(&old_root, d2.join("root.key")).unwrap();
+    std::fs::copy(old_root, d2.join("root.key")).unwrap();
     let o = std::process::Command::new(BIN)
         .args(["--data-dir", d2.to_str().unwrap(), "key", "list", "/demo"])
         .stdin(std::process::Stdio::null())
@@ -126,8 +138,10 @@ fn the_root_rotates_online_and_old_copies_become_useless() {
         !o.status.success(),
         "an old backup restored with the new root"
     );
+}
 
-    // The retired root, destroyed on command; the directory still works.
+/// The retired root, destroyed on command; the directory still works.
+fn the_retired_root_is_destroyed_on_command(env: &Env, cred: &Cred, made: &serde_json::Value) {
     let retired: Vec<_> = std::fs::read_dir(env.data())
         .unwrap()
         .flatten()
@@ -148,5 +162,5 @@ fn the_root_rotates_online_and_old_copies_become_useless() {
     env.run_ok(&["root", "rotate"]);
     env.run_ok(&["root", "destroy-retired"]);
     let server = env.serve(&[]);
-    assert_eq!(demo_decrypt(&server, &cred, "k1", &made).status, 200);
+    assert_eq!(demo_decrypt(&server, cred, "k1", made).status, 200);
 }
