@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::path::{Path, PathBuf};
 
 fn encrypt(server: &Server, cred: &Cred, request_id: &str) -> Resp {
     let mut m = meta("Encrypt");
@@ -48,7 +49,13 @@ fn every_request_and_admin_command_is_recorded_and_verifiable() {
     // newest records (and catches their removal below).
     server.terminate();
 
-    // One record per request, found by its kmsRequestId.
+    every_request_is_recorded_without_secrets(&env, &cred);
+    let (f, original) = an_edited_record_is_found(&env);
+    cutting_the_newest_records_is_caught(&env, &f, &original);
+}
+
+/// One record per request, found by its kmsRequestId.
+fn every_request_is_recorded_without_secrets(env: &Env, cred: &Cred) {
     let r = env.json(&["audit", "query", "--kms-request-id", "req-7"]);
     let r = r.as_array().unwrap();
     assert_eq!(r.len(), 1, "{r:?}");
@@ -74,9 +81,9 @@ fn every_request_and_admin_command_is_recorded_and_verifiable() {
     assert!(ops.contains(&"key create".to_owned()), "{ops:?}");
     assert!(admin[0]["actor"].as_str().unwrap().contains("uid"));
     // Never a secret, plaintext or key material.
-    let all_text: String = audit_files(&env, "xks")
+    let all_text: String = audit_files(env, "xks")
         .iter()
-        .chain(audit_files(&env, "admin").iter())
+        .chain(audit_files(env, "admin").iter())
         .map(|p| read(p))
         .collect();
     assert!(!all_text.contains(&cred.secret));
@@ -95,9 +102,11 @@ fn every_request_and_admin_command_is_recorded_and_verifiable() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(read(&out).lines().count(), 21);
+}
 
-    // An edited record is found, and where.
-    let f = audit_files(&env, "xks").pop().unwrap();
+/// An edited record is found, and where.
+fn an_edited_record_is_found(env: &Env) -> (PathBuf, String) {
+    let f = audit_files(env, "xks").pop().unwrap();
     let original = read(&f);
     std::fs::write(
         &f,
@@ -140,10 +149,13 @@ fn every_request_and_admin_command_is_recorded_and_verifiable() {
     );
     assert_eq!(read(&out2).lines().count(), 20);
     assert!(!read(&out2).contains("\"OX\""));
+    (f, original)
+}
 
-    // The newest records cut off: caught by the checkpoint in the database.
+/// The newest records cut off: caught by the checkpoint in the database.
+fn cutting_the_newest_records_is_caught(env: &Env, f: &Path, original: &str) {
     let kept: Vec<&str> = original.lines().take(15).collect();
-    std::fs::write(&f, kept.join("\n") + "\n").unwrap();
+    std::fs::write(f, kept.join("\n") + "\n").unwrap();
     let out = env.cmd(&["audit", "verify"]).output().unwrap();
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
@@ -158,30 +170,10 @@ fn every_request_and_admin_command_is_recorded_and_verifiable() {
 #[test]
 fn the_default_relative_data_dir_keeps_one_verifiable_audit_log() {
     use std::io::BufRead;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let top = tempfile::tempdir().unwrap();
     let elsewhere = top.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
-    let keyhold = |cwd: &std::path::Path, args: &[&str]| {
-        let mut c = Command::new(BIN);
-        c.current_dir(cwd)
-            .args(args)
-            .env_remove("KEYHOLD_DATA_DIR")
-            .env_remove("KEYHOLD_PASSPHRASE")
-            .env_remove("KEYHOLD_ADMIN_TOKEN")
-            .stdin(Stdio::null());
-        c
-    };
-    let ok = |cwd: &std::path::Path, args: &[&str]| {
-        let o = keyhold(cwd, args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "keyhold {args:?} in {}: {}",
-            cwd.display(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    };
     ok(top.path(), &["init", "--listen", "127.0.0.1:0"]);
     ok(top.path(), &["store", "create", "/x"]);
     ok(top.path(), &["key", "create", "/x", "k1"]);
@@ -240,15 +232,19 @@ fn the_default_relative_data_dir_keeps_one_verifiable_audit_log() {
         String::from_utf8_lossy(&remote.stderr)
     );
 
-    // One audit directory, where the data directory is.
-    let data = top.path().join("keyhold-data");
+    one_verifiable_audit_log_beside_the_data(top.path(), &elsewhere);
+}
+
+/// One audit directory, where the data directory is.
+fn one_verifiable_audit_log_beside_the_data(top: &Path, elsewhere: &Path) {
+    let data = top.join("keyhold-data");
     assert!(data.join("audit/admin").is_dir());
     assert!(
         !data.join("keyhold-data").exists(),
         "a second data directory was made inside the first"
     );
     let created: Vec<String> = serde_json::from_str::<serde_json::Value>(&ok(
-        top.path(),
+        top,
         &["--json", "audit", "query", "--operation", "key create"],
     ))
     .unwrap()
@@ -260,8 +256,8 @@ fn the_default_relative_data_dir_keeps_one_verifiable_audit_log() {
     for k in ["k1", "k2", "k3"] {
         assert!(created.iter().any(|c| c == k), "{k} missing: {created:?}");
     }
-    for cwd in [top.path(), elsewhere.as_path()] {
-        let dd = if cwd == top.path() {
+    for cwd in [top, elsewhere] {
+        let dd = if cwd == top {
             "keyhold-data"
         } else {
             "../keyhold-data"
@@ -271,6 +267,31 @@ fn the_default_relative_data_dir_keeps_one_verifiable_audit_log() {
                 .unwrap();
         assert_eq!(v["ok"], true, "{v}");
     }
+}
+
+/// `keyhold` run in `cwd` as a user would: no data directory, passphrase
+/// or token from the environment.
+fn keyhold(cwd: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(BIN);
+    c.current_dir(cwd)
+        .args(args)
+        .env_remove("KEYHOLD_DATA_DIR")
+        .env_remove("KEYHOLD_PASSPHRASE")
+        .env_remove("KEYHOLD_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// [`keyhold`]'s output; it must succeed.
+fn ok(cwd: &Path, args: &[&str]) -> String {
+    let o = keyhold(cwd, args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "keyhold {args:?} in {}: {}",
+        cwd.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
 }
 
 /// The sequence numbers of a chain's records, in file order.
