@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
+use std::path::Path;
 
 fn encrypt(server: &Server, cred: &Cred, principal: &str, via: &str, id: &str) -> Resp {
     let mut m = meta("Encrypt");
@@ -78,7 +79,19 @@ via_service = ["s3"]
     );
     assert_eq!(h.status, 200);
 
-    // policy test evaluates a sample request the same way.
+    policy_test_decides_the_same_way(&env);
+    a_key_policy_applies_on_top(&env, &server, &cred);
+    a_malformed_policy_is_refused(&env, &server, &cred, &f);
+    // Removing the policies allows again, at once.
+    env.run_ok(&["policy", "remove", "--store", "/demo"]);
+    env.run_ok(&["policy", "remove", "--store", "/demo", "--key", "k"]);
+    assert_eq!(encrypt(&server, &cred, USER, "rds", "r7").status, 200);
+    let admin = env.json(&["audit", "query", "--operation", "policy set"]);
+    assert!(!admin.as_array().unwrap().is_empty());
+}
+
+/// policy test evaluates a sample request the same way.
+fn policy_test_decides_the_same_way(env: &Env) {
     let t = env.json(&[
         "policy",
         "test",
@@ -95,8 +108,10 @@ via_service = ["s3"]
     );
     let t = env.json(&["policy", "test", "--store", "/demo", "--principal", ROLE]);
     assert_eq!(t["decision"], "ALLOW");
+}
 
-    // A key policy applies on top of the store's: deny wins.
+/// A key policy applies on top of the store's: deny wins.
+fn a_key_policy_applies_on_top(env: &Env, server: &Server, cred: &Cred) {
     let kf = env.dir.path().join("k.toml");
     std::fs::write(
         &kf,
@@ -113,12 +128,14 @@ via_service = ["s3"]
         "--file",
         kf.to_str().unwrap(),
     ]);
-    encrypt(&server, &cred, ROLE, "rds", "r4").assert_error(403, "AccessDeniedException");
-    assert_eq!(encrypt(&server, &cred, ROLE, "ebs", "r5").status, 200);
+    encrypt(server, cred, ROLE, "rds", "r4").assert_error(403, "AccessDeniedException");
+    assert_eq!(encrypt(server, cred, ROLE, "ebs", "r5").status, 200);
+}
 
-    // A malformed policy is refused with a clear error; the old one stays.
+/// A malformed policy is refused with a clear error; the old one stays.
+fn a_malformed_policy_is_refused(env: &Env, server: &Server, cred: &Cred, f: &Path) {
     std::fs::write(
-        &f,
+        f,
         "[[rule]]\nname = \"x\"\neffect = \"allow\"\nprincipals = [\"*\"]\n",
     )
     .unwrap();
@@ -139,14 +156,7 @@ via_service = ["s3"]
         err.contains("principals") && err.contains("p.toml"),
         "{err}"
     );
-    encrypt(&server, &cred, USER, "ebs", "r6").assert_error(403, "AccessDeniedException");
-
-    // Removing the policies allows again, at once.
-    env.run_ok(&["policy", "remove", "--store", "/demo"]);
-    env.run_ok(&["policy", "remove", "--store", "/demo", "--key", "k"]);
-    assert_eq!(encrypt(&server, &cred, USER, "rds", "r7").status, 200);
-    let admin = env.json(&["audit", "query", "--operation", "policy set"]);
-    assert!(!admin.as_array().unwrap().is_empty());
+    encrypt(server, cred, USER, "ebs", "r6").assert_error(403, "AccessDeniedException");
 }
 
 /// The Prometheus endpoint on its own listener.
