@@ -6,6 +6,8 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const HEALTH: &str = r#"{"requestMetadata":{"kmsRequestId":"h","kmsOperation":"KmsHealthCheck"}}"#;
 
@@ -481,18 +483,7 @@ fn tls_certificates_reload_without_a_restart() {
         "--kmip-listen",
         "127.0.0.1:0",
     ]);
-    let mut ports = (0u16, 0u16);
-    eventually("the admin and KMIP listeners", || {
-        let out = read(&d.join("serve.stdout"));
-        let port = |what: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(&format!("keyhold {what} on 127.0.0.1:")))
-                .and_then(|p| p.parse().ok())
-                .unwrap_or(0)
-        };
-        ports = (port("admin"), port("kmip"));
-        ports.0 != 0 && ports.1 != 0
-    });
+    let ports = admin_and_kmip_ports(&d);
     // Clients trust the old CA and the new one.
     let ca = LocalCa::new("renewed CA").unwrap();
     let new = ca.issue_server(&["localhost", "127.0.0.1"]).unwrap();
@@ -507,28 +498,9 @@ fn tls_certificates_reload_without_a_restart() {
     assert_eq!(presented_cert(ports.1, &bundle, client), pem_body(&old));
 
     // Load: a new connection per request (curl), trusting both CAs.
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let done = std::sync::Arc::new(AtomicUsize::new(0));
-    let load = {
-        let (s, cred, stop, done, bundle) = (
-            server.detached(),
-            cred.clone(),
-            stop.clone(),
-            done.clone(),
-            bundle.clone(),
-        );
-        std::thread::spawn(move || {
-            let mut statuses = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let mut s2 = s.detached();
-                s2.ca = bundle.clone();
-                statuses.push(demo_encrypt(&s2, &cred, "k", b"during renewal").status);
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-            statuses
-        })
-    };
+    let load = encrypt_on_new_connections(&server, &cred, &bundle, &stop, &done);
     eventually("load runs", || done.load(Ordering::Relaxed) > 2);
     // The key first, then the certificate, each replaced whole (rename):
     // in between the pair does not match and the old one is kept.
@@ -567,6 +539,51 @@ fn tls_certificates_reload_without_a_restart() {
     let mut s2 = server.detached();
     s2.ca = bundle.clone();
     assert_eq!(demo_encrypt(&s2, &cred, "k", b"after").status, 200);
+}
+
+/// The admin and KMIP listeners' ports, once the server has said them.
+fn admin_and_kmip_ports(d: &Path) -> (u16, u16) {
+    let mut ports = (0u16, 0u16);
+    eventually("the admin and KMIP listeners", || {
+        let out = read(&d.join("serve.stdout"));
+        let port = |what: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("keyhold {what} on 127.0.0.1:")))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0)
+        };
+        ports = (port("admin"), port("kmip"));
+        ports.0 != 0 && ports.1 != 0
+    });
+    ports
+}
+
+/// XKS Encrypt on a new connection per request (curl) trusting `bundle`,
+/// until `stop`; the statuses answered.
+fn encrypt_on_new_connections(
+    server: &Server,
+    cred: &std::sync::Arc<Cred>,
+    bundle: &Path,
+    stop: &std::sync::Arc<AtomicBool>,
+    done: &std::sync::Arc<AtomicUsize>,
+) -> std::thread::JoinHandle<Vec<u16>> {
+    let (s, cred, stop, done, bundle) = (
+        server.detached(),
+        cred.clone(),
+        stop.clone(),
+        done.clone(),
+        bundle.to_owned(),
+    );
+    std::thread::spawn(move || {
+        let mut statuses = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let mut s2 = s.detached();
+            s2.ca = bundle.clone();
+            statuses.push(demo_encrypt(&s2, &cred, "k", b"during renewal").status);
+            done.fetch_add(1, Ordering::Relaxed);
+        }
+        statuses
+    })
 }
 
 /// `keyhold doctor` checks what AWS KMS will need: with a certificate from
