@@ -209,7 +209,32 @@ fn no_secrets_in_logs_or_database() {
         b64(aad),
         cred.secret.clone(),
     ];
-    // Server logs, and the audit log's files.
+    let logs = logs_and_audit_files(&env);
+    assert!(logs.contains("kms_request_id"), "audit records expected");
+    assert!(
+        logs.contains(&format!("\"actor\":\"{}\"", cred.akid)),
+        "the audit record names the credential that signed"
+    );
+    for f in &forbidden {
+        assert!(
+            !logs.contains(f.as_str()),
+            "log output contains a secret ({} chars)",
+            f.len()
+        );
+    }
+    // The database alone reveals no credential secret.
+    let db = database_bytes(&env);
+    let secret_raw = unb64(&cred.secret);
+    assert!(!db
+        .windows(cred.secret.len())
+        .any(|w| w == cred.secret.as_bytes()));
+    assert!(!db
+        .windows(secret_raw.len())
+        .any(|w| w == secret_raw.as_slice()));
+}
+
+/// The server's logs and the audit log's files, as one text.
+fn logs_and_audit_files(env: &Env) -> String {
     let mut logs = String::new();
     let mut dirs = vec![env.dir.path().to_owned()];
     while let Some(d) = dirs.pop() {
@@ -224,19 +249,11 @@ fn no_secrets_in_logs_or_database() {
             }
         }
     }
-    assert!(logs.contains("kms_request_id"), "audit records expected");
-    assert!(
-        logs.contains(&format!("\"actor\":\"{}\"", cred.akid)),
-        "the audit record names the credential that signed"
-    );
-    for f in &forbidden {
-        assert!(
-            !logs.contains(f.as_str()),
-            "log output contains a secret ({} chars)",
-            f.len()
-        );
-    }
-    // The database alone reveals no credential secret.
+    logs
+}
+
+/// The bytes of the database and its WAL files.
+fn database_bytes(env: &Env) -> Vec<u8> {
     let mut db = Vec::new();
     for entry in std::fs::read_dir(env.data()).unwrap() {
         let p = entry.unwrap().path();
@@ -248,13 +265,7 @@ fn no_secrets_in_logs_or_database() {
             db.extend(std::fs::read(&p).unwrap());
         }
     }
-    let secret_raw = unb64(&cred.secret);
-    assert!(!db
-        .windows(cred.secret.len())
-        .any(|w| w == cred.secret.as_bytes()));
-    assert!(!db
-        .windows(secret_raw.len())
-        .any(|w| w == secret_raw.as_slice()));
+    db
 }
 
 #[test]
