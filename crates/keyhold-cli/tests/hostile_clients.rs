@@ -121,10 +121,16 @@ fn what_unauthenticated_clients_can_hold_is_bounded() {
     };
     assert_eq!(health().status, 200);
 
-    // 1. Refusals: a flood of unsigned requests on one connection, then one
-    // more a second later. A few reach the log; the rest are counted by
-    // the next record that does, so every one is accounted for.
-    let mut c = tls(&server);
+    let c = refusals_are_bounded_and_accounted_for(&env, &server);
+    junk_paths_make_no_metric_series(&env, c);
+    slow_and_idle_connections_are_cut(&server);
+}
+
+/// Refusals: a flood of unsigned requests on one connection, then one
+/// more a second later. A few reach the log; the rest are counted by
+/// the next record that does, so every one is accounted for.
+fn refusals_are_bounded_and_accounted_for(env: &Env, server: &Server) -> Tls {
+    let mut c = tls(server);
     let flood = 300;
     for _ in 0..flood {
         c.write_all(unsigned("/demo/kms/xks/v1/health", "{}").as_bytes())
@@ -134,7 +140,7 @@ fn what_unauthenticated_clients_can_hold_is_bounded() {
     std::thread::sleep(Duration::from_millis(1100)); // a new one-second window
                                                      // (on a new connection: the old one was quiet longer than the header
                                                      // deadline, which HTTP/1.1 keep-alive waits under)
-    let mut c = tls(&server);
+    let mut c = tls(server);
     c.write_all(unsigned("/demo/kms/xks/v1/health", "{}").as_bytes())
         .unwrap();
     assert_eq!(response(&mut c).unwrap().0, 401);
@@ -157,8 +163,11 @@ fn what_unauthenticated_clients_can_hold_is_bounded() {
     );
     assert!(refused.len() < 100, "{} records", refused.len());
     assert_eq!(refused.len() as u64 + left_out, flood + 1);
+    c
+}
 
-    // 2. Junk paths make no metric series.
+/// Junk paths make no metric series.
+fn junk_paths_make_no_metric_series(env: &Env, mut c: Tls) {
     for i in 0..50 {
         c.write_all(unsigned(&format!("/junk-{i}/kms/xks/v1/health"), "{}").as_bytes())
             .unwrap();
@@ -180,17 +189,19 @@ fn what_unauthenticated_clients_can_hold_is_bounded() {
     assert!(text.contains("store=\"/demo\""), "{text}");
     assert!(text.contains("keyhold_xks_connections_open "), "{text}");
     assert!(!text.contains("junk"), "junk paths became labels");
-    drop(c);
+}
 
+/// Idle connections, half a header and half a body: each cut in time.
+fn slow_and_idle_connections_are_cut(server: &Server) {
     // 3. An idle connection is closed (idle_timeout_ms = 1500).
-    let mut idle = tls(&server);
+    let mut idle = tls(server);
     idle.write_all(unsigned("/demo/kms/xks/v1/health", "{}").as_bytes())
         .unwrap();
     assert_eq!(response(&mut idle).unwrap().0, 401);
     assert!(closed_by_server(&mut idle), "an idle connection stays open");
 
     // 4. Half a header: the connection is cut (request_timeout_ms = 1000).
-    let mut half = tls(&server);
+    let mut half = tls(server);
     half.write_all(b"POST /demo/kms/xks/v1/health HTTP/1.1\r\nHost: loc")
         .unwrap();
     half.flush().unwrap();
@@ -200,7 +211,7 @@ fn what_unauthenticated_clients_can_hold_is_bounded() {
     );
 
     // 5. Half a body: 408, and the connection closes.
-    let mut slow = tls(&server);
+    let mut slow = tls(server);
     slow.write_all(
         b"POST /demo/kms/xks/v1/health HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n{\"requestMe",
     )
