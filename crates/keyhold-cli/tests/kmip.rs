@@ -71,6 +71,15 @@ fn kmip_status_through_the_admin_api_is_live() {
 #[test]
 fn hostile_clients_and_bytes_get_answers_or_a_closed_door() {
     let k = start();
+    strangers_are_refused_at_the_handshake(&k);
+    let mut c = Conn::open(&k, "alice");
+    malformed_requests_are_answered(&mut c);
+    batches_and_destroyed_keys(&mut c);
+    broken_messages_close_the_door(&k);
+}
+
+/// Without a client certificate, or with another CA's, no service.
+fn strangers_are_refused_at_the_handshake(k: &Kmip) {
     // No client certificate: the handshake fails.
     let no_cert = Conn::with(k.port, client_config(&k.server.ca, None)).and_then(|mut c| {
         c.raw(&request((1, 4), vec![(op::QUERY, vec![])]).encode())
@@ -86,8 +95,10 @@ fn hostile_clients_and_bytes_get_answers_or_a_closed_door() {
                 .ok_or(std::io::ErrorKind::ConnectionReset.into())
         });
     assert!(wrong_ca.is_err(), "served a certificate from another CA");
+}
 
-    let mut c = Conn::open(&k, "alice");
+/// Wrong lengths, deep nesting, unknown tags and operations: answered.
+fn malformed_requests_are_answered(c: &mut Conn) {
     // Wrong lengths: an Integer claiming 8 bytes.
     let mut bad = request(
         (1, 4),
@@ -124,6 +135,11 @@ fn hostile_clients_and_bytes_get_answers_or_a_closed_door() {
     ok(&items[0]);
     let items = c.call((1, 4), vec![(0x77, vec![])]);
     failed(&items[0], 0x05);
+}
+
+/// A batch with an ID placeholder; a destroyed key's refusals in each
+/// version; a version Keyhold does not speak.
+fn batches_and_destroyed_keys(c: &mut Conn) {
     // Create then Activate in one batch, the second by ID placeholder;
     // then revoke, destroy, and use the destroyed key.
     let items = c.call(
@@ -148,26 +164,31 @@ fn hostile_clients_and_bytes_get_answers_or_a_closed_door() {
                                                   // A version Keyhold does not speak: answered in the nearest one below.
     let items = c.call((1, 9), vec![(op::DISCOVER_VERSIONS, vec![])]);
     assert!(ok(&items[0]).children(t::PROTOCOL_VERSION).count() >= 7);
+}
+
+/// Truncated messages, huge length claims and HTTP: the door closes, the
+/// server stays up.
+fn broken_messages_close_the_door(k: &Kmip) {
     // Truncated message: the connection closes, the server stays up.
-    let mut t1 = Conn::open(&k, "alice");
+    let mut t1 = Conn::open(k, "alice");
     let whole = request((1, 4), vec![(op::QUERY, vec![])]).encode();
     t1.tls.write_all(&whole[..whole.len() - 5]).unwrap();
     t1.tls.flush().unwrap();
     drop(t1);
     // A 100 MB length claim: one Invalid Message answer, then the door closes.
-    let mut big = Conn::open(&k, "alice");
+    let mut big = Conn::open(k, "alice");
     let mut h = vec![0x42, 0x00, 0x78, 0x01];
     h.extend_from_slice(&(100u32 << 20).to_be_bytes());
     let r = big.raw(&h).expect("an answer to a 100 MB claim");
     failed(&r.children(t::BATCH_ITEM).next().unwrap().clone(), 0x04);
     // Not a request message at all.
-    let mut junk = Conn::open(&k, "alice");
+    let mut junk = Conn::open(k, "alice");
     let r = junk
         .raw(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("an answer to HTTP");
     failed(&r.children(t::BATCH_ITEM).next().unwrap().clone(), 0x04);
     // Still serving.
-    let mut c = Conn::open(&k, "alice");
+    let mut c = Conn::open(k, "alice");
     ok(&c.one(
         (1, 4),
         op::QUERY,
@@ -465,6 +486,23 @@ fn xks_keys_are_visible_over_kmip_but_never_leave() {
     ] {
         assert!(attrs.contains(want), "{want} in {attrs}");
     }
+    an_xks_key_stays_in_and_read_only(&mut alice, x);
+    grants_are_the_custodians(&k, &mut alice, &mut bob, x);
+    // Lifecycle and break glass from the custodian show at once.
+    k.env.run_ok(&["key", "deactivate", "/apps", "db-key"]);
+    assert_eq!(state_of(&mut alice, (1, 4), x), 3, "Deactivated");
+    k.env.run_ok(&["store", "disable", "/apps"]);
+    let attrs = format!("{:?}", ok(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x))));
+    assert!(attrs.contains("break glass"), "{attrs}");
+    k.env.run_ok(&["kmip", "ungrant", x, "alice"]);
+    failed(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
+    // The refused exports are on record, with who asked.
+    assert_refused_gets_on_record(&k.env, x, "alice", 2);
+}
+
+/// An XKS key's material never leaves, it is no KMIP working key, and it
+/// is read-only.
+fn an_xks_key_stays_in_and_read_only(alice: &mut Conn, x: &str) {
     // Its material never leaves, in any version, wrapped or not.
     let m = failed(&alice.one((2, 0), op::GET, uid(x)), 0x17); // Not Extractable
     assert!(m.contains("not exportable"), "{m}");
@@ -484,6 +522,11 @@ fn xks_keys_are_visible_over_kmip_but_never_leave() {
         vec![Ttlv::enumeration(t::REVOCATION_REASON_CODE, 1)],
     ));
     failed(&alice.one((2, 0), op::REVOKE, p), 0x0C);
+}
+
+/// Only a custodian grants an XKS key: a grant written into the database
+/// is refused.
+fn grants_are_the_custodians(k: &Kmip, alice: &mut Conn, bob: &mut Conn, x: &str) {
     // Bob was not granted it.
     let m = failed(&bob.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
     assert!(m.contains("not granted"), "{m}");
@@ -507,16 +550,6 @@ fn xks_keys_are_visible_over_kmip_but_never_leave() {
     k.env.run_ok(&["kmip", "grant", x, "alice"]);
     ok(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x)));
     failed(&bob.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
-    // Lifecycle and break glass from the custodian show at once.
-    k.env.run_ok(&["key", "deactivate", "/apps", "db-key"]);
-    assert_eq!(state_of(&mut alice, (1, 4), x), 3, "Deactivated");
-    k.env.run_ok(&["store", "disable", "/apps"]);
-    let attrs = format!("{:?}", ok(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x))));
-    assert!(attrs.contains("break glass"), "{attrs}");
-    k.env.run_ok(&["kmip", "ungrant", x, "alice"]);
-    failed(&alice.one((2, 0), op::GET_ATTRIBUTES, uid(x)), 0x0C);
-    // The refused exports are on record, with who asked.
-    assert_refused_gets_on_record(&k.env, x, "alice", 2);
 }
 
 /// Query lists exactly the operations a client's version has and Keyhold
