@@ -66,6 +66,18 @@ fn lifecycle_states_map_to_xks_errors() {
         (json!("ENABLED"), json!(["DECRYPT"]))
     );
 
+    destruction_is_scheduled_or_confirmed(&env, &server, &cred, &v2);
+    lockdown_and_compromise(&env, &server, &cred);
+}
+
+/// Destruction: scheduled (refused meanwhile, cancellable), or at once with
+/// the key id repeated; then nothing decrypts.
+fn destruction_is_scheduled_or_confirmed(
+    env: &Env,
+    server: &Server,
+    cred: &Cred,
+    v2: &serde_json::Value,
+) {
     // Scheduled destruction: refused meanwhile, cancellable.
     let out = env
         .cmd(&["key", "destroy", "/demo", "k", "--days", "3"])
@@ -75,9 +87,9 @@ fn lifecycle_states_map_to_xks_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("7 to 30 days"));
     let k = env.json(&["key", "destroy", "/demo", "k", "--days", "7"]);
     assert!(k[0]["destroy_at"].is_string());
-    demo_decrypt(&server, &cred, "k", &v2).assert_error(400, "InvalidStateException");
+    demo_decrypt(server, cred, "k", v2).assert_error(400, "InvalidStateException");
     env.run_ok(&["key", "cancel-destroy", "/demo", "k"]);
-    assert_eq!(demo_decrypt(&server, &cred, "k", &v2).status, 200);
+    assert_eq!(demo_decrypt(server, cred, "k", v2).status, 200);
 
     // Destroy now needs the key id repeated; then nothing decrypts.
     let out = env
@@ -88,30 +100,34 @@ fn lifecycle_states_map_to_xks_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--confirm k"));
     let k = env.json(&["key", "destroy", "/demo", "k", "--now", "--confirm", "k"]);
     assert_eq!(k[0]["state"], "DESTROYED");
-    demo_decrypt(&server, &cred, "k", &v2).assert_error(400, "InvalidStateException");
+    demo_decrypt(server, cred, "k", v2).assert_error(400, "InvalidStateException");
     let vs = env.json(&["key", "versions", "/demo", "k"]);
     assert!(vs
         .as_array()
         .unwrap()
         .iter()
         .all(|v| v["status"] == "DESTROYED"));
+}
 
+/// Lockdown refuses every key (health still answers) until unlock; a
+/// compromised key decrypts only, and every use is on record.
+fn lockdown_and_compromise(env: &Env, server: &Server, cred: &Cred) {
     // Lockdown: every key refused, health still answers; unlock restores.
     env.run_ok(&["lockdown"]);
-    encrypt(&server, &cred, "pre").assert_error(400, "InvalidStateException");
-    let h = Curl::new(&server, &cred).send(
+    encrypt(server, cred, "pre").assert_error(400, "InvalidStateException");
+    let h = Curl::new(server, cred).send(
         "/demo/kms/xks/v1/health",
         r#"{"requestMetadata":{"kmsRequestId":"h","kmsOperation":"KmsHealthCheck"}}"#,
     );
     assert_eq!(h.status, 200, "{h:?}");
     env.run_ok(&["unlock"]);
-    assert_eq!(encrypt(&server, &cred, "pre").status, 200);
+    assert_eq!(encrypt(server, cred, "pre").status, 200);
 
     // Compromised: decrypt only, and every use is reported in the audit log.
-    let c = encrypt(&server, &cred, "pre").json();
+    let c = encrypt(server, cred, "pre").json();
     env.run_ok(&["key", "compromise", "/demo", "pre"]);
-    encrypt(&server, &cred, "pre").assert_error(400, "InvalidKeyUsageException");
-    assert_eq!(demo_decrypt(&server, &cred, "pre", &c).status, 200);
+    encrypt(server, cred, "pre").assert_error(400, "InvalidKeyUsageException");
+    assert_eq!(demo_decrypt(server, cred, "pre", &c).status, 200);
     // The audit record is written before the answer; the log line may lag.
     let recs = env.json(&["audit", "query", "--key", "pre", "--operation", "Decrypt"]);
     let last = recs.as_array().unwrap().last().unwrap().clone();
