@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use keyhold_testkit::softhsm::{SoftHsm, MODULE};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const PIN: &str = "2468-user-pin";
@@ -748,21 +748,7 @@ fn the_hsm_kek_rotates_online_and_the_old_one_is_destroyed() {
         Curl::new(server, &cred).send("/demo/kms/xks/v1/keys/k1/decrypt", &body.to_string())
     };
 
-    // With failover tokens the new KEK must be provisioned in each with the
-    // HSM's own tools, and named.
-    let cfg_path = env.data().join("root.pkcs11.toml");
-    let cfg = read(&cfg_path);
-    std::fs::write(
-        &cfg_path,
-        format!("{cfg}\n[[failover]]\ntoken_label = \"keyhold-second\"\n"),
-    )
-    .unwrap();
-    let out = env.cmd(&["root", "rotate"]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--kek-label"), "{err}");
-    std::fs::write(&cfg_path, cfg).unwrap();
-
+    failover_tokens_need_a_named_kek(env);
     let r = env.json(&["root", "rotate"]);
     let new_label = r["new_root"]
         .as_str()
@@ -800,6 +786,36 @@ fn the_hsm_kek_rotates_online_and_the_old_one_is_destroyed() {
         .unwrap();
     assert!(!out.status.success());
 
+    the_retired_kek_is_destroyed(env, &backup);
+    // A restart reads the new configuration.
+    drop(server);
+    let server = env.serve(&[]);
+    assert_eq!(decrypt(&server).status, 200);
+    assert_eq!(health(&server, &cred), "ACTIVE");
+    let st = env.json(&["hsm", "status"]);
+    assert_eq!(st["wrap_round_trip"], "ok");
+}
+
+/// With failover tokens the new KEK must be provisioned in each with the
+/// HSM's own tools, and named.
+fn failover_tokens_need_a_named_kek(env: &Env) {
+    let cfg_path = env.data().join("root.pkcs11.toml");
+    let cfg = read(&cfg_path);
+    std::fs::write(
+        &cfg_path,
+        format!("{cfg}\n[[failover]]\ntoken_label = \"keyhold-second\"\n"),
+    )
+    .unwrap();
+    let out = env.cmd(&["root", "rotate"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--kek-label"), "{err}");
+    std::fs::write(&cfg_path, cfg).unwrap();
+}
+
+/// `root destroy-retired` destroys the old KEK in the token; a backup from
+/// before the rotation no longer opens.
+fn the_retired_kek_is_destroyed(env: &Env, backup: &Path) {
     let out = env.run_ok(&["root", "destroy-retired"]);
     assert!(
         out.contains("destroyed KEK keyhold-kek in token keyhold"),
@@ -817,11 +833,4 @@ fn the_hsm_kek_rotates_online_and_the_old_one_is_destroyed() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "an old backup still opens");
-    // A restart reads the new configuration.
-    drop(server);
-    let server = env.serve(&[]);
-    assert_eq!(decrypt(&server).status, 200);
-    assert_eq!(health(&server, &cred), "ACTIVE");
-    let st = env.json(&["hsm", "status"]);
-    assert_eq!(st["wrap_round_trip"], "ok");
 }
