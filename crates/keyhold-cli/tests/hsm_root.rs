@@ -178,32 +178,75 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
     env.run_ok(&["key", "create", "/demo", "rot"]);
     env.run_ok(&["key", "rotate", "/demo", "rot"]);
     let sample = ["k-000001", "k-000750", "k-001500", "rot"];
-    let server = env.serve(&[]);
-    let mut encrypted = Vec::new();
-    for id in sample {
-        let body = json!({
-            "requestMetadata": meta("Encrypt"), "plaintext": b64(id.as_bytes()),
-            "encryptionAlgorithm": "AES_GCM",
-        });
-        let r = Curl::new(&server, &cred).send(
-            &format!("/demo/kms/xks/v1/keys/{id}/encrypt"),
-            &body.to_string(),
-        );
-        assert_eq!(r.status, 200, "{r:?}");
-        encrypted.push((id, r.json()));
-    }
-    drop(server);
-
+    let encrypted = encrypt_samples(&env, &cred, &sample);
     let hsm = softhsm_token("keyhold");
     let conf = &hsm.conf;
     let pin_file = hsm.dir.join("pin");
     std::fs::write(&pin_file, PIN).unwrap();
     env.extra_env
         .push(("SOFTHSM2_CONF".into(), conf.display().to_string()));
-    // Create the KEK beforehand (through a throwaway data directory on the
-    // same token): SoftHSM's file store is not itself crash-safe while it
-    // writes a new object, and this test is about Keyhold's re-wrap, which
-    // writes nothing to the token.
+    make_the_kek_beforehand(conf, &pin_file);
+    let token = SavedToken::save(&hsm.dir, conf);
+    let migrate_args = [
+        "root",
+        "migrate-to-hsm",
+        "--hsm-module",
+        MODULE,
+        "--hsm-token-label",
+        "keyhold",
+        "--hsm-pin-file",
+        pin_file.to_str().unwrap(),
+    ];
+    let kills = kill_the_migration_at_random(&env, &migrate_args, &token);
+    eprintln!("migration killed {kills} times");
+    if env.data().join("root.key").exists() {
+        let out = if env.data().join("root.pkcs11.toml.pending").exists()
+            || env.data().join("root.pkcs11.toml").exists()
+        {
+            env.run_ok(&["root", "migrate-to-hsm"])
+        } else {
+            env.run_ok(&migrate_args)
+        };
+        assert!(out.contains("now the HSM"), "{out}");
+    }
+    assert!(!env.data().join("root.key").exists());
+    assert!(env.data().join("root.pkcs11.toml").exists());
+    assert!(!env.data().join("root.pkcs11.toml.pending").exists());
+    assert_eq!(env.json(&["hsm", "status"])["wrap_round_trip"], "ok");
+
+    decrypts_every_sample(&env, &cred, &encrypted);
+    let listed = env.json(&["key", "list", "/demo", "--limit", "5000"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1501);
+}
+
+/// XKS Encrypt of each sample key's own id; the ciphertexts.
+fn encrypt_samples<'a>(
+    env: &Env,
+    cred: &Cred,
+    sample: &[&'a str],
+) -> Vec<(&'a str, serde_json::Value)> {
+    let server = env.serve(&[]);
+    let mut encrypted = Vec::new();
+    for &id in sample {
+        let body = json!({
+            "requestMetadata": meta("Encrypt"), "plaintext": b64(id.as_bytes()),
+            "encryptionAlgorithm": "AES_GCM",
+        });
+        let r = Curl::new(&server, cred).send(
+            &format!("/demo/kms/xks/v1/keys/{id}/encrypt"),
+            &body.to_string(),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        encrypted.push((id, r.json()));
+    }
+    encrypted
+}
+
+/// Create the KEK beforehand (through a throwaway data directory on the
+/// same token): SoftHSM's file store is not itself crash-safe while it
+/// writes a new object, and this test is about Keyhold's re-wrap, which
+/// writes nothing to the token.
+fn make_the_kek_beforehand(conf: &Path, pin_file: &Path) {
     let scratch = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .arg("--data-dir")
@@ -216,7 +259,7 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             "keyhold",
             "--hsm-pin-file",
         ])
-        .arg(&pin_file)
+        .arg(pin_file)
         .env("SOFTHSM2_CONF", conf)
         .output()
         .unwrap();
@@ -233,18 +276,35 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             && !said.contains("root.key"),
         "{said}"
     );
-    // SoftHSM rewrites its token file on every login, in place: a kill
-    // during that write leaves SoftHSM unable to read its own token (a real
-    // HSM is transactional). A migration writes no object to the token,
-    // so the token as it is now is the token as it must stay: it is put
-    // back whenever a kill broke SoftHSM's file, and only then.
-    let tokens = hsm.dir.join("tokens");
-    let saved = hsm.dir.join("tokens.saved");
-    copy_dir(&tokens, &saved);
-    let mend_token = || {
+}
+
+/// SoftHSM rewrites its token file on every login, in place: a kill
+/// during that write leaves SoftHSM unable to read its own token (a real
+/// HSM is transactional). A migration writes no object to the token,
+/// so the token as it is now is the token as it must stay: it is put
+/// back whenever a kill broke SoftHSM's file, and only then.
+struct SavedToken {
+    tokens: PathBuf,
+    saved: PathBuf,
+    conf: PathBuf,
+}
+
+impl SavedToken {
+    fn save(dir: &Path, conf: &Path) -> Self {
+        let (tokens, saved) = (dir.join("tokens"), dir.join("tokens.saved"));
+        copy_dir(&tokens, &saved);
+        Self {
+            tokens,
+            saved,
+            conf: conf.to_owned(),
+        }
+    }
+
+    /// Puts the token back if SoftHSM can no longer read it.
+    fn mend(&self) {
         let slots = Command::new("softhsm2-util")
             .arg("--show-slots")
-            .env("SOFTHSM2_CONF", conf)
+            .env("SOFTHSM2_CONF", &self.conf)
             .output()
             .unwrap();
         let listed = String::from_utf8_lossy(&slots.stdout);
@@ -253,21 +313,15 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             .any(|l| l.trim() == "Label:            keyhold")
         {
             eprintln!("SoftHSM's token file was cut by the kill: put back");
-            std::fs::remove_dir_all(&tokens).unwrap();
-            copy_dir(&saved, &tokens);
+            std::fs::remove_dir_all(&self.tokens).unwrap();
+            copy_dir(&self.saved, &self.tokens);
         }
-    };
-    let migrate_args = [
-        "root",
-        "migrate-to-hsm",
-        "--hsm-module",
-        MODULE,
-        "--hsm-token-label",
-        "keyhold",
-        "--hsm-pin-file",
-        pin_file.to_str().unwrap(),
-    ];
-    // Kill the migration at pseudo-random points, several times.
+    }
+}
+
+/// Kills the migration at pseudo-random points, several times; how many
+/// runs were killed.
+fn kill_the_migration_at_random(env: &Env, migrate_args: &[&str], token: &SavedToken) -> u32 {
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -299,7 +353,7 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             kills += 1;
         }
         child.wait().unwrap();
-        mend_token();
+        token.mend();
         if env.data().join("root.pkcs11.toml.pending").exists() {
             // An interrupted move is refused, not half-used.
             let out = env
@@ -310,30 +364,20 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             assert!(String::from_utf8_lossy(&out.stderr).contains("interrupted"));
         }
     }
-    eprintln!("migration killed {kills} times");
-    if env.data().join("root.key").exists() {
-        let out = if env.data().join("root.pkcs11.toml.pending").exists()
-            || env.data().join("root.pkcs11.toml").exists()
-        {
-            env.run_ok(&["root", "migrate-to-hsm"])
-        } else {
-            env.run_ok(&migrate_args)
-        };
-        assert!(out.contains("now the HSM"), "{out}");
-    }
-    assert!(!env.data().join("root.key").exists());
-    assert!(env.data().join("root.pkcs11.toml").exists());
-    assert!(!env.data().join("root.pkcs11.toml.pending").exists());
-    assert_eq!(env.json(&["hsm", "status"])["wrap_round_trip"], "ok");
+    kills
+}
 
+/// Every sample's ciphertext decrypts to its id on a server of the moved
+/// data directory.
+fn decrypts_every_sample(env: &Env, cred: &Cred, encrypted: &[(&str, serde_json::Value)]) {
     let server = env.serve(&[]);
-    for (id, enc) in &encrypted {
+    for (id, enc) in encrypted {
         let body = json!({
             "requestMetadata": meta("Decrypt"), "ciphertext": enc["ciphertext"],
             "ciphertextMetadata": enc["ciphertextMetadata"], "initializationVector": enc["initializationVector"],
             "authenticationTag": enc["authenticationTag"], "encryptionAlgorithm": "AES_GCM",
         });
-        let r = Curl::new(&server, &cred).send(
+        let r = Curl::new(&server, cred).send(
             &format!("/demo/kms/xks/v1/keys/{id}/decrypt"),
             &body.to_string(),
         );
@@ -343,8 +387,6 @@ fn moving_to_the_hsm_survives_kill_9_at_any_point() {
             id.as_bytes()
         );
     }
-    let listed = env.json(&["key", "list", "/demo", "--limit", "5000"]);
-    assert_eq!(listed.as_array().unwrap().len(), 1501);
 }
 
 fn encrypt_decrypt(
