@@ -70,6 +70,31 @@ pub fn sealed_rows_refuse_changes_made_outside(s: &dyn Storage, sql: &dyn Fn(&st
     );
     assert!(sealer.refused.lock().unwrap().len() == 1);
 
+    keys_and_versions_changed_outside_are_refused(s, sql, &k, &j);
+    policies_objects_and_stores_changed_outside_are_refused(s, sql);
+    // Rows changed outside stay refused: sealing again leaves them alone.
+    assert_eq!(
+        s.seal_unsealed_rows().unwrap(),
+        1,
+        "only the made-up key row has no seal"
+    );
+    assert!(matches!(s.get_key(&a, &k.id), Err(Error::Integrity(_))));
+    // Destroying only takes power away: it works on a refused key, and
+    // leaves a row that says so.
+    s.destroy_key_material(&a, &k.id, now()).unwrap();
+    let gone = s.get_key(&a, &k.id).unwrap().unwrap();
+    assert_eq!(gone.lifecycle.state, KeyState::Destroyed);
+    assert!(sealer.refused.lock().unwrap().len() > 10);
+}
+
+/// Keys and versions changed or made up outside Keyhold are refused.
+fn keys_and_versions_changed_outside_are_refused(
+    s: &dyn Storage,
+    sql: &dyn Fn(&str),
+    k: &Key,
+    j: &Key,
+) {
+    let a = StorePrefix::parse("/a").unwrap();
     // A disabled key enabled outside: refused on read, on change, in lists.
     sql("UPDATE keys SET status = 'ENABLED' WHERE key_id = 'k'");
     assert!(matches!(s.get_key(&a, &k.id), Err(Error::Integrity(_))));
@@ -98,6 +123,11 @@ pub fn sealed_rows_refuse_changes_made_outside(s: &dyn Storage, sql: &dyn Fn(&st
         s.get_key(&a, &KeyId::parse("forged").unwrap()),
         Err(Error::Integrity(_))
     ));
+}
+
+/// Policies, objects and stores changed outside Keyhold are refused.
+fn policies_objects_and_stores_changed_outside_are_refused(s: &dyn Storage, sql: &dyn Fn(&str)) {
+    let a = StorePrefix::parse("/a").unwrap();
     // A policy deleted outside, or one made up.
     sql("DELETE FROM policies WHERE scope = 'store /a'");
     assert!(matches!(s.get_policy("store /a"), Err(Error::Integrity(_))));
@@ -119,17 +149,4 @@ pub fn sealed_rows_refuse_changes_made_outside(s: &dyn Storage, sql: &dyn Fn(&st
     sql("UPDATE stores SET status = 'ENABLED' WHERE prefix = '/a'");
     assert!(matches!(s.get_store(&a), Err(Error::Integrity(_))));
     assert!(s.list_stores().unwrap().is_empty());
-    // Rows changed outside stay refused: sealing again leaves them alone.
-    assert_eq!(
-        s.seal_unsealed_rows().unwrap(),
-        1,
-        "only the made-up key row has no seal"
-    );
-    assert!(matches!(s.get_key(&a, &k.id), Err(Error::Integrity(_))));
-    // Destroying only takes power away: it works on a refused key, and
-    // leaves a row that says so.
-    s.destroy_key_material(&a, &k.id, now()).unwrap();
-    let gone = s.get_key(&a, &k.id).unwrap().unwrap();
-    assert_eq!(gone.lifecycle.state, KeyState::Destroyed);
-    assert!(sealer.refused.lock().unwrap().len() > 10);
 }
