@@ -447,19 +447,7 @@ fn run_case(path: &Path) -> Result<(), String> {
         let Some(resp) = resp else { continue };
         // Server-made randomness: objects Keyhold created, IVs it chose.
         let items = treq.children(t::BATCH_ITEM).collect::<Vec<_>>();
-        let lenient = items.iter().any(|b| {
-            let p = b.child(t::REQUEST_PAYLOAD);
-            let uid = p.and_then(|p| p.child(t::UNIQUE_IDENTIFIER));
-            let by_uid = match uid.map(|u| &u.value) {
-                Some(Value::TextString(u)) => random_uids.contains(u),
-                None => !random_uids.is_empty(),
-                _ => false,
-            };
-            let op = b.child(t::OPERATION).map(|o| o.value.clone());
-            let encrypt_without_iv = op == Some(Value::Enumeration(0x1F))
-                && p.is_some_and(|p| p.child(t::IV_COUNTER_NONCE).is_none());
-            by_uid || encrypt_without_iv
-        });
+        let lenient = server_made(&items, &random_uids);
         let mut cmp = Cmp {
             now,
             lenient,
@@ -479,39 +467,68 @@ fn run_case(path: &Path) -> Result<(), String> {
                 said.join(" | ")
             )
         })?;
-        for b in answer.children(t::BATCH_ITEM) {
-            for item in b
-                .child(t::RESPONSE_PAYLOAD)
-                .map(|p| p.items())
-                .unwrap_or(&[])
-            {
-                if let Value::ByteString(v) = &item.value {
-                    vars.last.insert(item.tag, v.clone());
-                }
+        remember_bytes(&answer, &mut vars);
+        // Remember what Create / ReKey made.
+        remember_made(&items, &answer, &mut random_uids);
+    }
+    Ok(())
+}
+
+/// Whether a request's answer holds server-made randomness: it uses an
+/// object Keyhold made, or encrypts without an IV.
+fn server_made(items: &[&Ttlv], random_uids: &HashSet<String>) -> bool {
+    items.iter().any(|b| {
+        let p = b.child(t::REQUEST_PAYLOAD);
+        let uid = p.and_then(|p| p.child(t::UNIQUE_IDENTIFIER));
+        let by_uid = match uid.map(|u| &u.value) {
+            Some(Value::TextString(u)) => random_uids.contains(u),
+            None => !random_uids.is_empty(),
+            _ => false,
+        };
+        let op = b.child(t::OPERATION).map(|o| o.value.clone());
+        let encrypt_without_iv = op == Some(Value::Enumeration(0x1F))
+            && p.is_some_and(|p| p.child(t::IV_COUNTER_NONCE).is_none());
+        by_uid || encrypt_without_iv
+    })
+}
+
+/// Byte strings an answer holds, for later requests that refer to them.
+fn remember_bytes(answer: &Ttlv, vars: &mut Vars) {
+    for b in answer.children(t::BATCH_ITEM) {
+        for item in b
+            .child(t::RESPONSE_PAYLOAD)
+            .map(|p| p.items())
+            .unwrap_or(&[])
+        {
+            if let Value::ByteString(v) = &item.value {
+                vars.last.insert(item.tag, v.clone());
             }
         }
-        // Remember what Create / ReKey made.
-        for (b, a) in items.iter().zip(answer.children(t::BATCH_ITEM)) {
-            let op = b.child(t::OPERATION).map(|o| o.value.clone());
-            if matches!(op, Some(Value::Enumeration(0x01 | 0x04 | 0x02 | 0x1D))) {
-                let made = [
-                    t::UNIQUE_IDENTIFIER,
-                    t::PRIVATE_KEY_UNIQUE_IDENTIFIER,
-                    t::PUBLIC_KEY_UNIQUE_IDENTIFIER,
-                ];
-                for tag in made {
-                    if let Some(Value::TextString(u)) = a
-                        .child(t::RESPONSE_PAYLOAD)
-                        .and_then(|p| p.child(tag))
-                        .map(|u| &u.value)
-                    {
-                        random_uids.insert(u.clone());
-                    }
+    }
+}
+
+/// The identifiers of objects Create, Create Key Pair, Re-key and Re-key
+/// Key Pair made.
+fn remember_made(items: &[&Ttlv], answer: &Ttlv, random_uids: &mut HashSet<String>) {
+    for (b, a) in items.iter().zip(answer.children(t::BATCH_ITEM)) {
+        let op = b.child(t::OPERATION).map(|o| o.value.clone());
+        if matches!(op, Some(Value::Enumeration(0x01 | 0x04 | 0x02 | 0x1D))) {
+            let made = [
+                t::UNIQUE_IDENTIFIER,
+                t::PRIVATE_KEY_UNIQUE_IDENTIFIER,
+                t::PUBLIC_KEY_UNIQUE_IDENTIFIER,
+            ];
+            for tag in made {
+                if let Some(Value::TextString(u)) = a
+                    .child(t::RESPONSE_PAYLOAD)
+                    .and_then(|p| p.child(tag))
+                    .map(|u| &u.value)
+                {
+                    random_uids.insert(u.clone());
                 }
             }
         }
     }
-    Ok(())
 }
 
 fn first_op(req: &Node) -> String {
