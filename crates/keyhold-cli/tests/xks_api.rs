@@ -82,39 +82,7 @@ fn sha256(parts: &[&[u8]]) -> Vec<u8> {
 fn every_operation_succeeds() {
     let f = fixture();
 
-    // GetHealthStatus: deep check, spec fields.
-    let r = post(
-        &f,
-        &format!("{API}/health"),
-        &json!({"requestMetadata": {"kmsRequestId": "h1", "kmsOperation": "KmsHealthCheck"}}),
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    let h = r.json();
-    assert!(h["xksProxyFleetSize"].as_u64().unwrap() >= 1);
-    for k in ["xksProxyVendor", "xksProxyModel", "ekmVendor"] {
-        assert!(!h[k].as_str().unwrap().is_empty());
-    }
-    let fleet = h["ekmFleetDetails"].as_array().unwrap();
-    assert!((1..=10).contains(&fleet.len()));
-    assert_eq!(fleet[0]["healthStatus"], "ACTIVE");
-
-    // GetKeyMetadata.
-    let r = post(
-        &f,
-        &format!("{API}/keys/k1/metadata"),
-        &json!({"requestMetadata": meta("DescribeKey")}),
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    assert_eq!(
-        r.json(),
-        json!({"keySpec": "AES_256", "keyUsage": ["ENCRYPT", "DECRYPT"], "keyStatus": "ENABLED"})
-    );
-    let r = post(
-        &f,
-        &format!("{API}/keys/enc-only/metadata"),
-        &json!({"requestMetadata": meta("CreateKey")}),
-    );
-    assert_eq!(r.json()["keyUsage"], json!(["ENCRYPT"]));
+    health_and_metadata_follow_the_spec(&f);
 
     // Encrypt with AAD and CDIV, then Decrypt.
     let pt = b"0123456789abcdef0123456789abcdef";
@@ -172,6 +140,44 @@ fn every_operation_succeeds() {
         .status,
         200
     );
+}
+
+/// GetHealthStatus (a deep check, with the specification's fields) and
+/// GetKeyMetadata.
+fn health_and_metadata_follow_the_spec(f: &Fixture) {
+    // GetHealthStatus: deep check, spec fields.
+    let r = post(
+        f,
+        &format!("{API}/health"),
+        &json!({"requestMetadata": {"kmsRequestId": "h1", "kmsOperation": "KmsHealthCheck"}}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let h = r.json();
+    assert!(h["xksProxyFleetSize"].as_u64().unwrap() >= 1);
+    for k in ["xksProxyVendor", "xksProxyModel", "ekmVendor"] {
+        assert!(!h[k].as_str().unwrap().is_empty());
+    }
+    let fleet = h["ekmFleetDetails"].as_array().unwrap();
+    assert!((1..=10).contains(&fleet.len()));
+    assert_eq!(fleet[0]["healthStatus"], "ACTIVE");
+
+    // GetKeyMetadata.
+    let r = post(
+        f,
+        &format!("{API}/keys/k1/metadata"),
+        &json!({"requestMetadata": meta("DescribeKey")}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.json(),
+        json!({"keySpec": "AES_256", "keyUsage": ["ENCRYPT", "DECRYPT"], "keyStatus": "ENABLED"})
+    );
+    let r = post(
+        f,
+        &format!("{API}/keys/enc-only/metadata"),
+        &json!({"requestMetadata": meta("CreateKey")}),
+    );
+    assert_eq!(r.json()["keyUsage"], json!(["ENCRYPT"]));
 }
 
 #[test]
