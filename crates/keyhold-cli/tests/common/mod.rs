@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod hsm;
 pub(crate) mod kmip;
 
 use std::io::{BufRead, BufReader};
