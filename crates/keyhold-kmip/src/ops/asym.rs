@@ -4,6 +4,7 @@
 //! (`object_rules::check_asymmetric_use`); the crypto is keyhold-crypto's.
 
 use super::crypt::crypto_fail;
+use super::keypair::key_block_bytes;
 use super::*;
 use crate::enums::hashing;
 use keyhold_crypto::asym::{self, Hash, SignScheme};
@@ -157,15 +158,7 @@ impl Kmip {
         self.service
             .private_key(o, |m| {
                 let holder = Ttlv::decode(m.expose(), &Limits::default()).map_err(|_| damaged())?;
-                let der = holder
-                    .child(t::KEY_BLOCK)
-                    .and_then(|b| b.child(t::KEY_VALUE))
-                    .and_then(|v| v.child(t::KEY_MATERIAL))
-                    .and_then(|m| match &m.value {
-                        Value::ByteString(b) => Some(b.as_slice()),
-                        _ => None,
-                    })
-                    .ok_or_else(damaged)?;
+                let (_, der) = key_block_bytes(&holder).ok_or_else(damaged)?;
                 asym::PrivateKey::parse(der).map_err(|_| {
                     keyhold_core::Error::invalid(
                         "key",
@@ -206,14 +199,7 @@ impl Kmip {
                 }
                 None => return Err(damaged()),
             }
-            let bytes = block
-                .child(t::KEY_VALUE)
-                .and_then(|v| v.child(t::KEY_MATERIAL))
-                .and_then(|m| match &m.value {
-                    Value::ByteString(b) => Some(b.as_slice()),
-                    _ => None,
-                })
-                .ok_or_else(damaged)?;
+            let (_, bytes) = key_block_bytes(&holder).ok_or_else(damaged)?;
             keyhold_crypto::SecretBytes::new(bytes.to_vec())
         };
         let bits = obj::int_attr(o, obj::LENGTH)

@@ -380,18 +380,11 @@ impl Kmip {
 fn digest_of(o: &ManagedObject, material: &[u8]) -> ([u8; 32], u32) {
     if stored_as_is(o.object_type).is_some() {
         if let Ok(holder) = Ttlv::decode(material, &Limits::default()) {
-            if let Some(block) = holder.child(t::KEY_BLOCK) {
-                let format = match block.child(t::KEY_FORMAT_TYPE).map(|f| &f.value) {
-                    Some(Value::Enumeration(f)) => *f,
-                    _ => key_format::RAW,
-                };
-                let key = block
-                    .child(t::KEY_VALUE)
-                    .and_then(|v| v.child(t::KEY_MATERIAL))
-                    .map(|m| &m.value);
-                if let Some(Value::ByteString(b)) = key {
-                    return (keyhold_crypto::sha256(&[b]), format);
-                }
+            if let Some((format, key)) = super::keypair::key_block_bytes(&holder) {
+                return (
+                    keyhold_crypto::sha256(&[key]),
+                    format.unwrap_or(key_format::RAW),
+                );
             }
         }
     }

@@ -305,11 +305,8 @@ fn as_stored(
 /// (SubjectPublicKeyInfo) for public keys. None: not a conversion offered.
 fn convert_key(holder: &Ttlv, object_type: u32, have: u32, want: u32) -> Option<Ttlv> {
     use keyhold_crypto::asym;
+    let (_, der) = super::keypair::key_block_bytes(holder)?;
     let block = holder.child(t::KEY_BLOCK)?;
-    let der = match &block.child(t::KEY_VALUE)?.child(t::KEY_MATERIAL)?.value {
-        Value::ByteString(b) => b,
-        _ => return None,
-    };
     let converted = match (object_type, have, want) {
         (object_type::PRIVATE_KEY, key_format::PKCS_1, key_format::PKCS_8) => {
             asym::rsa_private_to_pkcs8(der).ok()?.expose().to_vec()

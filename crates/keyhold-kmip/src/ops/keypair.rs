@@ -367,6 +367,21 @@ fn formats(kind: PairKind) -> (u32, u32) {
     }
 }
 
+/// The Key Format Type and key bytes of a key's structure as
+/// [`key_structure`] makes it (or as registered): the Key Block's byte-string
+/// Key Material, if it has one.
+pub(super) fn key_block_bytes(holder: &Ttlv) -> Option<(Option<u32>, &[u8])> {
+    let block = holder.child(t::KEY_BLOCK)?;
+    let format = match block.child(t::KEY_FORMAT_TYPE).map(|f| &f.value) {
+        Some(Value::Enumeration(f)) => Some(*f),
+        _ => None,
+    };
+    match &block.child(t::KEY_VALUE)?.child(t::KEY_MATERIAL)?.value {
+        Value::ByteString(b) => Some((format, b.as_slice())),
+        _ => None,
+    }
+}
+
 /// A Private Key or Public Key object's structure: its Key Block with the
 /// key's bytes in `format`.
 pub(super) fn key_structure(tag: u32, format: u32, alg: u32, bits: u32, der: &[u8]) -> Ttlv {
