@@ -313,65 +313,92 @@ impl Kmip {
         if effective_state(&old, ctx.now).is_destroyed() {
             return Err(obj::wrong_state(&old, ctx.now, "it cannot be re-keyed"));
         }
-        let offset = match p.child(t::OFFSET).map(|o| &o.value) {
-            Some(Value::Interval(s)) => Some(*s as i64),
-            Some(_) => return Err(KmipError::invalid_message("Offset must be an Interval")),
-            None => None,
-        };
+        let offset = rekey_offset(p)?;
         let len = obj::int_attr(&old, obj::LENGTH).unwrap_or(256);
         let alg = obj::enum_attr(&old, obj::ALGORITHM).unwrap_or(crypto_alg::AES);
         let material = keyhold_crypto::random_secret(material_len(alg, len)).map_err(|_| {
             KmipError::new(Reason::GeneralFailure, "random number generator failed")
         })?;
         let mut n = self.new_object(ctx, old.object_type)?;
-        n.exportable = old.exportable;
-        // Carry over what describes the key; names move to the new key.
-        for a in &old.attrs {
-            if matches!(
-                Attr::from_name(&a.name),
-                Some(
-                    Attr::CryptographicAlgorithm
-                        | Attr::CryptographicLength
-                        | Attr::CryptographicUsageMask
-                        | Attr::CryptographicParameters
-                        | Attr::ObjectGroup
-                        | Attr::ContactInformation
-                        | Attr::ApplicationSpecificInformation
-                        | Attr::Name
-                )
-            ) || attrs::is_custom(&a.name)
-                || attrs::is_internal(&a.name)
-            {
-                n.attrs.push(a.clone());
-            }
-        }
-        let was_active = old.attr(obj::ACTIVATION_DATE).is_some();
-        match offset {
-            Some(s) => n.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(ctx.now + s)),
-            None if was_active => n.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(ctx.now)),
-            None => {}
-        }
-        let link = |ty: u32, to: &str| {
-            AttrValue::Struct(vec![
-                (t::LINK_TYPE, AttrValue::Enum(ty)),
-                (t::LINKED_OBJECT_IDENTIFIER, AttrValue::Text(to.to_owned())),
-            ])
-        };
-        n.attrs.push(ObjectAttr {
-            name: Attr::Link.name().into(),
-            value: link(crate::enums::link_type::REPLACED_OBJECT, &old.uid),
+        // A symmetric key also carries over its algorithm and size, and
+        // Keyhold's own attributes.
+        succeed(&mut n, &mut old, offset, ctx.now, |name| {
+            matches!(
+                Attr::from_name(name),
+                Some(Attr::CryptographicAlgorithm | Attr::CryptographicLength)
+            ) || attrs::is_internal(name)
         });
         let incoming = attrs::parse_request_attributes(p)?;
-        // The names move to the new key.
-        old.remove_attr(obj::NAME);
-        old.attrs.push(ObjectAttr {
-            name: Attr::Link.name().into(),
-            value: link(crate::enums::link_type::REPLACEMENT_OBJECT, &n.uid),
-        });
         self.save(ctx, &mut old)?;
         let new_uid = self.finish_new(ctx, n, incoming, material.expose())?;
         Ok(vec![Ttlv::text(t::UNIQUE_IDENTIFIER, new_uid)])
     }
+}
+
+/// A Re-key's Offset: seconds from now to the new key's activation.
+pub(super) fn rekey_offset(p: &Ttlv) -> Result<Option<i64>, KmipError> {
+    match p.child(t::OFFSET).map(|o| &o.value) {
+        Some(Value::Interval(s)) => Ok(Some(*s as i64)),
+        Some(_) => Err(KmipError::invalid_message("Offset must be an Interval")),
+        None => Ok(None),
+    }
+}
+
+/// A Link attribute.
+pub(super) fn link_attr(link: u32, to: String) -> ObjectAttr {
+    ObjectAttr {
+        name: Attr::Link.name().into(),
+        value: AttrValue::Struct(vec![
+            (t::LINK_TYPE, AttrValue::Enum(link)),
+            (t::LINKED_OBJECT_IDENTIFIER, AttrValue::Text(to)),
+        ]),
+    }
+}
+
+/// `new` succeeds `old` in a re-key: what describes the key (and what
+/// `also` names), and the names, move over; activation follows the Offset
+/// (or `old` being active); each links to the other.
+pub(super) fn succeed(
+    new: &mut ManagedObject,
+    old: &mut ManagedObject,
+    offset: Option<i64>,
+    now: i64,
+    also: impl Fn(&str) -> bool,
+) {
+    new.exportable = old.exportable;
+    for a in &old.attrs {
+        if matches!(
+            Attr::from_name(&a.name),
+            Some(
+                Attr::CryptographicUsageMask
+                    | Attr::CryptographicParameters
+                    | Attr::ObjectGroup
+                    | Attr::ContactInformation
+                    | Attr::ApplicationSpecificInformation
+                    | Attr::Name
+            )
+        ) || attrs::is_custom(&a.name)
+            || also(&a.name)
+        {
+            new.attrs.push(a.clone());
+        }
+    }
+    match offset {
+        Some(s) => new.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(now + s)),
+        None if old.attr(obj::ACTIVATION_DATE).is_some() => {
+            new.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(now))
+        }
+        None => {}
+    }
+    new.attrs.push(link_attr(
+        crate::enums::link_type::REPLACED_OBJECT,
+        old.uid.clone(),
+    ));
+    old.remove_attr(obj::NAME);
+    old.attrs.push(link_attr(
+        crate::enums::link_type::REPLACEMENT_OBJECT,
+        new.uid.clone(),
+    ));
 }
 
 /// The Digest attribute's SHA-256 and Key Format Type: of the key's bytes

@@ -4,7 +4,7 @@
 //! as SubjectPublicKeyInfo), so Get, the lifecycle operations and the
 //! asymmetric crypto operations treat it like a registered key.
 
-use super::create::server_rng;
+use super::create::{link_attr, rekey_offset, server_rng, succeed};
 use super::*;
 use keyhold_crypto::asym::{self, PairKind};
 
@@ -55,11 +55,7 @@ impl Kmip {
                 "it cannot be re-keyed",
             ));
         }
-        let offset = match p.child(t::OFFSET).map(|o| &o.value) {
-            Some(Value::Interval(s)) => Some(*s as i64),
-            Some(_) => return Err(KmipError::invalid_message("Offset must be an Interval")),
-            None => None,
-        };
+        let offset = rekey_offset(p)?;
         let alg = obj::enum_attr(&old_private, obj::ALGORITHM).unwrap_or(crypto_alg::RSA);
         let kind = pair_kind(alg, obj::int_attr(&old_private, obj::LENGTH), None)?;
         let mut old_public = match linked(&old_private, crate::enums::link_type::PUBLIC_KEY) {
@@ -74,7 +70,7 @@ impl Kmip {
             (&mut public, old_public.as_mut()),
         ] {
             let Some(old) = old else { continue };
-            succeed(new, old, offset, ctx.now);
+            succeed(new, old, offset, ctx.now, |_| false);
             self.save(ctx, old)?;
         }
         self.make_pair(ctx, (kind, alg), (private, private_in), (public, public_in))
@@ -138,17 +134,6 @@ impl Kmip {
     }
 }
 
-/// A Link attribute.
-fn link_attr(link: u32, to: String) -> ObjectAttr {
-    ObjectAttr {
-        name: Attr::Link.name().into(),
-        value: AttrValue::Struct(vec![
-            (t::LINK_TYPE, AttrValue::Enum(link)),
-            (t::LINKED_OBJECT_IDENTIFIER, AttrValue::Text(to)),
-        ]),
-    }
-}
-
 /// The object `o` links to with `link`, if any.
 fn linked(o: &ManagedObject, link: u32) -> Option<String> {
     o.attrs_named(Attr::Link.name()).find_map(|v| match v {
@@ -163,45 +148,6 @@ fn linked(o: &ManagedObject, link: u32) -> Option<String> {
         }
         _ => None,
     })
-}
-
-/// `new` succeeds `old` in a re-key: what describes the key, and the names,
-/// move over; activation follows the Offset (or `old` being active); each
-/// links to the other.
-fn succeed(new: &mut ManagedObject, old: &mut ManagedObject, offset: Option<i64>, now: i64) {
-    new.exportable = old.exportable;
-    for a in &old.attrs {
-        if matches!(
-            Attr::from_name(&a.name),
-            Some(
-                Attr::CryptographicUsageMask
-                    | Attr::CryptographicParameters
-                    | Attr::ObjectGroup
-                    | Attr::ContactInformation
-                    | Attr::ApplicationSpecificInformation
-                    | Attr::Name
-            )
-        ) || attrs::is_custom(&a.name)
-        {
-            new.attrs.push(a.clone());
-        }
-    }
-    match offset {
-        Some(s) => new.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(now + s)),
-        None if old.attr(obj::ACTIVATION_DATE).is_some() => {
-            new.set_attr(obj::ACTIVATION_DATE, AttrValue::DateTime(now))
-        }
-        None => {}
-    }
-    new.attrs.push(link_attr(
-        crate::enums::link_type::REPLACED_OBJECT,
-        old.uid.clone(),
-    ));
-    old.remove_attr(obj::NAME);
-    old.attrs.push(link_attr(
-        crate::enums::link_type::REPLACEMENT_OBJECT,
-        new.uid.clone(),
-    ));
 }
 
 /// What a Create Key Pair asks for: the pair, its algorithm, and each
