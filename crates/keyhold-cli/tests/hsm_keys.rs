@@ -6,7 +6,6 @@ mod common;
 
 use common::hsm::*;
 use common::*;
-use keyhold_testkit::softhsm::MODULE;
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,25 +31,17 @@ fn hsm_resident_keys_created_and_imported() {
 /// A key made by another tool (OpenSC's pkcs11-tool), adopted by label.
 fn a_key_made_by_another_tool_is_adopted(env: &Env) {
     let conf = &env.extra_env[0].1;
-    let out = Command::new("pkcs11-tool")
-        .args([
-            "--module",
-            MODULE,
-            "--token-label",
-            "keyhold",
-            "--login",
-            "--pin",
-            PIN,
+    let out = pkcs11_tool(
+        conf,
+        &[
             "--keygen",
             "--key-type",
             "AES:32",
             "--label",
             "legacy-key",
             "--sensitive",
-        ])
-        .env("SOFTHSM2_CONF", conf)
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -117,20 +108,7 @@ fn usage_is_in_the_token_too(env: &Env) -> Server {
         "NONE",
     ]);
     let token_usage = |label: &str| -> String {
-        let out = Command::new("pkcs11-tool")
-            .args([
-                "--module",
-                MODULE,
-                "--token-label",
-                "keyhold",
-                "--login",
-                "--pin",
-                PIN,
-            ])
-            .args(["--list-objects", "--type", "secrkey"])
-            .env("SOFTHSM2_CONF", conf)
-            .output()
-            .unwrap();
+        let out = pkcs11_tool(conf, &["--list-objects", "--type", "secrkey"]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         // Objects are listed one block each: its label, then its usage.
         let mut current = "";

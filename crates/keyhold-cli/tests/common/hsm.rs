@@ -107,3 +107,22 @@ pub(crate) fn health(server: &Server, cred: &Cred) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// OpenSC's pkcs11-tool, logged in to the "keyhold" token of the SoftHSM
+/// configuration `conf`.
+pub(crate) fn pkcs11_tool(conf: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            "keyhold",
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args(args)
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .unwrap()
+}
