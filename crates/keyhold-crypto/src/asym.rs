@@ -192,9 +192,11 @@ impl std::fmt::Debug for PrivateKey {
 impl PrivateKey {
     /// Parses and checks a private key (see the module's forms).
     pub fn parse(der: &[u8]) -> Result<Self, CryptoError> {
-        if let Ok(pkcs8) = rsa_private_to_pkcs8(der) {
-            let pair = RsaKeyPair::from_pkcs8(pkcs8.expose()).map_err(failed)?;
-            let dk = PrivateDecryptingKey::from_pkcs8(pkcs8.expose()).map_err(failed)?;
+        // RSA, PKCS#1 or PKCS#8: parsed (and checked) once for signing; the
+        // decrypting key is built from the pair's own PKCS#8.
+        if let Ok(pair) = RsaKeyPair::from_der(der).or_else(|_| RsaKeyPair::from_pkcs8(der)) {
+            let pkcs8: Pkcs8V1Der<'static> = pair.as_der().map_err(failed)?;
+            let dk = PrivateDecryptingKey::from_pkcs8(pkcs8.as_ref()).map_err(failed)?;
             let oaep = OaepPrivateDecryptingKey::new(dk).map_err(failed)?;
             return Ok(Self(Parsed::Rsa { pair, oaep }));
         }
