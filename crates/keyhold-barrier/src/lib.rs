@@ -138,6 +138,18 @@ impl Barrier {
         Aes256Key::from_bytes(m.expose()).map_err(|e| Error::Internal(e.to_string()))
     }
 
+    /// Unwraps a key version's material as it was wrapped (an asymmetric
+    /// key's private key DER).
+    pub fn unwrap_key_bytes(
+        &self,
+        store: &StorePrefix,
+        id: &KeyId,
+        version: u32,
+        wrapped: &[u8],
+    ) -> Result<SecretBytes> {
+        self.root.unwrap(&key_context(store, id, version), wrapped)
+    }
+
     /// Wraps a managed object's material (any length).
     pub fn wrap_object(&self, uid: &str, material: &[u8]) -> Result<Vec<u8>> {
         self.root.wrap(&object_context(uid), material)

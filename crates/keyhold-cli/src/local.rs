@@ -6,7 +6,7 @@
 use crate::cmdio::outln;
 use crate::output;
 use clap::Subcommand;
-use keyhold_core::{Key, KeyId, StorePrefix, Usage};
+use keyhold_core::{Key, KeyId, StorePrefix};
 use keyhold_root::{PinSource, Pkcs11Config};
 use keyhold_server::data_dir::{create_private_dir, DataDir};
 use keyhold_server::tls::LocalCa;
@@ -212,14 +212,20 @@ pub(crate) enum CredentialCmd {
 
 #[derive(Subcommand)]
 pub(crate) enum KeyCmd {
-    /// Create a key (AES-256) in a store.
+    /// Create a key in a store: AES-256 (what XKS serves), or a key pair.
     Create {
         prefix: String,
         /// External key id (default: a random UUID).
         key_id: Option<String>,
-        /// ENCRYPT, DECRYPT, both (comma-separated) or NONE.
-        #[arg(long, default_value = "ENCRYPT,DECRYPT")]
-        usage: String,
+        /// aes-256 (default), rsa-2048, rsa-3072, rsa-4096, ec-p256,
+        /// ec-p384, ec-p521 or ed25519. XKS serves AES-256 keys only.
+        #[arg(long = "type", default_value = "aes-256")]
+        key_type: String,
+        /// ENCRYPT, DECRYPT, SIGN, VERIFY (comma-separated) or NONE. Default:
+        /// ENCRYPT,DECRYPT for AES-256, SIGN,VERIFY for EC and Ed25519; an
+        /// RSA key needs it (ENCRYPT,DECRYPT for RSA-OAEP, or SIGN,VERIFY).
+        #[arg(long)]
+        usage: Option<String>,
         /// Create this many keys (ids: KEY_ID-000001…, or random).
         #[arg(long, default_value_t = 1)]
         count: u32,
@@ -256,6 +262,14 @@ pub(crate) enum KeyCmd {
     },
     /// Show one key.
     Show { prefix: String, key_id: String },
+    /// Print a key pair's public key (PEM, SubjectPublicKeyInfo).
+    PublicKey {
+        prefix: String,
+        key_id: String,
+        /// The key version (default: the current one).
+        #[arg(long)]
+        version: Option<u32>,
+    },
     /// Allow the key to be used again.
     Enable { prefix: String, key_id: String },
     /// Refuse encrypt and decrypt with this key (InvalidStateException).
@@ -523,13 +537,17 @@ pub(crate) fn key(ctx: &CommandEnv, cmd: &KeyCmd) -> Result<(), String> {
         KeyCmd::Create {
             prefix: p,
             key_id: id,
+            key_type,
             usage,
             count,
             lifecycle,
             ..
         } => {
             let p = prefix(p)?;
-            let usage = Usage::parse(usage).map_err(e)?;
+            let usage = usage.as_ref().map(|u| vec![u.clone()]);
+            let (key_type, usage) =
+                keyhold_server::admin_ops::type_and_usage(&Some(key_type.clone()), &usage)
+                    .map_err(|x| x.error)?;
             let lifecycle = lifecycle.lifecycle()?;
             let mut made = Vec::new();
             // Batches of 1000 keys per transaction: 100k keys take seconds, not minutes.
@@ -542,7 +560,7 @@ pub(crate) fn key(ctx: &CommandEnv, cmd: &KeyCmd) -> Result<(), String> {
                 });
                 if batch.len() == 1000 || i + 1 == *count {
                     let keys = svc
-                        .create_keys_with(&p, &batch, usage, &lifecycle)
+                        .create_keys_of(&p, &batch, key_type, usage, &lifecycle)
                         .map_err(e)?;
                     made.extend(keys.into_iter().take(1000usize.saturating_sub(made.len())));
                     batch.clear();
@@ -565,6 +583,7 @@ pub(crate) fn key(ctx: &CommandEnv, cmd: &KeyCmd) -> Result<(), String> {
             print_keys(ctx, &keys);
         }
         KeyCmd::Show { .. }
+        | KeyCmd::PublicKey { .. }
         | KeyCmd::Enable { .. }
         | KeyCmd::Disable { .. }
         | KeyCmd::Rotate { .. } => return Err(crate::typed::NOT_TYPED.into()),

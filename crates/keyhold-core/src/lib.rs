@@ -2,7 +2,8 @@
 //!
 //! A *key store* is one tenant: in XKS terms, one path prefix with its own
 //! SigV4 credentials and its own set of keys. A *key* has an external id, a
-//! status, a usage set and one or more *versions* of AES-256 key material.
+//! type (AES-256, or an RSA, EC or Ed25519 key pair), a status, a usage set
+//! and one or more *versions* of key material.
 //!
 //! This crate holds names, rules and records only. It never holds key
 //! material: versions appear here only in wrapped form.

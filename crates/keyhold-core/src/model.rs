@@ -176,17 +176,30 @@ impl VersionFlag {
     }
 }
 
-/// The operations a key allows: any subset of ENCRYPT and DECRYPT.
+/// The operations a key allows: any subset of ENCRYPT, DECRYPT, SIGN and
+/// VERIFY (which of them a key may have depends on its [`KeyType`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
     pub encrypt: bool,
     pub decrypt: bool,
+    pub sign: bool,
+    pub verify: bool,
 }
 
 impl Usage {
     pub const BOTH: Usage = Usage {
         encrypt: true,
         decrypt: true,
+        sign: false,
+        verify: false,
+    };
+
+    /// SIGN and VERIFY.
+    pub const SIGN_VERIFY: Usage = Usage {
+        encrypt: false,
+        decrypt: false,
+        sign: true,
+        verify: true,
     };
 
     /// Parses a comma-separated list such as `ENCRYPT,DECRYPT`; `NONE` or the
@@ -197,11 +210,15 @@ impl Usage {
             match part.to_ascii_uppercase().as_str() {
                 "ENCRYPT" => u.encrypt = true,
                 "DECRYPT" => u.decrypt = true,
+                "SIGN" => u.sign = true,
+                "VERIFY" => u.verify = true,
                 "NONE" => {}
                 other => {
                     return Err(crate::Error::invalid(
                         "usage",
-                        format!("unknown usage {other:?}; use ENCRYPT, DECRYPT or NONE"),
+                        format!(
+                            "unknown usage {other:?}; use ENCRYPT, DECRYPT, SIGN, VERIFY or NONE"
+                        ),
                     ))
                 }
             }
@@ -209,27 +226,170 @@ impl Usage {
         Ok(u)
     }
 
-    /// The XKS `keyUsage` list.
+    /// The usage names (for AES keys, the XKS `keyUsage` list).
     pub fn names(self) -> Vec<&'static str> {
         let mut v = Vec::with_capacity(2);
-        if self.encrypt {
-            v.push("ENCRYPT");
-        }
-        if self.decrypt {
-            v.push("DECRYPT");
+        for (on, name) in [
+            (self.encrypt, "ENCRYPT"),
+            (self.decrypt, "DECRYPT"),
+            (self.sign, "SIGN"),
+            (self.verify, "VERIFY"),
+        ] {
+            if on {
+                v.push(name);
+            }
         }
         v
     }
 
     pub fn to_bits(self) -> i64 {
-        (self.encrypt as i64) | ((self.decrypt as i64) << 1)
+        (self.encrypt as i64)
+            | ((self.decrypt as i64) << 1)
+            | ((self.sign as i64) << 2)
+            | ((self.verify as i64) << 3)
     }
 
     pub fn from_bits(b: i64) -> Self {
         Usage {
             encrypt: b & 1 != 0,
             decrypt: b & 2 != 0,
+            sign: b & 4 != 0,
+            verify: b & 8 != 0,
         }
+    }
+
+    /// Whether it allows encryption or decryption.
+    pub fn crypts(self) -> bool {
+        self.encrypt || self.decrypt
+    }
+
+    /// Whether it allows signing or verification.
+    pub fn signs(self) -> bool {
+        self.sign || self.verify
+    }
+}
+
+/// What a key is: AES-256 (the only type the XKS API serves), or an
+/// asymmetric key pair. Fixed when the key is made; every version of a key
+/// (each rotation makes a new pair) is of its type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum KeyType {
+    #[default]
+    Aes256,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EcP256,
+    EcP384,
+    EcP521,
+    Ed25519,
+}
+
+impl KeyType {
+    pub const ALL: [KeyType; 8] = [
+        KeyType::Aes256,
+        KeyType::Rsa2048,
+        KeyType::Rsa3072,
+        KeyType::Rsa4096,
+        KeyType::EcP256,
+        KeyType::EcP384,
+        KeyType::EcP521,
+        KeyType::Ed25519,
+    ];
+
+    /// The key spec (the names AWS KMS uses; stored in the database).
+    pub fn spec(self) -> &'static str {
+        match self {
+            KeyType::Aes256 => "AES_256",
+            KeyType::Rsa2048 => "RSA_2048",
+            KeyType::Rsa3072 => "RSA_3072",
+            KeyType::Rsa4096 => "RSA_4096",
+            KeyType::EcP256 => "ECC_NIST_P256",
+            KeyType::EcP384 => "ECC_NIST_P384",
+            KeyType::EcP521 => "ECC_NIST_P521",
+            KeyType::Ed25519 => "ED25519",
+        }
+    }
+
+    /// The short name the CLI takes (`--type rsa-3072`).
+    pub fn short(self) -> &'static str {
+        match self {
+            KeyType::Aes256 => "aes-256",
+            KeyType::Rsa2048 => "rsa-2048",
+            KeyType::Rsa3072 => "rsa-3072",
+            KeyType::Rsa4096 => "rsa-4096",
+            KeyType::EcP256 => "ec-p256",
+            KeyType::EcP384 => "ec-p384",
+            KeyType::EcP521 => "ec-p521",
+            KeyType::Ed25519 => "ed25519",
+        }
+    }
+
+    /// Parses a short name or a key spec, in any case.
+    pub fn parse(s: &str) -> crate::Result<Self> {
+        let t = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|k| t.eq_ignore_ascii_case(k.short()) || t.eq_ignore_ascii_case(k.spec()))
+            .ok_or_else(|| {
+                crate::Error::invalid(
+                    "key type",
+                    format!(
+                        "unknown key type {t:?}; use one of {}",
+                        Self::ALL.map(|k| k.short()).join(", ")
+                    ),
+                )
+            })
+    }
+
+    pub fn is_asymmetric(self) -> bool {
+        self != KeyType::Aes256
+    }
+
+    pub fn is_rsa(self) -> bool {
+        matches!(self, KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096)
+    }
+
+    /// The usage a new key of this type gets when none is asked for; `None`
+    /// when the type has two uses and the caller must choose (RSA).
+    pub fn default_usage(self) -> Option<Usage> {
+        match self {
+            KeyType::Aes256 => Some(Usage::BOTH),
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => None,
+            _ => Some(Usage::SIGN_VERIFY),
+        }
+    }
+
+    /// Checks that a key of this type may have `usage`: AES keys encrypt
+    /// and decrypt; EC and Ed25519 keys sign and verify; an RSA key does
+    /// one or the other, never both (one key, one purpose: SP 800-57).
+    pub fn check_usage(self, usage: Usage) -> crate::Result<()> {
+        let why = match self {
+            KeyType::Aes256 if usage.signs() => {
+                "an AES-256 key encrypts and decrypts: SIGN and VERIFY need an asymmetric key"
+            }
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096
+                if usage.crypts() && usage.signs() =>
+            {
+                "an RSA key either encrypts and decrypts or signs and verifies, not both: make one key per purpose"
+            }
+            KeyType::EcP256 | KeyType::EcP384 | KeyType::EcP521 | KeyType::Ed25519
+                if usage.crypts() =>
+            {
+                "EC and Ed25519 keys sign and verify: ENCRYPT and DECRYPT need an AES or RSA key"
+            }
+            _ => return Ok(()),
+        };
+        Err(crate::Error::invalid(
+            "usage",
+            format!("{why} (key type {}, usage {usage})", self.short()),
+        ))
+    }
+}
+
+impl std::fmt::Display for KeyType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.short())
     }
 }
 
@@ -272,6 +432,9 @@ pub struct Key {
     pub hsm_label: Option<String>,
     #[serde(flatten)]
     pub lifecycle: Lifecycle,
+    /// AES-256 or an asymmetric type; fixed at creation.
+    #[serde(default, with = "key_type_serde")]
+    pub key_type: KeyType,
 }
 
 /// One version of a key's material, wrapped under the root of trust.
@@ -359,6 +522,19 @@ mod usage_serde {
     }
 }
 
+mod key_type_serde {
+    use super::KeyType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(t: &KeyType, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(t.spec())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyType, D::Error> {
+        KeyType::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,11 +544,32 @@ mod tests {
         assert_eq!(Usage::parse("ENCRYPT,DECRYPT").unwrap(), Usage::BOTH);
         assert_eq!(Usage::parse("encrypt").unwrap().names(), vec!["ENCRYPT"]);
         assert_eq!(Usage::parse("NONE").unwrap(), Usage::default());
-        assert!(Usage::parse("SIGN").is_err());
-        for b in 0..4 {
+        assert!(Usage::parse("SIGN,VERIFY").unwrap().signs());
+        assert!(Usage::parse("WRAP").is_err());
+        for b in 0..16 {
             assert_eq!(Usage::from_bits(b).to_bits(), b);
         }
         assert_eq!(Usage::default().to_string(), "NONE");
+    }
+
+    #[test]
+    fn key_types_parse_and_limit_their_usage() {
+        for t in KeyType::ALL {
+            assert_eq!(KeyType::parse(t.short()).unwrap(), t);
+            assert_eq!(KeyType::parse(t.spec()).unwrap(), t);
+            if let Some(u) = t.default_usage() {
+                t.check_usage(u).unwrap();
+            }
+        }
+        assert_eq!(KeyType::parse("RSA-3072").unwrap(), KeyType::Rsa3072);
+        assert!(KeyType::parse("rsa-1024").is_err());
+        assert!(KeyType::Aes256.check_usage(Usage::SIGN_VERIFY).is_err());
+        assert!(KeyType::EcP256.check_usage(Usage::BOTH).is_err());
+        KeyType::Rsa2048.check_usage(Usage::BOTH).unwrap();
+        KeyType::Rsa2048.check_usage(Usage::SIGN_VERIFY).unwrap();
+        let both = Usage::parse("ENCRYPT,SIGN").unwrap();
+        assert!(KeyType::Rsa2048.check_usage(both).is_err());
+        assert_eq!(KeyType::Rsa2048.default_usage(), None);
     }
 
     #[test]

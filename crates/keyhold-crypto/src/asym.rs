@@ -217,6 +217,28 @@ impl PrivateKey {
             .map_err(failed)
     }
 
+    /// The public key as an X.509 SubjectPublicKeyInfo (DER), for every
+    /// kind of key.
+    pub fn public_spki(&self) -> Result<Vec<u8>, CryptoError> {
+        let der: PublicKeyX509Der<'static> = match &self.0 {
+            Parsed::Rsa { pair, .. } => pair.public_key().as_der().map_err(failed)?,
+            Parsed::Ec(k, _) => k.public_key().as_der().map_err(failed)?,
+            Parsed::Ed25519(k) => k.public_key().as_der().map_err(failed)?,
+        };
+        Ok(der.as_ref().to_vec())
+    }
+
+    /// The kind of key it is.
+    pub fn kind(&self) -> PairKind {
+        match &self.0 {
+            Parsed::Rsa { pair, .. } => PairKind::Rsa((pair.public_modulus_len() * 8) as u32),
+            Parsed::Ec(_, Hash::Sha384) => PairKind::EcP384,
+            Parsed::Ec(_, Hash::Sha512) => PairKind::EcP521,
+            Parsed::Ec(..) => PairKind::EcP256,
+            Parsed::Ed25519(_) => PairKind::Ed25519,
+        }
+    }
+
     /// The key's size in bits.
     pub fn bits(&self) -> u32 {
         match &self.0 {
@@ -267,6 +289,12 @@ impl PrivateKey {
         out.truncate(n);
         Ok(SecretBytes::new(out))
     }
+}
+
+/// A public key (SubjectPublicKeyInfo DER) as PEM (`-----BEGIN PUBLIC KEY-----`).
+pub fn public_key_pem(spki: &[u8]) -> Result<String, CryptoError> {
+    pkcs8::der::pem::encode_string("PUBLIC KEY", pkcs8::der::pem::LineEnding::LF, spki)
+        .map_err(failed)
 }
 
 /// Signs `msg` with a private key (see the module's forms).
@@ -452,6 +480,15 @@ mod tests {
                 !verify(&p.public, scheme, b"massage", &s).unwrap(),
                 "{kind:?}"
             );
+            // The parsed key knows its kind and gives its public key as
+            // SubjectPublicKeyInfo, which verifies too.
+            let k = PrivateKey::parse(p.private.expose()).unwrap();
+            assert_eq!(k.kind(), kind);
+            let spki = k.public_spki().unwrap();
+            assert!(verify(&spki, scheme, b"message", &s).unwrap(), "{kind:?}");
+            let pem = public_key_pem(&spki).unwrap();
+            assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+            assert!(pem.ends_with("-----END PUBLIC KEY-----\n"));
         }
     }
 

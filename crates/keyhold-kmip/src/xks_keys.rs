@@ -1,7 +1,8 @@
 //! XKS keys as KMIP sees them: the same keys under the same rules.
 //!
 //! An XKS key `KEY` of store `/STORE` is the read-only AES-256 Symmetric
-//! Key object `xks:/STORE/KEY`, seen only by the client identities a
+//! Key object `xks:/STORE/KEY` (a key store's key pair: its Private Key
+//! object), seen only by the client identities a
 //! custodian granted it to (`keyhold kmip grant xks:/STORE/KEY IDENTITY`;
 //! no KMIP identity ever created it, so none owns it). Such a client may
 //! read its attributes and find it with Locate (its Object Group is the
@@ -16,8 +17,8 @@ use crate::enums::{crypto_alg, object_type, usage_mask};
 use crate::objects as obj;
 use crate::tags as t;
 use keyhold_core::{
-    AttrValue, Error, KeyId, KeyState, ManagedObject, ObjectAttr, ObjectState, Result, Status,
-    StorePrefix,
+    AttrValue, Error, KeyId, KeyState, KeyType, ManagedObject, ObjectAttr, ObjectState, Result,
+    Status, StorePrefix,
 };
 use keyhold_service::objects::GRANT_ATTR;
 use keyhold_service::KeyService;
@@ -99,13 +100,34 @@ pub fn object(service: &KeyService, uid: &str) -> Result<ManagedObject> {
     if key.usage.decrypt {
         mask |= usage_mask::DECRYPT;
     }
+    if key.usage.sign {
+        mask |= usage_mask::SIGN;
+    }
+    if key.usage.verify {
+        mask |= usage_mask::VERIFY;
+    }
     let attr = |name: &str, value| ObjectAttr {
         name: name.to_owned(),
         value,
     };
-    let mut attrs = vec![
-        attr(obj::ALGORITHM, AttrValue::Enum(crypto_alg::AES)),
-        attr(obj::LENGTH, AttrValue::Int(256)),
+    // A key pair shows as its private key (Ed25519 with no algorithm: KMIP
+    // before 2.1 has no code for it).
+    let (object_type, algorithm, length) = match key.key_type {
+        KeyType::Aes256 => (object_type::SYMMETRIC_KEY, Some(crypto_alg::AES), 256),
+        KeyType::Rsa2048 => (object_type::PRIVATE_KEY, Some(crypto_alg::RSA), 2048),
+        KeyType::Rsa3072 => (object_type::PRIVATE_KEY, Some(crypto_alg::RSA), 3072),
+        KeyType::Rsa4096 => (object_type::PRIVATE_KEY, Some(crypto_alg::RSA), 4096),
+        KeyType::EcP256 => (object_type::PRIVATE_KEY, Some(crypto_alg::EC), 256),
+        KeyType::EcP384 => (object_type::PRIVATE_KEY, Some(crypto_alg::EC), 384),
+        KeyType::EcP521 => (object_type::PRIVATE_KEY, Some(crypto_alg::EC), 521),
+        KeyType::Ed25519 => (object_type::PRIVATE_KEY, None, 256),
+    };
+    let mut attrs: Vec<ObjectAttr> = algorithm
+        .map(|a| attr(obj::ALGORITHM, AttrValue::Enum(a)))
+        .into_iter()
+        .collect();
+    attrs.extend([
+        attr(obj::LENGTH, AttrValue::Int(length)),
         attr(obj::USAGE_MASK, AttrValue::Int(mask)),
         attr(
             obj::NAME,
@@ -119,7 +141,7 @@ pub fn object(service: &KeyService, uid: &str) -> Result<ManagedObject> {
         attr(obj::INITIAL_DATE, AttrValue::DateTime(key.created_at)),
         attr(obj::LAST_CHANGE, AttrValue::DateTime(key.updated_at)),
         attr(Attr::NeverExtractable.name(), AttrValue::Bool(true)),
-    ];
+    ]);
     if key.hsm_label.is_some() {
         attrs.push(attr(
             Attr::ProtectionStorageMask.name(),
@@ -142,7 +164,7 @@ pub fn object(service: &KeyService, uid: &str) -> Result<ManagedObject> {
     }
     Ok(ManagedObject {
         uid: uid.to_owned(),
-        object_type: object_type::SYMMETRIC_KEY,
+        object_type,
         owner: String::new(),
         state,
         exportable: false,

@@ -16,7 +16,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyhold_core::{Error, KeyState, Result, Status, StorePrefix, Usage, VersionFlag};
+use keyhold_core::{Error, KeyState, KeyType, Result, Status, StorePrefix, Usage, VersionFlag};
+use keyhold_crypto::asym::{Hash, SignScheme};
 use keyhold_crypto::{ct_eq, SecretBytes};
 
 use crate::policy::PolicyRequest;
@@ -66,6 +67,42 @@ pub struct Sealed {
     pub iv: [u8; 12],
     pub tag: [u8; 16],
     pub ciphertext: Vec<u8>,
+}
+
+/// A signature made with the current version of a key pair.
+#[derive(Debug)]
+pub struct Signed {
+    pub version: u32,
+    pub signature: Vec<u8>,
+}
+
+/// Whether a signature scheme is one of a key type's: RSA PKCS#1 v1.5 or
+/// PSS with an RSA key, ECDSA with the curve's own hash (P-256 with
+/// SHA-256, P-384 with SHA-384, P-521 with SHA-512), Ed25519 with Ed25519.
+pub fn scheme_fits(t: KeyType, scheme: SignScheme) -> bool {
+    match scheme {
+        SignScheme::RsaPkcs1(h) | SignScheme::RsaPss(h) | SignScheme::RsaPssMaxSalt(h) => {
+            t.is_rsa() && h != Hash::Sha1
+        }
+        SignScheme::Ecdsa(h) => matches!(
+            (t, h),
+            (KeyType::EcP256, Hash::Sha256)
+                | (KeyType::EcP384, Hash::Sha384)
+                | (KeyType::EcP521, Hash::Sha512)
+        ),
+        SignScheme::Ed25519 => t == KeyType::Ed25519,
+    }
+}
+
+fn check_scheme(h: &KeyHandle, scheme: SignScheme) -> Result<()> {
+    if scheme_fits(h.key.key_type, scheme) {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "signing algorithm",
+            format!("{scheme:?} is not a signature of a {} key", h.key.key_type),
+        ))
+    }
 }
 
 /// How an encryption is made.
@@ -256,6 +293,84 @@ impl KeyService {
         Ok(key.open(c.iv, &c.aad, c.ciphertext, c.tag)?)
     }
 
+    /// Signs `message` with the current version of a key pair whose usage
+    /// includes SIGN (the scheme must be one of the key's type).
+    pub fn sign(&self, u: &KeyUse<'_>, message: &[u8], scheme: SignScheme) -> Used<Signed> {
+        let mut facts = UseFacts::default();
+        let result = (|| {
+            let h = self.usable(u, Operation::Sign, &mut facts)?;
+            check_scheme(&h, scheme)?;
+            let (version, key) = h.current()?;
+            facts.key_version = Some(version);
+            let signature = key
+                .pair()?
+                .sign(scheme, message)
+                .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+            Ok(Signed { version, signature })
+        })();
+        Used { result, facts }
+    }
+
+    /// Whether `signature` is a signature of `message` under `version` of a
+    /// key pair (its current version when `None`) whose usage includes
+    /// VERIFY. A signature that does not verify is `Ok(false)`.
+    pub fn verify(
+        &self,
+        u: &KeyUse<'_>,
+        version: Option<u32>,
+        message: &[u8],
+        signature: &[u8],
+        scheme: SignScheme,
+    ) -> Used<bool> {
+        let mut facts = UseFacts::default();
+        let result = (|| {
+            let h = self.usable(u, Operation::Verify, &mut facts)?;
+            check_scheme(&h, scheme)?;
+            let version = version.unwrap_or(h.key.current_version);
+            facts.key_version = Some(version);
+            let (key, _) = self.key_version(&h, version)?;
+            let spki = key
+                .pair()?
+                .public_spki()
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            keyhold_crypto::asym::verify(&spki, scheme, message, signature)
+                .map_err(|e| Error::Internal(format!("verification failed: {e}")))
+        })();
+        Used { result, facts }
+    }
+
+    /// RSA-OAEP decryption (MGF1 with the same hash) with `version` of an
+    /// RSA key whose usage includes DECRYPT. A ciphertext that does not
+    /// decrypt is `InvalidCiphertext`.
+    pub fn decrypt_oaep(
+        &self,
+        u: &KeyUse<'_>,
+        version: u32,
+        ciphertext: &[u8],
+        hash: Hash,
+        label: Option<&[u8]>,
+    ) -> Used<SecretBytes> {
+        let mut facts = UseFacts::default();
+        let result = (|| {
+            let h = self.usable(u, Operation::PairDecrypt, &mut facts)?;
+            if !h.key.key_type.is_rsa() {
+                return Err(Error::KeyUsage(format!(
+                    "key {} is a {} key: RSA-OAEP needs an RSA key",
+                    h.key.id, h.key.key_type
+                )));
+            }
+            facts.key_version = Some(version);
+            let (key, flag) = self.key_version(&h, version)?;
+            if flag != VersionFlag::Good || h.key.lifecycle.state == KeyState::Compromised {
+                facts.compromised = true;
+            }
+            key.pair()?
+                .oaep_decrypt(hash, ciphertext, label)
+                .map_err(|_| Error::InvalidCiphertext)
+        })();
+        Used { result, facts }
+    }
+
     /// Where a request that touches `t` should run: on a blocking thread
     /// when answering it may wait — a cache miss with a root of trust or
     /// storage that blocks, or AES-GCM inside an HSM.
@@ -399,10 +514,7 @@ mod tests {
     #[test]
     fn a_proven_result_needs_decrypt_usage() {
         let (_d, s, p) = service();
-        let usage = Usage {
-            encrypt: true,
-            decrypt: false,
-        };
+        let usage = Usage::parse("ENCRYPT").unwrap();
         s.create_key(&p, &KeyId::parse("enc").unwrap(), usage)
             .unwrap();
         let u = key_use(&p, "enc", "alice");
@@ -429,6 +541,201 @@ mod tests {
             |_| Err(Error::invalid("aad", "too long")),
         );
         assert!(matches!(r.result, Err(Error::Invalid { what: "aad", .. })));
+    }
+
+    fn scheme_of(t: KeyType) -> SignScheme {
+        match t {
+            KeyType::EcP256 => SignScheme::Ecdsa(Hash::Sha256),
+            KeyType::EcP384 => SignScheme::Ecdsa(Hash::Sha384),
+            KeyType::EcP521 => SignScheme::Ecdsa(Hash::Sha512),
+            KeyType::Ed25519 => SignScheme::Ed25519,
+            _ => SignScheme::RsaPss(Hash::Sha256),
+        }
+    }
+
+    #[test]
+    fn every_key_pair_type_signs_and_its_public_key_verifies() {
+        let (_d, s, p) = service();
+        let l = keyhold_core::Lifecycle::default();
+        for t in KeyType::ALL.into_iter().filter(|t| t.is_asymmetric()) {
+            let id = KeyId::parse(t.short()).unwrap();
+            s.create_keys_of(&p, std::slice::from_ref(&id), t, Usage::SIGN_VERIFY, &l)
+                .unwrap();
+            assert_eq!(s.get_key(&p, &id).unwrap().key_type, t);
+            let u = key_use(&p, t.short(), "alice");
+            let signed = s.sign(&u, b"message", scheme_of(t)).result.unwrap();
+            assert_eq!(signed.version, 1);
+            let ok = s.verify(&u, None, b"message", &signed.signature, scheme_of(t));
+            assert!(ok.result.unwrap(), "{t}");
+            let bad = s.verify(&u, Some(1), b"massage", &signed.signature, scheme_of(t));
+            assert!(!bad.result.unwrap(), "{t}");
+            // The public key, as anyone outside would check it.
+            let (v, spki) = s.public_key(&p, &id, None).unwrap();
+            assert_eq!(v, 1);
+            assert!(keyhold_crypto::asym::verify(
+                &spki,
+                scheme_of(t),
+                b"message",
+                &signed.signature
+            )
+            .unwrap());
+            // Never through the AES-256 operations (XKS).
+            let refused = s.encrypt(&u, b"x", EncryptOptions::default(), aad);
+            assert!(
+                matches!(refused.result, Err(Error::KeyUsage(m)) if m.contains("AES-256 keys only"))
+            );
+            assert!(matches!(s.describe(&u).result, Err(Error::KeyUsage(_))));
+            // A scheme of another type.
+            let other = if t == KeyType::Ed25519 {
+                SignScheme::Ecdsa(Hash::Sha256)
+            } else {
+                SignScheme::Ed25519
+            };
+            assert!(matches!(
+                s.sign(&u, b"m", other).result,
+                Err(Error::Invalid { .. })
+            ));
+        }
+        // An AES key neither signs nor has a public key.
+        s.create_key(&p, &KeyId::parse("aes").unwrap(), Usage::BOTH)
+            .unwrap();
+        let aes = key_use(&p, "aes", "alice");
+        assert!(matches!(
+            s.sign(&aes, b"m", SignScheme::Ed25519).result,
+            Err(Error::KeyUsage(_))
+        ));
+        assert!(matches!(
+            s.public_key(&p, &KeyId::parse("aes").unwrap(), None),
+            Err(Error::KeyUsage(_))
+        ));
+    }
+
+    #[test]
+    fn usage_must_suit_the_key_type() {
+        let (_d, s, p) = service();
+        let l = keyhold_core::Lifecycle::default();
+        let ec = KeyId::parse("ec").unwrap();
+        assert!(s
+            .create_keys_of(
+                &p,
+                std::slice::from_ref(&ec),
+                KeyType::EcP256,
+                Usage::BOTH,
+                &l
+            )
+            .is_err());
+        assert!(s
+            .create_keys_of(
+                &p,
+                std::slice::from_ref(&ec),
+                KeyType::Aes256,
+                Usage::SIGN_VERIFY,
+                &l
+            )
+            .is_err());
+        s.create_keys_of(
+            &p,
+            std::slice::from_ref(&ec),
+            KeyType::EcP256,
+            Usage::SIGN_VERIFY,
+            &l,
+        )
+        .unwrap();
+        assert!(s.set_key_usage(&p, &ec, Usage::BOTH).is_err());
+        let verify_only = Usage::parse("VERIFY").unwrap();
+        s.set_key_usage(&p, &ec, verify_only).unwrap();
+        let u = key_use(&p, "ec", "alice");
+        assert!(matches!(
+            s.sign(&u, b"m", SignScheme::Ecdsa(Hash::Sha256)).result,
+            Err(Error::KeyUsage(_))
+        ));
+    }
+
+    #[test]
+    fn rsa_oaep_decrypts_and_rotation_makes_a_new_pair() {
+        let (_d, s, p) = service();
+        let id = KeyId::parse("rsa").unwrap();
+        let l = keyhold_core::Lifecycle::default();
+        s.create_keys_of(
+            &p,
+            std::slice::from_ref(&id),
+            KeyType::Rsa2048,
+            Usage::BOTH,
+            &l,
+        )
+        .unwrap();
+        let u = key_use(&p, "rsa", "alice");
+        let (_, spki1) = s.public_key(&p, &id, None).unwrap();
+        let ct = keyhold_crypto::asym::oaep_encrypt(&spki1, Hash::Sha256, b"dek", None).unwrap();
+        let pt = s.decrypt_oaep(&u, 1, &ct, Hash::Sha256, None);
+        assert_eq!(pt.facts.key_version, Some(1));
+        assert_eq!(pt.result.unwrap().expose(), b"dek");
+        // The wrong hash, or a changed ciphertext: an invalid ciphertext.
+        assert!(matches!(
+            s.decrypt_oaep(&u, 1, &ct, Hash::Sha1, None).result,
+            Err(Error::InvalidCiphertext)
+        ));
+        // An encrypting RSA key does not sign.
+        assert!(matches!(
+            s.sign(&u, b"m", SignScheme::RsaPss(Hash::Sha256)).result,
+            Err(Error::KeyUsage(_))
+        ));
+        // Rotation: a new pair; the old version still decrypts.
+        s.rotate_key(&p, &id).unwrap();
+        let (v, spki2) = s.public_key(&p, &id, None).unwrap();
+        assert_eq!(v, 2);
+        assert_ne!(spki1, spki2);
+        assert_eq!(s.public_key(&p, &id, Some(1)).unwrap().1, spki1);
+        assert!(s.public_key(&p, &id, Some(3)).is_err());
+        let ct2 = keyhold_crypto::asym::oaep_encrypt(&spki2, Hash::Sha256, b"dek2", None).unwrap();
+        assert!(matches!(
+            s.decrypt_oaep(&u, 1, &ct2, Hash::Sha256, None).result,
+            Err(Error::InvalidCiphertext)
+        ));
+        assert_eq!(
+            s.decrypt_oaep(&u, 2, &ct2, Hash::Sha256, None)
+                .result
+                .unwrap()
+                .expose(),
+            b"dek2"
+        );
+        assert_eq!(
+            s.decrypt_oaep(&u, 1, &ct, Hash::Sha256, None)
+                .result
+                .unwrap()
+                .expose(),
+            b"dek"
+        );
+        // Break glass stops it on the next request.
+        s.set_key_status(&p, &id, Status::Disabled).unwrap();
+        assert!(matches!(
+            s.decrypt_oaep(&u, 2, &ct2, Hash::Sha256, None).result,
+            Err(Error::InvalidState(_))
+        ));
+    }
+
+    #[test]
+    fn a_deactivated_key_pair_verifies_but_does_not_sign() {
+        let (_d, s, p) = service();
+        let id = KeyId::parse("ed").unwrap();
+        let l = keyhold_core::Lifecycle::default();
+        s.create_keys_of(
+            &p,
+            std::slice::from_ref(&id),
+            KeyType::Ed25519,
+            Usage::SIGN_VERIFY,
+            &l,
+        )
+        .unwrap();
+        let u = key_use(&p, "ed", "alice");
+        let sig = s.sign(&u, b"m", SignScheme::Ed25519).result.unwrap();
+        s.deactivate_key(&p, &id).unwrap();
+        assert!(matches!(
+            s.sign(&u, b"m", SignScheme::Ed25519).result,
+            Err(Error::KeyUsage(m)) if m.contains("verifies only")
+        ));
+        let ok = s.verify(&u, Some(1), b"m", &sig.signature, SignScheme::Ed25519);
+        assert!(ok.result.unwrap());
     }
 
     #[test]

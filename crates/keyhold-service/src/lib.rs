@@ -35,7 +35,8 @@ mod xks_grants;
 pub use audit_broker::AuditBroker;
 pub use health::{EkmReport, HealthReport, HealthStatus};
 pub use key_use::{
-    EncryptOptions, GcmInput, KeyUse, NotRun, Placement, Sealed, Touches, UseFacts, Used,
+    scheme_fits, EncryptOptions, GcmInput, KeyUse, NotRun, Placement, Sealed, Signed, Touches,
+    UseFacts, Used,
 };
 pub use lifecycle::{next_state, DueReport, Transition, MAX_DESTROY_DAYS, MIN_DESTROY_DAYS};
 pub use service::{

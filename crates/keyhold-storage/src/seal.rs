@@ -92,6 +92,7 @@ pub(crate) fn key_row(k: &Key) -> Vec<u8> {
         updated_at,
         hsm_label,
         lifecycle,
+        key_type,
     } = k;
     let keyhold_core::Lifecycle {
         state,
@@ -103,8 +104,8 @@ pub(crate) fn key_row(k: &Key) -> Vec<u8> {
         next_rotation_at,
         min_decrypt_version,
     } = lifecycle;
-    Canon::new("key")
-        .s(store.as_str())
+    let mut c = Canon::new("key");
+    c.s(store.as_str())
         .s(id.as_str())
         .s(status.as_str())
         .i(usage.to_bits())
@@ -119,8 +120,13 @@ pub(crate) fn key_row(k: &Key) -> Vec<u8> {
         .oi(*compromised_at)
         .oi(*rotation_period)
         .oi(*next_rotation_at)
-        .i((*min_decrypt_version).into())
-        .done()
+        .i((*min_decrypt_version).into());
+    // Added after the first sealed rows: an AES-256 key's row encodes as
+    // it did before key types, so that its seal still verifies.
+    if key_type.is_asymmetric() {
+        c.s("key type").s(key_type.spec());
+    }
+    c.done()
 }
 
 /// A key store's row.

@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// One table of a snapshot: its name, its columns (in order) and the
 /// column its rows are ordered by.
@@ -53,6 +54,7 @@ pub const SNAPSHOT_TABLES: &[TableSpec] = &[
             "next_rotation_at",
             "min_decrypt_version",
             "seal",
+            "key_type",
         ],
         order_by: "store, key_id",
     },
@@ -103,20 +105,48 @@ pub const SNAPSHOT_TABLES: &[TableSpec] = &[
     },
 ];
 
+/// Columns added after backups were first made, with the value a row from
+/// before them gets: a backup row may end before any of these, if they
+/// close its table's column list.
+fn added_column(name: &str) -> Option<Cell> {
+    match name {
+        // Rows from before sealed rows: sealed once restored.
+        "seal" => Some(Cell::Null),
+        // Keys from before key types are AES-256.
+        "key_type" => Some(Cell::Text("AES_256".into())),
+        _ => None,
+    }
+}
+
 impl TableSpec {
-    /// Whether a row has this table's columns: all of them, or all but a
-    /// trailing `seal` (a backup from before sealed rows).
-    pub fn fits(&self, row: &[Cell]) -> bool {
-        row.len() == self.columns.len()
-            || (row.len() + 1 == self.columns.len() && self.columns.last() == Some(&"seal"))
+    /// How many values a row of this table must have at least: the columns
+    /// before the trailing ones added later ([`added_column`]).
+    fn least(&self) -> usize {
+        let added = self
+            .columns
+            .iter()
+            .rev()
+            .take_while(|c| added_column(c).is_some())
+            .count();
+        self.columns.len() - added
     }
 
-    /// A row's values in column order, a missing trailing `seal` as NULL.
-    pub fn cells<'a>(&self, row: &'a [Cell]) -> impl Iterator<Item = &'a Cell> {
-        const NULL: &Cell = &Cell::Null;
-        row.iter()
-            .chain(std::iter::repeat(NULL))
-            .take(self.columns.len())
+    /// Whether a row has this table's columns: all of them, or all but
+    /// trailing ones added later (a backup from before them).
+    pub fn fits(&self, row: &[Cell]) -> bool {
+        (self.least()..=self.columns.len()).contains(&row.len())
+    }
+
+    /// A row's values in column order, a missing trailing column as its
+    /// value for rows from before it.
+    pub fn cells<'a>(&'a self, row: &'a [Cell]) -> impl Iterator<Item = Cow<'a, Cell>> {
+        self.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| match row.get(i) {
+                Some(v) => Cow::Borrowed(v),
+                None => Cow::Owned(added_column(c).unwrap_or(Cell::Null)),
+            })
     }
 
     /// `SELECT columns FROM name ORDER BY order_by`.

@@ -371,13 +371,16 @@ fn lifecycle(cmd: &LifecycleCmd) -> Result<Typed, String> {
 /// The body of a key creation: usage and lifecycle (checked here first,
 /// as the command always did), plus `extra` fields.
 fn create_body(
-    usage: &str,
+    (key_type, usage): (&str, &Option<String>),
     lifecycle: &crate::lifecycle_cmd::CreateLifecycle,
     extra: Value,
 ) -> Result<Value, String> {
     let l = lifecycle.lifecycle()?;
-    let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
+    let usage: Option<Vec<&str>> = usage
+        .as_deref()
+        .map(|u| u.split(',').map(str::trim).collect());
     let mut body = json!({
+        "key_type": key_type,
         "usage": usage,
         "pre_active": l.state == keyhold_core::KeyState::PreActive,
         "activate_at": lifecycle.activate_at,
@@ -395,6 +398,7 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
         KeyCmd::Create {
             prefix,
             key_id,
+            key_type,
             usage,
             count: 1,
             protection,
@@ -403,7 +407,7 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
         } => {
             let extra =
                 json!({ "key_id": key_id, "protection": protection, "hsm_label": hsm_label });
-            match create_body(usage, lifecycle, extra) {
+            match create_body((key_type, usage), lifecycle, extra) {
                 Ok(b) => Typed::with(Route::CreateKey(prefix.clone()), b),
                 Err(e) => return Some(Err(e)),
             }
@@ -417,12 +421,13 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
         KeyCmd::Create {
             prefix,
             key_id,
+            key_type,
             usage,
             count,
             lifecycle,
             ..
         } => match create_body(
-            usage,
+            (key_type, usage),
             lifecycle,
             json!({ "count": count, "key_id": key_id }),
         ) {
@@ -457,6 +462,14 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
         KeyCmd::Show { prefix, key_id } => {
             Typed::new(Route::GetKey(prefix.clone(), key_id.clone()))
         }
+        KeyCmd::PublicKey {
+            prefix,
+            key_id,
+            version,
+        } => Typed {
+            query: version.map(|v| format!("version={v}")).unwrap_or_default(),
+            ..Typed::new(Route::GetPublicKey(prefix.clone(), key_id.clone()))
+        },
         KeyCmd::Enable { prefix, key_id } => Typed::with(
             Route::SetKeyStatus(prefix.clone(), key_id.clone()),
             status(true),

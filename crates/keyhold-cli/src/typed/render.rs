@@ -6,8 +6,8 @@ use crate::cmdio::{errln, outln};
 use crate::output;
 use keyhold_server::admin_ops::{
     CredentialView, InForceView, KeyView, KeysMade, LockdownView, NewCredentialView, NewTokenView,
-    PolicyCheck, PolicyDecision, PolicyRemoved, PolicySummary, PolicyView, StatusView, StoreView,
-    TokenView, TrimmedView, VersionView,
+    PolicyCheck, PolicyDecision, PolicyRemoved, PolicySummary, PolicyView, PublicKeyView,
+    StatusView, StoreView, TokenView, TrimmedView, VersionView,
 };
 use keyhold_server::admin_v1::Route;
 use serde::de::DeserializeOwned;
@@ -43,6 +43,15 @@ pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
             print_keys(json, std::slice::from_ref(&k));
         }
         Route::ListVersions(..) => print_versions(json, &view::<Vec<VersionView>>(v)?),
+        Route::GetPublicKey(..) => {
+            let k: PublicKeyView = view(v)?;
+            if json {
+                output::json(&serde_json::to_value(&k).map_err(|e| e.to_string())?);
+            } else {
+                // The PEM alone: `keyhold key public-key … > key.pem`.
+                print!("{}", k.public_key_pem);
+            }
+        }
         Route::TrimVersions(..) => {
             let t: TrimmedView = view(v)?;
             if json {
@@ -244,6 +253,7 @@ pub(crate) fn print_keys(json: bool, keys: &[KeyView]) {
         &[
             "STORE",
             "KEY ID",
+            "TYPE",
             "STATUS",
             "STATE",
             "USAGE",
@@ -257,6 +267,7 @@ pub(crate) fn print_keys(json: bool, keys: &[KeyView]) {
                 vec![
                     k.store.clone(),
                     k.key_id.clone(),
+                    k.key_spec.clone(),
                     status_text(k.status),
                     state_cell(k),
                     if k.usage.is_empty() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keyhold_core::{Error, Key, KeyId, KeyStore, Status, StorePrefix, Usage};
+use keyhold_core::{Error, Key, KeyId, KeyStore, KeyType, Status, StorePrefix, Usage};
 use keyhold_service::KeyService;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -147,10 +147,11 @@ pub struct StoreView {
 pub struct KeyView {
     pub store: String,
     pub key_id: String,
-    /// Always `AES_256`.
+    /// `AES_256`, `RSA_2048`, `RSA_3072`, `RSA_4096`, `ECC_NIST_P256`,
+    /// `ECC_NIST_P384`, `ECC_NIST_P521` or `ED25519`.
     pub key_spec: String,
     pub status: StatusName,
-    /// `ENCRYPT`, `DECRYPT`.
+    /// `ENCRYPT`, `DECRYPT`, `SIGN`, `VERIFY`.
     pub usage: Vec<String>,
     pub current_version: u32,
     /// `SOFTWARE` (wrapped under the root of trust) or `HSM`.
@@ -216,15 +217,22 @@ pub struct CreateStore {
     pub description: String,
 }
 
-/// A new AES-256 key: made and wrapped in Keyhold (`software`), or
-/// generated and used inside the HSM (`hsm`).
+/// A new key: AES-256 (what XKS serves) or a key pair, made and wrapped
+/// in Keyhold (`software`), or an AES-256 key generated and used inside
+/// the HSM (`hsm`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     /// Its external key id (absent: a random UUID).
     #[serde(default)]
     pub key_id: Option<String>,
-    /// `ENCRYPT`, `DECRYPT` (both when absent).
+    /// `aes-256` (default), `rsa-2048`, `rsa-3072`, `rsa-4096`, `ec-p256`,
+    /// `ec-p384`, `ec-p521` or `ed25519` (or the key spec: `RSA_3072`…).
+    #[serde(default)]
+    pub key_type: Option<String>,
+    /// `ENCRYPT`, `DECRYPT`, `SIGN`, `VERIFY`. When absent: both of
+    /// ENCRYPT and DECRYPT for AES, SIGN and VERIFY for EC and Ed25519; an
+    /// RSA key needs it (ENCRYPT,DECRYPT for RSA-OAEP, or SIGN,VERIFY).
     #[serde(default)]
     pub usage: Option<Vec<String>>,
     /// `software` (default) or `hsm`.
@@ -255,6 +263,9 @@ pub struct CreateKeys {
     pub count: u32,
     #[serde(default)]
     pub key_id: Option<String>,
+    /// As for one key (`aes-256` when absent).
+    #[serde(default)]
+    pub key_type: Option<String>,
     #[serde(default)]
     pub usage: Option<Vec<String>>,
     #[serde(default)]
@@ -293,6 +304,41 @@ fn usage_of(names: &Option<Vec<String>>) -> OpResult<Usage> {
         None => Usage::BOTH,
         Some(names) => Usage::parse(&names.join(","))?,
     })
+}
+
+/// A new key's type and usage (the type's default usage when none is
+/// given; an RSA key must say which).
+pub fn type_and_usage(
+    key_type: &Option<String>,
+    names: &Option<Vec<String>>,
+) -> OpResult<(KeyType, Usage)> {
+    let t = key_type
+        .as_deref()
+        .map(KeyType::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let usage = match names {
+        Some(names) => Usage::parse(&names.join(","))?,
+        None => t.default_usage().ok_or_else(|| {
+            OpError::new(
+                400,
+                format!("a {t} key needs a usage: ENCRYPT,DECRYPT (RSA-OAEP) or SIGN,VERIFY"),
+            )
+        })?,
+    };
+    t.check_usage(usage)?;
+    Ok((t, usage))
+}
+
+/// A key pair's public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PublicKeyView {
+    pub store: String,
+    pub key_id: String,
+    pub key_spec: String,
+    pub version: u32,
+    /// X.509 SubjectPublicKeyInfo, PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub public_key_pem: String,
 }
 
 fn rfc3339(what: &str, s: &Option<String>) -> OpResult<Option<i64>> {
@@ -361,7 +407,7 @@ impl KeyView {
         Self {
             store: k.store.display().to_owned(),
             key_id: k.id.as_str().to_owned(),
-            key_spec: "AES_256".into(),
+            key_spec: k.key_type.spec().into(),
             status: status_name(k.status),
             usage: k.usage.names().into_iter().map(str::to_owned).collect(),
             current_version: k.current_version,
@@ -549,7 +595,7 @@ impl AdminOps {
 
     pub fn create_key(&self, store: &str, req: &CreateKey) -> OpResult<KeyView> {
         let p = store_prefix(store)?;
-        let usage = usage_of(&req.usage)?;
+        let (key_type, usage) = type_and_usage(&req.key_type, &req.usage)?;
         let lifecycle = req.lifecycle()?;
         let id = match &req.key_id {
             Some(id) => key_id(id)?,
@@ -559,6 +605,12 @@ impl AdminOps {
             )?,
         };
         let k = match req.protection.as_deref().unwrap_or("software") {
+            "hsm" if key_type.is_asymmetric() => {
+                return Err(OpError::new(
+                    400,
+                    format!("a {key_type} key is made in software (wrapped under the root of trust); HSM-resident keys are AES-256"),
+                ))
+            }
             "hsm" => {
                 if lifecycle != keyhold_core::Lifecycle::default() {
                     return Err(OpError::new(400, "lifecycle options at creation are for software keys; use `key deactivate`, `key set-dates` afterwards"));
@@ -575,7 +627,7 @@ impl AdminOps {
             "software" => {
                 let made = self
                     .service
-                    .create_keys_with(&p, &[id], usage, &lifecycle)?;
+                    .create_keys_of(&p, &[id], key_type, usage, &lifecycle)?;
                 made.into_iter()
                     .next()
                     .ok_or_else(|| OpError::new(500, "the key was not made"))?
@@ -592,7 +644,7 @@ impl AdminOps {
 
     pub fn create_keys(&self, store: &str, req: &CreateKeys) -> OpResult<KeysMade> {
         let p = store_prefix(store)?;
-        let usage = usage_of(&req.usage)?;
+        let (key_type, usage) = type_and_usage(&req.key_type, &req.usage)?;
         let lifecycle = CreateKey {
             pre_active: req.pre_active,
             activate_at: req.activate_at.clone(),
@@ -617,7 +669,7 @@ impl AdminOps {
             if batch.len() == 1000 || i + 1 == req.count {
                 let keys = self
                     .service
-                    .create_keys_with(&p, &batch, usage, &lifecycle)?;
+                    .create_keys_of(&p, &batch, key_type, usage, &lifecycle)?;
                 let room = 1000usize.saturating_sub(made.len());
                 made.extend(keys.iter().take(room).map(KeyView::of));
                 batch.clear();
@@ -626,6 +678,26 @@ impl AdminOps {
         Ok(KeysMade {
             created: req.count,
             keys: made,
+        })
+    }
+
+    /// The public key of a key pair's version (its current one by default).
+    pub fn public_key(
+        &self,
+        store: &str,
+        key: &str,
+        version: Option<u32>,
+    ) -> OpResult<PublicKeyView> {
+        let (p, id) = (store_prefix(store)?, key_id(key)?);
+        let k = self.service.get_key(&p, &id)?;
+        let (version, spki) = self.service.public_key(&p, &id, version)?;
+        Ok(PublicKeyView {
+            store: p.display().to_owned(),
+            key_id: id.as_str().to_owned(),
+            key_spec: k.key_type.spec().into(),
+            version,
+            public_key_pem: keyhold_crypto::asym::public_key_pem(&spki)
+                .map_err(|e| OpError::new(500, e.to_string()))?,
         })
     }
 

@@ -92,7 +92,8 @@ pub(super) fn list_keys(
     ops.list_keys(store, after, limit)
 }
 
-/// Creates an AES-256 key: made and wrapped in Keyhold, or generated in the HSM.
+/// Creates a key: AES-256 or a key pair (RSA, EC, Ed25519) made and wrapped
+/// in Keyhold, or an AES-256 key generated in the HSM.
 #[utoipa::path(post, path = "/v1/stores/{store}/keys", tag = "keys", request_body = CreateKey,
     params(("store" = String, Path)),
     description = "Role: custodian.",
@@ -261,6 +262,23 @@ pub(super) fn set_usage(
     req: SetUsage,
 ) -> OpResult<KeyView> {
     ops.set_usage(store, key, &req)
+}
+
+/// A key pair's public key, PEM.
+#[utoipa::path(get, path = "/v1/stores/{store}/keys/{key}/public-key", tag = "keys",
+    params(("store" = String, Path), ("key" = String, Path),
+        ("version" = Option<u32>, Query, description = "the key version (default: the current one)")),
+    description = "Role: auditor or custodian. An AES-256 key has none (400).",
+    responses((status = 200, body = PublicKeyView), (status = 400, body = OpError),
+        (status = 404, body = OpError)),
+    security(("bearer" = [])))]
+pub(super) fn public_key(
+    ops: &AdminOps,
+    store: &str,
+    key: &str,
+    version: Option<u32>,
+) -> OpResult<PublicKeyView> {
+    ops.public_key(store, key, version)
 }
 
 /// A key's versions.
@@ -630,7 +648,7 @@ impl utoipa::Modify for BearerAuth {
     paths(list_stores, create_store, get_store, set_store_status, list_credentials,
         add_credential, remove_credential, list_keys, create_key, create_keys, import_hsm_key, get_key, set_key_status,
         rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
-        set_min_decrypt_version, set_usage, list_versions, trim_versions, set_version_flag,
+        set_min_decrypt_version, set_usage, list_versions, public_key, trim_versions, set_version_flag,
         status, list_tokens, create_token, revoke_token, kmip_status, list_client_certs,
         issue_client_cert, revoke_client_certs, grant, ungrant, purge_destroyed, whoami,
         create_backup, verify_backup, audit_verify,
@@ -641,7 +659,7 @@ impl utoipa::Modify for BearerAuth {
     components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
         CreateKey, CreateKeys, KeysMade, ImportHsmKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
-        VersionView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
+        VersionView, PublicKeyView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
         PolicyCheck, PolicyTest, PolicyDecision, CreateToken, TokenView, NewTokenView, StatusView,
         EkmView, IntegrityView, ServerView, ClientCertView, IssueClientCert, IssuedCertView,
         RevokedCertsView, GrantView, PurgeDestroyed, PurgedView, ObjectCount, KmipStatusView,

@@ -53,6 +53,8 @@ pub enum Route {
     SetMinDecryptVersion(String, String),
     SetUsage(String, String),
     ListVersions(String, String),
+    /// A key pair's public key (`?version=N`).
+    GetPublicKey(String, String),
     TrimVersions(String, String),
     SetVersionFlag(String, String, u32),
     Status,
@@ -181,6 +183,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         }
         ["stores", _, "keys", _, "usage"] => allowed(Route::SetUsage(s(1), s(3)), put),
         ["stores", _, "keys", _, "versions"] => allowed(Route::ListVersions(s(1), s(3)), get),
+        ["stores", _, "keys", _, "public-key"] => allowed(Route::GetPublicKey(s(1), s(3)), get),
         ["stores", _, "keys", _, "trim-versions"] => allowed(Route::TrimVersions(s(1), s(3)), post),
         ["stores", _, "keys", _, "versions", v, "flag"] => match v.parse() {
             Ok(v) => allowed(Route::SetVersionFlag(s(1), s(3), v), put),
@@ -257,6 +260,7 @@ impl Route {
             Route::SetMinDecryptVersion(s, k) => key_sub(Method::PUT, s, k, "min-decrypt-version"),
             Route::SetUsage(s, k) => key_sub(Method::PUT, s, k, "usage"),
             Route::ListVersions(s, k) => key_sub(Method::GET, s, k, "versions"),
+            Route::GetPublicKey(s, k) => key_sub(Method::GET, s, k, "public-key"),
             Route::TrimVersions(s, k) => key_sub(Method::POST, s, k, "trim-versions"),
             Route::SetVersionFlag(s, k, v) => {
                 key_sub(Method::PUT, s, k, &format!("versions/{v}/flag"))
@@ -330,6 +334,7 @@ impl Route {
             | Route::ListKeys(_)
             | Route::GetKey(..)
             | Route::ListVersions(..)
+            | Route::GetPublicKey(..)
             | Route::ListTokens
             | Route::ListClientCerts
             | Route::ListPolicies
@@ -386,6 +391,7 @@ impl Route {
             }
             Route::SetUsage(s, k) => format!("key set-usage {} {k}", p(s)),
             Route::ListVersions(s, k) => format!("key versions {} {k}", p(s)),
+            Route::GetPublicKey(s, k) => format!("key public-key {} {k}", p(s)),
             Route::TrimVersions(s, k) => format!("key trim-versions {} {k}", p(s)),
             Route::SetVersionFlag(s, k, _) => format!("key flag-version {} {k}", p(s)),
             Route::Status => "status".into(),
@@ -513,6 +519,15 @@ pub fn run(
         }
         Route::SetUsage(s, k) => json(S::OK, set_usage(ops, s, k, body(bytes)?)?),
         Route::ListVersions(s, k) => json(S::OK, list_versions(ops, s, k)?),
+        Route::GetPublicKey(s, k) => {
+            let version = match query_param(query, "version") {
+                None => None,
+                Some(v) => Some(v.parse().map_err(|_| {
+                    OpError::new(400, "version must be a key version number (1, 2, …)")
+                })?),
+            };
+            json(S::OK, public_key(ops, s, k, version)?)
+        }
         Route::TrimVersions(s, k) => json(S::OK, trim_versions(ops, s, k)?),
         Route::SetVersionFlag(s, k, v) => {
             json(S::OK, set_version_flag(ops, s, k, *v, body(bytes)?)?)
@@ -615,6 +630,7 @@ mod tests {
             Route::SetMinDecryptVersion(s.clone(), k.clone()),
             Route::SetUsage(s.clone(), k.clone()),
             Route::ListVersions(s.clone(), k.clone()),
+            Route::GetPublicKey(s.clone(), k.clone()),
             Route::TrimVersions(s.clone(), k.clone()),
             Route::SetVersionFlag(s.clone(), k.clone(), 3),
             Route::Status,

@@ -7,11 +7,12 @@ use super::*;
 pub(super) fn new_key(
     prefix: &StorePrefix,
     id: &KeyId,
-    usage: Usage,
+    (key_type, usage): (KeyType, Usage),
     t: Timestamp,
     hsm_label: Option<String>,
 ) -> Key {
     Key {
+        key_type,
         store: prefix.clone(),
         id: id.clone(),
         status: Status::Enabled,
@@ -173,12 +174,28 @@ impl KeyService {
         usage: Usage,
         lifecycle: &Lifecycle,
     ) -> Result<Vec<Key>> {
+        self.create_keys_of(prefix, ids, KeyType::Aes256, usage, lifecycle)
+    }
+
+    /// [`KeyService::create_keys_with`] for keys of a given type: AES-256,
+    /// or key pairs (RSA, EC, Ed25519) whose private keys are wrapped under
+    /// the root of trust like any key. The usage must suit the type
+    /// ([`KeyType::check_usage`]).
+    pub fn create_keys_of(
+        &self,
+        prefix: &StorePrefix,
+        ids: &[KeyId],
+        key_type: KeyType,
+        usage: Usage,
+        lifecycle: &Lifecycle,
+    ) -> Result<Vec<Key>> {
+        key_type.check_usage(usage)?;
         check_new_lifecycle(lifecycle)?;
         let t = self.clock.now();
         let batch = ids
             .iter()
             .map(|id| {
-                let mut key = new_key(prefix, id, usage, t, None);
+                let mut key = new_key(prefix, id, (key_type, usage), t, None);
                 key.lifecycle = lifecycle.clone();
                 key.lifecycle.next_rotation_at = lifecycle.rotation_period.map(|p| t + p);
                 let first = self.new_version(&key, 1)?;
@@ -192,8 +209,19 @@ impl KeyService {
         Ok(batch.into_iter().map(|(k, _)| k).collect())
     }
 
+    /// Fresh material for `version` of `key`, of its type, wrapped: an
+    /// AES-256 key, or a new key pair's private key (DER: PKCS#1 for RSA,
+    /// PKCS#8 otherwise).
     pub(super) fn new_version(&self, key: &Key, version: u32) -> Result<WrappedKeyVersion> {
-        let material = random_secret(AES256_KEY_LEN).map_err(|e| Error::Internal(e.to_string()))?;
+        let crypto = |e: keyhold_crypto::CryptoError| Error::Internal(e.to_string());
+        let material = match pair_kind(key.key_type) {
+            None => random_secret(AES256_KEY_LEN).map_err(crypto)?,
+            Some(kind) => {
+                keyhold_crypto::asym::generate(kind)
+                    .map_err(crypto)?
+                    .private
+            }
+        };
         Ok(WrappedKeyVersion {
             version,
             wrapped: self
@@ -211,6 +239,40 @@ impl KeyService {
                 store: prefix.display().to_owned(),
                 key: id.to_string(),
             })
+    }
+
+    /// The public key of `version` of a key pair (its current version when
+    /// `None`), as an X.509 SubjectPublicKeyInfo (DER), with the version.
+    /// Public keys are not secret: this is read whatever the key's status
+    /// (but not once its material is destroyed).
+    pub fn public_key(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        version: Option<u32>,
+    ) -> Result<(u32, Vec<u8>)> {
+        let key = self.get_key(prefix, id)?;
+        if !key.key_type.is_asymmetric() {
+            return Err(Error::KeyUsage(format!(
+                "key {id} is an AES-256 key: it has no public key"
+            )));
+        }
+        if key.lifecycle.state == KeyState::Destroyed {
+            return Err(Error::InvalidState(format!("key {id} is destroyed")));
+        }
+        let version = version.unwrap_or(key.current_version);
+        if version == 0 || version > key.current_version {
+            return Err(Error::invalid(
+                "version",
+                format!("key {id} has versions 1 to {}", key.current_version),
+            ));
+        }
+        let (m, _) = self.load_version(&key, version)?;
+        let spki = m
+            .pair()?
+            .public_spki()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok((version, spki))
     }
 
     pub fn list_keys(
@@ -242,6 +304,7 @@ impl KeyService {
         usage: Usage,
     ) -> Result<UsageEnforcement> {
         let key = self.get_key(prefix, id)?;
+        key.key_type.check_usage(usage)?;
         self.storage.set_key_usage(prefix, id, usage)?;
         self.after_write(key_scope(prefix, id));
         let Some(base) = &key.hsm_label else {
@@ -318,7 +381,7 @@ impl KeyService {
         label: String,
     ) -> Result<Key> {
         let t = now();
-        let key = new_key(prefix, id, usage, t, Some(label));
+        let key = new_key(prefix, id, (KeyType::Aes256, usage), t, Some(label));
         // The version row records that version 1 exists; its material is in the HSM.
         let v = WrappedKeyVersion {
             version: 1,

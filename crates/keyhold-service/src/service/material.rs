@@ -3,12 +3,58 @@
 
 use super::*;
 
-/// The operation a front-end wants to perform with a key.
+/// The operation a front-end wants to perform with a key. The first three
+/// are the AES-256 ones (XKS); the others need a key pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Operation {
     Metadata,
     Encrypt,
     Decrypt,
+    Sign,
+    Verify,
+    /// RSA-OAEP decryption with the private key.
+    PairDecrypt,
+}
+
+impl Operation {
+    fn name(self) -> &'static str {
+        match self {
+            Operation::Metadata => "METADATA",
+            Operation::Encrypt => "ENCRYPT",
+            Operation::Decrypt | Operation::PairDecrypt => "DECRYPT",
+            Operation::Sign => "SIGN",
+            Operation::Verify => "VERIFY",
+        }
+    }
+
+    /// Whether it is an AES-256 operation (else it needs a key pair).
+    fn symmetric(self) -> bool {
+        matches!(
+            self,
+            Operation::Metadata | Operation::Encrypt | Operation::Decrypt
+        )
+    }
+
+    /// Whether it makes new output (a ciphertext, a signature): only an
+    /// active key whose current version is good does.
+    fn produces(self) -> bool {
+        matches!(self, Operation::Encrypt | Operation::Sign)
+    }
+}
+
+/// The key-pair generator for an asymmetric key type (`None` for AES).
+pub(crate) fn pair_kind(t: KeyType) -> Option<keyhold_crypto::asym::PairKind> {
+    use keyhold_crypto::asym::PairKind;
+    Some(match t {
+        KeyType::Aes256 => return None,
+        KeyType::Rsa2048 => PairKind::Rsa(2048),
+        KeyType::Rsa3072 => PairKind::Rsa(3072),
+        KeyType::Rsa4096 => PairKind::Rsa(4096),
+        KeyType::EcP256 => PairKind::EcP256,
+        KeyType::EcP384 => PairKind::EcP384,
+        KeyType::EcP521 => PairKind::EcP521,
+        KeyType::Ed25519 => PairKind::Ed25519,
+    })
 }
 
 /// A SigV4 credential resolved for the request path.
@@ -44,14 +90,16 @@ pub struct CredentialInfo {
     pub created_at: Timestamp,
 }
 
-/// Key material ready for AES-GCM: in memory (unwrapped from storage) or
-/// resident in the HSM (used there through the root of trust).
+/// Key material ready for use: an AES-256 key in memory (unwrapped from
+/// storage) or resident in the HSM (used there through the root of trust),
+/// or an asymmetric key's private key (unwrapped and parsed once).
 pub(crate) enum KeyMaterial {
     Software(Aes256Key),
     Hsm {
         root: Arc<dyn RootOfTrust>,
         label: String,
     },
+    Pair(keyhold_crypto::asym::PrivateKey),
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -59,8 +107,13 @@ impl std::fmt::Debug for KeyMaterial {
         match self {
             KeyMaterial::Software(_) => f.write_str("KeyMaterial::Software([REDACTED])"),
             KeyMaterial::Hsm { label, .. } => write!(f, "KeyMaterial::Hsm({label:?})"),
+            KeyMaterial::Pair(_) => f.write_str("KeyMaterial::Pair([REDACTED])"),
         }
     }
+}
+
+fn not_aes() -> Error {
+    Error::KeyUsage("an asymmetric key does not do AES-GCM".into())
 }
 
 impl KeyMaterial {
@@ -69,9 +122,18 @@ impl KeyMaterial {
         matches!(self, KeyMaterial::Hsm { .. })
     }
 
+    /// The private key of a key pair.
+    pub(crate) fn pair(&self) -> Result<&keyhold_crypto::asym::PrivateKey> {
+        match self {
+            KeyMaterial::Pair(k) => Ok(k),
+            _ => Err(Error::KeyUsage("an AES-256 key is not a key pair".into())),
+        }
+    }
+
     /// AES-GCM encryption of `in_out` in place with a fresh 96-bit IV.
     pub(crate) fn seal(&self, aad: &[u8], in_out: &mut [u8]) -> Result<([u8; 12], [u8; 16])> {
         match self {
+            KeyMaterial::Pair(_) => Err(not_aes()),
             KeyMaterial::Software(k) => k
                 .seal_in_place(aad, in_out)
                 .map_err(|e| Error::Internal(e.to_string())),
@@ -89,6 +151,7 @@ impl KeyMaterial {
     /// AES-GCM decryption; a wrong tag (or IV, AAD…) is `InvalidCiphertext`.
     pub(crate) fn open(&self, iv: &[u8], aad: &[u8], ct: &[u8], tag: &[u8]) -> Result<SecretBytes> {
         match self {
+            KeyMaterial::Pair(_) => Err(not_aes()),
             KeyMaterial::Software(k) => k
                 .open(iv, aad, ct, tag)
                 .map_err(|_| Error::InvalidCiphertext),
@@ -136,10 +199,24 @@ impl KeyHandle {
     }
 
     /// Checks that the key (and its store) may perform `op` at time `now`.
-    /// Break glass (a disabled store or key) and the lifecycle state answer
-    /// InvalidState; an operation the key's state or usage does not allow
-    /// answers KeyUsage.
+    /// An operation of the other kind of key (AES-GCM with a key pair, a
+    /// signature with an AES key) answers KeyUsage first, whatever the
+    /// key's state; then break glass (a disabled store or key) and the
+    /// lifecycle state answer InvalidState; an operation the key's state or
+    /// usage does not allow answers KeyUsage.
     pub(crate) fn check(&self, op: Operation, now: Timestamp) -> Result<()> {
+        let t = self.key.key_type;
+        if op.symmetric() == t.is_asymmetric() {
+            let id = &self.key.id;
+            return Err(Error::KeyUsage(if op.symmetric() {
+                format!("key {id} is a {t} key pair: this API uses AES-256 keys only")
+            } else {
+                format!(
+                    "key {id} is an AES-256 key: {} needs an RSA, EC or Ed25519 key",
+                    op.name()
+                )
+            }));
+        }
         if self.store_status != Status::Enabled {
             return Err(Error::InvalidState(format!(
                 "key store {} is disabled",
@@ -168,31 +245,35 @@ impl KeyHandle {
             (KeyState::Destroyed, _) => {
                 return Err(Error::InvalidState(format!("key {id} is destroyed")))
             }
-            (KeyState::Deactivated | KeyState::Compromised, Operation::Encrypt) => {
+            (KeyState::Deactivated | KeyState::Compromised, op) if op.produces() => {
                 return Err(Error::KeyUsage(format!(
-                    "key {id} is {state}: it decrypts only"
+                    "key {id} is {state}: it {} only",
+                    if op == Operation::Sign {
+                        "verifies"
+                    } else {
+                        "decrypts"
+                    }
                 )))
             }
-            (KeyState::Active, Operation::Encrypt) if self.current_flag != VersionFlag::Good => {
+            (KeyState::Active, op) if op.produces() && self.current_flag != VersionFlag::Good => {
                 return Err(Error::KeyUsage(format!(
                     "the current version of key {id} is marked compromised: rotate the key"
                 )))
             }
             _ => {}
         }
+        let u = self.key.usage;
         let allowed = match op {
-            Operation::Encrypt => self.key.usage.encrypt,
-            Operation::Decrypt => self.key.usage.decrypt,
+            Operation::Encrypt => u.encrypt,
+            Operation::Decrypt | Operation::PairDecrypt => u.decrypt,
+            Operation::Sign => u.sign,
+            Operation::Verify => u.verify,
             Operation::Metadata => true,
         };
         if !allowed {
             return Err(Error::KeyUsage(format!(
-                "key {id} does not allow {} (usage: {})",
-                match op {
-                    Operation::Encrypt => "ENCRYPT",
-                    _ => "DECRYPT",
-                },
-                self.key.usage
+                "key {id} does not allow {} (usage: {u})",
+                op.name()
             )));
         }
         Ok(())

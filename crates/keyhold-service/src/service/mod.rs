@@ -16,8 +16,8 @@ use keyhold_barrier::{
 };
 use keyhold_core::{
     now, validate_access_key_id, validate_secret_access_key, Clock, Error, Key, KeyId, KeyState,
-    KeyStore, Lifecycle, ManagedObject, Result, Status, StorePrefix, StoredCredential, SystemClock,
-    Timestamp, Usage, VersionFlag, WrappedKeyVersion, ACCESS_KEY_ID_ALPHABET,
+    KeyStore, KeyType, Lifecycle, ManagedObject, Result, Status, StorePrefix, StoredCredential,
+    SystemClock, Timestamp, Usage, VersionFlag, WrappedKeyVersion, ACCESS_KEY_ID_ALPHABET,
 };
 use keyhold_crypto::{random_secret, Aes256Key, HmacKey, SecretBytes, AES256_KEY_LEN};
 use keyhold_root::RootOfTrust;

@@ -188,6 +188,21 @@ impl KeyService {
                 key.id
             )));
         }
+        if key.key_type.is_asymmetric() {
+            let der =
+                self.barrier
+                    .unwrap_key_bytes(&key.store, &key.id, wv.version, &wv.wrapped)?;
+            let k = keyhold_crypto::asym::PrivateKey::parse(der.expose())
+                .ok()
+                .filter(|k| pair_kind(key.key_type) == Some(k.kind()))
+                .ok_or_else(|| {
+                    Error::Integrity(format!(
+                        "version {version} of key {} is not a {} private key",
+                        key.id, key.key_type
+                    ))
+                })?;
+            return Ok((KeyMaterial::Pair(k), wv.flag));
+        }
         let m = self
             .barrier
             .unwrap_key(&key.store, &key.id, wv.version, &wv.wrapped)?;

@@ -56,6 +56,14 @@ pub fn store_and_key_lifecycle(s: &dyn Storage) {
     assert!(s.get_key_version(&k.store, &k.id, 3).unwrap().is_none());
     assert_eq!(s.list_keys(&k.store, None, 10).unwrap().len(), 3);
     assert_eq!(s.count_keys(&k.store).unwrap(), 3);
+    // Key types and the signing usages are kept.
+    for (i, t) in keyhold_core::KeyType::ALL.into_iter().enumerate() {
+        let (mut k, v) = key("/a", &format!("typed-{i}"));
+        k.key_type = t;
+        k.usage = t.default_usage().unwrap_or(Usage::SIGN_VERIFY);
+        s.create_key(&k, &v).unwrap();
+        assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap(), k);
+    }
 }
 
 /// Lifecycle fields, version flags, shredding, due keys, counters.

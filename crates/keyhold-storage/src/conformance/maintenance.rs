@@ -97,6 +97,10 @@ pub fn fill(s: &dyn Storage) {
 /// restore into storage that holds keys is refused.
 pub fn snapshot_and_restore(a: &dyn Storage, b: &dyn Storage) {
     fill(a);
+    let (mut ec, v) = key("/a", "ec");
+    ec.key_type = keyhold_core::KeyType::EcP384;
+    ec.usage = Usage::SIGN_VERIFY;
+    a.create_key(&ec, &v).unwrap();
     let snap = a.snapshot().unwrap();
     for t in crate::SNAPSHOT_TABLES {
         assert!(snap.count(t.name) > 0, "{} is empty", t.name);
@@ -114,6 +118,7 @@ pub fn snapshot_and_restore(a: &dyn Storage, b: &dyn Storage) {
         .unwrap();
     assert_eq!(k.current_version, 2);
     assert_eq!(k.lifecycle.deactivate_at, Some(99));
+    assert_eq!(b.get_key(&ec.store, &ec.id).unwrap().unwrap(), ec);
     assert_eq!(b.object_material("o2").unwrap(), None);
     // The shared-object index is rebuilt.
     assert_eq!(
@@ -129,7 +134,8 @@ pub fn snapshot_and_restore(a: &dyn Storage, b: &dyn Storage) {
 
 /// A restore goes into a new database that a key service has already
 /// sealed (its empty set of policies is a sealed row), and takes backups
-/// made before sealed rows (their rows have no seal column).
+/// made before sealed rows and key types (their rows end before those
+/// columns).
 pub fn restore_into_a_sealed_database_and_from_old_backups(
     a: &dyn Storage,
     b: &dyn Storage,
@@ -149,19 +155,28 @@ pub fn restore_into_a_sealed_database_and_from_old_backups(
             .len(),
         1
     );
-    // A backup from before sealed rows: no seal column.
+    // A backup from before sealed rows and key types: no seal or
+    // key_type column; its keys are AES-256.
     let mut old = snap.clone();
     for t in &mut old.tables {
         let spec = crate::SNAPSHOT_TABLES
             .iter()
             .find(|s| s.name == t.name)
             .unwrap();
-        if spec.columns.last() == Some(&"seal") {
-            for r in &mut t.rows {
-                r.pop();
-            }
+        let added = spec
+            .columns
+            .iter()
+            .rev()
+            .take_while(|c| ["seal", "key_type"].contains(c))
+            .count();
+        for r in &mut t.rows {
+            r.truncate(r.len() - added);
         }
     }
+    assert!(old
+        .tables
+        .iter()
+        .any(|t| t.name == "keys" && t.rows[0].len() == 16));
     c.restore(&old).unwrap();
     assert_eq!(c.snapshot().unwrap(), snap);
 }

@@ -54,6 +54,7 @@ fn key(p: &str, id: &str) -> (Key, WrappedKeyVersion) {
             updated_at: now(),
             hsm_label: None,
             lifecycle: Lifecycle::default(),
+            key_type: Default::default(),
         },
         WrappedKeyVersion {
             version: 1,

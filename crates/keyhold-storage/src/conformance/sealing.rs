@@ -114,6 +114,9 @@ fn keys_and_versions_changed_outside_are_refused(
         Err(Error::Integrity(_))
     ));
     assert!(s.list_key_versions(&a, &j.id).unwrap().is_empty());
+    // A key's type changed outside.
+    sql("UPDATE keys SET key_type = 'RSA_2048' WHERE key_id = 'j'");
+    assert!(matches!(s.get_key(&a, &j.id), Err(Error::Integrity(_))));
     // A key row made up outside.
     sql(
         "INSERT INTO keys(store, key_id, status, usage, current_version, created_at, updated_at) \

@@ -139,7 +139,7 @@ impl KeyRepo for PostgresStorage {
             let tx = c.transaction().await.map_err(pg_err)?;
             let ins_key = tx
                 .prepare(&format!(
-                    "INSERT INTO keys({KEY_SEALED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT DO NOTHING"
+                    "INSERT INTO keys({KEY_SEALED}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) ON CONFLICT DO NOTHING"
                 ))
                 .await
                 .map_err(pg_err)?;
@@ -177,6 +177,7 @@ impl KeyRepo for PostgresStorage {
                             &l.rotation_period,
                             &l.next_rotation_at,
                             &min,
+                            &key.key_type.spec(),
                             key_seal,
                         ],
                     )

@@ -139,7 +139,7 @@ impl Maintenance for PostgresStorage {
                         .cells(row)
                         .zip(st.params())
                         .map(|(cell, ty)| -> Box<dyn ToSql + Send + Sync> {
-                            match cell {
+                            match &*cell {
                                 Cell::Null if *ty == Type::INT8 => Box::new(None::<i64>),
                                 Cell::Null if *ty == Type::BYTEA => Box::new(None::<Vec<u8>>),
                                 Cell::Null => Box::new(None::<String>),

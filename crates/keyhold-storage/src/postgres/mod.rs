@@ -22,7 +22,7 @@ use crate::{
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use keyhold_core::{
-    now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
+    now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, KeyType, Lifecycle, ManagedObject,
     ObjectState, Result, Status, StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag,
     WrappedItem, WrappedKeyVersion,
 };

@@ -3,7 +3,7 @@
 use super::*;
 
 pub(super) fn sealed_key(r: &Row) -> Result<SealedKey> {
-    Ok((row_to_key(r)?, col(r, 16)?))
+    Ok((row_to_key(r)?, col(r, 17)?))
 }
 
 pub(super) fn sealed_store(r: &Row) -> Result<(KeyStore, Option<Vec<u8>>)> {
@@ -83,6 +83,7 @@ pub(super) fn row_to_key(r: &Row) -> Result<Key> {
             next_rotation_at: col(r, 14)?,
             min_decrypt_version: to_u32(col(r, 15)?)?,
         },
+        key_type: KeyType::parse(col(r, 16)?).map_err(bad_row)?,
     })
 }
 

@@ -189,6 +189,9 @@ ALTER TABLE key_versions ADD COLUMN seal BYTEA;
 ALTER TABLE objects ADD COLUMN seal BYTEA;
 ALTER TABLE policies ADD COLUMN seal BYTEA;
 "#,
+    // 8: key types (AES_256, RSA_3072, ECC_NIST_P256…); keys from before
+    // are AES-256.
+    "ALTER TABLE keys ADD COLUMN key_type TEXT NOT NULL DEFAULT 'AES_256';",
 ];
 
 /// An arbitrary constant naming the lock that orders policy changes (each
@@ -204,9 +207,10 @@ pub(super) const AUDIT_CHECKPOINTS_KEPT: i64 = 1_000;
 pub(super) const OBJECT_COLUMNS: &str =
     "uid, object_type, owner, state, exportable, attrs, material IS NOT NULL, rev, seal";
 
-/// The columns [`row_to_key`] reads, in order, then the row's seal (16).
+/// The columns [`row_to_key`] reads, in order, then the row's seal (17).
 pub(super) const KEY_SEALED: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
-    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version, seal";
+    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version, \
+    key_type, seal";
 
 /// The version columns sealed: (version, created_at, flag, has material, seal).
 pub(super) const VERSION_SEALED: &str = "version, created_at, flag, length(wrapped) > 0, seal";

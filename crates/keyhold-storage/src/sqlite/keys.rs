@@ -124,7 +124,7 @@ impl KeyRepo for SqliteStorage {
             let version_seal = self.sealer.version_seal(&key.store, &key.id, first);
             let n = tx
                 .prepare_cached(
-                    &format!("INSERT OR IGNORE INTO keys({KEY_SEALED}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+                    &format!("INSERT OR IGNORE INTO keys({KEY_SEALED}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
                 )
                 .and_then(|mut st| {
                     let mut v = vec![
@@ -138,6 +138,7 @@ impl KeyRepo for SqliteStorage {
                         key.hsm_label.clone().map_or(Value::Null, Value::Text),
                     ];
                     v.extend(lifecycle_values(&key.lifecycle));
+                    v.push(Value::Text(key.key_type.spec().to_owned()));
                     v.push(key_seal.map_or(Value::Null, Value::Blob));
                     st.execute(rusqlite::params_from_iter(v))
                 })

@@ -114,7 +114,7 @@ impl Maintenance for SqliteStorage {
             let mut st = tx.prepare(&spec.insert('?')).map_err(db_err)?;
             for row in &t.rows {
                 st.execute(rusqlite::params_from_iter(spec.cells(row).map(
-                    |c| match c {
+                    |c| match &*c {
                         Cell::Null => Value::Null,
                         Cell::Int(v) => Value::Integer(*v),
                         Cell::Text(t) => Value::Text(t.clone()),

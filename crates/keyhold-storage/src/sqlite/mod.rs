@@ -18,7 +18,7 @@ use crate::seal::{
 };
 use crate::{now_ms, Cell, NodeInfo, Snapshot, TableDump, VersionInfo, SNAPSHOT_TABLES};
 use keyhold_core::{
-    now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, Lifecycle, ManagedObject,
+    now, AuditCheckpoint, Error, Key, KeyId, KeyState, KeyStore, KeyType, Lifecycle, ManagedObject,
     ObjectState, Result, Status, StorePrefix, StoredCredential, Timestamp, Usage, VersionFlag,
     WrappedItem, WrappedKeyVersion,
 };

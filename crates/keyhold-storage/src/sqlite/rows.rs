@@ -104,6 +104,16 @@ impl SqliteStorage {
                 next_rotation_at: r.get(14)?,
                 min_decrypt_version: r.get(15)?,
             },
+            key_type: {
+                let v: String = r.get(16)?;
+                KeyType::parse(&v).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        16,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?
+            },
         })
     }
 
@@ -155,7 +165,7 @@ impl SqliteStorage {
     }
 
     pub(super) fn sealed_key(r: &rusqlite::Row<'_>) -> rusqlite::Result<SealedKey> {
-        Ok((Self::row_to_key(r)?, r.get(16)?))
+        Ok((Self::row_to_key(r)?, r.get(17)?))
     }
 
     pub(super) fn version_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRow> {

@@ -167,6 +167,9 @@ ALTER TABLE key_versions ADD COLUMN seal BLOB;
 ALTER TABLE objects ADD COLUMN seal BLOB;
 ALTER TABLE policies ADD COLUMN seal BLOB;
 "#,
+    // v14: key types (AES_256, RSA_3072, ECC_NIST_P256…); keys from before
+    // are AES-256.
+    "ALTER TABLE keys ADD COLUMN key_type TEXT NOT NULL DEFAULT 'AES_256';",
 ];
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
@@ -174,8 +177,10 @@ pub(super) const AUDIT_CHECKPOINTS_KEPT: i64 = 1_000;
 
 /// The columns [`SqliteStorage::row_to_key`] reads, in order.
 pub(super) const KEY_COLUMNS: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
-    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version";
+    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version, \
+    key_type";
 
-/// [`KEY_COLUMNS`] and the row's seal (column 16).
+/// [`KEY_COLUMNS`] and the row's seal (column 17).
 pub(super) const KEY_SEALED: &str = "store, key_id, status, usage, current_version, created_at, updated_at, hsm_label, \
-    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version, seal";
+    state, activate_at, deactivate_at, destroy_at, compromised_at, rotation_period, next_rotation_at, min_decrypt_version, \
+    key_type, seal";
