@@ -239,17 +239,20 @@ pub(crate) enum KeyCmd {
         #[command(flatten)]
         lifecycle: crate::lifecycle_cmd::CreateLifecycle,
     },
-    /// Adopt an AES-256 key that already exists in the HSM (e.g. from another XKS proxy).
+    /// Adopt a key that already exists in the HSM (e.g. from another XKS
+    /// proxy): an AES-256 key, or a key pair (RSA, EC, Ed25519).
     ImportHsm {
         prefix: String,
-        /// The key's PKCS#11 label in the HSM.
+        /// The key's PKCS#11 label in the HSM (a pair: both halves').
         #[arg(long)]
         label: String,
         /// External key id (default: the label).
         #[arg(long)]
         key_id: Option<String>,
-        #[arg(long, default_value = "ENCRYPT,DECRYPT")]
-        usage: String,
+        /// Default: ENCRYPT,DECRYPT for AES, SIGN,VERIFY for EC and
+        /// Ed25519; an RSA pair needs it.
+        #[arg(long)]
+        usage: Option<String>,
     },
     /// List keys of a store.
     List {

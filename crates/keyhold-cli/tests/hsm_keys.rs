@@ -22,6 +22,7 @@ fn hsm_resident_keys_created_and_imported() {
     env.run_ok(&["key", "create", "/demo", "soft"]);
     a_key_made_by_another_tool_is_adopted(env);
     keyholds_own_keys_are_never_adopted(env);
+    key_pairs_live_in_the_hsm_too(env);
     let server = usage_is_in_the_token_too(env);
     an_encrypt_only_key_encrypts(&server, &cred);
     hsm_keys_rotate_and_retired_versions_leave_the_hsm(env, &server, &cred);
@@ -55,6 +56,95 @@ fn a_key_made_by_another_tool_is_adopted(env: &Env) {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-label"));
+}
+
+/// Key pairs made in the token: their private key sensitive and never
+/// extractable there, their public key printed as PEM; a pair made by
+/// another tool adopted with its type read from the token.
+fn key_pairs_live_in_the_hsm_too(env: &Env) {
+    let conf = &env.extra_env[0].1;
+    let k = env.json(&[
+        "key",
+        "create",
+        "/demo",
+        "hsm-ec",
+        "--protection",
+        "hsm",
+        "--type",
+        "ec-p256",
+    ]);
+    assert_eq!(k[0]["key_spec"], "ECC_NIST_P256");
+    assert_eq!(k[0]["protection"], "HSM");
+    let pem = env.run_ok(&["key", "public-key", "/demo", "hsm-ec"]);
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+    let out = pkcs11_tool(
+        conf,
+        &[
+            "--list-objects",
+            "--type",
+            "privkey",
+            "--label",
+            "keyhold:/demo:hsm-ec",
+        ],
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("EC") && listed.contains("never extractable"),
+        "{listed}"
+    );
+    let out = pkcs11_tool(
+        conf,
+        &[
+            "--keypairgen",
+            "--key-type",
+            "rsa:2048",
+            "--label",
+            "legacy-rsa",
+            "--sensitive",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let k = env.json(&[
+        "key",
+        "import-hsm",
+        "/demo",
+        "--label",
+        "legacy-rsa",
+        "--usage",
+        "ENCRYPT,DECRYPT",
+    ]);
+    assert_eq!(k[0]["key_spec"], "RSA_2048");
+    // Its public key, straight from the token, is the one OpenSC reads.
+    let ours = env.run_ok(&["key", "public-key", "/demo", "legacy-rsa"]);
+    let dir = tempfile::tempdir().unwrap();
+    let der = dir.path().join("pub.der");
+    let out = pkcs11_tool(
+        conf,
+        &[
+            "--read-object",
+            "--type",
+            "pubkey",
+            "--label",
+            "legacy-rsa",
+            "--output-file",
+            der.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = std::process::Command::new("openssl")
+        .args(["pkey", "-pubin", "-inform", "DER", "-in"])
+        .arg(&der)
+        .output()
+        .unwrap();
+    assert_eq!(ours, String::from_utf8_lossy(&theirs.stdout));
 }
 
 /// Keyhold's own keys in the token are never adopted as customer keys.

@@ -291,6 +291,101 @@ impl PrivateKey {
     }
 }
 
+/// DER of a SEQUENCE of unsigned INTEGERs (big-endian magnitudes).
+fn der_uint_sequence(values: &[&[u8]]) -> Result<Vec<u8>, CryptoError> {
+    use pkcs8::der::{asn1::UintRef, Encode, Header, Tag};
+    let mut body = Vec::new();
+    for v in values {
+        UintRef::new(v)
+            .and_then(|u| u.encode_to_vec(&mut body))
+            .map_err(failed)?;
+    }
+    let len = pkcs8::der::Length::try_from(body.len()).map_err(failed)?;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    Header::new(Tag::Sequence, len)
+        .and_then(|h| h.encode_to_vec(&mut out))
+        .map_err(failed)?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// An RSA public key as SubjectPublicKeyInfo, from its modulus and public
+/// exponent (big-endian, as PKCS#11's CKA_MODULUS and CKA_PUBLIC_EXPONENT).
+pub fn rsa_spki_from_parts(modulus: &[u8], exponent: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    rsa_public_to_spki(&der_uint_sequence(&[modulus, exponent])?)
+}
+
+/// The length of a public point of a curve (uncompressed EC point, or an
+/// Ed25519 key), and the curve's OID (`None`: the algorithm is the curve).
+fn curve_facts(kind: PairKind) -> Result<(usize, Option<&'static str>), CryptoError> {
+    Ok(match kind {
+        PairKind::EcP256 => (65, Some("1.2.840.10045.3.1.7")),
+        PairKind::EcP384 => (97, Some("1.3.132.0.34")),
+        PairKind::EcP521 => (133, Some("1.3.132.0.35")),
+        PairKind::Ed25519 => (32, None),
+        PairKind::Rsa(_) => return Err(CryptoError::Failed),
+    })
+}
+
+/// The DER of a curve's name as PKCS#11 wants it in CKA_EC_PARAMS (the
+/// named curve's OID; id-Ed25519 for Ed25519).
+pub fn curve_params_der(kind: PairKind) -> Result<Vec<u8>, CryptoError> {
+    use pkcs8::der::{asn1::ObjectIdentifier, Encode};
+    let oid = curve_facts(kind)?.1.unwrap_or(ED25519_OID);
+    ObjectIdentifier::new(oid)
+        .map_err(failed)?
+        .to_der()
+        .map_err(failed)
+}
+
+const ED25519_OID: &str = "1.3.101.112";
+
+/// An EC or Ed25519 public key as SubjectPublicKeyInfo, from its point as
+/// PKCS#11's CKA_EC_POINT gives it (raw, or in a DER OCTET STRING).
+pub fn ec_spki_from_point(kind: PairKind, point: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    use pkcs8::der::asn1::{AnyRef, BitStringRef, ObjectIdentifier, OctetStringRef};
+    use pkcs8::der::{Decode, Encode};
+    let (len, curve) = curve_facts(kind)?;
+    let point = if point.len() == len {
+        point
+    } else {
+        let inner = OctetStringRef::from_der(point).map_err(failed)?;
+        if inner.as_bytes().len() != len {
+            return Err(CryptoError::Failed);
+        }
+        inner.as_bytes()
+    };
+    let curve = curve
+        .map(ObjectIdentifier::new)
+        .transpose()
+        .map_err(failed)?;
+    let algorithm = pkcs8::spki::AlgorithmIdentifierRef {
+        oid: ObjectIdentifier::new(if curve.is_some() {
+            "1.2.840.10045.2.1"
+        } else {
+            ED25519_OID
+        })
+        .map_err(failed)?,
+        parameters: curve.as_ref().map(AnyRef::from),
+    };
+    pkcs8::spki::SubjectPublicKeyInfoRef {
+        algorithm,
+        subject_public_key: BitStringRef::from_bytes(point).map_err(failed)?,
+    }
+    .to_der()
+    .map_err(failed)
+}
+
+/// An ECDSA signature as X9.62 DER (what Keyhold's ECDSA signatures are),
+/// from the fixed-length `r || s` PKCS#11's CKM_ECDSA returns.
+pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
+        return Err(CryptoError::Failed);
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    der_uint_sequence(&[r, s])
+}
+
 /// A public key (SubjectPublicKeyInfo DER) as PEM (`-----BEGIN PUBLIC KEY-----`).
 pub fn public_key_pem(spki: &[u8]) -> Result<String, CryptoError> {
     pkcs8::der::pem::encode_string("PUBLIC KEY", pkcs8::der::pem::LineEnding::LF, spki)
@@ -490,6 +585,48 @@ mod tests {
             assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
             assert!(pem.ends_with("-----END PUBLIC KEY-----\n"));
         }
+    }
+
+    /// The pieces a PKCS#11 token gives of a public key make the same
+    /// SubjectPublicKeyInfo as the key itself.
+    #[test]
+    fn public_keys_from_token_parts() {
+        use pkcs8::der::asn1::{OctetStringRef, UintRef};
+        use pkcs8::der::{Decode, Encode, Reader, SliceReader};
+        let rsa = generate(PairKind::Rsa(2048)).unwrap();
+        let mut r = SliceReader::new(&rsa.public).unwrap();
+        let (n, e) = r
+            .sequence(|r| {
+                let n = UintRef::decode(r)?.as_bytes().to_vec();
+                let e = UintRef::decode(r)?.as_bytes().to_vec();
+                Ok((n, e))
+            })
+            .unwrap();
+        assert_eq!(
+            rsa_spki_from_parts(&n, &e).unwrap(),
+            rsa_public_to_spki(&rsa.public).unwrap()
+        );
+        for kind in [
+            PairKind::EcP256,
+            PairKind::EcP384,
+            PairKind::EcP521,
+            PairKind::Ed25519,
+        ] {
+            let p = generate(kind).unwrap();
+            let point = spki_key_bits(&p.public).unwrap();
+            assert_eq!(ec_spki_from_point(kind, &point).unwrap(), p.public);
+            let wrapped = OctetStringRef::new(&point).unwrap().to_der().unwrap();
+            assert_eq!(ec_spki_from_point(kind, &wrapped).unwrap(), p.public);
+            assert!(ec_spki_from_point(kind, &point[1..]).is_err());
+            assert!(!curve_params_der(kind).unwrap().is_empty());
+        }
+        // r || s to DER, checked by verification.
+        let p = generate(PairKind::EcP256).unwrap();
+        let k = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, p.private.expose())
+            .unwrap();
+        let raw = k.sign(&SystemRandom::new(), b"m").unwrap();
+        let der = ecdsa_raw_to_der(raw.as_ref()).unwrap();
+        assert!(verify(&p.public, SignScheme::Ecdsa(Hash::Sha256), b"m", &der).unwrap());
     }
 
     #[test]

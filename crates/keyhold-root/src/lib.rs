@@ -18,6 +18,7 @@ pub use pkcs11::{FailoverToken, HsmStatus, PinSource, Pkcs11Config, Pkcs11Root};
 pub use software::{RootFileKind, SoftwareRoot};
 
 use keyhold_core::Result;
+use keyhold_crypto::asym::{Hash, PairKind, SignScheme};
 use keyhold_crypto::SecretBytes;
 
 /// Describes a root of trust for health reports and operators.
@@ -111,4 +112,44 @@ pub trait HsmKeys: Send + Sync {
         ciphertext: &[u8],
         tag: &[u8],
     ) -> Result<SecretBytes>;
+    /// Generates a key pair with this label (both halves), its private key
+    /// sensitive, never extractable and allowed exactly `usage` (CKA_SIGN or
+    /// CKA_DECRYPT).
+    fn generate_pair(
+        &self,
+        _label: &str,
+        _kind: PairKind,
+        _usage: keyhold_core::Usage,
+    ) -> Result<()> {
+        Err(no_pairs())
+    }
+    /// The kind of the usable key pair with this label (its private key
+    /// sensitive and never extractable): how a pair is adopted.
+    fn pair_kind(&self, _label: &str) -> Result<PairKind> {
+        Err(no_pairs())
+    }
+    /// The pair's public key, as SubjectPublicKeyInfo DER.
+    fn public_key(&self, _label: &str) -> Result<Vec<u8>> {
+        Err(no_pairs())
+    }
+    /// Signs in the HSM (ECDSA signatures as X9.62 DER).
+    fn sign(&self, _label: &str, _scheme: SignScheme, _msg: &[u8]) -> Result<Vec<u8>> {
+        Err(no_pairs())
+    }
+    /// RSA-OAEP decryption in the HSM; a ciphertext that does not decrypt
+    /// is `Error::InvalidCiphertext`.
+    fn decrypt_oaep(
+        &self,
+        _label: &str,
+        _hash: Hash,
+        _ciphertext: &[u8],
+        _oaep_label: Option<&[u8]>,
+    ) -> Result<SecretBytes> {
+        Err(no_pairs())
+    }
+}
+
+/// What an HSM without key pairs answers to their operations.
+fn no_pairs() -> keyhold_core::Error {
+    keyhold_core::Error::RootOfTrust("this HSM does not hold key pairs".into())
 }

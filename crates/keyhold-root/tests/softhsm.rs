@@ -235,3 +235,118 @@ fn hsm_resident_key_gcm() {
     assert!(matches!(e, keyhold_core::Error::InvalidCiphertext), "{e:?}");
     assert!(root.check_key("missing-label").is_err());
 }
+
+/// Key pairs generated in the token: each kind signs there (checked by
+/// software verification with the public key read out), RSA decrypts
+/// RSA-OAEP there, and the private key is sensitive and never extractable.
+#[test]
+fn hsm_resident_key_pairs() {
+    use keyhold_core::{Error, Usage};
+    use keyhold_crypto::asym::{self, Hash, PairKind, SignScheme};
+    use keyhold_root::HsmKeys;
+    let root = Pkcs11Root::open(config("kek-pairs"), true).unwrap();
+    for (kind, schemes) in [
+        (
+            PairKind::Rsa(2048),
+            &[
+                SignScheme::RsaPss(Hash::Sha256),
+                SignScheme::RsaPssMaxSalt(Hash::Sha384),
+                SignScheme::RsaPkcs1(Hash::Sha512),
+            ][..],
+        ),
+        (PairKind::EcP256, &[SignScheme::Ecdsa(Hash::Sha256)][..]),
+        (PairKind::EcP384, &[SignScheme::Ecdsa(Hash::Sha384)][..]),
+        (PairKind::EcP521, &[SignScheme::Ecdsa(Hash::Sha512)][..]),
+        (PairKind::Ed25519, &[SignScheme::Ed25519][..]),
+    ] {
+        let label = format!("pair-{kind:?}");
+        root.generate_pair(&label, kind, Usage::SIGN_VERIFY)
+            .unwrap();
+        assert!(
+            root.generate_pair(&label, kind, Usage::SIGN_VERIFY)
+                .is_err(),
+            "labels are unique"
+        );
+        assert_eq!(root.pair_kind(&label).unwrap(), kind);
+        let spki = root.public_key(&label).unwrap();
+        for scheme in schemes {
+            let sig = root.sign(&label, *scheme, b"message").unwrap();
+            assert!(
+                asym::verify(&spki, *scheme, b"message", &sig).unwrap(),
+                "{kind:?} {scheme:?}"
+            );
+            assert!(!asym::verify(&spki, *scheme, b"other", &sig).unwrap());
+        }
+        // Not a signature of this key: a clear refusal, not a token error.
+        let wrong = if kind == PairKind::Ed25519 {
+            SignScheme::Ecdsa(Hash::Sha256)
+        } else {
+            SignScheme::Ed25519
+        };
+        assert!(matches!(
+            root.sign(&label, wrong, b"m"),
+            Err(Error::Invalid { .. })
+        ));
+    }
+    // RSA-OAEP inside the token.
+    root.generate_pair("pair-oaep", PairKind::Rsa(3072), Usage::BOTH)
+        .unwrap();
+    let spki = root.public_key("pair-oaep").unwrap();
+    let ct = asym::oaep_encrypt(&spki, Hash::Sha1, b"data key", None).unwrap();
+    let pt = root
+        .decrypt_oaep("pair-oaep", Hash::Sha1, &ct, None)
+        .unwrap();
+    assert_eq!(pt.expose(), b"data key");
+    let mut bad = ct.clone();
+    bad[10] ^= 1;
+    assert!(matches!(
+        root.decrypt_oaep("pair-oaep", Hash::Sha1, &bad, None),
+        Err(Error::InvalidCiphertext)
+    ));
+    // SoftHSMv2 2.6 does RSA-OAEP with SHA-1 only: SHA-256 is refused by
+    // the module, and said so (an HSM that does it decrypts).
+    let ct = asym::oaep_encrypt(&spki, Hash::Sha256, b"data key", None).unwrap();
+    match root.decrypt_oaep("pair-oaep", Hash::Sha256, &ct, None) {
+        Ok(pt) => assert_eq!(pt.expose(), b"data key"),
+        Err(Error::Invalid { why, .. }) => assert!(why.contains("SHA-256"), "{why}"),
+        Err(e) => panic!("{e:?}"),
+    }
+    // The token enforces usage too: this key may not sign.
+    assert!(root
+        .sign("pair-oaep", SignScheme::RsaPss(Hash::Sha256), b"m")
+        .is_err());
+    // A usage change reaches the private key's attributes.
+    assert!(root.set_usage("pair-oaep", Usage::SIGN_VERIFY).unwrap());
+    root.sign("pair-oaep", SignScheme::RsaPss(Hash::Sha256), b"m")
+        .unwrap();
+    // Destroyed: both halves leave the token.
+    root.destroy_key("pair-oaep").unwrap();
+    assert!(root.public_key("pair-oaep").is_err());
+    assert!(root.pair_kind("pair-oaep").is_err());
+    // OpenSC's pkcs11-tool sees a sensitive, never-extractable private key.
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            TOKEN,
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args([
+            "--list-objects",
+            "--type",
+            "privkey",
+            "--label",
+            "pair-EcP256",
+        ])
+        .env("SOFTHSM2_CONF", &token().conf)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("sensitive") && listed.contains("never extractable"),
+        "{listed}"
+    );
+}

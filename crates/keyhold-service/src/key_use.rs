@@ -302,10 +302,7 @@ impl KeyService {
             check_scheme(&h, scheme)?;
             let (version, key) = h.current()?;
             facts.key_version = Some(version);
-            let signature = key
-                .pair()?
-                .sign(scheme, message)
-                .map_err(|e| Error::Internal(format!("signing failed: {e}")))?;
+            let signature = key.sign(scheme, message)?;
             Ok(Signed { version, signature })
         })();
         Used { result, facts }
@@ -329,10 +326,7 @@ impl KeyService {
             let version = version.unwrap_or(h.key.current_version);
             facts.key_version = Some(version);
             let (key, _) = self.key_version(&h, version)?;
-            let spki = key
-                .pair()?
-                .public_spki()
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            let spki = key.public_spki()?;
             keyhold_crypto::asym::verify(&spki, scheme, message, signature)
                 .map_err(|e| Error::Internal(format!("verification failed: {e}")))
         })();
@@ -364,9 +358,7 @@ impl KeyService {
             if flag != VersionFlag::Good || h.key.lifecycle.state == KeyState::Compromised {
                 facts.compromised = true;
             }
-            key.pair()?
-                .oaep_decrypt(hash, ciphertext, label)
-                .map_err(|_| Error::InvalidCiphertext)
+            key.oaep_decrypt(hash, ciphertext, label)
         })();
         Used { result, facts }
     }

@@ -440,7 +440,9 @@ fn key(cmd: &KeyCmd) -> Option<Result<Typed, String>> {
             key_id,
             usage,
         } => {
-            let usage: Vec<&str> = usage.split(',').map(str::trim).collect();
+            let usage: Option<Vec<&str>> = usage
+                .as_deref()
+                .map(|u| u.split(',').map(str::trim).collect());
             Typed::with(
                 Route::ImportHsmKey(prefix.clone()),
                 json!({ "label": label, "key_id": key_id, "usage": usage }),

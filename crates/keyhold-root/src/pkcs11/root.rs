@@ -7,6 +7,7 @@ use super::config::Pkcs11Config;
 use super::token::{may_be_device, Pkcs11Token};
 use crate::{EkmHealth, HsmKeys, RootInfo, RootOfTrust};
 use keyhold_core::{Error, Result};
+use keyhold_crypto::asym::{Hash, PairKind, SignScheme};
 use keyhold_crypto::SecretBytes;
 use parking_lot::Mutex;
 use std::time::{Duration, Instant};
@@ -307,6 +308,33 @@ impl HsmKeys for Pkcs11Root {
         tag: &[u8],
     ) -> Result<SecretBytes> {
         self.run(|t| t.decrypt(label, iv, aad, ciphertext, tag))
+    }
+
+    /// In the first token that works, like AES keys.
+    fn generate_pair(&self, label: &str, kind: PairKind, usage: keyhold_core::Usage) -> Result<()> {
+        self.run(|t| t.generate_pair(label, kind, usage))
+    }
+
+    fn pair_kind(&self, label: &str) -> Result<PairKind> {
+        self.run(|t| t.pair_kind(label))
+    }
+
+    fn public_key(&self, label: &str) -> Result<Vec<u8>> {
+        self.run(|t| t.public_key(label))
+    }
+
+    fn sign(&self, label: &str, scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>> {
+        self.run(|t| t.sign(label, scheme, msg))
+    }
+
+    fn decrypt_oaep(
+        &self,
+        label: &str,
+        hash: Hash,
+        ciphertext: &[u8],
+        oaep_label: Option<&[u8]>,
+    ) -> Result<SecretBytes> {
+        self.run(|t| t.decrypt_oaep(label, hash, ciphertext, oaep_label))
     }
 }
 

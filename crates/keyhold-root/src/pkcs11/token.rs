@@ -4,6 +4,8 @@
 //! a failure whose cause is the token itself (it stopped answering) leads
 //! to one re-initialisation and one retry.
 
+mod pairs;
+
 use super::config::Pkcs11Config;
 use super::module::{Loaded, Module};
 use super::pool::SessionPool;
@@ -65,6 +67,8 @@ pub(crate) struct Pkcs11Token {
     /// Handles of keys by label, valid for the generation in `found`
     /// (token objects keep their handle for every session of this process).
     keys: Mutex<HashMap<String, ObjectHandle>>,
+    /// Private keys of HSM-resident pairs and their kinds, likewise.
+    pairs: Mutex<HashMap<String, (ObjectHandle, keyhold_crypto::asym::PairKind)>>,
     /// One health probe at a time (the first one may create the health key).
     probing: Mutex<()>,
 }
@@ -169,6 +173,22 @@ fn gcm_decrypt(
     }
 }
 
+/// Whether C_SetAttributeValue failed because the token does not let the
+/// attribute change (rather than because it failed).
+fn refused_change(e: &SessionFailure) -> bool {
+    matches!(
+        e,
+        SessionFailure::Ck(CkError::Pkcs11(
+            RvError::AttributeReadOnly
+                | RvError::AttributeValueInvalid
+                | RvError::AttributeTypeInvalid
+                | RvError::ActionProhibited
+                | RvError::TemplateInconsistent,
+            _,
+        ))
+    )
+}
+
 /// Errors after which a session must not be reused.
 /// Whether a failure with a valid template is worth one retry on a fresh
 /// session: SoftHSMv2 has been seen to answer CKR_TEMPLATE_INCONSISTENT to
@@ -254,6 +274,7 @@ impl Pkcs11Token {
                 cfg.reuse_sessions,
             ),
             keys: Mutex::new(HashMap::new()),
+            pairs: Mutex::new(HashMap::new()),
             found: Mutex::new(None),
             probing: Mutex::new(()),
             summary: Mutex::new(TokenSummary {
@@ -322,6 +343,7 @@ impl Pkcs11Token {
             return Ok(f.slot);
         }
         self.keys.lock().clear();
+        self.pairs.lock().clear();
         let slots = m
             .ctx
             .get_slots_with_token()
@@ -629,8 +651,8 @@ impl Pkcs11Token {
         Ok(())
     }
 
-    /// Destroys the key with this label (never the KEK). A key already
-    /// absent counts as destroyed.
+    /// Destroys the key with this label (never the KEK): a secret key, or
+    /// both halves of a key pair. A key already absent counts as destroyed.
     pub(crate) fn destroy_key(&self, label: &str) -> Result<()> {
         if self.is_reserved(label) {
             return Err(Error::invalid(
@@ -640,10 +662,18 @@ impl Pkcs11Token {
         }
         let found = self
             .with_session("find key", |s| {
-                s.find_objects(&[
-                    Attribute::Class(ObjectClass::SECRET_KEY),
-                    Attribute::Label(label.as_bytes().to_vec()),
-                ])
+                let mut found = Vec::new();
+                for class in [
+                    ObjectClass::SECRET_KEY,
+                    ObjectClass::PRIVATE_KEY,
+                    ObjectClass::PUBLIC_KEY,
+                ] {
+                    found.extend(s.find_objects(&[
+                        Attribute::Class(class),
+                        Attribute::Label(label.as_bytes().to_vec()),
+                    ])?);
+                }
+                Ok(found)
             })
             .map_err(|e| ck("find HSM key", e))?;
         for h in found {
@@ -651,6 +681,7 @@ impl Pkcs11Token {
                 .map_err(|e| ck("C_DestroyObject", e))?;
         }
         self.keys.lock().remove(label);
+        self.pairs.lock().clear();
         tracing::warn!(label, token = %self.name(), "destroyed the HSM key");
         Ok(())
     }
@@ -658,18 +689,14 @@ impl Pkcs11Token {
     /// Makes the key allowed to do exactly `usage` (C_SetAttributeValue).
     /// `Ok(false)`: the token refuses to change these attributes.
     pub(crate) fn set_usage(&self, label: &str, usage: Usage) -> Result<bool> {
+        if self.key_handle(label).is_err() && self.pair(label).is_ok() {
+            return self.set_pair_usage(label, usage);
+        }
         match self.with_key(label, |s, h| {
             s.update_attributes(h, &usage_attributes(usage))
         }) {
             Ok(()) => Ok(true),
-            Err(SessionFailure::Ck(CkError::Pkcs11(
-                RvError::AttributeReadOnly
-                | RvError::AttributeValueInvalid
-                | RvError::AttributeTypeInvalid
-                | RvError::ActionProhibited
-                | RvError::TemplateInconsistent,
-                _,
-            ))) => Ok(false),
+            Err(e) if refused_change(&e) => Ok(false),
             Err(e) => Err(ck("C_SetAttributeValue", e)),
         }
     }

@@ -286,7 +286,8 @@ pub struct KeysMade {
     pub keys: Vec<KeyView>,
 }
 
-/// A key that already exists in the HSM, adopted (e.g. from another XKS proxy).
+/// A key that already exists in the HSM, adopted (e.g. from another XKS
+/// proxy): an AES-256 key or a key pair (its type read from the token).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportHsmKey {
@@ -295,15 +296,17 @@ pub struct ImportHsmKey {
     /// Its external key id (absent: the label).
     #[serde(default)]
     pub key_id: Option<String>,
+    /// As for a new key of its type (absent: ENCRYPT,DECRYPT for AES,
+    /// SIGN,VERIFY for EC and Ed25519; an RSA pair needs it).
     #[serde(default)]
     pub usage: Option<Vec<String>>,
 }
 
-fn usage_of(names: &Option<Vec<String>>) -> OpResult<Usage> {
-    Ok(match names {
-        None => Usage::BOTH,
-        Some(names) => Usage::parse(&names.join(","))?,
-    })
+fn usage_of(names: &Option<Vec<String>>) -> OpResult<Option<Usage>> {
+    Ok(names
+        .as_ref()
+        .map(|n| Usage::parse(&n.join(",")))
+        .transpose()?)
 }
 
 /// A new key's type and usage (the type's default usage when none is
@@ -317,8 +320,8 @@ pub fn type_and_usage(
         .map(KeyType::parse)
         .transpose()?
         .unwrap_or_default();
-    let usage = match names {
-        Some(names) => Usage::parse(&names.join(","))?,
+    let usage = match usage_of(names)? {
+        Some(u) => u,
         None => t.default_usage().ok_or_else(|| {
             OpError::new(
                 400,
@@ -605,18 +608,17 @@ impl AdminOps {
             )?,
         };
         let k = match req.protection.as_deref().unwrap_or("software") {
-            "hsm" if key_type.is_asymmetric() => {
-                return Err(OpError::new(
-                    400,
-                    format!("a {key_type} key is made in software (wrapped under the root of trust); HSM-resident keys are AES-256"),
-                ))
-            }
             "hsm" => {
                 if lifecycle != keyhold_core::Lifecycle::default() {
                     return Err(OpError::new(400, "lifecycle options at creation are for software keys; use `key deactivate`, `key set-dates` afterwards"));
                 }
-                self.service
-                    .create_hsm_key(&p, &id, usage, req.hsm_label.as_deref())?
+                self.service.create_hsm_key_of(
+                    &p,
+                    &id,
+                    key_type,
+                    usage,
+                    req.hsm_label.as_deref(),
+                )?
             }
             "software" if req.hsm_label.is_some() => {
                 return Err(OpError::new(

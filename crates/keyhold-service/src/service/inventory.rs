@@ -268,11 +268,7 @@ impl KeyService {
             ));
         }
         let (m, _) = self.load_version(&key, version)?;
-        let spki = m
-            .pair()?
-            .public_spki()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        Ok((version, spki))
+        Ok((version, m.public_spki()?))
     }
 
     pub fn list_keys(
@@ -331,21 +327,41 @@ impl KeyService {
         usage: Usage,
         label: Option<&str>,
     ) -> Result<Key> {
+        self.create_hsm_key_of(prefix, id, KeyType::Aes256, usage, label)
+    }
+
+    /// [`KeyService::create_hsm_key`] of a given type: an AES-256 key or a
+    /// key pair generated in the HSM (C_GenerateKeyPair), whose private key
+    /// signs or decrypts there and never leaves it.
+    pub fn create_hsm_key_of(
+        &self,
+        prefix: &StorePrefix,
+        id: &KeyId,
+        key_type: KeyType,
+        usage: Usage,
+        label: Option<&str>,
+    ) -> Result<Key> {
+        key_type.check_usage(usage)?;
         let hsm = self.hsm()?;
         let label = label
             .map(str::to_owned)
             .unwrap_or_else(|| format!("keyhold:{}:{}", prefix.as_str(), id));
-        hsm.generate_key(&label, usage)?;
-        self.record_hsm_key(prefix, id, usage, label)
+        match pair_kind(key_type) {
+            None => hsm.generate_key(&label, usage)?,
+            Some(kind) => hsm.generate_pair(&label, kind, usage)?,
+        }
+        self.record_hsm_key(prefix, id, (key_type, usage), label)
     }
 
-    /// Adopts an AES-256 key that already exists in the HSM under `label`
-    /// (how keys move over from other XKS proxies).
+    /// Adopts a key that already exists in the HSM under `label` (how keys
+    /// move over from other XKS proxies): an AES-256 key, or a key pair
+    /// whose private key is sensitive and never extractable (its type read
+    /// from the token). `usage` defaults to the type's.
     pub fn import_hsm_key(
         &self,
         prefix: &StorePrefix,
         id: &KeyId,
-        usage: Usage,
+        usage: Option<Usage>,
         label: &str,
     ) -> Result<Key> {
         let hsm = self.hsm()?;
@@ -355,13 +371,31 @@ impl KeyService {
                 format!("{label:?} is Keyhold's own key (the root of trust's key-encryption key or its health key): it is never adopted as a customer key"),
             ));
         }
-        hsm.check_key(label)?;
+        let key_type = match hsm.check_key(label) {
+            Ok(()) => KeyType::Aes256,
+            Err(aes) => match hsm.pair_kind(label) {
+                Ok(kind) => key_type_of(kind).ok_or(aes)?,
+                // Neither: the AES answer, unless a private key is there.
+                Err(pair) if pair.to_string().contains("no private key") => return Err(aes),
+                Err(pair) => return Err(pair),
+            },
+        };
+        let usage = match usage.or(key_type.default_usage()) {
+            Some(u) => u,
+            None => {
+                return Err(Error::invalid(
+                    "usage",
+                    format!("the HSM key {label:?} is a {key_type} key: say its usage, ENCRYPT,DECRYPT (RSA-OAEP) or SIGN,VERIFY"),
+                ))
+            }
+        };
+        key_type.check_usage(usage)?;
         // The adopted key's attributes become its usage, where the token
         // lets them change.
         if !hsm.set_usage(label, usage)? {
             tracing::warn!(label, "the HSM token would not set the adopted key's usage attributes: Keyhold alone enforces its usage");
         }
-        self.record_hsm_key(prefix, id, usage, label.to_owned())
+        self.record_hsm_key(prefix, id, (key_type, usage), label.to_owned())
     }
 
     pub(crate) fn hsm(&self) -> Result<&dyn keyhold_root::HsmKeys> {
@@ -377,11 +411,11 @@ impl KeyService {
         &self,
         prefix: &StorePrefix,
         id: &KeyId,
-        usage: Usage,
+        type_and_usage: (KeyType, Usage),
         label: String,
     ) -> Result<Key> {
         let t = now();
-        let key = new_key(prefix, id, (KeyType::Aes256, usage), t, Some(label));
+        let key = new_key(prefix, id, type_and_usage, t, Some(label));
         // The version row records that version 1 exists; its material is in the HSM.
         let v = WrappedKeyVersion {
             version: 1,
@@ -419,7 +453,10 @@ impl KeyService {
         let v = match &key.hsm_label {
             Some(base) => {
                 let label = hsm_version_label(base, next);
-                self.hsm()?.generate_key(&label, key.usage)?;
+                match pair_kind(key.key_type) {
+                    None => self.hsm()?.generate_key(&label, key.usage)?,
+                    Some(kind) => self.hsm()?.generate_pair(&label, kind, key.usage)?,
+                }
                 let v = WrappedKeyVersion {
                     version: next,
                     wrapped: Vec::new(),

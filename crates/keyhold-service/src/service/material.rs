@@ -2,6 +2,7 @@
 //! credentials it checks signatures with.
 
 use super::*;
+use keyhold_crypto::asym::{Hash, SignScheme};
 
 /// The operation a front-end wants to perform with a key. The first three
 /// are the AES-256 ones (XKS); the others need a key pair.
@@ -40,6 +41,13 @@ impl Operation {
     fn produces(self) -> bool {
         matches!(self, Operation::Encrypt | Operation::Sign)
     }
+}
+
+/// The key type of a kind of key pair (`None`: one Keyhold does not make).
+pub(crate) fn key_type_of(kind: keyhold_crypto::asym::PairKind) -> Option<KeyType> {
+    KeyType::ALL
+        .into_iter()
+        .find(|t| pair_kind(*t) == Some(kind))
 }
 
 /// The key-pair generator for an asymmetric key type (`None` for AES).
@@ -100,6 +108,13 @@ pub(crate) enum KeyMaterial {
         label: String,
     },
     Pair(keyhold_crypto::asym::PrivateKey),
+    /// A key pair resident in the HSM under `label`; its public key
+    /// (SubjectPublicKeyInfo) read once, for verification here.
+    HsmPair {
+        root: Arc<dyn RootOfTrust>,
+        label: String,
+        public: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for KeyMaterial {
@@ -108,6 +123,7 @@ impl std::fmt::Debug for KeyMaterial {
             KeyMaterial::Software(_) => f.write_str("KeyMaterial::Software([REDACTED])"),
             KeyMaterial::Hsm { label, .. } => write!(f, "KeyMaterial::Hsm({label:?})"),
             KeyMaterial::Pair(_) => f.write_str("KeyMaterial::Pair([REDACTED])"),
+            KeyMaterial::HsmPair { label, .. } => write!(f, "KeyMaterial::HsmPair({label:?})"),
         }
     }
 }
@@ -116,24 +132,65 @@ fn not_aes() -> Error {
     Error::KeyUsage("an asymmetric key does not do AES-GCM".into())
 }
 
+fn not_a_pair() -> Error {
+    Error::KeyUsage("an AES-256 key is not a key pair".into())
+}
+
+fn hsm_of(root: &Arc<dyn RootOfTrust>) -> Result<&dyn keyhold_root::HsmKeys> {
+    root.hsm_keys()
+        .ok_or_else(|| Error::RootOfTrust("the root of trust has no HSM".into()))
+}
+
 impl KeyMaterial {
     /// Whether using this key calls into an HSM (and so may block).
     pub(crate) fn is_hsm(&self) -> bool {
-        matches!(self, KeyMaterial::Hsm { .. })
+        matches!(self, KeyMaterial::Hsm { .. } | KeyMaterial::HsmPair { .. })
     }
 
-    /// The private key of a key pair.
-    pub(crate) fn pair(&self) -> Result<&keyhold_crypto::asym::PrivateKey> {
+    /// Signs `msg` with a key pair's private key (in the HSM for one that
+    /// lives there).
+    pub(crate) fn sign(&self, scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>> {
         match self {
-            KeyMaterial::Pair(k) => Ok(k),
-            _ => Err(Error::KeyUsage("an AES-256 key is not a key pair".into())),
+            KeyMaterial::Pair(k) => k
+                .sign(scheme, msg)
+                .map_err(|e| Error::Internal(format!("signing failed: {e}"))),
+            KeyMaterial::HsmPair { root, label, .. } => hsm_of(root)?.sign(label, scheme, msg),
+            _ => Err(not_a_pair()),
+        }
+    }
+
+    /// RSA-OAEP decryption with a key pair's private key; a ciphertext
+    /// that does not decrypt is `InvalidCiphertext`.
+    pub(crate) fn oaep_decrypt(
+        &self,
+        hash: Hash,
+        ciphertext: &[u8],
+        label: Option<&[u8]>,
+    ) -> Result<SecretBytes> {
+        match self {
+            KeyMaterial::Pair(k) => k
+                .oaep_decrypt(hash, ciphertext, label)
+                .map_err(|_| Error::InvalidCiphertext),
+            KeyMaterial::HsmPair { root, label: l, .. } => {
+                hsm_of(root)?.decrypt_oaep(l, hash, ciphertext, label)
+            }
+            _ => Err(not_a_pair()),
+        }
+    }
+
+    /// A key pair's public key, as SubjectPublicKeyInfo DER.
+    pub(crate) fn public_spki(&self) -> Result<Vec<u8>> {
+        match self {
+            KeyMaterial::Pair(k) => k.public_spki().map_err(|e| Error::Internal(e.to_string())),
+            KeyMaterial::HsmPair { public, .. } => Ok(public.clone()),
+            _ => Err(not_a_pair()),
         }
     }
 
     /// AES-GCM encryption of `in_out` in place with a fresh 96-bit IV.
     pub(crate) fn seal(&self, aad: &[u8], in_out: &mut [u8]) -> Result<([u8; 12], [u8; 16])> {
         match self {
-            KeyMaterial::Pair(_) => Err(not_aes()),
+            KeyMaterial::Pair(_) | KeyMaterial::HsmPair { .. } => Err(not_aes()),
             KeyMaterial::Software(k) => k
                 .seal_in_place(aad, in_out)
                 .map_err(|e| Error::Internal(e.to_string())),
@@ -151,7 +208,7 @@ impl KeyMaterial {
     /// AES-GCM decryption; a wrong tag (or IV, AAD…) is `InvalidCiphertext`.
     pub(crate) fn open(&self, iv: &[u8], aad: &[u8], ct: &[u8], tag: &[u8]) -> Result<SecretBytes> {
         match self {
-            KeyMaterial::Pair(_) => Err(not_aes()),
+            KeyMaterial::Pair(_) | KeyMaterial::HsmPair { .. } => Err(not_aes()),
             KeyMaterial::Software(k) => k
                 .open(iv, aad, ct, tag)
                 .map_err(|_| Error::InvalidCiphertext),

@@ -176,9 +176,17 @@ impl KeyService {
             .ok_or(Error::InvalidCiphertext)?;
         if let Some(label) = &key.hsm_label {
             // No material outside the HSM: each version is a key in it.
-            let m = KeyMaterial::Hsm {
-                root: self.barrier.root().clone(),
-                label: hsm_version_label(label, version),
+            let root = self.barrier.root().clone();
+            let label = hsm_version_label(label, version);
+            let m = if key.key_type.is_asymmetric() {
+                let public = self.hsm()?.public_key(&label)?;
+                KeyMaterial::HsmPair {
+                    root,
+                    label,
+                    public,
+                }
+            } else {
+                KeyMaterial::Hsm { root, label }
             };
             return Ok((m, wv.flag));
         }
