@@ -167,6 +167,8 @@ pub mod crypto_alg {
     pub const EC: u32 = 0x1A;
     pub const CHACHA20: u32 = 0x1C;
     pub const CHACHA20_POLY1305: u32 = 0x1E;
+    /// KMIP 2.0 and later.
+    pub const ED25519: u32 = 0x37;
 }
 
 pub mod block_cipher_mode {

@@ -234,6 +234,41 @@ fn ec_pairs_sign_with_ecdsa_and_refuse_rsa_formats() {
     );
 }
 
+#[test]
+fn ed25519_pairs_sign_with_pure_eddsa() {
+    let (_d, k) = kmip();
+    let (private, public) = pair(&k, crypto_alg::ED25519, 256);
+    let (f, spki) = get(&k, &public, None);
+    assert_eq!(f, key_format::X_509);
+    let (f, _) = get(&k, &private, None);
+    assert_eq!(f, key_format::PKCS_8);
+    // Named in the parameters, or taken from the key.
+    for p in [
+        params(vec![Ttlv::enumeration(
+            t::CRYPTOGRAPHIC_ALGORITHM,
+            crypto_alg::ED25519,
+        )]),
+        params(vec![]),
+    ] {
+        let (s, body) = sign(&k, &private, p.clone(), b"data");
+        assert_eq!(s, SUCCESS, "{body:?}");
+        let Value::ByteString(sig) = &body.child(t::SIGNATURE_DATA).unwrap().value else {
+            panic!()
+        };
+        assert_eq!(sig.len(), 64);
+        assert!(asym::verify(&spki, SignScheme::Ed25519, b"data", sig).unwrap());
+        assert_eq!(verify(&k, &public, p.clone(), b"data", sig), 1);
+        assert_eq!(verify(&k, &public, p, b"other", sig), 2);
+    }
+    // ECDSA parameters are not Ed25519's.
+    let ecdsa = params(vec![Ttlv::enumeration(
+        t::CRYPTOGRAPHIC_ALGORITHM,
+        crypto_alg::ECDSA,
+    )]);
+    let (s, _) = sign(&k, &private, ecdsa, b"data");
+    assert_ne!(s, SUCCESS);
+}
+
 /// The identifier a Link of `link_type` on object `u` points to.
 fn link_of(k: &Kmip, u: &str, link_type: u32) -> Option<String> {
     let (s, body) = call(k, "alice", op::GET_ATTRIBUTES, uid(u));

@@ -177,6 +177,23 @@ with ProxyKmipClient(hostname=host, port=int(port), cert=cert, key=key, ca=ca,
     c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, pub)
     c.destroy(pub)
 
+    if version.startswith("2"):
+        # Ed25519 (KMIP 2.0): a pure EdDSA signature, checked by
+        # pyca/cryptography on the public key Keyhold gives.
+        epub, epriv = c.create_key_pair(
+            enums.CryptographicAlgorithm.ED25519, 256,
+            public_usage_mask=[U.VERIFY], private_usage_mask=[U.SIGN])
+        c.activate(epub)
+        c.activate(epriv)
+        ek = c.get(epub)
+        check(ek.key_format_type == enums.KeyFormatType.X_509, f"Ed25519 public key in X.509: {ek}")
+        ed_pub = serialization.load_der_public_key(ek.value)
+        ep = {"cryptographic_algorithm": enums.CryptographicAlgorithm.ED25519}
+        sig = c.sign(b"message", uid=epriv, cryptographic_parameters=ep)
+        ed_pub.verify(sig, b"message")
+        check(c.signature_verify(b"message", sig, uid=epub, cryptographic_parameters=ep)
+              == enums.ValidityIndicator.VALID, "the server verifies its Ed25519 signature")
+
     # Revoke and destroy; a destroyed key's material is gone.
     c.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
     _, attrs = c.get_attributes(uid, ["State"])

@@ -361,9 +361,11 @@ fn sign_scheme(o: &ManagedObject, params: &AsymParams, bits: u32) -> Result<Sign
             }
         }
         crypto_alg::ECDSA | crypto_alg::EC => Ok(SignScheme::Ecdsa(h)),
+        // Pure Ed25519 (RFC 8032): the hash is part of the scheme.
+        crypto_alg::ED25519 => Ok(SignScheme::Ed25519),
         other => Err(KmipError::new(
             Reason::FeatureNotSupported,
-            format!("algorithm {other:#x} does not sign here (RSA and ECDSA do)"),
+            format!("algorithm {other:#x} does not sign here (RSA, ECDSA and Ed25519 do)"),
         )),
     }
 }

@@ -296,10 +296,16 @@ fn pair_kind(alg: u32, len: Option<i32>, curve: Option<u32>) -> Result<PairKind,
                 "name the curve (Recommended Curve) or the Cryptographic Length",
             )),
         },
+        crypto_alg::ED25519 => match len {
+            None | Some(256) => Ok(PairKind::Ed25519),
+            Some(l) => Err(KmipError::invalid_field(format!(
+                "Ed25519 keys are 256 bits, not {l}"
+            ))),
+        },
         other => Err(KmipError::new(
             Reason::FeatureNotSupported,
             format!(
-                "Create Key Pair makes RSA and elliptic-curve keys; algorithm {other:#x} is not supported"
+                "Create Key Pair makes RSA, elliptic-curve and Ed25519 keys; algorithm {other:#x} is not supported"
             ),
         )),
     }
@@ -370,6 +376,11 @@ mod tests {
             PairKind::EcP521
         );
         assert!(pair_kind(crypto_alg::EC, None, Some(0x19)).is_err());
+        assert_eq!(
+            pair_kind(crypto_alg::ED25519, None, None).unwrap(),
+            PairKind::Ed25519
+        );
+        assert!(pair_kind(crypto_alg::ED25519, Some(448), None).is_err());
         assert!(pair_kind(crypto_alg::AES, Some(256), None).is_err());
     }
 }

@@ -265,11 +265,13 @@ impl Pkcs11Token {
                     self.name()
                 )))
             }
-            _ => return Err(Error::RootOfTrust(format!(
+            _ => {
+                return Err(Error::RootOfTrust(format!(
                 "{} private keys are labelled {label:?} in HSM token {:?}; labels must be unique",
                 found.len(),
                 self.name()
-            ))),
+            )))
+            }
         };
         let kind = kind.ok_or_else(|| {
             Error::RootOfTrust(format!(
