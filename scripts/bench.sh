@@ -134,12 +134,12 @@ done
 echo; echo "\$ keyhold-bench --op kmip-locate -c 8 (after the cycles above)"; "$B" "${kmip[@]}" --op kmip-locate -c 8 -d "$D"
 # Asymmetric keys over the same listener, beside what OpenSSL does alone
 # on this machine (the goal: within 20% of it).
-for op in kmip-sign-rsa kmip-sign-ec kmip-decrypt-oaep; do
+for op in kmip-sign-rsa kmip-sign-ec kmip-sign-ed25519 kmip-decrypt-oaep; do
   echo; echo "\$ keyhold-bench --op $op -c 8"; "$B" "${kmip[@]}" --op "$op" -c 8 -d "$D"
 done
 if command -v openssl >/dev/null; then
-  echo; echo "\$ openssl speed -multi 2 rsa2048 ecdsap256 (both cores)"
-  openssl speed -multi 2 -seconds "${D%.*}" rsa2048 ecdsap256 2>/dev/null | grep -E "^(rsa|[ ]*256 bits ecdsa)|sign/s" | tail -4
+  echo; echo "\$ openssl speed -multi 2 rsa2048 ecdsap256 ed25519 (both cores)"
+  openssl speed -multi 2 -seconds "${D%.*}" rsa2048 ecdsap256 ed25519 2>/dev/null | grep -E "^(rsa|[ ]*256 bits ecdsa|[ ]*253 bits EdDSA)|sign/s" | tail -6
 fi
 if python3 -c "import kmip" 2>/dev/null; then
   echo; echo "One PyKMIP client, Create+Get+Destroy cycles:"
@@ -197,3 +197,11 @@ fi
 echo
 echo "\$ cargo bench -p keyhold-xks"
 cargo bench --locked -p keyhold-xks 2>/dev/null | grep requests
+
+# Key pairs through the key service's key-use path, in software and in the
+# HSM (SoftHSMv2, when installed), beside aws-lc-rs alone.
+if [ -e /usr/lib/softhsm/libsofthsm2.so ]; then
+  echo
+  echo "\$ cargo bench -p keyhold-service --bench key_pairs"
+  cargo bench --locked -p keyhold-service --bench key_pairs 2>/dev/null | grep -v "^$"
+fi

@@ -196,6 +196,7 @@ pub(crate) async fn run(args: Args) {
         Op::KmipLocate => "KMIP Locate by Name",
         Op::KmipSignRsa => "KMIP Sign (RSA-2048, PSS, SHA-256)",
         Op::KmipSignEc => "KMIP Sign (P-256, ECDSA, SHA-256)",
+        Op::KmipSignEd25519 => "KMIP Sign (Ed25519)",
         Op::KmipDecryptOaep => "KMIP Decrypt (RSA-2048, OAEP, SHA-256)",
         _ => "KMIP Encrypt",
     };
@@ -253,15 +254,20 @@ impl Work {
             None
         } else if matches!(
             args.op,
-            Op::KmipCycle | Op::KmipCreate | Op::KmipSignRsa | Op::KmipSignEc | Op::KmipDecryptOaep
+            Op::KmipCycle
+                | Op::KmipCreate
+                | Op::KmipSignRsa
+                | Op::KmipSignEc
+                | Op::KmipSignEd25519
+                | Op::KmipDecryptOaep
         ) {
             None
         } else {
-            fail("KMIP mode runs --op kmip-cycle, kmip-create, kmip-encrypt, kmip-locate, kmip-sign-rsa, kmip-sign-ec or kmip-decrypt-oaep")
+            fail("KMIP mode runs --op kmip-cycle, kmip-create, kmip-encrypt, kmip-locate, kmip-sign-rsa, kmip-sign-ec, kmip-sign-ed25519 or kmip-decrypt-oaep")
         };
         let data = vec![0x5au8; args.plaintext_bytes];
         let asymmetric = match args.op {
-            Op::KmipSignRsa | Op::KmipSignEc | Op::KmipDecryptOaep => {
+            Op::KmipSignRsa | Op::KmipSignEc | Op::KmipSignEd25519 | Op::KmipDecryptOaep => {
                 Some(asymmetric_request(args, addr, tls).await)
             }
             _ => None,
@@ -316,8 +322,9 @@ impl Work {
 /// ciphertext the server made once with the public key.
 async fn asymmetric_request(args: &Args, addr: &str, tls: &TlsConnector) -> Vec<u8> {
     let (alg, len) = match args.op {
-        Op::KmipSignEc => (0x1A, 256), // EC, P-256
-        _ => (0x04, 2048),             // RSA
+        Op::KmipSignEc => (0x1A, 256),      // EC, P-256
+        Op::KmipSignEd25519 => (0x37, 256), // Ed25519
+        _ => (0x04, 2048),                  // RSA
     };
     let mut c = connect(addr, tls).await;
     let made = call(
@@ -365,12 +372,17 @@ async fn asymmetric_request(args: &Args, addr: &str, tls: &TlsConnector) -> Vec<
             .unwrap_or_else(|e| fail(e));
     }
     let params = |padding: u32| {
-        let mut p = vec![Ttlv::enumeration(t::HASHING_ALGORITHM, 0x06)]; // SHA-256
-        if alg == 0x04 {
-            p.push(Ttlv::enumeration(t::PADDING_METHOD, padding));
-        } else {
-            p.push(Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, 0x06)); // ECDSA
-        }
+        let p = match alg {
+            0x04 => vec![
+                Ttlv::enumeration(t::HASHING_ALGORITHM, 0x06), // SHA-256
+                Ttlv::enumeration(t::PADDING_METHOD, padding),
+            ],
+            0x37 => vec![Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, 0x37)], // Ed25519
+            _ => vec![
+                Ttlv::enumeration(t::HASHING_ALGORITHM, 0x06),
+                Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, 0x06), // ECDSA
+            ],
+        };
         Ttlv::structure(t::CRYPTOGRAPHIC_PARAMETERS, p)
     };
     let data = Ttlv::bytes(t::DATA, vec![0x5a; 32]);

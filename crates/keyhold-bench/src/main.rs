@@ -43,6 +43,8 @@ enum Op {
     KmipSignRsa,
     /// KMIP: Sign 32 bytes with a P-256 key (ECDSA, SHA-256).
     KmipSignEc,
+    /// KMIP: Sign 32 bytes with an Ed25519 key (pure EdDSA).
+    KmipSignEd25519,
     /// KMIP: Decrypt an RSA-2048 OAEP (SHA-256) ciphertext.
     KmipDecryptOaep,
 }

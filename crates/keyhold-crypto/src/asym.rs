@@ -386,6 +386,71 @@ pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, CryptoError> {
     der_uint_sequence(&[r, s])
 }
 
+/// The unsigned INTEGERs of a DER SEQUENCE (at most `max` of them), as
+/// big-endian magnitudes.
+fn der_uints(der: &[u8], max: usize) -> Result<Vec<Vec<u8>>, CryptoError> {
+    use pkcs8::der::{asn1::UintRef, Decode, Reader, SliceReader};
+    let mut r = SliceReader::new(der).map_err(failed)?;
+    r.sequence(|r| {
+        let mut out = Vec::new();
+        while !r.is_finished() && out.len() < max {
+            out.push(UintRef::decode(r)?.as_bytes().to_vec());
+        }
+        Ok(out)
+    })
+    .map_err(failed)
+}
+
+/// An RSA public key's modulus and public exponent (big-endian), from
+/// PKCS#1 or SubjectPublicKeyInfo DER (KMIP's Transparent RSA Public Key).
+pub fn rsa_public_parts(der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), CryptoError> {
+    let pkcs1 = rsa_public_to_pkcs1(der)?;
+    let mut v = der_uints(&pkcs1, 2)?;
+    let (Some(e), Some(n)) = (v.pop(), v.pop()) else {
+        return Err(CryptoError::Failed);
+    };
+    Ok((n, e))
+}
+
+/// An RSA private key's values in PKCS#1 order — modulus, public exponent,
+/// private exponent, p, q, d mod (p-1), d mod (q-1), q⁻¹ mod p — from
+/// PKCS#1 or PKCS#8 DER (KMIP's Transparent RSA Private Key).
+pub fn rsa_private_parts(der: &[u8]) -> Result<Vec<SecretBytes>, CryptoError> {
+    let pkcs1 = rsa_private_to_pkcs1(der)?;
+    // The first INTEGER is the version (0 for two primes).
+    let v = der_uints(pkcs1.expose(), 9)?;
+    if v.len() != 9 {
+        return Err(CryptoError::Failed);
+    }
+    Ok(v.into_iter().skip(1).map(SecretBytes::new).collect())
+}
+
+/// An EC public key's point (uncompressed) from its SubjectPublicKeyInfo.
+pub fn ec_public_point(spki: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    spki_key_bits(spki)
+}
+
+/// An EC private key's scalar (big-endian), from PKCS#8 or SEC1 DER
+/// (KMIP's Transparent EC Private Key).
+pub fn ec_private_scalar(der: &[u8]) -> Result<SecretBytes, CryptoError> {
+    use pkcs8::der::{asn1::OctetStringRef, asn1::UintRef, Decode, Reader, SliceReader};
+    let sec1 = match pkcs8::PrivateKeyInfo::try_from(der) {
+        Ok(info) => info.private_key,
+        Err(_) => der,
+    };
+    let mut r = SliceReader::new(sec1).map_err(failed)?;
+    let d = r
+        .sequence(|r| {
+            UintRef::decode(r)?;
+            let d = OctetStringRef::decode(r)?.as_bytes().to_vec();
+            // The optional parameters and public key that follow.
+            r.read_slice(r.remaining_len())?;
+            Ok(d)
+        })
+        .map_err(failed)?;
+    Ok(SecretBytes::new(d))
+}
+
 /// A public key (SubjectPublicKeyInfo DER) as PEM (`-----BEGIN PUBLIC KEY-----`).
 pub fn public_key_pem(spki: &[u8]) -> Result<String, CryptoError> {
     pkcs8::der::pem::encode_string("PUBLIC KEY", pkcs8::der::pem::LineEnding::LF, spki)
@@ -627,6 +692,45 @@ mod tests {
         let raw = k.sign(&SystemRandom::new(), b"m").unwrap();
         let der = ecdsa_raw_to_der(raw.as_ref()).unwrap();
         assert!(verify(&p.public, SignScheme::Ecdsa(Hash::Sha256), b"m", &der).unwrap());
+    }
+
+    #[test]
+    fn transparent_parts_rebuild_the_keys() {
+        let rsa = generate(PairKind::Rsa(2048)).unwrap();
+        let (n, e) = rsa_public_parts(&rsa.public).unwrap();
+        assert_eq!(e, vec![1, 0, 1]);
+        assert_eq!(n.len(), 256);
+        let spki = rsa_public_to_spki(&rsa.public).unwrap();
+        assert_eq!(rsa_public_parts(&spki).unwrap(), (n.clone(), e.clone()));
+        let parts = rsa_private_parts(rsa.private.expose()).unwrap();
+        assert_eq!(parts.len(), 8);
+        assert_eq!(parts[0].expose(), &n[..]);
+        assert_eq!(parts[1].expose(), &e[..]);
+        let pkcs8 = rsa_private_to_pkcs8(rsa.private.expose()).unwrap();
+        assert_eq!(
+            rsa_private_parts(pkcs8.expose()).unwrap()[2].expose(),
+            parts[2].expose()
+        );
+        let ec = generate(PairKind::EcP256).unwrap();
+        let point = ec_public_point(&ec.public).unwrap();
+        assert_eq!(point.len(), 65);
+        let d = ec_private_scalar(ec.private.expose()).unwrap();
+        assert_eq!(d.len(), 32);
+        // The scalar rebuilds the same key (aws-lc-rs from its big-endian bytes).
+        let k = EcdsaKeyPair::from_private_key_der(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, &{
+            use aws_lc_rs::encoding::EcPrivateKeyRfc5915Der;
+            let kp =
+                EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_ASN1_SIGNING, ec.private.expose())
+                    .unwrap();
+            let sec1: EcPrivateKeyRfc5915Der<'static> = kp.private_key().as_der().unwrap();
+            assert_eq!(
+                ec_private_scalar(sec1.as_ref()).unwrap().expose(),
+                d.expose()
+            );
+            sec1.as_ref().to_vec()
+        })
+        .unwrap();
+        assert_eq!(k.public_key().as_ref(), &point[..]);
     }
 
     #[test]

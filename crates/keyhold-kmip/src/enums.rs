@@ -208,6 +208,11 @@ pub mod key_format {
     pub const X_509: u32 = 0x05;
     pub const EC_PRIVATE_KEY: u32 = 0x06;
     pub const TRANSPARENT_SYMMETRIC_KEY: u32 = 0x07;
+    pub const TRANSPARENT_RSA_PRIVATE_KEY: u32 = 0x0A;
+    pub const TRANSPARENT_RSA_PUBLIC_KEY: u32 = 0x0B;
+    /// KMIP 1.3 and later.
+    pub const TRANSPARENT_EC_PRIVATE_KEY: u32 = 0x14;
+    pub const TRANSPARENT_EC_PUBLIC_KEY: u32 = 0x15;
 }
 
 pub mod name_type {

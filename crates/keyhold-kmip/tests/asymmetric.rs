@@ -269,6 +269,103 @@ fn ed25519_pairs_sign_with_pure_eddsa() {
     assert_ne!(s, SUCCESS);
 }
 
+/// Get's Key Material in a Transparent format (a structure).
+fn get_transparent(k: &Kmip, u: &str, format: u32) -> Ttlv {
+    let mut p = uid(u);
+    p.push(Ttlv::enumeration(t::KEY_FORMAT_TYPE, format));
+    let (s, body) = call(k, "alice", op::GET, p);
+    assert_eq!(s, SUCCESS, "{body:?}");
+    let holder = body
+        .items()
+        .iter()
+        .find(|i| i.tag == t::PRIVATE_KEY || i.tag == t::PUBLIC_KEY)
+        .expect("a key");
+    let block = holder.child(t::KEY_BLOCK).unwrap();
+    assert_eq!(
+        block.child(t::KEY_FORMAT_TYPE).unwrap().value,
+        Value::Enumeration(format)
+    );
+    block
+        .child(t::KEY_VALUE)
+        .unwrap()
+        .child(t::KEY_MATERIAL)
+        .unwrap()
+        .clone()
+}
+
+/// A Big Integer's magnitude (its sign padding dropped).
+fn magnitude(m: &Ttlv, tag: u32) -> Vec<u8> {
+    match &m
+        .child(tag)
+        .unwrap_or_else(|| panic!("{tag:#x} in {m:?}"))
+        .value
+    {
+        Value::BigInteger(b) => {
+            assert_eq!(b.len() % 8, 0, "padded to eight bytes");
+            assert!(b[0] & 0x80 == 0, "positive");
+            b.iter().copied().skip_while(|x| *x == 0).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn keys_are_given_in_their_transparent_forms() {
+    use keyhold_kmip::enums::recommended_curve as rc;
+    let (_d, k) = kmip();
+    let (private, public) = pair(&k, crypto_alg::RSA, 2048);
+    let (_, pkcs1) = get(&k, &public, None);
+    let m = get_transparent(&k, &public, key_format::TRANSPARENT_RSA_PUBLIC_KEY);
+    let (n, e) = (magnitude(&m, t::MODULUS), magnitude(&m, t::PUBLIC_EXPONENT));
+    assert_eq!(e, vec![1, 0, 1]);
+    assert_eq!(
+        asym::rsa_spki_from_parts(&n, &e).unwrap(),
+        asym::rsa_public_to_spki(&pkcs1).unwrap()
+    );
+    let m = get_transparent(&k, &private, key_format::TRANSPARENT_RSA_PRIVATE_KEY);
+    assert_eq!(magnitude(&m, t::MODULUS), n);
+    for tag in [
+        t::PRIVATE_EXPONENT,
+        t::P,
+        t::Q,
+        t::PRIME_EXPONENT_P,
+        t::PRIME_EXPONENT_Q,
+        t::CRT_COEFFICIENT,
+    ] {
+        assert!(!magnitude(&m, tag).is_empty());
+    }
+    for (len, curve) in [(256, rc::P_256), (384, rc::P_384), (521, rc::P_521)] {
+        let (private, public) = pair(&k, crypto_alg::EC, len);
+        let (_, spki) = get(&k, &public, None);
+        let m = get_transparent(&k, &public, key_format::TRANSPARENT_EC_PUBLIC_KEY);
+        assert_eq!(
+            m.child(t::RECOMMENDED_CURVE).unwrap().value,
+            Value::Enumeration(curve)
+        );
+        assert_eq!(
+            m.child(t::Q_STRING).unwrap().value,
+            Value::ByteString(asym::ec_public_point(&spki).unwrap())
+        );
+        let m = get_transparent(&k, &private, key_format::TRANSPARENT_EC_PRIVATE_KEY);
+        assert_eq!(
+            m.child(t::RECOMMENDED_CURVE).unwrap().value,
+            Value::Enumeration(curve)
+        );
+        assert!(magnitude(&m, t::D).len() <= (len as usize).div_ceil(8));
+    }
+    // A form of another kind of key is refused (an RSA key as EC).
+    let (s, _) = call(
+        &k,
+        "alice",
+        op::GET,
+        vec![
+            Ttlv::text(t::UNIQUE_IDENTIFIER, &public),
+            Ttlv::enumeration(t::KEY_FORMAT_TYPE, key_format::TRANSPARENT_EC_PUBLIC_KEY),
+        ],
+    );
+    assert_ne!(s, SUCCESS);
+}
+
 /// The identifier a Link of `link_type` on object `u` points to.
 fn link_of(k: &Kmip, u: &str, link_type: u32) -> Option<String> {
     let (s, body) = call(k, "alice", op::GET_ATTRIBUTES, uid(u));

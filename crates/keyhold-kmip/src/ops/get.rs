@@ -290,7 +290,7 @@ fn as_stored(
                     Reason::KeyFormatTypeNotSupported,
                     format!(
                         "object {} is kept in format {have:#x}; converting it to {want:#x} is not supported \
-                         (RSA keys convert between PKCS#1, PKCS#8 and X.509)",
+                         (RSA keys convert between PKCS#1, PKCS#8 and X.509; RSA and EC keys to their Transparent forms)",
                         o.uid
                     ),
                 )
@@ -300,27 +300,102 @@ fn as_stored(
     Ok(holder)
 }
 
-/// A public or private RSA key's holder with its Key Block in another
-/// format: PKCS#1 and PKCS#8 for private keys, PKCS#1 and X.509
-/// (SubjectPublicKeyInfo) for public keys. None: not a conversion offered.
+/// A KMIP Big Integer of a big-endian magnitude: two's complement,
+/// sign-padded to a multiple of eight bytes.
+fn big_int(tag: u32, magnitude: &[u8]) -> Ttlv {
+    let first = magnitude
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(magnitude.len());
+    let m = &magnitude[first..];
+    let len = (m.len() + usize::from(m.first().is_some_and(|b| b & 0x80 != 0))).max(1);
+    let padded = len.div_ceil(8) * 8;
+    let mut v = vec![0u8; padded - m.len()];
+    v.extend_from_slice(m);
+    Ttlv::new(tag, Value::BigInteger(v))
+}
+
+/// The Recommended Curve of an EC key whose field elements are `len` bytes.
+fn curve_of(len: usize) -> Option<u32> {
+    use crate::enums::recommended_curve as rc;
+    match len {
+        32 => Some(rc::P_256),
+        48 => Some(rc::P_384),
+        66 => Some(rc::P_521),
+        _ => None,
+    }
+}
+
+/// A key's Transparent Key Material (KMIP 1.3+ forms): the RSA values as
+/// Big Integers; an EC key's curve and its point (Q String) or scalar (D).
+fn transparent(object_type: u32, want: u32, der: &[u8]) -> Option<Ttlv> {
+    use keyhold_crypto::asym;
+    let items = match (object_type, want) {
+        (object_type::PUBLIC_KEY, key_format::TRANSPARENT_RSA_PUBLIC_KEY) => {
+            let (n, e) = asym::rsa_public_parts(der).ok()?;
+            vec![big_int(t::MODULUS, &n), big_int(t::PUBLIC_EXPONENT, &e)]
+        }
+        (object_type::PRIVATE_KEY, key_format::TRANSPARENT_RSA_PRIVATE_KEY) => {
+            let v = asym::rsa_private_parts(der).ok()?;
+            [
+                t::MODULUS,
+                t::PUBLIC_EXPONENT,
+                t::PRIVATE_EXPONENT,
+                t::P,
+                t::Q,
+                t::PRIME_EXPONENT_P,
+                t::PRIME_EXPONENT_Q,
+                t::CRT_COEFFICIENT,
+            ]
+            .iter()
+            .zip(&v)
+            .map(|(tag, x)| big_int(*tag, x.expose()))
+            .collect()
+        }
+        (object_type::PUBLIC_KEY, key_format::TRANSPARENT_EC_PUBLIC_KEY) => {
+            let q = asym::ec_public_point(der).ok()?;
+            let curve = curve_of(q.len().checked_sub(1)? / 2)?;
+            vec![
+                Ttlv::enumeration(t::RECOMMENDED_CURVE, curve),
+                Ttlv::bytes(t::Q_STRING, q),
+            ]
+        }
+        (object_type::PRIVATE_KEY, key_format::TRANSPARENT_EC_PRIVATE_KEY) => {
+            let d = asym::ec_private_scalar(der).ok()?;
+            vec![
+                Ttlv::enumeration(t::RECOMMENDED_CURVE, curve_of(d.len())?),
+                big_int(t::D, d.expose()),
+            ]
+        }
+        _ => return None,
+    };
+    Some(Ttlv::structure(t::KEY_MATERIAL, items))
+}
+
+/// A public or private key's holder with its Key Block in another format:
+/// RSA keys between PKCS#1 and PKCS#8 (private) or X.509
+/// (SubjectPublicKeyInfo, public), and RSA and EC keys in their
+/// Transparent forms. None: not a conversion offered.
 fn convert_key(holder: &Ttlv, object_type: u32, have: u32, want: u32) -> Option<Ttlv> {
     use keyhold_crypto::asym;
     let (_, der) = super::keypair::key_block_bytes(holder)?;
     let block = holder.child(t::KEY_BLOCK)?;
     let converted = match (object_type, have, want) {
-        (object_type::PRIVATE_KEY, key_format::PKCS_1, key_format::PKCS_8) => {
-            asym::rsa_private_to_pkcs8(der).ok()?.expose().to_vec()
-        }
-        (object_type::PRIVATE_KEY, key_format::PKCS_8, key_format::PKCS_1) => {
-            asym::rsa_private_to_pkcs1(der).ok()?.expose().to_vec()
-        }
+        (object_type::PRIVATE_KEY, key_format::PKCS_1, key_format::PKCS_8) => Ttlv::bytes(
+            t::KEY_MATERIAL,
+            asym::rsa_private_to_pkcs8(der).ok()?.expose().to_vec(),
+        ),
+        (object_type::PRIVATE_KEY, key_format::PKCS_8, key_format::PKCS_1) => Ttlv::bytes(
+            t::KEY_MATERIAL,
+            asym::rsa_private_to_pkcs1(der).ok()?.expose().to_vec(),
+        ),
         (object_type::PUBLIC_KEY, key_format::PKCS_1, key_format::X_509) => {
-            asym::rsa_public_to_spki(der).ok()?
+            Ttlv::bytes(t::KEY_MATERIAL, asym::rsa_public_to_spki(der).ok()?)
         }
         (object_type::PUBLIC_KEY, key_format::X_509, key_format::PKCS_1) => {
-            asym::rsa_public_to_pkcs1(der).ok()?
+            Ttlv::bytes(t::KEY_MATERIAL, asym::rsa_public_to_pkcs1(der).ok()?)
         }
-        _ => return None,
+        _ => transparent(object_type, want, der)?,
     };
     let items: Vec<Ttlv> = block
         .items()
@@ -332,7 +407,7 @@ fn convert_key(holder: &Ttlv, object_type: u32, have: u32, want: u32) -> Option<
                 i.items()
                     .iter()
                     .map(|v| match v.tag {
-                        t::KEY_MATERIAL => Ttlv::bytes(t::KEY_MATERIAL, converted.clone()),
+                        t::KEY_MATERIAL => converted.clone(),
                         _ => v.clone(),
                     })
                     .collect(),
