@@ -128,7 +128,7 @@ fn key_pairs_are_made_shown_rotated_and_refused_by_xks() {
             "hsm",
         ],
     );
-    assert!(e.contains("software"), "{e}");
+    assert!(e.contains("need an HSM root of trust"), "{e}");
     let e = fails(
         &env,
         &["key", "set-usage", "/demo", "ec", "--usage", "ENCRYPT"],
