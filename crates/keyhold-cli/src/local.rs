@@ -70,7 +70,7 @@ pub(crate) enum HsmCmd {
     Init,
     /// Show the token, the KEK and the session pool, after a wrap/unwrap round trip.
     Status,
-    /// List the labels of the secret keys in the token.
+    /// List the labels of the secret keys and key pairs in the token.
     ListKeys,
 }
 
@@ -146,14 +146,20 @@ pub(crate) fn hsm(dd: &DataDir, cmd: &HsmCmd, as_json: bool) -> Result<(), Strin
             }
         }
         HsmCmd::ListKeys => {
-            let keys = root.list_secret_keys().map_err(e)?;
+            let secret = root.list_secret_keys().map_err(e)?;
+            let pairs = root.list_key_pairs().map_err(e)?;
             if as_json {
-                output::json(&json!(keys));
+                let mut all: Vec<&String> = secret.iter().chain(&pairs).collect();
+                all.sort();
+                output::json(&json!(all));
             } else {
-                output::table(
-                    &["LABEL"],
-                    &keys.into_iter().map(|k| vec![k]).collect::<Vec<_>>(),
-                );
+                let mut rows: Vec<Vec<String>> = secret
+                    .into_iter()
+                    .map(|k| vec![k, "secret key".into()])
+                    .chain(pairs.into_iter().map(|k| vec![k, "key pair".into()]))
+                    .collect();
+                rows.sort();
+                output::table(&["LABEL", "KIND"], &rows);
             }
         }
     }

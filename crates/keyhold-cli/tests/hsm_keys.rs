@@ -118,6 +118,18 @@ fn key_pairs_live_in_the_hsm_too(env: &Env) {
         "ENCRYPT,DECRYPT",
     ]);
     assert_eq!(k[0]["key_spec"], "RSA_2048");
+    let labels = env.json(&["hsm", "list-keys"]);
+    assert!(labels
+        .as_array()
+        .unwrap()
+        .contains(&json!("keyhold:/demo:hsm-ec")));
+    let table = env.run_ok(&["hsm", "list-keys"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("legacy-rsa") && l.contains("key pair")),
+        "{table}"
+    );
     // Its public key, straight from the token, is the one OpenSC reads.
     let ours = env.run_ok(&["key", "public-key", "/demo", "legacy-rsa"]);
     let dir = tempfile::tempdir().unwrap();

@@ -224,6 +224,12 @@ impl Pkcs11Root {
         self.run(|t| t.list_secret_keys())
     }
 
+    /// Labels of the key pairs (their private keys) in the first token
+    /// that answers.
+    pub fn list_key_pairs(&self) -> Result<Vec<String>> {
+        self.run(|t| t.list_key_pairs())
+    }
+
     /// Checks every token now (a round trip on its health key), marking
     /// each up or down; tokens that fail get one re-initialisation.
     pub fn probe_all(&self) -> Vec<(String, Result<()>)> {

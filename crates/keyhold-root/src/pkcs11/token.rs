@@ -579,10 +579,20 @@ impl Pkcs11Token {
 
     /// Labels of the secret keys in the token.
     pub(crate) fn list_secret_keys(&self) -> Result<Vec<String>> {
+        self.labels_of(ObjectClass::SECRET_KEY)
+    }
+
+    /// Labels of the key pairs (their private keys) in the token.
+    pub(crate) fn list_key_pairs(&self) -> Result<Vec<String>> {
+        self.labels_of(ObjectClass::PRIVATE_KEY)
+    }
+
+    /// Labels of the token's objects of a class, sorted.
+    fn labels_of(&self, class: ObjectClass) -> Result<Vec<String>> {
         let mut out = self
             .with_session("list keys", |s| {
                 let mut out = Vec::new();
-                for h in s.find_objects(&[Attribute::Class(ObjectClass::SECRET_KEY)])? {
+                for h in s.find_objects(&[Attribute::Class(class)])? {
                     for a in s.get_attributes(h, &[AttributeType::Label])? {
                         if let Attribute::Label(l) = a {
                             out.push(String::from_utf8_lossy(&l).into_owned());
