@@ -48,6 +48,7 @@ impl Executor {
             json: false,
             data_dir: self.data_dir.path.clone(),
             actor: Some(actor),
+            frontend: "admin",
         }
     }
 
@@ -63,10 +64,12 @@ impl AdminExecutor for Executor {
         &self,
         who: &AdminIdentity,
         peer: SocketAddr,
+        frontend: &'static str,
         what: &str,
         outcome: Result<(), String>,
     ) {
-        let ctx = self.ctx(format!("{} from {}", who.actor(), peer.ip()));
+        let mut ctx = self.ctx(format!("{} from {}", who.actor(), peer.ip()));
+        ctx.frontend = frontend;
         let words: Vec<String> = what.split(' ').map(str::to_owned).collect();
         self.record(&ctx, &words, &outcome);
     }

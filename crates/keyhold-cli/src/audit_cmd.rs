@@ -279,7 +279,7 @@ pub(crate) fn record_admin(
     let (store, key) = (target.store, target.key);
     let rec = Record {
         ts_ms: keyhold_audit::now_ms(),
-        frontend: "admin".into(),
+        frontend: ctx.frontend.into(),
         operation: target.path.join(" "),
         result: match outcome {
             Ok(()) => "OK",

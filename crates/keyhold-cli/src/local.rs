@@ -173,6 +173,9 @@ pub(crate) struct CommandEnv {
     pub actor: Option<String>,
     /// The data directory (where running servers acknowledge changes).
     pub data_dir: std::path::PathBuf,
+    /// The front-end its audit records name: `admin` (the CLI and the API)
+    /// or `console`.
+    pub frontend: &'static str,
 }
 
 #[derive(Subcommand)]

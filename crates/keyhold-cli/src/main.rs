@@ -652,5 +652,6 @@ fn ctx_with(
         actor: None,
         json: cli.json,
         data_dir: dd.path.clone(),
+        frontend: "admin",
     })
 }

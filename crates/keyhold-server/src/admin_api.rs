@@ -43,11 +43,13 @@ pub trait AdminExecutor: Send + Sync + 'static {
     /// Records a request that presented no valid token.
     fn refused(&self, peer: SocketAddr, why: &str);
     /// Records an authenticated call (`what`: the command it amounts to)
-    /// and its outcome: every authenticated call is audited.
+    /// and its outcome, made through `frontend` (`admin`: the API;
+    /// `console`: the web console): every authenticated call is audited.
     fn record_call(
         &self,
         who: &AdminIdentity,
         peer: SocketAddr,
+        frontend: &'static str,
         what: &str,
         outcome: Result<(), String>,
     );
@@ -161,7 +163,9 @@ async fn unreadable(
     why: String,
 ) -> Response<Full<Bytes>> {
     let (e2, w2, why2) = (exec.clone(), who.clone(), why.clone());
-    let _ = tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, what, Err(why2))).await;
+    let _ =
+        tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, "admin", what, Err(why2)))
+            .await;
     let mut r = error(status, &why);
     if status == StatusCode::REQUEST_TIMEOUT {
         r.headers_mut().insert(
@@ -172,20 +176,35 @@ async fn unreadable(
     r
 }
 
-/// One admin API request: the typed API under `/v1/` (see
-/// [`crate::admin_v1`]); nothing else is served.
+/// One request on the admin listener: the typed API under `/v1/` (see
+/// [`crate::admin_v1`]) or the web console under `/ui/` (see
+/// [`crate::console`]); nothing else is served.
 async fn handle(
     req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
     service: Arc<KeyService>,
     exec: Arc<dyn AdminExecutor>,
     ops: Arc<crate::admin_ops::AdminOps>,
+    console: Arc<crate::console::Console>,
 ) -> Response<Full<Bytes>> {
     use crate::admin_v1::{self as api, NoRoute, Route};
-    if !req.uri().path().starts_with(api::PREFIX) {
+    let path = req.uri().path();
+    if path == crate::console::PREFIX || path == "/" {
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        r.headers_mut().insert(
+            hyper::header::LOCATION,
+            hyper::header::HeaderValue::from_static("/ui/"),
+        );
+        return r;
+    }
+    if path.starts_with("/ui/") {
+        return crate::console::handle(req, peer, service, exec, ops, console).await;
+    }
+    if !path.starts_with(api::PREFIX) {
         return error(
             StatusCode::NOT_FOUND,
-            "no such admin API path (the API is under /v1/)",
+            "no such admin API path (the API is under /v1/, the console under /ui/)",
         );
     }
     let route = match api::route(req.method(), req.uri().path()) {
@@ -209,9 +228,10 @@ async fn handle(
     };
     if route == Route::Whoami {
         let (e2, w2) = (exec.clone(), who.clone());
-        let _ =
-            tokio::task::spawn_blocking(move || e2.record_call(&w2, peer, "admin whoami", Ok(())))
-                .await;
+        let _ = tokio::task::spawn_blocking(move || {
+            e2.record_call(&w2, peer, "admin", "admin whoami", Ok(()))
+        })
+        .await;
         let v = crate::admin_ops::WhoamiView {
             name: who.name.clone(),
             role: who.role.as_str().into(),
@@ -231,13 +251,14 @@ async fn handle(
         let need = route.access();
         if !need.allows(who.role) {
             let msg = need.denied(&what, &who);
-            exec.record_call(&who, peer, &what, Err(msg.clone()));
+            exec.record_call(&who, peer, "admin", &what, Err(msg.clone()));
             return Err(crate::admin_ops::OpError::new(403, msg));
         }
         let r = api::run(&ops, &route, &query, &body);
         exec.record_call(
             &who,
             peer,
+            "admin",
             &what,
             r.as_ref().map(drop).map_err(|e| e.error.clone()),
         );
@@ -272,6 +293,7 @@ pub async fn serve_admin(
     data_dir: std::path::PathBuf,
 ) {
     let ops = Arc::new(crate::admin_ops::AdminOps::new(service.clone(), &data_dir));
+    let console = Arc::new(crate::console::Console::default());
     let conns = crate::conn::ConnLimiter::new(LIMITS);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
@@ -282,16 +304,23 @@ pub async fn serve_admin(
             drop(tcp);
             continue;
         };
-        let (service, exec, tls, ops) = (service.clone(), exec.clone(), tls.clone(), ops.clone());
+        let (service, exec, tls, ops, console) = (
+            service.clone(),
+            exec.clone(),
+            tls.clone(),
+            ops.clone(),
+            console.clone(),
+        );
         tokio::spawn(async move {
             let _slot = slot;
             let activity = crate::conn::Activity::new();
             let busy = activity.clone();
             let svc = hyper::service::service_fn(move |req| {
-                let (service, exec, ops) = (service.clone(), exec.clone(), ops.clone());
+                let (service, exec, ops, console) =
+                    (service.clone(), exec.clone(), ops.clone(), console.clone());
                 let working = busy.working();
                 async move {
-                    let r = handle(req, peer, service, exec, ops).await;
+                    let r = handle(req, peer, service, exec, ops, console).await;
                     drop(working);
                     Ok::<_, std::convert::Infallible>(r)
                 }

@@ -9,6 +9,7 @@ pub mod admin_v1;
 pub mod audit;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod data_dir;
 pub mod metrics;
 pub mod presence;

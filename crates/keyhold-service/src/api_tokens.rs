@@ -253,6 +253,16 @@ impl KeyService {
     }
 
     /// Every token, by name.
+    /// Whether the token with this id still exists (not revoked) and has
+    /// not expired: what a session made with it needs on every request.
+    pub fn admin_token_in_force(&self, token_id: &str) -> Result<bool> {
+        let now_ms = self.now() * 1000;
+        Ok(self
+            .admin_tokens()?
+            .iter()
+            .any(|t| t.id == token_id && t.expires_ms.is_none_or(|e| e > now_ms)))
+    }
+
     pub fn admin_tokens(&self) -> Result<Vec<AdminToken>> {
         let mut v: Vec<AdminToken> = self
             .storage()

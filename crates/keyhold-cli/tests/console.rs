@@ -1,0 +1,352 @@
+//! The web console over real HTTPS, driven by curl with a cookie jar as a
+//! browser would be: sign-in with a token, the session cookie's flags, the
+//! security headers, changes through the same routes, roles and audit as
+//! the admin API (recorded as `frontend: console`), and the refusals —
+//! no CSRF token, another site, a revoked token, an auditor's change.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A browser: curl with its own cookie jar, never following redirects.
+struct Browser {
+    jar: tempfile::TempDir,
+    base: String,
+    ca: PathBuf,
+}
+
+#[derive(Debug)]
+struct Page {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Page {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    }
+
+    /// The CSRF token of the page's forms.
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no CSRF field in {}", self.body));
+        let rest = &self.body[at + 19..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+}
+
+impl Browser {
+    fn new(base: &str, ca: PathBuf) -> Self {
+        Self {
+            jar: tempfile::tempdir().unwrap(),
+            base: base.to_owned(),
+            ca,
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, form: &[(&str, &str)], extra: &[&str]) -> Page {
+        let jar = self.jar.path().join("cookies");
+        let headers = self.jar.path().join("headers");
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "20", "-X", method])
+            .arg("--cacert")
+            .arg(&self.ca)
+            .arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .arg("-D")
+            .arg(&headers)
+            .args(["-w", "\n%{http_code}"])
+            .args(extra);
+        for (k, v) in form {
+            c.arg("--data-urlencode").arg(format!("{k}={v}"));
+        }
+        let o = c
+            .arg(format!("{}{path}", self.base))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        let status = code.trim().parse().unwrap_or(0);
+        assert_ne!(
+            status,
+            0,
+            "curl {path}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Page {
+            status,
+            headers: std::fs::read_to_string(headers).unwrap_or_default(),
+            body: body.to_owned(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Page {
+        self.request("GET", path, &[], &[])
+    }
+
+    fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        self.request("POST", path, form, &[])
+    }
+
+    fn sign_in(&self, token: &str) -> Page {
+        self.post("/ui/login", &[("token", token)])
+    }
+}
+
+fn token(env: &Env, name: &str, role: &str) -> String {
+    env.json(&["admin", "token", "create", name, "--role", role])["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn admin_address(env: &Env) -> String {
+    let out = env.dir.path().join("serve.stdout");
+    let mut addr = String::new();
+    eventually("admin listener", || {
+        match read(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("keyhold admin on "))
+        {
+            Some(a) => {
+                addr = a.to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
+    let env = Env::new();
+    let alice = token(&env, "alice", "custodian");
+    let ann = token(&env, "ann", "auditor");
+    let _server = env.serve(&["--admin-listen", "127.0.0.1:0"]);
+    let base = format!("https://{}", admin_address(&env)).replace("127.0.0.1", "localhost");
+    let b = Browser::new(&base, env.ca());
+
+    // Signed out: to the sign-in page, which carries the security headers.
+    let p = b.get("/ui/");
+    assert_eq!(p.status, 303);
+    assert_eq!(p.header("location").as_deref(), Some("/ui/login"));
+    let login = b.get("/ui/login");
+    assert_eq!(login.status, 200);
+    let csp = login.header("content-security-policy").unwrap();
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+    assert!(login.header("strict-transport-security").is_some());
+    assert_eq!(
+        login.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    assert_eq!(
+        login.header("referrer-policy").as_deref(),
+        Some("no-referrer")
+    );
+    assert!(!login.body.contains("<script>"), "no inline script");
+    // The assets come from the binary.
+    let css = b.get("/ui/assets/console.css");
+    assert_eq!(css.status, 200);
+    assert!(css.header("content-type").unwrap().starts_with("text/css"));
+
+    // A wrong token: refused, no session.
+    let bad = b.sign_in("khadm_0000000000000000_wrong");
+    assert_eq!(bad.status, 401);
+    assert!(bad.body.contains("not valid"));
+    assert_eq!(b.get("/ui/").status, 303);
+
+    // The custodian signs in: a session cookie, HttpOnly, Secure, Strict.
+    let p = b.sign_in(&alice);
+    assert_eq!(p.status, 303, "{p:?}");
+    let cookie = p.header("set-cookie").unwrap();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/ui"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains(&alice[6..]), "the token is not the cookie");
+    let home = b.get("/ui/");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("Overview") && home.body.contains("alice"));
+    let csrf = home.csrf();
+
+    // A store and a key, made through the console.
+    let p = b.post(
+        "/ui/stores",
+        &[
+            ("csrf", &csrf),
+            ("prefix", "/web"),
+            ("description", "from the console"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(p.header("location").as_deref(), Some("/ui/stores/web"));
+    let store = b.get("/ui/stores/web");
+    assert!(store.body.contains("from the console"));
+    let p = b.post(
+        "/ui/stores/web/keys",
+        &[
+            ("csrf", &csrf),
+            ("key_id", "k1"),
+            ("key_type", "aes-256"),
+            ("protection", "software"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let key = b.get("/ui/stores/web/keys/k1");
+    assert!(
+        key.body.contains("AES_256") && key.body.contains("ENABLED"),
+        "{}",
+        key.body
+    );
+    // A bad request says what is wrong.
+    let p = b.post(
+        "/ui/stores/web/keys",
+        &[
+            ("csrf", &csrf),
+            ("key_id", "r1"),
+            ("key_type", "rsa-2048"),
+            ("protection", "software"),
+        ],
+    );
+    assert_eq!(p.status, 400);
+    assert!(p.body.contains("needs a usage"), "{}", p.body);
+    // Break glass on the key, then back.
+    assert_eq!(
+        b.post(
+            "/ui/stores/web/keys/k1/status",
+            &[("csrf", &csrf), ("status", "DISABLED")]
+        )
+        .status,
+        303
+    );
+    assert!(b.get("/ui/stores/web/keys/k1").body.contains("DISABLED"));
+    assert_eq!(
+        b.post(
+            "/ui/stores/web/keys/k1/status",
+            &[("csrf", &csrf), ("status", "ENABLED")]
+        )
+        .status,
+        303
+    );
+
+    // Refused: no CSRF token, a wrong one, another site.
+    assert_eq!(b.post("/ui/stores/web/keys/k1/rotate", &[]).status, 403);
+    assert_eq!(
+        b.post("/ui/stores/web/keys/k1/rotate", &[("csrf", "forged")])
+            .status,
+        403
+    );
+    let cross = b.request(
+        "POST",
+        "/ui/stores/web/keys/k1/rotate",
+        &[("csrf", &csrf)],
+        &["-H", "Origin: https://evil.example"],
+    );
+    assert_eq!(cross.status, 403);
+    let cross = b.request(
+        "POST",
+        "/ui/stores/web/keys/k1/rotate",
+        &[("csrf", &csrf)],
+        &["-H", "Sec-Fetch-Site: cross-site"],
+    );
+    assert_eq!(cross.status, 403);
+    assert!(b.get("/ui/stores/web/keys/k1").body.contains("(current)"));
+    let versions = env.json(&["key", "versions", "/web", "k1"]);
+    assert_eq!(versions.as_array().unwrap().len(), 1, "nothing was rotated");
+
+    // Lockdown: a typed confirmation, a banner on every page, then lifted.
+    let p = b.post("/ui/lockdown", &[("csrf", &csrf), ("lockdown", "on")]);
+    assert_eq!(p.status, 400);
+    let p = b.post(
+        "/ui/lockdown",
+        &[("csrf", &csrf), ("lockdown", "on"), ("confirm", "LOCKDOWN")],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let banner = b.get("/ui/stores");
+    assert!(banner.body.contains("Lockdown is on"), "{}", banner.body);
+    assert!(banner.body.contains("token alice"), "{}", banner.body);
+    assert_eq!(
+        b.post("/ui/lockdown", &[("csrf", &csrf), ("lockdown", "off")])
+            .status,
+        303
+    );
+    assert!(!b.get("/ui/").body.contains("Lockdown is on"));
+
+    // An auditor: offered no change, refused one, reads the audit log.
+    let a = Browser::new(&base, env.ca());
+    assert_eq!(a.sign_in(&ann).status, 303);
+    let store = a.get("/ui/stores/web");
+    assert!(!store.body.contains("Create a key"));
+    assert!(!store.body.contains("Disable the store"));
+    let refused = a.post(
+        "/ui/stores/web/status",
+        &[("csrf", &store.csrf()), ("status", "DISABLED")],
+    );
+    assert_eq!(refused.status, 403);
+    assert!(refused.body.contains("custodian role"), "{}", refused.body);
+    let audit = a.get("/ui/audit?frontend=console");
+    assert_eq!(audit.status, 200);
+    for what in ["store create", "key create", "lockdown", "console sign-in"] {
+        assert!(
+            audit.body.contains(what),
+            "{what} missing from {}",
+            audit.body
+        );
+    }
+    // The custodian has no audit page.
+    assert_eq!(b.get("/ui/audit").status, 403);
+
+    // Every change is in the audit log as the token, through the console.
+    let recs = env.json(&["audit", "query", "--frontend", "console", "--limit", "100"]);
+    let recs = recs.as_array().unwrap();
+    assert!(recs.iter().any(|r| r["operation"] == "key create"
+        && r["actor"].as_str().unwrap().contains("token alice")
+        && r["result"] == "OK"));
+    assert!(recs.iter().any(
+        |r| r["result"] == "AccessDenied" && r["actor"].as_str().unwrap().contains("token ann")
+    ));
+    assert!(recs
+        .iter()
+        .any(|r| r["detail"].as_str().unwrap_or("").contains("CSRF")));
+
+    // Sign-out ends the session.
+    let p = a.post("/ui/logout", &[("csrf", &store.csrf())]);
+    assert_eq!(p.status, 303);
+    assert_eq!(a.get("/ui/stores").status, 303);
+
+    // A revoked token ends its sessions on their next request.
+    env.run_ok(&["admin", "token", "revoke", "alice"]);
+    let p = b.get("/ui/stores");
+    assert_eq!(p.status, 401);
+    assert!(p.body.contains("revoked"), "{}", p.body);
+    assert_eq!(b.get("/ui/").status, 303);
+
+    // A forged session cookie is no session.
+    let f = Browser::new(&base, env.ca());
+    let p = f.request(
+        "GET",
+        "/ui/",
+        &[],
+        &["-H", "Cookie: keyhold_console=forged"],
+    );
+    assert_eq!(p.status, 303);
+}

@@ -1,0 +1,672 @@
+//! The web console, `/ui/…` on the admin listener: server-rendered pages
+//! with one small script, every asset in the binary (no CDN, no build
+//! step). It is a client of the typed admin API in-process: every page
+//! reads, and every form changes, through [`crate::admin_v1::run`] with the
+//! route the API would take, the route's role check and its audit words —
+//! recorded with `frontend: console` as the signed-in token's identity. It
+//! adds no second way to change anything.
+//!
+//! Sign-in exchanges an admin token for a session ([`session`]); every
+//! change carries the session's CSRF token and must come from the console's
+//! own origin; a token revoked or expired ends its sessions on their next
+//! request. Every answer carries a strict Content-Security-Policy (no
+//! inline script, no eval, no framing), HSTS, `nosniff` and
+//! `Referrer-Policy: no-referrer`.
+
+mod pages;
+pub mod session;
+
+use crate::admin_api::AdminExecutor;
+use crate::admin_ops::{
+    AdminOps, KeyView, LockdownView, OpError, StatusView, StoreView, VersionView,
+};
+use crate::admin_v1::{self as api, Route};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use keyhold_service::api_tokens::AdminIdentity;
+use keyhold_service::KeyService;
+use maud::Markup;
+use pages::Frame;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use session::Sessions;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Where the console is served.
+pub const PREFIX: &str = "/ui";
+/// A form's body at most (the console sends small forms only).
+const MAX_FORM_BYTES: usize = 64 << 10;
+/// Keys on one page of a store.
+const KEYS_PER_PAGE: usize = 100;
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's state in one server: its sessions.
+#[derive(Default)]
+pub struct Console {
+    pub sessions: Sessions,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn with_headers(mut r: Resp, content_type: &'static str, cache: &'static str) -> Resp {
+    let h = r.headers_mut();
+    for (k, v) in [
+        ("content-security-policy", CSP),
+        ("strict-transport-security", "max-age=31536000"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        ("x-frame-options", "DENY"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cache-control", cache),
+        ("content-type", content_type),
+    ] {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    r
+}
+
+fn html(status: StatusCode, m: Markup) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(m.into_string())));
+    *r.status_mut() = status;
+    with_headers(r, "text/html; charset=utf-8", "no-store")
+}
+
+fn redirect(to: &str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(hyper::header::LOCATION, v);
+    }
+    with_headers(r, "text/plain", "no-store")
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Resp {
+    with_headers(
+        Response::new(Full::new(Bytes::from_static(body.as_bytes()))),
+        content_type,
+        "max-age=300",
+    )
+}
+
+/// Decodes a path segment (a store prefix's slashes come encoded).
+fn decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+fn form(body: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// A page's reads and a form's change, as the signed-in identity.
+struct Ctx {
+    ops: Arc<AdminOps>,
+    exec: Arc<dyn AdminExecutor>,
+    peer: SocketAddr,
+    who: AdminIdentity,
+    csrf: String,
+}
+
+impl Ctx {
+    /// A read through the API's route, with its role check (not recorded:
+    /// page views are not audit events; changes are).
+    fn read<T: DeserializeOwned>(&self, route: Route, query: &str) -> Result<T, OpError> {
+        let need = route.access();
+        if !need.allows(self.who.role) {
+            return Err(OpError::new(
+                403,
+                need.denied(&route.audit_words(b""), &self.who),
+            ));
+        }
+        let (_, v) = api::run(&self.ops, &route, query, b"")?;
+        serde_json::from_value(v).map_err(|e| OpError::new(500, e.to_string()))
+    }
+
+    /// A change through the API's route: its role check and its audit
+    /// record, as the console.
+    fn change(&self, route: Route, body: Value) -> Result<Value, OpError> {
+        let body = body.to_string().into_bytes();
+        let what = route.audit_words(&body);
+        let need = route.access();
+        if !need.allows(self.who.role) {
+            let msg = need.denied(&what, &self.who);
+            self.exec
+                .record_call(&self.who, self.peer, "console", &what, Err(msg.clone()));
+            return Err(OpError::new(403, msg));
+        }
+        let r = api::run(&self.ops, &route, "", &body);
+        self.exec.record_call(
+            &self.who,
+            self.peer,
+            "console",
+            &what,
+            r.as_ref().map(drop).map_err(|e| e.error.clone()),
+        );
+        r.map(|(_, v)| v)
+    }
+
+    /// Lockdown's state for the banner: who set it and when, from the audit
+    /// log (a fact every role may see).
+    fn lockdown(&self) -> Option<String> {
+        let on = api::run(&self.ops, &Route::GetLockdown, "", b"")
+            .ok()
+            .and_then(|(_, v)| serde_json::from_value::<LockdownView>(v).ok())
+            .is_some_and(|l| l.lockdown);
+        if !on {
+            return None;
+        }
+        let filter = crate::admin_ops::AuditFilter {
+            operation: Some("lockdown".into()),
+            result: Some("OK".into()),
+            limit: Some(1),
+            ..Default::default()
+        };
+        let last = self
+            .ops
+            .audit_query(&filter)
+            .ok()
+            .and_then(|v| v.into_iter().next());
+        Some(match last {
+            Some(r) => format!(
+                "Set by {} at {}.",
+                r["actor"].as_str().unwrap_or("?"),
+                crate::admin_ops::time(r["ts_ms"].as_i64().unwrap_or(0) / 1000)
+            ),
+            None => String::new(),
+        })
+    }
+
+    fn frame<'a>(&'a self, title: &'a str) -> Frame<'a> {
+        Frame {
+            title,
+            who: Some(&self.who),
+            csrf: &self.csrf,
+            lockdown: self.lockdown(),
+        }
+    }
+
+    fn failed(&self, e: &OpError, back: &str) -> Resp {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let f = self.frame("That did not work");
+        html(status, pages::error(&f, e.status, &e.error, back))
+    }
+}
+
+/// Whether a change comes from the console's own pages: a browser says
+/// where a request comes from (Sec-Fetch-Site, Origin); a cross-site one
+/// is refused whatever its cookies.
+fn same_origin(headers: &hyper::HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(site, Some(s) if s != "same-origin" && s != "none") {
+        return false;
+    }
+    match (
+        headers
+            .get(hyper::header::ORIGIN)
+            .and_then(|v| v.to_str().ok()),
+        headers
+            .get(hyper::header::HOST)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, h)| h.eq_ignore_ascii_case(host)),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+/// One console request.
+pub(crate) async fn handle(
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    service: Arc<KeyService>,
+    exec: Arc<dyn AdminExecutor>,
+    ops: Arc<AdminOps>,
+    console: Arc<Console>,
+) -> Resp {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (method.clone(), path.as_str()) {
+        (Method::GET, "/ui/assets/console.css") => return asset(pages::CSS, "text/css"),
+        (Method::GET, "/ui/assets/console.js") => return asset(pages::JS, "text/javascript"),
+        (Method::GET, "/ui/login") => return html(StatusCode::OK, pages::login(None)),
+        (Method::POST, "/ui/login") => {
+            return sign_in(req, peer, service, exec, console).await;
+        }
+        _ => {}
+    }
+    // Everything else needs a session whose token is still in force.
+    let cookie = session::cookie_value(req.headers());
+    let Some(s) = cookie.as_deref().and_then(|c| console.sessions.get(c)) else {
+        return match method {
+            Method::GET => redirect("/ui/login"),
+            _ => html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(Some("Your session is over: sign in again.")),
+            ),
+        };
+    };
+    let token_id = s.who.token_id.clone();
+    let svc = service.clone();
+    let in_force = tokio::task::spawn_blocking(move || svc.admin_token_in_force(&token_id))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
+    if !in_force {
+        console.sessions.end_token(&s.who.token_id);
+        return html(
+            StatusCode::UNAUTHORIZED,
+            pages::login(Some(
+                "Your admin token was revoked or has expired: sign in with a valid one.",
+            )),
+        );
+    }
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let headers = req.headers().clone();
+    let body = if method == Method::POST {
+        match tokio::time::timeout(
+            crate::admin_api::BODY_TIMEOUT,
+            Limited::new(req.into_body(), MAX_FORM_BYTES).collect(),
+        )
+        .await
+        {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => {
+                return html(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    pages::login(Some("The form was too large.")),
+                )
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    let ctx = Ctx {
+        ops,
+        exec: exec.clone(),
+        peer,
+        who: s.who.clone(),
+        csrf: s.csrf.clone(),
+    };
+    if method == Method::POST {
+        let fields = form(&body);
+        let csrf_ok = fields.get("csrf").is_some_and(|c| s.csrf_matches(c));
+        if !csrf_ok || !same_origin(&headers) {
+            let why = if csrf_ok {
+                "refused: a change from another site"
+            } else {
+                "refused: a change without this session's CSRF token"
+            };
+            let (e2, w2) = (exec.clone(), s.who.clone());
+            let what = format!("console {} {path}", method.as_str().to_lowercase());
+            let _ = tokio::task::spawn_blocking(move || {
+                e2.record_call(&w2, peer, "console", &what, Err(why.into()))
+            })
+            .await;
+            return html(
+                StatusCode::FORBIDDEN,
+                pages::login(Some(
+                    "That change was refused: reload the page and try again.",
+                )),
+            );
+        }
+        if path == "/ui/logout" {
+            if let Some(c) = &cookie {
+                console.sessions.end(c);
+            }
+            let (e2, w2) = (exec.clone(), s.who.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                e2.record_call(&w2, peer, "console", "console sign-out", Ok(()))
+            })
+            .await;
+            let mut r = redirect("/ui/login");
+            if let Ok(v) = HeaderValue::from_str(&session::clear_cookie()) {
+                r.headers_mut().insert(hyper::header::SET_COOKIE, v);
+            }
+            return r;
+        }
+        return tokio::task::spawn_blocking(move || post(&ctx, &path, &fields))
+            .await
+            .unwrap_or_else(|_| {
+                html(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    pages::login(Some("internal error")),
+                )
+            });
+    }
+    if method != Method::GET {
+        return html(
+            StatusCode::METHOD_NOT_ALLOWED,
+            pages::login(Some("method not allowed")),
+        );
+    }
+    tokio::task::spawn_blocking(move || get(&ctx, &path, &query))
+        .await
+        .unwrap_or_else(|_| {
+            html(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::login(Some("internal error")),
+            )
+        })
+}
+
+/// Sign-in: the token is checked, exchanged for a session, and forgotten.
+async fn sign_in(
+    req: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+    service: Arc<KeyService>,
+    exec: Arc<dyn AdminExecutor>,
+    console: Arc<Console>,
+) -> Resp {
+    if !same_origin(req.headers()) {
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::login(Some("Sign in from the console's own page.")),
+        );
+    }
+    let body = match tokio::time::timeout(
+        crate::admin_api::BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_FORM_BYTES).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => {
+            return html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                pages::login(Some("The form was too large.")),
+            )
+        }
+    };
+    let token = zeroize::Zeroizing::new(form(&body).remove("token").unwrap_or_default());
+    let who = match crate::admin_api::authenticate(&service, Some(token.trim().to_owned())).await {
+        Ok(Some(w)) => w,
+        Ok(None) => {
+            let e2 = exec.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                e2.refused(
+                    peer,
+                    "console sign-in with an invalid, expired or revoked admin token",
+                )
+            })
+            .await;
+            return html(
+                StatusCode::UNAUTHORIZED,
+                pages::login(Some(
+                    "That token is not valid (wrong, expired or revoked). Ask a custodian for one: keyhold admin token create NAME --role ROLE.",
+                )),
+            );
+        }
+        Err(_) => {
+            return html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                pages::login(Some(
+                    "The token cannot be checked now (storage unavailable): try again shortly.",
+                )),
+            )
+        }
+    };
+    let id = console.sessions.start(who.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        exec.record_call(&who, peer, "console", "console sign-in", Ok(()))
+    })
+    .await;
+    let mut r = redirect("/ui/");
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id)) {
+        r.headers_mut().insert(hyper::header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The segments of a console path after `/ui/`, decoded.
+fn segments(path: &str) -> Option<Vec<String>> {
+    path.strip_prefix("/ui/")
+        .unwrap_or("")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(decode)
+        .collect()
+}
+
+fn query_map(query: &str) -> HashMap<String, String> {
+    form(query.as_bytes())
+}
+
+fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
+    let Some(segs) = segments(path) else {
+        return ctx.failed(&OpError::new(404, "no such page"), "/ui/");
+    };
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let q = query_map(query);
+    let r = match segs.as_slice() {
+        [] => ctx
+            .read::<StatusView>(Route::Status, "")
+            .map(|s| pages::overview(&ctx.frame("Overview"), &s)),
+        ["stores"] => ctx
+            .read::<Vec<StoreView>>(Route::ListStores, "")
+            .map(|s| pages::stores(&ctx.frame("Key stores"), &s)),
+        ["stores", s] => store_page(ctx, s, &q),
+        ["stores", s, "keys", k] => (|| {
+            let key: KeyView = ctx.read(Route::GetKey((*s).into(), (*k).into()), "")?;
+            let versions: Vec<VersionView> =
+                ctx.read(Route::ListVersions((*s).into(), (*k).into()), "")?;
+            let title = format!("Key {}", key.key_id);
+            Ok(pages::key(&ctx.frame(&title), &key, &versions))
+        })(),
+        ["audit"] => audit_page(ctx, &q),
+        _ => Err(OpError::new(404, "no such page")),
+    };
+    match r {
+        Ok(m) => html(StatusCode::OK, m),
+        Err(e) => ctx.failed(&e, "/ui/"),
+    }
+}
+
+fn store_page(ctx: &Ctx, s: &str, q: &HashMap<String, String>) -> Result<Markup, OpError> {
+    let store: StoreView = ctx.read(Route::GetStore(s.into()), "")?;
+    let search = q.get("q").cloned().unwrap_or_default();
+    // Key ids start with the search: page from just before it.
+    let after = q
+        .get("after")
+        .cloned()
+        .or_else(|| (!search.is_empty()).then(|| before(&search)));
+    let mut query = format!("limit={}", KEYS_PER_PAGE + 1);
+    if let Some(a) = &after {
+        query.push_str(&format!(
+            "&after={}",
+            percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC)
+        ));
+    }
+    let mut keys: Vec<KeyView> = ctx.read(Route::ListKeys(s.into()), &query)?;
+    keys.retain(|k| k.key_id.starts_with(&search));
+    let next = (keys.len() > KEYS_PER_PAGE).then(|| {
+        keys.truncate(KEYS_PER_PAGE);
+        keys.last().map(|k| k.key_id.clone()).unwrap_or_default()
+    });
+    let title = format!("Key store {}", store.prefix);
+    Ok(pages::store(
+        &ctx.frame(&title),
+        &store,
+        &keys,
+        &search,
+        next.as_deref(),
+    ))
+}
+
+/// The largest id that sorts before every id starting with `prefix`.
+fn before(prefix: &str) -> String {
+    let mut b = prefix.as_bytes().to_vec();
+    match b.last_mut() {
+        Some(last) if *last > 0 => {
+            *last -= 1;
+            b.push(0x7e);
+        }
+        _ => {}
+    }
+    String::from_utf8_lossy(&b).into_owned()
+}
+
+fn audit_page(ctx: &Ctx, q: &HashMap<String, String>) -> Result<Markup, OpError> {
+    const FIELDS: [&str; 9] = [
+        "store",
+        "key",
+        "principal",
+        "operation",
+        "result",
+        "kms_request_id",
+        "frontend",
+        "since",
+        "until",
+    ];
+    let filter: Vec<(&str, String)> = FIELDS
+        .iter()
+        .filter_map(|f| q.get(*f).filter(|v| !v.is_empty()).map(|v| (*f, v.clone())))
+        .collect();
+    let mut body = serde_json::Map::new();
+    for (k, v) in &filter {
+        body.insert((*k).into(), json!(v));
+    }
+    body.insert("limit".into(), json!(200));
+    let route = Route::AuditQuery;
+    let need = route.access();
+    if !need.allows(ctx.who.role) {
+        return Err(OpError::new(403, need.denied("audit query", &ctx.who)));
+    }
+    let (_, v) = api::run(
+        &ctx.ops,
+        &route,
+        "",
+        Value::Object(body).to_string().as_bytes(),
+    )?;
+    let records: Vec<Value> = serde_json::from_value(v).unwrap_or_default();
+    Ok(pages::audit(&ctx.frame("Audit"), &filter, &records))
+}
+
+fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
+    let Some(segs) = segments(path) else {
+        return ctx.failed(&OpError::new(404, "no such page"), "/ui/");
+    };
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let field = |n: &str| {
+        f.get(n)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let (done, back) = match segs.as_slice() {
+        ["lockdown"] => {
+            let on = field("lockdown").as_deref() == Some("on");
+            if on && field("confirm").as_deref() != Some("LOCKDOWN") {
+                return ctx.failed(
+                    &OpError::new(400, "Type LOCKDOWN in the confirmation field to lock down."),
+                    "/ui/",
+                );
+            }
+            (
+                ctx.change(Route::SetLockdown, json!({ "lockdown": on })),
+                "/ui/".to_owned(),
+            )
+        }
+        ["stores"] => {
+            let prefix = field("prefix").unwrap_or_default();
+            let back = pages::store_url(&prefix);
+            (
+                ctx.change(
+                    Route::CreateStore,
+                    json!({ "prefix": prefix, "description": field("description").unwrap_or_default() }),
+                ),
+                back,
+            )
+        }
+        ["stores", s, "status"] => (
+            ctx.change(
+                Route::SetStoreStatus((*s).into()),
+                json!({ "status": field("status") }),
+            ),
+            pages::store_url(s),
+        ),
+        ["stores", s, "keys"] => {
+            let usage = field("usage").map(|u| {
+                u.split(',')
+                    .map(|p| p.trim().to_uppercase())
+                    .collect::<Vec<_>>()
+            });
+            let r = ctx.change(
+                Route::CreateKey((*s).into()),
+                json!({
+                    "key_id": field("key_id"),
+                    "key_type": field("key_type"),
+                    "usage": usage,
+                    "protection": field("protection"),
+                }),
+            );
+            let back = match &r {
+                Ok(v) => pages::key_url(s, v["key_id"].as_str().unwrap_or("")),
+                Err(_) => pages::store_url(s),
+            };
+            (r, back)
+        }
+        ["stores", s, "keys", k, "status"] => (
+            ctx.change(
+                Route::SetKeyStatus((*s).into(), (*k).into()),
+                json!({ "status": field("status") }),
+            ),
+            pages::key_url(s, k),
+        ),
+        ["stores", s, "keys", k, "rotate"] => (
+            ctx.change(Route::RotateKey((*s).into(), (*k).into()), json!({})),
+            pages::key_url(s, k),
+        ),
+        _ => (Err(OpError::new(404, "no such form")), "/ui/".to_owned()),
+    };
+    match done {
+        Ok(_) => redirect(&back),
+        Err(e) => ctx.failed(&e, &back),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_from_other_sites_are_told_apart() {
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = hyper::HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert!(same_origin(&h(&[("sec-fetch-site", "same-origin")])));
+        assert!(same_origin(&h(&[])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "cross-site")])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "same-site")])));
+        assert!(same_origin(&h(&[
+            ("origin", "https://127.0.0.1:8444"),
+            ("host", "127.0.0.1:8444")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:8444")
+        ])));
+    }
+
+    #[test]
+    fn search_pages_from_just_before_the_prefix() {
+        assert!(before("k2").as_str() < "k2");
+        assert!(before("k2").as_str() > "k1~");
+        assert_eq!(
+            segments("/ui/stores/a%2Fb/keys/k1").unwrap(),
+            ["stores", "a/b", "keys", "k1"]
+        );
+    }
+}

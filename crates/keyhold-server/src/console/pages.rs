@@ -1,0 +1,438 @@
+//! The console's pages, rendered on the server (maud escapes every value
+//! put into them). Forms that change something are drawn only for a role
+//! that may make the change, and every one carries the session's CSRF
+//! token; the API refuses the rest anyway.
+
+use crate::admin_ops::StatusName;
+use crate::admin_ops::{KeyView, StatusView, StoreView, VersionView};
+use keyhold_service::api_tokens::{AdminIdentity, Role};
+use maud::{html, Markup, DOCTYPE};
+
+/// What every page shows around its content.
+pub(super) struct Frame<'a> {
+    pub(super) title: &'a str,
+    pub(super) who: Option<&'a AdminIdentity>,
+    pub(super) csrf: &'a str,
+    /// Lockdown on: who set it and when, if the audit log says.
+    pub(super) lockdown: Option<String>,
+}
+
+/// A store prefix as one path segment of a console URL (`/a/b` → `a%2Fb`).
+pub(super) fn seg(s: &str) -> String {
+    const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.');
+    percent_encoding::utf8_percent_encode(s.trim_start_matches('/'), SEGMENT).to_string()
+}
+
+pub(super) fn store_url(store: &str) -> String {
+    format!("/ui/stores/{}", seg(store))
+}
+
+pub(super) fn key_url(store: &str, key: &str) -> String {
+    format!("/ui/stores/{}/keys/{}", seg(store), seg(key))
+}
+
+fn may_change(who: Option<&AdminIdentity>) -> bool {
+    who.is_some_and(|w| w.role == Role::Custodian)
+}
+
+/// A hidden CSRF field.
+fn csrf(token: &str) -> Markup {
+    html! { input type="hidden" name="csrf" value=(token); }
+}
+
+pub(super) fn page(f: &Frame<'_>, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (f.title) " — Keyhold" }
+                link rel="stylesheet" href="/ui/assets/console.css";
+                script src="/ui/assets/console.js" defer {}
+            }
+            body {
+                a class="skip" href="#main" { "Skip to content" }
+                header {
+                    span class="brand" { "Keyhold" }
+                    @if let Some(w) = f.who {
+                        nav aria-label="Main" {
+                            a href="/ui/" { "Overview" }
+                            @if w.role != Role::Operator { a href="/ui/stores" { "Key stores" } }
+                            @if w.role == Role::Auditor { a href="/ui/audit" { "Audit" } }
+                        }
+                        form class="signout" method="post" action="/ui/logout" {
+                            (csrf(f.csrf))
+                            span { (w.name) " (" (w.role.as_str()) ")" }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                @if let Some(l) = &f.lockdown {
+                    div class="banner" role="alert" {
+                        strong { "Lockdown is on: " }
+                        "every key is refused on every front-end. " (l)
+                    }
+                }
+                main id="main" {
+                    h1 { (f.title) }
+                    (content)
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn login(error: Option<&str>) -> Markup {
+    let f = Frame {
+        title: "Sign in",
+        who: None,
+        csrf: "",
+        lockdown: None,
+    };
+    page(
+        &f,
+        html! {
+            @if let Some(e) = error { p class="error" role="alert" { (e) } }
+            form method="post" action="/ui/login" class="card" {
+                label for="token" { "Admin token" }
+                input id="token" name="token" type="password" autocomplete="off" required
+                    aria-describedby="token-help";
+                p id="token-help" class="help" {
+                    "A token from " code { "keyhold admin token create NAME --role ROLE" }
+                    ". It is exchanged for a session and not kept in the browser."
+                }
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+pub(super) fn error(f: &Frame<'_>, status: u16, message: &str, back: &str) -> Markup {
+    page(
+        f,
+        html! {
+            p class="error" role="alert" { (message) }
+            p { "(" (status) ") " a href=(back) { "Go back" } }
+        },
+    )
+}
+
+pub(super) fn overview(f: &Frame<'_>, s: &StatusView) -> Markup {
+    let change = may_change(f.who);
+    page(
+        f,
+        html! {
+            section class="cards" {
+                div class="card" {
+                    h2 { "This node" }
+                    dl {
+                        dt { "Version" } dd { (s.version) }
+                        dt { "Health" } dd class={"health " (s.health.to_lowercase())} { (s.health) }
+                        dt { "Data directory" } dd { code { (s.data_dir) } }
+                        @if let Some(n) = s.live_servers { dt { "Live nodes" } dd { (n) } }
+                    }
+                }
+                div class="card" {
+                    h2 { "Root of trust" }
+                    table {
+                        thead { tr { th scope="col" { "Id" } th scope="col" { "Model" } th scope="col" { "Health" } } }
+                        tbody {
+                            @for e in &s.ekms {
+                                tr { td { (e.id) } td { (e.model) } td { (e.status) } }
+                            }
+                        }
+                    }
+                }
+                div class="card" {
+                    h2 { "Stored rows" }
+                    @if s.integrity.genuine { p { "Every row verifies." } }
+                    @else {
+                        p class="error" { "Rows changed outside Keyhold (refused):" }
+                        ul { @for r in &s.integrity.refused { li { (r) } } }
+                    }
+                }
+                div class="card" {
+                    h2 { "Keys" }
+                    table {
+                        thead { tr { th scope="col" { "State / status" } th scope="col" { "Keys" } } }
+                        tbody { @for (k, n) in &s.keys { tr { td { (k) } td { (n) } } } }
+                    }
+                }
+                div class="card" {
+                    h2 { "Servers" }
+                    table {
+                        thead { tr { th scope="col" { "Pid" } th scope="col" { "Started" } th scope="col" { "Listeners" } } }
+                        tbody {
+                            @for v in &s.servers {
+                                tr {
+                                    td { (v.pid) } td { (v.started_at) }
+                                    td { @for (name, addr) in &v.listeners { (name) " " (addr) br; } }
+                                }
+                            }
+                        }
+                    }
+                }
+                div class="card" {
+                    h2 { "Break glass" }
+                    @if change {
+                        form method="post" action="/ui/lockdown" class="confirm" {
+                            (csrf(f.csrf))
+                            input type="hidden" name="lockdown" value=(if s.lockdown { "off" } else { "on" });
+                            @if s.lockdown {
+                                p { "Every key is refused now." }
+                                button type="submit" { "Lift the lockdown" }
+                            } @else {
+                                p { "Refuse every key on every front-end, on every node, from the next request." }
+                                label for="confirm-lockdown" { "Type LOCKDOWN to confirm" }
+                                input id="confirm-lockdown" name="confirm" required autocomplete="off";
+                                button type="submit" class="danger" { "Lock down" }
+                            }
+                        }
+                    } @else {
+                        p { (if s.lockdown { "Locked down." } else { "Not locked down." }) }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn is_enabled(s: StatusName) -> bool {
+    matches!(s, StatusName::Enabled)
+}
+
+fn status_text(enabled: bool) -> &'static str {
+    if enabled {
+        "ENABLED"
+    } else {
+        "DISABLED"
+    }
+}
+
+pub(super) fn stores(f: &Frame<'_>, stores: &[StoreView]) -> Markup {
+    page(
+        f,
+        html! {
+            table {
+                caption { "Key stores" }
+                thead { tr {
+                    th scope="col" { "Prefix" } th scope="col" { "Status" } th scope="col" { "Keys" }
+                    th scope="col" { "Credentials" } th scope="col" { "Description" }
+                } }
+                tbody {
+                    @for s in stores {
+                        tr {
+                            td { a href=(store_url(&s.prefix)) { (s.prefix) } }
+                            td { (status_text(is_enabled(s.status))) }
+                            td { (s.keys) } td { (s.credentials) } td { (s.description) }
+                        }
+                    }
+                }
+            }
+            @if may_change(f.who) {
+                form method="post" action="/ui/stores" class="card" {
+                    h2 { "Create a key store" }
+                    (csrf(f.csrf))
+                    label for="prefix" { "Prefix" }
+                    input id="prefix" name="prefix" required placeholder="/payments" aria-describedby="prefix-help";
+                    p id="prefix-help" class="help" { "The XKS path prefix AWS KMS will call, e.g. /payments." }
+                    label for="description" { "Description" }
+                    input id="description" name="description";
+                    button type="submit" { "Create" }
+                }
+            }
+        },
+    )
+}
+
+/// A store's page: its status switch and its keys (a page of them).
+pub(super) fn store(
+    f: &Frame<'_>,
+    s: &StoreView,
+    keys: &[KeyView],
+    search: &str,
+    next: Option<&str>,
+) -> Markup {
+    let enabled = is_enabled(s.status);
+    let url = store_url(&s.prefix);
+    page(
+        f,
+        html! {
+            p { (s.description) }
+            dl {
+                dt { "Status" } dd { (status_text(enabled)) }
+                dt { "XKS URI path" } dd { code { (s.uri_path) } }
+                dt { "Keys" } dd { (s.keys) }
+                dt { "Credentials" } dd { (s.credentials) }
+            }
+            @if may_change(f.who) {
+                form method="post" action={(url) "/status"} class="inline" {
+                    (csrf(f.csrf))
+                    input type="hidden" name="status" value=(if enabled { "DISABLED" } else { "ENABLED" });
+                    button type="submit" class=(if enabled { "danger" } else { "" }) {
+                        (if enabled { "Disable the store (break glass)" } else { "Enable the store" })
+                    }
+                }
+            }
+            form method="get" action=(url) class="search" role="search" {
+                label for="q" { "Find keys by id prefix" }
+                input id="q" name="q" value=(search);
+                button type="submit" { "Search" }
+            }
+            table {
+                caption { "Keys" }
+                thead { tr {
+                    th scope="col" { "Key id" } th scope="col" { "Type" } th scope="col" { "Status" }
+                    th scope="col" { "State" } th scope="col" { "Usage" } th scope="col" { "Version" }
+                    th scope="col" { "Protection" }
+                } }
+                tbody {
+                    @for k in keys {
+                        tr {
+                            td { a href=(key_url(&s.prefix, &k.key_id)) { (k.key_id) } }
+                            td { (k.key_spec) } td { (status_text(is_enabled(k.status))) }
+                            td { (k.state) } td { (k.usage.join(",")) } td { (k.current_version) }
+                            td { (k.protection) }
+                        }
+                    }
+                }
+            }
+            @if let Some(after) = next {
+                p { a href={(url) "?q=" (search) "&after=" (after)} rel="next" { "Next page" } }
+            }
+            @if may_change(f.who) {
+                form method="post" action={(url) "/keys"} class="card" {
+                    h2 { "Create a key" }
+                    (csrf(f.csrf))
+                    label for="key_id" { "Key id (empty: a random UUID)" }
+                    input id="key_id" name="key_id";
+                    label for="key_type" { "Type" }
+                    select id="key_type" name="key_type" {
+                        @for t in ["aes-256", "rsa-2048", "rsa-3072", "rsa-4096", "ec-p256", "ec-p384", "ec-p521", "ed25519"] {
+                            option value=(t) { (t) }
+                        }
+                    }
+                    label for="usage" { "Usage (empty: the type's default)" }
+                    input id="usage" name="usage" placeholder="ENCRYPT,DECRYPT";
+                    label for="protection" { "Protection" }
+                    select id="protection" name="protection" {
+                        option value="software" { "software (wrapped under the root of trust)" }
+                        option value="hsm" { "hsm (generated and used in the HSM)" }
+                    }
+                    button type="submit" { "Create" }
+                }
+            }
+        },
+    )
+}
+
+/// A key's page: what it is, its versions, and its controls.
+pub(super) fn key(f: &Frame<'_>, k: &KeyView, versions: &[VersionView]) -> Markup {
+    let enabled = is_enabled(k.status);
+    let url = key_url(&k.store, &k.key_id);
+    page(
+        f,
+        html! {
+            p { a href=(store_url(&k.store)) { "← " (k.store) } }
+            dl {
+                dt { "Type" } dd { (k.key_spec) }
+                dt { "Status" } dd { (status_text(enabled)) }
+                dt { "State" } dd { (k.state) }
+                dt { "Usage" } dd { (k.usage.join(",")) }
+                dt { "Protection" } dd { (k.protection) @if let Some(l) = &k.hsm_label { " (" (l) ")" } }
+                dt { "Current version" } dd { (k.current_version) }
+                dt { "Created" } dd { (k.created_at) }
+                @if let Some(t) = &k.destroy_at { dt { "Destruction scheduled" } dd { (t) } }
+                @if let Some(t) = &k.next_rotation_at { dt { "Next rotation" } dd { (t) } }
+            }
+            table {
+                caption { "Versions" }
+                thead { tr { th scope="col" { "Version" } th scope="col" { "Created" } th scope="col" { "Status" } } }
+                tbody {
+                    @for v in versions {
+                        tr {
+                            td { (v.version) @if v.current { " (current)" } }
+                            td { (v.created_at) } td { (v.status) }
+                        }
+                    }
+                }
+            }
+            @if may_change(f.who) {
+                div class="actions" {
+                    form method="post" action={(url) "/status"} class="inline" {
+                        (csrf(f.csrf))
+                        input type="hidden" name="status" value=(if enabled { "DISABLED" } else { "ENABLED" });
+                        button type="submit" class=(if enabled { "danger" } else { "" }) {
+                            (if enabled { "Disable (break glass)" } else { "Enable" })
+                        }
+                    }
+                    form method="post" action={(url) "/rotate"} class="inline" {
+                        (csrf(f.csrf))
+                        button type="submit" { "Rotate" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Audit search: every filter the CLI has, and the records found.
+pub(super) fn audit(
+    f: &Frame<'_>,
+    filter: &[(&str, String)],
+    records: &[serde_json::Value],
+) -> Markup {
+    let value = |name: &str| {
+        filter
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    page(
+        f,
+        html! {
+            form method="get" action="/ui/audit" class="card filters" role="search" {
+                @for (name, label) in [
+                    ("store", "Key store"), ("key", "Key"), ("principal", "Principal"),
+                    ("operation", "Operation"), ("result", "Result (OK, error or a name)"),
+                    ("kms_request_id", "KMS request id"), ("frontend", "Front-end (xks, kmip, admin, console)"),
+                    ("since", "Since (RFC 3339)"), ("until", "Until (RFC 3339)"),
+                ] {
+                    label for=(name) { (label) }
+                    input id=(name) name=(name) value=(value(name));
+                }
+                button type="submit" { "Search" }
+            }
+            table {
+                caption { "Records (newest first)" }
+                thead { tr {
+                    th scope="col" { "Time" } th scope="col" { "Front-end" } th scope="col" { "Operation" }
+                    th scope="col" { "Result" } th scope="col" { "Store / key" } th scope="col" { "Actor" }
+                    th scope="col" { "Verified" }
+                } }
+                tbody {
+                    @for r in records {
+                        tr {
+                            td { (crate::admin_ops::time(r["ts_ms"].as_i64().unwrap_or(0) / 1000)) }
+                            td { (r["frontend"].as_str().unwrap_or("")) }
+                            td { (r["operation"].as_str().unwrap_or("")) }
+                            td { (r["result"].as_str().unwrap_or("")) }
+                            td { (r["store"].as_str().unwrap_or("")) " " (r["key"].as_str().unwrap_or("")) }
+                            td { (r["actor"].as_str().or(r["principal"].as_str()).unwrap_or("")) }
+                            td { (if r["verified"].as_bool() == Some(true) { "yes" } else { "NO" }) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// The console's style sheet and script (served from the binary).
+pub(super) const CSS: &str = include_str!("assets/console.css");
+pub(super) const JS: &str = include_str!("assets/console.js");
