@@ -23,6 +23,11 @@ command -v pkcs11-tool >/dev/null || need+=(opensc)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null || need+=(postgresql-client)
 command -v runuser >/dev/null || need+=(util-linux)
+# The web console's browser tests: Debian's Chromium and its WebDriver,
+# Selenium (PyPI) to drive them, axe-core (npm) to check accessibility.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
+command -v npm >/dev/null || need+=(npm)
 # PyKMIP (from PyPI) is the independent KMIP client of the interop tests.
 python3 -c "import kmip, requests, botocore, pymongo, pymongocrypt" 2>/dev/null || python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
@@ -51,6 +56,12 @@ if ! python3 -c "import openapi_spec_validator" 2>/dev/null; then
   python3 -m pip install -q openapi-spec-validator 2>/dev/null || python3 -m pip install -q --break-system-packages openapi-spec-validator
 fi
 python3 -c "import openapi_spec_validator" || { echo "openapi-spec-validator is not importable" >&2; exit 1; }
+if ! python3 -c "import selenium" 2>/dev/null; then
+  python3 -m pip install -q selenium 2>/dev/null || python3 -m pip install -q --break-system-packages selenium
+fi
+python3 -c "import selenium" || { echo "selenium is not importable" >&2; exit 1; }
+[ -e crates/keyhold-cli/tests/console/node_modules/axe-core/axe.min.js ] \
+  || npm ci --prefix crates/keyhold-cli/tests/console --no-audit --no-fund --silent
 # curl must speak SigV4 (7.75+).
 curl --help all 2>/dev/null | grep -q -- --aws-sigv4 || { echo "curl without --aws-sigv4" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true

@@ -161,7 +161,7 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
     );
     assert_eq!(
         login.header("referrer-policy").as_deref(),
-        Some("no-referrer")
+        Some("same-origin")
     );
     assert!(!login.body.contains("<script>"), "no inline script");
     // The assets come from the binary.
@@ -247,6 +247,27 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
         .status,
         303
     );
+
+    // The AWS console's key-store file: a new credential, downloaded once.
+    let file = b.post("/ui/stores/web/kms-config", &[("csrf", &csrf)]);
+    assert_eq!(file.status, 200, "{}", file.body);
+    assert!(file
+        .header("content-disposition")
+        .unwrap()
+        .starts_with("attachment"));
+    assert_eq!(file.header("cache-control").as_deref(), Some("no-store"));
+    let json: serde_json::Value = serde_json::from_str(&file.body).unwrap();
+    assert_eq!(json["XksProxyUriPath"], "/web/kms/xks/v1");
+    let akid = json["XksProxyAuthenticationCredential"]["AccessKeyId"]
+        .as_str()
+        .unwrap();
+    let creds = b.get("/ui/stores/web/credentials");
+    assert!(creds.body.contains(akid));
+    assert!(!creds.body.contains(
+        json["XksProxyAuthenticationCredential"]["RawSecretAccessKey"]
+            .as_str()
+            .unwrap()
+    ));
 
     // Refused: no CSRF token, a wrong one, another site.
     assert_eq!(b.post("/ui/stores/web/keys/k1/rotate", &[]).status, 403);

@@ -11,7 +11,8 @@
 //! own origin; a token revoked or expired ends its sessions on their next
 //! request. Every answer carries a strict Content-Security-Policy (no
 //! inline script, no eval, no framing), HSTS, `nosniff` and
-//! `Referrer-Policy: no-referrer`.
+//! `Referrer-Policy: same-origin` (`no-referrer` would make browsers send
+//! `Origin: null` with every form, which the same-origin check refuses).
 
 mod pages;
 pub mod session;
@@ -59,7 +60,7 @@ fn with_headers(mut r: Resp, content_type: &'static str, cache: &'static str) ->
         ("content-security-policy", CSP),
         ("strict-transport-security", "max-age=31536000"),
         ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "no-referrer"),
+        ("referrer-policy", "same-origin"),
         ("x-frame-options", "DENY"),
         ("cross-origin-opener-policy", "same-origin"),
         ("cache-control", cache),
@@ -455,6 +456,12 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
             .read::<Vec<StoreView>>(Route::ListStores, "")
             .map(|s| pages::stores(&ctx.frame("Key stores"), &s)),
         ["stores", s] => store_page(ctx, s, &q),
+        ["stores", s, "credentials"] => ctx
+            .read::<Vec<crate::admin_ops::CredentialView>>(Route::ListCredentials((*s).into()), "")
+            .map(|c| {
+                let title = format!("Credentials of {}", pages::display_store(s));
+                pages::credentials(&ctx.frame(&title), s, &c)
+            }),
         ["stores", s, "keys", k] => (|| {
             let key: KeyView = ctx.read(Route::GetKey((*s).into(), (*k).into()), "")?;
             let versions: Vec<VersionView> =
@@ -561,6 +568,10 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     };
+    // A new credential's secret is shown (or downloaded) once, never kept.
+    if let ["stores", s, "credentials" | "kms-config"] = segs.as_slice() {
+        return new_credential(ctx, s, segs[2] == "kms-config");
+    }
     let (done, back) = match segs.as_slice() {
         ["lockdown"] => {
             let on = field("lockdown").as_deref() == Some("on");
@@ -586,6 +597,13 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
                 back,
             )
         }
+        ["stores", s, "credentials", akid, "remove"] => (
+            ctx.change(
+                Route::RemoveCredential((*s).into(), (*akid).into()),
+                json!({}),
+            ),
+            pages::store_url(s),
+        ),
         ["stores", s, "status"] => (
             ctx.change(
                 Route::SetStoreStatus((*s).into()),
@@ -631,6 +649,54 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
         Ok(_) => redirect(&back),
         Err(e) => ctx.failed(&e, &back),
     }
+}
+
+/// A new SigV4 credential: its secret on a page of its own, or in the
+/// JSON file the AWS KMS console imports (`keyhold store kms-config`).
+fn new_credential(ctx: &Ctx, store: &str, as_file: bool) -> Resp {
+    let back = pages::store_url(store);
+    let made = ctx
+        .change(Route::AddCredential(store.into()), json!({}))
+        .and_then(|v| {
+            serde_json::from_value::<crate::admin_ops::NewCredentialView>(v)
+                .map_err(|e| OpError::new(500, e.to_string()))
+        });
+    let c = match made {
+        Ok(c) => c,
+        Err(e) => return ctx.failed(&e, &back),
+    };
+    if !as_file {
+        let title = format!("New credential for {}", c.store);
+        return html(
+            StatusCode::OK,
+            pages::credential(&ctx.frame(&title), &c, &back),
+        );
+    }
+    let uri_path = format!("{}/kms/xks/v1", c.store.trim_end_matches('/'));
+    let text = zeroize::Zeroizing::new(
+        serde_json::to_string_pretty(&json!({
+            "XksProxyUriPath": uri_path,
+            "XksProxyAuthenticationCredential": {
+                "AccessKeyId": c.access_key_id,
+                "RawSecretAccessKey": c.secret_access_key,
+            }
+        }))
+        .unwrap_or_default(),
+    );
+    let mut r = with_headers(
+        Response::new(Full::new(Bytes::from(format!("{}\n", text.as_str())))),
+        "application/json",
+        "no-store",
+    );
+    let name = format!(
+        "attachment; filename=\"keyhold-{}-kms-config.json\"",
+        pages::seg(&c.store).replace('%', "_")
+    );
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! token; the API refuses the rest anyway.
 
 use crate::admin_ops::StatusName;
-use crate::admin_ops::{KeyView, StatusView, StoreView, VersionView};
+use crate::admin_ops::{
+    CredentialView, KeyView, NewCredentialView, StatusView, StoreView, VersionView,
+};
 use keyhold_service::api_tokens::{AdminIdentity, Role};
 use maud::{html, Markup, DOCTYPE};
 
@@ -24,6 +26,11 @@ pub(super) fn seg(s: &str) -> String {
         .remove(b'_')
         .remove(b'.');
     percent_encoding::utf8_percent_encode(s.trim_start_matches('/'), SEGMENT).to_string()
+}
+
+/// A store prefix as people read it (`a/b` → `/a/b`).
+pub(super) fn display_store(s: &str) -> String {
+    format!("/{}", s.trim_start_matches('/'))
 }
 
 pub(super) fn store_url(store: &str) -> String {
@@ -278,6 +285,7 @@ pub(super) fn store(
                     }
                 }
             }
+            p { a href={(url) "/credentials"} { "SigV4 credentials" } }
             form method="get" action=(url) class="search" role="search" {
                 label for="q" { "Find keys by id prefix" }
                 input id="q" name="q" value=(search);
@@ -326,6 +334,67 @@ pub(super) fn store(
                     button type="submit" { "Create" }
                 }
             }
+        },
+    )
+}
+
+/// A store's SigV4 credentials (never their secrets), and the forms that
+/// make a new one.
+pub(super) fn credentials(f: &Frame<'_>, store: &str, creds: &[CredentialView]) -> Markup {
+    let url = store_url(store);
+    let change = may_change(f.who);
+    page(
+        f,
+        html! {
+            p { a href=(url) { "← " (display_store(store)) } }
+            table {
+                caption { "Credentials (AWS KMS signs its XKS requests with one of them)" }
+                thead { tr { th scope="col" { "Access key id" } th scope="col" { "Created" } @if change { th scope="col" { "Remove" } } } }
+                tbody {
+                    @for c in creds {
+                        tr {
+                            td { code { (c.access_key_id) } } td { (c.created_at) }
+                            @if change {
+                                td {
+                                    form method="post" action={(url) "/credentials/" (seg(&c.access_key_id)) "/remove"} class="inline" {
+                                        (csrf(f.csrf))
+                                        button type="submit" class="danger" aria-label={"Remove " (c.access_key_id)} { "Remove" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if change {
+                div class="actions" {
+                    form method="post" action={(url) "/credentials"} class="inline" {
+                        (csrf(f.csrf))
+                        button type="submit" { "Add a credential (the secret is shown once)" }
+                    }
+                    form method="post" action={(url) "/kms-config"} class="inline" {
+                        (csrf(f.csrf))
+                        button type="submit" { "Download a new credential as the AWS console's key-store JSON" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A credential just made: its secret, this once.
+pub(super) fn credential(f: &Frame<'_>, c: &NewCredentialView, back: &str) -> Markup {
+    page(
+        f,
+        html! {
+            p class="banner" role="status" { "Copy the secret now: it is not shown again and cannot be recovered." }
+            dl {
+                dt { "Key store" } dd { (c.store) }
+                dt { "Access key id" } dd { code id="access-key-id" { (c.access_key_id) } }
+                dt { "Secret access key" } dd { code id="secret-access-key" { (c.secret_access_key) } }
+                dt { "XKS proxy URI path" } dd { code { (c.store.trim_end_matches('/')) "/kms/xks/v1" } }
+            }
+            p { a href={(back) "/credentials"} { "Done" } }
         },
     )
 }
