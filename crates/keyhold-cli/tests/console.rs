@@ -294,6 +294,119 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
     let versions = env.json(&["key", "versions", "/web", "k1"]);
     assert_eq!(versions.as_array().unwrap().len(), 1, "nothing was rotated");
 
+    // Lifecycle: deactivate; compromise and destruction need the key id
+    // typed; the history on the key's page comes from the audit log.
+    let k = "/ui/stores/web/keys/k1";
+    assert_eq!(
+        b.post(&format!("{k}/rotate"), &[("csrf", &csrf)]).status,
+        303
+    );
+    assert_eq!(
+        b.post(&format!("{k}/retire"), &[("csrf", &csrf), ("version", "2")])
+            .status,
+        303
+    );
+    assert_eq!(b.post(&format!("{k}/trim"), &[("csrf", &csrf)]).status, 303);
+    let page = b.get(k);
+    assert!(
+        page.body.contains("DESTROYED") || page.body.contains("RETIRED"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("key rotate") && page.body.contains("key trim-versions"),
+        "history: {}",
+        page.body
+    );
+    let p = b.post(
+        &format!("{k}/compromise"),
+        &[("csrf", &csrf), ("confirm", "k2")],
+    );
+    assert_eq!(p.status, 400);
+    assert!(p.body.contains("Type the key id (k1)"));
+    let p = b.post(
+        &format!("{k}/destroy"),
+        &[("csrf", &csrf), ("days", "7"), ("confirm", "nope")],
+    );
+    assert_eq!(p.status, 400, "{}", p.body);
+    assert_eq!(
+        b.post(
+            &format!("{k}/destroy"),
+            &[("csrf", &csrf), ("days", "7"), ("confirm", "k1")]
+        )
+        .status,
+        303
+    );
+    assert!(b.get(k).body.contains("Destruction scheduled"));
+    assert_eq!(
+        b.post(&format!("{k}/cancel-destroy"), &[("csrf", &csrf)])
+            .status,
+        303
+    );
+    assert!(!b.get(k).body.contains("Destruction scheduled"));
+
+    // Policies: a text that does not validate comes back with its message;
+    // a good one is saved and tested.
+    let bad = b.post(
+        "/ui/stores/web/policy",
+        &[("csrf", &csrf), ("text", "[[rule]]\nname = 1\n")],
+    );
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.body.contains("name = 1"),
+        "the draft is kept: {}",
+        bad.body
+    );
+    assert!(bad.body.contains("class=\"error\""));
+    let good = "[[rule]]\nname = \"only-ebs\"\neffect = \"allow\"\nvia_service = [\"ebs\"]\n";
+    assert_eq!(
+        b.post("/ui/stores/web/policy", &[("csrf", &csrf), ("text", good)])
+            .status,
+        303
+    );
+    let t = b.get(
+        "/ui/stores/web/policy/test?principal=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fr&via_service=ebs",
+    );
+    assert!(t.body.contains("only-ebs"), "{}", t.body);
+    assert!(b.get("/ui/policies").body.contains("store /web"));
+    env.run_ok(&["policy", "remove", "--store", "/web"]);
+
+    // Admin tokens: made with the secret shown once, listed, revoked.
+    let made = b.post(
+        "/ui/tokens",
+        &[
+            ("csrf", &csrf),
+            ("name", "carol"),
+            ("role", "operator"),
+            ("expires_days", "30"),
+        ],
+    );
+    assert_eq!(made.status, 200);
+    assert!(
+        made.body.contains("id=\"new-token\">khadm_"),
+        "{}",
+        made.body
+    );
+    let listed = b.get("/ui/tokens");
+    assert!(listed.body.contains("carol") && !listed.body.contains("new-token"));
+    assert_eq!(
+        b.post("/ui/tokens/carol/revoke", &[("csrf", &csrf)]).status,
+        303
+    );
+    assert!(!b.get("/ui/tokens").body.contains("carol"));
+
+    // A backup, downloaded; keyhold backup verify reads it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("console.backup");
+    let got = b.request(
+        "POST",
+        "/ui/backups",
+        &[("csrf", &csrf)],
+        &["-o", file.to_str().unwrap()],
+    );
+    assert_eq!(got.status, 200);
+    env.run_ok(&["backup", "verify", file.to_str().unwrap()]);
+
     // Lockdown: a typed confirmation, a banner on every page, then lifted.
     let p = b.post("/ui/lockdown", &[("csrf", &csrf), ("lockdown", "on")]);
     assert_eq!(p.status, 400);
@@ -333,6 +446,16 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
             audit.body
         );
     }
+    // Verification, and an export of the filtered records.
+    let v = a.get("/ui/audit/verify");
+    assert!(v.body.contains("The audit log is intact."), "{}", v.body);
+    let e = a.get("/ui/audit/export?frontend=console");
+    assert_eq!(e.status, 200);
+    assert!(e
+        .header("content-disposition")
+        .unwrap()
+        .contains("attachment"));
+    assert!(e.body.lines().count() > 5 && e.body.lines().all(|l| l.starts_with('{')));
     // The custodian has no audit page.
     assert_eq!(b.get("/ui/audit").status, 403);
 

@@ -467,15 +467,212 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
             let versions: Vec<VersionView> =
                 ctx.read(Route::ListVersions((*s).into(), (*k).into()), "")?;
             let title = format!("Key {}", key.key_id);
-            Ok(pages::key(&ctx.frame(&title), &key, &versions))
+            let history = key_history(ctx, &key);
+            Ok(pages::key(
+                &ctx.frame(&title),
+                &key,
+                &versions,
+                history.as_deref(),
+            ))
         })(),
+        ["stores", s, "policy"] => policy_page(ctx, s, None, None, None),
+        ["stores", s, "keys", k, "policy"] => policy_page(ctx, s, Some(k), None, None),
+        ["stores", s, "policy", "test"] => policy_test(ctx, s, None, &q),
+        ["stores", s, "keys", k, "policy", "test"] => policy_test(ctx, s, Some(k), &q),
+        ["policies"] => ctx
+            .read::<Vec<crate::admin_ops::PolicySummary>>(Route::ListPolicies, "")
+            .map(|p| pages::policies(&ctx.frame("Policies"), &p)),
+        ["tokens"] => ctx
+            .read::<Vec<crate::admin_ops::TokenView>>(Route::ListTokens, "")
+            .map(|t| pages::tokens(&ctx.frame("Admin tokens"), &t, None)),
+        ["backups"] => Ok(pages::backups(&ctx.frame("Backups"))),
         ["audit"] => audit_page(ctx, &q),
+        ["audit", "verify"] => (|| {
+            let route = Route::AuditVerify;
+            let need = route.access();
+            if !need.allows(ctx.who.role) {
+                return Err(OpError::new(403, need.denied("audit verify", &ctx.who)));
+            }
+            let (_, v) = api::run(&ctx.ops, &route, "", b"{}")?;
+            let v: crate::admin_ops::AuditVerifyView =
+                serde_json::from_value(v).map_err(|e| OpError::new(500, e.to_string()))?;
+            Ok(pages::audit_verify(
+                &ctx.frame("Audit log verification"),
+                &v,
+            ))
+        })(),
+        ["audit", "export"] => return audit_export(ctx, &q),
         _ => Err(OpError::new(404, "no such page")),
     };
     match r {
         Ok(m) => html(StatusCode::OK, m),
         Err(e) => ctx.failed(&e, "/ui/"),
     }
+}
+
+/// The admin records about a key (the API's and the console's), newest
+/// first: its state history. A fact its custodians may see.
+fn key_history(ctx: &Ctx, k: &KeyView) -> Option<Vec<Value>> {
+    let mut all = Vec::new();
+    for frontend in ["admin", "console"] {
+        let filter = crate::admin_ops::AuditFilter {
+            store: Some(k.store.clone()),
+            key: Some(k.key_id.clone()),
+            frontend: Some(frontend.into()),
+            limit: Some(50),
+            ..Default::default()
+        };
+        all.extend(ctx.ops.audit_query(&filter).ok()?);
+    }
+    all.sort_by_key(|r| std::cmp::Reverse(r["ts_ms"].as_i64().unwrap_or(0)));
+    all.truncate(50);
+    Some(all)
+}
+
+/// The API's JSON body of the audit filters in a query.
+fn audit_filter(q: &HashMap<String, String>) -> (Vec<(&'static str, String)>, Value) {
+    const FIELDS: [&str; 9] = [
+        "store",
+        "key",
+        "principal",
+        "operation",
+        "result",
+        "kms_request_id",
+        "frontend",
+        "since",
+        "until",
+    ];
+    let filter: Vec<(&str, String)> = FIELDS
+        .iter()
+        .filter_map(|f| q.get(*f).filter(|v| !v.is_empty()).map(|v| (*f, v.clone())))
+        .collect();
+    let mut body = serde_json::Map::new();
+    for (k, v) in &filter {
+        body.insert((*k).into(), json!(v));
+    }
+    (filter, Value::Object(body))
+}
+
+/// The filtered records as a download (JSON lines, verified records only).
+fn audit_export(ctx: &Ctx, q: &HashMap<String, String>) -> Resp {
+    let route = Route::AuditExport;
+    let need = route.access();
+    if !need.allows(ctx.who.role) {
+        return ctx.failed(
+            &OpError::new(403, need.denied("audit export", &ctx.who)),
+            "/ui/",
+        );
+    }
+    let (_, body) = audit_filter(q);
+    let v = match api::run(&ctx.ops, &route, "", body.to_string().as_bytes()) {
+        Ok((_, v)) => v,
+        Err(e) => return ctx.failed(&e, "/ui/audit"),
+    };
+    let lines: Vec<String> = v["lines"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|l| l.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut text = lines.join("\n");
+    text.push('\n');
+    let mut r = with_headers(
+        Response::new(Full::new(Bytes::from(text))),
+        "application/x-ndjson",
+        "no-store",
+    );
+    r.headers_mut().insert(
+        hyper::header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"keyhold-audit-export.jsonl\""),
+    );
+    r
+}
+
+/// The API path segments of a policy scope: (store, key).
+fn policy_action(s: &str, k: Option<&&str>) -> String {
+    match k {
+        Some(k) => format!("{}/policy", pages::key_url(s, k)),
+        None => format!("{}/policy", pages::store_url(s)),
+    }
+}
+
+fn policy_page(
+    ctx: &Ctx,
+    s: &str,
+    k: Option<&&str>,
+    problem: Option<&str>,
+    draft: Option<&str>,
+) -> Result<Markup, OpError> {
+    let route = Route::GetPolicy(s.into(), k.map(|k| (*k).to_owned()));
+    let text = match draft {
+        Some(d) => d.to_owned(),
+        None => match ctx.read::<crate::admin_ops::PolicyView>(route, "") {
+            Ok(p) => p.text,
+            Err(e) if e.status == 404 => String::new(),
+            Err(e) => return Err(e),
+        },
+    };
+    let title = match k {
+        Some(k) => format!("Policy of key {k} in {}", pages::display_store(s)),
+        None => format!("Policy of {}", pages::display_store(s)),
+    };
+    Ok(pages::policy(
+        &ctx.frame(&title),
+        &policy_action(s, k),
+        &text,
+        problem,
+        None,
+    ))
+}
+
+fn policy_test(
+    ctx: &Ctx,
+    s: &str,
+    k: Option<&&str>,
+    q: &HashMap<String, String>,
+) -> Result<Markup, OpError> {
+    let mut body = serde_json::Map::new();
+    for f in [
+        "principal",
+        "kms_operation",
+        "via_service",
+        "source_vpc",
+        "source_vpce",
+    ] {
+        if let Some(v) = q.get(f).filter(|v| !v.is_empty()) {
+            body.insert(f.into(), json!(v));
+        }
+    }
+    let route = Route::TestPolicy(s.into(), k.map(|k| (*k).to_owned()));
+    let need = route.access();
+    if !need.allows(ctx.who.role) {
+        return Err(OpError::new(403, need.denied("policy test", &ctx.who)));
+    }
+    let (_, v) = api::run(
+        &ctx.ops,
+        &route,
+        "",
+        Value::Object(body).to_string().as_bytes(),
+    )?;
+    let d: crate::admin_ops::PolicyDecision =
+        serde_json::from_value(v).map_err(|e| OpError::new(500, e.to_string()))?;
+    let text = ctx
+        .read::<crate::admin_ops::PolicyView>(
+            Route::GetPolicy(s.into(), k.map(|k| (*k).to_owned())),
+            "",
+        )
+        .map(|p| p.text)
+        .unwrap_or_default();
+    let title = "Policy test".to_owned();
+    Ok(pages::policy(
+        &ctx.frame(&title),
+        &policy_action(s, k),
+        &text,
+        None,
+        Some(&d),
+    ))
 }
 
 fn store_page(ctx: &Ctx, s: &str, q: &HashMap<String, String>) -> Result<Markup, OpError> {
@@ -523,37 +720,14 @@ fn before(prefix: &str) -> String {
 }
 
 fn audit_page(ctx: &Ctx, q: &HashMap<String, String>) -> Result<Markup, OpError> {
-    const FIELDS: [&str; 9] = [
-        "store",
-        "key",
-        "principal",
-        "operation",
-        "result",
-        "kms_request_id",
-        "frontend",
-        "since",
-        "until",
-    ];
-    let filter: Vec<(&str, String)> = FIELDS
-        .iter()
-        .filter_map(|f| q.get(*f).filter(|v| !v.is_empty()).map(|v| (*f, v.clone())))
-        .collect();
-    let mut body = serde_json::Map::new();
-    for (k, v) in &filter {
-        body.insert((*k).into(), json!(v));
-    }
-    body.insert("limit".into(), json!(200));
+    let (filter, mut body) = audit_filter(q);
+    body["limit"] = json!(200);
     let route = Route::AuditQuery;
     let need = route.access();
     if !need.allows(ctx.who.role) {
         return Err(OpError::new(403, need.denied("audit query", &ctx.who)));
     }
-    let (_, v) = api::run(
-        &ctx.ops,
-        &route,
-        "",
-        Value::Object(body).to_string().as_bytes(),
-    )?;
+    let (_, v) = api::run(&ctx.ops, &route, "", body.to_string().as_bytes())?;
     let records: Vec<Value> = serde_json::from_value(v).unwrap_or_default();
     Ok(pages::audit(&ctx.frame("Audit"), &filter, &records))
 }
@@ -571,6 +745,13 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
     // A new credential's secret is shown (or downloaded) once, never kept.
     if let ["stores", s, "credentials" | "kms-config"] = segs.as_slice() {
         return new_credential(ctx, s, segs[2] == "kms-config");
+    }
+    match segs.as_slice() {
+        ["tokens"] => return new_token(ctx, f),
+        ["backups"] => return new_backup(ctx),
+        ["stores", s, "policy"] => return save_policy(ctx, s, None, f),
+        ["stores", s, "keys", k, "policy"] => return save_policy(ctx, s, Some(k), f),
+        _ => {}
     }
     let (done, back) = match segs.as_slice() {
         ["lockdown"] => {
@@ -643,11 +824,139 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
             ctx.change(Route::RotateKey((*s).into(), (*k).into()), json!({})),
             pages::key_url(s, k),
         ),
+        ["stores", s, "keys", k, what @ ("compromise" | "destroy")]
+            if field("confirm").as_deref() != Some(*k) =>
+        {
+            let doing = if *what == "destroy" {
+                "schedule its destruction"
+            } else {
+                "mark it compromised"
+            };
+            return ctx.failed(
+                &OpError::new(
+                    400,
+                    format!("Type the key id ({k}) in the confirmation field to {doing}."),
+                ),
+                &pages::key_url(s, k),
+            );
+        }
+        ["stores", s, "keys", k, action @ ("activate" | "deactivate" | "compromise" | "cancel-destroy")] =>
+        {
+            let a = crate::admin_ops::KeyAction::parse(action)
+                .unwrap_or(crate::admin_ops::KeyAction::Activate);
+            (
+                ctx.change(Route::KeyAction((*s).into(), (*k).into(), a), json!({})),
+                pages::key_url(s, k),
+            )
+        }
+        ["stores", s, "keys", k, "destroy"] => {
+            let days: Option<u32> = field("days").and_then(|d| d.parse().ok());
+            (
+                ctx.change(
+                    Route::DestroyKey((*s).into(), (*k).into()),
+                    json!({ "days": days }),
+                ),
+                pages::key_url(s, k),
+            )
+        }
+        ["stores", s, "keys", k, "retire"] => {
+            let version: u32 = field("version").and_then(|v| v.parse().ok()).unwrap_or(0);
+            (
+                ctx.change(
+                    Route::SetMinDecryptVersion((*s).into(), (*k).into()),
+                    json!({ "version": version }),
+                ),
+                pages::key_url(s, k),
+            )
+        }
+        ["stores", s, "keys", k, "trim"] => (
+            ctx.change(Route::TrimVersions((*s).into(), (*k).into()), json!({})),
+            pages::key_url(s, k),
+        ),
+        ["tokens", name, "revoke"] => (
+            ctx.change(Route::RevokeToken((*name).into()), json!({})),
+            "/ui/tokens".to_owned(),
+        ),
         _ => (Err(OpError::new(404, "no such form")), "/ui/".to_owned()),
     };
     match done {
         Ok(_) => redirect(&back),
         Err(e) => ctx.failed(&e, &back),
+    }
+}
+
+/// A new admin token: its secret shown on the tokens page, this once.
+fn new_token(ctx: &Ctx, f: &HashMap<String, String>) -> Resp {
+    let days: Option<i64> = f.get("expires_days").and_then(|d| d.trim().parse().ok());
+    let made = ctx
+        .change(
+            Route::CreateToken,
+            json!({
+                "name": f.get("name").map(|n| n.trim()).unwrap_or(""),
+                "role": f.get("role").map(|r| r.trim()).unwrap_or(""),
+                "expires_in_s": days.map(|d| d * 86_400),
+            }),
+        )
+        .and_then(|v| {
+            serde_json::from_value::<crate::admin_ops::NewTokenView>(v)
+                .map_err(|e| OpError::new(500, e.to_string()))
+        });
+    let made = match made {
+        Ok(t) => t,
+        Err(e) => return ctx.failed(&e, "/ui/tokens"),
+    };
+    match ctx.read::<Vec<crate::admin_ops::TokenView>>(Route::ListTokens, "") {
+        Ok(list) => html(
+            StatusCode::OK,
+            pages::tokens(&ctx.frame("Admin tokens"), &list, Some(&made)),
+        ),
+        Err(e) => ctx.failed(&e, "/ui/tokens"),
+    }
+}
+
+/// A backup made now, downloaded at once.
+fn new_backup(ctx: &Ctx) -> Resp {
+    use base64::Engine as _;
+    let made = ctx.change(Route::CreateBackup, json!({})).and_then(|v| {
+        serde_json::from_value::<crate::admin_ops::BackupMade>(v)
+            .map_err(|e| OpError::new(500, e.to_string()))
+    });
+    let bytes = match made.and_then(|b| {
+        base64::engine::general_purpose::STANDARD
+            .decode(&b.data)
+            .map_err(|e| OpError::new(500, e.to_string()))
+    }) {
+        Ok(b) => b,
+        Err(e) => return ctx.failed(&e, "/ui/backups"),
+    };
+    let mut r = with_headers(
+        Response::new(Full::new(Bytes::from(bytes))),
+        "application/octet-stream",
+        "no-store",
+    );
+    let name = format!(
+        "attachment; filename=\"keyhold-{}.backup\"",
+        keyhold_core::time::format_rfc3339(keyhold_core::now()).replace(':', "")
+    );
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+/// Saves a policy; a text that does not validate comes back in the form
+/// with the validation's message.
+fn save_policy(ctx: &Ctx, s: &str, k: Option<&&str>, f: &HashMap<String, String>) -> Resp {
+    let text = f.get("text").cloned().unwrap_or_default();
+    let route = Route::SetPolicy(s.into(), k.map(|k| (*k).to_owned()));
+    match ctx.change(route, json!({ "text": text })) {
+        Ok(_) => redirect(&policy_action(s, k)),
+        Err(e) if e.status == 400 => match policy_page(ctx, s, k, Some(&e.error), Some(&text)) {
+            Ok(m) => html(StatusCode::BAD_REQUEST, m),
+            Err(e) => ctx.failed(&e, "/ui/policies"),
+        },
+        Err(e) => ctx.failed(&e, &policy_action(s, k)),
     }
 }
 

@@ -5,7 +5,8 @@
 
 use crate::admin_ops::StatusName;
 use crate::admin_ops::{
-    CredentialView, KeyView, NewCredentialView, StatusView, StoreView, VersionView,
+    AuditVerifyView, CredentialView, KeyView, NewCredentialView, NewTokenView, PolicyDecision,
+    PolicySummary, StatusView, StoreView, TokenView, VersionView,
 };
 use keyhold_service::api_tokens::{AdminIdentity, Role};
 use maud::{html, Markup, DOCTYPE};
@@ -68,8 +69,13 @@ pub(super) fn page(f: &Frame<'_>, content: Markup) -> Markup {
                     @if let Some(w) = f.who {
                         nav aria-label="Main" {
                             a href="/ui/" { "Overview" }
-                            @if w.role != Role::Operator { a href="/ui/stores" { "Key stores" } }
+                            @if w.role != Role::Operator {
+                                a href="/ui/stores" { "Key stores" }
+                                a href="/ui/policies" { "Policies" }
+                                a href="/ui/tokens" { "Admin tokens" }
+                            }
                             @if w.role == Role::Auditor { a href="/ui/audit" { "Audit" } }
+                            @if w.role == Role::Custodian { a href="/ui/backups" { "Backups" } }
                         }
                         form class="signout" method="post" action="/ui/logout" {
                             (csrf(f.csrf))
@@ -285,7 +291,7 @@ pub(super) fn store(
                     }
                 }
             }
-            p { a href={(url) "/credentials"} { "SigV4 credentials" } }
+            p { a href={(url) "/credentials"} { "SigV4 credentials" } " · " a href={(url) "/policy"} { "Policy" } }
             form method="get" action=(url) class="search" role="search" {
                 label for="q" { "Find keys by id prefix" }
                 input id="q" name="q" value=(search);
@@ -399,14 +405,19 @@ pub(super) fn credential(f: &Frame<'_>, c: &NewCredentialView, back: &str) -> Ma
     )
 }
 
-/// A key's page: what it is, its versions, and its controls.
-pub(super) fn key(f: &Frame<'_>, k: &KeyView, versions: &[VersionView]) -> Markup {
+/// A key's page: what it is, its versions, its history, and its controls.
+pub(super) fn key(
+    f: &Frame<'_>,
+    k: &KeyView,
+    versions: &[VersionView],
+    history_records: Option<&[serde_json::Value]>,
+) -> Markup {
     let enabled = is_enabled(k.status);
     let url = key_url(&k.store, &k.key_id);
     page(
         f,
         html! {
-            p { a href=(store_url(&k.store)) { "← " (k.store) } }
+            p { a href=(store_url(&k.store)) { "← " (k.store) } " · " a href={(url) "/policy"} { "Policy" } }
             dl {
                 dt { "Type" } dd { (k.key_spec) }
                 dt { "Status" } dd { (status_text(enabled)) }
@@ -430,6 +441,7 @@ pub(super) fn key(f: &Frame<'_>, k: &KeyView, versions: &[VersionView]) -> Marku
                     }
                 }
             }
+            @if let Some(h) = history_records { (history(h)) }
             @if may_change(f.who) {
                 div class="actions" {
                     form method="post" action={(url) "/status"} class="inline" {
@@ -443,7 +455,222 @@ pub(super) fn key(f: &Frame<'_>, k: &KeyView, versions: &[VersionView]) -> Marku
                         (csrf(f.csrf))
                         button type="submit" { "Rotate" }
                     }
+                    @for (action, label) in [("activate", "Activate"), ("deactivate", "Deactivate (decrypt only)"), ("cancel-destroy", "Cancel the destruction")] {
+                        form method="post" action={(url) "/" (action)} class="inline" {
+                            (csrf(f.csrf))
+                            button type="submit" { (label) }
+                        }
+                    }
                 }
+                form method="post" action={(url) "/compromise"} class="card" {
+                    h2 { "Mark compromised" }
+                    (csrf(f.csrf))
+                    p class="help" { "It then decrypts only, and every use is reported." }
+                    label for="confirm-compromise" { "Type the key id (" (k.key_id) ") to confirm" }
+                    input id="confirm-compromise" name="confirm" required autocomplete="off";
+                    button type="submit" class="danger" { "Mark compromised" }
+                }
+                form method="post" action={(url) "/destroy"} class="card" {
+                    h2 { "Destroy" }
+                    (csrf(f.csrf))
+                    label for="days" { "Days from now (7 to 30; refused meanwhile, cancellable)" }
+                    input id="days" name="days" type="number" min="7" max="30" value="7";
+                    label for="confirm-destroy" { "Type the key id (" (k.key_id) ") to confirm" }
+                    input id="confirm-destroy" name="confirm" required autocomplete="off";
+                    button type="submit" class="danger" { "Schedule the destruction" }
+                }
+                form method="post" action={(url) "/retire"} class="card" {
+                    h2 { "Retire old versions" }
+                    (csrf(f.csrf))
+                    label for="min-version" { "Minimum version that still decrypts" }
+                    input id="min-version" name="version" type="number" min="1" max=(k.current_version) value=(k.min_decrypt_version);
+                    button type="submit" { "Set" }
+                }
+                form method="post" action={(url) "/trim"} class="inline" {
+                    (csrf(f.csrf))
+                    button type="submit" class="danger" { "Crypto-shred the retired versions" }
+                }
+            }
+        },
+    )
+}
+
+/// A key's state history: the audit log's records about it.
+pub(super) fn history(records: &[serde_json::Value]) -> Markup {
+    html! {
+        table {
+            caption { "History (from the audit log, newest first)" }
+            thead { tr { th scope="col" { "Time" } th scope="col" { "Operation" } th scope="col" { "Result" } th scope="col" { "By" } } }
+            tbody {
+                @for r in records {
+                    tr {
+                        td { (crate::admin_ops::time(r["ts_ms"].as_i64().unwrap_or(0) / 1000)) }
+                        td { (r["operation"].as_str().unwrap_or("")) }
+                        td { (r["result"].as_str().unwrap_or("")) }
+                        td { (r["actor"].as_str().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Admin tokens: who may use the API and the console (never a secret).
+pub(super) fn tokens(f: &Frame<'_>, tokens: &[TokenView], made: Option<&NewTokenView>) -> Markup {
+    let change = may_change(f.who);
+    page(
+        f,
+        html! {
+            @if let Some(t) = made {
+                div class="banner" role="status" {
+                    p { "Token " strong { (t.name) } " (" (t.role) ") — copy it now: it is not shown again." }
+                    code id="new-token" { (t.token) }
+                }
+            }
+            table {
+                caption { "Admin tokens" }
+                thead { tr {
+                    th scope="col" { "Name" } th scope="col" { "Role" } th scope="col" { "Id" }
+                    th scope="col" { "Created" } th scope="col" { "Expires" } th scope="col" { "Genuine" }
+                    @if change { th scope="col" { "Revoke" } }
+                } }
+                tbody {
+                    @for t in tokens {
+                        tr {
+                            td { (t.name) } td { (t.role) } td { code { (t.id) } } td { (t.created) }
+                            td { (t.expires.as_deref().unwrap_or("never")) }
+                            td { (if t.genuine { "yes" } else { "NO (changed outside Keyhold)" }) }
+                            @if change {
+                                td {
+                                    form method="post" action={"/ui/tokens/" (seg(&t.name)) "/revoke"} class="inline" {
+                                        (csrf(f.csrf))
+                                        button type="submit" class="danger" aria-label={"Revoke " (t.name)} { "Revoke" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if change {
+                form method="post" action="/ui/tokens" class="card" {
+                    h2 { "Create a token" }
+                    (csrf(f.csrf))
+                    label for="name" { "Name" }
+                    input id="name" name="name" required;
+                    label for="role" { "Role" }
+                    select id="role" name="role" {
+                        option value="auditor" { "auditor (reads metadata and the audit log)" }
+                        option value="operator" { "operator (status only)" }
+                        option value="custodian" { "custodian (changes)" }
+                    }
+                    label for="expires_days" { "Expires after (days; empty: never)" }
+                    input id="expires_days" name="expires_days" type="number" min="1";
+                    button type="submit" { "Create" }
+                }
+            }
+        },
+    )
+}
+
+/// Backups: made online, downloaded at once (they are sealed under the
+/// root of trust: useless without it).
+pub(super) fn backups(f: &Frame<'_>) -> Markup {
+    page(
+        f,
+        html! {
+            p { "A backup holds every table, its key material as wrapped as in the database: restoring it needs the root of trust (" code { "keyhold backup restore" } ")." }
+            form method="post" action="/ui/backups" class="inline" {
+                (csrf(f.csrf))
+                button type="submit" { "Create and download a backup" }
+            }
+        },
+    )
+}
+
+/// The audit chains' verification: intact, or where the problem is.
+pub(super) fn audit_verify(f: &Frame<'_>, v: &AuditVerifyView) -> Markup {
+    page(
+        f,
+        html! {
+            p class=(if v.ok { "" } else { "error" }) role="status" {
+                (if v.ok { "The audit log is intact." } else { "The audit log does NOT verify:" })
+            }
+            @if !v.problems.is_empty() { ul { @for p in &v.problems { li class="error" { (p) } } } }
+            @if !v.warnings.is_empty() { ul { @for w in &v.warnings { li { (w) } } } }
+            table {
+                caption { "Chains (" (v.checkpoints_checked) " checkpoints compared)" }
+                thead { tr { th scope="col" { "Chain" } th scope="col" { "Records" } th scope="col" { "Sequence" } } }
+                tbody { @for c in &v.chains { tr { td { (c.chain) } td { (c.records) } td { (c.first_seq) "–" (c.last_seq) } } } }
+            }
+            p { a href="/ui/audit" { "Back to the search" } }
+        },
+    )
+}
+
+/// Policies: every scope that has one.
+pub(super) fn policies(f: &Frame<'_>, list: &[PolicySummary]) -> Markup {
+    page(
+        f,
+        html! {
+            p { "Secondary authorization: rules that decide, per key store or key, which callers (principal, operation, service, VPC) may use its keys." }
+            table {
+                caption { "Policies" }
+                thead { tr { th scope="col" { "Scope" } th scope="col" { "Rules" } } }
+                tbody {
+                    @for p in list {
+                        tr {
+                            td { a href=(policy_url(&p.scope)) { (p.scope) } }
+                            td { (p.rules.map(|n| n.to_string()).unwrap_or_else(|| "does not verify".into())) }
+                        }
+                    }
+                }
+            }
+            p class="help" { "A store's policy: open the store, then " em { "Policy" } "." }
+        },
+    )
+}
+
+/// The console URL of a policy scope as the API lists it (`store /a`,
+/// `key /a k`).
+fn policy_url(scope: &str) -> String {
+    let mut parts = scope.split_whitespace();
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("key"), Some(s), Some(k)) => format!("{}/policy", key_url(s, k)),
+        (_, Some(s), _) => format!("{}/policy", store_url(s)),
+        _ => "/ui/policies".into(),
+    }
+}
+
+/// One scope's policy: its text (editable by a custodian, with the
+/// validation's message), and the panel that tests a request against it.
+pub(super) fn policy(
+    f: &Frame<'_>,
+    action: &str,
+    text: &str,
+    problem: Option<&str>,
+    decision: Option<&PolicyDecision>,
+) -> Markup {
+    page(
+        f,
+        html! {
+            @if let Some(p) = problem { p class="error" role="alert" { (p) } }
+            form method="post" action=(action) class="card" {
+                (csrf(f.csrf))
+                label for="text" { "Policy (TOML: [[rule]] name, effect, principal, kms_operation, via_service, source_vpc…)" }
+                textarea id="text" name="text" rows="14" cols="80" readonly[!may_change(f.who)] { (text) }
+                @if may_change(f.who) { button type="submit" { "Save" } }
+            }
+            form method="get" action={(action) "/test"} class="card filters" {
+                h2 { "Test a request" }
+                @for (name, label) in [("principal", "Principal (awsPrincipalArn)"), ("kms_operation", "KMS operation"), ("via_service", "Via service"), ("source_vpc", "Source VPC"), ("source_vpce", "Source VPC endpoint")] {
+                    label for=(name) { (label) }
+                    input id=(name) name=(name);
+                }
+                button type="submit" { "Test" }
+            }
+            @if let Some(d) = decision {
+                p role="status" { strong { (d.decision) } @if let Some(r) = &d.rule { " (rule " (r) ")" } ": " (d.reason) }
             }
         },
     )
@@ -476,7 +703,9 @@ pub(super) fn audit(
                     input id=(name) name=(name) value=(value(name));
                 }
                 button type="submit" { "Search" }
+                button type="submit" formaction="/ui/audit/export" { "Export these records" }
             }
+            p { a href="/ui/audit/verify" { "Verify the audit log" } }
             table {
                 caption { "Records (newest first)" }
                 thead { tr {
