@@ -395,6 +395,22 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
     );
     assert!(!b.get("/ui/tokens").body.contains("carol"));
 
+    // KMIP: a client certificate issued as a download, listed, revoked.
+    assert!(b.get("/ui/kmip").body.contains("Client certificates"));
+    let pem = b.post(
+        "/ui/kmip/client-certs",
+        &[("csrf", &csrf), ("name", "db1"), ("days", "30")],
+    );
+    assert_eq!(pem.status, 200, "{}", pem.body);
+    assert!(pem.body.contains("BEGIN CERTIFICATE") && pem.body.contains("PRIVATE KEY"));
+    assert!(b.get("/ui/kmip").body.contains("db1"));
+    assert_eq!(
+        b.post("/ui/kmip/revoke", &[("csrf", &csrf), ("who", "db1")])
+            .status,
+        303
+    );
+    assert!(b.get("/ui/kmip").body.contains("revoked"));
+
     // A backup, downloaded; keyhold backup verify reads it.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("console.backup");

@@ -486,6 +486,12 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
             .read::<Vec<crate::admin_ops::TokenView>>(Route::ListTokens, "")
             .map(|t| pages::tokens(&ctx.frame("Admin tokens"), &t, None)),
         ["backups"] => Ok(pages::backups(&ctx.frame("Backups"))),
+        ["kmip"] => (|| {
+            let s: crate::admin_ops::KmipStatusView = ctx.read(Route::KmipStatus, "")?;
+            let certs: Vec<crate::admin_ops::ClientCertView> =
+                ctx.read(Route::ListClientCerts, "")?;
+            Ok(pages::kmip(&ctx.frame("KMIP"), &s, &certs))
+        })(),
         ["audit"] => audit_page(ctx, &q),
         ["audit", "verify"] => (|| {
             let route = Route::AuditVerify;
@@ -748,6 +754,7 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
     }
     match segs.as_slice() {
         ["tokens"] => return new_token(ctx, f),
+        ["kmip", "client-certs"] => return new_client_cert(ctx, f),
         ["backups"] => return new_backup(ctx),
         ["stores", s, "policy"] => return save_policy(ctx, s, None, f),
         ["stores", s, "keys", k, "policy"] => return save_policy(ctx, s, Some(k), f),
@@ -873,6 +880,24 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
             ctx.change(Route::TrimVersions((*s).into(), (*k).into()), json!({})),
             pages::key_url(s, k),
         ),
+        ["kmip", "revoke"] => (
+            ctx.change(
+                Route::RevokeClientCerts(field("who").unwrap_or_default()),
+                json!({}),
+            ),
+            "/ui/kmip".to_owned(),
+        ),
+        ["kmip", "grant"] => (
+            ctx.change(
+                Route::SetGrant(
+                    field("uid").unwrap_or_default(),
+                    field("identity").unwrap_or_default(),
+                    field("grant").as_deref() != Some("ungrant"),
+                ),
+                json!({}),
+            ),
+            "/ui/kmip".to_owned(),
+        ),
         ["tokens", name, "revoke"] => (
             ctx.change(Route::RevokeToken((*name).into()), json!({})),
             "/ui/tokens".to_owned(),
@@ -912,6 +937,41 @@ fn new_token(ctx: &Ctx, f: &HashMap<String, String>) -> Resp {
         ),
         Err(e) => ctx.failed(&e, "/ui/tokens"),
     }
+}
+
+/// A KMIP client certificate, issued and downloaded once (certificate
+/// then private key, one PEM file).
+fn new_client_cert(ctx: &Ctx, f: &HashMap<String, String>) -> Resp {
+    let days: Option<u32> = f.get("days").and_then(|d| d.trim().parse().ok());
+    let name = f
+        .get("name")
+        .map(|n| n.trim().to_owned())
+        .unwrap_or_default();
+    let made = ctx
+        .change(
+            Route::IssueClientCert,
+            json!({ "name": name, "days": days }),
+        )
+        .and_then(|v| {
+            serde_json::from_value::<crate::admin_ops::IssuedCertView>(v)
+                .map_err(|e| OpError::new(500, e.to_string()))
+        });
+    let c = match made {
+        Ok(c) => c,
+        Err(e) => return ctx.failed(&e, "/ui/kmip"),
+    };
+    let pem = zeroize::Zeroizing::new(format!("{}{}", c.certificate_pem, c.key_pem));
+    let mut r = with_headers(
+        Response::new(Full::new(Bytes::from(pem.as_bytes().to_vec()))),
+        "application/x-pem-file",
+        "no-store",
+    );
+    let file = format!("attachment; filename=\"{}.pem\"", pages::seg(&c.identity));
+    if let Ok(v) = HeaderValue::from_str(&file) {
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_DISPOSITION, v);
+    }
+    r
 }
 
 /// A backup made now, downloaded at once.

@@ -5,8 +5,8 @@
 
 use crate::admin_ops::StatusName;
 use crate::admin_ops::{
-    AuditVerifyView, CredentialView, KeyView, NewCredentialView, NewTokenView, PolicyDecision,
-    PolicySummary, StatusView, StoreView, TokenView, VersionView,
+    AuditVerifyView, ClientCertView, CredentialView, KeyView, KmipStatusView, NewCredentialView,
+    NewTokenView, PolicyDecision, PolicySummary, StatusView, StoreView, TokenView, VersionView,
 };
 use keyhold_service::api_tokens::{AdminIdentity, Role};
 use maud::{html, Markup, DOCTYPE};
@@ -74,6 +74,7 @@ pub(super) fn page(f: &Frame<'_>, content: Markup) -> Markup {
                                 a href="/ui/policies" { "Policies" }
                                 a href="/ui/tokens" { "Admin tokens" }
                             }
+                            @if w.role != Role::Operator { a href="/ui/kmip" { "KMIP" } }
                             @if w.role == Role::Auditor { a href="/ui/audit" { "Audit" } }
                             @if w.role == Role::Custodian { a href="/ui/backups" { "Backups" } }
                         }
@@ -567,6 +568,75 @@ pub(super) fn tokens(f: &Frame<'_>, tokens: &[TokenView], made: Option<&NewToken
                     label for="expires_days" { "Expires after (days; empty: never)" }
                     input id="expires_days" name="expires_days" type="number" min="1";
                     button type="submit" { "Create" }
+                }
+            }
+        },
+    )
+}
+
+/// KMIP: objects by owner, type and state, the listener, client
+/// certificates (issued as a download, revoked), grants.
+pub(super) fn kmip(f: &Frame<'_>, s: &KmipStatusView, certs: &[ClientCertView]) -> Markup {
+    let change = may_change(f.who);
+    page(
+        f,
+        html! {
+            p { (s.objects) " managed objects." @if let Some(ca) = &s.client_ca { " Client CA: " code { (ca) } } }
+            @if let Some(l) = &s.listener {
+                h2 { "Listener" }
+                pre { (serde_json::to_string_pretty(l).unwrap_or_default()) }
+            }
+            table {
+                caption { "Objects by owner, type and state" }
+                thead { tr { th scope="col" { "Owner" } th scope="col" { "Type" } th scope="col" { "State" } th scope="col" { "Objects" } } }
+                tbody { @for o in &s.by_owner { tr { td { (o.owner) } td { (o.kind) } td { (o.state) } td { (o.count) } } } }
+            }
+            table {
+                caption { "Client certificates" }
+                thead { tr {
+                    th scope="col" { "Identity" } th scope="col" { "Serial" } th scope="col" { "Issued" }
+                    th scope="col" { "Expires" } th scope="col" { "Status" }
+                } }
+                tbody {
+                    @for c in certs {
+                        tr {
+                            td { (c.identity) } td { code { (c.serial) } } td { (c.issued_at) }
+                            td { (c.not_after.as_deref().unwrap_or("")) } td { (c.status) }
+                        }
+                    }
+                }
+            }
+            @if change {
+                form method="post" action="/ui/kmip/client-certs" class="card" {
+                    h2 { "Issue a client certificate" }
+                    (csrf(f.csrf))
+                    label for="cert-name" { "Identity (the certificate's CN)" }
+                    input id="cert-name" name="name" required;
+                    label for="cert-days" { "Valid for (days)" }
+                    input id="cert-days" name="days" type="number" min="1" value="365";
+                    p class="help" { "Downloaded once as one PEM file: the certificate, then its private key." }
+                    button type="submit" { "Issue and download" }
+                }
+                form method="post" action="/ui/kmip/revoke" class="card" {
+                    h2 { "Revoke client certificates" }
+                    (csrf(f.csrf))
+                    label for="revoke-who" { "Identity or serial" }
+                    input id="revoke-who" name="who" required;
+                    button type="submit" class="danger" { "Revoke" }
+                }
+                form method="post" action="/ui/kmip/grant" class="card" {
+                    h2 { "Grant or take back an object" }
+                    (csrf(f.csrf))
+                    label for="grant-uid" { "Object identifier (xks:/STORE/KEY for a key store's key)" }
+                    input id="grant-uid" name="uid" required;
+                    label for="grant-who" { "Identity (* for everyone)" }
+                    input id="grant-who" name="identity" required;
+                    label for="grant-what" { "Change" }
+                    select id="grant-what" name="grant" {
+                        option value="grant" { "grant" }
+                        option value="ungrant" { "take back" }
+                    }
+                    button type="submit" { "Apply" }
                 }
             }
         },
