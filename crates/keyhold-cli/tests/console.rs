@@ -510,3 +510,37 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
     );
     assert_eq!(p.status, 303);
 }
+
+/// A session unused for longer than the idle timeout is over: the next
+/// page asks for a sign-in, and a change is refused.
+#[test]
+fn an_idle_session_expires() {
+    let env = Env::new();
+    let mut config = read(&env.config());
+    config.push_str("\n[admin]\nconsole_idle_timeout_s = 1\n");
+    std::fs::write(env.config(), config).unwrap();
+    let alice = token(&env, "alice", "custodian");
+    let _server = env.serve(&["--admin-listen", "127.0.0.1:0"]);
+    let base = format!("https://{}", admin_address(&env)).replace("127.0.0.1", "localhost");
+    let b = Browser::new(&base, env.ca());
+    assert_eq!(b.sign_in(&alice).status, 303);
+    let csrf = b.get("/ui/").csrf();
+    // Left alone past the timeout (each look below is itself a use, so
+    // look rarely): the session ends.
+    let started = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let p = b.post("/ui/stores", &[("csrf", &csrf), ("prefix", "/late")]);
+        if p.status == 401 {
+            assert!(p.body.contains("session is over"), "{}", p.body);
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the session never expired"
+        );
+    }
+    assert_eq!(b.get("/ui/").status, 303);
+    let stores = env.json(&["store", "list"]);
+    assert!(!stores.to_string().contains("/late"));
+}

@@ -291,9 +291,12 @@ pub async fn serve_admin(
     service: Arc<KeyService>,
     exec: Arc<dyn AdminExecutor>,
     data_dir: std::path::PathBuf,
+    console_idle: Duration,
 ) {
     let ops = Arc::new(crate::admin_ops::AdminOps::new(service.clone(), &data_dir));
-    let console = Arc::new(crate::console::Console::default());
+    let console = Arc::new(crate::console::Console {
+        sessions: crate::console::session::Sessions::new(console_idle),
+    });
     let conns = crate::conn::ConnLimiter::new(LIMITS);
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {

@@ -30,7 +30,8 @@
 //! require_token = false               # true: scrapes need an admin token (any role)
 //!
 //! [admin]
-//! listen = "127.0.0.1:8444"           # the admin API (HTTPS, tls.cert); off when absent
+//! listen = "127.0.0.1:8444"           # the admin API and the web console (/ui/); off when absent
+//! console_idle_timeout_s = 900        # a console session unused this long is over
 //!
 //! [audit]
 //! dir = "audit"                       # MAC-chained records (relative: data dir)
@@ -105,6 +106,8 @@ pub struct AdminSection {
     /// e.g. "127.0.0.1:8444": HTTPS with the server's certificate
     /// (plain HTTP under insecure_http), bearer tokens.
     pub listen: Option<SocketAddr>,
+    /// A web console session unused this long is over (default 900 s).
+    pub console_idle_timeout_s: Option<u64>,
 }
 
 /// Where keys, stores and policies are kept: SQLite in the data dir unless

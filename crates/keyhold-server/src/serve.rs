@@ -472,12 +472,19 @@ async fn start_admin(
     };
     tracing::info!(addr = %bound, tls = admin_tls.is_some(), "admin API listening");
     let scheme = if admin_tls.is_some() { "https" } else { "http" };
+    let idle = config
+        .admin
+        .console_idle_timeout_s
+        .map_or(crate::console::session::IDLE, |s| {
+            std::time::Duration::from_secs(s.max(1))
+        });
     tokio::spawn(crate::admin_api::serve_admin(
         l,
         admin_tls,
         service.clone(),
         exec,
         config.data_dir.clone(),
+        idle,
     ));
     Ok(("admin", bound, format!("{scheme}://{bound}")))
 }
