@@ -15,6 +15,8 @@ use keyhold_audit::{AuditLog, AuditStatus, Event};
 #[derive(Default)]
 pub struct AuditBroker {
     log: OnceLock<Arc<AuditLog>>,
+    /// Every record counted, for the console's charts.
+    rates: crate::rates::Rates,
 }
 
 impl std::fmt::Debug for AuditBroker {
@@ -39,6 +41,7 @@ impl AuditBroker {
 
     /// Records `ev` from an async front-end; Err when it could not be written.
     pub async fn record(&self, ev: &Event<'_>) -> Result<(), String> {
+        self.count(ev);
         match self.log.get() {
             Some(log) => log.record(ev).await,
             None => Ok(()),
@@ -47,10 +50,26 @@ impl AuditBroker {
 
     /// Records `ev` from a front-end on a blocking thread.
     pub fn record_blocking(&self, ev: &Event<'_>) -> Result<(), String> {
+        self.count(ev);
         match self.log.get() {
             Some(log) => log.record_blocking(ev),
             None => Ok(()),
         }
+    }
+
+    fn count(&self, ev: &Event<'_>) {
+        self.rates.count(
+            keyhold_core::now(),
+            ev.frontend,
+            ev.store,
+            ev.result == "OK",
+            ev.latency_us,
+        );
+    }
+
+    /// Requests per minute over the last hour, per front-end and key store.
+    pub fn last_hour(&self) -> Vec<crate::rates::Series> {
+        self.rates.last_hour(keyhold_core::now())
     }
 
     /// The log's state (failing, low disk) for health and metrics.

@@ -27,6 +27,7 @@ mod lifecycle;
 pub mod object_rules;
 pub mod objects;
 pub mod policy;
+pub mod rates;
 mod rewrap;
 pub mod rotation;
 mod service;

@@ -136,6 +136,8 @@ try:
     visit(d, "/ui/stores/web/credentials", "credentials")
     visit(d, "/ui/stores", "stores")
     visit(d, "/ui/", "overview")
+    chart = d.find_element(By.CSS_SELECTOR, "figure.chart figcaption").text
+    check(chart.startswith("xks: 1 requests"), "the XKS request in the charts: " + chart)
 
     # Break glass on the key: XKS refuses on the next request.
     visit(d, "/ui/stores/web/keys/k1")

@@ -160,6 +160,12 @@ impl AdminOps {
         Ok(token_view(&t, true))
     }
 
+    /// Requests per minute over the last hour, per front-end and key store
+    /// (what this server served).
+    pub fn request_rates(&self) -> Vec<keyhold_service::rates::Series> {
+        self.service.audit().last_hour()
+    }
+
     pub fn status(&self) -> OpResult<StatusView> {
         let svc = &self.service;
         let health = svc.health();

@@ -451,7 +451,7 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
     let r = match segs.as_slice() {
         [] => ctx
             .read::<StatusView>(Route::Status, "")
-            .map(|s| pages::overview(&ctx.frame("Overview"), &s)),
+            .map(|s| pages::overview(&ctx.frame("Overview"), &s, &ctx.ops.request_rates())),
         ["stores"] => ctx
             .read::<Vec<StoreView>>(Route::ListStores, "")
             .map(|s| pages::stores(&ctx.frame("Key stores"), &s)),

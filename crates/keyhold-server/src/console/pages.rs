@@ -9,6 +9,7 @@ use crate::admin_ops::{
     NewTokenView, PolicyDecision, PolicySummary, StatusView, StoreView, TokenView, VersionView,
 };
 use keyhold_service::api_tokens::{AdminIdentity, Role};
+use keyhold_service::rates::Series;
 use maud::{html, Markup, DOCTYPE};
 
 /// What every page shows around its content.
@@ -135,11 +136,81 @@ pub(super) fn error(f: &Frame<'_>, status: u16, message: &str, back: &str) -> Ma
     )
 }
 
-pub(super) fn overview(f: &Frame<'_>, s: &StatusView) -> Markup {
+/// One front-end's last hour as a line chart (requests and errors per
+/// minute), drawn on the server as SVG, with its numbers for readers.
+fn chart(s: &Series) -> Markup {
+    const W: f64 = 600.0;
+    const H: f64 = 120.0;
+    let max = s
+        .per_minute
+        .iter()
+        .map(|f| f.requests)
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let n = s.per_minute.len().max(2) as f64 - 1.0;
+    let line = |v: &dyn Fn(&keyhold_service::rates::Figures) -> u64| -> String {
+        s.per_minute
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                format!(
+                    "{:.1},{:.1}",
+                    i as f64 * W / n,
+                    H - v(f) as f64 * (H - 10.0) / max
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let total: u64 = s.per_minute.iter().map(|f| f.requests).sum();
+    let errors: u64 = s.per_minute.iter().map(|f| f.errors).sum();
+    let timed: u64 = s.per_minute.iter().map(|f| f.timed).sum();
+    let lat: u64 = s.per_minute.iter().map(|f| f.latency_us).sum();
+    let mean = (timed > 0).then(|| lat as f64 / timed as f64 / 1000.0);
+    let label = format!(
+        "{}: {total} requests in the last hour, {errors} errors, at most {} in a minute",
+        s.frontend, max as u64
+    );
+    html! {
+        figure class="chart" {
+            figcaption {
+                strong { (s.frontend) } ": " (total) " requests, " (errors) " errors"
+                @if let Some(m) = mean { ", mean latency " (format!("{m:.2}")) " ms" }
+                " (last hour; peak " (max as u64) "/min)"
+            }
+            svg viewBox={"0 0 " (W) " " (H)} preserveAspectRatio="none" width="100%" height="120" role="img" aria-label=(label) {
+                title { (label) }
+                polyline class="requests" fill="none" points=(line(&|f| f.requests)) {}
+                polyline class="errors" fill="none" points=(line(&|f| f.errors)) {}
+            }
+            table {
+                caption { (s.frontend) " by key store (last hour)" }
+                thead { tr { th scope="col" { "Key store" } th scope="col" { "Requests" } th scope="col" { "Errors" } th scope="col" { "Mean latency (ms)" } } }
+                tbody {
+                    @for (store, f) in &s.per_store {
+                        tr {
+                            td { (if store.is_empty() { "—" } else { store.as_str() }) }
+                            td { (f.requests) } td { (f.errors) }
+                            td { (f.mean_ms().map(|m| format!("{m:.2}")).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn overview(f: &Frame<'_>, s: &StatusView, rates: &[Series]) -> Markup {
     let change = may_change(f.who);
     page(
         f,
         html! {
+            section class="card" {
+                h2 { "Requests (this server, last hour, per minute)" }
+                @if rates.is_empty() { p { "No key use yet in the last hour." } }
+                @for r in rates { (chart(r)) }
+            }
             section class="cards" {
                 div class="card" {
                     h2 { "This node" }
