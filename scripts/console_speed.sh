@@ -20,9 +20,9 @@ pid=$!
 for _ in $(seq 200); do grep -q "admin on" "$tmp/out" 2>/dev/null && break; sleep 0.05; done
 admin=$(sed -n 's/^keyhold admin on //p' "$tmp/out" | sed 's/127.0.0.1/localhost/')
 ca=$KEYHOLD_DATA_DIR/tls/ca.pem
-time_page() { # jar path → median seconds of 5 loads
+time_page() { # jar path → median seconds of 5 loads, and the status
   for _ in 1 2 3 4 5; do
-    curl -sS -o /dev/null --cacert "$ca" -b "$1" -w '%{time_total}\n' "https://$admin$2"
+    curl -sS -o /dev/null --cacert "$ca" -b "$1" -w '%{time_total} (HTTP %{http_code})\n' "https://$admin$2"
   done | sort -n | sed -n 3p
 }
 for who in token auditor; do

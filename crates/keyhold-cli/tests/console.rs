@@ -217,6 +217,18 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
         "{}",
         key.body
     );
+    // Search and paging: 150 more keys, found by the start of their id.
+    env.run_ok(&["key", "create", "/web", "p", "--count", "150"]);
+    let found = b.get("/ui/stores/web?q=p-00014");
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert!(found.body.contains("p-000140") && found.body.contains("p-000149"));
+    assert!(!found.body.contains("p-000139") && !found.body.contains("p-000150"));
+    let first = b.get("/ui/stores/web");
+    assert!(first.body.contains("Next page"));
+    let next = b.get("/ui/stores/web?q=&after=p-000100");
+    assert!(next.body.contains("p-000101") && !next.body.contains(">p-000100<"));
+    assert_eq!(b.get("/ui/stores/web?q=bad%20id").status, 400);
+
     // A bad request says what is wrong.
     let p = b.post(
         "/ui/stores/web/keys",

@@ -684,17 +684,18 @@ fn policy_test(
 fn store_page(ctx: &Ctx, s: &str, q: &HashMap<String, String>) -> Result<Markup, OpError> {
     let store: StoreView = ctx.read(Route::GetStore(s.into()), "")?;
     let search = q.get("q").cloned().unwrap_or_default();
-    // Key ids start with the search: page from just before it.
-    let after = q
-        .get("after")
-        .cloned()
-        .or_else(|| (!search.is_empty()).then(|| before(&search)));
+    if !search.is_empty() && keyhold_core::KeyId::parse(&search).is_err() {
+        return Err(OpError::new(
+            400,
+            "search by the start of a key id: letters, digits, '.', '_' and '-'",
+        ));
+    }
+    // Key ids start with the search: page from just before it. (Key ids
+    // need no escaping in a query.)
+    let after = q.get("after").cloned().or_else(|| before(&search));
     let mut query = format!("limit={}", KEYS_PER_PAGE + 1);
     if let Some(a) = &after {
-        query.push_str(&format!(
-            "&after={}",
-            percent_encoding::utf8_percent_encode(a, percent_encoding::NON_ALPHANUMERIC)
-        ));
+        query.push_str(&format!("&after={a}"));
     }
     let mut keys: Vec<KeyView> = ctx.read(Route::ListKeys(s.into()), &query)?;
     keys.retain(|k| k.key_id.starts_with(&search));
@@ -712,17 +713,22 @@ fn store_page(ctx: &Ctx, s: &str, q: &HashMap<String, String>) -> Result<Markup,
     ))
 }
 
-/// The largest id that sorts before every id starting with `prefix`.
-fn before(prefix: &str) -> String {
-    let mut b = prefix.as_bytes().to_vec();
-    match b.last_mut() {
-        Some(last) if *last > 0 => {
-            *last -= 1;
-            b.push(0x7e);
-        }
-        _ => {}
+/// The greatest key id that sorts before every id starting with `prefix`
+/// (ids are 1 to 128 of `-.0-9A-Z_a-z`, in byte order), for listing
+/// "after" it; `None` when nothing sorts before (list from the start).
+fn before(prefix: &str) -> Option<String> {
+    const ALPHABET: &[u8] = b"-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+    let (head, last) = prefix.split_at(prefix.len().checked_sub(1)?);
+    let at = ALPHABET.iter().position(|c| last.as_bytes()[0] == *c)?;
+    if at == 0 {
+        // Nothing between `head` and `prefix`: every id after `head` is
+        // `prefix` or more (or `head` is empty: list from the start).
+        return (!head.is_empty()).then(|| head.to_owned());
     }
-    String::from_utf8_lossy(&b).into_owned()
+    let mut b = head.as_bytes().to_vec();
+    b.push(ALPHABET[at - 1]);
+    b.resize(keyhold_core::MAX_KEY_ID_LEN, b'z');
+    Some(String::from_utf8_lossy(&b).into_owned())
 }
 
 fn audit_page(ctx: &Ctx, q: &HashMap<String, String>) -> Result<Markup, OpError> {
@@ -1097,8 +1103,14 @@ mod tests {
 
     #[test]
     fn search_pages_from_just_before_the_prefix() {
-        assert!(before("k2").as_str() < "k2");
-        assert!(before("k2").as_str() > "k1~");
+        let b = before("k2").unwrap();
+        assert!(b.as_str() < "k2" && b.as_str() > "k1zz");
+        assert!(keyhold_core::KeyId::parse(&b).is_ok());
+        assert_eq!(before("k-"), Some("k".to_owned()));
+        assert_eq!(before("-"), None);
+        assert_eq!(before(""), None);
+        let b = before("key-0999").unwrap();
+        assert!(b.as_str() < "key-0999" && b.as_str() > "key-0998-999");
         assert_eq!(
             segments("/ui/stores/a%2Fb/keys/k1").unwrap(),
             ["stores", "a/b", "keys", "k1"]
