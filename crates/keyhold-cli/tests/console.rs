@@ -217,6 +217,38 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
         "{}",
         key.body
     );
+    // Dates and a rotation period at creation; a usage change.
+    let p = b.post(
+        "/ui/stores/web/keys",
+        &[
+            ("csrf", &csrf),
+            ("key_id", "later"),
+            ("key_type", "aes-256"),
+            ("protection", "software"),
+            ("activate_at", "2099-01-01T00:00:00Z"),
+            ("rotation_days", "90"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let later = b.get("/ui/stores/web/keys/later");
+    assert!(
+        later.body.contains("PRE_ACTIVE") && later.body.contains("Next rotation"),
+        "{}",
+        later.body
+    );
+    assert_eq!(
+        b.post(
+            "/ui/stores/web/keys/later/usage",
+            &[("csrf", &csrf), ("usage", "decrypt")]
+        )
+        .status,
+        303
+    );
+    assert!(b
+        .get("/ui/stores/web/keys/later")
+        .body
+        .contains("<dd>DECRYPT</dd>"));
+
     // Search and paging: 150 more keys, found by the start of their id.
     env.run_ok(&["key", "create", "/web", "p", "--count", "150"]);
     let found = b.get("/ui/stores/web?q=p-00014");
@@ -475,8 +507,15 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
         );
     }
     // Verification, and an export of the filtered records.
+    assert!(a.get("/ui/").body.contains("Not verified from the console"));
     let v = a.get("/ui/audit/verify");
     assert!(v.body.contains("The audit log is intact."), "{}", v.body);
+    let home = a.get("/ui/");
+    assert!(
+        home.body.contains("Last verified") && home.body.contains("intact"),
+        "{}",
+        home.body
+    );
     let e = a.get("/ui/audit/export?frontend=console");
     assert_eq!(e.status, 200);
     assert!(e

@@ -296,6 +296,7 @@ pub async fn serve_admin(
     let ops = Arc::new(crate::admin_ops::AdminOps::new(service.clone(), &data_dir));
     let console = Arc::new(crate::console::Console {
         sessions: crate::console::session::Sessions::new(console_idle),
+        last_verification: Default::default(),
     });
     let conns = crate::conn::ConnLimiter::new(LIMITS);
     loop {

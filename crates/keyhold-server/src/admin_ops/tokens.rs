@@ -160,6 +160,21 @@ impl AdminOps {
         Ok(token_view(&t, true))
     }
 
+    /// The nodes live on shared storage, with their last heartbeats (none
+    /// on SQLite: one data directory, its servers in `status`).
+    pub fn fleet(&self) -> OpResult<Vec<keyhold_storage::NodeInfo>> {
+        if !self.service.shared_storage() {
+            return Ok(Vec::new());
+        }
+        let since = keyhold_core::now() * 1000 - crate::presence::NODE_TTL.as_millis() as i64;
+        Ok(self.service.nodes().live_nodes(since)?)
+    }
+
+    /// This server's audit chain: records, failures, free disk.
+    pub fn audit_status(&self) -> Option<keyhold_audit::AuditStatus> {
+        self.service.audit().status()
+    }
+
     /// Requests per minute over the last hour, per front-end and key store
     /// (what this server served).
     pub fn request_rates(&self) -> Vec<keyhold_service::rates::Series> {

@@ -50,6 +50,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 #[derive(Default)]
 pub struct Console {
     pub sessions: Sessions,
+    /// The last audit verification run from this console: when (s), by
+    /// whom, and whether the log was intact.
+    pub last_verification: parking_lot::Mutex<Option<(i64, String, bool)>>,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -113,6 +116,7 @@ struct Ctx {
     peer: SocketAddr,
     who: AdminIdentity,
     csrf: String,
+    console: Arc<Console>,
 }
 
 impl Ctx {
@@ -297,6 +301,7 @@ pub(crate) async fn handle(
         peer,
         who: s.who.clone(),
         csrf: s.csrf.clone(),
+        console: console.clone(),
     };
     if method == Method::POST {
         let fields = form(&body);
@@ -449,9 +454,15 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let q = query_map(query);
     let r = match segs.as_slice() {
-        [] => ctx
-            .read::<StatusView>(Route::Status, "")
-            .map(|s| pages::overview(&ctx.frame("Overview"), &s, &ctx.ops.request_rates())),
+        [] => ctx.read::<StatusView>(Route::Status, "").map(|s| {
+            let extra = pages::OverviewExtra {
+                rates: ctx.ops.request_rates(),
+                fleet: ctx.ops.fleet().unwrap_or_default(),
+                audit: ctx.ops.audit_status(),
+                last_verification: ctx.console.last_verification.lock().clone(),
+            };
+            pages::overview(&ctx.frame("Overview"), &s, &extra)
+        }),
         ["stores"] => ctx
             .read::<Vec<StoreView>>(Route::ListStores, "")
             .map(|s| pages::stores(&ctx.frame("Key stores"), &s)),
@@ -502,6 +513,8 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
             let (_, v) = api::run(&ctx.ops, &route, "", b"{}")?;
             let v: crate::admin_ops::AuditVerifyView =
                 serde_json::from_value(v).map_err(|e| OpError::new(500, e.to_string()))?;
+            *ctx.console.last_verification.lock() =
+                Some((keyhold_core::now(), ctx.who.actor(), v.ok));
             Ok(pages::audit_verify(
                 &ctx.frame("Audit log verification"),
                 &v,
@@ -811,6 +824,15 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
                     .map(|p| p.trim().to_uppercase())
                     .collect::<Vec<_>>()
             });
+            let rotation = field("rotation_days")
+                .map(|d| d.parse::<i64>().map(|d| d * 86_400))
+                .transpose();
+            let Ok(rotation) = rotation else {
+                return ctx.failed(
+                    &OpError::new(400, "the rotation period is a whole number of days"),
+                    &pages::store_url(s),
+                );
+            };
             let r = ctx.change(
                 Route::CreateKey((*s).into()),
                 json!({
@@ -818,6 +840,10 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
                     "key_type": field("key_type"),
                     "usage": usage,
                     "protection": field("protection"),
+                    "pre_active": field("activate_at").is_some(),
+                    "activate_at": field("activate_at"),
+                    "deactivate_at": field("deactivate_at"),
+                    "rotation_period_s": rotation,
                 }),
             );
             let back = match &r {
@@ -881,6 +907,29 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
                 ),
                 pages::key_url(s, k),
             )
+        }
+        ["stores", s, "keys", k, "usage"] => (
+            ctx.change(
+                Route::SetUsage((*s).into(), (*k).into()),
+                json!({ "usage": field("usage").unwrap_or_default().split(',').map(|u| u.trim().to_uppercase()).filter(|u| !u.is_empty()).collect::<Vec<_>>() }),
+            ),
+            pages::key_url(s, k),
+        ),
+        ["stores", s, "hsm-keys"] => {
+            let usage = field("usage").map(|u| {
+                u.split(',')
+                    .map(|p| p.trim().to_uppercase())
+                    .collect::<Vec<_>>()
+            });
+            let r = ctx.change(
+                Route::ImportHsmKey((*s).into()),
+                json!({ "label": field("label"), "key_id": field("key_id"), "usage": usage }),
+            );
+            let back = match &r {
+                Ok(v) => pages::key_url(s, v["key_id"].as_str().unwrap_or("")),
+                Err(_) => pages::store_url(s),
+            };
+            (r, back)
         }
         ["stores", s, "keys", k, "trim"] => (
             ctx.change(Route::TrimVersions((*s).into(), (*k).into()), json!({})),

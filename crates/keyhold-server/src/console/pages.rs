@@ -201,15 +201,68 @@ fn chart(s: &Series) -> Markup {
     }
 }
 
-pub(super) fn overview(f: &Frame<'_>, s: &StatusView, rates: &[Series]) -> Markup {
+/// What the overview shows beside the API's status.
+pub(super) struct OverviewExtra {
+    pub(super) rates: Vec<Series>,
+    /// Nodes on shared storage, with their heartbeats.
+    pub(super) fleet: Vec<keyhold_storage::NodeInfo>,
+    pub(super) audit: Option<keyhold_audit::AuditStatus>,
+    /// The last verification run from the console: (when, by whom, intact).
+    pub(super) last_verification: Option<(i64, String, bool)>,
+}
+
+fn ms_time(ms: i64) -> String {
+    crate::admin_ops::time(ms / 1000)
+}
+
+pub(super) fn overview(f: &Frame<'_>, s: &StatusView, x: &OverviewExtra) -> Markup {
     let change = may_change(f.who);
     page(
         f,
         html! {
             section class="card" {
                 h2 { "Requests (this server, last hour, per minute)" }
-                @if rates.is_empty() { p { "No key use yet in the last hour." } }
-                @for r in rates { (chart(r)) }
+                @if x.rates.is_empty() { p { "No key use yet in the last hour." } }
+                @for r in &x.rates { (chart(r)) }
+            }
+            section class="cards" {
+                @if !x.fleet.is_empty() {
+                    div class="card" {
+                        h2 { "Fleet (nodes on the shared database)" }
+                        table {
+                            thead { tr { th scope="col" { "Node" } th scope="col" { "Started" } th scope="col" { "Last heartbeat" } th scope="col" { "Break-glass epoch" } } }
+                            tbody {
+                                @for n in &x.fleet {
+                                    tr { td { (n.id) } td { (ms_time(n.started_ms)) } td { (ms_time(n.heartbeat_ms)) } td { (n.ack_epoch) } }
+                                }
+                            }
+                        }
+                    }
+                }
+                div class="card" {
+                    h2 { "Audit log" }
+                    @if let Some(a) = &x.audit {
+                        dl {
+                            dt { "Chain" } dd { (a.chain) }
+                            dt { "Records" } dd { (a.records) }
+                            dt { "Writing" } dd class=(if a.failing.is_some() { "error" } else { "" }) {
+                                (a.failing.as_deref().unwrap_or("OK"))
+                            }
+                            @if let Some(free) = a.free_bytes {
+                                dt { "Free disk" } dd class=(if a.low_disk { "error" } else { "" }) { (free / (1 << 20)) " MiB" }
+                            }
+                        }
+                    }
+                    p {
+                        @match &x.last_verification {
+                            Some((t, who, ok)) => {
+                                "Last verified " (crate::admin_ops::time(*t)) " by " (who) ": "
+                                strong { (if *ok { "intact" } else { "does NOT verify" }) } "."
+                            }
+                            None => { "Not verified from the console since this server started (an auditor can, or " code { "keyhold audit verify" } ")." }
+                        }
+                    }
+                }
             }
             section class="cards" {
                 div class="card" {
@@ -409,7 +462,24 @@ pub(super) fn store(
                         option value="software" { "software (wrapped under the root of trust)" }
                         option value="hsm" { "hsm (generated and used in the HSM)" }
                     }
+                    label for="activate_at" { "Activate at (RFC 3339 UTC; empty: now)" }
+                    input id="activate_at" name="activate_at" placeholder="2027-01-31T00:00:00Z";
+                    label for="deactivate_at" { "Deactivate at (RFC 3339 UTC; empty: never)" }
+                    input id="deactivate_at" name="deactivate_at";
+                    label for="rotation_days" { "Rotate every (days; empty: by hand)" }
+                    input id="rotation_days" name="rotation_days" type="number" min="1";
                     button type="submit" { "Create" }
+                }
+                form method="post" action={(url) "/hsm-keys"} class="card" {
+                    h2 { "Adopt a key already in the HSM" }
+                    (csrf(f.csrf))
+                    label for="hsm-label" { "Its PKCS#11 label" }
+                    input id="hsm-label" name="label" required;
+                    label for="hsm-key-id" { "Key id (empty: the label)" }
+                    input id="hsm-key-id" name="key_id";
+                    label for="hsm-usage" { "Usage (empty: the type's default)" }
+                    input id="hsm-usage" name="usage";
+                    button type="submit" { "Adopt" }
                 }
             }
         },
@@ -533,6 +603,13 @@ pub(super) fn key(
                             button type="submit" { (label) }
                         }
                     }
+                }
+                form method="post" action={(url) "/usage"} class="card" {
+                    h2 { "Usage" }
+                    (csrf(f.csrf))
+                    label for="new-usage" { "Allowed operations (ENCRYPT, DECRYPT, SIGN, VERIFY or NONE)" }
+                    input id="new-usage" name="usage" value=(k.usage.join(","));
+                    button type="submit" { "Change" }
                 }
                 form method="post" action={(url) "/compromise"} class="card" {
                     h2 { "Mark compromised" }
