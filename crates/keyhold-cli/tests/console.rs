@@ -273,11 +273,17 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
     );
     assert_eq!(p.status, 400);
     assert!(p.body.contains("needs a usage"), "{}", p.body);
-    // Break glass on the key, then back.
+    // Break glass on the key (its box ticked), then back.
+    let unticked = b.post(
+        "/ui/stores/web/keys/k1/status",
+        &[("csrf", &csrf), ("status", "DISABLED")],
+    );
+    assert_eq!(unticked.status, 400);
+    assert!(unticked.body.contains("Tick the confirmation box"));
     assert_eq!(
         b.post(
             "/ui/stores/web/keys/k1/status",
-            &[("csrf", &csrf), ("status", "DISABLED")]
+            &[("csrf", &csrf), ("status", "DISABLED"), ("confirm", "yes")]
         )
         .status,
         303
@@ -291,6 +297,31 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
         .status,
         303
     );
+
+    // A disabled store is in the banner on every page, with who and when.
+    assert_eq!(
+        b.post(
+            "/ui/stores/web/status",
+            &[("csrf", &csrf), ("status", "DISABLED"), ("confirm", "yes")]
+        )
+        .status,
+        303
+    );
+    let banner = b.get("/ui/tokens");
+    assert!(
+        banner.body.contains("Key store /web is disabled") && banner.body.contains("token alice"),
+        "{}",
+        banner.body
+    );
+    assert_eq!(
+        b.post(
+            "/ui/stores/web/status",
+            &[("csrf", &csrf), ("status", "ENABLED")]
+        )
+        .status,
+        303
+    );
+    assert!(!b.get("/ui/tokens").body.contains("is disabled"));
 
     // The AWS console's key-store file: a new credential, downloaded once.
     let file = b.post("/ui/stores/web/kms-config", &[("csrf", &csrf)]);

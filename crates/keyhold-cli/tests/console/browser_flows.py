@@ -141,6 +141,7 @@ try:
 
     # Break glass on the key: XKS refuses on the next request.
     visit(d, "/ui/stores/web/keys/k1")
+    d.find_element(By.ID, "confirm-disable").click()
     submit(d, "/ui/stores/web/keys/k1/status")
     check("DISABLED" in d.page_source, "key disabled")
     code, text = xks_encrypt(akid, secret, "k1")
@@ -158,6 +159,11 @@ try:
     visit(d, "/ui/")
     submit(d, "/ui/lockdown")
     check("Lockdown is on" not in d.page_source, "lockdown lifted")
+
+    # The other pages, each checked by axe-core too.
+    for path, name in [("/ui/policies", "policies"), ("/ui/stores/web/policy", "policy"),
+                       ("/ui/tokens", "tokens"), ("/ui/kmip", "kmip"), ("/ui/backups", "backups")]:
+        visit(d, path, name)
 
     # Keyboard: the first Tab reaches the skip link, which is then visible.
     visit(d, "/ui/stores")
@@ -192,6 +198,9 @@ try:
     WebDriverWait(d, 20).until(staleness_of(old))
     check("custodian role" in d.page_source, "the auditor's change is refused: " + d.page_source[:500])
     visit(d, "/ui/audit?frontend=xks", "audit")
+    visit(d, "/ui/audit/verify", "audit verification")
+    check("The audit log is intact." in d.page_source, "audit verification")
+    visit(d, "/ui/audit?frontend=xks")
     check("console-test" in d.page_source or "Encrypt" in d.page_source, "the XKS request in the audit search")
     visit(d, "/ui/audit?frontend=console")
     for what in ["store create", "key create", "key disable", "lockdown", "unlock"]:

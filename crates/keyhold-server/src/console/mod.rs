@@ -157,35 +157,57 @@ impl Ctx {
         r.map(|(_, v)| v)
     }
 
-    /// Lockdown's state for the banner: who set it and when, from the audit
-    /// log (a fact every role may see).
-    fn lockdown(&self) -> Option<String> {
-        let on = api::run(&self.ops, &Route::GetLockdown, "", b"")
-            .ok()
-            .and_then(|(_, v)| serde_json::from_value::<LockdownView>(v).ok())
-            .is_some_and(|l| l.lockdown);
-        if !on {
-            return None;
-        }
+    /// Who last did `operation` (on `store`), and when, per the audit log.
+    fn last_done(&self, operation: &str, store: Option<&str>) -> String {
         let filter = crate::admin_ops::AuditFilter {
-            operation: Some("lockdown".into()),
+            operation: Some(operation.into()),
+            store: store.map(str::to_owned),
             result: Some("OK".into()),
             limit: Some(1),
             ..Default::default()
         };
-        let last = self
+        match self
             .ops
             .audit_query(&filter)
             .ok()
-            .and_then(|v| v.into_iter().next());
-        Some(match last {
+            .and_then(|v| v.into_iter().next())
+        {
             Some(r) => format!(
-                "Set by {} at {}.",
+                " Set by {} at {}.",
                 r["actor"].as_str().unwrap_or("?"),
                 crate::admin_ops::time(r["ts_ms"].as_i64().unwrap_or(0) / 1000)
             ),
             None => String::new(),
-        })
+        }
+    }
+
+    /// Break glass in force, for the banner every page shows: lockdown and
+    /// disabled key stores, each with who set it and when (facts every
+    /// role may see). A disabled key shows on its store's and its own page.
+    fn break_glass(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let on = api::run(&self.ops, &Route::GetLockdown, "", b"")
+            .ok()
+            .and_then(|(_, v)| serde_json::from_value::<LockdownView>(v).ok())
+            .is_some_and(|l| l.lockdown);
+        if on {
+            out.push((
+                "Lockdown is on: every key is refused on every front-end.".to_owned(),
+                self.last_done("lockdown", None),
+            ));
+        }
+        if let Ok(stores) = self.ops.list_stores() {
+            for s in stores
+                .iter()
+                .filter(|s| matches!(s.status, crate::admin_ops::StatusName::Disabled))
+            {
+                out.push((
+                    format!("Key store {} is disabled: its keys are refused.", s.prefix),
+                    self.last_done("store disable", Some(&s.prefix)),
+                ));
+            }
+        }
+        out
     }
 
     fn frame<'a>(&'a self, title: &'a str) -> Frame<'a> {
@@ -193,7 +215,7 @@ impl Ctx {
             title,
             who: Some(&self.who),
             csrf: &self.csrf,
-            lockdown: self.lockdown(),
+            break_glass: self.break_glass(),
         }
     }
 
@@ -811,6 +833,22 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
             ),
             pages::store_url(s),
         ),
+        ["stores", s, rest @ ..]
+            if matches!(rest, ["status"] | ["keys", _, "status"])
+                // A role that may not change anything is refused as such.
+                && ctx.who.role == keyhold_service::api_tokens::Role::Custodian
+                && field("status").as_deref() == Some("DISABLED")
+                && field("confirm").as_deref() != Some("yes") =>
+        {
+            let back = match rest {
+                ["keys", k, _] => pages::key_url(s, k),
+                _ => pages::store_url(s),
+            };
+            return ctx.failed(
+                &OpError::new(400, "Tick the confirmation box to disable (break glass)."),
+                &back,
+            );
+        }
         ["stores", s, "status"] => (
             ctx.change(
                 Route::SetStoreStatus((*s).into()),

@@ -17,8 +17,9 @@ pub(super) struct Frame<'a> {
     pub(super) title: &'a str,
     pub(super) who: Option<&'a AdminIdentity>,
     pub(super) csrf: &'a str,
-    /// Lockdown on: who set it and when, if the audit log says.
-    pub(super) lockdown: Option<String>,
+    /// Break glass in force (lockdown, disabled stores): what, and who set
+    /// it when, if the audit log says.
+    pub(super) break_glass: Vec<(String, String)>,
 }
 
 /// A store prefix as one path segment of a console URL (`/a/b` → `a%2Fb`).
@@ -45,6 +46,16 @@ pub(super) fn key_url(store: &str, key: &str) -> String {
 
 fn may_change(who: Option<&AdminIdentity>) -> bool {
     who.is_some_and(|w| w.role == Role::Custodian)
+}
+
+/// The box a break-glass switch needs ticked.
+fn confirm_box(what: &str) -> Markup {
+    html! {
+        span class="confirm-box" {
+            input type="checkbox" id="confirm-disable" name="confirm" value="yes" required;
+            label for="confirm-disable" { "Confirm: " (what) }
+        }
+    }
 }
 
 /// A hidden CSRF field.
@@ -86,10 +97,11 @@ pub(super) fn page(f: &Frame<'_>, content: Markup) -> Markup {
                         }
                     }
                 }
-                @if let Some(l) = &f.lockdown {
+                @if !f.break_glass.is_empty() {
                     div class="banner" role="alert" {
-                        strong { "Lockdown is on: " }
-                        "every key is refused on every front-end. " (l)
+                        @for (what, who) in &f.break_glass {
+                            p { strong { (what) } (who) }
+                        }
                     }
                 }
                 main id="main" {
@@ -106,7 +118,7 @@ pub(super) fn login(error: Option<&str>) -> Markup {
         title: "Sign in",
         who: None,
         csrf: "",
-        lockdown: None,
+        break_glass: Vec::new(),
     };
     page(
         &f,
@@ -411,6 +423,7 @@ pub(super) fn store(
                 form method="post" action={(url) "/status"} class="inline" {
                     (csrf(f.csrf))
                     input type="hidden" name="status" value=(if enabled { "DISABLED" } else { "ENABLED" });
+                    @if enabled { (confirm_box("every key of this store is refused from the next request")) }
                     button type="submit" class=(if enabled { "danger" } else { "" }) {
                         (if enabled { "Disable the store (break glass)" } else { "Enable the store" })
                     }
@@ -589,6 +602,7 @@ pub(super) fn key(
                     form method="post" action={(url) "/status"} class="inline" {
                         (csrf(f.csrf))
                         input type="hidden" name="status" value=(if enabled { "DISABLED" } else { "ENABLED" });
+                        @if enabled { (confirm_box("this key is refused from the next request")) }
                         button type="submit" class=(if enabled { "danger" } else { "" }) {
                             (if enabled { "Disable (break glass)" } else { "Enable" })
                         }
@@ -929,7 +943,7 @@ pub(super) fn audit(
                 thead { tr {
                     th scope="col" { "Time" } th scope="col" { "Front-end" } th scope="col" { "Operation" }
                     th scope="col" { "Result" } th scope="col" { "Store / key" } th scope="col" { "Actor" }
-                    th scope="col" { "Verified" }
+                    th scope="col" { "Verified" } th scope="col" { "Record" }
                 } }
                 tbody {
                     @for r in records {
@@ -941,6 +955,12 @@ pub(super) fn audit(
                             td { (r["store"].as_str().unwrap_or("")) " " (r["key"].as_str().unwrap_or("")) }
                             td { (r["actor"].as_str().or(r["principal"].as_str()).unwrap_or("")) }
                             td { (if r["verified"].as_bool() == Some(true) { "yes" } else { "NO" }) }
+                            td {
+                                details {
+                                    summary { "Details" }
+                                    pre { (serde_json::to_string_pretty(r).unwrap_or_default()) }
+                                }
+                            }
                         }
                     }
                 }
