@@ -160,14 +160,24 @@ impl AdminOps {
         Ok(token_view(&t, true))
     }
 
-    /// The nodes live on shared storage, with their last heartbeats (none
-    /// on SQLite: one data directory, its servers in `status`).
+    /// The nodes on shared storage that sent a heartbeat in the last day,
+    /// with it (none on SQLite: one data directory, its servers in
+    /// `status`).
     pub fn fleet(&self) -> OpResult<Vec<keyhold_storage::NodeInfo>> {
         if !self.service.shared_storage() {
             return Ok(Vec::new());
         }
-        let since = keyhold_core::now() * 1000 - crate::presence::NODE_TTL.as_millis() as i64;
+        let since = (keyhold_core::now() - 86_400) * 1000;
         Ok(self.service.nodes().live_nodes(since)?)
+    }
+
+    /// Where keys are kept, in words.
+    pub fn storage_kind(&self) -> &'static str {
+        if self.service.shared_storage() {
+            "PostgreSQL (shared by the fleet)"
+        } else {
+            "SQLite (in the data directory)"
+        }
     }
 
     /// This server's audit chain: records, failures, free disk.

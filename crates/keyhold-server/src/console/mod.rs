@@ -482,6 +482,8 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
                 fleet: ctx.ops.fleet().unwrap_or_default(),
                 audit: ctx.ops.audit_status(),
                 last_verification: ctx.console.last_verification.lock().clone(),
+                storage: ctx.ops.storage_kind(),
+                now_ms: keyhold_core::now() * 1000,
             };
             pages::overview(&ctx.frame("Overview"), &s, &extra)
         }),
@@ -1186,6 +1188,50 @@ mod tests {
             ("origin", "https://evil.example"),
             ("host", "127.0.0.1:8444")
         ])));
+    }
+
+    #[test]
+    fn the_fleet_shows_each_node_and_its_heartbeat() {
+        use keyhold_service::api_tokens::Role;
+        let who = AdminIdentity {
+            name: "alice".into(),
+            role: Role::Auditor,
+            token_id: "t".into(),
+        };
+        let f = Frame {
+            title: "Overview",
+            who: Some(&who),
+            csrf: "c",
+            break_glass: Vec::new(),
+        };
+        let now_ms = 1_800_000_000_000;
+        let node = |id: &str, age_ms: i64| keyhold_storage::NodeInfo {
+            id: id.into(),
+            started_ms: now_ms - 3_600_000,
+            heartbeat_ms: now_ms - age_ms,
+            ack_epoch: 3,
+            lease_ms: 5_000,
+        };
+        let status: StatusView = serde_json::from_value(json!({
+            "version": "0", "health": "ACTIVE", "ekms": [], "lockdown": false,
+            "integrity": {"genuine": true, "refused": []}, "keys": {},
+            "live_servers": 1, "servers": [], "data_dir": "d"
+        }))
+        .unwrap();
+        let x = pages::OverviewExtra {
+            rates: Vec::new(),
+            fleet: vec![node("node-a", 1_000), node("node-b", 120_000)],
+            audit: None,
+            last_verification: None,
+            storage: "PostgreSQL (shared by the fleet)",
+            now_ms,
+        };
+        let html = pages::overview(&f, &status, &x).into_string();
+        assert!(html.contains("node-a") && html.contains(">up<"), "{html}");
+        assert!(html.contains("node-b") && html.contains("no heartbeat for 120 s"));
+        assert!(html.contains("PostgreSQL"));
+        // An auditor is offered no break glass.
+        assert!(!html.contains("Lock down"));
     }
 
     #[test]

@@ -221,6 +221,20 @@ pub(super) struct OverviewExtra {
     pub(super) audit: Option<keyhold_audit::AuditStatus>,
     /// The last verification run from the console: (when, by whom, intact).
     pub(super) last_verification: Option<(i64, String, bool)>,
+    pub(super) storage: &'static str,
+    /// Now, in milliseconds (a node's heartbeat is judged against it).
+    pub(super) now_ms: i64,
+}
+
+/// A node's health from its heartbeat: up while its heartbeats arrive.
+fn node_health(n: &keyhold_storage::NodeInfo, now_ms: i64) -> String {
+    let ttl = crate::presence::NODE_TTL.as_millis() as i64;
+    let age = (now_ms - n.heartbeat_ms).max(0);
+    if age <= ttl {
+        "up".into()
+    } else {
+        format!("no heartbeat for {} s", age / 1000)
+    }
 }
 
 fn ms_time(ms: i64) -> String {
@@ -242,10 +256,16 @@ pub(super) fn overview(f: &Frame<'_>, s: &StatusView, x: &OverviewExtra) -> Mark
                     div class="card" {
                         h2 { "Fleet (nodes on the shared database)" }
                         table {
-                            thead { tr { th scope="col" { "Node" } th scope="col" { "Started" } th scope="col" { "Last heartbeat" } th scope="col" { "Break-glass epoch" } } }
+                            thead { tr {
+                                th scope="col" { "Node" } th scope="col" { "Health" } th scope="col" { "Started" }
+                                th scope="col" { "Last heartbeat" } th scope="col" { "Break-glass epoch" }
+                            } }
                             tbody {
                                 @for n in &x.fleet {
-                                    tr { td { (n.id) } td { (ms_time(n.started_ms)) } td { (ms_time(n.heartbeat_ms)) } td { (n.ack_epoch) } }
+                                    tr {
+                                        td { (n.id) } td { (node_health(n, x.now_ms)) } td { (ms_time(n.started_ms)) }
+                                        td { (ms_time(n.heartbeat_ms)) } td { (n.ack_epoch) }
+                                    }
                                 }
                             }
                         }
@@ -283,6 +303,7 @@ pub(super) fn overview(f: &Frame<'_>, s: &StatusView, x: &OverviewExtra) -> Mark
                         dt { "Version" } dd { (s.version) }
                         dt { "Health" } dd class={"health " (s.health.to_lowercase())} { (s.health) }
                         dt { "Data directory" } dd { code { (s.data_dir) } }
+                        dt { "Storage" } dd { (x.storage) }
                         @if let Some(n) = s.live_servers { dt { "Live nodes" } dd { (n) } }
                     }
                 }
