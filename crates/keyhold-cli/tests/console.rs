@@ -313,6 +313,15 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
         "{}",
         banner.body
     );
+    // So is a disabled key, with who and when.
+    env.run_ok(&["key", "disable", "/web", "k1"]);
+    let banner = b.get("/ui/policies");
+    assert!(
+        banner.body.contains("Key k1 of /web is disabled") && banner.body.contains("Set by"),
+        "{}",
+        banner.body
+    );
+    env.run_ok(&["key", "enable", "/web", "k1"]);
     assert_eq!(
         b.post(
             "/ui/stores/web/status",
@@ -530,6 +539,14 @@ fn the_console_signs_in_changes_through_the_api_and_refuses_what_it_must() {
     assert!(refused.body.contains("custodian role"), "{}", refused.body);
     let audit = a.get("/ui/audit?frontend=console");
     assert_eq!(audit.status, 200);
+    assert_eq!(
+        a.get("/ui/audit?frontend=console&limit=2")
+            .body
+            .matches("<details>")
+            .count(),
+        2
+    );
+    assert_eq!(a.get("/ui/audit?limit=0").status, 400);
     for what in ["store create", "key create", "lockdown", "console sign-in"] {
         assert!(
             audit.body.contains(what),

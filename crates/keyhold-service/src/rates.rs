@@ -56,7 +56,26 @@ pub struct Series {
     pub frontend: String,
     /// `MINUTES` entries, the last the current minute.
     pub per_minute: Vec<Figures>,
-    pub per_store: Vec<(String, Figures)>,
+    /// Each key store's hour ("" for requests without one), busiest first.
+    pub per_store: Vec<StoreSeries>,
+}
+
+/// One key store's last hour on one front-end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreSeries {
+    pub store: String,
+    pub total: Figures,
+    /// `MINUTES` entries, the last the current minute.
+    pub per_minute: Vec<Figures>,
+}
+
+impl Figures {
+    fn merge(&mut self, f: &Figures) {
+        self.requests += f.requests;
+        self.errors += f.errors;
+        self.latency_us += f.latency_us;
+        self.timed += f.timed;
+    }
 }
 
 impl Rates {
@@ -110,20 +129,21 @@ impl Rates {
                     per_store: Vec::new(),
                 });
                 for (store, f) in stores {
-                    let p = &mut s.per_minute[i];
-                    p.requests += f.requests;
-                    p.errors += f.errors;
-                    p.latency_us += f.latency_us;
-                    p.timed += f.timed;
-                    match s.per_store.iter_mut().find(|(n, _)| n == store) {
-                        Some((_, t)) => {
-                            t.requests += f.requests;
-                            t.errors += f.errors;
-                            t.latency_us += f.latency_us;
-                            t.timed += f.timed;
+                    s.per_minute[i].merge(f);
+                    let at = match s.per_store.iter().position(|t| &t.store == store) {
+                        Some(at) => at,
+                        None => {
+                            s.per_store.push(StoreSeries {
+                                store: store.clone(),
+                                total: Figures::default(),
+                                per_minute: vec![Figures::default(); MINUTES],
+                            });
+                            s.per_store.len() - 1
                         }
-                        None => s.per_store.push((store.clone(), *f)),
-                    }
+                    };
+                    let t = &mut s.per_store[at];
+                    t.total.merge(f);
+                    t.per_minute[i].merge(f);
                 }
             }
         }
@@ -131,7 +151,7 @@ impl Rates {
         v.sort_by(|a, b| a.frontend.cmp(&b.frontend));
         for s in &mut v {
             s.per_store
-                .sort_by_key(|(_, f)| std::cmp::Reverse(f.requests));
+                .sort_by_key(|t| std::cmp::Reverse(t.total.requests));
         }
         v
     }
@@ -157,18 +177,18 @@ mod tests {
         assert_eq!(xks.per_minute[MINUTES - 2].errors, 1);
         assert_eq!(xks.per_minute[MINUTES - 2].mean_ms(), Some(2.0));
         assert_eq!(xks.per_minute[MINUTES - 1].requests, 1);
+        assert_eq!(xks.per_store[0].store, "/a");
         assert_eq!(
-            xks.per_store[0],
-            (
-                "/a".to_owned(),
-                Figures {
-                    requests: 2,
-                    errors: 1,
-                    latency_us: 4_000,
-                    timed: 2
-                }
-            )
+            xks.per_store[0].total,
+            Figures {
+                requests: 2,
+                errors: 1,
+                latency_us: 4_000,
+                timed: 2
+            }
         );
+        assert_eq!(xks.per_store[0].per_minute[MINUTES - 2].requests, 2);
+        assert_eq!(xks.per_store[1].per_minute[MINUTES - 1].requests, 1);
         // An hour later the first minute is gone, and its slot is reused.
         r.count(t0 + 3600, "xks", Some("/a"), true, None);
         let h = r.last_hour(t0 + 3600);

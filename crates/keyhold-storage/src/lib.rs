@@ -338,6 +338,10 @@ pub trait KeyRepo: Send + Sync {
     /// Key counts by (store, lifecycle state, status), for metrics.
     fn key_state_counts(&self) -> Result<Vec<(String, String, String, u64)>>;
 
+    /// Disabled keys (break glass in force), by store and id, at most
+    /// `limit` (an index keeps this fast however many keys there are).
+    fn disabled_keys(&self, limit: usize) -> Result<Vec<Key>>;
+
     fn set_key_status(&self, prefix: &StorePrefix, id: &KeyId, status: Status) -> Result<()>;
 
     fn set_key_usage(&self, prefix: &StorePrefix, id: &KeyId, usage: Usage) -> Result<()>;

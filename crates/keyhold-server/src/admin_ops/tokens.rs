@@ -171,6 +171,17 @@ impl AdminOps {
         Ok(self.service.nodes().live_nodes(since)?)
     }
 
+    /// Disabled keys (break glass on a key) as (store, key id), at most
+    /// `limit`.
+    pub fn disabled_keys(&self, limit: usize) -> OpResult<Vec<(String, String)>> {
+        Ok(self
+            .service
+            .disabled_keys(limit)?
+            .into_iter()
+            .map(|k| (k.store.display().to_owned(), k.id.as_str().to_owned()))
+            .collect())
+    }
+
     /// Where keys are kept, in words.
     pub fn storage_kind(&self) -> &'static str {
         if self.service.shared_storage() {

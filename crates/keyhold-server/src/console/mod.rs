@@ -157,11 +157,13 @@ impl Ctx {
         r.map(|(_, v)| v)
     }
 
-    /// Who last did `operation` (on `store`), and when, per the audit log.
-    fn last_done(&self, operation: &str, store: Option<&str>) -> String {
+    /// Who last did `operation` (on `store`, `key`), and when, per the
+    /// audit log.
+    fn last_done(&self, operation: &str, store: Option<&str>, key: Option<&str>) -> String {
         let filter = crate::admin_ops::AuditFilter {
             operation: Some(operation.into()),
             store: store.map(str::to_owned),
+            key: key.map(str::to_owned),
             result: Some("OK".into()),
             limit: Some(1),
             ..Default::default()
@@ -181,9 +183,9 @@ impl Ctx {
         }
     }
 
-    /// Break glass in force, for the banner every page shows: lockdown and
-    /// disabled key stores, each with who set it and when (facts every
-    /// role may see). A disabled key shows on its store's and its own page.
+    /// Break glass in force, for the banner every page shows: lockdown,
+    /// disabled key stores and disabled keys (the first few), each with
+    /// who set it and when (facts every role may see).
     fn break_glass(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let on = api::run(&self.ops, &Route::GetLockdown, "", b"")
@@ -193,7 +195,7 @@ impl Ctx {
         if on {
             out.push((
                 "Lockdown is on: every key is refused on every front-end.".to_owned(),
-                self.last_done("lockdown", None),
+                self.last_done("lockdown", None, None),
             ));
         }
         if let Ok(stores) = self.ops.list_stores() {
@@ -203,7 +205,22 @@ impl Ctx {
             {
                 out.push((
                     format!("Key store {} is disabled: its keys are refused.", s.prefix),
-                    self.last_done("store disable", Some(&s.prefix)),
+                    self.last_done("store disable", Some(&s.prefix), None),
+                ));
+            }
+        }
+        const SHOWN: usize = 5;
+        if let Ok(keys) = self.ops.disabled_keys(SHOWN + 1) {
+            for (store, key) in keys.iter().take(SHOWN) {
+                out.push((
+                    format!("Key {key} of {store} is disabled."),
+                    self.last_done("key disable", Some(store), Some(key)),
+                ));
+            }
+            if keys.len() > SHOWN {
+                out.push((
+                    "More keys are disabled.".to_owned(),
+                    " The store pages list them.".to_owned(),
                 ));
             }
         }
@@ -769,8 +786,17 @@ fn before(prefix: &str) -> Option<String> {
 }
 
 fn audit_page(ctx: &Ctx, q: &HashMap<String, String>) -> Result<Markup, OpError> {
-    let (filter, mut body) = audit_filter(q);
-    body["limit"] = json!(200);
+    let (mut filter, mut body) = audit_filter(q);
+    let limit = match q.get("limit").map(|l| l.trim()).filter(|l| !l.is_empty()) {
+        None => 200,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=10_000).contains(l))
+            .ok_or_else(|| OpError::new(400, "limit: a number of records from 1 to 10000"))?,
+    };
+    filter.push(("limit", limit.to_string()));
+    body["limit"] = json!(limit);
     let route = Route::AuditQuery;
     let need = route.access();
     if !need.allows(ctx.who.role) {

@@ -9,7 +9,7 @@ use crate::admin_ops::{
     NewTokenView, PolicyDecision, PolicySummary, StatusView, StoreView, TokenView, VersionView,
 };
 use keyhold_service::api_tokens::{AdminIdentity, Role};
-use keyhold_service::rates::Series;
+use keyhold_service::rates::{Figures, Series};
 use maud::{html, Markup, DOCTYPE};
 
 /// What every page shows around its content.
@@ -148,63 +148,84 @@ pub(super) fn error(f: &Frame<'_>, status: u16, message: &str, back: &str) -> Ma
     )
 }
 
-/// One front-end's last hour as a line chart (requests and errors per
-/// minute), drawn on the server as SVG, with its numbers for readers.
-fn chart(s: &Series) -> Markup {
+/// A line chart of per-minute figures (requests, and errors in red),
+/// drawn on the server as SVG; `label` says it for screen readers.
+fn line_chart(per_minute: &[Figures], height: f64, label: &str) -> Markup {
     const W: f64 = 600.0;
-    const H: f64 = 120.0;
-    let max = s
-        .per_minute
+    let max = per_minute
         .iter()
         .map(|f| f.requests)
         .max()
         .unwrap_or(0)
         .max(1) as f64;
-    let n = s.per_minute.len().max(2) as f64 - 1.0;
-    let line = |v: &dyn Fn(&keyhold_service::rates::Figures) -> u64| -> String {
-        s.per_minute
+    let n = per_minute.len().max(2) as f64 - 1.0;
+    let line = |v: &dyn Fn(&Figures) -> u64| -> String {
+        per_minute
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 format!(
                     "{:.1},{:.1}",
                     i as f64 * W / n,
-                    H - v(f) as f64 * (H - 10.0) / max
+                    height - v(f) as f64 * (height - 4.0) / max
                 )
             })
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let total: u64 = s.per_minute.iter().map(|f| f.requests).sum();
-    let errors: u64 = s.per_minute.iter().map(|f| f.errors).sum();
-    let timed: u64 = s.per_minute.iter().map(|f| f.timed).sum();
-    let lat: u64 = s.per_minute.iter().map(|f| f.latency_us).sum();
-    let mean = (timed > 0).then(|| lat as f64 / timed as f64 / 1000.0);
+    html! {
+        svg viewBox={"0 0 " (W) " " (height)} preserveAspectRatio="none" width="100%" height=(height) role="img" aria-label=(label) {
+            title { (label) }
+            polyline class="requests" fill="none" points=(line(&|f| f.requests)) {}
+            polyline class="errors" fill="none" points=(line(&|f| f.errors)) {}
+        }
+    }
+}
+
+fn sum(per_minute: &[Figures]) -> Figures {
+    let mut t = Figures::default();
+    for f in per_minute {
+        t.requests += f.requests;
+        t.errors += f.errors;
+        t.latency_us += f.latency_us;
+        t.timed += f.timed;
+    }
+    t
+}
+
+/// One front-end's last hour: its chart, then one small chart per key
+/// store, with the numbers beside them.
+fn chart(s: &Series) -> Markup {
+    let t = sum(&s.per_minute);
+    let peak = s.per_minute.iter().map(|f| f.requests).max().unwrap_or(0);
     let label = format!(
-        "{}: {total} requests in the last hour, {errors} errors, at most {} in a minute",
-        s.frontend, max as u64
+        "{}: {} requests in the last hour, {} errors, at most {peak} in a minute",
+        s.frontend, t.requests, t.errors
     );
     html! {
         figure class="chart" {
             figcaption {
-                strong { (s.frontend) } ": " (total) " requests, " (errors) " errors"
-                @if let Some(m) = mean { ", mean latency " (format!("{m:.2}")) " ms" }
-                " (last hour; peak " (max as u64) "/min)"
+                strong { (s.frontend) } ": " (t.requests) " requests, " (t.errors) " errors"
+                @if let Some(m) = t.mean_ms() { ", mean latency " (format!("{m:.2}")) " ms" }
+                " (last hour; peak " (peak) "/min)"
             }
-            svg viewBox={"0 0 " (W) " " (H)} preserveAspectRatio="none" width="100%" height="120" role="img" aria-label=(label) {
-                title { (label) }
-                polyline class="requests" fill="none" points=(line(&|f| f.requests)) {}
-                polyline class="errors" fill="none" points=(line(&|f| f.errors)) {}
-            }
+            (line_chart(&s.per_minute, 120.0, &label))
             table {
                 caption { (s.frontend) " by key store (last hour)" }
-                thead { tr { th scope="col" { "Key store" } th scope="col" { "Requests" } th scope="col" { "Errors" } th scope="col" { "Mean latency (ms)" } } }
+                thead { tr {
+                    th scope="col" { "Key store" } th scope="col" { "Per minute" } th scope="col" { "Requests" }
+                    th scope="col" { "Errors" } th scope="col" { "Mean latency (ms)" }
+                } }
                 tbody {
-                    @for (store, f) in &s.per_store {
+                    @for st in &s.per_store {
+                        @let name = if st.store.is_empty() { "—" } else { st.store.as_str() };
                         tr {
-                            td { (if store.is_empty() { "—" } else { store.as_str() }) }
-                            td { (f.requests) } td { (f.errors) }
-                            td { (f.mean_ms().map(|m| format!("{m:.2}")).unwrap_or_default()) }
+                            td { (name) }
+                            td class="spark" {
+                                (line_chart(&st.per_minute, 32.0, &format!("{} on {}: {} requests, {} errors in the last hour", name, s.frontend, st.total.requests, st.total.errors)))
+                            }
+                            td { (st.total.requests) } td { (st.total.errors) }
+                            td { (st.total.mean_ms().map(|m| format!("{m:.2}")).unwrap_or_default()) }
                         }
                     }
                 }
@@ -951,6 +972,7 @@ pub(super) fn audit(
                     ("operation", "Operation"), ("result", "Result (OK, error or a name)"),
                     ("kms_request_id", "KMS request id"), ("frontend", "Front-end (xks, kmip, admin, console)"),
                     ("since", "Since (RFC 3339)"), ("until", "Until (RFC 3339)"),
+                    ("limit", "At most (records, newest first)"),
                 ] {
                     label for=(name) { (label) }
                     input id=(name) name=(name) value=(value(name));

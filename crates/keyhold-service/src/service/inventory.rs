@@ -280,6 +280,11 @@ impl KeyService {
         self.storage.list_keys(prefix, after, limit)
     }
 
+    /// Disabled keys (break glass on a key), at most `limit`.
+    pub fn disabled_keys(&self, limit: usize) -> Result<Vec<Key>> {
+        self.storage.disabled_keys(limit)
+    }
+
     pub fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
         self.storage.count_keys(prefix)
     }

@@ -29,11 +29,15 @@ pub fn store_and_key_lifecycle(s: &dyn Storage) {
         .is_none());
     s.create_keys(&batch[..2]).unwrap();
     assert_eq!(s.get_key(&k.store, &k.id).unwrap().unwrap(), k);
+    assert!(s.disabled_keys(10).unwrap().is_empty());
     s.set_key_status(&k.store, &k.id, Status::Disabled).unwrap();
     assert_eq!(
         s.get_key(&k.store, &k.id).unwrap().unwrap().status,
         Status::Disabled
     );
+    let disabled = s.disabled_keys(10).unwrap();
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(disabled[0].id, k.id);
     let v2 = WrappedKeyVersion {
         version: 2,
         wrapped: vec![4],

@@ -246,6 +246,24 @@ impl KeyRepo for PostgresStorage {
         Ok(self.sealer.keys(rows))
     }
 
+    fn disabled_keys(&self, limit: usize) -> Result<Vec<Key>> {
+        let rows: Vec<SealedKey> = with_conn!(self, c => {
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_SEALED} FROM keys WHERE status = 'DISABLED' ORDER BY store, key_id LIMIT $1"
+                ))
+                .await
+                .map_err(pg_err)?;
+            c.query(&st, &[&(limit as i64)])
+                .await
+                .map_err(pg_err)?
+                .iter()
+                .map(sealed_key)
+                .collect()
+        })?;
+        Ok(self.sealer.keys(rows))
+    }
+
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
         self.row(
             "SELECT count(*) FROM keys WHERE store = $1".into(),

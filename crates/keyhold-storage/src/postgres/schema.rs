@@ -192,6 +192,8 @@ ALTER TABLE policies ADD COLUMN seal BYTEA;
     // 8: key types (AES_256, RSA_3072, ECC_NIST_P256…); keys from before
     // are AES-256.
     "ALTER TABLE keys ADD COLUMN key_type TEXT NOT NULL DEFAULT 'AES_256';",
+    // 9: disabled keys found at once (the console's break-glass banner).
+    "CREATE INDEX keys_disabled ON keys(store, key_id) WHERE status = 'DISABLED';",
 ];
 
 /// An arbitrary constant naming the lock that orders policy changes (each

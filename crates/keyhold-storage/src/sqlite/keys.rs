@@ -202,6 +202,17 @@ impl KeyRepo for SqliteStorage {
         Ok(self.sealer.keys(rows))
     }
 
+    fn disabled_keys(&self, limit: usize) -> Result<Vec<Key>> {
+        let conn = self.writer();
+        let rows = all(
+            &conn,
+            &format!("SELECT {KEY_SEALED} FROM keys WHERE status = 'DISABLED' ORDER BY store, key_id LIMIT ?1"),
+            params![limit as i64],
+            Self::sealed_key,
+        )?;
+        Ok(self.sealer.keys(rows))
+    }
+
     fn count_keys(&self, prefix: &StorePrefix) -> Result<u64> {
         self.writer()
             .query_row(

@@ -170,6 +170,8 @@ ALTER TABLE policies ADD COLUMN seal BLOB;
     // v14: key types (AES_256, RSA_3072, ECC_NIST_P256…); keys from before
     // are AES-256.
     "ALTER TABLE keys ADD COLUMN key_type TEXT NOT NULL DEFAULT 'AES_256';",
+    // v15: disabled keys found at once (the console's break-glass banner).
+    "CREATE INDEX keys_disabled ON keys(store, key_id) WHERE status = 'DISABLED';",
 ];
 
 /// Checkpoints kept per audit chain (retention markers are all kept).
