@@ -18,7 +18,7 @@ import sys
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.support.ui import WebDriverWait
 
 (base, xks, custodian, auditor, server_cert, ca, shots, axe_path) = sys.argv[1:9]
@@ -85,11 +85,29 @@ def sign_in(d, token):
     check("Overview" in d.find_element(By.TAG_NAME, "h1").text, "signed in: " + d.page_source[:1200])
 
 
+def mark_page(d):
+    """Marks the current document: the next one will not carry the mark."""
+    d.execute_script("window.__keyholdOld = true;")
+
+
+def wait_for_next_page(d):
+    """Waits until a new document has replaced the marked one and loaded.
+    While the browser navigates, a script may fail (no document yet):
+    that is "not yet", never an error."""
+    def loaded(drv):
+        try:
+            return drv.execute_script(
+                "return window.__keyholdOld !== true && document.readyState === 'complete';")
+        except WebDriverException:
+            return False
+    WebDriverWait(d, 60).until(loaded)
+
+
 def submit(d, form_action):
     """Sends a form and waits for the page that answers it."""
-    old = d.find_element(By.TAG_NAME, "html")
+    mark_page(d)
     d.find_element(By.CSS_SELECTOR, f"form[action='{form_action}'] button[type=submit]").click()
-    WebDriverWait(d, 20).until(staleness_of(old))
+    wait_for_next_page(d)
 
 
 def xks_encrypt(akid, secret, key):
@@ -189,13 +207,13 @@ try:
     check(not d.find_elements(By.CSS_SELECTOR, "form[action='/ui/stores/web/keys']"),
           "no key creation offered to an auditor")
     csrf = d.find_element(By.CSS_SELECTOR, "form.signout input[name=csrf]").get_attribute("value")
-    old = d.find_element(By.TAG_NAME, "html")
+    mark_page(d)
     d.execute_script(
         "var f = document.createElement('form'); f.method = 'post';"
         "f.action = '/ui/stores/web/status';"
         "f.innerHTML = '<input name=csrf value=\"' + arguments[0] + '\"><input name=status value=DISABLED>';"
         "document.body.appendChild(f); f.submit();", csrf)
-    WebDriverWait(d, 20).until(staleness_of(old))
+    wait_for_next_page(d)
     check("custodian role" in d.page_source, "the auditor's change is refused: " + d.page_source[:500])
     visit(d, "/ui/audit?frontend=xks", "audit")
     visit(d, "/ui/audit/verify", "audit verification")
