@@ -89,6 +89,21 @@ fn redirect(to: &str) -> Resp {
     with_headers(r, "text/plain", "no-store")
 }
 
+/// A file the browser saves (never cached): `filename` must be plain
+/// (letters, digits, `-_.`).
+fn download(body: Vec<u8>, content_type: &'static str, filename: &str) -> Resp {
+    let mut r = with_headers(
+        Response::new(Full::new(Bytes::from(body))),
+        content_type,
+        "no-store",
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
 fn asset(body: &'static str, content_type: &'static str) -> Resp {
     with_headers(
         Response::new(Full::new(Bytes::from_static(body.as_bytes()))),
@@ -123,14 +138,24 @@ impl Ctx {
     /// A read through the API's route, with its role check (not recorded:
     /// page views are not audit events; changes are).
     fn read<T: DeserializeOwned>(&self, route: Route, query: &str) -> Result<T, OpError> {
+        self.read_with(route, query, b"")
+    }
+
+    /// [`Ctx::read`] of a route that takes a body (a filter, a sample).
+    fn read_with<T: DeserializeOwned>(
+        &self,
+        route: Route,
+        query: &str,
+        body: &[u8],
+    ) -> Result<T, OpError> {
         let need = route.access();
         if !need.allows(self.who.role) {
             return Err(OpError::new(
                 403,
-                need.denied(&route.audit_words(b""), &self.who),
+                need.denied(&route.audit_words(body), &self.who),
             ));
         }
-        let (_, v) = api::run(&self.ops, &route, query, b"")?;
+        let (_, v) = api::run(&self.ops, &route, query, body)?;
         serde_json::from_value(v).map_err(|e| OpError::new(500, e.to_string()))
     }
 
@@ -317,19 +342,9 @@ pub(crate) async fn handle(
     let query = req.uri().query().unwrap_or("").to_owned();
     let headers = req.headers().clone();
     let body = if method == Method::POST {
-        match tokio::time::timeout(
-            crate::admin_api::BODY_TIMEOUT,
-            Limited::new(req.into_body(), MAX_FORM_BYTES).collect(),
-        )
-        .await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            _ => {
-                return html(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    pages::login(Some("The form was too large.")),
-                )
-            }
+        match read_form(req.into_body()).await {
+            Ok(b) => b,
+            Err(r) => return r,
         }
     } else {
         Bytes::new()
@@ -404,6 +419,23 @@ pub(crate) async fn handle(
         })
 }
 
+/// A form's body, within [`MAX_FORM_BYTES`] and the body timeout; else
+/// the answer to give.
+async fn read_form(body: hyper::body::Incoming) -> Result<Bytes, Resp> {
+    match tokio::time::timeout(
+        crate::admin_api::BODY_TIMEOUT,
+        Limited::new(body, MAX_FORM_BYTES).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        _ => Err(html(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            pages::login(Some("The form was too large.")),
+        )),
+    }
+}
+
 /// Sign-in: the token is checked, exchanged for a session, and forgotten.
 async fn sign_in(
     req: Request<hyper::body::Incoming>,
@@ -418,19 +450,9 @@ async fn sign_in(
             pages::login(Some("Sign in from the console's own page.")),
         );
     }
-    let body = match tokio::time::timeout(
-        crate::admin_api::BODY_TIMEOUT,
-        Limited::new(req.into_body(), MAX_FORM_BYTES).collect(),
-    )
-    .await
-    {
-        Ok(Ok(b)) => b.to_bytes(),
-        _ => {
-            return html(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                pages::login(Some("The form was too large.")),
-            )
-        }
+    let body = match read_form(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let token = zeroize::Zeroizing::new(form(&body).remove("token").unwrap_or_default());
     let who = match crate::admin_api::authenticate(&service, Some(token.trim().to_owned())).await {
@@ -546,14 +568,8 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
         })(),
         ["audit"] => audit_page(ctx, &q),
         ["audit", "verify"] => (|| {
-            let route = Route::AuditVerify;
-            let need = route.access();
-            if !need.allows(ctx.who.role) {
-                return Err(OpError::new(403, need.denied("audit verify", &ctx.who)));
-            }
-            let (_, v) = api::run(&ctx.ops, &route, "", b"{}")?;
             let v: crate::admin_ops::AuditVerifyView =
-                serde_json::from_value(v).map_err(|e| OpError::new(500, e.to_string()))?;
+                ctx.read_with(Route::AuditVerify, "", b"{}")?;
             *ctx.console.last_verification.lock() =
                 Some((keyhold_core::now(), ctx.who.actor(), v.ok));
             Ok(pages::audit_verify(
@@ -615,17 +631,9 @@ fn audit_filter(q: &HashMap<String, String>) -> (Vec<(&'static str, String)>, Va
 
 /// The filtered records as a download (JSON lines, verified records only).
 fn audit_export(ctx: &Ctx, q: &HashMap<String, String>) -> Resp {
-    let route = Route::AuditExport;
-    let need = route.access();
-    if !need.allows(ctx.who.role) {
-        return ctx.failed(
-            &OpError::new(403, need.denied("audit export", &ctx.who)),
-            "/ui/",
-        );
-    }
     let (_, body) = audit_filter(q);
-    let v = match api::run(&ctx.ops, &route, "", body.to_string().as_bytes()) {
-        Ok((_, v)) => v,
+    let v: Value = match ctx.read_with(Route::AuditExport, "", body.to_string().as_bytes()) {
+        Ok(v) => v,
         Err(e) => return ctx.failed(&e, "/ui/audit"),
     };
     let lines: Vec<String> = v["lines"]
@@ -638,16 +646,11 @@ fn audit_export(ctx: &Ctx, q: &HashMap<String, String>) -> Resp {
         .unwrap_or_default();
     let mut text = lines.join("\n");
     text.push('\n');
-    let mut r = with_headers(
-        Response::new(Full::new(Bytes::from(text))),
+    download(
+        text.into_bytes(),
         "application/x-ndjson",
-        "no-store",
-    );
-    r.headers_mut().insert(
-        hyper::header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"keyhold-audit-export.jsonl\""),
-    );
-    r
+        "keyhold-audit-export.jsonl",
+    )
 }
 
 /// The API path segments of a policy scope: (store, key).
@@ -705,19 +708,11 @@ fn policy_test(
             body.insert(f.into(), json!(v));
         }
     }
-    let route = Route::TestPolicy(s.into(), k.map(|k| (*k).to_owned()));
-    let need = route.access();
-    if !need.allows(ctx.who.role) {
-        return Err(OpError::new(403, need.denied("policy test", &ctx.who)));
-    }
-    let (_, v) = api::run(
-        &ctx.ops,
-        &route,
+    let d: crate::admin_ops::PolicyDecision = ctx.read_with(
+        Route::TestPolicy(s.into(), k.map(|k| (*k).to_owned())),
         "",
         Value::Object(body).to_string().as_bytes(),
     )?;
-    let d: crate::admin_ops::PolicyDecision =
-        serde_json::from_value(v).map_err(|e| OpError::new(500, e.to_string()))?;
     let text = ctx
         .read::<crate::admin_ops::PolicyView>(
             Route::GetPolicy(s.into(), k.map(|k| (*k).to_owned())),
@@ -797,13 +792,7 @@ fn audit_page(ctx: &Ctx, q: &HashMap<String, String>) -> Result<Markup, OpError>
     };
     filter.push(("limit", limit.to_string()));
     body["limit"] = json!(limit);
-    let route = Route::AuditQuery;
-    let need = route.access();
-    if !need.allows(ctx.who.role) {
-        return Err(OpError::new(403, need.denied("audit query", &ctx.who)));
-    }
-    let (_, v) = api::run(&ctx.ops, &route, "", body.to_string().as_bytes())?;
-    let records: Vec<Value> = serde_json::from_value(v).unwrap_or_default();
+    let records: Vec<Value> = ctx.read_with(Route::AuditQuery, "", body.to_string().as_bytes())?;
     Ok(pages::audit(&ctx.frame("Audit"), &filter, &records))
 }
 
@@ -1082,17 +1071,11 @@ fn new_client_cert(ctx: &Ctx, f: &HashMap<String, String>) -> Resp {
         Err(e) => return ctx.failed(&e, "/ui/kmip"),
     };
     let pem = zeroize::Zeroizing::new(format!("{}{}", c.certificate_pem, c.key_pem));
-    let mut r = with_headers(
-        Response::new(Full::new(Bytes::from(pem.as_bytes().to_vec()))),
+    download(
+        pem.as_bytes().to_vec(),
         "application/x-pem-file",
-        "no-store",
-    );
-    let file = format!("attachment; filename=\"{}.pem\"", pages::seg(&c.identity));
-    if let Ok(v) = HeaderValue::from_str(&file) {
-        r.headers_mut()
-            .insert(hyper::header::CONTENT_DISPOSITION, v);
-    }
-    r
+        &format!("{}.pem", pages::seg(&c.identity)),
+    )
 }
 
 /// A backup made now, downloaded at once.
@@ -1110,20 +1093,12 @@ fn new_backup(ctx: &Ctx) -> Resp {
         Ok(b) => b,
         Err(e) => return ctx.failed(&e, "/ui/backups"),
     };
-    let mut r = with_headers(
-        Response::new(Full::new(Bytes::from(bytes))),
+    let when = keyhold_core::time::format_rfc3339(keyhold_core::now()).replace(':', "");
+    download(
+        bytes,
         "application/octet-stream",
-        "no-store",
-    );
-    let name = format!(
-        "attachment; filename=\"keyhold-{}.backup\"",
-        keyhold_core::time::format_rfc3339(keyhold_core::now()).replace(':', "")
-    );
-    if let Ok(v) = HeaderValue::from_str(&name) {
-        r.headers_mut()
-            .insert(hyper::header::CONTENT_DISPOSITION, v);
-    }
-    r
+        &format!("keyhold-{when}.backup"),
+    )
 }
 
 /// Saves a policy; a text that does not validate comes back in the form
@@ -1173,20 +1148,14 @@ fn new_credential(ctx: &Ctx, store: &str, as_file: bool) -> Resp {
         }))
         .unwrap_or_default(),
     );
-    let mut r = with_headers(
-        Response::new(Full::new(Bytes::from(format!("{}\n", text.as_str())))),
+    download(
+        format!("{}\n", text.as_str()).into_bytes(),
         "application/json",
-        "no-store",
-    );
-    let name = format!(
-        "attachment; filename=\"keyhold-{}-kms-config.json\"",
-        pages::seg(&c.store).replace('%', "_")
-    );
-    if let Ok(v) = HeaderValue::from_str(&name) {
-        r.headers_mut()
-            .insert(hyper::header::CONTENT_DISPOSITION, v);
-    }
-    r
+        &format!(
+            "keyhold-{}-kms-config.json",
+            pages::seg(&c.store).replace('%', "_")
+        ),
+    )
 }
 
 #[cfg(test)]
