@@ -182,6 +182,18 @@ impl AdminOps {
             .collect())
     }
 
+    /// The prefixes of the disabled key stores (break glass on a store),
+    /// without counting their keys.
+    pub fn disabled_stores(&self) -> OpResult<Vec<String>> {
+        Ok(self
+            .service
+            .list_stores()?
+            .into_iter()
+            .filter(|s| s.status == keyhold_core::Status::Disabled)
+            .map(|s| s.prefix.display().to_owned())
+            .collect())
+    }
+
     /// Where keys are kept, in words.
     pub fn storage_kind(&self) -> &'static str {
         if self.service.shared_storage() {

@@ -223,14 +223,12 @@ impl Ctx {
                 self.last_done("lockdown", None, None),
             ));
         }
-        if let Ok(stores) = self.ops.list_stores() {
-            for s in stores
-                .iter()
-                .filter(|s| matches!(s.status, crate::admin_ops::StatusName::Disabled))
-            {
+        // Every page asks: the stores' status only, not their key counts.
+        if let Ok(stores) = self.ops.disabled_stores() {
+            for prefix in stores {
                 out.push((
-                    format!("Key store {} is disabled: its keys are refused.", s.prefix),
-                    self.last_done("store disable", Some(&s.prefix), None),
+                    format!("Key store {prefix} is disabled: its keys are refused."),
+                    self.last_done("store disable", Some(&prefix), None),
                 ));
             }
         }
