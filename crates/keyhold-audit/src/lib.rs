@@ -72,6 +72,14 @@ pub struct Record {
     pub aws_source_vpc: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws_source_vpce: Option<String>,
+    /// The caller's own request or correlation id (front-ends other than
+    /// XKS: Azure's `correlation_id`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The caller's request context in its front-end's words (Azure's
+    /// `request_context`, a KACLS `reason`, …): logged, never trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
     /// The policy rule that decided, if one did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
@@ -128,6 +136,8 @@ pub struct Event<'a> {
     pub kms_via_service: Option<&'a str>,
     pub aws_source_vpc: Option<&'a str>,
     pub aws_source_vpce: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub context: Option<&'a str>,
     pub rule: Option<&'a str>,
     pub detail: Option<&'a str>,
 }
@@ -152,6 +162,8 @@ impl Record {
             kms_via_service: self.kms_via_service.as_deref(),
             aws_source_vpc: self.aws_source_vpc.as_deref(),
             aws_source_vpce: self.aws_source_vpce.as_deref(),
+            request_id: self.request_id.as_deref(),
+            context: self.context.as_deref(),
             rule: self.rule.as_deref(),
             detail: self.detail.as_deref(),
         }
@@ -192,6 +204,8 @@ pub(crate) fn encode_event(ev: &Event<'_>, out: &mut Vec<u8>) -> (usize, usize) 
     opt_str(out, b",\"kms_via_service\":", ev.kms_via_service);
     opt_str(out, b",\"aws_source_vpc\":", ev.aws_source_vpc);
     opt_str(out, b",\"aws_source_vpce\":", ev.aws_source_vpce);
+    opt_str(out, b",\"request_id\":", ev.request_id);
+    opt_str(out, b",\"context\":", ev.context);
     opt_str(out, b",\"rule\":", ev.rule);
     opt_str(out, b",\"detail\":", ev.detail);
     out.push(b'}');
@@ -382,6 +396,8 @@ mod tests {
             kms_via_service: s("via"),
             aws_source_vpc: s("vpc"),
             aws_source_vpce: s("vpce"),
+            request_id: s("req"),
+            context: s("ctx"),
             rule: s("rule"),
             detail: s("detail"),
             prev: genesis(),
@@ -410,7 +426,7 @@ mod tests {
         /// quotes, backslashes) and whichever fields are present.
         #[test]
         fn lines_are_the_records_json_whatever_they_hold(
-            strs in proptest::collection::vec(proptest::option::of("(\\PC|[\"\\\\\u{0}-\u{1f}\u{7f}])*"), 16),
+            strs in proptest::collection::vec(proptest::option::of("(\\PC|[\"\\\\\u{0}-\u{1f}\u{7f}])*"), 18),
             status in proptest::option::of(proptest::num::u16::ANY),
             kv in proptest::option::of(proptest::num::u32::ANY),
             lat in proptest::option::of(proptest::num::u64::ANY),
@@ -439,6 +455,8 @@ mod tests {
                 kms_via_service: s(10),
                 aws_source_vpc: s(11),
                 aws_source_vpce: s(12),
+                request_id: s(16),
+                context: s(17),
                 rule: s(13),
                 detail: s(14),
                 prev: genesis(),

@@ -440,6 +440,26 @@ pub fn aes_key_wrap(kek: &[u8], data: &[u8], padded: bool) -> Result<Vec<u8>, Cr
     Ok(out)
 }
 
+/// [`aes_key_unwrap`] into a zeroizing buffer: for unwrapped keys.
+pub fn aes_key_unwrap_secret(
+    kek: &[u8],
+    data: &[u8],
+    padded: bool,
+) -> Result<crate::SecretBytes, CryptoError> {
+    use aws_lc_rs::key_wrap::{KeyWrap, KeyWrapPadded};
+    let k = aes_kek(kek)?;
+    let mut out = zeroize::Zeroizing::new(vec![0u8; data.len()]);
+    let n = if padded {
+        k.unwrap_with_padding(data, &mut out)
+    } else {
+        k.unwrap(data, &mut out)
+    }
+    .map_err(|_| CryptoError::AuthenticationFailed)?
+    .len();
+    out.truncate(n);
+    Ok(crate::SecretBytes::new(std::mem::take(&mut *out)))
+}
+
 pub fn aes_key_unwrap(kek: &[u8], data: &[u8], padded: bool) -> Result<Vec<u8>, CryptoError> {
     use aws_lc_rs::key_wrap::{KeyWrap, KeyWrapPadded};
     let k = aes_kek(kek)?;

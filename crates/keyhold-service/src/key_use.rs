@@ -76,6 +76,86 @@ pub struct Signed {
     pub signature: Vec<u8>,
 }
 
+/// A key wrap algorithm (Azure's `alg`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrapAlg {
+    /// AES key wrap, RFC 3394 (A256KW).
+    AesKw,
+    /// AES key wrap with padding, RFC 5649 (A256KWP).
+    AesKwp,
+    /// RSA-OAEP with this hash and MGF1 with the same hash, no label.
+    RsaOaep(Hash),
+}
+
+impl WrapAlg {
+    fn is_rsa(self) -> bool {
+        matches!(self, WrapAlg::RsaOaep(_))
+    }
+
+    /// Whether the algorithm is one of the key's type.
+    fn check_fits(self, key: &keyhold_core::Key) -> Result<()> {
+        let t = key.key_type;
+        let fits = if self.is_rsa() {
+            t.is_rsa()
+        } else {
+            t == KeyType::Aes256
+        };
+        if fits {
+            Ok(())
+        } else {
+            Err(Error::invalid(
+                "alg",
+                format!(
+                    "{} is not an algorithm of key {} (a {} key)",
+                    self.name(),
+                    key.id,
+                    t.short()
+                ),
+            ))
+        }
+    }
+
+    /// The JOSE name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WrapAlg::AesKw => "A256KW",
+            WrapAlg::AesKwp => "A256KWP",
+            WrapAlg::RsaOaep(Hash::Sha1) => "RSA-OAEP",
+            WrapAlg::RsaOaep(Hash::Sha256) => "RSA-OAEP-256",
+            WrapAlg::RsaOaep(Hash::Sha384) => "RSA-OAEP-384",
+            WrapAlg::RsaOaep(Hash::Sha512) => "RSA-OAEP-512",
+        }
+    }
+}
+
+/// A key wrapped by [`KeyService::wrap_key`].
+#[derive(Debug)]
+pub struct Wrapped {
+    pub version: u32,
+    pub wrapped: Vec<u8>,
+}
+
+/// A key unwrapped by [`KeyService::unwrap_key`], and the version that did.
+#[derive(Debug)]
+pub struct Unwrapped {
+    pub version: u32,
+    pub key: SecretBytes,
+}
+
+/// What [`KeyService::describe_key`] says of a key.
+#[derive(Debug, Clone)]
+pub struct KeyDescription {
+    pub key_type: KeyType,
+    /// Enabled when the key can serve requests now.
+    pub status: Status,
+    /// What it may do now (a deactivated key no longer encrypts).
+    pub usage: Usage,
+    pub version: u32,
+    /// The current version's public key (SubjectPublicKeyInfo DER) for a
+    /// key pair that can serve requests.
+    pub public_spki: Option<Vec<u8>>,
+}
+
 /// Whether a signature scheme is one of a key type's: RSA PKCS#1 v1.5 or
 /// PSS with an RSA key, ECDSA with the curve's own hash (P-256 with
 /// SHA-256, P-384 with SHA-384, P-521 with SHA-512), Ed25519 with Ed25519.
@@ -363,6 +443,125 @@ impl KeyService {
         Used { result, facts }
     }
 
+    /// A key's type, size, state and (for a key pair) public key, for the
+    /// front-ends that describe keys of any type (Azure's metadata).
+    pub fn describe_key(&self, u: &KeyUse<'_>) -> Used<KeyDescription> {
+        let mut facts = UseFacts::default();
+        let result = (|| {
+            let h = self.usable(u, Operation::Describe, &mut facts)?;
+            let (status, usage) = self.reported(&h);
+            let public_spki = if h.key.key_type.is_asymmetric() && status == Status::Enabled {
+                Some(h.current()?.1.public_spki()?)
+            } else {
+                None
+            };
+            Ok(KeyDescription {
+                key_type: h.key.key_type,
+                status,
+                usage,
+                version: h.key.current_version,
+                public_spki,
+            })
+        })();
+        Used { result, facts }
+    }
+
+    /// Wraps `data` (a key) with the current version of the key: AES key
+    /// wrap with an AES-256 key, RSA-OAEP with an RSA key's public half.
+    /// The key must be active and allow ENCRYPT. An algorithm that does
+    /// not fit the key's type is `Invalid` (checked after authorization).
+    pub fn wrap_key(&self, u: &KeyUse<'_>, alg: WrapAlg, data: &[u8]) -> Used<Wrapped> {
+        let mut facts = UseFacts::default();
+        let result = (|| {
+            let h = self.key_handle(u.store, u.key)?;
+            note_rule(&mut facts, self.check_policy(&h, &u.context))?;
+            alg.check_fits(&h.key)?;
+            let op = if alg.is_rsa() {
+                Operation::PairEncrypt
+            } else {
+                Operation::Encrypt
+            };
+            self.authorize(&h, op)?;
+            let (version, key) = h.current()?;
+            facts.key_version = Some(version);
+            let wrapped = match alg {
+                WrapAlg::AesKw => key.key_wrap(data, false)?,
+                WrapAlg::AesKwp => key.key_wrap(data, true)?,
+                WrapAlg::RsaOaep(hash) => {
+                    let spki = key.public_spki()?;
+                    keyhold_crypto::asym::oaep_encrypt(&spki, hash, data, None).map_err(|_| {
+                        Error::invalid(
+                            "value",
+                            format!(
+                                "{} bytes is more than RSA-OAEP with this key wraps",
+                                data.len()
+                            ),
+                        )
+                    })?
+                }
+            };
+            Ok(Wrapped { version, wrapped })
+        })();
+        Used { result, facts }
+    }
+
+    /// Unwraps what [`Self::wrap_key`] made. The value does not say which
+    /// version wrapped it: the current version is tried first, then older
+    /// ones that may still decrypt (AES key wrap and OAEP both check their
+    /// result, so a wrong version fails rather than answering garbage). A
+    /// value no version opens is `InvalidCiphertext`.
+    pub fn unwrap_key(&self, u: &KeyUse<'_>, alg: WrapAlg, wrapped: &[u8]) -> Used<Unwrapped> {
+        let mut facts = UseFacts::default();
+        let result = (|| {
+            let h = self.key_handle(u.store, u.key)?;
+            note_rule(&mut facts, self.check_policy(&h, &u.context))?;
+            alg.check_fits(&h.key)?;
+            let op = if alg.is_rsa() {
+                Operation::PairDecrypt
+            } else {
+                Operation::Decrypt
+            };
+            self.authorize(&h, op)?;
+            let newest = h.key.current_version;
+            let oldest = h.key.lifecycle.min_decrypt_version.max(1);
+            let mut last = Error::InvalidCiphertext;
+            for version in (oldest..=newest).rev() {
+                let (key, flag) = match self.key_version(&h, version) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        last = e;
+                        continue;
+                    }
+                };
+                let opened = match alg {
+                    WrapAlg::AesKw => key.key_unwrap(wrapped, false),
+                    WrapAlg::AesKwp => key.key_unwrap(wrapped, true),
+                    WrapAlg::RsaOaep(hash) => key.oaep_decrypt(hash, wrapped, None),
+                };
+                match opened {
+                    Ok(key) => {
+                        facts.key_version = Some(version);
+                        if flag != VersionFlag::Good
+                            || h.key.lifecycle.state == KeyState::Compromised
+                        {
+                            facts.compromised = true;
+                        }
+                        return Ok(Unwrapped { version, key });
+                    }
+                    Err(Error::InvalidCiphertext) => last = Error::InvalidCiphertext,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(match last {
+                // A version that exists but may not decrypt (retired,
+                // compromised) says so only if nothing else was tried.
+                Error::InvalidState(_) if newest > oldest => Error::InvalidCiphertext,
+                e => e,
+            })
+        })();
+        Used { result, facts }
+    }
+
     /// Where a request that touches `t` should run: on a blocking thread
     /// when answering it may wait — a cache miss with a root of trust or
     /// storage that blocks, or AES-GCM inside an HSM.
@@ -433,6 +632,87 @@ mod tests {
 
     fn aad(v: u32) -> Result<Vec<u8>> {
         Ok(format!("aad-v{v}").into_bytes())
+    }
+
+    #[test]
+    fn key_wrap_round_trips_across_rotations_and_refuses_what_does_not_fit() {
+        let (_d, s, p) = service();
+        let k = KeyId::parse("k").unwrap();
+        s.create_key(&p, &k, Usage::BOTH).unwrap();
+        let rsa = KeyId::parse("r").unwrap();
+        s.create_keys_of(
+            &p,
+            std::slice::from_ref(&rsa),
+            KeyType::Rsa2048,
+            Usage::BOTH,
+            &Default::default(),
+        )
+        .unwrap();
+        let u = key_use(&p, "k", "alice");
+        let dek = [7u8; 32];
+        let w1 = s.wrap_key(&u, WrapAlg::AesKw, &dek).result.unwrap();
+        assert_eq!((w1.version, w1.wrapped.len()), (1, 40));
+        s.rotate_key(&p, &k).unwrap();
+        let w2 = s.wrap_key(&u, WrapAlg::AesKwp, &dek[..5]).result.unwrap();
+        assert_eq!(w2.version, 2);
+        // The older version still unwraps, found by trying.
+        let back = s.unwrap_key(&u, WrapAlg::AesKw, &w1.wrapped);
+        assert_eq!(back.facts.key_version, Some(1));
+        assert_eq!(back.result.unwrap().key.expose(), &dek);
+        let back = s
+            .unwrap_key(&u, WrapAlg::AesKwp, &w2.wrapped)
+            .result
+            .unwrap();
+        assert_eq!((back.version, back.key.expose()), (2, &dek[..5]));
+        // Tampered: no version opens it.
+        let mut bad = w1.wrapped.clone();
+        bad[3] ^= 1;
+        assert!(matches!(
+            s.unwrap_key(&u, WrapAlg::AesKw, &bad).result,
+            Err(Error::InvalidCiphertext)
+        ));
+        // Retired versions no longer unwrap.
+        s.set_min_decrypt_version(&p, &k, 2).unwrap();
+        assert!(s
+            .unwrap_key(&u, WrapAlg::AesKw, &w1.wrapped)
+            .result
+            .is_err());
+        // The algorithm of the other kind of key.
+        assert!(matches!(
+            s.wrap_key(&u, WrapAlg::RsaOaep(Hash::Sha256), &dek).result,
+            Err(Error::Invalid { what: "alg", .. })
+        ));
+        let ru = key_use(&p, "r", "alice");
+        assert!(matches!(
+            s.wrap_key(&ru, WrapAlg::AesKw, &dek).result,
+            Err(Error::Invalid { what: "alg", .. })
+        ));
+        // RSA-OAEP-256 with the public half, unwrapped with the private.
+        let w = s
+            .wrap_key(&ru, WrapAlg::RsaOaep(Hash::Sha256), &dek)
+            .result
+            .unwrap();
+        assert_eq!(w.wrapped.len(), 256);
+        let back = s
+            .unwrap_key(&ru, WrapAlg::RsaOaep(Hash::Sha256), &w.wrapped)
+            .result
+            .unwrap();
+        assert_eq!(back.key.expose(), &dek);
+        assert!(s
+            .wrap_key(&ru, WrapAlg::RsaOaep(Hash::Sha256), &[0; 191])
+            .result
+            .is_err());
+        // Described with its public key.
+        let d = s.describe_key(&ru).result.unwrap();
+        assert_eq!((d.key_type, d.status), (KeyType::Rsa2048, Status::Enabled));
+        assert!(d.public_spki.is_some());
+        // A disabled key wraps nothing.
+        s.set_key_status(&p, &k, Status::Disabled).unwrap();
+        assert!(matches!(
+            s.wrap_key(&u, WrapAlg::AesKw, &dek).result,
+            Err(Error::InvalidState(_))
+        ));
+        assert_eq!(s.describe_key(&u).result.unwrap().status, Status::Disabled);
     }
 
     #[test]

@@ -31,19 +31,21 @@ pub mod rates;
 mod rewrap;
 pub mod rotation;
 mod service;
+pub mod store_apis;
 mod xks_grants;
 
 pub use audit_broker::AuditBroker;
 pub use health::{EkmReport, HealthReport, HealthStatus};
 pub use key_use::{
-    scheme_fits, EncryptOptions, GcmInput, KeyUse, NotRun, Placement, Sealed, Signed, Touches,
-    UseFacts, Used,
+    scheme_fits, EncryptOptions, GcmInput, KeyDescription, KeyUse, NotRun, Placement, Sealed,
+    Signed, Touches, Unwrapped, UseFacts, Used, WrapAlg, Wrapped,
 };
 pub use lifecycle::{next_state, DueReport, Transition, MAX_DESTROY_DAYS, MIN_DESTROY_DAYS};
 pub use service::{
     CredentialEntry, CredentialInfo, KeyService, LiveStatus, NewCredential, UsageEnforcement,
 };
 pub(crate) use service::{KeyHandle, Operation};
+pub use store_apis::{AzureEkmBinding, StoreApi, StoreApis};
 
 pub use keyhold_storage::VersionInfo;
 pub use rewrap::{rewrap_all, verify_all, RewrapReport};

@@ -557,6 +557,18 @@ impl XksApi {
             }
             Err(e) => return Handled::refused(e.into()),
         };
+        // A store bound to another cloud's API is not served here.
+        if let Some((_, api)) = self
+            .service
+            .store_apis()
+            .iter()
+            .find(|(p, _)| *p == store.prefix)
+        {
+            return Handled::refused(XksError::new(
+                ErrorName::InvalidUriPathException,
+                format!("this key store serves the {} API, not XKS", api.name()),
+            ));
+        }
         let refused = |e: XksError, access_key_id: Option<String>| Handled {
             op: OpAnswer::refused(None, e),
             access_key_id,
@@ -702,6 +714,8 @@ fn audit_event<'a>(a: AuditFacts<'a>) -> keyhold_audit::Event<'a> {
         kms_via_service: m.kms_via_service.as_deref(),
         aws_source_vpc: m.aws_source_vpc.as_deref(),
         aws_source_vpce: m.aws_source_vpce.as_deref(),
+        request_id: None,
+        context: None,
         detail: a.left_out.or(a.facts.detail()),
         rule: a.facts.rule.as_deref(),
     }

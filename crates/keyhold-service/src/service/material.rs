@@ -15,13 +15,17 @@ pub(crate) enum Operation {
     Verify,
     /// RSA-OAEP decryption with the private key.
     PairDecrypt,
+    /// RSA-OAEP encryption with the public key (a key wrap made here).
+    PairEncrypt,
+    /// A key's type, size and state, whatever its type.
+    Describe,
 }
 
 impl Operation {
     fn name(self) -> &'static str {
         match self {
-            Operation::Metadata => "METADATA",
-            Operation::Encrypt => "ENCRYPT",
+            Operation::Metadata | Operation::Describe => "METADATA",
+            Operation::Encrypt | Operation::PairEncrypt => "ENCRYPT",
             Operation::Decrypt | Operation::PairDecrypt => "DECRYPT",
             Operation::Sign => "SIGN",
             Operation::Verify => "VERIFY",
@@ -39,7 +43,10 @@ impl Operation {
     /// Whether it makes new output (a ciphertext, a signature): only an
     /// active key whose current version is good does.
     fn produces(self) -> bool {
-        matches!(self, Operation::Encrypt | Operation::Sign)
+        matches!(
+            self,
+            Operation::Encrypt | Operation::Sign | Operation::PairEncrypt
+        )
     }
 }
 
@@ -132,6 +139,12 @@ fn not_aes() -> Error {
     Error::KeyUsage("an asymmetric key does not do AES-GCM".into())
 }
 
+fn hsm_wrap_unsupported() -> Error {
+    Error::KeyUsage(
+        "AES key wrap with an HSM-resident AES key is not supported yet: use a key wrapped under the root of trust".into(),
+    )
+}
+
 fn not_a_pair() -> Error {
     Error::KeyUsage("an AES-256 key is not a key pair".into())
 }
@@ -184,6 +197,29 @@ impl KeyMaterial {
             KeyMaterial::Pair(k) => k.public_spki().map_err(|e| Error::Internal(e.to_string())),
             KeyMaterial::HsmPair { public, .. } => Ok(public.clone()),
             _ => Err(not_a_pair()),
+        }
+    }
+
+    /// AES key wrap (RFC 3394, or RFC 5649 when `padded`) under an AES key.
+    pub(crate) fn key_wrap(&self, data: &[u8], padded: bool) -> Result<Vec<u8>> {
+        match self {
+            KeyMaterial::Software(k) => k
+                .key_wrap(data, padded)
+                .map_err(|e| Error::Internal(format!("key wrap failed: {e}"))),
+            KeyMaterial::Hsm { .. } => Err(hsm_wrap_unsupported()),
+            _ => Err(not_aes()),
+        }
+    }
+
+    /// The inverse of [`Self::key_wrap`]; a value that does not check is
+    /// `InvalidCiphertext`.
+    pub(crate) fn key_unwrap(&self, data: &[u8], padded: bool) -> Result<SecretBytes> {
+        match self {
+            KeyMaterial::Software(k) => k
+                .key_unwrap(data, padded)
+                .map_err(|_| Error::InvalidCiphertext),
+            KeyMaterial::Hsm { .. } => Err(hsm_wrap_unsupported()),
+            _ => Err(not_aes()),
         }
     }
 
@@ -263,7 +299,7 @@ impl KeyHandle {
     /// usage does not allow answers KeyUsage.
     pub(crate) fn check(&self, op: Operation, now: Timestamp) -> Result<()> {
         let t = self.key.key_type;
-        if op.symmetric() == t.is_asymmetric() {
+        if op != Operation::Describe && op.symmetric() == t.is_asymmetric() {
             let id = &self.key.id;
             return Err(Error::KeyUsage(if op.symmetric() {
                 format!("key {id} is a {t} key pair: this API uses AES-256 keys only")
@@ -280,7 +316,7 @@ impl KeyHandle {
                 self.key.store
             )));
         }
-        if op == Operation::Metadata {
+        if matches!(op, Operation::Metadata | Operation::Describe) {
             return Ok(());
         }
         let id = &self.key.id;
@@ -321,11 +357,11 @@ impl KeyHandle {
         }
         let u = self.key.usage;
         let allowed = match op {
-            Operation::Encrypt => u.encrypt,
+            Operation::Encrypt | Operation::PairEncrypt => u.encrypt,
             Operation::Decrypt | Operation::PairDecrypt => u.decrypt,
             Operation::Sign => u.sign,
             Operation::Verify => u.verify,
-            Operation::Metadata => true,
+            Operation::Metadata | Operation::Describe => true,
         };
         if !allowed {
             return Err(Error::KeyUsage(format!(

@@ -105,6 +105,8 @@ pub struct KeyService {
     pub(crate) gcm: crate::gcm_budget::GcmBudget,
     /// Serial numbers of revoked KMIP client certificates.
     pub(crate) revoked_certs: parking_lot::RwLock<Arc<std::collections::HashSet<String>>>,
+    /// Key stores bound to a front-end other than XKS.
+    pub(crate) store_apis: parking_lot::RwLock<crate::store_apis::StoreApis>,
     /// Where every front-end records its key uses.
     audit: crate::AuditBroker,
 }
@@ -273,6 +275,7 @@ impl KeyService {
             live: parking_lot::RwLock::new(Vec::new()),
             gcm: crate::gcm_budget::GcmBudget::new(),
             revoked_certs: Default::default(),
+            store_apis: Default::default(),
             audit: Default::default(),
         };
         if matches!(svc.seal_state, crate::integrity::SealState::SealedNow(_)) {
@@ -282,6 +285,7 @@ impl KeyService {
             svc.seal_legacy_xks_grants()?;
         }
         svc.load_revoked_certs();
+        svc.load_store_apis();
         Ok(svc)
     }
 

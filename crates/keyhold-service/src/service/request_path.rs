@@ -21,6 +21,7 @@ impl KeyService {
             ChangeScope::All => {
                 self.invalidate();
                 self.load_revoked_certs();
+                self.load_store_apis();
                 return false;
             }
             ChangeScope::Key { store, id } => {
@@ -69,6 +70,11 @@ impl KeyService {
                     || name == crate::client_certs::REVOKED_LIST_META =>
             {
                 self.load_revoked_certs();
+            }
+            ChangeScope::Meta(name)
+                if name.starts_with(crate::store_apis::STORE_API_META_PREFIX) =>
+            {
+                self.load_store_apis();
             }
             ChangeScope::Meta(_) => return self.forget(&ChangeScope::All),
         }

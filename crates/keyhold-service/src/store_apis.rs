@@ -1,0 +1,266 @@
+//! Which cloud API serves a key store.
+//!
+//! A key store serves AWS XKS (SigV4 credentials) unless a custodian binds
+//! it to another front-end: today the Azure Managed HSM external key
+//! manager (EKM) proxy API, with the URL path prefix Managed HSM calls
+//! and the client certificate it must present (subject common name and
+//! issuing CAs). The binding is a `meta` entry `store-api:<prefix>`
+//! holding a sealed list (see [`crate::integrity`]) of one JSON item: a
+//! binding changed in storage does not verify and the store then serves
+//! nothing; every node reads the same bindings, and a change reaches each
+//! server on its next refresh (the CA list too: no restart).
+
+use crate::KeyService;
+use keyhold_core::{Error, Result, StorePrefix};
+use keyhold_storage::ChangeScope;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub(crate) const STORE_API_META_PREFIX: &str = "store-api:";
+
+/// The front-end that serves a key store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "api", rename_all = "kebab-case")]
+pub enum StoreApi {
+    /// AWS KMS External Key Store proxy API (the default).
+    Xks,
+    /// Azure Managed HSM external key manager proxy API.
+    AzureEkm(AzureEkmBinding),
+}
+
+impl StoreApi {
+    /// The name used by the CLI and the admin API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StoreApi::Xks => "xks",
+            StoreApi::AzureEkm(_) => "azure-ekm",
+        }
+    }
+}
+
+/// How Azure Managed HSM reaches a key store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AzureEkmBinding {
+    /// The EKM connection's path prefix (`/contoso/prod`, or empty): at
+    /// most 64 characters of `A-Z a-z 0-9 / -`, starting with `/`.
+    pub path_prefix: String,
+    /// The subject common name Managed HSM's client certificate carries
+    /// (`contoso.managedhsmclient.azure.net`).
+    pub client_cn: String,
+    /// The CA certificates (PEM) that may issue it: several, so that
+    /// Microsoft can rotate.
+    pub client_ca_pem: String,
+}
+
+impl AzureEkmBinding {
+    /// Checks the prefix and the common name (the CA certificates are
+    /// parsed by the server, which knows X.509).
+    pub fn validate(&self) -> Result<()> {
+        let p = &self.path_prefix;
+        if !p.is_empty()
+            && (!p.starts_with('/')
+                || p.len() > 64
+                || p.ends_with('/')
+                || p.contains("//")
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'-'))
+        {
+            return Err(Error::invalid(
+                "path prefix",
+                format!(
+                    "{p:?}: at most 64 characters of A-Z a-z 0-9 / -, starting with / (like /contoso/prod), or empty"
+                ),
+            ));
+        }
+        let cn = &self.client_cn;
+        if cn.is_empty() || cn.len() > 253 || cn.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(Error::invalid(
+                "client common name",
+                "the subject common name of Managed HSM's client certificate, like contoso.managedhsmclient.azure.net",
+            ));
+        }
+        if !self.client_ca_pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(Error::invalid(
+                "client CA",
+                "PEM certificates of the CAs that issue Managed HSM's client certificate",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Every key store bound to a front-end other than XKS, as last read.
+pub type StoreApis = Arc<Vec<(StorePrefix, StoreApi)>>;
+
+fn meta_name(prefix: &StorePrefix) -> String {
+    format!("{STORE_API_META_PREFIX}{}", prefix.as_str())
+}
+
+fn sealed_as(prefix: &StorePrefix) -> String {
+    format!("front-end of key store {}", prefix.as_str())
+}
+
+impl KeyService {
+    /// Binds a key store to a front-end (`StoreApi::Xks` removes a
+    /// binding). Two Azure stores may not share a path prefix.
+    pub fn set_store_api(&self, prefix: &StorePrefix, api: &StoreApi) -> Result<()> {
+        self.get_store(prefix)?;
+        let name = meta_name(prefix);
+        match api {
+            StoreApi::Xks => self.storage().set_meta(&name, None)?,
+            StoreApi::AzureEkm(b) => {
+                b.validate()?;
+                if let Some((other, _)) = self.read_store_apis()?.iter().find(|(p, a)| {
+                    p != prefix
+                        && matches!(a, StoreApi::AzureEkm(o) if o.path_prefix == b.path_prefix)
+                }) {
+                    return Err(Error::Conflict(format!(
+                        "key store {} already serves Azure at path prefix {:?}",
+                        other.display(),
+                        b.path_prefix
+                    )));
+                }
+                let item =
+                    serde_json::to_string(api).map_err(|e| Error::Internal(e.to_string()))?;
+                let v = self.row_key.seal_list(&sealed_as(prefix), &[item]);
+                self.storage().set_meta(&name, Some(&v))?;
+            }
+        }
+        self.after_write(ChangeScope::Meta(name));
+        Ok(())
+    }
+
+    /// The front-end serving a key store (XKS unless bound to another).
+    /// A binding that does not verify is an integrity error: the store
+    /// serves nothing.
+    pub fn store_api(&self, prefix: &StorePrefix) -> Result<StoreApi> {
+        let Some(v) = self.storage().get_meta(&meta_name(prefix))? else {
+            return Ok(StoreApi::Xks);
+        };
+        self.open_binding(prefix, &v)
+    }
+
+    fn open_binding(&self, prefix: &StorePrefix, v: &[u8]) -> Result<StoreApi> {
+        let bad = || {
+            self.row_key.report(&format!(
+                "the front-end binding of key store {}",
+                prefix.as_str()
+            ));
+            Error::Integrity(format!(
+                "the front-end binding of key store {} does not verify",
+                prefix.display()
+            ))
+        };
+        let items = self
+            .row_key
+            .open_list(&sealed_as(prefix), v)
+            .ok_or_else(bad)?;
+        match items.as_slice() {
+            [one] => serde_json::from_str(one).map_err(|_| bad()),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Reads every binding from storage (the ones that do not verify are
+    /// reported and left out: their stores serve nothing).
+    fn read_store_apis(&self) -> Result<Vec<(StorePrefix, StoreApi)>> {
+        let mut out = Vec::new();
+        for (name, v) in self.storage().list_meta(STORE_API_META_PREFIX)? {
+            let Some(p) = name
+                .strip_prefix(STORE_API_META_PREFIX)
+                .and_then(|p| StorePrefix::parse(p).ok())
+            else {
+                continue;
+            };
+            if let Ok(api) = self.open_binding(&p, &v) {
+                out.push((p, api));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every store bound to a front-end other than XKS, as this server
+    /// last read them (at start and after each change): the request path
+    /// reads this, never storage.
+    pub fn store_apis(&self) -> StoreApis {
+        self.store_apis.read().clone()
+    }
+
+    /// Reads the bindings again (at start, and after changes).
+    pub(crate) fn load_store_apis(&self) {
+        match self.read_store_apis() {
+            Ok(v) => *self.store_apis.write() = Arc::new(v),
+            Err(e) => tracing::warn!(error = %e, "cannot read the key stores' front-end bindings"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(prefix: &str) -> AzureEkmBinding {
+        AzureEkmBinding {
+            path_prefix: prefix.into(),
+            client_cn: "c.managedhsmclient.azure.net".into(),
+            client_ca_pem: "-----BEGIN CERTIFICATE-----\nMII=\n-----END CERTIFICATE-----\n".into(),
+        }
+    }
+
+    #[test]
+    fn path_prefixes_are_checked() {
+        for ok in [
+            "",
+            "/a",
+            "/contoso/prod",
+            "/a-b/C9",
+            &format!("/{}", "a".repeat(63)),
+        ] {
+            assert!(binding(ok).validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "a",
+            "/",
+            "/a/",
+            "//a",
+            "/a_b",
+            "/a.b",
+            "/a b",
+            &format!("/{}", "a".repeat(64)),
+        ] {
+            assert!(binding(bad).validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bindings_are_sealed_listed_and_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = keyhold_root::SoftwareRoot::create(&dir.path().join("root.key"), None).unwrap();
+        let st = Arc::new(keyhold_storage::SqliteStorage::open(&dir.path().join("k.db")).unwrap());
+        let s = KeyService::open(st.clone(), Arc::new(root)).unwrap();
+        let a = StorePrefix::parse("/a").unwrap();
+        let b = StorePrefix::parse("/b").unwrap();
+        s.create_store(&a, "").unwrap();
+        s.create_store(&b, "").unwrap();
+        assert_eq!(s.store_api(&a).unwrap(), StoreApi::Xks);
+        let api = StoreApi::AzureEkm(binding("/t1"));
+        s.set_store_api(&a, &api).unwrap();
+        assert_eq!(s.store_api(&a).unwrap(), api);
+        assert_eq!(s.store_apis().as_slice(), &[(a.clone(), api.clone())]);
+        // Another store at the same prefix: refused.
+        assert!(matches!(s.set_store_api(&b, &api), Err(Error::Conflict(_))));
+        // A binding moved to another store does not verify there.
+        use keyhold_storage::MetaStore;
+        let v = st.get_meta("store-api:/a").unwrap().unwrap();
+        st.set_meta("store-api:/b", Some(&v)).unwrap();
+        assert!(matches!(s.store_api(&b), Err(Error::Integrity(_))));
+        s.refresh().unwrap();
+        s.load_store_apis();
+        assert_eq!(s.store_apis().len(), 1);
+        // Back to XKS.
+        s.set_store_api(&a, &StoreApi::Xks).unwrap();
+        assert_eq!(s.store_api(&a).unwrap(), StoreApi::Xks);
+        assert!(s.store_apis().is_empty());
+    }
+}
