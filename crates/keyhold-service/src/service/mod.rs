@@ -289,6 +289,11 @@ impl KeyService {
         Ok(svc)
     }
 
+    /// Whether the root of trust is an HSM (PKCS#11).
+    pub fn root_has_hsm(&self) -> bool {
+        self.barrier.root().hsm_keys().is_some()
+    }
+
     /// Lets a running front-end report on itself (see [`Self::live_status`]).
     pub fn register_live(&self, name: &'static str, report: LiveStatus) {
         let mut l = self.live.write();
