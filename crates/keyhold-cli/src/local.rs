@@ -185,6 +185,22 @@ pub(crate) enum StoreCmd {
         prefix: String,
         #[arg(long, default_value = "")]
         description: String,
+        /// The cloud API that serves it: xks (AWS, the default) or azure-ekm.
+        #[arg(long, value_parser = ["xks", "azure-ekm"])]
+        api: Option<String>,
+        #[command(flatten)]
+        azure: AzureArgs,
+    },
+    /// Choose the cloud API that serves a key store: xks (AWS KMS, SigV4
+    /// credentials) or azure-ekm (Azure Managed HSM, mutual TLS). In force
+    /// on every running server when it answers; run it again with a new
+    /// --client-ca when Microsoft rotates its CAs.
+    Api {
+        prefix: String,
+        #[arg(value_parser = ["xks", "azure-ekm"])]
+        api: String,
+        #[command(flatten)]
+        azure: AzureArgs,
     },
     /// List key stores.
     List,
@@ -204,6 +220,46 @@ pub(crate) enum StoreCmd {
         #[arg(long)]
         output: Option<std::path::PathBuf>,
     },
+}
+
+/// Where Azure Managed HSM calls a key store and who it is.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct AzureArgs {
+    /// azure-ekm: the EKM connection's path prefix (e.g. /contoso/prod).
+    #[arg(long)]
+    pub(crate) path_prefix: Option<String>,
+    /// azure-ekm: the client certificate's subject common name
+    /// (`az keyvault ekm-connection certificate show`: subjectCommonName).
+    #[arg(long)]
+    pub(crate) client_cn: Option<String>,
+    /// azure-ekm: a PEM file with the CAs that issue the client
+    /// certificate (caCertificates).
+    #[arg(long)]
+    pub(crate) client_ca: Option<std::path::PathBuf>,
+}
+
+impl AzureArgs {
+    /// The admin API's body for `api`.
+    pub(crate) fn body(&self, api: &str) -> Result<serde_json::Value, String> {
+        let pem = match &self.client_ca {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| format!("--client-ca {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let mut v = serde_json::json!({ "api": api });
+        if let Some(p) = &self.path_prefix {
+            v["path_prefix"] = p.clone().into();
+        }
+        if let Some(c) = &self.client_cn {
+            v["client_cn"] = c.clone().into();
+        }
+        if let Some(p) = pem {
+            v["client_ca_pem"] = p.into();
+        }
+        Ok(v)
+    }
 }
 
 #[derive(Subcommand)]

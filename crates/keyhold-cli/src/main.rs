@@ -88,6 +88,10 @@ pub(crate) enum Command {
         /// Admin API address (overrides admin.listen; HTTPS, bearer tokens).
         #[arg(long)]
         admin_listen: Option<String>,
+        /// Azure EKM proxy API address (overrides azure_ekm.listen; TLS 1.3,
+        /// client certificates as each Azure key store says).
+        #[arg(long)]
+        azure_listen: Option<String>,
     },
     /// Health, lockdown, keys by state, live servers.
     Status,
@@ -233,6 +237,7 @@ fn serve(
     metrics_listen: Option<&String>,
     kmip_listen: Option<&String>,
     admin_listen: Option<&String>,
+    azure_listen: Option<&String>,
 ) -> Result<(), String> {
     let config_path = cli
         .config
@@ -256,6 +261,9 @@ fn serve(
     }
     if let Some(a) = admin_listen {
         config.admin.listen = Some(a.parse().map_err(|e| format!("--admin-listen {a}: {e}"))?);
+    }
+    if let Some(a) = azure_listen {
+        config.azure_ekm.listen = Some(a.parse().map_err(|e| format!("--azure-listen {a}: {e}"))?);
     }
     config.validate().map_err(|e| e.to_string())?;
     let _guard = init_logging(&config.log_format);
@@ -480,6 +488,7 @@ fn main() -> ExitCode {
             metrics_listen,
             kmip_listen,
             admin_listen,
+            azure_listen,
         } => serve(
             &cli,
             listen.as_ref(),
@@ -487,6 +496,7 @@ fn main() -> ExitCode {
             metrics_listen.as_ref(),
             kmip_listen.as_ref(),
             admin_listen.as_ref(),
+            azure_listen.as_ref(),
         ),
         Command::Backup(backup_cmd::BackupCmd::Restore(args)) => {
             data_dir(&cli).and_then(|dd| restore(&cli, dd, args))

@@ -25,6 +25,13 @@
 //! http2_max_streams = 32              # concurrent requests on one HTTP/2 connection
 //! body_pool_mb = 8                    # memory for bodies beyond 16 KiB each, shared
 //!
+//! [azure_ekm]                        # the Azure Managed HSM EKM proxy API; off when absent
+//! listen = "0.0.0.0:443"              # TLS 1.3 only; Managed HSM calls port 443
+//! cert = "tls/ekm.pem"                # default: the [tls] pair
+//! key = "tls/ekm.key"
+//! hsm_timeout_ms = 200                # answer 408 when the HSM or database takes longer
+//! max_body_bytes = 16384
+//!
 //! [metrics]
 //! listen = "127.0.0.1:9464"           # Prometheus GET /metrics (plain HTTP); off when absent
 //! require_token = false               # true: scrapes need an admin token (any role)
@@ -97,6 +104,26 @@ pub struct Config {
     pub storage: StorageSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub azure_ekm: AzureSection,
+}
+
+/// The Azure EKM listener (off unless `listen` is set). Which key stores
+/// it serves, at which path prefix and for which client certificate, is
+/// each store's binding (`keyhold store api`), kept in storage.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureSection {
+    /// e.g. "0.0.0.0:443".
+    pub listen: Option<SocketAddr>,
+    /// Server certificate and key (default: the `[tls]` ones).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Longest wait for the HSM or the database (default 200 ms: Managed
+    /// HSM gives a request 250 ms in all).
+    pub hsm_timeout_ms: Option<u64>,
+    /// Largest request body (default 16 KiB).
+    pub max_body_bytes: Option<usize>,
 }
 
 /// The admin API (off unless `listen` is set).
@@ -411,6 +438,8 @@ impl Config {
             &mut self.kmip.cert,
             &mut self.kmip.key,
             &mut self.kmip.client_ca,
+            &mut self.azure_ekm.cert,
+            &mut self.azure_ekm.key,
             &mut self.storage.tls_ca,
         ]
         .into_iter()
@@ -442,6 +471,24 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "the KMIP listener needs kmip.cert and kmip.key (or tls.cert and tls.key)".into(),
+            ));
+        }
+        if self.azure_ekm.listen.is_some()
+            && (self
+                .azure_ekm
+                .cert
+                .as_ref()
+                .or(self.tls.cert.as_ref())
+                .is_none()
+                || self
+                    .azure_ekm
+                    .key
+                    .as_ref()
+                    .or(self.tls.key.as_ref())
+                    .is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "the Azure EKM listener needs azure_ekm.cert and azure_ekm.key (or tls.cert and tls.key): Azure calls over TLS 1.3 only".into(),
             ));
         }
         if !matches!(self.log_format.as_str(), "json" | "text") {

@@ -7,6 +7,7 @@ pub mod admin_api;
 pub mod admin_ops;
 pub mod admin_v1;
 pub mod audit;
+pub mod azure;
 pub mod config;
 pub mod conn;
 pub mod console;

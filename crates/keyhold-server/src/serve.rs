@@ -302,6 +302,11 @@ pub async fn serve(
         also_bound(name, bound);
         listeners.push((name.into(), bound.to_string()));
     }
+    if let Some(zaddr) = config.azure_ekm.listen {
+        let (name, bound) = start_azure(config, zaddr, &service, &main_certs).await?;
+        also_bound(name, bound);
+        listeners.push((name.into(), format!("https://{bound}")));
+    }
     if let Some(p) = &presence {
         p.set_listeners(listeners);
     }
@@ -487,6 +492,47 @@ async fn start_admin(
         idle,
     ));
     Ok(("admin", bound, format!("{scheme}://{bound}")))
+}
+
+/// Starts the Azure EKM listener (TLS 1.3; client certificates checked
+/// against the key stores' bindings).
+async fn start_azure(
+    config: &Config,
+    addr: SocketAddr,
+    service: &Arc<KeyService>,
+    main_certs: &Option<Arc<crate::tls::CertSource>>,
+) -> Result<(&'static str, SocketAddr), ServeError> {
+    let a = &config.azure_ekm;
+    let certs = match (&a.cert, &a.key) {
+        (Some(c), Some(k)) => {
+            let s = crate::tls::CertSource::load(c, k)?;
+            spawn_cert_reloader(vec![s.clone()]);
+            s
+        }
+        _ => main_certs.clone().expect("validated"),
+    };
+    let trust = crate::azure::AzureTrust::new(service);
+    let tls = tokio_rustls::TlsAcceptor::from(crate::azure::server_config(certs, trust.clone())?);
+    let (l, bound) = bind(addr).await?;
+    let mut ac = keyhold_azure::AzureConfig::default();
+    if let Some(t) = a.hsm_timeout_ms {
+        ac.hsm_timeout = Duration::from_millis(t.max(1));
+    }
+    if let Some(b) = a.max_body_bytes {
+        ac.max_body_bytes = b.max(1024);
+    }
+    ac.body_deadline = config.xks.request_timeout();
+    let api = Arc::new(keyhold_azure::AzureApi::new(service.clone(), ac, trust));
+    let conns = crate::conn::ConnLimiter::new(config.xks.conn_limits());
+    tracing::info!(addr = %bound, "Azure EKM proxy API listening (TLS 1.3, client certificates)");
+    tokio::spawn(crate::azure::serve_azure(
+        l,
+        tls,
+        api,
+        conns,
+        config.xks.request_timeout(),
+    ));
+    Ok(("azure-ekm", bound))
 }
 
 /// Starts the KMIP listener (mutual TLS), its counters shown by `kmip status`.

@@ -111,10 +111,22 @@ pub(crate) fn of(cmd: &Command) -> Option<Result<Typed, String>> {
             StoreCmd::Create {
                 prefix,
                 description,
-            } => Typed::with(
-                Route::CreateStore,
-                json!({ "prefix": prefix, "description": description }),
-            ),
+                api,
+                azure,
+            } => {
+                let mut body = json!({ "prefix": prefix, "description": description });
+                if let Some(api) = api {
+                    match azure.body(api) {
+                        Ok(b) => body["api"] = b,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Typed::with(Route::CreateStore, body)
+            }
+            StoreCmd::Api { prefix, api, azure } => match azure.body(api) {
+                Ok(b) => Typed::with(Route::SetStoreApi(prefix.clone()), b),
+                Err(e) => return Some(Err(e)),
+            },
             StoreCmd::List => Typed::new(Route::ListStores),
             StoreCmd::Show { prefix } => Typed::new(Route::GetStore(prefix.clone())),
             StoreCmd::Enable { prefix } => {

@@ -21,7 +21,10 @@ pub(crate) fn view<T: DeserializeOwned>(v: Value) -> Result<T, String> {
 pub(crate) fn render(json: bool, t: &Typed, v: Value) -> Result<(), String> {
     match &t.route {
         Route::ListStores => print_stores(json, &view::<Vec<StoreView>>(v)?),
-        Route::GetStore(_) | Route::CreateStore | Route::SetStoreStatus(_) => {
+        Route::GetStore(_)
+        | Route::CreateStore
+        | Route::SetStoreStatus(_)
+        | Route::SetStoreApi(_) => {
             let s: StoreView = view(v)?;
             in_force(s.in_force.as_ref());
             print_stores(json, std::slice::from_ref(&s));
@@ -207,6 +210,7 @@ pub(crate) fn print_stores(json: bool, stores: &[StoreView]) {
     output::table(
         &[
             "PREFIX",
+            "API",
             "URI PATH",
             "STATUS",
             "KEYS",
@@ -218,7 +222,13 @@ pub(crate) fn print_stores(json: bool, stores: &[StoreView]) {
             .map(|s| {
                 vec![
                     s.prefix.clone(),
-                    s.uri_path.clone(),
+                    s.api.clone(),
+                    // Where the cloud calls: Azure's path prefix, or XKS's
+                    // URI path.
+                    match &s.azure_ekm {
+                        Some(a) => format!("{}/{{key}}/…", a.path_prefix),
+                        None => s.uri_path.clone(),
+                    },
                     status_text(s.status),
                     s.keys.to_string(),
                     s.credentials.to_string(),

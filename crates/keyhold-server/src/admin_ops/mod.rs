@@ -137,9 +137,52 @@ pub struct StoreView {
     pub keys: u64,
     /// How many SigV4 credentials it has.
     pub credentials: usize,
+    /// The cloud API that serves it: `xks` (AWS) or `azure-ekm`.
+    #[serde(default = "xks_name")]
+    pub api: String,
+    /// With `azure-ekm`: where Managed HSM calls and which client
+    /// certificate it must present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_ekm: Option<AzureEkmView>,
     /// After a change: how running servers confirmed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_force: Option<InForceView>,
+}
+
+fn xks_name() -> String {
+    "xks".into()
+}
+
+/// An Azure key store's binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AzureEkmView {
+    /// The EKM connection's path prefix (`/contoso/prod`, or empty).
+    pub path_prefix: String,
+    /// The subject common name of Managed HSM's client certificate.
+    pub client_cn: String,
+    /// The CAs that may issue it (PEM).
+    pub client_ca_pem: String,
+}
+
+/// Which cloud API serves a key store: `xks` (the default; AWS KMS with
+/// SigV4 credentials) or `azure-ekm` (Azure Managed HSM over mutual TLS,
+/// with the three fields below).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetStoreApi {
+    /// `xks` or `azure-ekm`.
+    pub api: String,
+    /// azure-ekm: the path prefix configured on the EKM connection
+    /// (`/contoso/prod`; empty or absent: none).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// azure-ekm: the subject common name of the client certificate
+    /// (`az keyvault ekm-connection certificate show`: subjectCommonName).
+    #[serde(default)]
+    pub client_cn: Option<String>,
+    /// azure-ekm: PEM certificates of the CAs that issue it (caCertificates).
+    #[serde(default)]
+    pub client_ca_pem: Option<String>,
 }
 
 /// A key, as listed.
@@ -215,6 +258,9 @@ pub struct CreateStore {
     pub prefix: String,
     #[serde(default)]
     pub description: String,
+    /// The cloud API that serves it (absent: XKS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<SetStoreApi>,
 }
 
 /// A new key: AES-256 (what XKS serves) or a key pair, made and wrapped
@@ -497,7 +543,18 @@ impl AdminOps {
     }
 
     fn store_view(&self, s: KeyStore) -> OpResult<StoreView> {
+        let api = self.service.store_api(&s.prefix)?;
+        let azure_ekm = match &api {
+            keyhold_service::StoreApi::AzureEkm(b) => Some(AzureEkmView {
+                path_prefix: b.path_prefix.clone(),
+                client_cn: b.client_cn.clone(),
+                client_ca_pem: b.client_ca_pem.clone(),
+            }),
+            keyhold_service::StoreApi::Xks => None,
+        };
         Ok(StoreView {
+            api: api.name().to_owned(),
+            azure_ekm,
             keys: self.service.count_keys(&s.prefix)?,
             credentials: self.service.list_credentials(&s.prefix)?.len(),
             prefix: s.prefix.display().to_owned(),
@@ -524,8 +581,26 @@ impl AdminOps {
 
     pub fn create_store(&self, req: &CreateStore) -> OpResult<StoreView> {
         let p = StorePrefix::parse(&req.prefix)?;
+        // The binding is checked before the store is made.
+        let api = req.api.as_ref().map(store_api).transpose()?;
         let s = self.service.create_store(&p, &req.description)?;
+        if let Some(api) = api {
+            self.service.set_store_api(&p, &api)?;
+        }
         self.store_view(s)
+    }
+
+    /// Binds a key store to a cloud API (in force on every running server
+    /// when it answers).
+    pub fn set_store_api(&self, store: &str, req: &SetStoreApi) -> OpResult<StoreView> {
+        let p = store_prefix(store)?;
+        let api = store_api(req)?;
+        self.service.set_store_api(&p, &api)?;
+        let in_force = Some(self.in_force()?);
+        Ok(StoreView {
+            in_force,
+            ..self.store_view(self.service.get_store(&p)?)?
+        })
     }
 
     pub fn set_store_status(&self, store: &str, req: &SetStatus) -> OpResult<StoreView> {
@@ -743,6 +818,47 @@ impl AdminOps {
             lockdown: req.lockdown,
             in_force: Some(self.in_force()?),
         })
+    }
+}
+
+/// A binding as the key service takes it, checked (the CA certificates
+/// parsed here, where X.509 is known).
+fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
+    use keyhold_service::{AzureEkmBinding, StoreApi};
+    match req.api.as_str() {
+        "xks" => {
+            if req.path_prefix.is_some() || req.client_cn.is_some() || req.client_ca_pem.is_some() {
+                return Err(OpError::new(
+                    400,
+                    "xks takes no path prefix or client certificate: its callers sign with SigV4 credentials",
+                ));
+            }
+            Ok(StoreApi::Xks)
+        }
+        "azure-ekm" => {
+            let b = AzureEkmBinding {
+                path_prefix: req.path_prefix.clone().unwrap_or_default(),
+                client_cn: req.client_cn.clone().ok_or_else(|| {
+                    OpError::new(
+                        400,
+                        "azure-ekm needs the client certificate's subject common name (client_cn)",
+                    )
+                })?,
+                client_ca_pem: req.client_ca_pem.clone().ok_or_else(|| {
+                    OpError::new(
+                        400,
+                        "azure-ekm needs the client certificate's CAs (client_ca_pem)",
+                    )
+                })?,
+            };
+            crate::azure::parse_client_cas(&b.client_ca_pem).map_err(|e| OpError::new(400, e))?;
+            b.validate()?;
+            Ok(StoreApi::AzureEkm(b))
+        }
+        other => Err(OpError::new(
+            400,
+            format!("unknown API {other:?}: use xks or azure-ekm"),
+        )),
     }
 }
 

@@ -45,6 +45,19 @@ pub(super) fn set_store_status(ops: &AdminOps, store: &str, req: SetStatus) -> O
     ops.set_store_status(store, &req)
 }
 
+/// Binds a key store to a cloud API: `xks` (AWS, the default) or
+/// `azure-ekm` (Azure Managed HSM: path prefix and client certificate).
+#[utoipa::path(put, path = "/v1/stores/{store}/api", tag = "stores", request_body = SetStoreApi,
+    params(("store" = String, Path)),
+    description = "In force on every running server when it answers (a new client CA too: no restart). Role: custodian.",
+    responses((status = 200, body = StoreView), (status = 400, body = OpError), (status = 404, body = OpError),
+        (status = 409, body = OpError, description = "another store serves Azure at this path prefix"),
+        (status = 504, body = OpError, description = "committed, but not every server confirmed it in time")),
+    security(("bearer" = [])))]
+pub(super) fn set_store_api(ops: &AdminOps, store: &str, req: SetStoreApi) -> OpResult<StoreView> {
+    ops.set_store_api(store, &req)
+}
+
 /// A store's SigV4 credentials (never their secrets).
 #[utoipa::path(get, path = "/v1/stores/{store}/credentials", tag = "credentials",
     params(("store" = String, Path)),
@@ -645,7 +658,7 @@ impl utoipa::Modify for BearerAuth {
     info(title = "Keyhold admin API", version = "1",
         description = "Key stores, credentials, keys and break glass, for custodians, auditors and operators. Every call is recorded in the audit log.",
         license(name = "Apache-2.0 OR MIT")),
-    paths(list_stores, create_store, get_store, set_store_status, list_credentials,
+    paths(list_stores, create_store, get_store, set_store_status, set_store_api, list_credentials,
         add_credential, remove_credential, list_keys, create_key, create_keys, import_hsm_key, get_key, set_key_status,
         rotate_key, key_action, destroy_key, set_key_dates, set_rotation,
         set_min_decrypt_version, set_usage, list_versions, public_key, trim_versions, set_version_flag,
@@ -656,7 +669,7 @@ impl utoipa::Modify for BearerAuth {
         list_policies, validate_policy, get_policy, set_policy, remove_policy, test_policy,
         get_key_policy, set_key_policy, remove_key_policy, test_key_policy,
         get_lockdown, set_lockdown),
-    components(schemas(StoreView, KeyView, CredentialView, NewCredentialView, CreateStore,
+    components(schemas(StoreView, AzureEkmView, SetStoreApi, KeyView, CredentialView, NewCredentialView, CreateStore,
         CreateKey, CreateKeys, KeysMade, ImportHsmKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
         VersionView, PublicKeyView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,

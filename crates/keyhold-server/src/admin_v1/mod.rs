@@ -35,6 +35,8 @@ pub enum Route {
     CreateStore,
     GetStore(String),
     SetStoreStatus(String),
+    /// Which cloud API serves a store.
+    SetStoreApi(String),
     ListCredentials(String),
     AddCredential(String),
     RemoveCredential(String, String),
@@ -137,6 +139,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, NoRoute> {
         ["stores"] => allowed(Route::ListStores, get),
         ["stores", _] if patch => Ok(Route::SetStoreStatus(s(1))),
         ["stores", _] => allowed(Route::GetStore(s(1)), get),
+        ["stores", _, "api"] => allowed(Route::SetStoreApi(s(1)), put),
         ["stores", _, "credentials"] if post => Ok(Route::AddCredential(s(1))),
         ["stores", _, "credentials"] => allowed(Route::ListCredentials(s(1)), get),
         ["stores", _, "credentials", _] => allowed(Route::RemoveCredential(s(1), s(3)), delete),
@@ -232,6 +235,7 @@ impl Route {
             Route::CreateStore => (Method::POST, "stores".into()),
             Route::GetStore(s) => (Method::GET, format!("stores/{}", seg(s))),
             Route::SetStoreStatus(s) => (Method::PATCH, format!("stores/{}", seg(s))),
+            Route::SetStoreApi(s) => (Method::PUT, format!("stores/{}/api", seg(s))),
             Route::ListCredentials(s) => (Method::GET, format!("stores/{}/credentials", seg(s))),
             Route::AddCredential(s) => (Method::POST, format!("stores/{}/credentials", seg(s))),
             Route::RemoveCredential(s, a) => (
@@ -369,6 +373,7 @@ impl Route {
             Route::CreateStore => format!("store create {}", p(&field("prefix"))),
             Route::GetStore(s) => format!("store show {}", p(s)),
             Route::SetStoreStatus(s) => format!("store {} {}", switch(), p(s)),
+            Route::SetStoreApi(s) => format!("store api {} {}", p(s), field("api")),
             Route::ListCredentials(s) => format!("store credential list {}", p(s)),
             Route::AddCredential(s) => format!("store credential add {}", p(s)),
             Route::RemoveCredential(s, a) => format!("store credential remove {} {a}", p(s)),
@@ -485,6 +490,7 @@ pub fn run(
         Route::CreateStore => json(S::CREATED, create_store(ops, body(bytes)?)?),
         Route::GetStore(s) => json(S::OK, get_store(ops, s)?),
         Route::SetStoreStatus(s) => json(S::OK, set_store_status(ops, s, body(bytes)?)?),
+        Route::SetStoreApi(s) => json(S::OK, set_store_api(ops, s, body(bytes)?)?),
         Route::ListCredentials(s) => json(S::OK, list_credentials(ops, s)?),
         Route::AddCredential(s) => json(S::CREATED, add_credential(ops, s)?),
         Route::RemoveCredential(s, a) => {
@@ -610,6 +616,7 @@ mod tests {
             Route::CreateStore,
             Route::GetStore(s.clone()),
             Route::SetStoreStatus(s.clone()),
+            Route::SetStoreApi(s.clone()),
             Route::ListCredentials(s.clone()),
             Route::AddCredential(s.clone()),
             Route::RemoveCredential(s.clone(), "AKID".into()),
