@@ -47,6 +47,17 @@ enum Op {
     KmipSignEd25519,
     /// KMIP: Decrypt an RSA-2048 OAEP (SHA-256) ciphertext.
     KmipDecryptOaep,
+    /// Azure EKM: wrapkey of 32 bytes with A256KW (--url up to the path
+    /// prefix, --client-cert and --client-key as Managed HSM's).
+    AzureWrap,
+    /// Azure EKM: unwrapkey of one A256KW value made at the start.
+    AzureUnwrap,
+}
+
+impl Op {
+    fn azure(self) -> bool {
+        matches!(self, Op::AzureWrap | Op::AzureUnwrap)
+    }
 }
 
 #[derive(Parser, Debug)]
@@ -129,6 +140,8 @@ struct Shared {
     ids: AtomicU64,
     errors: AtomicU64,
     decrypt_body: Option<serde_json::Value>,
+    /// Azure: the A256KW value `azure-unwrap` sends.
+    wrapped: Option<String>,
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -160,6 +173,27 @@ impl Shared {
             "kmsRequestId": format!("bench-{n}"),
         });
         let (path, body) = match op {
+            Op::AzureWrap | Op::AzureUnwrap => {
+                let (name, value) = match op {
+                    Op::AzureWrap => ("wrapkey", self.plaintext_b64.clone()),
+                    _ => ("unwrapkey", self.wrapped.clone().unwrap_or_default()),
+                };
+                let body = serde_json::json!({
+                    "request_context": {"request_id": format!("bench-{n}"), "correlation_id": format!("bench-{n}"), "pool_name": "bench"},
+                    "alg": "A256KW",
+                    "value": value,
+                });
+                return Request::post(format!(
+                    "{}/{key}/{name}?api-version=0.1-preview",
+                    self.target.base_path
+                ))
+                .header("host", &self.target.authority)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(
+                    serde_json::to_vec(&body).unwrap_or_default(),
+                )))
+                .unwrap_or_else(|e| fail(e));
+            }
             Op::Encrypt => (
                 format!("{}/keys/{key}/encrypt", self.target.base_path),
                 serde_json::json!({
@@ -386,13 +420,25 @@ fn target(args: &Args) -> Target {
                 .add(c.unwrap_or_else(|e| fail(e)))
                 .unwrap_or_else(|e| fail(e));
         }
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|e| fail(e))
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+        let mut cfg = match (&args.client_cert, &args.client_key) {
+            (Some(c), Some(k)) => {
+                let certs = CertificateDer::pem_file_iter(c)
+                    .unwrap_or_else(|e| fail(e))
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap_or_else(|e| fail(e));
+                let key =
+                    rustls::pki_types::PrivateKeyDer::from_pem_file(k).unwrap_or_else(|e| fail(e));
+                cfg.with_client_auth_cert(certs, key)
+                    .unwrap_or_else(|e| fail(e))
+            }
+            _ => cfg.with_no_client_auth(),
+        };
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         // Cold-request measurements must pay for a full handshake.
         if args.cold.is_some() {
@@ -440,18 +486,44 @@ async fn run(args: Args) {
     if args.kmip.is_some() {
         return kmip::run(args).await;
     }
-    let (akid, secret) = credentials(&args);
+    // Azure authenticates by client certificate: no SigV4.
+    let (akid, secret) = if args.op.azure() {
+        (String::new(), String::new())
+    } else {
+        credentials(&args)
+    };
     let target = target(&args);
     let mut shared = Shared {
         signer: Signer::new(&akid, secret.as_bytes(), &args.region, XKS_SERVICE),
-        plaintext_b64: B64.encode(vec![0x5au8; args.plaintext_bytes]),
+        plaintext_b64: if args.op.azure() {
+            use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            URL_SAFE_NO_PAD.encode(vec![0x5au8; args.plaintext_bytes.max(16) / 8 * 8])
+        } else {
+            B64.encode(vec![0x5au8; args.plaintext_bytes])
+        },
         aad_b64: B64.encode(vec![0xa5u8; args.aad_bytes]),
         ids: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         decrypt_body: None,
+        wrapped: None,
         target,
         args,
     };
+    if shared.args.op == Op::AzureUnwrap {
+        let mut c = connect(&shared).await.unwrap_or_else(|e| fail(e));
+        let (st, body) = send(&mut c, shared.build(Op::AzureWrap))
+            .await
+            .unwrap_or_else(|e| fail(e));
+        if st != 200 {
+            fail(format!(
+                "setup wrapkey: HTTP {st}: {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let r: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| fail(e));
+        shared.wrapped = r["value"].as_str().map(str::to_owned);
+        shared.args.key_count = None;
+    }
     if shared.args.op == Op::Decrypt {
         shared.decrypt_body = Some(decrypt_body(&shared).await);
         shared.args.key_count = None;
