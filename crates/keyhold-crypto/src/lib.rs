@@ -10,6 +10,7 @@
 
 pub mod asym;
 pub mod gcm;
+pub mod jwt;
 pub mod sym;
 
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
