@@ -60,6 +60,12 @@ if ! python3 -c "import selenium" 2>/dev/null; then
   python3 -m pip install -q selenium 2>/dev/null || python3 -m pip install -q --break-system-packages selenium
 fi
 python3 -c "import selenium" || { echo "selenium is not importable" >&2; exit 1; }
+# PyJWT: the throw-away identity providers of the DKE and CSE tests mint
+# their tokens with it (RS256 through pyca/cryptography).
+if ! python3 -c "import jwt" 2>/dev/null; then
+  python3 -m pip install -q pyjwt 2>/dev/null || python3 -m pip install -q --break-system-packages pyjwt
+fi
+python3 -c "import jwt" || { echo "PyJWT is not importable" >&2; exit 1; }
 [ -e crates/keyhold-cli/tests/console/node_modules/axe-core/axe.min.js ] \
   || npm ci --prefix crates/keyhold-cli/tests/console --no-audit --no-fund --silent
 # curl must speak SigV4 (7.75+).

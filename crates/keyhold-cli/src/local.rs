@@ -185,19 +185,21 @@ pub(crate) enum StoreCmd {
         prefix: String,
         #[arg(long, default_value = "")]
         description: String,
-        /// The cloud API that serves it: xks (AWS, the default) or azure-ekm.
-        #[arg(long, value_parser = ["xks", "azure-ekm"])]
+        /// The cloud API that serves it: xks (AWS, the default), azure-ekm
+        /// or ms-dke.
+        #[arg(long, value_parser = ["xks", "azure-ekm", "ms-dke"])]
         api: Option<String>,
         #[command(flatten)]
         azure: AzureArgs,
     },
     /// Choose the cloud API that serves a key store: xks (AWS KMS, SigV4
-    /// credentials) or azure-ekm (Azure Managed HSM, mutual TLS). In force
-    /// on every running server when it answers; run it again with a new
+    /// credentials), azure-ekm (Azure Managed HSM, mutual TLS) or ms-dke
+    /// (Microsoft Double Key Encryption, Entra ID tokens). In force on
+    /// every running server when it answers; run it again with a new
     /// --client-ca when Microsoft rotates its CAs.
     Api {
         prefix: String,
-        #[arg(value_parser = ["xks", "azure-ekm"])]
+        #[arg(value_parser = ["xks", "azure-ekm", "ms-dke"])]
         api: String,
         #[command(flatten)]
         azure: AzureArgs,
@@ -236,6 +238,35 @@ pub(crate) struct AzureArgs {
     /// certificate (caCertificates).
     #[arg(long)]
     pub(crate) client_ca: Option<std::path::PathBuf>,
+    /// ms-dke: the Entra ID tenant whose users' tokens count (its issuer
+    /// https://sts.windows.net/TENANT/); repeat for partner tenants.
+    #[arg(long)]
+    pub(crate) tenant: Vec<String>,
+    /// ms-dke: an accepted token issuer URL (instead of or beside --tenant).
+    #[arg(long)]
+    pub(crate) issuer: Vec<String>,
+    /// ms-dke: the token audience: this service's https://HOST (the DKE app
+    /// registration's Application ID URI).
+    #[arg(long)]
+    pub(crate) audience: Option<String>,
+    /// ms-dke: the token issuer's JWK set (default: Entra ID's).
+    #[arg(long)]
+    pub(crate) jwks_url: Option<String>,
+    /// ms-dke: a PEM file with the CA the JWK set's server must chain to
+    /// (default: the system's CAs).
+    #[arg(long)]
+    pub(crate) jwks_ca: Option<std::path::PathBuf>,
+    /// ms-dke: a user who may decrypt (alice@contoso.com), or a whole
+    /// domain (@contoso.com); repeat as needed.
+    #[arg(long)]
+    pub(crate) allow: Vec<String>,
+    /// ms-dke: a group or app role (the token's groups or roles claim)
+    /// whose members may decrypt; repeat as needed.
+    #[arg(long)]
+    pub(crate) allow_group: Vec<String>,
+    /// ms-dke: days Office may cache a public key (default 1; 0: never).
+    #[arg(long)]
+    pub(crate) cache_days: Option<u32>,
 }
 
 impl AzureArgs {
@@ -257,6 +288,35 @@ impl AzureArgs {
         }
         if let Some(p) = pem {
             v["client_ca_pem"] = p.into();
+        }
+        let issuers: Vec<String> = self
+            .tenant
+            .iter()
+            .map(|t| format!("https://sts.windows.net/{}/", t.trim_matches('/')))
+            .chain(self.issuer.iter().cloned())
+            .collect();
+        if !issuers.is_empty() {
+            v["issuers"] = issuers.into();
+        }
+        if let Some(a) = &self.audience {
+            v["audience"] = a.clone().into();
+        }
+        if let Some(u) = &self.jwks_url {
+            v["jwks_url"] = u.clone().into();
+        }
+        if let Some(p) = &self.jwks_ca {
+            v["jwks_ca_pem"] = std::fs::read_to_string(p)
+                .map_err(|e| format!("--jwks-ca {}: {e}", p.display()))?
+                .into();
+        }
+        if !self.allow.is_empty() {
+            v["authorized_emails"] = self.allow.clone().into();
+        }
+        if !self.allow_group.is_empty() {
+            v["authorized_groups"] = self.allow_group.clone().into();
+        }
+        if let Some(d) = self.cache_days {
+            v["cache_days"] = d.into();
         }
         Ok(v)
     }

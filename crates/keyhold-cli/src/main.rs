@@ -72,27 +72,7 @@ pub(crate) enum Command {
         join: local::JoinArgs,
     },
     /// Run the server.
-    Serve {
-        /// Listen address (overrides the config; port 0 picks a free port).
-        #[arg(long)]
-        listen: Option<String>,
-        /// Serve plain HTTP instead of HTTPS. For local testing only.
-        #[arg(long)]
-        insecure_http: bool,
-        /// Prometheus endpoint address (overrides metrics.listen).
-        #[arg(long)]
-        metrics_listen: Option<String>,
-        /// KMIP listener address (overrides kmip.listen; mutual TLS).
-        #[arg(long)]
-        kmip_listen: Option<String>,
-        /// Admin API address (overrides admin.listen; HTTPS, bearer tokens).
-        #[arg(long)]
-        admin_listen: Option<String>,
-        /// Azure EKM proxy API address (overrides azure_ekm.listen; TLS 1.3,
-        /// client certificates as each Azure key store says).
-        #[arg(long)]
-        azure_listen: Option<String>,
-    },
+    Serve(ServeArgs),
     /// Health, lockdown, keys by state, live servers.
     Status,
     /// Check, from this machine, what AWS KMS needs of this server: the
@@ -230,15 +210,42 @@ fn init_logging(format: &str) -> tracing_appender::non_blocking::WorkerGuard {
     guard
 }
 
-fn serve(
-    cli: &Cli,
-    listen: Option<&String>,
-    insecure: bool,
-    metrics_listen: Option<&String>,
-    kmip_listen: Option<&String>,
-    admin_listen: Option<&String>,
-    azure_listen: Option<&String>,
-) -> Result<(), String> {
+/// `keyhold serve`: each address overrides the config's.
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Listen address (overrides the config; port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Serve plain HTTP instead of HTTPS. For local testing only.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Prometheus endpoint address (overrides metrics.listen).
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// KMIP listener address (overrides kmip.listen; mutual TLS).
+    #[arg(long)]
+    kmip_listen: Option<String>,
+    /// Admin API address (overrides admin.listen; HTTPS, bearer tokens).
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Azure EKM proxy API address (overrides azure_ekm.listen; TLS 1.3,
+    /// client certificates as each Azure key store says).
+    #[arg(long)]
+    azure_listen: Option<String>,
+    /// Microsoft DKE listener address (overrides hyok.listen; HTTPS,
+    /// Entra ID bearer tokens).
+    #[arg(long)]
+    hyok_listen: Option<String>,
+}
+
+fn serve(cli: &Cli, a: &ServeArgs) -> Result<(), String> {
+    let listen = a.listen.as_ref();
+    let insecure = a.insecure_http;
+    let metrics_listen = a.metrics_listen.as_ref();
+    let kmip_listen = a.kmip_listen.as_ref();
+    let admin_listen = a.admin_listen.as_ref();
+    let azure_listen = a.azure_listen.as_ref();
+    let hyok_listen = a.hyok_listen.as_ref();
     let config_path = cli
         .config
         .clone()
@@ -264,6 +271,9 @@ fn serve(
     }
     if let Some(a) = azure_listen {
         config.azure_ekm.listen = Some(a.parse().map_err(|e| format!("--azure-listen {a}: {e}"))?);
+    }
+    if let Some(a) = hyok_listen {
+        config.hyok.listen = Some(a.parse().map_err(|e| format!("--hyok-listen {a}: {e}"))?);
     }
     config.validate().map_err(|e| e.to_string())?;
     let _guard = init_logging(&config.log_format);
@@ -428,7 +438,7 @@ pub(crate) fn run_admin(
         | Command::Backup(_)
         | Command::Status => Err(typed::NOT_TYPED.into()),
         Command::Init { .. }
-        | Command::Serve { .. }
+        | Command::Serve(_)
         | Command::Hsm(_)
         | Command::Root(_)
         | Command::Completions { .. }
@@ -482,22 +492,7 @@ fn main() -> ExitCode {
                 },
             )
         }),
-        Command::Serve {
-            listen,
-            insecure_http,
-            metrics_listen,
-            kmip_listen,
-            admin_listen,
-            azure_listen,
-        } => serve(
-            &cli,
-            listen.as_ref(),
-            *insecure_http,
-            metrics_listen.as_ref(),
-            kmip_listen.as_ref(),
-            admin_listen.as_ref(),
-            azure_listen.as_ref(),
-        ),
+        Command::Serve(args) => serve(&cli, args),
         Command::Backup(backup_cmd::BackupCmd::Restore(args)) => {
             data_dir(&cli).and_then(|dd| restore(&cli, dd, args))
         }

@@ -613,7 +613,7 @@ fn bindings_change_without_a_restart_and_tenants_stay_apart() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("already serves Azure"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already serves azure-ekm"));
     env.run_ok(&["store", "api", "/ta", "xks"]);
     let unbound = ok(&rotated.hsm, "/pfx/k/metadata");
     assert_ne!(unbound.status, 200, "{unbound:?}");

@@ -32,6 +32,11 @@
 //! hsm_timeout_ms = 200                # answer 408 when the HSM or database takes longer
 //! max_body_bytes = 16384
 //!
+//! [hyok]                             # Microsoft DKE (end users' apps, bearer tokens); off when absent
+//! listen = "0.0.0.0:443"
+//! cert = "tls/public.pem"             # default: the [tls] pair (a publicly trusted one is needed)
+//! key = "tls/public.key"
+//!
 //! [metrics]
 //! listen = "127.0.0.1:9464"           # Prometheus GET /metrics (plain HTTP); off when absent
 //! require_token = false               # true: scrapes need an admin token (any role)
@@ -106,6 +111,22 @@ pub struct Config {
     pub admin: AdminSection,
     #[serde(default)]
     pub azure_ekm: AzureSection,
+    #[serde(default)]
+    pub hyok: HyokSection,
+}
+
+/// The listener of the APIs that end users' applications call with bearer
+/// tokens (Microsoft DKE); off unless `listen` is set. Which key stores it
+/// serves, where and for whom is each store's binding (`keyhold store api`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HyokSection {
+    pub listen: Option<SocketAddr>,
+    /// Server certificate and key (default: the `[tls]` ones).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Largest request body (default 16 KiB).
+    pub max_body_bytes: Option<usize>,
 }
 
 /// The Azure EKM listener (off unless `listen` is set). Which key stores
@@ -440,6 +461,8 @@ impl Config {
             &mut self.kmip.client_ca,
             &mut self.azure_ekm.cert,
             &mut self.azure_ekm.key,
+            &mut self.hyok.cert,
+            &mut self.hyok.key,
             &mut self.storage.tls_ca,
         ]
         .into_iter()
@@ -489,6 +512,14 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "the Azure EKM listener needs azure_ekm.cert and azure_ekm.key (or tls.cert and tls.key): Azure calls over TLS 1.3 only".into(),
+            ));
+        }
+        if self.hyok.listen.is_some()
+            && (self.hyok.cert.as_ref().or(self.tls.cert.as_ref()).is_none()
+                || self.hyok.key.as_ref().or(self.tls.key.as_ref()).is_none())
+        {
+            return Err(ConfigError::Invalid(
+                "the hold-your-own-key listener needs hyok.cert and hyok.key (or tls.cert and tls.key)".into(),
             ));
         }
         if !matches!(self.log_format.as_str(), "json" | "text") {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod console;
 pub mod data_dir;
+pub mod hyok;
 pub mod metrics;
 pub mod presence;
 pub mod serve;

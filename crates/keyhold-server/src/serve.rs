@@ -307,6 +307,11 @@ pub async fn serve(
         also_bound(name, bound);
         listeners.push((name.into(), format!("https://{bound}")));
     }
+    if let Some(haddr) = config.hyok.listen {
+        let (name, bound) = start_hyok(config, haddr, &service, &main_certs).await?;
+        also_bound(name, bound);
+        listeners.push((name.into(), format!("https://{bound}")));
+    }
     if let Some(p) = &presence {
         p.set_listeners(listeners);
     }
@@ -533,6 +538,51 @@ async fn start_azure(
         config.xks.request_timeout(),
     ));
     Ok(("azure-ekm", bound))
+}
+
+/// Starts the listener of Microsoft DKE (bearer tokens, no client
+/// certificates).
+async fn start_hyok(
+    config: &Config,
+    addr: SocketAddr,
+    service: &Arc<KeyService>,
+    main_certs: &Option<Arc<crate::tls::CertSource>>,
+) -> Result<(&'static str, SocketAddr), ServeError> {
+    let h = &config.hyok;
+    let certs = match (&h.cert, &h.key) {
+        (Some(c), Some(k)) => {
+            let s = crate::tls::CertSource::load(c, k)?;
+            spawn_cert_reloader(vec![s.clone()]);
+            s
+        }
+        _ => main_certs.clone().expect("validated"),
+    };
+    let mut cfg = (*crate::tls::server_config(certs, None, None)?).clone();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let (l, bound) = bind(addr).await?;
+    let mut dc = keyhold_dke::DkeConfig::default();
+    if let Some(b) = h.max_body_bytes {
+        dc.max_body_bytes = b.max(1024);
+    }
+    dc.body_deadline = config.xks.request_timeout();
+    if let Some(t) = config.xks.hsm_timeout_ms {
+        dc.hsm_timeout = Duration::from_millis(t.max(1));
+    }
+    let verifier = Arc::new(keyhold_identity::Verifier::default());
+    let apis = Arc::new(crate::hyok::HyokApis {
+        dke: Arc::new(keyhold_dke::DkeApi::new(service.clone(), dc, verifier)),
+    });
+    let conns = crate::conn::ConnLimiter::new(config.xks.conn_limits());
+    tracing::info!(addr = %bound, "hold-your-own-key listener (Microsoft DKE)");
+    tokio::spawn(crate::hyok::serve_hyok(
+        l,
+        tls,
+        apis,
+        conns,
+        config.xks.request_timeout(),
+    ));
+    Ok(("hyok", bound))
 }
 
 /// Starts the KMIP listener (mutual TLS), its counters shown by `kmip status`.

@@ -466,6 +466,27 @@ impl KeyService {
         Used { result, facts }
     }
 
+    /// A key pair's current public key and whether the key can serve now,
+    /// for a front-end that publishes public keys to anyone (DKE): no
+    /// policy applies (publishing is not a use), the key's own state does.
+    pub fn published_key(&self, store: &StorePrefix, key: &str) -> Result<KeyDescription> {
+        let h = self.key_handle(store, key)?;
+        self.authorize(&h, Operation::Describe)?;
+        let (status, usage) = self.reported(&h);
+        let public_spki = if h.key.key_type.is_asymmetric() && status == Status::Enabled {
+            Some(h.current()?.1.public_spki()?)
+        } else {
+            None
+        };
+        Ok(KeyDescription {
+            key_type: h.key.key_type,
+            status,
+            usage,
+            version: h.key.current_version,
+            public_spki,
+        })
+    }
+
     /// Wraps `data` (a key) with the current version of the key: AES key
     /// wrap with an AES-256 key, RSA-OAEP with an RSA key's public half.
     /// The key must be active and allow ENCRYPT. An algorithm that does

@@ -26,6 +26,8 @@ pub enum StoreApi {
     Xks,
     /// Azure Managed HSM external key manager proxy API.
     AzureEkm(AzureEkmBinding),
+    /// Microsoft Purview Double Key Encryption.
+    MsDke(DkeBinding),
 }
 
 impl StoreApi {
@@ -34,7 +36,128 @@ impl StoreApi {
         match self {
             StoreApi::Xks => "xks",
             StoreApi::AzureEkm(_) => "azure-ekm",
+            StoreApi::MsDke(_) => "ms-dke",
         }
+    }
+
+    /// The listener it is served on and its path prefix there (two stores
+    /// may not share one).
+    pub fn place(&self) -> Option<(&'static str, &str)> {
+        match self {
+            StoreApi::Xks => None,
+            StoreApi::AzureEkm(b) => Some(("azure-ekm", &b.path_prefix)),
+            StoreApi::MsDke(b) => Some(("hyok", &b.path_prefix)),
+        }
+    }
+}
+
+/// How Microsoft Office (Double Key Encryption) reaches a key store: the
+/// keys are published at `https://HOST{path_prefix}/{key}` and decrypt at
+/// `…/{key}/{version}/decrypt` for users whose Entra ID token is good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkeBinding {
+    /// The URL path before the key name (`/dke`, or empty).
+    pub path_prefix: String,
+    /// Accepted token issuers: `https://sts.windows.net/<tenant id>/`.
+    pub issuers: Vec<String>,
+    /// The token audience: the DKE app's Application ID URI, which is the
+    /// service's own `https://HOST`.
+    pub audience: String,
+    /// Entra ID's JWK set (`https://login.microsoftonline.com/common/discovery/v2.0/keys`).
+    pub jwks_url: String,
+    /// The CA (PEM) the JWK set's server must chain to (absent: the system's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ca_pem: Option<String>,
+    /// Who may decrypt: addresses (any case), or `@domain` for a domain.
+    #[serde(default)]
+    pub authorized_emails: Vec<String>,
+    /// … or members of these groups or app roles (the token's `groups` or
+    /// `roles` claim).
+    #[serde(default)]
+    pub authorized_groups: Vec<String>,
+    /// Days Office may cache a public key (`cache.exp`); 0: not cached.
+    #[serde(default = "default_cache_days")]
+    pub cache_days: u32,
+}
+
+fn default_cache_days() -> u32 {
+    1
+}
+
+/// A URL path prefix a cloud calls: empty, or `/` then at most 63 of
+/// `A-Z a-z 0-9 / -` without empty segments.
+fn check_path_prefix(p: &str) -> Result<()> {
+    if !p.is_empty()
+        && (!p.starts_with('/')
+            || p.len() > 64
+            || p.ends_with('/')
+            || p.contains("//")
+            || !p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'-'))
+    {
+        return Err(Error::invalid(
+            "path prefix",
+            format!(
+                "{p:?}: at most 64 characters of A-Z a-z 0-9 / -, starting with / (like /contoso/prod), or empty"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_https(what: &'static str, url: &str) -> Result<()> {
+    let rest = url.strip_prefix("https://").unwrap_or_default();
+    if rest.is_empty() || rest.starts_with('/') || url.chars().any(|c| c.is_whitespace()) {
+        return Err(Error::invalid(
+            what,
+            format!("{url:?} is not an https:// URL"),
+        ));
+    }
+    Ok(())
+}
+
+impl DkeBinding {
+    pub fn validate(&self) -> Result<()> {
+        check_path_prefix(&self.path_prefix)?;
+        if self.issuers.is_empty() {
+            return Err(Error::invalid(
+                "issuer",
+                "name the tenant's token issuer: https://sts.windows.net/<tenant id>/",
+            ));
+        }
+        for i in &self.issuers {
+            check_https("issuer", i)?;
+        }
+        check_https("audience", &self.audience)?;
+        check_https("JWK set URL", &self.jwks_url)?;
+        if self.authorized_emails.is_empty() && self.authorized_groups.is_empty() {
+            return Err(Error::invalid(
+                "authorization",
+                "name who may decrypt: users (alice@contoso.com, or @contoso.com for a domain) or groups",
+            ));
+        }
+        if let Some(p) = &self.jwks_ca_pem {
+            if !p.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(Error::invalid("JWK set CA", "PEM certificates"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a user with this address and these groups/roles may decrypt.
+    pub fn allows(&self, email: &str, groups: &[String]) -> bool {
+        let email = email.trim().to_ascii_lowercase();
+        let domain = email.rsplit_once('@').map(|(_, d)| d);
+        self.authorized_emails.iter().any(|a| {
+            let a = a.trim().to_ascii_lowercase();
+            match a.strip_prefix('@') {
+                Some(d) => domain == Some(d),
+                None => a == email,
+            }
+        }) || groups
+            .iter()
+            .any(|g| self.authorized_groups.iter().any(|a| a == g))
     }
 }
 
@@ -56,23 +179,7 @@ impl AzureEkmBinding {
     /// Checks the prefix and the common name (the CA certificates are
     /// parsed by the server, which knows X.509).
     pub fn validate(&self) -> Result<()> {
-        let p = &self.path_prefix;
-        if !p.is_empty()
-            && (!p.starts_with('/')
-                || p.len() > 64
-                || p.ends_with('/')
-                || p.contains("//")
-                || !p
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'/' || b == b'-'))
-        {
-            return Err(Error::invalid(
-                "path prefix",
-                format!(
-                    "{p:?}: at most 64 characters of A-Z a-z 0-9 / -, starting with / (like /contoso/prod), or empty"
-                ),
-            ));
-        }
+        check_path_prefix(&self.path_prefix)?;
         let cn = &self.client_cn;
         if cn.is_empty() || cn.len() > 253 || cn.chars().any(|c| c.is_control() || c == ' ') {
             return Err(Error::invalid(
@@ -109,16 +216,23 @@ impl KeyService {
         let name = meta_name(prefix);
         match api {
             StoreApi::Xks => self.storage().set_meta(&name, None)?,
-            StoreApi::AzureEkm(b) => {
-                b.validate()?;
-                if let Some((other, _)) = self.read_store_apis()?.iter().find(|(p, a)| {
-                    p != prefix
-                        && matches!(a, StoreApi::AzureEkm(o) if o.path_prefix == b.path_prefix)
-                }) {
+            StoreApi::AzureEkm(_) | StoreApi::MsDke(_) => {
+                match api {
+                    StoreApi::AzureEkm(b) => b.validate()?,
+                    StoreApi::MsDke(b) => b.validate()?,
+                    StoreApi::Xks => {}
+                }
+                let place = api.place();
+                if let Some((other, a)) = self
+                    .read_store_apis()?
+                    .iter()
+                    .find(|(p, a)| p != prefix && a.place() == place)
+                {
                     return Err(Error::Conflict(format!(
-                        "key store {} already serves Azure at path prefix {:?}",
+                        "key store {} already serves {} at path prefix {:?}",
                         other.display(),
-                        b.path_prefix
+                        a.name(),
+                        place.map_or("", |p| p.1)
                     )));
                 }
                 let item =

@@ -225,9 +225,10 @@ pub(crate) fn print_stores(json: bool, stores: &[StoreView]) {
                     s.api.clone(),
                     // Where the cloud calls: Azure's path prefix, or XKS's
                     // URI path.
-                    match &s.azure_ekm {
-                        Some(a) => format!("{}/{{key}}/…", a.path_prefix),
-                        None => s.uri_path.clone(),
+                    match (&s.azure_ekm, &s.ms_dke) {
+                        (Some(a), _) => format!("{}/{{key}}/…", a.path_prefix),
+                        (_, Some(d)) => format!("{}/{{key}}", d.path_prefix),
+                        _ => s.uri_path.clone(),
                     },
                     status_text(s.status),
                     s.keys.to_string(),

@@ -144,6 +144,10 @@ pub struct StoreView {
     /// certificate it must present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub azure_ekm: Option<AzureEkmView>,
+    /// With `ms-dke`: where Office calls, whose tokens count and who may
+    /// decrypt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms_dke: Option<DkeView>,
     /// After a change: how running servers confirmed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_force: Option<InForceView>,
@@ -164,9 +168,25 @@ pub struct AzureEkmView {
     pub client_ca_pem: String,
 }
 
+/// A Double Key Encryption store's binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DkeView {
+    pub path_prefix: String,
+    pub issuers: Vec<String>,
+    pub audience: String,
+    pub jwks_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_ca_pem: Option<String>,
+    pub authorized_emails: Vec<String>,
+    pub authorized_groups: Vec<String>,
+    pub cache_days: u32,
+}
+
 /// Which cloud API serves a key store: `xks` (the default; AWS KMS with
-/// SigV4 credentials) or `azure-ekm` (Azure Managed HSM over mutual TLS,
-/// with the three fields below).
+/// SigV4 credentials), `azure-ekm` (Azure Managed HSM over mutual TLS:
+/// path_prefix, client_cn, client_ca_pem) or `ms-dke` (Microsoft Double
+/// Key Encryption: path_prefix, issuers, audience, jwks_url, jwks_ca_pem,
+/// authorized_emails, authorized_groups, cache_days).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStoreApi {
@@ -183,7 +203,32 @@ pub struct SetStoreApi {
     /// azure-ekm: PEM certificates of the CAs that issue it (caCertificates).
     #[serde(default)]
     pub client_ca_pem: Option<String>,
+    /// ms-dke: accepted token issuers (`https://sts.windows.net/<tenant>/`).
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
+    /// ms-dke: the token audience (the service's `https://HOST`).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// ms-dke: Entra ID's JWK set (default
+    /// `https://login.microsoftonline.com/common/discovery/keys`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// ms-dke: the CA (PEM) the JWK set's server must chain to.
+    #[serde(default)]
+    pub jwks_ca_pem: Option<String>,
+    /// ms-dke: users who may decrypt (`alice@contoso.com`, `@contoso.com`).
+    #[serde(default)]
+    pub authorized_emails: Option<Vec<String>>,
+    /// ms-dke: groups or app roles whose members may decrypt.
+    #[serde(default)]
+    pub authorized_groups: Option<Vec<String>>,
+    /// ms-dke: days Office may cache a public key (default 1; 0: never).
+    #[serde(default)]
+    pub cache_days: Option<u32>,
 }
+
+/// Entra ID's signing keys (v1 tokens, issuer sts.windows.net).
+pub const ENTRA_JWKS_URL: &str = "https://login.microsoftonline.com/common/discovery/keys";
 
 /// A key, as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -550,11 +595,25 @@ impl AdminOps {
                 client_cn: b.client_cn.clone(),
                 client_ca_pem: b.client_ca_pem.clone(),
             }),
-            keyhold_service::StoreApi::Xks => None,
+            _ => None,
+        };
+        let ms_dke = match &api {
+            keyhold_service::StoreApi::MsDke(b) => Some(DkeView {
+                path_prefix: b.path_prefix.clone(),
+                issuers: b.issuers.clone(),
+                audience: b.audience.clone(),
+                jwks_url: b.jwks_url.clone(),
+                jwks_ca_pem: b.jwks_ca_pem.clone(),
+                authorized_emails: b.authorized_emails.clone(),
+                authorized_groups: b.authorized_groups.clone(),
+                cache_days: b.cache_days,
+            }),
+            _ => None,
         };
         Ok(StoreView {
             api: api.name().to_owned(),
             azure_ekm,
+            ms_dke,
             keys: self.service.count_keys(&s.prefix)?,
             credentials: self.service.list_credentials(&s.prefix)?.len(),
             prefix: s.prefix.display().to_owned(),
@@ -824,10 +883,44 @@ impl AdminOps {
 /// A binding as the key service takes it, checked (the CA certificates
 /// parsed here, where X.509 is known).
 fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
-    use keyhold_service::{AzureEkmBinding, StoreApi};
+    use keyhold_service::{AzureEkmBinding, DkeBinding, StoreApi};
+    let dke_fields = req.issuers.is_some()
+        || req.audience.is_some()
+        || req.jwks_url.is_some()
+        || req.jwks_ca_pem.is_some()
+        || req.authorized_emails.is_some()
+        || req.authorized_groups.is_some()
+        || req.cache_days.is_some();
+    let azure_fields = req.client_cn.is_some() || req.client_ca_pem.is_some();
     match req.api.as_str() {
+        "ms-dke" => {
+            if azure_fields {
+                return Err(OpError::new(
+                    400,
+                    "ms-dke takes no client certificate: Office sends Entra ID tokens",
+                ));
+            }
+            let b = DkeBinding {
+                path_prefix: req.path_prefix.clone().unwrap_or_default(),
+                issuers: req.issuers.clone().unwrap_or_default(),
+                audience: req.audience.clone().ok_or_else(|| {
+                    OpError::new(400, "ms-dke needs the token audience: the service's https://HOST (the app's Application ID URI)")
+                })?,
+                jwks_url: req.jwks_url.clone().unwrap_or_else(|| ENTRA_JWKS_URL.to_owned()),
+                jwks_ca_pem: req.jwks_ca_pem.clone(),
+                authorized_emails: req.authorized_emails.clone().unwrap_or_default(),
+                authorized_groups: req.authorized_groups.clone().unwrap_or_default(),
+                cache_days: req.cache_days.unwrap_or(1),
+            };
+            if let Some(p) = &b.jwks_ca_pem {
+                crate::azure::parse_client_cas(p)
+                    .map_err(|e| OpError::new(400, e.replace("client CA", "JWK set CA")))?;
+            }
+            b.validate()?;
+            Ok(StoreApi::MsDke(b))
+        }
         "xks" => {
-            if req.path_prefix.is_some() || req.client_cn.is_some() || req.client_ca_pem.is_some() {
+            if req.path_prefix.is_some() || azure_fields || dke_fields {
                 return Err(OpError::new(
                     400,
                     "xks takes no path prefix or client certificate: its callers sign with SigV4 credentials",
@@ -836,6 +929,9 @@ fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
             Ok(StoreApi::Xks)
         }
         "azure-ekm" => {
+            if dke_fields {
+                return Err(OpError::new(400, "azure-ekm takes no token settings: Managed HSM authenticates with its client certificate"));
+            }
             let b = AzureEkmBinding {
                 path_prefix: req.path_prefix.clone().unwrap_or_default(),
                 client_cn: req.client_cn.clone().ok_or_else(|| {
@@ -857,7 +953,7 @@ fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
         }
         other => Err(OpError::new(
             400,
-            format!("unknown API {other:?}: use xks or azure-ekm"),
+            format!("unknown API {other:?}: use xks, azure-ekm or ms-dke"),
         )),
     }
 }
