@@ -147,6 +147,8 @@ fn start(env: &Env) -> (Server, Azure) {
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
     ]);
     let out = env.dir.path().join("serve.stdout");
     let mut port = 0;
@@ -530,6 +532,26 @@ fn managed_hsm_wraps_and_unwraps_through_the_ekm_api() {
         !all.contains("ABEiM0RVZneImaq7zN3u"),
         "no key value in the audit log"
     );
+
+    // Prometheus counts the front-end's requests and errors.
+    let out = std::fs::read_to_string(env.dir.path().join("serve.stdout")).unwrap();
+    let metrics_url = out
+        .lines()
+        .find_map(|l| l.strip_prefix("keyhold metrics on "))
+        .unwrap_or_else(|| panic!("no metrics address in: {out}"))
+        .to_owned();
+    let m = Command::new("curl")
+        .args(["-sS", &metrics_url])
+        .output()
+        .unwrap();
+    let m = String::from_utf8_lossy(&m.stdout);
+    let line = m
+        .lines()
+        .find(|l| l.starts_with("keyhold_frontend_requests_last_hour{frontend=\"azure-ekm\"}"))
+        .unwrap_or_else(|| panic!("{m}"));
+    let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n > 30, "{line}");
+    assert!(m.contains("keyhold_frontend_errors_last_hour{frontend=\"azure-ekm\"}"));
 
     // The XKS API does not serve an Azure store.
     assert!(env.run_ok(&["store", "list"]).contains("azure-ekm"));

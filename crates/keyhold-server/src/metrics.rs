@@ -98,6 +98,29 @@ pub fn render(api: &XksApi, service: &KeyService, conns: &crate::conn::ConnLimit
             let _ = writeln!(out, "keyhold_audit_free_bytes {f}");
         }
     }
+    // Every front-end (XKS, KMIP, Azure EKM, DKE, the admin API, the
+    // console), from the records written to the audit log; per front-end
+    // only (paths that unauthenticated callers make up must not become
+    // series).
+    let hour = service.audit().last_hour();
+    out.push_str("# HELP keyhold_frontend_requests_last_hour Requests per front-end over the last hour (as recorded in the audit log).\n# TYPE keyhold_frontend_requests_last_hour gauge\n");
+    for s in &hour {
+        let n: u64 = s.per_minute.iter().map(|f| f.requests).sum();
+        let _ = writeln!(
+            out,
+            "keyhold_frontend_requests_last_hour{{frontend=\"{}\"}} {n}",
+            escape(&s.frontend)
+        );
+    }
+    out.push_str("# HELP keyhold_frontend_errors_last_hour Refused or failed requests per front-end over the last hour.\n# TYPE keyhold_frontend_errors_last_hour gauge\n");
+    for s in &hour {
+        let n: u64 = s.per_minute.iter().map(|f| f.errors).sum();
+        let _ = writeln!(
+            out,
+            "keyhold_frontend_errors_last_hour{{frontend=\"{}\"}} {n}",
+            escape(&s.frontend)
+        );
+    }
     out
 }
 
