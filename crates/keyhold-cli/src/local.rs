@@ -187,19 +187,20 @@ pub(crate) enum StoreCmd {
         description: String,
         /// The cloud API that serves it: xks (AWS, the default), azure-ekm
         /// or ms-dke.
-        #[arg(long, value_parser = ["xks", "azure-ekm", "ms-dke"])]
+        #[arg(long, value_parser = ["xks", "azure-ekm", "ms-dke", "google-cse"])]
         api: Option<String>,
         #[command(flatten)]
         azure: AzureArgs,
     },
     /// Choose the cloud API that serves a key store: xks (AWS KMS, SigV4
     /// credentials), azure-ekm (Azure Managed HSM, mutual TLS) or ms-dke
-    /// (Microsoft Double Key Encryption, Entra ID tokens). In force on
+    /// (Microsoft Double Key Encryption, Entra ID tokens) or google-cse
+    /// (Google Workspace client-side encryption, KACLS). In force on
     /// every running server when it answers; run it again with a new
     /// --client-ca when Microsoft rotates its CAs.
     Api {
         prefix: String,
-        #[arg(value_parser = ["xks", "azure-ekm", "ms-dke"])]
+        #[arg(value_parser = ["xks", "azure-ekm", "ms-dke", "google-cse"])]
         api: String,
         #[command(flatten)]
         azure: AzureArgs,
@@ -267,6 +268,30 @@ pub(crate) struct AzureArgs {
     /// ms-dke: days Office may cache a public key (default 1; 0: never).
     #[arg(long)]
     pub(crate) cache_days: Option<u32>,
+    /// google-cse: the KACLS URL exactly as entered in the Google Admin
+    /// console (https://cse.example.com/cse).
+    #[arg(long)]
+    pub(crate) kacls_url: Option<String>,
+    /// google-cse: the store's AES-256 key that wraps the data keys.
+    #[arg(long)]
+    pub(crate) kek: Option<String>,
+    /// google-cse: where Google's authorization keys are fetched (default
+    /// https://www.googleapis.com/service_accounts/v1/jwk/<issuer>).
+    #[arg(long)]
+    pub(crate) authz_jwks_url: Option<String>,
+    /// google-cse: a PEM file with the CA of --authz-jwks-url's server.
+    #[arg(long)]
+    pub(crate) authz_jwks_ca: Option<std::path::PathBuf>,
+    /// google-cse: a users' domain inside the perimeter (repeat; none: any).
+    #[arg(long)]
+    pub(crate) allow_domain: Vec<String>,
+    /// google-cse: let guests (google-visitor, customer-idp) in.
+    #[arg(long)]
+    pub(crate) allow_guests: bool,
+    /// google-cse: a user (or @domain) who may call privilegedwrap and
+    /// privilegedunwrap (bulk import, Takeout); repeat as needed.
+    #[arg(long)]
+    pub(crate) privileged: Vec<String>,
 }
 
 impl AzureArgs {
@@ -317,6 +342,29 @@ impl AzureArgs {
         }
         if let Some(d) = self.cache_days {
             v["cache_days"] = d.into();
+        }
+        if let Some(u) = &self.kacls_url {
+            v["kacls_url"] = u.clone().into();
+        }
+        if let Some(k) = &self.kek {
+            v["kek"] = k.clone().into();
+        }
+        if let Some(u) = &self.authz_jwks_url {
+            v["authz_jwks_url"] = u.clone().into();
+        }
+        if let Some(p) = &self.authz_jwks_ca {
+            v["authz_jwks_ca_pem"] = std::fs::read_to_string(p)
+                .map_err(|e| format!("--authz-jwks-ca {}: {e}", p.display()))?
+                .into();
+        }
+        if !self.allow_domain.is_empty() {
+            v["allowed_domains"] = self.allow_domain.clone().into();
+        }
+        if self.allow_guests {
+            v["allow_guests"] = true.into();
+        }
+        if !self.privileged.is_empty() {
+            v["privileged_users"] = self.privileged.clone().into();
         }
         Ok(v)
     }

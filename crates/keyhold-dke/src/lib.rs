@@ -437,7 +437,7 @@ impl DkeApi {
         };
         let user = claim(&claims, "email")
             .or_else(|| claim(&claims, "upn"))
-            .map(|s| s.trim().to_owned());
+            .map(|s| s.trim().to_ascii_lowercase());
         h.token_id = claim(&claims, "uti")
             .or_else(|| claim(&claims, "jti"))
             .map(str::to_owned);

@@ -1,6 +1,6 @@
 //! The HTTPS listener for the hold-your-own-key APIs that end users'
 //! applications call with bearer tokens: Microsoft Double Key Encryption
-//! today. TLS 1.2/1.3 with the server certificate (no client
+//! and Google Workspace client-side encryption (KACLS). TLS 1.2/1.3 with the server certificate (no client
 //! certificates: the tokens authenticate), HTTP/1.1; each request goes to
 //! the front-end whose key store's path prefix it starts with.
 
@@ -9,6 +9,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use keyhold_cse::CseApi;
 use keyhold_dke::DkeApi;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,24 @@ use std::time::Duration;
 /// The front-ends served here.
 pub struct HyokApis {
     pub dke: Arc<DkeApi>,
+    pub cse: Arc<CseApi>,
+}
+
+impl HyokApis {
+    /// Whether the longest store prefix `path` starts with is a CSE store's.
+    fn cse_prefixes(&self, path: &str) -> bool {
+        use keyhold_service::StoreApi;
+        let apis = self.cse.service().store_apis();
+        apis.iter()
+            .filter_map(|(_, a)| match a {
+                StoreApi::GoogleCse(b) => Some((b.path_prefix.as_str(), true)),
+                StoreApi::MsDke(b) => Some((b.path_prefix.as_str(), false)),
+                _ => None,
+            })
+            .filter(|(p, _)| path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+            .max_by_key(|(p, _)| p.len())
+            .is_some_and(|(_, cse)| cse)
+    }
 }
 
 fn not_found() -> Response<Full<Bytes>> {
@@ -67,10 +86,17 @@ pub async fn serve_hyok(
             let svc = service_fn(move |req| {
                 let apis = apis.clone();
                 async move {
-                    let r = match apis.dke.handle(req).await {
-                        Some(r) => r,
-                        None => not_found(),
+                    // The store's binding says which front-end a path is.
+                    let is_cse = {
+                        let path = req.uri().path();
+                        apis.cse_prefixes(path)
                     };
+                    let r = if is_cse {
+                        apis.cse.handle(req).await
+                    } else {
+                        apis.dke.handle(req).await
+                    };
+                    let r = r.unwrap_or_else(not_found);
                     Ok::<_, std::convert::Infallible>(r)
                 }
             });

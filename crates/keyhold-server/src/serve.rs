@@ -570,11 +570,21 @@ async fn start_hyok(
         dc.hsm_timeout = Duration::from_millis(t.max(1));
     }
     let verifier = Arc::new(keyhold_identity::Verifier::default());
+    let cc = keyhold_cse::CseConfig {
+        body_deadline: dc.body_deadline,
+        hsm_timeout: dc.hsm_timeout,
+        ..keyhold_cse::CseConfig::default()
+    };
     let apis = Arc::new(crate::hyok::HyokApis {
-        dke: Arc::new(keyhold_dke::DkeApi::new(service.clone(), dc, verifier)),
+        dke: Arc::new(keyhold_dke::DkeApi::new(
+            service.clone(),
+            dc,
+            verifier.clone(),
+        )),
+        cse: Arc::new(keyhold_cse::CseApi::new(service.clone(), cc, verifier)),
     });
     let conns = crate::conn::ConnLimiter::new(config.xks.conn_limits());
-    tracing::info!(addr = %bound, "hold-your-own-key listener (Microsoft DKE)");
+    tracing::info!(addr = %bound, "hold-your-own-key listener (Microsoft DKE, Google Workspace CSE)");
     tokio::spawn(crate::hyok::serve_hyok(
         l,
         tls,

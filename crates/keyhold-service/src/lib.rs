@@ -45,7 +45,7 @@ pub use service::{
     CredentialEntry, CredentialInfo, KeyService, LiveStatus, NewCredential, UsageEnforcement,
 };
 pub(crate) use service::{KeyHandle, Operation};
-pub use store_apis::{AzureEkmBinding, DkeBinding, StoreApi, StoreApis};
+pub use store_apis::{AzureEkmBinding, CseBinding, DkeBinding, StoreApi, StoreApis};
 
 pub use keyhold_storage::VersionInfo;
 pub use rewrap::{rewrap_all, verify_all, RewrapReport};

@@ -28,6 +28,8 @@ pub enum StoreApi {
     AzureEkm(AzureEkmBinding),
     /// Microsoft Purview Double Key Encryption.
     MsDke(DkeBinding),
+    /// Google Workspace client-side encryption key service (KACLS).
+    GoogleCse(CseBinding),
 }
 
 impl StoreApi {
@@ -37,6 +39,7 @@ impl StoreApi {
             StoreApi::Xks => "xks",
             StoreApi::AzureEkm(_) => "azure-ekm",
             StoreApi::MsDke(_) => "ms-dke",
+            StoreApi::GoogleCse(_) => "google-cse",
         }
     }
 
@@ -47,6 +50,7 @@ impl StoreApi {
             StoreApi::Xks => None,
             StoreApi::AzureEkm(b) => Some(("azure-ekm", &b.path_prefix)),
             StoreApi::MsDke(b) => Some(("hyok", &b.path_prefix)),
+            StoreApi::GoogleCse(b) => Some(("hyok", &b.path_prefix)),
         }
     }
 }
@@ -82,6 +86,99 @@ pub struct DkeBinding {
 
 fn default_cache_days() -> u32 {
     1
+}
+
+/// The issuers of Google's authorization tokens (Drive, Meet, Calendar,
+/// Gmail, and KACLS migration); their keys are at
+/// `https://www.googleapis.com/service_accounts/v1/jwk/<issuer>`.
+pub const GOOGLE_AUTHZ_ISSUERS: [&str; 5] = [
+    "gsuitecse-tokenissuer-drive@system.gserviceaccount.com",
+    "gsuitecse-tokenissuer-meet@system.gserviceaccount.com",
+    "gsuitecse-tokenissuer-calendar@system.gserviceaccount.com",
+    "gsuitecse-tokenissuer-gmail@system.gserviceaccount.com",
+    "apps-security-cse-kaclscommunication@system.gserviceaccount.com",
+];
+
+/// How Google Workspace's clients reach a key store as its key access
+/// control list service (KACLS): `{kacls_url}/wrap`, `/unwrap`, … with two
+/// tokens in each body, the user's (from the customer's identity provider)
+/// and Google's authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CseBinding {
+    /// The URL path of the KACLS on the listener (`/cse`, or empty).
+    pub path_prefix: String,
+    /// The KACLS URL exactly as entered in the Google Admin console
+    /// (`https://cse.example.com/cse`): authorization tokens must name it.
+    pub kacls_url: String,
+    /// The AES-256 key of this store that wraps the data keys (its newest
+    /// version wraps; every version unwraps what it wrapped).
+    pub kek: String,
+    /// The identity provider's accepted `iss` values.
+    pub idp_issuers: Vec<String>,
+    /// … its accepted `aud` values (the client ids).
+    pub idp_audiences: Vec<String>,
+    /// … and its JWK set.
+    pub idp_jwks_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_jwks_ca_pem: Option<String>,
+    /// Where Google's authorization keys are fetched from instead of
+    /// `https://www.googleapis.com/service_accounts/v1/jwk/<issuer>` (a
+    /// mirror, or a test's identity provider).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz_jwks_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz_jwks_ca_pem: Option<String>,
+    /// The perimeter: users' address domains allowed (empty: any).
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Guests (`email_type` google-visitor or customer-idp) are refused
+    /// unless this is set.
+    #[serde(default)]
+    pub allow_guests: bool,
+    /// Who may call privilegedwrap and privilegedunwrap (bulk import,
+    /// Takeout): addresses, or `@domain`.
+    #[serde(default)]
+    pub privileged_users: Vec<String>,
+}
+
+/// Whether `email` is one of `list` (any case) or in one of its `@domain`s.
+pub fn email_listed(list: &[String], email: &str) -> bool {
+    let email = email.trim().to_ascii_lowercase();
+    let domain = email.rsplit_once('@').map(|(_, d)| d);
+    list.iter().any(|a| {
+        let a = a.trim().to_ascii_lowercase();
+        match a.strip_prefix('@') {
+            Some(d) => domain == Some(d),
+            None => a == email,
+        }
+    })
+}
+
+impl CseBinding {
+    pub fn validate(&self) -> Result<()> {
+        check_path_prefix(&self.path_prefix)?;
+        check_https("KACLS URL", &self.kacls_url)?;
+        keyhold_core::KeyId::parse(&self.kek).map_err(|e| Error::invalid("KEK", e.to_string()))?;
+        if self.idp_issuers.is_empty() || self.idp_audiences.is_empty() {
+            return Err(Error::invalid(
+                "identity provider",
+                "name the identity provider's issuer and audience (client id) of its tokens",
+            ));
+        }
+        check_https("identity provider JWK set URL", &self.idp_jwks_url)?;
+        if let Some(u) = &self.authz_jwks_url {
+            check_https("authorization JWK set URL", u)?;
+        }
+        for p in [&self.idp_jwks_ca_pem, &self.authz_jwks_ca_pem]
+            .into_iter()
+            .flatten()
+        {
+            if !p.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(Error::invalid("JWK set CA", "PEM certificates"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A URL path prefix a cloud calls: empty, or `/` then at most 63 of
@@ -147,17 +244,10 @@ impl DkeBinding {
 
     /// Whether a user with this address and these groups/roles may decrypt.
     pub fn allows(&self, email: &str, groups: &[String]) -> bool {
-        let email = email.trim().to_ascii_lowercase();
-        let domain = email.rsplit_once('@').map(|(_, d)| d);
-        self.authorized_emails.iter().any(|a| {
-            let a = a.trim().to_ascii_lowercase();
-            match a.strip_prefix('@') {
-                Some(d) => domain == Some(d),
-                None => a == email,
-            }
-        }) || groups
-            .iter()
-            .any(|g| self.authorized_groups.iter().any(|a| a == g))
+        email_listed(&self.authorized_emails, email)
+            || groups
+                .iter()
+                .any(|g| self.authorized_groups.iter().any(|a| a == g))
     }
 }
 
@@ -216,10 +306,24 @@ impl KeyService {
         let name = meta_name(prefix);
         match api {
             StoreApi::Xks => self.storage().set_meta(&name, None)?,
-            StoreApi::AzureEkm(_) | StoreApi::MsDke(_) => {
+            StoreApi::AzureEkm(_) | StoreApi::MsDke(_) | StoreApi::GoogleCse(_) => {
                 match api {
                     StoreApi::AzureEkm(b) => b.validate()?,
                     StoreApi::MsDke(b) => b.validate()?,
+                    StoreApi::GoogleCse(b) => {
+                        b.validate()?;
+                        let k = self.get_key(prefix, &keyhold_core::KeyId::parse(&b.kek)?)?;
+                        if k.key_type != keyhold_core::KeyType::Aes256 {
+                            return Err(Error::invalid(
+                                "KEK",
+                                format!(
+                                    "key {} is a {} key: the KEK is an AES-256 key",
+                                    b.kek,
+                                    k.key_type.short()
+                                ),
+                            ));
+                        }
+                    }
                     StoreApi::Xks => {}
                 }
                 let place = api.place();

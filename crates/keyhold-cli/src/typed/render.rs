@@ -225,9 +225,10 @@ pub(crate) fn print_stores(json: bool, stores: &[StoreView]) {
                     s.api.clone(),
                     // Where the cloud calls: Azure's path prefix, or XKS's
                     // URI path.
-                    match (&s.azure_ekm, &s.ms_dke) {
-                        (Some(a), _) => format!("{}/{{key}}/…", a.path_prefix),
-                        (_, Some(d)) => format!("{}/{{key}}", d.path_prefix),
+                    match (&s.azure_ekm, &s.ms_dke, &s.google_cse) {
+                        (Some(a), _, _) => format!("{}/{{key}}/…", a.path_prefix),
+                        (_, Some(d), _) => format!("{}/{{key}}", d.path_prefix),
+                        (_, _, Some(c)) => format!("{}/{{method}}", c.path_prefix),
                         _ => s.uri_path.clone(),
                     },
                     status_text(s.status),

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod hsm;
+pub(crate) mod idp;
 pub(crate) mod kmip;
 
 use std::io::{BufRead, BufReader};

@@ -148,6 +148,10 @@ pub struct StoreView {
     /// decrypt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ms_dke: Option<DkeView>,
+    /// With `google-cse`: the KACLS URL, its KEK, whose tokens count and
+    /// the perimeter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub google_cse: Option<CseView>,
     /// After a change: how running servers confirmed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_force: Option<InForceView>,
@@ -182,11 +186,35 @@ pub struct DkeView {
     pub cache_days: u32,
 }
 
+/// A Google Workspace CSE store's binding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CseView {
+    pub path_prefix: String,
+    pub kacls_url: String,
+    pub kek: String,
+    pub idp_issuers: Vec<String>,
+    pub idp_audiences: Vec<String>,
+    pub idp_jwks_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_jwks_ca_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz_jwks_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz_jwks_ca_pem: Option<String>,
+    pub allowed_domains: Vec<String>,
+    pub allow_guests: bool,
+    pub privileged_users: Vec<String>,
+}
+
 /// Which cloud API serves a key store: `xks` (the default; AWS KMS with
 /// SigV4 credentials), `azure-ekm` (Azure Managed HSM over mutual TLS:
 /// path_prefix, client_cn, client_ca_pem) or `ms-dke` (Microsoft Double
 /// Key Encryption: path_prefix, issuers, audience, jwks_url, jwks_ca_pem,
-/// authorized_emails, authorized_groups, cache_days).
+/// authorized_emails, authorized_groups, cache_days) or `google-cse`
+/// (Google Workspace CSE: path_prefix, kacls_url, kek, issuers and
+/// audiences/audience and jwks_url/jwks_ca_pem of the users' identity
+/// provider, authz_jwks_url/authz_jwks_ca_pem, allowed_domains,
+/// allow_guests, privileged_users).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStoreApi {
@@ -225,6 +253,30 @@ pub struct SetStoreApi {
     /// ms-dke: days Office may cache a public key (default 1; 0: never).
     #[serde(default)]
     pub cache_days: Option<u32>,
+    /// google-cse: the KACLS URL as entered in the Google Admin console.
+    #[serde(default)]
+    pub kacls_url: Option<String>,
+    /// google-cse: the store's AES-256 key that wraps the data keys.
+    #[serde(default)]
+    pub kek: Option<String>,
+    /// google-cse: the users' identity provider's client ids (token
+    /// audiences); `audience` is taken as one too.
+    #[serde(default)]
+    pub audiences: Option<Vec<String>>,
+    /// google-cse: where Google's authorization keys are (default Google's).
+    #[serde(default)]
+    pub authz_jwks_url: Option<String>,
+    #[serde(default)]
+    pub authz_jwks_ca_pem: Option<String>,
+    /// google-cse: users' domains allowed (the perimeter; empty: any).
+    #[serde(default)]
+    pub allowed_domains: Option<Vec<String>>,
+    /// google-cse: let guests (google-visitor, customer-idp) in.
+    #[serde(default)]
+    pub allow_guests: Option<bool>,
+    /// google-cse: who may call privilegedwrap / privilegedunwrap.
+    #[serde(default)]
+    pub privileged_users: Option<Vec<String>>,
 }
 
 /// Entra ID's signing keys (v1 tokens, issuer sts.windows.net).
@@ -610,10 +662,28 @@ impl AdminOps {
             }),
             _ => None,
         };
+        let google_cse = match &api {
+            keyhold_service::StoreApi::GoogleCse(b) => Some(CseView {
+                path_prefix: b.path_prefix.clone(),
+                kacls_url: b.kacls_url.clone(),
+                kek: b.kek.clone(),
+                idp_issuers: b.idp_issuers.clone(),
+                idp_audiences: b.idp_audiences.clone(),
+                idp_jwks_url: b.idp_jwks_url.clone(),
+                idp_jwks_ca_pem: b.idp_jwks_ca_pem.clone(),
+                authz_jwks_url: b.authz_jwks_url.clone(),
+                authz_jwks_ca_pem: b.authz_jwks_ca_pem.clone(),
+                allowed_domains: b.allowed_domains.clone(),
+                allow_guests: b.allow_guests,
+                privileged_users: b.privileged_users.clone(),
+            }),
+            _ => None,
+        };
         Ok(StoreView {
             api: api.name().to_owned(),
             azure_ekm,
             ms_dke,
+            google_cse,
             keys: self.service.count_keys(&s.prefix)?,
             credentials: self.service.list_credentials(&s.prefix)?.len(),
             prefix: s.prefix.display().to_owned(),
@@ -883,7 +953,15 @@ impl AdminOps {
 /// A binding as the key service takes it, checked (the CA certificates
 /// parsed here, where X.509 is known).
 fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
-    use keyhold_service::{AzureEkmBinding, DkeBinding, StoreApi};
+    use keyhold_service::{AzureEkmBinding, CseBinding, DkeBinding, StoreApi};
+    let cse_fields = req.kacls_url.is_some()
+        || req.kek.is_some()
+        || req.audiences.is_some()
+        || req.authz_jwks_url.is_some()
+        || req.authz_jwks_ca_pem.is_some()
+        || req.allowed_domains.is_some()
+        || req.allow_guests.is_some()
+        || req.privileged_users.is_some();
     let dke_fields = req.issuers.is_some()
         || req.audience.is_some()
         || req.jwks_url.is_some()
@@ -892,8 +970,53 @@ fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
         || req.authorized_groups.is_some()
         || req.cache_days.is_some();
     let azure_fields = req.client_cn.is_some() || req.client_ca_pem.is_some();
+    let check_ca = |p: &Option<String>| -> OpResult<()> {
+        if let Some(p) = p {
+            crate::azure::parse_client_cas(p)
+                .map_err(|e| OpError::new(400, e.replace("client CA", "JWK set CA")))?;
+        }
+        Ok(())
+    };
     match req.api.as_str() {
+        "google-cse" => {
+            if azure_fields
+                || req.authorized_emails.is_some()
+                || req.authorized_groups.is_some()
+                || req.cache_days.is_some()
+            {
+                return Err(OpError::new(400, "google-cse takes no client certificate and no DKE settings (authorized users: use --allow-domain and policies)"));
+            }
+            let mut audiences = req.audiences.clone().unwrap_or_default();
+            audiences.extend(req.audience.clone());
+            let b = CseBinding {
+                path_prefix: req.path_prefix.clone().unwrap_or_default(),
+                kacls_url: req.kacls_url.clone().ok_or_else(|| {
+                    OpError::new(400, "google-cse needs the KACLS URL as entered in the Google Admin console (kacls_url)")
+                })?,
+                kek: req.kek.clone().ok_or_else(|| {
+                    OpError::new(400, "google-cse needs the store's AES-256 key that wraps the data keys (kek)")
+                })?,
+                idp_issuers: req.issuers.clone().unwrap_or_default(),
+                idp_audiences: audiences,
+                idp_jwks_url: req.jwks_url.clone().ok_or_else(|| {
+                    OpError::new(400, "google-cse needs the identity provider's JWK set URL (jwks_url)")
+                })?,
+                idp_jwks_ca_pem: req.jwks_ca_pem.clone(),
+                authz_jwks_url: req.authz_jwks_url.clone(),
+                authz_jwks_ca_pem: req.authz_jwks_ca_pem.clone(),
+                allowed_domains: req.allowed_domains.clone().unwrap_or_default(),
+                allow_guests: req.allow_guests.unwrap_or(false),
+                privileged_users: req.privileged_users.clone().unwrap_or_default(),
+            };
+            check_ca(&b.idp_jwks_ca_pem)?;
+            check_ca(&b.authz_jwks_ca_pem)?;
+            b.validate()?;
+            Ok(StoreApi::GoogleCse(b))
+        }
         "ms-dke" => {
+            if cse_fields {
+                return Err(OpError::new(400, "ms-dke takes no KACLS settings"));
+            }
             if azure_fields {
                 return Err(OpError::new(
                     400,
@@ -912,15 +1035,12 @@ fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
                 authorized_groups: req.authorized_groups.clone().unwrap_or_default(),
                 cache_days: req.cache_days.unwrap_or(1),
             };
-            if let Some(p) = &b.jwks_ca_pem {
-                crate::azure::parse_client_cas(p)
-                    .map_err(|e| OpError::new(400, e.replace("client CA", "JWK set CA")))?;
-            }
+            check_ca(&b.jwks_ca_pem)?;
             b.validate()?;
             Ok(StoreApi::MsDke(b))
         }
         "xks" => {
-            if req.path_prefix.is_some() || azure_fields || dke_fields {
+            if req.path_prefix.is_some() || azure_fields || dke_fields || cse_fields {
                 return Err(OpError::new(
                     400,
                     "xks takes no path prefix or client certificate: its callers sign with SigV4 credentials",
@@ -929,7 +1049,7 @@ fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
             Ok(StoreApi::Xks)
         }
         "azure-ekm" => {
-            if dke_fields {
+            if dke_fields || cse_fields {
                 return Err(OpError::new(400, "azure-ekm takes no token settings: Managed HSM authenticates with its client certificate"));
             }
             let b = AzureEkmBinding {
@@ -953,7 +1073,7 @@ fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
         }
         other => Err(OpError::new(
             400,
-            format!("unknown API {other:?}: use xks, azure-ekm or ms-dke"),
+            format!("unknown API {other:?}: use xks, azure-ekm, ms-dke or google-cse"),
         )),
     }
 }

@@ -48,7 +48,8 @@ pub(super) fn set_store_status(ops: &AdminOps, store: &str, req: SetStatus) -> O
 /// Binds a key store to a cloud API: `xks` (AWS, the default),
 /// `azure-ekm` (Azure Managed HSM: path prefix and client certificate) or
 /// `ms-dke` (Microsoft Double Key Encryption: path prefix, Entra ID token
-/// issuer and audience, who may decrypt).
+/// issuer and audience, who may decrypt) or `google-cse` (Google Workspace
+/// CSE: KACLS URL, KEK, the users' identity provider, the perimeter).
 #[utoipa::path(put, path = "/v1/stores/{store}/api", tag = "stores", request_body = SetStoreApi,
     params(("store" = String, Path)),
     description = "In force on every running server when it answers (a new client CA too: no restart). Role: custodian.",
@@ -671,7 +672,7 @@ impl utoipa::Modify for BearerAuth {
         list_policies, validate_policy, get_policy, set_policy, remove_policy, test_policy,
         get_key_policy, set_key_policy, remove_key_policy, test_key_policy,
         get_lockdown, set_lockdown),
-    components(schemas(StoreView, AzureEkmView, DkeView, SetStoreApi, KeyView, CredentialView, NewCredentialView, CreateStore,
+    components(schemas(StoreView, AzureEkmView, DkeView, CseView, SetStoreApi, KeyView, CredentialView, NewCredentialView, CreateStore,
         CreateKey, CreateKeys, KeysMade, ImportHsmKey, SetStatus, StatusName, LockdownView, InForceView, WaitedOut, OpError,
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
         VersionView, PublicKeyView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,

@@ -1,0 +1,505 @@
+//! Google Workspace client-side encryption end to end: the real `keyhold`
+//! binary as the KACLS of a key store bound with `keyhold store api …
+//! google-cse`; two throw-away identity providers (tests/clouds/idp.py)
+//! play the customer's IdP (authentication tokens) and Google's token
+//! issuer (authorization tokens, `aud` cse-authorization); curl plays
+//! Google's client following the KACLS reference: status, CORS, wrap,
+//! unwrap, digest, privileged wrap and unwrap, and every check of the
+//! reference's list with its structured error.
+
+mod common;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::idp::*;
+use common::*;
+use serde_json::{json, Value};
+use std::process::Command;
+
+const DRIVE: &str = "gsuitecse-tokenissuer-drive@system.gserviceaccount.com";
+const MIGRATION: &str = "apps-security-cse-kaclscommunication@system.gserviceaccount.com";
+const RESOURCE: &str = "//googleapis.com/drive/files/abc";
+
+struct Kacls {
+    base: String,
+    ca: std::path::PathBuf,
+    users: Idp,
+    google: Idp,
+}
+
+impl Kacls {
+    fn authn(&self, email: &str, extra: Value) -> String {
+        let now = keyhold_core::now();
+        let mut c = json!({"iss": "https://idp.test", "aud": "test-client", "email": email,
+            "iat": now, "exp": now + 600});
+        merge(&mut c, extra);
+        self.users.mint(&c)
+    }
+
+    fn authz(&self, email: &str, role: &str, extra: Value) -> String {
+        let now = keyhold_core::now();
+        let mut c = json!({"iss": DRIVE, "aud": "cse-authorization", "email": email,
+            "role": role, "resource_name": RESOURCE, "perimeter_id": "",
+            "kacls_url": format!("{}", self.base), "iat": now, "exp": now + 600,
+            "jti": format!("authz-{}", rand_suffix())});
+        merge(&mut c, extra);
+        self.google.mint(&c)
+    }
+
+    fn post(&self, method: &str, body: Value) -> Answer {
+        call(
+            &self.ca,
+            "POST",
+            &format!("{}/{method}", self.base),
+            None,
+            Some(&body.to_string()),
+        )
+    }
+
+    fn wrap(&self, key: &[u8], email: &str) -> Answer {
+        self.post(
+            "wrap",
+            json!({"authentication": self.authn(email, json!({})),
+                "authorization": self.authz(email, "writer", json!({})),
+                "key": B64.encode(key), "reason": "{client:'drive' op:'create'}"}),
+        )
+    }
+
+    fn unwrap(&self, wrapped: &str, authn: String, authz: String) -> Answer {
+        self.post(
+            "unwrap",
+            json!({"authentication": authn, "authorization": authz,
+                "wrapped_key": wrapped, "reason": "{client:'drive' op:'read'}"}),
+        )
+    }
+}
+
+fn merge(c: &mut Value, extra: Value) {
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+}
+
+/// The structured error: `code` repeats the status; a message says why.
+fn assert_error(a: &Answer, status: u16) {
+    assert_eq!(a.status, status, "{a:?}");
+    let v = a.json();
+    assert_eq!(v["code"], status, "{a:?}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{a:?}"
+    );
+}
+
+/// Google's resource key hash, computed here with Python's hmac.
+fn expected_hash(dek: &[u8], resource: &str, perimeter: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import base64,hmac,hashlib,sys; k=bytes.fromhex(sys.argv[1]); \
+             print(base64.b64encode(hmac.new(k, ('ResourceKeyDigest:'+sys.argv[2]+':'+sys.argv[3]).encode(), hashlib.sha256).digest()).decode())",
+            &dek.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            resource,
+            perimeter,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn google_workspace_wraps_and_unwraps_through_the_kacls() {
+    let env = Env::new();
+    let users_dir = env.dir.path().join("users");
+    let google_dir = env.dir.path().join("google");
+    std::fs::create_dir_all(&users_dir).unwrap();
+    std::fs::create_dir_all(&google_dir).unwrap();
+    let users = start_idp(&users_dir);
+    let google = start_idp(&google_dir);
+    env.run_ok(&["store", "create", "/cse"]);
+    env.run_ok(&["key", "create", "/cse", "kek"]);
+    let _server = env.serve(&[
+        "--hyok-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let out = env.dir.path().join("serve.stdout");
+    let mut port = 0u16;
+    eventually("the hold-your-own-key listener", || {
+        port = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("keyhold hyok on 127.0.0.1:"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    let base = format!("https://localhost:{port}/cse");
+    env.run_ok(&[
+        "store",
+        "api",
+        "/cse",
+        "google-cse",
+        "--path-prefix",
+        "/cse",
+        "--kacls-url",
+        &base,
+        "--kek",
+        "kek",
+        "--issuer",
+        "https://idp.test",
+        "--audience",
+        "test-client",
+        "--jwks-url",
+        &format!("https://localhost:{}/keys", users.port),
+        "--jwks-ca",
+        users.ca.to_str().unwrap(),
+        "--authz-jwks-url",
+        &format!("https://localhost:{}/keys", google.port),
+        "--authz-jwks-ca",
+        google.ca.to_str().unwrap(),
+        "--allow-domain",
+        "example.com",
+        "--privileged",
+        "admin@example.com",
+    ]);
+    let k = Kacls {
+        base: base.clone(),
+        ca: env.ca(),
+        users,
+        google,
+    };
+
+    // status, and CORS for Google's pages.
+    let s = call(&k.ca, "GET", &format!("{base}/status"), None, None);
+    assert_eq!(s.status, 200, "{s:?}");
+    let sv = s.json();
+    assert_eq!(sv["server_type"], "KACLS");
+    assert_eq!(sv["vendor_id"], "Keyhold");
+    assert!(sv["operations_supported"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("unwrap")));
+    let pre = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-X",
+            "OPTIONS",
+            "--cacert",
+        ])
+        .arg(&k.ca)
+        .args([
+            "-H",
+            "Origin: https://client-side-encryption.google.com",
+            "-H",
+            "Access-Control-Request-Method: POST",
+        ])
+        .arg(format!("{base}/wrap"))
+        .output()
+        .unwrap();
+    let pre = String::from_utf8_lossy(&pre.stdout).to_ascii_lowercase();
+    assert!(
+        pre.contains("access-control-allow-origin: https://client-side-encryption.google.com"),
+        "{pre}"
+    );
+    assert!(
+        pre.contains("access-control-allow-methods:") && pre.contains("post"),
+        "{pre}"
+    );
+
+    // wrap as a writer (the two tokens' addresses differ in case only),
+    // unwrap as a reader: the same key.
+    let dek: Vec<u8> = (0u8..32).collect();
+    let w = k.post(
+        "wrap",
+        json!({"authentication": k.authn("alice@example.com", json!({})),
+            "authorization": k.authz("Alice@Example.com", "writer", json!({})),
+            "key": B64.encode(&dek), "reason": "{client:'drive' op:'create'}"}),
+    );
+    assert_eq!(w.status, 200, "{w:?}");
+    let wrapped = w.json()["wrapped_key"].as_str().unwrap().to_owned();
+    assert!(B64.decode(&wrapped).unwrap().len() < 1024);
+    let u = k.unwrap(
+        &wrapped,
+        k.authn("alice@example.com", json!({})),
+        k.authz("alice@example.com", "reader", json!({})),
+    );
+    assert_eq!(u.status, 200, "{u:?}");
+    assert_eq!(B64.decode(u.json()["key"].as_str().unwrap()).unwrap(), dek);
+    // A writer may unwrap too; an upgrader may wrap.
+    assert_eq!(
+        k.unwrap(
+            &wrapped,
+            k.authn("alice@example.com", json!({})),
+            k.authz("alice@example.com", "writer", json!({}))
+        )
+        .status,
+        200
+    );
+    let up = k.post("wrap", json!({"authentication": k.authn("alice@example.com", json!({})),
+        "authorization": k.authz("alice@example.com", "upgrader", json!({})), "key": B64.encode(&dek)}));
+    assert_eq!(up.status, 200, "{up:?}");
+    // Google's pages get CORS headers on answers too.
+    let cors = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", "--cacert"])
+        .arg(&k.ca)
+        .args(["-H", "Origin: https://client-side-encryption.google.com", "-H", "Content-Type: application/json", "--data-binary"])
+        .arg(json!({"authentication": k.authn("alice@example.com", json!({})), "authorization": k.authz("alice@example.com", "reader", json!({})), "wrapped_key": wrapped}).to_string())
+        .arg(format!("{base}/unwrap"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&cors.stdout)
+        .to_ascii_lowercase()
+        .contains("access-control-allow-origin: https://client-side-encryption.google.com"));
+
+    // digest: the resource key hash, for a migration verifier.
+    let d = k.post("digest", json!({"authorization": k.google.mint(&{
+        let now = keyhold_core::now();
+        json!({"iss": MIGRATION, "aud": "cse-authorization", "email": "alice@example.com", "role": "verifier",
+            "resource_name": RESOURCE, "kacls_url": base, "iat": now, "exp": now + 600})
+    }), "wrapped_key": wrapped, "reason": "migration check"}));
+    assert_eq!(d.status, 200, "{d:?}");
+    assert_eq!(
+        d.json()["resource_key_hash"],
+        expected_hash(&dek, RESOURCE, "")
+    );
+
+    // privilegedwrap and privilegedunwrap, for an administrator only.
+    let pw = k.post("privilegedwrap", json!({"authentication": k.authn("admin@example.com", json!({})),
+        "key": B64.encode(b"import-key-0123456789abcdef"), "resource_name": "//googleapis.com/drive/files/imported",
+        "perimeter_id": "", "reason": "import"}));
+    assert_eq!(pw.status, 200, "{pw:?}");
+    let pwk = pw.json()["wrapped_key"].as_str().unwrap().to_owned();
+    let pu = k.post("privilegedunwrap", json!({"authentication": k.authn("admin@example.com", json!({})),
+        "wrapped_key": pwk, "resource_name": "//googleapis.com/drive/files/imported", "reason": "takeout"}));
+    assert_eq!(pu.status, 200, "{pu:?}");
+    assert_eq!(
+        B64.decode(pu.json()["key"].as_str().unwrap()).unwrap(),
+        b"import-key-0123456789abcdef"
+    );
+    assert_error(&k.post("privilegedunwrap", json!({"authentication": k.authn("alice@example.com", json!({})),
+        "wrapped_key": pwk, "resource_name": "//googleapis.com/drive/files/imported", "reason": "takeout"})), 403);
+    // privileged unwrap for another resource than the wrap's: refused.
+    assert_error(&k.post("privilegedunwrap", json!({"authentication": k.authn("admin@example.com", json!({})),
+        "wrapped_key": pwk, "resource_name": "//googleapis.com/drive/files/other", "reason": "takeout"})), 403);
+
+    // ---- the reference's checks, each with its status ----
+    let alice_n = || k.authn("alice@example.com", json!({}));
+    let reader = |extra: Value| k.authz("alice@example.com", "reader", extra);
+    // Another user in the authorization token: 403.
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            alice_n(),
+            k.authz("bob@example.com", "reader", json!({})),
+        ),
+        403,
+    );
+    // google_email in the authentication token counts first.
+    assert_eq!(
+        k.unwrap(
+            &wrapped,
+            k.authn(
+                "alice@idp-alias.test",
+                json!({"google_email": "alice@example.com"})
+            ),
+            reader(json!({}))
+        )
+        .status,
+        200
+    );
+    // A reader may not wrap.
+    assert_error(&k.post("wrap", json!({"authentication": alice_n(), "authorization": reader(json!({})), "key": B64.encode(&dek)})), 403);
+    // Another KACLS's URL.
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            alice_n(),
+            reader(json!({"kacls_url": "https://rogue.example/cse"})),
+        ),
+        403,
+    );
+    // Expired authorization, wrong audiences, unknown signer, a user-IdP
+    // token passed as Google's: 401.
+    let now = keyhold_core::now();
+    assert_error(
+        &k.unwrap(&wrapped, alice_n(), reader(json!({"exp": now - 3600}))),
+        401,
+    );
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            alice_n(),
+            reader(json!({"aud": "something-else"})),
+        ),
+        401,
+    );
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            k.authn("alice@example.com", json!({"aud": "other-client"})),
+            reader(json!({})),
+        ),
+        401,
+    );
+    let unknown_kid = k.google.post("/mint", json!({"kid": "nope", "claims": {"iss": DRIVE, "aud": "cse-authorization",
+        "email": "alice@example.com", "role": "reader", "resource_name": RESOURCE, "kacls_url": base, "exp": now + 600}}));
+    assert_error(&k.unwrap(&wrapped, alice_n(), unknown_kid), 401);
+    let forged = k.users.mint(
+        &json!({"iss": DRIVE, "aud": "cse-authorization", "email": "alice@example.com",
+        "role": "reader", "resource_name": RESOURCE, "kacls_url": base, "exp": now + 600}),
+    );
+    assert_error(&k.unwrap(&wrapped, alice_n(), forged), 401);
+    assert_error(&k.unwrap(&wrapped, alice_n(), "not.a.token".into()), 401);
+    // Guests: refused (not allowed by this binding).
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            alice_n(),
+            reader(json!({"email_type": "google-visitor"})),
+        ),
+        403,
+    );
+    // The perimeter: a user outside example.com.
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            k.authn("carol@other.test", json!({})),
+            k.authz("carol@other.test", "reader", json!({})),
+        ),
+        403,
+    );
+    // Delegation claims that do not agree.
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            k.authn(
+                "alice@example.com",
+                json!({"delegated_to": "svc@example.com", "resource_name": RESOURCE}),
+            ),
+            reader(json!({"delegated_to": "other@example.com"})),
+        ),
+        403,
+    );
+    // Another resource: 403; a damaged wrapped key: 400.
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            alice_n(),
+            reader(json!({"resource_name": "//googleapis.com/drive/files/xyz"})),
+        ),
+        403,
+    );
+    let mut bad = B64.decode(&wrapped).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_error(
+        &k.unwrap(&B64.encode(&bad), alice_n(), reader(json!({}))),
+        400,
+    );
+    assert_error(
+        &k.unwrap("bm90IGEgd3JhcHBlZCBrZXk=", alice_n(), reader(json!({}))),
+        400,
+    );
+    // Sizes: a key over 128 bytes, a reason over 1 KB.
+    assert_error(&k.wrap(&[7u8; 129], "alice@example.com"), 400);
+    assert_error(
+        &k.post(
+            "unwrap",
+            json!({"authentication": alice_n(), "authorization": reader(json!({})),
+        "wrapped_key": wrapped, "reason": "x".repeat(1025)}),
+        ),
+        400,
+    );
+    assert_error(
+        &k.post(
+            "unwrap",
+            json!({"authorization": reader(json!({})), "wrapped_key": wrapped}),
+        ),
+        401,
+    );
+    assert_error(
+        &call(
+            &k.ca,
+            "POST",
+            &format!("{base}/unwrap"),
+            None,
+            Some("{not json"),
+        ),
+        400,
+    );
+    // Methods not served, and GET on a POST method.
+    assert_error(&k.post("rewrap", json!({})), 501);
+    assert_error(
+        &call(&k.ca, "GET", &format!("{base}/wrap"), None, None),
+        405,
+    );
+
+    // The KEK rotates: new wraps use version 2, older values still open.
+    env.run_ok(&["key", "rotate", "/cse", "kek"]);
+    let w2 = k.wrap(&dek, "alice@example.com");
+    assert_eq!(w2.status, 200);
+    let w2 = w2.json()["wrapped_key"].as_str().unwrap().to_owned();
+    assert_eq!(&B64.decode(&w2).unwrap()[3..7], &2u32.to_be_bytes());
+    assert_eq!(k.unwrap(&wrapped, alice_n(), reader(json!({}))).status, 200);
+    assert_eq!(k.unwrap(&w2, alice_n(), reader(json!({}))).status, 200);
+    // Break glass: the KEK, then the store.
+    env.run_ok(&["key", "disable", "/cse", "kek"]);
+    assert_error(&k.unwrap(&wrapped, alice_n(), reader(json!({}))), 403);
+    env.run_ok(&["key", "enable", "/cse", "kek"]);
+    env.run_ok(&["store", "disable", "/cse"]);
+    assert_error(&k.wrap(&dek, "alice@example.com"), 403);
+    env.run_ok(&["store", "enable", "/cse"]);
+    assert_eq!(k.unwrap(&wrapped, alice_n(), reader(json!({}))).status, 200);
+
+    // The audit log: every call, the user, the resource and the reason;
+    // never a key.
+    let records = env.json(&[
+        "audit",
+        "query",
+        "--frontend",
+        "google-cse",
+        "--limit",
+        "1000",
+    ]);
+    let records = records.as_array().unwrap();
+    let r = records
+        .iter()
+        .find(|r| r["operation"] == "wrap" && r["result"] == "OK")
+        .expect("a wrap");
+    assert_eq!(r["actor"], "alice@example.com");
+    assert_eq!(r["store"], "/cse");
+    assert!(
+        r["context"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("resource={RESOURCE}")),
+        "{r}"
+    );
+    assert!(
+        r["context"]
+            .as_str()
+            .unwrap()
+            .contains("reason={client:'drive' op:'create'}"),
+        "{r}"
+    );
+    assert!(records
+        .iter()
+        .any(|r| r["operation"] == "privilegedunwrap" && r["actor"] == "admin@example.com"));
+    assert!(records.iter().any(|r| r["result"] == "Unauthenticated"));
+    assert!(records.iter().any(|r| r["result"] == "PermissionDenied"));
+    let all = serde_json::to_string(records).unwrap();
+    assert!(!all.contains(&B64.encode(&dek)), "no key in the audit log");
+    let listed = env.json(&["store", "show", "/cse"]);
+    assert_eq!(listed[0]["api"], "google-cse");
+    assert_eq!(listed[0]["google_cse"]["kacls_url"], base.as_str());
+}

@@ -1,0 +1,903 @@
+//! Google Workspace client-side encryption: Keyhold as the customer's key
+//! access control list service (KACLS).
+//!
+//! Google's clients (Drive, Docs, Meet, Calendar… in the user's browser)
+//! send the data key of a document to `POST {KACLS_URL}/wrap` with two
+//! tokens in the body — the user's, from the customer's identity provider,
+//! and Google's authorization for that user, role and resource — and get
+//! back a wrapped key only this KACLS opens (`/unwrap`, under the same
+//! checks). `/digest` gives Google the resource key hash of a wrapped key;
+//! `/privilegedwrap` and `/privilegedunwrap` serve administrators (bulk
+//! import, Takeout) with the user's token only; `GET /status` says what is
+//! served. The checks follow Google's list: both tokens (signature,
+//! issuer, audience, time), the same user in both, no guests unless
+//! allowed, delegation claims that agree, a role the method allows, the
+//! token's KACLS URL equal to ours, and the perimeter (the user's
+//! domain). A wrapped key is bound to its resource ([`blob`]).
+//!
+//! A key store serves CSE once bound with `keyhold store api /s google-cse`
+//! ([`keyhold_service::CseBinding`]); its KEK is one of its AES-256 keys,
+//! used through the key service like any key (state, usage, policies with
+//! the user's address as principal, break glass, audit).
+
+pub mod blob;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use keyhold_core::StorePrefix;
+use keyhold_identity::{claim, IdError, Issuer, Verifier};
+use keyhold_service::policy::PolicyRequest;
+use keyhold_service::store_apis::{email_listed, GOOGLE_AUTHZ_ISSUERS};
+use keyhold_service::{
+    CseBinding, EncryptOptions, GcmInput, KeyService, KeyUse, NotRun, Placement, StoreApi, Touches,
+    UseFacts,
+};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// The browser origin of Google's client-side encryption pages.
+pub const GOOGLE_CSE_ORIGIN: &str = "https://client-side-encryption.google.com";
+/// The audience of Google's authorization tokens.
+pub const AUTHZ_AUDIENCE: &str = "cse-authorization";
+/// The operations served, as `status` lists them.
+pub const OPERATIONS: [&str; 5] = [
+    "wrap",
+    "unwrap",
+    "digest",
+    "privilegedwrap",
+    "privilegedunwrap",
+];
+
+/// Largest data key wrapped (Google's limit).
+const MAX_KEY: usize = 128;
+/// Longest reason, resource name and perimeter id accepted.
+const MAX_REASON: usize = 1024;
+const MAX_RESOURCE: usize = 512;
+
+/// Settings of the CSE front-end.
+#[derive(Debug, Clone)]
+pub struct CseConfig {
+    pub max_body_bytes: usize,
+    pub body_deadline: Duration,
+    pub hsm_timeout: Duration,
+    pub unauthenticated_records_per_sec: u32,
+}
+
+impl Default for CseConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            body_deadline: Duration::from_secs(10),
+            hsm_timeout: Duration::from_secs(2),
+            unauthenticated_records_per_sec: 50,
+        }
+    }
+}
+
+/// A structured error: `{"code": <HTTP status>, "message", "details"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CseError {
+    pub status: StatusCode,
+    pub message: String,
+    pub details: String,
+}
+
+impl CseError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            details: String::new(),
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, message)
+    }
+    fn unauthenticated(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+    /// The audit record's word for it.
+    fn word(&self) -> &'static str {
+        match self.status.as_u16() {
+            400 => "InvalidArgument",
+            401 => "Unauthenticated",
+            403 => "PermissionDenied",
+            404 => "NotFound",
+            405 => "MethodNotAllowed",
+            501 => "NotImplemented",
+            503 => "Unavailable",
+            _ => "Internal",
+        }
+    }
+}
+
+impl From<keyhold_core::Error> for CseError {
+    fn from(e: keyhold_core::Error) -> Self {
+        use keyhold_core::Error as E;
+        match e {
+            E::KeyNotFound { key, .. } => CseError::new(
+                StatusCode::NOT_FOUND,
+                format!("the key encryption key {key} is not in this key store"),
+            ),
+            E::InvalidCiphertext => CseError::bad(
+                "the wrapped key does not open: damaged, or wrapped by another KACLS, store or key",
+            ),
+            E::Invalid { why, .. } => CseError::bad(why),
+            E::InvalidState(m) | E::KeyUsage(m) => CseError::forbidden(m),
+            E::AccessDenied { why, .. } => CseError::forbidden(why),
+            E::DependencyTimeout(_) | E::RootOfTrust(_) => CseError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the key manager's storage or HSM cannot be used now; retry",
+            ),
+            e => {
+                tracing::error!(error = %e, "internal error serving a CSE request");
+                CseError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error in the key manager",
+                )
+            }
+        }
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec(v).unwrap_or_default(),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(e: &CseError) -> HttpResponse {
+    json_response(
+        e.status,
+        &serde_json::json!({"code": e.status.as_u16(), "message": e.message, "details": e.details}),
+    )
+}
+
+/// Standard base64, with or without padding (Google's examples do both).
+fn b64(field: &str, v: Option<&Value>, max: usize) -> Result<Vec<u8>, CseError> {
+    let s = v
+        .and_then(Value::as_str)
+        .ok_or_else(|| CseError::bad(format!("{field} is required (base64)")))?;
+    let b = STANDARD
+        .decode(s)
+        .or_else(|_| STANDARD_NO_PAD.decode(s))
+        .map_err(|_| CseError::bad(format!("{field} is not base64")))?;
+    if b.is_empty() || b.len() > max {
+        return Err(CseError::bad(format!(
+            "{field} is {} bytes: 1 to {max} are accepted",
+            b.len()
+        )));
+    }
+    Ok(b)
+}
+
+fn text<'a>(
+    body: &'a Map<String, Value>,
+    field: &str,
+    max: usize,
+    required: bool,
+) -> Result<&'a str, CseError> {
+    match body.get(field).and_then(Value::as_str) {
+        Some(s) if s.len() > max => {
+            Err(CseError::bad(format!("{field} is longer than {max} bytes")))
+        }
+        Some(s) => Ok(s),
+        None if required => Err(CseError::bad(format!("{field} is required"))),
+        None => Ok(""),
+    }
+}
+
+/// The user and what Google's token says of the request.
+#[derive(Debug, Clone, Default)]
+struct Caller {
+    email: String,
+    role: String,
+    resource_name: String,
+    perimeter_id: String,
+    token_id: Option<String>,
+}
+
+/// What handling one request produced, for the answer and its record.
+struct Handled {
+    result: Result<HttpResponse, CseError>,
+    facts: UseFacts,
+    caller: Option<Caller>,
+    reason: String,
+    op: &'static str,
+}
+
+impl Handled {
+    fn new(op: &'static str) -> Self {
+        Self {
+            result: Err(CseError::bad("")),
+            facts: UseFacts::default(),
+            caller: None,
+            reason: String::new(),
+            op,
+        }
+    }
+}
+
+/// The KACLS over a key service.
+pub struct CseApi {
+    service: Arc<KeyService>,
+    config: CseConfig,
+    verifier: Arc<Verifier>,
+    budget: parking_lot::Mutex<keyhold_audit::RefusalBudget>,
+}
+
+fn find_store<'a>(
+    path: &'a str,
+    apis: &'a [(StorePrefix, StoreApi)],
+) -> Option<(&'a StorePrefix, &'a CseBinding, &'a str)> {
+    apis.iter()
+        .filter_map(|(p, api)| match api {
+            StoreApi::GoogleCse(b) => path
+                .strip_prefix(b.path_prefix.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .filter(|r| !r.contains('/'))
+                .map(|rest| (p, b, rest)),
+            _ => None,
+        })
+        .max_by_key(|(_, b, _)| b.path_prefix.len())
+}
+
+/// Lets Google's pages call from the browser.
+fn cors(r: &mut HttpResponse, origin: Option<&HeaderValue>) {
+    if origin.is_some_and(|o| o == GOOGLE_CSE_ORIGIN) {
+        let h = r.headers_mut();
+        h.insert(
+            "access-control-allow-origin",
+            HeaderValue::from_static(GOOGLE_CSE_ORIGIN),
+        );
+        h.insert("vary", HeaderValue::from_static("Origin"));
+    }
+}
+
+fn preflight(origin: Option<&HeaderValue>) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    if origin.is_some_and(|o| o == GOOGLE_CSE_ORIGIN) {
+        let h = r.headers_mut();
+        h.insert(
+            "access-control-allow-methods",
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("Content-Type, Authorization"),
+        );
+        h.insert("access-control-max-age", HeaderValue::from_static("3600"));
+    }
+    cors(&mut r, origin);
+    r
+}
+
+impl CseApi {
+    pub fn new(service: Arc<KeyService>, config: CseConfig, verifier: Arc<Verifier>) -> Self {
+        Self {
+            service,
+            budget: parking_lot::Mutex::new(keyhold_audit::RefusalBudget::new(
+                config.unauthenticated_records_per_sec,
+            )),
+            config,
+            verifier,
+        }
+    }
+
+    pub fn service(&self) -> &Arc<KeyService> {
+        &self.service
+    }
+
+    /// Serves one request under a CSE store's prefix; `None` when no CSE
+    /// store is there.
+    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Option<HttpResponse>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let apis = self.service.store_apis();
+        let (store, binding, method) = find_store(req.uri().path(), &apis)?;
+        let (store, binding, method) =
+            (store.clone(), binding.clone(), method.to_ascii_lowercase());
+        let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+        if req.method() == Method::OPTIONS {
+            return Some(preflight(origin.as_ref()));
+        }
+        let op = OPERATIONS
+            .iter()
+            .chain(["status"].iter())
+            .find(|o| **o == method)
+            .copied()
+            .unwrap_or("-");
+        let mut h = Handled::new(op);
+        match (req.method(), op) {
+            (&Method::GET, "status") => h.result = Ok(self.status()),
+            (_, "status") | (&Method::GET, _) if op != "-" => {
+                h.result = Err(CseError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "status is a GET; the other methods are POSTs",
+                ))
+            }
+            (&Method::POST, "-") => {
+                h.result = Err(CseError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!(
+                        "{} is not served by this KACLS (see GET status)",
+                        method.chars().take(40).collect::<String>()
+                    ),
+                ))
+            }
+            (&Method::POST, _) => match read_body(req.into_body(), &self.config).await {
+                Err(e) => h.result = Err(e),
+                Ok(body) => self.call(&store, &binding, op, &body, &mut h).await,
+            },
+            _ => h.result = Err(CseError::new(StatusCode::NOT_FOUND, "no such KACLS method")),
+        }
+        let mut r = self.record(&store, h, started).await;
+        cors(&mut r, origin.as_ref());
+        Some(r)
+    }
+
+    fn status(&self) -> HttpResponse {
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({
+                "server_type": "KACLS",
+                "vendor_id": "Keyhold",
+                "version": env!("CARGO_PKG_VERSION"),
+                "name": "Keyhold KACLS",
+                "operations_supported": OPERATIONS,
+            }),
+        )
+    }
+
+    async fn call(
+        self: &Arc<Self>,
+        store: &StorePrefix,
+        b: &CseBinding,
+        op: &'static str,
+        body: &[u8],
+        h: &mut Handled,
+    ) {
+        let body: Map<String, Value> = match serde_json::from_slice(body) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                h.result = Err(CseError::bad("the body is not a JSON object"));
+                return;
+            }
+        };
+        match text(&body, "reason", MAX_REASON, false) {
+            Ok(r) => h.reason = sanitize(r),
+            Err(e) => {
+                h.result = Err(e);
+                return;
+            }
+        }
+        let caller = match op {
+            "privilegedwrap" | "privilegedunwrap" => self.privileged_caller(b, &body).await,
+            _ => {
+                let roles: &[&str] = match op {
+                    "wrap" => &["writer", "upgrader"],
+                    "unwrap" => &["reader", "writer"],
+                    _ => &["verifier"],
+                };
+                let authn = if op == "digest" { None } else { Some(&body) };
+                self.caller(b, authn, &body, roles).await
+            }
+        };
+        let caller = match caller {
+            Ok(c) => c,
+            Err(e) => {
+                h.result = Err(e);
+                return;
+            }
+        };
+        h.caller = Some(caller.clone());
+        let (result, facts) = match op {
+            "wrap" | "privilegedwrap" => match b64("key", body.get("key"), MAX_KEY) {
+                Ok(dek) => self.run(store, b, Job::Wrap(dek), &caller).await,
+                Err(e) => (Err(e), UseFacts::default()),
+            },
+            _ => match b64("wrapped_key", body.get("wrapped_key"), 2048) {
+                Ok(w) => {
+                    self.run(store, b, Job::Unwrap(w, op == "digest"), &caller)
+                        .await
+                }
+                Err(e) => (Err(e), UseFacts::default()),
+            },
+        };
+        h.result = result;
+        h.facts = facts;
+    }
+
+    /// The caller of wrap, unwrap and digest: Google's authorization token
+    /// (and the user's authentication token but for digest), checked.
+    async fn caller(
+        &self,
+        b: &CseBinding,
+        authn_body: Option<&Map<String, Value>>,
+        body: &Map<String, Value>,
+        roles: &[&str],
+    ) -> Result<Caller, CseError> {
+        let authz_token = body
+            .get("authorization")
+            .and_then(Value::as_str)
+            .ok_or_else(|| CseError::unauthenticated("the authorization token is required"))?;
+        let authz = self.google_token(b, authz_token).await?;
+        let authn = match authn_body {
+            Some(m) => {
+                let t = m
+                    .get("authentication")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        CseError::unauthenticated("the authentication token is required")
+                    })?;
+                Some(self.idp_token(b, t).await?)
+            }
+            None => None,
+        };
+        // Addresses compare in any case; the lowercase form is the one
+        // recorded and matched by policies.
+        let email = claim(&authz, "email").unwrap_or_default().trim().to_ascii_lowercase();
+        if email.is_empty() {
+            return Err(CseError::forbidden(
+                "the authorization token names no user (email)",
+            ));
+        }
+        if let Some(authn) = &authn {
+            // The same user in both tokens.
+            let user = claim(authn, "google_email")
+                .or_else(|| claim(authn, "email"))
+                .unwrap_or_default();
+            if !user.trim().eq_ignore_ascii_case(&email) {
+                return Err(CseError::forbidden(
+                    "the authentication and authorization tokens are not for the same user",
+                ));
+            }
+            // Delegation: both tokens must agree.
+            if let Some(d) = claim(authn, "delegated_to") {
+                let same_resource = claim(authn, "resource_name") == claim(&authz, "resource_name")
+                    && claim(authn, "resource_name").is_some();
+                let same_delegate =
+                    claim(&authz, "delegated_to").is_some_and(|a| a.eq_ignore_ascii_case(d));
+                if !same_resource || !same_delegate {
+                    return Err(CseError::forbidden(
+                        "the delegated token's delegated_to and resource_name do not match the authorization",
+                    ));
+                }
+            }
+        }
+        match claim(&authz, "email_type") {
+            None | Some("google") => {}
+            Some("google-visitor" | "customer-idp") if b.allow_guests => {}
+            Some(t) => {
+                return Err(CseError::forbidden(format!(
+                    "guest users ({t}) may not use this KACLS"
+                )))
+            }
+        }
+        let role = claim(&authz, "role").unwrap_or_default().to_owned();
+        if !roles.contains(&role.as_str()) {
+            return Err(CseError::forbidden(format!(
+                "role {role:?} may not call this method (allowed: {})",
+                roles.join(", ")
+            )));
+        }
+        if claim(&authz, "kacls_url") != Some(b.kacls_url.as_str()) {
+            return Err(CseError::forbidden(
+                "the authorization token is for another KACLS (kacls_url)",
+            ));
+        }
+        check_perimeter(b, &email)?;
+        let resource_name = claim(&authz, "resource_name")
+            .unwrap_or_default()
+            .to_owned();
+        if resource_name.is_empty() || resource_name.len() > MAX_RESOURCE {
+            return Err(CseError::bad(
+                "the authorization token's resource_name is missing or too long",
+            ));
+        }
+        Ok(Caller {
+            email,
+            role,
+            resource_name,
+            perimeter_id: claim(&authz, "perimeter_id").unwrap_or_default().to_owned(),
+            token_id: claim(&authz, "jti").map(str::to_owned),
+        })
+    }
+
+    /// The caller of the privileged methods: the user's token only, for a
+    /// user the store lists as privileged.
+    async fn privileged_caller(
+        &self,
+        b: &CseBinding,
+        body: &Map<String, Value>,
+    ) -> Result<Caller, CseError> {
+        let t = body
+            .get("authentication")
+            .and_then(Value::as_str)
+            .ok_or_else(|| CseError::unauthenticated("the authentication token is required"))?;
+        let authn = self.idp_token(b, t).await?;
+        let email = claim(&authn, "google_email")
+            .or_else(|| claim(&authn, "email"))
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if email.is_empty() || !email_listed(&b.privileged_users, &email) {
+            return Err(CseError::forbidden(format!(
+                "{email} may not call the privileged methods of this KACLS"
+            )));
+        }
+        check_perimeter(b, &email)?;
+        let resource_name = text(body, "resource_name", MAX_RESOURCE, true)?.to_owned();
+        let perimeter_id = text(body, "perimeter_id", blob::MAX_PERIMETER, false)?.to_owned();
+        Ok(Caller {
+            email,
+            role: "privileged".into(),
+            resource_name,
+            perimeter_id,
+            token_id: claim(&authn, "jti").map(str::to_owned),
+        })
+    }
+
+    async fn idp_token(
+        &self,
+        b: &CseBinding,
+        token: &str,
+    ) -> Result<Arc<Map<String, Value>>, CseError> {
+        let issuer = Issuer {
+            issuers: b.idp_issuers.clone(),
+            audiences: b.idp_audiences.clone(),
+            jwks_url: b.idp_jwks_url.clone(),
+            jwks_ca_pem: b.idp_jwks_ca_pem.clone(),
+        };
+        self.verify(token, &issuer, "authentication").await
+    }
+
+    async fn google_token(
+        &self,
+        b: &CseBinding,
+        token: &str,
+    ) -> Result<Arc<Map<String, Value>>, CseError> {
+        let iss = keyhold_crypto::jwt::peek(token)
+            .ok()
+            .and_then(|u| u.iss)
+            .filter(|i| GOOGLE_AUTHZ_ISSUERS.contains(&i.as_str()))
+            .ok_or_else(|| {
+                CseError::unauthenticated(
+                    "the authorization token is not from a Google token issuer",
+                )
+            })?;
+        let issuer = Issuer {
+            jwks_url: b.authz_jwks_url.clone().unwrap_or_else(|| {
+                format!("https://www.googleapis.com/service_accounts/v1/jwk/{iss}")
+            }),
+            issuers: vec![iss],
+            audiences: vec![AUTHZ_AUDIENCE.to_owned()],
+            jwks_ca_pem: b.authz_jwks_ca_pem.clone(),
+        };
+        self.verify(token, &issuer, "authorization").await
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        issuer: &Issuer,
+        which: &str,
+    ) -> Result<Arc<Map<String, Value>>, CseError> {
+        self.verifier
+            .verify(token, issuer)
+            .await
+            .map_err(|e| match e {
+                IdError::Token(t) => CseError::unauthenticated(format!("{which} token: {t}")),
+                IdError::KeysUnavailable(m) => CseError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{which} token: the issuer's keys cannot be fetched: {m}"),
+                ),
+            })
+    }
+
+    /// Wraps or unwraps with the store's KEK (on a blocking thread when
+    /// the key service says it may wait).
+    async fn run(
+        self: &Arc<Self>,
+        store: &StorePrefix,
+        b: &CseBinding,
+        job: Job,
+        caller: &Caller,
+    ) -> (Result<HttpResponse, CseError>, UseFacts) {
+        let api = Arc::clone(self);
+        let (store, kek, caller) = (store.clone(), b.kek.clone(), caller.clone());
+        let placement = self.service.placement(&Touches {
+            key: Some((&store, &kek)),
+            crypt: true,
+            ..Touches::default()
+        });
+        let work = move || api.key_job(&store, &kek, job, &caller);
+        match placement {
+            Placement::Inline => work(),
+            Placement::Blocking => match self
+                .service
+                .run_blocking(self.config.hsm_timeout, work)
+                .await
+            {
+                Ok(r) => r,
+                Err(NotRun::TimedOut(_)) => (
+                    Err(CseError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the HSM or database did not answer in time; retry",
+                    )),
+                    UseFacts::default(),
+                ),
+                Err(NotRun::Failed) => (
+                    Err(CseError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal error in the key manager",
+                    )),
+                    UseFacts::default(),
+                ),
+            },
+        }
+    }
+
+    fn key_job(
+        &self,
+        store: &StorePrefix,
+        kek: &str,
+        job: Job,
+        c: &Caller,
+    ) -> (Result<HttpResponse, CseError>, UseFacts) {
+        let _inflight = self.service.request_guard();
+        let u = KeyUse {
+            store,
+            key: kek,
+            context: PolicyRequest {
+                principal: Some(&c.email),
+                ..PolicyRequest::default()
+            },
+        };
+        match job {
+            Job::Wrap(dek) => {
+                if c.perimeter_id.len() > blob::MAX_PERIMETER {
+                    return (
+                        Err(CseError::bad("perimeter_id is longer than 128 bytes")),
+                        UseFacts::default(),
+                    );
+                }
+                let used = self
+                    .service
+                    .encrypt(&u, &dek, EncryptOptions::default(), |v| {
+                        let h = blob::header(v, &c.perimeter_id, &c.resource_name);
+                        Ok::<_, keyhold_core::Error>(blob::aad(
+                            store.as_str(),
+                            kek,
+                            &h,
+                            &c.resource_name,
+                        ))
+                    });
+                let r = used.result.map_err(CseError::from).map(|s| {
+                    let h = blob::header(s.version, &c.perimeter_id, &c.resource_name);
+                    let w = blob::assemble(&h, &s.iv, &s.ciphertext, &s.tag);
+                    json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({ "wrapped_key": STANDARD.encode(w) }),
+                    )
+                });
+                (r, used.facts)
+            }
+            Job::Unwrap(w, digest) => {
+                let Some(parsed) = blob::parse(&w) else {
+                    return (
+                        Err(CseError::bad("the wrapped key is not one this KACLS made")),
+                        UseFacts::default(),
+                    );
+                };
+                if parsed.resource_tag != blob::resource_tag(&c.resource_name) {
+                    return (
+                        Err(CseError::forbidden(
+                            "the wrapped key belongs to another resource (resource_name)",
+                        )),
+                        UseFacts::default(),
+                    );
+                }
+                let used = self.service.decrypt(&u, || {
+                    Ok::<_, keyhold_core::Error>(GcmInput {
+                        version: parsed.version,
+                        iv: parsed.iv,
+                        aad: blob::aad(store.as_str(), kek, parsed.header, &c.resource_name),
+                        ciphertext: parsed.ciphertext,
+                        tag: parsed.tag,
+                    })
+                });
+                let r = used.result.map_err(CseError::from).map(|dek| {
+                    if digest {
+                        let hash = blob::resource_key_hash(
+                            dek.expose(),
+                            &c.resource_name,
+                            parsed.perimeter,
+                        );
+                        json_response(
+                            StatusCode::OK,
+                            &serde_json::json!({ "resource_key_hash": hash }),
+                        )
+                    } else {
+                        json_response(
+                            StatusCode::OK,
+                            &serde_json::json!({ "key": STANDARD.encode(dek.expose()) }),
+                        )
+                    }
+                });
+                (r, used.facts)
+            }
+        }
+    }
+
+    /// Writes the audit record and answers (500 when it cannot be written).
+    async fn record(&self, store: &StorePrefix, h: Handled, started: Instant) -> HttpResponse {
+        let (result, status) = match &h.result {
+            Ok(_) => ("OK", 200),
+            Err(e) => (e.word(), e.status.as_u16()),
+        };
+        let answer = |r: Result<HttpResponse, CseError>| match r {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        };
+        let log = self.service.audit();
+        if !log.is_attached() {
+            return answer(h.result);
+        }
+        let mut left_out = None;
+        if h.caller.is_none() {
+            match self.budget.lock().admit(Instant::now()) {
+                None => return answer(h.result),
+                Some(0) => {}
+                Some(n) => {
+                    left_out = Some(format!(
+                    "{n} more unauthenticated calls before this one were not recorded (over {}/s)",
+                    self.config.unauthenticated_records_per_sec
+                ))
+                }
+            }
+        }
+        let context = h.caller.as_ref().map(|c| {
+            format!(
+                "resource={} role={} perimeter={} reason={}",
+                c.resource_name, c.role, c.perimeter_id, h.reason
+            )
+        });
+        let message = h.result.as_ref().err().map(|e| e.message.as_str());
+        let detail = [left_out.as_deref(), h.facts.detail(), message]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let email = h.caller.as_ref().map(|c| c.email.as_str());
+        let ev = keyhold_audit::Event {
+            frontend: "google-cse",
+            operation: h.op,
+            result,
+            status: Some(status),
+            store: Some(store.as_str()),
+            key: h.caller.as_ref().map(|_| "kek"),
+            key_version: h.facts.key_version,
+            latency_us: Some(started.elapsed().as_micros() as u64),
+            actor: email,
+            principal: email,
+            request_id: h.caller.as_ref().and_then(|c| c.token_id.as_deref()),
+            context: context.as_deref(),
+            rule: h.facts.rule.as_deref(),
+            detail: Some(detail.as_str()).filter(|d| !d.is_empty()),
+            ..Default::default()
+        };
+        match log.record(&ev).await {
+            Ok(()) => answer(h.result),
+            Err(why) => {
+                tracing::error!(error = %why, "audit record not written: refusing the request");
+                error_response(&CseError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the audit log cannot be written: key use refused",
+                ))
+            }
+        }
+    }
+}
+
+enum Job {
+    Wrap(Vec<u8>),
+    /// The wrapped key; whether only its resource key hash is wanted.
+    Unwrap(Vec<u8>, bool),
+}
+
+/// The perimeter: the user's address domain must be allowed.
+fn check_perimeter(b: &CseBinding, email: &str) -> Result<(), CseError> {
+    if b.allowed_domains.is_empty() {
+        return Ok(());
+    }
+    let domain = email.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase());
+    if domain.is_some_and(|d| b.allowed_domains.iter().any(|a| a.eq_ignore_ascii_case(&d))) {
+        Ok(())
+    } else {
+        Err(CseError::forbidden(format!(
+            "{email} is outside this KACLS's perimeter"
+        )))
+    }
+}
+
+/// A reason as it goes into the record: printable, at most 200 characters.
+fn sanitize(reason: &str) -> String {
+    reason
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect()
+}
+
+async fn read_body<B>(body: B, c: &CseConfig) -> Result<Bytes, CseError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match tokio::time::timeout(
+        c.body_deadline,
+        Limited::new(body, c.max_body_bytes).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(_)) => Err(CseError::bad(format!(
+            "the body is larger than {} bytes or could not be read",
+            c.max_body_bytes
+        ))),
+        Err(_) => Err(CseError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive in time",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_with_or_without_padding_within_limits() {
+        assert_eq!(
+            b64("k", Some(&Value::from("AQAB")), 8).unwrap(),
+            vec![1, 0, 1]
+        );
+        assert_eq!(b64("k", Some(&Value::from("AQA")), 8).unwrap(), vec![1, 0]);
+        assert_eq!(b64("k", Some(&Value::from("AQA=")), 8).unwrap(), vec![1, 0]);
+        assert!(b64("k", Some(&Value::from("%%")), 8).is_err());
+        assert!(b64("k", Some(&Value::from("")), 8).is_err());
+        assert!(b64("k", Some(&Value::from(STANDARD.encode([0u8; 129]))), 128).is_err());
+        assert!(b64("k", None, 8).is_err());
+    }
+
+    #[test]
+    fn reasons_are_printable_and_short() {
+        assert_eq!(
+            sanitize("{client:'drive' op:'update'}"),
+            "{client:'drive' op:'update'}"
+        );
+        assert_eq!(sanitize("a\nb\u{7}c"), "abc");
+        assert_eq!(sanitize(&"x".repeat(500)).len(), 200);
+    }
+}
