@@ -455,7 +455,10 @@ impl CseApi {
         };
         // Addresses compare in any case; the lowercase form is the one
         // recorded and matched by policies.
-        let email = claim(&authz, "email").unwrap_or_default().trim().to_ascii_lowercase();
+        let email = claim(&authz, "email")
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
         if email.is_empty() {
             return Err(CseError::forbidden(
                 "the authorization token names no user (email)",
