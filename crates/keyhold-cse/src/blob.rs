@@ -27,7 +27,7 @@ pub(crate) const MAX_PERIMETER: usize = 128;
 
 /// The parts of a wrapped key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Blob<'a> {
+pub struct Blob<'a> {
     pub version: u32,
     pub perimeter: &'a str,
     pub resource_tag: [u8; 16],
@@ -83,7 +83,7 @@ pub(crate) fn aad(store: &str, kek: &str, header: &[u8], resource_name: &str) ->
 }
 
 /// Splits a wrapped key; `None` when it is not one of ours.
-pub(crate) fn parse(b: &[u8]) -> Option<Blob<'_>> {
+pub fn parse(b: &[u8]) -> Option<Blob<'_>> {
     let rest = b.strip_prefix(MAGIC.as_slice())?;
     let version = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
     let plen = usize::from(*rest.get(4)?);
