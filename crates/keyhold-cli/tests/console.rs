@@ -643,3 +643,42 @@ fn an_idle_session_expires() {
     let stores = env.json(&["store", "list"]);
     assert!(!stores.to_string().contains("/late"));
 }
+
+#[test]
+fn stores_show_the_cloud_they_serve() {
+    let env = Env::new();
+    let ca = keyhold_server::tls::LocalCa::new("Managed HSM client CA").unwrap();
+    let ca_path = env.dir.path().join("az-ca.pem");
+    std::fs::write(&ca_path, ca.cert_pem()).unwrap();
+    env.run_ok(&[
+        "store",
+        "create",
+        "/az",
+        "--api",
+        "azure-ekm",
+        "--path-prefix",
+        "/contoso/prod",
+        "--client-cn",
+        "contoso.managedhsmclient.azure.net",
+        "--client-ca",
+        ca_path.to_str().unwrap(),
+    ]);
+    env.run_ok(&["store", "create", "/aws"]);
+    let ann = token(&env, "ann", "auditor");
+    let _server = env.serve(&["--admin-listen", "127.0.0.1:0"]);
+    let base = format!("https://{}", admin_address(&env)).replace("127.0.0.1", "localhost");
+    let b = Browser::new(&base, env.ca());
+    assert_eq!(b.sign_in(&ann).status, 303);
+    let list = b.get("/ui/stores");
+    assert!(
+        list.body.contains("Azure Managed HSM (EKM)"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("AWS XKS"));
+    let page = b.get("/ui/stores/az");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("/contoso/prod/{key}/…"), "{}", page.body);
+    assert!(page.body.contains("contoso.managedhsmclient.azure.net"));
+    assert!(!page.body.contains("XKS URI path"));
+}

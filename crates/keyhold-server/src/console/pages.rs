@@ -405,6 +405,16 @@ fn status_text(enabled: bool) -> &'static str {
     }
 }
 
+/// A store's cloud API as people call it.
+fn api_name(api: &str) -> &'static str {
+    match api {
+        "azure-ekm" => "Azure Managed HSM (EKM)",
+        "ms-dke" => "Microsoft Double Key Encryption",
+        "google-cse" => "Google Workspace CSE",
+        _ => "AWS XKS",
+    }
+}
+
 pub(super) fn stores(f: &Frame<'_>, stores: &[StoreView]) -> Markup {
     page(
         f,
@@ -412,13 +422,14 @@ pub(super) fn stores(f: &Frame<'_>, stores: &[StoreView]) -> Markup {
             table {
                 caption { "Key stores" }
                 thead { tr {
-                    th scope="col" { "Prefix" } th scope="col" { "Status" } th scope="col" { "Keys" }
+                    th scope="col" { "Prefix" } th scope="col" { "Cloud API" } th scope="col" { "Status" } th scope="col" { "Keys" }
                     th scope="col" { "Credentials" } th scope="col" { "Description" }
                 } }
                 tbody {
                     @for s in stores {
                         tr {
                             td { a href=(store_url(&s.prefix)) { (s.prefix) } }
+                            td { (api_name(&s.api)) }
                             td { (status_text(is_enabled(s.status))) }
                             td { (s.keys) } td { (s.credentials) } td { (s.description) }
                         }
@@ -457,9 +468,24 @@ pub(super) fn store(
             p { (s.description) }
             dl {
                 dt { "Status" } dd { (status_text(enabled)) }
-                dt { "XKS URI path" } dd { code { (s.uri_path) } }
+                dt { "Cloud API" } dd { (api_name(&s.api)) }
+                @if let Some(a) = &s.azure_ekm {
+                    dt { "Azure path prefix" } dd { code { (a.path_prefix) "/{key}/…" } }
+                    dt { "Managed HSM client certificate" } dd { code { (a.client_cn) } }
+                } @else if let Some(d) = &s.ms_dke {
+                    dt { "Key URLs" } dd { code { (d.audience) (d.path_prefix) "/{key}" } }
+                    dt { "Token issuers" } dd { @for i in &d.issuers { code { (i) } " " } }
+                    dt { "Who may decrypt" } dd { (d.authorized_emails.join(", ")) @if !d.authorized_groups.is_empty() { " · groups " (d.authorized_groups.join(", ")) } }
+                } @else if let Some(c) = &s.google_cse {
+                    dt { "KACLS URL" } dd { code { (c.kacls_url) } }
+                    dt { "Key encryption key" } dd { code { (c.kek) } }
+                    dt { "Identity provider" } dd { @for i in &c.idp_issuers { code { (i) } " " } }
+                    dt { "Perimeter" } dd { @if c.allowed_domains.is_empty() { "any domain" } @else { (c.allowed_domains.join(", ")) } }
+                } @else {
+                    dt { "XKS URI path" } dd { code { (s.uri_path) } }
+                    dt { "Credentials" } dd { (s.credentials) }
+                }
                 dt { "Keys" } dd { (s.keys) }
-                dt { "Credentials" } dd { (s.credentials) }
             }
             @if may_change(f.who) {
                 form method="post" action={(url) "/status"} class="inline" {
