@@ -5,7 +5,7 @@
 #
 #   DURATION   seconds per keep-alive run (default 10)
 #   ONLY       "audit": only the audit and policy cost; "clouds": only
-#              the other clouds' APIs beside XKS Encrypt
+#              the other clouds' APIs (Azure EKM, Google CSE) beside XKS Encrypt
 #   ROUNDS     interleaved rounds of the audit and policy cost (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,7 @@ ONLY=${ONLY:-all}
 tmp=$(mktemp -d)
 export KEYHOLD_DATA_DIR=$tmp/data
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"; }
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; { [ -f "$tmp/idp-pids" ] && xargs kill < "$tmp/idp-pids" 2>/dev/null; } || true; wait 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 "$K" init --listen 127.0.0.1:0 >/dev/null
@@ -57,41 +57,62 @@ run --cold 500 --op encrypt --key-id bench-key
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 fi
 
-# Azure EKM beside XKS Encrypt on the same server: A256KW wrapkey and
-# unwrapkey of a 32-byte key over HTTPS keep-alive with Managed HSM's
-# client certificate (TLS 1.3), three interleaved rounds, medians (the
-# goal: within 20% of XKS Encrypt).
+# The other clouds beside XKS Encrypt on the same server: Azure EKM's A256KW
+# wrapkey and unwrapkey of a 32-byte key (Managed HSM's client certificate,
+# TLS 1.3), and Google Workspace CSE's wrap and unwrap (the same two tokens
+# every time, as in a user's session: verified once, then from the cache),
+# over HTTPS keep-alive, three interleaved rounds, medians (the goal:
+# within 20% of XKS Encrypt). Two throw-away identity providers
+# (tests/clouds/idp.py) sign the CSE tokens.
 if [ "$ONLY" = all ] || [ "$ONLY" = clouds ]; then
   "$K" kmip client-cert issue azure-bench --out "$tmp" >/dev/null
   "$K" store create /az --api azure-ekm --path-prefix /pfx --client-cn azure-bench \
     --client-ca "$KEYHOLD_DATA_DIR/kmip/ca.pem" >/dev/null
   "$K" key create /az az-key >/dev/null
+  tls=$KEYHOLD_DATA_DIR/tls
+  idp() { python3 crates/keyhold-cli/tests/clouds/idp.py "$tls/server.pem" "$tls/server.key" > "$tmp/idp-$1" 2>/dev/null & echo $! >> "$tmp/idp-pids"; }
+  idp users; idp google
+  for _ in $(seq 100); do [ -s "$tmp/idp-users" ] && [ -s "$tmp/idp-google" ] && break; sleep 0.1; done
+  uport=$(head -1 "$tmp/idp-users"); gport=$(head -1 "$tmp/idp-google")
+  hport=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
+  kacls=https://localhost:$hport/cse
+  "$K" store create /cse >/dev/null
+  "$K" key create /cse kek >/dev/null
+  "$K" store api /cse google-cse --path-prefix /cse --kacls-url "$kacls" --kek kek \
+    --issuer https://idp.test --audience bench --jwks-url "https://localhost:$uport/keys" --jwks-ca "$tls/ca.pem" \
+    --authz-jwks-url "https://localhost:$gport/keys" --authz-jwks-ca "$tls/ca.pem" >/dev/null
+  mint() { curl -sS --fail --cacert "$tls/ca.pem" -H 'Content-Type: application/json' --data-binary "$2" "https://localhost:$1/mint"; }
+  exp=$(( $(date +%s) + 86400 ))
+  mint "$uport" "{\"claims\":{\"iss\":\"https://idp.test\",\"aud\":\"bench\",\"email\":\"bench@example.com\",\"exp\":$exp}}" > "$tmp/authn"
+  mint "$gport" "{\"claims\":{\"iss\":\"gsuitecse-tokenissuer-drive@system.gserviceaccount.com\",\"aud\":\"cse-authorization\",\"email\":\"bench@example.com\",\"role\":\"writer\",\"resource_name\":\"//drive/files/bench\",\"kacls_url\":\"$kacls\",\"exp\":$exp}}" > "$tmp/authz"
   : > "$tmp/out"
-  "$K" serve --azure-listen 127.0.0.1:0 > "$tmp/out" 2> "$tmp/azure.log" &
+  "$K" serve --azure-listen 127.0.0.1:0 --hyok-listen "127.0.0.1:$hport" > "$tmp/out" 2> "$tmp/clouds.log" &
   pid=$!
-  for _ in $(seq 100); do grep -q "azure-ekm on" "$tmp/out" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 100); do grep -q "hyok on" "$tmp/out" 2>/dev/null && break; sleep 0.1; done
   xurl=$(sed -n 's/keyhold listening on https:\/\/127.0.0.1/https:\/\/localhost/p' "$tmp/out")/bench/kms/xks/v1
   aurl=https://localhost:$(sed -n 's/^keyhold azure-ekm on 127.0.0.1://p' "$tmp/out")/pfx
-  ca=(--cacert "$KEYHOLD_DATA_DIR/tls/ca.pem")
+  ca=(--cacert "$tls/ca.pem")
   azure=(--url "$aurl" --client-cert "$tmp/azure-bench.pem" --client-key "$tmp/azure-bench.key" "${ca[@]}" --key-id az-key)
+  cse=(--url "$kacls" --authn-token "$tmp/authn" --authz-token "$tmp/authz" "${ca[@]}")
   : > "$tmp/clouds"
+  rec() { python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["errors"] == 0, r; print(sys.argv[1], r["requests_per_sec"])' "$1" >> "$tmp/clouds"; }
   for round in $(seq "${ROUNDS:-3}"); do
-    "$B" --url "$xurl" --credential "$tmp/cred.json" "${ca[@]}" --op encrypt -c 32 -d "$D" --key-id bench-key --json 2>/dev/null \
-      | python3 -c 'import json,sys; print("xks-encrypt", json.load(sys.stdin)["requests_per_sec"])' >> "$tmp/clouds"
+    "$B" --url "$xurl" --credential "$tmp/cred.json" "${ca[@]}" --op encrypt -c 32 -d "$D" --key-id bench-key --json 2>/dev/null | rec xks-encrypt
     for op in azure-wrap azure-unwrap; do
-      "$B" "${azure[@]}" --op "$op" -c 32 -d "$D" --json 2>"$tmp/clouds.err" \
-        | python3 -c 'import json,sys; r=json.load(sys.stdin); assert r["errors"] == 0, r; print(sys.argv[1], r["requests_per_sec"])' "$op" >> "$tmp/clouds" \
-        || { echo "$op failed:"; cat "$tmp/clouds.err"; exit 1; }
+      "$B" "${azure[@]}" --op "$op" -c 32 -d "$D" --json 2>"$tmp/clouds.err" | rec "$op" || { echo "$op failed:"; cat "$tmp/clouds.err"; exit 1; }
+    done
+    for op in cse-wrap cse-unwrap; do
+      "$B" "${cse[@]}" --op "$op" -c 32 -d "$D" --json 2>"$tmp/clouds.err" | rec "$op" || { echo "$op failed:"; cat "$tmp/clouds.err"; exit 1; }
     done
   done
-  echo; echo "\$ keyhold-bench --op encrypt | azure-wrap | azure-unwrap -c 32 (${ROUNDS:-3} interleaved rounds)"
+  echo; echo "\$ keyhold-bench --op encrypt | azure-wrap | azure-unwrap | cse-wrap | cse-unwrap -c 32 (${ROUNDS:-3} interleaved rounds)"
   python3 - "$tmp/clouds" <<'PY'
 import sys, statistics
 r = {}
 for l in open(sys.argv[1]):
     k, v = l.split(); r.setdefault(k, []).append(float(v))
 base = statistics.median(r["xks-encrypt"])
-for k in ["xks-encrypt", "azure-wrap", "azure-unwrap"]:
+for k in ["xks-encrypt", "azure-wrap", "azure-unwrap", "cse-wrap", "cse-unwrap"]:
     m = statistics.median(r[k])
     runs = ", ".join(f"{v:.0f}" for v in r[k])
     print(f"  {k:13s} median {m:6.0f}/s ({runs})  {100 * m / base:5.1f}% of XKS Encrypt")
@@ -99,6 +120,7 @@ PY
   echo; echo "\$ keyhold-bench --op azure-wrap --cold 200 (new TCP + TLS 1.3 handshake with a client certificate each)"
   "$B" "${azure[@]}" --op azure-wrap --cold 200
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  xargs kill < "$tmp/idp-pids" 2>/dev/null || true; rm -f "$tmp/idp-pids"
   [ "$ONLY" = clouds ] && exit 0
 fi
 

@@ -52,11 +52,21 @@ enum Op {
     AzureWrap,
     /// Azure EKM: unwrapkey of one A256KW value made at the start.
     AzureUnwrap,
+    /// Google Workspace CSE: wrap of a 32-byte data key (--url up to the
+    /// KACLS path, --authn-token and --authz-token files: the same tokens
+    /// every time, as a user's session sends them).
+    CseWrap,
+    /// Google Workspace CSE: unwrap of one wrapped key made at the start.
+    CseUnwrap,
 }
 
 impl Op {
     fn azure(self) -> bool {
         matches!(self, Op::AzureWrap | Op::AzureUnwrap)
+    }
+
+    fn cse(self) -> bool {
+        matches!(self, Op::CseWrap | Op::CseUnwrap)
     }
 }
 
@@ -120,6 +130,13 @@ struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// CSE: a file with the user's authentication token.
+    #[arg(long)]
+    authn_token: Option<std::path::PathBuf>,
+    /// CSE: a file with Google's authorization token (role writer: it
+    /// wraps and unwraps).
+    #[arg(long)]
+    authz_token: Option<std::path::PathBuf>,
 }
 
 struct Target {
@@ -140,8 +157,10 @@ struct Shared {
     ids: AtomicU64,
     errors: AtomicU64,
     decrypt_body: Option<serde_json::Value>,
-    /// Azure: the A256KW value `azure-unwrap` sends.
+    /// Azure: the A256KW value `azure-unwrap` sends (CSE: the wrapped key).
     wrapped: Option<String>,
+    /// CSE: the authentication and authorization tokens.
+    tokens: (String, String),
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -193,6 +212,31 @@ impl Shared {
                     serde_json::to_vec(&body).unwrap_or_default(),
                 )))
                 .unwrap_or_else(|e| fail(e));
+            }
+            Op::CseWrap | Op::CseUnwrap => {
+                let (name, body) = match op {
+                    Op::CseWrap => (
+                        "wrap",
+                        serde_json::json!({
+                            "authentication": self.tokens.0, "authorization": self.tokens.1,
+                            "key": B64.encode([0x5au8; 32]), "reason": "bench",
+                        }),
+                    ),
+                    _ => (
+                        "unwrap",
+                        serde_json::json!({
+                            "authentication": self.tokens.0, "authorization": self.tokens.1,
+                            "wrapped_key": self.wrapped.clone().unwrap_or_default(), "reason": "bench",
+                        }),
+                    ),
+                };
+                return Request::post(format!("{}/{name}", self.target.base_path))
+                    .header("host", &self.target.authority)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(
+                        serde_json::to_vec(&body).unwrap_or_default(),
+                    )))
+                    .unwrap_or_else(|e| fail(e));
             }
             Op::Encrypt => (
                 format!("{}/keys/{key}/encrypt", self.target.base_path),
@@ -486,8 +530,8 @@ async fn run(args: Args) {
     if args.kmip.is_some() {
         return kmip::run(args).await;
     }
-    // Azure authenticates by client certificate: no SigV4.
-    let (akid, secret) = if args.op.azure() {
+    // Azure authenticates by client certificate, CSE by tokens: no SigV4.
+    let (akid, secret) = if args.op.azure() || args.op.cse() {
         (String::new(), String::new())
     } else {
         credentials(&args)
@@ -506,22 +550,34 @@ async fn run(args: Args) {
         errors: AtomicU64::new(0),
         decrypt_body: None,
         wrapped: None,
+        tokens: Default::default(),
         target,
         args,
     };
-    if shared.args.op == Op::AzureUnwrap {
-        let mut c = connect(&shared).await.unwrap_or_else(|e| fail(e));
-        let (st, body) = send(&mut c, shared.build(Op::AzureWrap))
-            .await
-            .unwrap_or_else(|e| fail(e));
-        if st != 200 {
-            fail(format!(
-                "setup wrapkey: HTTP {st}: {}",
-                String::from_utf8_lossy(&body)
-            ));
-        }
-        let r: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| fail(e));
-        shared.wrapped = r["value"].as_str().map(str::to_owned);
+    if shared.args.op.cse() {
+        let read = |p: &Option<std::path::PathBuf>, what: &str| {
+            let p = p
+                .as_ref()
+                .unwrap_or_else(|| fail(format!("--{what} FILE is required with a cse op")));
+            std::fs::read_to_string(p)
+                .unwrap_or_else(|e| fail(format!("{}: {e}", p.display())))
+                .trim()
+                .to_owned()
+        };
+        shared.tokens = (
+            read(&shared.args.authn_token, "authn-token"),
+            read(&shared.args.authz_token, "authz-token"),
+        );
+    }
+    // An unwrap op unwraps one value wrapped at the start.
+    let setup = match shared.args.op {
+        Op::CseUnwrap => Some((Op::CseWrap, "wrapped_key")),
+        Op::AzureUnwrap => Some((Op::AzureWrap, "value")),
+        _ => None,
+    };
+    if let Some((wrap, field)) = setup {
+        let r = setup_call(&shared, wrap).await;
+        shared.wrapped = r[field].as_str().map(str::to_owned);
         shared.args.key_count = None;
     }
     if shared.args.op == Op::Decrypt {
@@ -567,6 +623,21 @@ async fn run(args: Args) {
             println!("{msg}");
         }
     }
+}
+
+/// One request made before the run (its answer, which must be 200).
+async fn setup_call(shared: &Shared, op: Op) -> serde_json::Value {
+    let mut c = connect(shared).await.unwrap_or_else(|e| fail(e));
+    let (st, body) = send(&mut c, shared.build(op))
+        .await
+        .unwrap_or_else(|e| fail(e));
+    if st != 200 {
+        fail(format!(
+            "setup {op:?}: HTTP {st}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    serde_json::from_slice(&body).unwrap_or_else(|e| fail(e))
 }
 
 /// One ciphertext (made now) to decrypt over and over.
