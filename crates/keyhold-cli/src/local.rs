@@ -190,7 +190,7 @@ pub(crate) enum StoreCmd {
         #[arg(long, value_parser = ["xks", "azure-ekm", "ms-dke", "google-cse"])]
         api: Option<String>,
         #[command(flatten)]
-        azure: AzureArgs,
+        azure: Box<AzureArgs>,
     },
     /// Choose the cloud API that serves a key store: xks (AWS KMS, SigV4
     /// credentials), azure-ekm (Azure Managed HSM, mutual TLS) or ms-dke
@@ -203,7 +203,7 @@ pub(crate) enum StoreCmd {
         #[arg(value_parser = ["xks", "azure-ekm", "ms-dke", "google-cse"])]
         api: String,
         #[command(flatten)]
-        azure: AzureArgs,
+        azure: Box<AzureArgs>,
     },
     /// List key stores.
     List,
@@ -292,6 +292,17 @@ pub(crate) struct AzureArgs {
     /// privilegedunwrap (bulk import, Takeout); repeat as needed.
     #[arg(long)]
     pub(crate) privileged: Vec<String>,
+    /// google-cse: a KACLS this one migrates keys with (its KACLS URL);
+    /// repeat as needed. Needs --signing-key.
+    #[arg(long)]
+    pub(crate) migration_peer: Vec<String>,
+    /// google-cse: a PEM file with the CA of the peers' HTTPS.
+    #[arg(long)]
+    pub(crate) peer_ca: Option<std::path::PathBuf>,
+    /// google-cse: the store's RSA key (usage SIGN,VERIFY) that signs this
+    /// KACLS's tokens (published at KACLS_URL/certs).
+    #[arg(long)]
+    pub(crate) signing_key: Option<String>,
 }
 
 impl AzureArgs {
@@ -365,6 +376,17 @@ impl AzureArgs {
         }
         if !self.privileged.is_empty() {
             v["privileged_users"] = self.privileged.clone().into();
+        }
+        if !self.migration_peer.is_empty() {
+            v["migration_peers"] = self.migration_peer.clone().into();
+        }
+        if let Some(p) = &self.peer_ca {
+            v["peer_ca_pem"] = std::fs::read_to_string(p)
+                .map_err(|e| format!("--peer-ca {}: {e}", p.display()))?
+                .into();
+        }
+        if let Some(k) = &self.signing_key {
+            v["signing_key"] = k.clone().into();
         }
         Ok(v)
     }

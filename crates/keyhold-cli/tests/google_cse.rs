@@ -20,14 +20,14 @@ const DRIVE: &str = "gsuitecse-tokenissuer-drive@system.gserviceaccount.com";
 const MIGRATION: &str = "apps-security-cse-kaclscommunication@system.gserviceaccount.com";
 const RESOURCE: &str = "//googleapis.com/drive/files/abc";
 
-struct Kacls {
+struct Kacls<'a> {
     base: String,
     ca: std::path::PathBuf,
-    users: Idp,
-    google: Idp,
+    users: &'a Idp,
+    google: &'a Idp,
 }
 
-impl Kacls {
+impl Kacls<'_> {
     fn authn(&self, email: &str, extra: Value) -> String {
         let now = keyhold_core::now();
         let mut c = json!({"iss": "https://idp.test", "aud": "test-client", "email": email,
@@ -171,8 +171,8 @@ fn google_workspace_wraps_and_unwraps_through_the_kacls() {
     let k = Kacls {
         base: base.clone(),
         ca: env.ca(),
-        users,
-        google,
+        users: &users,
+        google: &google,
     };
 
     // status, and CORS for Google's pages.
@@ -438,7 +438,7 @@ fn google_workspace_wraps_and_unwraps_through_the_kacls() {
         400,
     );
     // Methods not served, and GET on a POST method.
-    assert_error(&k.post("rewrap", json!({})), 501);
+    assert_error(&k.post("privatekeydecrypt", json!({})), 501);
     assert_error(
         &call(&k.ca, "GET", &format!("{base}/wrap"), None, None),
         405,
@@ -502,4 +502,184 @@ fn google_workspace_wraps_and_unwraps_through_the_kacls() {
     let listed = env.json(&["store", "show", "/cse"]);
     assert_eq!(listed[0]["api"], "google-cse");
     assert_eq!(listed[0]["google_cse"]["kacls_url"], base.as_str());
+}
+
+/// A KACLS with a store /cse (KEK `kek`, token-signing key `jwt`) served
+/// on its own hold-your-own-key listener: (server, its KACLS URL).
+fn kacls_server(env: &Env) -> (Server, String) {
+    env.run_ok(&["store", "create", "/cse"]);
+    env.run_ok(&["key", "create", "/cse", "kek"]);
+    env.run_ok(&[
+        "key",
+        "create",
+        "/cse",
+        "jwt",
+        "--type",
+        "rsa-2048",
+        "--usage",
+        "SIGN,VERIFY",
+    ]);
+    let server = env.serve(&[
+        "--hyok-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let out = env.dir.path().join("serve.stdout");
+    let mut port = 0u16;
+    eventually("the hold-your-own-key listener", || {
+        port = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("keyhold hyok on 127.0.0.1:"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    (server, format!("https://localhost:{port}/cse"))
+}
+
+fn bind(env: &Env, base: &str, users: &Idp, google: &Idp, peer: &str, peer_ca: &std::path::Path) {
+    env.run_ok(&[
+        "store",
+        "api",
+        "/cse",
+        "google-cse",
+        "--path-prefix",
+        "/cse",
+        "--kacls-url",
+        base,
+        "--kek",
+        "kek",
+        "--issuer",
+        "https://idp.test",
+        "--audience",
+        "test-client",
+        "--jwks-url",
+        &format!("https://localhost:{}/keys", users.port),
+        "--jwks-ca",
+        users.ca.to_str().unwrap(),
+        "--authz-jwks-url",
+        &format!("https://localhost:{}/keys", google.port),
+        "--authz-jwks-ca",
+        google.ca.to_str().unwrap(),
+        "--migration-peer",
+        peer,
+        "--peer-ca",
+        peer_ca.to_str().unwrap(),
+        "--signing-key",
+        "jwt",
+    ]);
+}
+
+/// Google's migration from KACLS 1 to KACLS 2, as the reference describes
+/// it: `rewrap` on KACLS 2 makes a token of its own (signed by its signing
+/// key, published at its /certs), calls KACLS 1's privilegedunwrap, which
+/// fetches KACLS 2's keys to check it, and wraps the key again under its
+/// own KEK; the new value unwraps on KACLS 2 to the same key, with the
+/// same resource key hash.
+#[test]
+fn keys_migrate_from_one_kacls_to_another() {
+    let one = Env::new();
+    let two = Env::new();
+    let idps = one.dir.path().join("idps");
+    let (ud, gd) = (idps.join("users"), idps.join("google"));
+    std::fs::create_dir_all(&ud).unwrap();
+    std::fs::create_dir_all(&gd).unwrap();
+    let (users, google) = (start_idp(&ud), start_idp(&gd));
+    let (_s1, base1) = kacls_server(&one);
+    let (_s2, base2) = kacls_server(&two);
+    bind(&one, &base1, &users, &google, &base2, &two.ca());
+    bind(&two, &base2, &users, &google, &base1, &one.ca());
+    let k1 = Kacls {
+        base: base1.clone(),
+        ca: one.ca(),
+        users: &users,
+        google: &google,
+    };
+    let k2 = Kacls {
+        base: base2.clone(),
+        ca: two.ca(),
+        users: &users,
+        google: &google,
+    };
+
+    let dek = b"a data key of thirty-two bytes!!".to_vec();
+    let w = k1.wrap(&dek, "alice@example.com");
+    assert_eq!(w.status, 200, "{w:?}");
+    let old = w.json()["wrapped_key"].as_str().unwrap().to_owned();
+
+    // KACLS 2 publishes its token keys.
+    let certs = call(&k2.ca, "GET", &format!("{base2}/certs"), None, None).json();
+    assert_eq!(certs["keys"][0]["kid"], "jwt-v1", "{certs}");
+    assert_eq!(certs["keys"][0]["kty"], "RSA");
+
+    let migrator = |kacls: &str| {
+        let now = keyhold_core::now();
+        google.mint(&json!({"iss": MIGRATION, "aud": "cse-authorization", "email": "alice@example.com",
+            "role": "migrator", "resource_name": RESOURCE, "kacls_url": kacls, "iat": now, "exp": now + 600}))
+    };
+    let r = k2.post(
+        "rewrap",
+        json!({"authorization": migrator(&base2), "original_kacls_url": base1,
+        "wrapped_key": old, "reason": "migration"}),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let new = r.json()["wrapped_key"].as_str().unwrap().to_owned();
+    assert_eq!(
+        r.json()["resource_key_hash"],
+        expected_hash(&dek, RESOURCE, "")
+    );
+    assert_ne!(new, old);
+    let u = k2.unwrap(
+        &new,
+        k2.authn("alice@example.com", json!({})),
+        k2.authz("alice@example.com", "reader", json!({})),
+    );
+    assert_eq!(u.status, 200, "{u:?}");
+    assert_eq!(B64.decode(u.json()["key"].as_str().unwrap()).unwrap(), dek);
+    // KACLS 1 recorded who unwrapped: KACLS 2, by its token.
+    let rec = one.json(&[
+        "audit",
+        "query",
+        "--frontend",
+        "google-cse",
+        "--operation",
+        "privilegedunwrap",
+    ]);
+    assert!(
+        rec.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["actor"] == format!("kacls:{base2}") && r["result"] == "OK"),
+        "{rec}"
+    );
+
+    // Only peers: another original KACLS is refused before any call, and
+    // a migrator token for another KACLS too.
+    assert_error(
+        &k2.post(
+            "rewrap",
+            json!({"authorization": migrator(&base2),
+        "original_kacls_url": "https://evil.example/cse", "wrapped_key": old}),
+        ),
+        403,
+    );
+    assert_error(
+        &k2.post(
+            "rewrap",
+            json!({"authorization": migrator(&base1),
+        "original_kacls_url": base1, "wrapped_key": old}),
+        ),
+        403,
+    );
+    // A writer may not rewrap.
+    assert_error(
+        &k2.post(
+            "rewrap",
+            json!({"authorization": k2.authz("alice@example.com", "writer", json!({})),
+        "original_kacls_url": base1, "wrapped_key": old}),
+        ),
+        403,
+    );
 }

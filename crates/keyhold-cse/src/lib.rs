@@ -48,13 +48,16 @@ pub const GOOGLE_CSE_ORIGIN: &str = "https://client-side-encryption.google.com";
 /// The audience of Google's authorization tokens.
 pub const AUTHZ_AUDIENCE: &str = "cse-authorization";
 /// The operations served, as `status` lists them.
-pub const OPERATIONS: [&str; 5] = [
+pub const OPERATIONS: [&str; 6] = [
     "wrap",
     "unwrap",
     "digest",
     "privilegedwrap",
     "privilegedunwrap",
+    "rewrap",
 ];
+/// The audience of the tokens one KACLS gives another in a migration.
+pub const MIGRATION_AUDIENCE: &str = "kacls-migration";
 
 /// Largest data key wrapped (Google's limit).
 const MAX_KEY: usize = 128;
@@ -322,17 +325,18 @@ impl CseApi {
         }
         let op = OPERATIONS
             .iter()
-            .chain(["status"].iter())
+            .chain(["status", "certs"].iter())
             .find(|o| **o == method)
             .copied()
             .unwrap_or("-");
         let mut h = Handled::new(op);
         match (req.method(), op) {
             (&Method::GET, "status") => h.result = Ok(self.status()),
-            (_, "status") | (&Method::GET, _) if op != "-" => {
+            (&Method::GET, "certs") => h.result = self.certs(&store, &binding),
+            (_, "status" | "certs") | (&Method::GET, _) if op != "-" => {
                 h.result = Err(CseError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
-                    "status is a GET; the other methods are POSTs",
+                    "status and certs are GETs; the other methods are POSTs",
                 ))
             }
             (&Method::POST, "-") => {
@@ -396,9 +400,14 @@ impl CseApi {
                 let roles: &[&str] = match op {
                     "wrap" => &["writer", "upgrader"],
                     "unwrap" => &["reader", "writer"],
+                    "rewrap" => &["migrator"],
                     _ => &["verifier"],
                 };
-                let authn = if op == "digest" { None } else { Some(&body) };
+                let authn = if matches!(op, "digest" | "rewrap") {
+                    None
+                } else {
+                    Some(&body)
+                };
                 self.caller(b, authn, &body, roles).await
             }
         };
@@ -411,6 +420,7 @@ impl CseApi {
         };
         h.caller = Some(caller.clone());
         let (result, facts) = match op {
+            "rewrap" => self.rewrap(store, b, &body, &caller, &h.reason).await,
             "wrap" | "privilegedwrap" => match b64("key", body.get("key"), MAX_KEY) {
                 Ok(dek) => self.run(store, b, Job::Wrap(dek), &caller).await,
                 Err(e) => (Err(e), UseFacts::default()),
@@ -537,6 +547,11 @@ impl CseApi {
             .get("authentication")
             .and_then(Value::as_str)
             .ok_or_else(|| CseError::unauthenticated("the authentication token is required"))?;
+        // Another KACLS migrating keys: its own token, its own keys.
+        let iss = keyhold_crypto::jwt::peek(t).ok().and_then(|u| u.iss);
+        if let Some(peer) = iss.filter(|i| b.migration_peers.contains(i)) {
+            return self.peer_caller(b, body, t, peer).await;
+        }
         let authn = self.idp_token(b, t).await?;
         let email = claim(&authn, "google_email")
             .or_else(|| claim(&authn, "email"))
@@ -558,6 +573,226 @@ impl CseApi {
             perimeter_id,
             token_id: claim(&authn, "jti").map(str::to_owned),
         })
+    }
+
+    /// A peer KACLS calling privilegedunwrap in a migration: its token is
+    /// checked with the keys it publishes at `{its URL}/certs`, and must
+    /// name this KACLS and the resource asked for.
+    async fn peer_caller(
+        &self,
+        b: &CseBinding,
+        body: &Map<String, Value>,
+        token: &str,
+        peer: String,
+    ) -> Result<Caller, CseError> {
+        let issuer = Issuer {
+            issuers: vec![peer.clone()],
+            audiences: vec![MIGRATION_AUDIENCE.to_owned()],
+            jwks_url: format!("{peer}/certs"),
+            jwks_ca_pem: b.peer_ca_pem.clone(),
+        };
+        let claims = self.verify(token, &issuer, "KACLS migration").await?;
+        if claim(&claims, "kacls_url") != Some(b.kacls_url.as_str()) {
+            return Err(CseError::forbidden(
+                "the KACLS token is for another KACLS (kacls_url)",
+            ));
+        }
+        let resource_name = text(body, "resource_name", MAX_RESOURCE, true)?.to_owned();
+        if claim(&claims, "resource_name") != Some(resource_name.as_str()) {
+            return Err(CseError::forbidden(
+                "the KACLS token is for another resource",
+            ));
+        }
+        Ok(Caller {
+            email: format!("kacls:{peer}"),
+            role: "migration".into(),
+            resource_name,
+            perimeter_id: String::new(),
+            token_id: claim(&claims, "jti").map(str::to_owned),
+        })
+    }
+
+    /// `GET certs`: the public keys of this KACLS's token-signing key, one
+    /// per version (key id `{key}-v{version}`).
+    fn certs(&self, store: &StorePrefix, b: &CseBinding) -> Result<HttpResponse, CseError> {
+        let Some(sk) = &b.signing_key else {
+            return Err(CseError::new(
+                StatusCode::NOT_FOUND,
+                "this KACLS signs no tokens (no signing key)",
+            ));
+        };
+        let id = keyhold_core::KeyId::parse(sk).map_err(CseError::from)?;
+        let current = self.service.published_key(store, sk)?.version;
+        let keys: Vec<Value> = (1..=current)
+            .filter_map(|v| {
+                let (_, spki) = self.service.public_key(store, &id, Some(v)).ok()?;
+                keyhold_crypto::jwt::rsa_public_jwk(&spki, &format!("{sk}-v{v}")).ok()
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "keys": keys }),
+        ))
+    }
+
+    /// `rewrap` (migration into this KACLS): a token of our own for the
+    /// original KACLS, its privilegedunwrap, then a wrap under our KEK.
+    async fn rewrap(
+        self: &Arc<Self>,
+        store: &StorePrefix,
+        b: &CseBinding,
+        body: &Map<String, Value>,
+        c: &Caller,
+        reason: &str,
+    ) -> (Result<HttpResponse, CseError>, UseFacts) {
+        let none = UseFacts::default;
+        let original = match text(body, "original_kacls_url", 2048, true) {
+            Ok(o) => o.to_owned(),
+            Err(e) => return (Err(e), none()),
+        };
+        if !b.migration_peers.contains(&original) {
+            return (
+                Err(CseError::forbidden(
+                    "original_kacls_url is not a migration peer of this KACLS",
+                )),
+                none(),
+            );
+        }
+        let wrapped = match body.get("wrapped_key").and_then(Value::as_str) {
+            Some(w) if w.len() <= 4096 => w.to_owned(),
+            _ => {
+                return (
+                    Err(CseError::bad(
+                        "wrapped_key is required (base64, at most 4 KiB)",
+                    )),
+                    none(),
+                )
+            }
+        };
+        let token = match self.migration_token(store, b, &original, c).await {
+            Ok(t) => t,
+            Err(e) => return (Err(e), none()),
+        };
+        let req = serde_json::json!({
+            "authentication": token, "resource_name": c.resource_name,
+            "wrapped_key": wrapped, "reason": format!("rewrap by {}: {reason}", b.kacls_url),
+        });
+        let answer = keyhold_identity::https_request(
+            Method::POST,
+            &format!("{original}/privilegedunwrap"),
+            &b.peer_ca_pem,
+            Some(serde_json::to_vec(&req).unwrap_or_default()),
+            Duration::from_secs(10),
+        )
+        .await;
+        let dek = match answer {
+            Ok((200, body)) => {
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                match b64("key", v.get("key"), MAX_KEY) {
+                    Ok(k) => k,
+                    Err(_) => {
+                        return (
+                            Err(CseError::new(
+                                StatusCode::BAD_GATEWAY,
+                                "the original KACLS answered no key",
+                            )),
+                            none(),
+                        )
+                    }
+                }
+            }
+            Ok((status, body)) => {
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let why: String = v
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .take(200)
+                    .collect();
+                return (
+                    Err(CseError::new(
+                        if status < 500 {
+                            StatusCode::FORBIDDEN
+                        } else {
+                            StatusCode::BAD_GATEWAY
+                        },
+                        format!("the original KACLS refused the unwrap ({status}): {why}"),
+                    )),
+                    none(),
+                );
+            }
+            Err(e) => {
+                return (
+                    Err(CseError::new(
+                        StatusCode::BAD_GATEWAY,
+                        format!("the original KACLS cannot be reached: {e}"),
+                    )),
+                    none(),
+                )
+            }
+        };
+        self.run(store, b, Job::WrapWithHash(dek), c).await
+    }
+
+    /// A token of this KACLS for `original`'s privilegedunwrap, signed by
+    /// the store's signing key through the key service.
+    async fn migration_token(
+        self: &Arc<Self>,
+        store: &StorePrefix,
+        b: &CseBinding,
+        original: &str,
+        c: &Caller,
+    ) -> Result<String, CseError> {
+        let sk = b
+            .signing_key
+            .clone()
+            .ok_or_else(|| CseError::forbidden("this KACLS has no signing key for migrations"))?;
+        let api = Arc::clone(self);
+        let (store, kacls, original, c) = (
+            store.clone(),
+            b.kacls_url.clone(),
+            original.to_owned(),
+            c.clone(),
+        );
+        let job = move || -> Result<String, CseError> {
+            let version = api.service.published_key(&store, &sk)?.version;
+            let now = keyhold_core::now();
+            let claims = serde_json::json!({
+                "iss": kacls, "aud": MIGRATION_AUDIENCE, "kacls_url": original,
+                "resource_name": c.resource_name, "iat": now, "exp": now + 300,
+            });
+            let input =
+                keyhold_crypto::jwt::rs256_signing_input(&claims, &format!("{sk}-v{version}"));
+            let u = KeyUse {
+                store: &store,
+                key: &sk,
+                context: PolicyRequest {
+                    principal: Some(&c.email),
+                    ..PolicyRequest::default()
+                },
+            };
+            let signed = api
+                .service
+                .sign(
+                    &u,
+                    input.as_bytes(),
+                    keyhold_crypto::asym::SignScheme::RsaPkcs1(keyhold_crypto::asym::Hash::Sha256),
+                )
+                .result?;
+            Ok(keyhold_crypto::jwt::finish_rs256(&input, &signed.signature))
+        };
+        match self
+            .service
+            .run_blocking(self.config.hsm_timeout, job)
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(CseError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the signing key did not answer in time",
+            )),
+        }
     }
 
     async fn idp_token(
@@ -668,6 +903,10 @@ impl CseApi {
         c: &Caller,
     ) -> (Result<HttpResponse, CseError>, UseFacts) {
         let _inflight = self.service.request_guard();
+        let job_kind = match &job {
+            Job::WrapWithHash(_) => JobKind::WithHash,
+            _ => JobKind::Plain,
+        };
         let u = KeyUse {
             store,
             key: kek,
@@ -677,7 +916,8 @@ impl CseApi {
             },
         };
         match job {
-            Job::Wrap(dek) => {
+            Job::Wrap(dek) | Job::WrapWithHash(dek) => {
+                let with_hash = matches!(job_kind, JobKind::WithHash);
                 if c.perimeter_id.len() > blob::MAX_PERIMETER {
                     return (
                         Err(CseError::bad("perimeter_id is longer than 128 bytes")),
@@ -698,10 +938,12 @@ impl CseApi {
                 let r = used.result.map_err(CseError::from).map(|s| {
                     let h = blob::header(s.version, &c.perimeter_id, &c.resource_name);
                     let w = blob::assemble(&h, &s.iv, &s.ciphertext, &s.tag);
-                    json_response(
-                        StatusCode::OK,
-                        &serde_json::json!({ "wrapped_key": STANDARD.encode(w) }),
-                    )
+                    let mut v = serde_json::json!({ "wrapped_key": STANDARD.encode(w) });
+                    if with_hash {
+                        v["resource_key_hash"] =
+                            blob::resource_key_hash(&dek, &c.resource_name, &c.perimeter_id).into();
+                    }
+                    json_response(StatusCode::OK, &v)
                 });
                 (r, used.facts)
             }
@@ -825,8 +1067,15 @@ impl CseApi {
 
 enum Job {
     Wrap(Vec<u8>),
+    /// A wrap whose answer also gives the resource key hash (rewrap).
+    WrapWithHash(Vec<u8>),
     /// The wrapped key; whether only its resource key hash is wanted.
     Unwrap(Vec<u8>, bool),
+}
+
+enum JobKind {
+    Plain,
+    WithHash,
 }
 
 /// The perimeter: the user's address domain must be allowed.

@@ -5,7 +5,7 @@
 
 use crate::Issuer;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use keyhold_crypto::jwt::Jwks;
 use rustls::pki_types::pem::PemObject;
@@ -34,8 +34,8 @@ pub enum FetchError {
     Keys(String),
 }
 
-fn roots(issuer: &Issuer) -> Result<rustls::RootCertStore, FetchError> {
-    let pem = match &issuer.jwks_ca_pem {
+fn roots(ca_pem: &Option<String>) -> Result<rustls::RootCertStore, FetchError> {
+    let pem = match ca_pem {
         Some(p) => p.clone().into_bytes(),
         None => {
             std::fs::read(SYSTEM_CAS).map_err(|e| FetchError::Ca(format!("{SYSTEM_CAS}: {e}")))?
@@ -62,7 +62,42 @@ pub(crate) async fn get_jwks(issuer: &Issuer, timeout: Duration) -> Result<Jwks,
 }
 
 async fn get(issuer: &Issuer) -> Result<Jwks, FetchError> {
-    let url = &issuer.jwks_url;
+    let (status, body) = request(
+        hyper::Method::GET,
+        &issuer.jwks_url,
+        &issuer.jwks_ca_pem,
+        None,
+    )
+    .await?;
+    if status != 200 {
+        return Err(FetchError::Status(status));
+    }
+    Jwks::parse(&body).map_err(|e| FetchError::Keys(e.to_string()))
+}
+
+/// One HTTPS request (HTTP/1.1; the server verified against `ca_pem` or
+/// the system's CAs), a JSON body if given; answers the status and body
+/// (at most 1 MiB). Plain HTTP is refused.
+pub async fn https_request(
+    method: hyper::Method,
+    url: &str,
+    ca_pem: &Option<String>,
+    json_body: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<(u16, Bytes), FetchError> {
+    match tokio::time::timeout(timeout, request(method, url, ca_pem, json_body)).await {
+        Ok(r) => r,
+        Err(_) => Err(FetchError::Timeout(timeout)),
+    }
+}
+
+async fn request(
+    method: hyper::Method,
+    url: &str,
+    ca_pem: &Option<String>,
+    json_body: Option<Vec<u8>>,
+) -> Result<(u16, Bytes), FetchError> {
+    let url = &url.to_owned();
     let uri: hyper::Uri = url.parse().map_err(|_| FetchError::NotHttps(url.clone()))?;
     if uri.scheme_str() != Some("https") {
         return Err(FetchError::NotHttps(url.clone()));
@@ -79,7 +114,7 @@ async fn get(issuer: &Issuer) -> Result<Jwks, FetchError> {
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| FetchError::Network(e.to_string()))?
-    .with_root_certificates(roots(issuer)?)
+    .with_root_certificates(roots(ca_pem)?)
     .with_no_client_auth();
     let name =
         ServerName::try_from(host.clone()).map_err(|e| FetchError::Network(e.to_string()))?;
@@ -97,23 +132,27 @@ async fn get(issuer: &Issuer) -> Result<Jwks, FetchError> {
     tokio::spawn(conn);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let authority = uri.authority().map_or(host.as_str(), |a| a.as_str());
-    let req = hyper::Request::get(path)
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::ACCEPT, "application/json")
-        .header(hyper::header::USER_AGENT, "keyhold")
-        .body(Empty::<Bytes>::new())
+        .header(hyper::header::USER_AGENT, "keyhold");
+    if json_body.is_some() {
+        req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(json_body.unwrap_or_default())))
         .map_err(|e| FetchError::Network(e.to_string()))?;
     let resp = sender
         .send_request(req)
         .await
         .map_err(|e| FetchError::Network(e.to_string()))?;
-    if resp.status() != hyper::StatusCode::OK {
-        return Err(FetchError::Status(resp.status().as_u16()));
-    }
+    let status = resp.status().as_u16();
     let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
         .map_err(|e| FetchError::Network(e.to_string()))?
         .to_bytes();
-    Jwks::parse(&body).map_err(|e| FetchError::Keys(e.to_string()))
+    Ok((status, body))
 }

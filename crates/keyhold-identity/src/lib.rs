@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use fetch::FetchError;
+pub use fetch::{https_request, FetchError};
 
 /// A token issuer Keyhold trusts for one purpose.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

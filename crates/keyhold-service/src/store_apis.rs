@@ -139,6 +139,18 @@ pub struct CseBinding {
     /// Takeout): addresses, or `@domain`.
     #[serde(default)]
     pub privileged_users: Vec<String>,
+    /// The KACLS this one migrates keys with (their KACLS URLs): the only
+    /// `original_kacls_url` a rewrap calls, and the only issuers of KACLS
+    /// tokens privilegedunwrap accepts (keys at `{url}/certs`).
+    #[serde(default)]
+    pub migration_peers: Vec<String>,
+    /// The CA (PEM) the peers' HTTPS must chain to (absent: the system's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_ca_pem: Option<String>,
+    /// The RSA key of this store that signs this KACLS's own tokens (for
+    /// rewrap), published at `{kacls_url}/certs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
 }
 
 /// Whether `email` is one of `list` (any case) or in one of its `@domain`s.

@@ -204,6 +204,9 @@ pub struct CseView {
     pub allowed_domains: Vec<String>,
     pub allow_guests: bool,
     pub privileged_users: Vec<String>,
+    pub migration_peers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
 }
 
 /// Which cloud API serves a key store: `xks` (the default; AWS KMS with
@@ -277,6 +280,15 @@ pub struct SetStoreApi {
     /// google-cse: who may call privilegedwrap / privilegedunwrap.
     #[serde(default)]
     pub privileged_users: Option<Vec<String>>,
+    /// google-cse: the KACLS URLs this one migrates keys with (rewrap).
+    #[serde(default)]
+    pub migration_peers: Option<Vec<String>>,
+    /// google-cse: the CA (PEM) of the peers' HTTPS.
+    #[serde(default)]
+    pub peer_ca_pem: Option<String>,
+    /// google-cse: the store's RSA key (SIGN) that signs this KACLS's tokens.
+    #[serde(default)]
+    pub signing_key: Option<String>,
 }
 
 /// Entra ID's signing keys (v1 tokens, issuer sts.windows.net).
@@ -676,6 +688,8 @@ impl AdminOps {
                 allowed_domains: b.allowed_domains.clone(),
                 allow_guests: b.allow_guests,
                 privileged_users: b.privileged_users.clone(),
+                migration_peers: b.migration_peers.clone(),
+                signing_key: b.signing_key.clone(),
             }),
             _ => None,
         };
@@ -961,7 +975,10 @@ fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
         || req.authz_jwks_ca_pem.is_some()
         || req.allowed_domains.is_some()
         || req.allow_guests.is_some()
-        || req.privileged_users.is_some();
+        || req.privileged_users.is_some()
+        || req.migration_peers.is_some()
+        || req.peer_ca_pem.is_some()
+        || req.signing_key.is_some();
     let dke_fields = req.issuers.is_some()
         || req.audience.is_some()
         || req.jwks_url.is_some()
@@ -1007,7 +1024,11 @@ fn store_api(req: &SetStoreApi) -> OpResult<keyhold_service::StoreApi> {
                 allowed_domains: req.allowed_domains.clone().unwrap_or_default(),
                 allow_guests: req.allow_guests.unwrap_or(false),
                 privileged_users: req.privileged_users.clone().unwrap_or_default(),
+                migration_peers: req.migration_peers.clone().unwrap_or_default(),
+                peer_ca_pem: req.peer_ca_pem.clone(),
+                signing_key: req.signing_key.clone(),
             };
+            check_ca(&b.peer_ca_pem)?;
             check_ca(&b.idp_jwks_ca_pem)?;
             check_ca(&b.authz_jwks_ca_pem)?;
             b.validate()?;
