@@ -10,4 +10,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(b.perimeter.len() <= 128);
         assert!(b.header.len() + 12 + b.ciphertext.len() + 16 == data.len());
     }
+    if let Some(b) = keyhold_cse::blob::parse_private(data) {
+        assert_eq!((b.iv.len(), b.tag.len()), (12, 16));
+        assert!(b.header.len() + 12 + b.ciphertext.len() + 16 == data.len());
+    }
 });

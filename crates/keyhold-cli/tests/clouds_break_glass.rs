@@ -124,30 +124,7 @@ fn lockdown_and_store_disable_reach_every_cloud() {
         "@contoso.test",
     ]);
     let kacls = format!("{hyok}/cse");
-    env.run_ok(&[
-        "store",
-        "api",
-        "/cse",
-        "google-cse",
-        "--path-prefix",
-        "/cse",
-        "--kacls-url",
-        &kacls,
-        "--kek",
-        "kek",
-        "--issuer",
-        "https://idp.test",
-        "--audience",
-        "test-client",
-        "--jwks-url",
-        &format!("https://localhost:{}/keys", users.port),
-        "--jwks-ca",
-        users.ca.to_str().unwrap(),
-        "--authz-jwks-url",
-        &format!("https://localhost:{}/keys", google.port),
-        "--authz-jwks-ca",
-        google.ca.to_str().unwrap(),
-    ]);
+    bind_cse(&env, &kacls, users, google, &[]);
     let data_ca = env.ca();
     let now = keyhold_core::now();
 

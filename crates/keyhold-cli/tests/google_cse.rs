@@ -140,34 +140,18 @@ fn google_workspace_wraps_and_unwraps_through_the_kacls() {
         port != 0
     });
     let base = format!("https://localhost:{port}/cse");
-    env.run_ok(&[
-        "store",
-        "api",
-        "/cse",
-        "google-cse",
-        "--path-prefix",
-        "/cse",
-        "--kacls-url",
+    bind_cse(
+        &env,
         &base,
-        "--kek",
-        "kek",
-        "--issuer",
-        "https://idp.test",
-        "--audience",
-        "test-client",
-        "--jwks-url",
-        &format!("https://localhost:{}/keys", users.port),
-        "--jwks-ca",
-        users.ca.to_str().unwrap(),
-        "--authz-jwks-url",
-        &format!("https://localhost:{}/keys", google.port),
-        "--authz-jwks-ca",
-        google.ca.to_str().unwrap(),
-        "--allow-domain",
-        "example.com",
-        "--privileged",
-        "admin@example.com",
-    ]);
+        &users,
+        &google,
+        &[
+            "--allow-domain",
+            "example.com",
+            "--privileged",
+            "admin@example.com",
+        ],
+    );
     let k = Kacls {
         base: base.clone(),
         ca: env.ca(),
@@ -438,7 +422,7 @@ fn google_workspace_wraps_and_unwraps_through_the_kacls() {
         400,
     );
     // Methods not served, and GET on a POST method.
-    assert_error(&k.post("privatekeydecrypt", json!({})), 501);
+    assert_error(&k.post("delegate", json!({})), 501);
     assert_error(
         &call(&k.ca, "GET", &format!("{base}/wrap"), None, None),
         405,
@@ -540,36 +524,20 @@ fn kacls_server(env: &Env) -> (Server, String) {
 }
 
 fn bind(env: &Env, base: &str, users: &Idp, google: &Idp, peer: &str, peer_ca: &std::path::Path) {
-    env.run_ok(&[
-        "store",
-        "api",
-        "/cse",
-        "google-cse",
-        "--path-prefix",
-        "/cse",
-        "--kacls-url",
+    bind_cse(
+        env,
         base,
-        "--kek",
-        "kek",
-        "--issuer",
-        "https://idp.test",
-        "--audience",
-        "test-client",
-        "--jwks-url",
-        &format!("https://localhost:{}/keys", users.port),
-        "--jwks-ca",
-        users.ca.to_str().unwrap(),
-        "--authz-jwks-url",
-        &format!("https://localhost:{}/keys", google.port),
-        "--authz-jwks-ca",
-        google.ca.to_str().unwrap(),
-        "--migration-peer",
-        peer,
-        "--peer-ca",
-        peer_ca.to_str().unwrap(),
-        "--signing-key",
-        "jwt",
-    ]);
+        users,
+        google,
+        &[
+            "--migration-peer",
+            peer,
+            "--peer-ca",
+            peer_ca.to_str().unwrap(),
+            "--signing-key",
+            "jwt",
+        ],
+    );
 }
 
 /// Google's migration from KACLS 1 to KACLS 2, as the reference describes
@@ -682,4 +650,211 @@ fn keys_migrate_from_one_kacls_to_another() {
         ),
         403,
     );
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Gmail's S/MIME keys: an administrator wraps a private key with
+/// `wrapprivatekey`; a user's client decrypts a message key (PKCS#1 v1.5,
+/// and OAEP with SHA-256) and signs a digest with it, under Gmail's
+/// authorization for that very public key (`spki_hash`); the privileged
+/// decrypt checks the hash it is given. OpenSSL makes the key, encrypts
+/// and verifies.
+#[test]
+fn gmail_private_keys_decrypt_and_sign() {
+    let env = Env::new();
+    let dir = env.dir.path().to_path_buf();
+    let (ud, gd) = (dir.join("users"), dir.join("google"));
+    std::fs::create_dir_all(&ud).unwrap();
+    std::fs::create_dir_all(&gd).unwrap();
+    let (users, google) = (start_idp(&ud), start_idp(&gd));
+    let (_s, base) = kacls_server(&env);
+    bind_cse(
+        &env,
+        &base,
+        &users,
+        &google,
+        &["--privileged", "admin@example.com"],
+    );
+    let k = Kacls {
+        base: base.clone(),
+        ca: env.ca(),
+        users: &users,
+        google: &google,
+    };
+    openssl(
+        &dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "smime.pem",
+        ],
+    );
+    openssl(
+        &dir,
+        &["pkey", "-in", "smime.pem", "-pubout", "-out", "pub.pem"],
+    );
+    let spki = openssl(
+        &dir,
+        &["pkey", "-in", "smime.pem", "-pubout", "-outform", "DER"],
+    );
+    let spki_hash = B64.encode(keyhold_crypto::asym::digest(
+        keyhold_crypto::asym::Hash::Sha256,
+        &spki,
+    ));
+    let pem = std::fs::read_to_string(dir.join("smime.pem")).unwrap();
+
+    let w = k.post(
+        "wrapprivatekey",
+        json!({"authentication": k.authn("admin@example.com", json!({})),
+        "private_key": pem, "perimeter_id": ""}),
+    );
+    assert_eq!(w.status, 200, "{w:?}");
+    let wrapped = w.json()["wrapped_private_key"].as_str().unwrap().to_owned();
+    assert!(!wrapped.contains("PRIVATE"), "wrapped, not the PEM");
+    // Only an administrator wraps private keys.
+    assert_error(
+        &k.post(
+            "wrapprivatekey",
+            json!({"authentication": k.authn("alice@example.com", json!({})), "private_key": pem}),
+        ),
+        403,
+    );
+
+    let gmail = |role: &str, spki: &str| {
+        let now = keyhold_core::now();
+        k.google.mint(&json!({"iss": "gsuitecse-tokenissuer-gmail@system.gserviceaccount.com", "aud": "cse-authorization",
+            "email": "alice@example.com", "role": role, "kacls_url": base, "spki_hash": spki, "spki_hash_algorithm": "SHA-256",
+            "resource_name": "//gmail.googleapis.com/gmail/users/alice@example.com/settings/cse/keypairs/1",
+            "message_id": "<m1@example.com>", "iat": now, "exp": now + 600}))
+    };
+    // A message key, encrypted by OpenSSL with PKCS#1 v1.5 and with OAEP.
+    std::fs::write(dir.join("dek"), b"message key 0123456789abcdef!!").unwrap();
+    let ct_pkcs1 = openssl(
+        &dir,
+        &[
+            "pkeyutl", "-encrypt", "-pubin", "-inkey", "pub.pem", "-in", "dek",
+        ],
+    );
+    let ct_oaep = openssl(
+        &dir,
+        &[
+            "pkeyutl",
+            "-encrypt",
+            "-pubin",
+            "-inkey",
+            "pub.pem",
+            "-in",
+            "dek",
+            "-pkeyopt",
+            "rsa_padding_mode:oaep",
+            "-pkeyopt",
+            "rsa_oaep_md:sha256",
+            "-pkeyopt",
+            "rsa_mgf1_md:sha256",
+        ],
+    );
+    for (alg, ct) in [
+        ("RSA/ECB/PKCS1Padding", &ct_pkcs1),
+        ("RSA/ECB/OAEPwithSHA-256andMGF1Padding", &ct_oaep),
+    ] {
+        let d = k.post("privatekeydecrypt", json!({"authentication": k.authn("alice@example.com", json!({})),
+            "authorization": gmail("decrypter", &spki_hash), "algorithm": alg,
+            "encrypted_data_encryption_key": B64.encode(ct), "wrapped_private_key": wrapped, "reason": "read"}));
+        assert_eq!(d.status, 200, "{alg}: {d:?}");
+        assert_eq!(
+            B64.decode(d.json()["data_encryption_key"].as_str().unwrap())
+                .unwrap(),
+            b"message key 0123456789abcdef!!"
+        );
+    }
+    // A signature over the digest of the signed attributes, which OpenSSL
+    // verifies as a signature of them.
+    std::fs::write(dir.join("attrs"), b"signed attributes of an S/MIME message").unwrap();
+    let digest = keyhold_crypto::asym::digest(
+        keyhold_crypto::asym::Hash::Sha256,
+        b"signed attributes of an S/MIME message",
+    );
+    let s = k.post("privatekeysign", json!({"authentication": k.authn("alice@example.com", json!({})),
+        "authorization": gmail("signer", &spki_hash), "algorithm": "SHA256withRSA", "digest": B64.encode(&digest),
+        "wrapped_private_key": wrapped, "reason": "send"}));
+    assert_eq!(s.status, 200, "{s:?}");
+    std::fs::write(
+        dir.join("sig"),
+        B64.decode(s.json()["signature"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let v = Command::new("openssl")
+        .current_dir(&dir)
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            "pub.pem",
+            "-signature",
+            "sig",
+            "attrs",
+        ])
+        .output()
+        .unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+
+    // The authorization must be for this key, and the role for the method.
+    let decrypt = |role: &str, spki: &str, alg: &str, ct: &[u8]| {
+        k.post(
+            "privatekeydecrypt",
+            json!({"authentication": k.authn("alice@example.com", json!({})),
+            "authorization": gmail(role, spki), "algorithm": alg,
+            "encrypted_data_encryption_key": B64.encode(ct), "wrapped_private_key": wrapped}),
+        )
+    };
+    let other = B64.encode([7u8; 32]);
+    assert_error(
+        &decrypt("decrypter", &other, "RSA/ECB/PKCS1Padding", &ct_pkcs1),
+        403,
+    );
+    assert_error(
+        &decrypt("signer", &spki_hash, "RSA/ECB/PKCS1Padding", &ct_pkcs1),
+        403,
+    );
+    // Unknown algorithm, damaged ciphertext: 400.
+    assert_error(
+        &decrypt("decrypter", &spki_hash, "RSA/NONE/NoPadding", &ct_pkcs1),
+        400,
+    );
+    let mut bad = ct_oaep.clone();
+    bad[3] ^= 1;
+    assert_error(
+        &decrypt(
+            "decrypter",
+            &spki_hash,
+            "RSA/ECB/OAEPwithSHA-256andMGF1Padding",
+            &bad,
+        ),
+        400,
+    );
+    // The privileged decrypt (Gmail export) checks the hash it is given.
+    let pd = |hash: &str| {
+        k.post("privilegedprivatekeydecrypt", json!({"authentication": k.authn("admin@example.com", json!({})),
+        "algorithm": "RSA/ECB/PKCS1Padding", "encrypted_data_encryption_key": B64.encode(&ct_pkcs1),
+        "spki_hash": hash, "spki_hash_algorithm": "SHA-256", "wrapped_private_key": wrapped, "reason": "export"}))
+    };
+    assert_eq!(pd(&spki_hash).status, 200);
+    assert_error(&pd(&other), 403);
 }

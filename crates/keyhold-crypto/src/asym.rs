@@ -291,7 +291,54 @@ impl PrivateKey {
     }
 }
 
-/// DER of a SEQUENCE of unsigned INTEGERs (big-endian magnitudes).
+impl PrivateKey {
+    /// RSAES-PKCS1-v1_5 decryption (S/MIME's `RSA/ECB/PKCS1Padding`): a
+    /// value that does not decrypt is `AuthenticationFailed`, nothing more
+    /// said (the implementation is constant-time).
+    pub fn pkcs1_decrypt(&self, ciphertext: &[u8]) -> Result<SecretBytes, CryptoError> {
+        use aws_lc_rs::rsa::Pkcs1PrivateDecryptingKey;
+        let Parsed::Rsa { pair, .. } = &self.0 else {
+            return Err(CryptoError::Failed);
+        };
+        let pkcs8: Pkcs8V1Der<'static> = pair.as_der().map_err(failed)?;
+        let dk = PrivateDecryptingKey::from_pkcs8(pkcs8.as_ref()).map_err(failed)?;
+        let k = Pkcs1PrivateDecryptingKey::new(dk).map_err(failed)?;
+        let mut out = zeroize::Zeroizing::new(vec![0u8; k.min_output_size()]);
+        let n = k
+            .decrypt(ciphertext, &mut out)
+            .map_err(|_| CryptoError::AuthenticationFailed)?
+            .len();
+        out.truncate(n);
+        Ok(SecretBytes::new(std::mem::take(&mut *out)))
+    }
+
+    /// Signs `digest`, the hash of a message made elsewhere (S/MIME signs
+    /// the hash of its signed attributes): RSA PKCS#1 v1.5 or PSS (salt as
+    /// long as the hash); the digest's length must be the hash's.
+    pub fn sign_digest(&self, scheme: SignScheme, digest: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let (Parsed::Rsa { pair, .. }, SignScheme::RsaPkcs1(h) | SignScheme::RsaPss(h)) =
+            (&self.0, scheme)
+        else {
+            return Err(CryptoError::Failed);
+        };
+        let alg = match h {
+            Hash::Sha1 => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            Hash::Sha256 => &aws_lc_rs::digest::SHA256,
+            Hash::Sha384 => &aws_lc_rs::digest::SHA384,
+            Hash::Sha512 => &aws_lc_rs::digest::SHA512,
+        };
+        if digest.len() != hash_len(h) {
+            return Err(CryptoError::Failed);
+        }
+        let d = aws_lc_rs::digest::Digest::import_less_safe(digest, alg).map_err(failed)?;
+        let mut out = vec![0u8; pair.public_modulus_len()];
+        pair.sign_digest(rsa_signing(scheme)?, &d, &mut out)
+            .map_err(failed)?;
+        Ok(out)
+    }
+}
+
+/// DER of a SEQUENCE of unsigned INTEGERs (big-endian magnitudes)./// DER of a SEQUENCE of unsigned INTEGERs (big-endian magnitudes).
 fn der_uint_sequence(values: &[&[u8]]) -> Result<Vec<u8>, CryptoError> {
     use pkcs8::der::{asn1::UintRef, Encode, Header, Tag};
     let mut body = Vec::new();
@@ -618,6 +665,37 @@ pub fn oaep_decrypt(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pkcs1_decryption_and_signatures_over_digests() {
+        let p = generate(PairKind::Rsa(2048)).unwrap();
+        let k = PrivateKey::parse(p.private.expose()).unwrap();
+        // PKCS#1 v1.5 encryption with the public key (aws-lc-rs).
+        let pubk = PublicEncryptingKey::from_der(&rsa_public_to_spki(&p.public).unwrap()).unwrap();
+        let enc = aws_lc_rs::rsa::Pkcs1PublicEncryptingKey::new(pubk).unwrap();
+        let mut ct = vec![0u8; enc.ciphertext_size()];
+        let ct = enc.encrypt(b"a content key", &mut ct).unwrap().to_vec();
+        assert_eq!(k.pkcs1_decrypt(&ct).unwrap().expose(), b"a content key");
+        let mut bad = ct.clone();
+        bad[7] ^= 1;
+        assert!(k.pkcs1_decrypt(&bad).is_err());
+        // A signature over a digest verifies as a signature of the message.
+        for scheme in [
+            SignScheme::RsaPkcs1(Hash::Sha256),
+            SignScheme::RsaPss(Hash::Sha256),
+        ] {
+            let s = k
+                .sign_digest(scheme, &digest(Hash::Sha256, b"signed attributes"))
+                .unwrap();
+            assert!(
+                verify(&p.public, scheme, b"signed attributes", &s).unwrap(),
+                "{scheme:?}"
+            );
+        }
+        assert!(k
+            .sign_digest(SignScheme::RsaPkcs1(Hash::Sha256), &[0; 20])
+            .is_err());
+    }
 
     #[test]
     fn every_kind_signs_and_verifies() {

@@ -116,6 +116,64 @@ pub(crate) fn assemble(header: &[u8], iv: &[u8], ciphertext: &[u8], tag: &[u8]) 
     [header, iv, ciphertext, tag].concat()
 }
 
+/// A wrapped private key (Gmail's S/MIME keys, `wrapprivatekey`):
+///
+/// ```text
+/// "KP" 0x01 | u32 KEK version | 32-byte SHA-256 of the public key's
+///          SubjectPublicKeyInfo | 12-byte IV | AES-256-GCM(PKCS#8) | tag
+/// ```
+///
+/// under the store's KEK, the additional authenticated data
+/// `"keyhold-cse-pk-v1\0"`, the store, the KEK's id and the header. The
+/// public key's hash in the clear lets `spki_hash` be checked before any
+/// decryption.
+pub(crate) const PK_MAGIC: &[u8; 3] = b"KP\x01";
+
+/// The parts of a wrapped private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateBlob<'a> {
+    pub version: u32,
+    pub spki_sha256: [u8; 32],
+    pub iv: &'a [u8],
+    pub ciphertext: &'a [u8],
+    pub tag: &'a [u8],
+    pub header: &'a [u8],
+}
+
+pub(crate) fn pk_header(version: u32, spki_sha256: &[u8; 32]) -> Vec<u8> {
+    [PK_MAGIC.as_slice(), &version.to_be_bytes(), spki_sha256].concat()
+}
+
+pub(crate) fn pk_aad(store: &str, kek: &str, header: &[u8]) -> Vec<u8> {
+    let mut a = b"keyhold-cse-pk-v1\0".to_vec();
+    for part in [store.as_bytes(), kek.as_bytes(), header] {
+        a.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        a.extend_from_slice(part);
+    }
+    a
+}
+
+/// Splits a wrapped private key; `None` when it is not one of ours.
+pub fn parse_private(b: &[u8]) -> Option<PrivateBlob<'_>> {
+    let rest = b.strip_prefix(PK_MAGIC.as_slice())?;
+    let version = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let spki_sha256: [u8; 32] = rest.get(4..36)?.try_into().ok()?;
+    let body = rest.get(36..)?;
+    if body.len() < 12 + 64 + 16 {
+        return None;
+    }
+    let (iv, rest) = body.split_at(12);
+    let (ciphertext, tag) = rest.split_at(rest.len() - 16);
+    Some(PrivateBlob {
+        version,
+        spki_sha256,
+        iv,
+        ciphertext,
+        tag,
+        header: &b[..PK_MAGIC.len() + 36],
+    })
+}
+
 /// Google's resource key hash: base64 of HMAC-SHA256 keyed with the data
 /// key over `"ResourceKeyDigest:" ‖ resource_name ‖ ":" ‖ perimeter_id`.
 pub fn resource_key_hash(dek: &[u8], resource_name: &str, perimeter_id: &str) -> String {

@@ -48,14 +48,20 @@ pub const GOOGLE_CSE_ORIGIN: &str = "https://client-side-encryption.google.com";
 /// The audience of Google's authorization tokens.
 pub const AUTHZ_AUDIENCE: &str = "cse-authorization";
 /// The operations served, as `status` lists them.
-pub const OPERATIONS: [&str; 6] = [
+pub const OPERATIONS: [&str; 10] = [
     "wrap",
     "unwrap",
     "digest",
     "privilegedwrap",
     "privilegedunwrap",
     "rewrap",
+    "wrapprivatekey",
+    "privatekeydecrypt",
+    "privatekeysign",
+    "privilegedprivatekeydecrypt",
 ];
+/// Largest wrapped private key (Google's limit).
+const MAX_WRAPPED_PRIVATE: usize = 8 * 1024;
 /// The audience of the tokens one KACLS gives another in a migration.
 pub const MIGRATION_AUDIENCE: &str = "kacls-migration";
 
@@ -213,6 +219,9 @@ struct Caller {
     resource_name: String,
     perimeter_id: String,
     token_id: Option<String>,
+    /// Gmail: the public key the authorization is for (base64 SHA-256
+    /// of its SubjectPublicKeyInfo).
+    spki_hash: Option<String>,
 }
 
 /// What handling one request produced, for the answer and its record.
@@ -395,12 +404,17 @@ impl CseApi {
             }
         }
         let caller = match op {
-            "privilegedwrap" | "privilegedunwrap" => self.privileged_caller(b, &body).await,
+            "privilegedwrap"
+            | "privilegedunwrap"
+            | "wrapprivatekey"
+            | "privilegedprivatekeydecrypt" => self.privileged_caller(b, &body).await,
             _ => {
                 let roles: &[&str] = match op {
                     "wrap" => &["writer", "upgrader"],
                     "unwrap" => &["reader", "writer"],
                     "rewrap" => &["migrator"],
+                    "privatekeydecrypt" => &["decrypter"],
+                    "privatekeysign" => &["signer"],
                     _ => &["verifier"],
                 };
                 let authn = if matches!(op, "digest" | "rewrap") {
@@ -421,6 +435,16 @@ impl CseApi {
         h.caller = Some(caller.clone());
         let (result, facts) = match op {
             "rewrap" => self.rewrap(store, b, &body, &caller, &h.reason).await,
+            "wrapprivatekey" => match private_key_input(&body) {
+                Ok(pkcs8) => self.run(store, b, Job::WrapPrivate(pkcs8), &caller).await,
+                Err(e) => (Err(e), UseFacts::default()),
+            },
+            "privatekeydecrypt" | "privatekeysign" | "privilegedprivatekeydecrypt" => {
+                match private_op_input(op, &body, &caller) {
+                    Ok(job) => self.run(store, b, job, &caller).await,
+                    Err(e) => (Err(e), UseFacts::default()),
+                }
+            }
             "wrap" | "privilegedwrap" => match b64("key", body.get("key"), MAX_KEY) {
                 Ok(dek) => self.run(store, b, Job::Wrap(dek), &caller).await,
                 Err(e) => (Err(e), UseFacts::default()),
@@ -533,6 +557,7 @@ impl CseApi {
             resource_name,
             perimeter_id: claim(&authz, "perimeter_id").unwrap_or_default().to_owned(),
             token_id: claim(&authz, "jti").map(str::to_owned),
+            spki_hash: claim(&authz, "spki_hash").map(str::to_owned),
         })
     }
 
@@ -564,7 +589,10 @@ impl CseApi {
             )));
         }
         check_perimeter(b, &email)?;
-        let resource_name = text(body, "resource_name", MAX_RESOURCE, true)?.to_owned();
+        // The private-key methods name no resource.
+        let needs_resource = body.get("private_key").is_none()
+            && body.get("encrypted_data_encryption_key").is_none();
+        let resource_name = text(body, "resource_name", MAX_RESOURCE, needs_resource)?.to_owned();
         let perimeter_id = text(body, "perimeter_id", blob::MAX_PERIMETER, false)?.to_owned();
         Ok(Caller {
             email,
@@ -572,6 +600,7 @@ impl CseApi {
             resource_name,
             perimeter_id,
             token_id: claim(&authn, "jti").map(str::to_owned),
+            spki_hash: None,
         })
     }
 
@@ -609,6 +638,7 @@ impl CseApi {
             resource_name,
             perimeter_id: String::new(),
             token_id: claim(&claims, "jti").map(str::to_owned),
+            spki_hash: None,
         })
     }
 
@@ -916,6 +946,105 @@ impl CseApi {
             },
         };
         match job {
+            Job::WrapPrivate(pkcs8) => {
+                let spki = match keyhold_crypto::asym::PrivateKey::parse(pkcs8.expose())
+                    .and_then(|k| k.public_spki())
+                {
+                    Ok(s) => s,
+                    Err(_) => {
+                        return (
+                            Err(CseError::bad("private_key is not usable")),
+                            UseFacts::default(),
+                        )
+                    }
+                };
+                let hash: [u8; 32] =
+                    keyhold_crypto::asym::digest(keyhold_crypto::asym::Hash::Sha256, &spki)
+                        .try_into()
+                        .unwrap_or([0; 32]);
+                let used =
+                    self.service
+                        .encrypt(&u, pkcs8.expose(), EncryptOptions::default(), |v| {
+                            Ok::<_, keyhold_core::Error>(blob::pk_aad(
+                                store.as_str(),
+                                kek,
+                                &blob::pk_header(v, &hash),
+                            ))
+                        });
+                let r = used.result.map_err(CseError::from).map(|s| {
+                    let w = blob::assemble(
+                        &blob::pk_header(s.version, &hash),
+                        &s.iv,
+                        &s.ciphertext,
+                        &s.tag,
+                    );
+                    json_response(
+                        StatusCode::OK,
+                        &serde_json::json!({ "wrapped_private_key": STANDARD.encode(w) }),
+                    )
+                });
+                (r, used.facts)
+            }
+            Job::Private(job) => {
+                let Some(parsed) = blob::parse_private(&job.wrapped) else {
+                    return (
+                        Err(CseError::bad(
+                            "the wrapped private key is not one this KACLS made",
+                        )),
+                        UseFacts::default(),
+                    );
+                };
+                let ours = STANDARD.encode(parsed.spki_sha256);
+                match &job.spki_hash {
+                    Some(h) if *h == ours => {}
+                    Some(_) => {
+                        return (
+                            Err(CseError::forbidden(
+                                "the wrapped private key is not the one spki_hash names",
+                            )),
+                            UseFacts::default(),
+                        )
+                    }
+                    None => {
+                        return (
+                            Err(CseError::forbidden(
+                                "the authorization names no public key (spki_hash)",
+                            )),
+                            UseFacts::default(),
+                        )
+                    }
+                }
+                let used = self.service.decrypt(&u, || {
+                    Ok::<_, keyhold_core::Error>(GcmInput {
+                        version: parsed.version,
+                        iv: parsed.iv,
+                        aad: blob::pk_aad(store.as_str(), kek, parsed.header),
+                        ciphertext: parsed.ciphertext,
+                        tag: parsed.tag,
+                    })
+                });
+                let r = used.result.map_err(CseError::from).and_then(|pkcs8| {
+                    let k = keyhold_crypto::asym::PrivateKey::parse(pkcs8.expose())
+                        .map_err(|_| CseError::new(StatusCode::INTERNAL_SERVER_ERROR, "the private key does not parse"))?;
+                    match job.op {
+                        PrivateOp::Decrypt { alg, ciphertext, label } => {
+                            let dek = match alg {
+                                PkDecrypt::Pkcs1 => k.pkcs1_decrypt(&ciphertext),
+                                PkDecrypt::Oaep(h) => k.oaep_decrypt(h, &ciphertext, label.as_deref()),
+                            }
+                            .map_err(|_| CseError::bad("encrypted_data_encryption_key does not decrypt with this key and algorithm"))?;
+                            Ok(json_response(StatusCode::OK, &serde_json::json!({ "data_encryption_key": STANDARD.encode(dek.expose()) })))
+                        }
+                        PrivateOp::Sign { scheme, digest } => {
+                            let sig = k
+                                .sign_digest(scheme, &digest)
+                                .map_err(|_| CseError::bad("digest is not a hash of the algorithm's length"))?;
+                            Ok(json_response(StatusCode::OK, &serde_json::json!({ "signature": STANDARD.encode(sig) })))
+                        }
+                    }
+                });
+                (r, used.facts)
+            }
             Job::Wrap(dek) | Job::WrapWithHash(dek) => {
                 let with_hash = matches!(job_kind, JobKind::WithHash);
                 if c.perimeter_id.len() > blob::MAX_PERIMETER {
@@ -1066,11 +1195,151 @@ impl CseApi {
 }
 
 enum Job {
+    /// A private key (PKCS#8) to wrap (Gmail).
+    WrapPrivate(keyhold_crypto::SecretBytes),
+    /// A wrapped private key to use.
+    Private(PrivateJob),
     Wrap(Vec<u8>),
     /// A wrap whose answer also gives the resource key hash (rewrap).
     WrapWithHash(Vec<u8>),
     /// The wrapped key; whether only its resource key hash is wanted.
     Unwrap(Vec<u8>, bool),
+}
+
+/// What to do with a wrapped private key.
+struct PrivateJob {
+    wrapped: Vec<u8>,
+    /// The base64 SHA-256 of the SubjectPublicKeyInfo the caller's token
+    /// (or body) is for: the key must be that one.
+    spki_hash: Option<String>,
+    op: PrivateOp,
+}
+
+enum PrivateOp {
+    Decrypt {
+        alg: PkDecrypt,
+        ciphertext: Vec<u8>,
+        label: Option<Vec<u8>>,
+    },
+    Sign {
+        scheme: keyhold_crypto::asym::SignScheme,
+        digest: Vec<u8>,
+    },
+}
+
+#[derive(Clone, Copy)]
+enum PkDecrypt {
+    Pkcs1,
+    Oaep(keyhold_crypto::asym::Hash),
+}
+
+/// `private_key` of wrapprivatekey: PEM (PKCS#8 or PKCS#1) or base64 DER;
+/// an RSA key (Gmail's S/MIME keys), answered as PKCS#8.
+fn private_key_input(body: &Map<String, Value>) -> Result<keyhold_crypto::SecretBytes, CseError> {
+    let text = body
+        .get("private_key")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CseError::bad("private_key is required (PEM, or base64 DER)"))?;
+    if text.len() > 16 * 1024 {
+        return Err(CseError::bad("private_key is larger than 16 KiB"));
+    }
+    let b64_part: String = if text.contains("-----BEGIN") {
+        text.lines().filter(|l| !l.starts_with("-----")).collect()
+    } else {
+        text.split_whitespace().collect()
+    };
+    let der = zeroize::Zeroizing::new(
+        STANDARD
+            .decode(b64_part.as_bytes())
+            .map_err(|_| CseError::bad("private_key is not PEM or base64 DER"))?,
+    );
+    let k = keyhold_crypto::asym::PrivateKey::parse(&der)
+        .map_err(|_| CseError::bad("private_key is not a private key Keyhold reads"))?;
+    if !matches!(k.kind(), keyhold_crypto::asym::PairKind::Rsa(_)) {
+        return Err(CseError::bad("private_key must be an RSA key (S/MIME)"));
+    }
+    keyhold_crypto::asym::rsa_private_to_pkcs8(&der)
+        .map_err(|_| CseError::bad("private_key cannot be read as PKCS#8"))
+}
+
+/// The job of privatekeydecrypt, privatekeysign and
+/// privilegedprivatekeydecrypt.
+fn private_op_input(op: &str, body: &Map<String, Value>, c: &Caller) -> Result<Job, CseError> {
+    use keyhold_crypto::asym::{Hash, SignScheme};
+    let wrapped = b64(
+        "wrapped_private_key",
+        body.get("wrapped_private_key"),
+        MAX_WRAPPED_PRIVATE,
+    )?;
+    let alg = text(body, "algorithm", 100, true)?;
+    let spki_hash = if op == "privilegedprivatekeydecrypt" {
+        if text(body, "spki_hash_algorithm", 20, true)? != "SHA-256" {
+            return Err(CseError::bad("spki_hash_algorithm must be SHA-256"));
+        }
+        Some(text(body, "spki_hash", 100, true)?.to_owned())
+    } else {
+        c.spki_hash.clone()
+    };
+    let op = if op == "privatekeysign" {
+        let scheme = match alg {
+            "SHA256withRSA" => SignScheme::RsaPkcs1(Hash::Sha256),
+            "SHA384withRSA" => SignScheme::RsaPkcs1(Hash::Sha384),
+            "SHA512withRSA" => SignScheme::RsaPkcs1(Hash::Sha512),
+            "SHA256withRSA/PSS" | "SHA256withRSAandMGF1" => SignScheme::RsaPss(Hash::Sha256),
+            "SHA384withRSA/PSS" | "SHA384withRSAandMGF1" => SignScheme::RsaPss(Hash::Sha384),
+            "SHA512withRSA/PSS" | "SHA512withRSAandMGF1" => SignScheme::RsaPss(Hash::Sha512),
+            other => {
+                return Err(CseError::bad(format!(
+                    "algorithm {:?} is not supported: SHA256withRSA, SHA384withRSA, SHA512withRSA, or their /PSS forms",
+                    other.chars().take(40).collect::<String>()
+                )))
+            }
+        };
+        if let (SignScheme::RsaPss(h), Some(salt)) = (scheme, body.get("rsa_pss_salt_length")) {
+            if salt.as_u64() != Some(keyhold_crypto::asym::hash_len(h) as u64) {
+                return Err(CseError::bad(
+                    "rsa_pss_salt_length must be the hash's length",
+                ));
+            }
+        }
+        PrivateOp::Sign {
+            scheme,
+            digest: b64("digest", body.get("digest"), 128)?,
+        }
+    } else {
+        let alg = match alg {
+            "RSA/ECB/PKCS1Padding" => PkDecrypt::Pkcs1,
+            "RSA/ECB/OAEPwithSHA-1andMGF1Padding" => PkDecrypt::Oaep(Hash::Sha1),
+            "RSA/ECB/OAEPwithSHA-256andMGF1Padding" => PkDecrypt::Oaep(Hash::Sha256),
+            "RSA/ECB/OAEPwithSHA-512andMGF1Padding" => PkDecrypt::Oaep(Hash::Sha512),
+            other => {
+                return Err(CseError::bad(format!(
+                    "algorithm {:?} is not supported: RSA/ECB/PKCS1Padding or RSA/ECB/OAEPwithSHA-1|256|512andMGF1Padding",
+                    other.chars().take(40).collect::<String>()
+                )))
+            }
+        };
+        let label = match body.get("rsa_oaep_label").and_then(Value::as_str) {
+            Some(l) if !l.is_empty() => {
+                Some(b64("rsa_oaep_label", body.get("rsa_oaep_label"), 1024)?)
+            }
+            _ => None,
+        };
+        PrivateOp::Decrypt {
+            alg,
+            ciphertext: b64(
+                "encrypted_data_encryption_key",
+                body.get("encrypted_data_encryption_key"),
+                1024,
+            )?,
+            label,
+        }
+    };
+    Ok(Job::Private(PrivateJob {
+        wrapped,
+        spki_hash,
+        op,
+    }))
 }
 
 enum JobKind {

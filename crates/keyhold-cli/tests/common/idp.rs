@@ -133,3 +133,43 @@ pub(crate) fn call(
         headers: std::fs::read_to_string(&hdr).unwrap_or_default(),
     }
 }
+
+/// Binds store /cse of `env` as a KACLS at `kacls_url` (KEK `kek`), whose
+/// users' tokens `users` signs (issuer https://idp.test, audience
+/// test-client) and Google's `google`; `extra` adds options.
+pub(crate) fn bind_cse(
+    env: &super::Env,
+    kacls_url: &str,
+    users: &Idp,
+    google: &Idp,
+    extra: &[&str],
+) {
+    let ujwks = format!("https://localhost:{}/keys", users.port);
+    let gjwks = format!("https://localhost:{}/keys", google.port);
+    let mut args = vec![
+        "store",
+        "api",
+        "/cse",
+        "google-cse",
+        "--path-prefix",
+        "/cse",
+        "--kacls-url",
+        kacls_url,
+        "--kek",
+        "kek",
+        "--issuer",
+        "https://idp.test",
+        "--audience",
+        "test-client",
+        "--jwks-url",
+        &ujwks,
+        "--jwks-ca",
+        users.ca.to_str().unwrap(),
+        "--authz-jwks-url",
+        &gjwks,
+        "--authz-jwks-ca",
+        google.ca.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    env.run_ok(&args);
+}
