@@ -422,7 +422,7 @@ fn google_workspace_wraps_and_unwraps_through_the_kacls() {
         400,
     );
     // Methods not served, and GET on a POST method.
-    assert_error(&k.post("delegate", json!({})), 501);
+    assert_error(&k.post("privatekeyencrypt", json!({})), 501);
     assert_error(
         &call(&k.ca, "GET", &format!("{base}/wrap"), None, None),
         405,
@@ -857,4 +857,103 @@ fn gmail_private_keys_decrypt_and_sign() {
     };
     assert_eq!(pd(&spki_hash).status, 200);
     assert_error(&pd(&other), 403);
+}
+
+/// `delegate`: a user's client asks for a short-lived token for a delegate
+/// (`delegated_to`) and one resource; the KACLS signs it with its own key,
+/// and accepts it as the delegate's authentication — only together with an
+/// authorization naming the same delegate and resource.
+#[test]
+fn delegated_tokens_serve_their_delegate_and_resource_only() {
+    let env = Env::new();
+    let dir = env.dir.path().to_path_buf();
+    let (ud, gd) = (dir.join("users"), dir.join("google"));
+    std::fs::create_dir_all(&ud).unwrap();
+    std::fs::create_dir_all(&gd).unwrap();
+    let (users, google) = (start_idp(&ud), start_idp(&gd));
+    let (_s, base) = kacls_server(&env);
+    bind_cse(&env, &base, &users, &google, &["--signing-key", "jwt"]);
+    let k = Kacls {
+        base: base.clone(),
+        ca: env.ca(),
+        users: &users,
+        google: &google,
+    };
+    let dek = [3u8; 32];
+    let w = k.wrap(&dek, "alice@example.com");
+    assert_eq!(w.status, 200, "{w:?}");
+    let wrapped = w.json()["wrapped_key"].as_str().unwrap().to_owned();
+
+    let delegating = json!({"delegated_to": "svc@example.com"});
+    let d = k.post("delegate", json!({"authentication": k.authn("alice@example.com", json!({})),
+        "authorization": k.authz("alice@example.com", "reader", delegating.clone()), "reason": "share"}));
+    assert_eq!(d.status, 200, "{d:?}");
+    let delegated = d.json()["delegated_authentication"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The delegate unwraps with it and a matching authorization.
+    let u = k.unwrap(
+        &wrapped,
+        delegated.clone(),
+        k.authz("alice@example.com", "reader", delegating.clone()),
+    );
+    assert_eq!(u.status, 200, "{u:?}");
+    assert_eq!(B64.decode(u.json()["key"].as_str().unwrap()).unwrap(), dek);
+    // Not without delegated_to in the authorization, not for another
+    // delegate or another resource.
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            delegated.clone(),
+            k.authz("alice@example.com", "reader", json!({})),
+        ),
+        403,
+    );
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            delegated.clone(),
+            k.authz(
+                "alice@example.com",
+                "reader",
+                json!({"delegated_to": "other@example.com"}),
+            ),
+        ),
+        403,
+    );
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            delegated.clone(),
+            k.authz(
+                "alice@example.com",
+                "reader",
+                json!({"delegated_to": "svc@example.com", "resource_name": "//other"}),
+            ),
+        ),
+        403,
+    );
+    // A delegation needs delegated_to; a tampered delegated token is refused.
+    assert_error(
+        &k.post(
+            "delegate",
+            json!({"authentication": k.authn("alice@example.com", json!({})),
+        "authorization": k.authz("alice@example.com", "reader", json!({}))}),
+        ),
+        400,
+    );
+    // (A signature byte in the middle: the last base64url character
+    // carries bits that decoding may drop.)
+    let mid = delegated.len() - 20;
+    let flip = if &delegated[mid..mid + 1] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flip}{}", &delegated[..mid], &delegated[mid + 1..]);
+    assert_error(
+        &k.unwrap(
+            &wrapped,
+            forged,
+            k.authz("alice@example.com", "reader", delegating),
+        ),
+        401,
+    );
 }

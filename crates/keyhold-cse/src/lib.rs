@@ -48,7 +48,7 @@ pub const GOOGLE_CSE_ORIGIN: &str = "https://client-side-encryption.google.com";
 /// The audience of Google's authorization tokens.
 pub const AUTHZ_AUDIENCE: &str = "cse-authorization";
 /// The operations served, as `status` lists them.
-pub const OPERATIONS: [&str; 10] = [
+pub const OPERATIONS: [&str; 11] = [
     "wrap",
     "unwrap",
     "digest",
@@ -59,6 +59,7 @@ pub const OPERATIONS: [&str; 10] = [
     "privatekeydecrypt",
     "privatekeysign",
     "privilegedprivatekeydecrypt",
+    "delegate",
 ];
 /// Largest wrapped private key (Google's limit).
 const MAX_WRAPPED_PRIVATE: usize = 8 * 1024;
@@ -222,6 +223,8 @@ struct Caller {
     /// Gmail: the public key the authorization is for (base64 SHA-256
     /// of its SubjectPublicKeyInfo).
     spki_hash: Option<String>,
+    /// `delegate`: who the authorization delegates to.
+    delegated_to: Option<String>,
 }
 
 /// What handling one request produced, for the answer and its record.
@@ -314,6 +317,15 @@ impl CseApi {
 
     pub fn service(&self) -> &Arc<KeyService> {
         &self.service
+    }
+
+    /// The key store a binding belongs to.
+    fn store_of(&self, b: &CseBinding) -> Option<StorePrefix> {
+        self.service
+            .store_apis()
+            .iter()
+            .find(|(_, a)| matches!(a, StoreApi::GoogleCse(x) if x == b))
+            .map(|(p, _)| p.clone())
     }
 
     /// Serves one request under a CSE store's prefix; `None` when no CSE
@@ -415,6 +427,7 @@ impl CseApi {
                     "rewrap" => &["migrator"],
                     "privatekeydecrypt" => &["decrypter"],
                     "privatekeysign" => &["signer"],
+                    "delegate" => &["reader", "writer", "decrypter", "signer"],
                     _ => &["verifier"],
                 };
                 let authn = if matches!(op, "digest" | "rewrap") {
@@ -435,6 +448,15 @@ impl CseApi {
         h.caller = Some(caller.clone());
         let (result, facts) = match op {
             "rewrap" => self.rewrap(store, b, &body, &caller, &h.reason).await,
+            "delegate" => match caller.delegated_to.clone() {
+                Some(d) => self.delegate(store, b, &caller, d).await,
+                None => (
+                    Err(CseError::bad(
+                        "the authorization token names no delegated_to",
+                    )),
+                    UseFacts::default(),
+                ),
+            },
             "wrapprivatekey" => match private_key_input(&body) {
                 Ok(pkcs8) => self.run(store, b, Job::WrapPrivate(pkcs8), &caller).await,
                 Err(e) => (Err(e), UseFacts::default()),
@@ -483,7 +505,18 @@ impl CseApi {
                     .ok_or_else(|| {
                         CseError::unauthenticated("the authentication token is required")
                     })?;
-                Some(self.idp_token(b, t).await?)
+                let ours = keyhold_crypto::jwt::peek(t)
+                    .ok()
+                    .and_then(|u| u.iss)
+                    .is_some_and(|i| i == b.kacls_url);
+                if ours {
+                    let store = self
+                        .store_of(b)
+                        .ok_or_else(|| CseError::unauthenticated("no such KACLS"))?;
+                    Some(self.own_token(&store, b, t)?)
+                } else {
+                    Some(self.idp_token(b, t).await?)
+                }
             }
             None => None,
         };
@@ -558,6 +591,7 @@ impl CseApi {
             perimeter_id: claim(&authz, "perimeter_id").unwrap_or_default().to_owned(),
             token_id: claim(&authz, "jti").map(str::to_owned),
             spki_hash: claim(&authz, "spki_hash").map(str::to_owned),
+            delegated_to: claim(&authz, "delegated_to").map(str::to_owned),
         })
     }
 
@@ -601,6 +635,7 @@ impl CseApi {
             perimeter_id,
             token_id: claim(&authn, "jti").map(str::to_owned),
             spki_hash: None,
+            delegated_to: None,
         })
     }
 
@@ -639,12 +674,18 @@ impl CseApi {
             perimeter_id: String::new(),
             token_id: claim(&claims, "jti").map(str::to_owned),
             spki_hash: None,
+            delegated_to: None,
         })
     }
 
     /// `GET certs`: the public keys of this KACLS's token-signing key, one
     /// per version (key id `{key}-v{version}`).
     fn certs(&self, store: &StorePrefix, b: &CseBinding) -> Result<HttpResponse, CseError> {
+        Ok(json_response(StatusCode::OK, &self.own_jwks(store, b)?))
+    }
+
+    /// The JWK set of this KACLS's token-signing key (every version).
+    fn own_jwks(&self, store: &StorePrefix, b: &CseBinding) -> Result<Value, CseError> {
         let Some(sk) = &b.signing_key else {
             return Err(CseError::new(
                 StatusCode::NOT_FOUND,
@@ -659,10 +700,100 @@ impl CseApi {
                 keyhold_crypto::jwt::rsa_public_jwk(&spki, &format!("{sk}-v{v}")).ok()
             })
             .collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &serde_json::json!({ "keys": keys }),
-        ))
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+
+    /// A delegated authentication token this KACLS issued (`delegate`),
+    /// checked with its own keys (no fetch).
+    fn own_token(
+        &self,
+        store: &StorePrefix,
+        b: &CseBinding,
+        token: &str,
+    ) -> Result<Arc<Map<String, Value>>, CseError> {
+        let jwks = self.own_jwks(store, b)?;
+        let keys = keyhold_crypto::jwt::Jwks::parse(jwks.to_string().as_bytes())
+            .map_err(|_| CseError::unauthenticated("this KACLS has no token keys"))?;
+        let me = vec![b.kacls_url.clone()];
+        let expect = keyhold_crypto::jwt::Expect {
+            issuers: &me,
+            audiences: &me,
+            leeway_s: 60,
+        };
+        keyhold_crypto::jwt::verify(token, &keys, &expect)
+            .map(Arc::new)
+            .map_err(|e| CseError::unauthenticated(format!("delegated token: {e}")))
+    }
+
+    /// `delegate`: a short-lived authentication token for `delegated_to`,
+    /// for one resource, signed by this KACLS (15 minutes).
+    async fn delegate(
+        self: &Arc<Self>,
+        store: &StorePrefix,
+        b: &CseBinding,
+        c: &Caller,
+        delegated_to: String,
+    ) -> (Result<HttpResponse, CseError>, UseFacts) {
+        let sk = match &b.signing_key {
+            Some(k) => k.clone(),
+            None => {
+                return (
+                    Err(CseError::forbidden(
+                        "this KACLS has no signing key to issue delegated tokens",
+                    )),
+                    UseFacts::default(),
+                )
+            }
+        };
+        let api = Arc::clone(self);
+        let (store, kacls, c) = (store.clone(), b.kacls_url.clone(), c.clone());
+        let job = move || -> (Result<HttpResponse, CseError>, UseFacts) {
+            let version = match api.service.published_key(&store, &sk) {
+                Ok(d) => d.version,
+                Err(e) => return (Err(e.into()), UseFacts::default()),
+            };
+            let now = keyhold_core::now();
+            let claims = serde_json::json!({
+                "iss": kacls, "aud": kacls, "email": c.email, "delegated_to": delegated_to,
+                "resource_name": c.resource_name, "iat": now, "exp": now + 900,
+            });
+            let input =
+                keyhold_crypto::jwt::rs256_signing_input(&claims, &format!("{sk}-v{version}"));
+            let u = KeyUse {
+                store: &store,
+                key: &sk,
+                context: PolicyRequest {
+                    principal: Some(&c.email),
+                    ..PolicyRequest::default()
+                },
+            };
+            let used = api.service.sign(
+                &u,
+                input.as_bytes(),
+                keyhold_crypto::asym::SignScheme::RsaPkcs1(keyhold_crypto::asym::Hash::Sha256),
+            );
+            let r = used.result.map_err(CseError::from).map(|s| {
+                json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "delegated_authentication": keyhold_crypto::jwt::finish_rs256(&input, &s.signature) }),
+                )
+            });
+            (r, used.facts)
+        };
+        match self
+            .service
+            .run_blocking(self.config.hsm_timeout, job)
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => (
+                Err(CseError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the signing key did not answer in time",
+                )),
+                UseFacts::default(),
+            ),
+        }
     }
 
     /// `rewrap` (migration into this KACLS): a token of our own for the
