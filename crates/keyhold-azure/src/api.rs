@@ -409,7 +409,7 @@ impl AzureApi {
             store,
             key,
             context: PolicyRequest {
-                principal: None,
+                kms_operation: Some(op.name()),
                 ..PolicyRequest::default()
             },
         };

@@ -56,5 +56,11 @@ pub(crate) enum PolicyCmd {
         source_vpc: Option<String>,
         #[arg(long)]
         source_vpce: Option<String>,
+        /// A group or app role of the caller (repeat as needed).
+        #[arg(long)]
+        group: Vec<String>,
+        /// The resource (Google's resource name).
+        #[arg(long)]
+        resource: Option<String>,
     },
 }

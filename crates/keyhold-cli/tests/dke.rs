@@ -295,6 +295,25 @@ fn office_gets_the_public_key_and_decrypts_with_an_entra_token() {
     ]);
     assert_eq!(ok(&member).status, 403);
     assert_eq!(ok(&alice).status, 200);
+    // A rule on the token's groups: members of g-finance only.
+    std::fs::write(
+        &pol,
+        "[[rule]]\nname = \"finance\"\neffect = \"allow\"\ngroup = [\"g-fin*\"]\n",
+    )
+    .unwrap();
+    env.run_ok(&[
+        "policy",
+        "set",
+        "--store",
+        "/dke",
+        "--key",
+        "doc-key",
+        "--file",
+        pol.to_str().unwrap(),
+    ]);
+    assert_eq!(ok(&member).status, 200);
+    assert_eq!(ok(&alice).status, 403);
+    env.run_ok(&["policy", "remove", "--store", "/dke", "--key", "doc-key"]);
     // A rotated key publishes its new version; the old one still decrypts.
     env.run_ok(&["key", "rotate", "/dke", "doc-key"]);
     let k = call(&ca, "GET", &key_url, None, None).json();

@@ -428,6 +428,26 @@ fn google_workspace_wraps_and_unwraps_through_the_kacls() {
         405,
     );
 
+    // A policy on the KEK by resource: nothing under hr-* is wrapped.
+    let pol = env.dir.path().join("p.toml");
+    std::fs::write(&pol, "[[rule]]\nname = \"no-hr\"\neffect = \"deny\"\nresource = [\"//googleapis.com/drive/files/hr-*\"]\n").unwrap();
+    env.run_ok(&[
+        "policy",
+        "set",
+        "--store",
+        "/cse",
+        "--key",
+        "kek",
+        "--file",
+        pol.to_str().unwrap(),
+    ]);
+    let hr = k.post("wrap", json!({"authentication": alice_n(),
+        "authorization": k.authz("alice@example.com", "writer", json!({"resource_name": "//googleapis.com/drive/files/hr-1"})),
+        "key": B64.encode(&dek)}));
+    assert_error(&hr, 403);
+    assert_eq!(k.wrap(&dek, "alice@example.com").status, 200);
+    env.run_ok(&["policy", "remove", "--store", "/cse", "--key", "kek"]);
+
     // The KEK rotates: new wraps use version 2, older values still open.
     env.run_ok(&["key", "rotate", "/cse", "kek"]);
     let w2 = k.wrap(&dek, "alice@example.com");
@@ -946,7 +966,11 @@ fn delegated_tokens_serve_their_delegate_and_resource_only() {
     // (A signature byte in the middle: the last base64url character
     // carries bits that decoding may drop.)
     let mid = delegated.len() - 20;
-    let flip = if &delegated[mid..mid + 1] == "A" { "B" } else { "A" };
+    let flip = if &delegated[mid..mid + 1] == "A" {
+        "B"
+    } else {
+        "A"
+    };
     let forged = format!("{}{flip}{}", &delegated[..mid], &delegated[mid + 1..]);
     assert_error(
         &k.unwrap(

@@ -764,6 +764,7 @@ impl CseApi {
                 key: &sk,
                 context: PolicyRequest {
                     principal: Some(&c.email),
+                    resource: Some(c.resource_name.as_str()).filter(|r| !r.is_empty()),
                     ..PolicyRequest::default()
                 },
             };
@@ -930,6 +931,7 @@ impl CseApi {
                 key: &sk,
                 context: PolicyRequest {
                     principal: Some(&c.email),
+                    resource: Some(c.resource_name.as_str()).filter(|r| !r.is_empty()),
                     ..PolicyRequest::default()
                 },
             };
@@ -1073,6 +1075,7 @@ impl CseApi {
             key: kek,
             context: PolicyRequest {
                 principal: Some(&c.email),
+                resource: Some(c.resource_name.as_str()).filter(|r| !r.is_empty()),
                 ..PolicyRequest::default()
             },
         };

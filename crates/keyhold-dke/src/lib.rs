@@ -511,7 +511,9 @@ impl DkeApi {
                 return h;
             }
         };
-        let (result, facts) = self.decrypt_with(store, key, &user, version, ct).await;
+        let (result, facts) = self
+            .decrypt_with(store, key, &user, groups, version, ct)
+            .await;
         h.result = result;
         h.facts = facts;
         h
@@ -522,6 +524,7 @@ impl DkeApi {
         store: &StorePrefix,
         key: &str,
         user: &str,
+        groups: Vec<String>,
         version: u32,
         ct: Vec<u8>,
     ) -> (Result<HttpResponse, DkeError>, UseFacts) {
@@ -550,6 +553,8 @@ impl DkeApi {
                     key: &key,
                     context: PolicyRequest {
                         principal: Some(&user),
+                        kms_operation: Some("decrypt"),
+                        groups: &groups,
                         ..PolicyRequest::default()
                     },
                 };

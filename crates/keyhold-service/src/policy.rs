@@ -1,6 +1,10 @@
 //! Secondary authorization: rules on who may use a key, by the request
 //! metadata AWS KMS sends (principal, KMS key ARN, KMS operation, the AWS
-//! service acting on the caller's behalf, source VPC and VPC endpoint).
+//! service acting on the caller's behalf, source VPC and VPC endpoint), and
+//! by what the other clouds' tokens say: the user's address as principal
+//! (`*@example.com` for a domain), their groups or app roles (`group`:
+//! matches when one of them does), the resource (`resource`: Google's
+//! resource name, DKE's key URL) and the method as `kms_operation`.
 //!
 //! A policy (TOML) is a list of rules. A rule matches when every condition
 //! it names matches (each condition is a list of patterns, `*` matching any
@@ -35,6 +39,10 @@ pub struct PolicyRequest<'a> {
     pub via_service: Option<&'a str>,
     pub source_vpc: Option<&'a str>,
     pub source_vpce: Option<&'a str>,
+    /// The caller's groups or app roles (DKE's token), if any.
+    pub groups: &'a [String],
+    /// The resource the request is for (Google's resource name).
+    pub resource: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -61,6 +69,11 @@ pub struct Rule {
     pub source_vpc: Option<Vec<String>>,
     #[serde(default)]
     pub source_vpce: Option<Vec<String>>,
+    /// One of the caller's groups or app roles.
+    #[serde(default)]
+    pub group: Option<Vec<String>>,
+    #[serde(default)]
+    pub resource: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -131,9 +144,14 @@ impl Rule {
             && cond(&self.via_service, r.via_service)
             && cond(&self.source_vpc, r.source_vpc)
             && cond(&self.source_vpce, r.source_vpce)
+            && cond(&self.resource, r.resource)
+            && match &self.group {
+                None => true,
+                Some(ps) => r.groups.iter().any(|g| ps.iter().any(|p| glob(p, g))),
+            }
     }
 
-    fn conditions(&self) -> [(&'static str, &Option<Vec<String>>); 6] {
+    fn conditions(&self) -> [(&'static str, &Option<Vec<String>>); 8] {
         [
             ("principal", &self.principal),
             ("kms_key_arn", &self.kms_key_arn),
@@ -141,6 +159,8 @@ impl Rule {
             ("via_service", &self.via_service),
             ("source_vpc", &self.source_vpc),
             ("source_vpce", &self.source_vpce),
+            ("group", &self.group),
+            ("resource", &self.resource),
         ]
     }
 }
@@ -175,7 +195,7 @@ impl Policy {
             if conds.iter().all(|(_, c)| c.is_none()) {
                 return Err(Error::invalid(
                     "policy",
-                    format!("{at}: a rule needs at least one condition (principal, kms_key_arn, kms_operation, via_service, source_vpc, source_vpce)"),
+                    format!("{at}: a rule needs at least one condition (principal, kms_key_arn, kms_operation, via_service, source_vpc, source_vpce, group, resource)"),
                 ));
             }
             for (field, c) in conds {
@@ -252,6 +272,27 @@ pub fn decide_all<'p>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_and_resources_are_conditions() {
+        let p = Policy::parse(
+            "[[rule]]\nname = \"finance\"\neffect = \"allow\"\ngroup = [\"finance-*\"]\nprincipal = [\"*@contoso.com\"]\n\n[[rule]]\nname = \"no-hr\"\neffect = \"deny\"\nresource = [\"//drive/files/hr-*\"]\n",
+        )
+        .unwrap();
+        let groups = vec!["sales".to_owned(), "finance-readers".to_owned()];
+        let r = |principal, groups: &'static [String], resource| PolicyRequest {
+            principal: Some(principal),
+            groups,
+            resource,
+            ..PolicyRequest::default()
+        };
+        let g: &'static [String] = Box::leak(groups.into_boxed_slice());
+        assert!(p.rules[0].matches(&r("ann@contoso.com", g, None)));
+        assert!(!p.rules[0].matches(&r("ann@contoso.com", &[], None)));
+        assert!(!p.rules[0].matches(&r("ann@other.com", g, None)));
+        assert!(p.rules[1].matches(&r("ann@contoso.com", g, Some("//drive/files/hr-1"))));
+        assert!(!p.rules[1].matches(&r("ann@contoso.com", g, None)));
+    }
 
     fn req<'a>(principal: &'a str, op: &'a str) -> PolicyRequest<'a> {
         PolicyRequest {

@@ -350,6 +350,8 @@ fn key_use<'a>(ctx: &KeyRef<'a>, m: Option<&'a RequestMetadata>) -> KeyUse<'a> {
             via_service: f(|m| &m.kms_via_service),
             source_vpc: f(|m| &m.aws_source_vpc),
             source_vpce: f(|m| &m.aws_source_vpce),
+            groups: &[],
+            resource: None,
         },
     }
 }

@@ -280,6 +280,8 @@ fn policy(cmd: &PolicyCmd) -> Result<Typed, String> {
             via_service,
             source_vpc,
             source_vpce,
+            group,
+            resource,
         } => {
             let (p, k) = scope(s);
             Typed::with(
@@ -291,6 +293,8 @@ fn policy(cmd: &PolicyCmd) -> Result<Typed, String> {
                     "via_service": via_service,
                     "source_vpc": source_vpc,
                     "source_vpce": source_vpce,
+                    "groups": group,
+                    "resource": resource,
                 }),
             )
         }

@@ -63,6 +63,12 @@ pub struct PolicyTest {
     pub source_vpc: Option<String>,
     #[serde(default)]
     pub source_vpce: Option<String>,
+    /// The caller's groups or app roles (DKE tokens).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The resource (Google's resource name).
+    #[serde(default)]
+    pub resource: Option<String>,
 }
 
 /// What the store's and key's policies decide about a sample request.
@@ -177,6 +183,8 @@ impl AdminOps {
             via_service: req.via_service.as_deref(),
             source_vpc: req.source_vpc.as_deref(),
             source_vpce: req.source_vpce.as_deref(),
+            groups: &req.groups,
+            resource: req.resource.as_deref(),
         };
         let (decision, rule, reason) = match decide_all(policies.iter(), &r) {
             Decision::NoPolicy => ("ALLOW", None, "no policy applies".to_owned()),
