@@ -32,7 +32,7 @@ pub(crate) struct FilterArgs {
     result: Option<String>,
     #[arg(long)]
     kms_request_id: Option<String>,
-    /// xks, kmip or admin.
+    /// xks, kmip, azure-ekm, ms-dke, google-cse, admin or console.
     #[arg(long)]
     frontend: Option<String>,
     /// From this time (RFC 3339 UTC).
@@ -189,7 +189,13 @@ fn print_query(json: bool, v: serde_json::Value) -> Result<(), String> {
                     n("key_version"),
                     s("actor"),
                     s("principal"),
-                    s("kms_request_id"),
+                    // AWS's request id, or another cloud's (Azure's
+                    // correlation id, a token id).
+                    if s("kms_request_id").is_empty() {
+                        s("request_id")
+                    } else {
+                        s("kms_request_id")
+                    },
                 ]
             })
             .collect();
@@ -205,7 +211,7 @@ fn print_query(json: bool, v: serde_json::Value) -> Result<(), String> {
                 "VER",
                 "ACTOR",
                 "PRINCIPAL",
-                "KMS REQUEST ID",
+                "REQUEST ID",
             ],
             &rows,
         );

@@ -30,7 +30,7 @@ pub struct AuditFilter {
     pub result: Option<String>,
     #[serde(default)]
     pub kms_request_id: Option<String>,
-    /// xks, kmip or admin.
+    /// xks, kmip, azure-ekm, ms-dke, google-cse, admin or console.
     #[serde(default)]
     pub frontend: Option<String>,
     /// From this time (RFC 3339 UTC).
