@@ -71,8 +71,9 @@ pub trait ClientCheck: Send + Sync {
 pub struct Peer {
     chain: Vec<Vec<u8>>,
     /// (bindings as read, store, common name): still good while the
-    /// service's bindings are the same ones.
-    checked: parking_lot::Mutex<Option<(usize, StorePrefix, String)>>,
+    /// service's bindings are the same ones (held, so that their address
+    /// cannot be reused by newer ones).
+    checked: parking_lot::Mutex<Option<(keyhold_service::StoreApis, StorePrefix, String)>>,
 }
 
 impl Peer {
@@ -253,7 +254,7 @@ impl AzureApi {
                 .await;
         }
         // The caller first: nothing else is said to a stranger.
-        let caller = match self.authenticate(&route, Arc::as_ptr(&apis) as usize, peer.as_deref()) {
+        let caller = match self.authenticate(&route, &apis, peer.as_deref()) {
             Ok(cn) => cn,
             Err(e) => {
                 return self
@@ -286,7 +287,7 @@ impl AzureApi {
     fn authenticate(
         &self,
         route: &route::Route<'_>,
-        apis: usize,
+        apis: &keyhold_service::StoreApis,
         peer: Option<&Peer>,
     ) -> Result<String, EkmError> {
         let unauthorized = || {
@@ -299,13 +300,13 @@ impl AzureApi {
             .filter(|p| !p.chain.is_empty())
             .ok_or_else(unauthorized)?;
         if let Some((at, store, cn)) = &*peer.checked.lock() {
-            if *at == apis && store == route.store {
+            if Arc::ptr_eq(at, apis) && store == route.store {
                 return Ok(cn.clone());
             }
         }
         match self.check.check(route.binding, &peer.chain) {
             Ok(cn) => {
-                *peer.checked.lock() = Some((apis, route.store.clone(), cn.clone()));
+                *peer.checked.lock() = Some((apis.clone(), route.store.clone(), cn.clone()));
                 Ok(cn)
             }
             Err(why) => {
