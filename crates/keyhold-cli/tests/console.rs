@@ -682,3 +682,77 @@ fn stores_show_the_cloud_they_serve() {
     assert!(page.body.contains("contoso.managedhsmclient.azure.net"));
     assert!(!page.body.contains("XKS URI path"));
 }
+
+#[test]
+fn a_custodian_binds_a_store_to_a_cloud_in_the_console() {
+    let env = Env::new();
+    let ca = keyhold_server::tls::LocalCa::new("Managed HSM client CA").unwrap();
+    env.run_ok(&["store", "create", "/az"]);
+    let alice = token(&env, "alice", "custodian");
+    let ann = token(&env, "ann", "auditor");
+    let _server = env.serve(&["--admin-listen", "127.0.0.1:0"]);
+    let base = format!("https://{}", admin_address(&env)).replace("127.0.0.1", "localhost");
+
+    // An auditor sees the page, not the form.
+    let b = Browser::new(&base, env.ca());
+    assert_eq!(b.sign_in(&ann).status, 303);
+    let p = b.get("/ui/stores/az/api");
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("AWS XKS") && !p.body.contains("Change the cloud API"));
+
+    let b = Browser::new(&base, env.ca());
+    assert_eq!(b.sign_in(&alice).status, 303);
+    let p = b.get("/ui/stores/az/api");
+    assert!(p.body.contains("Change the cloud API"), "{}", p.body);
+    let csrf = p.csrf();
+    let pem = ca.cert_pem();
+    let r = b.post(
+        "/ui/stores/az/api",
+        &[
+            ("csrf", &csrf),
+            ("api", "azure-ekm"),
+            ("path_prefix", "/contoso/prod"),
+            ("client_cn", "contoso.managedhsmclient.azure.net"),
+            ("client_ca_pem", &pem),
+            // Fields of the other clouds are not sent.
+            ("kacls_url", "https://ignored.example/cse"),
+        ],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let v = env.json(&["store", "show", "/az"]);
+    assert_eq!(v[0]["api"], "azure-ekm");
+    assert_eq!(v[0]["azure_ekm"]["path_prefix"], "/contoso/prod");
+    // A bad binding: refused with the API's words, nothing changed.
+    let csrf = b.get("/ui/stores/az/api").csrf();
+    let r = b.post(
+        "/ui/stores/az/api",
+        &[
+            ("csrf", &csrf),
+            ("api", "azure-ekm"),
+            ("path_prefix", "no-slash"),
+            ("client_cn", "x"),
+            ("client_ca_pem", &pem),
+        ],
+    );
+    let page = if r.status == 303 {
+        b.get(r.header("location").as_deref().unwrap_or("/ui/"))
+    } else {
+        r
+    };
+    assert!(page.body.contains("path prefix"), "{}", page.body);
+    assert_eq!(
+        env.json(&["store", "show", "/az"])[0]["azure_ekm"]["path_prefix"],
+        "/contoso/prod"
+    );
+    // The changes are in the audit log as the CLI's words, from the console.
+    let rec = env.json(&["audit", "query", "--frontend", "console", "--limit", "100"]);
+    assert!(
+        rec.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["operation"] == "store api"
+                && r["detail"] == "store api /az azure-ekm"
+                && r["result"] == "OK"),
+        "{rec}"
+    );
+}

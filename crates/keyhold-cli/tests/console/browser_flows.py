@@ -180,6 +180,7 @@ try:
 
     # The other pages, each checked by axe-core too.
     for path, name in [("/ui/policies", "policies"), ("/ui/stores/web/policy", "policy"),
+                       ("/ui/stores/web/api", "cloud-api"),
                        ("/ui/tokens", "tokens"), ("/ui/kmip", "kmip"), ("/ui/backups", "backups")]:
         visit(d, path, name)
 

@@ -206,6 +206,8 @@ pub struct CseView {
     pub privileged_users: Vec<String>,
     pub migration_peers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_ca_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
 }
 
@@ -689,6 +691,7 @@ impl AdminOps {
                 allow_guests: b.allow_guests,
                 privileged_users: b.privileged_users.clone(),
                 migration_peers: b.migration_peers.clone(),
+                peer_ca_pem: b.peer_ca_pem.clone(),
                 signing_key: b.signing_key.clone(),
             }),
             _ => None,

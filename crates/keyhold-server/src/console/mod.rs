@@ -547,6 +547,13 @@ fn get(ctx: &Ctx, path: &str, query: &str) -> Resp {
                 history.as_deref(),
             ))
         })(),
+        ["stores", s, "api"] => {
+            ctx.read::<StoreView>(Route::GetStore((*s).into()), "")
+                .map(|store| {
+                    let title = format!("Cloud API of {}", store.prefix);
+                    pages::store_api(&ctx.frame(&title), &store)
+                })
+        }
         ["stores", s, "policy"] => policy_page(ctx, s, None, None, None),
         ["stores", s, "keys", k, "policy"] => policy_page(ctx, s, Some(k), None, None),
         ["stores", s, "policy", "test"] => policy_test(ctx, s, None, &q),
@@ -728,6 +735,77 @@ fn policy_test(
     ))
 }
 
+/// The admin API's body for a store's cloud API, from the console's form:
+/// only the fields of the API chosen, lists one item per line.
+fn store_api_body(f: &HashMap<String, String>) -> serde_json::Value {
+    let field = |n: &str| {
+        f.get(n)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let lines = |n: &str| {
+        f.get(n)
+            .map(|v| {
+                v.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|l| !l.is_empty())
+    };
+    let api = field("api").unwrap_or_else(|| "xks".into());
+    let mut v = json!({ "api": api });
+    let mut put = |k: &str, x: Option<serde_json::Value>| {
+        if let Some(x) = x {
+            v[k] = x;
+        }
+    };
+    let text = |n: &str| field(n).map(serde_json::Value::from);
+    let list = |n: &str| lines(n).map(serde_json::Value::from);
+    match api.as_str() {
+        "azure-ekm" => {
+            put("path_prefix", text("path_prefix"));
+            put("client_cn", text("client_cn"));
+            put("client_ca_pem", text("client_ca_pem"));
+        }
+        "ms-dke" => {
+            put("path_prefix", text("path_prefix"));
+            put("issuers", list("issuers"));
+            put("audience", text("audience"));
+            put("jwks_url", text("jwks_url"));
+            put("jwks_ca_pem", text("jwks_ca_pem"));
+            put("authorized_emails", list("authorized_emails"));
+            put("authorized_groups", list("authorized_groups"));
+            put(
+                "cache_days",
+                field("cache_days")
+                    .and_then(|d| d.parse::<u32>().ok())
+                    .map(Into::into),
+            );
+        }
+        "google-cse" => {
+            put("path_prefix", text("path_prefix"));
+            put("kacls_url", text("kacls_url"));
+            put("kek", text("kek"));
+            put("issuers", list("issuers"));
+            put("audience", text("audience"));
+            put("jwks_url", text("jwks_url"));
+            put("jwks_ca_pem", text("jwks_ca_pem"));
+            put("authz_jwks_url", text("authz_jwks_url"));
+            put("authz_jwks_ca_pem", text("authz_jwks_ca_pem"));
+            put("allowed_domains", list("allowed_domains"));
+            put("allow_guests", field("allow_guests").map(|_| true.into()));
+            put("privileged_users", list("privileged_users"));
+            put("migration_peers", list("migration_peers"));
+            put("peer_ca_pem", text("peer_ca_pem"));
+            put("signing_key", text("signing_key"));
+        }
+        _ => {}
+    }
+    v
+}
+
 fn store_page(ctx: &Ctx, s: &str, q: &HashMap<String, String>) -> Result<Markup, OpError> {
     let store: StoreView = ctx.read(Route::GetStore(s.into()), "")?;
     let search = q.get("q").cloned().unwrap_or_default();
@@ -871,6 +949,12 @@ fn post(ctx: &Ctx, path: &str, f: &HashMap<String, String>) -> Resp {
             ),
             pages::store_url(s),
         ),
+        ["stores", s, "api"] => {
+            let back = format!("{}/api", pages::store_url(s));
+            let r = ctx.change(Route::SetStoreApi((*s).into()), store_api_body(f));
+            let back = if r.is_ok() { pages::store_url(s) } else { back };
+            (r, back)
+        }
         ["stores", s, "keys"] => {
             let usage = field("usage").map(|u| {
                 u.split(',')

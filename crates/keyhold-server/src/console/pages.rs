@@ -452,6 +452,90 @@ pub(super) fn stores(f: &Frame<'_>, stores: &[StoreView]) -> Markup {
     )
 }
 
+/// A store's cloud API: what serves it now, and (for a custodian) the form
+/// that changes it. Lists take one item per line.
+pub(super) fn store_api(f: &Frame<'_>, s: &StoreView) -> Markup {
+    let url = store_url(&s.prefix);
+    let az = s.azure_ekm.as_ref();
+    let dke = s.ms_dke.as_ref();
+    let cse = s.google_cse.as_ref();
+    let prefix = az
+        .map(|a| a.path_prefix.clone())
+        .or(dke.map(|d| d.path_prefix.clone()))
+        .or(cse.map(|c| c.path_prefix.clone()))
+        .unwrap_or_default();
+    let issuers = dke
+        .map(|d| d.issuers.join("\n"))
+        .or(cse.map(|c| c.idp_issuers.join("\n")))
+        .unwrap_or_default();
+    let audience = dke
+        .map(|d| d.audience.clone())
+        .or(cse.map(|c| c.idp_audiences.join(" ")))
+        .unwrap_or_default();
+    let jwks = dke
+        .map(|d| d.jwks_url.clone())
+        .or(cse.map(|c| c.idp_jwks_url.clone()))
+        .unwrap_or_default();
+    let field = |id: &'static str, label: &'static str, value: String| {
+        html! { label for=(id) { (label) } input id=(id) name=(id) value=(value); }
+    };
+    let area = |id: &'static str, label: &'static str, value: String| {
+        html! { label for=(id) { (label) } textarea id=(id) name=(id) rows="3" { (value) } }
+    };
+    page(
+        f,
+        html! {
+            p { "This store serves " strong { (api_name(&s.api)) } ". "
+                a href=(url) { "Back to the store" } }
+            @if may_change(f.who) {
+                form method="post" action={(url) "/api"} class="card" {
+                    h2 { "Change the cloud API" }
+                    (csrf(f.csrf))
+                    label for="api" { "Cloud API" }
+                    select id="api" name="api" {
+                        @for (v, n) in [("xks", "AWS XKS"), ("azure-ekm", "Azure Managed HSM (EKM)"), ("ms-dke", "Microsoft Double Key Encryption"), ("google-cse", "Google Workspace CSE")] {
+                            option value=(v) selected[s.api == v] { (n) }
+                        }
+                    }
+                    (field("path_prefix", "Path prefix (Azure, DKE, CSE; e.g. /contoso/prod)", prefix))
+                    fieldset {
+                        legend { "Azure Managed HSM" }
+                        (field("client_cn", "Client certificate's subject common name", az.map(|a| a.client_cn.clone()).unwrap_or_default()))
+                        (area("client_ca_pem", "Client certificate's CAs (PEM)", az.map(|a| a.client_ca_pem.clone()).unwrap_or_default()))
+                    }
+                    fieldset {
+                        legend { "Users' tokens (DKE: Entra ID; CSE: the identity provider)" }
+                        (area("issuers", "Token issuers, one per line", issuers))
+                        (field("audience", "Audience (DKE: https://HOST; CSE: the client id)", audience))
+                        (field("jwks_url", "JWK set URL (empty for DKE: Entra ID's)", jwks))
+                        (area("jwks_ca_pem", "CA of the JWK set's server (PEM; empty: the system's)", dke.and_then(|d| d.jwks_ca_pem.clone()).or(cse.and_then(|c| c.idp_jwks_ca_pem.clone())).unwrap_or_default()))
+                    }
+                    fieldset {
+                        legend { "Double Key Encryption" }
+                        (area("authorized_emails", "Who may decrypt: addresses or @domain, one per line", dke.map(|d| d.authorized_emails.join("\n")).unwrap_or_default()))
+                        (area("authorized_groups", "… or groups and app roles, one per line", dke.map(|d| d.authorized_groups.join("\n")).unwrap_or_default()))
+                        (field("cache_days", "Days Office may cache a public key", dke.map(|d| d.cache_days.to_string()).unwrap_or_default()))
+                    }
+                    fieldset {
+                        legend { "Google Workspace CSE" }
+                        (field("kacls_url", "KACLS URL (as in the Google Admin console)", cse.map(|c| c.kacls_url.clone()).unwrap_or_default()))
+                        (field("kek", "Key encryption key (an AES-256 key of this store)", cse.map(|c| c.kek.clone()).unwrap_or_default()))
+                        (field("authz_jwks_url", "Google's authorization keys (empty: Google's)", cse.and_then(|c| c.authz_jwks_url.clone()).unwrap_or_default()))
+                        (area("authz_jwks_ca_pem", "CA of that server (PEM; empty: the system's)", cse.and_then(|c| c.authz_jwks_ca_pem.clone()).unwrap_or_default()))
+                        (area("allowed_domains", "Perimeter: users' domains, one per line (empty: any)", cse.map(|c| c.allowed_domains.join("\n")).unwrap_or_default()))
+                        label class="check" { input type="checkbox" name="allow_guests" value="yes" checked[cse.is_some_and(|c| c.allow_guests)]; " Let guests in" }
+                        (area("privileged_users", "Privileged users (bulk import, Takeout), one per line", cse.map(|c| c.privileged_users.join("\n")).unwrap_or_default()))
+                        (area("migration_peers", "Migration peers (their KACLS URLs), one per line", cse.map(|c| c.migration_peers.join("\n")).unwrap_or_default()))
+                        (area("peer_ca_pem", "CA of the peers' HTTPS (PEM; empty: the system's)", cse.and_then(|c| c.peer_ca_pem.clone()).unwrap_or_default()))
+                        (field("signing_key", "Token-signing key (an RSA key of this store, SIGN)", cse.and_then(|c| c.signing_key.clone()).unwrap_or_default()))
+                    }
+                    button type="submit" { "Apply (in force on every server when it answers)" }
+                }
+            }
+        },
+    )
+}
+
 /// A store's page: its status switch and its keys (a page of them).
 pub(super) fn store(
     f: &Frame<'_>,
@@ -497,7 +581,10 @@ pub(super) fn store(
                     }
                 }
             }
-            p { a href={(url) "/credentials"} { "SigV4 credentials" } " · " a href={(url) "/policy"} { "Policy" } }
+            p {
+                @if s.api == "xks" { a href={(url) "/credentials"} { "SigV4 credentials" } " · " }
+                a href={(url) "/policy"} { "Policy" } " · " a href={(url) "/api"} { "Cloud API settings" }
+            }
             form method="get" action=(url) class="search" role="search" {
                 label for="q" { "Find keys by id prefix" }
                 input id="q" name="q" value=(search);
