@@ -763,18 +763,22 @@ fn store_api_body(f: &HashMap<String, String>) -> serde_json::Value {
     };
     let text = |n: &str| field(n).map(serde_json::Value::from);
     let list = |n: &str| lines(n).map(serde_json::Value::from);
+    if api != "xks" {
+        put("path_prefix", text("path_prefix"));
+    }
+    // The users' tokens (DKE: Entra ID; CSE: the identity provider).
+    if matches!(api.as_str(), "ms-dke" | "google-cse") {
+        put("issuers", list("issuers"));
+        put("audience", text("audience"));
+        put("jwks_url", text("jwks_url"));
+        put("jwks_ca_pem", text("jwks_ca_pem"));
+    }
     match api.as_str() {
         "azure-ekm" => {
-            put("path_prefix", text("path_prefix"));
             put("client_cn", text("client_cn"));
             put("client_ca_pem", text("client_ca_pem"));
         }
         "ms-dke" => {
-            put("path_prefix", text("path_prefix"));
-            put("issuers", list("issuers"));
-            put("audience", text("audience"));
-            put("jwks_url", text("jwks_url"));
-            put("jwks_ca_pem", text("jwks_ca_pem"));
             put("authorized_emails", list("authorized_emails"));
             put("authorized_groups", list("authorized_groups"));
             put(
@@ -785,13 +789,8 @@ fn store_api_body(f: &HashMap<String, String>) -> serde_json::Value {
             );
         }
         "google-cse" => {
-            put("path_prefix", text("path_prefix"));
             put("kacls_url", text("kacls_url"));
             put("kek", text("kek"));
-            put("issuers", list("issuers"));
-            put("audience", text("audience"));
-            put("jwks_url", text("jwks_url"));
-            put("jwks_ca_pem", text("jwks_ca_pem"));
             put("authz_jwks_url", text("authz_jwks_url"));
             put("authz_jwks_ca_pem", text("authz_jwks_ca_pem"));
             put("allowed_domains", list("allowed_domains"));
