@@ -271,6 +271,29 @@ impl KeyService {
         Ok(h)
     }
 
+    /// [`Self::usable`] for a key wrap (`wrap`) or unwrap with `alg`: an
+    /// algorithm of the other key type is refused after the policy and
+    /// before the key's state (`Invalid`, not KeyUsage).
+    fn wrap_usable(
+        &self,
+        u: &KeyUse<'_>,
+        alg: WrapAlg,
+        wrap: bool,
+        facts: &mut UseFacts,
+    ) -> Result<Arc<KeyHandle>> {
+        let h = self.key_handle(u.store, u.key)?;
+        note_rule(facts, self.check_policy(&h, &u.context))?;
+        alg.check_fits(&h.key)?;
+        let op = match (alg.is_rsa(), wrap) {
+            (true, true) => Operation::PairEncrypt,
+            (true, false) => Operation::PairDecrypt,
+            (false, true) => Operation::Encrypt,
+            (false, false) => Operation::Decrypt,
+        };
+        self.authorize(&h, op)?;
+        Ok(h)
+    }
+
     /// A key's status and usage as reported to its cloud (XKS metadata).
     pub fn describe(&self, u: &KeyUse<'_>) -> Used<(Status, Usage)> {
         let mut facts = UseFacts::default();
@@ -447,32 +470,16 @@ impl KeyService {
     /// front-ends that describe keys of any type (Azure's metadata).
     pub fn describe_key(&self, u: &KeyUse<'_>) -> Used<KeyDescription> {
         let mut facts = UseFacts::default();
-        let result = (|| {
-            let h = self.usable(u, Operation::Describe, &mut facts)?;
-            let (status, usage) = self.reported(&h);
-            let public_spki = if h.key.key_type.is_asymmetric() && status == Status::Enabled {
-                Some(h.current()?.1.public_spki()?)
-            } else {
-                None
-            };
-            Ok(KeyDescription {
-                key_type: h.key.key_type,
-                status,
-                usage,
-                version: h.key.current_version,
-                public_spki,
-            })
-        })();
+        let result = self
+            .usable(u, Operation::Describe, &mut facts)
+            .and_then(|h| self.description(&h));
         Used { result, facts }
     }
 
-    /// A key pair's current public key and whether the key can serve now,
-    /// for a front-end that publishes public keys to anyone (DKE): no
-    /// policy applies (publishing is not a use), the key's own state does.
-    pub fn published_key(&self, store: &StorePrefix, key: &str) -> Result<KeyDescription> {
-        let h = self.key_handle(store, key)?;
-        self.authorize(&h, Operation::Describe)?;
-        let (status, usage) = self.reported(&h);
+    /// What [`KeyService::describe_key`] and [`KeyService::published_key`]
+    /// answer of a resolved key.
+    fn description(&self, h: &KeyHandle) -> Result<KeyDescription> {
+        let (status, usage) = self.reported(h);
         let public_spki = if h.key.key_type.is_asymmetric() && status == Status::Enabled {
             Some(h.current()?.1.public_spki()?)
         } else {
@@ -487,6 +494,15 @@ impl KeyService {
         })
     }
 
+    /// A key pair's current public key and whether the key can serve now,
+    /// for a front-end that publishes public keys to anyone (DKE): no
+    /// policy applies (publishing is not a use), the key's own state does.
+    pub fn published_key(&self, store: &StorePrefix, key: &str) -> Result<KeyDescription> {
+        let h = self.key_handle(store, key)?;
+        self.authorize(&h, Operation::Describe)?;
+        self.description(&h)
+    }
+
     /// Wraps `data` (a key) with the current version of the key: AES key
     /// wrap with an AES-256 key, RSA-OAEP with an RSA key's public half.
     /// The key must be active and allow ENCRYPT. An algorithm that does
@@ -494,15 +510,7 @@ impl KeyService {
     pub fn wrap_key(&self, u: &KeyUse<'_>, alg: WrapAlg, data: &[u8]) -> Used<Wrapped> {
         let mut facts = UseFacts::default();
         let result = (|| {
-            let h = self.key_handle(u.store, u.key)?;
-            note_rule(&mut facts, self.check_policy(&h, &u.context))?;
-            alg.check_fits(&h.key)?;
-            let op = if alg.is_rsa() {
-                Operation::PairEncrypt
-            } else {
-                Operation::Encrypt
-            };
-            self.authorize(&h, op)?;
+            let h = self.wrap_usable(u, alg, true, &mut facts)?;
             let (version, key) = h.current()?;
             facts.key_version = Some(version);
             let wrapped = match alg {
@@ -534,15 +542,7 @@ impl KeyService {
     pub fn unwrap_key(&self, u: &KeyUse<'_>, alg: WrapAlg, wrapped: &[u8]) -> Used<Unwrapped> {
         let mut facts = UseFacts::default();
         let result = (|| {
-            let h = self.key_handle(u.store, u.key)?;
-            note_rule(&mut facts, self.check_policy(&h, &u.context))?;
-            alg.check_fits(&h.key)?;
-            let op = if alg.is_rsa() {
-                Operation::PairDecrypt
-            } else {
-                Operation::Decrypt
-            };
-            self.authorize(&h, op)?;
+            let h = self.wrap_usable(u, alg, false, &mut facts)?;
             let newest = h.key.current_version;
             let oldest = h.key.lifecycle.min_decrypt_version.max(1);
             let mut last = Error::InvalidCiphertext;
