@@ -319,15 +319,6 @@ impl CseApi {
         &self.service
     }
 
-    /// The key store a binding belongs to.
-    fn store_of(&self, b: &CseBinding) -> Option<StorePrefix> {
-        self.service
-            .store_apis()
-            .iter()
-            .find(|(_, a)| matches!(a, StoreApi::GoogleCse(x) if x == b))
-            .map(|(p, _)| p.clone())
-    }
-
     /// Serves one request under a CSE store's prefix; `None` when no CSE
     /// store is there.
     pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Option<HttpResponse>
@@ -430,12 +421,9 @@ impl CseApi {
                     "delegate" => &["reader", "writer", "decrypter", "signer"],
                     _ => &["verifier"],
                 };
-                let authn = if matches!(op, "digest" | "rewrap") {
-                    None
-                } else {
-                    Some(&body)
-                };
-                self.caller(b, authn, &body, roles).await
+                // digest and rewrap come from Google alone.
+                let with_authn = !matches!(op, "digest" | "rewrap");
+                self.caller(store, b, &body, with_authn, roles).await
             }
         };
         let caller = match caller {
@@ -487,9 +475,10 @@ impl CseApi {
     /// (and the user's authentication token but for digest), checked.
     async fn caller(
         &self,
+        store: &StorePrefix,
         b: &CseBinding,
-        authn_body: Option<&Map<String, Value>>,
         body: &Map<String, Value>,
+        with_authn: bool,
         roles: &[&str],
     ) -> Result<Caller, CseError> {
         let authz_token = body
@@ -497,28 +486,22 @@ impl CseApi {
             .and_then(Value::as_str)
             .ok_or_else(|| CseError::unauthenticated("the authorization token is required"))?;
         let authz = self.google_token(b, authz_token).await?;
-        let authn = match authn_body {
-            Some(m) => {
-                let t = m
-                    .get("authentication")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        CseError::unauthenticated("the authentication token is required")
-                    })?;
-                let ours = keyhold_crypto::jwt::peek(t)
-                    .ok()
-                    .and_then(|u| u.iss)
-                    .is_some_and(|i| i == b.kacls_url);
-                if ours {
-                    let store = self
-                        .store_of(b)
-                        .ok_or_else(|| CseError::unauthenticated("no such KACLS"))?;
-                    Some(self.own_token(&store, b, t)?)
-                } else {
-                    Some(self.idp_token(b, t).await?)
-                }
+        let authn = if with_authn {
+            let t = body
+                .get("authentication")
+                .and_then(Value::as_str)
+                .ok_or_else(|| CseError::unauthenticated("the authentication token is required"))?;
+            let ours = keyhold_crypto::jwt::peek(t)
+                .ok()
+                .and_then(|u| u.iss)
+                .is_some_and(|i| i == b.kacls_url);
+            if ours {
+                Some(self.own_token(store, b, t)?)
+            } else {
+                Some(self.idp_token(b, t).await?)
             }
-            None => None,
+        } else {
+            None
         };
         // Addresses compare in any case; the lowercase form is the one
         // recorded and matched by policies.
