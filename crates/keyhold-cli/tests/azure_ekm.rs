@@ -150,17 +150,7 @@ fn start(env: &Env) -> (Server, Azure) {
         "--metrics-listen",
         "127.0.0.1:0",
     ]);
-    let out = env.dir.path().join("serve.stdout");
-    let mut port = 0;
-    eventually("the Azure EKM listener", || {
-        port = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("keyhold azure-ekm on 127.0.0.1:"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
+    let port = env.listener_port("azure-ekm");
     let ca = env.ca();
     (server, Azure { port, ca })
 }

@@ -19,21 +19,6 @@ const TENANT: &str = "00000000-0000-0000-0000-000000000001";
 const DRIVE: &str = "gsuitecse-tokenissuer-drive@system.gserviceaccount.com";
 const CN: &str = "test.managedhsmclient.azure.net";
 
-fn port_of(env: &Env, name: &str) -> u16 {
-    let out = env.dir.path().join("serve.stdout");
-    let mut port = 0u16;
-    eventually(name, || {
-        port = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("keyhold {name} on 127.0.0.1:")))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
-    port
-}
-
 #[test]
 fn lockdown_and_store_disable_reach_every_cloud() {
     let env = Env::new();
@@ -51,11 +36,7 @@ fn lockdown_and_store_disable_reach_every_cloud() {
     std::fs::write(&hsm_key, hsm.key_pem).unwrap();
     let idps: Vec<Idp> = ["entra", "users", "google"]
         .iter()
-        .map(|n| {
-            let d = dir.join(n);
-            std::fs::create_dir_all(&d).unwrap();
-            start_idp(&d)
-        })
+        .map(|n| start_idp_in(dir, n))
         .collect();
     let (entra, users, google) = (&idps[0], &idps[1], &idps[2]);
 
@@ -103,7 +84,7 @@ fn lockdown_and_store_disable_reach_every_cloud() {
         "--admin-listen",
         "127.0.0.1:0",
     ]);
-    let (az_port, hyok_port) = (port_of(&env, "azure-ekm"), port_of(&env, "hyok"));
+    let (az_port, hyok_port) = (env.listener_port("azure-ekm"), env.listener_port("hyok"));
     let hyok = format!("https://localhost:{hyok_port}");
     env.run_ok(&[
         "store",

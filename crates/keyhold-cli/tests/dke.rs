@@ -70,17 +70,7 @@ fn office_gets_the_public_key_and_decrypts_with_an_entra_token() {
         "--admin-listen",
         "127.0.0.1:0",
     ]);
-    let out = env.dir.path().join("serve.stdout");
-    let mut port = 0u16;
-    eventually("the DKE listener", || {
-        port = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("keyhold hyok on 127.0.0.1:"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
+    let port = env.listener_port("hyok");
     let aud = format!("https://localhost:{port}");
     // Bound while the server runs (through the admin API).
     env.run_ok(&[

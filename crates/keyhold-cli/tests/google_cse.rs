@@ -114,32 +114,9 @@ fn expected_hash(dek: &[u8], resource: &str, perimeter: &str) -> String {
 #[test]
 fn google_workspace_wraps_and_unwraps_through_the_kacls() {
     let env = Env::new();
-    let users_dir = env.dir.path().join("users");
-    let google_dir = env.dir.path().join("google");
-    std::fs::create_dir_all(&users_dir).unwrap();
-    std::fs::create_dir_all(&google_dir).unwrap();
-    let users = start_idp(&users_dir);
-    let google = start_idp(&google_dir);
-    env.run_ok(&["store", "create", "/cse"]);
-    env.run_ok(&["key", "create", "/cse", "kek"]);
-    let _server = env.serve(&[
-        "--hyok-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
-    let out = env.dir.path().join("serve.stdout");
-    let mut port = 0u16;
-    eventually("the hold-your-own-key listener", || {
-        port = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("keyhold hyok on 127.0.0.1:"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
-    let base = format!("https://localhost:{port}/cse");
+    let users = start_idp_in(env.dir.path(), "users");
+    let google = start_idp_in(env.dir.path(), "google");
+    let (_server, base) = kacls_server(&env);
     bind_cse(
         &env,
         &base,
@@ -529,17 +506,7 @@ fn kacls_server(env: &Env) -> (Server, String) {
         "--admin-listen",
         "127.0.0.1:0",
     ]);
-    let out = env.dir.path().join("serve.stdout");
-    let mut port = 0u16;
-    eventually("the hold-your-own-key listener", || {
-        port = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("keyhold hyok on 127.0.0.1:"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
+    let port = env.listener_port("hyok");
     (server, format!("https://localhost:{port}/cse"))
 }
 
@@ -571,10 +538,7 @@ fn keys_migrate_from_one_kacls_to_another() {
     let one = Env::new();
     let two = Env::new();
     let idps = one.dir.path().join("idps");
-    let (ud, gd) = (idps.join("users"), idps.join("google"));
-    std::fs::create_dir_all(&ud).unwrap();
-    std::fs::create_dir_all(&gd).unwrap();
-    let (users, google) = (start_idp(&ud), start_idp(&gd));
+    let (users, google) = (start_idp_in(&idps, "users"), start_idp_in(&idps, "google"));
     let (_s1, base1) = kacls_server(&one);
     let (_s2, base2) = kacls_server(&two);
     bind(&one, &base1, &users, &google, &base2, &two.ca());
@@ -696,10 +660,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
 fn gmail_private_keys_decrypt_and_sign() {
     let env = Env::new();
     let dir = env.dir.path().to_path_buf();
-    let (ud, gd) = (dir.join("users"), dir.join("google"));
-    std::fs::create_dir_all(&ud).unwrap();
-    std::fs::create_dir_all(&gd).unwrap();
-    let (users, google) = (start_idp(&ud), start_idp(&gd));
+    let (users, google) = (start_idp_in(&dir, "users"), start_idp_in(&dir, "google"));
     let (_s, base) = kacls_server(&env);
     bind_cse(
         &env,
@@ -887,10 +848,7 @@ fn gmail_private_keys_decrypt_and_sign() {
 fn delegated_tokens_serve_their_delegate_and_resource_only() {
     let env = Env::new();
     let dir = env.dir.path().to_path_buf();
-    let (ud, gd) = (dir.join("users"), dir.join("google"));
-    std::fs::create_dir_all(&ud).unwrap();
-    std::fs::create_dir_all(&gd).unwrap();
-    let (users, google) = (start_idp(&ud), start_idp(&gd));
+    let (users, google) = (start_idp_in(&dir, "users"), start_idp_in(&dir, "google"));
     let (_s, base) = kacls_server(&env);
     bind_cse(&env, &base, &users, &google, &["--signing-key", "jwt"]);
     let k = Kacls {

@@ -28,6 +28,13 @@ pub(crate) fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// An identity provider of its own in `dir/name`.
+pub(crate) fn start_idp_in(dir: &Path, name: &str) -> Idp {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    start_idp(&d)
+}
+
 pub(crate) fn start_idp(dir: &Path) -> Idp {
     let ca = LocalCa::new("Test IdP CA").unwrap();
     let issued = ca.issue_server(&["localhost"]).unwrap();

@@ -1,7 +1,7 @@
 //! A native KMIP client for the tests: mutual TLS to the real server, TTLV
 //! requests built by hand, and what their answers hold.
 
-use super::{eventually, Env, Server};
+use super::{Env, Server};
 use keyhold_kmip::enums::{object_type, operation as op};
 use keyhold_kmip::message::Version;
 use keyhold_kmip::tags as t;
@@ -50,17 +50,7 @@ pub(crate) fn serve_kmip(env: Env) -> Kmip {
         "--admin-listen",
         "127.0.0.1:0",
     ]);
-    let out = env.dir.path().join("serve.stdout");
-    let mut port = 0;
-    eventually("the KMIP listener", || {
-        port = std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("keyhold kmip on 127.0.0.1:"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
+    let port = env.listener_port("kmip");
     Kmip { env, server, port }
 }
 

@@ -81,6 +81,24 @@ impl Env {
         }
     }
 
+    /// The port of a running server's listener `name` (`kmip`, `admin`,
+    /// `azure-ekm`, `hyok`…), as `keyhold serve` prints it.
+    pub(crate) fn listener_port(&self, name: &str) -> u16 {
+        let out = self.dir.path().join("serve.stdout");
+        let line = format!("keyhold {name} on 127.0.0.1:");
+        let mut port = 0;
+        eventually(&format!("the {name} listener"), || {
+            port = std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix(line.as_str()))
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            port != 0
+        });
+        port
+    }
+
     pub(crate) fn ca(&self) -> PathBuf {
         self.data().join("tls/ca.pem")
     }
