@@ -186,7 +186,8 @@ fn keyholds_own_keys_are_never_adopted(env: &Env) {
 }
 
 /// A key's usage is in the token too, as OpenSC's pkcs11-tool reads it:
-/// exactly encrypt and/or decrypt, never wrap, unwrap, sign or verify.
+/// exactly encrypt and/or decrypt, with AES key wrap in the same
+/// directions (wrap with encrypt, unwrap with decrypt), never sign or verify.
 fn usage_is_in_the_token_too(env: &Env) -> Server {
     let conf = &env.extra_env[0].1;
     env.run_ok(&[
@@ -225,11 +226,14 @@ fn usage_is_in_the_token_too(env: &Env) -> Server {
         }
         panic!("no usage for {label}: {text}")
     };
-    assert_eq!(token_usage("keyhold:/demo:hk"), "encrypt, decrypt");
-    assert_eq!(token_usage("keyhold:/demo:enc-hsm"), "encrypt");
+    assert_eq!(
+        token_usage("keyhold:/demo:hk"),
+        "encrypt, decrypt, wrap, unwrap"
+    );
+    assert_eq!(token_usage("keyhold:/demo:enc-hsm"), "encrypt, wrap");
     assert_eq!(token_usage("keyhold:/demo:none-hsm"), "none");
     // The adopted key's attributes now say its usage (both) and no more.
-    assert_eq!(token_usage("legacy-key"), "encrypt, decrypt");
+    assert_eq!(token_usage("legacy-key"), "encrypt, decrypt, wrap, unwrap");
     let out = env
         .cmd(&["key", "set-usage", "/demo", "enc-hsm", "--usage", "DECRYPT"])
         .output()
@@ -240,7 +244,7 @@ fn usage_is_in_the_token_too(env: &Env) -> Server {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(token_usage("keyhold:/demo:enc-hsm"), "decrypt");
+    assert_eq!(token_usage("keyhold:/demo:enc-hsm"), "decrypt, unwrap");
     env.run_ok(&["key", "set-usage", "/demo", "enc-hsm", "--usage", "ENCRYPT"]);
 
     env.serve(&[])

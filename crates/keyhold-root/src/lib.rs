@@ -79,9 +79,10 @@ pub trait RootOfTrust: Send + Sync + 'static {
 /// module). Labels are PKCS#11 `CKA_LABEL`s.
 pub trait HsmKeys: Send + Sync {
     /// Generates a new non-extractable AES-256 key with this label, whose
-    /// attributes allow exactly `usage` (CKA_ENCRYPT, CKA_DECRYPT) and
-    /// nothing else (no wrap, unwrap, sign, verify or derive): the token
-    /// enforces the key's usage too, not only Keyhold.
+    /// attributes allow exactly `usage` (CKA_ENCRYPT, CKA_DECRYPT, and AES
+    /// key wrap in the same directions: CKA_WRAP, CKA_UNWRAP) and nothing
+    /// else (no sign, verify or derive): the token enforces the key's usage
+    /// too, not only Keyhold.
     fn generate_key(&self, label: &str, usage: keyhold_core::Usage) -> Result<()>;
     /// Makes the key's attributes allow exactly `usage`. `Ok(false)`: the
     /// token does not allow the change (usage is then Keyhold's alone).
@@ -112,6 +113,16 @@ pub trait HsmKeys: Send + Sync {
         ciphertext: &[u8],
         tag: &[u8],
     ) -> Result<SecretBytes>;
+    /// AES key wrap (RFC 3394, or RFC 5649 when `padded`) of `data` with
+    /// the AES-256 key labelled `label`, inside the HSM.
+    fn key_wrap(&self, _label: &str, _data: &[u8], _padded: bool) -> Result<Vec<u8>> {
+        Err(no_key_wrap())
+    }
+    /// The inverse of [`HsmKeys::key_wrap`]; a value that does not check
+    /// is `Error::InvalidCiphertext`.
+    fn key_unwrap(&self, _label: &str, _wrapped: &[u8], _padded: bool) -> Result<SecretBytes> {
+        Err(no_key_wrap())
+    }
     /// Generates a key pair with this label (both halves), its private key
     /// sensitive, never extractable and allowed exactly `usage` (CKA_SIGN or
     /// CKA_DECRYPT).
@@ -147,6 +158,11 @@ pub trait HsmKeys: Send + Sync {
     ) -> Result<SecretBytes> {
         Err(no_pairs())
     }
+}
+
+/// What an HSM without AES key wrap answers to it.
+fn no_key_wrap() -> keyhold_core::Error {
+    keyhold_core::Error::KeyUsage("this HSM does not do AES key wrap".into())
 }
 
 /// What an HSM without key pairs answers to their operations.

@@ -350,3 +350,89 @@ fn hsm_resident_key_pairs() {
         "{listed}"
     );
 }
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// AES key wrap inside the token with customer keys: RFC 3394 §4.6's
+/// known answer with a key written by another tool (which Keyhold lets
+/// wrap on first use, as its usage allows), RFC 5649 padding, a damaged
+/// value, sizes the mechanism refuses, a key whose usage forbids the
+/// direction, and Keyhold's own keys, which never wrap.
+#[test]
+fn hsm_resident_key_wrap() {
+    use keyhold_core::{Error, Usage};
+    use keyhold_root::HsmKeys;
+    let root = Pkcs11Root::open(config("kek-key-wrap"), true).unwrap();
+    let kek: [u8; 32] = unhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
+        .try_into()
+        .unwrap();
+    token().write_aes_key(TOKEN, PIN, "rfc3394-kek", &kek);
+    let data = unhex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F");
+    let expected =
+        unhex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21");
+    let opened = root.key_unwrap("rfc3394-kek", &expected, false).unwrap();
+    assert_eq!(opened.expose(), &data[..]);
+    assert_eq!(
+        root.key_wrap("rfc3394-kek", &data, false).unwrap(),
+        expected
+    );
+    let mut damaged = expected.clone();
+    damaged[9] ^= 1;
+    let e = root.key_unwrap("rfc3394-kek", &damaged, false).unwrap_err();
+    assert!(matches!(e, Error::InvalidCiphertext), "{e:?}");
+
+    // RFC 5649 (pyca/cryptography's answer): every module unwraps it.
+    let kwp = unhex("924ffdc1f61323fc81d0ac8d0c83baf23c7f9b9b2de3ee3846dbaed43952b94a");
+    let opened = root.key_unwrap("rfc3394-kek", &kwp, true).unwrap();
+    assert_eq!(opened.expose(), &[0x11; 20]);
+    // Debian's SoftHSMv2 2.6.1 pads before an RFC 5649 wrap: found and
+    // refused rather than answered wrongly; a later module wraps right.
+    match root.key_wrap("rfc3394-kek", &[0x11; 20], true) {
+        Ok(w) => assert_eq!(w, kwp),
+        Err(e) => assert!(
+            matches!(&e, Error::KeyUsage(m) if m.contains("RFC 5649")),
+            "{e:?}"
+        ),
+    }
+    root.generate_key("wrap-both", Usage::BOTH).unwrap();
+    for (len, padded) in [
+        (32usize, false),
+        (16, false),
+        (40, false),
+        (32, true),
+        (8, true),
+    ] {
+        let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let wrapped = root.key_wrap("wrap-both", &value, padded).unwrap();
+        assert_eq!(wrapped.len(), len.div_ceil(8) * 8 + 8, "{len} {padded}");
+        let back = root.key_unwrap("wrap-both", &wrapped, padded).unwrap();
+        assert_eq!(back.expose(), &value[..]);
+        let e = root.key_unwrap("wrap-both", &wrapped, !padded).unwrap_err();
+        assert!(matches!(e, Error::InvalidCiphertext), "{e:?}");
+    }
+    for (len, padded) in [(12, false), (8, false), (0, true), (16 * 1024 + 1, true)] {
+        let e = root
+            .key_wrap("wrap-both", &vec![7; len], padded)
+            .unwrap_err();
+        assert!(matches!(e, Error::Invalid { .. }), "{len} {padded}: {e:?}");
+    }
+
+    let encrypt_only = Usage {
+        decrypt: false,
+        ..Usage::BOTH
+    };
+    root.generate_key("wrap-only", encrypt_only).unwrap();
+    let wrapped = root.key_wrap("wrap-only", &data, false).unwrap();
+    let e = root.key_unwrap("wrap-only", &wrapped, false).unwrap_err();
+    assert!(matches!(e, Error::KeyUsage(_)), "{e:?}");
+
+    for own in ["kek-key-wrap", "kek-key-wrap-health"] {
+        let e = root.key_wrap(own, &data, false).unwrap_err();
+        assert!(matches!(e, Error::KeyUsage(_)), "{own}: {e:?}");
+    }
+}

@@ -316,6 +316,14 @@ impl HsmKeys for Pkcs11Root {
         self.run(|t| t.decrypt(label, iv, aad, ciphertext, tag))
     }
 
+    fn key_wrap(&self, label: &str, data: &[u8], padded: bool) -> Result<Vec<u8>> {
+        self.run(|t| t.key_wrap(label, data, padded))
+    }
+
+    fn key_unwrap(&self, label: &str, wrapped: &[u8], padded: bool) -> Result<SecretBytes> {
+        self.run(|t| t.key_unwrap(label, wrapped, padded))
+    }
+
     /// In the first token that works, like AES keys.
     fn generate_pair(&self, label: &str, kind: PairKind, usage: keyhold_core::Usage) -> Result<()> {
         self.run(|t| t.generate_pair(label, kind, usage))

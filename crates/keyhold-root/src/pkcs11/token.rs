@@ -23,6 +23,7 @@ use secrecy::SecretString;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroize;
 
 /// Format byte of blobs wrapped by the PKCS#11 root (AES-GCM in the HSM).
 pub(crate) const WRAP_FORMAT_PKCS11_GCM: u8 = 2;
@@ -71,6 +72,9 @@ pub(crate) struct Pkcs11Token {
     pairs: Mutex<HashMap<String, (ObjectHandle, keyhold_crypto::asym::PairKind)>>,
     /// One health probe at a time (the first one may create the health key).
     probing: Mutex<()>,
+    /// Whether the module's CKM_AES_KEY_WRAP_PAD pads as RFC 5649 says
+    /// (found once, on the first padded wrap that needs padding).
+    pads_right: std::sync::OnceLock<bool>,
 }
 
 impl std::fmt::Debug for Pkcs11Token {
@@ -116,8 +120,10 @@ impl From<CkError> for SessionFailure {
 }
 
 /// The template of every AES-256 key Keyhold generates in a token: a token
-/// object, private, sensitive, never extractable, for encrypt and decrypt.
-fn aes256_key_template(label: &str, usage: Usage) -> Vec<Attribute> {
+/// object, private, sensitive, never extractable, allowed what `usage` says
+/// (customer keys also AES key wrap in the direction of their usage;
+/// Keyhold's own keys never wrap).
+fn aes256_key_template(label: &str, usage: Usage, wraps: bool) -> Vec<Attribute> {
     let mut t = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(KeyType::AES),
@@ -128,18 +134,22 @@ fn aes256_key_template(label: &str, usage: Usage) -> Vec<Attribute> {
         Attribute::Extractable(false),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
-    t.extend(usage_attributes(usage));
+    t.extend(usage_attributes(usage, wraps));
     t
 }
 
 /// What a key may do, said to the token: encrypt and decrypt as `usage`
-/// says, and nothing else (modules default some of these to true).
-fn usage_attributes(usage: Usage) -> [Attribute; 7] {
+/// says, with `wraps` AES key wrap (CKA_WRAP with encrypt, CKA_UNWRAP
+/// with decrypt: Azure's wrapkey and unwrapkey), and nothing else (modules
+/// default some of these to true). Wrapping cannot take another key out
+/// of the token: every key Keyhold keeps there is non-extractable, and
+/// the only keys it wraps are session objects made for that one call.
+fn usage_attributes(usage: Usage, wraps: bool) -> [Attribute; 7] {
     [
         Attribute::Encrypt(usage.encrypt),
         Attribute::Decrypt(usage.decrypt),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
+        Attribute::Wrap(wraps && usage.encrypt),
+        Attribute::Unwrap(wraps && usage.decrypt),
         Attribute::Sign(false),
         Attribute::Verify(false),
         Attribute::Derive(false),
@@ -170,6 +180,43 @@ fn gcm_decrypt(
             Function::Decrypt,
         )) if s.get_session_info().is_ok() => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// The most AES key wrap takes in one call: far more than any key (an RSA
+/// 4096 private key is about 2.4 KB), little enough for a session object.
+const MAX_KEY_WRAP_INPUT: usize = 16 * 1024;
+
+/// Which way an AES key wrap goes.
+#[derive(Clone, Copy)]
+enum Direction {
+    Wrap,
+    Unwrap,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Wrap => "wrap",
+            Direction::Unwrap => "unwrap",
+        }
+    }
+}
+
+/// CKM_AES_KEY_WRAP (RFC 3394) or, `padded`, CKM_AES_KEY_WRAP_PAD (RFC 5649).
+fn wrap_mechanism(padded: bool) -> Mechanism<'static> {
+    if padded {
+        Mechanism::AesKeyWrapPad
+    } else {
+        Mechanism::AesKeyWrap
+    }
+}
+
+/// Destroys a session object made for one call; one left behind (the
+/// session died) goes with its session.
+fn destroy_quietly(s: &Session, object: ObjectHandle) {
+    if let Err(e) = s.destroy_object(object) {
+        tracing::debug!(error = ?e, "could not destroy a session object; it ends with its session");
     }
 }
 
@@ -277,6 +324,7 @@ impl Pkcs11Token {
             pairs: Mutex::new(HashMap::new()),
             found: Mutex::new(None),
             probing: Mutex::new(()),
+            pads_right: std::sync::OnceLock::new(),
             summary: Mutex::new(TokenSummary {
                 label: cfg.token_label.clone().unwrap_or_default(),
                 serial: cfg.token_serial.clone().unwrap_or_default(),
@@ -297,7 +345,7 @@ impl Pkcs11Token {
         match found {
             Some(_) => self.key_handle(&self.cfg.kek_label).map(|_| ()),
             None if create_kek => {
-                let template = aes256_key_template(&self.cfg.kek_label, Usage::BOTH);
+                let template = aes256_key_template(&self.cfg.kek_label, Usage::BOTH, false);
                 self.with_session("create the key-encryption key", |s| {
                     s.generate_key(&Mechanism::AesKeyGen, &template)
                 })
@@ -615,7 +663,7 @@ impl Pkcs11Token {
                 format!("{label:?} is already in use"),
             ));
         }
-        let template = aes256_key_template(label, usage);
+        let template = aes256_key_template(label, usage, !self.is_reserved(label));
         let h = self
             .with_session("generate key", |s| {
                 s.generate_key(&Mechanism::AesKeyGen, &template)
@@ -703,7 +751,7 @@ impl Pkcs11Token {
             return self.set_pair_usage(label, usage);
         }
         match self.with_key(label, |s, h| {
-            s.update_attributes(h, &usage_attributes(usage))
+            s.update_attributes(h, &usage_attributes(usage, !self.is_reserved(label)))
         }) {
             Ok(()) => Ok(true),
             Err(e) if refused_change(&e) => Ok(false),
@@ -760,6 +808,225 @@ impl Pkcs11Token {
             Some(p) => Ok(SecretBytes::new(p)),
             None => Err(Error::InvalidCiphertext),
         }
+    }
+
+    /// AES key wrap (RFC 3394, or RFC 5649 when `padded`) of `data` under
+    /// the customer key labelled `label`, inside the HSM: `data` becomes a
+    /// session object for this one call (C_CreateObject), which C_WrapKey
+    /// wraps and C_DestroyObject removes.
+    ///
+    /// Sizes are checked here, not left to the module: RFC 3394 takes 16
+    /// bytes or more in whole 8-byte blocks (PKCS#11 lets a module pad
+    /// other sizes with zeros, which no RFC 3394 unwrap gives back), RFC
+    /// 5649 any size from 1 byte. A module that pads RFC 5649 input with
+    /// zeros before wrapping (SoftHSMv2 before 2.7) is found by a round
+    /// trip with a session key of its own, and refuses sizes that need
+    /// padding rather than wrap them wrongly.
+    pub(crate) fn key_wrap(&self, label: &str, data: &[u8], padded: bool) -> Result<Vec<u8>> {
+        let too_big = data.len() > MAX_KEY_WRAP_INPUT;
+        if too_big
+            || (!padded && (data.len() < 16 || !data.len().is_multiple_of(8)))
+            || data.is_empty()
+        {
+            return Err(Error::invalid(
+                "value",
+                format!(
+                    "{} bytes is not a size AES key wrap{} takes",
+                    data.len(),
+                    if padded { " with padding" } else { "" }
+                ),
+            ));
+        }
+        if padded && !data.len().is_multiple_of(8) && !self.pads_right()? {
+            return Err(Error::KeyUsage(format!(
+                "the PKCS#11 module of HSM token {:?} pads AES key wrap with padding (RFC 5649) wrongly, so it wraps only whole 8-byte blocks: {} bytes is not",
+                self.name(),
+                data.len()
+            )));
+        }
+        let mut template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+            Attribute::Value(data.to_vec()),
+        ];
+        let mechanism = wrap_mechanism(padded);
+        let wrapped = self.with_wrapping_key(label, Direction::Wrap, |s, h| {
+            let object = s.create_object(&template)?;
+            let wrapped = s.wrap_key(&mechanism, h, object);
+            destroy_quietly(s, object);
+            wrapped
+        });
+        if let Attribute::Value(v) = &mut template[6] {
+            v.zeroize();
+        }
+        wrapped.map_err(|e| match e {
+            SessionFailure::Ck(CkError::Pkcs11(
+                RvError::KeySizeRange | RvError::DataLenRange | RvError::TemplateInconsistent,
+                _,
+            )) => Error::invalid(
+                "value",
+                format!("{} bytes is not a size AES key wrap takes", data.len()),
+            ),
+            e => ck("AES key wrap in the HSM", e),
+        })
+    }
+
+    /// Whether the module's CKM_AES_KEY_WRAP_PAD wraps 1 byte as 1 byte
+    /// (a round trip with a session AES key made for the test, never a
+    /// customer key): found once per token.
+    fn pads_right(&self) -> Result<bool> {
+        if let Some(r) = self.pads_right.get() {
+            return Ok(*r);
+        }
+        let key_template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::ValueLen(32.into()),
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Wrap(true),
+            Attribute::Unwrap(true),
+        ];
+        let value_template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+        ];
+        let mut one = value_template.to_vec();
+        one.push(Attribute::Value(vec![0x5a]));
+        let len = self
+            .with_session("test AES key wrap with padding", |s| {
+                let key = s.generate_key(&Mechanism::AesKeyGen, &key_template)?;
+                let result = (|| {
+                    let object = s.create_object(&one)?;
+                    let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, key, object);
+                    destroy_quietly(s, object);
+                    let back =
+                        s.unwrap_key(&Mechanism::AesKeyWrapPad, key, &wrapped?, &value_template)?;
+                    let value = s.get_attributes(back, &[AttributeType::Value]);
+                    destroy_quietly(s, back);
+                    Ok(value?.into_iter().find_map(|a| match a {
+                        Attribute::Value(v) => Some(v.len()),
+                        _ => None,
+                    }))
+                })();
+                destroy_quietly(s, key);
+                result
+            })
+            .map_err(|e| ck("test AES key wrap with padding in the HSM", e))?;
+        let right = len == Some(1);
+        if !right {
+            tracing::warn!(token = %self.name(), "the PKCS#11 module pads AES key wrap with padding (RFC 5649) with zeros; only whole 8-byte blocks are wrapped with it");
+        }
+        Ok(*self.pads_right.get_or_init(|| right))
+    }
+
+    /// The inverse of [`Self::key_wrap`] (C_UnwrapKey into a session object
+    /// whose value is read and which is then destroyed). A value that does
+    /// not check is `InvalidCiphertext`.
+    pub(crate) fn key_unwrap(
+        &self,
+        label: &str,
+        wrapped: &[u8],
+        padded: bool,
+    ) -> Result<SecretBytes> {
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::GENERIC_SECRET),
+            Attribute::Token(false),
+            Attribute::Private(true),
+            Attribute::Sensitive(false),
+            Attribute::Extractable(true),
+        ];
+        let mechanism = wrap_mechanism(padded);
+        let opened = self
+            .with_wrapping_key(label, Direction::Unwrap, |s, h| {
+                let object = match s.unwrap_key(&mechanism, h, wrapped, &template) {
+                    Ok(o) => o,
+                    Err(CkError::Pkcs11(
+                        RvError::WrappedKeyInvalid
+                        | RvError::WrappedKeyLenRange
+                        | RvError::EncryptedDataInvalid
+                        | RvError::EncryptedDataLenRange,
+                        _,
+                    )) => return Ok(None),
+                    // SoftHSMv2 answers a value that does not check with
+                    // CKR_GENERAL_ERROR: a failed check if the session lives.
+                    Err(CkError::Pkcs11(RvError::GeneralError | RvError::FunctionFailed, _))
+                        if s.get_session_info().is_ok() =>
+                    {
+                        return Ok(None)
+                    }
+                    Err(e) => return Err(e),
+                };
+                let value = s.get_attributes(object, &[AttributeType::Value]);
+                destroy_quietly(s, object);
+                Ok(value?.into_iter().find_map(|a| match a {
+                    Attribute::Value(v) => Some(SecretBytes::new(v)),
+                    _ => None,
+                }))
+            })
+            .map_err(|e| ck("AES key unwrap in the HSM", e))?;
+        opened.ok_or(Error::InvalidCiphertext)
+    }
+
+    /// Runs `f` with the customer key labelled `label` for AES key wrap in
+    /// `direction`. A key made before Keyhold let its keys wrap (CKA_WRAP
+    /// and CKA_UNWRAP false) whose usage allows the direction (CKA_ENCRYPT
+    /// for wrap, CKA_DECRYPT for unwrap) is given the attribute once; a
+    /// token that will not change it leaves the key unable to wrap.
+    fn with_wrapping_key<R>(
+        &self,
+        label: &str,
+        direction: Direction,
+        f: impl Fn(&Session, ObjectHandle) -> std::result::Result<R, CkError>,
+    ) -> std::result::Result<R, SessionFailure> {
+        if self.is_reserved(label) {
+            return Err(SessionFailure::Pool(Error::KeyUsage(format!(
+                "{label:?} is one of Keyhold's own keys in the HSM"
+            ))));
+        }
+        match self.with_key(label, &f) {
+            Err(SessionFailure::Ck(CkError::Pkcs11(RvError::KeyFunctionNotPermitted, _))) => {}
+            r => return r,
+        }
+        let (attribute, allowed_by, what) = match direction {
+            Direction::Wrap => (Attribute::Wrap(true), AttributeType::Encrypt, "encrypt"),
+            Direction::Unwrap => (Attribute::Unwrap(true), AttributeType::Decrypt, "decrypt"),
+        };
+        let allowed = self.with_key(label, |s, h| {
+            Ok(s.get_attributes(h, &[allowed_by])?
+                .into_iter()
+                .any(|a| matches!(a, Attribute::Encrypt(true) | Attribute::Decrypt(true))))
+        })?;
+        let refused = || {
+            SessionFailure::Pool(Error::KeyUsage(format!(
+                "the HSM key {label:?} may not {what} in the token, so it does not AES key {}",
+                direction.name()
+            )))
+        };
+        if !allowed {
+            return Err(refused());
+        }
+        match self.with_key(label, |s, h| {
+            s.update_attributes(h, std::slice::from_ref(&attribute))
+        }) {
+            Ok(()) => {
+                tracing::info!(label, token = %self.name(), "allowed an HSM key made before AES key wrap to {}", direction.name())
+            }
+            Err(e) if refused_change(&e) => return Err(refused()),
+            Err(e) => return Err(e),
+        }
+        self.with_key(label, f)
     }
 
     /// Wraps under the KEK: format byte, IV, AES-GCM output (context as AAD).

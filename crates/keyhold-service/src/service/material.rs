@@ -139,12 +139,6 @@ fn not_aes() -> Error {
     Error::KeyUsage("an asymmetric key does not do AES-GCM".into())
 }
 
-fn hsm_wrap_unsupported() -> Error {
-    Error::KeyUsage(
-        "AES key wrap with an HSM-resident AES key is not supported yet: use a key wrapped under the root of trust".into(),
-    )
-}
-
 fn not_a_pair() -> Error {
     Error::KeyUsage("an AES-256 key is not a key pair".into())
 }
@@ -206,7 +200,7 @@ impl KeyMaterial {
             KeyMaterial::Software(k) => k
                 .key_wrap(data, padded)
                 .map_err(|e| Error::Internal(format!("key wrap failed: {e}"))),
-            KeyMaterial::Hsm { .. } => Err(hsm_wrap_unsupported()),
+            KeyMaterial::Hsm { root, label } => hsm_of(root)?.key_wrap(label, data, padded),
             _ => Err(not_aes()),
         }
     }
@@ -218,7 +212,7 @@ impl KeyMaterial {
             KeyMaterial::Software(k) => k
                 .key_unwrap(data, padded)
                 .map_err(|_| Error::InvalidCiphertext),
-            KeyMaterial::Hsm { .. } => Err(hsm_wrap_unsupported()),
+            KeyMaterial::Hsm { root, label } => hsm_of(root)?.key_unwrap(label, data, padded),
             _ => Err(not_aes()),
         }
     }
