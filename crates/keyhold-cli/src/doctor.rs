@@ -141,7 +141,7 @@ fn verifier(
 ) -> Result<Arc<rustls::client::WebPkiServerVerifier>, String> {
     rustls::client::WebPkiServerVerifier::builder_with_provider(
         Arc::new(roots.clone()),
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        Arc::new(keyhold_crypto::fips::tls_provider()),
     )
     .build()
     .map_err(e)
@@ -481,13 +481,12 @@ fn call_health(
         body,
         keyhold_core::now(),
     );
-    let mut tls_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(e)?
-    .with_root_certificates(roots.clone())
-    .with_no_client_auth();
+    let mut tls_cfg =
+        rustls::ClientConfig::builder_with_provider(Arc::new(keyhold_crypto::fips::tls_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(e)?
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
     tls_cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     if config.tls.client_ca.is_some() {
         return Err("mutual TLS is on: AWS presents its own client certificate, which doctor does not have (the rest was checked)".into());

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "keyhold", version, about = "Keyhold: hold your own key")]
+#[command(name = "keyhold", version, long_version = long_version(), about = "Keyhold: hold your own key")]
 pub(crate) struct Cli {
     /// Data directory (holds keyhold.db, root.key, tls/ and keyhold.toml).
     #[arg(
@@ -49,11 +49,22 @@ pub(crate) struct Cli {
     command: Command,
 }
 
+/// `--version`: the version, and whether this is a FIPS build whose module
+/// reports FIPS mode.
+fn long_version() -> String {
+    format!(
+        "{}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        keyhold_crypto::fips::status().line()
+    )
+}
+
 #[derive(Subcommand)]
 pub(crate) enum Command {
     /// Create a data directory: root of trust, database, TLS certificate, config.
     Init {
-        /// Seal the root of trust under a passphrase (Argon2id).
+        /// Seal the root of trust under a passphrase (Argon2id; in FIPS mode
+        /// PBKDF2-HMAC-SHA-256).
         #[arg(long)]
         sealed: bool,
         /// Address the server will listen on.
@@ -148,6 +159,21 @@ pub(crate) enum RootCmd {
     ///
     /// Checks first that every value unwraps under the current root.
     DestroyRetired,
+    /// Seal the software root again, with the same passphrase and root, under
+    /// another passphrase KDF: `pbkdf2` (PBKDF2-HMAC-SHA-256, approved: what
+    /// FIPS mode needs) or `argon2id` (the default build's). Replaces
+    /// root.key atomically; copy it to the other nodes and escrow it again.
+    Reseal {
+        #[arg(long, value_enum)]
+        kdf: KdfArg,
+    },
+}
+
+/// A passphrase KDF, as `root reseal --kdf` names it.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum KdfArg {
+    Pbkdf2,
+    Argon2id,
 }
 
 /// Resolves the passphrase for a sealed root, if one is needed.
@@ -450,6 +476,10 @@ pub(crate) fn run_admin(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = keyhold_crypto::fips::startup_check() {
+        eprintln!("keyhold: {e}");
+        return ExitCode::FAILURE;
+    }
     if cli.remote.server.is_some() {
         return match api::run_remote(&cli) {
             Ok(()) => ExitCode::SUCCESS,
@@ -513,6 +543,9 @@ fn main() -> ExitCode {
         }
         Command::Root(RootCmd::DestroyRetired) => {
             data_dir(&cli).and_then(|dd| root_cmd::destroy_retired(&cli, dd))
+        }
+        Command::Root(RootCmd::Reseal { kdf }) => {
+            data_dir(&cli).and_then(|dd| root_cmd::reseal(&cli, dd, *kdf))
         }
         Command::Root(RootCmd::MigrateToHsm { hsm }) => {
             data_dir(&cli).and_then(|dd| root_cmd::migrate_to_hsm(&cli, dd, hsm))

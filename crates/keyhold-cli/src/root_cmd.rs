@@ -2,7 +2,8 @@
 //! moving a software root into an HSM. Each runs on the data directory with
 //! the root of trust in hand and is audited like every admin command.
 
-use crate::{audited_with_root, local, passphrase, Cli};
+use crate::{audited_with_root, local, passphrase, Cli, KdfArg};
+use keyhold_root::{PassphraseKdf, SoftwareRoot};
 use keyhold_server::data_dir::DataDir;
 
 /// Reports re-wrapping progress at most every two seconds, and at the end.
@@ -82,5 +83,39 @@ pub(crate) fn migrate_to_hsm(cli: &Cli, dd: DataDir, hsm: &local::HsmArgs) -> Re
         "The old software root is kept as {}: destroy it (and backups that hold it) once you are satisfied.",
         retired.display()
     );
+    Ok(())
+}
+
+/// `keyhold root reseal --kdf …`: the same root, sealed under the same
+/// passphrase with another KDF (how a sealed root moves to FIPS mode).
+pub(crate) fn reseal(cli: &Cli, dd: DataDir, kdf: KdfArg) -> Result<(), String> {
+    let kdf = match kdf {
+        KdfArg::Pbkdf2 => PassphraseKdf::Pbkdf2Sha256,
+        KdfArg::Argon2id => PassphraseKdf::Argon2id,
+    };
+    if let (PassphraseKdf::Argon2id, Err(e)) = (
+        kdf,
+        keyhold_crypto::fips::check(keyhold_crypto::fips::Use::Argon2id),
+    ) {
+        return Err(e.to_string());
+    }
+    if !dd.root().exists() || !dd.root_is_sealed().map_err(|e| e.to_string())? {
+        return Err(
+            "only a software root sealed under a passphrase (keyhold init --sealed) is resealed"
+                .into(),
+        );
+    }
+    let before = audited_with_root(cli, dd.clone(), |dd, pass| {
+        let pass = pass.ok_or("a passphrase is needed")?;
+        SoftwareRoot::reseal(&dd.root(), pass, kdf).map_err(|e| e.to_string())
+    })?;
+    if cli.json {
+        println!("{}", serde_json::json!({"kdf": kdf.name(), "was": before}));
+    } else {
+        println!(
+            "root.key is now sealed with {} (it was {before}); the root and its passphrase are unchanged. Copy it to every other node's data directory and escrow it again.",
+            kdf.name()
+        );
+    }
     Ok(())
 }

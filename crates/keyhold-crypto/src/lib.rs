@@ -9,6 +9,7 @@
 //! barrier that owns it.
 
 pub mod asym;
+pub mod fips;
 pub mod gcm;
 pub mod jwt;
 pub mod sym;
@@ -288,6 +289,25 @@ impl std::fmt::Debug for HmacKey {
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// PBKDF2-HMAC-SHA-256 (NIST SP 800-132): derives `out.len()` bytes from
+/// a password, for a passphrase-sealed root in FIPS mode.
+pub fn pbkdf2_hmac_sha256(
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    out: &mut [u8],
+) -> Result<(), CryptoError> {
+    let n = std::num::NonZeroU32::new(iterations).ok_or(CryptoError::Failed)?;
+    aws_lc_rs::pbkdf2::derive(
+        aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+        n,
+        salt,
+        password,
+        out,
+    );
+    Ok(())
 }
 
 /// HKDF-SHA256: derives `out.len()` bytes from `ikm` with `salt` and `info`.

@@ -109,13 +109,12 @@ async fn request(
         .trim_end_matches(']')
         .to_owned();
     let port = uri.port_u16().unwrap_or(443);
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| FetchError::Network(e.to_string()))?
-    .with_root_certificates(roots(ca_pem)?)
-    .with_no_client_auth();
+    let cfg =
+        rustls::ClientConfig::builder_with_provider(Arc::new(keyhold_crypto::fips::tls_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| FetchError::Network(e.to_string()))?
+            .with_root_certificates(roots(ca_pem)?)
+            .with_no_client_auth();
     let name =
         ServerName::try_from(host.clone()).map_err(|e| FetchError::Network(e.to_string()))?;
     let net = |e: std::io::Error| FetchError::Network(format!("{host}:{port}: {e}"));

@@ -15,7 +15,7 @@ pub mod pkcs11;
 mod software;
 
 pub use pkcs11::{FailoverToken, HsmStatus, PinSource, Pkcs11Config, Pkcs11Root};
-pub use software::{RootFileKind, SoftwareRoot};
+pub use software::{PassphraseKdf, RootFileKind, SoftwareRoot};
 
 use keyhold_core::Result;
 use keyhold_crypto::asym::{Hash, PairKind, SignScheme};

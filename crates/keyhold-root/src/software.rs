@@ -3,8 +3,10 @@
 //! The file is JSON, mode 0600, in one of two kinds:
 //! * `plain`: the master key, base64. Protect it like an HSM backup.
 //! * `sealed`: the master key encrypted (AES-256-GCM) under a key derived
-//!   from an operator passphrase with Argon2id. Keyhold needs the passphrase
-//!   at every start.
+//!   from an operator passphrase with Argon2id, or in FIPS mode with
+//!   PBKDF2-HMAC-SHA-256 (an approved KDF). Keyhold needs the passphrase at
+//!   every start. [`SoftwareRoot::reseal`] moves a file from one KDF to the
+//!   other.
 //!
 //! The key-encryption key is derived from the master key with HKDF-SHA256,
 //! so the master key itself never encrypts data.
@@ -51,10 +53,69 @@ struct RootFile {
 #[derive(Serialize, Deserialize)]
 struct KdfParams {
     alg: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
     m_cost_kib: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
     t_cost: u32,
+    #[serde(default, skip_serializing_if = "is_zero")]
     p_cost: u32,
+    /// PBKDF2's iteration count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    iterations: u32,
     salt: String,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// How a passphrase becomes the key that seals the root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassphraseKdf {
+    /// Argon2id (memory-hard; the default build's choice).
+    Argon2id,
+    /// PBKDF2-HMAC-SHA-256, approved (FIPS mode's choice).
+    Pbkdf2Sha256,
+}
+
+impl PassphraseKdf {
+    /// The KDF new sealed roots get in this build.
+    pub fn for_this_build() -> Self {
+        if keyhold_crypto::fips::enabled() {
+            PassphraseKdf::Pbkdf2Sha256
+        } else {
+            PassphraseKdf::Argon2id
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PassphraseKdf::Argon2id => "argon2id",
+            PassphraseKdf::Pbkdf2Sha256 => "pbkdf2-hmac-sha256",
+        }
+    }
+
+    fn params(self) -> Result<KdfParams> {
+        let salt = B64.encode(random_secret(16).map_err(root_err)?.expose());
+        Ok(match self {
+            PassphraseKdf::Argon2id => KdfParams {
+                alg: self.name().into(),
+                m_cost_kib: ARGON2_M_KIB,
+                t_cost: ARGON2_T,
+                p_cost: ARGON2_P,
+                iterations: 0,
+                salt,
+            },
+            PassphraseKdf::Pbkdf2Sha256 => KdfParams {
+                alg: self.name().into(),
+                m_cost_kib: 0,
+                t_cost: 0,
+                p_cost: 0,
+                iterations: keyhold_crypto::fips::PBKDF2_ITERATIONS,
+                salt,
+            },
+        })
+    }
 }
 
 /// A software root of trust: AES-256-GCM under a KEK derived from the master key.
@@ -75,11 +136,36 @@ fn root_err(e: impl std::fmt::Display) -> Error {
     Error::RootOfTrust(e.to_string())
 }
 
-fn derive_passphrase_key(pass: &SecretString, p: &KdfParams) -> Result<Aes256Key> {
-    if p.alg != "argon2id" {
+/// The key a passphrase gives under `p`. FIPS mode refuses Argon2id unless
+/// `migrating` (`keyhold root reseal`, which moves the file to PBKDF2).
+fn derive_passphrase_key(pass: &SecretString, p: &KdfParams, migrating: bool) -> Result<Aes256Key> {
+    let salt = B64.decode(&p.salt).map_err(root_err)?;
+    if p.alg == PassphraseKdf::Pbkdf2Sha256.name() {
+        if p.iterations < 100_000 || salt.len() < 16 {
+            return Err(root_err(
+                "the root file's PBKDF2 parameters are too weak (at least 100000 iterations and a 16-byte salt)",
+            ));
+        }
+        let mut out = Zeroizing::new([0u8; 32]);
+        keyhold_crypto::pbkdf2_hmac_sha256(
+            pass.expose_secret().as_bytes(),
+            &salt,
+            p.iterations,
+            out.as_mut(),
+        )
+        .map_err(root_err)?;
+        return Aes256Key::from_bytes(out.as_ref()).map_err(root_err);
+    }
+    if p.alg != PassphraseKdf::Argon2id.name() {
         return Err(root_err(format!("unsupported KDF {:?}", p.alg)));
     }
-    let salt = B64.decode(&p.salt).map_err(root_err)?;
+    if !migrating {
+        keyhold_crypto::fips::check(keyhold_crypto::fips::Use::Argon2id).map_err(|e| {
+            root_err(format!(
+                "the root of trust is sealed with Argon2id; {e}. Run `keyhold root reseal --kdf pbkdf2` (it asks for the passphrase) to move it to PBKDF2-HMAC-SHA-256"
+            ))
+        })?;
+    }
     let params =
         argon2::Params::new(p.m_cost_kib, p.t_cost, p.p_cost, Some(32)).map_err(root_err)?;
     let a2 = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
@@ -115,6 +201,56 @@ impl SoftwareRoot {
 
     /// Loads the root from `path`; a sealed root needs its passphrase.
     pub fn load(path: &Path, passphrase: Option<&SecretString>) -> Result<Self> {
+        let master = Self::read_master(path, passphrase, false)?;
+        Self::from_master(&master)
+    }
+
+    /// Seals the root file at `path` again under the same passphrase with
+    /// `kdf`, replacing the file atomically (a new file, fsynced, renamed
+    /// over the old one): the master key, and so every wrapped value, stays
+    /// the same. Returns the KDF the file had.
+    pub fn reseal(path: &Path, passphrase: &SecretString, kdf: PassphraseKdf) -> Result<String> {
+        let before = read_root_file(path)?
+            .kdf
+            .map(|k| k.alg)
+            .ok_or_else(|| root_err("the root of trust is not sealed: nothing to reseal"))?;
+        let master = Self::read_master(path, Some(passphrase), true)?;
+        let id = Self::from_master(&master)?.id;
+        let tmp = path.with_extension("key.reseal");
+        let _ = std::fs::remove_file(&tmp);
+        let json = Self::file_json(&master, Some(passphrase), kdf)?;
+        write_private_file(&tmp, &json)?;
+        if Self::read_master(&tmp, Some(passphrase), true)
+            .and_then(|m| Self::from_master(&m))
+            .map(|r| r.id)
+            .ok()
+            != Some(id)
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(root_err(
+                "the resealed root file did not open to the same root",
+            ));
+        }
+        std::fs::rename(&tmp, path)
+            .map_err(|e| root_err(format!("cannot replace {}: {e}", path.display())))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(before)
+    }
+
+    /// The KDF of a sealed root file (`None` for a plain one).
+    pub fn file_kdf(path: &Path) -> Result<Option<String>> {
+        Ok(read_root_file(path)?.kdf.map(|k| k.alg))
+    }
+
+    fn read_master(
+        path: &Path,
+        passphrase: Option<&SecretString>,
+        migrating: bool,
+    ) -> Result<SecretBytes> {
         check_private_file(path)?;
         let file = read_root_file(path)?;
         let master = match file.kind.as_str() {
@@ -132,7 +268,7 @@ impl SoftwareRoot {
                 let sealed = B64
                     .decode(file.sealed_key.unwrap_or_default())
                     .map_err(root_err)?;
-                let pk = derive_passphrase_key(pass, &kdf)?;
+                let pk = derive_passphrase_key(pass, &kdf, migrating)?;
                 pk.open_combined(FORMAT.as_bytes(), &sealed)
                     .map_err(|_| root_err("wrong passphrase, or the root file is damaged"))?
             }
@@ -141,7 +277,7 @@ impl SoftwareRoot {
         if master.len() != 32 {
             return Err(root_err("master key must be 256 bits"));
         }
-        Self::from_master(&master)
+        Ok(master)
     }
 
     /// Writes a root file for `master` (a new root that was made elsewhere,
@@ -151,6 +287,17 @@ impl SoftwareRoot {
         master: &SecretBytes,
         passphrase: Option<&SecretString>,
     ) -> Result<Self> {
+        let json = Self::file_json(master, passphrase, PassphraseKdf::for_this_build())?;
+        write_private_file(path, &json)?;
+        Self::from_master(master)
+    }
+
+    /// The root file for `master`, sealed under `passphrase` with `kdf`.
+    fn file_json(
+        master: &SecretBytes,
+        passphrase: Option<&SecretString>,
+        kdf: PassphraseKdf,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let file = match passphrase {
             None => RootFile {
                 format: FORMAT.into(),
@@ -160,15 +307,8 @@ impl SoftwareRoot {
                 sealed_key: None,
             },
             Some(pass) => {
-                let salt = random_secret(16).map_err(root_err)?;
-                let kdf = KdfParams {
-                    alg: "argon2id".into(),
-                    m_cost_kib: ARGON2_M_KIB,
-                    t_cost: ARGON2_T,
-                    p_cost: ARGON2_P,
-                    salt: B64.encode(salt.expose()),
-                };
-                let pk = derive_passphrase_key(pass, &kdf)?;
+                let kdf = kdf.params()?;
+                let pk = derive_passphrase_key(pass, &kdf, true)?;
                 let sealed = pk
                     .seal_combined(FORMAT.as_bytes(), master.expose())
                     .map_err(root_err)?;
@@ -181,9 +321,9 @@ impl SoftwareRoot {
                 }
             }
         };
-        let json = Zeroizing::new(serde_json::to_vec_pretty(&file).map_err(root_err)?);
-        write_private_file(path, &json)?;
-        Self::from_master(master)
+        Ok(Zeroizing::new(
+            serde_json::to_vec_pretty(&file).map_err(root_err)?,
+        ))
     }
 
     /// The root of a 256-bit master key.
@@ -328,6 +468,53 @@ mod tests {
             SoftwareRoot::create(&dir.path().join("b"), Some(&SecretString::from("short")))
                 .is_err()
         );
+    }
+
+    /// A sealed root moves between Argon2id and PBKDF2-HMAC-SHA-256 with
+    /// the same passphrase and stays the same root; a wrong passphrase
+    /// changes nothing. A new sealed root uses this build's KDF.
+    #[test]
+    fn reseal_moves_between_kdfs_and_keeps_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("root.key");
+        let pass = SecretString::from("correct horse battery".to_owned());
+        let root = SoftwareRoot::create(&p, Some(&pass)).unwrap();
+        let id = root.info().id;
+        let wrapped = root.wrap(b"ctx", b"value").unwrap();
+        assert_eq!(
+            SoftwareRoot::file_kdf(&p).unwrap().as_deref(),
+            Some(PassphraseKdf::for_this_build().name())
+        );
+        let wrong = SecretString::from("wrong passphrase!!".to_owned());
+        assert!(SoftwareRoot::reseal(&p, &wrong, PassphraseKdf::Pbkdf2Sha256).is_err());
+        for kdf in [
+            PassphraseKdf::Pbkdf2Sha256,
+            PassphraseKdf::Argon2id,
+            PassphraseKdf::Pbkdf2Sha256,
+        ] {
+            SoftwareRoot::reseal(&p, &pass, kdf).unwrap();
+            assert_eq!(
+                SoftwareRoot::file_kdf(&p).unwrap().as_deref(),
+                Some(kdf.name())
+            );
+            let text = std::fs::read_to_string(&p).unwrap();
+            assert_eq!(
+                text.contains("iterations"),
+                kdf == PassphraseKdf::Pbkdf2Sha256
+            );
+            if kdf == PassphraseKdf::Argon2id && keyhold_crypto::fips::enabled() {
+                let e = SoftwareRoot::load(&p, Some(&pass)).unwrap_err().to_string();
+                assert!(e.contains("root reseal --kdf pbkdf2"), "{e}");
+                continue;
+            }
+            let again = SoftwareRoot::load(&p, Some(&pass)).unwrap();
+            assert_eq!(again.info().id, id);
+            assert_eq!(again.unwrap(b"ctx", &wrapped).unwrap().expose(), b"value");
+        }
+        assert!(!dir.path().join("root.key.reseal").exists());
+        let plain = dir.path().join("plain.key");
+        SoftwareRoot::create(&plain, None).unwrap();
+        assert!(SoftwareRoot::reseal(&plain, &pass, PassphraseKdf::Pbkdf2Sha256).is_err());
     }
 
     #[test]

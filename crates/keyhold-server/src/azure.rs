@@ -11,7 +11,7 @@ use crate::tls::{subject_common_names, CertSource, TlsError};
 use keyhold_azure::{AzureApi, ClientCheck, Peer};
 use keyhold_service::{AzureEkmBinding, KeyService, StoreApi, StoreApis};
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::aws_lc_rs::{self as provider, cipher_suite};
+use rustls::crypto::aws_lc_rs::cipher_suite;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -27,7 +27,7 @@ pub fn azure_provider() -> Arc<CryptoProvider> {
             cipher_suite::TLS13_AES_256_GCM_SHA384,
             cipher_suite::TLS13_AES_128_GCM_SHA256,
         ],
-        ..provider::default_provider()
+        ..keyhold_crypto::fips::tls_provider()
     })
 }
 

@@ -36,6 +36,28 @@ pub enum ServeError {
     Kmip(String),
     #[error("{0}")]
     Nodes(String),
+    #[error("FIPS mode: {0}")]
+    Fips(String),
+}
+
+/// In FIPS mode: the module must report FIPS mode (its self-tests passed)
+/// and the configuration must not ask for what FIPS mode does not allow.
+fn fips_start(config: &Config) -> Result<(), ServeError> {
+    let status = keyhold_crypto::fips::status();
+    tracing::info!(
+        fips_build = status.build,
+        module_fips_mode = status.module_fips_mode,
+        "{}",
+        status.line()
+    );
+    keyhold_crypto::fips::startup_check().map_err(ServeError::Fips)?;
+    if keyhold_crypto::fips::enabled() && config.insecure_http {
+        return Err(ServeError::Fips(
+            "insecure_http serves the XKS API without TLS; FIPS mode serves it over TLS only"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 fn xks_config(c: &Config) -> XksConfig {
@@ -132,6 +154,17 @@ fn spawn_refresher(
         .expect("spawn refresh thread");
 }
 
+/// `cfg`, once FIPS mode has checked it is FIPS-compliant (every listener's
+/// configuration goes through here).
+fn fips_checked(
+    what: &str,
+    cfg: Arc<rustls::ServerConfig>,
+) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    keyhold_crypto::fips::check_tls(what, cfg.fips())
+        .map_err(|e| ServeError::Tls(crate::tls::TlsError::Config(e)))?;
+    Ok(cfg)
+}
+
 /// The KMIP listener's TLS: the server certificate, and client
 /// certificates required from the KMIP client CA.
 fn kmip_tls(
@@ -157,7 +190,7 @@ fn kmip_tls(
             .map_err(|e| ServeError::Kmip(format!("KMIP client CA {}: {e}", ca.display())))?;
     }
     keyhold_kmip::server::tls_config(
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        Arc::new(keyhold_crypto::fips::tls_provider()),
         certs,
         roots,
         {
@@ -168,6 +201,7 @@ fn kmip_tls(
         },
     )
     .map_err(ServeError::Kmip)
+    .and_then(|c| fips_checked("the KMIP listener", c))
 }
 
 /// How often scheduled key tasks are looked for.
@@ -253,6 +287,7 @@ pub async fn serve(
     also_bound: impl Fn(&'static str, SocketAddr),
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    fips_start(config)?;
     let (main_certs, kmip_certs) = cert_sources(config)?;
     let tls = xks_tls(config, &main_certs, &kmip_certs)?;
     let (listener, addr) = bind(config.listen).await?;
@@ -348,10 +383,13 @@ fn xks_tls(
         tracing::warn!("serving plain HTTP (insecure_http): for local testing only");
         None
     } else {
-        Some(tokio_rustls::TlsAcceptor::from(crate::tls::server_config(
-            main_certs.clone().expect("validated"),
-            config.tls.client_ca.as_deref(),
-            config.tls.client_subject.as_deref(),
+        Some(tokio_rustls::TlsAcceptor::from(fips_checked(
+            "the XKS listener",
+            crate::tls::server_config(
+                main_certs.clone().expect("validated"),
+                config.tls.client_ca.as_deref(),
+                config.tls.client_subject.as_deref(),
+            )?,
         )?))
     };
     let mut all: Vec<_> = main_certs.iter().cloned().collect();
@@ -476,7 +514,10 @@ async fn start_admin(
                 .clone();
         // The admin API speaks HTTP/1.1 only.
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+        Some(tokio_rustls::TlsAcceptor::from(fips_checked(
+            "the admin listener",
+            Arc::new(cfg),
+        )?))
     } else {
         None
     };
@@ -517,7 +558,10 @@ async fn start_azure(
         _ => main_certs.clone().expect("validated"),
     };
     let trust = crate::azure::AzureTrust::new(service);
-    let tls = tokio_rustls::TlsAcceptor::from(crate::azure::server_config(certs, trust.clone())?);
+    let tls = tokio_rustls::TlsAcceptor::from(fips_checked(
+        "the Azure EKM listener",
+        crate::azure::server_config(certs, trust.clone())?,
+    )?);
     let (l, bound) = bind(addr).await?;
     let mut ac = keyhold_azure::AzureConfig::default();
     if let Some(t) = a.hsm_timeout_ms {
@@ -559,7 +603,8 @@ async fn start_hyok(
     };
     let mut cfg = (*crate::tls::server_config(certs, None, None)?).clone();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let tls =
+        tokio_rustls::TlsAcceptor::from(fips_checked("the DKE and KACLS listener", Arc::new(cfg))?);
     let (l, bound) = bind(addr).await?;
     let mut dc = keyhold_dke::DkeConfig::default();
     if let Some(b) = h.max_body_bytes {

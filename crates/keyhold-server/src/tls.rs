@@ -10,7 +10,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::aws_lc_rs::{self as provider, cipher_suite};
+use rustls::crypto::aws_lc_rs::cipher_suite;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -35,13 +35,13 @@ pub enum TlsError {
 /// ECDHE-ECDSA/RSA-AES256-GCM-SHA384 (TLS 1.2).
 pub fn xks_provider() -> Arc<CryptoProvider> {
     Arc::new(CryptoProvider {
-        cipher_suites: vec![
+        cipher_suites: keyhold_crypto::fips::tls_suites(vec![
             cipher_suite::TLS13_AES_256_GCM_SHA384,
             cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
             cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
             cipher_suite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-        ],
-        ..provider::default_provider()
+        ]),
+        ..keyhold_crypto::fips::tls_provider()
     })
 }
 
@@ -153,7 +153,7 @@ impl rustls::server::ResolvesServerCert for CertSource {
 fn certified_key(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
     let chain = load_certs(cert)?;
     let key = load_key(key)?;
-    let signing = provider::default_provider()
+    let signing = keyhold_crypto::fips::tls_provider()
         .key_provider
         .load_private_key(key)
         .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;

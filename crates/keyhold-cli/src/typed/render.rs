@@ -371,6 +371,14 @@ fn print_status(json: bool, s: &StatusView) {
     }
     outln!("version    {}", s.version);
     outln!("health     {}", s.health);
+    outln!(
+        "fips       {}",
+        match (s.fips.build, s.fips.module_fips_mode) {
+            (true, true) => "FIPS mode (FIPS build, module in FIPS mode)",
+            (true, false) => "FIPS build, but the module is NOT in FIPS mode",
+            (false, _) => "off (not a FIPS build)",
+        }
+    );
     for r in &s.ekms {
         let detail = r
             .detail

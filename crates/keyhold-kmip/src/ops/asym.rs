@@ -46,6 +46,7 @@ impl Kmip {
         let data = sign_data(p)?;
         let key = self.private_key(&o)?;
         let scheme = sign_scheme(&o, &asym_params(&o, p)?, key.bits())?;
+        fips_allows_signature(scheme, key.kind())?;
         self.consume_usage(ctx, &mut o, data.len())?;
         let signature = key
             .sign(scheme, data)
@@ -404,6 +405,23 @@ fn oaep_hash(o: &ManagedObject, params: &AsymParams) -> Result<Hash, KmipError> 
         .unwrap_or(Hash::Sha1);
     check_mask(params, h)?;
     Ok(h)
+}
+
+/// FIPS mode's answer to a new signature: none with SHA-1, none with an
+/// RSA key under 2048 bits.
+fn fips_allows_signature(scheme: SignScheme, kind: asym::PairKind) -> Result<(), KmipError> {
+    use keyhold_crypto::fips::Use;
+    if let SignScheme::RsaPkcs1(Hash::Sha1)
+    | SignScheme::RsaPss(Hash::Sha1)
+    | SignScheme::RsaPssMaxSalt(Hash::Sha1)
+    | SignScheme::Ecdsa(Hash::Sha1) = scheme
+    {
+        super::cipher::fips_check(Use::Sha1Signature)?;
+    }
+    if let asym::PairKind::Rsa(bits) = kind {
+        super::cipher::fips_check(Use::RsaKeyBits(bits))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

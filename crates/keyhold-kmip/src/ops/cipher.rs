@@ -22,6 +22,27 @@ pub(super) fn of_object(o: &ManagedObject) -> Result<Cipher, KmipError> {
     }
 }
 
+/// FIPS mode's answer to an Encrypt (`encrypt`) or Decrypt with `cipher`:
+/// ChaCha20 keys neither encrypt nor decrypt (Get still exports them, for
+/// migration); Triple DES decrypts existing data but encrypts nothing.
+pub(super) fn fips_allows(cipher: Cipher, encrypt: bool) -> Result<(), KmipError> {
+    use keyhold_crypto::fips::Use;
+    let u = match (cipher, encrypt) {
+        (Cipher::ChaCha | Cipher::ChaChaPoly, _) => Use::ChaCha20,
+        (Cipher::TripleDes, true) => Use::TripleDesEncrypt,
+        (Cipher::TripleDes, false) => Use::TripleDesDecrypt,
+        (Cipher::Aes, _) => return Ok(()),
+    };
+    fips_check(u)
+}
+
+/// [`keyhold_crypto::fips::check`] as a KMIP error: Feature Not Supported,
+/// saying FIPS mode and why.
+pub(crate) fn fips_check(u: keyhold_crypto::fips::Use) -> Result<(), KmipError> {
+    keyhold_crypto::fips::check(u)
+        .map_err(|e| KmipError::new(Reason::FeatureNotSupported, e.to_string()))
+}
+
 /// The block cipher mode used: the one asked for, else the cipher's
 /// default (GCM for AES, CBC for Triple DES; 0 for the stream cipher).
 pub(super) fn mode(cipher: Cipher, asked: Option<u32>) -> Result<u32, KmipError> {
@@ -114,8 +135,11 @@ impl IvRule {
     }
 
     pub(super) fn check(&self, iv: &[u8]) -> Result<(), KmipError> {
-        if self.lens.contains(&iv.len()) || (self.any_gcm && (1..=MAX_GCM_IV).contains(&iv.len())) {
+        if self.lens.contains(&iv.len()) {
             return Ok(());
+        }
+        if self.any_gcm && (1..=MAX_GCM_IV).contains(&iv.len()) {
+            return fips_check(keyhold_crypto::fips::Use::GcmOutsideModule);
         }
         let want = if self.any_gcm {
             format!("1 to {MAX_GCM_IV} bytes (12 recommended)")

@@ -136,6 +136,7 @@ impl Kmip {
             None => None,
         };
         let len = check_key_size(alg, len)?;
+        fips_allows_new_key(alg)?;
         let material = keyhold_crypto::random_secret(material_len(alg, len)).map_err(|_| {
             KmipError::new(Reason::GeneralFailure, "random number generator failed")
         })?;
@@ -210,6 +211,10 @@ impl Kmip {
                 )));
             }
             check_key_size(alg, Some(len))?;
+            if alg != crypto_alg::TRIPLE_DES {
+                // Triple DES keys may come in, to decrypt old data.
+                fips_allows_new_key(alg)?;
+            }
             o.set_attr(obj::ALGORITHM, AttrValue::Enum(alg));
             o.set_attr(obj::LENGTH, AttrValue::Int(len));
         } else {
@@ -450,6 +455,19 @@ pub(super) fn material_len(alg: u32, len: i32) -> usize {
         (crypto_alg::TRIPLE_DES, 112) => 16,
         (crypto_alg::TRIPLE_DES, _) => 24,
         _ => (len.max(0) / 8) as usize,
+    }
+}
+
+/// FIPS mode's answer to a new symmetric key of `alg`: no ChaCha20 keys,
+/// no new Triple DES keys.
+fn fips_allows_new_key(alg: u32) -> Result<(), KmipError> {
+    use keyhold_crypto::fips::Use;
+    match alg {
+        crypto_alg::CHACHA20 | crypto_alg::CHACHA20_POLY1305 => {
+            super::cipher::fips_check(Use::ChaCha20)
+        }
+        crypto_alg::TRIPLE_DES => super::cipher::fips_check(Use::TripleDesEncrypt),
+        _ => Ok(()),
     }
 }
 

@@ -22,6 +22,21 @@ pub(crate) fn client(name: &str) -> Client {
 /// Sends one KMIP 2.1 batch item; returns (result status, payload or
 /// the result message).
 pub(crate) fn call(k: &Kmip, who: &str, operation: u32, payload: Vec<Ttlv>) -> (u32, Ttlv) {
+    let item = call_item(k, who, operation, payload);
+    let status = match item.child(t::RESULT_STATUS).map(|s| &s.value) {
+        Some(Value::Enumeration(s)) => *s,
+        other => panic!("no result status: {other:?}"),
+    };
+    let body = item
+        .child(t::RESPONSE_PAYLOAD)
+        .or(item.child(t::RESULT_MESSAGE))
+        .cloned()
+        .unwrap_or(Ttlv::structure(t::RESPONSE_PAYLOAD, vec![]));
+    (status, body)
+}
+
+/// Sends one KMIP 2.1 batch item; returns the response's batch item.
+pub(crate) fn call_item(k: &Kmip, who: &str, operation: u32, payload: Vec<Ttlv>) -> Ttlv {
     let req = Ttlv::structure(
         t::REQUEST_MESSAGE,
         vec![
@@ -48,17 +63,7 @@ pub(crate) fn call(k: &Kmip, who: &str, operation: u32, payload: Vec<Ttlv>) -> (
         ],
     );
     let resp = k.handle(&client(who), &req);
-    let item = resp.child(t::BATCH_ITEM).expect("batch item");
-    let status = match item.child(t::RESULT_STATUS).map(|s| &s.value) {
-        Some(Value::Enumeration(s)) => *s,
-        other => panic!("no result status: {other:?}"),
-    };
-    let body = item
-        .child(t::RESPONSE_PAYLOAD)
-        .or(item.child(t::RESULT_MESSAGE))
-        .cloned()
-        .unwrap_or(Ttlv::structure(t::RESPONSE_PAYLOAD, vec![]));
-    (status, body)
+    resp.child(t::BATCH_ITEM).expect("batch item").clone()
 }
 
 pub(crate) const SUCCESS: u32 = 0;

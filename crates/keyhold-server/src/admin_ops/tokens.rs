@@ -113,6 +113,31 @@ pub struct StatusView {
     pub servers: Vec<ServerView>,
     /// The data directory the servers above run on.
     pub data_dir: String,
+    /// FIPS mode of the binary that answers (the server for the admin
+    /// API, the command for a local `keyhold status`).
+    pub fips: FipsView,
+}
+
+/// Whether a binary is a FIPS build and its module in FIPS mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FipsView {
+    /// Built with the `fips` feature (AWS-LC-FIPS).
+    pub build: bool,
+    /// The module reports FIPS mode now (its power-on self-tests passed).
+    pub module_fips_mode: bool,
+    /// The module, as `--version` says it.
+    pub module: String,
+}
+
+impl FipsView {
+    pub fn now() -> Self {
+        let s = keyhold_crypto::fips::status();
+        FipsView {
+            build: s.build,
+            module_fips_mode: s.module_fips_mode,
+            module: s.line(),
+        }
+    }
 }
 
 fn token_view(t: &AdminToken, genuine: bool) -> TokenView {
@@ -261,6 +286,7 @@ impl AdminOps {
             live_servers,
             servers,
             data_dir: self.data_dir.display().to_string(),
+            fips: FipsView::now(),
         })
     }
 }

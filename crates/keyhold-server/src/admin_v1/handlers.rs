@@ -677,7 +677,7 @@ impl utoipa::Modify for BearerAuth {
         Destroy, SetDates, SetRotation, SetMinDecryptVersion, SetUsage, SetVersionFlag,
         VersionView, PublicKeyView, TrimmedView, PolicyText, PolicyView, PolicySummary, PolicyRemoved,
         PolicyCheck, PolicyTest, PolicyDecision, CreateToken, TokenView, NewTokenView, StatusView,
-        EkmView, IntegrityView, ServerView, ClientCertView, IssueClientCert, IssuedCertView,
+        EkmView, IntegrityView, ServerView, FipsView, ClientCertView, IssueClientCert, IssuedCertView,
         RevokedCertsView, GrantView, PurgeDestroyed, PurgedView, ObjectCount, KmipStatusView,
         AuditFilter, AuditVerify, AuditVerifyView, ChainView, AuditExportView, WhoamiView,
         BackupMade, BackupView, BackupData)),

@@ -140,13 +140,14 @@ fn tls_connector(ca: Option<&PathBuf>) -> Result<Tls> {
                 .map_err(|e| Error::invalid("storage.tls_ca", e.to_string()))?;
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| Error::Internal(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(keyhold_crypto::fips::tls_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    keyhold_crypto::fips::check_tls("the PostgreSQL client", config.fips())
+        .map_err(Error::Internal)?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
