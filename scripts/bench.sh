@@ -7,9 +7,13 @@
 #   ONLY       "audit": only the audit and policy cost; "clouds": only
 #              the other clouds' APIs (Azure EKM, Google CSE) beside XKS Encrypt
 #   ROUNDS     interleaved rounds of the audit and policy cost (default 3)
+#   FEATURES   cargo features of the server binary, e.g. "fips" for the
+#              FIPS build (the load generator stays the default build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p keyhold-cli -p keyhold-bench >&2
+cargo build --release --locked -p keyhold-bench >&2
+cargo build --release --locked -p keyhold-cli ${FEATURES:+--features "$FEATURES"} >&2
+"$PWD/target/release/keyhold" --version | sed 's/^/   /' >&2
 K=$PWD/target/release/keyhold
 B=$PWD/target/release/keyhold-bench
 D=${DURATION:-10}

@@ -118,7 +118,7 @@ else
   echo "the package test needs root (dpkg -i): run scripts/package_test.sh as root" >&2
   exit 1
 fi
-echo "== the FIPS build (--features fips): clippy, then the crypto, root, KMIP, XKS, HSM and Azure suites"
+echo "== the FIPS build (--features fips): clippy, then the crypto, root, KMIP, XKS, HSM, Azure and PostgreSQL suites"
 # The same tests with aws-lc-rs's FIPS module and rustls's FIPS provider
 # linked; the FIPS-only refusals (ChaCha20, new Triple DES, GCM outside
 # the module, SHA-1 signatures, Argon2id, non-FIPS TLS) are asserted by
@@ -130,6 +130,16 @@ cargo test --locked -p keyhold-crypto -p keyhold-root -p keyhold-kmip --features
   --lib --test fips --test softhsm --test asymmetric 2>&1 | tee "$fips_log"
 cargo test --locked -p keyhold-cli --features fips --test fips --test xks_api --test kmip \
   --test kmip_clients --test hsm_root --test hsm_keys --test azure_ekm 2>&1 | tee -a "$fips_log"
+# PostgreSQL over TLS from the FIPS build (the client's TLS is checked too).
+cargo test --locked -p keyhold-cli --features fips --test postgres_ha \
+  -- tls_to_the_database two_nodes 2>&1 | tee -a "$fips_log"
+echo "== OASIS KMIP profile test cases on the FIPS build (what FIPS mode refuses listed as fips)"
+if ! cargo test -p keyhold-kmip --features keyhold-crypto/fips --test oasis --locked -- --nocapture >"$oasis" 2>&1; then
+  cat "$oasis" >&2
+  echo "OASIS (FIPS build): a claimed profile's case failed" >&2
+  exit 1
+fi
+grep -E "^(OASIS|PROFILE|fips|[A-Z][A-Z0-9_-]+ +[12]\.[0-9] +mandatory)" "$oasis"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "FIPS build tests: %d passed, %d failed\n", p, f }' "$fips_log"
 echo "== fuzz targets (network-facing parsers)"
 FUZZ_SECONDS=${FUZZ_SECONDS:-10} scripts/fuzz.sh

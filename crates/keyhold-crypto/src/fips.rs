@@ -137,8 +137,11 @@ pub struct NotApproved {
 pub enum Use {
     /// ChaCha20 or ChaCha20-Poly1305: a key, an encryption or decryption.
     ChaCha20,
-    /// Triple DES encryption (and new Triple DES keys).
+    /// Triple DES encryption.
     TripleDesEncrypt,
+    /// A new Triple DES key made here (one from elsewhere may come in, to
+    /// decrypt).
+    TripleDesNewKey,
     /// Triple DES decryption of existing data (allowed: migration).
     TripleDesDecrypt,
     /// AES-GCM with an IV that is not 96 bits, or fed in parts: GHASH
@@ -170,6 +173,10 @@ pub fn refusal(u: Use) -> Option<NotApproved> {
         Use::TripleDesEncrypt => (
             "Triple DES encryption".to_owned(),
             "disallowed by NIST SP 800-131A since 2024 (decryption of existing data stays, for migration)",
+        ),
+        Use::TripleDesNewKey => (
+            "a new Triple DES key".to_owned(),
+            "Triple DES encryption is disallowed by NIST SP 800-131A since 2024 (an existing key may be registered, to decrypt)",
         ),
         Use::GcmOutsideModule => (
             "AES-GCM with an IV other than 96 bits, or in parts".to_owned(),
@@ -231,6 +238,7 @@ mod tests {
         for u in [
             Use::ChaCha20,
             Use::TripleDesEncrypt,
+            Use::TripleDesNewKey,
             Use::GcmOutsideModule,
             Use::Sha1Signature,
             Use::RsaKeyBits(1024),

@@ -4,57 +4,13 @@
 //! not do.
 
 use keyhold_crypto::asym::{self, Hash, SignScheme};
-use keyhold_kmip::enums::{crypto_alg, key_format, operation as op, usage_mask};
+use keyhold_kmip::enums::{crypto_alg, key_format, operation as op};
 use keyhold_kmip::tags as t;
 use keyhold_kmip::ttlv::{Ttlv, Value};
 use keyhold_kmip::Kmip;
 
 mod common;
 use common::*;
-
-/// Makes an Active key pair; returns (private, public) identifiers.
-fn pair(k: &Kmip, alg: u32, len: i32) -> (String, String) {
-    let common = vec![
-        Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, alg),
-        Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, len),
-    ];
-    let (status, p) = call(
-        k,
-        "alice",
-        op::CREATE_KEY_PAIR,
-        vec![
-            Ttlv::structure(t::COMMON_ATTRIBUTES, common),
-            Ttlv::structure(
-                t::PRIVATE_KEY_ATTRIBUTES,
-                vec![Ttlv::int(
-                    t::CRYPTOGRAPHIC_USAGE_MASK,
-                    usage_mask::SIGN | usage_mask::DECRYPT,
-                )],
-            ),
-            Ttlv::structure(
-                t::PUBLIC_KEY_ATTRIBUTES,
-                vec![Ttlv::int(
-                    t::CRYPTOGRAPHIC_USAGE_MASK,
-                    usage_mask::VERIFY | usage_mask::ENCRYPT,
-                )],
-            ),
-        ],
-    );
-    assert_eq!(status, SUCCESS, "{p:?}");
-    let text = |tag| match p.child(tag).map(|v| &v.value) {
-        Some(Value::TextString(s)) => s.clone(),
-        other => panic!("{tag:#x}: {other:?}"),
-    };
-    let (private, public) = (
-        text(t::PRIVATE_KEY_UNIQUE_IDENTIFIER),
-        text(t::PUBLIC_KEY_UNIQUE_IDENTIFIER),
-    );
-    for u in [&private, &public] {
-        let (s, p) = call(k, "alice", op::ACTIVATE, uid(u));
-        assert_eq!(s, SUCCESS, "{p:?}");
-    }
-    (private, public)
-}
 
 fn uid(u: &str) -> Vec<Ttlv> {
     vec![Ttlv::text(t::UNIQUE_IDENTIFIER, u)]

@@ -227,3 +227,44 @@ fn openssl_tdes_cbc(key: &[u8], iv: &[u8], data: &[u8]) -> Vec<u8> {
     assert!(out.status.success());
     out.stdout
 }
+
+/// Signatures: SHA-2 in both builds; SHA-1 refused, in FIPS mode saying
+/// so (RSA PKCS#1 v1.5 and ECDSA).
+#[test]
+fn kmip_signs_with_sha2_and_refuses_sha1_in_fips_mode() {
+    let (_d, k) = kmip();
+    let sign = |u: &str, items: Vec<Ttlv>| {
+        call_full(
+            &k,
+            op::SIGN,
+            vec![
+                Ttlv::text(t::UNIQUE_IDENTIFIER, u),
+                Ttlv::structure(t::CRYPTOGRAPHIC_PARAMETERS, items),
+                Ttlv::bytes(t::DATA, b"to be signed".to_vec()),
+            ],
+        )
+    };
+    const PKCS1_V1_5: u32 = 0x08;
+    const SHA_1: u32 = 0x04;
+    const SHA_256: u32 = 0x06;
+    let (rsa, _) = pair(&k, crypto_alg::RSA, 2048);
+    let (ec, _) = pair(&k, crypto_alg::ECDSA, 256);
+    for (u, padding) in [(&rsa, Some(PKCS1_V1_5)), (&ec, None)] {
+        let with = |hash| {
+            let mut items = vec![Ttlv::enumeration(t::HASHING_ALGORITHM, hash)];
+            if let Some(p) = padding {
+                items.push(Ttlv::enumeration(t::PADDING_METHOD, p));
+            }
+            items
+        };
+        let ok = sign(u, with(SHA_256));
+        assert_eq!(ok.0, SUCCESS, "SHA-256: {}", ok.2);
+        // The default build makes no SHA-1 signature either (aws-lc-rs
+        // verifies them only): FIPS mode says why.
+        let sha1 = sign(u, with(SHA_1));
+        assert_ne!(sha1.0, SUCCESS);
+        if FIPS {
+            refused_in_fips("a signature with SHA-1", sha1);
+        }
+    }
+}

@@ -106,6 +106,11 @@ impl Kmip {
         let label = params.label.as_deref().filter(|l| !l.is_empty());
         let out = if encrypt {
             let key = self.key_of(&o)?;
+            // FIPS mode: no new RSA ciphertexts under 2048 bits (decryption
+            // of existing ones stays).
+            if obj::enum_attr(&o, obj::ALGORITHM) == Some(crypto_alg::RSA) {
+                super::cipher::fips_check(keyhold_crypto::fips::Use::RsaKeyBits(key.bits))?;
+            }
             asym::oaep_encrypt(key.der.expose(), h, data, label).map_err(|_| {
                 crypto_fail("the data cannot be encrypted with this key (too long?)")
             })?

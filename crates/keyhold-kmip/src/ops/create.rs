@@ -466,7 +466,7 @@ fn fips_allows_new_key(alg: u32) -> Result<(), KmipError> {
         crypto_alg::CHACHA20 | crypto_alg::CHACHA20_POLY1305 => {
             super::cipher::fips_check(Use::ChaCha20)
         }
-        crypto_alg::TRIPLE_DES => super::cipher::fips_check(Use::TripleDesEncrypt),
+        crypto_alg::TRIPLE_DES => super::cipher::fips_check(Use::TripleDesNewKey),
         _ => Ok(()),
     }
 }

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use keyhold_kmip::enums::{operation as op, usage_mask};
 use keyhold_kmip::tags as t;
 use keyhold_kmip::ttlv::{Ttlv, Value};
 use keyhold_kmip::{Client, Kmip};
@@ -73,4 +74,53 @@ pub(crate) fn bytes(p: &Ttlv, tag: u32) -> Vec<u8> {
         Some(Value::ByteString(b)) => b.clone(),
         other => panic!("no byte string {tag:#x}: {other:?} in {p:?}"),
     }
+}
+
+/// Makes an Active key pair; returns (private, public) identifiers.
+pub(crate) fn pair(k: &Kmip, alg: u32, len: i32) -> (String, String) {
+    let common = vec![
+        Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, alg),
+        Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, len),
+    ];
+    let (status, p) = call(
+        k,
+        "alice",
+        op::CREATE_KEY_PAIR,
+        vec![
+            Ttlv::structure(t::COMMON_ATTRIBUTES, common),
+            Ttlv::structure(
+                t::PRIVATE_KEY_ATTRIBUTES,
+                vec![Ttlv::int(
+                    t::CRYPTOGRAPHIC_USAGE_MASK,
+                    usage_mask::SIGN | usage_mask::DECRYPT,
+                )],
+            ),
+            Ttlv::structure(
+                t::PUBLIC_KEY_ATTRIBUTES,
+                vec![Ttlv::int(
+                    t::CRYPTOGRAPHIC_USAGE_MASK,
+                    usage_mask::VERIFY | usage_mask::ENCRYPT,
+                )],
+            ),
+        ],
+    );
+    assert_eq!(status, SUCCESS, "{p:?}");
+    let text = |tag| match p.child(tag).map(|v| &v.value) {
+        Some(Value::TextString(s)) => s.clone(),
+        other => panic!("{tag:#x}: {other:?}"),
+    };
+    let (private, public) = (
+        text(t::PRIVATE_KEY_UNIQUE_IDENTIFIER),
+        text(t::PUBLIC_KEY_UNIQUE_IDENTIFIER),
+    );
+    for u in [&private, &public] {
+        let (s, p) = call(
+            k,
+            "alice",
+            op::ACTIVATE,
+            vec![Ttlv::text(t::UNIQUE_IDENTIFIER, u.as_str())],
+        );
+        assert_eq!(s, SUCCESS, "{p:?}");
+    }
+    (private, public)
 }
