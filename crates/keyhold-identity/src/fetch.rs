@@ -115,6 +115,8 @@ async fn request(
             .map_err(|e| FetchError::Network(e.to_string()))?
             .with_root_certificates(roots(ca_pem)?)
             .with_no_client_auth();
+    keyhold_crypto::fips::check_tls("the HTTPS client (JWKS, KACLS peers)", cfg.fips())
+        .map_err(FetchError::Network)?;
     let name =
         ServerName::try_from(host.clone()).map_err(|e| FetchError::Network(e.to_string()))?;
     let net = |e: std::io::Error| FetchError::Network(format!("{host}:{port}: {e}"));

@@ -413,6 +413,7 @@ impl Client {
                 .map_err(|e| e.to_string())?
                 .with_root_certificates(roots)
                 .with_no_client_auth();
+            keyhold_crypto::fips::check_tls("the admin API client", cfg.fips())?;
             Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
         } else {
             None

@@ -20,15 +20,21 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 use std::sync::{Arc, Weak};
 
-/// TLS 1.3 with the two suites Managed HSM offers.
+/// TLS 1.3 with the two suites Managed HSM offers: made once (each
+/// handshake's signature check reads its verification algorithms).
 pub fn azure_provider() -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider {
-        cipher_suites: vec![
-            cipher_suite::TLS13_AES_256_GCM_SHA384,
-            cipher_suite::TLS13_AES_128_GCM_SHA256,
-        ],
-        ..keyhold_crypto::fips::tls_provider()
-    })
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            Arc::new(CryptoProvider {
+                cipher_suites: vec![
+                    cipher_suite::TLS13_AES_256_GCM_SHA384,
+                    cipher_suite::TLS13_AES_128_GCM_SHA256,
+                ],
+                ..keyhold_crypto::fips::tls_provider()
+            })
+        })
+        .clone()
 }
 
 /// The CA certificates of a binding's PEM (an error says what is wrong).

@@ -114,12 +114,14 @@ pub struct StatusView {
     /// The data directory the servers above run on.
     pub data_dir: String,
     /// FIPS mode of the binary that answers (the server for the admin
-    /// API, the command for a local `keyhold status`).
+    /// API, the command for a local `keyhold status`); absent from servers
+    /// older than FIPS mode.
+    #[serde(default)]
     pub fips: FipsView,
 }
 
 /// Whether a binary is a FIPS build and its module in FIPS mode.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FipsView {
     /// Built with the `fips` feature (AWS-LC-FIPS).
     pub build: bool,

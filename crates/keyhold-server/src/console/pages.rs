@@ -323,6 +323,7 @@ pub(super) fn overview(f: &Frame<'_>, s: &StatusView, x: &OverviewExtra) -> Mark
                     dl {
                         dt { "Version" } dd { (s.version) }
                         dt { "Health" } dd class={"health " (s.health.to_lowercase())} { (s.health) }
+                        dt { "FIPS mode" } dd { (if s.fips.build && s.fips.module_fips_mode { "on (FIPS build, module in FIPS mode)" } else if s.fips.build { "FIPS build, module NOT in FIPS mode" } else { "off (not a FIPS build)" }) }
                         dt { "Data directory" } dd { code { (s.data_dir) } }
                         dt { "Storage" } dd { (x.storage) }
                         @if let Some(n) = s.live_servers { dt { "Live nodes" } dd { (n) } }
