@@ -126,8 +126,9 @@ echo "== the FIPS build (--features fips): clippy, then the crypto, root, KMIP, 
 cargo clippy -p keyhold-cli -p keyhold-kmip --features keyhold-crypto/fips --all-targets --locked -- -D warnings
 fips_log=$(mktemp)
 trap 'rm -f "$log" "$oasis" "$fips_log"' EXIT
-cargo test --locked -p keyhold-crypto -p keyhold-root -p keyhold-kmip --features keyhold-crypto/fips \
-  --lib --test fips --test softhsm --test asymmetric 2>&1 | tee "$fips_log"
+cargo test --locked -p keyhold-crypto -p keyhold-root -p keyhold-kmip -p keyhold-xks -p keyhold-service \
+  --features keyhold-crypto/fips --lib --test fips --test softhsm --test recovery --test asymmetric \
+  --test hsm_timeout --test hsm_pairs 2>&1 | tee "$fips_log"
 cargo test --locked -p keyhold-cli --features fips --test fips --test xks_api --test kmip \
   --test kmip_clients --test hsm_root --test hsm_keys --test azure_ekm 2>&1 | tee -a "$fips_log"
 # PostgreSQL over TLS from the FIPS build (the client's TLS is checked too).

@@ -21,8 +21,28 @@ fn token() -> &'static SoftHsm {
         std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
         std::env::set_var("KEYHOLD_TEST_HSM_PIN", PIN);
         hsm.add_token(TOKEN, PIN);
+        // Written by another process (pkcs11-tool) before this one loads
+        // the module: SoftHSMv2 does not take another process's writes
+        // while this one's sessions generate keys.
+        hsm.write_aes_key(TOKEN, PIN, "rfc3394-kek", &RFC3394_KEK);
         hsm
     })
+}
+
+/// RFC 3394 §4.6's 256-bit key-encryption key.
+const RFC3394_KEK: [u8; 32] = [
+    0x00, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x0E, 0x0F,
+    0x10, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E, 0x1F,
+];
+
+/// The tests here take the token one at a time: SoftHSMv2 has been seen to
+/// fail a key generation (CKR_FUNCTION_FAILED) or an attribute read in one
+/// test while another creates and destroys session objects on the same
+/// token. Each test's own concurrency (the session cap, the busy pool)
+/// stays.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn config(kek: &str) -> Pkcs11Config {
@@ -38,6 +58,7 @@ fn config(kek: &str) -> Pkcs11Config {
 
 #[test]
 fn kek_is_created_once_and_never_extractable() {
+    let _one = one_at_a_time();
     let cfg = config("kek-create");
     let err = Pkcs11Root::open(cfg.clone(), false).unwrap_err();
     assert!(err.to_string().contains("keyhold hsm init"), "{err}");
@@ -84,6 +105,7 @@ fn kek_is_created_once_and_never_extractable() {
 
 #[test]
 fn wrap_round_trip_is_bound_to_its_context() {
+    let _one = one_at_a_time();
     let root = Pkcs11Root::open(config("kek-wrap"), true).unwrap();
     let w = root
         .wrap(b"store/key/1", b"thirty-two bytes of key material")
@@ -114,6 +136,7 @@ fn wrap_round_trip_is_bound_to_its_context() {
 /// login state is shared by every session of an application.)
 #[test]
 fn unknown_token_module_and_pin_source_are_clear_errors() {
+    let _one = one_at_a_time();
     let mut cfg = config("kek-pin");
     cfg.token_label = Some("no-such-token".into());
     let e = Pkcs11Root::open(cfg, true).unwrap_err().to_string();
@@ -134,6 +157,7 @@ fn unknown_token_module_and_pin_source_are_clear_errors() {
 
 #[test]
 fn session_cap_holds_under_concurrency() {
+    let _one = one_at_a_time();
     let mut cfg = config("kek-pool");
     cfg.max_sessions = 2;
     cfg.session_wait_ms = 5_000;
@@ -179,6 +203,7 @@ fn session_cap_holds_under_concurrency() {
 
 #[test]
 fn a_busy_pool_times_out_instead_of_hanging() {
+    let _one = one_at_a_time();
     let mut cfg = config("kek-busy");
     cfg.max_sessions = 1;
     cfg.session_wait_ms = 1;
@@ -212,6 +237,7 @@ fn a_busy_pool_times_out_instead_of_hanging() {
 
 #[test]
 fn hsm_resident_key_gcm() {
+    let _one = one_at_a_time();
     use keyhold_root::HsmKeys;
     let root = Pkcs11Root::open(config("kek-resident"), true).unwrap();
     root.generate_key("resident-1", keyhold_core::Usage::BOTH)
@@ -241,6 +267,7 @@ fn hsm_resident_key_gcm() {
 /// RSA-OAEP there, and the private key is sensitive and never extractable.
 #[test]
 fn hsm_resident_key_pairs() {
+    let _one = one_at_a_time();
     use keyhold_core::{Error, Usage};
     use keyhold_crypto::asym::{self, Hash, PairKind, SignScheme};
     use keyhold_root::HsmKeys;
@@ -359,19 +386,17 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 /// AES key wrap inside the token with customer keys: RFC 3394 §4.6's
-/// known answer with a key written by another tool (which Keyhold lets
-/// wrap on first use, as its usage allows), RFC 5649 padding, a damaged
+/// known answer with a key written by another tool at set-up (see
+/// `token`; Keyhold lets it wrap on first use, as its usage allows), RFC
+/// 5649 padding, a damaged
 /// value, sizes the mechanism refuses, a key whose usage forbids the
 /// direction, and Keyhold's own keys, which never wrap.
 #[test]
 fn hsm_resident_key_wrap() {
+    let _one = one_at_a_time();
     use keyhold_core::{Error, Usage};
     use keyhold_root::HsmKeys;
     let root = Pkcs11Root::open(config("kek-key-wrap"), true).unwrap();
-    let kek: [u8; 32] = unhex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
-        .try_into()
-        .unwrap();
-    token().write_aes_key(TOKEN, PIN, "rfc3394-kek", &kek);
     let data = unhex("00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F");
     let expected =
         unhex("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21");
