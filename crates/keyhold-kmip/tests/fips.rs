@@ -1,8 +1,9 @@
 //! FIPS mode through KMIP: in a FIPS build (`--features keyhold-crypto/fips`)
-//! ChaCha20 keys, new Triple DES keys, Triple DES encryption, AES-GCM
-//! outside the module (IVs other than 96 bits, streams) and SHA-1
-//! signatures are refused with Feature Not Supported saying FIPS mode;
-//! Triple DES keys still come in and decrypt (migration) and AES works.
+//! ChaCha20 keys that may encrypt, new Triple DES keys, Triple DES
+//! encryption, AES-GCM outside the module (IVs other than 96 bits, streams)
+//! and SHA-1 signatures are refused with Feature Not Supported saying FIPS
+//! mode; old Triple DES keys and decrypt-only ChaCha20 keys still come in
+//! and decrypt (migration), and AES works.
 //! In the default build the same requests succeed: one test, both builds.
 
 use keyhold_kmip::enums::{block_cipher_mode as bcm, crypto_alg, key_format, object_type};
@@ -86,16 +87,17 @@ fn create(alg: u32, len: i32) -> Vec<Ttlv> {
 }
 
 fn register(alg: u32, material: Vec<u8>) -> Vec<Ttlv> {
+    register_for(alg, material, usage_mask::ENCRYPT | usage_mask::DECRYPT)
+}
+
+fn register_for(alg: u32, material: Vec<u8>, mask: i32) -> Vec<Ttlv> {
     let len = (material.len() * 8) as i32;
     vec![
         Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
         Ttlv::structure(
             t::ATTRIBUTES,
             vec![
-                Ttlv::int(
-                    t::CRYPTOGRAPHIC_USAGE_MASK,
-                    usage_mask::ENCRYPT | usage_mask::DECRYPT,
-                ),
+                Ttlv::int(t::CRYPTOGRAPHIC_USAGE_MASK, mask),
                 Ttlv::date_time(t::ACTIVATION_DATE, now() - 60),
             ],
         ),
@@ -163,6 +165,38 @@ fn kmip_refuses_what_fips_mode_does_not_allow() {
             call_full(&k, op::REGISTER, register(alg, vec![3; 32])),
         );
     }
+    // A ChaCha20-Poly1305 key for decryption only comes in and decrypts
+    // what it encrypted before (by pyca/cryptography), but encrypts nothing.
+    let chacha_key = [5u8; 32];
+    let (nonce, aad, plain) = ([6u8; 12], b"header", b"old secret");
+    let sealed = pyca_chacha20_poly1305(&chacha_key, &nonce, aad, plain);
+    let (ct, tag) = sealed.split_at(sealed.len() - 16);
+    let reg = call_full(
+        &k,
+        op::REGISTER,
+        register_for(
+            crypto_alg::CHACHA20_POLY1305,
+            chacha_key.to_vec(),
+            usage_mask::DECRYPT,
+        ),
+    );
+    assert_eq!(reg.0, SUCCESS, "{}", reg.2);
+    let old = uid_of(&reg.3);
+    let mut p = crypt(&old, None, ct, Some(&nonce));
+    p.push(Ttlv::bytes(
+        t::AUTHENTICATED_ENCRYPTION_ADDITIONAL_DATA,
+        aad.to_vec(),
+    ));
+    p.push(Ttlv::bytes(t::AUTHENTICATED_ENCRYPTION_TAG, tag.to_vec()));
+    let dec = call_full(&k, op::DECRYPT, p);
+    assert_eq!(dec.0, SUCCESS, "{}", dec.2);
+    assert_eq!(
+        dec.3.child(t::DATA).unwrap().value,
+        Value::ByteString(plain.to_vec())
+    );
+    let enc = call_full(&k, op::ENCRYPT, crypt(&old, None, b"new", Some(&nonce)));
+    assert_ne!(enc.0, SUCCESS, "a decrypt-only key does not encrypt");
+
     // No new Triple DES keys; one from elsewhere comes in and decrypts what
     // it encrypted before (3DES-CBC by OpenSSL), but encrypts nothing.
     refused_in_fips(
@@ -267,4 +301,26 @@ fn kmip_signs_with_sha2_and_refuses_sha1_in_fips_mode() {
             refused_in_fips("a signature with SHA-1", sha1);
         }
     }
+}
+
+/// ChaCha20-Poly1305 by pyca/cryptography: ciphertext then tag.
+fn pyca_chacha20_poly1305(key: &[u8], nonce: &[u8], aad: &[u8], plain: &[u8]) -> Vec<u8> {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let script = "import sys\nfrom cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305 as C\n\
+        a = [bytes.fromhex(x) for x in sys.argv[1:]]\nprint(C(a[0]).encrypt(a[1], a[3], a[2]).hex())";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &hex(key), &hex(nonce), &hex(aad), &hex(plain)])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8(out.stdout).unwrap();
+    let s = s.trim();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }

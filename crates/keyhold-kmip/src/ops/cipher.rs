@@ -22,12 +22,24 @@ pub(super) fn of_object(o: &ManagedObject) -> Result<Cipher, KmipError> {
     }
 }
 
-/// FIPS mode's answer to an Encrypt (`encrypt`) or Decrypt with `cipher`:
-/// ChaCha20 keys neither encrypt nor decrypt (Get still exports them, for
-/// migration); Triple DES decrypts existing data but encrypts nothing.
-pub(super) fn fips_allows(cipher: Cipher, encrypt: bool) -> Result<(), KmipError> {
+/// FIPS mode's answer to an Encrypt (`encrypt`) or Decrypt with the key
+/// `o` of `cipher`: Triple DES decrypts existing data but encrypts
+/// nothing; a ChaCha20 key does neither, unless its usage mask allows
+/// decryption only (an old key kept to read old data while it migrates;
+/// Get exports any of them). Those decryptions are the ones FIPS mode
+/// does outside the module.
+pub(super) fn fips_allows(
+    cipher: Cipher,
+    o: &ManagedObject,
+    encrypt: bool,
+) -> Result<(), KmipError> {
     use keyhold_crypto::fips::Use;
+    let decrypt_only = matches!(
+        o.attr(obj::USAGE_MASK),
+        Some(keyhold_core::AttrValue::Int(m)) if m & crate::enums::usage_mask::ENCRYPT == 0
+    );
     let u = match (cipher, encrypt) {
+        (Cipher::ChaCha | Cipher::ChaChaPoly, false) if decrypt_only => return Ok(()),
         (Cipher::ChaCha | Cipher::ChaChaPoly, _) => Use::ChaCha20,
         (Cipher::TripleDes, true) => Use::TripleDesEncrypt,
         (Cipher::TripleDes, false) => Use::TripleDesDecrypt,

@@ -65,7 +65,7 @@ impl Kmip {
         rules::check_use(&o, purpose, ctx.now).map_err(refused)?;
         let key = self.material(&o)?;
         let cipher = cipher::of_object(&o)?;
-        cipher::fips_allows(cipher, encrypt)?;
+        cipher::fips_allows(cipher, &o, encrypt)?;
         let params = crypto_params(&o, p)?;
         let mode = cipher::mode(cipher, params.mode)?;
         let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
