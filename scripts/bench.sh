@@ -9,12 +9,16 @@
 #   ROUNDS     interleaved rounds of the audit and policy cost (default 3)
 #   FEATURES   cargo features of the server binary, e.g. "fips" for the
 #              FIPS build (the load generator stays the default build)
+#   KEYHOLD_BIN a keyhold binary built beforehand, instead (to compare
+#              builds round by round without rebuilding)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked -p keyhold-bench >&2
-cargo build --release --locked -p keyhold-cli ${FEATURES:+--features "$FEATURES"} >&2
-"$PWD/target/release/keyhold" --version | sed 's/^/   /' >&2
-K=$PWD/target/release/keyhold
+if [ -z "${KEYHOLD_BIN:-}" ]; then
+  cargo build --release --locked -p keyhold-cli ${FEATURES:+--features "$FEATURES"} >&2
+fi
+K=${KEYHOLD_BIN:-$PWD/target/release/keyhold}
+"$K" --version | sed 's/^/   /' >&2
 B=$PWD/target/release/keyhold-bench
 D=${DURATION:-10}
 ONLY=${ONLY:-all}
