@@ -118,7 +118,7 @@ else
   echo "the package test needs root (dpkg -i): run scripts/package_test.sh as root" >&2
   exit 1
 fi
-echo "== the FIPS build (--features fips): clippy, then the crypto, root, KMIP, XKS, HSM, Azure and PostgreSQL suites"
+echo "== the FIPS build (--features fips): clippy, then the crypto, root, KMIP, XKS and HSM crates' tests and every integration test of the binary"
 # The same tests with aws-lc-rs's FIPS module and rustls's FIPS provider
 # linked; the FIPS-only refusals (ChaCha20, new Triple DES, GCM outside
 # the module, SHA-1 signatures, Argon2id, non-FIPS TLS) are asserted by
@@ -129,11 +129,9 @@ trap 'rm -f "$log" "$oasis" "$fips_log"' EXIT
 cargo test --locked -p keyhold-crypto -p keyhold-root -p keyhold-kmip -p keyhold-xks -p keyhold-service \
   --features keyhold-crypto/fips --lib --test fips --test softhsm --test recovery --test asymmetric \
   --test hsm_timeout --test hsm_pairs 2>&1 | tee "$fips_log"
-cargo test --locked -p keyhold-cli --features fips --test fips --test xks_api --test kmip \
-  --test kmip_clients --test hsm_root --test hsm_keys --test azure_ekm 2>&1 | tee -a "$fips_log"
-# PostgreSQL over TLS from the FIPS build (the client's TLS is checked too).
-cargo test --locked -p keyhold-cli --features fips --test postgres_ha \
-  -- tls_to_the_database two_nodes 2>&1 | tee -a "$fips_log"
+# Every integration test of the binary (XKS, KMIP, HSM, PostgreSQL, the
+# other clouds, the console), on the FIPS binary.
+cargo test --locked -p keyhold-cli --features fips --tests 2>&1 | tee -a "$fips_log"
 echo "== OASIS KMIP profile test cases on the FIPS build (what FIPS mode refuses listed as fips)"
 if ! cargo test -p keyhold-kmip --features keyhold-crypto/fips --test oasis --locked -- --nocapture >"$oasis" 2>&1; then
   cat "$oasis" >&2
