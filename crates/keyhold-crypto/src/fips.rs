@@ -5,7 +5,9 @@
 //! from its first instruction to its last: there is no switch at run time.
 //! In it every operation outside the module's approved services is refused
 //! with [`NotApproved`], through the one question [`check`] answers, asked
-//! by the front-ends and the key service before they do the operation.
+//! before the operation by the code that would do it (KMIP's ciphers and
+//! signatures, the software root's passphrase KDF, every TLS listener and
+//! client through [`check_tls`]).
 //! The default build approves everything (the question is still asked, so
 //! both builds take the same paths).
 
@@ -25,7 +27,8 @@ pub struct FipsStatus {
     /// The module reports FIPS mode now (`FIPS_mode()`), which it does only
     /// after its power-on self-tests passed.
     pub module_fips_mode: bool,
-    /// The AWS-LC version linked, e.g. "5.1.0".
+    /// The AWS-LC version linked (the FIPS module's in a FIPS build), e.g.
+    /// "4.2.0".
     pub awslc_version: String,
     /// The FIPS branch of the module (e.g. 4 for AWS-LC-FIPS 4.x), in a
     /// FIPS build.
