@@ -220,6 +220,56 @@ fn destroy_quietly(s: &Session, object: ObjectHandle) {
     }
 }
 
+/// The template of a value AES key wrap takes or gives: a generic secret
+/// session object, readable (not sensitive, extractable), for one call.
+fn value_template() -> [Attribute; 6] {
+    [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(false),
+        Attribute::Extractable(true),
+    ]
+}
+
+/// Wraps `data` with `key`: `data` becomes a session object (its copy in
+/// the template zeroized), C_WrapKey wraps it, C_DestroyObject removes it.
+fn wrap_value(
+    s: &Session,
+    mechanism: &Mechanism<'_>,
+    key: ObjectHandle,
+    data: &[u8],
+) -> std::result::Result<Vec<u8>, CkError> {
+    let mut template = value_template().to_vec();
+    template.push(Attribute::Value(data.to_vec()));
+    let object = s.create_object(&template);
+    if let Some(Attribute::Value(v)) = template.last_mut() {
+        v.zeroize();
+    }
+    let object = object?;
+    let wrapped = s.wrap_key(mechanism, key, object);
+    destroy_quietly(s, object);
+    wrapped
+}
+
+/// Unwraps `wrapped` with `key` into a session object, reads its value and
+/// destroys it.
+fn unwrap_value(
+    s: &Session,
+    mechanism: &Mechanism<'_>,
+    key: ObjectHandle,
+    wrapped: &[u8],
+) -> std::result::Result<Option<SecretBytes>, CkError> {
+    let object = s.unwrap_key(mechanism, key, wrapped, &value_template())?;
+    let value = s.get_attributes(object, &[AttributeType::Value]);
+    destroy_quietly(s, object);
+    Ok(value?.into_iter().find_map(|a| match a {
+        Attribute::Value(v) => Some(SecretBytes::new(v)),
+        _ => None,
+    }))
+}
+
 /// Whether C_SetAttributeValue failed because the token does not let the
 /// attribute change (rather than because it failed).
 fn refused_change(e: &SessionFailure) -> bool {
@@ -844,25 +894,10 @@ impl Pkcs11Token {
                 data.len()
             )));
         }
-        let mut template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::Token(false),
-            Attribute::Private(true),
-            Attribute::Sensitive(false),
-            Attribute::Extractable(true),
-            Attribute::Value(data.to_vec()),
-        ];
         let mechanism = wrap_mechanism(padded);
         let wrapped = self.with_wrapping_key(label, Direction::Wrap, |s, h| {
-            let object = s.create_object(&template)?;
-            let wrapped = s.wrap_key(&mechanism, h, object);
-            destroy_quietly(s, object);
-            wrapped
+            wrap_value(s, &mechanism, h, data)
         });
-        if let Attribute::Value(v) = &mut template[6] {
-            v.zeroize();
-        }
         wrapped.map_err(|e| match e {
             SessionFailure::Ck(CkError::Pkcs11(
                 RvError::KeySizeRange | RvError::DataLenRange | RvError::TemplateInconsistent,
@@ -893,32 +928,13 @@ impl Pkcs11Token {
             Attribute::Wrap(true),
             Attribute::Unwrap(true),
         ];
-        let value_template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::Token(false),
-            Attribute::Private(true),
-            Attribute::Sensitive(false),
-            Attribute::Extractable(true),
-        ];
-        let mut one = value_template.to_vec();
-        one.push(Attribute::Value(vec![0x5a]));
         let len = self
             .with_session("test AES key wrap with padding", |s| {
                 let key = s.generate_key(&Mechanism::AesKeyGen, &key_template)?;
-                let result = (|| {
-                    let object = s.create_object(&one)?;
-                    let wrapped = s.wrap_key(&Mechanism::AesKeyWrapPad, key, object);
-                    destroy_quietly(s, object);
-                    let back =
-                        s.unwrap_key(&Mechanism::AesKeyWrapPad, key, &wrapped?, &value_template)?;
-                    let value = s.get_attributes(back, &[AttributeType::Value]);
-                    destroy_quietly(s, back);
-                    Ok(value?.into_iter().find_map(|a| match a {
-                        Attribute::Value(v) => Some(v.len()),
-                        _ => None,
-                    }))
-                })();
+                let pad = Mechanism::AesKeyWrapPad;
+                let result = wrap_value(s, &pad, key, &[0x5a])
+                    .and_then(|w| unwrap_value(s, &pad, key, &w))
+                    .map(|v| v.map(|v| v.len()));
                 destroy_quietly(s, key);
                 result
             })
@@ -939,41 +955,26 @@ impl Pkcs11Token {
         wrapped: &[u8],
         padded: bool,
     ) -> Result<SecretBytes> {
-        let template = [
-            Attribute::Class(ObjectClass::SECRET_KEY),
-            Attribute::KeyType(KeyType::GENERIC_SECRET),
-            Attribute::Token(false),
-            Attribute::Private(true),
-            Attribute::Sensitive(false),
-            Attribute::Extractable(true),
-        ];
         let mechanism = wrap_mechanism(padded);
         let opened = self
             .with_wrapping_key(label, Direction::Unwrap, |s, h| {
-                let object = match s.unwrap_key(&mechanism, h, wrapped, &template) {
-                    Ok(o) => o,
+                // Only C_UnwrapKey's own answers say the value does not check.
+                match unwrap_value(s, &mechanism, h, wrapped) {
                     Err(CkError::Pkcs11(
                         RvError::WrappedKeyInvalid
                         | RvError::WrappedKeyLenRange
                         | RvError::EncryptedDataInvalid
                         | RvError::EncryptedDataLenRange,
-                        _,
-                    )) => return Ok(None),
+                        Function::UnwrapKey,
+                    )) => Ok(None),
                     // SoftHSMv2 answers a value that does not check with
                     // CKR_GENERAL_ERROR: a failed check if the session lives.
-                    Err(CkError::Pkcs11(RvError::GeneralError | RvError::FunctionFailed, _))
-                        if s.get_session_info().is_ok() =>
-                    {
-                        return Ok(None)
-                    }
-                    Err(e) => return Err(e),
-                };
-                let value = s.get_attributes(object, &[AttributeType::Value]);
-                destroy_quietly(s, object);
-                Ok(value?.into_iter().find_map(|a| match a {
-                    Attribute::Value(v) => Some(SecretBytes::new(v)),
-                    _ => None,
-                }))
+                    Err(CkError::Pkcs11(
+                        RvError::GeneralError | RvError::FunctionFailed,
+                        Function::UnwrapKey,
+                    )) if s.get_session_info().is_ok() => Ok(None),
+                    r => r,
+                }
             })
             .map_err(|e| ck("AES key unwrap in the HSM", e))?;
         opened.ok_or(Error::InvalidCiphertext)
