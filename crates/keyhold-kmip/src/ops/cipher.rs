@@ -34,18 +34,22 @@ pub(super) fn fips_allows(
     encrypt: bool,
 ) -> Result<(), KmipError> {
     use keyhold_crypto::fips::Use;
-    let decrypt_only = matches!(
-        o.attr(obj::USAGE_MASK),
-        Some(keyhold_core::AttrValue::Int(m)) if m & crate::enums::usage_mask::ENCRYPT == 0
-    );
     let u = match (cipher, encrypt) {
-        (Cipher::ChaCha | Cipher::ChaChaPoly, false) if decrypt_only => return Ok(()),
+        (Cipher::ChaCha | Cipher::ChaChaPoly, false) if decrypt_only(o.attr(obj::USAGE_MASK)) => {
+            return Ok(())
+        }
         (Cipher::ChaCha | Cipher::ChaChaPoly, _) => Use::ChaCha20,
         (Cipher::TripleDes, true) => Use::TripleDesEncrypt,
         (Cipher::TripleDes, false) => Use::TripleDesDecrypt,
         (Cipher::Aes, _) => return Ok(()),
     };
     fips_check(u)
+}
+
+/// Whether a usage mask allows decryption but not encryption (an old key
+/// FIPS mode lets read old data).
+pub(super) fn decrypt_only(mask: Option<&keyhold_core::AttrValue>) -> bool {
+    matches!(mask, Some(keyhold_core::AttrValue::Int(m)) if m & crate::enums::usage_mask::ENCRYPT == 0)
 }
 
 /// [`keyhold_crypto::fips::check`] as a KMIP error: Feature Not Supported,

@@ -214,10 +214,7 @@ impl Kmip {
             // Old keys may come in to decrypt old data while it migrates:
             // Triple DES keys (which then never encrypt), and ChaCha20 keys
             // whose usage mask allows decryption only.
-            let decrypt_only = matches!(
-                find(obj::USAGE_MASK),
-                Some(AttrValue::Int(m)) if m & crate::enums::usage_mask::ENCRYPT == 0
-            );
+            let decrypt_only = super::cipher::decrypt_only(find(obj::USAGE_MASK).as_ref());
             let chacha = matches!(alg, crypto_alg::CHACHA20 | crypto_alg::CHACHA20_POLY1305);
             if alg != crypto_alg::TRIPLE_DES && !(chacha && decrypt_only) {
                 fips_allows_new_key(alg)?;
