@@ -170,26 +170,38 @@ fn service_resumes_on_its_own(
     let long = Duration::from_secs(30);
     std::fs::rename(&away_p, primary).unwrap();
     std::fs::rename(&away_s, standby).unwrap();
+    let keys = root.hsm_keys().unwrap();
     assert!(
         eventually(long, || root
             .wrap(b"ctx", b"x")
             .and_then(|w| root.unwrap(b"ctx", &w))
-            .is_ok()),
+            .is_ok()
+            && keys.encrypt(KEY, b"", b"x").is_ok()),
         "service resumes"
     );
-    let failed_then = traffic.failed();
-    let ok_then = traffic.ok();
+    // Requests in flight while the tokens came back may still fail, and so
+    // may those of the second before a token marked down meanwhile is
+    // tried again (how long that takes depends on the machine's load);
+    // then every request succeeds: a run of both kinds of request with no
+    // failure among them.
+    let clean_run = || {
+        let (before, failed) = (traffic.ok_each(), traffic.failed());
+        let more = eventually(long, || {
+            let now = traffic.ok_each();
+            now[0] > before[0] + 8 && now[1] > before[1] + 8
+        });
+        more && traffic.failed() == failed
+    };
     assert!(
-        eventually(long, || traffic.ok() > ok_then + 8),
-        "traffic is served again"
+        eventually(long, clean_run),
+        "after recovery, requests succeed again: {} failed in all",
+        traffic.failed()
     );
-    let (worst, ok, failed) = traffic.stop();
-    assert!(ok > ok_then);
+    let worst = traffic.stop();
     assert!(
-        failed - failed_then <= 4,
-        "after recovery, requests succeed again"
+        worst < Duration::from_secs(10),
+        "no request hung: {worst:?}"
     );
-    assert!(worst < Duration::from_secs(5), "no request hung: {worst:?}");
     assert!(root
         .status()
         .iter()
@@ -197,10 +209,11 @@ fn service_resumes_on_its_own(
 }
 
 /// Traffic on four threads until stopped: wrap/unwrap with the KEK and
-/// AES-GCM with an HSM-resident key, counting successes and failures.
+/// AES-GCM with an HSM-resident key, counting successes (of each kind) and
+/// failures.
 struct Traffic {
     stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
+    ok: Arc<[AtomicUsize; 2]>,
     failed: Arc<AtomicUsize>,
     workers: Vec<std::thread::JoinHandle<Duration>>,
 }
@@ -208,7 +221,8 @@ struct Traffic {
 impl Traffic {
     fn start(root: &Arc<Pkcs11Root>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let ok = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let failed = Arc::new(AtomicUsize::new(0));
         let workers = (0..4)
             .map(|i| {
                 let (root, stop, ok, failed) =
@@ -229,7 +243,7 @@ impl Traffic {
                         };
                         worst = worst.max(t.elapsed());
                         match r {
-                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Ok(()) => ok[i % 2].fetch_add(1, Ordering::Relaxed),
                             Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                         };
                     }
@@ -246,27 +260,23 @@ impl Traffic {
     }
 
     fn ok(&self) -> usize {
-        self.ok.load(Ordering::Relaxed)
+        self.ok_each().iter().sum()
+    }
+
+    /// Successes of wrap/unwrap with the KEK, and of AES-GCM with the
+    /// HSM-resident key.
+    fn ok_each(&self) -> [usize; 2] {
+        [0, 1].map(|i| self.ok[i].load(Ordering::Relaxed))
     }
 
     fn failed(&self) -> usize {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Stops the threads: the slowest request any of them saw, and the
-    /// final counts of successes and failures.
-    fn stop(self) -> (Duration, usize, usize) {
+    /// Stops the threads: the slowest request any of them saw.
+    fn stop(self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);
-        let worst = self
-            .workers
-            .into_iter()
-            .map(|w| w.join().unwrap())
-            .max()
-            .unwrap();
-        (
-            worst,
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+        let workers = self.workers.into_iter();
+        workers.map(|w| w.join().unwrap()).max().unwrap()
     }
 }
