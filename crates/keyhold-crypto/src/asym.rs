@@ -1,7 +1,9 @@
 //! Asymmetric keys: RSA (2048, 3072, 4096 bits), ECDSA on P-256, P-384 and
 //! P-521, and Ed25519 — generation, the DER forms keys travel in, signing
 //! and verification, and RSA-OAEP. Everything is aws-lc-rs; this module only
-//! chooses its algorithms and converts between encodings.
+//! chooses its algorithms and converts between encodings. RSA-PSS with
+//! SHA-1 and RSA-OAEP whose MGF1 hash differs from the message's, which
+//! aws-lc-rs has no API for, are AWS-LC's own through the `evp` module.
 //!
 //! Private keys are DER: PKCS#1 `RSAPrivateKey` for RSA, PKCS#8 for EC and
 //! Ed25519 (either form is accepted for RSA). Public keys are DER: PKCS#1
@@ -253,6 +255,19 @@ impl PrivateKey {
     pub fn sign(&self, scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match (&self.0, scheme) {
             (
+                Parsed::Rsa { .. },
+                SignScheme::RsaPss(Hash::Sha1) | SignScheme::RsaPssMaxSalt(Hash::Sha1),
+            ) => {
+                let salt = pss_salt(scheme, self.bits());
+                let pkcs1 = self.rsa_pkcs1()?;
+                crate::evp::pss_sign_digest(
+                    pkcs1.expose(),
+                    Hash::Sha1,
+                    salt,
+                    &digest(Hash::Sha1, msg),
+                )
+            }
+            (
                 Parsed::Rsa { pair, .. },
                 SignScheme::RsaPkcs1(_) | SignScheme::RsaPss(_) | SignScheme::RsaPssMaxSalt(_),
             ) => {
@@ -278,9 +293,25 @@ impl PrivateKey {
         ciphertext: &[u8],
         label: Option<&[u8]>,
     ) -> Result<SecretBytes, CryptoError> {
+        self.oaep_decrypt_mgf1(h, h, ciphertext, label)
+    }
+
+    /// RSA-OAEP decryption with `h` for the message and `mgf1` for the mask
+    /// generation function.
+    pub fn oaep_decrypt_mgf1(
+        &self,
+        h: Hash,
+        mgf1: Hash,
+        ciphertext: &[u8],
+        label: Option<&[u8]>,
+    ) -> Result<SecretBytes, CryptoError> {
         let Parsed::Rsa { oaep, .. } = &self.0 else {
             return Err(CryptoError::Failed);
         };
+        if mgf1 != h {
+            let pkcs1 = self.rsa_pkcs1()?;
+            return crate::evp::oaep_decrypt(pkcs1.expose(), h, mgf1, ciphertext, label);
+        }
         let mut out = vec![0u8; oaep.min_output_size()];
         let n = oaep
             .decrypt(self::oaep(h), ciphertext, &mut out, label)
@@ -292,6 +323,16 @@ impl PrivateKey {
 }
 
 impl PrivateKey {
+    /// An RSA key's PKCS#1 form (for the `evp` module).
+    fn rsa_pkcs1(&self) -> Result<SecretBytes, CryptoError> {
+        let Parsed::Rsa { pair, .. } = &self.0 else {
+            return Err(CryptoError::Failed);
+        };
+        let pkcs8: Pkcs8V1Der<'static> = pair.as_der().map_err(failed)?;
+        let info = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_ref()).map_err(failed)?;
+        Ok(SecretBytes::new(info.private_key.to_vec()))
+    }
+
     /// RSAES-PKCS1-v1_5 decryption (S/MIME's `RSA/ECB/PKCS1Padding`): a
     /// value that does not decrypt is `AuthenticationFailed`, nothing more
     /// said (the implementation is constant-time).
@@ -517,6 +558,12 @@ pub fn verify(
     msg: &[u8],
     signature: &[u8],
 ) -> Result<bool, CryptoError> {
+    if let SignScheme::RsaPss(Hash::Sha1) | SignScheme::RsaPssMaxSalt(Hash::Sha1) = scheme {
+        let key = rsa_public_to_pkcs1(public)?;
+        let salt = pss_salt(scheme, rsa_bits(&key)?);
+        let d = digest(Hash::Sha1, msg);
+        return crate::evp::pss_verify_digest(&key, Hash::Sha1, salt, &d, signature);
+    }
     let (alg, key): (&'static dyn sig::VerificationAlgorithm, Vec<u8>) = match scheme {
         SignScheme::RsaPkcs1(_) | SignScheme::RsaPss(_) | SignScheme::RsaPssMaxSalt(_) => {
             (rsa_verification(scheme)?, rsa_public_to_pkcs1(public)?)
@@ -593,6 +640,15 @@ pub fn pss_max_salt(bits: u32, h: Hash) -> usize {
     em_len.saturating_sub(hash_len(h) + 2)
 }
 
+/// The salt length of an RSA-PSS scheme for a key of `bits`.
+fn pss_salt(scheme: SignScheme, bits: u32) -> usize {
+    match scheme {
+        SignScheme::RsaPssMaxSalt(h) => pss_max_salt(bits, h),
+        SignScheme::RsaPss(h) => hash_len(h),
+        _ => 0,
+    }
+}
+
 /// The output length of a hash, in bytes.
 pub fn hash_len(h: Hash) -> usize {
     match h {
@@ -638,6 +694,21 @@ pub fn oaep_encrypt(
     plaintext: &[u8],
     label: Option<&[u8]>,
 ) -> Result<Vec<u8>, CryptoError> {
+    oaep_encrypt_mgf1(public, h, h, plaintext, label)
+}
+
+/// RSA-OAEP encryption under a public key with `h` for the message and
+/// `mgf1` for the mask generation function.
+pub fn oaep_encrypt_mgf1(
+    public: &[u8],
+    h: Hash,
+    mgf1: Hash,
+    plaintext: &[u8],
+    label: Option<&[u8]>,
+) -> Result<Vec<u8>, CryptoError> {
+    if mgf1 != h {
+        return crate::evp::oaep_encrypt(&rsa_public_to_pkcs1(public)?, h, mgf1, plaintext, label);
+    }
     let key = PublicEncryptingKey::from_der(&rsa_public_to_spki(public)?).map_err(failed)?;
     let key = OaepPublicEncryptingKey::new(key).map_err(failed)?;
     if plaintext.len() > key.max_plaintext_size(oaep(h)) {

@@ -9,6 +9,7 @@
 //! barrier that owns it.
 
 pub mod asym;
+mod evp;
 pub mod fips;
 pub mod gcm;
 pub mod jwt;

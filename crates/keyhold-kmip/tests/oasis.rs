@@ -27,18 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// Mandatory cases of the committed profiles that do not pass yet, and why.
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    ("CS-AC-M-3-14.xml", "verifying RSA-PSS with SHA-1: aws-lc-rs has no PSS-SHA-1 (the case expects Invalid)"),
-    ("CS-AC-M-OAEP-7-14.xml", "RSA-OAEP whose MGF1 hash differs from the message hash: aws-lc-rs offers MGF1 with the same hash only"),
-    ("CS-AC-M-OAEP-8-14.xml", "RSA-OAEP whose MGF1 hash differs from the message hash: aws-lc-rs offers MGF1 with the same hash only"),
-    ("CS-AC-M-OAEP-9-14.xml", "RSA-OAEP whose MGF1 hash differs from the message hash: aws-lc-rs offers MGF1 with the same hash only"),
-    ("CS-AC-M-OAEP-10-14.xml", "RSA-OAEP whose MGF1 hash differs from the message hash: aws-lc-rs offers MGF1 with the same hash only"),
-    ("CS-AC-M-3-21.xml", "verifying RSA-PSS with SHA-1: aws-lc-rs has no PSS-SHA-1 (the case expects Invalid)"),
-    ("CS-AC-M-OAEP-7-21.xml", "RSA-OAEP whose MGF1 hash differs from the message hash: aws-lc-rs offers MGF1 with the same hash only"),
-    ("CS-AC-M-OAEP-8-21.xml", "RSA-OAEP whose MGF1 hash differs from the message hash: aws-lc-rs offers MGF1 with the same hash only"),
-    ("CS-AC-M-OAEP-9-21.xml", "RSA-OAEP whose MGF1 hash differs from the message hash: aws-lc-rs offers MGF1 with the same hash only"),
-    ("CS-AC-M-OAEP-10-21.xml", "RSA-OAEP whose MGF1 hash differs from the message hash: aws-lc-rs offers MGF1 with the same hash only"),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[];
 
 /// Mandatory cases that use what FIPS mode does not allow: in a FIPS build
 /// each must be refused, saying so (and no other case may be).

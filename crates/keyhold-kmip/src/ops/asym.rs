@@ -100,7 +100,7 @@ impl Kmip {
         };
         rules::check_asymmetric_use(&o, purpose, ctx.now).map_err(refused)?;
         let params = asym_params(&o, p)?;
-        let h = oaep_hash(&o, &params)?;
+        let (h, mgf1) = oaep_hash(&o, &params)?;
         let data = bytes_of(p, t::DATA)?.ok_or_else(|| KmipError::missing("Data is missing"))?;
         self.consume_usage(ctx, &mut o, data.len())?;
         let label = params.label.as_deref().filter(|l| !l.is_empty());
@@ -111,12 +111,12 @@ impl Kmip {
             if obj::enum_attr(&o, obj::ALGORITHM) == Some(crypto_alg::RSA) {
                 super::cipher::fips_check(keyhold_crypto::fips::Use::RsaKeyBits(key.bits))?;
             }
-            asym::oaep_encrypt(key.der.expose(), h, data, label).map_err(|_| {
+            asym::oaep_encrypt_mgf1(key.der.expose(), h, mgf1, data, label).map_err(|_| {
                 crypto_fail("the data cannot be encrypted with this key (too long?)")
             })?
         } else {
             self.private_key(&o)?
-                .oaep_decrypt(h, data, label)
+                .oaep_decrypt_mgf1(h, mgf1, data, label)
                 .map_err(|_| crypto_fail("decryption failed"))?
                 .expose()
                 .to_vec()
@@ -284,23 +284,16 @@ fn hash_of(h: u32) -> Result<Hash, KmipError> {
     })
 }
 
-/// MGF1 with the message's own hash is all that is offered.
-fn check_mask(params: &AsymParams, h: Hash) -> Result<(), KmipError> {
+/// The hash of the mask generation function (MGF1, the only one defined):
+/// the one named, else the message's own (`h`).
+fn mask_hash(params: &AsymParams, h: Hash) -> Result<Hash, KmipError> {
     if params.mask_generator.is_some_and(|m| m != MGF1) {
         return Err(KmipError::new(
             Reason::FeatureNotSupported,
             "only the MGF1 mask generator is supported",
         ));
     }
-    if let Some(m) = params.mask_hashing {
-        if hash_of(m)? != h {
-            return Err(KmipError::new(
-                Reason::FeatureNotSupported,
-                "MGF1 with another hash than the message's is not supported",
-            ));
-        }
-    }
-    Ok(())
+    params.mask_hashing.map_or(Ok(h), hash_of)
 }
 
 /// The signature scheme the object and the parameters ask for.
@@ -344,11 +337,10 @@ fn sign_scheme(o: &ManagedObject, params: &AsymParams, bits: u32) -> Result<Sign
                     )),
                 };
             }
-            check_mask(params, h)?;
-            if h == Hash::Sha1 {
+            if mask_hash(params, h)? != h {
                 return Err(KmipError::new(
                     Reason::FeatureNotSupported,
-                    "RSA-PSS with SHA-1 is not supported (SHA-256, SHA-384 and SHA-512 are)",
+                    "RSA-PSS with an MGF1 hash other than the message's is not supported",
                 ));
             }
             match params.salt {
@@ -376,9 +368,10 @@ fn sign_scheme(o: &ManagedObject, params: &AsymParams, bits: u32) -> Result<Sign
     }
 }
 
-/// The hash of RSA-OAEP the parameters ask for (SHA-1 when none is named,
-/// as PKCS#1 defines).
-fn oaep_hash(o: &ManagedObject, params: &AsymParams) -> Result<Hash, KmipError> {
+/// The hashes of RSA-OAEP the parameters ask for, the message's and MGF1's
+/// (SHA-1 when none is named, as PKCS#1 defines; MGF1 the message's unless
+/// named).
+fn oaep_hash(o: &ManagedObject, params: &AsymParams) -> Result<(Hash, Hash), KmipError> {
     let alg = params
         .algorithm
         .or_else(|| obj::enum_attr(o, obj::ALGORITHM))
@@ -408,8 +401,7 @@ fn oaep_hash(o: &ManagedObject, params: &AsymParams) -> Result<Hash, KmipError> 
         .map(hash_of)
         .transpose()?
         .unwrap_or(Hash::Sha1);
-    check_mask(params, h)?;
-    Ok(h)
+    Ok((h, mask_hash(params, h)?))
 }
 
 /// FIPS mode's answer to a new signature: none with SHA-1, none with an
@@ -477,6 +469,21 @@ mod tests {
             mask_hashing: Some(hashing::SHA_256),
             ..AsymParams::default()
         };
-        assert!(oaep_hash(&o, &mixed).is_err(), "MGF1 with another hash");
+        assert_eq!(oaep_hash(&o, &mixed).unwrap(), (Hash::Sha384, Hash::Sha256));
+        let plain = AsymParams {
+            padding: Some(OAEP),
+            ..AsymParams::default()
+        };
+        assert_eq!(oaep_hash(&o, &plain).unwrap(), (Hash::Sha1, Hash::Sha1));
+        // PSS with SHA-1 signs; PSS whose MGF1 hash differs does not.
+        assert_eq!(
+            sign_scheme(&o, &p(Some(PSS), Some(hashing::SHA_1), None), 2048).unwrap(),
+            SignScheme::RsaPss(Hash::Sha1)
+        );
+        let pss_mixed = AsymParams {
+            mask_hashing: Some(hashing::SHA_1),
+            ..p(Some(PSS), Some(hashing::SHA_256), None)
+        };
+        assert!(sign_scheme(&o, &pss_mixed, 2048).is_err());
     }
 }
