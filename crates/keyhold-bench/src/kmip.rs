@@ -69,13 +69,38 @@ fn name(n: &str) -> Ttlv {
     )
 }
 
-fn with_uid(op: u32, uid: &str, mut extra: Vec<Ttlv>) -> Vec<u8> {
-    let mut p = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
-    p.append(&mut extra);
-    request(vec![(op, p)])
+fn with_uid(op: u32, uid: &str, extra: Vec<Ttlv>) -> Vec<u8> {
+    request(vec![(op, payload_with_uid(uid, extra))])
 }
 
-/// Sends one request; returns the first batch item's payload on success.
+fn payload_with_uid(uid: &str, mut extra: Vec<Ttlv>) -> Vec<Ttlv> {
+    let mut p = vec![Ttlv::text(t::UNIQUE_IDENTIFIER, uid)];
+    p.append(&mut extra);
+    p
+}
+
+/// A request message of `n` copies of one operation, each batch item with
+/// its Unique Batch Item ID (KMIP requires one when there are several).
+fn batched(op: u32, payload: Vec<Ttlv>, n: u32) -> Vec<u8> {
+    if n == 1 {
+        return request(vec![(op, payload)]);
+    }
+    let mut msg =
+        keyhold_kmip::message::request(Version::new(1, 4), vec![(op, payload); n as usize]);
+    if let Value::Structure(parts) = &mut msg.value {
+        let items = parts.iter_mut().filter(|p| p.tag == t::BATCH_ITEM);
+        for (i, item) in items.enumerate() {
+            if let Value::Structure(fields) = &mut item.value {
+                let id = Ttlv::bytes(t::UNIQUE_BATCH_ITEM_ID, (i as u32).to_be_bytes().to_vec());
+                fields.insert(1, id);
+            }
+        }
+    }
+    msg.encode()
+}
+
+/// Sends one request; returns the first batch item's payload if every
+/// batch item succeeded.
 async fn call(c: &mut Conn, req: &[u8]) -> Result<Ttlv, String> {
     c.write_all(req).await.map_err(|e| e.to_string())?;
     let mut h = [0u8; 8];
@@ -87,17 +112,24 @@ async fn call(c: &mut Conn, req: &[u8]) -> Result<Ttlv, String> {
         .await
         .map_err(|e| e.to_string())?;
     let r = Ttlv::decode(&buf, &Limits::default()).map_err(|e| e.to_string())?;
-    let item = r.child(t::BATCH_ITEM).ok_or("no batch item")?;
-    match item.child(t::RESULT_STATUS).map(|s| &s.value) {
-        Some(Value::Enumeration(0)) => item
-            .child(t::RESPONSE_PAYLOAD)
-            .cloned()
-            .ok_or_else(|| "no payload".into()),
-        _ => Err(format!(
-            "operation failed: {:?}",
-            item.child(t::RESULT_MESSAGE).map(|m| &m.value)
-        )),
+    let mut first = None;
+    for item in r.children(t::BATCH_ITEM) {
+        match item.child(t::RESULT_STATUS).map(|s| &s.value) {
+            Some(Value::Enumeration(0)) => {}
+            _ => {
+                return Err(format!(
+                    "operation failed: {:?}",
+                    item.child(t::RESULT_MESSAGE).map(|m| &m.value)
+                ))
+            }
+        }
+        first.get_or_insert(item);
     }
+    first
+        .ok_or("no batch item")?
+        .child(t::RESPONSE_PAYLOAD)
+        .cloned()
+        .ok_or_else(|| "no payload".into())
 }
 
 fn uid_of(p: &Ttlv) -> Result<String, String> {
@@ -145,6 +177,17 @@ async fn connect(addr: &str, tls: &TlsConnector) -> Conn {
 pub(crate) async fn run(args: Args) {
     let addr = args.kmip.clone().expect("kmip mode");
     let tls = connector(&args);
+    let repeated = matches!(
+        args.op,
+        Op::KmipEncrypt
+            | Op::KmipSignRsa
+            | Op::KmipSignEc
+            | Op::KmipSignEd25519
+            | Op::KmipDecryptOaep
+    );
+    if args.batch > 1 && !repeated {
+        fail("--batch is for kmip-encrypt, kmip-sign-* and kmip-decrypt-oaep");
+    }
     let work = Arc::new(Work::prepare(&args, &addr, &tls).await);
     let errors = Arc::new(AtomicU64::new(0));
     let cycles = Arc::new(AtomicU64::new(0));
@@ -200,9 +243,13 @@ pub(crate) async fn run(args: Args) {
         Op::KmipDecryptOaep => "KMIP Decrypt (RSA-2048, OAEP, SHA-256)",
         _ => "KMIP Encrypt",
     };
+    let label = match args.batch {
+        1 => label.to_owned(),
+        n => format!("{label}, {n} operations per request message (each counted)"),
+    };
     report(
         &args,
-        label,
+        &label,
         all,
         args.duration,
         errors.load(Ordering::Relaxed),
@@ -225,6 +272,8 @@ struct Work {
     locate: Option<Vec<u8>>,
     create: Vec<u8>,
     create_only: bool,
+    /// Operations in each repeated request message.
+    batch: u32,
 }
 
 impl Work {
@@ -274,8 +323,12 @@ impl Work {
         };
         Self {
             repeat: encrypt_key
-                .map(|k| with_uid(0x1F, &k, vec![Ttlv::bytes(t::DATA, data)]))
+                .map(|k| {
+                    let payload = payload_with_uid(&k, vec![Ttlv::bytes(t::DATA, data)]);
+                    batched(0x1F, payload, args.batch)
+                })
                 .or(asymmetric),
+            batch: args.batch,
             locate: (args.op == Op::KmipLocate)
                 .then(|| request(vec![(0x08, vec![name(&locate_name(7))])])),
             create: create_aes(),
@@ -289,7 +342,10 @@ impl Work {
         if let Some(req) = &self.repeat {
             let t0 = Instant::now();
             call(c, req).await?;
-            timed(t0);
+            // Each operation of the batch took the message's time.
+            for _ in 0..self.batch {
+                timed(t0);
+            }
             return Ok(false);
         }
         if let Some(req) = &self.locate {
@@ -387,7 +443,8 @@ async fn asymmetric_request(args: &Args, addr: &str, tls: &TlsConnector) -> Vec<
     };
     let data = Ttlv::bytes(t::DATA, vec![0x5a; 32]);
     if args.op != Op::KmipDecryptOaep {
-        return with_uid(0x21, &private, vec![params(0x0A), data]); // Sign, PSS
+        let sign = payload_with_uid(&private, vec![params(0x0A), data]); // PSS for RSA
+        return batched(0x21, sign, args.batch);
     }
     let enc = call(&mut c, &with_uid(0x1F, &public, vec![params(0x02), data]))
         .await
@@ -395,5 +452,9 @@ async fn asymmetric_request(args: &Args, addr: &str, tls: &TlsConnector) -> Vec<
     let Some(ct) = enc.child(t::DATA).cloned() else {
         fail("the OAEP encryption answered no data")
     };
-    with_uid(0x20, &private, vec![params(0x02), ct])
+    batched(
+        0x20,
+        payload_with_uid(&private, vec![params(0x02), ct]),
+        args.batch,
+    )
 }

@@ -107,6 +107,12 @@ struct Args {
     /// Concurrent keep-alive connections.
     #[arg(long, short = 'c', default_value_t = 32)]
     connections: usize,
+    /// KMIP: operations per request message (Batch Count), each a batch
+    /// item with its Unique Batch Item ID; throughput counts operations.
+    /// For the repeated operations (kmip-encrypt, kmip-sign-*,
+    /// kmip-decrypt-oaep).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    batch: u32,
     /// Seconds to run (after a one-second warm-up).
     #[arg(long, short = 'd', default_value_t = 10.0)]
     duration: f64,
