@@ -93,6 +93,22 @@ impl AuditLog {
     /// combining"); alone, a request writes its own.
     pub fn record_blocking(&self, ev: &Event<'_>) -> Result<(), String> {
         let ticket = self.enqueue(ev);
+        self.wait_blocking(ticket)
+    }
+
+    /// Queues `ev` without waiting for it to be written: the first half of
+    /// [`AuditLog::record_blocking`], for a caller that answers several
+    /// operations at once (a KMIP message's batch items) and then waits
+    /// once, so that their records share one write. Nothing the records
+    /// speak of may be answered before [`AuditLog::wait_blocking`] said
+    /// its ticket was written.
+    pub fn submit(&self, ev: &Event<'_>) -> u64 {
+        self.enqueue(ev)
+    }
+
+    /// Waits until the record with `ticket` (and every one queued before
+    /// it) is written; its outcome.
+    pub fn wait_blocking(&self, ticket: u64) -> Result<(), String> {
         let deadline = Instant::now() + self.timeout;
         loop {
             if self.is_done(ticket) {

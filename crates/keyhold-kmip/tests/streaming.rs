@@ -3,59 +3,14 @@
 //! not cover — decryption, a wrong tag, another identity's stream, parts
 //! after the end, and modes that do not stream.
 
-use keyhold_kmip::enums::{block_cipher_mode as bcm, crypto_alg, key_format, object_type};
-use keyhold_kmip::enums::{operation as op, usage_mask};
+use keyhold_kmip::enums::block_cipher_mode as bcm;
+use keyhold_kmip::enums::operation as op;
 use keyhold_kmip::tags as t;
-use keyhold_kmip::ttlv::{Ttlv, Value};
+use keyhold_kmip::ttlv::Ttlv;
 use keyhold_kmip::Kmip;
 
 mod common;
 use common::*;
-
-fn register_aes(k: &Kmip, who: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let (status, p) = call(
-        k,
-        who,
-        op::REGISTER,
-        vec![
-            Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
-            Ttlv::structure(
-                t::ATTRIBUTES,
-                vec![
-                    Ttlv::int(
-                        t::CRYPTOGRAPHIC_USAGE_MASK,
-                        usage_mask::ENCRYPT | usage_mask::DECRYPT,
-                    ),
-                    Ttlv::date_time(t::ACTIVATION_DATE, now - 60),
-                ],
-            ),
-            Ttlv::structure(
-                t::SYMMETRIC_KEY,
-                vec![Ttlv::structure(
-                    t::KEY_BLOCK,
-                    vec![
-                        Ttlv::enumeration(t::KEY_FORMAT_TYPE, key_format::RAW),
-                        Ttlv::structure(
-                            t::KEY_VALUE,
-                            vec![Ttlv::bytes(t::KEY_MATERIAL, vec![7u8; 32])],
-                        ),
-                        Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, crypto_alg::AES),
-                        Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, 256),
-                    ],
-                )],
-            ),
-        ],
-    );
-    assert_eq!(status, SUCCESS, "{p:?}");
-    match &p.child(t::UNIQUE_IDENTIFIER).unwrap().value {
-        Value::TextString(u) => u.clone(),
-        v => panic!("{v:?}"),
-    }
-}
 
 fn gcm_params(mode: u32) -> Ttlv {
     Ttlv::structure(

@@ -27,6 +27,11 @@ impl std::fmt::Debug for AuditBroker {
     }
 }
 
+/// A record queued by [`AuditBroker::submit`] and not yet known written.
+#[derive(Debug, Clone, Copy)]
+#[must_use = "wait for the record before answering"]
+pub struct AuditTicket(Option<u64>);
+
 impl AuditBroker {
     /// Sends every record from now on to `log`. A broker has one log for
     /// its life: false (and `log` unused) when one is attached already.
@@ -54,6 +59,22 @@ impl AuditBroker {
         match self.log.get() {
             Some(log) => log.record_blocking(ev),
             None => Ok(()),
+        }
+    }
+
+    /// Queues `ev` from a front-end on a blocking thread without waiting
+    /// for the write; [`AuditBroker::wait_blocking`] with the ticket says
+    /// whether it was written (see [`AuditLog::submit`]).
+    pub fn submit(&self, ev: &Event<'_>) -> AuditTicket {
+        self.count(ev);
+        AuditTicket(self.log.get().map(|log| log.submit(ev)))
+    }
+
+    /// Waits for a submitted record (and those before it) to be written.
+    pub fn wait_blocking(&self, ticket: AuditTicket) -> Result<(), String> {
+        match (self.log.get(), ticket.0) {
+            (Some(log), Some(t)) => log.wait_blocking(t),
+            _ => Ok(()),
         }
     }
 

@@ -34,7 +34,7 @@ mod service;
 pub mod store_apis;
 mod xks_grants;
 
-pub use audit_broker::AuditBroker;
+pub use audit_broker::{AuditBroker, AuditTicket};
 pub use health::{EkmReport, HealthReport, HealthStatus};
 pub use key_use::{
     scheme_fits, EncryptOptions, GcmInput, KeyDescription, KeyUse, NotRun, Placement, Sealed,

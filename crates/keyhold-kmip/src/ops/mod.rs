@@ -34,7 +34,7 @@ use keyhold_core::{AttrValue, Error, ManagedObject, ObjectAttr, ObjectState};
 use keyhold_crypto::gcm;
 use keyhold_crypto::sym::{self, MacHash};
 use keyhold_service::object_rules::{self as rules, Purpose};
-use keyhold_service::KeyService;
+use keyhold_service::{AuditTicket, KeyService};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -159,11 +159,11 @@ impl Kmip {
                 // The answer is already a failure: an audit error adds nothing.
                 let _ = self.audit_one(
                     client,
-                    "-",
-                    None,
-                    Some(Reason::InvalidMessage),
-                    &e.to_string(),
-                    0,
+                    &AuditFacts {
+                        reason: Some(Reason::InvalidMessage),
+                        message: &e.to_string(),
+                        ..AuditFacts::default()
+                    },
                 );
                 return message::error_response(
                     Version::new(1, 0),
@@ -190,7 +190,12 @@ impl Kmip {
         let req = match message::parse_request(root) {
             Ok(r) => r,
             Err(e) => {
-                let _ = self.audit_one(client, "-", None, Some(e.reason), &e.message, 0);
+                let facts = AuditFacts {
+                    reason: Some(e.reason),
+                    message: &e.message,
+                    ..AuditFacts::default()
+                };
+                let _ = self.audit_one(client, &facts);
                 return message::error_response(version, now, &e);
             }
         };
@@ -204,8 +209,24 @@ impl Kmip {
         };
         let mut out = Vec::with_capacity(req.items.len());
         let unsupported = (!SUPPORTED.contains(&asked)).then_some(asked);
+        // Several items that change nothing (signatures, encryption,
+        // lookups): their records are queued as they are answered and
+        // written together (one write instead of one per item) before any
+        // answer leaves.
+        let read_only = req.items.len() > 1
+            && req
+                .items
+                .iter()
+                .all(|i| Operation::from_code(i.operation).is_some_and(Operation::is_quick));
+        let mut tickets = read_only.then(|| Vec::with_capacity(req.items.len()));
         for item in &req.items {
-            let resp = self.answer_item(&mut ctx, item, unsupported, req.header.max_response_size);
+            let resp = self.answer_item(
+                &mut ctx,
+                item,
+                unsupported,
+                req.header.max_response_size,
+                tickets.as_mut(),
+            );
             let failed = !resp.is_success();
             out.push(resp);
             if failed && req.header.on_error != OnError::Continue {
@@ -219,7 +240,38 @@ impl Kmip {
                 break;
             }
         }
+        if let Some(tickets) = tickets {
+            self.settle(&mut out, tickets, req.header.on_error);
+        }
         message::response(version, now, &out)
+    }
+
+    /// Waits for the queued records of answered items: an item whose record
+    /// was not written fails, as if it had been written at once (with Stop
+    /// or Undo, the items after it are not answered; with Undo, those
+    /// before it are marked undone).
+    fn settle(&self, out: &mut Vec<ResponseItem>, tickets: Vec<AuditTicket>, on_error: OnError) {
+        let audit = self.service.audit();
+        for (i, ticket) in tickets.into_iter().enumerate() {
+            let Err(m) = audit.wait_blocking(ticket) else {
+                continue;
+            };
+            let operation = out[i].operation;
+            out[i] = ResponseItem::failure(
+                operation,
+                out[i].id.clone(),
+                &KmipError::new(Reason::GeneralFailure, audit_failure(&m)),
+            );
+            if on_error != OnError::Continue {
+                if on_error == OnError::Undo {
+                    for done in &mut out[..i] {
+                        done.status = crate::enums::result_status::OPERATION_UNDONE;
+                    }
+                }
+                out.truncate(i + 1);
+                return;
+            }
+        }
     }
 
     /// Answers one batch item (recorded in the audit log: an item whose
@@ -232,6 +284,7 @@ impl Kmip {
         item: &RequestItem<'_>,
         unsupported: Option<Version>,
         max_response_size: Option<i32>,
+        deferred: Option<&mut Vec<AuditTicket>>,
     ) -> ResponseItem {
         let started = Instant::now();
         ctx.touched = None;
@@ -265,15 +318,18 @@ impl Kmip {
                 );
             }
         }
-        let audited = self.audit_one(
-            ctx.client,
-            crate::enums::operation::name(item.operation),
-            ctx.touched.as_deref(),
-            resp.reason,
-            resp.message.as_deref().unwrap_or(""),
-            started.elapsed().as_micros() as u64,
-        );
-        if let Err(m) = audited {
+        let ev = AuditFacts {
+            operation: crate::enums::operation::name(item.operation),
+            uid: ctx.touched.as_deref(),
+            reason: resp.reason,
+            message: resp.message.as_deref().unwrap_or(""),
+            latency_us: started.elapsed().as_micros() as u64,
+        };
+        if let Some(tickets) = deferred {
+            tickets.push(self.audit_submit(ctx.client, &ev));
+            return resp;
+        }
+        if let Err(m) = self.audit_one(ctx.client, &ev) {
             resp = ResponseItem::failure(
                 Some(item.operation),
                 item.id.clone(),
@@ -283,30 +339,34 @@ impl Kmip {
         resp
     }
 
-    fn audit_one(
+    /// Writes an item's (or a message's) record before returning.
+    fn audit_one(&self, client: &Client, facts: &AuditFacts<'_>) -> Result<(), String> {
+        self.with_event(client, facts, |ev| self.service.audit().record_blocking(ev))
+            .map_err(|e| audit_failure(&e))
+    }
+
+    /// Queues an item's record; [`Kmip::settle`] waits for it.
+    fn audit_submit(&self, client: &Client, facts: &AuditFacts<'_>) -> AuditTicket {
+        self.with_event(client, facts, |ev| self.service.audit().submit(ev))
+    }
+
+    fn with_event<R>(
         &self,
         client: &Client,
-        operation: &str,
-        uid: Option<&str>,
-        reason: Option<Reason>,
-        message: &str,
-        latency_us: u64,
-    ) -> Result<(), String> {
-        let result = reason.map(|r| format!("{r:?}"));
-        let ev = keyhold_audit::Event {
+        f: &AuditFacts<'_>,
+        then: impl FnOnce(&keyhold_audit::Event<'_>) -> R,
+    ) -> R {
+        let result = f.reason.map(|r| format!("{r:?}"));
+        then(&keyhold_audit::Event {
             frontend: "kmip",
-            operation,
+            operation: f.operation,
             result: result.as_deref().unwrap_or("OK"),
-            key: uid,
-            latency_us: Some(latency_us),
+            key: f.uid,
+            latency_us: Some(f.latency_us),
             actor: Some(&client.identity),
-            detail: (!message.is_empty()).then_some(message),
+            detail: (!f.message.is_empty()).then_some(f.message),
             ..Default::default()
-        };
-        self.service
-            .audit()
-            .record_blocking(&ev)
-            .map_err(|e| format!("the audit log could not record the operation: {e}"))
+        })
     }
 
     fn dispatch(
@@ -621,4 +681,30 @@ impl Kmip {
         }
         Ok(out)
     }
+}
+
+/// What a KMIP audit record says of one item (or of a message that did not
+/// parse: operation "-").
+struct AuditFacts<'a> {
+    operation: &'a str,
+    uid: Option<&'a str>,
+    reason: Option<Reason>,
+    message: &'a str,
+    latency_us: u64,
+}
+
+impl Default for AuditFacts<'_> {
+    fn default() -> Self {
+        Self {
+            operation: "-",
+            uid: None,
+            reason: None,
+            message: "",
+            latency_us: 0,
+        }
+    }
+}
+
+fn audit_failure(e: &str) -> String {
+    format!("the audit log could not record the operation: {e}")
 }

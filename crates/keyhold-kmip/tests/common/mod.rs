@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use keyhold_kmip::enums::{operation as op, usage_mask};
+use keyhold_kmip::enums::{crypto_alg, key_format, object_type, operation as op, usage_mask};
 use keyhold_kmip::tags as t;
 use keyhold_kmip::ttlv::{Ttlv, Value};
 use keyhold_kmip::{Client, Kmip};
@@ -123,4 +123,51 @@ pub(crate) fn pair(k: &Kmip, alg: u32, len: i32) -> (String, String) {
         assert_eq!(s, SUCCESS, "{p:?}");
     }
     (private, public)
+}
+
+/// Registers an Active AES-256 key (for encryption and decryption);
+/// returns its identifier.
+pub(crate) fn register_aes(k: &Kmip, who: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let (status, p) = call(
+        k,
+        who,
+        op::REGISTER,
+        vec![
+            Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
+            Ttlv::structure(
+                t::ATTRIBUTES,
+                vec![
+                    Ttlv::int(
+                        t::CRYPTOGRAPHIC_USAGE_MASK,
+                        usage_mask::ENCRYPT | usage_mask::DECRYPT,
+                    ),
+                    Ttlv::date_time(t::ACTIVATION_DATE, now - 60),
+                ],
+            ),
+            Ttlv::structure(
+                t::SYMMETRIC_KEY,
+                vec![Ttlv::structure(
+                    t::KEY_BLOCK,
+                    vec![
+                        Ttlv::enumeration(t::KEY_FORMAT_TYPE, key_format::RAW),
+                        Ttlv::structure(
+                            t::KEY_VALUE,
+                            vec![Ttlv::bytes(t::KEY_MATERIAL, vec![7u8; 32])],
+                        ),
+                        Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, crypto_alg::AES),
+                        Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, 256),
+                    ],
+                )],
+            ),
+        ],
+    );
+    assert_eq!(status, SUCCESS, "{p:?}");
+    match &p.child(t::UNIQUE_IDENTIFIER).unwrap().value {
+        Value::TextString(u) => u.clone(),
+        v => panic!("{v:?}"),
+    }
 }
