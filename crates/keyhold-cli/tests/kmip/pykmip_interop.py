@@ -153,6 +153,20 @@ with ProxyKmipClient(hostname=host, port=int(port), cert=cert, key=key, ca=ca,
           == enums.ValidityIndicator.VALID, "the server verifies its signature")
     check(c.signature_verify(b"massage", sig, uid=pub, cryptographic_parameters=sp)
           == enums.ValidityIndicator.INVALID, "a changed message does not verify")
+    # RSA-PSS with SHA-1 (legacy signers): signed and verified by the server,
+    # checked by pyca/cryptography; a FIPS build refuses new SHA-1 signatures.
+    s1 = dict(sp, hashing_algorithm=enums.HashingAlgorithm.SHA_1)
+    if os.environ.get("KEYHOLD_FIPS"):
+        expect_failure(enums.ResultReason.FEATURE_NOT_SUPPORTED,
+                       c.sign, b"legacy", uid=priv, cryptographic_parameters=s1)
+    else:
+        sig1 = c.sign(b"legacy", uid=priv, cryptographic_parameters=s1)
+        rsa_pub.verify(sig1, b"legacy", apad.PSS(mgf=apad.MGF1(hashes.SHA1()), salt_length=20),
+                       hashes.SHA1())
+        check(c.signature_verify(b"legacy", sig1, uid=pub, cryptographic_parameters=s1)
+              == enums.ValidityIndicator.VALID, "the server verifies its PSS-SHA-1 signature")
+        check(c.signature_verify(b"message", sig, uid=pub, cryptographic_parameters=s1)
+              == enums.ValidityIndicator.INVALID, "a PSS-SHA-256 signature is not PSS-SHA-1's")
     p1 = dict(sp, padding_method=enums.PaddingMethod.PKCS1v15)
     sig = c.sign(b"message", uid=priv, cryptographic_parameters=p1)
     rsa_pub.verify(sig, b"message", apad.PKCS1v15(), hashes.SHA256())
