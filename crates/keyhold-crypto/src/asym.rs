@@ -1,9 +1,10 @@
 //! Asymmetric keys: RSA (2048, 3072, 4096 bits), ECDSA on P-256, P-384 and
 //! P-521, and Ed25519 — generation, the DER forms keys travel in, signing
 //! and verification, and RSA-OAEP. Everything is aws-lc-rs; this module only
-//! chooses its algorithms and converts between encodings. RSA-PSS with
-//! SHA-1 and RSA-OAEP whose MGF1 hash differs from the message's, which
-//! aws-lc-rs has no API for, are AWS-LC's own through the `evp` module.
+//! chooses its algorithms and converts between encodings. RSA signatures
+//! with SHA-1 (PSS; PKCS#1 v1.5 signing) and RSA-OAEP whose MGF1 hash
+//! differs from the message's, which aws-lc-rs has no API for, are AWS-LC's
+//! own through the `evp` module.
 //!
 //! Private keys are DER: PKCS#1 `RSAPrivateKey` for RSA, PKCS#8 for EC and
 //! Ed25519 (either form is accepted for RSA). Public keys are DER: PKCS#1
@@ -254,18 +255,20 @@ impl PrivateKey {
     /// Signs `msg`; the scheme must be one of the key's.
     pub fn sign(&self, scheme: SignScheme, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
         match (&self.0, scheme) {
+            // SHA-1 (legacy signers): AWS-LC through the `evp` module.
             (
                 Parsed::Rsa { .. },
-                SignScheme::RsaPss(Hash::Sha1) | SignScheme::RsaPssMaxSalt(Hash::Sha1),
+                SignScheme::RsaPkcs1(Hash::Sha1)
+                | SignScheme::RsaPss(Hash::Sha1)
+                | SignScheme::RsaPssMaxSalt(Hash::Sha1),
             ) => {
-                let salt = pss_salt(scheme, self.bits());
+                let salt = match scheme {
+                    SignScheme::RsaPkcs1(_) => None,
+                    _ => Some(pss_salt(scheme, self.bits())),
+                };
                 let pkcs1 = self.rsa_pkcs1()?;
-                crate::evp::pss_sign_digest(
-                    pkcs1.expose(),
-                    Hash::Sha1,
-                    salt,
-                    &digest(Hash::Sha1, msg),
-                )
+                let d = digest(Hash::Sha1, msg);
+                crate::evp::sign_digest(pkcs1.expose(), Hash::Sha1, salt, &d)
             }
             (
                 Parsed::Rsa { pair, .. },

@@ -1,7 +1,7 @@
 //! RSA operations aws-lc-rs has no API for, done by AWS-LC itself through
 //! its EVP interface (the same library aws-lc-rs wraps; in a FIPS build,
 //! the FIPS module): RSA-OAEP whose MGF1 hash differs from the message's
-//! hash, and RSA-PSS with SHA-1. KMIP clients may ask for both (the OASIS
+//! hash, and RSA signatures with SHA-1 (PSS, and PKCS#1 v1.5 signing). KMIP clients may ask for both (the OASIS
 //! CS-AC cases do). Nothing here is hand-written cryptography: each function
 //! parses a key, sets the padding's parameters on an `EVP_PKEY_CTX` and makes
 //! one call, exactly as AWS-LC's documentation says.
@@ -151,12 +151,23 @@ fn oaep_params(ctx: &Ctx, h: Hash, mgf1: Hash, label: Option<&[u8]>) -> Result<(
     Ok(())
 }
 
-/// RSA-PSS's parameters (MGF1 with the same hash, `salt` bytes of salt) on
-/// a context made ready to sign or verify.
-fn pss_params(ctx: &Ctx, h: Hash, salt: usize) -> Result<(), CryptoError> {
+/// An RSA signature's parameters on a context made ready to sign or
+/// verify: PKCS#1 v1.5 with `h`, or with `pss_salt` RSA-PSS (MGF1 with the
+/// same hash, that many bytes of salt).
+fn signature_params(ctx: &Ctx, h: Hash, pss_salt: Option<usize>) -> Result<(), CryptoError> {
+    let Some(salt) = pss_salt else {
+        // SAFETY: ctx.0 is a valid context initialised for signing or
+        // verification; md() answers static EVP_MDs.
+        return unsafe {
+            ok(sys::EVP_PKEY_CTX_set_rsa_padding(
+                ctx.0,
+                sys::RSA_PKCS1_PADDING,
+            ))?;
+            ok(sys::EVP_PKEY_CTX_set_signature_md(ctx.0, md(h)))
+        };
+    };
     let salt = std::os::raw::c_int::try_from(salt).map_err(|_| CryptoError::Failed)?;
-    // SAFETY: ctx.0 is a valid context initialised for signing or
-    // verification; md() answers static EVP_MDs.
+    // SAFETY: as above.
     unsafe {
         ok(sys::EVP_PKEY_CTX_set_rsa_padding(
             ctx.0,
@@ -255,19 +266,20 @@ pub(crate) fn oaep_decrypt(
     Ok(SecretBytes::new(std::mem::take(&mut *out)))
 }
 
-/// An RSA-PSS signature (MGF1 with the same hash) of a digest already
-/// made with `h`, with a private key (PKCS#1 RSAPrivateKey DER).
-pub(crate) fn pss_sign_digest(
+/// An RSA signature of a digest already made with `h`, with a private key
+/// (PKCS#1 RSAPrivateKey DER): PKCS#1 v1.5, or RSA-PSS with `pss_salt`
+/// bytes of salt (MGF1 with the same hash).
+pub(crate) fn sign_digest(
     private_pkcs1: &[u8],
     h: Hash,
-    salt: usize,
+    pss_salt: Option<usize>,
     digest: &[u8],
 ) -> Result<Vec<u8>, CryptoError> {
     let key = Pkey::private(private_pkcs1)?;
     let ctx = key.context()?;
     // SAFETY: ctx.0 is valid.
     ok(unsafe { sys::EVP_PKEY_sign_init(ctx.0) })?;
-    pss_params(&ctx, h, salt)?;
+    signature_params(&ctx, h, pss_salt)?;
     let mut len = 0usize;
     // SAFETY: a null output asks for the signature's length only.
     ok(unsafe { sys::EVP_PKEY_sign(ctx.0, null_mut(), &mut len, digest.as_ptr(), digest.len()) })?;
@@ -300,7 +312,7 @@ pub(crate) fn pss_verify_digest(
     let ctx = key.context()?;
     // SAFETY: ctx.0 is valid.
     ok(unsafe { sys::EVP_PKEY_verify_init(ctx.0) })?;
-    pss_params(&ctx, h, salt)?;
+    signature_params(&ctx, h, Some(salt))?;
     // SAFETY: the pointers and lengths describe `signature` and `digest`.
     let r = unsafe {
         sys::EVP_PKEY_verify(

@@ -1,4 +1,4 @@
-//! RSA-OAEP with an MGF1 hash of its own and RSA-PSS with SHA-1 (the
+//! RSA-OAEP with an MGF1 hash of its own and RSA signatures with SHA-1 (the
 //! operations AWS-LC does through its EVP interface because aws-lc-rs has
 //! no API for them), checked both ways against OpenSSL's command line, an
 //! independent implementation.
@@ -230,6 +230,20 @@ fn pss_with_sha1_agrees_with_openssl() {
         };
         assert!(!asym::verify(&k.public, sha256, msg, &theirs).unwrap());
     }
+    // PKCS#1 v1.5 with SHA-1: signed here, verified by OpenSSL and here.
+    let sig = key.sign(SignScheme::RsaPkcs1(Hash::Sha1), msg).unwrap();
+    let sig_path = k.write("sig", &sig);
+    let o = openssl(&[
+        "dgst",
+        "-sha1",
+        "-verify",
+        &k.path("pub.pem"),
+        "-signature",
+        &sig_path,
+        &msg_path,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(asym::verify(&k.public, SignScheme::RsaPkcs1(Hash::Sha1), msg, &sig).unwrap());
     // A SHA-256 PSS signature does not verify as SHA-1 (OASIS CS-AC-M-3).
     let sig = key.sign(SignScheme::RsaPss(Hash::Sha256), msg).unwrap();
     assert!(!asym::verify(&k.public, SignScheme::RsaPss(Hash::Sha1), msg, &sig).unwrap());
