@@ -128,6 +128,7 @@ fips_log=$(mktemp)
 trap 'rm -f "$log" "$oasis" "$fips_log"' EXIT
 cargo test --locked -p keyhold-crypto -p keyhold-root -p keyhold-kmip -p keyhold-xks -p keyhold-service \
   --features keyhold-crypto/fips --lib --test fips --test softhsm --test recovery --test asymmetric \
+  --test evp_openssl --test batch_audit \
   --test hsm_timeout --test hsm_pairs 2>&1 | tee "$fips_log"
 # Every integration test of the binary (XKS, KMIP, HSM, PostgreSQL, the
 # other clouds, the console), on the FIPS binary.
