@@ -1,10 +1,11 @@
 //! RSA operations aws-lc-rs has no API for, done by AWS-LC itself through
 //! its EVP interface (the same library aws-lc-rs wraps; in a FIPS build,
 //! the FIPS module): RSA-OAEP whose MGF1 hash differs from the message's
-//! hash, and RSA signatures with SHA-1 (PSS, and PKCS#1 v1.5 signing). KMIP clients may ask for both (the OASIS
-//! CS-AC cases do). Nothing here is hand-written cryptography: each function
-//! parses a key, sets the padding's parameters on an `EVP_PKEY_CTX` and makes
-//! one call, exactly as AWS-LC's documentation says.
+//! hash, and RSA signatures with SHA-1 (PSS, and PKCS#1 v1.5 signing).
+//! KMIP clients ask for them (the OASIS CS-AC cases do). Nothing here is
+//! hand-written cryptography: each function parses a key, sets the
+//! padding's parameters on an `EVP_PKEY_CTX` and makes one call, as
+//! AWS-LC's documentation says.
 //!
 //! This is the only `unsafe` code in Keyhold (the workspace denies it
 //! elsewhere). Every pointer comes from AWS-LC and is owned by one wrapper
