@@ -180,6 +180,49 @@ fn signature_params(ctx: &Ctx, h: Hash, pss_salt: Option<usize>) -> Result<(), C
     }
 }
 
+/// AWS-LC's one-shot EVP_PKEY_encrypt, _decrypt and _sign: a context,
+/// the output and its length, the input.
+type OneShot = unsafe extern "C" fn(
+    *mut sys::EVP_PKEY_CTX,
+    *mut u8,
+    *mut usize,
+    *const u8,
+    usize,
+) -> std::os::raw::c_int;
+
+/// Calls `call` as AWS-LC asks: once with no output for the largest output
+/// length, then with a buffer that long. The output is wiped when dropped
+/// (its whole capacity); a failure of the second call is `fill_failed()`'s.
+fn output(
+    ctx: &Ctx,
+    call: OneShot,
+    input: &[u8],
+    fill_failed: fn() -> CryptoError,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+    let mut len = 0usize;
+    // SAFETY: ctx.0 is a valid, initialised context; a null output asks for
+    // the largest output length only; the input pointer and length describe
+    // `input`, which outlives the call.
+    ok(unsafe { call(ctx.0, null_mut(), &mut len, input.as_ptr(), input.len()) })?;
+    let mut out = zeroize::Zeroizing::new(vec![0u8; len]);
+    // SAFETY: as above; `out` has `len` writable bytes, the length AWS-LC
+    // asked for, and AWS-LC writes at most that many.
+    if unsafe {
+        call(
+            ctx.0,
+            out.as_mut_ptr(),
+            &mut len,
+            input.as_ptr(),
+            input.len(),
+        )
+    } != 1
+    {
+        return Err(fill_failed());
+    }
+    out.truncate(len);
+    Ok(out)
+}
+
 /// RSA-OAEP encryption with a message hash and an MGF1 hash of its own,
 /// under a public key (PKCS#1 RSAPublicKey DER).
 pub(crate) fn oaep_encrypt(
@@ -194,31 +237,8 @@ pub(crate) fn oaep_encrypt(
     // SAFETY: ctx.0 is valid.
     ok(unsafe { sys::EVP_PKEY_encrypt_init(ctx.0) })?;
     oaep_params(&ctx, h, mgf1, label)?;
-    let mut len = 0usize;
-    // SAFETY: a null output asks for the largest output length only; the
-    // input pointer and length describe `plaintext`.
-    ok(unsafe {
-        sys::EVP_PKEY_encrypt(
-            ctx.0,
-            null_mut(),
-            &mut len,
-            plaintext.as_ptr(),
-            plaintext.len(),
-        )
-    })?;
-    let mut out = vec![0u8; len];
-    // SAFETY: `out` has `len` writable bytes, the length AWS-LC asked for.
-    ok(unsafe {
-        sys::EVP_PKEY_encrypt(
-            ctx.0,
-            out.as_mut_ptr(),
-            &mut len,
-            plaintext.as_ptr(),
-            plaintext.len(),
-        )
-    })?;
-    out.truncate(len);
-    Ok(out)
+    let mut out = output(&ctx, sys::EVP_PKEY_encrypt, plaintext, failed)?;
+    Ok(std::mem::take(&mut *out))
 }
 
 /// RSA-OAEP decryption with a message hash and an MGF1 hash of its own,
@@ -236,34 +256,11 @@ pub(crate) fn oaep_decrypt(
     // SAFETY: ctx.0 is valid.
     ok(unsafe { sys::EVP_PKEY_decrypt_init(ctx.0) })?;
     oaep_params(&ctx, h, mgf1, label)?;
-    let mut len = 0usize;
-    // SAFETY: a null output asks for the largest output length only.
-    ok(unsafe {
-        sys::EVP_PKEY_decrypt(
-            ctx.0,
-            null_mut(),
-            &mut len,
-            ciphertext.as_ptr(),
-            ciphertext.len(),
-        )
-    })?;
-    // Wiped however this ends (its whole capacity, after truncation too).
-    let mut out = zeroize::Zeroizing::new(vec![0u8; len]);
-    // SAFETY: the buffer has `len` writable bytes, the length AWS-LC asked for.
-    let r = unsafe {
-        sys::EVP_PKEY_decrypt(
-            ctx.0,
-            out.as_mut_ptr(),
-            &mut len,
-            ciphertext.as_ptr(),
-            ciphertext.len(),
-        )
-    };
-    if r != 1 {
+    // A value that does not decrypt: nothing more said.
+    let mut out = output(&ctx, sys::EVP_PKEY_decrypt, ciphertext, || {
         failed();
-        return Err(CryptoError::AuthenticationFailed);
-    }
-    out.truncate(len);
+        CryptoError::AuthenticationFailed
+    })?;
     Ok(SecretBytes::new(std::mem::take(&mut *out)))
 }
 
@@ -281,22 +278,8 @@ pub(crate) fn sign_digest(
     // SAFETY: ctx.0 is valid.
     ok(unsafe { sys::EVP_PKEY_sign_init(ctx.0) })?;
     signature_params(&ctx, h, pss_salt)?;
-    let mut len = 0usize;
-    // SAFETY: a null output asks for the signature's length only.
-    ok(unsafe { sys::EVP_PKEY_sign(ctx.0, null_mut(), &mut len, digest.as_ptr(), digest.len()) })?;
-    let mut out = vec![0u8; len];
-    // SAFETY: `out` has `len` writable bytes, the length AWS-LC asked for.
-    ok(unsafe {
-        sys::EVP_PKEY_sign(
-            ctx.0,
-            out.as_mut_ptr(),
-            &mut len,
-            digest.as_ptr(),
-            digest.len(),
-        )
-    })?;
-    out.truncate(len);
-    Ok(out)
+    let mut out = output(&ctx, sys::EVP_PKEY_sign, digest, failed)?;
+    Ok(std::mem::take(&mut *out))
 }
 
 /// Whether `signature` is an RSA-PSS signature (MGF1 with the same hash,
