@@ -6,7 +6,7 @@
 //! and decrypt (migration), and AES works.
 //! In the default build the same requests succeed: one test, both builds.
 
-use keyhold_kmip::enums::{block_cipher_mode as bcm, crypto_alg, key_format, object_type};
+use keyhold_kmip::enums::{block_cipher_mode as bcm, crypto_alg, object_type};
 use keyhold_kmip::enums::{operation as op, usage_mask};
 use keyhold_kmip::tags as t;
 use keyhold_kmip::ttlv::{Ttlv, Value};
@@ -88,32 +88,6 @@ fn create(alg: u32, len: i32) -> Vec<Ttlv> {
 
 fn register(alg: u32, material: Vec<u8>) -> Vec<Ttlv> {
     register_for(alg, material, usage_mask::ENCRYPT | usage_mask::DECRYPT)
-}
-
-fn register_for(alg: u32, material: Vec<u8>, mask: i32) -> Vec<Ttlv> {
-    let len = (material.len() * 8) as i32;
-    vec![
-        Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
-        Ttlv::structure(
-            t::ATTRIBUTES,
-            vec![
-                Ttlv::int(t::CRYPTOGRAPHIC_USAGE_MASK, mask),
-                Ttlv::date_time(t::ACTIVATION_DATE, now() - 60),
-            ],
-        ),
-        Ttlv::structure(
-            t::SYMMETRIC_KEY,
-            vec![Ttlv::structure(
-                t::KEY_BLOCK,
-                vec![
-                    Ttlv::enumeration(t::KEY_FORMAT_TYPE, key_format::RAW),
-                    Ttlv::structure(t::KEY_VALUE, vec![Ttlv::bytes(t::KEY_MATERIAL, material)]),
-                    Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, alg),
-                    Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, len),
-                ],
-            )],
-        ),
-    ]
 }
 
 fn crypt(uid: &str, mode: Option<u32>, data: &[u8], iv: Option<&[u8]>) -> Vec<Ttlv> {

@@ -125,46 +125,44 @@ pub(crate) fn pair(k: &Kmip, alg: u32, len: i32) -> (String, String) {
     (private, public)
 }
 
-/// Registers an Active AES-256 key (for encryption and decryption);
-/// returns its identifier.
-pub(crate) fn register_aes(k: &Kmip, who: &str) -> String {
+/// A Register payload for a symmetric key of `alg` with this raw material
+/// and usage mask, Active since a minute ago.
+pub(crate) fn register_for(alg: u32, material: Vec<u8>, mask: i32) -> Vec<Ttlv> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let (status, p) = call(
-        k,
-        who,
-        op::REGISTER,
-        vec![
-            Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
-            Ttlv::structure(
-                t::ATTRIBUTES,
+    let len = (material.len() * 8) as i32;
+    vec![
+        Ttlv::enumeration(t::OBJECT_TYPE, object_type::SYMMETRIC_KEY),
+        Ttlv::structure(
+            t::ATTRIBUTES,
+            vec![
+                Ttlv::int(t::CRYPTOGRAPHIC_USAGE_MASK, mask),
+                Ttlv::date_time(t::ACTIVATION_DATE, now - 60),
+            ],
+        ),
+        Ttlv::structure(
+            t::SYMMETRIC_KEY,
+            vec![Ttlv::structure(
+                t::KEY_BLOCK,
                 vec![
-                    Ttlv::int(
-                        t::CRYPTOGRAPHIC_USAGE_MASK,
-                        usage_mask::ENCRYPT | usage_mask::DECRYPT,
-                    ),
-                    Ttlv::date_time(t::ACTIVATION_DATE, now - 60),
+                    Ttlv::enumeration(t::KEY_FORMAT_TYPE, key_format::RAW),
+                    Ttlv::structure(t::KEY_VALUE, vec![Ttlv::bytes(t::KEY_MATERIAL, material)]),
+                    Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, alg),
+                    Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, len),
                 ],
-            ),
-            Ttlv::structure(
-                t::SYMMETRIC_KEY,
-                vec![Ttlv::structure(
-                    t::KEY_BLOCK,
-                    vec![
-                        Ttlv::enumeration(t::KEY_FORMAT_TYPE, key_format::RAW),
-                        Ttlv::structure(
-                            t::KEY_VALUE,
-                            vec![Ttlv::bytes(t::KEY_MATERIAL, vec![7u8; 32])],
-                        ),
-                        Ttlv::enumeration(t::CRYPTOGRAPHIC_ALGORITHM, crypto_alg::AES),
-                        Ttlv::int(t::CRYPTOGRAPHIC_LENGTH, 256),
-                    ],
-                )],
-            ),
-        ],
-    );
+            )],
+        ),
+    ]
+}
+
+/// Registers an Active AES-256 key (for encryption and decryption);
+/// returns its identifier.
+pub(crate) fn register_aes(k: &Kmip, who: &str) -> String {
+    let mask = usage_mask::ENCRYPT | usage_mask::DECRYPT;
+    let payload = register_for(crypto_alg::AES, vec![7u8; 32], mask);
+    let (status, p) = call(k, who, op::REGISTER, payload);
     assert_eq!(status, SUCCESS, "{p:?}");
     match &p.child(t::UNIQUE_IDENTIFIER).unwrap().value {
         Value::TextString(u) => u.clone(),
